@@ -1,0 +1,1 @@
+"""Configuration models and loading (pydantic v2 models, YAML files)."""

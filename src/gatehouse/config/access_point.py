@@ -1,0 +1,203 @@
+"""The Access Point's view of the configuration: its own settings and the resources it routes.
+
+This view is what the Administration service will publish to an AP, so it must never hold
+secrets, user data or database URLs.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from gatehouse.config.units import ByteSize, Seconds
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+DEFAULT_IDENTITY_HEADERS = ("Remote-User", "Remote-Groups", "Remote-Email", "Remote-Name")
+
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_RESOURCE_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+_HOST_PATTERN = re.compile(r"^(\*|(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*)$")
+
+
+class Strict(BaseModel):
+    """Base for config models: immutable, unknown keys are errors."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _header_name(value: str) -> str:
+    if not _TOKEN.match(value):
+        raise ValueError(f"not a valid HTTP header name: {value!r}")
+    return value
+
+
+HeaderName = Annotated[str, AfterValidator(_header_name)]
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """Split ``HOST:PORT`` (``[v6]:PORT`` for IPv6) into its parts."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"not HOST:PORT: {value!r}")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not host:
+        raise ValueError(f"not HOST:PORT: {value!r}")
+    return host, int(port)
+
+
+def _listen(value: str) -> str:
+    parse_listen(value)
+    return value
+
+
+class Backend(BaseModel):
+    """A parsed backend URL: ``http(s)://host[:port][/base-path]``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    url: str
+    scheme: Literal["http", "https"]
+    host: str
+    port: int
+    base_path: str
+
+    @classmethod
+    def parse(cls, url: str) -> Backend:
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError as exc:
+            raise ValueError(f"not a URL: {url!r} ({exc})") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not a URL: {url!r} (expected http://host[:port][/path])")
+        if parts.query or parts.fragment or parts.username or parts.password:
+            raise ValueError(f"backend URL may not have a query, fragment or credentials: {url!r}")
+        default_port = 443 if parts.scheme == "https" else 80
+        return cls(
+            url=url,
+            scheme=parts.scheme,  # type: ignore[arg-type]
+            host=parts.hostname,
+            port=port or default_port,
+            base_path=parts.path.rstrip("/"),
+        )
+
+    @property
+    def host_header(self) -> str:
+        default = 443 if self.scheme == "https" else 80
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return host if self.port == default else f"{host}:{self.port}"
+
+
+def _backend_url(value: str) -> str:
+    Backend.parse(value)
+    return value
+
+
+BackendURL = Annotated[str, AfterValidator(_backend_url)]
+
+
+class Resource(Strict):
+    """A web resource behind the Access Point."""
+
+    id: str
+    hosts: list[str] = Field(default_factory=lambda: ["*"], min_length=1)
+    path_prefix: str = "/"
+    backends: list[BackendURL] = Field(min_length=1)
+    public: bool = False
+    strip_prefix: bool = False
+    preserve_host: bool = False
+    connect_timeout: Seconds = Field(default=5.0, gt=0)
+    read_timeout: Seconds = Field(default=60.0, gt=0)
+    max_body_size: ByteSize = Field(default=64 << 20, ge=0, description="0 means unlimited")
+    tls_verify: bool = True
+    ca_file: str | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _check_id(cls, value: str) -> str:
+        if not _RESOURCE_ID.match(value):
+            raise ValueError("use lowercase letters, digits, '.', '_' or '-' (max 63)")
+        return value
+
+    @field_validator("hosts")
+    @classmethod
+    def _check_hosts(cls, value: list[str]) -> list[str]:
+        out = []
+        for host in value:
+            norm = host.strip().lower().rstrip(".")
+            if not _HOST_PATTERN.match(norm):
+                raise ValueError(f"not a host name or pattern: {host!r} (use a name, *.domain or *)")
+            out.append(norm)
+        return out
+
+    @field_validator("path_prefix")
+    @classmethod
+    def _check_prefix(cls, value: str) -> str:
+        if not value.startswith("/") or any(c in value for c in "?# \t\\"):
+            raise ValueError("must be an absolute path starting with '/', without query")
+        if "/../" in value + "/" or "/./" in value + "/":
+            raise ValueError("may not contain '.' or '..' segments")
+        return value
+
+    def parsed_backends(self) -> list[Backend]:
+        return [Backend.parse(url) for url in self.backends]
+
+
+class AccessPointSettings(Strict):
+    """Settings of the Access Point process itself."""
+
+    id: str = "ap1"
+    listen: Annotated[str, AfterValidator(_listen)] = "127.0.0.1:8080"
+    workers: int = Field(default=1, ge=1, le=64)
+    reserved_prefix: str = "/_gatehouse/"
+    trusted_proxies: list[IPNetwork] = Field(default_factory=list)
+    identity_headers: list[HeaderName] = Field(
+        default_factory=lambda: list(DEFAULT_IDENTITY_HEADERS)
+    )
+    via_pseudonym: str = "gatehouse"
+    allow_underscores_in_headers: bool = False
+    header_timeout: Seconds = Field(default=10.0, gt=0)
+    keepalive_timeout: Seconds = Field(default=75.0, gt=0)
+    body_timeout: Seconds = Field(default=60.0, gt=0)
+    send_timeout: Seconds = Field(default=60.0, gt=0)
+    drain_timeout: Seconds = Field(default=30.0, gt=0)
+    max_connections: int = Field(default=4096, ge=1)
+    max_request_line: ByteSize = Field(default=8 << 10, ge=64)
+    max_header_bytes: ByteSize = Field(default=32 << 10, ge=256)
+    max_pipelined: int = Field(default=32, ge=1)
+    upstream_keepalive: int = Field(default=64, ge=0)
+    upstream_idle_timeout: Seconds = Field(default=60.0, gt=0)
+    backend_fail_timeout: Seconds = Field(default=10.0, ge=0)
+
+    @field_validator("reserved_prefix")
+    @classmethod
+    def _check_reserved(cls, value: str) -> str:
+        if not (value.startswith("/") and value.endswith("/") and len(value) > 2):
+            raise ValueError("must start and end with '/', e.g. /_gatehouse/")
+        return value
+
+    @field_validator("via_pseudonym")
+    @classmethod
+    def _check_via(cls, value: str) -> str:
+        return _header_name(value)
+
+
+class AccessPointConfig(Strict):
+    """A whole Access Point configuration file."""
+
+    access_point: AccessPointSettings = Field(default_factory=AccessPointSettings)
+    resources: list[Resource] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> AccessPointConfig:
+        seen: set[str] = set()
+        for res in self.resources:
+            if res.id in seen:
+                raise ValueError(f"duplicate resource id {res.id!r}")
+            seen.add(res.id)
+        return self

@@ -1,0 +1,58 @@
+"""Shared fixtures: real processes on loopback with free ports."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.processes import Service, free_port, write_config
+
+StartAP = Callable[..., Service]
+
+
+@pytest.fixture
+def demo_backend(tmp_path: Path) -> Iterator[Service]:
+    """The demo whoami backend on a free port."""
+    port = free_port()
+    svc = Service(
+        ["demo-backend", "--listen", f"127.0.0.1:{port}"], tmp_path / "backend.log", "127.0.0.1", port
+    )
+    try:
+        yield svc.wait_ready()
+    finally:
+        svc.stop()
+
+
+@pytest.fixture
+def start_ap(tmp_path: Path) -> Iterator[StartAP]:
+    """Factory: write a config, start ``gatehouse access-point``, wait until it listens."""
+    started: list[Service] = []
+
+    def start(
+        resources: list[dict[str, Any]],
+        settings: dict[str, Any] | None = None,
+        workers: int = 1,
+        name: str = "ap",
+    ) -> Service:
+        port = free_port()
+        config = {
+            "access_point": {"listen": f"127.0.0.1:{port}", **(settings or {})},
+            "resources": resources,
+        }
+        path = write_config(tmp_path / f"{name}.yaml", config)
+        svc = Service(
+            ["access-point", "--config", str(path), "--workers", str(workers)],
+            tmp_path / f"{name}.log",
+            "127.0.0.1",
+            port,
+        )
+        svc.config_path = path  # type: ignore[attr-defined]
+        started.append(svc)
+        return svc.wait_ready()
+
+    yield start
+    for svc in started:
+        svc.stop()
