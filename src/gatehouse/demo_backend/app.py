@@ -1,0 +1,249 @@
+"""The demo "whoami" backend: a raw ASGI app run by uvicorn.
+
+Every HTTP request is answered with a JSON description of what arrived (method, raw path, query,
+headers in order, body size and SHA-256), so tests and benchmarks can see exactly what a proxy in
+front of it forwarded. Paths are matched by their ending so the endpoints work behind prefix
+routing (``/x/download`` is ``/download``):
+
+- ``GET …/download?size=N[&chunked=1]``: N bytes of :func:`download_chunks`, 64 KiB at a time.
+- ``…/status/NNN``: that status with a tiny body (none for 204 and 304).
+- ``…/slow?delay=SECONDS``: waits, then echoes.
+- WebSocket at any path: echoes every text and binary message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import math
+import re
+import signal
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from types import FrameType
+from typing import Any
+from urllib.parse import parse_qs
+
+import uvicorn
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+CHUNK_SIZE = 64 << 10
+MAX_DOWNLOAD = 4 << 30
+MAX_DELAY = 3600.0
+
+_BLOCK = bytes(range(256)) * (CHUNK_SIZE // 256)
+_STATUS_PATH = re.compile(r"(?:^|/)status/(\d{3})$")
+
+
+class _BadRequest(Exception):
+    """A query parameter is missing or malformed; answered with 400."""
+
+
+class _Disconnected(Exception):
+    """The client went away before the request body was read."""
+
+
+def download_chunks(size: int) -> Iterator[bytes]:
+    """The deterministic body of ``/download?size=N``, in 64 KiB chunks.
+
+    Chunk ``i`` is ``i`` as 8 big-endian bytes followed by the bytes 8, 9, …, 255, 0, 1, …, so a
+    lost, repeated or reordered chunk changes the content, not only its length.
+    """
+    for index, offset in enumerate(range(0, size, CHUNK_SIZE)):
+        chunk = index.to_bytes(8, "big") + _BLOCK[8:]
+        yield chunk if size - offset >= CHUNK_SIZE else chunk[: size - offset]
+
+
+def _dumps(document: object) -> bytes:
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
+def _query(scope: Scope) -> dict[str, str]:
+    raw: bytes = scope["query_string"]
+    return {key: values[-1] for key, values in parse_qs(raw.decode("latin-1")).items()}
+
+
+def _download_size(query: dict[str, str]) -> int:
+    value = query.get("size", "")
+    if not value.isdigit() or int(value) > MAX_DOWNLOAD:
+        raise _BadRequest(f"size must be a whole number of bytes up to {MAX_DOWNLOAD}")
+    return int(value)
+
+
+def _delay(query: dict[str, str]) -> float:
+    try:
+        delay = float(query.get("delay", "1"))
+    except ValueError:
+        raise _BadRequest("delay must be a number of seconds") from None
+    if not (math.isfinite(delay) and 0 <= delay <= MAX_DELAY):
+        raise _BadRequest(f"delay must be between 0 and {MAX_DELAY:g} seconds")
+    return delay
+
+
+def _status_code(path: str) -> int | None:
+    match = _STATUS_PATH.search(path)
+    if match is None:
+        return None
+    status = int(match.group(1))
+    if not 200 <= status <= 599:
+        raise _BadRequest("status must be between 200 and 599")
+    return status
+
+
+async def _drain(receive: Receive) -> tuple[int, str]:
+    """Read the whole request body without keeping it; return its size and SHA-256."""
+    digest = hashlib.sha256()
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected
+        body: bytes = message.get("body", b"")
+        size += len(body)
+        digest.update(body)
+        if not message.get("more_body", False):
+            return size, digest.hexdigest()
+
+
+async def _respond(send: Send, status: int, body: bytes = b"") -> None:
+    headers = []
+    if status not in (204, 304):
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body if headers else b""})
+
+
+def _echo(scope: Scope, body_size: int, body_sha256: str) -> dict[str, object]:
+    raw_path: bytes | None = scope.get("raw_path")
+    client = scope.get("client")
+    return {
+        "method": scope["method"],
+        "path": raw_path.decode("latin-1") if raw_path is not None else scope["path"],
+        "query": scope["query_string"].decode("latin-1"),
+        "http_version": scope["http_version"],
+        "headers": [
+            [name.decode("latin-1"), value.decode("latin-1")] for name, value in scope["headers"]
+        ],
+        "body_size": body_size,
+        "body_sha256": body_sha256,
+        "client": f"{client[0]}:{client[1]}" if client else "",
+    }
+
+
+async def _download(send: Send, receive: Receive, size: int, chunked: bool) -> None:
+    headers = [(b"content-type", b"application/octet-stream")]
+    if not chunked:
+        headers.append((b"content-length", b"%d" % size))
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    # The body has been read, so the next receive() only returns when the client disconnects;
+    # uvicorn's send() silently drops data after that, so stop producing it.
+    gone = asyncio.ensure_future(receive())
+    try:
+        for chunk in download_chunks(size):
+            if gone.done():
+                return
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+    finally:
+        gone.cancel()
+
+
+async def _http(scope: Scope, receive: Receive, send: Send) -> None:
+    path: str = scope["path"]
+    query = _query(scope)
+    download = scope["method"] == "GET" and path.endswith("/download")
+    try:
+        try:
+            status = _status_code(path)
+            size = _download_size(query) if download else 0
+            delay = _delay(query) if path.endswith("/slow") else 0.0
+        except _BadRequest as exc:
+            await _drain(receive)
+            await _respond(send, 400, _dumps({"error": str(exc)}))
+            return
+        if download:
+            await _drain(receive)
+            await _download(send, receive, size, query.get("chunked") == "1")
+        elif status is not None:
+            await _drain(receive)
+            await _respond(send, status, _dumps({"status": status}))
+        else:
+            await asyncio.sleep(delay)
+            body_size, body_sha256 = await _drain(receive)
+            await _respond(send, 200, _dumps(_echo(scope, body_size, body_sha256)))
+    except _Disconnected:
+        return
+
+
+async def _websocket(scope: Scope, receive: Receive, send: Send) -> None:
+    if (await receive())["type"] != "websocket.connect":
+        return
+    accept: Message = {"type": "websocket.accept"}
+    if scope.get("subprotocols"):
+        accept["subprotocol"] = scope["subprotocols"][0]
+    await send(accept)
+    while True:
+        message = await receive()
+        if message["type"] != "websocket.receive":
+            return
+        if message.get("text") is not None:
+            await send({"type": "websocket.send", "text": message["text"]})
+        else:
+            await send({"type": "websocket.send", "bytes": message.get("bytes") or b""})
+
+
+async def app(scope: Scope, receive: Receive, send: Send) -> None:
+    """The ASGI entry point."""
+    if scope["type"] == "http":
+        await _http(scope, receive, send)
+    elif scope["type"] == "websocket":
+        await _websocket(scope, receive, send)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, except that SIGTERM and SIGINT end it with exit code 0.
+
+    uvicorn re-raises the caught signal after shutting down, which would kill the process with
+    that signal instead of returning to the CLI.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        handled = (signal.SIGINT, signal.SIGTERM)
+        previous = {sig: signal.signal(sig, self._stop) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _stop(self, sig: int, frame: FrameType | None) -> None:
+        # A second Ctrl-C skips waiting for open connections.
+        self.force_exit = self.should_exit and sig == signal.SIGINT
+        self.should_exit = True
+
+
+def serve(host: str, port: int, *, certfile: str | None = None, keyfile: str | None = None) -> None:
+    """Serve the demo backend until SIGTERM or SIGINT; HTTPS when a certificate is given."""
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        ws="websockets-sansio",  # the "websockets" one is deprecated by uvicorn
+        lifespan="off",
+        access_log=False,
+        server_header=False,
+        # Longer than the Access Point's upstream idle timeout (60 s), so the proxy, not the
+        # backend, closes idle pooled connections: no race on reuse.
+        timeout_keep_alive=75,
+        ssl_certfile=certfile,
+        ssl_keyfile=keyfile,
+    )
+    _Server(config).run()
