@@ -1,0 +1,340 @@
+"""The client side of the Access Point: one :class:`ClientConnection` per accepted socket.
+
+Requests are parsed by llhttp (httptools) straight from ``data_received``; each complete head
+becomes an exchange in a FIFO queue, so pipelined requests are answered in order. Only the head
+of the queue talks to a backend. Everything a callback writes for the client is gathered in
+``out`` and sent with one ``transport.write`` when the read that produced it is done.
+
+Reading from the client pauses when a backend cannot take the request body fast enough, when
+too much body is buffered, or when too many requests are queued; reading from a backend pauses
+when the client does not take the response fast enough. Memory per connection stays bounded
+whatever the size of the bodies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, cast
+
+import httptools
+
+from gatehouse.access_point import pages
+from gatehouse.access_point.exchange import LocalReply, ProxyExchange
+from gatehouse.access_point.request import BadRequest, parse_head
+from gatehouse.access_point.timers import InactivityTimer
+
+if TYPE_CHECKING:
+    from gatehouse.access_point.runtime import Runtime
+
+log = logging.getLogger("gatehouse.access_point")
+
+# Reasons to stop reading from the client, as bits.
+PAUSE_UPSTREAM = 1  # the backend's socket buffer is full
+PAUSE_BUFFER = 2  # request body waiting for a backend connection
+PAUSE_PIPELINE = 4  # too many pipelined requests queued
+PAUSE_INPUT_DONE = 8  # no more requests will be read on this connection
+
+Exchange = ProxyExchange | LocalReply
+
+
+@dataclass(eq=False)
+class WorkerState:
+    """What every connection of one worker process shares."""
+
+    runtime: Runtime
+    loop: asyncio.AbstractEventLoop
+    connections: set[ClientConnection] = field(default_factory=set)
+    draining: bool = False
+    requests: int = 0
+
+
+class ClientConnection(asyncio.Protocol):
+    """One client connection: parsing, the pipeline queue, flow control, timeouts."""
+
+    def __init__(self, state: WorkerState, scheme: bytes = b"http") -> None:
+        self.state = state
+        self.loop = state.loop
+        settings = state.runtime.settings
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.peer_ip = ""
+        self.scheme = scheme
+        self.queue: deque[Exchange] = deque()
+        self.cur: ProxyExchange | None = None
+        self.out: list[bytes] = []
+        self.closed = False
+        self.draining = False
+        self.paused = 0
+        self.write_paused = False
+        self.tunnel: ProxyExchange | None = None
+        self.upgrade_pending: ProxyExchange | None = None
+        self.input_done = False
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.head_bytes = 0
+        self.in_head = False
+        self.error: BadRequest | None = None
+        self.head_timer = InactivityTimer(self.loop, settings.header_timeout, self._head_timeout)
+        self.idle_timer = InactivityTimer(self.loop, settings.keepalive_timeout, self.close)
+        self.send_timer = InactivityTimer(self.loop, settings.send_timeout, self.abort)
+
+    # asyncio callbacks --------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+        state = self.state
+        state.connections.add(self)
+        peer = transport.get_extra_info("peername")
+        self.peer_ip = peer[0] if peer else ""
+        limit = state.runtime.settings.max_connections
+        if state.draining or len(state.connections) > limit:
+            self.input_done = True
+            transport.write(pages.error_page(503, "The access point is at capacity.", True))
+            self.close()
+            return
+        self.head_timer.start()
+
+    def data_received(self, data: bytes) -> None:
+        if self.tunnel is not None:
+            self.tunnel.client_tunnel_data(data)
+            return
+        if self.upgrade_pending is not None:
+            self.upgrade_pending.early_data.append(data)
+            return
+        if self.input_done:
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            self._upgrade(data, upgrade.args[0] if upgrade.args else len(data))
+        except httptools.HttpParserCallbackError as exc:
+            error = self.error or BadRequest(500, "internal error")
+            if self.error is None:
+                log.error("request handling failed", exc_info=exc.__context__ or exc)
+            self._refuse(error)
+        except httptools.HttpParserError as exc:
+            self._refuse(BadRequest(400, str(exc) or "malformed request"))
+        except Exception:  # never let a traceback reach the client
+            log.exception("unexpected error while reading a request")
+            self._refuse(BadRequest(500, "internal error"))
+        if self.queue and not self.queue[0].started:
+            self.queue[0].start()
+        self.flush()
+
+    def eof_received(self) -> bool | None:
+        if self.tunnel is not None:
+            self.tunnel.client_tunnel_eof()
+            return True
+        # The client will send no more requests; answer those queued, then close.
+        self.input_done = True
+        if self.cur is not None:
+            self.cur.client_gone()
+            self.cur = None
+        if not self.queue:
+            self.close()
+        else:
+            self.draining = True
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.state.connections.discard(self)
+        self.head_timer.cancel()
+        self.idle_timer.cancel()
+        self.send_timer.cancel()
+        for exchange in self.queue:
+            exchange.client_gone()
+        self.queue.clear()
+        if self.cur is not None:
+            self.cur.client_gone()
+            self.cur = None
+        if self.tunnel is not None:
+            self.tunnel.client_gone()
+        if self.upgrade_pending is not None:
+            self.upgrade_pending.client_gone()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        self.send_timer.start()
+        active = self.active()
+        if active is not None:
+            active.client_paused(True)
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self.send_timer.cancel()
+        active = self.active()
+        if active is not None:
+            active.client_paused(False)
+
+    # llhttp callbacks ---------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self.in_head = True
+        self.url = b""
+        self.headers = []
+        self.head_bytes = 0
+        self.idle_timer.cancel()
+        if not self.head_timer.running:
+            self.head_timer.start()
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        if len(self.url) > self.state.runtime.settings.max_request_line:
+            self._raise(BadRequest(414, "request target too long"))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.head_bytes += len(name) + len(value) + 4
+        if self.head_bytes > self.state.runtime.settings.max_header_bytes:
+            self._raise(BadRequest(431, "header fields too large"))
+        if self.in_head:
+            self.headers.append((name, value))
+        # Trailer fields (after a chunked body) are dropped: never forwarded, never trusted.
+
+    def on_headers_complete(self) -> None:
+        self.in_head = False
+        self.head_timer.cancel()
+        runtime = self.state.runtime
+        parser = self.parser
+        try:
+            head = parse_head(
+                parser.get_method(),
+                self.url,
+                parser.get_http_version().encode("ascii"),
+                self.headers,
+            )
+        except BadRequest as exc:
+            self._raise(exc)
+        self.state.requests += 1
+        exchange = ProxyExchange(self, head, runtime)
+        self.cur = exchange
+        self.queue.append(exchange)
+        if len(self.queue) > runtime.settings.max_pipelined:
+            self.pause(PAUSE_PIPELINE)
+
+    def on_body(self, body: bytes) -> None:
+        if self.cur is not None:
+            self.cur.request_body(body)
+
+    def on_message_complete(self) -> None:
+        cur, self.cur = self.cur, None
+        if cur is not None:
+            cur.request_complete()
+        if not cur or not cur.head.keep_alive:
+            # Nothing after a "Connection: close" request is read.
+            self.input_done = True
+            self.pause(PAUSE_INPUT_DONE)
+
+    # the pipeline ---------------------------------------------------------------------------
+    def active(self) -> ProxyExchange | None:
+        if self.tunnel is not None:
+            return self.tunnel
+        if self.queue:
+            head = self.queue[0]
+            if isinstance(head, ProxyExchange):
+                return head
+        return None
+
+    def exchange_finished(self, exchange: Exchange, close: bool) -> None:
+        if self.queue and self.queue[0] is exchange:
+            self.queue.popleft()
+        if close or self.closed:
+            self.close()
+            return
+        if self.paused & PAUSE_PIPELINE and len(self.queue) <= self.state.runtime.settings.max_pipelined:
+            self.resume(PAUSE_PIPELINE)
+        if self.queue:
+            nxt = self.queue[0]
+            if not nxt.started:
+                nxt.start()
+        elif self.draining or self.input_done:
+            self.close()
+        elif self.cur is None and not self.in_head:
+            self.idle_timer.start()
+
+    def _raise(self, error: BadRequest) -> None:
+        self.error = error
+        raise error
+
+    def _refuse(self, error: BadRequest) -> None:
+        """The client sent something we cannot parse: answer in order, then close."""
+        self.error = None
+        self.input_done = True
+        self.pause(PAUSE_INPUT_DONE)
+        self.head_timer.cancel()
+        cur, self.cur = self.cur, None
+        if cur is not None:
+            if cur.started:
+                cur.client_error(error)
+                return
+            self.queue.remove(cur)
+        if error.status >= 500:
+            message = pages.DEFAULT_MESSAGES[500]
+        else:
+            message = f"{pages.DEFAULT_MESSAGES.get(error.status, '')} ({error.reason})"
+        self.queue.append(LocalReply(self, pages.error_page(error.status, message, True), True))
+
+    def _upgrade(self, data: bytes, offset: int) -> None:
+        exchange = self.queue[-1] if self.queue else None
+        if not isinstance(exchange, ProxyExchange) or exchange.head.upgrade is None:
+            self._refuse(BadRequest(400, "unexpected protocol upgrade"))
+            return
+        self.upgrade_pending = exchange
+        if offset < len(data):
+            exchange.early_data.append(data[offset:])
+
+    def enter_tunnel(self, exchange: ProxyExchange) -> None:
+        self.upgrade_pending = None
+        self.tunnel = exchange
+        if self.queue and self.queue[0] is exchange:
+            self.queue.popleft()
+
+    # flow control and output ------------------------------------------------------------------
+    def pause(self, reason: int) -> None:
+        if not self.paused and self.transport is not None and not self.closed:
+            self.transport.pause_reading()
+        self.paused |= reason
+
+    def resume(self, reason: int) -> None:
+        if not self.paused & reason:
+            return
+        self.paused &= ~reason
+        if not self.paused and self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+
+    def flush(self) -> None:
+        out = self.out
+        if out and self.transport is not None and not self.closed:
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+        out.clear()
+
+    def close(self) -> None:
+        """Close after sending what is buffered."""
+        self.flush()
+        if not self.closed and self.transport is not None:
+            self.closed = True
+            self.transport.close()
+
+    def abort(self) -> None:
+        """Close at once, dropping what is buffered (a truncated response shows the failure)."""
+        self.out.clear()
+        if self.transport is not None:
+            self.closed = True
+            self.transport.abort()
+
+    def start_draining(self) -> None:
+        """Finish the requests in flight, then close; used on SIGTERM."""
+        self.draining = True
+        if not self.queue and self.cur is None and self.tunnel is None and not self.in_head:
+            self.close()
+
+    # timeouts -------------------------------------------------------------------------------
+    def _head_timeout(self) -> None:
+        if self.closed:
+            return
+        if self.in_head and not self.queue:
+            self.input_done = True
+            self.out.append(pages.standard_error(408, True))
+        self.close()

@@ -1,0 +1,548 @@
+"""One request and its response as they pass through the Access Point.
+
+A :class:`ProxyExchange` routes the request, picks a backend connection (idle from the pool or
+new), streams the request body up and the response down with flow control in both directions,
+re-frames bodies (``chunked`` when the client speaks HTTP/1.1 and the length is unknown), and
+turns every failure into a clear page or a closed connection — never a traceback.
+A :class:`LocalReply` is a response the AP gives itself (errors, health).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from gatehouse.access_point import pages
+from gatehouse.access_point.headers import (
+    HOP_BY_HOP,
+    end_to_end,
+    forwarded_fields,
+    serialize,
+    split_response,
+)
+from gatehouse.access_point.routing import strip_prefix
+from gatehouse.access_point.timers import InactivityTimer
+from gatehouse.access_point.upstream import ConnectFailed, Origin, UpstreamConnection
+
+if TYPE_CHECKING:
+    from gatehouse.access_point.connection import ClientConnection
+    from gatehouse.access_point.request import BadRequest, RequestHead
+    from gatehouse.access_point.runtime import Route, Runtime
+
+log = logging.getLogger("gatehouse.access_point")
+
+#: Request body bytes held while no backend connection is ready, before reading pauses.
+BODY_BUFFER_LIMIT = 256 << 10
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+NO_POLICY = (
+    "This resource is protected, and no policy service is configured for this access point, "
+    "so nobody can be let in yet."
+)
+
+
+class LocalReply:
+    """A response the Access Point gives itself."""
+
+    __slots__ = ("close", "conn", "data", "started")
+
+    def __init__(self, conn: ClientConnection, data: bytes, close: bool) -> None:
+        self.conn = conn
+        self.data = data
+        self.close = close
+        self.started = False
+
+    def start(self) -> None:
+        self.started = True
+        self.conn.out.append(self.data)
+        self.conn.exchange_finished(self, self.close)
+
+    def client_gone(self) -> None:
+        self.started = True
+
+
+class ProxyExchange:
+    """A request on its way to a backend and the response on its way back."""
+
+    def __init__(self, conn: ClientConnection, head: RequestHead, runtime: Runtime) -> None:
+        self.conn = conn
+        self.head = head
+        self.rt = runtime
+        self.started = False
+        self.done = False
+        self.close_after = not head.keep_alive
+        self.request_done = False
+        self.body_buf: list[bytes] = []
+        self.body_buffered = 0
+        self.body_received = 0
+        self.early_data: list[bytes] = []
+        self.route: Route | None = None
+        self.prefix = "/"
+        self.upstream: UpstreamConnection | None = None
+        self.connect_task: asyncio.Task[None] | None = None
+        self.retried = False
+        self.resp_reason = b""
+        self.resp_headers: list[tuple[bytes, bytes]] = []
+        self.resp_started = False
+        self.resp_upgrade = False
+        self.chunked_out = False
+        self.until_close = False
+        self.read_timer: InactivityTimer | None = None
+        self.body_timer: InactivityTimer | None = None
+
+    # the request ----------------------------------------------------------------------------
+    def start(self) -> None:
+        """Become the active exchange of the connection: route and contact a backend."""
+        self.started = True
+        head = self.head
+        rt = self.rt
+        if head.path.startswith(rt.reserved):
+            self._reserved()
+            return
+        match = rt.router.match(head.host, head.path)
+        if match is None:
+            self._local(404, pages.DEFAULT_MESSAGES[404])
+            return
+        route, self.prefix = match
+        if not route.public:
+            self._local(503, NO_POLICY)
+            return
+        limit = route.max_body
+        if limit and (head.content_length or 0) > limit or limit and self.body_received > limit:
+            self.close_after = True
+            self._local(413, pages.DEFAULT_MESSAGES[413])
+            return
+        self.route = route
+        if not self.request_done:
+            if head.expect_continue:
+                self.conn.out.append(CONTINUE)
+            self.body_timer = InactivityTimer(
+                self.conn.loop, rt.settings.body_timeout, self._body_timeout
+            )
+            self.body_timer.start()
+        now = self.conn.loop.time()
+        order = route.group.order(now)
+        upstream = order[0].take_idle(now)
+        if upstream is not None:
+            self._attach(upstream)
+        else:
+            self.connect_task = self.conn.loop.create_task(self._connect(order))
+
+    def _reserved(self) -> None:
+        rest = self.head.path[len(self.rt.reserved) :]
+        if rest == "health" and self.head.method in (b"GET", b"HEAD"):
+            draining = self.conn.state.draining
+            body = b'{"status":"draining"}' if draining else self.rt.health_body
+            self.conn.out.append(
+                pages.response(
+                    503 if draining else 200,
+                    body,
+                    b"application/json",
+                    self.close_after or not self.request_done,
+                    self.head.method == b"HEAD",
+                )
+            )
+            self._finish_local()
+            return
+        self._local(404, "There is nothing at this address.")
+
+    def _local(self, status: int, message: str) -> None:
+        close = self.close_after or not self.request_done
+        page = pages.error_page(status, message, close, self.head.method == b"HEAD")
+        self.conn.out.append(page)
+        self.close_after = close
+        self._finish_local()
+
+    def _finish_local(self) -> None:
+        self.done = True
+        self._cancel_timers()
+        self.conn.exchange_finished(self, self.close_after or not self.request_done)
+
+    async def _connect(self, order: list[Origin]) -> None:
+        route = self.route
+        assert route is not None
+        failure = ConnectFailed(502, "no backend")
+        try:
+            for origin in order:
+                try:
+                    upstream = await origin.connect(route.connect_timeout)
+                except ConnectFailed as exc:
+                    route.group.mark_failed(origin, self.conn.loop.time())
+                    log.warning("backend %s: %s", origin.backend.url, exc)
+                    failure = exc
+                    continue
+                if self.done:
+                    upstream.close()
+                    return
+                self._attach(upstream)
+                self.conn.flush()
+                return
+            self._fail(failure.status, str(failure))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("connecting to a backend failed")
+            self._fail(502, pages.DEFAULT_MESSAGES[502])
+        finally:
+            self.connect_task = None
+        self.conn.flush()
+
+    def _upstream_head(self, origin: Origin) -> bytes:
+        head = self.head
+        route = self.route
+        assert route is not None
+        policy = self.rt.policy
+        path = strip_prefix(self.prefix, head.path) if route.strip_prefix else head.path
+        target = (origin.backend.base_path + path).encode("ascii")
+        if head.query:
+            target += b"?" + head.query
+        backend_host = origin.backend.host_header.encode("ascii")
+        headers = [(b"Host", head.authority if route.preserve_host else backend_host)]
+        headers += end_to_end(
+            head.headers, policy.drop, head.connection_tokens, policy.allow_underscores
+        )
+        headers += forwarded_fields(
+            head.headers,
+            self.conn.peer_ip,
+            self.conn.scheme,
+            head.authority,
+            policy.is_trusted(self.conn.peer_ip),
+        )
+        headers.append((b"Via", b"1." + head.version[2:] + b" " + policy.via))
+        if head.chunked:
+            headers.append((b"Transfer-Encoding", b"chunked"))
+        elif head.content_length is not None:
+            headers.append((b"Content-Length", str(head.content_length).encode()))
+        if head.upgrade is not None:
+            headers.append((b"Upgrade", head.upgrade))
+            headers.append((b"Connection", b"upgrade"))
+        return serialize(head.method + b" " + target + b" HTTP/1.1", headers)
+
+    def _attach(self, upstream: UpstreamConnection) -> None:
+        self.upstream = upstream
+        upstream.sink = self
+        if self.conn.write_paused:
+            upstream.pause_reading()
+        parts = [self._upstream_head(upstream.origin)]
+        if self.body_buf:
+            parts.extend(self.body_buf)
+            self.body_buf = []
+            self.body_buffered = 0
+            self.conn.resume(2)  # PAUSE_BUFFER
+        if self.request_done and self.head.chunked:
+            parts.append(b"0\r\n\r\n")
+        upstream.write(b"".join(parts))
+        if self.request_done:
+            self._start_read_timer()
+
+    def _start_read_timer(self) -> None:
+        route = self.route
+        assert route is not None
+        if self.read_timer is None:
+            self.read_timer = InactivityTimer(
+                self.conn.loop, route.read_timeout, self._read_timeout
+            )
+        if not self.conn.write_paused:
+            self.read_timer.start()
+
+    def _frame(self, data: bytes) -> bytes:
+        if self.head.chunked:
+            return b"%x\r\n" % len(data) + data + b"\r\n"
+        return data
+
+    def request_body(self, data: bytes) -> None:
+        self.body_received += len(data)
+        route = self.route
+        if route is not None and route.max_body and self.body_received > route.max_body:
+            self.client_error_status(413, pages.DEFAULT_MESSAGES[413])
+            return
+        if self.body_timer is not None:
+            self.body_timer.touch()
+        if self.done:
+            return
+        upstream = self.upstream
+        if upstream is not None:
+            upstream.write(self._frame(data))
+            return
+        self.body_buf.append(self._frame(data))
+        self.body_buffered += len(data)
+        if self.body_buffered > BODY_BUFFER_LIMIT:
+            self.conn.pause(2)  # PAUSE_BUFFER
+
+    def request_complete(self) -> None:
+        self.request_done = True
+        if self.body_timer is not None:
+            self.body_timer.cancel()
+        if self.done:
+            return
+        upstream = self.upstream
+        if upstream is not None:
+            if self.head.chunked:
+                upstream.write(b"0\r\n\r\n")
+            self._start_read_timer()
+
+    # the response (called by UpstreamConnection) --------------------------------------------
+    def upstream_status(self, status: bytes) -> None:
+        self.resp_reason = status
+
+    def upstream_header(self, name: bytes, value: bytes) -> None:
+        if not self.resp_started:
+            self.resp_headers.append((name, value))
+
+    def upstream_headers_complete(self) -> None:
+        upstream = self.upstream
+        if upstream is None or self.done:
+            return
+        if self.read_timer is not None:
+            self.read_timer.touch()
+        code = upstream.status_code()
+        if code == 101:
+            if self.head.upgrade is None:
+                self._upstream_broken("backend switched protocols unasked")
+            else:
+                self.resp_upgrade = True
+            return
+        if code < 200:
+            # Interim responses (100 Continue, 103 Early Hints) are not relayed: the AP
+            # answered the client's Expect itself.
+            self.resp_headers = []
+            return
+        head = self.head
+        framing = split_response(self.resp_headers)
+        headers = framing.headers
+        no_body = head.method == b"HEAD" or code in (204, 304)
+        if framing.content_length is not None and code != 204:
+            headers.append((b"Content-Length", framing.content_length))
+        elif not no_body:
+            self.until_close = not framing.chunked
+            if head.version == b"1.1":
+                self.chunked_out = True
+                headers.append((b"Transfer-Encoding", b"chunked"))
+            else:
+                self.close_after = True
+        headers.append((b"Via", b"1.1 " + self.rt.policy.via))
+        if head.upgrade is not None:
+            self.close_after = True  # the client may already have sent the new protocol
+        if self.conn.draining:
+            self.close_after = True
+        if self.close_after or not self.request_done:
+            headers.append((b"Connection", b"close"))
+        elif head.version == b"1.0":
+            headers.append((b"Connection", b"keep-alive"))
+        status_line = b"HTTP/1.1 %d " % code + (self.resp_reason or pages.reason(code).encode())
+        self.conn.out.append(serialize(status_line, headers))
+        self.resp_started = True
+        if head.method == b"HEAD" and code not in (204, 304):
+            # llhttp would wait for the body the headers announce; a HEAD response has none.
+            upstream.reset_parser()
+            self._response_complete()
+
+    def upstream_body(self, data: bytes) -> None:
+        if not self.resp_started or self.done:
+            return
+        if self.read_timer is not None:
+            self.read_timer.touch()
+        if self.chunked_out:
+            self.conn.out.append(b"%x\r\n" % len(data) + data + b"\r\n")
+        else:
+            self.conn.out.append(data)
+
+    def upstream_message_complete(self) -> None:
+        if not self.resp_started or self.done:
+            return
+        if self.chunked_out:
+            self.conn.out.append(b"0\r\n\r\n")
+        self._response_complete()
+
+    def _response_complete(self) -> None:
+        self.done = True
+        self._cancel_timers()
+        upstream, self.upstream = self.upstream, None
+        if upstream is not None:
+            reusable = (
+                self.request_done
+                and not self.until_close
+                and not self.resp_upgrade
+                and upstream.keep_alive()
+            )
+            if reusable:
+                upstream.origin.release(upstream, self.conn.loop.time())
+            else:
+                upstream.close()
+        self.conn.exchange_finished(self, self.close_after or not self.request_done)
+
+    def upstream_upgraded(self, rest: bytes) -> None:
+        upstream = self.upstream
+        if upstream is None or self.done:
+            return
+        if not self.resp_upgrade:
+            self._upstream_broken("unexpected protocol switch from backend")
+            return
+        framing = split_response(self.resp_headers)
+        headers = framing.headers
+        headers.append((b"Via", b"1.1 " + self.rt.policy.via))
+        headers.append((b"Upgrade", framing.upgrade or self.head.upgrade or b""))
+        headers.append((b"Connection", b"upgrade"))
+        status_line = b"HTTP/1.1 101 " + (self.resp_reason or b"Switching Protocols")
+        conn = self.conn
+        conn.out.append(serialize(status_line, headers))
+        if rest:
+            conn.out.append(rest)
+        self.resp_started = True
+        self._cancel_timers()
+        upstream.tunnel = True
+        conn.enter_tunnel(self)
+        if self.early_data:
+            upstream.write(b"".join(self.early_data))
+            self.early_data = []
+
+    def upstream_tunnel_data(self, data: bytes) -> None:
+        self.conn.out.append(data)
+
+    def client_tunnel_data(self, data: bytes) -> None:
+        if self.upstream is not None:
+            self.upstream.write(data)
+
+    def client_tunnel_eof(self) -> None:
+        upstream = self.upstream
+        if upstream is not None and upstream.transport is not None:
+            if upstream.transport.can_write_eof():
+                upstream.transport.write_eof()
+            else:
+                upstream.close()
+
+    def upstream_failed(self, reason: str, exc: BaseException | None) -> None:
+        upstream, self.upstream = self.upstream, None
+        if self.done:
+            return
+        if self.resp_upgrade and self.resp_started:
+            # A tunnel ends when either side closes.
+            self.done = True
+            self.conn.close()
+            return
+        if self.resp_started:
+            if self.until_close and exc is None and upstream is not None and upstream.closed:
+                # The backend ended a body delimited by closing the connection.
+                if self.chunked_out:
+                    self.conn.out.append(b"0\r\n\r\n")
+                self._response_complete()
+                return
+            log.warning("backend failed mid-response: %s", reason)
+            self.done = True
+            self._cancel_timers()
+            if upstream is not None:
+                upstream.abort()
+            self.conn.abort()
+            return
+        if upstream is not None:
+            upstream.abort()
+            if (
+                upstream.reused
+                and not upstream.got_bytes
+                and not self.retried
+                and self.head.method in IDEMPOTENT
+                and not self.head.chunked
+                and not self.head.content_length
+                and self.route is not None
+            ):
+                # A pooled connection the backend had closed: safe to retry on a new one.
+                self.retried = True
+                self.connect_task = self.conn.loop.create_task(
+                    self._connect([upstream.origin, *self.route.group.order(self.conn.loop.time())])
+                )
+                return
+        log.warning("backend failed: %s", reason)
+        self._fail(502, pages.DEFAULT_MESSAGES[502])
+
+    def _upstream_broken(self, reason: str) -> None:
+        """The backend sent something we will not relay."""
+        self.upstream_failed(reason, RuntimeError(reason))
+
+    def upstream_paused(self, paused: bool) -> None:
+        if paused:
+            self.conn.pause(1)  # PAUSE_UPSTREAM
+        else:
+            self.conn.resume(1)
+
+    def upstream_flush(self) -> None:
+        self.conn.flush()
+
+    # failures and flow control ----------------------------------------------------------------
+    def _fail(self, status: int, message: str) -> None:
+        """Answer with an error page before any of the response was sent."""
+        if self.done:
+            return
+        self.done = True
+        self._cancel_timers()
+        upstream, self.upstream = self.upstream, None
+        if upstream is not None:
+            upstream.abort()
+        close = self.close_after or not self.request_done
+        page = pages.error_page(status, message, close, self.head.method == b"HEAD")
+        self.conn.out.append(page)
+        self.conn.exchange_finished(self, close)
+
+    def client_error(self, error: BadRequest) -> None:
+        """The rest of the request turned out malformed (e.g. a bad chunk)."""
+        self.client_error_status(error.status, f"{pages.DEFAULT_MESSAGES.get(error.status, '')}")
+
+    def client_error_status(self, status: int, message: str) -> None:
+        self.close_after = True
+        self.request_done = False
+        if self.resp_started:
+            self.client_gone()
+            self.conn.abort()
+            return
+        if not self.started:
+            return
+        self._fail(status, message)
+
+    def client_gone(self) -> None:
+        self.done = True
+        self._cancel_timers()
+        if self.connect_task is not None:
+            self.connect_task.cancel()
+            self.connect_task = None
+        upstream, self.upstream = self.upstream, None
+        if upstream is not None:
+            upstream.abort()
+
+    def client_paused(self, paused: bool) -> None:
+        upstream = self.upstream
+        if upstream is None:
+            return
+        if paused:
+            upstream.pause_reading()
+            if self.read_timer is not None:
+                self.read_timer.cancel()
+        else:
+            upstream.resume_reading()
+            if self.read_timer is not None and self.request_done and not self.done:
+                self.read_timer.start()
+
+    def _cancel_timers(self) -> None:
+        if self.read_timer is not None:
+            self.read_timer.cancel()
+        if self.body_timer is not None:
+            self.body_timer.cancel()
+
+    def _read_timeout(self) -> None:
+        if self.done:
+            return
+        if self.resp_started:
+            log.warning("backend stopped sending mid-response")
+            self.client_gone()
+            self.conn.abort()
+            return
+        self._fail(504, pages.DEFAULT_MESSAGES[504])
+        self.conn.flush()
+
+    def _body_timeout(self) -> None:
+        if self.done or self.request_done:
+            return
+        self.client_error_status(408, "The request body stopped arriving.")
+        self.conn.flush()
+
+
+__all__ = ["HOP_BY_HOP", "LocalReply", "ProxyExchange"]

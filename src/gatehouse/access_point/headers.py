@@ -1,0 +1,192 @@
+"""Rewrite headers as a reverse proxy must (RFC 9110 §7.6, RFC 7239).
+
+Pure functions over lists of ``(name, value)`` byte pairs, so they are tested from tables and
+with Hypothesis, and cost one pass per message on the hot path.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+Header = tuple[bytes, bytes]
+
+#: Hop-by-hop fields (RFC 9110 §7.6.1) plus the non-standard ones proxies traditionally drop.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+    }
+)
+#: Fields the proxy sets itself on the way to the backend.
+FORWARDING = frozenset(
+    {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded", b"x-real-ip"}
+)
+_FRAMING = frozenset({b"content-length", b"host"})
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderPolicy:
+    """What the request rewriter needs from the configuration, prepared once per version."""
+
+    drop: frozenset[bytes]
+    via: bytes
+    allow_underscores: bool
+    trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+
+    @classmethod
+    def build(
+        cls,
+        identity_headers: Iterable[str],
+        via_pseudonym: str,
+        allow_underscores: bool,
+        trusted_proxies: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network],
+    ) -> HeaderPolicy:
+        identity = {h.lower().encode("ascii") for h in identity_headers}
+        return cls(
+            drop=frozenset(HOP_BY_HOP | FORWARDING | _FRAMING | identity),
+            via=via_pseudonym.encode("ascii"),
+            allow_underscores=allow_underscores,
+            trusted=tuple(trusted_proxies),
+        )
+
+    def is_trusted(self, peer_ip: str) -> bool:
+        if not self.trusted or not peer_ip:
+            return False
+        try:
+            address = ipaddress.ip_address(peer_ip)
+        except ValueError:
+            return False
+        return any(address in net for net in self.trusted)
+
+
+def _forwarded_node(ip: str) -> bytes:
+    """An RFC 7239 node: IPv6 addresses are quoted and bracketed."""
+    return f'"[{ip}]"'.encode() if ":" in ip else ip.encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Forwarding:
+    """Values for the forwarding fields of one request."""
+
+    client_ip: str
+    proto: bytes
+    host: bytes
+
+
+def forwarded_fields(
+    headers: Sequence[Header], peer_ip: str, scheme: bytes, host: bytes, trusted: bool
+) -> list[Header]:
+    """X-Forwarded-For/-Proto/-Host and Forwarded for the upstream request.
+
+    From an untrusted peer every client-supplied value is replaced. From a trusted proxy (the
+    load balancer) the chain it sent is kept and the peer appended, and its -Proto/-Host kept.
+    """
+    xff: list[bytes] = []
+    proto = host_out = None
+    forwarded: list[bytes] = []
+    if trusted:
+        for name, value in headers:
+            lname = name.lower()
+            if lname == b"x-forwarded-for":
+                xff.append(value.strip(b" \t"))
+            elif lname == b"x-forwarded-proto" and proto is None:
+                proto = value.strip(b" \t")
+            elif lname == b"x-forwarded-host" and host_out is None:
+                host_out = value.strip(b" \t")
+            elif lname == b"forwarded":
+                forwarded.append(value.strip(b" \t"))
+    peer = peer_ip.encode()
+    xff.append(peer)
+    proto = proto or scheme
+    host_out = host_out or host
+    element = b"for=" + _forwarded_node(peer_ip) + b";proto=" + scheme
+    if host and all(c not in host for c in b'";, '):
+        element += b";host=" + host
+    elif host:
+        element += b';host="' + host.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+    forwarded.append(element)
+    return [
+        (b"X-Forwarded-For", b", ".join(x for x in xff if x)),
+        (b"X-Forwarded-Proto", proto),
+        (b"X-Forwarded-Host", host_out),
+        (b"Forwarded", b", ".join(f for f in forwarded if f)),
+    ]
+
+
+def end_to_end(
+    headers: Iterable[Header], drop: frozenset[bytes], connection_tokens: frozenset[bytes],
+    allow_underscores: bool = True,
+) -> list[Header]:
+    """Keep the end-to-end fields: drop ``drop``, the fields Connection names, and (unless
+    allowed) names with underscores, which CGI-style backends would confuse with dashes."""
+    out = []
+    for name, value in headers:
+        lname = name.lower()
+        if lname in drop or lname in connection_tokens:
+            continue
+        if not allow_underscores and b"_" in name:
+            continue
+        out.append((name, value))
+    return out
+
+
+def with_via(headers: list[Header], version: bytes, pseudonym: bytes) -> list[Header]:
+    """Append this proxy to Via (RFC 9110 §7.6.3)."""
+    headers.append((b"Via", version + b" " + pseudonym))
+    return headers
+
+
+def serialize(start_line: bytes, headers: Iterable[Header]) -> bytes:
+    """A message head: start line, fields, empty line."""
+    parts = [start_line]
+    for name, value in headers:
+        parts.append(name + b": " + value)
+    parts.append(b"\r\n")
+    return b"\r\n".join(parts)
+
+
+RESPONSE_DROP = HOP_BY_HOP | {b"content-length"}
+
+
+@dataclass(slots=True)
+class ResponseFraming:
+    """The end-to-end fields of a backend response and how its body is delimited."""
+
+    headers: list[Header]
+    content_length: bytes | None
+    chunked: bool
+    upgrade: bytes | None
+
+
+def split_response(headers: Iterable[Header]) -> ResponseFraming:
+    """Drop hop-by-hop fields (and those Connection names) from a backend response."""
+    named: set[bytes] = set()
+    kept: list[Header] = []
+    content_length: bytes | None = None
+    chunked = False
+    upgrade: bytes | None = None
+    for name, value in headers:
+        lname = name.lower()
+        if lname in RESPONSE_DROP:
+            if lname == b"content-length" and content_length is None:
+                content_length = value.strip(b" \t")
+            elif lname == b"transfer-encoding":
+                chunked = True
+            elif lname == b"connection":
+                named.update(t.strip(b" \t").lower() for t in value.split(b","))
+            elif lname == b"upgrade":
+                upgrade = value.strip(b" \t")
+            continue
+        kept.append((name, value))
+    if named:
+        kept = [(n, v) for n, v in kept if n.lower() not in named]
+    return ResponseFraming(kept, content_length, chunked, upgrade)

@@ -1,0 +1,75 @@
+"""Pages and short responses the Access Point answers itself (errors, health)."""
+
+from __future__ import annotations
+
+import html
+from http import HTTPStatus
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{code} {phrase}</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:4rem auto;padding:0 1rem;
+color:#1b1b1b}}h1{{font-size:1.5rem}}p{{line-height:1.5}}small{{color:#555}}</style>
+</head><body><main><h1>{code} {phrase}</h1><p>{message}</p>
+<p><small>Gatehouse access point</small></p></main></body></html>
+"""
+
+
+def reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+def response(
+    status: int,
+    body: bytes,
+    content_type: bytes,
+    close: bool,
+    head_only: bool = False,
+    extra: list[tuple[bytes, bytes]] | None = None,
+) -> bytes:
+    """A complete HTTP/1.1 response with a fixed body."""
+    lines = [
+        f"HTTP/1.1 {status} {reason(status)}".encode(),
+        b"Content-Type: " + content_type,
+        b"Content-Length: " + str(len(body)).encode(),
+        b"Cache-Control: no-store",
+    ]
+    lines.extend(name + b": " + value for name, value in extra or ())
+    lines.append(b"Connection: close" if close else b"Connection: keep-alive")
+    head = b"\r\n".join(lines) + b"\r\n\r\n"
+    return head if head_only else head + body
+
+
+def error_page(status: int, message: str, close: bool, head_only: bool = False) -> bytes:
+    """An HTML error page; ``message`` is plain text and is escaped."""
+    body = _PAGE.format(code=status, phrase=reason(status), message=html.escape(message))
+    return response(
+        status, body.encode(), b"text/html; charset=utf-8", close, head_only,
+        [(b"X-Content-Type-Options", b"nosniff")],
+    )
+
+
+DEFAULT_MESSAGES = {
+    400: "The request could not be understood.",
+    404: "No resource is configured for this address.",
+    405: "This method is not allowed here.",
+    413: "The request body is larger than this resource accepts.",
+    408: "The request took too long to arrive.",
+    414: "The request target is too long.",
+    417: "The expectation given in the Expect header cannot be met.",
+    431: "The request header fields are too large.",
+    500: "The access point met an internal error.",
+    501: "The request uses a feature this server does not implement.",
+    502: "The backend could not be reached.",
+    503: "The service is unavailable.",
+    504: "The backend did not answer in time.",
+    505: "The HTTP version is not supported.",
+}
+
+
+def standard_error(status: int, close: bool, head_only: bool = False) -> bytes:
+    return error_page(status, DEFAULT_MESSAGES.get(status, reason(status)), close, head_only)

@@ -1,0 +1,243 @@
+"""Validate a parsed request head and normalise its target (RFC 9110, RFC 9112).
+
+llhttp (through httptools) already refuses most malformed framing: both Content-Length and
+Transfer-Encoding, duplicate Content-Length, obs-fold, bare LF, invalid bytes in names and
+values, invalid chunk sizes. This module adds the rules a proxy must enforce on top, so that the
+backend and the Access Point can never disagree about where a request ends or what it targets.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import unquote_to_bytes
+
+__all__ = ["BadRequest", "RequestHead", "normalize_path", "parse_head"]
+
+_HOST = re.compile(
+    rb"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0-9]{1,5})?$"
+)
+_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+_MAX_CONTENT_LENGTH_DIGITS = 18
+
+
+class BadRequest(Exception):  # noqa: N818 - it is an HTTP outcome, not a program error
+    """The request must be refused with ``status``; the connection is closed afterwards."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(slots=True)
+class RequestHead:
+    """What the proxy needs to know about a validated request head."""
+
+    method: bytes
+    path: str
+    query: bytes
+    version: bytes
+    headers: list[tuple[bytes, bytes]]
+    host: str
+    authority: bytes
+    content_length: int | None
+    chunked: bool
+    keep_alive: bool
+    expect_continue: bool
+    upgrade: bytes | None
+    connection_tokens: frozenset[bytes]
+
+
+def _decode_unreserved(path: bytes) -> bytes:
+    """Decode %XX only where XX is an unreserved character (RFC 3986 §6.2.2.2)."""
+    out = bytearray()
+    i, n = 0, len(path)
+    while i < n:
+        c = path[i]
+        if c == 0x25:  # '%'
+            if i + 2 >= n or path[i + 1] not in _HEX or path[i + 2] not in _HEX:
+                raise BadRequest(400, "invalid percent-encoding in path")
+            value = int(path[i + 1 : i + 3], 16)
+            if value in _UNRESERVED:
+                out.append(value)
+            else:
+                out += path[i : i + 3].upper()
+            i += 3
+        else:
+            out.append(c)
+            i += 1
+    return bytes(out)
+
+
+def _has_dot_segment(path: bytes) -> bool:
+    for segment in path.split(b"/"):
+        if segment in (b".", b".."):
+            return True
+    return False
+
+
+def normalize_path(raw: bytes) -> str:
+    """Return the canonical form of an origin-form path, or raise :class:`BadRequest`.
+
+    Merges repeated slashes, resolves ``.`` and ``..`` segments and decodes percent-encoded
+    unreserved characters, so that routing sees the path the backend will act on. Paths that
+    would still hide a traversal after full decoding (``%2e%2e``, ``..%2f``, backslashes, NUL)
+    are refused rather than guessed at.
+    """
+    if not raw.startswith(b"/"):
+        raise BadRequest(400, "request target must be an absolute path")
+    if b"%" in raw:
+        raw = _decode_unreserved(raw)
+        decoded = unquote_to_bytes(raw)
+        if b"\\" in decoded or b"\x00" in decoded:
+            raise BadRequest(400, "invalid characters in path")
+        if _has_dot_segment(decoded.replace(b"\\", b"/")) and not _has_dot_segment(raw):
+            raise BadRequest(400, "encoded dot segments in path")
+        if b"%2F" in raw and _has_dot_segment(decoded):
+            raise BadRequest(400, "encoded path traversal")
+    if b"\\" in raw:
+        raise BadRequest(400, "invalid characters in path")
+    if b"//" in raw or b"/." in raw:
+        out: list[bytes] = []
+        for segment in raw.split(b"/")[1:]:
+            if segment == b"..":
+                if not out:
+                    raise BadRequest(400, "path goes above the root")
+                out.pop()
+            elif segment not in (b".", b""):
+                out.append(segment)
+        trailing = raw.endswith((b"/", b"/.", b"/.."))
+        raw = b"/" + b"/".join(out) + (b"/" if trailing and out else b"")
+    try:
+        return raw.decode("ascii")
+    except UnicodeDecodeError:
+        # Raw UTF-8 in a request target is not allowed by RFC 3986; llhttp lets it through.
+        raise BadRequest(400, "non-ASCII bytes in request target") from None
+
+
+def _split_target(method: bytes, target: bytes) -> tuple[bytes, bytes, bytes | None]:
+    """Split a request target into (path, query, authority from absolute-form)."""
+    authority: bytes | None = None
+    if not target.startswith(b"/"):
+        lower = target[:8].lower()
+        if lower.startswith(b"http://") or lower.startswith(b"https://"):
+            rest = target.split(b"://", 1)[1]
+            slash = rest.find(b"/")
+            query_at = rest.find(b"?")
+            end = min(i for i in (slash, query_at, len(rest)) if i >= 0)
+            authority = rest[:end]
+            target = rest[end:] or b"/"
+            if target.startswith(b"?"):
+                target = b"/" + target
+            if b"@" in authority or not authority:
+                raise BadRequest(400, "invalid authority in request target")
+        elif target == b"*" and method == b"OPTIONS":
+            raise BadRequest(400, "asterisk-form requests are not supported")
+        else:
+            raise BadRequest(400, "invalid request target")
+    if b"#" in target:
+        raise BadRequest(400, "fragment in request target")
+    path, _, query = target.partition(b"?")
+    return path, query, authority
+
+
+def _tokens(value: bytes) -> list[bytes]:
+    return [t.strip(b" \t").lower() for t in value.split(b",") if t.strip(b" \t")]
+
+
+def _host_only(authority: bytes) -> str:
+    if authority.startswith(b"["):
+        return authority[: authority.find(b"]") + 1].decode("ascii").lower()
+    return authority.rpartition(b":")[0].decode("ascii").lower().rstrip(".") if b":" in (
+        authority
+    ) else authority.decode("ascii").lower().rstrip(".")
+
+
+def parse_head(
+    method: bytes, target: bytes, version: bytes, headers: list[tuple[bytes, bytes]]
+) -> RequestHead:
+    """Validate a request head (already parsed by llhttp) and extract what the proxy needs."""
+    if version not in (b"1.1", b"1.0"):
+        raise BadRequest(505, "HTTP version not supported")
+    if method == b"CONNECT":
+        raise BadRequest(405, "CONNECT is not supported")
+    path_raw, query, target_authority = _split_target(method, target)
+    path = normalize_path(path_raw)
+
+    content_length: int | None = None
+    te_values: list[bytes] = []
+    hosts: list[bytes] = []
+    connection: list[bytes] = []
+    upgrade: bytes | None = None
+    expect: bytes | None = None
+    for name, value in headers:
+        n = len(name)
+        # Compare on length first: cheaper than lower() for the common headers.
+        if n == 4 and name.lower() == b"host":
+            hosts.append(value.strip(b" \t"))
+        elif n == 14 and name.lower() == b"content-length":
+            if content_length is not None:
+                raise BadRequest(400, "several Content-Length fields")
+            digits = value.strip(b" \t")
+            if not digits.isdigit() or len(digits) > _MAX_CONTENT_LENGTH_DIGITS:
+                raise BadRequest(400, "invalid Content-Length")
+            content_length = int(digits)
+        elif n == 17 and name.lower() == b"transfer-encoding":
+            te_values.append(value)
+        elif n == 10 and name.lower() == b"connection":
+            connection.extend(_tokens(value))
+        elif n == 7 and name.lower() == b"upgrade":
+            upgrade = value.strip(b" \t")
+        elif n == 6 and name.lower() == b"expect":
+            expect = value.strip(b" \t").lower()
+
+    chunked = False
+    if te_values:
+        if version == b"1.0":
+            raise BadRequest(400, "Transfer-Encoding in an HTTP/1.0 request")
+        if content_length is not None:
+            raise BadRequest(400, "both Content-Length and Transfer-Encoding")
+        codings = [t for v in te_values for t in _tokens(v)]
+        if not codings or codings[-1] != b"chunked":
+            raise BadRequest(400, "Transfer-Encoding does not end in chunked")
+        if codings.count(b"chunked") > 1:
+            raise BadRequest(400, "chunked applied more than once")
+        if len(codings) > 1:
+            raise BadRequest(501, "transfer codings other than chunked are not implemented")
+        chunked = True
+
+    if len(hosts) > 1:
+        raise BadRequest(400, "several Host fields")
+    if not hosts and version == b"1.1":
+        raise BadRequest(400, "missing Host field")
+    host_value = hosts[0] if hosts else b""
+    if not _HOST.match(host_value):
+        raise BadRequest(400, "invalid Host field")
+    authority = target_authority if target_authority is not None else host_value
+    if target_authority is not None and not _HOST.match(target_authority):
+        raise BadRequest(400, "invalid authority in request target")
+
+    if expect is not None and expect != b"100-continue":
+        raise BadRequest(417, "unsupported expectation")
+
+    tokens = frozenset(connection)
+    keep_alive = b"close" not in tokens if version == b"1.1" else b"keep-alive" in tokens
+    if upgrade is not None and b"upgrade" not in tokens:
+        upgrade = None
+    return RequestHead(
+        method=method,
+        path=path,
+        query=query,
+        version=version,
+        headers=headers,
+        host=_host_only(authority),
+        authority=authority,
+        content_length=content_length,
+        chunked=chunked,
+        keep_alive=keep_alive,
+        expect_continue=expect == b"100-continue" and version == b"1.1",
+        upgrade=upgrade,
+        connection_tokens=tokens,
+    )

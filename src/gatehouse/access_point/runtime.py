@@ -1,0 +1,107 @@
+"""The compiled form of an Access Point configuration: what a request reads, built once per
+config version. A request captures one :class:`Runtime` when its head is complete, so it sees
+the old or the new configuration, never a mix."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from gatehouse.access_point.headers import HeaderPolicy
+from gatehouse.access_point.routing import Router
+from gatehouse.access_point.upstream import BackendGroup, Origin, make_ssl_context
+from gatehouse.config.access_point import AccessPointConfig, AccessPointSettings, Resource
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A resource ready to serve."""
+
+    resource: Resource
+    group: BackendGroup
+    prefix: str
+    public: bool
+    strip_prefix: bool
+    preserve_host: bool
+    max_body: int
+    connect_timeout: float
+    read_timeout: float
+
+
+class OriginRegistry:
+    """Origins shared across config versions, so keep-alive connections survive a reload."""
+
+    def __init__(self) -> None:
+        self._origins: dict[tuple[object, ...], Origin] = {}
+
+    def get(self, resource: Resource, settings: AccessPointSettings) -> list[Origin]:
+        out = []
+        for backend in resource.parsed_backends():
+            key = (
+                backend.scheme, backend.host, backend.port, resource.tls_verify, resource.ca_file,
+                settings.upstream_keepalive, settings.upstream_idle_timeout,
+            )
+            origin = self._origins.get(key)
+            if origin is None:
+                context = (
+                    make_ssl_context(resource.tls_verify, resource.ca_file)
+                    if backend.scheme == "https"
+                    else None
+                )
+                origin = Origin(
+                    backend, context, settings.upstream_keepalive, settings.upstream_idle_timeout
+                )
+                self._origins[key] = origin
+            out.append(origin)
+        return out
+
+    def retain(self, used: set[int]) -> None:
+        """Drop origins no longer referenced by the live configuration."""
+        for key, origin in list(self._origins.items()):
+            if id(origin) not in used:
+                origin.close_idle()
+                del self._origins[key]
+
+    def close_all(self) -> None:
+        for origin in self._origins.values():
+            origin.close_idle()
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    settings: AccessPointSettings
+    router: Router[Route]
+    policy: HeaderPolicy
+    reserved: str
+    health_body: bytes
+    version: int
+
+
+def compile_config(config: AccessPointConfig, registry: OriginRegistry, version: int) -> Runtime:
+    settings = config.access_point
+    routes = []
+    used: set[int] = set()
+    for res in config.resources:
+        origins = registry.get(res, settings)
+        used.update(id(o) for o in origins)
+        route = Route(
+            resource=res,
+            group=BackendGroup(origins, settings.backend_fail_timeout),
+            prefix=res.path_prefix,
+            public=res.public,
+            strip_prefix=res.strip_prefix,
+            preserve_host=res.preserve_host,
+            max_body=res.max_body_size,
+            connect_timeout=res.connect_timeout,
+            read_timeout=res.read_timeout,
+        )
+        routes.append((res.hosts, res.path_prefix, route))
+    registry.retain(used)
+    policy = HeaderPolicy.build(
+        settings.identity_headers,
+        settings.via_pseudonym,
+        settings.allow_underscores_in_headers,
+        settings.trusted_proxies,
+    )
+    health = json.dumps({"status": "ok", "id": settings.id, "config_version": version}).encode()
+    return Runtime(settings, Router(routes), policy, settings.reserved_prefix, health, version)

@@ -1,0 +1,135 @@
+"""An Access Point worker process: listening socket, event loop, signals, reload, drain.
+
+SIGHUP reloads the configuration file: the listening socket is kept, requests in flight finish
+on the configuration they started with, the next ones use the new one; a file that does not
+validate is logged and ignored. SIGTERM (or SIGINT) stops accepting, lets requests in flight
+finish (up to ``drain_timeout``) and exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvloop
+
+from gatehouse.access_point.connection import ClientConnection, WorkerState
+from gatehouse.access_point.runtime import OriginRegistry, compile_config
+from gatehouse.config.access_point import AccessPointConfig, parse_listen
+from gatehouse.config.loader import load_file
+from gatehouse.errors import ConfigError
+from gatehouse.logs import setup_logging
+
+log = logging.getLogger("gatehouse.access_point")
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """Command-line values that win over the file, on start and on every reload."""
+
+    listen: tuple[str, int] | None = None
+    workers: int | None = None
+
+    def apply(self, config: AccessPointConfig) -> AccessPointConfig:
+        update: dict[str, object] = {}
+        if self.listen is not None:
+            host, port = self.listen
+            update["listen"] = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        if self.workers is not None:
+            update["workers"] = self.workers
+        if not update:
+            return config
+        settings = config.access_point.model_copy(update=update)
+        return config.model_copy(update={"access_point": settings})
+
+
+def load_config(path: str | Path, overrides: Overrides) -> AccessPointConfig:
+    return overrides.apply(load_file(AccessPointConfig, path))
+
+
+def listening_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(4096)
+    sock.setblocking(False)
+    return sock
+
+
+class Worker:
+    """One event loop serving the Access Point."""
+
+    def __init__(self, path: str | Path, overrides: Overrides, config: AccessPointConfig) -> None:
+        self.path = path
+        self.overrides = overrides
+        self.config = config
+        self.registry = OriginRegistry()
+        self.version = 1
+
+    def reload(self, state: WorkerState) -> None:
+        try:
+            config = load_config(self.path, self.overrides)
+        except ConfigError as exc:
+            log.error("reload refused, keeping the running configuration:\n%s", exc)
+            return
+        if config.access_point.listen != self.config.access_point.listen:
+            log.warning("reload: a new listen address needs a restart; keeping the old one")
+        self.version += 1
+        state.runtime = compile_config(config, self.registry, self.version)
+        self.config = config
+        log.info("configuration reloaded (version %d)", self.version)
+
+    async def serve(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        state = WorkerState(compile_config(self.config, self.registry, self.version), loop)
+        server = await loop.create_server(lambda: ClientConnection(state), sock=sock)
+        stop = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload, state)
+        log.info("access point %s listening on %s", self.config.access_point.id,
+                 self.config.access_point.listen)
+        await stop.wait()
+        log.info("draining %d connection(s)", len(state.connections))
+        state.draining = True
+        server.close()
+        for conn in list(state.connections):
+            conn.start_draining()
+        deadline = loop.time() + state.runtime.settings.drain_timeout
+        while state.connections and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        for conn in list(state.connections):
+            conn.abort()
+        self.registry.close_all()
+        log.info("stopped")
+
+
+def run_worker(path: str | Path, overrides: Overrides, reuse_port: bool) -> int:
+    """Run one worker until SIGTERM; returns the exit code."""
+    config = load_config(path, overrides)
+    host, port = parse_listen(config.access_point.listen)
+    sock = listening_socket(host, port, reuse_port)
+    uvloop.run(Worker(path, overrides, config).serve(sock))
+    return 0
+
+
+def run_access_point(
+    config_path: str, listen: tuple[str, int] | None = None, workers: int | None = None
+) -> int:
+    """``gatehouse access-point``: one worker in this process, or a supervisor of N."""
+    setup_logging()
+    overrides = Overrides(listen=listen, workers=workers)
+    config = load_config(config_path, overrides)  # fail fast, before forking
+    count = config.access_point.workers
+    if count == 1:
+        return run_worker(config_path, overrides, reuse_port=False)
+    from gatehouse.access_point.supervisor import supervise
+
+    return supervise(count, lambda: run_worker(config_path, overrides, reuse_port=True))

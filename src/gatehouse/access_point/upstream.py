@@ -1,0 +1,268 @@
+"""Backends: connection pools, round-robin with passive failure detection, and the
+upstream-side protocol that parses responses with llhttp.
+
+An :class:`UpstreamConnection` hands every response event to the exchange currently attached to
+it (see ``connection.py``); between requests it waits in its origin's idle pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ssl
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, cast, Protocol
+
+import httptools
+
+if TYPE_CHECKING:
+    from gatehouse.config.access_point import Backend
+
+
+class ResponseSink(Protocol):
+    """What an upstream connection reports to (implemented by the exchange)."""
+
+    def upstream_status(self, status: bytes) -> None: ...
+    def upstream_header(self, name: bytes, value: bytes) -> None: ...
+    def upstream_headers_complete(self) -> None: ...
+    def upstream_body(self, data: bytes) -> None: ...
+    def upstream_message_complete(self) -> None: ...
+    def upstream_upgraded(self, rest: bytes) -> None: ...
+    def upstream_tunnel_data(self, data: bytes) -> None: ...
+    def upstream_failed(self, reason: str, exc: BaseException | None) -> None: ...
+    def upstream_paused(self, paused: bool) -> None: ...
+    def upstream_flush(self) -> None: ...
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """One connection to a backend; reused for requests one after the other."""
+
+    def __init__(self, origin: Origin) -> None:
+        self.origin = origin
+        self.transport: asyncio.Transport | None = None
+        self.sink: ResponseSink | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.tunnel = False
+        self.closed = False
+        self.reused = False
+        self.got_bytes = False
+        self.reading_paused = False
+        self.idle_since = 0.0
+
+    # asyncio callbacks --------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        sink = self.sink
+        if sink is None:
+            # An idle pooled connection must stay silent; anything else means it is unusable.
+            self.close()
+            return
+        self.got_bytes = True
+        if self.tunnel:
+            sink.upstream_tunnel_data(data)
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            offset = upgrade.args[0] if upgrade.args else len(data)
+            if self.sink is not None:
+                self.sink.upstream_upgraded(data[offset:])
+        except httptools.HttpParserError as exc:
+            if self.sink is not None:
+                self.sink.upstream_failed("invalid response from backend", exc)
+        # Everything the parser produced for this read goes out to the client in one write.
+        if self.sink is not None:
+            self.sink.upstream_flush()
+        elif sink is not None:
+            sink.upstream_flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.origin.forget(self)
+        sink, self.sink = self.sink, None
+        if sink is not None:
+            sink.upstream_failed("backend closed the connection", exc)
+            sink.upstream_flush()
+
+    def pause_writing(self) -> None:
+        if self.sink is not None:
+            self.sink.upstream_paused(True)
+
+    def resume_writing(self) -> None:
+        if self.sink is not None:
+            self.sink.upstream_paused(False)
+
+    # llhttp callbacks ---------------------------------------------------------------------
+    def on_status(self, status: bytes) -> None:
+        if self.sink is not None:
+            self.sink.upstream_status(status)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.sink is not None:
+            self.sink.upstream_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        if self.sink is not None:
+            self.sink.upstream_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if self.sink is not None:
+            self.sink.upstream_body(body)
+
+    def on_message_complete(self) -> None:
+        if self.sink is not None:
+            self.sink.upstream_message_complete()
+
+    # used by the exchange -----------------------------------------------------------------
+    def status_code(self) -> int:
+        return int(self.parser.get_status_code())
+
+    def keep_alive(self) -> bool:
+        return bool(self.parser.should_keep_alive())
+
+    def reset_parser(self) -> None:
+        """Start a fresh parser (after a HEAD response, whose body llhttp would wait for)."""
+        self.parser = httptools.HttpResponseParser(self)
+
+    def pause_reading(self) -> None:
+        if not self.reading_paused and self.transport is not None and not self.closed:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.reading_paused and self.transport is not None and not self.closed:
+            self.reading_paused = False
+            self.transport.resume_reading()
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    def close(self) -> None:
+        self.sink = None
+        if not self.closed:
+            self.closed = True
+            self.origin.forget(self)
+            if self.transport is not None:
+                self.transport.close()
+
+    def abort(self) -> None:
+        self.sink = None
+        if not self.closed:
+            self.closed = True
+            self.origin.forget(self)
+            if self.transport is not None:
+                self.transport.abort()
+
+
+class ConnectFailed(Exception):  # noqa: N818 - an outcome reported to the client as 502/504
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+class Origin:
+    """One backend (scheme, host, port) and its idle keep-alive connections."""
+
+    def __init__(
+        self, backend: Backend, ssl_context: ssl.SSLContext | None, max_idle: int,
+        idle_timeout: float,
+    ) -> None:
+        self.backend = backend
+        self.host = backend.host
+        self.port = backend.port
+        self.ssl = ssl_context
+        self.max_idle = max_idle
+        self.idle_timeout = idle_timeout
+        self.idle: list[UpstreamConnection] = []
+        self.failed_until = 0.0
+
+    def take_idle(self, now: float) -> UpstreamConnection | None:
+        idle = self.idle
+        while idle:
+            conn = idle.pop()
+            if conn.closed or now - conn.idle_since > self.idle_timeout:
+                conn.close()
+                continue
+            conn.reused = True
+            return conn
+        return None
+
+    def release(self, conn: UpstreamConnection, now: float) -> None:
+        conn.sink = None
+        if conn.closed or len(self.idle) >= self.max_idle:
+            conn.close()
+            return
+        conn.resume_reading()
+        conn.idle_since = now
+        conn.got_bytes = False
+        self.idle.append(conn)
+
+    def forget(self, conn: UpstreamConnection) -> None:
+        try:
+            self.idle.remove(conn)
+        except ValueError:
+            pass
+
+    async def connect(self, timeout: float) -> UpstreamConnection:
+        loop = asyncio.get_running_loop()
+        try:
+            _, conn = await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: UpstreamConnection(self),
+                    self.host,
+                    self.port,
+                    ssl=self.ssl,
+                    server_hostname=self.host if self.ssl else None,
+                ),
+                timeout,
+            )
+        except TimeoutError:
+            raise ConnectFailed(504, "timed out connecting to the backend") from None
+        except ssl.SSLError as exc:
+            raise ConnectFailed(502, f"TLS error with the backend: {exc.reason}") from None
+        except OSError as exc:
+            if exc.errno == errno.ETIMEDOUT:
+                raise ConnectFailed(504, "timed out connecting to the backend") from None
+            raise ConnectFailed(502, "the backend refused the connection") from None
+        return conn
+
+    def close_idle(self) -> None:
+        for conn in list(self.idle):
+            conn.close()
+        self.idle.clear()
+
+
+class BackendGroup:
+    """The backends of one resource, used round-robin; a failed one is skipped for a while."""
+
+    def __init__(self, origins: Sequence[Origin], fail_timeout: float) -> None:
+        self.origins = list(origins)
+        self.fail_timeout = fail_timeout
+        self._next = 0
+
+    def order(self, now: float) -> list[Origin]:
+        """Origins in the order to try for the next request: healthy ones first, round-robin."""
+        n = len(self.origins)
+        if n == 1:
+            return self.origins
+        start = self._next % n
+        self._next = start + 1
+        rotated = self.origins[start:] + self.origins[:start]
+        healthy = [o for o in rotated if o.failed_until <= now]
+        return healthy + [o for o in rotated if o.failed_until > now]
+
+    def mark_failed(self, origin: Origin, now: float) -> None:
+        origin.failed_until = now + self.fail_timeout
+
+
+def make_ssl_context(verify: bool, ca_file: str | None) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=ca_file)
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    context.set_alpn_protocols(["http/1.1"])
+    return context
