@@ -52,7 +52,9 @@ def test_echo_describes_the_request(demo_backend: Service) -> None:
     conn = http.client.HTTPConnection(demo_backend.host, demo_backend.port, timeout=10)
     try:
         conn.putrequest("PATCH", "/a%2Fb/c%20d?x=1&x=2&empty", skip_accept_encoding=True)
-        for name, value in [("X-Second", "2"), ("X-First", "1"), ("X-Second", "again")]:
+        # X-Forwarded-For must not replace the peer address in "client".
+        sent = [("X-Second", "2"), ("X-Forwarded-For", "10.1.2.3"), ("X-Second", "again")]
+        for name, value in sent:
             conn.putheader(name, value)
         conn.putheader("Content-Length", "5")
         conn.endheaders(b"hello")
@@ -70,7 +72,7 @@ def test_echo_describes_the_request(demo_backend: Service) -> None:
         "headers": [
             ["host", f"127.0.0.1:{demo_backend.port}"],
             ["x-second", "2"],
-            ["x-first", "1"],
+            ["x-forwarded-for", "10.1.2.3"],
             ["x-second", "again"],
             ["content-length", "5"],
         ],

@@ -240,6 +240,8 @@ def serve(host: str, port: int, *, certfile: str | None = None, keyfile: str | N
         lifespan="off",
         access_log=False,
         server_header=False,
+        # Show the peer as it connected, not what X-Forwarded-For claims.
+        proxy_headers=False,
         # Longer than the Access Point's upstream idle timeout (60 s), so the proxy, not the
         # backend, closes idle pooled connections: no race on reuse.
         timeout_keep_alive=75,
