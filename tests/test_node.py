@@ -1,0 +1,239 @@
+"""``gatehouse up``: the restart policy, the built-in config, and a real node."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gatehouse.config.access_point import AccessPointConfig
+from gatehouse.config.loader import load_file, validate
+from gatehouse.node import RestartPolicy, default_config, host_port
+from tests.support.processes import GATEHOUSE, free_port, write_config
+
+REPO = Path(__file__).resolve().parent.parent
+LINUX_PROC = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+
+
+@pytest.mark.parametrize(
+    ("failures", "uptime", "expected"),
+    [
+        (0, 0.1, (1, 0.25)),
+        (1, 0.1, (2, 0.5)),
+        (2, 9.9, (3, 1.0)),
+        (3, 0.1, (4, 2.0)),
+        (4, 0.1, (5, 4.0)),
+        (5, 0.1, (6, None)),
+        (4, 10.0, (1, 0.25)),  # a healthy run resets the count
+        (0, 3600.0, (1, 0.25)),
+    ],
+)
+def test_restart_policy(failures: int, uptime: float, expected: tuple[int, float | None]) -> None:
+    assert RestartPolicy().after_exit(failures, uptime) == expected
+
+
+def test_restart_delay_is_capped() -> None:
+    policy = RestartPolicy(first_delay=1.0, max_delay=3.0, max_failures=100)
+    assert [policy.after_exit(n, 0.0)[1] for n in range(5)] == [1.0, 2.0, 3.0, 3.0, 3.0]
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "expected"),
+    [
+        ("127.0.0.1", 80, "127.0.0.1:80"),
+        ("::1", 8080, "[::1]:8080"),
+        ("localhost", 1, "localhost:1"),
+    ],
+)
+def test_host_port(host: str, port: int, expected: str) -> None:
+    assert host_port(host, port) == expected
+
+
+def test_built_in_config_is_the_example() -> None:
+    built_in = default_config(("127.0.0.1", 8080), ("127.0.0.1", 9000))
+    assert validate(AccessPointConfig, built_in) == load_file(
+        AccessPointConfig, REPO / "examples" / "access-point.yaml"
+    )
+
+
+def test_built_in_config_reaches_a_wildcard_backend_on_loopback() -> None:
+    config = validate(AccessPointConfig, default_config(("0.0.0.0", 80), ("0.0.0.0", 9001)))
+    assert config.access_point.listen == "0.0.0.0:80"
+    assert config.resources[0].backends == ["http://127.0.0.1:9001"]
+
+
+def test_invalid_config_fails_fast(tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path / "bad.yaml", {"resources": [{"id": "demo", "backends": ["ftp://x"]}]}
+    )
+    result = subprocess.run(
+        [*GATEHOUSE, "up", "--config", str(path), "--listen", f"127.0.0.1:{free_port()}"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "resources[0].backends[0]" in result.stderr
+
+
+# --- a real node -----------------------------------------------------------------------------
+
+
+def children(pid: int) -> dict[int, str]:
+    """Live (not zombie) children of ``pid``: their pid and command line."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        state, ppid = stat.rpartition(")")[2].split()[:2]
+        if int(ppid) == pid and state != "Z":
+            found[int(entry.name)] = cmdline.replace(b"\0", b" ").decode(errors="replace")
+    return found
+
+
+def child_running(pid: int, command: str) -> int | None:
+    return next((p for p, cmdline in children(pid).items() if command in cmdline), None)
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def get_json(port: int, path: str) -> dict[str, Any]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        body = resp.read()
+    finally:
+        conn.close()
+    assert resp.status == 200, body
+    document: dict[str, Any] = json.loads(body)
+    return document
+
+
+class Node:
+    def __init__(self, tmp_path: Path) -> None:
+        self.port = free_port()
+        self.backend_port = free_port()
+        self.log_path = tmp_path / "up.log"
+        self._log = self.log_path.open("wb")
+        args = ["up", "--listen", f"127.0.0.1:{self.port}"]
+        args += ["--backend-listen", f"127.0.0.1:{self.backend_port}"]
+        self.proc = subprocess.Popen(
+            [*GATEHOUSE, *args],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            start_new_session=True,
+        )
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for(self, text: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.output():
+            assert self.proc.poll() is None, f"gatehouse up exited:\n{self.output()}"
+            assert time.monotonic() < deadline, f"no {text!r} after {timeout}s:\n{self.output()}"
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+        self._log.close()
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[Node]:
+    started = Node(tmp_path)
+    try:
+        yield started
+    finally:
+        started.close()
+
+
+@LINUX_PROC
+def test_node_serves_restarts_and_stops(node: Node) -> None:
+    node.wait_for(f"Gatehouse is up: open http://127.0.0.1:{node.port}/\n")
+    document = get_json(node.port, "/hello?x=1")
+    assert (document["path"], document["query"]) == ("/hello", "x=1")
+    assert ["host", f"127.0.0.1:{node.backend_port}"] in document["headers"]
+
+    backend = child_running(node.proc.pid, "demo-backend")
+    access_point = child_running(node.proc.pid, "access-point")
+    assert backend is not None
+    assert access_point is not None
+    os.kill(backend, signal.SIGKILL)
+
+    deadline = time.monotonic() + 10
+    while True:
+        restarted = child_running(node.proc.pid, "demo-backend")
+        if restarted not in (None, backend):
+            try:
+                assert get_json(node.port, "/again")["path"] == "/again"
+                break
+            except (OSError, AssertionError, http.client.HTTPException):
+                pass
+        assert time.monotonic() < deadline, f"backend not back after 10s:\n{node.output()}"
+        time.sleep(0.1)
+    assert "demo backend was killed by SIGKILL; restarting it" in node.output()
+    assert child_running(node.proc.pid, "access-point") == access_point
+
+    node.proc.send_signal(signal.SIGTERM)
+    assert node.proc.wait(30) == 0
+    assert not alive(access_point)
+    assert restarted is not None
+    assert not alive(restarted)
+
+
+@LINUX_PROC
+def test_node_stops_on_ctrl_c(node: Node) -> None:
+    node.wait_for("Gatehouse is up")
+    started = children(node.proc.pid)
+    assert len(started) == 2
+    # A terminal's Ctrl-C reaches the whole foreground process group, children included.
+    os.killpg(node.proc.pid, signal.SIGINT)
+    assert node.proc.wait(30) == 0
+    assert not any(alive(pid) for pid in started)
+    assert "restarting" not in node.output()
+
+
+@pytest.mark.slow
+def test_node_gives_up_when_a_child_cannot_start(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        listen = f"127.0.0.1:{free_port()}"
+        result = subprocess.run(
+            [*GATEHOUSE, "up", "--backend-listen", f"127.0.0.1:{port}", "--listen", listen],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1, result.stderr
+    assert "address already in use" in result.stderr
+    assert re.search(
+        r"demo backend exited with code \d+, 6 times in a row; giving up", result.stderr
+    )
