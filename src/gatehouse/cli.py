@@ -35,7 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--workers", type=_positive_int, metavar="N", help="override workers")
 
     demo = sub.add_parser("demo-backend", help="run the demo 'whoami' backend")
-    demo.add_argument("--listen", type=_listen_arg, default=("127.0.0.1", 9000), metavar="HOST:PORT")
+    demo.add_argument(
+        "--listen", type=_listen_arg, default=("127.0.0.1", 9000), metavar="HOST:PORT"
+    )
     demo.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this certificate")
     demo.add_argument("--tls-key", metavar="FILE", help="private key for --tls-cert")
 

@@ -21,5 +21,7 @@ class ConfigError(GatehouseError):
 
     def render(self) -> str:
         where = f"{self.source}: " if self.source else ""
-        lines = [f"{where}{path}: {msg}" if path else f"{where}{msg}" for path, msg in self.problems]
+        lines = [
+            f"{where}{path}: {msg}" if path else f"{where}{msg}" for path, msg in self.problems
+        ]
         return "\n".join(lines)

@@ -23,8 +23,8 @@ import httptools
 
 from gatehouse.access_point import pages
 from gatehouse.access_point.exchange import LocalReply, ProxyExchange
-from gatehouse.access_point.request import BadRequest, parse_head
-from gatehouse.access_point.timers import InactivityTimer
+from gatehouse.access_point.headers import Header, HeaderPolicy, forwarded_fields
+from gatehouse.access_point.request import BadRequest, RequestHead, parse_head
 
 if TYPE_CHECKING:
     from gatehouse.access_point.runtime import Runtime
@@ -36,6 +36,10 @@ PAUSE_UPSTREAM = 1  # the backend's socket buffer is full
 PAUSE_BUFFER = 2  # request body waiting for a backend connection
 PAUSE_PIPELINE = 4  # too many pipelined requests queued
 PAUSE_INPUT_DONE = 8  # no more requests will be read on this connection
+
+#: How often timeouts are checked, in seconds.
+TICK = 0.25
+_HEAD, _IDLE = 1, 2
 
 Exchange = ProxyExchange | LocalReply
 
@@ -49,6 +53,16 @@ class WorkerState:
     connections: set[ClientConnection] = field(default_factory=set)
     draining: bool = False
     requests: int = 0
+    #: A coarse clock, refreshed by the sweep: timeouts cost one attribute write per event
+    #: instead of a timer per request (nginx caches its time the same way).
+    now: float = 0.0
+
+    def sweep(self) -> None:
+        """Refresh the clock and enforce every connection's timeouts; runs every ``TICK``."""
+        self.now = now = self.loop.time()
+        for conn in list(self.connections):
+            conn.check_timeouts(now)
+        self.loop.call_later(TICK, self.sweep)
 
 
 class ClientConnection(asyncio.Protocol):
@@ -77,9 +91,13 @@ class ClientConnection(asyncio.Protocol):
         self.head_bytes = 0
         self.in_head = False
         self.error: BadRequest | None = None
-        self.head_timer = InactivityTimer(self.loop, settings.header_timeout, self._head_timeout)
-        self.idle_timer = InactivityTimer(self.loop, settings.keepalive_timeout, self.close)
-        self.send_timer = InactivityTimer(self.loop, settings.send_timeout, self.abort)
+        self.max_request_line = settings.max_request_line
+        self.max_header_bytes = settings.max_header_bytes
+        self.deadline = 0.0
+        self.deadline_kind = 0
+        self.paused_since = 0.0
+        self._fwd_key: tuple[bytes, HeaderPolicy] | None = None
+        self._fwd: list[tuple[bytes, bytes]] = []
 
     # asyncio callbacks --------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -92,10 +110,10 @@ class ClientConnection(asyncio.Protocol):
         limit = state.runtime.settings.max_connections
         if state.draining or len(state.connections) > limit:
             self.input_done = True
-            transport.write(pages.error_page(503, "The access point is at capacity.", True))
+            self.transport.write(pages.error_page(503, "The access point is at capacity.", True))
             self.close()
             return
-        self.head_timer.start()
+        self._set_deadline(_HEAD)
 
     def data_received(self, data: bytes) -> None:
         if self.tunnel is not None:
@@ -142,9 +160,7 @@ class ClientConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.state.connections.discard(self)
-        self.head_timer.cancel()
-        self.idle_timer.cancel()
-        self.send_timer.cancel()
+        self.deadline = 0.0
         for exchange in self.queue:
             exchange.client_gone()
         self.queue.clear()
@@ -158,14 +174,13 @@ class ClientConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.write_paused = True
-        self.send_timer.start()
+        self.paused_since = self.state.now
         active = self.active()
         if active is not None:
             active.client_paused(True)
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        self.send_timer.cancel()
         active = self.active()
         if active is not None:
             active.client_paused(False)
@@ -176,18 +191,17 @@ class ClientConnection(asyncio.Protocol):
         self.url = b""
         self.headers = []
         self.head_bytes = 0
-        self.idle_timer.cancel()
-        if not self.head_timer.running:
-            self.head_timer.start()
+        if self.deadline_kind != _HEAD:
+            self._set_deadline(_HEAD)
 
     def on_url(self, url: bytes) -> None:
         self.url += url
-        if len(self.url) > self.state.runtime.settings.max_request_line:
+        if len(self.url) > self.max_request_line:
             self._raise(BadRequest(414, "request target too long"))
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.head_bytes += len(name) + len(value) + 4
-        if self.head_bytes > self.state.runtime.settings.max_header_bytes:
+        if self.head_bytes > self.max_header_bytes:
             self._raise(BadRequest(431, "header fields too large"))
         if self.in_head:
             self.headers.append((name, value))
@@ -195,7 +209,8 @@ class ClientConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self.in_head = False
-        self.head_timer.cancel()
+        self.deadline = 0.0
+        self.deadline_kind = 0
         runtime = self.state.runtime
         parser = self.parser
         try:
@@ -243,7 +258,10 @@ class ClientConnection(asyncio.Protocol):
         if close or self.closed:
             self.close()
             return
-        if self.paused & PAUSE_PIPELINE and len(self.queue) <= self.state.runtime.settings.max_pipelined:
+        if (
+            self.paused & PAUSE_PIPELINE
+            and len(self.queue) <= self.state.runtime.settings.max_pipelined
+        ):
             self.resume(PAUSE_PIPELINE)
         if self.queue:
             nxt = self.queue[0]
@@ -252,7 +270,7 @@ class ClientConnection(asyncio.Protocol):
         elif self.draining or self.input_done:
             self.close()
         elif self.cur is None and not self.in_head:
-            self.idle_timer.start()
+            self._set_deadline(_IDLE)
 
     def _raise(self, error: BadRequest) -> None:
         self.error = error
@@ -263,7 +281,7 @@ class ClientConnection(asyncio.Protocol):
         self.error = None
         self.input_done = True
         self.pause(PAUSE_INPUT_DONE)
-        self.head_timer.cancel()
+        self.deadline = 0.0
         cur, self.cur = self.cur, None
         if cur is not None:
             if cur.started:
@@ -290,6 +308,18 @@ class ClientConnection(asyncio.Protocol):
         self.tunnel = exchange
         if self.queue and self.queue[0] is exchange:
             self.queue.popleft()
+
+    def forwarding_fields(self, head: RequestHead, policy: HeaderPolicy) -> list[Header]:
+        """X-Forwarded-* and Forwarded for a request; cached per connection, because from an
+        untrusted peer they depend only on the peer, the scheme and the authority."""
+        key = self._fwd_key
+        if key is not None and key[1] is policy and key[0] == head.authority:
+            return self._fwd
+        trusted = policy.is_trusted(self.peer_ip)
+        fields = forwarded_fields(head.headers, self.peer_ip, self.scheme, head.authority, trusted)
+        if not trusted:
+            self._fwd_key, self._fwd = (head.authority, policy), fields
+        return fields
 
     # flow control and output ------------------------------------------------------------------
     def pause(self, reason: int) -> None:
@@ -331,9 +361,33 @@ class ClientConnection(asyncio.Protocol):
             self.close()
 
     # timeouts -------------------------------------------------------------------------------
-    def _head_timeout(self) -> None:
+    def _set_deadline(self, kind: int) -> None:
+        settings = self.state.runtime.settings
+        timeout = settings.header_timeout if kind == _HEAD else settings.keepalive_timeout
+        self.deadline = (self.state.now or self.loop.time()) + timeout
+        self.deadline_kind = kind
+
+    def check_timeouts(self, now: float) -> None:
         if self.closed:
             return
+        if self.deadline and now >= self.deadline:
+            self.deadline = 0.0
+            if self.deadline_kind == _HEAD:
+                self._head_timeout()
+            else:
+                self.close()
+            return
+        if (
+            self.write_paused
+            and now - self.paused_since >= self.state.runtime.settings.send_timeout
+        ):
+            self.abort()
+            return
+        active = self.active()
+        if active is not None:
+            active.check_timeouts(now)
+
+    def _head_timeout(self) -> None:
         if self.in_head and not self.queue:
             self.input_done = True
             self.out.append(pages.standard_error(408, True))

@@ -17,12 +17,10 @@ from gatehouse.access_point import pages
 from gatehouse.access_point.headers import (
     HOP_BY_HOP,
     end_to_end,
-    forwarded_fields,
     serialize,
     split_response,
 )
 from gatehouse.access_point.routing import strip_prefix
-from gatehouse.access_point.timers import InactivityTimer
 from gatehouse.access_point.upstream import ConnectFailed, Origin, UpstreamConnection
 
 if TYPE_CHECKING:
@@ -65,6 +63,32 @@ class LocalReply:
 class ProxyExchange:
     """A request on its way to a backend and the response on its way back."""
 
+    __slots__ = (
+        "body_buf",
+        "body_buffered",
+        "body_received",
+        "body_since",
+        "chunked_out",
+        "close_after",
+        "conn",
+        "connect_task",
+        "done",
+        "early_data",
+        "head",
+        "prefix",
+        "read_since",
+        "request_done",
+        "resp_headers",
+        "resp_started",
+        "resp_upgrade",
+        "retried",
+        "route",
+        "rt",
+        "started",
+        "until_close",
+        "upstream",
+    )
+
     def __init__(self, conn: ClientConnection, head: RequestHead, runtime: Runtime) -> None:
         self.conn = conn
         self.head = head
@@ -82,14 +106,15 @@ class ProxyExchange:
         self.upstream: UpstreamConnection | None = None
         self.connect_task: asyncio.Task[None] | None = None
         self.retried = False
-        self.resp_reason = b""
         self.resp_headers: list[tuple[bytes, bytes]] = []
         self.resp_started = False
         self.resp_upgrade = False
         self.chunked_out = False
         self.until_close = False
-        self.read_timer: InactivityTimer | None = None
-        self.body_timer: InactivityTimer | None = None
+        # Timeouts are checked by the worker's sweep (see WorkerState.sweep): each is the
+        # coarse time of the last activity, 0 when not running.
+        self.read_since = 0.0
+        self.body_since = 0.0
 
     # the request ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -109,7 +134,7 @@ class ProxyExchange:
             self._local(503, NO_POLICY)
             return
         limit = route.max_body
-        if limit and (head.content_length or 0) > limit or limit and self.body_received > limit:
+        if (limit and (head.content_length or 0) > limit) or (limit and self.body_received > limit):
             self.close_after = True
             self._local(413, pages.DEFAULT_MESSAGES[413])
             return
@@ -117,10 +142,7 @@ class ProxyExchange:
         if not self.request_done:
             if head.expect_continue:
                 self.conn.out.append(CONTINUE)
-            self.body_timer = InactivityTimer(
-                self.conn.loop, rt.settings.body_timeout, self._body_timeout
-            )
-            self.body_timer.start()
+            self.body_since = self.conn.state.now
         now = self.conn.loop.time()
         order = route.group.order(now)
         upstream = order[0].take_idle(now)
@@ -202,13 +224,7 @@ class ProxyExchange:
         headers += end_to_end(
             head.headers, policy.drop, head.connection_tokens, policy.allow_underscores
         )
-        headers += forwarded_fields(
-            head.headers,
-            self.conn.peer_ip,
-            self.conn.scheme,
-            head.authority,
-            policy.is_trusted(self.conn.peer_ip),
-        )
+        headers += self.conn.forwarding_fields(head, policy)
         headers.append((b"Via", b"1." + head.version[2:] + b" " + policy.via))
         if head.chunked:
             headers.append((b"Transfer-Encoding", b"chunked"))
@@ -237,14 +253,15 @@ class ProxyExchange:
             self._start_read_timer()
 
     def _start_read_timer(self) -> None:
-        route = self.route
-        assert route is not None
-        if self.read_timer is None:
-            self.read_timer = InactivityTimer(
-                self.conn.loop, route.read_timeout, self._read_timeout
-            )
         if not self.conn.write_paused:
-            self.read_timer.start()
+            self.read_since = self.conn.state.now
+
+    def check_timeouts(self, now: float) -> None:
+        """Called by the worker's sweep for the active exchange of each connection."""
+        if self.body_since and now - self.body_since >= self.rt.settings.body_timeout:
+            self._body_timeout()
+        elif self.read_since and self.route and now - self.read_since >= self.route.read_timeout:
+            self._read_timeout()
 
     def _frame(self, data: bytes) -> bytes:
         if self.head.chunked:
@@ -257,8 +274,8 @@ class ProxyExchange:
         if route is not None and route.max_body and self.body_received > route.max_body:
             self.client_error_status(413, pages.DEFAULT_MESSAGES[413])
             return
-        if self.body_timer is not None:
-            self.body_timer.touch()
+        if self.body_since:
+            self.body_since = self.conn.state.now
         if self.done:
             return
         upstream = self.upstream
@@ -272,8 +289,7 @@ class ProxyExchange:
 
     def request_complete(self) -> None:
         self.request_done = True
-        if self.body_timer is not None:
-            self.body_timer.cancel()
+        self.body_since = 0.0
         if self.done:
             return
         upstream = self.upstream
@@ -283,9 +299,6 @@ class ProxyExchange:
             self._start_read_timer()
 
     # the response (called by UpstreamConnection) --------------------------------------------
-    def upstream_status(self, status: bytes) -> None:
-        self.resp_reason = status
-
     def upstream_header(self, name: bytes, value: bytes) -> None:
         if not self.resp_started:
             self.resp_headers.append((name, value))
@@ -294,8 +307,8 @@ class ProxyExchange:
         upstream = self.upstream
         if upstream is None or self.done:
             return
-        if self.read_timer is not None:
-            self.read_timer.touch()
+        if self.read_since:
+            self.read_since = self.conn.state.now
         code = upstream.status_code()
         if code == 101:
             if self.head.upgrade is None:
@@ -330,7 +343,7 @@ class ProxyExchange:
             headers.append((b"Connection", b"close"))
         elif head.version == b"1.0":
             headers.append((b"Connection", b"keep-alive"))
-        status_line = b"HTTP/1.1 %d " % code + (self.resp_reason or pages.reason(code).encode())
+        status_line = pages.status_line(code)
         self.conn.out.append(serialize(status_line, headers))
         self.resp_started = True
         if head.method == b"HEAD" and code not in (204, 304):
@@ -341,8 +354,8 @@ class ProxyExchange:
     def upstream_body(self, data: bytes) -> None:
         if not self.resp_started or self.done:
             return
-        if self.read_timer is not None:
-            self.read_timer.touch()
+        if self.read_since:
+            self.read_since = self.conn.state.now
         if self.chunked_out:
             self.conn.out.append(b"%x\r\n" % len(data) + data + b"\r\n")
         else:
@@ -384,7 +397,7 @@ class ProxyExchange:
         headers.append((b"Via", b"1.1 " + self.rt.policy.via))
         headers.append((b"Upgrade", framing.upgrade or self.head.upgrade or b""))
         headers.append((b"Connection", b"upgrade"))
-        status_line = b"HTTP/1.1 101 " + (self.resp_reason or b"Switching Protocols")
+        status_line = pages.status_line(101)
         conn = self.conn
         conn.out.append(serialize(status_line, headers))
         if rest:
@@ -514,20 +527,17 @@ class ProxyExchange:
             return
         if paused:
             upstream.pause_reading()
-            if self.read_timer is not None:
-                self.read_timer.cancel()
+            self.read_since = 0.0
         else:
             upstream.resume_reading()
-            if self.read_timer is not None and self.request_done and not self.done:
-                self.read_timer.start()
+            if self.request_done and not self.done:
+                self.read_since = self.conn.state.now
 
     def _cancel_timers(self) -> None:
-        if self.read_timer is not None:
-            self.read_timer.cancel()
-        if self.body_timer is not None:
-            self.body_timer.cancel()
+        self.read_since = self.body_since = 0.0
 
     def _read_timeout(self) -> None:
+        self.read_since = 0.0
         if self.done:
             return
         if self.resp_started:
@@ -539,6 +549,7 @@ class ProxyExchange:
         self.conn.flush()
 
     def _body_timeout(self) -> None:
+        self.body_since = 0.0
         if self.done or self.request_done:
             return
         self.client_error_status(408, "The request body stopped arriving.")

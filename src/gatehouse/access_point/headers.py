@@ -30,7 +30,7 @@ HOP_BY_HOP = frozenset(
 FORWARDING = frozenset(
     {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded", b"x-real-ip"}
 )
-_FRAMING = frozenset({b"content-length", b"host"})
+_FRAMING = frozenset({b"content-length", b"host", b"expect"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +123,9 @@ def forwarded_fields(
 
 
 def end_to_end(
-    headers: Iterable[Header], drop: frozenset[bytes], connection_tokens: frozenset[bytes],
+    headers: Iterable[Header],
+    drop: frozenset[bytes],
+    connection_tokens: frozenset[bytes],
     allow_underscores: bool = True,
 ) -> list[Header]:
     """Keep the end-to-end fields: drop ``drop``, the fields Connection names, and (unless

@@ -23,6 +23,17 @@ def reason(status: int) -> str:
         return "Unknown"
 
 
+_STATUS_LINES: dict[int, bytes] = {}
+
+
+def status_line(status: int) -> bytes:
+    """``HTTP/1.1 200 OK``: the AP sends standard reason phrases (clients ignore them)."""
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        line = _STATUS_LINES[status] = f"HTTP/1.1 {status} {reason(status)}".encode()
+    return line
+
+
 def response(
     status: int,
     body: bytes,
@@ -48,7 +59,11 @@ def error_page(status: int, message: str, close: bool, head_only: bool = False) 
     """An HTML error page; ``message`` is plain text and is escaped."""
     body = _PAGE.format(code=status, phrase=reason(status), message=html.escape(message))
     return response(
-        status, body.encode(), b"text/html; charset=utf-8", close, head_only,
+        status,
+        body.encode(),
+        b"text/html; charset=utf-8",
+        close,
+        head_only,
         [(b"X-Content-Type-Options", b"nosniff")],
     )
 

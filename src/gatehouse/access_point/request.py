@@ -14,15 +14,13 @@ from urllib.parse import unquote_to_bytes
 
 __all__ = ["BadRequest", "RequestHead", "normalize_path", "parse_head"]
 
-_HOST = re.compile(
-    rb"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0-9]{1,5})?$"
-)
+_HOST = re.compile(rb"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0-9]{1,5})?$")
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _HEX = frozenset(b"0123456789abcdefABCDEF")
 _MAX_CONTENT_LENGTH_DIGITS = 18
 
 
-class BadRequest(Exception):  # noqa: N818 - it is an HTTP outcome, not a program error
+class BadRequest(Exception):
     """The request must be refused with ``status``; the connection is closed afterwards."""
 
     def __init__(self, status: int, reason: str) -> None:
@@ -72,10 +70,7 @@ def _decode_unreserved(path: bytes) -> bytes:
 
 
 def _has_dot_segment(path: bytes) -> bool:
-    for segment in path.split(b"/"):
-        if segment in (b".", b".."):
-            return True
-    return False
+    return any(segment in (b".", b"..") for segment in path.split(b"/"))
 
 
 def normalize_path(raw: bytes) -> str:
@@ -122,7 +117,7 @@ def _split_target(method: bytes, target: bytes) -> tuple[bytes, bytes, bytes | N
     authority: bytes | None = None
     if not target.startswith(b"/"):
         lower = target[:8].lower()
-        if lower.startswith(b"http://") or lower.startswith(b"https://"):
+        if lower.startswith((b"http://", b"https://")):
             rest = target.split(b"://", 1)[1]
             slash = rest.find(b"/")
             query_at = rest.find(b"?")
@@ -147,12 +142,26 @@ def _tokens(value: bytes) -> list[bytes]:
     return [t.strip(b" \t").lower() for t in value.split(b",") if t.strip(b" \t")]
 
 
-def _host_only(authority: bytes) -> str:
+_host_cache: dict[bytes, str] = {}
+
+
+def _host_name(authority: bytes) -> str:
+    """The host of a Host field or authority, lowercase, without port; validated and cached
+    (nearly every request of a site carries one of a handful of values)."""
+    host = _host_cache.get(authority)
+    if host is not None:
+        return host
+    if not _HOST.match(authority):
+        raise BadRequest(400, "invalid Host field")
     if authority.startswith(b"["):
-        return authority[: authority.find(b"]") + 1].decode("ascii").lower()
-    return authority.rpartition(b":")[0].decode("ascii").lower().rstrip(".") if b":" in (
-        authority
-    ) else authority.decode("ascii").lower().rstrip(".")
+        raw = authority[: authority.find(b"]") + 1]
+    else:
+        raw = authority.partition(b":")[0]
+    host = raw.decode("ascii").lower().rstrip(".")
+    if len(_host_cache) >= 1024:
+        _host_cache.clear()
+    _host_cache[authority] = host
+    return host
 
 
 def parse_head(
@@ -212,12 +221,8 @@ def parse_head(
         raise BadRequest(400, "several Host fields")
     if not hosts and version == b"1.1":
         raise BadRequest(400, "missing Host field")
-    host_value = hosts[0] if hosts else b""
-    if not _HOST.match(host_value):
-        raise BadRequest(400, "invalid Host field")
-    authority = target_authority if target_authority is not None else host_value
-    if target_authority is not None and not _HOST.match(target_authority):
-        raise BadRequest(400, "invalid authority in request target")
+    authority = target_authority if target_authority is not None else (hosts[0] if hosts else b"")
+    host = _host_name(authority)
 
     if expect is not None and expect != b"100-continue":
         raise BadRequest(417, "unsupported expectation")
@@ -232,7 +237,7 @@ def parse_head(
         query=query,
         version=version,
         headers=headers,
-        host=_host_only(authority),
+        host=host,
         authority=authority,
         content_length=content_length,
         chunked=chunked,

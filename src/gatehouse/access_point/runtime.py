@@ -38,8 +38,13 @@ class OriginRegistry:
         out = []
         for backend in resource.parsed_backends():
             key = (
-                backend.scheme, backend.host, backend.port, resource.tls_verify, resource.ca_file,
-                settings.upstream_keepalive, settings.upstream_idle_timeout,
+                backend.scheme,
+                backend.host,
+                backend.port,
+                resource.tls_verify,
+                resource.ca_file,
+                settings.upstream_keepalive,
+                settings.upstream_idle_timeout,
             )
             origin = self._origins.get(key)
             if origin is None:

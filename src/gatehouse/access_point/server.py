@@ -89,13 +89,17 @@ class Worker:
     async def serve(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
         state = WorkerState(compile_config(self.config, self.registry, self.version), loop)
+        state.sweep()
         server = await loop.create_server(lambda: ClientConnection(state), sock=sock)
         stop = asyncio.Event()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
         loop.add_signal_handler(signal.SIGHUP, self.reload, state)
-        log.info("access point %s listening on %s", self.config.access_point.id,
-                 self.config.access_point.listen)
+        log.info(
+            "access point %s listening on %s",
+            self.config.access_point.id,
+            self.config.access_point.listen,
+        )
         await stop.wait()
         log.info("draining %d connection(s)", len(state.connections))
         state.draining = True

@@ -77,9 +77,9 @@ def supervise(count: int, run_worker: Callable[[], int]) -> int:
             pid, status = os.wait()
         except ChildProcessError:
             break
-        slot = children.pop(pid, None)
-        if slot is None:
+        if pid not in children:
             continue
+        slot = children.pop(pid)
         code = os.waitstatus_to_exitcode(status)
         if stopping:
             exit_code = exit_code or (code if code > 0 else 0)

@@ -11,7 +11,7 @@ import asyncio
 import errno
 import ssl
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, cast, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 import httptools
 
@@ -22,7 +22,6 @@ if TYPE_CHECKING:
 class ResponseSink(Protocol):
     """What an upstream connection reports to (implemented by the exchange)."""
 
-    def upstream_status(self, status: bytes) -> None: ...
     def upstream_header(self, name: bytes, value: bytes) -> None: ...
     def upstream_headers_complete(self) -> None: ...
     def upstream_body(self, data: bytes) -> None: ...
@@ -63,6 +62,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.got_bytes = True
         if self.tunnel:
             sink.upstream_tunnel_data(data)
+            sink.upstream_flush()
             return
         try:
             self.parser.feed_data(data)
@@ -96,10 +96,6 @@ class UpstreamConnection(asyncio.Protocol):
             self.sink.upstream_paused(False)
 
     # llhttp callbacks ---------------------------------------------------------------------
-    def on_status(self, status: bytes) -> None:
-        if self.sink is not None:
-            self.sink.upstream_status(status)
-
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.sink is not None:
             self.sink.upstream_header(name, value)
@@ -158,7 +154,7 @@ class UpstreamConnection(asyncio.Protocol):
                 self.transport.abort()
 
 
-class ConnectFailed(Exception):  # noqa: N818 - an outcome reported to the client as 502/504
+class ConnectFailed(Exception):
     def __init__(self, status: int, reason: str) -> None:
         super().__init__(reason)
         self.status = status
@@ -168,7 +164,10 @@ class Origin:
     """One backend (scheme, host, port) and its idle keep-alive connections."""
 
     def __init__(
-        self, backend: Backend, ssl_context: ssl.SSLContext | None, max_idle: int,
+        self,
+        backend: Backend,
+        ssl_context: ssl.SSLContext | None,
+        max_idle: int,
         idle_timeout: float,
     ) -> None:
         self.backend = backend

@@ -21,7 +21,9 @@ DEFAULT_IDENTITY_HEADERS = ("Remote-User", "Remote-Groups", "Remote-Email", "Rem
 
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _RESOURCE_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
-_HOST_PATTERN = re.compile(r"^(\*|(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*)$")
+_HOST_PATTERN = re.compile(
+    r"^(\*|(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*)$"
+)
 
 
 class Strict(BaseModel):
@@ -131,7 +133,9 @@ class Resource(Strict):
         for host in value:
             norm = host.strip().lower().rstrip(".")
             if not _HOST_PATTERN.match(norm):
-                raise ValueError(f"not a host name or pattern: {host!r} (use a name, *.domain or *)")
+                raise ValueError(
+                    f"not a host name or pattern: {host!r} (use a name, *.domain or *)"
+                )
             out.append(norm)
         return out
 

@@ -39,9 +39,7 @@ def validate(model: type[M], data: object, source: str = "") -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        problems = [
-            (field_path(tuple(err["loc"])), _message(dict(err))) for err in exc.errors()
-        ]
+        problems = [(field_path(tuple(err["loc"])), _message(dict(err))) for err in exc.errors()]
         raise ConfigError(problems, source) from None
 
 
