@@ -11,11 +11,31 @@ import re
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    field_validator,
+    model_validator,
+)
 
 from gatehouse.config.units import ByteSize, Seconds
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _network(value: object) -> Network:
+    if isinstance(value, ipaddress.IPv4Network | ipaddress.IPv6Network):
+        return value
+    try:
+        return ipaddress.ip_network(str(value), strict=False)
+    except ValueError:
+        raise ValueError(f"not an IP network: {value!r} (use CIDR, e.g. 10.0.0.0/8)") from None
+
+
+IPNetwork = Annotated[Network, PlainValidator(_network)]
 
 DEFAULT_IDENTITY_HEADERS = ("Remote-User", "Remote-Groups", "Remote-Email", "Remote-Name")
 
@@ -103,11 +123,21 @@ def _backend_url(value: str) -> str:
 BackendURL = Annotated[str, AfterValidator(_backend_url)]
 
 
+def _host_pattern(host: str) -> str:
+    norm = host.strip().lower().rstrip(".")
+    if not _HOST_PATTERN.match(norm):
+        raise ValueError(f"not a host name or pattern: {host!r} (use a name, *.domain or *)")
+    return norm
+
+
+HostPattern = Annotated[str, AfterValidator(_host_pattern)]
+
+
 class Resource(Strict):
     """A web resource behind the Access Point."""
 
     id: str
-    hosts: list[str] = Field(default_factory=lambda: ["*"], min_length=1)
+    hosts: list[HostPattern] = Field(default_factory=lambda: ["*"], min_length=1)
     path_prefix: str = "/"
     backends: list[BackendURL] = Field(min_length=1)
     public: bool = False
@@ -125,19 +155,6 @@ class Resource(Strict):
         if not _RESOURCE_ID.match(value):
             raise ValueError("use lowercase letters, digits, '.', '_' or '-' (max 63)")
         return value
-
-    @field_validator("hosts")
-    @classmethod
-    def _check_hosts(cls, value: list[str]) -> list[str]:
-        out = []
-        for host in value:
-            norm = host.strip().lower().rstrip(".")
-            if not _HOST_PATTERN.match(norm):
-                raise ValueError(
-                    f"not a host name or pattern: {host!r} (use a name, *.domain or *)"
-                )
-            out.append(norm)
-        return out
 
     @field_validator("path_prefix")
     @classmethod
