@@ -21,7 +21,7 @@ from gatehouse.access_point.connection import ClientConnection, WorkerState
 from gatehouse.access_point.runtime import OriginRegistry, compile_config
 from gatehouse.config.access_point import AccessPointConfig, parse_listen
 from gatehouse.config.loader import load_file
-from gatehouse.errors import ConfigError
+from gatehouse.errors import ConfigError, GatehouseError
 from gatehouse.logs import setup_logging
 
 log = logging.getLogger("gatehouse.access_point")
@@ -51,14 +51,20 @@ def load_config(path: str | Path, overrides: Overrides) -> AccessPointConfig:
     return overrides.apply(load_file(AccessPointConfig, path))
 
 
-def listening_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
+def listening_socket(host: str, port: int, reuse_port: bool, listen: bool = True) -> socket.socket:
+    """Bind the Access Point's socket; a clear error (not a traceback) when that fails."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if reuse_port:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    sock.listen(4096)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        if listen:
+            sock.listen(4096)
+    except OSError as exc:
+        sock.close()
+        raise GatehouseError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     sock.setblocking(False)
     return sock
 
@@ -136,4 +142,8 @@ def run_access_point(
         return run_worker(config_path, overrides, reuse_port=False)
     from gatehouse.access_point.supervisor import supervise
 
+    # Bind (without listening, so the kernel sends it no connections) to report a port that
+    # is taken before any worker starts; the workers bind their own sockets.
+    host, port = parse_listen(config.access_point.listen)
+    listening_socket(host, port, reuse_port=True, listen=False).close()
     return supervise(count, lambda: run_worker(config_path, overrides, reuse_port=True))

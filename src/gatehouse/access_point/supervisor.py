@@ -17,6 +17,7 @@ from types import FrameType
 log = logging.getLogger("gatehouse.access_point")
 
 _PR_SET_PDEATHSIG = 1
+MAX_CRASHES_PER_MINUTE = 10
 
 
 def _die_with_parent() -> None:
@@ -86,6 +87,11 @@ def supervise(count: int, run_worker: Callable[[], int]) -> int:
             continue
         now = time.monotonic()
         crashes = [t for t in crashes if now - t < 60] + [now]
+        if len(crashes) > MAX_CRASHES_PER_MINUTE:
+            log.error("workers keep failing (%d exits in a minute); stopping", len(crashes))
+            forward(signal.SIGTERM, None)
+            exit_code = 1
+            continue
         log.error("worker %d (pid %d) exited with %d; restarting", slot, pid, code)
         time.sleep(restart_delay(len(crashes) - 1))
         if not stopping:
