@@ -134,7 +134,9 @@ class ClientConnection(asyncio.Protocol):
                 log.error("request handling failed", exc_info=exc.__context__ or exc)
             self._refuse(error)
         except httptools.HttpParserError as exc:
-            self._refuse(BadRequest(400, str(exc) or "malformed request"))
+            reason = str(exc) or "malformed request"
+            status = 505 if reason == "Invalid HTTP version" else 400
+            self._refuse(BadRequest(status, reason))
         except Exception:  # never let a traceback reach the client
             log.exception("unexpected error while reading a request")
             self._refuse(BadRequest(500, "internal error"))

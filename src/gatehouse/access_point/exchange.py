@@ -216,8 +216,8 @@ class ProxyExchange:
         assert route is not None
         policy = self.rt.policy
         path = strip_prefix(self.prefix, head.path) if route.strip_prefix else head.path
-        target = (origin.backend.base_path + path).encode("ascii")
-        if head.query:
+        target = (route.base_paths[origin] + path).encode("ascii")
+        if head.query is not None:
             target += b"?" + head.query
         backend_host = origin.backend.host_header.encode("ascii")
         headers = [(b"Host", head.authority if route.preserve_host else backend_host)]

@@ -10,6 +10,8 @@ import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from gatehouse.config.access_point import DEFAULT_IDENTITY_HEADERS
+
 Header = tuple[bytes, bytes]
 
 #: Hop-by-hop fields (RFC 9110 §7.6.1) plus the non-standard ones proxies traditionally drop.
@@ -50,7 +52,9 @@ class HeaderPolicy:
         allow_underscores: bool,
         trusted_proxies: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network],
     ) -> HeaderPolicy:
-        identity = {h.lower().encode("ascii") for h in identity_headers}
+        # The default identity headers are always stripped, whatever else is configured.
+        names = {*DEFAULT_IDENTITY_HEADERS, *identity_headers}
+        identity = {h.lower().encode("ascii") for h in names}
         return cls(
             drop=frozenset(HOP_BY_HOP | FORWARDING | _FRAMING | identity),
             via=via_pseudonym.encode("ascii"),

@@ -35,7 +35,7 @@ class RequestHead:
 
     method: bytes
     path: str
-    query: bytes
+    query: bytes | None
     version: bytes
     headers: list[tuple[bytes, bytes]]
     host: str
@@ -112,7 +112,7 @@ def normalize_path(raw: bytes) -> str:
         raise BadRequest(400, "non-ASCII bytes in request target") from None
 
 
-def _split_target(method: bytes, target: bytes) -> tuple[bytes, bytes, bytes | None]:
+def _split_target(method: bytes, target: bytes) -> tuple[bytes, bytes | None, bytes | None]:
     """Split a request target into (path, query, authority from absolute-form)."""
     authority: bytes | None = None
     if not target.startswith(b"/"):
@@ -134,8 +134,9 @@ def _split_target(method: bytes, target: bytes) -> tuple[bytes, bytes, bytes | N
             raise BadRequest(400, "invalid request target")
     if b"#" in target:
         raise BadRequest(400, "fragment in request target")
-    path, _, query = target.partition(b"?")
-    return path, query, authority
+    path, sep, query = target.partition(b"?")
+    # An empty query ("/p?") is kept as sent: RFC 3986 §6.2.3 does not equate it with "/p".
+    return path, query if sep else None, authority
 
 
 def _tokens(value: bytes) -> list[bytes]:

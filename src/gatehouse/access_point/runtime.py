@@ -19,6 +19,8 @@ class Route:
 
     resource: Resource
     group: BackendGroup
+    #: Each backend's base path; per resource, because resources share pooled origins.
+    base_paths: dict[Origin, str]
     prefix: str
     public: bool
     strip_prefix: bool
@@ -92,6 +94,10 @@ def compile_config(config: AccessPointConfig, registry: OriginRegistry, version:
         route = Route(
             resource=res,
             group=BackendGroup(origins, settings.backend_fail_timeout),
+            base_paths={
+                origin: backend.base_path
+                for origin, backend in zip(origins, res.parsed_backends(), strict=True)
+            },
             prefix=res.path_prefix,
             public=res.public,
             strip_prefix=res.strip_prefix,
