@@ -95,12 +95,12 @@ class Worker:
     async def serve(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
         state = WorkerState(compile_config(self.config, self.registry, self.version), loop)
-        state.sweep()
-        server = await loop.create_server(lambda: ClientConnection(state), sock=sock)
         stop = asyncio.Event()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
         loop.add_signal_handler(signal.SIGHUP, self.reload, state)
+        state.sweep()
+        server = await loop.create_server(lambda: ClientConnection(state), sock=sock)
         log.info(
             "access point %s listening on %s",
             self.config.access_point.id,
@@ -135,6 +135,9 @@ def run_access_point(
 ) -> int:
     """``gatehouse access-point``: one worker in this process, or a supervisor of N."""
     setup_logging()
+    # A SIGHUP before the event loop handles it must not kill the process (reload = re-read,
+    # and the file is read at start anyway).
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     overrides = Overrides(listen=listen, workers=workers)
     config = load_config(config_path, overrides)  # fail fast, before forking
     count = config.access_point.workers

@@ -46,8 +46,10 @@ def supervise(count: int, run_worker: Callable[[], int]) -> int:
         if pid == 0:
             code = 1
             try:
-                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                for sig in (signal.SIGTERM, signal.SIGINT):
                     signal.signal(sig, signal.SIG_DFL)
+                # Until the worker's loop handles SIGHUP, a reload must not kill it.
+                signal.signal(signal.SIGHUP, signal.SIG_IGN)
                 _die_with_parent()
                 code = run_worker()
             except BaseException:
