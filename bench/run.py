@@ -615,6 +615,7 @@ def machine_info(settings: Settings) -> dict[str, str]:
         "nginx": _command_version([settings.nginx, "-v"], r"nginx version:\s*(\S+)"),
         "wrk": _command_version([settings.wrk, "-v"], r"^(wrk\s+\S+)"),
         "commit": commit,
+        "load": " ".join(f"{x:.2f}" for x in os.getloadavg()),
     }
 
 
@@ -633,7 +634,8 @@ def render_markdown(rows: list[Row], info: dict[str, str], settings: Settings) -
     lines = [
         f"Measured {info['date']} at commit `{info['commit']}`.",
         "",
-        f"- Machine: {info['nproc']} CPUs, {info['cpu']}, {info['kernel']}",
+        f"- Machine: {info['nproc']} CPUs, {info['cpu']}, {info['kernel']}; "
+        f"load average {info['load']} at start",
         f"- Software: Python {info['python']}, {info['nginx']}, {info['wrk']}",
         f"- Load: `wrk -t{settings.threads} -c{settings.connections} -d{settings.duration}s "
         f"--latency`, {settings.warmup} s warm-up per proxy; backend: nginx, 1 worker, "
@@ -666,12 +668,13 @@ def goal_lines(rows: list[Row]) -> list[str]:
             continue
         rps_ok = row.rps_ratio is not None and row.rps_ratio >= GOAL_RPS_RATIO
         p99_ok = row.p99_ratio is not None and row.p99_ratio <= GOAL_P99_RATIO
-        verdict = "met" if rps_ok and p99_ok else "NOT met"
+        verdict = "met" if rps_ok and p99_ok else "not met"
+        workers = f"{row.workers} worker{'s' if row.workers != 1 else ''}"
         out.append(
-            f"- {row.label}, {row.workers} worker(s): goal {verdict} "
-            f"(requests/s {fmt_ratio(row.rps_ratio)} ≥ {GOAL_RPS_RATIO}x "
-            f"{'✓' if rps_ok else '✗'}, p99 {fmt_ratio(row.p99_ratio)} ≤ {GOAL_P99_RATIO:g}x "
-            f"{'✓' if p99_ok else '✗'})"
+            f"- {row.label}, {workers}: goal {verdict}: "
+            f"requests/s {fmt_ratio(row.rps_ratio)} of nginx (goal ≥ {GOAL_RPS_RATIO}x) "
+            f"{'✓' if rps_ok else '✗'}, p99 {fmt_ratio(row.p99_ratio)} of nginx "
+            f"(goal ≤ {GOAL_P99_RATIO:g}x) {'✓' if p99_ok else '✗'}"
         )
     return out
 
@@ -694,7 +697,7 @@ make bench BENCH_ARGS="--write docs/benchmarks.md"   # also update the results b
 
 It needs `nginx` (Debian's `nginx-light` is enough) and `wrk`. Every server runs on 127.0.0.1
 on a free port, in its own temporary directory, and all are stopped at the end (also on
-Ctrl-C). The default run takes about a minute and a half. Raw results are saved as JSON in
+Ctrl-C). The default run takes about a minute. Raw results are saved as JSON in
 `bench/results/` (not committed).
 
 ## What it measures
@@ -708,8 +711,15 @@ Ctrl-C). The default run takes about a minute and a half. Raw results are saved 
 - **Gatehouse AP**: `gatehouse access-point --workers N` with one public resource for `/`
   pointing at the backend, with 1 and with 2 workers.
 
-Each proxy gets a 2 s warm-up, then `wrk -t1 -c50 -d10s --latency`. Before the load, one request
-checks that the proxy returns the backend's exact body.
+Each proxy gets a 2 s warm-up, then `wrk -t1 -c50 -d10s --latency` (`--duration`,
+`--connections`, `--threads` and `--warmup` change these). Before the load, one request checks
+that the proxy returns the backend's exact body. Both nginx instances allow a million requests
+per keep-alive connection (`keepalive_requests`) so that nginx's default of 1000 does not add
+reconnections that the Access Point would not have.
+
+Scenarios are rows of the `SCENARIOS` table in `bench/run.py`; `--only` takes their names
+(`direct`, `nginx-1`, `nginx-2`, `ap-1`, `ap-2`) or groups (`direct`, `nginx`, `ap`). A new
+scenario, such as a protected or a cached resource, is one more row.
 
 ## Reading the results
 
@@ -721,7 +731,9 @@ ratio of p99 latencies (lower is better).
 
 wrk, the proxy and the backend share the machine's cores, so a proxy that uses less CPU leaves
 more for the others; that is the same for nginx and the Access Point, which is why the ratios
-are the numbers to watch. Treat differences of a few percent between runs as noise.
+are the numbers to watch. On a small machine with other work running, results move by 10-20 %
+between runs (the header shows the load average at the start); compare ratios within one run,
+and repeat a run before drawing conclusions from a small difference.
 
 ## Goals
 
@@ -848,6 +860,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"bench: {tool} not found or not executable", file=sys.stderr)
             return 2
 
+    info = machine_info(settings)
+    load = os.getloadavg()[0]
+    if load > 0.5:
+        log(f"bench: warning: load average {load:.2f} before starting; results may be noisy")
+
     rows: list[Row] = []
     try:
         with terminate_on_signals(), Lab(settings, keep_tmp=args.keep_tmp) as lab:
@@ -862,7 +879,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
     compute_ratios(rows, {s.name: s for s in SCENARIOS})
-    info = machine_info(settings)
     table = render_markdown(rows, info, settings)
     print(table, end="")
     json_path = save_json(rows, info, settings)
