@@ -18,7 +18,10 @@ def demo_backend(tmp_path: Path) -> Iterator[Service]:
     """The demo whoami backend on a free port."""
     port = free_port()
     svc = Service(
-        ["demo-backend", "--listen", f"127.0.0.1:{port}"], tmp_path / "backend.log", "127.0.0.1", port
+        ["demo-backend", "--listen", f"127.0.0.1:{port}"],
+        tmp_path / "backend.log",
+        "127.0.0.1",
+        port,
     )
     try:
         yield svc.wait_ready()
