@@ -40,6 +40,7 @@ PAUSE_INPUT_DONE = 8  # no more requests will be read on this connection
 #: How often timeouts are checked, in seconds.
 TICK = 0.25
 _HEAD, _IDLE = 1, 2
+_VERSIONS = {"1.1": b"1.1", "1.0": b"1.0", "0.9": b"0.9", "2.0": b"2.0"}
 
 Exchange = ProxyExchange | LocalReply
 
@@ -93,6 +94,8 @@ class ClientConnection(asyncio.Protocol):
         self.error: BadRequest | None = None
         self.max_request_line = settings.max_request_line
         self.max_header_bytes = settings.max_header_bytes
+        self.header_timeout = settings.header_timeout
+        self.keepalive_timeout = settings.keepalive_timeout
         self.deadline = 0.0
         self.deadline_kind = 0
         self.paused_since = 0.0
@@ -219,7 +222,7 @@ class ClientConnection(asyncio.Protocol):
             head = parse_head(
                 parser.get_method(),
                 self.url,
-                parser.get_http_version().encode("ascii"),
+                _VERSIONS.get(parser.get_http_version()) or b"?",
                 self.headers,
             )
         except BadRequest as exc:
@@ -364,8 +367,7 @@ class ClientConnection(asyncio.Protocol):
 
     # timeouts -------------------------------------------------------------------------------
     def _set_deadline(self, kind: int) -> None:
-        settings = self.state.runtime.settings
-        timeout = settings.header_timeout if kind == _HEAD else settings.keepalive_timeout
+        timeout = self.header_timeout if kind == _HEAD else self.keepalive_timeout
         self.deadline = (self.state.now or self.loop.time()) + timeout
         self.deadline_kind = kind
 

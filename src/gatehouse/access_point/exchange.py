@@ -219,8 +219,7 @@ class ProxyExchange:
         target = (route.base_paths[origin] + path).encode("ascii")
         if head.query is not None:
             target += b"?" + head.query
-        backend_host = origin.backend.host_header.encode("ascii")
-        headers = [(b"Host", head.authority if route.preserve_host else backend_host)]
+        headers = [(b"Host", head.authority if route.preserve_host else origin.host_header)]
         headers += end_to_end(
             head.headers, policy.drop, head.connection_tokens, policy.allow_underscores
         )

@@ -153,14 +153,14 @@ def with_via(headers: list[Header], version: bytes, pseudonym: bytes) -> list[He
 
 def serialize(start_line: bytes, headers: Iterable[Header]) -> bytes:
     """A message head: start line, fields, empty line."""
-    parts = [start_line]
-    for name, value in headers:
-        parts.append(name + b": " + value)
-    parts.append(b"\r\n")
-    return b"\r\n".join(parts)
+    return b"".join(
+        [start_line, b"\r\n", *[name + b": " + value + b"\r\n" for name, value in headers], b"\r\n"]
+    )
 
 
 RESPONSE_DROP = HOP_BY_HOP | {b"content-length"}
+#: Connection options that name no field, so need no second pass.
+_CONNECTION_OPTIONS = frozenset({b"keep-alive", b"close", b"upgrade", b""})
 
 
 @dataclass(slots=True)
@@ -193,6 +193,7 @@ def split_response(headers: Iterable[Header]) -> ResponseFraming:
                 upgrade = value.strip(b" \t")
             continue
         kept.append((name, value))
+    named -= _CONNECTION_OPTIONS
     if named:
         kept = [(n, v) for n, v in kept if n.lower() not in named]
     return ResponseFraming(kept, content_length, chunked, upgrade)

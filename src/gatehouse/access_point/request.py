@@ -173,8 +173,19 @@ def parse_head(
         raise BadRequest(505, "HTTP version not supported")
     if method == b"CONNECT":
         raise BadRequest(405, "CONNECT is not supported")
-    path_raw, query, target_authority = _split_target(method, target)
-    path = normalize_path(path_raw)
+    if target[:1] == b"/" and b"#" not in target:
+        # The common origin-form target.
+        path_raw, sep, query_raw = target.partition(b"?")
+        query, target_authority = (query_raw if sep else None), None
+    else:
+        path_raw, query, target_authority = _split_target(method, target)
+    if b"%" in path_raw or b"/." in path_raw or b"//" in path_raw or b"\\" in path_raw:
+        path = normalize_path(path_raw)
+    else:
+        try:
+            path = path_raw.decode("ascii")
+        except UnicodeDecodeError:
+            raise BadRequest(400, "non-ASCII bytes in request target") from None
 
     content_length: int | None = None
     te_values: list[bytes] = []

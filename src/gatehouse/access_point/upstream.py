@@ -178,6 +178,7 @@ class Origin:
         self.idle_timeout = idle_timeout
         self.idle: list[UpstreamConnection] = []
         self.failed_until = 0.0
+        self.host_header = backend.host_header.encode("ascii")
 
     def take_idle(self, now: float) -> UpstreamConnection | None:
         idle = self.idle
