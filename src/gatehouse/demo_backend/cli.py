@@ -1,0 +1,27 @@
+"""``gatehouse demo-backend``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from gatehouse.cli_support import listen_arg
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    demo = sub.add_parser("demo-backend", help="run the demo 'whoami' backend")
+    demo.add_argument("--listen", type=listen_arg, default=("127.0.0.1", 9000), metavar="HOST:PORT")
+    demo.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this certificate")
+    demo.add_argument("--tls-key", metavar="FILE", help="private key for --tls-cert")
+    demo.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from gatehouse.demo_backend.app import serve
+
+    if bool(args.tls_cert) != bool(args.tls_key):
+        print("gatehouse: --tls-cert and --tls-key go together", file=sys.stderr)
+        return 2
+    host, port = args.listen
+    serve(host, port, certfile=args.tls_cert, keyfile=args.tls_key)
+    return 0

@@ -1,0 +1,1 @@
+"""Internal calls between services: the failover client, wire errors, service hosting."""

@@ -1,0 +1,23 @@
+"""``gatehouse up``."""
+
+from __future__ import annotations
+
+import argparse
+
+from gatehouse.cli_support import listen_arg
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    up = sub.add_parser("up", help="start a single node on this machine")
+    up.add_argument("--config", metavar="FILE", help="Access Point config (default: built in)")
+    up.add_argument("--listen", type=listen_arg, default=("127.0.0.1", 8080), metavar="HOST:PORT")
+    up.add_argument(
+        "--backend-listen", type=listen_arg, default=("127.0.0.1", 9000), metavar="HOST:PORT"
+    )
+    up.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from gatehouse.node import run_up
+
+    return run_up(args.config, listen=args.listen, backend_listen=args.backend_listen)
