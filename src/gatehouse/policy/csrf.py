@@ -1,0 +1,77 @@
+"""Cross-site request forgery protection for the portal's forms: a signed double-submit token.
+
+A random token lives in the ``gatehouse_csrf`` cookie (HttpOnly, SameSite=Strict); each form
+carries the token's HMAC under a key only the Policy services know. A POST is accepted when
+the form value is the HMAC of the cookie's token, so a page on another site can neither read
+the value nor forge one, even if it manages to plant a cookie. Every Policy instance behind
+the same Access Points must share the key (the same key file), because the GET and the POST
+of one form may reach different instances.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import re
+import secrets
+from pathlib import Path
+
+COOKIE_NAME = "gatehouse_csrf"
+FIELD_NAME = "csrf"
+KEY_BYTES = 32
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{43}$")
+
+
+class CsrfGuard:
+    """Issues and checks double-submit tokens under one HMAC key."""
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) < 16:
+            raise ValueError("CSRF key must be at least 16 bytes")
+        self._key = key
+
+    @staticmethod
+    def new_token() -> str:
+        return secrets.token_urlsafe(KEY_BYTES)
+
+    @staticmethod
+    def well_formed(token: str | None) -> bool:
+        return token is not None and _TOKEN.match(token) is not None
+
+    def token_for(self, cookie: str | None) -> str:
+        """The cookie token to use for a new form: the browser's own if sound, else a new one."""
+        return cookie if cookie is not None and self.well_formed(cookie) else self.new_token()
+
+    def form_value(self, token: str) -> str:
+        mac = hmac.new(self._key, b"gatehouse-csrf:" + token.encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+
+    def check(self, cookie: str | None, submitted: str | None) -> bool:
+        """True when ``submitted`` (the form field) signs ``cookie`` (the cookie's token)."""
+        if cookie is None or submitted is None or not self.well_formed(cookie):
+            return False
+        return hmac.compare_digest(self.form_value(cookie).encode(), submitted.encode())
+
+
+def load_or_create_key(path: Path) -> bytes:
+    """Read the key file, creating it (mode 0600, random) the first time."""
+    try:
+        key = path.read_bytes()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(secrets.token_bytes(KEY_BYTES))
+        try:
+            os.link(temp, path)  # atomic: a concurrent first start keeps one key
+        except FileExistsError:
+            pass
+        finally:
+            temp.unlink()
+        key = path.read_bytes()
+    if len(key) < 16:
+        raise ValueError(f"{path}: CSRF key file holds fewer than 16 bytes")
+    return key
