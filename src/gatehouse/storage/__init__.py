@@ -1,0 +1,1 @@
+"""Shared storage: SQLAlchemy models of the user and session databases, engines, migrations."""

@@ -1,0 +1,39 @@
+"""``gatehouse db upgrade``: create or migrate an installation's databases."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from gatehouse.cli_support import add_home
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    db = sub.add_parser("db", help="manage the installation's databases")
+    actions = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    up = actions.add_parser("upgrade", help="create or migrate the user and session databases")
+    add_home(up)
+    up.add_argument(
+        "--which",
+        choices=("user", "session", "all"),
+        default="all",
+        help="which database to migrate (default: all)",
+    )
+    up.set_defaults(handler=run_upgrade)
+
+
+def run_upgrade(args: argparse.Namespace) -> int:
+    from gatehouse.storage.home import database_urls, prepare_home
+    from gatehouse.storage.migrate import upgrade_installation
+
+    urls = database_urls(prepare_home(args.home))
+    asyncio.run(upgrade_installation(urls, args.which))
+    user_db, session_db = redact(urls.user_db), redact(urls.session_db)
+    print(f"databases up to date (user DB: {user_db}, session DB: {session_db})")
+    return 0
+
+
+def redact(url: str) -> str:
+    from gatehouse.storage.engine import parse_url
+
+    return parse_url(url).render_as_string(hide_password=True)

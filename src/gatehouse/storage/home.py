@@ -1,0 +1,94 @@
+"""An installation's databases: ``HOME/databases.yaml`` or one SQLite file in HOME.
+
+``databases.yaml``::
+
+    user_db: postgresql+asyncpg://gatehouse@/gatehouse?host=db1:5432&host=db2:5432&target_session_attrs=read-write
+    session_db: postgresql+asyncpg://...     # optional, defaults to user_db
+
+Relative SQLite paths (``sqlite+aiosqlite:///gatehouse.db``) are relative to HOME.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AfterValidator
+
+from gatehouse.config.access_point import Strict
+from gatehouse.config.loader import load_yaml, validate
+from gatehouse.errors import ConfigError
+from gatehouse.storage.engine import parse_url
+
+FILE_NAME = "databases.yaml"
+DEFAULT_SQLITE_NAME = "gatehouse.db"
+
+
+def _database_url(value: str) -> str:
+    try:
+        parse_url(value)
+    except ConfigError as error:
+        raise ValueError(error.problems[0][1]) from None
+    return value
+
+
+DatabaseURL = Annotated[str, AfterValidator(_database_url)]
+
+
+class DatabasesFile(Strict):
+    user_db: DatabaseURL
+    session_db: DatabaseURL | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseURLs:
+    user_db: str
+    session_db: str
+
+    @property
+    def shared(self) -> bool:
+        """Both databases are one (the session tables live in the user DB)."""
+        return self.user_db == self.session_db
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite+aiosqlite:///{path}"
+
+
+def resolve_relative_sqlite(url: str, home: Path) -> str:
+    """Anchor a relative SQLite path at ``home``; other URLs are returned unchanged."""
+    parsed = parse_url(url)
+    if parsed.drivername.startswith("sqlite") and parsed.database:
+        path = Path(parsed.database)
+        if not path.is_absolute():
+            return sqlite_url((home / path).absolute())
+    return url
+
+
+def database_urls(home: Path) -> DatabaseURLs:
+    """The user and session DB URLs of the installation in ``home``."""
+    path = home / FILE_NAME
+    if not path.exists():
+        url = sqlite_url((home / DEFAULT_SQLITE_NAME).absolute())
+        return DatabaseURLs(url, url)
+    data = load_yaml(path)
+    if not isinstance(data, dict) or not data:
+        raise ConfigError(
+            [("", "expected a mapping with user_db (and optionally session_db)")], str(path)
+        )
+    parsed = validate(DatabasesFile, data, str(path))
+    user_db = resolve_relative_sqlite(parsed.user_db, home)
+    session_db = resolve_relative_sqlite(parsed.session_db or parsed.user_db, home)
+    return DatabaseURLs(user_db, session_db)
+
+
+def prepare_home(home: Path) -> Path:
+    """Create the installation directory if needed (the default SQLite file goes there)."""
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(
+            [("", f"cannot create home directory {home}: {error.strerror}")]
+        ) from None
+    return home

@@ -1,0 +1,70 @@
+"""Run the Alembic migrations programmatically; services call :func:`upgrade` on start.
+
+The user DB and the session DB are two Alembic branches (``user``, ``session``) so each can
+be migrated on its own server; on one shared database both branches live side by side.
+Concurrent starts are serialised: a PostgreSQL advisory lock, or ``BEGIN IMMEDIATE`` on
+SQLite, is held while the migrations run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import text
+from sqlalchemy.engine import URL, Connection
+
+from gatehouse.storage.engine import create_engine, parse_url, translate_errors
+from gatehouse.storage.home import DatabaseURLs
+
+Which = Literal["user", "session", "all"]
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+TARGETS: dict[str, str] = {"user": "user@head", "session": "session@head", "all": "heads"}
+#: Arbitrary constant naming Gatehouse's migration lock among PostgreSQL advisory locks.
+PG_MIGRATION_LOCK = 0x6761_7465_686F
+
+
+def alembic_config(url: str | URL) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    rendered = parse_url(url).render_as_string(hide_password=False)
+    config.set_main_option("sqlalchemy.url", rendered.replace("%", "%%"))
+    return config
+
+
+def _run(connection: Connection, config: Config, target: str) -> None:
+    config.attributes["connection"] = connection
+    command.upgrade(config, target)
+
+
+async def upgrade(url: str | URL, which: Which = "all") -> None:
+    """Bring the ``which`` tables of the database at ``url`` to the newest revision."""
+    target = TARGETS[which]
+    config = alembic_config(url)
+    engine = create_engine(url)
+    try:
+        async with translate_errors(), engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                await conn.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_MIGRATION_LOCK}
+                )
+            else:
+                await conn.exec_driver_sql("BEGIN IMMEDIATE")
+            await conn.run_sync(_run, config, target)
+            await conn.commit()
+    finally:
+        await engine.dispose()
+
+
+async def upgrade_installation(urls: DatabaseURLs, which: Which = "all") -> None:
+    """Migrate an installation's databases: one run when they share a URL, else one each."""
+    if urls.shared:
+        await upgrade(urls.user_db, which)
+        return
+    if which in ("user", "all"):
+        await upgrade(urls.user_db, "user")
+    if which in ("session", "all"):
+        await upgrade(urls.session_db, "session")
