@@ -1,0 +1,292 @@
+"""Ordered endpoint lists with up/down state: which endpoint an internal call tries next.
+
+Pure logic with an injected clock, so tests drive time; the failover client (``client.py``)
+does the I/O and reports every outcome here. The rules (ARCHITECTURE.md, "High availability"):
+
+- endpoints that are up are tried in configured order; endpoints that are down come after
+  them, in configured order, as a last resort;
+- an endpoint is marked down by a failed attempt (connect refused or timed out, read timeout,
+  reset, 5xx) and up by a successful one;
+- a down endpoint is tried again in its configured place ("fail-back") once ``retry_after``
+  seconds have passed since it last failed; one call at a time makes that trial, so a dead
+  primary costs one slow request per ``retry_after``, not one per concurrent request;
+- background probes (:meth:`Endpoints.probe_result`) can bring an endpoint back too; with
+  ``retry_after=None`` only they can.
+
+An outcome is evidence about the moment its attempt *started*: a result older than the one
+that set the current state is ignored, so a slow request sent before a restart cannot mark
+the restarted endpoint down again.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from gatehouse.errors import ConfigError
+
+log = logging.getLogger("gatehouse.internal")
+
+Clock = Callable[[], float]
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One base URL of a service, e.g. ``http://10.0.0.5:8100``."""
+
+    url: str
+    scheme: str
+    host: str
+    port: int
+    #: Position in the configured order (0 = preferred).
+    index: int
+
+    @property
+    def host_header(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return host if self.port == _DEFAULT_PORTS[self.scheme] else f"{host}:{self.port}"
+
+    def __str__(self) -> str:
+        return self.url
+
+
+def parse_endpoint(url: str, index: int = 0) -> Endpoint:
+    """Parse a base URL; raises ``ValueError`` with a message fit for a config error."""
+    if not isinstance(url, str) or not url:
+        raise ValueError("not a URL")
+    if not url.isascii() or any(ch.isspace() or ord(ch) < 0x20 for ch in url):
+        raise ValueError("URL must be ASCII without whitespace or control characters")
+    parts = urlsplit(url)
+    if parts.scheme == "https":
+        raise ValueError("https endpoints are not supported yet (mutual TLS: roadmap item 6)")
+    if parts.scheme != "http":
+        raise ValueError("must start with http://")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError("invalid port") from None
+    host = parts.hostname
+    if not host:
+        raise ValueError("no host")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("credentials in the URL are not allowed")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError("a base URL has no path, query or fragment")
+    port = port if port is not None else _DEFAULT_PORTS[parts.scheme]
+    shown = f"[{host}]" if ":" in host else host
+    return Endpoint(f"{parts.scheme}://{shown}:{port}", parts.scheme, host, port, index)
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointStatus:
+    """What a status page or metrics endpoint shows for one endpoint."""
+
+    url: str
+    up: bool
+    #: Clock time of the last up/down transition (``None``: never changed).
+    since: float | None
+    #: Why it went down (the latest failure while down), or ``""``.
+    reason: str
+
+
+class _State:
+    __slots__ = ("changed_at", "evidence_at", "passes", "reason", "retry_at", "up")
+
+    def __init__(self) -> None:
+        self.up = True
+        self.changed_at: float | None = None
+        # Start time of the attempt whose outcome set the current state.
+        self.evidence_at = -math.inf
+        # When a down endpoint may be tried again in its configured place.
+        self.retry_at = math.inf
+        self.reason = ""
+        self.passes = 0
+
+
+class Endpoints:
+    """An ordered list of endpoints of one service and what is known about each.
+
+    Args:
+        urls: base URLs, most preferred first.
+        retry_after: seconds after a failure before a down endpoint is tried again in its
+            configured place; ``None`` leaves that to probes.
+        rise: consecutive passed probes that bring a down endpoint back up.
+        clock: monotonic seconds; injected by tests.
+        name: the service, for log lines (``"policy"``).
+    """
+
+    def __init__(
+        self,
+        urls: Sequence[str],
+        *,
+        retry_after: float | None = 2.0,
+        rise: int = 1,
+        clock: Clock = time.monotonic,
+        name: str = "",
+    ) -> None:
+        problems: list[tuple[str, str]] = []
+        parsed: list[Endpoint] = []
+        if isinstance(urls, str):
+            raise TypeError("urls must be a sequence of URLs, not one string")
+        for i, url in enumerate(urls):
+            try:
+                parsed.append(parse_endpoint(url, i))
+            except ValueError as exc:
+                problems.append((f"endpoints[{i}]", str(exc)))
+        if not urls:
+            problems.append(("endpoints", "at least one endpoint is required"))
+        seen: dict[str, int] = {}
+        for ep in parsed:
+            if ep.url in seen:
+                problems.append(
+                    (f"endpoints[{ep.index}]", f"duplicate of endpoints[{seen[ep.url]}]")
+                )
+            seen.setdefault(ep.url, ep.index)
+        if retry_after is not None and not retry_after >= 0:
+            problems.append(("retry_after", "must be >= 0"))
+        if rise < 1:
+            problems.append(("rise", "must be >= 1"))
+        if problems:
+            raise ConfigError(problems)
+        self.all: tuple[Endpoint, ...] = tuple(parsed)
+        self.retry_after = retry_after
+        self.rise = rise
+        self.clock = clock
+        self.name = name
+        self._label = f"{name} endpoint" if name else "endpoint"
+        self._states = [_State() for _ in parsed]
+        #: Read by metrics: up/down transitions, and moves of a call to another endpoint.
+        self.counters: dict[str, int] = {"transitions": 0, "failovers": 0}
+
+    def __len__(self) -> int:
+        return len(self.all)
+
+    # choosing -------------------------------------------------------------------------------
+    def order(self) -> list[Endpoint]:
+        """The order a call would try now: eligible endpoints (up, or down and due for a
+        retry) in configured order, then the other down endpoints in configured order."""
+        now = self.clock()
+        first: list[Endpoint] = []
+        last: list[Endpoint] = []
+        for ep, st in zip(self.all, self._states, strict=True):
+            (first if st.up or now >= st.retry_at else last).append(ep)
+        return first + last
+
+    def pick(self, exclude: Collection[Endpoint] = ()) -> Endpoint | None:
+        """The endpoint to try next, skipping ``exclude`` (those this call already tried).
+
+        Picking a down endpoint claims its trial: until ``retry_after`` passes again (or the
+        attempt reports), other calls see it as not due and go elsewhere.
+        """
+        states = self._states
+        fallback: Endpoint | None = None
+        now: float | None = None
+        for ep in self.all:
+            if exclude and ep in exclude:
+                continue
+            st = states[ep.index]
+            if st.up:
+                return ep
+            if now is None:
+                now = self.clock()
+            if now >= st.retry_at:
+                self._claim(st, now)
+                return ep
+            if fallback is None:
+                fallback = ep
+        # A last resort is not a fail-back trial: its retry time stays as it is.
+        return fallback
+
+    def _claim(self, st: _State, now: float) -> None:
+        if self.retry_after is not None:
+            st.retry_at = now + self.retry_after
+
+    def is_up(self, ep: Endpoint) -> bool:
+        return self._states[ep.index].up
+
+    # outcomes -------------------------------------------------------------------------------
+    def succeeded(self, ep: Endpoint, started: float | None = None) -> None:
+        """A call on ``ep`` (started at clock time ``started``) got a usable answer."""
+        st = self._states[ep.index]
+        if st.up and started is not None and started >= st.evidence_at:
+            # The hot path: nothing changes but the evidence time.
+            st.evidence_at = started
+            return
+        now = self.clock()
+        started = now if started is None else started
+        if started < st.evidence_at:
+            return
+        st.evidence_at = started
+        st.passes = 0
+        if not st.up:
+            self._set_up(ep, st, now)
+
+    def failed(self, ep: Endpoint, reason: str, started: float | None = None) -> None:
+        """A call on ``ep`` (started at clock time ``started``) failed for ``reason``."""
+        st = self._states[ep.index]
+        now = self.clock()
+        started = now if started is None else started
+        if started < st.evidence_at:
+            return
+        st.evidence_at = started
+        st.passes = 0
+        st.reason = reason
+        st.retry_at = math.inf if self.retry_after is None else now + self.retry_after
+        if st.up:
+            st.up = False
+            st.changed_at = now
+            self.counters["transitions"] += 1
+            log.warning("%s %s is down: %s", self._label, ep.url, reason)
+        else:
+            log.debug("%s %s still down: %s", self._label, ep.url, reason)
+
+    def probe_result(
+        self, ep: Endpoint, ok: bool, reason: str = "", started: float | None = None
+    ) -> None:
+        """A background probe's outcome: ``rise`` passes in a row bring ``ep`` up; a failed
+        probe marks it down like a failed call."""
+        if not ok:
+            self.failed(ep, reason or "probe failed", started)
+            return
+        st = self._states[ep.index]
+        now = self.clock()
+        started = now if started is None else started
+        if started < st.evidence_at:
+            return
+        st.evidence_at = started
+        if st.up:
+            return
+        st.passes += 1
+        if st.passes >= self.rise:
+            st.passes = 0
+            self._set_up(ep, st, now)
+
+    def failover(self, src: Endpoint, dst: Endpoint) -> None:
+        """A call moves from ``src`` to ``dst`` after a failure."""
+        self.counters["failovers"] += 1
+        log.debug("%s failover %s -> %s", self._label, src.url, dst.url)
+
+    def _set_up(self, ep: Endpoint, st: _State, now: float) -> None:
+        down_for = now - st.changed_at if st.changed_at is not None else 0.0
+        st.up = True
+        st.changed_at = now
+        st.reason = ""
+        st.retry_at = math.inf
+        self.counters["transitions"] += 1
+        log.info("%s %s is up again (down for %.1f s)", self._label, ep.url, down_for)
+
+    # reading --------------------------------------------------------------------------------
+    def status(self) -> list[EndpointStatus]:
+        return [
+            EndpointStatus(ep.url, st.up, st.changed_at, st.reason)
+            for ep, st in zip(self.all, self._states, strict=True)
+        ]
+
+    def down(self) -> list[Endpoint]:
+        return [ep for ep, st in zip(self.all, self._states, strict=True) if not st.up]
