@@ -1,0 +1,220 @@
+"""Access decisions: may this request through this Access Point reach this resource?
+
+Pure and synchronous — the Policy service looks the session up, then asks::
+
+    policy = compile_policy(config)              # once per config version
+    decision = decide(policy, request, session, now)
+    match decision:
+        case Allow(headers=headers, ttl=ttl): ...       # forward, inject headers
+        case Deny(ttl=ttl): ...                         # 403
+        case Authenticate(methods=methods, step_up=step_up): ...   # 303 to the portal
+
+The effective rule of a resource is ``all: [global_rule, resource rule]``, evaluated with
+three-valued logic (:mod:`gatehouse.policy.rules`). TRUE → :class:`Allow`; FALSE →
+:class:`Deny`; NEEDS_AUTH → :class:`Authenticate`: without a session ``step_up=False`` and
+``methods`` are those to run in order, starting with :data:`PRIMARY_METHOD`; with a session
+``step_up=True`` and ``methods`` are the ones the session still lacks. An unknown resource id
+is denied. A session already expired at ``now`` counts as no session.
+
+``ttl`` (seconds, never negative) is how long the Access Point may cache the answer:
+the configured ``decision_ttl``, cut at the next edge of a time window the rules consulted
+and, for :class:`Allow` with a session, at the session's idle and absolute expiry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from gatehouse.policy.rules import EvalContext, Tri
+from gatehouse.policy.rules_compile import RuleSet, compile_rule_set
+
+if TYPE_CHECKING:  # config.policy imports the rules compiler; avoid the import cycle
+    from gatehouse.config.policy import PolicyConfig
+
+PRIMARY_METHOD = "password"
+"""The method that establishes a session; the first of a fresh login's methods."""
+
+_UNSAFE = dict.fromkeys([*range(0x09), *range(0x0A, 0x20), 0x7F])
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionInput:
+    """One request, as the Access Point describes it (``headers``: lowercase names)."""
+
+    resource: str
+    method: str
+    path: str
+    client_ip: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    access_point: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionView:
+    """What a decision needs of a valid session (aware datetimes)."""
+
+    username: str
+    groups: frozenset[str]
+    email: str | None
+    display_name: str | None
+    methods: frozenset[str]
+    idle_expires_at: datetime
+    absolute_expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Allow:
+    """Forward the request, adding ``headers`` (identity headers; none without a session)."""
+
+    headers: tuple[tuple[str, str], ...]
+    ttl: float
+
+    def to_json(self) -> dict[str, object]:
+        """The ``DECISION`` wire form (docs/internal-api.md)."""
+        return {"decision": "allow", "headers": dict(self.headers), "ttl": self.ttl}
+
+
+@dataclass(frozen=True, slots=True)
+class Deny:
+    """Refuse the request (403)."""
+
+    ttl: float
+
+    def to_json(self) -> dict[str, object]:
+        return {"decision": "deny", "ttl": self.ttl}
+
+
+@dataclass(frozen=True, slots=True)
+class Authenticate:
+    """Send the user to the login portal to run ``methods`` (in order)."""
+
+    methods: tuple[str, ...]
+    step_up: bool
+
+    def to_json(self, login_url: str) -> dict[str, object]:
+        return {
+            "decision": "authenticate",
+            "methods": list(self.methods),
+            "step_up": self.step_up,
+            "login_url": login_url,
+        }
+
+
+Decision = Allow | Deny | Authenticate
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityHeaderNames:
+    """Header names for the session's identity; None leaves one out."""
+
+    user: str | None = "Remote-User"
+    groups: str | None = "Remote-Groups"
+    email: str | None = "Remote-Email"
+    name: str | None = "Remote-Name"
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledPolicy:
+    """Everything :func:`decide` needs, compiled once per config version."""
+
+    rules: RuleSet
+    decision_ttl: float = 30.0
+    identity_headers: IdentityHeaderNames = IdentityHeaderNames()
+
+    @classmethod
+    def from_config(cls, config: PolicyConfig, source: str = "") -> CompiledPolicy:
+        """Compile ``config``'s rules; raises ConfigError (field paths) if they are invalid."""
+        names = config.identity_headers
+        return cls(
+            rules=compile_rule_set(config.rules, config.global_rule, config.resources, source),
+            decision_ttl=config.policy.decision_ttl,
+            identity_headers=IdentityHeaderNames(names.user, names.groups, names.email, names.name),
+        )
+
+    @property
+    def resource_ids(self) -> frozenset[str]:
+        return frozenset(self.rules.effective)
+
+    @property
+    def decision_headers(self) -> frozenset[str]:
+        """Lowercase request headers the rules read: the AP must send these with a request."""
+        return self.rules.header_names
+
+
+def compile_policy(config: PolicyConfig, source: str = "") -> CompiledPolicy:
+    """Same as :meth:`CompiledPolicy.from_config`."""
+    return CompiledPolicy.from_config(config, source)
+
+
+def header_safe(value: str) -> str:
+    """``value`` without control characters (CR, LF, NUL, …; tab kept), trimmed."""
+    return value.translate(_UNSAFE).strip(" \t")
+
+
+def identity_headers(
+    names: IdentityHeaderNames, session: SessionView
+) -> tuple[tuple[str, str], ...]:
+    """The identity headers for ``session``; absent or empty values are left out."""
+    groups = sorted({g for g in (header_safe(g) for g in session.groups) if g})
+    values = (
+        (names.user, header_safe(session.username)),
+        (names.groups, ",".join(groups)),
+        (names.email, header_safe(session.email or "")),
+        (names.name, header_safe(session.display_name or "")),
+    )
+    return tuple((name, value) for name, value in values if name and value)
+
+
+def decide(
+    policy: CompiledPolicy,
+    request: DecisionInput,
+    session: SessionView | None,
+    now: datetime,
+) -> Decision:
+    """Decide ``request`` at the aware instant ``now``."""
+    if now.utcoffset() is None:
+        raise ValueError("now must be a timezone-aware datetime")
+    now = now.astimezone(UTC)
+    rule = policy.rules.effective.get(request.resource)
+    if rule is None:
+        return Deny(ttl=max(0.0, policy.decision_ttl))
+    if session is not None and (
+        now >= session.idle_expires_at or now >= session.absolute_expires_at
+    ):
+        session = None
+    ctx = EvalContext(
+        now=now,
+        principal=session,
+        method=request.method,
+        client_ip=request.client_ip,
+        headers=request.headers,
+        access_point=request.access_point,
+    )
+    verdict = rule.evaluate(ctx)
+    ttl = policy.decision_ttl
+    if ctx.changes_at is not None:
+        ttl = min(ttl, _seconds_until(ctx.changes_at, now))
+    if verdict.value is Tri.TRUE:
+        if session is None:
+            return Allow(headers=(), ttl=max(0.0, ttl))
+        ttl = min(
+            ttl,
+            _seconds_until(session.idle_expires_at, now),
+            _seconds_until(session.absolute_expires_at, now),
+        )
+        return Allow(headers=identity_headers(policy.identity_headers, session), ttl=max(0.0, ttl))
+    if verdict.value is Tri.NEEDS_AUTH:
+        if session is None:
+            extra = tuple(m for m in verdict.methods if m != PRIMARY_METHOD)
+            return Authenticate(methods=(PRIMARY_METHOD, *extra), step_up=False)
+        if verdict.methods:
+            return Authenticate(methods=verdict.methods, step_up=True)
+    return Deny(ttl=max(0.0, ttl))
+
+
+def _seconds_until(instant: datetime, now: datetime) -> float:
+    # Subtracting in UTC: within one zone Python subtracts wall times, ignoring DST.
+    return (instant.astimezone(UTC) - now).total_seconds()
