@@ -1,0 +1,265 @@
+"""Login sessions: opaque random ids in a cookie, records in the session DB.
+
+Only the SHA-256 of an id is stored (``id_hash``), so a copy of the database cannot be
+replayed as cookies. A session ends at the first of its idle expiry (moved forward as it is
+used, at most once per few seconds to spare the database) and its absolute expiry; an
+expired session found on lookup is deleted and treated as absent. Every session that ends
+(logout, revocation, expiry) is reported to ``on_end`` so the caller can tell the Access
+Points to drop cached decisions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from sqlalchemy import ColumnElement, delete, select, update
+
+from gatehouse.storage.engine import Database
+from gatehouse.storage.models import Session as SessionRow
+
+ID_BYTES = 32
+HASH_CHARS = 32
+#: The longest a session's ``last_seen_at`` may lag behind its use.
+TOUCH_INTERVAL = 5.0
+_SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{43}$")
+_ID_HASH = re.compile(r"^[0-9a-f]{32}$")
+
+
+def new_session_id() -> str:
+    """256 random bits, URL-safe base64 (43 characters)."""
+    return secrets.token_urlsafe(ID_BYTES)
+
+
+def hash_session_id(session_id: str) -> str:
+    return hashlib.sha256(session_id.encode()).hexdigest()[:HASH_CHARS]
+
+
+def well_formed_id(session_id: str | None) -> bool:
+    return session_id is not None and _SESSION_ID.match(session_id) is not None
+
+
+def well_formed_hash(id_hash: str) -> bool:
+    return _ID_HASH.match(id_hash) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Idle and absolute lifetime of a session, in seconds."""
+
+    idle: float
+    absolute: float
+
+    @property
+    def touch_interval(self) -> float:
+        # Short idle timeouts need fresher last-seen times than long ones.
+        return min(TOUCH_INTERVAL, self.idle / 8)
+
+    def idle_expiry(self, now: datetime, absolute_expires_at: datetime) -> datetime:
+        return min(now + timedelta(seconds=self.idle), absolute_expires_at)
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who a new session belongs to, as the Authentication service described the user."""
+
+    username: str
+    display_name: str = ""
+    email: str | None = None
+    groups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    id_hash: str
+    username: str
+    display_name: str
+    email: str | None
+    groups: tuple[str, ...]
+    methods: tuple[str, ...]
+    created_at: datetime
+    last_seen_at: datetime
+    idle_expires_at: datetime
+    absolute_expires_at: datetime
+    client_ip: str | None
+    user_agent: str | None
+
+    @property
+    def expires_at(self) -> datetime:
+        return min(self.idle_expires_at, self.absolute_expires_at)
+
+    def live(self, now: datetime) -> bool:
+        return now < self.expires_at
+
+    def needs_touch(self, now: datetime, timeouts: Timeouts) -> bool:
+        return (now - self.last_seen_at).total_seconds() >= timeouts.touch_interval
+
+    @classmethod
+    def of(cls, row: SessionRow) -> SessionRecord:
+        return cls(
+            id_hash=row.id_hash,
+            username=row.username,
+            display_name=row.display_name,
+            email=row.email,
+            groups=tuple(row.groups or ()),
+            methods=tuple(row.methods or ()),
+            created_at=row.created_at,
+            last_seen_at=row.last_seen_at,
+            idle_expires_at=row.idle_expires_at,
+            absolute_expires_at=row.absolute_expires_at,
+            client_ip=row.client_ip,
+            user_agent=row.user_agent,
+        )
+
+    def info(self) -> dict[str, object]:
+        """The admin API's ``SESSION_INFO``."""
+        return {
+            "id_hash": self.id_hash,
+            "username": self.username,
+            "display_name": self.display_name,
+            "email": self.email,
+            "groups": list(self.groups),
+            "methods": list(self.methods),
+            "created_at": _iso(self.created_at),
+            "last_seen_at": _iso(self.last_seen_at),
+            "expires_at": _iso(self.expires_at),
+            "idle_expires_at": _iso(self.idle_expires_at),
+            "absolute_expires_at": _iso(self.absolute_expires_at),
+            "client_ip": self.client_ip,
+            "user_agent": self.user_agent,
+        }
+
+
+def _iso(value: datetime) -> str:
+    return value.isoformat().replace("+00:00", "Z")
+
+
+EndHook = Callable[[Sequence[SessionRecord], str], Awaitable[None]]
+
+
+async def _ignore(records: Sequence[SessionRecord], reason: str) -> None:
+    return None
+
+
+class SessionStore:
+    """The session DB, seen as sessions that are created, found, touched and ended.
+
+    Database failures surface as :class:`~gatehouse.storage.errors.DatabaseUnavailable`.
+    """
+
+    def __init__(self, database: Database, timeouts: Timeouts, on_end: EndHook = _ignore) -> None:
+        self._db = database
+        self.timeouts = timeouts
+        self._on_end = on_end
+
+    async def create(
+        self,
+        identity: Identity,
+        methods: Sequence[str],
+        now: datetime,
+        *,
+        client_ip: str | None = None,
+        user_agent: str | None = None,
+    ) -> tuple[str, SessionRecord]:
+        """A new session; returns its id (for the cookie only) and its record."""
+        session_id = new_session_id()
+        absolute = now + timedelta(seconds=self.timeouts.absolute)
+        row = SessionRow(
+            id_hash=hash_session_id(session_id),
+            username=identity.username,
+            display_name=identity.display_name,
+            email=identity.email,
+            groups=list(identity.groups),
+            methods=list(methods),
+            created_at=now,
+            last_seen_at=now,
+            idle_expires_at=self.timeouts.idle_expiry(now, absolute),
+            absolute_expires_at=absolute,
+            client_ip=client_ip,
+            user_agent=(user_agent or "")[:512] or None,
+        )
+        record = SessionRecord.of(row)
+        async with self._db.session() as db:
+            db.add(row)
+        return session_id, record
+
+    async def lookup(
+        self, session_id: str | None, now: datetime, *, touch: bool = True
+    ) -> SessionRecord | None:
+        """The live session with this id, touched; ``None`` if unknown or expired."""
+        if not well_formed_id(session_id):
+            return None
+        assert session_id is not None
+        id_hash = hash_session_id(session_id)
+        async with self._db.session() as db:
+            row = await db.scalar(select(SessionRow).where(SessionRow.id_hash == id_hash))
+            if row is None:
+                return None
+            record = SessionRecord.of(row)
+            expired = not record.live(now)
+            if not expired and touch and record.needs_touch(now, self.timeouts):
+                idle = self.timeouts.idle_expiry(now, record.absolute_expires_at)
+                await db.execute(
+                    update(SessionRow)
+                    .where(SessionRow.id_hash == id_hash, SessionRow.last_seen_at < now)
+                    .values(last_seen_at=now, idle_expires_at=idle)
+                    .execution_options(synchronize_session=False)
+                )
+                record = replace(record, last_seen_at=now, idle_expires_at=idle)
+        if expired:
+            await self._delete_where(SessionRow.id_hash == id_hash, "expired")
+            return None
+        return record
+
+    async def end(self, session_id: str | None, reason: str = "logout") -> SessionRecord | None:
+        """Delete the session with this id (logout); returns it if it existed."""
+        if not well_formed_id(session_id):
+            return None
+        assert session_id is not None
+        ended = await self.revoke_hashes([hash_session_id(session_id)], reason)
+        return ended[0] if ended else None
+
+    async def revoke_hashes(
+        self, id_hashes: Sequence[str], reason: str = "revoked"
+    ) -> list[SessionRecord]:
+        hashes = [h for h in id_hashes if well_formed_hash(h)]
+        if not hashes:
+            return []
+        return await self._delete_where(SessionRow.id_hash.in_(hashes), reason)
+
+    async def revoke_user(self, username: str, reason: str = "revoked") -> list[SessionRecord]:
+        return await self._delete_where(SessionRow.username == username, reason)
+
+    async def purge_expired(self, now: datetime) -> list[SessionRecord]:
+        expired = (SessionRow.idle_expires_at <= now) | (SessionRow.absolute_expires_at <= now)
+        return await self._delete_where(expired, "expired")
+
+    async def live(self, now: datetime, username: str | None = None) -> list[SessionRecord]:
+        """Live sessions, of one user or of everyone, oldest first."""
+        query = select(SessionRow).where(
+            SessionRow.idle_expires_at > now, SessionRow.absolute_expires_at > now
+        )
+        if username is not None:
+            query = query.where(SessionRow.username == username)
+        query = query.order_by(SessionRow.created_at, SessionRow.id_hash)
+        async with self._db.session() as db:
+            rows = (await db.scalars(query)).all()
+        return [SessionRecord.of(row) for row in rows]
+
+    async def _delete_where(
+        self, condition: ColumnElement[bool], reason: str
+    ) -> list[SessionRecord]:
+        deleted = delete(SessionRow).where(condition).returning(SessionRow)
+        async with self._db.session() as db:
+            rows = (await db.scalars(deleted.execution_options(synchronize_session=False))).all()
+            ended = [SessionRecord.of(row) for row in rows]
+        await self._ended(ended, reason)
+        return ended
+
+    async def _ended(self, records: list[SessionRecord], reason: str) -> None:
+        if records:
+            await self._on_end(records, reason)
