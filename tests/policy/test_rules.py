@@ -354,6 +354,23 @@ def test_nesting_depth_is_limited() -> None:
     assert "nested more than 64 deep" in found[0][1]
 
 
+def test_nesting_through_named_rules_is_limited() -> None:
+    named: dict[str, object] = {}
+    previous: object = "public"
+    for i in range(4):
+        spec = previous
+        for _ in range(20):
+            spec = {"not": spec}
+        named[f"r{i}"] = spec
+        previous = {"rule": f"r{i}"}
+    found = problems(named)
+    assert len(found) == 1
+    path, message = found[0]
+    assert path == "rules.r3" + ".not" * 20 + ".rule"
+    assert message == "conditions nested more than 64 deep (with rule 'r2')"
+    assert "r2" in compile_rule_set({k: v for k, v in named.items() if k != "r3"}).named
+
+
 def test_rule_set_shape() -> None:
     rules = compile_rule_set(
         {"cert": {"header": {"name": "X-Client-Cert", "matches": "."}}},

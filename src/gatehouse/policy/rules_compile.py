@@ -139,6 +139,7 @@ class _Compiler:
         self.header_names: set[str] = set()
         self.done: dict[str, Condition] = {}
         self.failed: set[str] = set()
+        self.depths: dict[str, int] = {}
         self.stack: list[str] = []
         self.depth = 0
         self.kinds: dict[str, Callable[[object, Loc], Condition]] = {
@@ -175,15 +176,28 @@ class _Compiler:
             self.fail(loc, f"{name!r} is a built-in rule and cannot be redefined")
             self.failed.add(name)
             return None
-        before = len(self.problems)
+        before, depth = len(self.problems), self.depth
         self.stack.append(name)
+        self.depth = 0  # a rule's own nesting is judged alone, its uses where they are
         condition = self.condition(self.specs[name], ("rules", name))
+        self.depth = depth
         self.stack.pop()
         if condition is None or len(self.problems) > before:
             self.failed.add(name)
             return None
         self.done[name] = condition
+        self.depths[name] = self._depth(condition)
         return condition
+
+    def _depth(self, condition: Condition) -> int:
+        """Evaluation depth; named rules count with their own depth, computed once."""
+        if isinstance(condition, RuleRef):
+            return 1 + self.depths[condition.name]
+        if isinstance(condition, AllOf | AnyOf):
+            return 1 + max(self._depth(part) for part in condition.conditions)
+        if isinstance(condition, Not):
+            return 1 + self._depth(condition.condition)
+        return 1
 
     def condition(self, spec: object, loc: Loc) -> Condition | None:
         try:
@@ -394,4 +408,8 @@ class _Compiler:
         condition = self.named(value, ("rules", value))
         if condition is None:
             raise _Invalid()  # reported where the rule is defined
+        if self.depth + self.depths[value] > MAX_DEPTH:
+            raise self.fail(
+                loc, f"conditions nested more than {MAX_DEPTH} deep (with rule {value!r})"
+            )
         return RuleRef(value, condition)
