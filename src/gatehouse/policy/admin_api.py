@@ -1,0 +1,100 @@
+"""The Policy service's admin API: list sessions and revoke them.
+
+Callers present ``Authorization: Bearer TOKEN`` with the token from ``policy.admin_token_file``
+(mutual TLS replaces this with roadmap item 6). Without a configured token file the admin API
+does not exist (404). Every revocation ends up on the event stream through the session
+store's end hook, and in the audit log.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gatehouse.internal.errors import Code, ServiceError, json_response
+from gatehouse.policy.sessions import SessionRecord, SessionStore, well_formed_hash
+from gatehouse.storage.models import USERNAME_LENGTH
+
+AuditHook = Callable[[str, str | None, str | None, dict[str, object]], Awaitable[None]]
+
+
+def read_token(path: Path) -> str:
+    """The admin token: the file's first line, at least 16 characters."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"cannot read admin token file {path}: {exc.strerror}") from None
+    lines = text.strip().splitlines()
+    token = lines[0].strip() if lines else ""
+    if len(token) < 16:
+        raise ValueError(f"admin token file {path} must hold a token of at least 16 characters")
+    return token
+
+
+def bearer_ok(header: str | None, token: str) -> bool:
+    if not header:
+        return False
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(value.strip().encode(), token.encode())
+
+
+class AdminAPI:
+    """Handlers of ``/internal/v1/sessions``."""
+
+    def __init__(
+        self,
+        token: str | None,
+        sessions: SessionStore,
+        audit: AuditHook,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._token = token
+        self._sessions = sessions
+        self._audit = audit
+        self._clock = clock
+
+    def _authorize(self, request: Request) -> None:
+        if self._token is None:
+            raise ServiceError(Code.NOT_FOUND, "the admin API is not enabled", 404)
+        if not bearer_ok(request.headers.get("authorization"), self._token):
+            raise ServiceError(Code.UNAUTHORIZED, "a valid admin bearer token is required", 401)
+
+    async def collection(self, request: Request) -> Response:
+        self._authorize(request)
+        user = request.query_params.get("user")
+        if user is not None and not 0 < len(user) <= USERNAME_LENGTH:
+            raise ServiceError(Code.BAD_REQUEST, "user: not a user name", 400)
+        if request.method == "GET":
+            records = await self._sessions.live(self._clock(), user)
+            return json_response({"sessions": [r.info() for r in records]})
+        if user is None:
+            raise ServiceError(Code.BAD_REQUEST, "user: required to revoke sessions", 400)
+        ended = await self._sessions.revoke_user(user)
+        await self._record(ended, request)
+        return json_response({"revoked": len(ended)})
+
+    async def one(self, request: Request) -> Response:
+        self._authorize(request)
+        id_hash = request.path_params["id_hash"]
+        if not well_formed_hash(id_hash):
+            raise ServiceError(Code.BAD_REQUEST, "not a session hash (32 hex digits)", 400)
+        ended = await self._sessions.revoke_hashes([id_hash])
+        await self._record(ended, request)
+        return json_response({"revoked": len(ended)})
+
+    async def _record(self, ended: list[SessionRecord], request: Request) -> None:
+        caller = request.client.host if request.client else None
+        for record in ended:
+            await self._audit(
+                "session_revoked",
+                record.username,
+                caller,
+                {"session": record.id_hash, "by": "admin"},
+            )

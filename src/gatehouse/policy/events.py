@@ -1,0 +1,208 @@
+"""Session events for the Access Points, and their exchange between Policy instances.
+
+:class:`EventHub` fans events out to every ``GET /internal/v1/events`` stream of this process:
+``hello`` first, ``revoke`` when a session ends, ``ping`` every few seconds. A stream whose
+reader falls far behind is closed rather than allowed to grow: the Access Point reconnects
+and flushes its cache, which is always safe.
+
+Several Policy instances share one PostgreSQL session DB; :class:`PostgresBridge` tells the
+others about revocations with ``NOTIFY`` and hears theirs with ``LISTEN``
+(https://www.postgresql.org/docs/current/sql-notify.html). When its listening connection is
+lost, notifications may have been missed, so every stream is closed to make the Access
+Points flush their caches. On SQLite there is a single instance and nothing to share.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import Any
+
+import orjson
+
+log = logging.getLogger(__name__)
+
+PING_INTERVAL = 5.0
+QUEUE_LIMIT = 10_000
+CHANNEL = "gatehouse_session_revoked"
+#: NOTIFY payloads must stay under 8000 bytes; 100 hashes of 32 characters do.
+HASHES_PER_NOTIFY = 100
+
+Event = dict[str, object]
+_CLOSE: Event = {"type": "_close"}
+
+
+class EventHub:
+    """In-process broadcaster of session events to the event streams."""
+
+    def __init__(self, instance: str, ping_interval: float = PING_INTERVAL) -> None:
+        self.instance = instance
+        self.ping_interval = ping_interval
+        self._queues: set[asyncio.Queue[Event]] = set()
+
+    @property
+    def listeners(self) -> int:
+        return len(self._queues)
+
+    def publish(self, event: Event) -> None:
+        for queue in list(self._queues):
+            try:
+                queue.put_nowait(event)
+            except asyncio.QueueFull:
+                self._drop(queue)
+
+    def revoked(self, id_hashes: Iterable[str]) -> None:
+        for id_hash in id_hashes:
+            self.publish({"type": "revoke", "session": id_hash})
+
+    def close_all(self) -> None:
+        """End every stream (on shutdown, or when events may have been missed)."""
+        for queue in list(self._queues):
+            self._drop(queue)
+
+    def _drop(self, queue: asyncio.Queue[Event]) -> None:
+        self._queues.discard(queue)
+        while not queue.empty():
+            queue.get_nowait()
+        queue.put_nowait(_CLOSE)
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        """Newline-delimited JSON events until the hub closes the stream."""
+        queue: asyncio.Queue[Event] = asyncio.Queue(QUEUE_LIMIT)
+        self._queues.add(queue)
+        try:
+            yield line({"type": "hello", "instance": self.instance})
+            next_ping = time.monotonic() + self.ping_interval
+            while True:
+                wait = next_ping - time.monotonic()
+                try:
+                    event = await asyncio.wait_for(queue.get(), max(wait, 0.0))
+                except TimeoutError:
+                    next_ping = time.monotonic() + self.ping_interval
+                    yield line({"type": "ping"})
+                    continue
+                if event is _CLOSE:
+                    return
+                yield line(event)
+        finally:
+            self._queues.discard(queue)
+
+
+def line(event: Event) -> bytes:
+    return orjson.dumps(event) + b"\n"
+
+
+def asyncpg_dsn(url: str) -> str:
+    """A libpq-style DSN for asyncpg from a SQLAlchemy ``postgresql+asyncpg://`` URL."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def notify_payloads(instance: str, id_hashes: Sequence[str]) -> list[str]:
+    return [
+        orjson.dumps(
+            {"from": instance, "sessions": list(id_hashes[i : i + HASHES_PER_NOTIFY])}
+        ).decode()
+        for i in range(0, len(id_hashes), HASHES_PER_NOTIFY)
+    ]
+
+
+def parse_payload(instance: str, payload: str) -> list[str]:
+    """Session hashes another instance revoked; empty for our own or malformed payloads."""
+    try:
+        data = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return []
+    if not isinstance(data, dict) or data.get("from") == instance:
+        return []
+    sessions = data.get("sessions")
+    if not isinstance(sessions, list):
+        return []
+    return [s for s in sessions if isinstance(s, str)]
+
+
+class PostgresBridge:
+    """Shares revocations between Policy instances through PostgreSQL LISTEN/NOTIFY."""
+
+    def __init__(self, url: str, hub: EventHub, retry_delay: float = 1.0) -> None:
+        self._dsn = asyncpg_dsn(url)
+        self._hub = hub
+        self._retry_delay = retry_delay
+        self._task: asyncio.Task[None] | None = None
+        self._listening = asyncio.Event()
+        self._notifier: Any = None
+
+    async def start(self, timeout: float = 10.0) -> None:
+        """Start listening; waits (up to ``timeout``) for the first LISTEN to be in place."""
+        self._task = asyncio.create_task(self._listen_forever(), name="pg-listen")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._listening.wait(), timeout)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._notifier is not None:
+            with contextlib.suppress(Exception):
+                await self._notifier.close()
+
+    async def notify(self, id_hashes: Sequence[str]) -> None:
+        """Tell the other instances; failures are logged, not raised (the DB row is gone)."""
+        import asyncpg
+
+        for attempt in (1, 2):
+            try:
+                if self._notifier is None or self._notifier.is_closed():
+                    self._notifier = await asyncpg.connect(
+                        self._dsn, timeout=5, target_session_attrs="read-write"
+                    )
+                for payload in notify_payloads(self._hub.instance, id_hashes):
+                    await self._notifier.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
+                return
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                self._notifier = None
+                if attempt == 2:
+                    log.warning("could not NOTIFY revocations to other instances: %s", exc)
+
+    def _received(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        self._hub.revoked(parse_payload(self._hub.instance, payload))
+
+    async def _listen_forever(self) -> None:
+        import asyncpg
+
+        first = True
+        while True:
+            lost = asyncio.Event()
+            conn: Any = None
+            try:
+                conn = await asyncpg.connect(
+                    self._dsn, timeout=5, target_session_attrs="read-write"
+                )
+                conn.add_termination_listener(lambda _c, lost=lost: lost.set())
+                await conn.add_listener(CHANNEL, self._received)
+                if not first:
+                    # Revocations may have been missed while not listening.
+                    self._hub.close_all()
+                    log.info("listening for revocations again")
+                first = False
+                self._listening.set()
+                while not lost.is_set() and not conn.is_closed():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(lost.wait(), 5.0)
+                    if not lost.is_set():
+                        await conn.execute("SELECT 1", timeout=5)  # notices a dead server
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("revocation listener: %s; retrying", exc)
+            finally:
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        conn.terminate()
+            first = False
+            self._hub.close_all()
+            await asyncio.sleep(self._retry_delay)

@@ -1,0 +1,429 @@
+"""The login portal: sign-in and sign-out pages, relayed to browsers by the Access Points.
+
+Plain HTML forms that work without JavaScript, one inlined stylesheet, no external assets.
+Every form is protected by a signed double-submit token (:mod:`gatehouse.policy.csrf`); every
+return URL passes :func:`gatehouse.policy.redirects.safe_return_url`. A login always creates
+a new session id (a session cookie the browser already had is ended first), so a planted id
+can never become an authenticated one.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import ipaddress
+import logging
+import math
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal, Protocol
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+
+from gatehouse.policy.csrf import COOKIE_NAME as CSRF_COOKIE
+from gatehouse.policy.csrf import FIELD_NAME as CSRF_FIELD
+from gatehouse.policy.csrf import CsrfGuard
+from gatehouse.policy.redirects import HostPatterns, safe_return_url
+from gatehouse.policy.sessions import Identity, SessionRecord, SessionStore
+from gatehouse.storage.errors import DatabaseUnavailable
+
+log = logging.getLogger(__name__)
+
+HERE = Path(__file__).parent
+STYLESHEET = (HERE / "static" / "gatehouse.css").read_text(encoding="utf-8")
+STYLESHEET_HASH = base64.b64encode(hashlib.sha256(STYLESHEET.encode()).digest()).decode()
+MAX_USERNAME = 256
+MAX_PASSWORD = 1024
+
+WRONG_CREDENTIALS = "Wrong user name or password."
+MISSING_CREDENTIALS = "Enter your user name and password."
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+# --- pure pieces -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where a browser's request really came from, as told by a trusted Access Point."""
+
+    client_ip: str
+    https: bool
+    host: str | None
+
+
+def _ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    value = value.strip()
+    if value.startswith("[") and "]" in value:
+        value = value[1 : value.index("]")]
+    try:
+        return ipaddress.ip_address(value)
+    except ValueError:
+        return None
+
+
+def _trusted(ip: str, networks: Sequence[Network]) -> bool:
+    address = _ip(ip)
+    return address is not None and any(address in net for net in networks)
+
+
+def request_origin(
+    peer_ip: str, headers: Callable[[str], str | None], trusted: Sequence[Network]
+) -> Origin:
+    """Client address, scheme and host of a request, believing forwarded fields only from
+    trusted proxies. The client is the right-most X-Forwarded-For entry not itself trusted."""
+    host = headers("host")
+    if not _trusted(peer_ip, trusted):
+        return Origin(peer_ip, False, host)
+    client = peer_ip
+    chain = [part.strip() for part in (headers("x-forwarded-for") or "").split(",")]
+    for hop in reversed([p for p in chain if p]):
+        if _ip(hop) is None:
+            break
+        client = str(_ip(hop))
+        if not _trusted(hop, trusted):
+            break
+    proto = (headers("x-forwarded-proto") or "").split(",")[0].strip().lower()
+    forwarded_host = (headers("x-forwarded-host") or "").split(",")[0].strip()
+    return Origin(client, proto == "https", forwarded_host or host)
+
+
+def set_cookie_header(
+    name: str,
+    value: str,
+    *,
+    path: str = "/",
+    domain: str | None = None,
+    secure: bool = False,
+    same_site: Literal["Lax", "Strict"] = "Lax",
+    max_age: int | None = None,
+) -> str:
+    parts = [f"{name}={value}", f"Path={path}"]
+    if domain:
+        parts.append(f"Domain={domain}")
+    if max_age is not None:
+        parts.append(f"Max-Age={max_age}")
+        if max_age == 0:
+            parts.append("Expires=Thu, 01 Jan 1970 00:00:00 GMT")
+    parts.append("HttpOnly")
+    if secure:
+        parts.append("Secure")
+    parts.append(f"SameSite={same_site}")
+    return "; ".join(parts)
+
+
+def locked_message(retry_after: float) -> str:
+    minutes = max(1, math.ceil(retry_after / 60))
+    unit = "minute" if minutes == 1 else "minutes"
+    return f"Too many failed attempts. Try again in {minutes} {unit}."
+
+
+# --- the Authentication service, as the portal needs it ---------------------------------
+
+
+class AuthUnavailable(Exception):
+    """No Authentication service gave a usable answer."""
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    result: Literal["ok", "invalid", "locked"]
+    identity: Identity | None = None
+    retry_after: float = 0.0
+
+
+class PasswordChecker(Protocol):
+    async def verify(self, username: str, password: str, client_ip: str) -> Verdict:
+        """Raises :class:`AuthUnavailable` when no Authentication service answers."""
+        ...
+
+
+AuditHook = Callable[[str, str | None, str | None, dict[str, object]], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class PortalSettings:
+    prefix: str
+    title: str
+    cookie_name: str
+    cookie_domain: str | None
+    trusted_proxies: tuple[Network, ...]
+    redirect_hosts: HostPatterns
+
+
+# --- pages ---------------------------------------------------------------------------------
+
+
+class Pages:
+    """Renders the portal's templates with the common frame."""
+
+    def __init__(self, settings: PortalSettings) -> None:
+        self._env = Environment(
+            loader=FileSystemLoader(HERE / "templates"),
+            autoescape=select_autoescape(["html"]),
+            auto_reload=False,
+        )
+        self._settings = settings
+
+    def render(self, template: str, heading: str, status: int = 200, **context: object) -> Response:
+        html = self._env.get_template(template).render(
+            heading=heading,
+            site_title=self._settings.title,
+            prefix=self._settings.prefix,
+            stylesheet=Markup(STYLESHEET),  # our own file: inlined verbatim
+            **context,
+        )
+        return HTMLResponse(html, status_code=status, headers=page_headers())
+
+    def error(
+        self, status: int, heading: str, message: str, retry_url: str = "", retry_label: str = ""
+    ) -> Response:
+        return self.render(
+            "error.html",
+            heading,
+            status,
+            message=message,
+            retry_url=retry_url,
+            retry_label=retry_label,
+        )
+
+
+def page_headers() -> dict[str, str]:
+    return {
+        "Cache-Control": "no-store",
+        "Content-Security-Policy": (
+            f"default-src 'none'; style-src 'sha256-{STYLESHEET_HASH}'; img-src 'self'; "
+            "base-uri 'none'; frame-ancestors 'none'"
+        ),
+        "X-Frame-Options": "DENY",
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+    }
+
+
+class Portal:
+    """Request handlers of the sign-in and sign-out pages."""
+
+    def __init__(
+        self,
+        settings: PortalSettings,
+        sessions: SessionStore,
+        checker: PasswordChecker,
+        csrf: CsrfGuard,
+        audit: AuditHook,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.checker = checker
+        self.csrf = csrf
+        self.audit = audit
+        self.clock = clock
+        self.pages = Pages(settings)
+
+    # helpers
+
+    def origin(self, request: Request) -> Origin:
+        peer = request.client.host if request.client else ""
+        return request_origin(peer, request.headers.get, self.settings.trusted_proxies)
+
+    def return_url(self, rd: str | None, origin: Origin) -> str:
+        return safe_return_url(rd, request_host=origin.host, allowed=self.settings.redirect_hosts)
+
+    def _csrf_cookie(self, response: Response, token: str, origin: Origin) -> None:
+        response.headers.append(
+            "Set-Cookie",
+            set_cookie_header(
+                CSRF_COOKIE,
+                token,
+                path=self.settings.prefix,
+                secure=origin.https,
+                same_site="Strict",
+            ),
+        )
+
+    def _session_cookie(self, response: Response, value: str, origin: Origin) -> None:
+        response.headers.append(
+            "Set-Cookie",
+            set_cookie_header(
+                self.settings.cookie_name,
+                value,
+                domain=self.settings.cookie_domain,
+                secure=origin.https,
+                max_age=None if value else 0,
+            ),
+        )
+
+    def _login_form(
+        self,
+        request: Request,
+        origin: Origin,
+        rd: str,
+        *,
+        username: str = "",
+        error: str = "",
+    ) -> Response:
+        token = self.csrf.token_for(request.cookies.get(CSRF_COOKIE))
+        response = self.pages.render(
+            "login.html",
+            "Sign in",
+            csrf=self.csrf.form_value(token),
+            rd=rd,
+            username=username,
+            error=error,
+        )
+        self._csrf_cookie(response, token, origin)
+        return response
+
+    def _forbidden(self, again: str) -> Response:
+        return self.pages.error(
+            403,
+            "Form expired",
+            "This form has expired or was not sent from this site. "
+            "Please load the page again and retry.",
+            again,
+            "Load the page again",
+        )
+
+    def _unavailable(self) -> Response:
+        return self.pages.error(
+            503,
+            "Sign-in unavailable",
+            "Signing in is not possible right now. Please try again in a few minutes.",
+            f"{self.settings.prefix}login",
+            "Try again",
+        )
+
+    async def _form(self, request: Request) -> FormData | None:
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind not in ("application/x-www-form-urlencoded", "multipart/form-data"):
+            return None
+        return await request.form(max_files=0, max_fields=20, max_part_size=8192)
+
+    # handlers
+
+    async def login_page(self, request: Request) -> Response:
+        origin = self.origin(request)
+        rd = self.return_url(request.query_params.get("rd"), origin)
+        return self._login_form(request, origin, rd)
+
+    async def login_submit(self, request: Request) -> Response:
+        origin = self.origin(request)
+        form = await self._form(request)
+        if form is None:
+            return self._forbidden(f"{self.settings.prefix}login")
+        rd = self.return_url(_field(form, "rd"), origin)
+        if not self.csrf.check(request.cookies.get(CSRF_COOKIE), _field(form, CSRF_FIELD)):
+            return self._forbidden(_login_link(self.settings.prefix, rd))
+        username = (_field(form, "username") or "").strip()
+        password = _field(form, "password") or ""
+        if not username or not password:
+            return self._login_form(
+                request, origin, rd, username=username[:MAX_USERNAME], error=MISSING_CREDENTIALS
+            )
+        if len(username) > MAX_USERNAME or len(password) > MAX_PASSWORD:
+            return self._login_form(request, origin, rd, error=WRONG_CREDENTIALS)
+        try:
+            verdict = await self.checker.verify(username, password, origin.client_ip)
+        except AuthUnavailable as exc:
+            log.warning("login of %r: authentication unavailable: %s", username, exc)
+            return self._unavailable()
+        if verdict.result == "locked":
+            message = locked_message(verdict.retry_after)
+            return self._login_form(request, origin, rd, username=username, error=message)
+        if verdict.result != "ok" or verdict.identity is None:
+            return self._login_form(request, origin, rd, username=username, error=WRONG_CREDENTIALS)
+        try:
+            # A new id at every login: whatever session the browser had ends here.
+            await self.sessions.end(request.cookies.get(self.settings.cookie_name), "login")
+            session_id, record = await self.sessions.create(
+                verdict.identity,
+                ["password"],
+                self.clock(),
+                client_ip=origin.client_ip,
+                user_agent=request.headers.get("user-agent"),
+            )
+        except DatabaseUnavailable as exc:
+            log.warning("login of %r: session DB unavailable: %s", username, exc)
+            return self._unavailable()
+        await self._audit("session_created", record.username, origin, {"session": record.id_hash})
+        response = Response(status_code=303, headers={**page_headers(), "Location": rd})
+        self._session_cookie(response, session_id, origin)
+        return response
+
+    async def logout_page(self, request: Request) -> Response:
+        origin = self.origin(request)
+        record = await self._current(request)
+        if record is None:
+            return self._signed_out(request, origin)
+        token = self.csrf.token_for(request.cookies.get(CSRF_COOKIE))
+        response = self.pages.render(
+            "logout.html",
+            "Sign out",
+            csrf=self.csrf.form_value(token),
+            username=record.display_name or record.username,
+        )
+        self._csrf_cookie(response, token, origin)
+        return response
+
+    async def logout_submit(self, request: Request) -> Response:
+        origin = self.origin(request)
+        form = await self._form(request)
+        submitted = _field(form, CSRF_FIELD) if form is not None else None
+        if not self.csrf.check(request.cookies.get(CSRF_COOKIE), submitted):
+            return self._forbidden(f"{self.settings.prefix}logout")
+        try:
+            record = await self.sessions.end(request.cookies.get(self.settings.cookie_name))
+        except DatabaseUnavailable as exc:
+            log.warning("logout: session DB unavailable: %s", exc)
+            return self._unavailable()
+        if record is not None:
+            await self._audit("logout", record.username, origin, {"session": record.id_hash})
+        return self._signed_out(request, origin)
+
+    def _signed_out(self, request: Request, origin: Origin) -> Response:
+        response = self.pages.render("signed_out.html", "Signed out")
+        if self.settings.cookie_name in request.cookies:
+            self._session_cookie(response, "", origin)
+        return response
+
+    async def _current(self, request: Request) -> SessionRecord | None:
+        try:
+            return await self.sessions.lookup(
+                request.cookies.get(self.settings.cookie_name), self.clock(), touch=False
+            )
+        except DatabaseUnavailable:
+            return None
+
+    async def _audit(
+        self, event: str, username: str | None, origin: Origin, detail: dict[str, object]
+    ) -> None:
+        try:
+            await self.audit(event, username, origin.client_ip, detail)
+        except Exception:  # the audit log must never break a login or a logout
+            log.exception("could not write audit event %s", event)
+
+    async def stylesheet(self, request: Request) -> Response:
+        return Response(
+            STYLESHEET,
+            media_type="text/css",
+            headers={"Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"},
+        )
+
+
+def _field(form: FormData, name: str) -> str | None:
+    value = form.get(name)
+    return value if isinstance(value, str) else None
+
+
+def _login_link(prefix: str, rd: str) -> str:
+    from urllib.parse import quote
+
+    return f"{prefix}login?rd={quote(rd, safe='')}" if rd != "/" else f"{prefix}login"
