@@ -38,10 +38,30 @@ _CLOSE: Event = {"type": "_close"}
 class EventHub:
     """In-process broadcaster of session events to the event streams."""
 
-    def __init__(self, instance: str, ping_interval: float = PING_INTERVAL) -> None:
+    def __init__(
+        self, instance: str, ping_interval: float = PING_INTERVAL, *, live: bool = True
+    ) -> None:
         self.instance = instance
         self.ping_interval = ping_interval
         self._queues: set[asyncio.Queue[Event]] = set()
+        self._live = asyncio.Event()
+        self._stopping = False
+        if live:
+            self._live.set()
+
+    @property
+    def live(self) -> bool:
+        return self._live.is_set()
+
+    def set_live(self, live: bool) -> None:
+        """Whether this hub hears every revocation. While it does not (the LISTEN connection
+        to the other instances is down), streams are ended and new ones wait before their
+        ``hello``, so no Access Point trusts its cache on an incomplete feed."""
+        if live or self._stopping:
+            self._live.set()
+        else:
+            self._live.clear()
+            self.close_all()
 
     @property
     def listeners(self) -> int:
@@ -58,6 +78,12 @@ class EventHub:
         for id_hash in id_hashes:
             self.publish({"type": "revoke", "session": id_hash})
 
+    def shutdown(self) -> None:
+        """End every stream for good: the process is stopping."""
+        self._stopping = True
+        self._live.set()  # wakes streams waiting for their hello; they end at once
+        self.close_all()
+
     def close_all(self) -> None:
         """End every stream (on shutdown, or when events may have been missed)."""
         for queue in list(self._queues):
@@ -71,19 +97,27 @@ class EventHub:
 
     async def stream(self) -> AsyncIterator[bytes]:
         """Newline-delimited JSON events until the hub closes the stream."""
+        await self._live.wait()
+        if self._stopping:
+            return
         queue: asyncio.Queue[Event] = asyncio.Queue(QUEUE_LIMIT)
         self._queues.add(queue)
         try:
             yield line({"type": "hello", "instance": self.instance})
             next_ping = time.monotonic() + self.ping_interval
             while True:
-                wait = next_ping - time.monotonic()
-                try:
-                    event = await asyncio.wait_for(queue.get(), max(wait, 0.0))
-                except TimeoutError:
-                    next_ping = time.monotonic() + self.ping_interval
-                    yield line({"type": "ping"})
-                    continue
+                if queue.empty():
+                    wait = next_ping - time.monotonic()
+                    if wait <= 0:
+                        next_ping = time.monotonic() + self.ping_interval
+                        yield line({"type": "ping"})
+                        continue
+                    try:
+                        event = await asyncio.wait_for(queue.get(), wait)
+                    except TimeoutError:
+                        continue
+                else:
+                    event = queue.get_nowait()
                 if event is _CLOSE:
                     return
                 yield line(event)
@@ -187,10 +221,9 @@ class PostgresBridge:
                 conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await conn.add_listener(CHANNEL, self._received)
                 if not first:
-                    # Revocations may have been missed while not listening.
-                    self._hub.close_all()
                     log.info("listening for revocations again")
                 first = False
+                self._hub.set_live(True)
                 self._listening.set()
                 while not lost.is_set() and not conn.is_closed():
                     with contextlib.suppress(TimeoutError):
@@ -204,5 +237,6 @@ class PostgresBridge:
                     with contextlib.suppress(Exception):
                         conn.terminate()
             first = False
-            self._hub.close_all()
+            # Revocations may be missed until listening again: no stream may claim otherwise.
+            self._hub.set_live(False)
             await asyncio.sleep(self._retry_delay)

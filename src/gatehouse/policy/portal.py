@@ -30,7 +30,7 @@ from gatehouse.policy.csrf import COOKIE_NAME as CSRF_COOKIE
 from gatehouse.policy.csrf import FIELD_NAME as CSRF_FIELD
 from gatehouse.policy.csrf import CsrfGuard
 from gatehouse.policy.redirects import HostPatterns, safe_return_url
-from gatehouse.policy.sessions import Identity, SessionRecord, SessionStore
+from gatehouse.policy.sessions import Identity, SessionStore
 from gatehouse.storage.errors import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
@@ -208,6 +208,17 @@ def page_headers() -> dict[str, str]:
     }
 
 
+def unavailable_page(pages: Pages, prefix: str, action: str = "Signing in") -> Response:
+    again = f"{prefix}login" if action == "Signing in" else f"{prefix}logout"
+    return pages.error(
+        503,
+        "Sign-in unavailable" if action == "Signing in" else "Sign-out unavailable",
+        f"{action} is not possible right now. Please try again in a few minutes.",
+        again,
+        "Try again",
+    )
+
+
 class Portal:
     """Request handlers of the sign-in and sign-out pages."""
 
@@ -292,14 +303,8 @@ class Portal:
             "Load the page again",
         )
 
-    def _unavailable(self) -> Response:
-        return self.pages.error(
-            503,
-            "Sign-in unavailable",
-            "Signing in is not possible right now. Please try again in a few minutes.",
-            f"{self.settings.prefix}login",
-            "Try again",
-        )
+    def _unavailable(self, action: str = "Signing in") -> Response:
+        return unavailable_page(self.pages, self.settings.prefix, action)
 
     async def _form(self, request: Request) -> FormData | None:
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -360,15 +365,21 @@ class Portal:
 
     async def logout_page(self, request: Request) -> Response:
         origin = self.origin(request)
-        record = await self._current(request)
-        if record is None:
+        cookie = request.cookies.get(self.settings.cookie_name)
+        if not cookie:
             return self._signed_out(request, origin)
+        try:
+            record = await self.sessions.lookup(cookie, self.clock(), touch=False)
+        except DatabaseUnavailable as exc:
+            log.warning("logout page: session DB unavailable: %s", exc)
+            name = ""  # the form still works once the database is back
+        else:
+            if record is None:
+                return self._signed_out(request, origin)
+            name = record.display_name or record.username
         token = self.csrf.token_for(request.cookies.get(CSRF_COOKIE))
         response = self.pages.render(
-            "logout.html",
-            "Sign out",
-            csrf=self.csrf.form_value(token),
-            username=record.display_name or record.username,
+            "logout.html", "Sign out", csrf=self.csrf.form_value(token), username=name
         )
         self._csrf_cookie(response, token, origin)
         return response
@@ -383,7 +394,7 @@ class Portal:
             record = await self.sessions.end(request.cookies.get(self.settings.cookie_name))
         except DatabaseUnavailable as exc:
             log.warning("logout: session DB unavailable: %s", exc)
-            return self._unavailable()
+            return self._unavailable("Signing out")
         if record is not None:
             await self._audit("logout", record.username, origin, {"session": record.id_hash})
         return self._signed_out(request, origin)
@@ -393,14 +404,6 @@ class Portal:
         if self.settings.cookie_name in request.cookies:
             self._session_cookie(response, "", origin)
         return response
-
-    async def _current(self, request: Request) -> SessionRecord | None:
-        try:
-            return await self.sessions.lookup(
-                request.cookies.get(self.settings.cookie_name), self.clock(), touch=False
-            )
-        except DatabaseUnavailable:
-            return None
 
     async def _audit(
         self, event: str, username: str | None, origin: Origin, detail: dict[str, object]
