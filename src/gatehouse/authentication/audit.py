@@ -1,0 +1,56 @@
+"""The audit log: one ``audit_events`` row per authentication or session event.
+
+The Authentication service writes ``login_ok``, ``login_failed`` and ``login_locked``; the
+Policy service writes ``logout`` and ``session_revoked`` through :func:`record`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from gatehouse.storage.engine import Database
+from gatehouse.storage.models import AuditEvent
+from gatehouse.storage.types import utcnow
+
+LOGIN_OK = "login_ok"
+LOGIN_FAILED = "login_failed"
+LOGIN_LOCKED = "login_locked"
+
+# Names typed at a login form can be anything; keep what fits the column.
+_MAX_USERNAME = 256
+
+
+async def write(
+    conn: AsyncConnection,
+    event: str,
+    username: str | None,
+    client_ip: str | None,
+    detail: Mapping[str, object] | None = None,
+    at: datetime | None = None,
+) -> None:
+    """Add an event inside the caller's transaction."""
+    await conn.execute(
+        insert(AuditEvent).values(
+            at=at or utcnow(),
+            event=event,
+            username=username[:_MAX_USERNAME] if username is not None else None,
+            client_ip=client_ip,
+            detail=dict(detail or {}),
+        )
+    )
+
+
+async def record(
+    db: Database,
+    event: str,
+    username: str | None,
+    client_ip: str | None,
+    detail: Mapping[str, object] | None = None,
+) -> None:
+    """Add an event in its own transaction. Raises DatabaseUnavailable when the DB is down."""
+    async with db.connect() as conn:
+        await write(conn, event, username, client_ip, detail)

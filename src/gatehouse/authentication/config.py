@@ -1,0 +1,124 @@
+"""The Authentication service's configuration file (``gatehouse authentication --config``).
+
+::
+
+    authentication:
+      id: auth1
+      listen: 127.0.0.1:8201
+      user_db: postgresql+asyncpg://...   # optional: else the installation's (--home)
+      lockout: {account_max_failures: 5, account_window: 15m, account_lock: 15m,
+                ip_max_failures: 50, ip_window: 15m, ip_lock: 15m}
+      password_hash: {memory_kib: 47104, time_cost: 1, parallelism: 1}
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator
+
+from gatehouse.config.access_point import Strict, parse_listen
+from gatehouse.config.units import Seconds
+from gatehouse.storage.home import DatabaseURL
+
+#: OWASP / ASVS 5 minimum argon2id settings: 46 MiB, 1 iteration, 1 lane.
+MIN_MEMORY_KIB = 47104
+#: ASVS 5: no more than 100 failed attempts per hour on one account.
+MAX_ACCOUNT_FAILURES_PER_HOUR = 100
+
+_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+
+
+def _listen(value: str) -> str:
+    parse_listen(value)
+    return value
+
+
+def failures_per_hour(max_failures: int, window: float, lock: float) -> float:
+    """The most failed attempts one key can make in an hour under these rules.
+
+    An attacker either bursts ``max_failures`` attempts, waits out the lock and repeats, or
+    stays one below the limit in every window; whichever is faster bounds the rate.
+    """
+    burst = max_failures / lock
+    under_the_limit = (max_failures - 1) / window
+    return 3600 * max(burst, under_the_limit)
+
+
+class Lockout(Strict):
+    """Brute-force limits per account (``user:NAME``) and per client IP (``ip:ADDRESS``)."""
+
+    #: Tests only: lift the ASVS cap so lockouts can expire within seconds. Declared first so
+    #: the cap check below sees it.
+    insecure_no_rate_cap: bool = False
+    account_max_failures: int = Field(default=5, ge=1, le=1000)
+    account_window: Seconds = Field(default=900.0, gt=0)
+    account_lock: Seconds = Field(default=900.0, gt=0, validate_default=True)
+    ip_max_failures: int = Field(default=50, ge=1, le=100_000)
+    ip_window: Seconds = Field(default=900.0, gt=0)
+    ip_lock: Seconds = Field(default=900.0, gt=0)
+
+    @field_validator("account_lock")
+    @classmethod
+    def _asvs_cap(cls, lock: float, info: ValidationInfo) -> float:
+        # Declared after max_failures and window, so both are in info.data when valid, and
+        # validated even when left at its default (validate_default).
+        failures = info.data.get("account_max_failures")
+        window = info.data.get("account_window")
+        if failures is None or window is None or info.data.get("insecure_no_rate_cap"):
+            return lock
+        rate = failures_per_hour(failures, window, lock)
+        if rate > MAX_ACCOUNT_FAILURES_PER_HOUR:
+            raise ValueError(
+                f"{failures} failures per {window:g}s window with a {lock:g}s lock allow "
+                f"{rate:.0f} failed attempts per hour on one account; ASVS allows at most "
+                f"{MAX_ACCOUNT_FAILURES_PER_HOUR} (lengthen account_lock and account_window "
+                "or lower account_max_failures)"
+            )
+        return lock
+
+
+class PasswordHash(Strict):
+    """argon2id parameters for new hashes; stored hashes with others are upgraded on login."""
+
+    memory_kib: int = Field(default=MIN_MEMORY_KIB, le=4 * 1024 * 1024)
+    time_cost: int = Field(default=1, ge=1, le=20)
+    parallelism: int = 1
+
+    @field_validator("memory_kib")
+    @classmethod
+    def _memory(cls, value: int) -> int:
+        if value < MIN_MEMORY_KIB:
+            raise ValueError(
+                f"at least {MIN_MEMORY_KIB} KiB (46 MiB), the OWASP/ASVS minimum for argon2id"
+            )
+        return value
+
+    @field_validator("parallelism")
+    @classmethod
+    def _parallelism(cls, value: int) -> int:
+        if value != 1:
+            raise ValueError("must be 1 (the OWASP/ASVS argon2id setting)")
+        return value
+
+
+class AuthenticationSettings(Strict):
+    id: str = "auth1"
+    listen: Annotated[str, AfterValidator(_listen)] = "127.0.0.1:8201"
+    user_db: DatabaseURL | None = None
+    lockout: Lockout = Field(default_factory=Lockout)
+    password_hash: PasswordHash = Field(default_factory=PasswordHash)
+
+    @field_validator("id")
+    @classmethod
+    def _check_id(cls, value: str) -> str:
+        if not _ID.match(value):
+            raise ValueError("use lowercase letters, digits, '.', '_' or '-' (max 63)")
+        return value
+
+
+class AuthenticationConfig(Strict):
+    """A whole Authentication service configuration file."""
+
+    authentication: AuthenticationSettings = Field(default_factory=AuthenticationSettings)

@@ -1,0 +1,72 @@
+"""Argument parsing of ``gatehouse users ...`` and ``gatehouse groups ...``.
+
+Only argparse here: the commands (``users_commands``) import the database stack when they
+run, so ``gatehouse --help`` and the other services start without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import TypeAlias
+
+from gatehouse.cli_support import add_home
+
+Sub: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+def register(sub: Sub) -> None:
+    users = sub.add_parser("users", help="manage users in the user DB")
+    actions = users.add_subparsers(dest="users_command", required=True, metavar="ACTION")
+
+    add = _action(actions, "add", "add a user", "users_add")
+    add.add_argument("name", metavar="NAME")
+    add.add_argument("--group", action="append", default=[], metavar="G", help="repeatable")
+    add.add_argument("--email", metavar="E")
+    add.add_argument("--display-name", metavar="D", help="default: NAME")
+    add.add_argument("--password-stdin", action="store_true", help="else one is generated")
+
+    passwd = _action(actions, "passwd", "set a user's password", "users_passwd")
+    passwd.add_argument("name", metavar="NAME")
+    passwd.add_argument("--password-stdin", action="store_true", help="else one is generated")
+
+    for name, help_text, handler in (
+        ("disable", "refuse a user's logins", "users_disable"),
+        ("enable", "allow a user's logins again", "users_enable"),
+        ("delete", "delete a user", "users_delete"),
+        ("unlock", "clear a user's failed-login lockout", "users_unlock"),
+    ):
+        _action(actions, name, help_text, handler).add_argument("name", metavar="NAME")
+    _action(actions, "list", "list users", "users_list")
+
+    groups = sub.add_parser("groups", help="manage groups in the user DB")
+    gactions = groups.add_subparsers(dest="groups_command", required=True, metavar="ACTION")
+    _action(gactions, "add", "add a group", "groups_add").add_argument("name", metavar="NAME")
+    _action(gactions, "delete", "delete a group", "groups_delete").add_argument(
+        "name", metavar="NAME"
+    )
+    _action(gactions, "list", "list groups and their members", "groups_list")
+    for name, help_text, handler in (
+        ("add-member", "put a user in a group", "groups_add_member"),
+        ("remove-member", "take a user out of a group", "groups_remove_member"),
+    ):
+        action = _action(gactions, name, help_text, handler)
+        action.add_argument("group", metavar="GROUP")
+        action.add_argument("user", metavar="USER")
+
+
+def _action(actions: Sub, name: str, help_text: str, command: str) -> argparse.ArgumentParser:
+    parser = actions.add_parser(name, help=help_text)
+    add_home(parser)
+    parser.set_defaults(handler=_lazy(command))
+    return parser
+
+
+def _lazy(command: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        from gatehouse.authentication import users_commands
+
+        handler: Callable[[argparse.Namespace], int] = getattr(users_commands, command)
+        return handler(args)
+
+    return run
