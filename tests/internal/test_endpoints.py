@@ -305,14 +305,22 @@ class Model:
         return eligible + [i for i in range(N) if i not in eligible]
 
 
+class Recorder(logging.Handler):
+    def __init__(self, level: int) -> None:
+        super().__init__(level)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
 @settings(max_examples=300, deadline=None)
 @given(ops)
 def test_ordering_and_state_follow_the_rules(steps: list[tuple[object, ...]]) -> None:
     eps, clock = make(retry_after=RETRY_AFTER)
     model = Model()
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler(logging.INFO)
-    handler.emit = records.append  # type: ignore[method-assign]
+    handler = Recorder(logging.INFO)
+    records = handler.records
     logger = logging.getLogger("gatehouse.internal")
     level = logger.level
     logger.setLevel(logging.INFO)

@@ -1,0 +1,402 @@
+"""The failover client: every internal call between Gatehouse services goes through it.
+
+A call tries the endpoints of one service in the order :class:`Endpoints` gives (up ones in
+configured order, down ones last) and moves to the next endpoint within the same call when
+an attempt fails: connect refused or timed out, read timeout, connection reset or closed, an
+invalid answer, or a 5xx. A request that is not retry-safe moves on only when it was never
+sent (the connection could not be made); once sent, the server may have acted on it. 4xx
+answers are answers: they are returned, not retried. The wire is HTTP/1.1 with JSON bodies
+over persistent connections (``http1.py``).
+
+Exceptions::
+
+    GatehouseError
+     └── InternalCallError         no usable answer (HTTP 503, code "unavailable" at the edge)
+          ├── AllEndpointsFailed   every endpoint was tried; carries each one's failure
+          ├── RequestNotRetried    a request that is not retry-safe failed after being sent
+          ├── StreamRefused        a stream was answered with a 4xx (misconfiguration)
+          ├── StreamBroken         an established stream failed; reconnect to go on
+          └── ClientClosed         the client was closed (before or during the call)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import orjson
+
+from gatehouse.errors import GatehouseError
+from gatehouse.internal.endpoints import Endpoint, Endpoints
+from gatehouse.internal.http1 import FailureKind, Pool, Response, WireError
+
+__all__ = [
+    "AllEndpointsFailed",
+    "ClientClosed",
+    "Endpoint",
+    "Endpoints",
+    "FailoverClient",
+    "Failure",
+    "FailureKind",
+    "InternalCallError",
+    "RequestNotRetried",
+    "Response",
+    "StreamBroken",
+    "StreamRefused",
+]
+
+_METHOD = re.compile(r"[A-Z]{1,20}\Z")
+# Bytes that must never reach a request line: controls, space, non-ASCII, and '#'.
+_BAD_TARGET = re.compile(rb"[\x00-\x20\x7f-\xff#]")
+_BAD_TOKEN = re.compile(r"[^\x21-\x7e]")
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+_JSON_HEAD = b"Content-Type: application/json\r\nContent-Length: "
+# A stale idle connection shows up as one of these, with no byte of an answer.
+_STALE = (FailureKind.CLOSED, FailureKind.RESET)
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """How one attempt on one endpoint failed."""
+
+    endpoint: str
+    kind: FailureKind
+    detail: str = ""
+    #: The 5xx answer, for ``kind == SERVER_ERROR``.
+    response: Response | None = None
+
+    def __str__(self) -> str:
+        return f"{self.endpoint}: {self.kind}" + (f" ({self.detail})" if self.detail else "")
+
+
+class InternalCallError(GatehouseError):
+    """An internal call got no usable answer. Services answer their own caller 503."""
+
+    status = 503
+    code = "unavailable"
+
+    def __init__(self, method: str, path: str, failures: Sequence[Failure], what: str) -> None:
+        self.method = method
+        self.path = path
+        self.failures = tuple(failures)
+        details = "; ".join(str(f) for f in self.failures)
+        super().__init__(f"{method} {path} {what}" + (f": {details}" if details else ""))
+
+
+class AllEndpointsFailed(InternalCallError):
+    """Every endpoint was tried and failed; ``failures`` has one entry per attempt."""
+
+    def __init__(self, method: str, path: str, failures: Sequence[Failure]) -> None:
+        super().__init__(method, path, failures, "failed on every endpoint")
+
+
+class RequestNotRetried(InternalCallError):
+    """A request that is not retry-safe failed after it was sent. It was not sent to another
+    endpoint because the first may have acted on it."""
+
+    def __init__(self, method: str, path: str, failures: Sequence[Failure]) -> None:
+        super().__init__(method, path, failures, "failed after it was sent (not retried)")
+
+
+class StreamRefused(InternalCallError):
+    """A stream request was answered with a 4xx: retrying elsewhere would not help."""
+
+    def __init__(self, path: str, endpoint: str, response: Response) -> None:
+        self.response = response
+        failure = Failure(endpoint, FailureKind.INVALID, f"HTTP {response.status}", response)
+        super().__init__("GET", path, [failure], "was refused")
+
+
+class StreamBroken(InternalCallError):
+    """An established stream failed (reset, closed mid-body, idle timeout)."""
+
+    def __init__(self, path: str, failure: Failure) -> None:
+        super().__init__("GET", path, [failure], "stream broke")
+
+
+class ClientClosed(InternalCallError):
+    """The client was closed before or during the call."""
+
+    def __init__(self, method: str, path: str) -> None:
+        super().__init__(method, path, (), "abandoned: the client is closed")
+
+
+def _request_start(method: str, path: str) -> bytes:
+    """``METHOD target``, refusing anything that could break the request line."""
+    if not _METHOD.match(method):
+        raise ValueError(f"invalid method {method!r}")
+    if not path.startswith("/"):
+        raise ValueError(f"path must start with '/': {path!r}")
+    target = path.encode("utf-8")
+    if _BAD_TARGET.search(target):
+        raise ValueError(f"path must be percent-encoded ASCII without spaces: {path!r}")
+    return b"%s %s" % (method.encode("ascii"), target)
+
+
+class FailoverClient:
+    """Calls one service over its ordered endpoints, with failover and pooled connections.
+
+    Args:
+        endpoints: an :class:`Endpoints` (shared state, readable by metrics) or base URLs.
+        connect_timeout: seconds to establish a TCP connection.
+        timeout: seconds for a whole answer, per attempt (``call`` may override it).
+        bearer_token: sent as ``Authorization: Bearer`` on every request.
+        max_idle: idle connections kept per endpoint.
+        idle_timeout: seconds an idle connection is kept. Below uvicorn's 5 s keep-alive, so
+            the server rarely closes a connection just as a request goes out.
+    """
+
+    def __init__(
+        self,
+        endpoints: Endpoints | Sequence[str],
+        *,
+        connect_timeout: float = 1.0,
+        timeout: float = 2.0,
+        bearer_token: str | None = None,
+        max_idle: int = 8,
+        idle_timeout: float = 4.0,
+    ) -> None:
+        if not isinstance(endpoints, Endpoints):
+            endpoints = Endpoints(endpoints)
+        if bearer_token is not None and (not bearer_token or _BAD_TOKEN.search(bearer_token)):
+            raise ValueError("bearer token must be non-empty visible ASCII")
+        self.endpoints = endpoints
+        self.connect_timeout = connect_timeout
+        self.timeout = timeout
+        auth = (
+            b"" if bearer_token is None else b"Authorization: Bearer %s\r\n" % bearer_token.encode()
+        )
+        self._heads = [
+            b" HTTP/1.1\r\nHost: %s\r\nConnection: keep-alive\r\n%s"
+            % (ep.host_header.encode("ascii"), auth)
+            for ep in endpoints.all
+        ]
+        self._pools = [
+            Pool(
+                ep.host,
+                ep.port,
+                clock=endpoints.clock,
+                max_idle=max_idle,
+                idle_timeout=idle_timeout,
+            )
+            for ep in endpoints.all
+        ]
+        #: The endpoint the latest stream was established on.
+        self.current_endpoint: Endpoint | None = None
+        self._closed = False
+
+    # calls ------------------------------------------------------------------------------------
+    async def call(
+        self,
+        method: str,
+        path: str,
+        json: Any = None,
+        *,
+        retry_safe: bool,
+        timeout: float | None = None,
+    ) -> Response:
+        """Send one request and return the first usable answer (status < 500).
+
+        ``json`` (if not ``None``) is sent as the JSON body. Raises
+        :class:`AllEndpointsFailed` or :class:`RequestNotRetried`; ``ValueError`` for a
+        method or path that cannot go on a request line.
+        """
+        if self._closed:
+            raise ClientClosed(method, path)
+        start = _request_start(method, path)
+        body = None if json is None else orjson.dumps(json)
+        if body is None and method in _BODY_METHODS:
+            body = b""
+        read_timeout = self.timeout if timeout is None else timeout
+        head_request = method == "HEAD"
+        endpoints = self.endpoints
+        clock = endpoints.clock
+        ep = endpoints.pick()
+        tried: list[Endpoint] = []
+        failures: list[Failure] = []
+        while ep is not None:
+            data = self._encode(ep, start, body)
+            started = clock()
+            try:
+                response = await self._attempt(ep, data, read_timeout, retry_safe, head_request)
+            except WireError as exc:
+                if self._closed:
+                    raise ClientClosed(method, path) from None
+                failures.append(Failure(ep.url, exc.kind, exc.detail))
+                # A POST on a pooled connection the server had just closed says nothing
+                # about the server: don't mark it down for that.
+                if retry_safe or not (exc.reused and exc.kind in _STALE and not exc.answered):
+                    endpoints.failed(ep, str(exc), started)
+                if exc.sent and not retry_safe:
+                    raise RequestNotRetried(method, path, failures) from None
+            else:
+                status = response.status
+                if status < 500:
+                    endpoints.succeeded(ep, started)
+                    return response
+                failures.append(
+                    Failure(ep.url, FailureKind.SERVER_ERROR, f"HTTP {status}", response)
+                )
+                endpoints.failed(ep, f"answered {status}", started)
+                if not retry_safe:
+                    raise RequestNotRetried(method, path, failures)
+            tried.append(ep)
+            following = endpoints.pick(tried)
+            if following is not None:
+                endpoints.failover(ep, following)
+            ep = following
+        raise AllEndpointsFailed(method, path, failures)
+
+    async def _attempt(
+        self, ep: Endpoint, data: bytes, timeout: float, retry_safe: bool, head_request: bool
+    ) -> Response:
+        pool = self._pools[ep.index]
+        conn = pool.take()
+        if conn is not None:
+            try:
+                return await conn.exchange(data, timeout, head_request)
+            except WireError as exc:
+                if not (retry_safe and exc.kind in _STALE and not exc.answered):
+                    raise
+                # The server closed this idle connection as the request went out (keep-alive
+                # timeout, restart): once more on a fresh connection to the same endpoint.
+        conn = await pool.connect(self.connect_timeout)
+        return await conn.exchange(data, timeout, head_request)
+
+    def _encode(self, ep: Endpoint, start: bytes, body: bytes | None) -> bytes:
+        head = self._heads[ep.index]
+        if body is None:
+            return b"%s%s\r\n" % (start, head)
+        return b"%s%s%s%d\r\n\r\n%s" % (start, head, _JSON_HEAD, len(body), body)
+
+    # streams ----------------------------------------------------------------------------------
+    async def stream_lines(
+        self, path: str, *, idle_timeout: float | None = None
+    ) -> AsyncGenerator[bytes, None]:
+        """GET ``path`` and yield each non-empty line of the body as it arrives (without its
+        line ending), until the body ends. Close it (``contextlib.aclosing``) when leaving
+        early; a generator dropped unfinished is closed by the event loop's finaliser.
+
+        Establishing the stream fails over like a retry-safe call (:class:`AllEndpointsFailed`,
+        :class:`StreamRefused` for a 4xx). Once established, :attr:`current_endpoint` says
+        where; a failure then raises :class:`StreamBroken` and marks that endpoint down, so
+        calling again reconnects to the next one. ``idle_timeout``: seconds without a byte
+        before the stream counts as broken.
+        """
+        if self._closed:
+            raise ClientClosed("GET", path)
+        start = _request_start("GET", path)
+        endpoints = self.endpoints
+        failures: list[Failure] = []
+        tried: list[Endpoint] = []
+        ep = endpoints.pick()
+        conn = None
+        while ep is not None:
+            started = endpoints.clock()
+            pool = self._pools[ep.index]
+            try:
+                conn = await pool.connect(self.connect_timeout)
+                status = await conn.start_stream(self._encode(ep, start, None), self.timeout)
+                if status == 200:
+                    break
+                response = await conn.finish(self.timeout)
+            except WireError as exc:
+                if self._closed:
+                    raise ClientClosed("GET", path) from None
+                failures.append(Failure(ep.url, exc.kind, exc.detail))
+                endpoints.failed(ep, str(exc), started)
+            else:
+                if response.status < 500:
+                    endpoints.succeeded(ep, started)
+                    raise StreamRefused(path, ep.url, response)
+                failures.append(
+                    Failure(ep.url, FailureKind.SERVER_ERROR, f"HTTP {response.status}", response)
+                )
+                endpoints.failed(ep, f"answered {response.status}", started)
+            conn = None
+            tried.append(ep)
+            following = endpoints.pick(tried)
+            if following is not None:
+                endpoints.failover(ep, following)
+            ep = following
+        if ep is None or conn is None:
+            raise AllEndpointsFailed("GET", path, failures)
+
+        endpoints.succeeded(ep, started)
+        self.current_endpoint = ep
+        try:
+            conn.follow_lines()
+            while True:
+                try:
+                    batch = await conn.next_lines(idle_timeout)
+                except WireError as exc:
+                    if self._closed:
+                        raise ClientClosed("GET", path) from None
+                    endpoints.failed(ep, f"stream broke: {exc}")
+                    raise StreamBroken(path, Failure(ep.url, exc.kind, exc.detail)) from None
+                if batch is None:
+                    return
+                for line in batch:
+                    yield line
+        finally:
+            conn.close()
+
+    # background probes ------------------------------------------------------------------------
+    async def probe(
+        self, path: str = "/internal/v1/health", *, include_up: bool = False
+    ) -> dict[str, bool]:
+        """GET ``path`` on every down endpoint (every endpoint with ``include_up``), in
+        parallel, and report each outcome to :meth:`Endpoints.probe_result`: a 2xx passes.
+
+        The seam for background health checks: a periodic task calls this.
+        Returns ``{url: passed}``.
+        """
+        if self._closed:
+            raise ClientClosed("GET", path)
+        start = _request_start("GET", path)
+        endpoints = self.endpoints
+        targets = list(endpoints.all) if include_up else endpoints.down()
+
+        async def one(ep: Endpoint) -> bool:
+            started = endpoints.clock()
+            try:
+                response = await self._attempt(
+                    ep, self._encode(ep, start, None), self.timeout, True, False
+                )
+            except WireError as exc:
+                endpoints.probe_result(ep, False, f"probe: {exc}", started)
+                return False
+            ok = 200 <= response.status < 300
+            endpoints.probe_result(ep, ok, f"probe answered {response.status}", started)
+            return ok
+
+        results = await asyncio.gather(*(one(ep) for ep in targets))
+        return {ep.url: ok for ep, ok in zip(targets, results, strict=True)}
+
+    # lifecycle --------------------------------------------------------------------------------
+    def pool_stats(self) -> dict[str, dict[str, int]]:
+        """Per endpoint: connections opened so far, open now, idle now."""
+        return {
+            ep.url: {"opened": pool.opened, "open": len(pool.open), "idle": len(pool.idle)}
+            for ep, pool in zip(self.endpoints.all, self._pools, strict=True)
+        }
+
+    async def aclose(self) -> None:
+        """Close every connection (in-flight calls fail) and wait until they are closed."""
+        self._closed = True
+        await asyncio.gather(*(pool.aclose() for pool in self._pools))
+
+    async def __aenter__(self) -> FailoverClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
