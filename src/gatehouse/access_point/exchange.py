@@ -14,11 +14,23 @@ import logging
 from typing import TYPE_CHECKING
 
 from gatehouse.access_point import pages
+from gatehouse.access_point.decisions import (
+    ALLOW,
+    AUTHENTICATE,
+    CacheKey,
+    Decider,
+    Decision,
+    DecisionUnavailable,
+    session_hash,
+)
 from gatehouse.access_point.headers import (
     HOP_BY_HOP,
+    client_address,
+    cookie_value,
     end_to_end,
     serialize,
     split_response,
+    without_cookie,
 )
 from gatehouse.access_point.routing import strip_prefix
 from gatehouse.access_point.upstream import ConnectFailed, Origin, UpstreamConnection
@@ -34,6 +46,8 @@ log = logging.getLogger("gatehouse.access_point")
 BODY_BUFFER_LIMIT = 256 << 10
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+POLICY_DOWN = "The policy service cannot be reached right now. Please try again shortly."
+FORBIDDEN = "You are signed in, but this resource is not open to you."
 NO_POLICY = (
     "This resource is protected, and no policy service is configured for this access point, "
     "so nobody can be let in yet."
@@ -75,6 +89,7 @@ class ProxyExchange:
         "done",
         "early_data",
         "head",
+        "identity",
         "prefix",
         "read_since",
         "request_done",
@@ -115,6 +130,7 @@ class ProxyExchange:
         # coarse time of the last activity, 0 when not running.
         self.read_since = 0.0
         self.body_since = 0.0
+        self.identity: tuple[tuple[bytes, bytes], ...] = ()
 
     # the request ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -131,8 +147,17 @@ class ProxyExchange:
             return
         route, self.prefix = match
         if not route.public:
-            self._local(503, NO_POLICY)
+            decider = rt.decider
+            if decider is None:
+                self._local(503, NO_POLICY)
+            else:
+                self._authorize(route, decider)
             return
+        self._proceed(route)
+
+    def _proceed(self, route: Route) -> None:
+        """The request may go to the route's backends: check its size and send it."""
+        head = self.head
         limit = route.max_body
         if (limit and (head.content_length or 0) > limit) or (limit and self.body_received > limit):
             self.close_after = True
@@ -151,6 +176,96 @@ class ProxyExchange:
         else:
             self.connect_task = self.conn.loop.create_task(self._connect(order))
 
+    # access decisions ----------------------------------------------------------------------------
+    def _authorize(self, route: Route, decider: Decider) -> None:
+        head = self.head
+        rt = self.rt
+        conn = self.conn
+        session = cookie_value(head.headers, rt.session_cookie)
+        trusted = rt.policy.is_trusted(conn.peer_ip)
+        client_ip = client_address(head.headers, conn.peer_ip, trusted)
+        wanted = rt.decision_headers
+        selected: tuple[str, ...] = ()
+        if wanted:
+            found = {n.lower(): v for n, v in head.headers if n.lower() in wanted}
+            selected = tuple(found.get(n, b"").decode("latin-1") for n in wanted)
+        key = (
+            session_hash(session) if session else "",
+            route.resource.id,
+            head.method,
+            client_ip,
+            selected,
+        )
+        decision = decider.cache.get(key, conn.state.now)
+        if decision is not None:
+            self._apply(route, decision)
+            return
+        self.route = route  # the body limit applies while the decision is pending
+        if not self.request_done:
+            self.body_since = conn.state.now
+        request: dict[str, object] = {
+            "session": session,
+            "resource": route.resource.id,
+            "method": head.method.decode("latin-1"),
+            "path": head.path,
+            "url": self._original_url(trusted),
+            "client_ip": client_ip,
+            "headers": dict(zip((n.decode() for n in wanted), selected, strict=True)),
+        }
+        self.connect_task = conn.loop.create_task(self._ask(route, decider, key, request))
+
+    def _original_url(self, trusted: bool) -> str:
+        head = self.head
+        scheme = self.conn.scheme.decode()
+        if trusted:
+            for name, value in head.headers:
+                if name.lower() == b"x-forwarded-proto":
+                    proto = value.strip(b" \t").decode("latin-1").lower()
+                    if proto in ("http", "https"):
+                        scheme = proto
+        query = "" if head.query is None else "?" + head.query.decode("latin-1")
+        return f"{scheme}://{head.authority.decode('latin-1')}{head.path}{query}"
+
+    async def _ask(
+        self, route: Route, decider: Decider, key: CacheKey, request: dict[str, object]
+    ) -> None:
+        try:
+            decision = await decider.decide(request)
+        except asyncio.CancelledError:
+            raise
+        except DecisionUnavailable as exc:
+            log.warning("no access decision: %s", exc)
+            self.connect_task = None
+            self._fail(503, POLICY_DOWN)
+            self.conn.flush()
+            return
+        except Exception:
+            log.exception("asking for an access decision failed")
+            self.connect_task = None
+            self._fail(503, POLICY_DOWN)
+            self.conn.flush()
+            return
+        self.connect_task = None
+        if self.done:
+            return
+        decider.cache.put(key, decision, self.conn.state.now)
+        self._apply(route, decision)
+        self.conn.flush()
+
+    def _apply(self, route: Route, decision: Decision) -> None:
+        if decision.kind == ALLOW:
+            self.identity = decision.headers
+            self._proceed(route)
+        elif decision.kind == AUTHENTICATE:
+            close = self.close_after or not self.request_done
+            self.conn.out.append(
+                pages.redirect(decision.location, close, self.head.method == b"HEAD")
+            )
+            self.close_after = close
+            self._finish_local()
+        else:
+            self._local(403, FORBIDDEN)
+
     def _reserved(self) -> None:
         rest = self.head.path[len(self.rt.reserved) :]
         if rest == "health" and self.head.method in (b"GET", b"HEAD"):
@@ -166,6 +281,10 @@ class ProxyExchange:
                 )
             )
             self._finish_local()
+            return
+        if self.rt.portal is not None:
+            self.prefix = "/"
+            self._proceed(self.rt.portal)
             return
         self._local(404, "There is nothing at this address.")
 
@@ -220,9 +339,14 @@ class ProxyExchange:
         if head.query is not None:
             target += b"?" + head.query
         headers = [(b"Host", head.authority if route.preserve_host else origin.host_header)]
-        headers += end_to_end(
+        kept = end_to_end(
             head.headers, policy.drop, head.connection_tokens, policy.allow_underscores
         )
+        if route is not self.rt.portal:
+            # Backends never see Gatehouse's session cookie; the portal needs it.
+            kept = without_cookie(kept, self.rt.session_cookie)
+        headers += kept
+        headers += self.identity
         headers += self.conn.forwarding_fields(head, policy)
         headers.append((b"Via", b"1." + head.version[2:] + b" " + policy.via))
         if head.chunked:

@@ -197,3 +197,49 @@ def split_response(headers: Iterable[Header]) -> ResponseFraming:
     if named:
         kept = [(n, v) for n, v in kept if n.lower() not in named]
     return ResponseFraming(kept, content_length, chunked, upgrade)
+
+
+def cookie_value(headers: Iterable[Header], name: bytes) -> str | None:
+    """The value of cookie ``name`` in the request's Cookie fields (RFC 6265 §5.4)."""
+    prefix = name + b"="
+    for hname, value in headers:
+        if len(hname) == 6 and hname.lower() == b"cookie":
+            for part in value.split(b";"):
+                part = part.strip(b" \t")
+                if part.startswith(prefix):
+                    try:
+                        return part[len(prefix) :].decode("ascii")
+                    except UnicodeDecodeError:
+                        return None
+    return None
+
+
+def without_cookie(headers: list[Header], name: bytes) -> list[Header]:
+    """Remove cookie ``name`` from Cookie fields, so backends never see Gatehouse's session."""
+    prefix = name + b"="
+    out: list[Header] = []
+    for hname, value in headers:
+        if len(hname) == 6 and hname.lower() == b"cookie" and prefix in value:
+            kept = [p for p in value.split(b";") if not p.strip(b" \t").startswith(prefix)]
+            value = b";".join(kept).strip(b" \t;")
+            if not value:
+                continue
+        out.append((hname, value))
+    return out
+
+
+def client_address(headers: Iterable[Header], peer_ip: str, trusted: bool) -> str:
+    """The client's IP: the peer, or behind a trusted proxy the last X-Forwarded-For entry."""
+    if not trusted:
+        return peer_ip
+    last = None
+    for name, value in headers:
+        if len(name) == 15 and name.lower() == b"x-forwarded-for":
+            last = value
+    if not last:
+        return peer_ip
+    candidate = last.rsplit(b",", 1)[-1].strip(b" \t").decode("latin-1")
+    try:
+        return str(ipaddress.ip_address(candidate))
+    except ValueError:
+        return peer_ip

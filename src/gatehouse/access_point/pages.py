@@ -86,5 +86,17 @@ DEFAULT_MESSAGES = {
 }
 
 
+def redirect(location: bytes, close: bool, head_only: bool = False) -> bytes:
+    """``303 See Other`` to ``location`` (already checked to be a local path)."""
+    body = (
+        b'<!doctype html><title>See Other</title><a href="'
+        + html.escape(location.decode("latin-1")).encode("latin-1")
+        + b'">Continue</a>\n'
+    )
+    return response(
+        303, body, b"text/html; charset=utf-8", close, head_only, [(b"Location", location)]
+    )
+
+
 def standard_error(status: int, close: bool, head_only: bool = False) -> bytes:
     return error_page(status, DEFAULT_MESSAGES.get(status, reason(status)), close, head_only)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from gatehouse.access_point.decisions import Decider
 from gatehouse.access_point.headers import HeaderPolicy
 from gatehouse.access_point.routing import Router
 from gatehouse.access_point.upstream import BackendGroup, Origin, make_ssl_context
@@ -82,30 +83,64 @@ class Runtime:
     reserved: str
     health_body: bytes
     version: int
+    #: The login portal, relayed to the Policy services; None without Policy services.
+    portal: Route | None
+    #: Asks the Policy services for decisions; None without Policy services.
+    decider: Decider | None
+    session_cookie: bytes
+    decision_headers: tuple[bytes, ...]
 
 
-def compile_config(config: AccessPointConfig, registry: OriginRegistry, version: int) -> Runtime:
+PORTAL_ID = "gatehouse-portal"
+
+
+def _route(
+    res: Resource, settings: AccessPointSettings, registry: OriginRegistry, ordered: bool = False
+) -> Route:
+    origins = registry.get(res, settings)
+    return Route(
+        resource=res,
+        group=BackendGroup(origins, settings.backend_fail_timeout, ordered),
+        base_paths={
+            origin: backend.base_path
+            for origin, backend in zip(origins, res.parsed_backends(), strict=True)
+        },
+        prefix=res.path_prefix,
+        public=res.public,
+        strip_prefix=res.strip_prefix,
+        preserve_host=res.preserve_host,
+        max_body=res.max_body_size,
+        connect_timeout=res.connect_timeout,
+        read_timeout=res.read_timeout,
+    )
+
+
+def compile_config(
+    config: AccessPointConfig,
+    registry: OriginRegistry,
+    version: int,
+    decider: Decider | None = None,
+) -> Runtime:
+    """Compile a configuration; ``decider`` is the worker's (it outlives config versions)."""
     settings = config.access_point
     routes = []
     used: set[int] = set()
-    for res in config.resources:
-        origins = registry.get(res, settings)
-        used.update(id(o) for o in origins)
-        route = Route(
-            resource=res,
-            group=BackendGroup(origins, settings.backend_fail_timeout),
-            base_paths={
-                origin: backend.base_path
-                for origin, backend in zip(origins, res.parsed_backends(), strict=True)
-            },
-            prefix=res.path_prefix,
-            public=res.public,
-            strip_prefix=res.strip_prefix,
-            preserve_host=res.preserve_host,
-            max_body=res.max_body_size,
-            connect_timeout=res.connect_timeout,
-            read_timeout=res.read_timeout,
+    portal = None
+    if settings.policy_services:
+        portal_resource = Resource(
+            id=PORTAL_ID,
+            backends=settings.policy_services,
+            public=True,
+            preserve_host=True,
+            connect_timeout=settings.decision_timeout,
+            read_timeout=10.0,
+            max_body_size=64 << 10,
         )
+        portal = _route(portal_resource, settings, registry, ordered=True)
+        used.update(id(o) for o in portal.group.origins)
+    for res in config.resources:
+        route = _route(res, settings, registry)
+        used.update(id(o) for o in route.group.origins)
         routes.append((res.hosts, res.path_prefix, route))
     registry.retain(used)
     policy = HeaderPolicy.build(
@@ -115,4 +150,15 @@ def compile_config(config: AccessPointConfig, registry: OriginRegistry, version:
         settings.trusted_proxies,
     )
     health = json.dumps({"status": "ok", "id": settings.id, "config_version": version}).encode()
-    return Runtime(settings, Router(routes), policy, settings.reserved_prefix, health, version)
+    return Runtime(
+        settings,
+        Router(routes),
+        policy,
+        settings.reserved_prefix,
+        health,
+        version,
+        portal,
+        decider if settings.policy_services else None,
+        settings.session_cookie.encode("ascii"),
+        tuple(h.lower().encode("ascii") for h in settings.decision_headers),
+    )

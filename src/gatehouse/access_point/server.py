@@ -18,8 +18,13 @@ from pathlib import Path
 import uvloop
 
 from gatehouse.access_point.connection import ClientConnection, WorkerState
+from gatehouse.access_point.decisions import Decider
 from gatehouse.access_point.runtime import OriginRegistry, compile_config
-from gatehouse.config.access_point import AccessPointConfig, parse_listen
+from gatehouse.config.access_point import (
+    DEFAULT_IDENTITY_HEADERS,
+    AccessPointConfig,
+    parse_listen,
+)
 from gatehouse.config.loader import load_file
 from gatehouse.errors import ConfigError, GatehouseError
 from gatehouse.logs import setup_logging
@@ -78,6 +83,35 @@ class Worker:
         self.config = config
         self.registry = OriginRegistry()
         self.version = 1
+        self.decider: Decider | None = None
+
+    def _decider_for(self, config: AccessPointConfig) -> Decider | None:
+        """The worker's Decider, kept across reloads while the Policy services stay the same."""
+        settings = config.access_point
+        old = self.decider
+        key = (
+            tuple(settings.policy_services),
+            settings.id,
+            tuple(settings.identity_headers),
+            settings.decision_timeout,
+            settings.decision_cache_entries,
+        )
+        if old is not None and getattr(old, "key", None) == key:
+            return old
+        if old is not None:
+            asyncio.get_running_loop().create_task(old.aclose())
+        self.decider = None
+        if settings.policy_services:
+            self.decider = Decider(
+                settings.policy_services,
+                settings.id,
+                [*DEFAULT_IDENTITY_HEADERS, *settings.identity_headers],
+                settings.decision_timeout,
+                settings.decision_cache_entries,
+            )
+            self.decider.key = key
+            self.decider.start()
+        return self.decider
 
     def reload(self, state: WorkerState) -> None:
         try:
@@ -88,13 +122,18 @@ class Worker:
         if config.access_point.listen != self.config.access_point.listen:
             log.warning("reload: a new listen address needs a restart; keeping the old one")
         self.version += 1
-        state.runtime = compile_config(config, self.registry, self.version)
+        state.runtime = compile_config(
+            config, self.registry, self.version, self._decider_for(config)
+        )
         self.config = config
         log.info("configuration reloaded (version %d)", self.version)
 
     async def serve(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
-        state = WorkerState(compile_config(self.config, self.registry, self.version), loop)
+        runtime = compile_config(
+            self.config, self.registry, self.version, self._decider_for(self.config)
+        )
+        state = WorkerState(runtime, loop)
         stop = asyncio.Event()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
@@ -118,6 +157,8 @@ class Worker:
         for conn in list(state.connections):
             conn.abort()
         self.registry.close_all()
+        if self.decider is not None:
+            await self.decider.aclose()
         log.info("stopped")
 
 

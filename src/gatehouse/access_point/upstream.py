@@ -239,19 +239,27 @@ class Origin:
 class BackendGroup:
     """The backends of one resource, used round-robin; a failed one is skipped for a while."""
 
-    def __init__(self, origins: Sequence[Origin], fail_timeout: float) -> None:
+    def __init__(
+        self, origins: Sequence[Origin], fail_timeout: float, ordered: bool = False
+    ) -> None:
         self.origins = list(origins)
         self.fail_timeout = fail_timeout
+        #: Ordered groups (Policy services) always prefer the first healthy origin.
+        self.ordered = ordered
         self._next = 0
 
     def order(self, now: float) -> list[Origin]:
-        """Origins in the order to try for the next request: healthy ones first, round-robin."""
+        """Origins in the order to try for the next request: healthy ones first, then
+        round-robin (or the configured order for an ordered group)."""
         n = len(self.origins)
         if n == 1:
             return self.origins
-        start = self._next % n
-        self._next = start + 1
-        rotated = self.origins[start:] + self.origins[:start]
+        if self.ordered:
+            rotated = self.origins
+        else:
+            start = self._next % n
+            self._next = start + 1
+            rotated = self.origins[start:] + self.origins[:start]
         healthy = [o for o in rotated if o.failed_until <= now]
         return healthy + [o for o in rotated if o.failed_until > now]
 

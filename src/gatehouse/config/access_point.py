@@ -191,6 +191,13 @@ class AccessPointSettings(Strict):
     max_request_line: ByteSize = Field(default=8 << 10, ge=64)
     max_header_bytes: ByteSize = Field(default=32 << 10, ge=256)
     max_pipelined: int = Field(default=32, ge=1)
+    policy_services: list[BackendURL] = Field(
+        default_factory=list, description="ordered Policy service URLs (preferred first)"
+    )
+    session_cookie: HeaderName = "gatehouse_session"
+    decision_timeout: Seconds = Field(default=2.0, gt=0)
+    decision_cache_entries: int = Field(default=100_000, ge=0)
+    decision_headers: list[HeaderName] = Field(default_factory=list)
     upstream_keepalive: int = Field(default=64, ge=0)
     upstream_idle_timeout: Seconds = Field(default=60.0, gt=0)
     backend_fail_timeout: Seconds = Field(default=10.0, ge=0)

@@ -1,0 +1,210 @@
+"""Access decisions for protected resources: asking the Policy service, caching the answers,
+and dropping cached answers when a session ends.
+
+The cache key holds every input a rule may depend on (session, resource, method, client IP,
+the configured decision headers); the Policy service bounds each answer's lifetime (``ttl``)
+by the session's expiry and the next time-window edge. Revocations arrive on the Policy
+service's event stream; while that stream is down the cache is not used at all, because a
+revocation could be missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import orjson
+
+from gatehouse.errors import GatehouseError
+from gatehouse.internal.client import FailoverClient
+
+log = logging.getLogger("gatehouse.access_point")
+
+ALLOW, DENY, AUTHENTICATE = 1, 2, 3
+_KINDS = {"allow": ALLOW, "deny": DENY, "authenticate": AUTHENTICATE}
+_FORBIDDEN_IN_VALUES = str.maketrans("", "", "\r\n\x00")
+
+
+class DecisionUnavailable(GatehouseError):
+    """No Policy service answered usefully."""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    kind: int
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+    ttl: float = 0.0
+    location: bytes = b""
+
+
+def session_hash(session_id: str) -> str:
+    """The id APs and events use for a session: never the session id itself."""
+    return hashlib.sha256(session_id.encode()).hexdigest()[:32]
+
+
+def parse_decision(data: object, allowed_headers: frozenset[str]) -> Decision:
+    """Turn the Policy service's JSON answer into a :class:`Decision`; refuse anything odd."""
+    if not isinstance(data, dict):
+        raise DecisionUnavailable("decision is not an object")
+    kind = _KINDS.get(str(data.get("decision")))
+    if kind is None:
+        raise DecisionUnavailable(f"unknown decision {data.get('decision')!r}")
+    ttl = data.get("ttl", 0)
+    ttl = float(ttl) if isinstance(ttl, int | float) and ttl > 0 else 0.0
+    if kind == ALLOW:
+        raw = data.get("headers")
+        raw = {} if raw is None else raw
+        if not isinstance(raw, dict):
+            raise DecisionUnavailable("headers is not an object")
+        headers = tuple(
+            (str(name).encode("latin-1"), str(value).translate(_FORBIDDEN_IN_VALUES).encode())
+            for name, value in raw.items()
+            # Only identity headers: a Policy service cannot make the AP inject anything else.
+            if str(name).lower() in allowed_headers
+        )
+        return Decision(ALLOW, headers, ttl)
+    if kind == AUTHENTICATE:
+        url = str(data.get("login_url") or "")
+        if not url.startswith("/") or url.startswith("//") or "\r" in url or "\n" in url:
+            raise DecisionUnavailable("login_url must be a local path")
+        return Decision(AUTHENTICATE, (), 0.0, url.encode())
+    return Decision(DENY, (), ttl)
+
+
+CacheKey = tuple[str, str, bytes, str, tuple[str, ...]]
+
+
+class DecisionCache:
+    """A bounded LRU of decisions with per-entry expiry and revocation by session."""
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[CacheKey, tuple[float, Decision]] = OrderedDict()
+        self._by_session: dict[str, set[CacheKey]] = {}
+        #: False while the revocation stream is down: nothing is served from the cache then.
+        self.usable = False
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: CacheKey, now: float) -> Decision | None:
+        if not self.usable:
+            return None
+        entry = self._entries.get(key)
+        if entry is None:
+            self.misses += 1
+            return None
+        expires, decision = entry
+        if now >= expires:
+            self._drop(key)
+            self.misses += 1
+            return None
+        self.hits += 1
+        return decision
+
+    def put(self, key: CacheKey, decision: Decision, now: float) -> None:
+        if decision.ttl <= 0 or not self.usable or self.max_entries <= 0:
+            return
+        if key in self._entries:
+            self._entries.move_to_end(key)
+        self._entries[key] = (now + decision.ttl, decision)
+        self._by_session.setdefault(key[0], set()).add(key)
+        while len(self._entries) > self.max_entries:
+            oldest = next(iter(self._entries))
+            self._drop(oldest)
+
+    def revoke(self, session: str) -> None:
+        for key in self._by_session.pop(session, ()):
+            self._entries.pop(key, None)
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._by_session.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _drop(self, key: CacheKey) -> None:
+        self._entries.pop(key, None)
+        keys = self._by_session.get(key[0])
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._by_session[key[0]]
+
+
+class Decider:
+    """Asks the Policy services (ordered, with failover) and follows their event stream."""
+
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        access_point: str,
+        identity_headers: Sequence[str],
+        timeout: float,
+        cache_entries: int,
+    ) -> None:
+        self.client = FailoverClient(list(endpoints), connect_timeout=timeout, timeout=timeout)
+        self.access_point = access_point
+        self.allowed_headers = frozenset(h.lower() for h in identity_headers)
+        self.cache = DecisionCache(cache_entries)
+        self._events: asyncio.Task[None] | None = None
+        #: What it was built from; the worker reuses it across reloads while this is equal.
+        self.key: object = None
+
+    def start(self) -> None:
+        if self._events is None:
+            self._events = asyncio.get_running_loop().create_task(self._follow_events())
+
+    async def aclose(self) -> None:
+        if self._events is not None:
+            self._events.cancel()
+            try:
+                await self._events
+            except (asyncio.CancelledError, Exception):
+                pass
+            self._events = None
+        await self.client.aclose()
+
+    async def decide(self, request: dict[str, object]) -> Decision:
+        request["ap"] = self.access_point
+        try:
+            response = await self.client.call(
+                "POST", "/internal/v1/decide", json=request, retry_safe=True
+            )
+        except GatehouseError as exc:
+            raise DecisionUnavailable(str(exc)) from exc
+        if response.status != 200:
+            raise DecisionUnavailable(f"policy service answered {response.status}")
+        try:
+            data = orjson.loads(response.body)
+        except orjson.JSONDecodeError:
+            raise DecisionUnavailable("policy service sent invalid JSON") from None
+        return parse_decision(data, self.allowed_headers)
+
+    async def _follow_events(self) -> None:
+        """Keep the revocation stream open; the cache is usable only while it is."""
+        delay = 0.2
+        while True:
+            try:
+                async for line in self.client.stream_lines("/internal/v1/events"):
+                    event = orjson.loads(line) if line.strip() else {}
+                    kind = event.get("type") if isinstance(event, dict) else None
+                    if kind == "hello":
+                        # Events may have been missed while disconnected.
+                        self.cache.clear()
+                        self.cache.usable = True
+                        delay = 0.2
+                    elif kind == "revoke":
+                        self.cache.revoke(str(event.get("session", "")))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the stream broke: stop trusting the cache
+                log.info("policy event stream interrupted: %s", exc)
+            self.cache.usable = False
+            self.cache.clear()
+            await asyncio.sleep(delay)
+            delay = min(2.0, delay * 2)
