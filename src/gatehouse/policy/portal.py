@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, Protocol
+from urllib.parse import quote
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
@@ -427,6 +428,4 @@ def _field(form: FormData, name: str) -> str | None:
 
 
 def _login_link(prefix: str, rd: str) -> str:
-    from urllib.parse import quote
-
     return f"{prefix}login?rd={quote(rd, safe='')}" if rd != "/" else f"{prefix}login"

@@ -1,0 +1,235 @@
+"""The Policy service's HTTP app (Starlette): the internal API and the login portal.
+
+Internal endpoints (``/internal/v1/...``) answer JSON, errors as ``{"error", "message"}``;
+portal pages answer HTML. A database that is down answers 503 so callers fail over; nothing
+ever answers a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from functools import wraps
+from types import FrameType
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from gatehouse.internal.errors import Code, ServiceError, json_response
+from gatehouse.policy.portal import Pages, unavailable_page
+from gatehouse.policy.service import MAX_DECISION_BODY, PolicyService
+from gatehouse.storage.errors import DatabaseUnavailable
+
+log = logging.getLogger("gatehouse.policy")
+
+Handler = Callable[[Request], Awaitable[Response]]
+INTERNAL = "/internal/"
+
+
+def _service(request: Request) -> PolicyService:
+    service: PolicyService = request.app.state.service
+    return service
+
+
+def endpoint(handler: Handler) -> Handler:
+    """An internal JSON endpoint: every failure becomes a JSON error."""
+
+    @wraps(handler)
+    async def wrapped(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except ServiceError as error:
+            return error.response()
+        except DatabaseUnavailable as error:
+            log.warning("%s %s: %s", request.method, request.url.path, error)
+            return ServiceError(Code.UNAVAILABLE, str(error), 503).response()
+        except Exception:
+            log.exception("%s %s failed", request.method, request.url.path)
+            return ServiceError(Code.INTERNAL, "internal error", 500).response()
+
+    return wrapped
+
+
+def page(handler: Handler) -> Handler:
+    """A portal page: every failure becomes an HTML error page."""
+
+    @wraps(handler)
+    async def wrapped(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except DatabaseUnavailable as error:
+            log.warning("%s %s: %s", request.method, request.url.path, error)
+            portal = _service(request).portal
+            action = "Signing out" if "logout" in request.url.path else "Signing in"
+            return unavailable_page(portal.pages, portal.settings.prefix, action)
+        except Exception:
+            log.exception("%s %s failed", request.method, request.url.path)
+            return _internal_error_page(_service(request).portal.pages)
+
+    return wrapped
+
+
+def _internal_error_page(pages: Pages) -> Response:
+    return pages.error(500, "Something went wrong", "Something went wrong on our side. Sorry.")
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise ServiceError(Code.BAD_REQUEST, f"body larger than {limit} bytes", 400)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise ServiceError(Code.BAD_REQUEST, f"body larger than {limit} bytes", 400)
+    return bytes(body)
+
+
+# --- internal endpoints ----------------------------------------------------------------------
+
+
+@endpoint
+async def health(request: Request) -> Response:
+    return json_response(await _service(request).health())
+
+
+@endpoint
+async def decide(request: Request) -> Response:
+    service = _service(request)
+    body = await _read_body(request, MAX_DECISION_BODY)
+    return json_response(await service.decide(body))
+
+
+async def events(request: Request) -> Response:
+    hub = _service(request).hub
+    return StreamingResponse(
+        hub.stream(),
+        media_type="application/x-ndjson",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+# --- errors outside the handlers (404, 405, ...) -------------------------------------------
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if request.url.path.startswith(INTERNAL) or not hasattr(request.app.state, "service"):
+        code = Code.NOT_FOUND if exc.status_code == 404 else Code.BAD_REQUEST
+        return json_response({"error": code.value, "message": str(exc.detail)}, exc.status_code)
+    pages = _service(request).portal.pages
+    if exc.status_code == 404:
+        return pages.error(404, "Page not found", "There is nothing at this address.")
+    response = pages.error(exc.status_code, "Not allowed", "This request is not allowed here.")
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    if request.url.path.startswith(INTERNAL) or not hasattr(request.app.state, "service"):
+        return ServiceError(Code.INTERNAL, "internal error", 500).response()
+    return _internal_error_page(_service(request).portal.pages)
+
+
+# --- shutdown: end the never-ending event streams promptly ---------------------------------
+
+
+@contextlib.contextmanager
+def streams_end_on_signal(service: PolicyService) -> Iterator[None]:
+    """On SIGTERM/SIGINT, end the event streams so the server's graceful shutdown, which
+    waits for open responses, is not held up by them. Chains to the server's own handler."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    previous: dict[int, object] = {}
+
+    def handler(sig: int, frame: FrameType | None) -> None:
+        loop.call_soon_threadsafe(service.hub.shutdown)
+        chained = previous.get(sig)
+        if callable(chained):
+            chained(sig, frame)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous[sig] = signal.getsignal(sig)
+        signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for number, old in previous.items():
+            if signal.getsignal(number) is handler:
+                signal.signal(number, old)  # type: ignore[arg-type]
+
+
+#: Portal handlers that need the session DB (the others render without it).
+_NEEDS_DB = frozenset({"login_submit", "logout_submit"})
+
+
+def _portal(name: str) -> Handler:
+    @page
+    async def handler(request: Request) -> Response:
+        service = _service(request)
+        if name in _NEEDS_DB:
+            service.require_ready()
+        method: Handler = getattr(service.portal, name)
+        return await method(request)
+
+    handler.__name__ = f"portal_{name}"
+    return handler
+
+
+def _admin(name: str) -> Handler:
+    @endpoint
+    async def handler(request: Request) -> Response:
+        service = _service(request)
+        service.require_ready()
+        method: Handler = getattr(service.admin, name)
+        return await method(request)
+
+    handler.__name__ = f"admin_{name}"
+    return handler
+
+
+def routes(prefix: str) -> list[Route]:
+    return [
+        Route("/internal/v1/health", health, methods=["GET"]),
+        Route("/internal/v1/decide", decide, methods=["POST"]),
+        Route("/internal/v1/events", events, methods=["GET"]),
+        Route("/internal/v1/sessions", _admin("collection"), methods=["GET", "DELETE"]),
+        Route("/internal/v1/sessions/{id_hash}", _admin("one"), methods=["DELETE"]),
+        Route(f"{prefix}login", _portal("login_page"), methods=["GET"]),
+        Route(f"{prefix}login", _portal("login_submit"), methods=["POST"]),
+        Route(f"{prefix}logout", _portal("logout_page"), methods=["GET"]),
+        Route(f"{prefix}logout", _portal("logout_submit"), methods=["POST"]),
+        Route(f"{prefix}static/gatehouse.css", _portal("stylesheet"), methods=["GET"]),
+    ]
+
+
+def create_app(prefix: str, make_service: Callable[[], PolicyService]) -> Starlette:
+    """The app for a portal under ``prefix``; ``make_service`` builds the service on start."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        service = make_service()
+        app.state.service = service
+        await service.start()
+        try:
+            with streams_end_on_signal(service):
+                yield
+        finally:
+            await service.stop()
+
+    return Starlette(
+        routes=routes(prefix),
+        lifespan=lifespan,
+        exception_handlers={HTTPException: _http_error, Exception: _unexpected},
+    )
