@@ -309,6 +309,61 @@ def test_concurrent_calls_use_parallel_connections_and_the_pool_keeps_max_idle(
     run(scenario())
 
 
+FRAMINGS = {
+    "content-length": (b'HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n{"a":1}', True),
+    "chunked": (
+        b'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{"a\r\n4\r\n":1}\r\n0\r\n\r\n',
+        True,
+    ),
+    "interim 100 first": (
+        b'HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n{"a":1}',
+        True,
+    ),
+    "connection close": (
+        b'HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 7\r\n\r\n{"a":1}',
+        False,
+    ),
+    "close-delimited": (b'HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{"a":1}', False),
+    "HTTP/1.0": (b'HTTP/1.0 200 OK\r\nContent-Length: 7\r\n\r\n{"a":1}', False),
+}
+
+
+@pytest.mark.parametrize("framing", FRAMINGS)
+def test_answers_framed_every_way(run: Run[None], framing: str) -> None:
+    raw, reusable = FRAMINGS[framing]
+
+    async def handler(req: Req, w: asyncio.StreamWriter) -> bool:
+        w.write(raw)
+        return reusable
+
+    async def scenario() -> None:
+        async with Server(handler) as server, FailoverClient([server.url]) as client:
+            for _ in range(2):
+                response = await client.call("GET", "/", retry_safe=True)
+                assert (response.status, response.json()) == (200, {"a": 1})
+                # Wait until a closed connection is noticed, so the count below is exact.
+                while not reusable and client.pool_stats()[server.url]["open"]:
+                    await asyncio.sleep(0.005)
+            assert server.connections == (1 if reusable else 2)
+            assert client.endpoints.counters == {"transitions": 0, "failovers": 0}
+
+    run(scenario())
+
+
+def test_head_answer_has_no_body(run: Run[None]) -> None:
+    async def handler(req: Req, w: asyncio.StreamWriter) -> bool:
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\nX-Thing: 1\r\nX-Thing: 2\r\n\r\n")
+        return True
+
+    async def scenario() -> None:
+        async with Server(handler) as server, FailoverClient([server.url]) as client:
+            response = await client.call("HEAD", "/", retry_safe=True, timeout=1.0)
+            assert (response.status, response.body) == (200, b"")
+            assert response.headers["x-thing"] == "1, 2"
+
+    run(scenario())
+
+
 def test_idle_connections_expire(run: Run[None]) -> None:
     async def scenario() -> None:
         clock = FakeClock()

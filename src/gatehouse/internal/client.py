@@ -125,8 +125,21 @@ class ClientClosed(InternalCallError):
         super().__init__(method, path, (), "abandoned: the client is closed")
 
 
+_STARTS: dict[tuple[str, str], bytes] = {}
+
+
 def _request_start(method: str, path: str) -> bytes:
     """``METHOD target``, refusing anything that could break the request line."""
+    key = (method, path)
+    start = _STARTS.get(key)
+    if start is None:
+        start = _STARTS[key] = _check_request_start(method, path)
+        if len(_STARTS) > 512:  # paths with ids in them: keep the cache bounded
+            _STARTS.clear()
+    return start
+
+
+def _check_request_start(method: str, path: str) -> bytes:
     if not _METHOD.match(method):
         raise ValueError(f"invalid method {method!r}")
     if not path.startswith("/"):
