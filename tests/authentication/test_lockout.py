@@ -81,6 +81,7 @@ def test_keys() -> None:
     assert lockout.account_key("alice") == "user:alice"
     assert lockout.ip_key("2001:DB8:0::1") == "ip:2001:db8::1"
     assert lockout.ip_key("192.0.2.1") == "ip:192.0.2.1"
+    assert lockout.ip_key("::ffff:192.0.2.1") == "ip:192.0.2.1"
 
 
 # -- the SQL agrees with the rules ---------------------------------------------------------

@@ -167,7 +167,7 @@ def test_two_services_share_counters(user_db: str, start_auth: StartAuth) -> Non
 def test_audit_events(user_db: str, start_auth: StartAuth) -> None:
     add_alice(user_db)
     auth = start_auth(user_db)
-    verify(auth, "alice", "correct horse", client_ip="192.0.2.1")
+    verify(auth, "alice", "correct horse", client_ip="::ffff:192.0.2.1")
     verify(auth, "nobody", "x", client_ip="2001:DB8:0::5")
     for _ in range(3):
         verify(auth, "alice", "guess", client_ip="192.0.2.1")

@@ -61,8 +61,17 @@ def account_key(username: str) -> str:
     return f"user:{username}"
 
 
+def canonical_ip(text: str) -> str:
+    """One spelling per address: compressed, IPv4-mapped IPv6 as plain IPv4 (ValueError if
+    ``text`` is not an address)."""
+    address = ipaddress.ip_address(text)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return address.compressed
+
+
 def ip_key(address: str) -> str:
-    return f"ip:{ipaddress.ip_address(address).compressed}"
+    return f"ip:{canonical_ip(address)}"
 
 
 # -- rules ---------------------------------------------------------------------------------

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 
 import orjson
 
+from gatehouse.authentication.lockout import canonical_ip
 from gatehouse.authentication.verifier import Invalid, Locked, Ok, Outcome
 from gatehouse.internal.errors import Code, ServiceError
 
@@ -49,10 +49,10 @@ def parse_verify(body: bytes) -> VerifyRequest:
     if not username:
         raise bad_request("username: empty")
     try:
-        address = ipaddress.ip_address(client_ip)
+        address = canonical_ip(client_ip)
     except ValueError:
         raise bad_request(f"client_ip: not an IP address: {client_ip[:64]!r}") from None
-    return VerifyRequest(username, password, address.compressed)
+    return VerifyRequest(username, password, address)
 
 
 def outcome_json(outcome: Outcome) -> dict[str, object]:
