@@ -43,6 +43,7 @@ from gatehouse.internal.client import (
     StreamRefused,
 )
 from gatehouse.internal.endpoints import Endpoints
+from gatehouse.internal.http1 import MAX_LINE
 from tests.support.processes import free_port, wait_port
 
 T = TypeVar("T")
@@ -259,6 +260,7 @@ def test_json_round_trip_and_request_headers(run: Run[None]) -> None:
 
             got = (await client.call("POST", "/x", retry_safe=False)).json()
             assert got["headers"]["content-length"] == "0"
+            assert "content-type" not in got["headers"]
 
     run(scenario())
 
@@ -1016,6 +1018,51 @@ def test_a_stream_abandoned_by_its_consumer_closes_its_connection(run: Run[None]
             # The generator was dropped mid-stream; its finaliser closes the connection.
             while client.pool_stats()[server.url]["open"]:
                 await asyncio.sleep(0.005)
+
+    run(scenario())
+
+
+def test_a_slow_consumer_gets_every_line_in_order(run: Run[None]) -> None:
+    async def burst(req: Req, w: asyncio.StreamWriter) -> bool:
+        w.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for block in range(200):  # ~230 KB: more than one read
+            data = b"".join(b'{"n": %d}\n' % (block * 100 + i) for i in range(100))
+            w.write(b"%x\r\n%s\r\n" % (len(data), data))
+        w.write(b"0\r\n\r\n")
+        return True
+
+    async def scenario() -> None:
+        async with Server(burst) as server, FailoverClient([server.url]) as client:
+            numbers = []
+            async with asyncio.timeout(5):  # reading that never resumed would hang here
+                async for line in client.stream_lines("/events"):
+                    if not numbers:
+                        await asyncio.sleep(0.1)  # the lines pile up meanwhile: reading pauses
+                    numbers.append(orjson.loads(line)["n"])
+            assert numbers == list(range(20000))
+
+    run(scenario())
+
+
+def test_a_line_too_long_breaks_the_stream(run: Run[None]) -> None:
+    async def endless_line(req: Req, w: asyncio.StreamWriter) -> bool:
+        w.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nok\n")
+        w.write(b"x" * (MAX_LINE + 10))
+        await asyncio.Event().wait()
+        return False
+
+    async def scenario() -> None:
+        async with Server(endless_line) as server, FailoverClient([server.url]) as client:
+            got = []
+
+            async def follow() -> None:
+                async for line in client.stream_lines("/events"):
+                    got.append(line)
+
+            with pytest.raises(StreamBroken) as info:
+                await follow()
+            assert got == [b"ok"]
+            assert info.value.failures[0].kind is FailureKind.INVALID
 
     run(scenario())
 

@@ -273,7 +273,7 @@ class FailoverClient:
             try:
                 return await conn.exchange(data, timeout, head_request)
             except WireError as exc:
-                if not (retry_safe and exc.kind in _STALE and not exc.answered):
+                if not ((retry_safe or not exc.sent) and exc.kind in _STALE and not exc.answered):
                     raise
                 # The server closed this idle connection as the request went out (keep-alive
                 # timeout, restart): once more on a fresh connection to the same endpoint.
@@ -284,6 +284,8 @@ class FailoverClient:
         head = self._heads[ep.index]
         if body is None:
             return b"%s%s\r\n" % (start, head)
+        if not body:
+            return b"%s%sContent-Length: 0\r\n\r\n" % (start, head)
         return b"%s%s%s%d\r\n\r\n%s" % (start, head, _JSON_HEAD, len(body), body)
 
     # streams ----------------------------------------------------------------------------------

@@ -301,7 +301,12 @@ class Connection(asyncio.Protocol):
 
     def _write(self, data: bytes) -> None:
         if self.closed or self.transport is None:
-            self.error = self._error(FailureKind.CLOSED, "connection closed before sending")
+            self.error = WireError(
+                FailureKind.CLOSED,
+                "connection closed before sending",
+                sent=False,
+                reused=self.reused,
+            )
         else:
             self.transport.write(data)
 
@@ -326,6 +331,9 @@ class Connection(asyncio.Protocol):
             self.waiter = None
 
     def _timed_out(self, timeout: float) -> None:
+        waiter = self.waiter
+        if waiter is None or waiter.done():
+            return  # woken in the same loop iteration: what woke it wins
         if self.want == _WANT_DATA:
             self._wake()  # next_lines decides: it may have been woken by data already
         else:
