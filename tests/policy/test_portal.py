@@ -6,24 +6,27 @@ passwords with ``gatehouse authentication``, users made with ``gatehouse users a
 
 from __future__ import annotations
 
+import html
 import re
 import time
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import pytest
 
 from gatehouse.policy.sessions import hash_session_id
+from tests.conftest import StartAP
 from tests.policy.test_service import (
     CSRF_FIELD,
     PASSWORD,
     PREFIX,
     Browser,
     Policy,
+    Site,
     Stack,
     ps,
     stack,
 )
-from tests.support.processes import free_port
+from tests.support.processes import Service, free_port
 
 __all__ = ["ps", "stack"]
 
@@ -343,3 +346,60 @@ def test_logout_without_a_session_just_says_signed_out(ps: Policy) -> None:
     assert page.status == 200
     assert "You are signed out." in page.body
     assert f'href="{PREFIX}login"' in page.body
+
+
+# --- end to end, through an Access Point -------------------------------------------------------
+
+
+def test_end_to_end_through_an_access_point(
+    ps: Policy, start_ap: StartAP, demo_backend: Service
+) -> None:
+    ap = start_ap(
+        [{"id": "app", "path_prefix": "/app", "backends": [demo_backend.url]}],
+        {"policy_services": [f"http://127.0.0.1:{ps.port}"]},
+    )
+    browser = Browser(Site(ap.host, ap.port))
+    origin = f"http://127.0.0.1:{ap.port}"
+
+    first = browser.get("/app/page?x=1")
+    assert first.status == 303
+    assert first.headers["Location"] == (
+        f"{PREFIX}login?rd={quote(origin + '/app/page?x=1', safe='')}"
+    )
+    login_path = first.headers["Location"]
+    page = browser.get(login_path)  # the portal, relayed by the AP
+    assert page.status == 200
+    csrf = CSRF_FIELD.search(page.body)
+    assert csrf is not None
+    rd = re.search(r'name="rd" value="([^"]*)"', page.body)
+    assert rd is not None
+    assert html.unescape(rd.group(1)) == origin + "/app/page?x=1"  # the AP's host is allowed
+    form = {
+        "username": "alice",
+        "password": PASSWORD,
+        "csrf": csrf.group(1),
+        "rd": origin + "/app/page?x=1",
+    }
+    signed_in = browser.post(f"{PREFIX}login", form)
+    assert signed_in.status == 303
+    assert signed_in.headers["Location"] == origin + "/app/page?x=1"
+    session = browser.session
+    assert session is not None
+
+    echoed = browser.get("/app/page?x=1")
+    assert echoed.status == 200
+    seen = dict(echoed.json()["headers"])
+    assert seen["remote-user"] == "alice"
+    assert seen["remote-groups"] == "staff"
+    assert "gatehouse_session" not in seen.get("cookie", "")
+
+    confirm = browser.get(f"{PREFIX}logout")
+    token = CSRF_FIELD.search(confirm.body)
+    assert token is not None
+    assert browser.post(f"{PREFIX}logout", {"csrf": token.group(1)}).status == 200
+    # The revocation reaches the AP's decision cache within a second.
+    browser.cookies["gatehouse_session"] = session  # even a replayed cookie is refused
+    deadline = time.monotonic() + 1.0
+    while browser.get("/app/page?x=1").status != 303:
+        assert time.monotonic() < deadline, "the AP still lets the revoked session in"
+        time.sleep(0.05)

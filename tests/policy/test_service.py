@@ -269,10 +269,27 @@ CSRF_FIELD = re.compile(r'name="csrf" value="([^"]*)"')
 
 
 @dataclass
+class Site:
+    """Any HTTP server on loopback (an Access Point, say)."""
+
+    host: str
+    port: int
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Reply:
+        return http_request(self.host, self.port, method, path, body, headers)
+
+
+@dataclass
 class Browser:
     """Just enough of a browser: a cookie jar and forms."""
 
-    ps: Policy
+    ps: Policy | Site
     cookies: dict[str, str] = field(default_factory=dict)
     set_cookies: list[str] = field(default_factory=list)
 
