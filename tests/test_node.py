@@ -19,6 +19,7 @@ import pytest
 from gatehouse.config.access_point import AccessPointConfig
 from gatehouse.config.loader import load_file, validate
 from gatehouse.node import RestartPolicy, default_config, host_port
+from tests.support.gateway import Browser, echoed_headers
 from tests.support.processes import GATEHOUSE, free_port, write_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -139,6 +140,9 @@ class Node:
         self._log = self.log_path.open("wb")
         args = ["up", "--listen", f"127.0.0.1:{self.port}"]
         args += ["--backend-listen", f"127.0.0.1:{self.backend_port}"]
+        args += ["--policy-listen", f"127.0.0.1:{free_port()}"]
+        args += ["--auth-listen", f"127.0.0.1:{free_port()}"]
+        args += ["--home", str(tmp_path / "var")]
         self.proc = subprocess.Popen(
             [*GATEHOUSE, *args],
             stdout=self._log,
@@ -176,9 +180,18 @@ def node(tmp_path: Path) -> Iterator[Node]:
 @LINUX_PROC
 def test_node_serves_restarts_and_stops(node: Node) -> None:
     node.wait_for(f"Gatehouse is up: open http://127.0.0.1:{node.port}/\n")
-    document = get_json(node.port, "/hello?x=1")
-    assert (document["path"], document["query"]) == ("/hello", "x=1")
+    password = re.search(r"Demo user: demo  password: (\S+)", node.output())
+    assert password, node.output()
+    document = get_json(node.port, "/public/hello?x=1")
+    assert (document["path"], document["query"]) == ("/public/hello", "x=1")
     assert ["host", f"127.0.0.1:{node.backend_port}"] in document["headers"]
+    # Everything else is the demo protected resource: sign in as the demo user.
+    browser = Browser("127.0.0.1", node.port)
+    assert browser.get("/hello").status == 303
+    assert browser.login("demo", password.group(1), rd="/hello").status == 303
+    signed_in = browser.get("/hello")
+    assert signed_in.status == 200
+    assert echoed_headers(signed_in)["remote-user"] == "demo"
 
     backend = child_running(node.proc.pid, "demo-backend")
     access_point = child_running(node.proc.pid, "access-point")
@@ -191,7 +204,7 @@ def test_node_serves_restarts_and_stops(node: Node) -> None:
         restarted = child_running(node.proc.pid, "demo-backend")
         if restarted not in (None, backend):
             try:
-                assert get_json(node.port, "/again")["path"] == "/again"
+                assert get_json(node.port, "/public/again")["path"] == "/public/again"
                 break
             except (OSError, AssertionError, http.client.HTTPException):
                 pass
@@ -211,7 +224,7 @@ def test_node_serves_restarts_and_stops(node: Node) -> None:
 def test_node_stops_on_ctrl_c(node: Node) -> None:
     node.wait_for("Gatehouse is up")
     started = children(node.proc.pid)
-    assert len(started) == 2
+    assert len(started) == 4  # backend, authentication, policy, access point
     # A terminal's Ctrl-C reaches the whole foreground process group, children included.
     os.killpg(node.proc.pid, signal.SIGINT)
     assert node.proc.wait(30) == 0
@@ -227,7 +240,20 @@ def test_node_gives_up_when_a_child_cannot_start(tmp_path: Path) -> None:
         port = taken.getsockname()[1]
         listen = f"127.0.0.1:{free_port()}"
         result = subprocess.run(
-            [*GATEHOUSE, "up", "--backend-listen", f"127.0.0.1:{port}", "--listen", listen],
+            [
+                *GATEHOUSE,
+                "up",
+                "--backend-listen",
+                f"127.0.0.1:{port}",
+                "--listen",
+                listen,
+                "--policy-listen",
+                f"127.0.0.1:{free_port()}",
+                "--auth-listen",
+                f"127.0.0.1:{free_port()}",
+                "--home",
+                str(tmp_path / "var"),
+            ],
             capture_output=True,
             text=True,
             timeout=60,

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import ctypes
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -200,8 +200,103 @@ def _supervise(
             child.restart_at = now + delay
         if not announced and all(_answers(address) for address in ready):
             print(f"Gatehouse is up: open {url}", flush=True)
+            print(
+                "Sign in as the demo user to see the demo backend; /public/ needs no sign-in.",
+                flush=True,
+            )
             announced = True
     return 0
+
+
+@dataclass(frozen=True, slots=True)
+class NodeAddresses:
+    """Where each service of the single node listens."""
+
+    listen: tuple[str, int]
+    backend: tuple[str, int]
+    policy: tuple[str, int]
+    authentication: tuple[str, int]
+
+
+DEMO_USER = "demo"
+
+
+def node_configs(addresses: NodeAddresses) -> dict[str, dict[str, object]]:
+    """The single node's configuration files: one per service.
+
+    The demo backend is reachable at ``/public/`` by anyone and everywhere else by any
+    signed-in user; identity headers tell it who that is.
+    """
+    backend = f"http://{host_port(*_dialable(addresses.backend))}"
+    policy_url = f"http://{host_port(*_dialable(addresses.policy))}"
+    auth_url = f"http://{host_port(*_dialable(addresses.authentication))}"
+    return {
+        "authentication": {
+            "authentication": {"id": "auth1", "listen": host_port(*addresses.authentication)}
+        },
+        "policy": {
+            "policy": {
+                "id": "ps1",
+                "listen": host_port(*addresses.policy),
+                "authentication": [auth_url],
+            },
+            "global_rule": "public",
+            "resources": {"demo": "authenticated", "demo-public": "public"},
+        },
+        "access-point": {
+            "access_point": {
+                "id": "ap1",
+                "listen": host_port(*addresses.listen),
+                "policy_services": [policy_url],
+            },
+            "resources": [
+                {"id": "demo", "hosts": ["*"], "path_prefix": "/", "backends": [backend]},
+                {
+                    "id": "demo-public",
+                    "hosts": ["*"],
+                    "path_prefix": "/public",
+                    "backends": [backend],
+                    "public": True,
+                },
+            ],
+        },
+    }
+
+
+def _ensure_demo_user(home: Path) -> bool:
+    """Create the demo user with a fresh password, printed once; False on a real error."""
+    password = secrets.token_urlsafe(12)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gatehouse",
+            "users",
+            "add",
+            DEMO_USER,
+            "--password-stdin",
+            "--display-name",
+            "Demo User",
+            "--home",
+            str(home),
+        ],
+        input=password + "\n",
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode == 0:
+        print(
+            f"Demo user: {DEMO_USER}  password: {password}  (shown once; change it with "
+            f"'gatehouse users passwd {DEMO_USER} --home {home}')",
+            flush=True,
+        )
+        return True
+    if "exists" in result.stderr:
+        print(f"Demo user: {DEMO_USER} (already created; its password was shown then)", flush=True)
+        return True
+    _log(result.stderr.strip() or f"could not create the demo user (exit {result.returncode})")
+    return False
 
 
 def run_up(
@@ -209,31 +304,46 @@ def run_up(
     listen: tuple[str, int],
     backend_listen: tuple[str, int],
     policy: RestartPolicy | None = None,
+    *,
+    home: Path | None = None,
+    policy_listen: tuple[str, int] = ("127.0.0.1", 8101),
+    auth_listen: tuple[str, int] = ("127.0.0.1", 8201),
 ) -> int:
     """Run the node until SIGTERM or Ctrl-C; return the exit code."""
     if config_path is not None:
         load_file(AccessPointConfig, config_path)  # fail now, with field paths, not in a loop
-    with (
-        tempfile.TemporaryDirectory(prefix="gatehouse-up-") as workdir,
-        _StopRequest().installed() as stop,
-    ):
-        if config_path is None:
-            config = default_config(listen, backend_listen)
-            validate(AccessPointConfig, config, "built-in config")
-            config_path = str(Path(workdir) / "access-point.yaml")
-            Path(config_path).write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    home = (home or Path("var")).resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    addresses = NodeAddresses(listen, backend_listen, policy_listen, auth_listen)
+    paths = {}
+    for name, document in node_configs(addresses).items():
+        path = home / f"{name}.yaml"
+        path.write_text(
+            "# Written by 'gatehouse up' at every start; edit the generator, not this file.\n"
+            + yaml.safe_dump(document, sort_keys=False),
+            encoding="utf-8",
+        )
+        paths[name] = str(path)
+    validate(AccessPointConfig, node_configs(addresses)["access-point"], "built-in config")
+    if config_path is not None:
+        paths["access-point"] = config_path
+    if not _ensure_demo_user(home):
+        return 2
+    with _StopRequest().installed() as stop:
+        h = ["--home", str(home)]
         children = [
             _Child("demo backend", ["demo-backend", "--listen", host_port(*backend_listen)]),
+            _Child("authentication", ["authentication", "--config", paths["authentication"], *h]),
+            _Child("policy", ["policy", "--config", paths["policy"], *h]),
             _Child(
                 "access point",
-                ["access-point", "--config", config_path, "--listen", host_port(*listen)],
+                ["access-point", "--config", paths["access-point"], "--listen", host_port(*listen)],
             ),
         ]
         url = f"http://{host_port(*_dialable(listen))}/"
+        ready = [backend_listen, auth_listen, policy_listen, listen]
         try:
-            return _supervise(
-                children, [backend_listen, listen], url, policy or RestartPolicy(), stop
-            )
+            return _supervise(children, ready, url, policy or RestartPolicy(), stop)
         finally:
             # The Access Point first, so requests in flight can still reach the backend.
             for child in reversed(children):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from gatehouse.cli_support import listen_arg
+from gatehouse.cli_support import add_home, listen_arg
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -14,10 +14,24 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     up.add_argument(
         "--backend-listen", type=listen_arg, default=("127.0.0.1", 9000), metavar="HOST:PORT"
     )
+    up.add_argument(
+        "--policy-listen", type=listen_arg, default=("127.0.0.1", 8101), metavar="HOST:PORT"
+    )
+    up.add_argument(
+        "--auth-listen", type=listen_arg, default=("127.0.0.1", 8201), metavar="HOST:PORT"
+    )
+    add_home(up)
     up.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from gatehouse.node import run_up
 
-    return run_up(args.config, listen=args.listen, backend_listen=args.backend_listen)
+    return run_up(
+        args.config,
+        listen=args.listen,
+        backend_listen=args.backend_listen,
+        home=args.home,
+        policy_listen=args.policy_listen,
+        auth_listen=args.auth_listen,
+    )
