@@ -403,3 +403,19 @@ def test_end_to_end_through_an_access_point(
     while browser.get("/app/page?x=1").status != 303:
         assert time.monotonic() < deadline, "the AP still lets the revoked session in"
         time.sleep(0.05)
+
+
+def test_malformed_forms_get_a_page_not_a_traceback(ps: Policy) -> None:
+    boundary = "XyZ"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="f"; filename="a.txt"\r\n'
+        f"Content-Type: text/plain\r\n\r\nhello\r\n--{boundary}--\r\n"
+    ).encode()
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    reply = ps.request("POST", FORM, body, headers)
+    assert reply.status == 400
+    assert "<main" in reply.body
+    assert "Traceback" not in reply.body
+    broken = ps.request("POST", FORM, b"--nope", {"Content-Type": "multipart/form-data"})
+    assert broken.status in (400, 403)
+    assert "Traceback" not in ps.service.output()

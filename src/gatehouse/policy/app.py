@@ -64,6 +64,8 @@ def page(handler: Handler) -> Handler:
     async def wrapped(request: Request) -> Response:
         try:
             return await handler(request)
+        except HTTPException:
+            raise  # a malformed form: rendered as a page by the exception handler
         except DatabaseUnavailable as error:
             log.warning("%s %s: %s", request.method, request.url.path, error)
             portal = _service(request).portal
@@ -127,6 +129,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     pages = _service(request).portal.pages
     if exc.status_code == 404:
         return pages.error(404, "Page not found", "There is nothing at this address.")
+    if exc.status_code == 400:
+        return pages.error(400, "Bad request", "The form could not be read. Please try again.")
     response = pages.error(exc.status_code, "Not allowed", "This request is not allowed here.")
     if exc.headers:
         response.headers.update(exc.headers)
