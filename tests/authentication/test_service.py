@@ -74,14 +74,15 @@ def test_unknown_disabled_and_wrong_look_the_same(
         ("no password", "nopass", "anything"),
         ("invalid name", "no such/user", "not it"),
     ]:
-        samples = [timed(username, password) for _ in range(3)]
-        answers[label] = {raw for raw, _ in samples}, sorted(t for _, t in samples)[1]
+        samples = [timed(username, password) for _ in range(5)]
+        # The fastest of several runs: other processes can only make a run slower.
+        answers[label] = {raw for raw, _ in samples}, min(t for _, t in samples)
     assert {frozenset(raws) for raws, _ in answers.values()} == {
         frozenset({b'{"result":"invalid"}'})
     }
-    medians = [median for _, median in answers.values()]
+    fastest = [best for _, best in answers.values()]
     # Every path runs one argon2 verification (~50 ms): no path is markedly faster.
-    assert min(medians) > 0.5 * max(medians), answers
+    assert min(fastest) > 0.5 * max(fastest), answers
 
 
 def test_account_lockout_and_expiry(user_db: str, start_auth: StartAuth) -> None:

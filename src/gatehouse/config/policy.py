@@ -28,6 +28,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from gatehouse.config.access_point import (
     DEFAULT_IDENTITY_HEADERS,
     HeaderName,
+    HostPattern,
     IPNetwork,
     Strict,
     parse_listen,
@@ -134,6 +135,12 @@ class LoginSettings(Strict):
 
     portal_prefix: str = "/_gatehouse/"
     title: str = "Gatehouse"
+    #: Hosts (names or *.domain patterns) a login may return to besides the one it came in on;
+    #: a bare "*" is ignored on purpose (it would make the portal an open redirect).
+    allowed_redirect_hosts: list[HostPattern] = Field(default_factory=list)
+    #: The key signing CSRF tokens; every Policy service of an installation must share it.
+    #: Default: HOME/policy-csrf.key, created on first start.
+    csrf_key_file: str | None = None
 
     @field_validator("portal_prefix")
     @classmethod

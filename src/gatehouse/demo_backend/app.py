@@ -14,18 +14,17 @@ routing (``/x/download`` is ``/download``):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import math
 import re
-import signal
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
-from types import FrameType
 from typing import Any
 from urllib.parse import parse_qs
 
 import uvicorn
+
+from gatehouse.internal.hosting import Server
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -205,29 +204,6 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
         await _websocket(scope, receive, send)
 
 
-class _Server(uvicorn.Server):
-    """uvicorn's server, except that SIGTERM and SIGINT end it with exit code 0.
-
-    uvicorn re-raises the caught signal after shutting down, which would kill the process with
-    that signal instead of returning to the CLI.
-    """
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        handled = (signal.SIGINT, signal.SIGTERM)
-        previous = {sig: signal.signal(sig, self._stop) for sig in handled}
-        try:
-            yield
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-    def _stop(self, sig: int, frame: FrameType | None) -> None:
-        # A second Ctrl-C skips waiting for open connections.
-        self.force_exit = self.should_exit and sig == signal.SIGINT
-        self.should_exit = True
-
-
 def serve(host: str, port: int, *, certfile: str | None = None, keyfile: str | None = None) -> None:
     """Serve the demo backend until SIGTERM or SIGINT; HTTPS when a certificate is given."""
     config = uvicorn.Config(
@@ -248,4 +224,4 @@ def serve(host: str, port: int, *, certfile: str | None = None, keyfile: str | N
         ssl_certfile=certfile,
         ssl_keyfile=keyfile,
     )
-    _Server(config).run()
+    Server(config).run()

@@ -1,11 +1,39 @@
-"""Run a service's Starlette app with uvicorn (uvloop + httptools), quietly and cleanly."""
+"""Run a service's ASGI app with uvicorn (uvloop + httptools), quietly and cleanly."""
 
 from __future__ import annotations
+
+import contextlib
+import signal
+from collections.abc import Iterator
+from types import FrameType
 
 import uvicorn
 from starlette.types import ASGIApp
 
 from gatehouse.logs import setup_logging
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, except that SIGTERM and SIGINT end it with exit code 0.
+
+    uvicorn re-raises the caught signal after shutting down, which would kill the process with
+    that signal instead of returning to the CLI.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        handled = (signal.SIGINT, signal.SIGTERM)
+        previous = {sig: signal.signal(sig, self._stop) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _stop(self, sig: int, frame: FrameType | None) -> None:
+        # A second Ctrl-C skips waiting for open connections.
+        self.force_exit = self.should_exit and sig == signal.SIGINT
+        self.should_exit = True
 
 
 def serve(app: ASGIApp, host: str, port: int) -> int:
@@ -22,9 +50,12 @@ def serve(app: ASGIApp, host: str, port: int) -> int:
         access_log=False,
         server_header=False,
         date_header=True,
+        # Services decide themselves which peers' X-Forwarded-For to believe
+        # (trusted_proxies); uvicorn's own rewriting would trust every loopback peer.
+        proxy_headers=False,
         log_config=None,
         timeout_graceful_shutdown=10,
     )
-    server = uvicorn.Server(config)
+    server = Server(config)
     server.run()
     return 0 if server.started else 1

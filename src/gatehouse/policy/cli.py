@@ -16,7 +16,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
     from pathlib import Path
 
     from gatehouse.config.access_point import parse_listen
@@ -38,7 +37,4 @@ def run(args: argparse.Namespace) -> int:
         config_dir=Path(args.config).resolve().parent,
     )
     host, port = args.listen or parse_listen(config.policy.listen)
-    # The service decides itself which proxies to believe (policy.trusted_proxies); uvicorn
-    # must not rewrite the peer address from X-Forwarded-For before it sees the request.
-    os.environ["FORWARDED_ALLOW_IPS"] = ""
     return serve(create_app(config.login.portal_prefix, lambda: service), host, port)

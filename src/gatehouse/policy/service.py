@@ -242,7 +242,7 @@ class PolicyService:
             raise ConfigError([("policy.admin_token_file", str(exc))]) from None
         self.admin = AdminAPI(token, self.sessions, self.audit)
         login = config.login
-        key_file = getattr(login, "csrf_key_file", None)
+        key_file = login.csrf_key_file
         key_path = resolve(key_file, config_dir) if key_file else home / CSRF_KEY_FILE
         try:
             csrf = CsrfGuard(load_or_create_key(key_path))
@@ -255,7 +255,7 @@ class PolicyService:
                 cookie_name=config.sessions.cookie_name,
                 cookie_domain=config.sessions.cookie_domain,
                 trusted_proxies=tuple(settings.trusted_proxies),
-                redirect_hosts=HostPatterns.of(getattr(login, "allowed_redirect_hosts", ())),
+                redirect_hosts=HostPatterns.of(login.allowed_redirect_hosts),
             ),
             self.sessions,
             AuthServiceChecker(self.client),
