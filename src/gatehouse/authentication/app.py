@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from functools import wraps
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -24,16 +23,16 @@ from gatehouse.authentication.config import AuthenticationSettings
 from gatehouse.authentication.passwords import Passwords
 from gatehouse.authentication.verifier import Limits, Verifier
 from gatehouse.authentication.wire import MAX_BODY, bad_request, outcome_json, parse_verify
+from gatehouse.internal.endpoint import json_endpoint
 from gatehouse.internal.errors import Code, ServiceError, json_response
 from gatehouse.storage.engine import Database
 from gatehouse.storage.errors import DatabaseUnavailable
-from gatehouse.storage.migrate import upgrade
+from gatehouse.storage.migrate import start_migrations
 
 log = logging.getLogger("gatehouse.authentication")
 
 ROLE = "authentication"
 HEALTH_DB_TIMEOUT = 2.0
-RETRY_MIN, RETRY_MAX = 0.5, 5.0
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -54,27 +53,7 @@ class Service:
         """Migrate now, or keep trying in the background while answering 503."""
         if self.settings.lockout.insecure_no_rate_cap:
             log.warning("lockout.insecure_no_rate_cap is set: the ASVS rate cap is OFF")
-        try:
-            await upgrade(self.user_db, "user")
-        except DatabaseUnavailable as error:
-            log.warning("user DB not available yet, retrying: %s", error)
-            self._migrating = asyncio.create_task(self._keep_migrating())
-        else:
-            self.ready.set()
-
-    async def _keep_migrating(self) -> None:
-        delay = RETRY_MIN
-        while True:
-            await asyncio.sleep(delay)
-            try:
-                await upgrade(self.user_db, "user")
-            except DatabaseUnavailable as error:
-                log.warning("user DB still not available: %s", error)
-                delay = min(delay * 2, RETRY_MAX)
-            else:
-                log.info("user DB available, migrations done")
-                self.ready.set()
-                return
+        self._migrating = await start_migrations(self.user_db, "user", self.ready)
 
     async def stop(self) -> None:
         if self._migrating is not None:
@@ -93,23 +72,7 @@ def _service(request: Request) -> Service:
     return service
 
 
-def endpoint(handler: Handler) -> Handler:
-    """Render every failure as a JSON error; log what was not expected."""
-
-    @wraps(handler)
-    async def wrapped(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except ServiceError as error:
-            return error.response()
-        except DatabaseUnavailable as error:
-            log.warning("%s %s: %s", request.method, request.url.path, error)
-            return ServiceError(Code.UNAVAILABLE, str(error), 503).response()
-        except Exception:
-            log.exception("%s %s failed", request.method, request.url.path)
-            return ServiceError(Code.INTERNAL, "internal error", 500).response()
-
-    return wrapped
+endpoint = json_endpoint
 
 
 async def _read_body(request: Request) -> bytes:

@@ -4,17 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import orjson
-
 from gatehouse.authentication.lockout import canonical_ip
 from gatehouse.authentication.verifier import Invalid, Locked, Ok, Outcome
-from gatehouse.internal.errors import Code, ServiceError
+from gatehouse.internal.endpoint import bad_request, parse_json_object
+
+__all__ = ["MAX_BODY", "bad_request", "outcome_json", "parse_verify"]
 
 MAX_BODY = 16 * 1024
-
-
-def bad_request(message: str) -> ServiceError:
-    return ServiceError(Code.BAD_REQUEST, message, 400)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,14 +31,7 @@ def _string(data: dict[str, object], field: str) -> str:
 
 def parse_verify(body: bytes) -> VerifyRequest:
     """``{"username", "password", "client_ip"}``; errors name the field at fault."""
-    if len(body) > MAX_BODY:
-        raise bad_request(f"body larger than {MAX_BODY} bytes")
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise bad_request("body is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise bad_request("body must be a JSON object")
+    data = parse_json_object(body, MAX_BODY)
     username = _string(data, "username")
     password = _string(data, "password")
     client_ip = _string(data, "client_ip")

@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from gatehouse.internal.endpoint import json_endpoint
 from gatehouse.internal.errors import Code, ServiceError, json_response
 from gatehouse.policy.portal import Pages, unavailable_page
 from gatehouse.policy.service import MAX_DECISION_BODY, PolicyService
@@ -38,23 +39,7 @@ def _service(request: Request) -> PolicyService:
     return service
 
 
-def endpoint(handler: Handler) -> Handler:
-    """An internal JSON endpoint: every failure becomes a JSON error."""
-
-    @wraps(handler)
-    async def wrapped(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except ServiceError as error:
-            return error.response()
-        except DatabaseUnavailable as error:
-            log.warning("%s %s: %s", request.method, request.url.path, error)
-            return ServiceError(Code.UNAVAILABLE, str(error), 503).response()
-        except Exception:
-            log.exception("%s %s failed", request.method, request.url.path)
-            return ServiceError(Code.INTERNAL, "internal error", 500).response()
-
-    return wrapped
+endpoint = json_endpoint
 
 
 def page(handler: Handler) -> Handler:

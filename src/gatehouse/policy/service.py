@@ -21,13 +21,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import orjson
-
 from gatehouse.authentication import audit
 from gatehouse.config.policy import PolicyConfig
 from gatehouse.errors import ConfigError
 from gatehouse.internal.client import FailoverClient, InternalCallError
-from gatehouse.internal.errors import Code, ServiceError
+from gatehouse.internal.endpoint import bad_request, parse_json_object
 from gatehouse.policy.admin_api import AdminAPI, read_token
 from gatehouse.policy.csrf import CsrfGuard, load_or_create_key
 from gatehouse.policy.decision import (
@@ -48,14 +46,13 @@ from gatehouse.policy.redirects import HostPatterns
 from gatehouse.policy.sessions import Identity, SessionRecord, SessionStore, Timeouts
 from gatehouse.storage.engine import Database
 from gatehouse.storage.errors import DatabaseUnavailable
-from gatehouse.storage.migrate import upgrade
+from gatehouse.storage.migrate import start_migrations
 
 log = logging.getLogger("gatehouse.policy")
 
 ROLE = "policy"
 MAX_DECISION_BODY = 64 * 1024
 PURGE_INTERVAL = 60.0
-RETRY_MIN, RETRY_MAX = 0.5, 5.0
 HEALTH_DB_TIMEOUT = 2.0
 CSRF_KEY_FILE = "policy-csrf.key"
 VERIFY_PATH = "/internal/v1/password/verify"
@@ -73,8 +70,7 @@ class DecisionRequest:
     input: DecisionInput
 
 
-def _bad(message: str) -> ServiceError:
-    return ServiceError(Code.BAD_REQUEST, message, 400)
+_bad = bad_request
 
 
 def _required(data: Mapping[str, object], name: str) -> str:
@@ -90,14 +86,7 @@ def _optional(data: Mapping[str, object], name: str) -> str | None:
 
 def parse_decision_request(body: bytes) -> DecisionRequest:
     """Parse and check a ``DECISION_REQUEST``; errors name the field at fault."""
-    if len(body) > MAX_DECISION_BODY:
-        raise _bad(f"body larger than {MAX_DECISION_BODY} bytes")
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise _bad("body is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise _bad("body must be a JSON object")
+    data = parse_json_object(body, MAX_DECISION_BODY)
     resource = _required(data, "resource")
     method = _required(data, "method")
     path = _required(data, "path")
@@ -268,30 +257,12 @@ class PolicyService:
     # lifecycle
 
     async def start(self) -> None:
-        try:
-            await upgrade(self.session_db_url, "session")
-        except DatabaseUnavailable as exc:
-            log.warning("session DB not available yet, retrying: %s", exc)
-            self._tasks.append(asyncio.create_task(self._keep_migrating()))
-        else:
-            self.ready.set()
+        migrating = await start_migrations(self.session_db_url, "session", self.ready)
+        if migrating is not None:
+            self._tasks.append(migrating)
         if self.bridge is not None:
             await self.bridge.start(timeout=2.0)
         self._tasks.append(asyncio.create_task(self._purge_forever()))
-
-    async def _keep_migrating(self) -> None:
-        delay = RETRY_MIN
-        while True:
-            await asyncio.sleep(delay)
-            try:
-                await upgrade(self.session_db_url, "session")
-            except DatabaseUnavailable as exc:
-                log.warning("session DB still not available: %s", exc)
-                delay = min(delay * 2, RETRY_MAX)
-            else:
-                log.info("session DB available, migrations done")
-                self.ready.set()
-                return
 
     async def _purge_forever(self) -> None:
         while True:

@@ -8,6 +8,8 @@ SQLite, is held while the migrations run.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from pathlib import Path
 from typing import Literal
 
@@ -17,6 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import URL, Connection
 
 from gatehouse.storage.engine import create_engine, parse_url, translate_errors
+from gatehouse.storage.errors import DatabaseUnavailable
 from gatehouse.storage.home import DatabaseURLs
 
 Which = Literal["user", "session", "all"]
@@ -68,3 +71,46 @@ async def upgrade_installation(urls: DatabaseURLs, which: Which = "all") -> None
         await upgrade(urls.user_db, "user")
     if which in ("session", "all"):
         await upgrade(urls.session_db, "session")
+
+
+log = logging.getLogger("gatehouse.storage")
+
+
+async def start_migrations(
+    url: str | URL, which: Which, ready: asyncio.Event
+) -> asyncio.Task[None] | None:
+    """Migrate now; if the database is unavailable, keep trying in a background task (which
+    is returned) while the service answers 503. ``ready`` is set once migrated."""
+    try:
+        await upgrade(url, which)
+    except DatabaseUnavailable as error:
+        log.warning("%s DB not available yet, retrying: %s", which, error)
+        return asyncio.create_task(migrate_when_available(url, which, ready))
+    ready.set()
+    return None
+
+
+async def migrate_when_available(
+    url: str | URL,
+    which: Which,
+    ready: asyncio.Event,
+    retry_min: float = 0.5,
+    retry_max: float = 5.0,
+) -> None:
+    """Migrate, retrying with back-off while the database is unavailable; set ``ready`` then.
+
+    Services start even when their database is down (they answer 503 meanwhile), so a
+    database that comes up later is picked up without a restart.
+    """
+    delay = retry_min
+    while True:
+        await asyncio.sleep(delay)
+        try:
+            await upgrade(url, which)
+        except DatabaseUnavailable as error:
+            log.warning("%s DB still not available: %s", which, error)
+            delay = min(delay * 2, retry_max)
+        else:
+            log.info("%s DB available, migrations done", which)
+            ready.set()
+            return

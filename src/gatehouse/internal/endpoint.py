@@ -1,0 +1,55 @@
+"""What every internal JSON endpoint shares: error rendering and request-body parsing."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from functools import wraps
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gatehouse.internal.errors import Code, ServiceError
+from gatehouse.storage.errors import DatabaseUnavailable
+
+log = logging.getLogger("gatehouse.internal")
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def json_endpoint(handler: Handler) -> Handler:
+    """Render every failure as a JSON error (503 when the database is unavailable, so callers
+    fail over); log what was not expected; never a traceback to the caller."""
+
+    @wraps(handler)
+    async def wrapped(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except ServiceError as error:
+            return error.response()
+        except DatabaseUnavailable as error:
+            log.warning("%s %s: %s", request.method, request.url.path, error)
+            return ServiceError(Code.UNAVAILABLE, str(error), 503).response()
+        except Exception:
+            log.exception("%s %s failed", request.method, request.url.path)
+            return ServiceError(Code.INTERNAL, "internal error", 500).response()
+
+    return wrapped
+
+
+def bad_request(message: str) -> ServiceError:
+    return ServiceError(Code.BAD_REQUEST, message, 400)
+
+
+def parse_json_object(body: bytes, max_bytes: int) -> dict[str, object]:
+    """A request body that must be one JSON object of at most ``max_bytes``."""
+    if len(body) > max_bytes:
+        raise bad_request(f"body larger than {max_bytes} bytes")
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise bad_request("body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise bad_request("body must be a JSON object")
+    return data
