@@ -142,7 +142,8 @@ class Node:
         args += ["--backend-listen", f"127.0.0.1:{self.backend_port}"]
         args += ["--policy-listen", f"127.0.0.1:{free_port()}"]
         args += ["--auth-listen", f"127.0.0.1:{free_port()}"]
-        args += ["--home", str(tmp_path / "var")]
+        self.home = tmp_path / "var"
+        args += ["--home", str(self.home)]
         self.proc = subprocess.Popen(
             [*GATEHOUSE, *args],
             stdout=self._log,
@@ -154,7 +155,7 @@ class Node:
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def wait_for(self, text: str, timeout: float = 30.0) -> None:
+    def wait_for(self, text: str, timeout: float = 90.0) -> None:
         deadline = time.monotonic() + timeout
         while text not in self.output():
             assert self.proc.poll() is None, f"gatehouse up exited:\n{self.output()}"
@@ -192,6 +193,20 @@ def test_node_serves_restarts_and_stops(node: Node) -> None:
     signed_in = browser.get("/hello")
     assert signed_in.status == 200
     assert echoed_headers(signed_in)["remote-user"] == "demo"
+    assert browser.get("/hello").status == 200  # a cached decision now
+    # Disabling a user ends their sessions at once, cached decisions included.
+    disabled = subprocess.run(
+        [*GATEHOUSE, "users", "disable", "demo", "--home", str(node.home)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert disabled.returncode == 0, disabled.stderr
+    assert "ended 1 session(s) of 'demo'; every Access Point was told" in disabled.stdout
+    deadline = time.monotonic() + 1.0
+    while browser.get("/hello").status != 303:
+        assert time.monotonic() < deadline, "the disabled user's session still works"
+        time.sleep(0.02)
 
     backend = child_running(node.proc.pid, "demo-backend")
     access_point = child_running(node.proc.pid, "access-point")

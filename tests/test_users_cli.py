@@ -277,3 +277,39 @@ def test_users_in_postgresql(tmp_path: Path, postgres_url: str) -> None:
         "ops",
         "yes",
     ]
+
+
+def _sessions_of(home: Path, username: str, create: int = 0) -> int:
+    """Create ``create`` sessions for ``username`` in the session DB; return how many exist."""
+    from datetime import UTC, datetime
+
+    from gatehouse.policy.sessions import Identity, SessionStore, Timeouts
+    from gatehouse.storage.migrate import upgrade
+
+    async def go() -> int:
+        url = database_urls(home).session_db
+        await upgrade(url, "session")
+        db = Database(url)
+        try:
+            store = SessionStore(db, Timeouts(idle=600, absolute=3600))
+            now = datetime.now(UTC)
+            identity = Identity(username, username, None, ())
+            for _ in range(create):
+                await store.create(identity, ["password"], now)
+            return len(await store.live(now, username))
+        finally:
+            await db.dispose()
+
+    return asyncio.run(go())
+
+
+@pytest.mark.parametrize("action", ["disable", "delete"])
+def test_disable_and_delete_end_sessions_without_a_policy_service(cli: CLI, action: str) -> None:
+    cli.ok("users", "add", "alice", "--password-stdin", stdin="a good password\n")
+    cli.ok("users", "add", "bob", "--password-stdin", stdin="a good password\n")
+    assert _sessions_of(cli.home, "alice", create=2) == 2
+    assert _sessions_of(cli.home, "bob", create=1) == 1
+    out = cli.ok("users", action, "alice")
+    assert "ended 2 session(s) of 'alice' in the session database" in out
+    assert _sessions_of(cli.home, "alice") == 0
+    assert _sessions_of(cli.home, "bob") == 1, "other users keep their sessions"

@@ -219,6 +219,16 @@ class NodeAddresses:
 
 
 DEMO_USER = "demo"
+#: The Policy service's session admin token, in the home directory (used by the users CLI).
+ADMIN_TOKEN_FILE = "policy-admin.token"
+
+
+def _ensure_admin_token(home: Path) -> None:
+    path = home / ADMIN_TOKEN_FILE
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(32) + "\n")
 
 
 def node_configs(addresses: NodeAddresses) -> dict[str, dict[str, object]]:
@@ -239,6 +249,7 @@ def node_configs(addresses: NodeAddresses) -> dict[str, dict[str, object]]:
                 "id": "ps1",
                 "listen": host_port(*addresses.policy),
                 "authentication": [auth_url],
+                "admin_token_file": ADMIN_TOKEN_FILE,
             },
             "global_rule": "public",
             "resources": {"demo": "authenticated", "demo-public": "public"},
@@ -327,6 +338,7 @@ def run_up(
     validate(AccessPointConfig, node_configs(addresses)["access-point"], "built-in config")
     if config_path is not None:
         paths["access-point"] = config_path
+    _ensure_admin_token(home)
     if not _ensure_demo_user(home):
         return 2
     with _StopRequest().installed() as stop:

@@ -140,7 +140,16 @@ def _set_enabled(args: argparse.Namespace, enabled: bool) -> int:
     changed = in_user_db(args.home, work)
     state = "enabled" if enabled else "disabled"
     print(f"user {args.name!r} {state}" if changed else f"user {args.name!r} was already {state}")
+    if not enabled:
+        _end_sessions(args.home, args.name)
     return 0
+
+
+def _end_sessions(home: Path, username: str) -> None:
+    """A disabled or deleted user must not stay signed in."""
+    from gatehouse.policy.end_sessions import end_user_sessions
+
+    print(end_user_sessions(home, username))
 
 
 def users_disable(args: argparse.Namespace) -> int:
@@ -159,6 +168,7 @@ def users_delete(args: argparse.Namespace) -> int:
 
     in_user_db(args.home, work)
     print(f"user {args.name!r} deleted")
+    _end_sessions(args.home, args.name)
     return 0
 
 
