@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from gatehouse.policy.sessions import (
     Identity,
@@ -213,3 +214,64 @@ def test_info_is_json_ready(make: Callable[[float, float], Harness]) -> None:
     assert info["created_at"] == "2030-01-01T12:00:00Z"
     assert info["expires_at"] == "2030-01-01T12:01:00Z"
     assert info["groups"] == ["staff", "admins"]
+
+
+def _delete_rows_behind_the_store(h: Harness) -> None:
+    """Delete every session row directly, as another instance would."""
+
+    async def go() -> None:
+        async with h.db.session() as db:
+            await db.execute(delete(SessionRow))
+
+    h.run(go())
+
+
+def test_cache_answers_without_the_database_until_a_revocation_is_heard(
+    make: Callable[[float, float], Harness],
+) -> None:
+    h = make(60, 600)
+    h.store.cache_ttl = 30.0
+    sid, record = h.create()
+    assert h.lookup(sid, later(1)) is not None  # read and cached
+    _delete_rows_behind_the_store(h)
+    # Within the TTL the cached copy answers: no database round trip per decision ...
+    assert h.lookup(sid, later(1)) is not None
+    # ... until this instance hears of the revocation (local or through LISTEN/NOTIFY).
+    h.store.forget([record.id_hash])
+    assert h.lookup(sid, later(1)) is None
+
+
+def test_cache_is_bypassed_while_revocations_may_be_missed(
+    make: Callable[[float, float], Harness],
+) -> None:
+    h = make(60, 600)
+    h.store.cache_ttl = 30.0
+    sid, _ = h.create()
+    assert h.lookup(sid, later(1)) is not None
+    _delete_rows_behind_the_store(h)
+    assert h.run(h.store.lookup(sid, later(1), cached=False)) is None
+
+
+def test_cache_expires_and_never_outlives_the_session(
+    make: Callable[[float, float], Harness],
+) -> None:
+    h = make(10, 600)
+    h.store.cache_ttl = 0.05
+    sid, _ = h.create()
+    assert h.lookup(sid, later(1)) is not None
+    _delete_rows_behind_the_store(h)
+    time.sleep(0.1)
+    assert h.lookup(sid, later(1)) is None, "the cached copy expired"
+    h.store.cache_ttl = 30.0
+    sid, _ = h.create()
+    assert h.lookup(sid, later(1)) is not None
+    assert h.lookup(sid, later(11)) is None, "idle-expired even though cached"
+
+
+def test_logout_drops_the_cached_session(make: Callable[[float, float], Harness]) -> None:
+    h = make(60, 600)
+    h.store.cache_ttl = 30.0
+    sid, _ = h.create()
+    assert h.lookup(sid, later(1)) is not None
+    h.run(h.store.end(sid))
+    assert h.lookup(sid, later(1)) is None

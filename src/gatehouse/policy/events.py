@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any
 
 import orjson
@@ -44,6 +44,10 @@ class EventHub:
         self.instance = instance
         self.ping_interval = ping_interval
         self._queues: set[asyncio.Queue[Event]] = set()
+        #: Called with the hashes of every revocation heard, local or from other instances.
+        self.revoke_listeners: list[Callable[[Sequence[str]], None]] = []
+        #: Called when revocations may have been missed (the hub stops being live).
+        self.reset_listeners: list[Callable[[], None]] = []
         self._live = asyncio.Event()
         self._stopping = False
         if live:
@@ -61,6 +65,8 @@ class EventHub:
             self._live.set()
         else:
             self._live.clear()
+            for reset in self.reset_listeners:
+                reset()
             self.close_all()
 
     @property
@@ -75,7 +81,10 @@ class EventHub:
                 self._drop(queue)
 
     def revoked(self, id_hashes: Iterable[str]) -> None:
-        for id_hash in id_hashes:
+        hashes = list(id_hashes)
+        for listener in self.revoke_listeners:
+            listener(hashes)
+        for id_hash in hashes:
             self.publish({"type": "revoke", "session": id_hash})
 
     def shutdown(self) -> None:

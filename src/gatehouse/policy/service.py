@@ -72,6 +72,10 @@ class DecisionRequest:
 
 _bad = bad_request
 
+#: How long a session read from the DB answers decisions without another read. Revocations
+#: this instance hears (its own, and other instances' through LISTEN/NOTIFY) drop it at once.
+SESSION_CACHE_TTL = 2.0
+
 
 def _required(data: Mapping[str, object], name: str) -> str:
     value = data.get(name)
@@ -218,7 +222,11 @@ class PolicyService:
         self.session_db = Database(session_db)
         self.user_db = self.session_db if user_db == session_db else Database(user_db)
         timeouts = Timeouts(config.sessions.idle_timeout, config.sessions.absolute_timeout)
-        self.sessions = SessionStore(self.session_db, timeouts, self._session_ended)
+        self.sessions = SessionStore(
+            self.session_db, timeouts, self._session_ended, cache_ttl=SESSION_CACHE_TTL
+        )
+        self.hub.revoke_listeners.append(self.sessions.forget)
+        self.hub.reset_listeners.append(self.sessions.forget_all)
         self.client = FailoverClient(settings.authentication, connect_timeout=1.0, timeout=5.0)
         self.bridge = PostgresBridge(session_db, self.hub) if shared else None
         try:
@@ -313,7 +321,7 @@ class PolicyService:
         record = None
         if request.session is not None:
             self.require_ready()
-            record = await self.sessions.lookup(request.session, now)
+            record = await self.sessions.lookup(request.session, now, cached=self.hub.live)
         decision = decide(
             self.policy,
             request.input,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -26,6 +27,8 @@ ID_BYTES = 32
 HASH_CHARS = 32
 #: The longest a session's ``last_seen_at`` may lag behind its use.
 TOUCH_INTERVAL = 5.0
+#: Upper bound on cached sessions per Policy service (cleared, not evicted, when reached).
+CACHE_MAX = 100_000
 _SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{43}$")
 _ID_HASH = re.compile(r"^[0-9a-f]{32}$")
 
@@ -151,10 +154,50 @@ class SessionStore:
     Database failures surface as :class:`~gatehouse.storage.errors.DatabaseUnavailable`.
     """
 
-    def __init__(self, database: Database, timeouts: Timeouts, on_end: EndHook = _ignore) -> None:
+    def __init__(
+        self,
+        database: Database,
+        timeouts: Timeouts,
+        on_end: EndHook = _ignore,
+        cache_ttl: float = 0.0,
+    ) -> None:
         self._db = database
         self.timeouts = timeouts
         self._on_end = on_end
+        #: Sessions read in the last ``cache_ttl`` seconds, by id hash. Decisions then need no
+        #: database round trip; every revocation this instance hears drops its entry at once
+        #: (see :meth:`forget`), and the cache is cleared when revocations may have been missed.
+        self.cache_ttl = cache_ttl
+        self._cache: dict[str, tuple[float, SessionRecord]] = {}
+        # Bumped by every forget: a read that started before a revocation must not cache
+        # what it read.
+        self._epoch = 0
+
+    def forget(self, id_hashes: Sequence[str]) -> None:
+        self._epoch += 1
+        for id_hash in id_hashes:
+            self._cache.pop(id_hash, None)
+
+    def forget_all(self) -> None:
+        self._epoch += 1
+        self._cache.clear()
+
+    def _cached(self, id_hash: str, now: datetime, touch: bool) -> SessionRecord | None:
+        entry = self._cache.get(id_hash)
+        if entry is None:
+            return None
+        fetched, record = entry
+        fresh = time.monotonic() - fetched < self.cache_ttl
+        if not fresh or not record.live(now) or (touch and record.needs_touch(now, self.timeouts)):
+            del self._cache[id_hash]
+            return None
+        return record
+
+    def _remember(self, record: SessionRecord) -> None:
+        if self.cache_ttl > 0:
+            if len(self._cache) >= CACHE_MAX:
+                self._cache.clear()
+            self._cache[record.id_hash] = (time.monotonic(), record)
 
     async def create(
         self,
@@ -188,13 +231,26 @@ class SessionStore:
         return session_id, record
 
     async def lookup(
-        self, session_id: str | None, now: datetime, *, touch: bool = True
+        self,
+        session_id: str | None,
+        now: datetime,
+        *,
+        touch: bool = True,
+        cached: bool = True,
     ) -> SessionRecord | None:
-        """The live session with this id, touched; ``None`` if unknown or expired."""
+        """The live session with this id, touched; ``None`` if unknown or expired.
+
+        ``cached=False`` reads the database even when a fresh copy is cached (use it while
+        revocations from other instances may be missed)."""
         if not well_formed_id(session_id):
             return None
         assert session_id is not None
         id_hash = hash_session_id(session_id)
+        if self.cache_ttl > 0 and cached:
+            hit = self._cached(id_hash, now, touch)
+            if hit is not None:
+                return hit
+        epoch = self._epoch
         async with self._db.session() as db:
             row = await db.scalar(select(SessionRow).where(SessionRow.id_hash == id_hash))
             if row is None:
@@ -213,6 +269,8 @@ class SessionStore:
         if expired:
             await self._delete_where(SessionRow.id_hash == id_hash, "expired")
             return None
+        if cached and epoch == self._epoch:
+            self._remember(record)
         return record
 
     async def end(self, session_id: str | None, reason: str = "logout") -> SessionRecord | None:
@@ -257,6 +315,7 @@ class SessionStore:
         async with self._db.session() as db:
             rows = (await db.scalars(deleted.execution_options(synchronize_session=False))).all()
             ended = [SessionRecord.of(row) for row in rows]
+        self.forget([r.id_hash for r in ended])
         await self._ended(ended, reason)
         return ended
 
