@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, cast
 import httptools
 
 from gatehouse.access_point import pages
+from gatehouse.access_point.decisions import session_hash
 from gatehouse.access_point.exchange import LocalReply, ProxyExchange
 from gatehouse.access_point.headers import Header, HeaderPolicy, forwarded_fields
 from gatehouse.access_point.request import BadRequest, RequestHead, parse_head
@@ -99,6 +100,8 @@ class ClientConnection(asyncio.Protocol):
         self.deadline = 0.0
         self.deadline_kind = 0
         self.paused_since = 0.0
+        self._trust: tuple[HeaderPolicy, bool] | None = None
+        self._session: tuple[str, str] = ("", "")
         self._fwd_key: tuple[bytes, HeaderPolicy] | None = None
         self._fwd: list[tuple[bytes, bytes]] = []
 
@@ -314,13 +317,26 @@ class ClientConnection(asyncio.Protocol):
         if self.queue and self.queue[0] is exchange:
             self.queue.popleft()
 
+    def trusted(self, policy: HeaderPolicy) -> bool:
+        """Whether the peer is a trusted proxy; the peer is fixed, so asked once per policy."""
+        memo = self._trust
+        if memo is None or memo[0] is not policy:
+            memo = self._trust = (policy, policy.is_trusted(self.peer_ip))
+        return memo[1]
+
+    def session_hash(self, session: str) -> str:
+        """The hash of a session cookie value; a connection keeps sending the same one."""
+        if self._session[0] != session:
+            self._session = (session, session_hash(session))
+        return self._session[1]
+
     def forwarding_fields(self, head: RequestHead, policy: HeaderPolicy) -> list[Header]:
         """X-Forwarded-* and Forwarded for a request; cached per connection, because from an
         untrusted peer they depend only on the peer, the scheme and the authority."""
         key = self._fwd_key
         if key is not None and key[1] is policy and key[0] == head.authority:
             return self._fwd
-        trusted = policy.is_trusted(self.peer_ip)
+        trusted = self.trusted(policy)
         fields = forwarded_fields(head.headers, self.peer_ip, self.scheme, head.authority, trusted)
         if not trusted:
             self._fwd_key, self._fwd = (head.authority, policy), fields

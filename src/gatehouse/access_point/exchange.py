@@ -21,7 +21,6 @@ from gatehouse.access_point.decisions import (
     Decider,
     Decision,
     DecisionUnavailable,
-    session_hash,
 )
 from gatehouse.access_point.headers import (
     HOP_BY_HOP,
@@ -182,7 +181,7 @@ class ProxyExchange:
         rt = self.rt
         conn = self.conn
         session = cookie_value(head.headers, rt.session_cookie)
-        trusted = rt.policy.is_trusted(conn.peer_ip)
+        trusted = conn.trusted(rt.policy)
         client_ip = client_address(head.headers, conn.peer_ip, trusted)
         wanted = rt.decision_headers
         selected: tuple[str, ...] = ()
@@ -190,7 +189,7 @@ class ProxyExchange:
             found = {n.lower(): v for n, v in head.headers if n.lower() in wanted}
             selected = tuple(found.get(n, b"").decode("latin-1") for n in wanted)
         key = (
-            session_hash(session) if session else "",
+            conn.session_hash(session) if session else "",
             route.resource.id,
             head.method,
             client_ip,
