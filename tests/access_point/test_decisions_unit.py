@@ -111,3 +111,22 @@ def test_cookie_value_and_removal() -> None:
 )
 def test_client_address(xff: bytes, trusted: bool, expected: str) -> None:
     assert client_address([(b"X-Forwarded-For", xff)], "127.0.0.1", trusted) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "session", "rest"),
+    [
+        (b"a=1; gatehouse_session=SID; b=2", "SID", b"a=1; b=2"),
+        (b"gatehouse_session=SID; b=2", "SID", b"b=2"),
+        (b"a=1;gatehouse_session=SID", "SID", b"a=1"),
+        (b"gatehouse_session=SID", "SID", b""),
+        (b"a=1;  b=2", None, b"a=1;  b=2"),  # untouched, byte for byte
+        (b"gatehouse_session2=X; a=1", None, b"gatehouse_session2=X; a=1"),
+        (b"x_gatehouse_session=X", None, b"x_gatehouse_session=X"),
+        (b"gatehouse_session=A; gatehouse_session=B", "A", b""),
+    ],
+)
+def test_split_cookie(value: bytes, session: str | None, rest: bytes) -> None:
+    from gatehouse.access_point.headers import split_cookie
+
+    assert split_cookie(value, b"gatehouse_session") == (session, rest)

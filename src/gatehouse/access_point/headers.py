@@ -6,6 +6,7 @@ with Hypothesis, and cost one pass per message on the hot path.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -199,29 +200,45 @@ def split_response(headers: Iterable[Header]) -> ResponseFraming:
     return ResponseFraming(kept, content_length, chunked, upgrade)
 
 
+@functools.lru_cache(maxsize=4096)
+def split_cookie(value: bytes, name: bytes) -> tuple[str | None, bytes]:
+    """Cookie ``name``'s value in one Cookie field value, and the field without it.
+
+    Cached: a client sends the same Cookie value with every request of a session.
+    """
+    prefix = name + b"="
+    found: str | None = None
+    kept: list[bytes] = []
+    for part in value.split(b";"):
+        stripped = part.strip(b" \t")
+        if stripped.startswith(prefix):
+            if found is None:
+                try:
+                    found = stripped[len(prefix) :].decode("ascii")
+                except UnicodeDecodeError:
+                    found = None
+        else:
+            kept.append(part)
+    rest = value if len(kept) == value.count(b";") + 1 else b";".join(kept).strip(b" \t;")
+    return found, rest
+
+
 def cookie_value(headers: Iterable[Header], name: bytes) -> str | None:
     """The value of cookie ``name`` in the request's Cookie fields (RFC 6265 §5.4)."""
-    prefix = name + b"="
     for hname, value in headers:
         if len(hname) == 6 and hname.lower() == b"cookie":
-            for part in value.split(b";"):
-                part = part.strip(b" \t")
-                if part.startswith(prefix):
-                    try:
-                        return part[len(prefix) :].decode("ascii")
-                    except UnicodeDecodeError:
-                        return None
+            found = split_cookie(value, name)[0]
+            if found is not None:
+                return found
     return None
 
 
 def without_cookie(headers: list[Header], name: bytes) -> list[Header]:
     """Remove cookie ``name`` from Cookie fields, so backends never see Gatehouse's session."""
-    prefix = name + b"="
     out: list[Header] = []
     for hname, value in headers:
-        if len(hname) == 6 and hname.lower() == b"cookie" and prefix in value:
-            kept = [p for p in value.split(b";") if not p.strip(b" \t").startswith(prefix)]
-            value = b";".join(kept).strip(b" \t;")
+        if len(hname) == 6 and hname.lower() == b"cookie":
+            value = split_cookie(value, name)[1]
             if not value:
                 continue
         out.append((hname, value))
