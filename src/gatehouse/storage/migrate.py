@@ -1,7 +1,9 @@
 """Run the Alembic migrations programmatically; services call :func:`upgrade` on start.
 
 The user DB and the session DB are two Alembic branches (``user``, ``session``) so each can
-be migrated on its own server; on one shared database both branches live side by side.
+be migrated on its own server; on one shared database both branches live side by side. The
+Administration service's tables are a third branch (``admin``), migrated only when asked for
+by name: ``all`` means the user and session databases.
 Concurrent starts are serialised: a PostgreSQL advisory lock, or ``BEGIN IMMEDIATE`` on
 SQLite, is held while the migrations run.
 """
@@ -22,10 +24,15 @@ from gatehouse.storage.engine import create_engine, parse_url, translate_errors
 from gatehouse.storage.errors import DatabaseUnavailable
 from gatehouse.storage.home import DatabaseURLs
 
-Which = Literal["user", "session", "all"]
+Which = Literal["user", "session", "admin", "all"]
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-TARGETS: dict[str, str] = {"user": "user@head", "session": "session@head", "all": "heads"}
+TARGETS: dict[str, tuple[str, ...]] = {
+    "user": ("user@head",),
+    "session": ("session@head",),
+    "admin": ("admin@head",),
+    "all": ("user@head", "session@head"),
+}
 #: Arbitrary constant naming Gatehouse's migration lock among PostgreSQL advisory locks.
 PG_MIGRATION_LOCK = 0x6761_7465_686F
 
@@ -38,14 +45,15 @@ def alembic_config(url: str | URL) -> Config:
     return config
 
 
-def _run(connection: Connection, config: Config, target: str) -> None:
+def _run(connection: Connection, config: Config, targets: tuple[str, ...]) -> None:
     config.attributes["connection"] = connection
-    command.upgrade(config, target)
+    for target in targets:
+        command.upgrade(config, target)
 
 
 async def upgrade(url: str | URL, which: Which = "all") -> None:
     """Bring the ``which`` tables of the database at ``url`` to the newest revision."""
-    target = TARGETS[which]
+    targets = TARGETS[which]
     config = alembic_config(url)
     engine = create_engine(url)
     try:
@@ -56,14 +64,19 @@ async def upgrade(url: str | URL, which: Which = "all") -> None:
                 )
             else:
                 await conn.exec_driver_sql("BEGIN IMMEDIATE")
-            await conn.run_sync(_run, config, target)
+            await conn.run_sync(_run, config, targets)
             await conn.commit()
     finally:
         await engine.dispose()
 
 
 async def upgrade_installation(urls: DatabaseURLs, which: Which = "all") -> None:
-    """Migrate an installation's databases: one run when they share a URL, else one each."""
+    """Migrate an installation's databases: one run when they share a URL, else one each.
+
+    The Administration service's tables (``admin``) live in the user DB."""
+    if which == "admin":
+        await upgrade(urls.user_db, "admin")
+        return
     if urls.shared:
         await upgrade(urls.user_db, which)
         return

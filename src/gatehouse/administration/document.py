@@ -1,0 +1,39 @@
+"""The configuration as text (YAML, or JSON which is YAML too) and as stored JSON data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from gatehouse.administration.model import InstallationConfig
+from gatehouse.config.loader import validate
+from gatehouse.errors import ConfigError
+
+
+def parse_text(text: str, source: str = "draft") -> object:
+    """YAML text to data; syntax errors become :class:`ConfigError` with line and column."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([("", f"{where}invalid YAML: {problem}")], source) from None
+    return {} if data is None else data
+
+
+def parse_config(text: str, source: str = "draft") -> InstallationConfig:
+    """Parse and validate a configuration text; every problem is reported with its path."""
+    return validate(InstallationConfig, parse_text(text, source), source)
+
+
+def config_document(config: InstallationConfig) -> dict[str, Any]:
+    """The configuration as JSON data holding what was written (defaults left out);
+    validating it gives the same configuration back."""
+    return config.model_dump(mode="json", exclude_unset=True)
+
+
+def render_yaml(document: Any) -> str:
+    """Data as YAML text in field order, e.g. to start a draft from a stored version."""
+    return yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=100)

@@ -1,0 +1,102 @@
+"""The Administration service's tables (their own metadata and Alembic branch ``admin``).
+
+They may share a database with the user DB; every name starts with ``admin_`` so they never
+collide with another service's tables.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Integer, MetaData, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from gatehouse.storage.models import NAMING, BigId
+from gatehouse.storage.types import UTCDateTime, utcnow
+
+ID_LENGTH = 64
+WHO_LENGTH = 256
+
+
+class AdminBase(DeclarativeBase):
+    """Tables of the Administration service."""
+
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class DraftRow(AdminBase):
+    """The one current draft (``id`` is always 1): the text being edited."""
+
+    __tablename__ = "admin_drafts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    source: Mapped[str] = mapped_column(Text)
+    saved_by: Mapped[str] = mapped_column(String(WHO_LENGTH))
+    saved_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class VersionRow(AdminBase):
+    """A published version: immutable once written."""
+
+    __tablename__ = "admin_versions"
+
+    number: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    #: The validated configuration as written (defaults left out).
+    content: Mapped[dict[str, Any]] = mapped_column(JSON)
+    #: The text it was published from (comments included).
+    source: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[str] = mapped_column(String(WHO_LENGTH))
+    comment: Mapped[str] = mapped_column(Text, default="")
+    #: The version whose content this one republished, for a rollback.
+    rollback_of: Mapped[int | None] = mapped_column(Integer)
+    #: Signed envelopes: service id -> envelope (see gatehouse.administration.signing).
+    envelopes: Mapped[dict[str, Any]] = mapped_column(JSON)
+    #: PEM of the public key that signed them.
+    public_key: Mapped[str] = mapped_column(Text)
+
+
+class ServiceRow(AdminBase):
+    """A service that registered with Admin, and what it last reported."""
+
+    __tablename__ = "admin_services"
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    role: Mapped[str] = mapped_column(String(32))
+    node: Mapped[str] = mapped_column(String(ID_LENGTH))
+    endpoint: Mapped[str] = mapped_column(String(512))
+    registered_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    running_version: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class JoinTokenRow(AdminBase):
+    """A one-time token a node joins with; only its SHA-256 is stored."""
+
+    __tablename__ = "admin_join_tokens"
+
+    hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    role: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(WHO_LENGTH))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    used_by: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+
+
+class AuditRow(AdminBase):
+    """Who changed what, when, and the difference it made."""
+
+    __tablename__ = "admin_audit"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    who: Mapped[str] = mapped_column(String(WHO_LENGTH))
+    action: Mapped[str] = mapped_column(String(64))
+    what: Mapped[str] = mapped_column(Text)
+    diff: Mapped[str] = mapped_column(Text, default="")
+
+
+__all__ = ["AdminBase", "AuditRow", "DraftRow", "JoinTokenRow", "ServiceRow", "VersionRow"]

@@ -1,0 +1,112 @@
+"""Cut the installation's configuration into what each service loads.
+
+A view is the document the service reads today from its ``--config`` file (an
+``AccessPointConfig``, ``PolicyConfig`` or ``AuthenticationConfig``), as plain JSON data.
+Each view is built through the service's own model, so it is valid by construction.
+
+An Access Point's view holds no secrets, user data or database URLs: its own settings, its
+Policy services' URLs and the resources (``public`` when the effective rule is ``public``).
+Rules, sessions, users and databases are the Policy and Authentication services' business.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gatehouse.administration.errors import UnknownService
+from gatehouse.administration.model import (
+    AccessPointEntry,
+    InstallationConfig,
+    PolicyEntry,
+    listen_from_endpoint,
+)
+from gatehouse.authentication.config import AuthenticationConfig, AuthenticationSettings
+from gatehouse.config.access_point import AccessPointConfig, AccessPointSettings
+from gatehouse.config.policy import PolicyConfig, PolicySettings
+
+View = dict[str, Any]
+
+
+def view_for(config: InstallationConfig, service_id: str) -> View:
+    """The configuration document of one service.
+
+    Raises:
+        UnknownService: no service with that id.
+    """
+    service = config.service(service_id)
+    if service is None:
+        raise UnknownService(f"no service {service_id!r} in the configuration")
+    if service.role == "access_point":
+        return _access_point_view(config, service_id)
+    if service.role == "policy":
+        return _policy_view(config, service_id)
+    return _authentication_view(config, service_id)
+
+
+def all_views(config: InstallationConfig) -> dict[str, View]:
+    """Every service's view, keyed by service id, in the order of ``services``."""
+    return {service.id: view_for(config, service.id) for service in config.services}
+
+
+def _listen(config: InstallationConfig, service_id: str, listen: str) -> str:
+    return listen or listen_from_endpoint(config.endpoint(service_id))
+
+
+def _entry_settings(entry: AccessPointEntry | PolicyEntry, fields: set[str]) -> dict[str, Any]:
+    """The entry's values of ``fields`` (those its service's own settings model has)."""
+    return {name: getattr(entry, name) for name in fields}
+
+
+def _access_point_view(config: InstallationConfig, service_id: str) -> View:
+    entry = next(e for e in config.access_points if e.id == service_id)
+    rule_set = config.rule_set()
+    public = config.public_resources()
+    own_headers = [h for h in config.identity_headers.model_dump().values() if h is not None]
+    identity = list(entry.identity_headers)
+    identity += [h for h in own_headers if h.lower() not in {x.lower() for x in identity}]
+    settings = _entry_settings(entry, set(AccessPointSettings.model_fields))
+    settings.update(
+        listen=_listen(config, service_id, entry.listen),
+        policy_services=[config.endpoint(ps) for ps in entry.policy_services],
+        session_cookie=config.sessions.cookie_name,
+        reserved_prefix=config.login.portal_prefix,
+        decision_headers=sorted(rule_set.header_names),
+        identity_headers=identity,
+    )
+    document = AccessPointConfig(
+        access_point=AccessPointSettings.model_validate(settings),
+        resources=[res.model_copy(update={"public": res.id in public}) for res in config.resources],
+    )
+    return document.model_dump(mode="json")
+
+
+def _policy_view(config: InstallationConfig, service_id: str) -> View:
+    entry = next(e for e in config.policy_services if e.id == service_id)
+    settings = _entry_settings(entry, set(PolicySettings.model_fields))
+    settings.update(
+        listen=_listen(config, service_id, entry.listen),
+        authentication=[config.endpoint(auth) for auth in entry.authentication],
+        session_db=config.database_of(service_id),
+    )
+    document = PolicyConfig(
+        policy=PolicySettings.model_validate(settings),
+        sessions=config.sessions,
+        login=config.login,
+        identity_headers=config.identity_headers,
+        rules=config.rules,
+        global_rule=config.global_rule,
+        resources=config.resource_rules_of_all(),
+    )
+    return document.model_dump(mode="json")
+
+
+def _authentication_view(config: InstallationConfig, service_id: str) -> View:
+    entry = next((e for e in config.authentication_services if e.id == service_id), None)
+    settings = AuthenticationSettings(
+        id=service_id,
+        listen=_listen(config, service_id, entry.listen if entry else ""),
+        user_db=config.database_of(service_id),
+        lockout=config.authentication.lockout,
+        password_hash=config.authentication.password_hash,
+    )
+    return AuthenticationConfig(authentication=settings).model_dump(mode="json")

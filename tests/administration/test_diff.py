@@ -1,0 +1,98 @@
+"""Diffs of canonical YAML: only real changes show, and database passwords never do."""
+
+from __future__ import annotations
+
+from gatehouse.administration.diff import (
+    canonical_yaml,
+    diff_configs,
+    diff_documents,
+    mask_url_passwords,
+    unified_diff,
+)
+from gatehouse.administration.model import InstallationConfig
+from gatehouse.config.loader import validate
+from tests.administration.samples import ha, minimal
+
+
+def test_canonical_yaml_sorts_keys_and_masks_url_passwords() -> None:
+    text = canonical_yaml({"b": [2, 1], "a": {"url": "postgresql+asyncpg://gh:pw@db/x"}})
+    assert text == "a:\n  url: postgresql+asyncpg://gh:***@db/x\nb:\n- 2\n- 1\n"
+    assert canonical_yaml(None) == ""
+
+
+def test_masking_keeps_urls_without_passwords() -> None:
+    value = {
+        "u": [
+            "postgresql+asyncpg://gatehouse@db1/gatehouse",
+            "postgresql+asyncpg://u:p%40ss@/db?host=a:5432&host=b:5432",
+            "http://10.0.0.1:8080",
+            "sqlite+aiosqlite:///var/gatehouse.db",
+        ]
+    }
+    assert mask_url_passwords(value) == {
+        "u": [
+            "postgresql+asyncpg://gatehouse@db1/gatehouse",
+            "postgresql+asyncpg://u:***@/db?host=a:5432&host=b:5432",
+            "http://10.0.0.1:8080",
+            "sqlite+aiosqlite:///var/gatehouse.db",
+        ]
+    }
+
+
+def test_equal_documents_have_no_diff() -> None:
+    assert diff_documents({"a": 1, "b": 2}, {"b": 2, "a": 1}) == ""
+    assert unified_diff("x\n", "x\n") == ""
+
+
+def test_a_default_written_out_is_no_change() -> None:
+    old = validate(InstallationConfig, minimal())
+    doc = minimal()
+    doc["access_points"][0]["workers"] = 1
+    assert diff_configs(old, validate(InstallationConfig, doc)) == ""
+
+
+def test_a_change_shows_on_its_lines() -> None:
+    old = validate(InstallationConfig, ha())
+    doc = ha()
+    doc["access_points"][0]["policy_services"] = ["ps2", "ps1"]
+    doc["databases"]["user_db"] = "postgresql+asyncpg://gatehouse:new-pw@db3/gatehouse"
+    diff = diff_configs(old, validate(InstallationConfig, doc), "version 3", "draft")
+    assert diff.splitlines() == [
+        "--- version 3",
+        "+++ draft",
+        "@@ -19,8 +19,8 @@",
+        "   max_pipelined: 32",
+        "   max_request_line: 8192",
+        "   policy_services:",
+        "+  - ps2",
+        "   - ps1",
+        "-  - ps2",
+        "   send_timeout: 60.0",
+        "   trusted_proxies: []",
+        "   upstream_idle_timeout: 60.0",
+        "@@ -99,7 +99,7 @@",
+        "   user_db: null",
+        " databases:",
+        "   session_db: null",
+        "-  user_db: postgresql+asyncpg://gatehouse:***@db1.internal:5432/gatehouse",
+        "+  user_db: postgresql+asyncpg://gatehouse:***@db3/gatehouse",
+        " global_rule: public",
+        " identity_headers:",
+        "   email: Remote-Email",
+    ]
+    assert "new-pw" not in diff
+    assert "s3cret-pw" not in diff
+
+
+def test_derived_access_point_settings_are_not_in_the_diffed_document() -> None:
+    diff = diff_configs(None, validate(InstallationConfig, ha()))
+    assert "session_cookie" not in diff
+    assert "reserved_prefix" not in diff
+    assert "decision_headers" not in diff
+
+
+def test_a_first_version_is_all_additions() -> None:
+    diff = diff_configs(None, validate(InstallationConfig, minimal()), "nothing", "version 1")
+    body = diff.splitlines()[3:]
+    assert body
+    assert all(line.startswith("+") for line in body)

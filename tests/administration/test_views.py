@@ -1,0 +1,242 @@
+"""Each service's view: valid for the service's own model, in its order, and an AP view
+carries no secrets, no user data and no database URLs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from gatehouse.administration.canonical import canonical_json
+from gatehouse.administration.errors import UnknownService
+from gatehouse.administration.model import InstallationConfig
+from gatehouse.administration.views import all_views, view_for
+from gatehouse.authentication.config import AuthenticationConfig
+from gatehouse.config.access_point import AccessPointConfig
+from gatehouse.config.loader import validate
+from gatehouse.config.policy import PolicyConfig
+from tests.administration.samples import PG, RULE_USERS, SESSION_PG, ha, minimal
+
+MODELS = {
+    "access_point": AccessPointConfig,
+    "policy": PolicyConfig,
+    "authentication": AuthenticationConfig,
+}
+
+
+def everything_set() -> dict[str, Any]:
+    """The HA sample with every optional setting that could leak something filled in."""
+    doc = ha()
+    doc["login"]["csrf_key_file"] = "/etc/gatehouse/csrf.key"
+    doc["login"]["allowed_redirect_hosts"] = ["*.example"]
+    doc["policy_services"][0]["admin_token_file"] = "/etc/gatehouse/admin.token"
+    doc["authentication_services"].append({"id": "auth1", "user_db": SESSION_PG})
+    doc["authentication"] = {
+        "lockout": {"account_max_failures": 3, "account_lock": "30m"},
+        "password_hash": {"memory_kib": 65536, "time_cost": 2},
+    }
+    doc["rules"]["night"] = {"time": {"from": "22:00", "to": "06:00", "timezone": "UTC"}}
+    doc["resource_rules"]["intranet"] = {"not": {"users": ["mallory.x"]}}
+    doc["resources"][0]["ca_file"] = "/etc/ssl/internal-ca.pem"
+    return doc
+
+
+CONFIGS = {"ha": ha, "minimal": minimal, "everything": everything_set}
+
+
+@pytest.fixture(params=sorted(CONFIGS))
+def config(request: pytest.FixtureRequest) -> InstallationConfig:
+    return validate(InstallationConfig, CONFIGS[request.param]())
+
+
+def test_every_view_validates_with_the_services_own_model(config: InstallationConfig) -> None:
+    views = all_views(config)
+    assert list(views) == [s.id for s in config.services]
+    for service in config.services:
+        view = views[service.id]
+        validate(MODELS[service.role], view, service.id)
+        canonical_json(view)  # signable as is
+        assert orjson.loads(orjson.dumps(view)) == view
+
+
+# The Access Point's view
+
+
+FORBIDDEN_KEY_PARTS = (
+    "password",
+    "secret",
+    "token",
+    "key",
+    "db",
+    "database",
+    "dsn",
+    "user_db",
+    "session_db",
+)
+FORBIDDEN_VALUE_PREFIXES = ("postgresql", "sqlite")
+
+
+def rule_user_names(doc: Any) -> set[str]:
+    """Every name under a ``users:`` condition anywhere in the document."""
+    found: set[str] = set()
+    if isinstance(doc, dict):
+        for key, value in doc.items():
+            if key == "users" and isinstance(value, list):
+                found.update(v for v in value if isinstance(v, str))
+            else:
+                found |= rule_user_names(value)
+    elif isinstance(doc, list):
+        for item in doc:
+            found |= rule_user_names(item)
+    return found
+
+
+def leaks(value: Any, users: set[str], path: str = "$") -> list[str]:
+    """Every key or value in ``value`` that looks like a secret, user data or a DB URL."""
+    found: list[str] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            lowered = key.lower()
+            found += [f"{path}.{key}: key has {p!r}" for p in FORBIDDEN_KEY_PARTS if p in lowered]
+            found += leaks(item, users, f"{path}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found += leaks(item, users, f"{path}[{index}]")
+    elif isinstance(value, str):
+        lowered = value.lower()
+        if lowered.startswith(FORBIDDEN_VALUE_PREFIXES) or "@" in value:
+            found.append(f"{path}: looks like a database URL: {value!r}")
+        found += [f"{path}: names user {user!r}" for user in users if user.lower() in lowered]
+    return found
+
+
+def test_no_access_point_view_holds_secrets_users_or_database_urls(
+    config: InstallationConfig,
+) -> None:
+    source = config.model_dump(mode="json")
+    users = rule_user_names(source)
+    if config.rules:
+        assert set(RULE_USERS) <= users
+    aps = [s.id for s in config.services if s.role == "access_point"]
+    assert aps
+    for ap in aps:
+        view = view_for(config, ap)
+        assert leaks(view, users) == [], ap
+        text = orjson.dumps(view).decode()
+        for secret in ("s3cret-pw", "other-pw", "admin.token", "csrf.key", "mallory"):
+            assert secret not in text
+        assert "rules" not in text
+        assert "sessions" not in view
+
+
+def test_the_leak_walk_finds_what_policy_and_authentication_views_hold() -> None:
+    config = validate(InstallationConfig, everything_set())
+    users = rule_user_names(config.model_dump(mode="json"))
+    assert {"alice.ops", "bob.admin", "carol.finance", "mallory.x"} <= users
+    ps = "\n".join(leaks(view_for(config, "ps2"), users))
+    assert "$.policy.session_db: key has 'db'" in ps
+    assert "$.policy.admin_token_file: key has 'token'" in ps
+    assert "looks like a database URL" in ps
+    assert "names user 'alice.ops'" in ps
+    auth = "\n".join(leaks(view_for(config, "auth1"), users))
+    assert "$.authentication.user_db: key has 'user_db'" in auth
+    assert "$.authentication.password_hash: key has 'password'" in auth
+
+
+def ap(config: InstallationConfig, ap_id: str) -> dict[str, Any]:
+    return validate(AccessPointConfig, view_for(config, ap_id)).model_dump(mode="json")
+
+
+def test_access_point_views() -> None:
+    config = validate(InstallationConfig, ha())
+    ap1, ap2, ap3 = (ap(config, a)["access_point"] for a in ("ap1", "ap2", "ap3"))
+    assert ap1["policy_services"] == ["http://10.0.1.11:8101", "http://10.0.1.12:8101"]
+    assert ap2["policy_services"] == ["http://10.0.1.12:8101", "http://10.0.1.11:8101"]
+    assert ap3["policy_services"] == ["http://10.0.1.11:8101"]
+    assert (ap1["id"], ap1["listen"], ap1["workers"]) == ("ap1", "10.0.0.11:8080", 4)
+    assert (ap2["listen"], ap2["trusted_proxies"]) == ("10.0.0.12:8080", ["10.0.0.0/24"])
+    assert ap3["listen"] == "0.0.0.0:8443"
+    for settings in (ap1, ap2, ap3):
+        assert settings["session_cookie"] == "corp_session"
+        assert settings["reserved_prefix"] == "/_sso/"
+        assert settings["decision_headers"] == ["x-team"]
+    assert ap1["identity_headers"] == [
+        "Remote-User",
+        "Remote-Groups",
+        "Remote-Email",
+        "Remote-Name",
+        "X-Auth-User",
+        "X-Auth-Groups",
+    ]
+    assert ap3["identity_headers"] == [
+        "X-Remote-User",
+        "X-Auth-User",
+        "X-Auth-Groups",
+        "Remote-Email",
+        "Remote-Name",
+    ]
+
+
+def test_resources_are_public_exactly_when_their_rule_is_public() -> None:
+    config = validate(InstallationConfig, ha())
+    resources = ap(config, "ap1")["resources"]
+    assert [(r["id"], r["public"]) for r in resources] == [
+        ("wiki", False),
+        ("intranet", False),
+        ("status", True),
+        ("finance", False),
+    ]
+    assert resources[0]["hosts"] == ["wiki.example"]
+    assert resources[2]["path_prefix"] == "/status"
+    doc = ha()
+    doc["global_rule"] = {"rule": "internal"}
+    strict = validate(InstallationConfig, doc)
+    assert not any(r["public"] for r in ap(strict, "ap2")["resources"])
+
+
+def test_policy_views() -> None:
+    config = validate(InstallationConfig, ha())
+    ps1 = validate(PolicyConfig, view_for(config, "ps1"))
+    ps2 = validate(PolicyConfig, view_for(config, "ps2"))
+    assert ps1.policy.authentication == ["http://10.0.1.11:8201", "http://10.0.1.12:8201"]
+    assert ps2.policy.authentication == ["http://10.0.1.12:8201", "http://10.0.1.11:8201"]
+    assert (ps1.policy.id, ps1.policy.listen) == ("ps1", "10.0.1.11:8101")
+    assert (ps1.policy.session_db, ps2.policy.session_db) == (PG, SESSION_PG)
+    assert ps2.policy.admin_token_file == "/etc/gatehouse/policy-admin.token"
+    assert [str(n) for n in ps1.policy.trusted_proxies] == ["10.0.0.0/24"]
+    assert ps1.sessions.cookie_name == "corp_session"
+    assert ps1.sessions.idle_timeout == 1200.0
+    assert ps1.login.portal_prefix == "/_sso/"
+    assert ps1.identity_headers.user == "X-Auth-User"
+    assert ps1.resources == {
+        "wiki": {"rule": "ops"},
+        "intranet": None,
+        "status": "public",
+        "finance": {"all": [{"rule": "finance-team"}, {"access_point": ["ap1", "ap2"]}]},
+    }
+    assert set(ps1.rules) == {"ops", "finance-team", "internal", "teams"}
+
+
+def test_authentication_views() -> None:
+    config = validate(InstallationConfig, everything_set())
+    auth1 = validate(AuthenticationConfig, view_for(config, "auth1")).authentication
+    auth2 = validate(AuthenticationConfig, view_for(config, "auth2")).authentication
+    assert (auth1.id, auth1.listen, auth1.user_db) == ("auth1", "10.0.1.11:8201", SESSION_PG)
+    assert (auth2.id, auth2.listen, auth2.user_db) == ("auth2", "0.0.0.0:8201", PG)
+    for auth in (auth1, auth2):
+        assert auth.lockout.account_max_failures == 3
+        assert auth.lockout.account_lock == 1800.0
+        assert (auth.password_hash.memory_kib, auth.password_hash.time_cost) == (65536, 2)
+
+
+def test_without_databases_services_use_their_nodes_default() -> None:
+    config = validate(InstallationConfig, minimal())
+    assert view_for(config, "ps1")["policy"]["session_db"] is None
+    assert view_for(config, "auth1")["authentication"]["user_db"] is None
+
+
+def test_an_unknown_service_has_no_view() -> None:
+    config = validate(InstallationConfig, minimal())
+    with pytest.raises(UnknownService, match="no service 'ap9'"):
+        view_for(config, "ap9")
