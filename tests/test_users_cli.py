@@ -191,11 +191,17 @@ def test_passwd(cli: CLI) -> None:
 
 def test_disable_enable_delete(cli: CLI) -> None:
     cli.ok("users", "add", "bob")
-    assert cli.ok("users", "disable", "bob") == "user 'bob' disabled\n"
-    assert cli.ok("users", "disable", "bob") == "user 'bob' was already disabled\n"
+    ended = "ended 0 session(s) of 'bob' in the session database"
+    first, second = cli.ok("users", "disable", "bob").splitlines()
+    assert first == "user 'bob' disabled"
+    assert second.startswith(ended)
+    again = cli.ok("users", "disable", "bob").splitlines()
+    assert again[0] == "user 'bob' was already disabled"
     assert cli.ok("users", "enable", "bob") == "user 'bob' enabled\n"
     assert cli.ok("users", "unlock", "bob") == "user 'bob' unlocked\n"
-    assert cli.ok("users", "delete", "bob") == "user 'bob' deleted\n"
+    first, second = cli.ok("users", "delete", "bob").splitlines()
+    assert first == "user 'bob' deleted"
+    assert second.startswith(ended)
     assert cli.fails("users", "delete", "bob") == "gatehouse: user 'bob' does not exist"
     cli.ok("users", "add", "bob")  # the name is free again
 

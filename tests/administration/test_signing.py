@@ -12,8 +12,6 @@ from typing import Any
 import orjson
 import pytest
 
-pytest.importorskip("cryptography", reason="the lead adds cryptography to pyproject.toml")
-
 from gatehouse.administration.errors import KeyFileError, SignatureInvalid
 from gatehouse.administration.signing import (
     DOMAIN,

@@ -10,9 +10,6 @@ from typing import Any, TypeVar
 
 import pytest
 import yaml
-
-pytest.importorskip("cryptography", reason="the lead adds cryptography to pyproject.toml")
-
 from sqlalchemy import text
 
 from gatehouse.administration.document import parse_config
