@@ -28,6 +28,8 @@ from gatehouse.config.loader import load_file, validate
 
 STOP_TIMEOUT = 10.0
 _POLL_INTERVAL = 0.1
+#: How long a child may take to listen before the next one is started anyway.
+_START_GRACE = 15.0
 _PR_SET_PDEATHSIG = 1
 
 
@@ -177,8 +179,14 @@ def _supervise(
     policy: RestartPolicy,
     stop: _StopRequest,
 ) -> int:
-    for child in children:
+    # In dependency order, each once the one before listens (or has had its chance), so no
+    # service starts by failing to reach the next.
+    for child, address in zip(children, ready, strict=True):
         child.start()
+        deadline = time.monotonic() + _START_GRACE
+        while not _answers(address) and time.monotonic() < deadline:
+            if stop.wait(_POLL_INTERVAL) or (child.proc and child.proc.poll() is not None):
+                break
     announced = False
     while not stop.wait(_POLL_INTERVAL):
         now = time.monotonic()
