@@ -1,0 +1,507 @@
+"""The config agent: how a service follows the Administration service.
+
+A service registers once with a join token (:meth:`ConfigAgent.register`), starts from its
+last-known-good snapshot when it has one (:meth:`ConfigAgent.load_last_known_good`), then
+runs :meth:`ConfigAgent.run` as a background task: one long poll
+``GET /api/v1/config/{id}?after=N&wait=30`` is always open, so Admin answers it the moment it
+publishes (Admin never connects to a service). Each new signed envelope is verified, validated
+by the service's own model, applied, saved as last-known-good and acknowledged; anything
+refused leaves the running version in place and is acknowledged with a one-line error. While
+Admin is unreachable the service keeps serving; the agent retries with back-off and catches
+up by pulling when Admin answers again. Contract: docs/internal-api.md, "Administration".
+
+What to do with an envelope (:func:`judge`) and the back-off schedule (:class:`Backoff`) are
+pure; the I/O (HTTP through the failover client, files through :mod:`.lkg`) is around them.
+
+Exceptions::
+
+    GatehouseError
+     ├── StateError                (lkg) the state directory or a file in it is unusable
+     │    ├── NotRegistered        no admin.json: register first
+     │    └── LastKnownGoodInvalid lkg.json is damaged or not signed by Admin for this service
+     └── RegistrationFailed        Admin unreachable, or it refused the registration
+          └── JoinTokenRefused     the join token is unknown, expired or already used
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from gatehouse.administration.errors import AdminError, SignatureInvalid
+from gatehouse.administration.signing import (
+    Ed25519PublicKey,
+    load_public_key,
+    timestamp,
+    verify,
+)
+from gatehouse.errors import GatehouseError
+from gatehouse.internal.client import FailoverClient, InternalCallError, Response
+from gatehouse.internal.lkg import (
+    ROLES,
+    AdminState,
+    LastKnownGoodInvalid,
+    NotRegistered,
+    Snapshot,
+    StateDir,
+    StateError,
+    check_service_id,
+)
+
+__all__ = [
+    "Accepted",
+    "AgentStatus",
+    "Apply",
+    "Backoff",
+    "ConfigAgent",
+    "JoinTokenRefused",
+    "Judgement",
+    "LastKnownGoodInvalid",
+    "NotRegistered",
+    "Refused",
+    "RegistrationFailed",
+    "Snapshot",
+    "StateError",
+    "Validate",
+    "describe",
+    "judge",
+    "one_line",
+]
+
+log = logging.getLogger("gatehouse.config_agent")
+
+#: The service's own model check: raises (a ``ConfigError``) when the view is refused.
+Validate = Callable[[dict[str, Any]], object]
+#: The service's config swap: ``apply(version, view)``, plain or async. Raising means the
+#: service kept its running configuration.
+Apply = Callable[[int, dict[str, Any]], Awaitable[None] | None]
+
+ERROR_LIMIT = 500
+_SECRET = re.compile(r"[\x21-\x7e]+\Z")
+
+
+class RegistrationFailed(GatehouseError):
+    """Registration did not happen: Admin was unreachable or refused it."""
+
+
+class JoinTokenRefused(RegistrationFailed):
+    """Admin refused the join token: unknown, expired or already used."""
+
+
+# pure logic ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Seconds to wait after the n-th failure in a row: ``first``, doubling, at most ``cap``
+    (0.5, 1, 2, 4, 8, 10, 10 ...)."""
+
+    first: float = 0.5
+    cap: float = 10.0
+    factor: float = 2.0
+
+    def delay(self, failures: int) -> float:
+        if failures <= 0:
+            return 0.0
+        # The exponent is bounded so a long outage cannot overflow the float.
+        return float(min(self.cap, self.first * self.factor ** min(failures - 1, 64)))
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """Apply this view: Admin signed it for this service, newer than the running version."""
+
+    version: int
+    view: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """Keep the running version; acknowledge ``version`` (as claimed, ``None`` when the
+    envelope names none) with ``error``.
+
+    The number of a refused envelope is never trusted: polling does not move past it, so a
+    forged envelope claiming a huge version cannot make the service skip Admin's real ones.
+    """
+
+    version: int | None
+    error: str
+
+
+Judgement = Accepted | Refused
+
+
+def judge(
+    body: bytes | str, public_key: Ed25519PublicKey, service_id: str, running: int
+) -> Judgement:
+    """Accept an envelope only when Admin signed it, for this service, with a version newer
+    than the ``running`` one (0: none yet)."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        return Refused(running or None, f"envelope is not JSON: {exc}")
+    claimed = data.get("version") if isinstance(data, dict) else None
+    if not isinstance(claimed, int) or isinstance(claimed, bool) or claimed < 1:
+        claimed = running or None
+    try:
+        verified = verify(public_key, data, service=service_id)
+    except SignatureInvalid as exc:
+        return Refused(claimed, f"envelope refused: {exc}")
+    if verified.version <= running:
+        return Refused(
+            verified.version,
+            f"version {verified.version} is not newer than the running version {running}",
+        )
+    return Accepted(verified.version, verified.view)
+
+
+def one_line(text: str, limit: int = ERROR_LIMIT) -> str:
+    """Several lines (a ``ConfigError`` has one per problem) joined with ``; ``, cut to
+    ``limit`` characters: what goes into an ack and Admin's services table."""
+    line = "; ".join(part.strip() for part in text.splitlines() if part.strip())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def describe(exc: BaseException) -> str:
+    """An exception as one line; ours speak for themselves, others are named."""
+    text = str(exc) if isinstance(exc, GatehouseError) else f"{type(exc).__name__}: {exc}"
+    return one_line(text)
+
+
+def poll_path(service_id: str, after: int, wait: float) -> str:
+    return f"/api/v1/config/{service_id}?after={after}&wait={wait:g}"
+
+
+def _error_of(response: Response) -> str:
+    """``code: message`` from an Admin error answer, or the status."""
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    if isinstance(data, dict) and isinstance(data.get("message"), str):
+        return one_line(f"{data.get('error', 'error')}: {data['message']}")
+    return f"HTTP {response.status}"
+
+
+# the agent -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AgentStatus:
+    """For a service's health answer and metrics."""
+
+    #: The version the service runs (0: none yet).
+    version: int
+    #: Whether the latest exchange with Admin succeeded.
+    connected: bool
+    #: Why Admin cannot be followed right now (``""`` while connected).
+    admin_error: str
+    #: Why the latest version received was refused (``""`` once a newer one is applied).
+    refused: str
+
+
+class ConfigAgent:
+    """Follows Admin for one service, keeping its state in ``state_dir``.
+
+    Args:
+        state_dir: the service's state directory (created on registration).
+        wait: seconds Admin may hold a poll open before answering 204.
+        backoff: the retry schedule while Admin is unreachable or refuses.
+        connect_timeout: seconds to connect to an Admin endpoint.
+
+    Raises:
+        StateError: ``admin.json`` exists but cannot be used.
+    """
+
+    def __init__(
+        self,
+        state_dir: str | Path,
+        *,
+        wait: float = 30.0,
+        backoff: Backoff | None = None,
+        connect_timeout: float = 1.0,
+    ) -> None:
+        self.state_dir = StateDir(state_dir)
+        self.wait = wait
+        self.backoff = backoff or Backoff()
+        self.connect_timeout = connect_timeout
+        self._state = self.state_dir.load_admin()
+        self._key = None if self._state is None else load_public_key(self._state.public_key)
+        #: The version the service runs (0: none).
+        self.version = 0
+        # Poll for versions after this one: the running version, or a newer one Admin signed
+        # that the service refused (it is not asked for again).
+        self._after = 0
+        self._pending_ack: tuple[int | None, str | None] | None = None
+        self._connected = False
+        self._admin_error = ""
+        self._refused = ""
+        self._running = False
+
+    @property
+    def state(self) -> AdminState | None:
+        """The registration, ``None`` before :meth:`register`."""
+        return self._state
+
+    def status(self) -> AgentStatus:
+        return AgentStatus(self.version, self._connected, self._admin_error, self._refused)
+
+    # registration -------------------------------------------------------------------------
+    async def register(
+        self,
+        admin_urls: Sequence[str],
+        join_token: str,
+        service_id: str,
+        role: str,
+        node: str,
+        endpoint: str,
+    ) -> AdminState:
+        """Join Admin with a one-time token; store its key and the service secret.
+
+        A registration with another key or as another service discards the last-known-good
+        snapshot: it belongs to another installation and could never verify again.
+
+        Raises:
+            JoinTokenRefused: the token is unknown, expired or already used.
+            RegistrationFailed: Admin is unreachable, refused otherwise, or answered nonsense.
+            StateError: the state cannot be written.
+            ValueError: a malformed id, role or URL list.
+        """
+        check_service_id(service_id)
+        if role not in ROLES:
+            raise ValueError(f"role {role!r} is not one of {', '.join(ROLES)}")
+        urls = tuple(admin_urls)
+        body = {
+            "token": join_token,
+            "service_id": service_id,
+            "role": role,
+            "node": node,
+            "endpoint": endpoint,
+        }
+        async with FailoverClient(
+            urls, connect_timeout=self.connect_timeout, timeout=10.0
+        ) as client:
+            try:
+                # A token works once: resend only what was never sent.
+                response = await client.call("POST", "/api/v1/register", body, retry_safe=False)
+            except InternalCallError as exc:
+                raise RegistrationFailed(
+                    f"cannot register {service_id!r}: Admin unreachable ({exc})"
+                ) from exc
+        if response.status == 401:
+            raise JoinTokenRefused(
+                f"Admin refused the join token for {service_id!r} ({_error_of(response)}): a "
+                "join token works once and expires; create a new one (POST /api/v1/join-tokens)"
+            )
+        if response.status != 200:
+            raise RegistrationFailed(
+                f"Admin refused to register {service_id!r} as {role}: {_error_of(response)}"
+            )
+        public_key, secret = _registration_answer(response)
+        state = AdminState(
+            admin_urls=urls,
+            service_id=service_id,
+            role=role,
+            node=node,
+            endpoint=endpoint,
+            public_key=public_key,
+            service_secret=secret,
+            registered_at=timestamp(),
+        )
+        previous = self._state
+        await asyncio.to_thread(self._save_registration, state, previous)
+        if previous is None or (previous.public_key, previous.service_id) != (
+            public_key,
+            service_id,
+        ):
+            self.version = self._after = 0
+        self._state, self._key = state, load_public_key(public_key)
+        log.info("registered %s %r with Admin at %s", role, service_id, ", ".join(urls))
+        return state
+
+    def _save_registration(self, state: AdminState, previous: AdminState | None) -> None:
+        if previous is None or (previous.public_key, previous.service_id) != (
+            state.public_key,
+            state.service_id,
+        ):
+            self.state_dir.remove_lkg()
+        self.state_dir.save_admin(state)
+
+    # start-up ------------------------------------------------------------------------------
+    def load_last_known_good(self) -> Snapshot | None:
+        """The verified last-known-good ``(version, view)``, ``None`` when there is none. The
+        agent then counts that version as running: call this only to start from it.
+
+        Blocking file I/O: call it at start-up, before serving.
+
+        Raises:
+            NotRegistered: the service never registered.
+            LastKnownGoodInvalid: the file is damaged or not Admin's: do not start.
+        """
+        state = self._require_state()
+        snapshot = self.state_dir.load_last_known_good(state)
+        if snapshot is not None:
+            self.version = snapshot.version
+            self._after = max(self._after, snapshot.version)
+            log.info("starting from last-known-good version %d", snapshot.version)
+        return snapshot
+
+    # following Admin -----------------------------------------------------------------------
+    async def run(self, apply: Apply, validate: Validate) -> None:
+        """Follow Admin until cancelled: run this as a task next to the service.
+
+        Never raises because of Admin, the network or a bad version: those are logged,
+        acknowledged and retried. Raises :class:`NotRegistered` at once without a
+        registration.
+        """
+        state = self._require_state()
+        if self._running:
+            raise RuntimeError("ConfigAgent.run is already running")
+        self._running = True
+        if self.version and self._pending_ack is None:
+            self._pending_ack = (self.version, None)  # tell Admin what runs after a restart
+        failures = 0
+        client = FailoverClient(
+            state.admin_urls,
+            connect_timeout=self.connect_timeout,
+            timeout=self.wait + 5.0,
+            bearer_token=state.service_secret,
+        )
+        try:
+            while True:
+                if await self._exchange(client, state, apply, validate):
+                    failures = 0
+                else:
+                    failures += 1
+                    await asyncio.sleep(self.backoff.delay(failures))
+        finally:
+            self._running = False
+            self._connected = False
+            await client.aclose()
+
+    async def _exchange(
+        self, client: FailoverClient, state: AdminState, apply: Apply, validate: Validate
+    ) -> bool:
+        """Send a pending ack, then one poll and what it brings. False: back off."""
+        path = poll_path(state.service_id, self._after, self.wait)
+        try:
+            if self._pending_ack is not None:
+                await self._send_ack(client, state)
+            response = await client.call("GET", path, retry_safe=True)
+        except InternalCallError as exc:
+            self._unreachable(f"Admin unreachable, keeping version {self.version}: {exc}")
+            return False
+        if response.status == 204:
+            self._reachable()
+            return True
+        if response.status != 200:
+            self._unreachable(f"Admin answered the poll with {_error_of(response)}")
+            return False
+        self._reachable()
+        return await self._receive(response.body, state, apply, validate)
+
+    async def _receive(
+        self, body: bytes, state: AdminState, apply: Apply, validate: Validate
+    ) -> bool:
+        assert self._key is not None
+        verdict = judge(body, self._key, state.service_id, self.version)
+        if isinstance(verdict, Refused):
+            # Admin keeps answering such an envelope at once: back off between tries.
+            self._refuse(verdict.version, verdict.error)
+            return False
+        version, view = verdict.version, verdict.view
+        try:
+            validate(view)
+        except Exception as exc:
+            self._refuse(version, f"version {version} is invalid: {describe(exc)}")
+            self._after = max(self._after, version)
+            return True
+        try:
+            result = apply(version, view)
+            if inspect.isawaitable(result):
+                await result
+        except Exception as exc:
+            log.debug("apply of version %d failed", version, exc_info=True)
+            self._refuse(version, f"version {version} could not be applied: {describe(exc)}")
+            self._after = max(self._after, version)
+            return True
+        self.version = version
+        self._after = max(self._after, version)
+        error = None
+        try:
+            await asyncio.to_thread(self.state_dir.write_lkg, body)
+        except StateError as exc:
+            error = one_line(f"version {version} runs but is not saved as last-known-good: {exc}")
+            log.error("%s", error)
+        else:
+            log.info("applied configuration version %d", version)
+        self._refused = ""
+        self._pending_ack = (version, error)
+        return True
+
+    def _refuse(self, version: int | None, error: str) -> None:
+        error = one_line(error)
+        log.error("configuration refused, keeping version %d: %s", self.version, error)
+        self._refused = error
+        self._pending_ack = (version, error)
+
+    async def _send_ack(self, client: FailoverClient, state: AdminState) -> None:
+        assert self._pending_ack is not None
+        version, error = self._pending_ack
+        response = await client.call(
+            "POST",
+            f"/api/v1/config/{state.service_id}/ack",
+            {"version": version, "error": error},
+            retry_safe=True,  # an ack states a fact: saying it twice changes nothing
+        )
+        if response.status != 200:
+            # Retrying would get the same answer; the next ack says it again anyway.
+            log.warning("Admin refused the ack of version %s: %s", version, _error_of(response))
+        self._pending_ack = None
+
+    def _unreachable(self, message: str) -> None:
+        message = one_line(message)
+        if self._connected or message != self._admin_error:
+            log.warning("%s", message)
+        self._connected = False
+        self._admin_error = message
+
+    def _reachable(self) -> None:
+        if not self._connected and self._admin_error:
+            log.info("Admin reachable again, running version %d", self.version)
+        self._connected = True
+        self._admin_error = ""
+
+    def _require_state(self) -> AdminState:
+        if self._state is None:
+            self._state = self.state_dir.require_admin()
+            self._key = load_public_key(self._state.public_key)
+        return self._state
+
+
+def _registration_answer(response: Response) -> tuple[str, str]:
+    """The public key and service secret from Admin's answer, checked."""
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise RegistrationFailed("Admin's registration answer is not a JSON object")
+    public_key, secret = data.get("public_key"), data.get("service_secret")
+    if not isinstance(public_key, str):
+        raise RegistrationFailed("Admin's registration answer has no public_key")
+    try:
+        load_public_key(public_key)
+    except AdminError as exc:
+        raise RegistrationFailed(f"Admin's public key is unusable: {exc}") from None
+    if not isinstance(secret, str) or not _SECRET.match(secret):
+        raise RegistrationFailed("Admin's registration answer has no usable service_secret")
+    return public_key, secret

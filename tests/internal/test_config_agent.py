@@ -1,0 +1,845 @@
+"""The config agent: pure decisions from tables, then the whole loop against an Admin over
+real HTTP on loopback.
+
+The Admin here is a stand-in (Starlette + uvicorn in the test's event loop) implementing the
+contract's service endpoints (docs/internal-api.md: register, long-poll config, ack) with keys
+and views from ``gatehouse.administration``; it can also serve whatever bytes a test wants
+(tampered, for another service, an old version), which a real Admin never would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+import pytest
+import uvicorn
+import uvloop
+import yaml
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from gatehouse.administration.document import parse_config
+from gatehouse.administration.signing import (
+    Ed25519PrivateKey,
+    generate_private_key,
+    public_key_pem,
+    sign_version,
+    sign_view,
+    timestamp,
+)
+from gatehouse.administration.views import all_views
+from gatehouse.config.access_point import AccessPointConfig
+from gatehouse.config.loader import validate as validate_model
+from gatehouse.errors import ConfigError
+from gatehouse.internal.config_agent import (
+    Accepted,
+    AgentStatus,
+    Backoff,
+    ConfigAgent,
+    JoinTokenRefused,
+    LastKnownGoodInvalid,
+    NotRegistered,
+    Refused,
+    RegistrationFailed,
+    describe,
+    judge,
+    one_line,
+    poll_path,
+)
+from gatehouse.internal.lkg import StateError
+from tests.support.processes import free_port
+
+T = TypeVar("T")
+Run = Callable[[Coroutine[Any, Any, T]], T]
+
+KEY = generate_private_key()
+PEM = public_key_pem(KEY)
+CREATED = "2030-01-02T03:04:05Z"
+VIEW: dict[str, Any] = {"resources": [{"id": "wiki"}]}
+FAST = Backoff(first=0.05, cap=0.3)
+
+
+def signed(
+    version: int, service: str = "ap1", view: dict[str, Any] | None = None, key: Any = KEY
+) -> bytes:
+    return orjson.dumps(sign_view(key, version, service, CREATED, view or VIEW))
+
+
+def edited(body: bytes, **changes: Any) -> bytes:
+    data = orjson.loads(body)
+    data.update(changes)
+    return orjson.dumps(data)
+
+
+# pure logic ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("failures", "delay"),
+    [
+        (-1, 0.0),
+        (0, 0.0),
+        (1, 0.5),
+        (2, 1.0),
+        (3, 2.0),
+        (4, 4.0),
+        (5, 8.0),
+        (6, 10.0),
+        (7, 10.0),
+        (1000, 10.0),
+        (10**9, 10.0),
+    ],
+)
+def test_backoff_schedule(failures: int, delay: float) -> None:
+    assert Backoff().delay(failures) == delay
+
+
+def test_backoff_is_configurable() -> None:
+    delays = [Backoff(0.1, 1.0, 3.0).delay(n) for n in range(1, 5)]
+    assert delays == pytest.approx([0.1, 0.3, 0.9, 1.0])
+
+
+BAD_SIG = base64.b64encode(b"\0" * 64).decode()
+
+JUDGEMENTS: list[tuple[str, bytes, int, Accepted | Refused]] = [
+    ("first version", signed(1), 0, Accepted(1, VIEW)),
+    ("newer version", signed(8), 7, Accepted(8, VIEW)),
+    ("same version again", signed(7), 7, Refused(7, "version 7 is not newer than")),
+    ("older version replayed", signed(3), 7, Refused(3, "version 3 is not newer than")),
+    ("view altered", edited(signed(8), view={"resources": []}), 7, Refused(8, "does not verify")),
+    ("version altered", edited(signed(8), version=9), 7, Refused(9, "does not verify")),
+    ("signature zeroed", edited(signed(8), signature=BAD_SIG), 7, Refused(8, "does not verify")),
+    ("another key", signed(8, key=generate_private_key()), 7, Refused(8, "does not verify")),
+    ("another service", signed(8, service="ap2"), 7, Refused(8, "addressed to 'ap2'")),
+    ("not JSON", b"<html>", 7, Refused(7, "envelope is not JSON")),
+    ("not JSON, nothing running", b"", 0, Refused(None, "envelope is not JSON")),
+    ("no version", b'{"view": {}}', 7, Refused(7, "envelope fields")),
+    ("bool version", edited(signed(8), version=True), 7, Refused(7, "")),
+    ("a list", b"[1]", 0, Refused(None, "not a JSON object")),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "running", "expected"),
+    [case[1:] for case in JUDGEMENTS],
+    ids=[case[0] for case in JUDGEMENTS],
+)
+def test_judge(body: bytes, running: int, expected: Accepted | Refused) -> None:
+    result = judge(body, KEY.public_key(), "ap1", running)
+    if isinstance(expected, Accepted):
+        assert result == expected
+    else:
+        assert isinstance(result, Refused)
+        assert result.version == expected.version
+        assert expected.error in result.error
+        assert "\n" not in result.error
+
+
+@pytest.mark.parametrize(
+    ("text", "limit", "expected"),
+    [
+        ("one", 500, "one"),
+        ("a: x\nb: y\n", 500, "a: x; b: y"),
+        ("  a\n\n  b  ", 500, "a; b"),
+        ("abcdef", 4, "abc…"),
+        ("", 500, ""),
+    ],
+)
+def test_one_line(text: str, limit: int, expected: str) -> None:
+    assert one_line(text, limit) == expected
+
+
+def test_describe() -> None:
+    problems = [("resources[0].id", "bad id"), ("access_point.x", "unknown field")]
+    assert (
+        describe(ConfigError(problems)) == "resources[0].id: bad id; access_point.x: unknown field"
+    )
+    assert describe(KeyError("k")) == "KeyError: 'k'"
+    assert len(describe(ValueError("x" * 2000))) == 500
+
+
+def test_poll_path() -> None:
+    assert poll_path("ap1", 7, 30.0) == "/api/v1/config/ap1?after=7&wait=30"
+    assert poll_path("ps-2", 0, 0.5) == "/api/v1/config/ps-2?after=0&wait=0.5"
+
+
+# a stand-in Admin ----------------------------------------------------------------------------
+
+
+def installation(*resources: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A small installation whose ``ap1`` view lists ``resources``."""
+    return {
+        "services": [
+            {
+                "id": "ap1",
+                "role": "access_point",
+                "endpoint": "http://127.0.0.1:8080",
+                "node": "n1",
+            },
+            {"id": "ps1", "role": "policy", "endpoint": "http://127.0.0.1:8101", "node": "n1"},
+            {
+                "id": "auth1",
+                "role": "authentication",
+                "endpoint": "http://127.0.0.1:8201",
+                "node": "n1",
+            },
+        ],
+        "access_points": [{"id": "ap1", "policy_services": ["ps1"], **(extra or {})}],
+        "policy_services": [{"id": "ps1", "authentication": ["auth1"]}],
+        "resources": [
+            {"id": name, "path_prefix": f"/{name}", "backends": ["http://127.0.0.1:8000"]}
+            for name in resources
+        ],
+    }
+
+
+@dataclass
+class Served:
+    """What the stand-in answers for a service: ``body`` to anyone polling after < version."""
+
+    version: int
+    body: bytes
+
+
+@dataclass
+class FakeAdmin:
+    """Register, long-poll and ack as in the contract, with state that survives restarts."""
+
+    key: Ed25519PrivateKey = field(default_factory=generate_private_key)
+    port: int = field(default_factory=free_port)
+    version: int = 0
+    tokens: dict[str, str] = field(default_factory=dict)
+    secrets: dict[str, str] = field(default_factory=dict)
+    served: dict[str, Served] = field(default_factory=dict)
+    acks: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    polls: list[tuple[str, int, float]] = field(default_factory=list)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    server: uvicorn.Server | None = None
+    task: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    # what tests drive
+    def join_token(self, role: str = "access_point") -> str:
+        token = secrets.token_urlsafe(16)
+        self.tokens[token] = role
+        return token
+
+    def publish(self, config: dict[str, Any]) -> int:
+        views = all_views(parse_config(yaml.safe_dump(config)))
+        self.version += 1
+        version = sign_version(self.key, self.version, timestamp(), views)
+        for service, envelope in version.envelopes.items():
+            self.serve(service, self.version, orjson.dumps(envelope))
+        return self.version
+
+    def serve(self, service: str, version: int, body: bytes) -> None:
+        self.served[service] = Served(version, body)
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+    def acks_of(self, service: str = "ap1") -> list[dict[str, Any]]:
+        return [body for who, body in self.acks if who == service]
+
+    # the endpoints
+    async def register(self, request: Request) -> Response:
+        data = await request.json()
+        role = self.tokens.pop(data["token"], None)
+        if role is None:
+            return error(401, "unauthorized", "join token unknown, expired or already used")
+        if role != data["role"]:
+            return error(409, "conflict", f"the token is for a {role}, not a {data['role']}")
+        secret = self.secrets[data["service_id"]] = secrets.token_urlsafe(32)
+        return JSONResponse({"public_key": public_key_pem(self.key), "service_secret": secret})
+
+    def authorised(self, request: Request) -> bool:
+        secret = self.secrets.get(request.path_params["service_id"])
+        return secret is not None and request.headers.get("authorization") == f"Bearer {secret}"
+
+    async def config(self, request: Request) -> Response:
+        service = request.path_params["service_id"]
+        if not self.authorised(request):
+            return error(401, "unauthorized", "bad service secret")
+        after = int(request.query_params.get("after", "0"))
+        wait = float(request.query_params.get("wait", "30"))
+        self.polls.append((service, after, time.monotonic()))
+        deadline = time.monotonic() + min(wait, 60.0)
+        while True:
+            served = self.served.get(service)
+            if served is not None and served.version > after:
+                return Response(served.body, media_type="application/json")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return Response(status_code=204)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), remaining)
+
+    async def ack(self, request: Request) -> Response:
+        if not self.authorised(request):
+            return error(401, "unauthorized", "bad service secret")
+        self.acks.append((request.path_params["service_id"], await request.json()))
+        return JSONResponse({"ok": True})
+
+    # life
+    async def start(self) -> FakeAdmin:
+        app = Starlette(
+            routes=[
+                Route("/api/v1/register", self.register, methods=["POST"]),
+                Route("/api/v1/config/{service_id}", self.config),
+                Route("/api/v1/config/{service_id}/ack", self.ack, methods=["POST"]),
+            ]
+        )
+        config = uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=self.port,
+            loop="none",
+            http="httptools",
+            ws="none",
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+        )
+        self.server = uvicorn.Server(config)
+        self.task = asyncio.create_task(self.server.serve())
+        while not self.server.started:
+            if self.task.done():
+                await self.task
+            await asyncio.sleep(0.005)
+        return self
+
+    async def kill(self) -> None:
+        """Stop as a killed process would: every connection reset, no answer finished."""
+        server, task = self.server, self.task
+        if server is None or task is None:
+            return
+        self.server = self.task = None
+        server.force_exit = server.should_exit = True
+        for listener in server.servers:
+            listener.close()  # no new connection from here on
+        for connection in list(server.server_state.connections):
+            if connection.transport is not None:
+                connection.transport.abort()
+        for handler in list(server.server_state.tasks):
+            handler.cancel()
+        await task
+
+
+def error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": code, "message": message}, status_code=status)
+
+
+# harness --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def run() -> Run[Any]:
+    def runner(coro: Coroutine[Any, Any, T]) -> T:
+        async def guarded() -> T:
+            async with asyncio.timeout(20):  # a hung scenario fails instead of hanging
+                return await coro
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(guarded())
+
+    return runner
+
+
+async def eventually(check: Callable[[], object], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true after {timeout}s: {check}")
+        await asyncio.sleep(0.01)
+
+
+async def acked(admin: FakeAdmin, version: int, service: str = "ap1") -> None:
+    """Wait until ``service`` reports it runs ``version`` (applied and saved)."""
+    await eventually(lambda: {"version": version, "error": None} in admin.acks_of(service))
+
+
+def ap_model(view: dict[str, Any]) -> object:
+    """The Access Point's own check, plus a rule the stand-in Admin does not know."""
+    config = validate_model(AccessPointConfig, view, "ap1 view")
+    for index, resource in enumerate(config.resources):
+        if resource.id == "refuse-me":
+            raise ConfigError([(f"resources[{index}].id", "refused by this service")])
+    return config
+
+
+@dataclass
+class Service:
+    """What a service does with its configuration: swap it, remember it."""
+
+    applied: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    fail_apply: bool = False
+    is_async: bool = True
+
+    @property
+    def version(self) -> int:
+        return self.applied[-1][0] if self.applied else 0
+
+    def resources(self) -> list[str]:
+        return [r["id"] for r in self.applied[-1][1]["resources"]] if self.applied else []
+
+    def apply(self, version: int, view: dict[str, Any]) -> Awaitable[None] | None:
+        if self.fail_apply:
+            raise RuntimeError("listener cannot move")
+        self.applied.append((version, view))
+        return asyncio.sleep(0) if self.is_async else None
+
+
+@contextlib.asynccontextmanager
+async def following(agent: ConfigAgent, service: Service | None = None) -> AsyncIterator[Service]:
+    service = service or Service()
+    task = asyncio.create_task(agent.run(service.apply, ap_model))
+    try:
+        yield service
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def registered_agent(admin: FakeAdmin, state: Path, **options: Any) -> ConfigAgent:
+    agent = ConfigAgent(state, wait=options.pop("wait", 5.0), backoff=FAST, **options)
+    await agent.register(
+        [admin.url], admin.join_token(), "ap1", "access_point", "n1", "http://127.0.0.1:8080"
+    )
+    return agent
+
+
+# end to end against the stand-in --------------------------------------------------------------
+
+
+def test_register_pull_apply_save_and_ack(run: Run[None], tmp_path: Path) -> None:
+    async def scenario() -> None:
+        admin = await FakeAdmin().start()
+        try:
+            first = admin.publish(installation("wiki"))
+            agent = await registered_agent(admin, tmp_path / "state")
+            assert agent.state is not None
+            assert agent.state.public_key == public_key_pem(admin.key)
+            assert agent.state.service_secret == admin.secrets["ap1"]
+            assert agent.status() == AgentStatus(0, False, "", "")
+            async with following(agent) as service:
+                await eventually(lambda: admin.acks_of() == [{"version": first, "error": None}])
+                assert service.version == first
+                assert service.resources() == ["wiki"]
+                # The view is what Admin signed, exactly: the LKG file holds the same bytes.
+                assert agent.state_dir.read_lkg() == admin.served["ap1"].body
+                assert agent.version == first
+                assert agent.status() == AgentStatus(first, True, "", "")
+                # It polls again after the running version.
+                await eventually(lambda: admin.polls[-1][:2] == ("ap1", first))
+                # A restarted service starts from what it saved.
+                snapshot = ConfigAgent(tmp_path / "state").load_last_known_good()
+                assert snapshot == (first, service.applied[-1][1])
+        finally:
+            await admin.kill()
+
+    run(scenario())
+
+
+def test_a_publish_wakes_the_agent_at_once(run: Run[None], tmp_path: Path) -> None:
+    async def scenario() -> None:
+        admin = await FakeAdmin().start()
+        try:
+            agent = await registered_agent(admin, tmp_path / "state", wait=30.0)
+            async with following(agent) as service:
+                # Nothing published yet: the agent waits in a long poll.
+                await eventually(lambda: len(admin.polls) == 1)
+                await asyncio.sleep(0.2)
+                assert len(admin.polls) == 1
+                assert service.applied == []
+                for names in (("wiki",), ("wiki", "docs")):
+                    started = time.monotonic()
+                    version = admin.publish(installation(*names))
+                    await eventually(lambda v=version: service.version == v, timeout=0.5)  # type: ignore[misc]
+                    assert time.monotonic() - started < 0.5
+                    assert service.resources() == list(names)
+        finally:
+            await admin.kill()
+
+    run(scenario())
+
+
+def test_sync_apply_works_too(run: Run[None], tmp_path: Path) -> None:
+    async def scenario() -> None:
+        admin = await FakeAdmin().start()
+        try:
+            version = admin.publish(installation("wiki"))
+            agent = await registered_agent(admin, tmp_path / "state")
+            async with following(agent, Service(is_async=False)) as service:
+                await eventually(lambda: service.version == version)
+        finally:
+            await admin.kill()
+
+    run(scenario())
+
+
+def tamper_view(body: bytes) -> bytes:
+    data = orjson.loads(body)
+    data["view"]["resources"].append(
+        {"id": "evil", "path_prefix": "/", "backends": ["http://203.0.113.9"]}
+    )
+    return orjson.dumps(data)
+
+
+@pytest.mark.parametrize(
+    ("forge", "message"),
+    [
+        (tamper_view, "does not verify with Admin's key"),
+        (lambda body: edited(body, version=10**6), "does not verify"),
+        (lambda body: b"<html>proxy error</html>", "envelope is not JSON"),
+    ],
+    ids=["view", "version", "garbage"],
+)
+def test_a_tampered_envelope_is_refused_and_reported(
+    run: Run[None],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    forge: Callable[[bytes], bytes],
+    message: str,
+) -> None:
+    async def scenario() -> None:
+        admin = await FakeAdmin().start()
+        try:
+            first = admin.publish(installation("wiki"))
+            agent = await registered_agent(admin, tmp_path / "state")
+            async with following(agent) as service:
+                await acked(admin, first)
+                good = admin.served["ap1"].body
+                # An attacker in the path changes what Admin sends.
+                second = admin.publish(installation("wiki", "docs"))
+                admin.serve("ap1", second, forge(admin.served["ap1"].body))
+                await eventually(lambda: len(admin.acks_of()) >= 2)
+                refusal = admin.acks_of()[1]
+                assert refusal["version"] in (second, 10**6, first)
+                assert message in refusal["error"]
+                assert service.version == first
+                assert len(service.applied) == 1
+                assert agent.version == first
+                assert agent.state_dir.read_lkg() == good
+                assert message in agent.status().refused
+                # It backs off instead of spinning on the same answer, and does not move
+                # past a version nobody signed.
+                polls = len(admin.polls)
+                await asyncio.sleep(0.3)
+                assert len(admin.polls) - polls <= 5
+                assert all(after == first for _, after, _ in admin.polls[1:])
+                # Admin's real next version gets through.
+                third = admin.publish(installation("wiki", "docs"))
+                await eventually(lambda: admin.acks_of()[-1] == {"version": third, "error": None})
+                assert service.version == third
+                assert agent.status().refused == ""
+        finally:
+            await admin.kill()
+        assert any(
+            "configuration refused, keeping version 1" in r.getMessage() for r in caplog.records
+        )
+
+    run(scenario())
+
+
+def test_another_services_envelope_or_an_old_one_is_refused(run: Run[None], tmp_path: Path) -> None:
+    async def scenario() -> None:
+        admin = await FakeAdmin().start()
+        try:
+            first = admin.publish(installation("wiki"))
+            second = admin.publish(installation("wiki", "docs"))
+            agent = await registered_agent(admin, tmp_path / "state")
+            async with following(agent) as service:
+                await acked(admin, second)
+                # Admin's signed envelope for ps1, or ap1's own old version 1, replayed.
+                expected = [
+                    (admin.served["ps1"].body, second, "addressed to 'ps1', not 'ap1'"),
+                    (
+                        signed(first, key=admin.key),
+                        first,
+                        "version 1 is not newer than the running version 2",
+                    ),
+                ]
+                for body, version, message in expected:
+                    admin.serve("ap1", 99, body)
+                    await eventually(
+                        lambda v=version, m=message: any(  # type: ignore[misc]
+                            a["version"] == v and m in (a["error"] or "") for a in admin.acks_of()
+                        )
+                    )
+                    assert service.version == second
+                    assert len(service.applied) == 1
+                    assert agent.version == second
+        finally:
+            await admin.kill()
+
+    run(scenario())
+
+
+def test_a_view_failing_validation_or_apply_is_refused_and_the_running_one_kept(
+    run: Run[None], tmp_path: Path
+) -> None:
+    async def scenario() -> None:
+        admin = await FakeAdmin().start()
+        try:
+            first = admin.publish(installation("wiki"))
+            agent = await registered_agent(admin, tmp_path / "state")
+            async with following(agent) as service:
+                await acked(admin, first)
+                lkg = agent.state_dir.read_lkg()
+
+                # The service's own model refuses it (Admin's checks passed).
+                second = admin.publish(installation("wiki", "refuse-me"))
+                await eventually(lambda: len(admin.acks_of()) == 2)
+                assert admin.acks_of()[1] == {
+                    "version": second,
+                    "error": f"version {second} is invalid: resources[1].id: "
+                    "refused by this service",
+                }
+                # A field this service's model does not know (a newer Admin).
+                third = admin.publish(installation("wiki"))
+                body = orjson.loads(admin.served["ap1"].body)
+                body["view"]["access_point"]["new_feature"] = True
+                admin.serve("ap1", third, orjson.dumps(sign_view(admin.key, **_fields(body))))
+                await eventually(lambda: len(admin.acks_of()) == 3)
+                assert "access_point.new_feature: unknown field" in admin.acks_of()[2]["error"]
+
+                # The service cannot apply it.
+                service.fail_apply = True
+                fourth = admin.publish(installation("wiki", "docs"))
+                await eventually(lambda: len(admin.acks_of()) == 4)
+                assert admin.acks_of()[3] == {
+                    "version": fourth,
+                    "error": f"version {fourth} could not be applied: "
+                    "RuntimeError: listener cannot move",
+                }
+                assert service.version == first
+                assert agent.version == first
+                assert agent.state_dir.read_lkg() == lkg
+                # Refused versions are not asked for again: the poll moves past them.
+                await eventually(lambda: admin.polls[-1][1] == fourth)
+                await asyncio.sleep(0.2)
+                assert len(admin.acks_of()) == 4
+
+                service.fail_apply = False
+                fifth = admin.publish(installation("wiki", "docs"))
+                await acked(admin, fifth)
+                assert admin.acks_of()[-1] == {"version": fifth, "error": None}
+        finally:
+            await admin.kill()
+
+    run(scenario())
+
+
+def _fields(envelope: dict[str, Any]) -> dict[str, Any]:
+    return {k: envelope[k] for k in ("version", "service", "created_at", "view")}
+
+
+def test_admin_killed_then_back_with_a_version_published_meanwhile(
+    run: Run[None], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "gatehouse.config_agent")
+
+    async def scenario() -> None:
+        admin = await FakeAdmin().start()
+        try:
+            first = admin.publish(installation("wiki"))
+            agent = await registered_agent(admin, tmp_path / "state")
+            async with following(agent) as service:
+                await eventually(lambda: admin.acks_of() == [{"version": first, "error": None}])
+                await eventually(lambda: admin.polls[-1][1] == first)
+                await admin.kill()
+                await eventually(lambda: not agent.status().connected)
+                assert "Admin unreachable, keeping version 1" in agent.status().admin_error
+                polls = len(admin.polls)
+                second = admin.publish(installation("wiki", "docs"))  # stored, not served
+                await asyncio.sleep(0.6)
+                assert service.version == first
+                assert agent.version == first
+                assert len(admin.polls) == polls
+
+                await admin.start()
+                started = time.monotonic()
+                await eventually(lambda: admin.acks_of()[-1] == {"version": second, "error": None})
+                assert time.monotonic() - started < FAST.cap + 0.5
+                assert service.version == second
+                assert admin.polls[polls][1] == first  # caught up by pulling
+                assert agent.status() == AgentStatus(second, True, "", "")
+        finally:
+            await admin.kill()
+        messages = [r.getMessage() for r in caplog.records]
+        # One warning for the outage, not one per retry; one line when it is over.
+        assert sum("Admin unreachable" in m for m in messages) <= 3
+        assert any("Admin reachable again, running version 1" in m for m in messages)
+
+    run(scenario())
+
+
+def test_start_from_last_known_good_while_admin_is_down(run: Run[None], tmp_path: Path) -> None:
+    async def scenario() -> None:
+        admin = await FakeAdmin().start()
+        try:
+            first = admin.publish(installation("wiki"))
+            agent = await registered_agent(admin, tmp_path / "state")
+            async with following(agent) as service:
+                await eventually(lambda: admin.acks_of() == [{"version": first, "error": None}])
+            view = service.applied[-1][1]
+            await admin.kill()
+
+            # The service restarts while Admin is down: it starts from its snapshot.
+            restarted = ConfigAgent(tmp_path / "state", wait=5.0, backoff=FAST)
+            assert restarted.load_last_known_good() == (first, view)
+            assert restarted.version == first
+            async with following(restarted) as again:
+                await asyncio.sleep(0.3)
+                assert again.applied == []  # nothing new: it keeps what it started from
+                assert restarted.status().version == first
+                assert not restarted.status().connected
+                # Admin returns: the agent reports what it runs, then follows.
+                await admin.start()
+                await eventually(lambda: len(admin.acks_of()) == 2)
+                assert admin.acks_of()[1] == {"version": first, "error": None}
+                second = admin.publish(installation("docs"))
+                await eventually(lambda: again.version == second)
+        finally:
+            await admin.kill()
+
+    run(scenario())
+
+
+def test_a_tampered_last_known_good_file_is_refused(run: Run[None], tmp_path: Path) -> None:
+    async def scenario() -> None:
+        admin = await FakeAdmin().start()
+        try:
+            first = admin.publish(installation("wiki"))
+            agent = await registered_agent(admin, tmp_path / "state")
+            async with following(agent):
+                await acked(admin, first)
+        finally:
+            await admin.kill()
+        path = agent.state_dir.lkg_path
+        path.write_bytes(tamper_view(path.read_bytes()))
+        restarted = ConfigAgent(tmp_path / "state")
+        with pytest.raises(LastKnownGoodInvalid, match="must not start from it") as caught:
+            restarted.load_last_known_good()
+        assert "does not verify with Admin's key" in str(caught.value)
+        assert restarted.version == 0
+
+    run(scenario())
+
+
+def test_join_token_reuse_is_refused(run: Run[None], tmp_path: Path) -> None:
+    async def scenario() -> None:
+        admin = await FakeAdmin().start()
+        try:
+            token = admin.join_token()
+            args = ("ap1", "access_point", "n1", "http://127.0.0.1:8080")
+            await ConfigAgent(tmp_path / "one").register([admin.url], token, *args)
+            agent = ConfigAgent(tmp_path / "two")
+            with pytest.raises(JoinTokenRefused) as caught:
+                await agent.register([admin.url], token, *args)
+            text = str(caught.value)
+            assert "join token unknown, expired or already used" in text
+            assert "create a new one" in text
+            assert agent.state is None
+            assert not (tmp_path / "two" / "admin.json").exists()
+            # A token for another role: refused with Admin's reason.
+            with pytest.raises(RegistrationFailed, match="the token is for a policy") as other:
+                await agent.register([admin.url], admin.join_token("policy"), *args)
+            assert not isinstance(other.value, JoinTokenRefused)
+        finally:
+            await admin.kill()
+
+    run(scenario())
+
+
+def test_registration_errors(run: Run[None], tmp_path: Path) -> None:
+    async def scenario() -> None:
+        agent = ConfigAgent(tmp_path / "state", connect_timeout=0.2)
+        args = ("access_point", "n1", "http://127.0.0.1:8080")
+        with pytest.raises(RegistrationFailed, match="Admin unreachable"):
+            await agent.register([f"http://127.0.0.1:{free_port()}"], "t", "ap1", *args)
+        with pytest.raises(ValueError, match="not a service id"):
+            await agent.register(["http://127.0.0.1:1"], "t", "AP 1", *args)
+        with pytest.raises(ValueError, match="role 'dist' is not one of"):
+            await agent.register(["http://127.0.0.1:1"], "t", "ap1", "dist", "n1", "x")
+        with pytest.raises(NotRegistered, match="holds no registration"):
+            agent.load_last_known_good()
+        with pytest.raises(NotRegistered):
+            await agent.run(Service().apply, ap_model)
+
+    run(scenario())
+
+
+def test_registering_with_another_admin_drops_the_old_snapshot(
+    run: Run[None], tmp_path: Path
+) -> None:
+    async def scenario() -> None:
+        admin = await FakeAdmin().start()
+        other = await FakeAdmin().start()
+        try:
+            version = admin.publish(installation("wiki"))
+            agent = await registered_agent(admin, tmp_path / "state")
+            async with following(agent):
+                await acked(admin, version)
+            # The same Admin again (a new secret): the snapshot stays valid and kept.
+            await agent.register(
+                [admin.url], admin.join_token(), "ap1", "access_point", "n1", "http://x:1"
+            )
+            assert agent.version == version
+            assert agent.state_dir.load_last_known_good() is not None
+            # Another installation: its key could never verify the old snapshot.
+            await agent.register(
+                [other.url], other.join_token(), "ap1", "access_point", "n1", "http://x:1"
+            )
+            assert agent.version == 0
+            assert agent.state_dir.read_lkg() is None
+            assert agent.load_last_known_good() is None
+        finally:
+            await admin.kill()
+            await other.kill()
+
+    run(scenario())
+
+
+def test_a_refused_secret_is_retried_with_backoff_without_disturbing_the_service(
+    run: Run[None], tmp_path: Path
+) -> None:
+    async def scenario() -> None:
+        admin = await FakeAdmin().start()
+        try:
+            first = admin.publish(installation("wiki"))
+            agent = await registered_agent(admin, tmp_path / "state", wait=0.2)
+            async with following(agent) as service:
+                await acked(admin, first)
+                admin.secrets["ap1"] = "rotated"
+                await eventually(lambda: not agent.status().connected)
+                assert "unauthorized: bad service secret" in agent.status().admin_error
+                assert service.version == first
+        finally:
+            await admin.kill()
+
+    run(scenario())
+
+
+def test_unusable_state_is_a_clear_error(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "admin.json").write_text("{}")
+    (state / "admin.json").chmod(0o600)
+    with pytest.raises(StateError, match=r"admin\.json: service_id is missing"):
+        ConfigAgent(state)
