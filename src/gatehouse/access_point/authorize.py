@@ -1,0 +1,146 @@
+"""The access-decision step of a request to a protected resource (mixed into
+:class:`~gatehouse.access_point.exchange.ProxyExchange`).
+
+A cached decision is applied at once; otherwise the Policy services are asked (through the
+failover client) while the request body, if any, waits in the exchange's buffer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from gatehouse.access_point import pages
+from gatehouse.access_point.decisions import (
+    ALLOW,
+    AUTHENTICATE,
+    CacheKey,
+    Decider,
+    Decision,
+    DecisionUnavailable,
+)
+from gatehouse.access_point.headers import client_address, cookie_value
+
+if TYPE_CHECKING:
+    from gatehouse.access_point.connection import ClientConnection
+    from gatehouse.access_point.request import RequestHead
+    from gatehouse.access_point.runtime import Route, Runtime
+
+log = logging.getLogger("gatehouse.access_point")
+
+POLICY_DOWN = "The policy service cannot be reached right now. Please try again shortly."
+FORBIDDEN = "You are signed in, but this resource is not open to you."
+
+
+class Authorization:
+    """Decides whether a request to a protected resource may proceed."""
+
+    # The attributes this step sets; ProxyExchange sets them up and declares the rest.
+    __slots__ = ("body_since", "close_after", "connect_task", "identity", "route")
+    body_since: float
+    close_after: bool
+    connect_task: asyncio.Task[None] | None
+    identity: tuple[tuple[bytes, bytes], ...]
+    route: Route | None
+
+    if TYPE_CHECKING:
+        conn: ClientConnection
+        head: RequestHead
+        rt: Runtime
+        request_done: bool
+        done: bool
+
+        def _proceed(self, route: Route) -> None: ...
+        def _local(self, status: int, message: str) -> None: ...
+        def _fail(self, status: int, message: str) -> None: ...
+        def _finish_local(self) -> None: ...
+
+    def _authorize(self, route: Route, decider: Decider) -> None:
+        head = self.head
+        rt = self.rt
+        conn = self.conn
+        session = cookie_value(head.headers, rt.session_cookie)
+        trusted = conn.trusted(rt.policy)
+        client_ip = client_address(head.headers, conn.peer_ip, trusted)
+        wanted = rt.decision_headers
+        selected: tuple[str, ...] = ()
+        if wanted:
+            found = {n.lower(): v for n, v in head.headers if n.lower() in wanted}
+            selected = tuple(found.get(n, b"").decode("latin-1") for n in wanted)
+        key = (
+            conn.session_hash(session) if session else "",
+            route.resource.id,
+            head.method,
+            client_ip,
+            selected,
+        )
+        decision = decider.cache.get(key, conn.state.now)
+        if decision is not None:
+            self._apply(route, decision)
+            return
+        self.route = route  # the body limit applies while the decision is pending
+        if not self.request_done:
+            self.body_since = conn.state.now
+        request: dict[str, object] = {
+            "session": session,
+            "resource": route.resource.id,
+            "method": head.method.decode("latin-1"),
+            "path": head.path,
+            "url": self._original_url(trusted),
+            "client_ip": client_ip,
+            "headers": dict(zip((n.decode() for n in wanted), selected, strict=True)),
+        }
+        self.connect_task = conn.loop.create_task(self._ask(route, decider, key, request))
+
+    def _original_url(self, trusted: bool) -> str:
+        head = self.head
+        scheme = self.conn.scheme.decode()
+        if trusted:
+            for name, value in head.headers:
+                if name.lower() == b"x-forwarded-proto":
+                    proto = value.strip(b" \t").decode("latin-1").lower()
+                    if proto in ("http", "https"):
+                        scheme = proto
+        query = "" if head.query is None else "?" + head.query.decode("latin-1")
+        return f"{scheme}://{head.authority.decode('latin-1')}{head.path}{query}"
+
+    async def _ask(
+        self, route: Route, decider: Decider, key: CacheKey, request: dict[str, object]
+    ) -> None:
+        try:
+            decision = await decider.decide(request)
+        except asyncio.CancelledError:
+            raise
+        except DecisionUnavailable as exc:
+            log.warning("no access decision: %s", exc)
+            self.connect_task = None
+            self._fail(503, POLICY_DOWN)
+            self.conn.flush()
+            return
+        except Exception:
+            log.exception("asking for an access decision failed")
+            self.connect_task = None
+            self._fail(503, POLICY_DOWN)
+            self.conn.flush()
+            return
+        self.connect_task = None
+        if self.done:
+            return
+        decider.cache.put(key, decision, self.conn.state.now)
+        self._apply(route, decision)
+        self.conn.flush()
+
+    def _apply(self, route: Route, decision: Decision) -> None:
+        if decision.kind == ALLOW:
+            self.identity = decision.headers
+            self._proceed(route)
+        elif decision.kind == AUTHENTICATE:
+            close = self.close_after or not self.request_done
+            self.conn.out.append(
+                pages.redirect(decision.location, close, self.head.method == b"HEAD")
+            )
+            self.close_after = close
+            self._finish_local()
+        else:
+            self._local(403, FORBIDDEN)
