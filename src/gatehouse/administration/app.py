@@ -1,0 +1,340 @@
+"""The Administration service's HTTP API (Starlette): requests in, JSON out.
+
+Every answer is JSON. Errors are ``{"error": CODE, "message": TEXT}`` with the error's status;
+an invalid configuration answers 422 with every problem and its field path in ``problems``;
+nothing ever answers a traceback. Admin calls need the admin token, a service's own calls
+its secret (both ``Authorization: Bearer``). The routes are described in :mod:`.openapi`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from functools import wraps
+from types import FrameType
+from typing import TypeVar
+
+from pydantic import BaseModel
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gatehouse.administration import api_models as api
+from gatehouse.administration.errors import AdminError
+from gatehouse.administration.openapi import openapi_document
+from gatehouse.administration.service import MAX_WAIT, AdministrationService
+from gatehouse.config.loader import validate
+from gatehouse.errors import ConfigError
+from gatehouse.internal.endpoint import bad_request, json_endpoint, parse_json_object
+from gatehouse.internal.errors import Code, ServiceError, json_response
+
+Handler = Callable[[Request], Awaitable[Response]]
+M = TypeVar("M", bound=BaseModel)
+
+#: The largest request body: a configuration text with room to spare.
+MAX_BODY = 4 * 1024 * 1024
+MAX_LIMIT = 1000
+
+
+def _service(request: Request) -> AdministrationService:
+    service: AdministrationService = request.app.state.service
+    return service
+
+
+def problems_response(error: ConfigError) -> Response:
+    count = len(error.problems)
+    body = api.ErrorOut(
+        error="bad_request",
+        message=f"the configuration is invalid ({count} problem{'s' if count != 1 else ''})",
+        problems=[api.Problem(path=path, message=message) for path, message in error.problems],
+    )
+    return json_response(body.model_dump(mode="json"), 422)
+
+
+def endpoint(handler: Handler) -> Handler:
+    """AdminError as its status and code, ConfigError as 422 with problems; the rest as in
+    every internal API (:func:`~gatehouse.internal.endpoint.json_endpoint`)."""
+
+    @json_endpoint
+    @wraps(handler)
+    async def wrapped(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except AdminError as error:
+            return ServiceError(error.code, error.message, error.status).response()
+        except ConfigError as error:
+            return problems_response(error)
+
+    return wrapped
+
+
+def admin(handler: Handler) -> Handler:
+    """An endpoint for the admin token only."""
+
+    @endpoint
+    @wraps(handler)
+    async def wrapped(request: Request) -> Response:
+        _service(request).authorize_admin(request.headers.get("authorization"))
+        return await handler(request)
+
+    return wrapped
+
+
+def own_service(handler: Handler) -> Handler:
+    """An endpoint for the service named in the path, with its secret."""
+
+    @endpoint
+    @wraps(handler)
+    async def wrapped(request: Request) -> Response:
+        service_id = request.path_params["service_id"]
+        await _service(request).authorize_service(service_id, request.headers.get("authorization"))
+        return await handler(request)
+
+    return wrapped
+
+
+async def read_body(request: Request, model: type[M]) -> M:
+    """The JSON body as ``model``; 400 naming the field at fault otherwise."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY:
+        raise bad_request(f"body larger than {MAX_BODY} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY:
+            raise bad_request(f"body larger than {MAX_BODY} bytes")
+    data = parse_json_object(bytes(body), MAX_BODY)
+    try:
+        return validate(model, data)
+    except ConfigError as error:
+        raise bad_request("; ".join(f"{p}: {m}" if p else m for p, m in error.problems)) from None
+
+
+def query_int(request: Request, name: str, default: int | None, low: int, high: int) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise bad_request(f"{name}: must be a whole number from {low} to {high}, not {raw!r}")
+    return int(raw)
+
+
+def query_seconds(request: Request, name: str, high: float) -> float:
+    raw = request.query_params.get(name, "0")
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= high:
+        raise bad_request(f"{name}: must be a number of seconds from 0 to {high:g}, not {raw!r}")
+    return value
+
+
+def answer(data: BaseModel | list[BaseModel]) -> Response:
+    if isinstance(data, list):
+        return json_response([item.model_dump(mode="json") for item in data])
+    return json_response(data.model_dump(mode="json"))
+
+
+OK = api.OkOut(ok=True)
+
+
+# --- anyone --------------------------------------------------------------------------------
+
+
+@endpoint
+async def health(request: Request) -> Response:
+    return answer(await _service(request).health())
+
+
+async def openapi(request: Request) -> Response:
+    return json_response(openapi_document())
+
+
+# --- the admin token -----------------------------------------------------------------------
+
+
+@admin
+async def get_draft(request: Request) -> Response:
+    return answer(await _service(request).draft())
+
+
+@admin
+async def put_draft(request: Request) -> Response:
+    body = await read_body(request, api.DraftIn)
+    await _service(request).save_draft(body.text)
+    return answer(OK)
+
+
+@admin
+async def diff(request: Request) -> Response:
+    since = query_int(request, "from", None, 1, 2**31 - 1)
+    return answer(api.DiffOut(diff=await _service(request).diff(since)))
+
+
+@admin
+async def publish(request: Request) -> Response:
+    body = await read_body(request, api.PublishIn)
+    return answer(api.VersionNumberOut(version=await _service(request).publish(body.comment)))
+
+
+@admin
+async def rollback(request: Request) -> Response:
+    body = await read_body(request, api.RollbackIn)
+    number = await _service(request).rollback(body.version, body.comment)
+    return answer(api.VersionNumberOut(version=number))
+
+
+@admin
+async def versions(request: Request) -> Response:
+    limit = query_int(request, "limit", 100, 1, MAX_LIMIT)
+    assert limit is not None
+    return answer(list(await _service(request).versions(limit)))
+
+
+@admin
+async def version(request: Request) -> Response:
+    return answer(await _service(request).version(request.path_params["number"]))
+
+
+@admin
+async def services(request: Request) -> Response:
+    return answer(list(await _service(request).services()))
+
+
+@admin
+async def join_tokens(request: Request) -> Response:
+    body = await read_body(request, api.JoinTokenIn)
+    return answer(await _service(request).join_token(body))
+
+
+@admin
+async def audit(request: Request) -> Response:
+    limit = query_int(request, "limit", 100, 1, MAX_LIMIT)
+    before = query_int(request, "before", None, 1, 2**63 - 1)
+    assert limit is not None
+    return answer(list(await _service(request).audit(limit, before)))
+
+
+# --- the services --------------------------------------------------------------------------
+
+
+@endpoint
+async def register(request: Request) -> Response:
+    body = await read_body(request, api.RegisterIn)
+    return answer(await _service(request).register(body))
+
+
+@own_service
+async def config(request: Request) -> Response:
+    after = query_int(request, "after", 0, 0, 2**31 - 1)
+    wait = query_seconds(request, "wait", MAX_WAIT)
+    assert after is not None
+    service_id = request.path_params["service_id"]
+    envelope = await _service(request).config_for(service_id, after, wait)
+    if envelope is None:
+        return Response(status_code=204, headers={"Cache-Control": "no-store"})
+    response = json_response(envelope)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@own_service
+async def ack(request: Request) -> Response:
+    body = await read_body(request, api.AckIn)
+    await _service(request).ack(request.path_params["service_id"], body)
+    return answer(OK)
+
+
+ROUTES = [
+    Route("/api/v1/health", health, methods=["GET"]),
+    Route("/api/v1/openapi.json", openapi, methods=["GET"]),
+    Route("/api/v1/draft", get_draft, methods=["GET"]),
+    Route("/api/v1/draft", put_draft, methods=["PUT"]),
+    Route("/api/v1/diff", diff, methods=["GET"]),
+    Route("/api/v1/publish", publish, methods=["POST"]),
+    Route("/api/v1/rollback", rollback, methods=["POST"]),
+    Route("/api/v1/versions", versions, methods=["GET"]),
+    Route("/api/v1/versions/{number:int}", version, methods=["GET"]),
+    Route("/api/v1/services", services, methods=["GET"]),
+    Route("/api/v1/join-tokens", join_tokens, methods=["POST"]),
+    Route("/api/v1/audit", audit, methods=["GET"]),
+    Route("/api/v1/register", register, methods=["POST"]),
+    Route("/api/v1/config/{service_id}", config, methods=["GET"]),
+    Route("/api/v1/config/{service_id}/ack", ack, methods=["POST"]),
+]
+
+
+# --- errors outside the handlers (404, 405) ------------------------------------------------
+
+
+_STATUS_CODES = {404: Code.NOT_FOUND, 401: Code.UNAUTHORIZED}
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = _STATUS_CODES.get(exc.status_code, Code.BAD_REQUEST)
+    response = json_response({"error": code.value, "message": str(exc.detail)}, exc.status_code)
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    return ServiceError(Code.INTERNAL, "internal error", 500).response()
+
+
+# --- shutdown: answer the parked long polls promptly ---------------------------------------
+
+
+@contextlib.contextmanager
+def polls_end_on_signal(service: AdministrationService) -> Iterator[None]:
+    """On SIGTERM/SIGINT, answer every parked config request (204) so the server's graceful
+    shutdown, which waits for open requests, is not held up by them for a minute."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    previous: dict[int, object] = {}
+
+    def handler(sig: int, frame: FrameType | None) -> None:
+        loop.call_soon_threadsafe(service.watch.close)
+        chained = previous.get(sig)
+        if callable(chained):
+            chained(sig, frame)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous[sig] = signal.getsignal(sig)
+        signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for number, old in previous.items():
+            if signal.getsignal(number) is handler:
+                signal.signal(number, old)  # type: ignore[arg-type]
+
+
+def create_app(make_service: Callable[[], AdministrationService]) -> Starlette:
+    """The app; ``make_service`` builds the service on start, on the server's loop."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        service = make_service()
+        app.state.service = service
+        try:
+            with polls_end_on_signal(service):
+                yield
+        finally:
+            service.watch.close()
+            await service.store.close()
+
+    return Starlette(
+        routes=ROUTES,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: _http_error, Exception: _unexpected},
+    )

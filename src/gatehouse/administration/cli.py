@@ -1,0 +1,142 @@
+"""``gatehouse administration`` (run the service), ``gatehouse config ...`` and
+``gatehouse nodes token`` (talk to it).
+
+Only argparse at import time: the service and the commands import what they need when they
+run, so ``gatehouse --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import TypeAlias
+
+from gatehouse.cli_support import add_home, listen_arg
+
+Sub: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+def register(sub: Sub) -> None:
+    admin = sub.add_parser(
+        "administration", help="run the Administration service (configuration and publishing)"
+    )
+    admin.add_argument("--config", required=True, metavar="FILE", help="YAML configuration file")
+    admin.add_argument("--listen", type=listen_arg, metavar="HOST:PORT", help="override listen")
+    add_home(admin)
+    admin.set_defaults(handler=run)
+
+    config = sub.add_parser("config", help="change, publish and inspect the configuration")
+    actions = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    apply = _action(actions, "apply", "save FILE as the draft (checked, not published)", "apply")
+    apply.add_argument("file", metavar="FILE.yaml")
+    diff = _action(actions, "diff", "show what publishing the draft would change", "diff")
+    diff.add_argument("--from", dest="since", type=int, metavar="N", help="default: newest")
+    publish = _action(actions, "publish", "publish the draft as the next version", "publish")
+    publish.add_argument("--comment", default="", metavar="C")
+    _wait_arg(publish)
+    _action(actions, "status", "show every service and the version it runs", "status")
+    rollback = _action(
+        actions, "rollback", "publish an earlier version again, as a new version", "rollback"
+    )
+    rollback.add_argument("version", type=int, metavar="VERSION")
+    rollback.add_argument("--comment", default="", metavar="C")
+    _wait_arg(rollback)
+    export = _action(actions, "export", "print a published version's configuration", "export")
+    export.add_argument("--version", type=int, metavar="N", help="default: the newest")
+
+    nodes = sub.add_parser("nodes", help="let services join the installation")
+    node_actions = nodes.add_subparsers(dest="nodes_command", required=True, metavar="ACTION")
+    token = _action(node_actions, "token", "make a one-time join token", "nodes_token")
+    token.add_argument(
+        "--role", required=True, choices=("access_point", "policy", "authentication")
+    )
+    token.add_argument("--ttl", default="1h", help="how long it is valid (default: 1h)")
+
+
+def _wait_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="seconds to wait for the services' acknowledgements (default: 10)",
+    )
+
+
+def _action(actions: Sub, name: str, help_text: str, command: str) -> argparse.ArgumentParser:
+    parser = actions.add_parser(name, help=help_text)
+    parser.add_argument(
+        "--admin", metavar="URL", help="default: from HOME/administration.yaml's listen"
+    )
+    add_home(parser)
+    parser.set_defaults(handler=_lazy(command))
+    return parser
+
+
+def _lazy(command: str) -> Callable[[argparse.Namespace], int]:
+    def run_command(args: argparse.Namespace) -> int:
+        from gatehouse.administration import config_cli
+
+        handler: Callable[[argparse.Namespace], int] = getattr(config_cli, command)
+        return handler(args)
+
+    return run_command
+
+
+def run(args: argparse.Namespace) -> int:
+    """Become the installation's Administration service: take the lock, migrate, load or
+    make the signing key and the admin token, then serve until SIGTERM."""
+    import asyncio
+    import os
+    import signal
+
+    from gatehouse.administration.app import create_app
+    from gatehouse.administration.errors import AdminAlreadyRunning, AdminLockLost
+    from gatehouse.administration.service import (
+        AdministrationService,
+        LockKeeper,
+        already_running,
+        ensure_admin_token,
+        load_settings,
+        prepare_database,
+        read_token,
+    )
+    from gatehouse.administration.signing import load_or_create_private_key
+    from gatehouse.administration.store import AdminStore
+    from gatehouse.errors import GatehouseError
+    from gatehouse.internal.hosting import serve
+    from gatehouse.storage.engine import Database
+    from gatehouse.storage.home import prepare_home
+
+    home = prepare_home(args.home)
+    settings = load_settings(args.config, home, args.listen)
+    keeper = LockKeeper(
+        settings.database,
+        settings.lock_check_interval,
+        lambda: os.kill(os.getpid(), signal.SIGTERM),
+    )
+    try:
+        keeper.start()
+    except AdminAlreadyRunning as error:
+        raise GatehouseError(already_running(error)) from None
+    try:
+        latest = asyncio.run(prepare_database(settings.database))
+        key = load_or_create_private_key(settings.key_file)
+        if ensure_admin_token(settings.token_file):
+            print(f"admin token written to {settings.token_file} (mode 0600)", flush=True)
+        token = read_token(settings.token_file)
+
+        def make_service() -> AdministrationService:
+            return AdministrationService(
+                AdminStore(Database(settings.database)), key, token, latest
+            )
+
+        code = serve(create_app(make_service), settings.host, settings.port)
+    finally:
+        keeper.stop()
+    if keeper.lost:
+        raise AdminLockLost(
+            f"lost the Administration lock ({keeper.description}); stopped so that "
+            "another Administration service can take over"
+        )
+    return code

@@ -1,0 +1,288 @@
+"""The OpenAPI 3.1 document of the Administration API (``GET /api/v1/openapi.json``).
+
+Operations are listed here by hand: summary, who may call, parameters, body and answers.
+The schemas come from :mod:`.api_models`, the same models that validate requests and build
+answers. A test checks that every route of the app is described, and nothing more.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
+
+from gatehouse import __version__
+from gatehouse.administration import api_models as api
+
+Who = Literal["anyone", "admin", "service"]
+REF = "#/components/schemas/{model}"
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    name: str
+    where: Literal["path", "query"]
+    schema: dict[str, Any]
+    description: str
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    method: str
+    path: str
+    summary: str
+    who: Who
+    answer: type[BaseModel] | tuple[type[BaseModel]] | None
+    body: type[BaseModel] | None = None
+    params: tuple[Param, ...] = ()
+    errors: tuple[int, ...] = ()
+    description: str = ""
+    extra: dict[int, str] = field(default_factory=dict)
+
+
+_VERSION = {"type": "integer", "minimum": 1}
+_SERVICE_ID = {"type": "string", "pattern": "^[a-z0-9][a-z0-9_.-]{0,62}$"}
+_LIMIT = Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000}, "at most")
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation("get", "/api/v1/health", "Is the service up", "anyone", api.HealthOut, errors=(503,)),
+    Operation(
+        "get", "/api/v1/openapi.json", "This document", "anyone", None, extra={200: "OpenAPI 3.1"}
+    ),
+    Operation("get", "/api/v1/draft", "The draft", "admin", api.DraftOut, errors=(409,)),
+    Operation(
+        "put",
+        "/api/v1/draft",
+        "Replace the draft",
+        "admin",
+        api.OkOut,
+        body=api.DraftIn,
+        errors=(400, 422),
+        description="A configuration with problems is refused (422) and changes nothing.",
+    ),
+    Operation(
+        "get",
+        "/api/v1/diff",
+        "What publishing the draft would change",
+        "admin",
+        api.DiffOut,
+        params=(Param("from", "query", _VERSION, "the version to compare with (default newest)"),),
+        errors=(400, 404, 409, 422),
+    ),
+    Operation(
+        "post",
+        "/api/v1/publish",
+        "Publish the draft as the next version",
+        "admin",
+        api.VersionNumberOut,
+        body=api.PublishIn,
+        errors=(400, 409, 422),
+        description="409: no draft, or the draft says what the newest version says. "
+        "Every waiting config request is answered at once.",
+    ),
+    Operation(
+        "post",
+        "/api/v1/rollback",
+        "Publish an earlier version's configuration again, as a new version",
+        "admin",
+        api.VersionNumberOut,
+        body=api.RollbackIn,
+        errors=(400, 404, 409, 422),
+    ),
+    Operation(
+        "get",
+        "/api/v1/versions",
+        "Published versions, newest first",
+        "admin",
+        (api.VersionSummary,),
+        params=(_LIMIT,),
+        errors=(400,),
+    ),
+    Operation(
+        "get",
+        "/api/v1/versions/{number}",
+        "One published version",
+        "admin",
+        api.VersionOut,
+        params=(Param("number", "path", _VERSION, "version number"),),
+        errors=(404,),
+    ),
+    Operation(
+        "get", "/api/v1/services", "Registered services and their state", "admin", (api.ServiceOut,)
+    ),
+    Operation(
+        "post",
+        "/api/v1/join-tokens",
+        "A one-time token for a service to join with",
+        "admin",
+        api.JoinTokenOut,
+        body=api.JoinTokenIn,
+        errors=(400,),
+    ),
+    Operation(
+        "get",
+        "/api/v1/audit",
+        "The audit log, newest first",
+        "admin",
+        (api.AuditOut,),
+        params=(
+            _LIMIT,
+            Param("before", "query", {"type": "integer", "minimum": 1}, "entries older than id"),
+        ),
+        errors=(400,),
+    ),
+    Operation(
+        "post",
+        "/api/v1/register",
+        "Join with a join token; answers Admin's public key and this service's secret",
+        "anyone",
+        api.RegisterOut,
+        body=api.RegisterIn,
+        errors=(400, 401),
+        description="The token works once, before it expires, for the role it was made for.",
+    ),
+    Operation(
+        "get",
+        "/api/v1/config/{service_id}",
+        "The service's signed configuration, once newer than `after` (long poll)",
+        "service",
+        api.EnvelopeOut,
+        params=(
+            Param("service_id", "path", _SERVICE_ID, "the calling service"),
+            Param("after", "query", {"type": "integer", "minimum": 0}, "the version it runs"),
+            Param(
+                "wait",
+                "query",
+                {"type": "number", "minimum": 0, "maximum": 60},
+                "seconds to wait for a newer version (default 0)",
+            ),
+        ),
+        errors=(400, 404, 409),
+        extra={204: "no newer version within `wait` seconds"},
+        description="409: `after` is above every published version (another installation's, "
+        "or a restored database). 404: the service is not in the newest version.",
+    ),
+    Operation(
+        "post",
+        "/api/v1/config/{service_id}/ack",
+        "Report the version the service runs, or why it could not apply one",
+        "service",
+        api.OkOut,
+        body=api.AckIn,
+        params=(Param("service_id", "path", _SERVICE_ID, "the calling service"),),
+        errors=(400, 404),
+    ),
+)
+
+_ERROR_TEXT = {
+    400: "malformed request",
+    401: "missing or wrong credentials",
+    404: "not found",
+    409: "conflict",
+    422: "invalid configuration: every problem with its path",
+    503: "the database is unavailable",
+}
+_SECURITY: dict[Who, list[dict[str, list[str]]]] = {
+    "admin": [{"adminToken": []}],
+    "service": [{"serviceSecret": []}],
+    "anyone": [],
+}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _ref(model: type[BaseModel]) -> dict[str, Any]:
+    return {"$ref": REF.format(model=model.__name__)}
+
+
+def _operation(op: Operation) -> dict[str, Any]:
+    responses: dict[str, Any] = {}
+    if isinstance(op.answer, tuple):
+        responses["200"] = _json({"type": "array", "items": _ref(op.answer[0])}, "OK")
+    elif op.answer is not None:
+        responses["200"] = _json(_ref(op.answer), "OK")
+    for status, text in op.extra.items():
+        if status == 200:
+            responses["200"] = _json({"type": "object"}, text)
+        else:
+            responses[str(status)] = {"description": text}
+    errors = set(op.errors) | ({401} if op.who != "anyone" else set()) | {500}
+    for status in sorted(errors):
+        responses[str(status)] = _json(_ref(api.ErrorOut), _ERROR_TEXT.get(status, "error"))
+    result: dict[str, Any] = {
+        "operationId": f"{op.method}_{op.path.removeprefix('/api/v1/')}".replace("/", "_")
+        .replace("{", "")
+        .replace("}", "")
+        .replace("-", "_")
+        .replace(".", "_"),
+        "summary": op.summary,
+        "security": _SECURITY[op.who],
+        "responses": responses,
+    }
+    if op.description:
+        result["description"] = op.description
+    if op.params:
+        result["parameters"] = [
+            {
+                "name": p.name,
+                "in": p.where,
+                "required": p.where == "path",
+                "description": p.description,
+                "schema": p.schema,
+            }
+            for p in op.params
+        ]
+    if op.body is not None:
+        result["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": _ref(op.body)}},
+        }
+    return result
+
+
+@functools.cache
+def _document() -> dict[str, Any]:
+    models: list[tuple[type[BaseModel], JsonSchemaMode]] = [
+        (m, "validation") for m in api.REQUEST_MODELS
+    ]
+    models += [(m, "serialization") for m in api.ANSWER_MODELS]
+    _, schemas = models_json_schema(models, ref_template=REF)
+    paths: dict[str, dict[str, Any]] = {}
+    for op in OPERATIONS:
+        paths.setdefault(op.path, {})[op.method] = _operation(op)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Gatehouse Administration API",
+            "version": __version__,
+            "description": "Configuration drafts, signed versions, registered services, join "
+            "tokens and the audit log of a Gatehouse installation.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": schemas.get("$defs", {}),
+            "securitySchemes": {
+                "adminToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "the token in the Administration service's admin token file",
+                },
+                "serviceSecret": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "the secret a service received when it registered",
+                },
+            },
+        },
+    }
+
+
+def openapi_document() -> dict[str, Any]:
+    """The document (a fresh copy: callers may change it)."""
+    return copy.deepcopy(_document())

@@ -1,0 +1,562 @@
+"""The running Administration service: its settings file, its credentials and every API call.
+
+:class:`AdministrationService` does what the API promises on top of the store
+(:class:`~gatehouse.administration.store.AdminStore`); the HTTP layer (:mod:`.app`) only turns
+requests into its calls and answers into JSON. The newest version is kept in memory, so the
+services' long polls are answered without touching the database.
+
+Credentials: the admin token is a file under the home (mode 0600, made on first start);
+a service's secret is issued when it registers and only its SHA-256 is stored, in
+``admin_service_secrets`` (migration branch ``admin_secrets``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import hmac
+import logging
+import os
+import re
+import secrets
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Literal
+
+from alembic import command
+from alembic.config import Config
+from pydantic import Field
+from sqlalchemy import Column, MetaData, String, Table, delete, insert, select, text
+from sqlalchemy.engine import Connection
+
+from gatehouse.administration import api_models as api
+from gatehouse.administration.canonical import timestamp
+from gatehouse.administration.diff import diff_configs, diff_documents
+from gatehouse.administration.document import config_document, parse_config
+from gatehouse.administration.errors import (
+    AdminAlreadyRunning,
+    AdminError,
+    JoinTokenInvalid,
+    NoDraft,
+    UnknownService,
+    VersionNotFound,
+)
+from gatehouse.administration.lock import acquire_admin_lock
+from gatehouse.administration.model import Listen, ServiceId
+from gatehouse.administration.signing import Ed25519PrivateKey, public_key_pem
+from gatehouse.administration.store import AdminStore, ServiceStatus, Version, token_hash
+from gatehouse.administration.waiters import VersionWatch
+from gatehouse.config.access_point import Strict, parse_listen
+from gatehouse.config.loader import load_file
+from gatehouse.config.policy import Duration
+from gatehouse.errors import ConfigError
+from gatehouse.internal.errors import Code
+from gatehouse.storage.engine import Database, create_engine, translate_errors
+from gatehouse.storage.errors import DatabaseUnavailable
+from gatehouse.storage.home import DatabaseURL, database_urls, resolve_relative_sqlite
+from gatehouse.storage.migrate import PG_MIGRATION_LOCK, alembic_config, upgrade
+from gatehouse.storage.models import NAMING
+from gatehouse.storage.types import UTCDateTime, utcnow
+
+log = logging.getLogger("gatehouse.administration")
+
+ROLE: Literal["administration"] = "administration"
+ADMIN = "admin-token"
+KEY_FILE = "admin-signing.pem"
+TOKEN_FILE = "admin.token"
+CONFIG_FILE = "administration.yaml"
+DEFAULT_LISTEN = "127.0.0.1:8001"
+#: The longest a config request may wait for a new version.
+MAX_WAIT = 60.0
+#: A service not seen for this long is not healthy (it polls at least every MAX_WAIT).
+HEALTHY_WINDOW = timedelta(seconds=MAX_WAIT + 30)
+HEALTH_DB_TIMEOUT = 2.0
+SECRET_BYTES = 32
+MIN_TOKEN_LENGTH = 16
+
+
+# --- the settings file ---------------------------------------------------------------------
+
+
+class AdministrationSettings(Strict):
+    """``administration:`` in the Administration service's config file."""
+
+    id: ServiceId = "admin"
+    listen: Listen = DEFAULT_LISTEN
+    database: DatabaseURL | None = Field(
+        default=None, description="default: the home's user DB (HOME/databases.yaml)"
+    )
+    key_file: str | None = Field(default=None, description=f"default: HOME/{KEY_FILE}")
+    admin_token_file: str | None = Field(default=None, description=f"default: HOME/{TOKEN_FILE}")
+    lock_check_interval: Duration = 5.0
+
+
+class AdministrationConfig(Strict):
+    administration: AdministrationSettings = Field(default_factory=AdministrationSettings)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The settings with every path and URL resolved."""
+
+    id: str
+    host: str
+    port: int
+    database: str
+    key_file: Path
+    token_file: Path
+    lock_check_interval: float
+
+
+def _resolve(path: str | None, base: Path, default: Path) -> Path:
+    if not path:
+        return default
+    candidate = Path(path).expanduser()
+    return candidate if candidate.is_absolute() else base / candidate
+
+
+def load_settings(
+    config_path: str | Path | None, home: Path, listen: tuple[str, int] | None = None
+) -> Settings:
+    """Read the config file (None or missing: defaults) and resolve it against ``home``;
+    relative file names are relative to the config file's directory."""
+    if config_path is not None and Path(config_path).exists():
+        config = load_file(AdministrationConfig, config_path)
+        base = Path(config_path).resolve().parent
+    elif config_path is not None:
+        raise ConfigError([("", "cannot read config file: no such file")], str(config_path))
+    else:
+        config, base = AdministrationConfig(), home
+    own = config.administration
+    home = home.absolute()
+    database = (
+        resolve_relative_sqlite(own.database, home) if own.database else database_urls(home).user_db
+    )
+    host, port = listen or parse_listen(own.listen)
+    return Settings(
+        id=own.id,
+        host=host,
+        port=port,
+        database=database,
+        key_file=_resolve(own.key_file, base, home / KEY_FILE),
+        token_file=_resolve(own.admin_token_file, base, home / TOKEN_FILE),
+        lock_check_interval=own.lock_check_interval,
+    )
+
+
+# --- credentials ---------------------------------------------------------------------------
+
+
+def read_token(path: Path) -> str:
+    """The admin token: the file's first line, at least 16 characters."""
+    try:
+        lines = path.read_text(encoding="utf-8").strip().splitlines()
+    except OSError as exc:
+        raise ConfigError(
+            [("", f"cannot read the admin token: {exc.strerror}")], str(path)
+        ) from None
+    token = lines[0].strip() if lines else ""
+    if len(token) < MIN_TOKEN_LENGTH:
+        raise ConfigError(
+            [("", f"the admin token must be at least {MIN_TOKEN_LENGTH} characters")], str(path)
+        )
+    return token
+
+
+def ensure_admin_token(path: Path) -> bool:
+    """Write a new random admin token (mode 0600) unless the file exists; True if written."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        raise ConfigError(
+            [("", f"cannot write the admin token: {exc.strerror}")], str(path)
+        ) from None
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(secrets.token_urlsafe(SECRET_BYTES) + "\n")
+    return True
+
+
+def bearer(header: str | None) -> str | None:
+    """The credential of an ``Authorization: Bearer X`` header."""
+    scheme, _, value = (header or "").partition(" ")
+    return (value.strip() or None) if scheme.lower() == "bearer" else None
+
+
+class Unauthorized(AdminError):
+    code = Code.UNAUTHORIZED
+    status = 401
+
+
+class BadRequest(AdminError):
+    code = Code.BAD_REQUEST
+    status = 400
+
+
+class VersionConflict(AdminError):
+    """A service says it runs a version newer than any published here (a restored or
+    different database): it must not be handed an older one silently."""
+
+    code = Code.CONFLICT
+    status = 409
+
+
+_secret_tables = MetaData(naming_convention=NAMING)
+SERVICE_SECRETS = Table(
+    "admin_service_secrets",
+    _secret_tables,
+    Column("service_id", String(64), primary_key=True),
+    Column("secret_hash", String(64), nullable=False),
+    Column("issued_at", UTCDateTime, nullable=False),
+)
+SECRETS_BRANCH = "admin_secrets@head"
+
+
+def _upgrade_secrets(connection: Connection, config: Config) -> None:
+    config.attributes["connection"] = connection
+    command.upgrade(config, SECRETS_BRANCH)
+
+
+async def migrate(url: str) -> None:
+    """Create or migrate every table of the Administration service (``admin`` and the
+    secrets branch), serialised like :func:`gatehouse.storage.migrate.upgrade`."""
+    await upgrade(url, "admin")
+    engine = create_engine(url)
+    try:
+        async with translate_errors(), engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                await conn.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_MIGRATION_LOCK}
+                )
+            else:
+                await conn.exec_driver_sql("BEGIN IMMEDIATE")
+            await conn.run_sync(_upgrade_secrets, alembic_config(url))
+            await conn.commit()
+    finally:
+        await engine.dispose()
+
+
+async def prepare_database(url: str) -> Version | None:
+    """Create or migrate the Administration tables; return the newest version."""
+    await migrate(url)
+    store = AdminStore(Database(url))
+    try:
+        return await store.latest_version()
+    finally:
+        await store.close()
+
+
+# --- the service ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Report:
+    version: int | None
+    error: str | None
+    at: datetime
+
+
+class AdministrationService:
+    """Every call of the Administration API, on top of the store."""
+
+    def __init__(
+        self,
+        store: AdminStore,
+        key: Ed25519PrivateKey,
+        admin_token: str,
+        latest: Version | None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.store = store
+        self.key = key
+        self.public_key = public_key_pem(key)
+        self._admin_hash = token_hash(admin_token)
+        self._latest = latest
+        self.watch = VersionWatch(latest.number if latest else 0)
+        self.clock = clock
+        self._polled: dict[str, datetime] = {}
+        self._reports: dict[str, _Report] = {}
+
+    # credentials
+
+    def authorize_admin(self, header: str | None) -> None:
+        given = bearer(header)
+        if given is None or not hmac.compare_digest(token_hash(given), self._admin_hash):
+            raise Unauthorized("a valid admin bearer token is required")
+
+    async def authorize_service(self, service_id: str, header: str | None) -> None:
+        given = bearer(header)
+        if given is not None:
+            query = select(SERVICE_SECRETS.c.secret_hash).where(
+                SERVICE_SECRETS.c.service_id == service_id
+            )
+            async with self.store.db.connect() as conn:
+                stored = (await conn.execute(query)).scalar_one_or_none()
+            if stored is not None and hmac.compare_digest(token_hash(given), stored):
+                return
+        raise Unauthorized(f"the service secret of {service_id!r} is required")
+
+    async def _issue_secret(self, service_id: str) -> str:
+        secret = secrets.token_urlsafe(SECRET_BYTES)
+        table = SERVICE_SECRETS
+        async with self.store.db.connect() as conn:
+            await conn.execute(delete(table).where(table.c.service_id == service_id))
+            await conn.execute(
+                insert(table).values(
+                    service_id=service_id, secret_hash=token_hash(secret), issued_at=self.clock()
+                )
+            )
+        return secret
+
+    # anyone
+
+    async def health(self) -> api.HealthOut:
+        try:
+            await asyncio.wait_for(self.store.db.ping(), HEALTH_DB_TIMEOUT)
+        except TimeoutError:
+            raise DatabaseUnavailable("database unavailable: health check timed out") from None
+        return api.HealthOut(status="ok", role=ROLE, version=self.watch.latest)
+
+    # the configuration
+
+    async def draft(self) -> api.DraftOut:
+        draft = await self.store.get_draft()
+        if draft is None:
+            raise NoDraft("there is no draft yet; apply a configuration first")
+        return api.DraftOut(
+            text=draft.source, updated_at=timestamp(draft.saved_at), updated_by=draft.saved_by
+        )
+
+    async def save_draft(self, source: str) -> None:
+        """Save a draft that is valid (an invalid one changes nothing: ConfigError)."""
+        parse_config(source)
+        await self.store.save_draft(source, ADMIN)
+
+    async def diff(self, since: int | None) -> str:
+        draft = await self.store.get_draft()
+        if draft is None:
+            raise NoDraft("there is no draft yet; apply a configuration first")
+        new = parse_config(draft.source)
+        base = self._latest if since is None else await self.store.get_version(since)
+        if base is None:
+            return diff_configs(None, new, "(nothing published)", "draft")
+        label = f"version {base.number}"
+        try:
+            old = base.config()
+        except ConfigError:  # published under rules that have grown stricter since
+            return diff_documents(base.content, config_document(new), label, "draft")
+        return diff_configs(old, new, label, "draft")
+
+    async def publish(self, comment: str) -> int:
+        return self._published(await self.store.publish(ADMIN, self.key, comment))
+
+    async def rollback(self, number: int, comment: str) -> int:
+        return self._published(await self.store.rollback(number, ADMIN, self.key, comment))
+
+    def _published(self, version: Version) -> int:
+        self._latest = version
+        self.watch.published(version.number)
+        log.info("published version %d (%s)", version.number, version.info.comment or "-")
+        return version.number
+
+    async def versions(self, limit: int) -> list[api.VersionSummary]:
+        return [
+            api.VersionSummary(
+                version=info.number,
+                created_at=timestamp(info.created_at),
+                created_by=info.created_by,
+                comment=info.comment,
+                rollback_of=info.rollback_of,
+            )
+            for info in await self.store.list_versions(limit)
+        ]
+
+    async def version(self, number: int) -> api.VersionOut:
+        version = await self.store.get_version(number)
+        info = version.info
+        listed = version.content.get("services") or []
+        return api.VersionOut(
+            version=info.number,
+            created_at=timestamp(info.created_at),
+            created_by=info.created_by,
+            comment=info.comment,
+            rollback_of=info.rollback_of,
+            text=version.source,
+            services=[s["id"] for s in listed if isinstance(s, dict) and "id" in s],
+        )
+
+    # services, tokens, audit
+
+    async def services(self) -> list[api.ServiceOut]:
+        now = self.clock()
+        return [self._service_out(status, now) for status in await self.store.list_services()]
+
+    def _service_out(self, status: ServiceStatus, now: datetime) -> api.ServiceOut:
+        seen = [t for t in (status.last_seen_at, self._polled.get(status.id)) if t is not None]
+        last_seen = max(seen) if seen else None
+        healthy = (
+            last_seen is not None
+            and now - last_seen <= HEALTHY_WINDOW
+            and status.last_error is None
+            and status.running_version == self.watch.latest
+        )
+        report = self._reports.get(status.id)
+        return api.ServiceOut(
+            id=status.id,
+            role=status.role,  # type: ignore[arg-type]  # registered with a valid role
+            node=status.node,
+            endpoint=status.endpoint,
+            running_version=status.running_version,
+            last_seen_at=timestamp(last_seen) if last_seen else None,
+            last_error=status.last_error,
+            healthy=healthy,
+            last_report=api.Report(
+                version=report.version, error=report.error, at=timestamp(report.at)
+            )
+            if report
+            else None,
+        )
+
+    async def join_token(self, request: api.JoinTokenIn) -> api.JoinTokenOut:
+        ttl = timedelta(seconds=request.ttl)
+        expires = self.clock() + ttl
+        token = await self.store.create_join_token(request.role, ADMIN, ttl)
+        return api.JoinTokenOut(token=token, expires_at=timestamp(expires))
+
+    async def audit(self, limit: int, before: int | None) -> list[api.AuditOut]:
+        return [
+            api.AuditOut(
+                id=entry.id,
+                at=timestamp(entry.at),
+                who=entry.who,
+                action=entry.action,
+                what=entry.what,
+                diff=entry.diff,
+            )
+            for entry in await self.store.audit_log(limit, before)
+        ]
+
+    # calls of the services themselves
+
+    async def register(self, request: api.RegisterIn) -> api.RegisterOut:
+        """Join with a one-time token for the same role; a new secret replaces any old one."""
+        role = await self.store.redeem_join_token(request.token, request.service_id)
+        if role != request.role:
+            raise JoinTokenInvalid(f"the join token was issued for a {role}, not a {request.role}")
+        await self.store.register_service(
+            request.service_id, request.role, request.node, request.endpoint, request.service_id
+        )
+        secret = await self._issue_secret(request.service_id)
+        return api.RegisterOut(public_key=self.public_key, service_secret=secret)
+
+    async def config_for(
+        self, service_id: str, after: int, wait: float
+    ) -> dict[str, object] | None:
+        """The newest signed envelope of a service once it is newer than ``after``; None
+        when ``wait`` seconds pass without one."""
+        self._polled[service_id] = self.clock()
+        if after > self.watch.latest:
+            raise VersionConflict(
+                f"{service_id!r} runs version {after}, but the newest version here is "
+                f"{self.watch.latest}: is this the installation's Administration service?"
+            )
+        if after == self.watch.latest and await self.watch.wait_newer(after, wait) is None:
+            self._polled[service_id] = self.clock()
+            return None
+        self._polled[service_id] = self.clock()
+        latest = self._latest
+        if latest is None:  # pragma: no cover - the watch says a version exists
+            raise VersionNotFound("no version has been published yet")
+        envelope = latest.envelopes.get(service_id)
+        if envelope is None:
+            raise UnknownService(f"service {service_id!r} is not in version {latest.number}")
+        return envelope
+
+    async def ack(self, service_id: str, request: api.AckIn) -> None:
+        version, error = request.version, request.error
+        if error is None and version is not None and version > self.watch.latest:
+            raise BadRequest(f"version: there is no version {version} to run")
+        await self.store.record_ack(service_id, version, error)
+        self._reports[service_id] = _Report(version, error, self.clock())
+        if error is None:
+            what = f"{service_id} runs version {version}"
+        else:
+            what = f"{service_id} failed to apply version {version}: {error}"
+        await self.store.record_audit(service_id, "service.ack", what)
+
+
+# --- the one-Admin lock --------------------------------------------------------------------
+
+
+class LockKeeper:
+    """Holds the one-Admin lock on a thread of its own and checks it every ``interval``.
+
+    The thread has its own event loop because a PostgreSQL lock lives on a connection, and
+    a connection belongs to the loop that opened it; the server's loop is uvicorn's. When
+    the lock is lost, ``on_lost`` runs (on the keeper's thread) so the process can stop.
+    """
+
+    def __init__(self, url: str, interval: float, on_lost: Callable[[], None]) -> None:
+        self.url = url
+        self.interval = interval
+        self.on_lost = on_lost
+        self.lost = False
+        self.description = ""
+        self._acquired: concurrent.futures.Future[str] = concurrent.futures.Future()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._run, name="admin-lock", daemon=True)
+
+    def start(self) -> None:
+        """Take the lock; raises what taking it raised (AdminAlreadyRunning, ...)."""
+        self._thread.start()
+        self.description = self._acquired.result()
+
+    def stop(self) -> None:
+        """Release the lock and end the thread."""
+        loop, stop = self._loop, self._stop
+        if loop is not None and stop is not None and self._thread.is_alive():
+            with contextlib.suppress(RuntimeError):  # the loop has just ended
+                loop.call_soon_threadsafe(stop.set)
+        self._thread.join()
+
+    def _run(self) -> None:
+        asyncio.run(self._hold())
+
+    async def _hold(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        try:
+            lock = await acquire_admin_lock(self.url)
+        except BaseException as exc:
+            self._acquired.set_exception(exc)
+            return
+        self._acquired.set_result(lock.description)
+        try:
+            while not self._stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), self.interval)
+                if not self._stop.is_set() and not await lock.still_held():
+                    self.lost = True
+                    log.error("lost the Administration lock (%s); stopping", lock.description)
+                    self.on_lost()
+                    return
+        finally:
+            await lock.release()
+
+
+_HOLDER = re.compile(r"pid[ =](?P<pid>\d+)(?: on)? host[ =](?P<host>[^\s,()]+)")
+
+
+def already_running(error: AdminAlreadyRunning) -> str:
+    """``another Administration service is running (pid N on HOST)``, from the lock's
+    longer message (which names the holder for SQLite and PostgreSQL alike)."""
+    match = _HOLDER.search(error.message)
+    if match is None:
+        return error.message
+    return f"another Administration service is running (pid {match['pid']} on {match['host']})"

@@ -1,0 +1,621 @@
+"""The Administration API, through a real ``gatehouse administration`` process on loopback.
+
+Also home to the helpers the other process tests use: :class:`Admin` (the process and its
+calls), :func:`single_node` (the installation ``gatehouse up`` runs) and :func:`join`.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from gatehouse.administration.app import ROUTES
+from gatehouse.administration.document import parse_config
+from gatehouse.administration.openapi import openapi_document
+from gatehouse.administration.signing import verify
+from gatehouse.administration.views import view_for
+from gatehouse.config.access_point import AccessPointConfig
+from gatehouse.node import NodeAddresses, node_configs
+from tests.support.processes import Service, free_port, write_config
+
+ADMIN_TOKEN = object()  # "use the admin token" (the default of Admin.call)
+Answer = tuple[int, Any]
+
+
+def single_node(backend: str = "http://127.0.0.1:9000") -> dict[str, Any]:
+    """The installation of ``gatehouse up`` (node.node_configs) as one configuration."""
+    return {
+        "services": [
+            {
+                "id": "ap1",
+                "role": "access_point",
+                "endpoint": "http://127.0.0.1:8080",
+                "node": "local",
+            },
+            {"id": "ps1", "role": "policy", "endpoint": "http://127.0.0.1:8101", "node": "local"},
+            {
+                "id": "auth1",
+                "role": "authentication",
+                "endpoint": "http://127.0.0.1:8201",
+                "node": "local",
+            },
+        ],
+        "access_points": [{"id": "ap1", "policy_services": ["ps1"]}],
+        "policy_services": [
+            {"id": "ps1", "authentication": ["auth1"], "admin_token_file": "policy-admin.token"}
+        ],
+        "resources": [
+            {"id": "demo", "hosts": ["*"], "path_prefix": "/", "backends": [backend]},
+            {"id": "demo-public", "hosts": ["*"], "path_prefix": "/public", "backends": [backend]},
+        ],
+        "global_rule": "public",
+        "resource_rules": {"demo": "authenticated", "demo-public": "public"},
+    }
+
+
+def as_yaml(config: dict[str, Any]) -> str:
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+class Admin:
+    """A real ``gatehouse administration`` with its home, and JSON calls to it."""
+
+    def __init__(
+        self,
+        home: Path,
+        database: str | None = None,
+        lock_check_interval: float = 5.0,
+        name: str = "admin",
+        port: int | None = None,
+    ) -> None:
+        self.home = home
+        home.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        settings: dict[str, Any] = {
+            "listen": f"127.0.0.1:{self.port}",
+            "lock_check_interval": lock_check_interval,
+        }
+        if database is not None:
+            settings["database"] = database
+        self.config = write_config(home / "administration.yaml", {"administration": settings})
+        self.process = Service(
+            ["administration", "--config", str(self.config), "--home", str(home)],
+            home / f"{name}.log",
+            "127.0.0.1",
+            self.port,
+        )
+
+    def start(self) -> Admin:
+        self.process.wait_ready()
+        self.token = (self.home / "admin.token").read_text().strip()
+        return self
+
+    @property
+    def url(self) -> str:
+        return self.process.url
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: object = None,
+        token: object = ADMIN_TOKEN,
+        timeout: float = 10.0,
+    ) -> Answer:
+        """(status, decoded JSON or None); ``token=None`` sends no Authorization."""
+        headers = {}
+        secret = self.token if token is ADMIN_TOKEN else token
+        if secret is not None:
+            headers["Authorization"] = f"Bearer {secret}"
+        data = None
+        if body is not None:
+            data = body if isinstance(body, bytes) else json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            conn.request(method, path, data, headers)
+            response = conn.getresponse()
+            raw = response.read()
+        finally:
+            conn.close()
+        assert response.getheader("content-type", "application/json") == "application/json"
+        return response.status, json.loads(raw) if raw else None
+
+    def ok(self, method: str, path: str, body: object = None, token: object = ADMIN_TOKEN) -> Any:
+        status, answer = self.call(method, path, body, token)
+        assert status == 200, answer
+        return answer
+
+    def apply(self, config: dict[str, Any] | str) -> Answer:
+        text = config if isinstance(config, str) else as_yaml(config)
+        return self.call("PUT", "/api/v1/draft", {"text": text})
+
+    def publish(self, config: dict[str, Any], comment: str = "") -> int:
+        assert self.apply(config)[0] == 200
+        number: int = self.ok("POST", "/api/v1/publish", {"comment": comment})["version"]
+        return number
+
+    def stop(self) -> int:
+        return self.process.stop()
+
+
+@pytest.fixture
+def admin(tmp_path: Path) -> Iterator[Admin]:
+    process = Admin(tmp_path / "home")
+    try:
+        yield process.start()
+    finally:
+        process.stop()
+
+
+def join(admin: Admin, service_id: str, role: str = "access_point") -> dict[str, Any]:
+    """Register a service with a fresh join token; its registration answer."""
+    token = admin.ok("POST", "/api/v1/join-tokens", {"role": role, "ttl": "5m"})["token"]
+    body = {
+        "token": token,
+        "service_id": service_id,
+        "role": role,
+        "node": "local",
+        "endpoint": f"http://127.0.0.1:{free_port()}",
+    }
+    answer: dict[str, Any] = admin.ok("POST", "/api/v1/register", body, token=None)
+    return answer
+
+
+# --- the example configuration -------------------------------------------------------------
+
+
+def test_the_example_is_the_single_node_of_gatehouse_up() -> None:
+    config = parse_config(as_yaml(single_node()))
+    addresses = NodeAddresses(
+        ("127.0.0.1", 8080), ("127.0.0.1", 9000), ("127.0.0.1", 8101), ("127.0.0.1", 8201)
+    )
+    files = node_configs(addresses)
+    up_ap = AccessPointConfig.model_validate(files["access-point"]).model_dump(mode="json")
+    assert view_for(config, "ap1") == up_ap
+    policy = view_for(config, "ps1")
+    assert policy["policy"]["authentication"] == files["policy"]["policy"]["authentication"]  # type: ignore[index]
+    assert policy["resources"] == files["policy"]["resources"]
+    assert view_for(config, "auth1")["authentication"]["listen"] == "127.0.0.1:8201"
+
+
+# --- who may call what ---------------------------------------------------------------------
+
+
+ADMIN_CALLS = [
+    ("GET", "/api/v1/draft", None),
+    ("PUT", "/api/v1/draft", {"text": "{}"}),
+    ("GET", "/api/v1/diff", None),
+    ("POST", "/api/v1/publish", {}),
+    ("POST", "/api/v1/rollback", {"version": 1}),
+    ("GET", "/api/v1/versions", None),
+    ("GET", "/api/v1/versions/1", None),
+    ("GET", "/api/v1/services", None),
+    ("POST", "/api/v1/join-tokens", {"role": "policy"}),
+    ("GET", "/api/v1/audit", None),
+]
+
+
+def test_admin_calls_need_the_admin_token_and_anyone_may_ask_for_health(admin: Admin) -> None:
+    assert admin.call("GET", "/api/v1/health", token=None) == (
+        200,
+        {"status": "ok", "role": "administration", "version": 0},
+    )
+    assert admin.call("GET", "/api/v1/openapi.json", token=None)[1]["openapi"] == "3.1.0"
+    for method, path, body in ADMIN_CALLS:
+        for token in (None, "x" * 43, admin.token + "x"):
+            status, answer = admin.call(method, path, body, token=token)
+            assert (status, answer["error"]) == (401, "unauthorized"), (method, path, token)
+    assert admin.ok("GET", "/api/v1/audit") == []  # nothing above changed anything
+
+
+def test_errors_are_json_never_a_traceback(admin: Admin) -> None:
+    assert admin.call("GET", "/api/v1/nothing") == (
+        404,
+        {"error": "not_found", "message": "Not Found"},
+    )
+    assert admin.call("DELETE", "/api/v1/draft")[0] == 405
+    assert admin.call("PUT", "/api/v1/draft", b"{not json") == (
+        400,
+        {"error": "bad_request", "message": "body is not valid JSON"},
+    )
+    assert admin.call("PUT", "/api/v1/draft", {"txt": "x"})[1]["message"] == (
+        "text: Field required; txt: unknown field"
+    )
+    assert admin.call("POST", "/api/v1/join-tokens", {"role": "dba"})[0] == 400
+    status, answer = admin.call("POST", "/api/v1/join-tokens", {"role": "policy", "ttl": "soon"})
+    assert (status, answer["message"]) == (
+        400,
+        "ttl: not a duration: 'soon' (use e.g. 30, 30s, 250ms, 5m)",
+    )
+    assert admin.call("GET", "/api/v1/audit?limit=0")[1]["message"] == (
+        "limit: must be a whole number from 1 to 1000, not '0'"
+    )
+    assert admin.call("GET", "/api/v1/versions/7") == (
+        404,
+        {"error": "not_found", "message": "there is no version 7"},
+    )
+    assert admin.call("GET", "/api/v1/draft") == (
+        409,
+        {"error": "conflict", "message": "there is no draft yet; apply a configuration first"},
+    )
+    assert "Traceback" not in admin.process.output()
+
+
+# --- draft, diff, publish, rollback --------------------------------------------------------
+
+
+def test_an_invalid_configuration_is_refused_with_every_path_and_changes_nothing(
+    admin: Admin,
+) -> None:
+    admin.publish(single_node(), "first")
+    draft_before = admin.ok("GET", "/api/v1/draft")
+    audit_before = admin.ok("GET", "/api/v1/audit")
+    broken = single_node()
+    broken["resources"][1]["backends"] = ["http://127.0.0.1:9000", "nope"]
+    broken["services"][1]["role"] = "dba"
+    status, answer = admin.apply(broken)
+    assert status == 422
+    assert answer == {
+        "error": "bad_request",
+        "message": "the configuration is invalid (2 problems)",
+        "problems": [
+            {
+                "path": "services[1].role",
+                "message": "Input should be 'access_point', 'policy' or 'authentication'",
+            },
+            {
+                "path": "resources[1].backends[1]",
+                "message": "not a URL: 'nope' (expected http://host[:port][/path])",
+            },
+        ],
+    }
+    crossed = single_node()
+    crossed["access_points"][0]["policy_services"] = ["auth1"]
+    assert admin.apply(crossed)[1]["problems"] == [
+        {
+            "path": "access_points[0].policy_services[0]",
+            "message": "'auth1' is an authentication service, not a policy service",
+        }
+    ]
+    status, answer = admin.apply("services: [\n")
+    assert status == 422
+    assert answer["problems"][0]["path"] == ""
+    assert "invalid YAML" in answer["problems"][0]["message"]
+    assert admin.ok("GET", "/api/v1/draft") == draft_before
+    assert admin.ok("GET", "/api/v1/audit") == audit_before
+    assert admin.ok("GET", "/api/v1/health")["version"] == 1
+
+
+def test_publish_numbers_versions_and_diff_shows_the_change(admin: Admin) -> None:
+    assert admin.call("POST", "/api/v1/publish", {})[1]["message"] == (
+        "there is no draft to publish; save one first"
+    )
+    assert admin.apply(single_node()) == (200, {"ok": True})
+    first_diff = admin.ok("GET", "/api/v1/diff")["diff"]
+    assert first_diff.startswith("--- (nothing published)\n+++ draft\n")
+    assert admin.ok("POST", "/api/v1/publish", {"comment": "first"}) == {"version": 1}
+    assert admin.ok("GET", "/api/v1/diff") == {"diff": ""}
+    status, answer = admin.call("POST", "/api/v1/publish", {})
+    assert (status, answer["message"]) == (409, "version 1 already says this; nothing to publish")
+
+    changed = single_node("http://127.0.0.1:9001")
+    assert admin.publish(changed, "second backend") == 2
+    changed["sessions"] = {"idle_timeout": "10m"}
+    admin.apply(changed)
+    diff = admin.ok("GET", "/api/v1/diff")["diff"]
+    assert diff.startswith("--- version 2\n+++ draft\n")
+    assert "-  idle_timeout: 1800.0\n+  idle_timeout: 600.0\n" in diff
+    assert "9001" not in diff
+    assert (
+        "-  - http://127.0.0.1:9000\n+  - http://127.0.0.1:9001\n"
+        in admin.ok("GET", "/api/v1/diff?from=1")["diff"]
+    )
+    assert admin.ok("POST", "/api/v1/publish", {}) == {"version": 3}
+
+    versions = admin.ok("GET", "/api/v1/versions")
+    assert [v["version"] for v in versions] == [3, 2, 1]
+    assert [v["comment"] for v in versions] == ["", "second backend", "first"]
+    assert {v["created_by"] for v in versions} == {"admin-token"}
+    assert all(v["created_at"].endswith("Z") and v["rollback_of"] is None for v in versions)
+    assert [v["version"] for v in admin.ok("GET", "/api/v1/versions?limit=1")] == [3]
+    two = admin.ok("GET", "/api/v1/versions/2")
+    assert two["text"] == as_yaml(single_node("http://127.0.0.1:9001"))
+    assert two["services"] == ["ap1", "ps1", "auth1"]
+    assert admin.ok("GET", "/api/v1/health")["version"] == 3
+    draft = admin.ok("GET", "/api/v1/draft")
+    assert (draft["text"], draft["updated_by"]) == (as_yaml(changed), "admin-token")
+
+
+def test_rollback_publishes_an_old_version_again_as_a_new_one(admin: Admin) -> None:
+    admin.publish(single_node(), "one")
+    admin.publish(single_node("http://127.0.0.1:9001"), "two")
+    assert admin.ok("POST", "/api/v1/rollback", {"version": 1}) == {"version": 3}
+    three = admin.ok("GET", "/api/v1/versions/3")
+    assert (three["rollback_of"], three["comment"]) == (1, "rollback to version 1")
+    assert three["text"] == admin.ok("GET", "/api/v1/versions/1")["text"]
+    assert admin.ok("GET", "/api/v1/draft")["text"] == three["text"]
+    status, answer = admin.call("POST", "/api/v1/rollback", {"version": 1, "comment": "again"})
+    assert (status, answer["error"]) == (409, "conflict")
+    assert admin.call("POST", "/api/v1/rollback", {"version": 9})[0] == 404
+    assert admin.call("POST", "/api/v1/rollback", {"version": 0})[0] == 400
+    assert admin.ok("POST", "/api/v1/rollback", {"version": 2, "comment": "back"}) == {"version": 4}
+
+
+# --- services: join, secrets, config, acks -------------------------------------------------
+
+
+def test_a_join_token_registers_once_for_its_role_until_it_expires(admin: Admin) -> None:
+    made = admin.ok("POST", "/api/v1/join-tokens", {"role": "policy", "ttl": 600})
+    assert len(made["token"]) >= 40
+    assert made["expires_at"].endswith("Z")
+    body = {
+        "token": made["token"],
+        "service_id": "ps1",
+        "role": "policy",
+        "node": "local",
+        "endpoint": "http://127.0.0.1:8101",
+    }
+    assert admin.call("POST", "/api/v1/register", {**body, "role": "bogus"}, token=None)[0] == 400
+    assert (
+        admin.call("POST", "/api/v1/register", {**body, "endpoint": "nope"}, token=None)[0] == 400
+    )
+    registered = admin.ok("POST", "/api/v1/register", body, token=None)
+    assert registered["public_key"].startswith("-----BEGIN PUBLIC KEY-----")
+    assert len(registered["service_secret"]) >= 40
+    refused = (
+        401,
+        {"error": "unauthorized", "message": "join token unknown, expired or already used"},
+    )
+    assert admin.call("POST", "/api/v1/register", body, token=None) == refused
+
+    for_ap = admin.ok("POST", "/api/v1/join-tokens", {"role": "access_point"})["token"]
+    status, answer = admin.call(
+        "POST", "/api/v1/register", {**body, "token": for_ap, "service_id": "ps2"}, token=None
+    )
+    assert (status, answer["message"]) == (
+        401,
+        "the join token was issued for a access_point, not a policy",
+    )
+    short = admin.ok("POST", "/api/v1/join-tokens", {"role": "policy", "ttl": "1s"})["token"]
+    time.sleep(1.1)
+    assert admin.call("POST", "/api/v1/register", {**body, "token": short}, token=None) == refused
+    services = admin.ok("GET", "/api/v1/services")
+    assert [(s["id"], s["role"], s["endpoint"]) for s in services] == [
+        ("ps1", "policy", "http://127.0.0.1:8101")
+    ]
+
+
+def test_config_and_ack_need_the_services_own_secret(admin: Admin) -> None:
+    ap = join(admin, "ap1")
+    ps = join(admin, "ps1", "policy")
+    version = admin.publish(single_node())
+    path = "/api/v1/config/ap1"
+    for token in (None, admin.token, ps["service_secret"], ap["service_secret"] + "x"):
+        status, answer = admin.call("GET", path, token=token)
+        assert (status, answer["error"]) == (401, "unauthorized")
+        assert admin.call("POST", f"{path}/ack", {"version": 1}, token=token)[0] == 401
+    status, envelope = admin.call("GET", path, token=ap["service_secret"])
+    assert status == 200
+    verified = verify(ap["public_key"], envelope, service="ap1")
+    assert verified.version == version
+    assert verified.view == view_for(parse_config(as_yaml(single_node())), "ap1")
+    assert "rules" not in verified.view  # an AP's view only
+
+    # A secret issued again (a new registration) replaces the old one.
+    again = join(admin, "ap1")
+    assert admin.call("GET", path, token=ap["service_secret"])[0] == 401
+    assert admin.call("GET", path, token=again["service_secret"])[0] == 200
+
+
+def test_acks_are_recorded_in_services(admin: Admin) -> None:
+    secret = join(admin, "ap1")["service_secret"]
+    join(admin, "ps1", "policy")
+    admin.publish(single_node())
+    ap = {s["id"]: s for s in admin.ok("GET", "/api/v1/services")}["ap1"]
+    assert (ap["running_version"], ap["healthy"], ap["last_report"]) == (None, False, None)
+
+    assert admin.ok("POST", "/api/v1/config/ap1/ack", {"version": 1}, token=secret) == {"ok": True}
+    services = {s["id"]: s for s in admin.ok("GET", "/api/v1/services")}
+    ap, ps = services["ap1"], services["ps1"]
+    assert (ap["running_version"], ap["last_error"], ap["healthy"]) == (1, None, True)
+    assert ap["last_seen_at"].endswith("Z")
+    assert ap["last_report"] == {"version": 1, "error": None, "at": ap["last_seen_at"]}
+    assert (ps["running_version"], ps["last_seen_at"], ps["healthy"]) == (None, None, False)
+
+    admin.publish(single_node("http://127.0.0.1:9001"))
+    body = {"version": 2, "error": "resources[0].backends[0]: refused"}
+    admin.ok("POST", "/api/v1/config/ap1/ack", body, token=secret)
+    ap = {s["id"]: s for s in admin.ok("GET", "/api/v1/services")}["ap1"]
+    assert (ap["running_version"], ap["last_error"], ap["healthy"]) == (1, body["error"], False)
+    assert ap["last_report"]["version"] == 2
+
+    status, answer = admin.call("POST", "/api/v1/config/ap1/ack", {"version": 3}, token=secret)
+    assert (status, answer["message"]) == (400, "version: there is no version 3 to run")
+    assert admin.call("POST", "/api/v1/config/ap1/ack", {}, token=secret)[0] == 400
+
+
+def test_a_service_not_in_the_newest_version_is_told_so(admin: Admin) -> None:
+    secret = join(admin, "ap9")["service_secret"]
+    admin.publish(single_node())
+    status, answer = admin.call("GET", "/api/v1/config/ap9", token=secret)
+    assert (status, answer) == (
+        404,
+        {"error": "not_found", "message": "service 'ap9' is not in version 1"},
+    )
+
+
+# --- the long poll -------------------------------------------------------------------------
+
+
+def poll(
+    admin: Admin, secret: str, after: int, wait: float, out: list[tuple[float, Answer]]
+) -> None:
+    answer = admin.call(
+        "GET", f"/api/v1/config/ap1?after={after}&wait={wait}", token=secret, timeout=wait + 10
+    )
+    out.append((time.monotonic(), answer))
+
+
+def test_a_waiting_config_request_wakes_within_100ms_of_a_publish(admin: Admin) -> None:
+    secret = join(admin, "ap1")["service_secret"]
+    started = time.monotonic()
+    assert admin.call("GET", "/api/v1/config/ap1?after=0&wait=0.3", token=secret) == (204, None)
+    assert 0.3 <= time.monotonic() - started < 1.5
+
+    assert admin.publish(single_node()) == 1
+    # A newer version than `after` is answered at once, however long the wait asked for.
+    started = time.monotonic()
+    status, envelope = admin.call("GET", "/api/v1/config/ap1?after=0&wait=60", token=secret)
+    assert (status, envelope["version"]) == (200, 1)
+    assert time.monotonic() - started < 0.5
+
+    for round_ in range(3):
+        results: list[tuple[float, Answer]] = []
+        waiters = [
+            threading.Thread(target=poll, args=(admin, secret, 1 + round_, 20, results))
+            for _ in range(3)
+        ]
+        for waiter in waiters:
+            waiter.start()
+        time.sleep(0.3)  # parked
+        assert not results
+        admin.apply(single_node(f"http://127.0.0.1:{9001 + round_}"))
+        admin.ok("POST", "/api/v1/publish", {})
+        published = time.monotonic()
+        for waiter in waiters:
+            waiter.join(5)
+        assert len(results) == 3
+        for answered_at, (status, envelope) in results:
+            assert (status, envelope["version"]) == (200, 2 + round_)
+            assert answered_at - published < 0.1, answered_at - published
+
+
+def test_the_long_poll_checks_its_parameters(admin: Admin) -> None:
+    secret = join(admin, "ap1")["service_secret"]
+    admin.publish(single_node())
+    for query, message in (
+        ("after=-1", "after: must be a whole number from 0 to 2147483647, not '-1'"),
+        ("after=1&wait=61", "wait: must be a number of seconds from 0 to 60, not '61'"),
+        ("after=1&wait=soon", "wait: must be a number of seconds from 0 to 60, not 'soon'"),
+    ):
+        status, answer = admin.call("GET", f"/api/v1/config/ap1?{query}", token=secret)
+        assert (status, answer["message"]) == (400, message)
+    status, answer = admin.call("GET", "/api/v1/config/ap1?after=5", token=secret)
+    assert (status, answer["error"]) == (409, "conflict")
+    assert "runs version 5, but the newest version here is 1" in answer["message"]
+
+
+def test_stopping_answers_the_parked_requests_at_once(admin: Admin) -> None:
+    secret = join(admin, "ap1")["service_secret"]
+    results: list[tuple[float, Answer]] = []
+    waiter = threading.Thread(target=poll, args=(admin, secret, 0, 60, results))
+    waiter.start()
+    time.sleep(0.3)
+    stopping = time.monotonic()
+    admin.process.signal(signal.SIGTERM)
+    assert admin.process.proc.wait(5) == 0
+    waiter.join(5)
+    assert [answer for _, answer in results] == [(204, None)]
+    assert time.monotonic() - stopping < 3
+
+
+# --- audit ---------------------------------------------------------------------------------
+
+
+def test_every_write_is_audited_with_who_and_the_diff(admin: Admin) -> None:
+    admin.publish(single_node(), "first")
+    secret = join(admin, "ap1")["service_secret"]
+    admin.ok("POST", "/api/v1/config/ap1/ack", {"version": 1}, token=secret)
+    admin.publish(single_node("http://127.0.0.1:9001"))
+    admin.ok("POST", "/api/v1/rollback", {"version": 1})
+    entries = admin.ok("GET", "/api/v1/audit")
+    assert [(e["who"], e["action"]) for e in reversed(entries)] == [
+        ("admin-token", "draft.save"),
+        ("admin-token", "version.publish"),
+        ("admin-token", "join_token.create"),
+        ("ap1", "join_token.use"),
+        ("ap1", "service.register"),
+        ("ap1", "service.ack"),
+        ("admin-token", "draft.save"),
+        ("admin-token", "version.publish"),
+        ("admin-token", "version.rollback"),
+    ]
+    by_action = {e["action"]: e for e in reversed(entries)}  # the newest of each
+    assert by_action["service.ack"]["what"] == "ap1 runs version 1"
+    assert by_action["version.publish"]["what"] == "published version 2"
+    assert (
+        "-  - http://127.0.0.1:9000\n+  - http://127.0.0.1:9001\n"
+        in (by_action["version.publish"]["diff"])
+    )
+    assert "+  - http://127.0.0.1:9000\n" in by_action["version.rollback"]["diff"]
+    assert by_action["draft.save"]["diff"].startswith("--- draft (before)\n+++ draft\n")
+    assert [e["id"] for e in admin.ok("GET", "/api/v1/audit?limit=2")] == [
+        entries[0]["id"],
+        entries[1]["id"],
+    ]
+    older = admin.ok("GET", f"/api/v1/audit?before={entries[1]['id']}&limit=1")
+    assert [e["id"] for e in older] == [entries[2]["id"]]
+
+
+# --- the OpenAPI document ------------------------------------------------------------------
+
+
+def test_the_openapi_document_describes_every_route_and_nothing_else(admin: Admin) -> None:
+    document = admin.ok("GET", "/api/v1/openapi.json", token=None)
+    assert document == openapi_document()
+    served = {
+        (method.lower(), route.path.replace("{number:int}", "{number}"))
+        for route in ROUTES
+        for method in route.methods or ()
+        if method != "HEAD"
+    }
+    described = {(m, path) for path, ops in document["paths"].items() for m in ops}
+    assert described == served
+
+    schemas = document["components"]["schemas"]
+    refs: list[str] = []
+
+    def collect(node: object) -> None:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                refs.append(node["$ref"])
+            for value in node.values():
+                collect(value)
+        elif isinstance(node, list):
+            for value in node:
+                collect(value)
+
+    collect(document)
+    assert refs
+    assert all(r.removeprefix("#/components/schemas/") in schemas for r in refs)
+    for path, ops in document["paths"].items():
+        for method, op in ops.items():
+            assert op["summary"]
+            assert "200" in op["responses"]
+            named = {p["name"] for p in op.get("parameters", []) if p["in"] == "path"}
+            assert named == {part[1:-1] for part in path.split("/") if part.startswith("{")}
+            assert (method in ("put", "post")) == ("requestBody" in op), (method, path)
+            if op["security"]:
+                assert "401" in op["responses"], (method, path)
+    assert set(schemas["RegisterIn"]["required"]) == {
+        "token",
+        "service_id",
+        "role",
+        "node",
+        "endpoint",
+    }
+    try:
+        from openapi_spec_validator import validate  # type: ignore[import-not-found]
+    except ImportError:
+        return
+    validate(document)
