@@ -1,10 +1,15 @@
-"""The config agent: pure decisions from tables, then the whole loop against an Admin over
-real HTTP on loopback.
+"""The config agent: pure decisions from tables, then the whole loop over real HTTP on
+loopback.
 
-The Admin here is a stand-in (Starlette + uvicorn in the test's event loop) implementing the
-contract's service endpoints (docs/internal-api.md: register, long-poll config, ack) with keys
-and views from ``gatehouse.administration``; it can also serve whatever bytes a test wants
-(tampered, for another service, an old version), which a real Admin never would.
+End to end, the agent (in the test's event loop, as in a service) follows a real
+``gatehouse administration`` process, configured through its API: published versions, join
+tokens, the services table where acks land. A TCP relay between them plays the network: cut
+it to keep the agent from Admin, or let it rewrite what Admin sends.
+
+What a real Admin never sends (an envelope for another service, an old version replayed,
+garbage, a field the service's model does not know) comes from a stand-in: Starlette +
+uvicorn in the test's loop implementing the contract's service endpoints (register, long-poll
+config, ack, docs/internal-api.md) with keys and views from ``gatehouse.administration``.
 """
 
 from __future__ import annotations
@@ -13,9 +18,11 @@ import asyncio
 import base64
 import contextlib
 import logging
+import os
 import secrets
+import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -43,6 +50,7 @@ from gatehouse.administration.views import all_views
 from gatehouse.config.access_point import AccessPointConfig
 from gatehouse.config.loader import validate as validate_model
 from gatehouse.errors import ConfigError
+from gatehouse.internal.client import FailoverClient
 from gatehouse.internal.config_agent import (
     Accepted,
     AgentStatus,
@@ -59,7 +67,8 @@ from gatehouse.internal.config_agent import (
     poll_path,
 )
 from gatehouse.internal.lkg import StateError
-from tests.support.processes import free_port
+from tests.support.processes import Service as Process
+from tests.support.processes import free_port, write_config
 
 T = TypeVar("T")
 Run = Callable[[Coroutine[Any, Any, T]], T]
@@ -350,7 +359,7 @@ def error(status: int, code: str, message: str) -> JSONResponse:
 def run() -> Run[Any]:
     def runner(coro: Coroutine[Any, Any, T]) -> T:
         async def guarded() -> T:
-            async with asyncio.timeout(20):  # a hung scenario fails instead of hanging
+            async with asyncio.timeout(30):  # a hung scenario fails instead of hanging
                 return await coro
 
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
@@ -423,59 +432,380 @@ async def registered_agent(admin: FakeAdmin, state: Path, **options: Any) -> Con
     return agent
 
 
-# end to end against the stand-in --------------------------------------------------------------
+# end to end against the real Administration service --------------------------------------------
 
 
-def test_register_pull_apply_save_and_ack(run: Run[None], tmp_path: Path) -> None:
-    async def scenario() -> None:
-        admin = await FakeAdmin().start()
+class RealAdmin:
+    """``gatehouse administration`` as a process on loopback, driven through its API with the
+    admin token it writes under its home."""
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir()
+        self.directory = directory
+        self.port = free_port()
+        listen = {"administration": {"listen": f"127.0.0.1:{self.port}"}}
+        self.config = write_config(directory / "administration.yaml", listen)
+        self.home = directory / "home"
+        self.process: Process | None = None
+        self.token = ""
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> RealAdmin:
+        args = ["administration", "--config", str(self.config), "--home", str(self.home)]
+        log = self.directory / "admin.log"
+        self.process = Process(args, log, "127.0.0.1", self.port).wait_ready()
+        self.token = (self.home / "admin.token").read_text().split()[0]
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: no answer is finished, no connection closed politely."""
+        if self.process is not None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.proc.wait(5)
+            self.process.stop()
+            self.process = None
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+            self.process = None
+
+    async def call(self, method: str, path: str, body: Any = None) -> Any:
+        async with FailoverClient([self.url], bearer_token=self.token, timeout=10.0) as client:
+            response = await client.call(method, path, body, retry_safe=method == "GET")
+        assert response.status == 200, f"{method} {path}: {response.status} {response.body!r}"
+        return response.json()
+
+    async def join_token(self, role: str = "access_point") -> str:
+        answer = await self.call("POST", "/api/v1/join-tokens", {"role": role, "ttl": 600})
+        return str(answer["token"])
+
+    async def publish(self, config: dict[str, Any]) -> int:
+        await self.call("PUT", "/api/v1/draft", {"text": yaml.safe_dump(config)})
+        return int((await self.call("POST", "/api/v1/publish", {"comment": "test"}))["version"])
+
+    async def service(self, service_id: str = "ap1") -> dict[str, Any]:
+        rows = await self.call("GET", "/api/v1/services")
+        return next(row for row in rows if row["id"] == service_id)
+
+    async def reported(
+        self, version: int, error: str | None = None, service_id: str = "ap1"
+    ) -> dict[str, Any]:
+        """Wait until Admin's services table says ``service_id`` runs ``version`` with
+        ``error`` (a part of the error text) as its latest report; return the row."""
+        deadline = time.monotonic() + 5.0
+        while True:
+            row = await self.service(service_id)
+            found = row["last_error"]
+            if row["running_version"] == version and (
+                found is None if error is None else found is not None and error in found
+            ):
+                return row
+            if time.monotonic() > deadline:
+                raise AssertionError(f"Admin reports {row}, not version {version} / {error!r}")
+            await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+def real_admin(tmp_path: Path) -> Iterator[RealAdmin]:
+    admin = RealAdmin(tmp_path / "admin").start()
+    try:
+        yield admin
+    finally:
+        admin.stop()
+
+
+class Relay:
+    """The network between the agent and Admin: a TCP relay on loopback that a test can cut
+    (connections reset, new ones refused) and that can rewrite what Admin sends."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = free_port()
+        self.rewrite: Callable[[bytes], bytes] | None = None
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> Relay:
+        self._server = await asyncio.start_server(self._connected, "127.0.0.1", self.port)
+        return self
+
+    async def cut(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for writer in list(self._writers):
+            writer.transport.abort()
+
+    async def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            first = admin.publish(installation("wiki"))
-            agent = await registered_agent(admin, tmp_path / "state")
-            assert agent.state is not None
-            assert agent.state.public_key == public_key_pem(admin.key)
-            assert agent.state.service_secret == admin.secrets["ap1"]
-            assert agent.status() == AgentStatus(0, False, "", "")
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers.update((writer, up_writer))
+
+        async def pipe(
+            source: asyncio.StreamReader, sink: asyncio.StreamWriter, downstream: bool
+        ) -> None:
+            try:
+                while data := await source.read(65536):
+                    if downstream and self.rewrite is not None:
+                        data = self.rewrite(data)
+                    sink.write(data)
+                    await sink.drain()
+            except OSError:
+                pass
+            finally:
+                sink.transport.abort()
+
+        await asyncio.gather(pipe(reader, up_writer, False), pipe(up_reader, writer, True))
+        self._writers.difference_update((writer, up_writer))
+
+
+async def joined_agent(
+    admin: RealAdmin, state: Path, url: str | None = None, **options: Any
+) -> ConfigAgent:
+    agent = ConfigAgent(state, backoff=FAST, **options)
+    token = await admin.join_token()
+    await agent.register(
+        [url or admin.url], token, "ap1", "access_point", "n1", "http://127.0.0.1:8080"
+    )
+    return agent
+
+
+def test_register_pull_apply_save_and_ack(
+    run: Run[None], tmp_path: Path, real_admin: RealAdmin
+) -> None:
+    async def scenario() -> None:
+        first = await real_admin.publish(installation("wiki"))
+        agent = await joined_agent(real_admin, tmp_path / "state")
+        assert agent.state is not None
+        assert agent.state.admin_urls == (real_admin.url,)
+        assert agent.status() == AgentStatus(0, False, "", "")
+        async with following(agent) as service:
+            row = await real_admin.reported(first)
+            assert (row["role"], row["node"], row["endpoint"]) == (
+                "access_point",
+                "n1",
+                "http://127.0.0.1:8080",
+            )
+            assert service.version == first
+            assert service.resources() == ["wiki"]
+            view = service.applied[-1][1]
+            assert view["access_point"]["id"] == "ap1"
+            assert agent.status() == AgentStatus(first, True, "", "")
+        # What was applied is saved, signed, as Admin sent it: a restart starts from it.
+        restarted = ConfigAgent(tmp_path / "state")
+        assert restarted.load_last_known_good() == (first, view)
+        lkg = orjson.loads(agent.state_dir.read_lkg() or b"")
+        assert (lkg["version"], lkg["service"], lkg["view"]) == (first, "ap1", view)
+
+    run(scenario())
+
+
+def test_a_publish_wakes_the_agent_at_once(
+    run: Run[None], tmp_path: Path, real_admin: RealAdmin
+) -> None:
+    async def scenario() -> None:
+        agent = await joined_agent(real_admin, tmp_path / "state")
+        async with following(agent) as service:
+            await eventually(lambda: agent.status().connected)
+            await asyncio.sleep(0.1)  # in its long poll
+            for names in (("wiki",), ("wiki", "docs"), ("docs",)):
+                draft = {"text": yaml.safe_dump(installation(*names))}
+                await real_admin.call("PUT", "/api/v1/draft", draft)
+                started = time.monotonic()
+                version = (await real_admin.call("POST", "/api/v1/publish", {"comment": ""}))[
+                    "version"
+                ]
+                await eventually(lambda v=version: service.version == v, timeout=0.5)  # type: ignore[misc]
+                assert time.monotonic() - started < 0.5
+                assert service.resources() == list(names)
+            await real_admin.reported(service.version)
+
+    run(scenario())
+
+
+def test_an_envelope_tampered_in_transit_is_refused_and_reported(
+    run: Run[None], tmp_path: Path, real_admin: RealAdmin, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def scenario() -> None:
+        relay = await Relay(real_admin.port).start()
+        try:
+            first = await real_admin.publish(installation("wiki"))
+            agent = await joined_agent(real_admin, tmp_path / "state", relay.url)
             async with following(agent) as service:
-                await eventually(lambda: admin.acks_of() == [{"version": first, "error": None}])
+                await real_admin.reported(first)
+                lkg = agent.state_dir.read_lkg()
+                # Someone in the path sends wiki's traffic elsewhere (same length, so the
+                # HTTP framing still holds).
+                relay.rewrite = lambda data: data.replace(b'"/wiki"', b'"/evil"')
+                second = await real_admin.publish(installation("wiki", "docs"))
+                row = await real_admin.reported(first, "does not verify with Admin's key")
+                assert f"signature of version {second} for 'ap1'" in row["last_error"]
                 assert service.version == first
-                assert service.resources() == ["wiki"]
-                # The view is what Admin signed, exactly: the LKG file holds the same bytes.
-                assert agent.state_dir.read_lkg() == admin.served["ap1"].body
+                assert len(service.applied) == 1
                 assert agent.version == first
-                assert agent.status() == AgentStatus(first, True, "", "")
-                # It polls again after the running version.
-                await eventually(lambda: admin.polls[-1][:2] == ("ap1", first))
-                # A restarted service starts from what it saved.
-                snapshot = ConfigAgent(tmp_path / "state").load_last_known_good()
-                assert snapshot == (first, service.applied[-1][1])
+                assert agent.state_dir.read_lkg() == lkg
+                assert "does not verify" in agent.status().refused
+                # The path is clean again: the agent's next try gets Admin's real version.
+                relay.rewrite = None
+                await real_admin.reported(second)
+                assert service.version == second
+                assert service.resources() == ["wiki", "docs"]
         finally:
-            await admin.kill()
+            await relay.cut()
+        assert any(
+            "configuration refused, keeping version 1" in r.getMessage() for r in caplog.records
+        )
 
     run(scenario())
 
 
-def test_a_publish_wakes_the_agent_at_once(run: Run[None], tmp_path: Path) -> None:
+def test_a_view_failing_the_services_validation_is_refused_and_the_running_one_kept(
+    run: Run[None], tmp_path: Path, real_admin: RealAdmin
+) -> None:
     async def scenario() -> None:
-        admin = await FakeAdmin().start()
-        try:
-            agent = await registered_agent(admin, tmp_path / "state", wait=30.0)
-            async with following(agent) as service:
-                # Nothing published yet: the agent waits in a long poll.
-                await eventually(lambda: len(admin.polls) == 1)
-                await asyncio.sleep(0.2)
-                assert len(admin.polls) == 1
-                assert service.applied == []
-                for names in (("wiki",), ("wiki", "docs")):
-                    started = time.monotonic()
-                    version = admin.publish(installation(*names))
-                    await eventually(lambda v=version: service.version == v, timeout=0.5)  # type: ignore[misc]
-                    assert time.monotonic() - started < 0.5
-                    assert service.resources() == list(names)
-        finally:
-            await admin.kill()
+        first = await real_admin.publish(installation("wiki"))
+        agent = await joined_agent(real_admin, tmp_path / "state")
+        async with following(agent) as service:
+            await real_admin.reported(first)
+            lkg = agent.state_dir.read_lkg()
+            second = await real_admin.publish(installation("wiki", "refuse-me"))
+            row = await real_admin.reported(first, f"version {second} is invalid")
+            assert row["last_error"] == (
+                f"version {second} is invalid: resources[1].id: refused by this service"
+            )
+            assert service.version == first
+            assert agent.state_dir.read_lkg() == lkg
+            third = await real_admin.publish(installation("wiki", "docs"))
+            await real_admin.reported(third)  # the error is cleared by the next good version
+            assert service.version == third
 
     run(scenario())
+
+
+def test_admin_killed_then_back_with_a_version_published_meanwhile(
+    run: Run[None], tmp_path: Path, real_admin: RealAdmin, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "gatehouse.config_agent")
+
+    async def scenario() -> None:
+        relay = await Relay(real_admin.port).start()
+        try:
+            first = await real_admin.publish(installation("wiki"))
+            agent = await joined_agent(real_admin, tmp_path / "state", relay.url)
+            async with following(agent) as service:
+                await real_admin.reported(first)
+                await eventually(lambda: agent.status().connected)
+                real_admin.kill()
+                await eventually(lambda: not agent.status().connected)
+                assert "Admin unreachable, keeping version 1" in agent.status().admin_error
+                await asyncio.sleep(0.5)  # retrying, still serving version 1
+                assert service.version == first
+                assert agent.version == first
+                # Admin comes back and publishes before the agent can reach it again.
+                await relay.cut()
+                await asyncio.to_thread(real_admin.start)
+                second = await real_admin.publish(installation("wiki", "docs"))
+                await relay.start()
+                started = time.monotonic()
+                await real_admin.reported(second)  # caught up by pulling
+                assert time.monotonic() - started < FAST.cap + 1.0
+                assert service.version == second
+                assert agent.status() == AgentStatus(second, True, "", "")
+        finally:
+            await relay.cut()
+        messages = [r.getMessage() for r in caplog.records]
+        # A warning when the outage starts (and when its cause changes), not one per retry.
+        retries = sum("Admin unreachable" in m for m in messages)
+        assert 1 <= retries <= 3, messages
+        assert any("Admin reachable again, running version 1" in m for m in messages)
+
+    run(scenario())
+
+
+def test_start_from_last_known_good_while_admin_is_down(
+    run: Run[None], tmp_path: Path, real_admin: RealAdmin
+) -> None:
+    async def scenario() -> None:
+        first = await real_admin.publish(installation("wiki"))
+        agent = await joined_agent(real_admin, tmp_path / "state")
+        async with following(agent) as service:
+            await real_admin.reported(first)
+        view = service.applied[-1][1]
+        real_admin.kill()
+
+        # The service restarts while Admin is down: it starts from its snapshot.
+        restarted = ConfigAgent(tmp_path / "state", backoff=FAST)
+        assert restarted.load_last_known_good() == (first, view)
+        assert restarted.version == first
+        async with following(restarted) as again:
+            await asyncio.sleep(0.5)
+            assert again.applied == []  # nothing new: it keeps what it started from
+            status = restarted.status()
+            assert status.version == first
+            assert not status.connected
+            assert "Admin unreachable" in status.admin_error
+            # Admin returns: the agent reports what it runs and follows again.
+            await asyncio.to_thread(real_admin.start)
+            await eventually(lambda: restarted.status().connected)
+            second = await real_admin.publish(installation("docs"))
+            await real_admin.reported(second)
+            assert again.version == second
+
+    run(scenario())
+
+
+def test_a_tampered_last_known_good_file_is_refused(
+    run: Run[None], tmp_path: Path, real_admin: RealAdmin
+) -> None:
+    async def scenario() -> None:
+        first = await real_admin.publish(installation("wiki"))
+        agent = await joined_agent(real_admin, tmp_path / "state")
+        async with following(agent):
+            await real_admin.reported(first)
+
+    run(scenario())
+    path = tmp_path / "state" / "lkg.json"
+    path.write_bytes(path.read_bytes().replace(b'"/wiki"', b'"/evil"'))
+    restarted = ConfigAgent(tmp_path / "state")
+    with pytest.raises(LastKnownGoodInvalid, match="must not start from it") as caught:
+        restarted.load_last_known_good()
+    assert "does not verify with Admin's key" in str(caught.value)
+    assert restarted.version == 0
+
+
+def test_join_token_reuse_is_refused(run: Run[None], tmp_path: Path, real_admin: RealAdmin) -> None:
+    async def scenario() -> None:
+        token = await real_admin.join_token()
+        args = ("ap1", "access_point", "n1", "http://127.0.0.1:8080")
+        await ConfigAgent(tmp_path / "one").register([real_admin.url], token, *args)
+        agent = ConfigAgent(tmp_path / "two")
+        with pytest.raises(JoinTokenRefused) as caught:
+            await agent.register([real_admin.url], token, *args)
+        text = str(caught.value)
+        assert "join token unknown, expired or already used" in text
+        assert "create a new one" in text
+        assert agent.state is None
+        assert not (tmp_path / "two" / "admin.json").exists()
+        # A token made for another role.
+        policy_token = await real_admin.join_token("policy")
+        with pytest.raises(JoinTokenRefused, match="issued for a policy"):
+            await agent.register([real_admin.url], policy_token, *args)
+
+    run(scenario())
+
+
+# against the stand-in: what a real Admin never sends -----------------------------------------
 
 
 def test_sync_apply_works_too(run: Run[None], tmp_path: Path) -> None:
@@ -647,124 +977,6 @@ def test_a_view_failing_validation_or_apply_is_refused_and_the_running_one_kept(
 
 def _fields(envelope: dict[str, Any]) -> dict[str, Any]:
     return {k: envelope[k] for k in ("version", "service", "created_at", "view")}
-
-
-def test_admin_killed_then_back_with_a_version_published_meanwhile(
-    run: Run[None], tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.INFO, "gatehouse.config_agent")
-
-    async def scenario() -> None:
-        admin = await FakeAdmin().start()
-        try:
-            first = admin.publish(installation("wiki"))
-            agent = await registered_agent(admin, tmp_path / "state")
-            async with following(agent) as service:
-                await eventually(lambda: admin.acks_of() == [{"version": first, "error": None}])
-                await eventually(lambda: admin.polls[-1][1] == first)
-                await admin.kill()
-                await eventually(lambda: not agent.status().connected)
-                assert "Admin unreachable, keeping version 1" in agent.status().admin_error
-                polls = len(admin.polls)
-                second = admin.publish(installation("wiki", "docs"))  # stored, not served
-                await asyncio.sleep(0.6)
-                assert service.version == first
-                assert agent.version == first
-                assert len(admin.polls) == polls
-
-                await admin.start()
-                started = time.monotonic()
-                await eventually(lambda: admin.acks_of()[-1] == {"version": second, "error": None})
-                assert time.monotonic() - started < FAST.cap + 0.5
-                assert service.version == second
-                assert admin.polls[polls][1] == first  # caught up by pulling
-                assert agent.status() == AgentStatus(second, True, "", "")
-        finally:
-            await admin.kill()
-        messages = [r.getMessage() for r in caplog.records]
-        # One warning for the outage, not one per retry; one line when it is over.
-        assert sum("Admin unreachable" in m for m in messages) <= 3
-        assert any("Admin reachable again, running version 1" in m for m in messages)
-
-    run(scenario())
-
-
-def test_start_from_last_known_good_while_admin_is_down(run: Run[None], tmp_path: Path) -> None:
-    async def scenario() -> None:
-        admin = await FakeAdmin().start()
-        try:
-            first = admin.publish(installation("wiki"))
-            agent = await registered_agent(admin, tmp_path / "state")
-            async with following(agent) as service:
-                await eventually(lambda: admin.acks_of() == [{"version": first, "error": None}])
-            view = service.applied[-1][1]
-            await admin.kill()
-
-            # The service restarts while Admin is down: it starts from its snapshot.
-            restarted = ConfigAgent(tmp_path / "state", wait=5.0, backoff=FAST)
-            assert restarted.load_last_known_good() == (first, view)
-            assert restarted.version == first
-            async with following(restarted) as again:
-                await asyncio.sleep(0.3)
-                assert again.applied == []  # nothing new: it keeps what it started from
-                assert restarted.status().version == first
-                assert not restarted.status().connected
-                # Admin returns: the agent reports what it runs, then follows.
-                await admin.start()
-                await eventually(lambda: len(admin.acks_of()) == 2)
-                assert admin.acks_of()[1] == {"version": first, "error": None}
-                second = admin.publish(installation("docs"))
-                await eventually(lambda: again.version == second)
-        finally:
-            await admin.kill()
-
-    run(scenario())
-
-
-def test_a_tampered_last_known_good_file_is_refused(run: Run[None], tmp_path: Path) -> None:
-    async def scenario() -> None:
-        admin = await FakeAdmin().start()
-        try:
-            first = admin.publish(installation("wiki"))
-            agent = await registered_agent(admin, tmp_path / "state")
-            async with following(agent):
-                await acked(admin, first)
-        finally:
-            await admin.kill()
-        path = agent.state_dir.lkg_path
-        path.write_bytes(tamper_view(path.read_bytes()))
-        restarted = ConfigAgent(tmp_path / "state")
-        with pytest.raises(LastKnownGoodInvalid, match="must not start from it") as caught:
-            restarted.load_last_known_good()
-        assert "does not verify with Admin's key" in str(caught.value)
-        assert restarted.version == 0
-
-    run(scenario())
-
-
-def test_join_token_reuse_is_refused(run: Run[None], tmp_path: Path) -> None:
-    async def scenario() -> None:
-        admin = await FakeAdmin().start()
-        try:
-            token = admin.join_token()
-            args = ("ap1", "access_point", "n1", "http://127.0.0.1:8080")
-            await ConfigAgent(tmp_path / "one").register([admin.url], token, *args)
-            agent = ConfigAgent(tmp_path / "two")
-            with pytest.raises(JoinTokenRefused) as caught:
-                await agent.register([admin.url], token, *args)
-            text = str(caught.value)
-            assert "join token unknown, expired or already used" in text
-            assert "create a new one" in text
-            assert agent.state is None
-            assert not (tmp_path / "two" / "admin.json").exists()
-            # A token for another role: refused with Admin's reason.
-            with pytest.raises(RegistrationFailed, match="the token is for a policy") as other:
-                await agent.register([admin.url], admin.join_token("policy"), *args)
-            assert not isinstance(other.value, JoinTokenRefused)
-        finally:
-            await admin.kill()
-
-    run(scenario())
 
 
 def test_registration_errors(run: Run[None], tmp_path: Path) -> None:

@@ -200,7 +200,7 @@ class AgentStatus:
 
     #: The version the service runs (0: none yet).
     version: int
-    #: Whether the latest exchange with Admin succeeded.
+    #: Whether the latest exchange with Admin succeeded (False until the first one).
     connected: bool
     #: Why Admin cannot be followed right now (``""`` while connected).
     admin_error: str
@@ -391,7 +391,10 @@ class ConfigAgent:
         self, client: FailoverClient, state: AdminState, apply: Apply, validate: Validate
     ) -> bool:
         """Send a pending ack, then one poll and what it brings. False: back off."""
-        path = poll_path(state.service_id, self._after, self.wait)
+        # Until Admin has answered, ask without waiting, so the service knows at once whether
+        # Admin is reachable (its status); from then on, hold a long poll open.
+        wait = self.wait if self._connected else 0.0
+        path = poll_path(state.service_id, self._after, wait)
         try:
             if self._pending_ack is not None:
                 await self._send_ack(client, state)
