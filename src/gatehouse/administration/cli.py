@@ -90,7 +90,6 @@ def run(args: argparse.Namespace) -> int:
     import os
     import signal
 
-    from gatehouse.administration.app import create_app
     from gatehouse.administration.errors import AdminAlreadyRunning, AdminLockLost
     from gatehouse.administration.service import (
         AdministrationService,
@@ -104,7 +103,6 @@ def run(args: argparse.Namespace) -> int:
     from gatehouse.administration.signing import load_or_create_private_key
     from gatehouse.administration.store import AdminStore
     from gatehouse.errors import GatehouseError
-    from gatehouse.internal.hosting import serve
     from gatehouse.storage.engine import Database
     from gatehouse.storage.home import prepare_home
 
@@ -120,6 +118,9 @@ def run(args: argparse.Namespace) -> int:
     except AdminAlreadyRunning as error:
         raise GatehouseError(already_running(error)) from None
     try:
+        from gatehouse.administration.app import create_app
+        from gatehouse.internal.hosting import serve
+
         latest = asyncio.run(prepare_database(settings.database))
         key = load_or_create_private_key(settings.key_file)
         if ensure_admin_token(settings.token_file):

@@ -1,0 +1,166 @@
+"""The ``gatehouse administration`` process: its files, restarts, and exactly one per database
+(SQLite and PostgreSQL), shown with real processes."""
+
+from __future__ import annotations
+
+import socket
+import stat
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gatehouse.administration.lock import lock_file_path
+from gatehouse.administration.signing import verify
+from tests.administration.test_api import Admin, join, single_node
+from tests.support.postgres import PostgresCluster, postgres_cluster, postgres_url
+from tests.support.processes import GATEHOUSE, free_port, write_config
+
+FIXTURES = (postgres_cluster, postgres_url)
+HOST = socket.gethostname()
+
+
+@pytest.fixture
+def admins() -> Iterator[list[Admin]]:
+    started: list[Admin] = []
+    yield started
+    for admin in started:
+        admin.stop()
+
+
+def start(admins: list[Admin], home: Path, **settings: object) -> Admin:
+    admin = Admin(home, **settings)  # type: ignore[arg-type]
+    admins.append(admin)
+    return admin.start()
+
+
+def run_admin(home: Path, database: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Start another Administration service and wait for it to give up."""
+    settings = {"listen": f"127.0.0.1:{free_port()}"}
+    if database is not None:
+        settings["database"] = database
+    home.mkdir(parents=True, exist_ok=True)
+    config = write_config(home / "administration.yaml", {"administration": settings})
+    return subprocess.run(
+        [*GATEHOUSE, "administration", "--config", str(config), "--home", str(home)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def exits_within(admin: Admin, seconds: float) -> int:
+    code = admin.process.proc.wait(seconds)
+    assert isinstance(code, int)
+    return code
+
+
+def test_first_start_writes_the_token_and_key_and_a_restart_keeps_them(
+    tmp_path: Path, admins: list[Admin]
+) -> None:
+    home = tmp_path / "home"
+    first = start(admins, home)
+    token_file = home / "admin.token"
+    assert f"admin token written to {token_file} (mode 0600)" in first.process.output()
+    assert mode(token_file) == 0o600
+    assert mode(home / "admin-signing.pem") == 0o600
+    assert len(first.token) >= 40
+    registered = join(first, "ap1")
+    assert first.publish(single_node()) == 1
+    assert first.stop() == 0
+
+    again = start(admins, home, name="again")
+    assert "admin token written" not in again.process.output()
+    assert again.token == first.token
+    assert again.ok("GET", "/api/v1/health")["version"] == 1
+    # The same signing key and the same service secret: the service needs no new join.
+    status, envelope = again.call(
+        "GET", "/api/v1/config/ap1?after=0", token=registered["service_secret"]
+    )
+    assert status == 200
+    assert verify(registered["public_key"], envelope, service="ap1").version == 1
+    assert again.publish(single_node("http://127.0.0.1:9001")) == 2
+
+
+def test_a_second_admin_on_the_same_sqlite_database_exits_with_one_line(
+    tmp_path: Path, admins: list[Admin]
+) -> None:
+    first = start(admins, tmp_path / "home")
+    database = f"sqlite+aiosqlite:///{tmp_path / 'home' / 'gatehouse.db'}"
+    second = run_admin(tmp_path / "elsewhere", database)
+    assert second.returncode == 2
+    running = f"pid {first.process.pid} on {HOST}"
+    expected = f"gatehouse: another Administration service is running ({running})\n"
+    assert (second.stdout, second.stderr) == ("", expected)
+    assert not (tmp_path / "elsewhere" / "admin.token").exists()  # it stopped before anything
+    assert first.ok("GET", "/api/v1/health")["status"] == "ok"
+
+
+def test_an_admin_whose_lock_file_is_replaced_stops(tmp_path: Path, admins: list[Admin]) -> None:
+    home = tmp_path / "home"
+    admin = start(admins, home, lock_check_interval=0.2)
+    lock_file_path(home / "gatehouse.db").unlink()
+    assert exits_within(admin, 5) == 2
+    assert "gatehouse: lost the Administration lock (lock file " in admin.process.output()
+    assert "Traceback" not in admin.process.output()
+    start(admins, home, name="next")  # another one may take over now
+
+
+def test_a_bad_settings_file_is_refused_with_its_field_paths(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path / "administration.yaml",
+        {"administration": {"listen": "nope", "colour": "blue"}},
+    )
+    done = subprocess.run(
+        [*GATEHOUSE, "administration", "--config", str(config), "--home", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr == (
+        f"gatehouse: {config}: administration.listen: not HOST:PORT: 'nope'\n"
+        f"{config}: administration.colour: unknown field\n"
+    )
+
+
+def test_an_unreachable_database_is_one_line(tmp_path: Path) -> None:
+    url = f"postgresql+asyncpg://gatehouse@127.0.0.1:{free_port()}/none"
+    done = run_admin(tmp_path / "home", url)
+    assert done.returncode == 2
+    assert done.stderr.startswith("gatehouse: database unavailable")
+    assert done.stderr.count("\n") == 1
+
+
+def test_on_postgresql_exactly_one_admin_runs_and_losing_the_lock_stops_it(
+    tmp_path: Path, admins: list[Admin], postgres_url: str, postgres_cluster: PostgresCluster
+) -> None:
+    first = start(admins, tmp_path / "one", database=postgres_url, lock_check_interval=0.2)
+    assert first.publish(single_node()) == 1
+    second = run_admin(tmp_path / "two", postgres_url)
+    # PostgreSQL keeps 63 bytes of the application name the holder is known by.
+    host = f"gatehouse-admin pid={first.process.pid} host={HOST}"[:63].split(" host=")[1]
+    assert (second.returncode, second.stderr) == (
+        2,
+        "gatehouse: another Administration service is running "
+        f"(pid {first.process.pid} on {host})\n",
+    )
+
+    postgres_cluster.sql(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        " WHERE application_name LIKE 'gatehouse-admin%'"
+    )
+    assert exits_within(first, 5) == 2
+    assert "gatehouse: lost the Administration lock (PostgreSQL advisory lock" in (
+        first.process.output()
+    )
+    # Another one takes over, on another node's home, with the versions in the database.
+    third = start(admins, tmp_path / "two", database=postgres_url, name="third")
+    assert third.ok("GET", "/api/v1/health")["version"] == 1
