@@ -1,0 +1,295 @@
+"""``gatehouse config ...`` and ``gatehouse nodes token`` against a real Administration service.
+
+The commands run in-process through the CLI's ``main`` (same parsing, same error rendering,
+much faster); a few run as real commands to check exit codes and the absence of tracebacks.
+Services are played by threads that long-poll and acknowledge like a service's agent would.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gatehouse.cli import main
+from tests.administration.test_api import Admin, admin, as_yaml, join, single_node
+from tests.support.processes import GATEHOUSE, free_port
+
+FIXTURES = (admin,)
+
+
+class CLI:
+    def __init__(self, admin: Admin, capsys: pytest.CaptureFixture[str]) -> None:
+        self.admin = admin
+        self.capsys = capsys
+
+    def __call__(self, *args: str, home: Path | None = None) -> tuple[int, str, str]:
+        code = main([*args, "--home", str(home or self.admin.home)])
+        out, err = self.capsys.readouterr()
+        return code, out, err
+
+    def ok(self, *args: str) -> str:
+        code, out, err = self(*args)
+        assert (code, err) == (0, ""), err
+        return out
+
+    def fails(self, *args: str, home: Path | None = None) -> str:
+        """The one error line of a command that failed."""
+        code, out, err = self(*args, home=home)
+        assert (code, out) == (2, "")
+        assert err.count("\n") == 1, err
+        return err
+
+
+@pytest.fixture
+def cli(admin: Admin, capsys: pytest.CaptureFixture[str]) -> CLI:
+    return CLI(admin, capsys)
+
+
+def config_file(tmp_path: Path, config: dict[str, object], name: str = "install.yaml") -> str:
+    path = tmp_path / name
+    path.write_text(as_yaml(config))
+    return str(path)
+
+
+class Agent(threading.Thread):
+    """One long poll and one acknowledgement, as a service's config agent does them."""
+
+    def __init__(self, admin: Admin, secret: str, service_id: str, error: str | None = None):
+        super().__init__()
+        self.admin, self.secret, self.service_id, self.error = admin, secret, service_id, error
+
+    def run(self) -> None:
+        path = f"/api/v1/config/{self.service_id}"
+        after = self.admin.ok("GET", "/api/v1/health")["version"]
+        status, envelope = self.admin.call(
+            "GET", f"{path}?after={after}&wait=20", token=self.secret, timeout=30
+        )
+        assert status == 200
+        body = {"version": envelope["version"], "error": self.error}
+        self.admin.ok("POST", f"{path}/ack", body, token=self.secret)
+
+
+@pytest.fixture
+def agents() -> Iterator[list[Agent]]:
+    started: list[Agent] = []
+    yield started
+    for agent in started:
+        agent.join(30)
+
+
+# --- apply, diff, publish ------------------------------------------------------------------
+
+
+def test_apply_refuses_an_invalid_file_with_one_line_per_problem(cli: CLI, tmp_path: Path) -> None:
+    broken = single_node()
+    broken["resources"][1]["backends"] = ["http://127.0.0.1:9000", "nope"]
+    broken["services"][2]["node"] = "Not A Node"
+    code, out, err = cli("config", "apply", config_file(tmp_path, broken))
+    assert (code, out) == (2, "")
+    assert err == (
+        "gatehouse: services[2].node: not an id: 'Not A Node' (lowercase letters, digits, "
+        "'.', '_', '-')\n"
+        "gatehouse: resources[1].backends[1]: not a URL: 'nope' (expected "
+        "http://host[:port][/path])\n"
+    )
+    path = tmp_path / "broken.yaml"
+    path.write_text("services: [\n")
+    assert cli.fails("config", "apply", str(path)).startswith(
+        "gatehouse: line 2, column 1: invalid YAML:"
+    )
+    assert cli.fails("config", "apply", str(tmp_path / "missing.yaml")) == (
+        f"gatehouse: cannot read {tmp_path / 'missing.yaml'}: No such file or directory\n"
+    )
+    assert cli.fails("config", "diff") == (
+        "gatehouse: there is no draft yet; apply a configuration first\n"
+    )
+
+
+def test_apply_diff_publish_without_registered_services(cli: CLI, tmp_path: Path) -> None:
+    out = cli.ok("config", "apply", config_file(tmp_path, single_node()))
+    assert out.startswith("draft saved from ")
+    assert cli.ok("config", "diff").startswith("--- (nothing published)\n+++ draft\n")
+    assert cli.ok("config", "publish", "--comment", "first") == (
+        "published version 1\n"
+        "ap1: not registered\n"
+        "ps1: not registered\n"
+        "auth1: not registered\n"
+        "0 of 3 services run version 1\n"
+    )
+    assert cli.ok("config", "diff") == "no changes\n"
+    assert cli.fails("config", "publish") == (
+        "gatehouse: version 1 already says this; nothing to publish\n"
+    )
+    cli.ok("config", "apply", config_file(tmp_path, single_node("http://127.0.0.1:9001")))
+    assert "+  - http://127.0.0.1:9001\n" in cli.ok("config", "diff", "--from", "1")
+    assert cli.ok("config", "publish", "--wait", "0") == "published version 2\n"
+    versions = cli.admin.ok("GET", "/api/v1/versions")
+    assert [(v["version"], v["comment"]) for v in versions] == [(2, ""), (1, "first")]
+
+
+def test_publish_prints_each_services_acknowledgement(
+    cli: CLI, tmp_path: Path, agents: list[Agent]
+) -> None:
+    secrets = {
+        sid: join(cli.admin, sid, role)["service_secret"]
+        for sid, role in (("ap1", "access_point"), ("ps1", "policy"), ("auth1", "authentication"))
+    }
+    cli.ok("config", "apply", config_file(tmp_path, single_node()))
+    agents += [
+        Agent(cli.admin, secrets["ap1"], "ap1"),
+        Agent(cli.admin, secrets["ps1"], "ps1", "resources.demo: no such rule"),
+    ]
+    for agent in agents:
+        agent.start()
+    code, out, err = cli("config", "publish", "--wait", "1.5")  # auth1 never answers
+    assert (code, err) == (1, "")
+    lines = out.splitlines()
+    assert lines[0] == "published version 1"
+    assert sorted(lines[1:3]) == [
+        "ap1: running version 1",
+        "ps1: failed to apply version 1: resources.demo: no such rule",
+    ]
+    assert lines[3:] == [
+        "auth1: no acknowledgement within 1.5s (runs version none)",
+        "1 of 3 services run version 1",
+    ]
+
+    status = cli.ok("config", "status")
+    rows = status.splitlines()
+    assert re.fullmatch(r"SERVICE  ROLE +NODE   VERSION  LAST SEEN  HEALTHY", rows[0])
+    assert re.fullmatch(r"ap1 +access_point +local  1 +\ds ago +yes", rows[1])
+    assert re.fullmatch(r"auth1 +authentication +local  - +never +no", rows[2])
+    assert re.fullmatch(r"ps1 +policy +local  - +\ds ago +no", rows[3])
+    assert rows[4:] == [
+        "ps1: last error: resources.demo: no such rule",
+        "newest version: 1",
+    ]
+    column = rows[0].index("VERSION")  # aligned
+    assert [row[column] for row in rows[1:4]] == ["1", "-", "-"]
+
+
+def test_rollback_and_export(cli: CLI, tmp_path: Path, agents: list[Agent]) -> None:
+    assert cli.fails("config", "export") == "gatehouse: nothing has been published yet\n"
+    first = config_file(tmp_path, single_node(), "first.yaml")
+    cli.ok("config", "apply", first)
+    cli.ok("config", "publish", "--wait", "0")
+    cli.ok("config", "apply", config_file(tmp_path, single_node("http://127.0.0.1:9001")))
+    cli.ok("config", "publish", "--wait", "0")
+
+    secret = join(cli.admin, "ap1")["service_secret"]
+    agents.append(Agent(cli.admin, secret, "ap1"))
+    agents[0].start()
+    assert cli.ok("config", "rollback", "1", "--comment", "back", "--wait", "5") == (
+        "published version 3: the configuration of version 1\n"
+        "ap1: running version 3\n"
+        "ps1: not registered\n"
+        "auth1: not registered\n"
+        "1 of 3 services run version 3\n"
+    )
+    exported = cli.ok("config", "export")
+    assert exported == Path(first).read_text()
+    assert yaml.safe_load(cli.ok("config", "export", "--version", "2"))["resources"][0][
+        "backends"
+    ] == ["http://127.0.0.1:9001"]
+    assert cli.fails("config", "rollback", "7", "--wait", "0") == (
+        "gatehouse: there is no version 7\n"
+    )
+    assert cli.fails("config", "export", "--version", "9") == "gatehouse: there is no version 9\n"
+
+
+# --- nodes token ---------------------------------------------------------------------------
+
+
+def test_nodes_token_makes_a_one_time_token_for_a_role(cli: CLI) -> None:
+    code, out, err = cli("nodes", "token", "--role", "policy", "--ttl", "10m")
+    assert code == 0
+    token = out.strip()
+    assert len(token) >= 40
+    assert out == token + "\n"
+    assert re.fullmatch(r"one-time join token for policy services, valid until \S+Z\n", err), err
+    body = {
+        "token": token,
+        "service_id": "ps1",
+        "role": "policy",
+        "node": "local",
+        "endpoint": "http://127.0.0.1:8101",
+    }
+    assert cli.admin.call("POST", "/api/v1/register", body, token=None)[0] == 200
+    assert cli.admin.call("POST", "/api/v1/register", body, token=None)[0] == 401
+    assert cli.fails("nodes", "token", "--role", "policy", "--ttl", "soon") == (
+        "gatehouse: ttl: not a duration: 'soon' (use e.g. 30, 30s, 250ms, 5m)\n"
+    )
+    assert cli.fails("nodes", "token", "--role", "policy", "--ttl", "0") == (
+        "gatehouse: ttl: Input should be greater than or equal to 1\n"
+    )
+
+
+# --- finding the Administration service ----------------------------------------------------
+
+
+def test_errors_finding_the_service_are_one_line(cli: CLI, tmp_path: Path) -> None:
+    port = free_port()
+    assert cli.fails("config", "status", "--admin", f"http://127.0.0.1:{port}") == (
+        f"gatehouse: cannot reach the Administration service at http://127.0.0.1:{port}: "
+        "connection refused\n"
+    )
+    assert cli.fails("config", "status", "--admin", "127.0.0.1:1") == (
+        "gatehouse: --admin: not an http(s) URL: '127.0.0.1:1'\n"
+    )
+    other = tmp_path / "other"
+    other.mkdir()
+    assert cli.fails("config", "status", home=other) == (
+        f"gatehouse: no admin token at {other / 'admin.token'}: the Administration service "
+        "writes it when it first starts (is --home right?)\n"
+    )
+    (other / "admin.token").write_text("w" * 43 + "\n")
+    assert cli.fails("config", "status", "--admin", cli.admin.url, home=other) == (
+        f"gatehouse: the Administration service at {cli.admin.url} refused the admin token in "
+        f"{other / 'admin.token'}\n"
+    )
+    # Without --admin, the listen address comes from HOME/administration.yaml (default 8001).
+    (other / "administration.yaml").write_text(f"administration: {{listen: '127.0.0.1:{port}'}}")
+    assert f"at http://127.0.0.1:{port}: connection refused" in cli.fails(
+        "config", "status", home=other
+    )
+    assert cli.ok("config", "status") == (
+        "SERVICE  ROLE  NODE  VERSION  LAST SEEN  HEALTHY\nnewest version: none published\n"
+    )
+
+
+def test_real_commands_exit_2_with_one_line_per_problem_and_no_traceback(
+    admin: Admin, tmp_path: Path
+) -> None:
+    broken = single_node()
+    broken["resources"][0]["backends"] = ["ftp://files"]
+    home = ["--home", str(admin.home)]
+    done = subprocess.run(
+        [*GATEHOUSE, "config", "apply", config_file(tmp_path, broken), *home],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (
+        "gatehouse: resources[0].backends[0]: not a URL: 'ftp://files' "
+        "(expected http://host[:port][/path])\n"
+    )
+    admin.stop()
+    done = subprocess.run(
+        [*GATEHOUSE, "config", "publish", *home],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (
+        f"gatehouse: cannot reach the Administration service at {admin.url}: connection refused\n"
+    )
