@@ -384,7 +384,7 @@ def test_a_join_token_registers_once_for_its_role_until_it_expires(admin: Admin)
     )
     assert (status, answer["message"]) == (
         401,
-        "the join token was issued for a access_point, not a policy",
+        "the join token was made for an access point, not a policy service",
     )
     short = admin.ok("POST", "/api/v1/join-tokens", {"role": "policy", "ttl": "1s"})["token"]
     time.sleep(1.1)
@@ -415,6 +415,19 @@ def test_config_and_ack_need_the_services_own_secret(admin: Admin) -> None:
     again = join(admin, "ap1")
     assert admin.call("GET", path, token=ap["service_secret"])[0] == 401
     assert admin.call("GET", path, token=again["service_secret"])[0] == 200
+
+    # A service joins as what the configuration says it is; a refusal keeps the token.
+    token = admin.ok("POST", "/api/v1/join-tokens", {"role": "access_point"})["token"]
+    body = {"token": token, "service_id": "ps1", "role": "access_point", "node": "local"}
+    body["endpoint"] = "http://127.0.0.1:8101"
+    assert admin.call("POST", "/api/v1/register", body, token=None) == (
+        400,
+        {
+            "error": "bad_request",
+            "message": "role: 'ps1' is a policy service in version 1, not an access point",
+        },
+    )
+    assert admin.ok("POST", "/api/v1/register", {**body, "service_id": "ap2"}, token=None)
 
     # A registered service that the newest version leaves out is told so.
     secret = join(admin, "ap9")["service_secret"]

@@ -46,7 +46,7 @@ from gatehouse.administration.errors import (
     VersionNotFound,
 )
 from gatehouse.administration.lock import acquire_admin_lock
-from gatehouse.administration.model import Listen, ServiceId
+from gatehouse.administration.model import ROLE_NAMES, Listen, ServiceId
 from gatehouse.administration.signing import Ed25519PrivateKey, public_key_pem
 from gatehouse.administration.store import AdminStore, ServiceStatus, Version, token_hash
 from gatehouse.administration.waiters import VersionWatch
@@ -251,6 +251,10 @@ async def prepare_database(url: str) -> Version | None:
         await store.close()
 
 
+def _a(noun: str) -> str:
+    return f"an {noun}" if noun[0] in "aeiou" else f"a {noun}"
+
+
 # --- the service ---------------------------------------------------------------------------
 
 
@@ -359,7 +363,8 @@ class AdministrationService:
         return self._published(await self.store.rollback(number, ADMIN, self.key, comment))
 
     def _published(self, version: Version) -> int:
-        self._latest = version
+        if self._latest is None or version.number > self._latest.number:
+            self._latest = version
         self.watch.published(version.number)
         log.info("published version %d (%s)", version.number, version.info.comment or "-")
         return version.number
@@ -445,14 +450,30 @@ class AdministrationService:
 
     async def register(self, request: api.RegisterIn) -> api.RegisterOut:
         """Join with a one-time token for the same role; a new secret replaces any old one."""
+        configured = self._configured_role(request.service_id)
+        if configured is not None and configured != request.role:
+            raise BadRequest(
+                f"role: {request.service_id!r} is {_a(ROLE_NAMES[configured])} in version "
+                f"{self.watch.latest}, not {_a(ROLE_NAMES[request.role])}"
+            )
         role = await self.store.redeem_join_token(request.token, request.service_id)
         if role != request.role:
-            raise JoinTokenInvalid(f"the join token was issued for a {role}, not a {request.role}")
+            raise JoinTokenInvalid(
+                f"the join token was made for {_a(ROLE_NAMES[role])}, "
+                f"not {_a(ROLE_NAMES[request.role])}"
+            )
         await self.store.register_service(
             request.service_id, request.role, request.node, request.endpoint, request.service_id
         )
         secret = await self._issue_secret(request.service_id)
         return api.RegisterOut(public_key=self.public_key, service_secret=secret)
+
+    def _configured_role(self, service_id: str) -> str | None:
+        """The role the newest version gives ``service_id`` (None: not in it)."""
+        if self._latest is None:
+            return None
+        listed = self._latest.content.get("services") or []
+        return next((s.get("role") for s in listed if s.get("id") == service_id), None)
 
     async def config_for(
         self, service_id: str, after: int, wait: float
@@ -484,7 +505,7 @@ class AdministrationService:
         await self.store.record_ack(service_id, version, error)
         self._reports[service_id] = _Report(version, error, self.clock())
         if error is None:
-            what = f"{service_id} runs version {version}"
+            what = f"{service_id} runs version {version}" if version else f"{service_id} runs none"
         else:
             what = f"{service_id} failed to apply version {version}: {error}"
         await self.store.record_audit(service_id, "service.ack", what)
