@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Itera
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from unittest.mock import ANY
 
 import orjson
 import pytest
@@ -763,6 +764,61 @@ def test_start_from_last_known_good_while_admin_is_down(
             assert again.version == second
 
     run(scenario())
+
+
+def test_a_first_start_waits_for_admins_first_version(
+    run: Run[None], tmp_path: Path, real_admin: RealAdmin
+) -> None:
+    async def scenario() -> None:
+        agent = await joined_agent(real_admin, tmp_path / "state")
+        starting = asyncio.create_task(agent.initial(ap_model))
+        await asyncio.sleep(0.3)
+        assert not starting.done()  # nothing published: nothing to start from
+        first = await real_admin.publish(installation("wiki"))
+        version, view = await asyncio.wait_for(starting, 2.0)
+        assert version == first
+        assert [r["id"] for r in view["resources"]] == ["wiki"]
+        assert agent.state_dir.load_last_known_good() == (first, view)
+        # The service is built from it, then follows Admin: that reports the version.
+        async with following(agent) as service:
+            await real_admin.reported(first)
+            assert service.applied == []
+            second = await real_admin.publish(installation("docs"))
+            await real_admin.reported(second)
+
+    run(scenario())
+
+
+def test_a_start_skips_a_last_known_good_the_service_now_refuses(
+    run: Run[None], tmp_path: Path, real_admin: RealAdmin, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def scenario() -> None:
+        first = await real_admin.publish(installation("wiki"))
+        agent = await joined_agent(real_admin, tmp_path / "state")
+        assert await agent.initial(ap_model) == (first, ANY)
+        second = await real_admin.publish(installation("docs"))
+
+        def upgraded_model(view: dict[str, Any]) -> object:
+            if any(r["id"] == "wiki" for r in view["resources"]):
+                raise ConfigError([("resources[0].id", "wiki is not supported any more")])
+            return ap_model(view)
+
+        # A snapshot the service accepts is what it starts from.
+        restarted = ConfigAgent(tmp_path / "state", backoff=FAST)
+        assert await restarted.initial(ap_model) == (first, ANY)
+        # After an upgrade the old snapshot is refused: Admin's current version is used.
+        upgraded = ConfigAgent(tmp_path / "state", backoff=FAST)
+        version, view = await upgraded.initial(upgraded_model)
+        assert version == second
+        assert [r["id"] for r in view["resources"]] == ["docs"]
+        assert upgraded.state_dir.load_last_known_good() == (second, view)
+
+    run(scenario())
+    assert any(
+        "last-known-good version 1 is refused by this service" in r.getMessage()
+        and "wiki is not supported any more" in r.getMessage()
+        for r in caplog.records
+    )
 
 
 def test_a_tampered_last_known_good_file_is_refused(

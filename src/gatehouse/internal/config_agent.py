@@ -1,8 +1,8 @@
 """The config agent: how a service follows the Administration service.
 
 A service registers once with a join token (:meth:`ConfigAgent.register`), starts from its
-last-known-good snapshot when it has one (:meth:`ConfigAgent.load_last_known_good`), then
-runs :meth:`ConfigAgent.run` as a background task: one long poll
+last-known-good snapshot when it has one, else from Admin's first version
+(:meth:`ConfigAgent.initial`), then runs :meth:`ConfigAgent.run` as a background task: one long poll
 ``GET /api/v1/config/{id}?after=N&wait=30`` is always open, so Admin answers it the moment it
 publishes (Admin never connects to a service). Each new signed envelope is verified, validated
 by the service's own model, applied, saved as last-known-good and acknowledged; anything
@@ -354,6 +354,41 @@ class ConfigAgent:
             log.info("starting from last-known-good version %d", snapshot.version)
         return snapshot
 
+    async def initial(self, validate: Validate) -> Snapshot:
+        """What the service starts from: its last-known-good snapshot if ``validate`` accepts
+        it, else the first version from Admin that it accepts, waited for as long as it takes
+        (bound it with a timeout if need be). That version is saved as last-known-good;
+        :meth:`run`, started next, acknowledges it.
+
+        A snapshot today's model refuses (the service was upgraded) is logged and replaced by
+        Admin's current version; a snapshot that fails verification stops the start.
+
+        Raises:
+            NotRegistered: the service never registered.
+            LastKnownGoodInvalid: the file is damaged or not Admin's: do not start.
+        """
+        snapshot = await asyncio.to_thread(self.load_last_known_good)
+        if snapshot is not None:
+            try:
+                validate(snapshot.view)
+            except Exception as exc:
+                log.error(
+                    "last-known-good version %d is refused by this service, waiting for "
+                    "Admin's current version: %s",
+                    snapshot.version,
+                    describe(exc),
+                )
+                self.version = self._after = 0
+            else:
+                return snapshot
+        received: list[Snapshot] = []
+
+        def keep(version: int, view: dict[str, Any]) -> None:
+            received.append(Snapshot(version, view))
+
+        await self._follow(keep, validate, until=lambda: bool(received))
+        return received[-1]
+
     # following Admin -----------------------------------------------------------------------
     async def run(self, apply: Apply, validate: Validate) -> None:
         """Follow Admin until cancelled: run this as a task next to the service.
@@ -362,9 +397,14 @@ class ConfigAgent:
         acknowledged and retried. Raises :class:`NotRegistered` at once without a
         registration.
         """
+        await self._follow(apply, validate)
+
+    async def _follow(
+        self, apply: Apply, validate: Validate, until: Callable[[], bool] | None = None
+    ) -> None:
         state = self._require_state()
         if self._running:
-            raise RuntimeError("ConfigAgent.run is already running")
+            raise RuntimeError("ConfigAgent is already following Admin")
         self._running = True
         if self.version and self._pending_ack is None:
             self._pending_ack = (self.version, None)  # tell Admin what runs after a restart
@@ -376,7 +416,7 @@ class ConfigAgent:
             bearer_token=state.service_secret,
         )
         try:
-            while True:
+            while until is None or not until():
                 if await self._exchange(client, state, apply, validate):
                     failures = 0
                 else:
