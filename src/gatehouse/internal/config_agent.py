@@ -20,7 +20,7 @@ Exceptions::
      │    ├── NotRegistered        no admin.json: register first
      │    └── LastKnownGoodInvalid lkg.json is damaged or not signed by Admin for this service
      └── RegistrationFailed        Admin unreachable, or it refused the registration
-          └── JoinTokenRefused     the join token is unknown, expired or already used
+          └── JoinTokenRefused     the join token is unknown, expired, used or for another role
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ class RegistrationFailed(GatehouseError):
 
 
 class JoinTokenRefused(RegistrationFailed):
-    """Admin refused the join token: unknown, expired or already used."""
+    """Admin refused the join token: unknown, expired, already used or for another role."""
 
 
 # pure logic ------------------------------------------------------------------------------------
