@@ -285,6 +285,8 @@ class AdministrationService:
         self.clock = clock
         self._polled: dict[str, datetime] = {}
         self._reports: dict[str, _Report] = {}
+        # Only this process writes secrets (it holds the one-Admin lock), so they are cached.
+        self._secret_hashes: dict[str, str] = {}
 
     # credentials
 
@@ -296,11 +298,15 @@ class AdministrationService:
     async def authorize_service(self, service_id: str, header: str | None) -> None:
         given = bearer(header)
         if given is not None:
-            query = select(SERVICE_SECRETS.c.secret_hash).where(
-                SERVICE_SECRETS.c.service_id == service_id
-            )
-            async with self.store.db.connect() as conn:
-                stored = (await conn.execute(query)).scalar_one_or_none()
+            stored = self._secret_hashes.get(service_id)
+            if stored is None:
+                query = select(SERVICE_SECRETS.c.secret_hash).where(
+                    SERVICE_SECRETS.c.service_id == service_id
+                )
+                async with self.store.db.connect() as conn:
+                    stored = (await conn.execute(query)).scalar_one_or_none()
+                if stored is not None:
+                    self._secret_hashes[service_id] = stored
             if stored is not None and hmac.compare_digest(token_hash(given), stored):
                 return
         raise Unauthorized(f"the service secret of {service_id!r} is required")
@@ -308,13 +314,15 @@ class AdministrationService:
     async def _issue_secret(self, service_id: str) -> str:
         secret = secrets.token_urlsafe(SECRET_BYTES)
         table = SERVICE_SECRETS
+        digest = token_hash(secret)
         async with self.store.db.connect() as conn:
             await conn.execute(delete(table).where(table.c.service_id == service_id))
             await conn.execute(
                 insert(table).values(
-                    service_id=service_id, secret_hash=token_hash(secret), issued_at=self.clock()
+                    service_id=service_id, secret_hash=digest, issued_at=self.clock()
                 )
             )
+        self._secret_hashes[service_id] = digest
         return secret
 
     # anyone
