@@ -8,13 +8,9 @@ its secret (both ``Authorization: Bearer``). The routes are described in :mod:`.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import signal
-import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import wraps
-from types import FrameType
 from typing import TypeVar
 
 from pydantic import BaseModel
@@ -32,6 +28,7 @@ from gatehouse.config.loader import validate
 from gatehouse.errors import ConfigError
 from gatehouse.internal.endpoint import bad_request, json_endpoint, parse_json_object
 from gatehouse.internal.errors import Code, ServiceError, json_response
+from gatehouse.internal.hosting import on_stop_signal
 
 Handler = Callable[[Request], Awaitable[Response]]
 M = TypeVar("M", bound=BaseModel)
@@ -292,33 +289,6 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 # --- shutdown: answer the parked long polls promptly ---------------------------------------
 
 
-@contextlib.contextmanager
-def polls_end_on_signal(service: AdministrationService) -> Iterator[None]:
-    """On SIGTERM/SIGINT, answer every parked config request (204) so the server's graceful
-    shutdown, which waits for open requests, is not held up by them for a minute."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    loop = asyncio.get_running_loop()
-    previous: dict[int, object] = {}
-
-    def handler(sig: int, frame: FrameType | None) -> None:
-        loop.call_soon_threadsafe(service.watch.close)
-        chained = previous.get(sig)
-        if callable(chained):
-            chained(sig, frame)
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        previous[sig] = signal.getsignal(sig)
-        signal.signal(sig, handler)
-    try:
-        yield
-    finally:
-        for number, old in previous.items():
-            if signal.getsignal(number) is handler:
-                signal.signal(number, old)  # type: ignore[arg-type]
-
-
 def create_app(make_service: Callable[[], AdministrationService]) -> Starlette:
     """The app; ``make_service`` builds the service on start, on the server's loop."""
 
@@ -327,7 +297,7 @@ def create_app(make_service: Callable[[], AdministrationService]) -> Starlette:
         service = make_service()
         app.state.service = service
         try:
-            with polls_end_on_signal(service):
+            with on_stop_signal(service.watch.close):
                 yield
         finally:
             service.watch.close()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import signal
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from types import FrameType
 
 import uvicorn
@@ -59,3 +61,31 @@ def serve(app: ASGIApp, host: str, port: int) -> int:
     server = Server(config)
     server.run()
     return 0 if server.started else 1
+
+
+@contextlib.contextmanager
+def on_stop_signal(callback: Callable[[], None]) -> Iterator[None]:
+    """Run ``callback`` on the current loop at SIGTERM/SIGINT, then chain to the server's own
+    handler: never-ending responses (event streams, long polls) are ended at once, so the
+    server's graceful shutdown, which waits for open responses, is not held up by them."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    previous: dict[int, object] = {}
+
+    def handler(sig: int, frame: FrameType | None) -> None:
+        loop.call_soon_threadsafe(callback)
+        chained = previous.get(sig)
+        if callable(chained):
+            chained(sig, frame)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous[sig] = signal.getsignal(sig)
+        signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for number, old in previous.items():
+            if signal.getsignal(number) is handler:
+                signal.signal(number, old)  # type: ignore[arg-type]

@@ -7,14 +7,10 @@ ever answers a traceback.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-import signal
-import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import wraps
-from types import FrameType
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -24,6 +20,7 @@ from starlette.routing import Route
 
 from gatehouse.internal.endpoint import json_endpoint
 from gatehouse.internal.errors import Code, ServiceError, json_response
+from gatehouse.internal.hosting import on_stop_signal
 from gatehouse.policy.portal import Pages, unavailable_page
 from gatehouse.policy.service import MAX_DECISION_BODY, PolicyService
 from gatehouse.storage.errors import DatabaseUnavailable
@@ -132,33 +129,6 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 # --- shutdown: end the never-ending event streams promptly ---------------------------------
 
 
-@contextlib.contextmanager
-def streams_end_on_signal(service: PolicyService) -> Iterator[None]:
-    """On SIGTERM/SIGINT, end the event streams so the server's graceful shutdown, which
-    waits for open responses, is not held up by them. Chains to the server's own handler."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    loop = asyncio.get_running_loop()
-    previous: dict[int, object] = {}
-
-    def handler(sig: int, frame: FrameType | None) -> None:
-        loop.call_soon_threadsafe(service.hub.shutdown)
-        chained = previous.get(sig)
-        if callable(chained):
-            chained(sig, frame)
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        previous[sig] = signal.getsignal(sig)
-        signal.signal(sig, handler)
-    try:
-        yield
-    finally:
-        for number, old in previous.items():
-            if signal.getsignal(number) is handler:
-                signal.signal(number, old)  # type: ignore[arg-type]
-
-
 #: Portal handlers that need the session DB (the others render without it).
 _NEEDS_DB = frozenset({"login_submit", "logout_submit"})
 
@@ -212,7 +182,7 @@ def create_app(prefix: str, make_service: Callable[[], PolicyService]) -> Starle
         app.state.service = service
         await service.start()
         try:
-            with streams_end_on_signal(service):
+            with on_stop_signal(service.hub.shutdown):
                 yield
         finally:
             await service.stop()
