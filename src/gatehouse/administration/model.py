@@ -40,11 +40,11 @@ from collections.abc import Iterator, Mapping
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, Field, ValidationError, model_validator
-from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic import AfterValidator, Field, model_validator
 
 from gatehouse.authentication.config import Lockout, PasswordHash
 from gatehouse.config.access_point import AccessPointSettings, Resource, Strict, parse_listen
+from gatehouse.config.loader import problems_error
 from gatehouse.config.policy import (
     EndpointURL,
     IdentityHeaders,
@@ -163,17 +163,7 @@ class InstallationConfig(Strict):
     def _cross_check(self) -> InstallationConfig:
         problems = list(cross_field_problems(self))
         if problems:
-            raise ValidationError.from_exception_data(
-                type(self).__name__,
-                [
-                    InitErrorDetails(
-                        type=PydanticCustomError("config", "{message}", {"message": message}),
-                        loc=loc,
-                        input=None,
-                    )
-                    for loc, message in problems
-                ],
-            )
+            raise problems_error(type(self).__name__, problems, "config")
         return self
 
     def service(self, service_id: str) -> Service | None:

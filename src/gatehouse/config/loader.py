@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from gatehouse.errors import ConfigError
 
@@ -63,3 +65,21 @@ def load_yaml(path: str | Path) -> object:
 def load_file(model: type[M], path: str | Path) -> M:
     """Load and validate a YAML config file."""
     return validate(model, load_yaml(path), str(path))
+
+
+def problems_error(
+    title: str, problems: Iterable[tuple[tuple[int | str, ...], str]], kind: str = "config"
+) -> ValidationError:
+    """A pydantic error carrying ``(location, message)`` problems found by a model validator,
+    so :func:`validate` reports them with their field paths like any other error."""
+    return ValidationError.from_exception_data(
+        title,
+        [
+            InitErrorDetails(
+                type=PydanticCustomError(kind, "{message}", {"message": message}),
+                loc=loc,
+                input=None,
+            )
+            for loc, message in problems
+        ],
+    )

@@ -18,12 +18,10 @@ from pydantic import (
     AfterValidator,
     Field,
     JsonValue,
-    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
-from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from gatehouse.config.access_point import (
     DEFAULT_IDENTITY_HEADERS,
@@ -33,6 +31,7 @@ from gatehouse.config.access_point import (
     Strict,
     parse_listen,
 )
+from gatehouse.config.loader import problems_error
 from gatehouse.config.units import Seconds
 from gatehouse.policy.rules_compile import BUILTIN_RULES, check_rule_set
 
@@ -186,15 +185,5 @@ class PolicyConfig(Strict):
     def _check_rules(self) -> PolicyConfig:
         _, problems = check_rule_set(self.rules, self.global_rule, self.resources)
         if problems:
-            raise ValidationError.from_exception_data(
-                type(self).__name__,
-                [
-                    InitErrorDetails(
-                        type=PydanticCustomError("rule", "{message}", {"message": message}),
-                        loc=loc,
-                        input=None,
-                    )
-                    for loc, message in problems
-                ],
-            )
+            raise problems_error(type(self).__name__, problems, "rule")
         return self
