@@ -18,11 +18,9 @@ import asyncio
 import base64
 import contextlib
 import logging
-import os
 import secrets
-import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -51,7 +49,6 @@ from gatehouse.administration.views import all_views
 from gatehouse.config.access_point import AccessPointConfig
 from gatehouse.config.loader import validate as validate_model
 from gatehouse.errors import ConfigError
-from gatehouse.internal.client import FailoverClient
 from gatehouse.internal.config_agent import (
     Accepted,
     AgentStatus,
@@ -68,8 +65,10 @@ from gatehouse.internal.config_agent import (
     poll_path,
 )
 from gatehouse.internal.lkg import StateError
-from tests.support.processes import Service as Process
-from tests.support.processes import free_port, write_config
+from tests.support.admin import RealAdmin, real_admin
+from tests.support.processes import free_port
+
+FIXTURES = (real_admin,)
 
 T = TypeVar("T")
 Run = Callable[[Coroutine[Any, Any, T]], T]
@@ -434,89 +433,6 @@ async def registered_agent(admin: FakeAdmin, state: Path, **options: Any) -> Con
 
 
 # end to end against the real Administration service --------------------------------------------
-
-
-class RealAdmin:
-    """``gatehouse administration`` as a process on loopback, driven through its API with the
-    admin token it writes under its home."""
-
-    def __init__(self, directory: Path) -> None:
-        directory.mkdir()
-        self.directory = directory
-        self.port = free_port()
-        listen = {"administration": {"listen": f"127.0.0.1:{self.port}"}}
-        self.config = write_config(directory / "administration.yaml", listen)
-        self.home = directory / "home"
-        self.process: Process | None = None
-        self.token = ""
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> RealAdmin:
-        args = ["administration", "--config", str(self.config), "--home", str(self.home)]
-        log = self.directory / "admin.log"
-        self.process = Process(args, log, "127.0.0.1", self.port).wait_ready()
-        self.token = (self.home / "admin.token").read_text().split()[0]
-        return self
-
-    def kill(self) -> None:
-        """SIGKILL: no answer is finished, no connection closed politely."""
-        if self.process is not None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.proc.wait(5)
-            self.process.stop()
-            self.process = None
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.stop()
-            self.process = None
-
-    async def call(self, method: str, path: str, body: Any = None) -> Any:
-        async with FailoverClient([self.url], bearer_token=self.token, timeout=10.0) as client:
-            response = await client.call(method, path, body, retry_safe=method == "GET")
-        assert response.status == 200, f"{method} {path}: {response.status} {response.body!r}"
-        return response.json()
-
-    async def join_token(self, role: str = "access_point") -> str:
-        answer = await self.call("POST", "/api/v1/join-tokens", {"role": role, "ttl": 600})
-        return str(answer["token"])
-
-    async def publish(self, config: dict[str, Any]) -> int:
-        await self.call("PUT", "/api/v1/draft", {"text": yaml.safe_dump(config)})
-        return int((await self.call("POST", "/api/v1/publish", {"comment": "test"}))["version"])
-
-    async def service(self, service_id: str = "ap1") -> dict[str, Any]:
-        rows = await self.call("GET", "/api/v1/services")
-        return next(row for row in rows if row["id"] == service_id)
-
-    async def reported(
-        self, version: int, error: str | None = None, service_id: str = "ap1"
-    ) -> dict[str, Any]:
-        """Wait until Admin's services table says ``service_id`` runs ``version`` with
-        ``error`` (a part of the error text) as its latest report; return the row."""
-        deadline = time.monotonic() + 5.0
-        while True:
-            row = await self.service(service_id)
-            found = row["last_error"]
-            if row["running_version"] == version and (
-                found is None if error is None else found is not None and error in found
-            ):
-                return row
-            if time.monotonic() > deadline:
-                raise AssertionError(f"Admin reports {row}, not version {version} / {error!r}")
-            await asyncio.sleep(0.02)
-
-
-@pytest.fixture
-def real_admin(tmp_path: Path) -> Iterator[RealAdmin]:
-    admin = RealAdmin(tmp_path / "admin").start()
-    try:
-        yield admin
-    finally:
-        admin.stop()
 
 
 class Relay:
