@@ -1,0 +1,215 @@
+"""Where a service's configuration comes from: a file, or the Administration service.
+
+Every service command (``gatehouse access-point``, ``policy``, ``authentication``) takes one of
+
+- ``--config FILE``: the service reads its configuration from a file it owns (the AP re-reads
+  it on SIGHUP), as on a node without Admin;
+- ``--state DIR``: the service follows Admin through a
+  :class:`~gatehouse.internal.config_agent.ConfigAgent`. The first start registers with a
+  one-time join token::
+
+      gatehouse policy --state /var/lib/gatehouse/ps1 \\
+          --join http://admin:8001 --token TOKEN --id ps1 --endpoint http://10.0.1.11:8101
+
+  and stores Admin's public key, the service's secret and, from then on, its last-known-good
+  configuration in DIR. Later starts need only ``--state DIR`` (a ``--join``/``--token`` given
+  again is ignored once registered, so one command line works for every start).
+
+The service then starts from its last-known-good version, or waits for Admin's first version,
+and runs :meth:`ConfigAgent.run` next to its work to apply each new version.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from gatehouse.config.loader import validate
+from gatehouse.errors import GatehouseError
+from gatehouse.internal.config_agent import ConfigAgent, Validate
+from gatehouse.internal.lkg import ROLES, check_service_id
+
+__all__ = [
+    "Joining",
+    "Managed",
+    "add_source_arguments",
+    "default_node",
+    "joining_of",
+    "model_check",
+    "start_managed",
+]
+
+log = logging.getLogger("gatehouse.managed")
+
+M = TypeVar("M", bound=BaseModel)
+
+TOKEN_ENV = "GATEHOUSE_JOIN_TOKEN"
+_NODE_CHARS = re.compile(r"[^a-z0-9_.-]+")
+
+
+def default_node() -> str:
+    """This machine's host name as a node name (lowercase letters, digits, ``._-``)."""
+    name = _NODE_CHARS.sub("-", socket.gethostname().lower()).strip("-._")[:63]
+    return name or "node"
+
+
+def add_source_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--config FILE`` or ``--state DIR`` (with ``--join ... --token ...`` to register)."""
+    source = parser.add_argument_group(
+        "configuration source", "--config FILE, or --state DIR to follow the Administration service"
+    )
+    source.add_argument("--config", metavar="FILE", help="YAML configuration file")
+    source.add_argument(
+        "--state",
+        type=Path,
+        metavar="DIR",
+        help="state directory: registration with Admin and the last-known-good configuration",
+    )
+    source.add_argument(
+        "--join",
+        action="append",
+        metavar="URL",
+        help="Admin URL to register with on the first start (repeat or comma-separate for several)",
+    )
+    source.add_argument(
+        "--token",
+        metavar="TOKEN",
+        help=f"one-time join token (or ${TOKEN_ENV}, or --token-file)",
+    )
+    source.add_argument("--token-file", type=Path, metavar="FILE", help="file holding the token")
+    source.add_argument("--id", dest="service_id", metavar="ID", help="this service's id")
+    source.add_argument(
+        "--endpoint", metavar="URL", help="URL where the other services reach this one"
+    )
+    source.add_argument("--node", metavar="NAME", help="node name (default: the host name)")
+
+
+@dataclass(frozen=True, slots=True)
+class Joining:
+    """How to register on the first start."""
+
+    admin_urls: tuple[str, ...]
+    token: str
+    service_id: str
+    endpoint: str
+    node: str
+
+
+def joining_of(args: argparse.Namespace) -> Joining | None:
+    """Check the source options together; the registration to make, if any.
+
+    Raises:
+        GatehouseError: a one-line message naming the options that do not fit.
+    """
+    if (args.config is None) == (args.state is None):
+        raise GatehouseError("give either --config FILE or --state DIR (exactly one)")
+    join_only = ("join", "token", "token_file", "service_id", "endpoint", "node")
+    if args.config is not None:
+        given = [name for name in join_only if getattr(args, name) is not None]
+        if given:
+            flag = "--" + given[0].replace("service_id", "id").replace("_", "-")
+            raise GatehouseError(f"{flag} needs --state DIR (it is for following Admin)")
+        return None
+    if not args.join:
+        return None
+    urls = tuple(u.strip() for part in args.join for u in part.split(",") if u.strip())
+    for url in urls:
+        if not url.startswith(("http://", "https://")):
+            raise GatehouseError(f"--join: not an http(s) URL: {url!r}")
+    token = _token(args)
+    if args.service_id is None:
+        raise GatehouseError("--join needs --id ID (this service's id in the configuration)")
+    try:
+        check_service_id(args.service_id)
+    except ValueError as exc:
+        raise GatehouseError(f"--id: {exc}") from None
+    if args.endpoint is None or not args.endpoint.startswith(("http://", "https://")):
+        raise GatehouseError("--join needs --endpoint URL (where other services reach this one)")
+    return Joining(urls, token, args.service_id, args.endpoint, args.node or default_node())
+
+
+def _token(args: argparse.Namespace) -> str:
+    if args.token is not None:
+        token = str(args.token)
+    elif args.token_file is not None:
+        try:
+            token = Path(args.token_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise GatehouseError(
+                f"--token-file: cannot read {args.token_file}: {exc.strerror}"
+            ) from None
+    else:
+        token = os.environ.get(TOKEN_ENV, "")
+    if not token.strip():
+        raise GatehouseError(f"--join needs a join token: --token, --token-file or ${TOKEN_ENV}")
+    return token.strip()
+
+
+def model_check(model: type[M]) -> Callable[[dict[str, Any]], M]:
+    """A view check for the agent: the service's own model, errors with field paths."""
+
+    def check(view: dict[str, Any]) -> M:
+        return validate(model, view, "the published configuration")
+
+    return check
+
+
+@dataclass(frozen=True, slots=True)
+class Managed:
+    """A service started from Admin: its agent and the version it starts with."""
+
+    agent: ConfigAgent
+    version: int
+    view: dict[str, Any]
+
+
+async def start_managed(
+    state_dir: Path, role: str, joining: Joining | None, check: Validate
+) -> Managed:
+    """Register if need be, then the version to start from (last-known-good, else Admin's
+    first version, waited for).
+
+    Raises:
+        GatehouseError: not registered and no ``--join``; registered as another role; the
+            join token refused; Admin unreachable for the registration; the state unusable.
+    """
+    if role not in ROLES:
+        raise ValueError(f"role {role!r} is not one of {', '.join(ROLES)}")
+    agent = ConfigAgent(state_dir)
+    state = agent.state
+    if state is None:
+        if joining is None:
+            raise GatehouseError(
+                f"{state_dir} holds no registration with Admin: start once with "
+                "--join ADMIN_URL --token TOKEN --id ID --endpoint URL"
+            )
+        state = await agent.register(
+            joining.admin_urls,
+            joining.token,
+            joining.service_id,
+            role,
+            joining.node,
+            joining.endpoint,
+        )
+    elif joining is not None:
+        log.info("already registered as %r; --join and --token are not used", state.service_id)
+    if state.role != role:
+        raise GatehouseError(
+            f"{state_dir} is the state of {state.role} {state.service_id!r}, not of a {role} "
+            "service: give this service a state directory of its own"
+        )
+    if agent.state_dir.lkg_path.exists():
+        log.info("starting %s %r from its last-known-good configuration", role, state.service_id)
+    else:
+        log.info("waiting for Admin's first configuration version for %r", state.service_id)
+    snapshot = await agent.initial(check)
+    return Managed(agent, snapshot.version, snapshot.view)
