@@ -48,6 +48,7 @@ from types import FrameType
 from typing import Any
 
 import protected
+import publish
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO / "bench" / "results"
@@ -55,7 +56,11 @@ DOCS_START = "<!-- bench:start -->"
 DOCS_END = "<!-- bench:end -->"
 DOCS_MAIN = (DOCS_START, DOCS_END)
 DOCS_PROTECTED = ("<!-- bench:protected:start -->", "<!-- bench:protected:end -->")
-DOCS_HEADINGS = {DOCS_PROTECTED: "## Latest results: protected resources"}
+DOCS_PUBLISH = ("<!-- bench:publish:start -->", "<!-- bench:publish:end -->")
+DOCS_HEADINGS = {
+    DOCS_PROTECTED: "## Latest results: protected resources",
+    DOCS_PUBLISH: "## Latest results: publishing a configuration",
+}
 
 # What the backend answers: exactly 100 bytes, no characters that need escaping in nginx.
 BODY = ("gatehouse bench backend " + "x" * 100)[:99] + "\n"
@@ -583,7 +588,11 @@ PROTECTED_TABLE = {
 }
 
 # Measurements of the protected section that are not wrk rows (group "protected").
-STEPS = ("open-loop", "decide", "logins")
+PUBLISH_SERVICES = 20
+PUBLISH_COUNT = 30
+STEPS = ("open-loop", "decide", "logins", "publish")
+#: The steps of the protected section (the others stand alone).
+PROTECTED_STEPS = ("open-loop", "decide", "logins")
 
 
 def select(only: str | None) -> tuple[list[Scenario], list[str]]:
@@ -596,7 +605,7 @@ def select(only: str | None) -> tuple[list[Scenario], list[str]]:
     if unknown:
         choices = ", ".join(sorted(known))
         raise SystemExit(f"bench: unknown scenario(s) {', '.join(unknown)}; choose from {choices}")
-    steps = [s for s in STEPS if s in wanted or "protected" in wanted]
+    steps = [s for s in STEPS if s in wanted or ("protected" in wanted and s in PROTECTED_STEPS)]
     return [s for s in SCENARIOS if s.name in wanted or s.group in wanted], steps
 
 
@@ -783,6 +792,7 @@ class StepResults:
     open_loop: dict[str, protected.OpenLoopResult] = field(default_factory=dict)
     decide: dict[int, protected.Latencies] = field(default_factory=dict)  # by clients
     logins: protected.Latencies | None = None
+    publish: publish.PublishResult | None = None
     failures: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -798,6 +808,7 @@ class StepResults:
             },
             "decide": {str(clients): r.summary() for clients, r in self.decide.items()},
             "logins": self.logins.summary() if self.logins else None,
+            "publish": self.publish.summary() if self.publish else None,
             "failures": self.failures,
         }
 
@@ -846,6 +857,20 @@ def run_steps(lab: Lab, steps: Sequence[str]) -> StepResults:
         for proc in started:
             lab.stop(proc)
     return results
+
+
+def run_publish(settings: Settings) -> publish.PublishResult:
+    log(
+        f"[publish] {PUBLISH_SERVICES} services following one Administration service, "
+        f"{PUBLISH_COUNT} publishes"
+    )
+    result = publish.run(settings.python, PUBLISH_SERVICES, PUBLISH_COUNT)
+    if result.failure:
+        log(f"  FAILED: {result.failure}")
+    else:
+        summary = result.summary()
+        log(f"  p50 {summary['p50_ms']} ms, p99 {summary['p99_ms']} ms")
+    return result
 
 
 def step_open_loop(
@@ -1550,7 +1575,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     log("bench: the backend died; stopping")
                     break
             else:
-                step_results = run_steps(lab, steps)
+                step_results = run_steps(lab, [s for s in steps if s in PROTECTED_STEPS])
+                if "publish" in steps:
+                    step_results.publish = run_publish(settings)
+                    if step_results.publish.failure:
+                        step_results.failures["publish"] = step_results.publish.failure
     except KeyboardInterrupt:
         log("bench: interrupted; all servers stopped")
         return 130
@@ -1561,7 +1590,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     sections: dict[tuple[str, str], str] = {}
     if any(by_name[row.scenario].table == "main" for row in rows):
         sections[DOCS_MAIN] = render_markdown(rows, info, settings, by_name)
-    if steps or any(row.scenario in PROTECTED_TABLE and row.scenario != "nginx-1" for row in rows):
+    if step_results.publish is not None:
+        sections[DOCS_PUBLISH] = publish.render(step_results.publish)
+    protected_steps = [s for s in steps if s in PROTECTED_STEPS]
+    if protected_steps or any(
+        row.scenario in PROTECTED_TABLE and row.scenario != "nginx-1" for row in rows
+    ):
         sections[DOCS_PROTECTED] = render_protected(rows, step_results, info, settings, by_name)
     print("\n".join(sections.values()), end="")
     json_path = save_json(rows, step_results, info, settings)

@@ -13,12 +13,14 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 from gatehouse.config.access_point import parse_listen
-from gatehouse.config.loader import load_file
+from gatehouse.config.loader import load_file, validate
 from gatehouse.config.policy import PolicyConfig
 from gatehouse.errors import GatehouseError
+from gatehouse.internal.lkg import ADMIN_FILE, StateDir
 from gatehouse.policy.admin_api import read_token
 from gatehouse.policy.service import resolve
 from gatehouse.policy.sessions import SessionStore, Timeouts
@@ -27,22 +29,49 @@ from gatehouse.storage.home import database_urls
 from gatehouse.storage.migrate import upgrade
 
 POLICY_CONFIG = "policy.yaml"
+#: Where ``gatehouse up`` keeps its services' state directories (node.STATE_DIR).
+STATE_DIR = "state"
+
+
+def _policy_configs(home: Path) -> Iterator[tuple[PolicyConfig, Path]]:
+    """The installation's Policy service configurations and the directory their relative
+    paths start from: HOME/policy.yaml, then the last-known-good view of every Policy
+    service that follows Admin from a state directory under HOME/state/."""
+    path = home / POLICY_CONFIG
+    if path.exists():
+        try:
+            yield load_file(PolicyConfig, path), path.parent
+        except GatehouseError:
+            pass
+    for admin_file in sorted((home / STATE_DIR).glob(f"*/{ADMIN_FILE}")):
+        state_dir = StateDir(admin_file.parent)
+        try:
+            state = state_dir.load_admin()
+            if state is None or state.role != "policy":
+                continue
+            snapshot = state_dir.load_last_known_good(state)
+            if snapshot is not None:
+                yield validate(PolicyConfig, snapshot.view), home
+        except GatehouseError:
+            continue
 
 
 def _via_policy_service(home: Path, username: str) -> int | None:
-    """Revoke through the installation's Policy service; None when that is not possible."""
-    path = home / POLICY_CONFIG
-    if not path.exists():
-        return None
-    try:
-        config = load_file(PolicyConfig, path)
-    except GatehouseError:
-        return None
+    """Revoke through one of the installation's Policy services; None when that is not
+    possible."""
+    for config, base in _policy_configs(home):
+        revoked = _revoke_through(config, base, username)
+        if revoked is not None:
+            return revoked
+    return None
+
+
+def _revoke_through(config: PolicyConfig, base: Path, username: str) -> int | None:
     token_file = config.policy.admin_token_file
     if not token_file:
         return None
     try:
-        token = read_token(resolve(token_file, path.parent))
+        token = read_token(resolve(token_file, base))
     except ValueError:
         return None
     host, port = parse_listen(config.policy.listen)

@@ -1,0 +1,313 @@
+"""How long a published configuration takes to reach every service.
+
+One real Administration service and ``services`` real services on loopback (Access Points,
+Policy and Authentication services in the proportions of :func:`plan`), each started with
+``--state DIR --join URL --token TOKEN`` as an operator would. Then ``publishes`` times: add
+a resource (every service's view changes: the APs route it, the Policy services decide on
+it), ``POST /api/v1/publish``, and wait until Admin's services table shows every service
+running the new version. The time of a publish is from just before the publish call to the
+latest acknowledgement Admin recorded for that version (``last_report.at``).
+
+    .venv/bin/python bench/publish.py                     # 20 services, 30 publishes
+    .venv/bin/python bench/publish.py --services 20 --publishes 50
+
+bench/run.py runs it as the ``publish`` step and writes its table into docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gatehouse.administration.config_cli import AdminClient
+from gatehouse.administration.service import read_token
+
+REPO = Path(__file__).resolve().parent.parent
+GOAL_P99_SECONDS = 1.0
+STARTUP_TIMEOUT = 120.0
+ACK_TIMEOUT = 30.0
+POLL_INTERVAL = 0.01
+COMMANDS = {"access_point": "access-point", "policy": "policy", "authentication": "authentication"}
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def percentile(samples: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100)."""
+    ordered = sorted(samples)
+    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+@dataclass(frozen=True)
+class Planned:
+    id: str
+    role: str
+    port: int
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def plan(count: int) -> list[Planned]:
+    """``count`` services: 2/5 Access Points, the rest Policy and Authentication services
+    in equal parts (20 → 8 APs, 6 Policy, 6 Authentication), at least one of each."""
+    aps = max(1, count * 2 // 5)
+    policies = max(1, (count - aps) // 2)
+    auths = max(1, count - aps - policies)
+    services = [Planned(f"ap{i + 1}", "access_point", free_port()) for i in range(aps)]
+    services += [Planned(f"ps{i + 1}", "policy", free_port()) for i in range(policies)]
+    services += [Planned(f"auth{i + 1}", "authentication", free_port()) for i in range(auths)]
+    return services
+
+
+def installation(services: Sequence[Planned], extra_resources: int) -> dict[str, Any]:
+    """The configuration: every AP prefers one Policy service and falls back on the others;
+    every Policy service uses the Authentication services in turn."""
+    aps = [s for s in services if s.role == "access_point"]
+    policies = [s.id for s in services if s.role == "policy"]
+    auths = [s.id for s in services if s.role == "authentication"]
+    backend = "http://127.0.0.1:9"  # never called: the benchmark sends no requests
+    resources = [{"id": "app", "path_prefix": "/", "backends": [backend]}]
+    resources += [
+        {"id": f"r{n}", "path_prefix": f"/r{n}", "backends": [backend]}
+        for n in range(1, extra_resources + 1)
+    ]
+    return {
+        "services": [
+            {"id": s.id, "role": s.role, "endpoint": s.endpoint, "node": "bench"} for s in services
+        ],
+        "access_points": [
+            {
+                "id": ap.id,
+                "workers": 1,
+                "policy_services": policies[i % len(policies) :] + policies[: i % len(policies)],
+            }
+            for i, ap in enumerate(aps)
+        ],
+        "policy_services": [
+            {"id": ps, "authentication": auths[i % len(auths) :] + auths[: i % len(auths)]}
+            for i, ps in enumerate(policies)
+        ],
+        "resources": resources,
+        "global_rule": "authenticated",
+    }
+
+
+@dataclass
+class PublishResult:
+    services: dict[str, int] = field(default_factory=dict)  # by role
+    seconds: list[float] = field(default_factory=list)  # publish → last ack
+    publish_call: list[float] = field(default_factory=list)  # the publish call alone
+    startup: float = 0.0  # start of the services → all run version 1
+    failure: str | None = None
+
+    def summary(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "services": self.services,
+            "publishes": len(self.seconds),
+            "startup_s": round(self.startup, 2),
+            "failure": self.failure,
+        }
+        if self.seconds:
+            data.update(
+                p50_ms=round(percentile(self.seconds, 50) * 1000, 1),
+                p99_ms=round(percentile(self.seconds, 99) * 1000, 1),
+                max_ms=round(max(self.seconds) * 1000, 1),
+                publish_call_p50_ms=round(percentile(self.publish_call, 50) * 1000, 1),
+            )
+        return data
+
+
+class Lab:
+    """The processes of one run, all stopped at the end."""
+
+    def __init__(self, python: str, directory: Path) -> None:
+        self.python = python
+        self.directory = directory
+        self.processes: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def start(self, name: str, args: Sequence[str]) -> subprocess.Popen[bytes]:
+        out = (self.directory / f"{name}.log").open("wb")
+        proc = subprocess.Popen(
+            [self.python, "-m", "gatehouse", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=self.directory,
+        )
+        out.close()
+        self.processes.append((name, proc))
+        return proc
+
+    def check_alive(self) -> None:
+        for name, proc in self.processes:
+            if proc.poll() is not None:
+                tail = (self.directory / f"{name}.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"{name} exited with {proc.returncode}:\n{tail}")
+
+    def stop(self) -> None:
+        for _, proc in self.processes:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for _, proc in self.processes:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def start_admin(lab: Lab) -> AdminClient:
+    home = lab.directory / "admin"
+    home.mkdir()
+    port = free_port()
+    config = home / "administration.yaml"
+    config.write_text(yaml.safe_dump({"administration": {"listen": f"127.0.0.1:{port}"}}))
+    lab.start("admin", ["administration", "--config", str(config), "--home", str(home)])
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    token_file = home / "admin.token"
+    while True:
+        lab.check_alive()
+        if token_file.exists():
+            client = AdminClient(f"http://127.0.0.1:{port}", read_token(token_file), token_file)
+            with contextlib.suppress(Exception):
+                client.call("GET", "/api/v1/health")
+                return client
+        if time.monotonic() > deadline:
+            raise RuntimeError("the Administration service did not start")
+        time.sleep(0.05)
+
+
+def publish(admin: AdminClient, config: dict[str, Any], comment: str) -> tuple[int, float, float]:
+    """Save the draft and publish it; the version, the wall-clock time just before the
+    publish call, and how long the call took."""
+    admin.call("PUT", "/api/v1/draft", {"text": yaml.safe_dump(config, sort_keys=False)})
+    wall, start = time.time(), time.perf_counter()
+    number = int(admin.call("POST", "/api/v1/publish", {"comment": comment})["version"])
+    return number, wall, time.perf_counter() - start
+
+
+def wait_all(admin: AdminClient, lab: Lab, ids: set[str], number: int, timeout: float) -> float:
+    """Wait until every service in ``ids`` runs ``number``; the wall-clock time of the
+    latest acknowledgement of it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = {row["id"]: row for row in admin.call("GET", "/api/v1/services")}
+        done = [rows[i] for i in ids if i in rows and (rows[i]["running_version"] or 0) >= number]
+        if len(done) == len(ids):
+            failed = [r for r in done if r["last_error"]]
+            if failed:
+                raise RuntimeError(f"{failed[0]['id']} refused version {number}: {failed[0]}")
+            return max(datetime.fromisoformat(r["last_report"]["at"]).timestamp() for r in done)
+        if time.monotonic() > deadline:
+            missing = sorted(ids - {r["id"] for r in done})
+            lab.check_alive()
+            raise RuntimeError(f"no acknowledgement of version {number} from {missing}")
+        time.sleep(POLL_INTERVAL)
+
+
+def run(python: str, services: int = 20, publishes: int = 30, keep: bool = False) -> PublishResult:
+    result = PublishResult()
+    directory = Path(tempfile.mkdtemp(prefix="gatehouse-bench-publish-"))
+    lab = Lab(python, directory)
+    try:
+        admin = start_admin(lab)
+        planned = plan(services)
+        for s in planned:
+            result.services[s.role] = result.services.get(s.role, 0) + 1
+        publish(admin, installation(planned, 0), "bench: first version")
+        started = time.monotonic()
+        admin_url = admin.url
+        for s in planned:
+            token = admin.call("POST", "/api/v1/join-tokens", {"role": s.role, "ttl": 600})
+            args = [COMMANDS[s.role], "--state", str(directory / s.id / "state")]
+            args += ["--join", admin_url, "--token", token["token"], "--id", s.id]
+            args += ["--endpoint", s.endpoint, "--node", "bench"]
+            if s.role != "access_point":
+                args += ["--home", str(directory / s.id / "home")]
+            lab.start(s.id, args)
+        ids = {s.id for s in planned}
+        wait_all(admin, lab, ids, 1, STARTUP_TIMEOUT)
+        result.startup = time.monotonic() - started
+        log(f"[publish] {len(ids)} services run version 1 after {result.startup:.1f}s")
+        for n in range(1, publishes + 1):
+            number, wall, call = publish(admin, installation(planned, n), f"bench: publish {n}")
+            last_ack = wait_all(admin, lab, ids, number, ACK_TIMEOUT)
+            result.seconds.append(max(0.0, last_ack - wall))
+            result.publish_call.append(call)
+        lab.check_alive()
+    except Exception as exc:  # a failed measurement is reported, not a traceback
+        result.failure = str(exc)
+    finally:
+        lab.stop()
+        if keep:
+            log(f"[publish] kept {directory}")
+        else:
+            shutil.rmtree(directory, ignore_errors=True)
+    return result
+
+
+def render(result: PublishResult) -> str:
+    """The docs table."""
+    roles = ", ".join(f"{n} {role.replace('_', ' ')}" for role, n in result.services.items())
+    total = sum(result.services.values())
+    if result.failure or not result.seconds:
+        return f"Publish to {total} services: FAILED: {result.failure}\n"
+    s = result.summary()
+    ok = "✓" if s["p99_ms"] < GOAL_P99_SECONDS * 1000 else "✗"
+    return (
+        f"Time from `POST /api/v1/publish` to the last acknowledgement, {total} real services "
+        f"on loopback ({roles}), {s['publishes']} publishes one after the other, each adding "
+        "a resource (every view changes):\n\n"
+        "| services | publishes | p50 | p99 | max | publish call p50 | goal p99 < 1 s |\n"
+        "|---|---|---|---|---|---|---|\n"
+        f"| {total} | {s['publishes']} | {s['p50_ms']:.0f} ms | {s['p99_ms']:.0f} ms | "
+        f"{s['max_ms']:.0f} ms | {s['publish_call_p50_ms']:.0f} ms | {ok} |\n\n"
+        f"All {total} services registered and ran version 1 {s['startup_s']:.1f} s after they "
+        "were started.\n"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--services", type=int, default=20)
+    parser.add_argument("--publishes", type=int, default=30)
+    parser.add_argument("--python", default=sys.executable)
+    parser.add_argument("--keep-tmp", action="store_true")
+    args = parser.parse_args(argv)
+    result = run(args.python, args.services, args.publishes, args.keep_tmp)
+    print(render(result), end="")
+    return 1 if result.failure else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
