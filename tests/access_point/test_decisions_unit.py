@@ -31,6 +31,9 @@ def test_allow_keeps_only_identity_headers_and_strips_line_breaks() -> None:
     assert decision.kind == ALLOW
     assert decision.ttl == 30
     assert dict(decision.headers) == {b"Remote-User": b"alice", b"Remote-Groups": b"a,b"}
+    # Ready to go into a request head as is.
+    assert decision.lines == b"Remote-User: alice\r\nRemote-Groups: a,b"
+    assert Decision(ALLOW, (), 1.0).lines == b""
 
 
 @pytest.mark.parametrize(

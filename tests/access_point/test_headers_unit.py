@@ -14,9 +14,11 @@ from gatehouse.access_point.headers import (
     HeaderPolicy,
     end_to_end,
     forwarded_fields,
+    request_lines,
     serialize,
     split_response,
     with_via,
+    without_cookie,
 )
 from gatehouse.access_point.request import BadRequest, RequestHead, normalize_path, parse_head
 from gatehouse.access_point.routing import Router, prefix_matches, strip_prefix
@@ -504,6 +506,71 @@ def test_end_to_end_property(
     assert out == [(n, v) for n, v in fields if not dropped(n)]
 
 
+SESSION_COOKIE = b"gatehouse_session"
+COOKIE_VALUES = st.lists(
+    st.sampled_from(
+        [
+            b"gatehouse_session=SID",
+            b"a=1",
+            b"gatehouse_session2=X",
+            b" b=2 ",
+            b"",
+            b"gatehouse_session=",
+        ]
+    ),
+    max_size=4,
+).map(b";".join)
+
+
+@given(
+    fields=st.lists(
+        st.one_of(
+            st.tuples(field_names(), FIELD_VALUES),
+            st.tuples(st.sampled_from([b"Cookie", b"cookie", b"COOKIE"]), COOKIE_VALUES),
+        ),
+        max_size=12,
+    ),
+    named=st.lists(field_names(), max_size=2),
+    allow_underscores=st.booleans(),
+    session_cookie=st.sampled_from([None, SESSION_COOKIE]),
+)
+@settings(max_examples=300, deadline=None)
+def test_request_lines_is_end_to_end_without_the_session_cookie(
+    fields: list[Header],
+    named: list[bytes],
+    allow_underscores: bool,
+    session_cookie: bytes | None,
+) -> None:
+    """The one-pass hot-path version equals the composition of the two pure steps."""
+    rules = policy(allow_underscores)
+    tokens = frozenset(n.lower() for n in named)
+    expected = end_to_end(fields, rules.drop, tokens, rules.allow_underscores)
+    if session_cookie is not None:
+        expected = without_cookie(expected, session_cookie)
+    out = request_lines(fields, rules.drop, tokens, rules.allow_underscores, session_cookie)
+    assert out == [name + b": " + value for name, value in expected]
+    if session_cookie is not None:
+        assert not any(b"gatehouse_session=" in line for line in out)
+
+
+@pytest.mark.parametrize(
+    ("cookie", "line"),
+    [
+        (b"gatehouse_session=SID", None),
+        (b"a=1; gatehouse_session=SID; b=2", b"Cookie: a=1; b=2"),
+        (b"a=1", b"Cookie: a=1"),
+    ],
+)
+def test_request_lines_remove_the_session_cookie(cookie: bytes, line: bytes | None) -> None:
+    rules = policy()
+    fields = [(b"Accept", b"*/*"), (b"Cookie", cookie), (b"Remote-User", b"spoofed")]
+    out = request_lines(fields, rules.drop, frozenset(), False, SESSION_COOKIE)
+    assert out == [b"Accept: */*", *([line] if line else [])]
+    # The portal (no cookie name given) sees the Cookie field as sent.
+    out = request_lines(fields, rules.drop, frozenset(), False, None)
+    assert out == [b"Accept: */*", b"Cookie: " + cookie]
+
+
 # forwarding fields, Via, responses ----------------------------------------------------------------
 
 
@@ -583,7 +650,10 @@ def test_with_via_and_serialize() -> None:
     fields = with_via([(b"Via", b"1.0 lb")], b"1.1", b"gatehouse")
     assert fields == [(b"Via", b"1.0 lb"), (b"Via", b"1.1 gatehouse")]
     assert serialize(b"GET / HTTP/1.1", [(b"A", b"1")]) == b"GET / HTTP/1.1\r\nA: 1\r\n\r\n"
+    assert serialize(b"X", [(b"A", b"1"), (b"B", b"")]) == b"X\r\nA: 1\r\nB: \r\n\r\n"
     assert serialize(b"HTTP/1.1 204 No Content", []) == b"HTTP/1.1 204 No Content\r\n\r\n"
+    rules = HeaderPolicy.build([], "edge-1", False, [])
+    assert (rules.via_line_11, rules.via_line_10) == (b"Via: 1.1 edge-1", b"Via: 1.0 edge-1")
 
 
 def test_split_response() -> None:

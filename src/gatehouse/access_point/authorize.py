@@ -41,7 +41,8 @@ class Authorization:
     body_since: float
     close_after: bool
     connect_task: asyncio.Task[None] | None
-    identity: tuple[tuple[bytes, bytes], ...]
+    #: The identity header lines of an allowed request (Decision.lines).
+    identity: bytes
     route: Route | None
 
     if TYPE_CHECKING:
@@ -133,7 +134,7 @@ class Authorization:
 
     def _apply(self, route: Route, decision: Decision) -> None:
         if decision.kind == ALLOW:
-            self.identity = decision.headers
+            self.identity = decision.lines
             self._proceed(route)
         elif decision.kind == AUTHENTICATE:
             close = self.close_after or not self.request_done

@@ -24,7 +24,7 @@ import httptools
 from gatehouse.access_point import pages
 from gatehouse.access_point.decisions import session_hash
 from gatehouse.access_point.exchange import LocalReply, ProxyExchange
-from gatehouse.access_point.headers import Header, HeaderPolicy, forwarded_fields
+from gatehouse.access_point.headers import HeaderPolicy, field_line, forwarded_fields
 from gatehouse.access_point.request import BadRequest, RequestHead, parse_head
 
 if TYPE_CHECKING:
@@ -103,7 +103,7 @@ class ClientConnection(asyncio.Protocol):
         self._trust: tuple[HeaderPolicy, bool] | None = None
         self._session: tuple[str, str] = ("", "")
         self._fwd_key: tuple[bytes, HeaderPolicy] | None = None
-        self._fwd: list[tuple[bytes, bytes]] = []
+        self._fwd = b""
 
     # asyncio callbacks --------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -330,17 +330,18 @@ class ClientConnection(asyncio.Protocol):
             self._session = (session, session_hash(session))
         return self._session[1]
 
-    def forwarding_fields(self, head: RequestHead, policy: HeaderPolicy) -> list[Header]:
-        """X-Forwarded-* and Forwarded for a request; cached per connection, because from an
-        untrusted peer they depend only on the peer, the scheme and the authority."""
+    def forwarding_lines(self, head: RequestHead, policy: HeaderPolicy) -> bytes:
+        """X-Forwarded-* and Forwarded for a request, as head lines; cached per connection,
+        because from an untrusted peer they depend only on the peer, scheme and authority."""
         key = self._fwd_key
         if key is not None and key[1] is policy and key[0] == head.authority:
             return self._fwd
         trusted = self.trusted(policy)
         fields = forwarded_fields(head.headers, self.peer_ip, self.scheme, head.authority, trusted)
+        lines = b"\r\n".join(map(field_line, fields))
         if not trusted:
-            self._fwd_key, self._fwd = (head.authority, policy), fields
-        return fields
+            self._fwd_key, self._fwd = (head.authority, policy), lines
+        return lines
 
     # flow control and output ------------------------------------------------------------------
     def pause(self, reason: int) -> None:

@@ -15,10 +15,11 @@ import hashlib
 import logging
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import orjson
 
+from gatehouse.access_point.headers import field_line
 from gatehouse.errors import GatehouseError
 from gatehouse.internal.client import FailoverClient
 
@@ -39,6 +40,12 @@ class Decision:
     headers: tuple[tuple[bytes, bytes], ...] = ()
     ttl: float = 0.0
     location: bytes = b""
+    #: ``headers`` as lines of a request head (no final line break), made once per decision
+    #: rather than once per request served from the cache.
+    lines: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "lines", b"\r\n".join(map(field_line, self.headers)))
 
 
 def session_hash(session_id: str) -> str:

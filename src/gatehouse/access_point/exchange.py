@@ -17,10 +17,9 @@ from gatehouse.access_point import pages
 from gatehouse.access_point.authorize import Authorization
 from gatehouse.access_point.headers import (
     HOP_BY_HOP,
-    end_to_end,
+    request_lines,
     serialize,
     split_response,
-    without_cookie,
 )
 from gatehouse.access_point.routing import strip_prefix
 from gatehouse.access_point.upstream import ConnectFailed, Origin, UpstreamConnection
@@ -113,7 +112,7 @@ class ProxyExchange(Authorization):
         # coarse time of the last activity, 0 when not running.
         self.read_since = 0.0
         self.body_since = 0.0
-        self.identity: tuple[tuple[bytes, bytes], ...] = ()
+        self.identity = b""
 
     # the request ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -226,30 +225,35 @@ class ProxyExchange(Authorization):
         head = self.head
         route = self.route
         assert route is not None
-        policy = self.rt.policy
+        rt = self.rt
+        policy = rt.policy
         path = strip_prefix(self.prefix, head.path) if route.strip_prefix else head.path
         target = (route.base_paths[origin] + path).encode("ascii")
         if head.query is not None:
             target += b"?" + head.query
-        headers = [(b"Host", head.authority if route.preserve_host else origin.host_header)]
-        kept = end_to_end(
-            head.headers, policy.drop, head.connection_tokens, policy.allow_underscores
-        )
-        if route is not self.rt.portal:
+        host = head.authority if route.preserve_host else origin.host_header
+        lines = [head.method + b" " + target + b" HTTP/1.1", b"Host: " + host]
+        lines += request_lines(
+            head.headers,
+            policy.drop,
+            head.connection_tokens,
+            policy.allow_underscores,
             # Backends never see Gatehouse's session cookie; the portal needs it.
-            kept = without_cookie(kept, self.rt.session_cookie)
-        headers += kept
-        headers += self.identity
-        headers += self.conn.forwarding_fields(head, policy)
-        headers.append((b"Via", b"1." + head.version[2:] + b" " + policy.via))
+            None if route is rt.portal else rt.session_cookie,
+        )
+        if self.identity:
+            lines.append(self.identity)
+        lines.append(self.conn.forwarding_lines(head, policy))
+        lines.append(policy.via_line_11 if head.version == b"1.1" else policy.via_line_10)
         if head.chunked:
-            headers.append((b"Transfer-Encoding", b"chunked"))
+            lines.append(b"Transfer-Encoding: chunked")
         elif head.content_length is not None:
-            headers.append((b"Content-Length", str(head.content_length).encode()))
+            lines.append(b"Content-Length: %d" % head.content_length)
         if head.upgrade is not None:
-            headers.append((b"Upgrade", head.upgrade))
-            headers.append((b"Connection", b"upgrade"))
-        return serialize(head.method + b" " + target + b" HTTP/1.1", headers)
+            lines.append(b"Upgrade: " + head.upgrade)
+            lines.append(b"Connection: upgrade")
+        lines += (b"", b"")
+        return b"\r\n".join(lines)
 
     def _attach(self, upstream: UpstreamConnection) -> None:
         self.upstream = upstream
