@@ -74,6 +74,24 @@ class FakeClock:
         return self.now
 
 
+def counts(
+    *, down: int = 0, up: int = 0, failovers: int = 0, passed: int = 0, failed: int = 0
+) -> dict[str, int]:
+    """The whole ``Endpoints.counters`` dict expected after a scenario."""
+    return {
+        "transitions": down + up,
+        "down": down,
+        "up": up,
+        "failovers": failovers,
+        "probes_passed": passed,
+        "probes_failed": failed,
+    }
+
+
+def no_counts() -> dict[str, int]:
+    return counts()
+
+
 # a scriptable raw server --------------------------------------------------------------------
 
 
@@ -347,7 +365,7 @@ def test_answers_framed_every_way(run: Run[None], framing: str) -> None:
                 while not reusable and client.pool_stats()[server.url]["open"]:
                     await asyncio.sleep(0.005)
             assert server.connections == (1 if reusable else 2)
-            assert client.endpoints.counters == {"transitions": 0, "failovers": 0}
+            assert client.endpoints.counters == no_counts()
 
     run(scenario())
 
@@ -401,7 +419,7 @@ def test_server_closing_an_idle_connection_is_noticed(run: Run[None]) -> None:
                 while client.pool_stats()[server.url]["open"]:
                     await asyncio.sleep(0.005)
             assert server.connections == 3
-            assert client.endpoints.counters == {"transitions": 0, "failovers": 0}
+            assert client.endpoints.counters == no_counts()
 
     run(scenario())
 
@@ -437,7 +455,7 @@ def test_request_on_a_stale_connection_is_retried_on_a_fresh_one(run: Run[None],
                 ("/2", 2, 1),
             ]
             assert backup.requests == []
-            assert client.endpoints.counters == {"transitions": 0, "failovers": 0}
+            assert client.endpoints.counters == no_counts()
 
     run(scenario())
 
@@ -487,7 +505,7 @@ def test_failover_on_refused_connection(run: Run[None]) -> None:
             assert (await client.call("GET", "/b", retry_safe=True)).json()["path"] == "/b"
             assert len(second.requests) == 2
             # The second call went straight to the second endpoint.
-            assert client.endpoints.counters == {"transitions": 1, "failovers": 1}
+            assert client.endpoints.counters == counts(down=1, failovers=1)
             assert client.endpoints.status()[0].reason == "connection refused"
 
     run(scenario())
@@ -699,7 +717,7 @@ def test_all_endpoints_failed_lists_every_failure(run: Run[None]) -> None:
             assert message.startswith("GET /internal/v1/health failed on every endpoint: ")
             for url in (dead, unavailable.url, stuck.url):
                 assert url in message
-            assert client.endpoints.counters == {"transitions": 3, "failovers": 2}
+            assert client.endpoints.counters == counts(down=3, failovers=2)
 
             # All down: still tried, in configured order, as a last resort.
             with pytest.raises(AllEndpointsFailed) as info:
@@ -732,7 +750,7 @@ def test_fail_back_after_retry_after(run: Run[None]) -> None:
                     assert [r.path for r in first.requests] == ["/4", "/5"]
                     assert [r.path for r in second.requests] == ["/1", "/2", "/3"]
                     assert endpoints.is_up(endpoints.all[0])
-                    assert endpoints.counters == {"transitions": 2, "failovers": 1}
+                    assert endpoints.counters == counts(down=1, up=1, failovers=1)
 
     run(scenario())
 
@@ -950,7 +968,7 @@ def test_stream_establishment_fails_over(run: Run[None]) -> None:
         ):
             assert [line async for line in client.stream_lines("/events")] == [b"hello"]
             assert client.current_endpoint == client.endpoints.all[2]
-            assert client.endpoints.counters == {"transitions": 2, "failovers": 2}
+            assert client.endpoints.counters == counts(down=2, failovers=2)
 
             async with FailoverClient([refusing_url(), unavailable.url]) as failing:
                 with pytest.raises(AllEndpointsFailed) as info:

@@ -208,9 +208,16 @@ def test_transitions_are_logged_once_and_counted(caplog: pytest.LogCaptureFixtur
         "policy endpoint http://10.0.0.1:8100 is down: connection refused"
     )
     assert changes[1].getMessage() == (
-        "policy endpoint http://10.0.0.1:8100 is up again (down for 3.2 s)"
+        "policy endpoint http://10.0.0.1:8100 is up again after a call succeeded (down for 3.2 s)"
     )
-    assert eps.counters == {"transitions": 2, "failovers": 1}
+    assert eps.counters == {
+        "transitions": 2,
+        "down": 1,
+        "up": 1,
+        "failovers": 1,
+        "probes_passed": 0,
+        "probes_failed": 0,
+    }
 
 
 def test_status_snapshot() -> None:
@@ -223,6 +230,38 @@ def test_status_snapshot() -> None:
         (URLS[1], True, None, ""),
     ]
     assert eps.down() == [a]
+
+
+def test_per_endpoint_counts() -> None:
+    eps, clock = make(URLS[:2], rise=2)
+    a, b = eps.all
+    eps.failed(a, "refused")
+    eps.failover(a, b)
+    eps.probe_result(a, True)
+    assert eps.status()[0].passes == 1
+    eps.probe_result(a, False, "probe: refused")
+    clock.advance(1)
+    eps.probe_result(a, True)
+    eps.probe_result(a, True)
+    eps.failed(b, "reset")
+    first, second = eps.status()
+    assert (first.up, first.passes, first.went_down, first.came_up, first.failovers) == (
+        True,
+        0,
+        1,
+        1,
+        1,
+    )
+    assert (first.probes_passed, first.probes_failed) == (3, 1)
+    assert (second.up, second.went_down, second.came_up, second.failovers) == (False, 1, 0, 0)
+    assert eps.counters == {
+        "transitions": 3,
+        "down": 2,
+        "up": 1,
+        "failovers": 1,
+        "probes_passed": 3,
+        "probes_failed": 1,
+    }
 
 
 # probes -------------------------------------------------------------------------------------
@@ -252,6 +291,94 @@ def test_rise_needs_consecutive_passes() -> None:
     eps.probe_result(a, True)
     assert eps.is_up(a)
     assert eps.counters["transitions"] == 2
+
+
+def test_while_probes_run_calls_make_no_retry_after_trials() -> None:
+    eps, clock = make(retry_after=2.0, rise=2)
+    a, b, c = eps.all
+    eps.failed(a, "refused")
+    eps.probes_started()
+    assert eps.probed
+    clock.advance(3600)
+    assert eps.order() == [b, c, a]  # never due: only probes bring it back
+    assert eps.pick() == b
+    assert eps.pick([b, c]) == a  # still the last resort
+    eps.failed(b, "refused")  # a failure while probed: not due later either
+    clock.advance(3600)
+    assert eps.order() == [c, a, b]
+    eps.probe_result(a, True)
+    assert not eps.is_up(a)
+    eps.probe_result(a, True)
+    assert eps.is_up(a)
+    # Probes stop: down endpoints get retry_after trials again, counted from now.
+    eps.probes_stopped()
+    assert not eps.probed
+    assert eps.order() == [a, c, b]
+    clock.advance(2)
+    assert eps.order() == [a, b, c]
+
+
+def test_probes_started_by_two_probers_stop_with_the_last() -> None:
+    eps, clock = make(retry_after=1.0)
+    a, b, c = eps.all
+    eps.probes_started()
+    eps.probes_started()
+    eps.failed(a, "refused")
+    eps.probes_stopped()
+    clock.advance(10)
+    assert eps.order() == [b, c, a]
+    eps.probes_stopped()
+    eps.probes_stopped()  # one too many: ignored
+    clock.advance(1)
+    assert eps.order() == [a, b, c]
+
+
+def test_a_successful_call_brings_a_probed_endpoint_back_at_once() -> None:
+    eps, _ = make(rise=3)
+    a = eps.all[0]
+    eps.probes_started()
+    eps.failed(a, "refused")
+    eps.probe_result(a, True)
+    eps.succeeded(a)  # a last-resort call got through: real traffic is evidence enough
+    assert eps.is_up(a)
+    assert eps.status()[0].passes == 0
+
+
+def test_rise_transition_is_logged_with_the_probes(caplog: pytest.LogCaptureFixture) -> None:
+    eps, clock = make(rise=2)
+    a = eps.all[0]
+    with caplog.at_level(logging.INFO, logger="gatehouse.internal"):
+        eps.failed(a, "connect timeout")
+        clock.advance(1.5)
+        eps.probe_result(a, True)
+        eps.probe_result(a, True)
+    assert [r.getMessage() for r in caplog.records] == [
+        "policy endpoint http://10.0.0.1:8100 is down: connect timeout",
+        "policy endpoint http://10.0.0.1:8100 is up again after 2 passed probes (down for 1.5 s)",
+    ]
+
+
+def test_watchers_hear_every_transition(caplog: pytest.LogCaptureFixture) -> None:
+    eps, _ = make(rise=1)
+    a, b, _ = eps.all
+    heard: list[tuple[str, bool]] = []
+
+    def watcher(ep: Endpoint, up: bool) -> None:
+        heard.append((ep.url, up))
+
+    def broken(ep: Endpoint, up: bool) -> None:
+        raise RuntimeError("bug")
+
+    eps.watch(broken)
+    eps.watch(watcher)
+    with caplog.at_level(logging.ERROR, logger="gatehouse.internal"):
+        eps.failed(a, "refused")
+        eps.failed(a, "refused")  # still down: no transition
+        eps.probe_result(a, True)
+        eps.unwatch(watcher)
+        eps.failed(b, "refused")
+    assert heard == [(URLS[0], False), (URLS[0], True)]
+    assert [r.getMessage() for r in caplog.records] == ["policy endpoint watcher failed"] * 3
 
 
 def test_failed_probe_marks_an_up_endpoint_down() -> None:

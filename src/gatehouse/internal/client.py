@@ -8,6 +8,12 @@ sent (the connection could not be made); once sent, the server may have acted on
 answers are answers: they are returned, not retried. The wire is HTTP/1.1 with JSON bodies
 over persistent connections (``http1.py``).
 
+Fail-back: with background probes running (:meth:`FailoverClient.start_probing`), each down
+endpoint is asked its health path every ``probe_interval`` and comes back after ``rise``
+passes in a row; calls make no trials on it meanwhile, so they never wait on a dead
+primary. Without probes, one call tries it again after ``retry_after`` (``endpoints.py``).
+:meth:`FailoverClient.metrics` is a plain snapshot of states and counters.
+
 Exceptions::
 
     GatehouseError
@@ -22,7 +28,10 @@ Exceptions::
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 import re
+import time
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -30,16 +39,20 @@ from typing import Any
 
 import orjson
 
+from gatehouse.config import failover as defaults
+from gatehouse.config.failover import FailoverSettings
 from gatehouse.errors import GatehouseError
-from gatehouse.internal.endpoints import Endpoint, Endpoints
+from gatehouse.internal.endpoints import Clock, Endpoint, Endpoints
 from gatehouse.internal.http1 import FailureKind, Pool, Response, WireError
 
 __all__ = [
+    "DEFAULT_HEALTH_PATH",
     "AllEndpointsFailed",
     "ClientClosed",
     "Endpoint",
     "Endpoints",
     "FailoverClient",
+    "FailoverSettings",
     "Failure",
     "FailureKind",
     "InternalCallError",
@@ -48,6 +61,12 @@ __all__ = [
     "StreamBroken",
     "StreamRefused",
 ]
+
+log = logging.getLogger("gatehouse.internal")
+
+#: Where Policy and Authentication answer health probes; Administration uses
+#: ``/api/v1/health``.
+DEFAULT_HEALTH_PATH = "/internal/v1/health"
 
 _METHOD = re.compile(r"[A-Z]{1,20}\Z")
 # Bytes that must never reach a request line: controls, space, non-ASCII, and '#'.
@@ -153,33 +172,55 @@ def _check_request_start(method: str, path: str) -> bytes:
 class FailoverClient:
     """Calls one service over its ordered endpoints, with failover and pooled connections.
 
+    Services build it with :meth:`from_settings` and call :meth:`start_probing` once inside
+    their event loop; :meth:`aclose` stops the probes and closes every connection.
+
     Args:
         endpoints: an :class:`Endpoints` (shared state, readable by metrics) or base URLs.
-        connect_timeout: seconds to establish a TCP connection.
+        connect_timeout: seconds to establish a TCP connection (probes too).
         timeout: seconds for a whole answer, per attempt (``call`` may override it).
         bearer_token: sent as ``Authorization: Bearer`` on every request.
         max_idle: idle connections kept per endpoint.
         idle_timeout: seconds an idle connection is kept. Below uvicorn's 5 s keep-alive, so
             the server rarely closes a connection just as a request goes out.
+        health_path: what probes GET; a 2xx answer passes.
+        probe_interval: seconds between probes of a down endpoint once
+            :meth:`start_probing` is called; ``None``: no background probes.
+        probe_timeout: seconds for a probe's whole answer.
     """
 
     def __init__(
         self,
         endpoints: Endpoints | Sequence[str],
         *,
-        connect_timeout: float = 1.0,
-        timeout: float = 2.0,
+        connect_timeout: float = defaults.CONNECT_TIMEOUT,
+        timeout: float = defaults.TIMEOUT,
         bearer_token: str | None = None,
         max_idle: int = 8,
         idle_timeout: float = 4.0,
+        health_path: str = DEFAULT_HEALTH_PATH,
+        probe_interval: float | None = None,
+        probe_timeout: float = defaults.PROBE_TIMEOUT,
     ) -> None:
         if not isinstance(endpoints, Endpoints):
             endpoints = Endpoints(endpoints)
         if bearer_token is not None and (not bearer_token or _BAD_TOKEN.search(bearer_token)):
             raise ValueError("bearer token must be non-empty visible ASCII")
+        for what, value in (
+            ("connect_timeout", connect_timeout),
+            ("timeout", timeout),
+            ("probe_timeout", probe_timeout),
+            ("probe_interval", 1.0 if probe_interval is None else probe_interval),
+        ):
+            if not 0 < value < float("inf"):
+                raise ValueError(f"{what} must be a positive number of seconds")
+        self._health_start = _check_request_start("GET", health_path)
         self.endpoints = endpoints
         self.connect_timeout = connect_timeout
         self.timeout = timeout
+        self.health_path = health_path
+        self.probe_interval = probe_interval
+        self.probe_timeout = probe_timeout
         auth = (
             b"" if bearer_token is None else b"Authorization: Bearer %s\r\n" % bearer_token.encode()
         )
@@ -201,6 +242,41 @@ class FailoverClient:
         #: The endpoint the latest stream was established on.
         self.current_endpoint: Endpoint | None = None
         self._closed = False
+        # Background probes: the loop, the probe in flight per endpoint index, and what
+        # wakes the loop when an endpoint goes down.
+        self._prober: asyncio.Task[None] | None = None
+        self._probes: dict[int, asyncio.Task[bool]] = {}
+        self._wake: asyncio.Event | None = None
+
+    @classmethod
+    def from_settings(
+        cls,
+        urls: Sequence[str],
+        settings: FailoverSettings,
+        *,
+        name: str = "",
+        health_path: str = DEFAULT_HEALTH_PATH,
+        bearer_token: str | None = None,
+        clock: Clock = time.monotonic,
+    ) -> FailoverClient:
+        """A client for the service at ``urls`` (most preferred first), tuned by ``settings``.
+
+        ``name`` names the service in log lines and metrics (``"policy"``); ``health_path``
+        is what probes GET on it. Probing starts with :meth:`start_probing`. Raises
+        ``ConfigError`` for bad URLs (paths ``endpoints[i]``).
+        """
+        endpoints = Endpoints(
+            urls, retry_after=settings.retry_after, rise=settings.rise, clock=clock, name=name
+        )
+        return cls(
+            endpoints,
+            connect_timeout=settings.connect_timeout,
+            timeout=settings.timeout,
+            bearer_token=bearer_token,
+            health_path=health_path,
+            probe_interval=settings.probe_interval,
+            probe_timeout=settings.probe_timeout,
+        )
 
     # calls ------------------------------------------------------------------------------------
     async def call(
@@ -361,38 +437,166 @@ class FailoverClient:
             conn.close()
 
     # background probes ------------------------------------------------------------------------
-    async def probe(
-        self, path: str = "/internal/v1/health", *, include_up: bool = False
-    ) -> dict[str, bool]:
-        """GET ``path`` on every down endpoint (every endpoint with ``include_up``), in
-        parallel, and report each outcome to :meth:`Endpoints.probe_result`: a 2xx passes.
+    @property
+    def probing(self) -> bool:
+        """The background probes are running."""
+        return self._prober is not None and not self._prober.done()
 
-        The seam for background health checks: a periodic task calls this.
-        Returns ``{url: passed}``.
+    def start_probing(self) -> bool:
+        """Start probing down endpoints in the background, every ``probe_interval`` seconds,
+        in the running event loop; from now on only probes (``rise`` passes in a row) bring a
+        down endpoint back, and calls make no ``retry_after`` trials.
+
+        Nothing is probed, and the task sleeps, while every endpoint is up. At most one probe
+        per endpoint is in flight. Returns whether probes run (``False`` without a
+        ``probe_interval``); calling it again does nothing. :meth:`aclose` stops them.
         """
         if self._closed:
-            raise ClientClosed("GET", path)
-        start = _request_start("GET", path)
+            raise RuntimeError("the client is closed")
+        if self.probe_interval is None:
+            return False
+        if self._prober is None:
+            loop = asyncio.get_running_loop()
+            self._wake = asyncio.Event()
+            self.endpoints.watch(self._on_transition)
+            self.endpoints.probes_started()
+            label = self.endpoints.name or "service"
+            self._prober = loop.create_task(
+                self._probe_loop(self.probe_interval, self._wake), name=f"probe {label}"
+            )
+        return True
+
+    async def stop_probing(self) -> None:
+        """Stop the background probes and wait until they are gone; fail-back goes back to
+        ``retry_after`` trials."""
+        prober, self._prober = self._prober, None
+        if prober is None:
+            return
+        self.endpoints.unwatch(self._on_transition)
+        self.endpoints.probes_stopped()
+        tasks = [prober, *self._probes.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _on_transition(self, ep: Endpoint, up: bool) -> None:
+        if not up and self._wake is not None:
+            self._wake.set()
+
+    async def _probe_loop(self, interval: float, wake: asyncio.Event) -> None:
+        endpoints = self.endpoints
+        while True:
+            if not endpoints.down():
+                # All up: sleep until an endpoint goes down, at no cost meanwhile.
+                wake.clear()
+                await wake.wait()
+            # The first probe one interval after the failure: right away it would fail too.
+            await asyncio.sleep(interval)
+            for ep in endpoints.down():
+                self._probe_task(ep, self._health_start)
+
+    def _probe_task(self, ep: Endpoint, start: bytes) -> asyncio.Task[bool]:
+        """The probe of ``ep`` in flight, or a new one: probes never pile up on a slow
+        endpoint."""
+        task = self._probes.get(ep.index)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(
+                self._probe_one(ep, start), name=f"probe {ep.url}"
+            )
+            self._probes[ep.index] = task
+            task.add_done_callback(functools.partial(self._probe_done, ep.index))
+        return task
+
+    def _probe_done(self, index: int, task: asyncio.Task[bool]) -> None:
+        if self._probes.get(index) is task:
+            del self._probes[index]
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("probe of %s crashed", self.endpoints.all[index].url, exc_info=exc)
+
+    async def _probe_one(self, ep: Endpoint, start: bytes) -> bool:
+        endpoints = self.endpoints
+        started = endpoints.clock()
+        try:
+            response = await self._attempt(
+                ep, self._encode(ep, start, None), self.probe_timeout, True, False
+            )
+        except WireError as exc:
+            if self._closed:
+                return False
+            endpoints.probe_result(ep, False, f"probe: {exc}", started)
+            return False
+        ok = 200 <= response.status < 300
+        endpoints.probe_result(ep, ok, f"probe answered {response.status}", started)
+        return ok
+
+    async def probe(self, path: str | None = None, *, include_up: bool = False) -> dict[str, bool]:
+        """Probe every down endpoint (every endpoint with ``include_up``) now, in parallel,
+        and report each outcome to :meth:`Endpoints.probe_result`: a 2xx passes.
+
+        ``path`` defaults to the client's health path; a probe of it already in flight (from
+        the background probes) is awaited rather than doubled. Returns ``{url: passed}``.
+        """
+        if self._closed:
+            raise ClientClosed("GET", path or self.health_path)
         endpoints = self.endpoints
         targets = list(endpoints.all) if include_up else endpoints.down()
-
-        async def one(ep: Endpoint) -> bool:
-            started = endpoints.clock()
-            try:
-                response = await self._attempt(
-                    ep, self._encode(ep, start, None), self.timeout, True, False
-                )
-            except WireError as exc:
-                endpoints.probe_result(ep, False, f"probe: {exc}", started)
-                return False
-            ok = 200 <= response.status < 300
-            endpoints.probe_result(ep, ok, f"probe answered {response.status}", started)
-            return ok
-
-        results = await asyncio.gather(*(one(ep) for ep in targets))
+        if path is None or path == self.health_path:
+            tasks = [self._probe_task(ep, self._health_start) for ep in targets]
+            # Shielded: cancelling this call leaves the shared probes to finish; aclose
+            # cancels them, which this call reports as the client being closed.
+            outcomes = await asyncio.gather(
+                *(asyncio.shield(task) for task in tasks), return_exceptions=True
+            )
+            results = []
+            for outcome in outcomes:
+                if self._closed:
+                    raise ClientClosed("GET", self.health_path)
+                if isinstance(outcome, asyncio.CancelledError):
+                    outcome = False  # stopped by stop_probing: no answer
+                elif isinstance(outcome, BaseException):
+                    raise outcome
+                results.append(outcome)
+        else:
+            start = _request_start("GET", path)
+            results = await asyncio.gather(*(self._probe_one(ep, start) for ep in targets))
         return {ep.url: ok for ep, ok in zip(targets, results, strict=True)}
 
-    # lifecycle --------------------------------------------------------------------------------
+    # metrics and lifecycle --------------------------------------------------------------------
+    def metrics(self) -> dict[str, Any]:
+        """A JSON-ready snapshot for health and metrics answers: each endpoint's state (
+        ``since``: UNIX time of its last transition; ``state_seconds``: how long it has been
+        in its state; both ``None`` if it never changed) and counters, and the client's
+        counters (``transitions`` = ``down`` + ``up``)."""
+        endpoints = self.endpoints
+        now = endpoints.clock()
+        wall = time.time()
+        rows: list[dict[str, Any]] = []
+        for ep, st in zip(endpoints.all, endpoints.status(), strict=True):
+            age = None if st.since is None else max(0.0, now - st.since)
+            rows.append(
+                {
+                    "url": st.url,
+                    "up": st.up,
+                    "since": None if age is None else round(wall - age, 3),
+                    "state_seconds": None if age is None else round(age, 3),
+                    "reason": st.reason,
+                    "passes": st.passes,
+                    "went_down": st.went_down,
+                    "came_up": st.came_up,
+                    "failovers": st.failovers,
+                    "probes_passed": st.probes_passed,
+                    "probes_failed": st.probes_failed,
+                    "probe_in_flight": ep.index in self._probes,
+                }
+            )
+        return {
+            "service": endpoints.name,
+            "probing": self.probing,
+            "rise": endpoints.rise,
+            "endpoints": rows,
+            "counters": dict(endpoints.counters),
+        }
+
     def pool_stats(self) -> dict[str, dict[str, int]]:
         """Per endpoint: connections opened so far, open now, idle now."""
         return {
@@ -401,8 +605,10 @@ class FailoverClient:
         }
 
     async def aclose(self) -> None:
-        """Close every connection (in-flight calls fail) and wait until they are closed."""
+        """Stop the probes, close every connection (in-flight calls fail) and wait until
+        they are closed."""
         self._closed = True
+        await self.stop_probing()
         await asyncio.gather(*(pool.aclose() for pool in self._pools))
 
     async def __aenter__(self) -> FailoverClient:

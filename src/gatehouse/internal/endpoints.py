@@ -7,11 +7,18 @@ does the I/O and reports every outcome here. The rules (ARCHITECTURE.md, "High a
   them, in configured order, as a last resort;
 - an endpoint is marked down by a failed attempt (connect refused or timed out, read timeout,
   reset, 5xx) and up by a successful one;
-- a down endpoint is tried again in its configured place ("fail-back") once ``retry_after``
-  seconds have passed since it last failed; one call at a time makes that trial, so a dead
-  primary costs one slow request per ``retry_after``, not one per concurrent request;
-- background probes (:meth:`Endpoints.probe_result`) can bring an endpoint back too; with
-  ``retry_after=None`` only they can.
+- without background probes, a down endpoint is tried again in its configured place
+  ("fail-back") once ``retry_after`` seconds have passed since it last failed; one call at a
+  time makes that trial, so a dead primary costs one slow request per ``retry_after``, not
+  one per concurrent request;
+- while background probes run (:meth:`Endpoints.probes_started`), calls make no such trials:
+  a down endpoint comes back after ``rise`` passed probes in a row
+  (:meth:`Endpoints.probe_result`; a failed probe or call starts the count again), or when a
+  call that reached it as a last resort succeeds; ``retry_after=None`` means the same
+  without probes (only a last resort or an explicit probe brings an endpoint back).
+
+Every transition is logged once (WARNING down, INFO up with why and how long it was down)
+and counted, overall (:attr:`Endpoints.counters`) and per endpoint (:meth:`Endpoints.status`).
 
 An outcome is evidence about the moment its attempt *started*: a result older than the one
 that set the current state is ignored, so a slow request sent before a restart cannot mark
@@ -93,10 +100,32 @@ class EndpointStatus:
     since: float | None
     #: Why it went down (the latest failure while down), or ``""``.
     reason: str
+    #: Passed probes in a row while down (it comes back at ``rise``).
+    passes: int = 0
+    #: Transitions so far: up -> down, and down -> up.
+    went_down: int = 0
+    came_up: int = 0
+    #: Calls that moved from this endpoint to another one after a failure here.
+    failovers: int = 0
+    #: Background probe outcomes.
+    probes_passed: int = 0
+    probes_failed: int = 0
 
 
 class _State:
-    __slots__ = ("changed_at", "evidence_at", "passes", "reason", "retry_at", "up")
+    __slots__ = (
+        "came_up",
+        "changed_at",
+        "evidence_at",
+        "failovers",
+        "passes",
+        "probes_failed",
+        "probes_passed",
+        "reason",
+        "retry_at",
+        "up",
+        "went_down",
+    )
 
     def __init__(self) -> None:
         self.up = True
@@ -107,6 +136,15 @@ class _State:
         self.retry_at = math.inf
         self.reason = ""
         self.passes = 0
+        self.went_down = 0
+        self.came_up = 0
+        self.failovers = 0
+        self.probes_passed = 0
+        self.probes_failed = 0
+
+
+#: Told of every transition: the endpoint and whether it is now up.
+Watcher = Callable[[Endpoint, bool], None]
 
 
 class Endpoints:
@@ -115,7 +153,7 @@ class Endpoints:
     Args:
         urls: base URLs, most preferred first.
         retry_after: seconds after a failure before a down endpoint is tried again in its
-            configured place; ``None`` leaves that to probes.
+            configured place, while no background probes run; ``None`` leaves that to probes.
         rise: consecutive passed probes that bring a down endpoint back up.
         clock: monotonic seconds; injected by tests.
         name: the service, for log lines (``"policy"``).
@@ -161,8 +199,18 @@ class Endpoints:
         self.name = name
         self._label = f"{name} endpoint" if name else "endpoint"
         self._states = [_State() for _ in parsed]
-        #: Read by metrics: up/down transitions, and moves of a call to another endpoint.
-        self.counters: dict[str, int] = {"transitions": 0, "failovers": 0}
+        self._watchers: list[Watcher] = []
+        self._probers = 0
+        #: Read by metrics: up/down transitions (``transitions`` = ``down`` + ``up``), moves
+        #: of a call to another endpoint, and background probe outcomes.
+        self.counters: dict[str, int] = {
+            "transitions": 0,
+            "down": 0,
+            "up": 0,
+            "failovers": 0,
+            "probes_passed": 0,
+            "probes_failed": 0,
+        }
 
     def __len__(self) -> int:
         return len(self.all)
@@ -204,11 +252,51 @@ class Endpoints:
         return fallback
 
     def _claim(self, st: _State, now: float) -> None:
-        if self.retry_after is not None:
-            st.retry_at = now + self.retry_after
+        st.retry_at = self._next_trial(now)
+
+    def _next_trial(self, now: float) -> float:
+        """When a down endpoint that failed (or was claimed) at ``now`` is due for a trial."""
+        if self.retry_after is None or self._probers:
+            return math.inf
+        return now + self.retry_after
 
     def is_up(self, ep: Endpoint) -> bool:
         return self._states[ep.index].up
+
+    # background probes ----------------------------------------------------------------------
+    @property
+    def probed(self) -> bool:
+        """Background probes are running: they alone decide fail-back."""
+        return self._probers > 0
+
+    def probes_started(self) -> None:
+        """A prober watches these endpoints: calls stop making ``retry_after`` trials, so a
+        down endpoint comes back only after ``rise`` passed probes in a row (or a successful
+        last-resort call). Counted: each call needs a matching :meth:`probes_stopped`."""
+        self._probers += 1
+        for st in self._states:
+            if not st.up:
+                st.retry_at = math.inf
+
+    def probes_stopped(self) -> None:
+        """The prober stopped; once none is left, down endpoints get ``retry_after`` trials
+        again, the first one ``retry_after`` seconds from now."""
+        if self._probers == 0:
+            return
+        self._probers -= 1
+        if self._probers == 0:
+            due = self._next_trial(self.clock())
+            for st in self._states:
+                if not st.up:
+                    st.retry_at = due
+
+    def watch(self, watcher: Watcher) -> None:
+        """Call ``watcher(endpoint, up)`` after every transition (the prober wakes on it)."""
+        self._watchers.append(watcher)
+
+    def unwatch(self, watcher: Watcher) -> None:
+        if watcher in self._watchers:
+            self._watchers.remove(watcher)
 
     # outcomes -------------------------------------------------------------------------------
     def succeeded(self, ep: Endpoint, started: float | None = None) -> None:
@@ -225,7 +313,7 @@ class Endpoints:
         st.evidence_at = started
         st.passes = 0
         if not st.up:
-            self._set_up(ep, st, now)
+            self._set_up(ep, st, now, "a call succeeded")
 
     def failed(self, ep: Endpoint, reason: str, started: float | None = None) -> None:
         """A call on ``ep`` (started at clock time ``started``) failed for ``reason``."""
@@ -237,12 +325,15 @@ class Endpoints:
         st.evidence_at = started
         st.passes = 0
         st.reason = reason
-        st.retry_at = math.inf if self.retry_after is None else now + self.retry_after
+        st.retry_at = self._next_trial(now)
         if st.up:
             st.up = False
             st.changed_at = now
+            st.went_down += 1
             self.counters["transitions"] += 1
+            self.counters["down"] += 1
             log.warning("%s %s is down: %s", self._label, ep.url, reason)
+            self._tell(ep, False)
         else:
             log.debug("%s %s still down: %s", self._label, ep.url, reason)
 
@@ -250,11 +341,15 @@ class Endpoints:
         self, ep: Endpoint, ok: bool, reason: str = "", started: float | None = None
     ) -> None:
         """A background probe's outcome: ``rise`` passes in a row bring ``ep`` up; a failed
-        probe marks it down like a failed call."""
+        probe marks it down like a failed call. Counted whatever it is evidence of."""
+        st = self._states[ep.index]
         if not ok:
+            st.probes_failed += 1
+            self.counters["probes_failed"] += 1
             self.failed(ep, reason or "probe failed", started)
             return
-        st = self._states[ep.index]
+        st.probes_passed += 1
+        self.counters["probes_passed"] += 1
         now = self.clock()
         started = now if started is None else started
         if started < st.evidence_at:
@@ -265,26 +360,50 @@ class Endpoints:
         st.passes += 1
         if st.passes >= self.rise:
             st.passes = 0
-            self._set_up(ep, st, now)
+            self._set_up(ep, st, now, f"{self.rise} passed probe{'s' if self.rise > 1 else ''}")
+        else:
+            log.debug("%s %s passed probe %d of %d", self._label, ep.url, st.passes, self.rise)
 
     def failover(self, src: Endpoint, dst: Endpoint) -> None:
         """A call moves from ``src`` to ``dst`` after a failure."""
+        self._states[src.index].failovers += 1
         self.counters["failovers"] += 1
         log.debug("%s failover %s -> %s", self._label, src.url, dst.url)
 
-    def _set_up(self, ep: Endpoint, st: _State, now: float) -> None:
+    def _set_up(self, ep: Endpoint, st: _State, now: float, why: str) -> None:
         down_for = now - st.changed_at if st.changed_at is not None else 0.0
         st.up = True
         st.changed_at = now
         st.reason = ""
         st.retry_at = math.inf
+        st.came_up += 1
         self.counters["transitions"] += 1
-        log.info("%s %s is up again (down for %.1f s)", self._label, ep.url, down_for)
+        self.counters["up"] += 1
+        log.info("%s %s is up again after %s (down for %.1f s)", self._label, ep.url, why, down_for)
+        self._tell(ep, True)
+
+    def _tell(self, ep: Endpoint, up: bool) -> None:
+        for watcher in tuple(self._watchers):
+            try:
+                watcher(ep, up)
+            except Exception:  # a watcher's bug must not break the call that reported
+                log.exception("%s watcher failed", self._label)
 
     # reading --------------------------------------------------------------------------------
     def status(self) -> list[EndpointStatus]:
         return [
-            EndpointStatus(ep.url, st.up, st.changed_at, st.reason)
+            EndpointStatus(
+                ep.url,
+                st.up,
+                st.changed_at,
+                st.reason,
+                passes=st.passes,
+                went_down=st.went_down,
+                came_up=st.came_up,
+                failovers=st.failovers,
+                probes_passed=st.probes_passed,
+                probes_failed=st.probes_failed,
+            )
             for ep, st in zip(self.all, self._states, strict=True)
         ]
 
