@@ -182,6 +182,25 @@ def test_parse_head_expect_continue(version: bytes, value: bytes, expected: bool
 
 
 @pytest.mark.parametrize(
+    ("fields", "cookie"),
+    [
+        ([], None),
+        ([(b"Cookie", b"a=1; gatehouse_session=SID")], b"a=1; gatehouse_session=SID"),
+        (
+            [(b"cookie", b"a=1"), (b"X", b"y"), (b"COOKIE", b"gatehouse_session=SID")],
+            b"a=1; gatehouse_session=SID",
+        ),
+        ([(b"Cookie2", b"a=1"), (b"Cookies", b"b=2")], None),
+    ],
+)
+def test_parse_head_cookie(fields: list[Header], cookie: bytes | None) -> None:
+    """Several Cookie fields read as one (RFC 6265 §5.4), in order: the first session wins."""
+    parsed = parse_head(b"GET", b"/", b"1.1", [HOST, *fields])
+    assert parsed.cookie == cookie
+    assert parsed.headers == [HOST, *fields], "the fields themselves are untouched"
+
+
+@pytest.mark.parametrize(
     ("kwargs", "status"),
     [
         ({"version": b"2.0"}, 505),

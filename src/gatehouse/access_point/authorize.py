@@ -18,9 +18,10 @@ from gatehouse.access_point.decisions import (
     CacheKey,
     Decider,
     Decision,
+    DecisionMemo,
     DecisionUnavailable,
 )
-from gatehouse.access_point.headers import client_address, cookie_value
+from gatehouse.access_point.headers import client_address, split_cookie
 
 if TYPE_CHECKING:
     from gatehouse.access_point.connection import ClientConnection
@@ -59,9 +60,25 @@ class Authorization:
 
     def _authorize(self, route: Route, decider: Decider) -> None:
         head = self.head
-        rt = self.rt
         conn = self.conn
-        session = cookie_value(head.headers, rt.session_cookie)
+        cache = decider.cache
+        memo = conn.decision_memo
+        if (
+            memo is not None
+            and memo.generation == cache.generation
+            and memo.route is route
+            and memo.cookie == head.cookie
+            and memo.method == head.method
+            and conn.state.now < memo.expires
+        ):
+            # The same request as the last one on this connection, and its cache entry is
+            # still there: nothing was revoked, expired or evicted since (see DecisionMemo).
+            cache.hits += 1
+            self._apply(route, memo.decision)
+            return
+        rt = self.rt
+        cookie = head.cookie
+        session = split_cookie(cookie, rt.session_cookie)[0] if cookie else None
         trusted = conn.trusted(rt.policy)
         client_ip = client_address(head.headers, conn.peer_ip, trusted)
         wanted = rt.decision_headers
@@ -76,9 +93,13 @@ class Authorization:
             client_ip,
             selected,
         )
-        decision = decider.cache.get(key, conn.state.now)
-        if decision is not None:
-            self._apply(route, decision)
+        generation = cache.generation
+        entry = cache.lookup(key, conn.state.now)
+        if entry is not None:
+            if not trusted and not wanted:
+                # The key depends only on the cookie, the route and the method here.
+                conn.decision_memo = DecisionMemo(generation, route, cookie, head.method, entry)
+            self._apply(route, entry[1])
             return
         self.route = route  # the body limit applies while the decision is pending
         if not self.request_done:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, cast
 import httptools
 
 from gatehouse.access_point import pages
-from gatehouse.access_point.decisions import session_hash
+from gatehouse.access_point.decisions import DecisionMemo, session_hash
 from gatehouse.access_point.exchange import LocalReply, ProxyExchange
 from gatehouse.access_point.headers import HeaderPolicy, field_line, forwarded_fields
 from gatehouse.access_point.request import BadRequest, RequestHead, parse_head
@@ -102,6 +102,8 @@ class ClientConnection(asyncio.Protocol):
         self.paused_since = 0.0
         self._trust: tuple[HeaderPolicy, bool] | None = None
         self._session: tuple[str, str] = ("", "")
+        #: The last decision served from the cache on this connection (see DecisionMemo).
+        self.decision_memo: DecisionMemo | None = None
         self._fwd_key: tuple[bytes, HeaderPolicy] | None = None
         self._fwd = b""
 

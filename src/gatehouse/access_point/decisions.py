@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import logging
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -83,40 +84,65 @@ def parse_decision(data: object, allowed_headers: frozenset[str]) -> Decision:
 
 
 CacheKey = tuple[str, str, bytes, str, tuple[str, ...]]
+CacheEntry = tuple[float, Decision]  # (expires, decision)
+
+#: Generations are unique across caches, so one number names a cache and its contents.
+_generations = itertools.count(1)
 
 
 class DecisionCache:
-    """A bounded LRU of decisions with per-entry expiry and revocation by session."""
+    """A bounded LRU of decisions with per-entry expiry and revocation by session.
+
+    ``generation`` changes whenever an entry may have been removed or replaced (revocation,
+    expiry, eviction, clearing, the revocation stream going up or down): whoever keeps a
+    cache entry aside (a connection's :class:`DecisionMemo`) may use it only while the
+    generation it was read at is still current.
+    """
 
     def __init__(self, max_entries: int) -> None:
         self.max_entries = max_entries
-        self._entries: OrderedDict[CacheKey, tuple[float, Decision]] = OrderedDict()
+        self._entries: OrderedDict[CacheKey, CacheEntry] = OrderedDict()
         self._by_session: dict[str, set[CacheKey]] = {}
-        #: False while the revocation stream is down: nothing is served from the cache then.
-        self.usable = False
+        self._usable = False
+        self.generation = next(_generations)
         self.hits = 0
         self.misses = 0
 
-    def get(self, key: CacheKey, now: float) -> Decision | None:
-        if not self.usable:
+    @property
+    def usable(self) -> bool:
+        """False while the revocation stream is down: nothing is served from the cache then."""
+        return self._usable
+
+    @usable.setter
+    def usable(self, value: bool) -> None:
+        self._usable = value
+        self.generation = next(_generations)
+
+    def lookup(self, key: CacheKey, now: float) -> CacheEntry | None:
+        """The live entry for ``key``: (expires, decision)."""
+        if not self._usable:
             return None
         entry = self._entries.get(key)
         if entry is None:
             self.misses += 1
             return None
-        expires, decision = entry
-        if now >= expires:
+        if now >= entry[0]:
             self._drop(key)
             self.misses += 1
             return None
         self.hits += 1
-        return decision
+        return entry
+
+    def get(self, key: CacheKey, now: float) -> Decision | None:
+        entry = self.lookup(key, now)
+        return None if entry is None else entry[1]
 
     def put(self, key: CacheKey, decision: Decision, now: float) -> None:
-        if decision.ttl <= 0 or not self.usable or self.max_entries <= 0:
+        if decision.ttl <= 0 or not self._usable or self.max_entries <= 0:
             return
         if key in self._entries:
             self._entries.move_to_end(key)
+            self.generation = next(_generations)
         self._entries[key] = (now + decision.ttl, decision)
         self._by_session.setdefault(key[0], set()).add(key)
         while len(self._entries) > self.max_entries:
@@ -124,10 +150,12 @@ class DecisionCache:
             self._drop(oldest)
 
     def revoke(self, session: str) -> None:
+        self.generation = next(_generations)
         for key in self._by_session.pop(session, ()):
             self._entries.pop(key, None)
 
     def clear(self) -> None:
+        self.generation = next(_generations)
         self._entries.clear()
         self._by_session.clear()
 
@@ -135,12 +163,42 @@ class DecisionCache:
         return len(self._entries)
 
     def _drop(self, key: CacheKey) -> None:
+        self.generation = next(_generations)
         self._entries.pop(key, None)
         keys = self._by_session.get(key[0])
         if keys is not None:
             keys.discard(key)
             if not keys:
                 del self._by_session[key[0]]
+
+
+class DecisionMemo:
+    """A connection's last cache hit, so that the next request sending the same Cookie, method
+    and resource skips cookie parsing, hashing and the cache lookup (a keep-alive connection
+    sends the same ones again and again).
+
+    Valid only while the cache's generation is unchanged (no revocation, expiry, eviction or
+    stream interruption since) and the entry has not expired; kept only for requests whose
+    cache key depends on nothing else (an untrusted peer, whose client IP is the connection's,
+    and no decision headers configured).
+    """
+
+    __slots__ = ("cookie", "decision", "expires", "generation", "method", "route")
+
+    def __init__(
+        self,
+        generation: int,
+        route: object,
+        cookie: bytes | None,
+        method: bytes,
+        entry: CacheEntry,
+    ) -> None:
+        self.generation = generation
+        #: The route (so the resource and the configuration version) it was made for.
+        self.route = route
+        self.cookie = cookie
+        self.method = method
+        self.expires, self.decision = entry
 
 
 class Decider:

@@ -46,6 +46,8 @@ class RequestHead:
     expect_continue: bool
     upgrade: bytes | None
     connection_tokens: frozenset[bytes]
+    #: The Cookie field's value; several Cookie fields joined with "; " (RFC 6265 §5.4).
+    cookie: bytes | None = None
 
 
 def _decode_unreserved(path: bytes) -> bytes:
@@ -193,6 +195,7 @@ def parse_head(
     connection: list[bytes] = []
     upgrade: bytes | None = None
     expect: bytes | None = None
+    cookie: bytes | None = None
     for name, value in headers:
         n = len(name)
         # Compare on length first: cheaper than lower() for the common headers.
@@ -211,8 +214,12 @@ def parse_head(
             connection.extend(_tokens(value))
         elif n == 7 and name.lower() == b"upgrade":
             upgrade = value.strip(b" \t")
-        elif n == 6 and name.lower() == b"expect":
-            expect = value.strip(b" \t").lower()
+        elif n == 6:
+            lname = name.lower()
+            if lname == b"cookie":
+                cookie = value if cookie is None else cookie + b"; " + value
+            elif lname == b"expect":
+                expect = value.strip(b" \t").lower()
 
     chunked = False
     if te_values:
@@ -257,4 +264,5 @@ def parse_head(
         expect_continue=expect == b"100-continue" and version == b"1.1",
         upgrade=upgrade,
         connection_tokens=tokens,
+        cookie=cookie,
     )
