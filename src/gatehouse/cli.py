@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "gatehouse.administration.cli",
     "gatehouse.storage.cli",
     "gatehouse.demo_backend.cli",
+    "gatehouse.cluster.cli",
 )
 
 

@@ -1,0 +1,113 @@
+"""A topology as the installation configuration the Administration service publishes.
+
+The topology says where services run and in which order they call each other; the
+installation document adds what every installation of the demo holds: the demo backend at
+``/`` for any signed-in user and at ``/public`` for anyone. From then on the configuration is
+Admin's (``gatehouse config apply|publish``); the topology only matters to start processes
+and to write the load balancer's configuration.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from gatehouse.administration.model import InstallationConfig
+from gatehouse.cluster.topology import Topology, dialable, host_port
+from gatehouse.config.access_point import Network, parse_listen
+from gatehouse.config.loader import validate
+
+#: The resource ids of the demo, and the rule each gets.
+DEMO_RULES = {"demo": "authenticated", "demo-public": "public"}
+
+
+def installation_document(topology: Topology) -> dict[str, Any]:
+    """The installation configuration as data (what ``parse_config`` accepts as YAML).
+
+    The Administration service itself is not in it: it publishes the document, it does not
+    follow it.
+    """
+    services: list[dict[str, str]] = []
+    for placed in topology.placements():
+        if placed.role == "administration":
+            continue
+        service = placed.service
+        services.append(
+            {
+                "id": service.id,
+                "role": placed.role,
+                "endpoint": topology.endpoint(service),
+                "node": service.node,
+            }
+        )
+    lb_sources = [str(net) for net in topology.load_balancer.trusted_by_access_points()]
+    access_points: list[dict[str, Any]] = []
+    for ap in topology.access_points:
+        entry: dict[str, Any] = {
+            "id": ap.id,
+            "listen": ap.listen,
+            "policy_services": topology.policy_order(ap),
+        }
+        if lb_sources:
+            entry["trusted_proxies"] = lb_sources
+        access_points.append(entry)
+    relays = _access_point_networks(topology)
+    policy_services: list[dict[str, Any]] = []
+    for ps in topology.policy_services:
+        entry = {
+            "id": ps.id,
+            "listen": ps.listen,
+            "authentication": topology.authentication_order(ps),
+        }
+        if relays is not None:
+            entry["trusted_proxies"] = [str(net) for net in relays]
+        policy_services.append(entry)
+    user_db, session_db = topology.databases.urls()
+    databases = {"user_db": user_db}
+    if session_db is not None:
+        databases["session_db"] = session_db
+    document: dict[str, Any] = {
+        "services": services,
+        "access_points": access_points,
+        "policy_services": policy_services,
+        "authentication_services": [
+            {"id": auth.id, "listen": auth.listen} for auth in topology.authentication_services
+        ],
+        "databases": databases,
+        "resources": [],
+        "global_rule": "public",
+    }
+    if topology.demo_backend is not None:
+        host, port = parse_listen(topology.demo_backend.listen)
+        backend = f"http://{host_port(dialable(host), port)}"
+        document["resources"] = [
+            {"id": "demo", "hosts": ["*"], "path_prefix": "/", "backends": [backend]},
+            {"id": "demo-public", "hosts": ["*"], "path_prefix": "/public", "backends": [backend]},
+        ]
+        document["resource_rules"] = dict(DEMO_RULES)
+    return document
+
+
+def installation_config(topology: Topology, source: str = "topology") -> InstallationConfig:
+    """The installation configuration, validated as Admin validates it.
+
+    Raises:
+        ConfigError: the document is refused (a bug here: the topology was valid).
+    """
+    return validate(InstallationConfig, installation_document(topology), source)
+
+
+def _access_point_networks(topology: Topology) -> list[Network] | None:
+    """The APs' addresses, which relay the login portal to the Policy services and so are
+    trusted for X-Forwarded-For (client addresses count for lockouts); None when one of them
+    is a host name (the Policy services' default then applies)."""
+    networks: list[Network] = []
+    for ap in topology.access_points:
+        host, _ = topology.address(ap)
+        try:
+            network = ipaddress.ip_network(host)
+        except ValueError:
+            return None
+        if network not in networks:
+            networks.append(network)
+    return networks
