@@ -1,21 +1,40 @@
-"""``gatehouse access-point``."""
+"""``gatehouse access-point``: from a configuration file (``--config``) or following the
+Administration service (``--state``, see :mod:`gatehouse.access_point.managed`)."""
 
 from __future__ import annotations
 
 import argparse
 
 from gatehouse.cli_support import listen_arg, positive_int
+from gatehouse.internal.managed import add_source_arguments, joining_of
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ap = sub.add_parser("access-point", help="run an Access Point (the reverse proxy)")
-    ap.add_argument("--config", required=True, metavar="FILE", help="YAML configuration file")
-    ap.add_argument("--listen", type=listen_arg, metavar="HOST:PORT", help="override listen")
-    ap.add_argument("--workers", type=positive_int, metavar="N", help="override workers")
+    add_source_arguments(ap)
+    ap.add_argument(
+        "--listen",
+        type=listen_arg,
+        metavar="HOST:PORT",
+        help="override listen (of the file or of every Admin version)",
+    )
+    ap.add_argument(
+        "--workers",
+        type=positive_int,
+        metavar="N",
+        help="override workers (of the file or of every Admin version)",
+    )
     ap.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from gatehouse.access_point.server import run_access_point
+    joining = joining_of(args)
+    if args.state is None:
+        from gatehouse.access_point.server import run_access_point
 
-    return run_access_point(args.config, listen=args.listen, workers=args.workers)
+        return run_access_point(args.config, listen=args.listen, workers=args.workers)
+    from gatehouse.access_point.managed import run_managed
+    from gatehouse.access_point.server import Overrides
+
+    overrides = Overrides(listen=args.listen, workers=args.workers)
+    return run_managed(args.state, joining, overrides)

@@ -2,30 +2,36 @@
 
 SIGHUP reloads the configuration file: the listening socket is kept, requests in flight finish
 on the configuration they started with, the next ones use the new one; a file that does not
-validate is logged and ignored. SIGTERM (or SIGINT) stops accepting, lets requests in flight
-finish (up to ``drain_timeout``) and exits.
+validate (or that the worker cannot compile, e.g. a ``ca_file`` it cannot read) is logged and
+ignored. SIGTERM (or SIGINT) stops accepting, lets requests in flight finish (up to
+``drain_timeout``) and exits.
+
+The file is YAML, or JSON when its name ends in ``.json`` (what managed mode writes, see
+:mod:`.managed`; read as JSON because YAML 1.1 reads a JSON number such as ``1e-05`` as a string).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
 import uvloop
 
 from gatehouse.access_point.connection import ClientConnection, WorkerState
 from gatehouse.access_point.decisions import Decider
-from gatehouse.access_point.runtime import OriginRegistry, compile_config
+from gatehouse.access_point.runtime import OriginRegistry, Runtime, compile_config
 from gatehouse.config.access_point import (
     DEFAULT_IDENTITY_HEADERS,
     AccessPointConfig,
     parse_listen,
 )
-from gatehouse.config.loader import load_file
+from gatehouse.config.loader import load_file, validate
 from gatehouse.errors import ConfigError, GatehouseError
 from gatehouse.logs import setup_logging
 
@@ -52,8 +58,35 @@ class Overrides:
         return config.model_copy(update={"access_point": settings})
 
 
+def read_config(path: str | Path) -> AccessPointConfig:
+    """The configuration in ``path``: JSON when the name ends in ``.json``, else YAML."""
+    path = Path(path)
+    if path.suffix != ".json":
+        return load_file(AccessPointConfig, path)
+    try:
+        data = orjson.loads(path.read_bytes())
+    except OSError as exc:
+        raise ConfigError([("", f"cannot read config file: {exc.strerror}")], str(path)) from None
+    except orjson.JSONDecodeError as exc:
+        raise ConfigError([("", f"invalid JSON: {exc}")], str(path)) from None
+    return validate(AccessPointConfig, data, str(path))
+
+
 def load_config(path: str | Path, overrides: Overrides) -> AccessPointConfig:
-    return overrides.apply(load_file(AccessPointConfig, path))
+    return overrides.apply(read_config(path))
+
+
+FileIdentity = tuple[int, int, int, int]
+
+
+def file_identity(path: str | Path) -> FileIdentity | None:
+    """What tells one version of a file from the next (an atomic replace makes a new inode;
+    times and size guard against the inode number being reused)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
 
 
 def listening_socket(host: str, port: int, reuse_port: bool, listen: bool = True) -> socket.socket:
@@ -77,18 +110,26 @@ def listening_socket(host: str, port: int, reuse_port: bool, listen: bool = True
 class Worker:
     """One event loop serving the Access Point."""
 
-    def __init__(self, path: str | Path, overrides: Overrides, config: AccessPointConfig) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        overrides: Overrides,
+        config: AccessPointConfig,
+        loaded: FileIdentity | None = None,
+    ) -> None:
         self.path = path
         self.overrides = overrides
         self.config = config
+        #: The file as it was (taken before reading it), to notice a replace missed at start.
+        self.loaded = loaded
         self.registry = OriginRegistry()
         self.version = 1
         self.decider: Decider | None = None
 
     def _decider_for(self, config: AccessPointConfig) -> Decider | None:
-        """The worker's Decider, kept across reloads while the Policy services stay the same."""
+        """The Decider for ``config``: the worker's own while the Policy services stay the
+        same, else a new one, not started until :meth:`_use_decider`."""
         settings = config.access_point
-        old = self.decider
         key = (
             tuple(settings.policy_services),
             settings.id,
@@ -96,48 +137,69 @@ class Worker:
             settings.decision_timeout,
             settings.decision_cache_entries,
         )
+        old = self.decider
         if old is not None and getattr(old, "key", None) == key:
             return old
+        if not settings.policy_services:
+            return None
+        decider = Decider(
+            settings.policy_services,
+            settings.id,
+            [*DEFAULT_IDENTITY_HEADERS, *settings.identity_headers],
+            settings.decision_timeout,
+            settings.decision_cache_entries,
+        )
+        decider.key = key
+        return decider
+
+    def _use_decider(self, decider: Decider | None) -> None:
+        old, self.decider = self.decider, decider
+        if decider is old:
+            return
         if old is not None:
             asyncio.get_running_loop().create_task(old.aclose())
-        self.decider = None
-        if settings.policy_services:
-            self.decider = Decider(
-                settings.policy_services,
-                settings.id,
-                [*DEFAULT_IDENTITY_HEADERS, *settings.identity_headers],
-                settings.decision_timeout,
-                settings.decision_cache_entries,
-            )
-            self.decider.key = key
-            self.decider.start()
-        return self.decider
+        if decider is not None:
+            decider.start()
+
+    def _compile(self, config: AccessPointConfig, version: int) -> Runtime:
+        """Compile ``config``; the worker's Decider changes only once that succeeded."""
+        decider = self._decider_for(config)
+        runtime = compile_config(config, self.registry, version, decider)
+        self._use_decider(decider)
+        return runtime
 
     def reload(self, state: WorkerState) -> None:
+        loaded = file_identity(self.path)
         try:
             config = load_config(self.path, self.overrides)
         except ConfigError as exc:
             log.error("reload refused, keeping the running configuration:\n%s", exc)
             return
+        try:
+            # Built aside and swapped in one assignment: a request sees one runtime or the other.
+            runtime = self._compile(config, self.version + 1)
+        except Exception:
+            log.exception("reload refused, keeping the running configuration")
+            return
         if config.access_point.listen != self.config.access_point.listen:
             log.warning("reload: a new listen address needs a restart; keeping the old one")
         self.version += 1
-        state.runtime = compile_config(
-            config, self.registry, self.version, self._decider_for(config)
-        )
+        state.runtime = runtime
         self.config = config
+        self.loaded = loaded
         log.info("configuration reloaded (version %d)", self.version)
 
     async def serve(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
-        runtime = compile_config(
-            self.config, self.registry, self.version, self._decider_for(self.config)
-        )
+        runtime = self._compile(self.config, self.version)
         state = WorkerState(runtime, loop)
         stop = asyncio.Event()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
         loop.add_signal_handler(signal.SIGHUP, self.reload, state)
+        if self.loaded is not None and file_identity(self.path) != self.loaded:
+            # Replaced (and SIGHUP sent, then ignored) while this worker was starting.
+            self.reload(state)
         state.sweep()
         server = await loop.create_server(lambda: ClientConnection(state), sock=sock)
         log.info(
@@ -164,10 +226,11 @@ class Worker:
 
 def run_worker(path: str | Path, overrides: Overrides, reuse_port: bool) -> int:
     """Run one worker until SIGTERM; returns the exit code."""
+    loaded = file_identity(path)
     config = load_config(path, overrides)
     host, port = parse_listen(config.access_point.listen)
     sock = listening_socket(host, port, reuse_port)
-    uvloop.run(Worker(path, overrides, config).serve(sock))
+    uvloop.run(Worker(path, overrides, config, loaded).serve(sock))
     return 0
 
 

@@ -1,7 +1,9 @@
 """Several Access Point workers on one port (SO_REUSEPORT), supervised by this process.
 
 The supervisor forks the workers before any event loop exists, forwards SIGHUP (reload) and
-SIGTERM/SIGINT (drain and stop) to them, and restarts a worker that dies unexpectedly.
+SIGTERM/SIGINT (drain and stop) to them, and restarts a worker that dies unexpectedly. In
+managed mode (``--state``) the config agent, on a thread of this process, reloads the workers
+through :meth:`Supervisor.signal_workers`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ log = logging.getLogger("gatehouse.access_point")
 
 _PR_SET_PDEATHSIG = 1
 MAX_CRASHES_PER_MINUTE = 10
+#: Signals the supervisor handles (and forwards); blocked around fork so that a child never
+#: runs the supervisor's handlers before it has installed its own.
+FORWARDED = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
 
 
 def _die_with_parent() -> None:
@@ -36,13 +41,56 @@ def restart_delay(recent_crashes: int) -> float:
     return float(min(10.0, 0.5 * 2 ** (recent_crashes - 1)))
 
 
-def supervise(count: int, run_worker: Callable[[], int]) -> int:
-    children: dict[int, int] = {}
-    stopping = False
-    crashes: list[float] = []
+class Supervisor:
+    """Runs ``count`` workers until SIGTERM/SIGINT; :meth:`run` returns the exit code.
 
-    def spawn(slot: int) -> None:
-        pid = os.fork()
+    Args:
+        count: how many workers.
+        run_worker: the worker's body, called in each forked child; returns its exit code.
+        on_start: called once the first workers are forked (managed mode starts its config
+            agent thread there, so the first forks happen in a single-threaded process).
+        on_stop: called (from the signal handler, in the main thread) when SIGTERM or
+            SIGINT arrives; it must not block.
+    """
+
+    def __init__(
+        self,
+        count: int,
+        run_worker: Callable[[], int],
+        on_start: Callable[[], None] | None = None,
+        on_stop: Callable[[], None] | None = None,
+    ) -> None:
+        self.count = count
+        self.run_worker = run_worker
+        self.on_start = on_start
+        self.on_stop = on_stop
+        self.stopping = False
+        # pid -> slot; changed only by the main thread, read by signal_workers from any thread.
+        self._children: dict[int, int] = {}
+        self._crashes: list[float] = []
+
+    @property
+    def workers(self) -> list[int]:
+        """The pids of the running workers."""
+        return list(self._children)
+
+    def signal_workers(self, signum: int) -> None:
+        """Send ``signum`` to every worker; safe to call from another thread."""
+        for pid in list(self._children):
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass  # exited; the main thread reaps it
+
+    def _spawn(self, slot: int) -> None:
+        # Until the child resets them, the supervisor's handlers would run in it (a SIGTERM
+        # there would make the child stop its siblings): keep the signals blocked over fork.
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
+        try:
+            pid = os.fork()
+        except BaseException:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+            raise
         if pid == 0:
             code = 1
             try:
@@ -50,52 +98,62 @@ def supervise(count: int, run_worker: Callable[[], int]) -> int:
                     signal.signal(sig, signal.SIG_DFL)
                 # Until the worker's loop handles SIGHUP, a reload must not kill it.
                 signal.signal(signal.SIGHUP, signal.SIG_IGN)
+                signal.pthread_sigmask(signal.SIG_SETMASK, previous)
                 _die_with_parent()
-                code = run_worker()
+                code = self.run_worker()
             except BaseException:
                 log.exception("worker failed")
             finally:
                 os._exit(code)
-        children[pid] = slot
+        self._children[pid] = slot
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
-    def forward(signum: int, _frame: FrameType | None) -> None:
-        nonlocal stopping
+    def _forward(self, signum: int, _frame: FrameType | None) -> None:
         if signum in (signal.SIGTERM, signal.SIGINT):
-            stopping = True
+            first = not self.stopping
+            self.stopping = True
             signum = signal.SIGTERM
-        for pid in list(children):
-            try:
-                os.kill(pid, signum)
-            except ProcessLookupError:
-                pass
+            if first and self.on_stop is not None:
+                self.on_stop()
+        self.signal_workers(signum)
 
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, forward)
-    for slot in range(count):
-        spawn(slot)
-    log.info("supervising %d workers", count)
-    exit_code = 0
-    while children:
-        try:
-            pid, status = os.wait()
-        except ChildProcessError:
-            break
-        if pid not in children:
-            continue
-        slot = children.pop(pid)
-        code = os.waitstatus_to_exitcode(status)
-        if stopping:
-            exit_code = exit_code or (code if code > 0 else 0)
-            continue
-        now = time.monotonic()
-        crashes = [t for t in crashes if now - t < 60] + [now]
-        if len(crashes) > MAX_CRASHES_PER_MINUTE:
-            log.error("workers keep failing (%d exits in a minute); stopping", len(crashes))
-            forward(signal.SIGTERM, None)
-            exit_code = 1
-            continue
-        log.error("worker %d (pid %d) exited with %d; restarting", slot, pid, code)
-        time.sleep(restart_delay(len(crashes) - 1))
-        if not stopping:
-            spawn(slot)
-    return exit_code
+    def run(self) -> int:
+        for sig in FORWARDED:
+            signal.signal(sig, self._forward)
+        for slot in range(self.count):
+            self._spawn(slot)
+        log.info("supervising %d workers", self.count)
+        if self.on_start is not None:
+            self.on_start()
+        exit_code = 0
+        while self._children:
+            try:
+                pid, status = os.wait()
+            except ChildProcessError:
+                break
+            if pid not in self._children:
+                continue
+            slot = self._children.pop(pid)
+            code = os.waitstatus_to_exitcode(status)
+            if self.stopping:
+                exit_code = exit_code or (code if code > 0 else 0)
+                continue
+            now = time.monotonic()
+            self._crashes = [t for t in self._crashes if now - t < 60] + [now]
+            if len(self._crashes) > MAX_CRASHES_PER_MINUTE:
+                log.error(
+                    "workers keep failing (%d exits in a minute); stopping", len(self._crashes)
+                )
+                self._forward(signal.SIGTERM, None)
+                exit_code = 1
+                continue
+            log.error("worker %d (pid %d) exited with %d; restarting", slot, pid, code)
+            time.sleep(restart_delay(len(self._crashes) - 1))
+            if not self.stopping:
+                self._spawn(slot)
+        return exit_code
+
+
+def supervise(count: int, run_worker: Callable[[], int]) -> int:
+    """Run ``count`` workers until SIGTERM/SIGINT; the exit code."""
+    return Supervisor(count, run_worker).run()

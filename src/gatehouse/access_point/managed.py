@@ -1,0 +1,275 @@
+"""The Access Point following the Administration service: ``gatehouse access-point --state DIR``.
+
+Design: in managed mode the AP always runs as a supervisor with its workers (even with
+``workers: 1``), and the config agent runs in the supervisor, on a thread of its own with its
+own event loop. The workers stay exactly as with ``--config``: they load a file and re-read it
+on SIGHUP, so reload, crash restart and drain work unchanged. The agent writes each accepted
+version to ``DIR/access-point.json`` (atomically) and sends SIGHUP to every worker; a worker
+swaps its compiled runtime in one assignment, so a request sees the old or the new
+configuration, never a mix. A worker that was still starting when the file was replaced
+notices it once its SIGHUP handler is in place (:mod:`.server`).
+
+Start-up order: register and get the version to start from (``asyncio.run`` in the parent,
+closed again: no loop or thread is left behind), write the file, fork the workers, and only
+then start the agent thread. A worker restarted after a crash is forked while that thread
+runs; the child runs only the worker's code, on a fresh uvloop, and never touches the agent's
+loop. The agent's thread blocks the signals the supervisor handles, so they always reach the
+main thread (in ``os.wait``). SIGTERM/SIGINT cancel the agent's task, then the workers drain.
+
+::
+
+    STATE_DIR/              mode 0700
+      admin.json            registration with Admin (gatehouse.internal.lkg)
+      lkg.json              last-known-good signed envelope (gatehouse.internal.lkg)
+      access-point.json     the running view: the AccessPointConfig document the workers load
+
+The agent's check refuses what a worker would refuse: the :class:`AccessPointConfig` model,
+then a trial compile (a ``ca_file`` the AP cannot load, say). A refused version is acknowledged
+with its error, and the running one stays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from gatehouse.access_point.runtime import OriginRegistry, compile_config
+from gatehouse.access_point.server import (
+    Overrides,
+    listening_socket,
+    load_config,
+    run_worker,
+)
+from gatehouse.access_point.supervisor import FORWARDED, Supervisor
+from gatehouse.access_point.upstream import make_ssl_context
+from gatehouse.config.access_point import AccessPointConfig, parse_listen
+from gatehouse.errors import ConfigError, GatehouseError
+from gatehouse.internal.config_agent import Apply, ConfigAgent, Validate, describe
+from gatehouse.internal.lkg import atomic_write
+from gatehouse.internal.managed import Joining, Managed, model_check, start_managed
+from gatehouse.logs import setup_logging
+
+__all__ = [
+    "ROLE",
+    "VIEW_FILE",
+    "AgentThread",
+    "ViewCheck",
+    "check_usable",
+    "run_managed",
+    "write_view",
+]
+
+log = logging.getLogger("gatehouse.access_point")
+
+ROLE = "access_point"
+VIEW_FILE = "access-point.json"
+SOURCE = "the published configuration"
+
+
+def check_usable(config: AccessPointConfig, source: str = SOURCE) -> None:
+    """Refuse what the model accepts but a worker could not compile.
+
+    Compiling is free of side effects with a registry of its own and no Decider: it builds
+    origins (no connections), TLS contexts (reading ``ca_file``), routes and header rules.
+
+    Raises:
+        ConfigError: with the field path when the cause is known (``resources[i].ca_file``).
+    """
+    problems = []
+    for index, resource in enumerate(config.resources):
+        if resource.ca_file is None:
+            continue
+        if all(backend.scheme != "https" for backend in resource.parsed_backends()):
+            continue  # the worker loads a CA file only for https backends
+        try:
+            make_ssl_context(resource.tls_verify, resource.ca_file)
+        except OSError as exc:  # ssl.SSLError included
+            reason = exc.strerror or str(exc)
+            problems.append(
+                (f"resources[{index}].ca_file", f"cannot load {resource.ca_file}: {reason}")
+            )
+    if problems:
+        raise ConfigError(problems, source)
+    try:
+        compile_config(config, OriginRegistry(), 0, None)
+    except Exception as exc:
+        raise ConfigError(
+            [("", f"the Access Point cannot use it: {describe(exc)}")], source
+        ) from None
+
+
+class ViewCheck:
+    """The agent's check of a published view: what the workers would run (the view with the
+    command-line overrides), validated and compiled."""
+
+    def __init__(self, overrides: Overrides) -> None:
+        self.overrides = overrides
+        self._model = model_check(AccessPointConfig)
+
+    def __call__(self, view: dict[str, Any]) -> AccessPointConfig:
+        config = self.overrides.apply(self._model(view))
+        check_usable(config)
+        return config
+
+
+def write_view(path: Path, view: dict[str, Any]) -> None:
+    """Replace the workers' file with ``view`` (atomically: they read the old or the new)."""
+    atomic_write(path, orjson.dumps(view, option=orjson.OPT_INDENT_2) + b"\n", 0o600)
+
+
+class AgentThread:
+    """:meth:`ConfigAgent.run` on a thread of its own, with its own event loop, until
+    :meth:`stop`. An unexpected failure of the agent is logged and it is started again."""
+
+    RETRY_DELAY = 5.0
+
+    def __init__(self, agent: ConfigAgent, apply: Apply, check: Validate) -> None:
+        self.agent = agent
+        self.apply = apply
+        self.check = check
+        self._thread = threading.Thread(target=self._main, name="config-agent", daemon=True)
+        # Reentrant: stop() runs in a signal handler, which may interrupt stop() itself.
+        self._lock = threading.RLock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Cancel the agent's task; returns at once (safe in a signal handler)."""
+        with self._lock:
+            self._stopping = True
+            loop, task = self._loop, self._task
+        if loop is not None and task is not None:
+            try:
+                loop.call_soon_threadsafe(task.cancel)
+            except RuntimeError:
+                pass  # the loop is closed: the agent has stopped already
+
+    def join(self, timeout: float) -> bool:
+        """Wait for the thread to end; False if it is still running after ``timeout``."""
+        if self._thread.ident is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _main(self) -> None:
+        # Signals belong to the supervisor's main thread (it forwards them to the workers).
+        signal.pthread_sigmask(signal.SIG_BLOCK, {*FORWARDED, signal.SIGCHLD})
+        try:
+            asyncio.run(self._follow())
+        except Exception:
+            log.exception("the config agent thread failed")
+
+    async def _follow(self) -> None:
+        with self._lock:
+            if self._stopping:
+                return
+            self._loop = asyncio.get_running_loop()
+            self._task = asyncio.current_task()
+        try:
+            while True:
+                try:
+                    await self.agent.run(self.apply, self.check)
+                except Exception:
+                    log.exception(
+                        "the config agent failed; it starts again in %g s", self.RETRY_DELAY
+                    )
+                    await asyncio.sleep(self.RETRY_DELAY)
+        except asyncio.CancelledError:
+            log.info("config agent stopped at version %d", self.agent.version)
+
+
+class Follower:
+    """Applies Admin's versions to the running workers: the file, then SIGHUP."""
+
+    def __init__(self, path: Path, overrides: Overrides, workers: int) -> None:
+        self.path = path
+        self.overrides = overrides
+        self.workers = workers
+        self.supervisor: Supervisor | None = None
+
+    def apply(self, version: int, view: dict[str, Any]) -> None:
+        write_view(self.path, view)
+        if self.supervisor is not None:
+            self.supervisor.signal_workers(signal.SIGHUP)
+        log.info("configuration version %d written to %s; workers reload it", version, self.path)
+        wanted = view.get("access_point", {}).get("workers", 1)
+        if self.overrides.workers is None and wanted != self.workers:
+            log.warning(
+                "version %d asks for %s workers; %d run until the Access Point restarts",
+                version,
+                wanted,
+                self.workers,
+            )
+
+
+async def _start(state_dir: Path, joining: Joining | None, check: Validate) -> Managed | None:
+    """:func:`start_managed`, or ``None`` when SIGTERM comes first (waiting for Admin's first
+    version can take long)."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    stopped = False
+
+    def stop() -> None:
+        nonlocal stopped
+        stopped = True
+        task.cancel()
+
+    loop.add_signal_handler(signal.SIGTERM, stop)
+    try:
+        return await start_managed(state_dir, ROLE, joining, check)
+    except asyncio.CancelledError:
+        if stopped:
+            return None
+        raise
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+
+
+def run_managed(state_dir: Path, joining: Joining | None, overrides: Overrides) -> int:
+    """``gatehouse access-point --state DIR``: register if need be, start from the
+    last-known-good or Admin's first version, and follow Admin until SIGTERM."""
+    setup_logging()
+    # A SIGHUP before the supervisor handles it must not kill the process.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    check = ViewCheck(overrides)
+    managed = asyncio.run(_start(state_dir, joining, check))
+    if managed is None:
+        log.info("stopped before a configuration was received")
+        return 0
+    path = Path(state_dir) / VIEW_FILE
+    try:
+        write_view(path, managed.view)
+    except OSError as exc:
+        raise GatehouseError(f"cannot write {path}: {exc.strerror or exc}") from None
+    config = load_config(path, overrides)
+    # As with --config: report a port that is taken before any worker starts.
+    host, port = parse_listen(config.access_point.listen)
+    listening_socket(host, port, reuse_port=True, listen=False).close()
+    count = config.access_point.workers
+    follower = Follower(path, overrides, count)
+    agent = AgentThread(managed.agent, follower.apply, check)
+    supervisor = Supervisor(
+        count,
+        lambda: run_worker(path, overrides, reuse_port=True),
+        on_start=agent.start,
+        on_stop=agent.stop,
+    )
+    follower.supervisor = supervisor
+    log.info("access point starting with configuration version %d", managed.version)
+    try:
+        return supervisor.run()
+    finally:
+        agent.stop()
+        if not agent.join(5.0):
+            log.warning("the config agent did not stop within 5 s")
