@@ -177,7 +177,7 @@ def request_lines(
         lname = name.lower()
         if lname in drop or lname in connection_tokens:
             continue
-        if not allow_underscores and b"_" in name:
+        if not allow_underscores and 0x5F in name:  # "_", as an int: see parse_head
             continue
         if session_cookie is not None and lname == b"cookie":
             value = split_cookie(header[1], session_cookie)[1]

@@ -18,6 +18,7 @@ _HOST = re.compile(rb"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _HEX = frozenset(b"0123456789abcdefABCDEF")
 _MAX_CONTENT_LENGTH_DIGITS = 18
+_NO_TOKENS: frozenset[bytes] = frozenset()
 
 
 class BadRequest(Exception):
@@ -175,13 +176,20 @@ def parse_head(
         raise BadRequest(505, "HTTP version not supported")
     if method == b"CONNECT":
         raise BadRequest(405, "CONNECT is not supported")
-    if target[:1] == b"/" and b"#" not in target:
+    # On the hot path, single bytes are looked for as ints: `b"#" in target` first tries
+    # the needle as an int, raising and clearing a TypeError, several times slower.
+    if target.startswith(b"/") and 0x23 not in target:  # "#"
         # The common origin-form target.
         path_raw, sep, query_raw = target.partition(b"?")
         query, target_authority = (query_raw if sep else None), None
     else:
         path_raw, query, target_authority = _split_target(method, target)
-    if b"%" in path_raw or b"/." in path_raw or b"//" in path_raw or b"\\" in path_raw:
+    if (
+        0x25 in path_raw  # "%"
+        or 0x5C in path_raw  # "\\"
+        or (0x2E in path_raw and path_raw.find(b"/.") >= 0)
+        or path_raw.find(b"//") >= 0
+    ):
         path = normalize_path(path_raw)
     else:
         try:
@@ -191,7 +199,8 @@ def parse_head(
 
     content_length: int | None = None
     te_values: list[bytes] = []
-    hosts: list[bytes] = []
+    hosts = 0
+    host_field = b""
     connection: list[bytes] = []
     upgrade: bytes | None = None
     expect: bytes | None = None
@@ -200,7 +209,9 @@ def parse_head(
         n = len(name)
         # Compare on length first: cheaper than lower() for the common headers.
         if n == 4 and name.lower() == b"host":
-            hosts.append(value.strip(b" \t"))
+            hosts += 1
+            if hosts == 1:
+                host_field = value.strip(b" \t")
         elif n == 14 and name.lower() == b"content-length":
             if content_length is not None:
                 raise BadRequest(400, "several Content-Length fields")
@@ -236,33 +247,34 @@ def parse_head(
             raise BadRequest(501, "transfer codings other than chunked are not implemented")
         chunked = True
 
-    if len(hosts) > 1:
+    if hosts > 1:
         raise BadRequest(400, "several Host fields")
     if not hosts and version == b"1.1":
         raise BadRequest(400, "missing Host field")
-    authority = target_authority if target_authority is not None else (hosts[0] if hosts else b"")
+    authority = target_authority if target_authority is not None else host_field
     host = _host_name(authority)
 
     if expect is not None and expect != b"100-continue":
         raise BadRequest(417, "unsupported expectation")
 
-    tokens = frozenset(connection)
+    tokens = frozenset(connection) if connection else _NO_TOKENS
     keep_alive = b"close" not in tokens if version == b"1.1" else b"keep-alive" in tokens
     if upgrade is not None and b"upgrade" not in tokens:
         upgrade = None
+    # Positional: a third of the cost of keywords, once per request.
     return RequestHead(
-        method=method,
-        path=path,
-        query=query,
-        version=version,
-        headers=headers,
-        host=host,
-        authority=authority,
-        content_length=content_length,
-        chunked=chunked,
-        keep_alive=keep_alive,
-        expect_continue=expect == b"100-continue" and version == b"1.1",
-        upgrade=upgrade,
-        connection_tokens=tokens,
-        cookie=cookie,
+        method,
+        path,
+        query,
+        version,
+        headers,
+        host,
+        authority,
+        content_length,
+        chunked,
+        keep_alive,
+        expect == b"100-continue" and version == b"1.1",  # expect_continue
+        upgrade,
+        tokens,
+        cookie,
     )
