@@ -244,6 +244,7 @@ def test_join_tokens_work_once_and_expire(harness: Harness) -> None:
     store = harness.store
     token = harness.run(store.create_join_token("policy", "admin", timedelta(minutes=10)))
     assert len(token) >= 40
+    assert token.startswith("ghj_")  # never "-": it must survive `--token TOKEN`
     assert harness.run(store.redeem_join_token(token, "ps3")) == "policy"
     with pytest.raises(JoinTokenInvalid, match="unknown, expired or already used"):
         harness.run(store.redeem_join_token(token, "ps4"))

@@ -56,6 +56,9 @@ DRAFT_ID = 1
 #: Attempts at taking the next version number when another writer took it first.
 PUBLISH_ATTEMPTS = 3
 JOIN_TOKEN_BYTES = 32
+#: Join tokens start with this, so a token never starts with "-" (a command-line option to
+#: argparse) and a secret scanner can recognise one.
+JOIN_TOKEN_PREFIX = "ghj_"
 
 
 @dataclass(frozen=True, slots=True)
@@ -391,7 +394,7 @@ class AdminStore:
     async def create_join_token(self, role: Role, who: str, ttl: timedelta) -> str:
         """A new one-time token for a node joining as ``role``; only its hash is stored,
         so this is the only time it is seen."""
-        token = secrets.token_urlsafe(JOIN_TOKEN_BYTES)
+        token = JOIN_TOKEN_PREFIX + secrets.token_urlsafe(JOIN_TOKEN_BYTES)
         digest = token_hash(token)
         now = self.clock()
         async with self.db.session() as session:
