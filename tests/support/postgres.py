@@ -17,27 +17,22 @@ from pathlib import Path
 
 import pytest
 
+from gatehouse.storage.replication import Pair, find_bindir
 from tests.support.processes import free_port
 
-SEARCH_DIRS = (
-    "/usr/lib/postgresql/15/bin",
-    "/usr/lib/postgresql/16/bin",
-    "/usr/lib/postgresql/17/bin",
-)
+__all__ = [
+    "PostgresCluster",
+    "find_bindir",
+    "missing",
+    "postgres_cluster",
+    "postgres_pair",
+    "postgres_url",
+    "require_bindir",
+]
+
 SUPERUSER = "gatehouse"
 # Durability is pointless for a throwaway cluster; these make it start and write fast.
 FAST_SETTINGS = "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-
-
-def find_bindir() -> Path | None:
-    """The directory holding initdb and pg_ctl, or None when PostgreSQL is not installed."""
-    for directory in SEARCH_DIRS:
-        if (Path(directory) / "initdb").exists() and (Path(directory) / "pg_ctl").exists():
-            return Path(directory)
-    initdb = shutil.which("initdb")
-    if initdb and shutil.which("pg_ctl"):
-        return Path(os.path.realpath(initdb)).parent
-    return None
 
 
 def missing(reason: str) -> None:
@@ -45,6 +40,15 @@ def missing(reason: str) -> None:
     if os.environ.get("GATEHOUSE_REQUIRE_ALL") == "1":
         pytest.fail(f"{reason} (GATEHOUSE_REQUIRE_ALL=1)", pytrace=False)
     pytest.skip(reason)
+
+
+def require_bindir() -> Path:
+    """The PostgreSQL binaries' directory; skips (or fails in CI) when there is none."""
+    bindir = find_bindir()
+    if bindir is None:
+        missing("PostgreSQL server binaries (initdb, pg_ctl) not found; apt install postgresql")
+    assert bindir is not None
+    return bindir
 
 
 class PostgresCluster:
@@ -153,10 +157,7 @@ _users = 0
 def postgres_cluster() -> Iterator[PostgresCluster]:
     """The session's PostgreSQL cluster (skips when PostgreSQL is not installed)."""
     global _shared, _users
-    bindir = find_bindir()
-    if bindir is None:
-        missing("PostgreSQL server binaries (initdb, pg_ctl) not found; apt install postgresql")
-    assert bindir is not None
+    bindir = require_bindir()
     if _shared is None:
         _shared = PostgresCluster(bindir)
     _users += 1
@@ -173,3 +174,25 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
 def postgres_url(postgres_cluster: PostgresCluster) -> str:
     """An asyncpg URL of a fresh, empty database."""
     return postgres_cluster.url(postgres_cluster.create_database())
+
+
+@pytest.fixture
+def postgres_pair() -> Iterator[Pair]:
+    """A throwaway primary + synchronous streaming standby (nodes ``pg1``, ``pg2``), running.
+
+    ``pg1`` starts as the primary. Both nodes are stopped and their files removed afterwards.
+    """
+    bindir = require_bindir()
+    root = Path(tempfile.mkdtemp(prefix="gatehouse-pair-"))
+    root.chmod(0o755)  # the postgres user runs the servers when we are root
+    pair = Pair(root, (free_port(), free_port()), bindir=bindir, fsync=False)
+    try:
+        pair.create()
+        yield pair
+    finally:
+        for node in pair.nodes:
+            try:
+                node.stop("immediate")
+            except Exception:
+                node.kill()
+        shutil.rmtree(root, ignore_errors=True)

@@ -1,9 +1,23 @@
 """Engines for the user and session databases, and the one place driver errors are translated.
 
 SQLite (``sqlite+aiosqlite:///PATH``) is shared by several processes on one node, so every
-connection uses WAL, a 5 s busy timeout and foreign keys. PostgreSQL
-(``postgresql+asyncpg://...``) URLs are used as given, so multi-host URLs that follow the
-writable primary keep working.
+connection uses WAL, a 5 s busy timeout and foreign keys.
+
+PostgreSQL URLs (``postgresql+asyncpg://``) name one server or several:
+
+* ``postgresql+asyncpg://USER[:PASSWORD]@HOST:PORT/DB`` — one server;
+* ``postgresql+asyncpg://USER@/DB?host=H1,H2&port=P1,P2`` — several, tried in order
+  (the form every client in Gatehouse reads the same way; use it);
+* ``postgresql+asyncpg://USER@/DB?host=H1:P1&host=H2:P2`` — also accepted by the engine.
+
+With several hosts a connection goes to the first one that takes writes
+(``target_session_attrs=read-write`` unless the URL says otherwise, e.g. ``primary``), so after
+a standby is promoted new connections find it without a restart. Connect timeouts are 5 s in
+all. Pooled connections whose server went away (a killed or demoted primary) are dropped when
+checked out, at no cost on the hot path (no ping); a connection that dies while in use fails
+that one transaction with :class:`DatabaseUnavailable` (the services answer 503) and is
+replaced. The libpq form with hosts in the authority (``USER@H1:P1,H2:P2/DB``) is not
+supported.
 """
 
 from __future__ import annotations
@@ -14,6 +28,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import event, exc, text
+from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -36,7 +51,16 @@ SQLITE_BUSY_TIMEOUT_MS = 5000
 # 28 bad credentials and 3D000 no such database (misconfigured, but still "cannot serve").
 _UNAVAILABLE_SQLSTATE_PREFIXES = ("08", "28", "53", "57P0")
 _UNAVAILABLE_SQLSTATES = ("25006", "3D000")
+# asyncpg's "none of the hosts match target_session_attrs": only standbys answer (a failover).
+_NO_WRITABLE_SERVER = "TargetServerAttributeNotMatched"
 _SQLITE_UNAVAILABLE = ("database is locked", "unable to open database", "disk i/o error")
+
+
+def _driver_args(url: URL) -> dict[str, Any]:
+    """What SQLAlchemy's asyncpg dialect passes to ``asyncpg.connect`` for ``url``."""
+    dialect = PGDialect_asyncpg()  # type: ignore[no-untyped-call]
+    _, kwargs = dialect.create_connect_args(url)  # type: ignore[no-untyped-call]
+    return dict(kwargs)
 
 
 def parse_url(url: str | URL) -> URL:
@@ -57,6 +81,11 @@ def parse_url(url: str | URL) -> URL:
         )
     if parsed.drivername.startswith("sqlite") and not parsed.database:
         raise ConfigError([("", "a SQLite URL needs a file path: sqlite+aiosqlite:///PATH")])
+    if parsed.drivername.startswith("postgresql"):
+        try:  # host and port lists are checked when connecting; check them now
+            _driver_args(parsed)
+        except exc.ArgumentError as error:
+            raise ConfigError([("", f"PostgreSQL URL: {error}")]) from None
     return parsed
 
 
@@ -69,6 +98,35 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: object) -> None:
     cursor.close()
 
 
+def _pg_connect_args(url: URL) -> dict[str, Any]:
+    args: dict[str, Any] = {"timeout": CONNECT_TIMEOUT, "command_timeout": 30}
+    several_hosts = isinstance(_driver_args(url).get("host"), list)
+    if several_hosts and "target_session_attrs" not in url.query:
+        args["target_session_attrs"] = "read-write"
+    return args
+
+
+def asyncpg_connect_args(url: str | URL) -> dict[str, Any]:
+    """Keyword arguments for ``asyncpg.connect`` equal to what the engine uses for ``url``.
+
+    For code that talks to asyncpg directly (LISTEN/NOTIFY): asyncpg's own DSN parser keeps
+    only the last of repeated ``host=`` parameters.
+    """
+    parsed = parse_url(url)
+    if not parsed.drivername.startswith("postgresql"):
+        raise ConfigError([("", f"not a PostgreSQL URL: {parsed.drivername}://")])
+    return {**_driver_args(parsed), **_pg_connect_args(parsed)}
+
+
+def _discard_closed(dbapi_connection: Any, _record: object, _proxy: object) -> None:
+    # Checkout hook. A pooled connection whose server went away (killed, restarted, demoted
+    # primary) was closed by the driver when the socket closed; the pool replaces it. This
+    # costs no round trip, unlike pool_pre_ping (three per checkout with asyncpg).
+    driver = getattr(dbapi_connection, "driver_connection", None)
+    if driver is not None and driver.is_closed():
+        raise exc.DisconnectionError("the server closed this pooled connection")
+
+
 def create_engine(url: str | URL) -> AsyncEngine:
     """An AsyncEngine for a SQLite file or a PostgreSQL server (one or several hosts)."""
     parsed = parse_url(url)
@@ -78,14 +136,15 @@ def create_engine(url: str | URL) -> AsyncEngine:
         )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(
+    engine = create_async_engine(
         parsed,
-        pool_pre_ping=True,  # a restarted or promoted server leaves dead pooled connections
         pool_size=5,
         max_overflow=10,
         pool_timeout=CONNECT_TIMEOUT,
-        connect_args={"timeout": CONNECT_TIMEOUT, "command_timeout": 30},
+        connect_args=_pg_connect_args(parsed),
     )
+    event.listen(engine.sync_engine, "checkout", _discard_closed)
+    return engine
 
 
 def unavailable_reason(error: BaseException) -> str | None:
@@ -96,6 +155,8 @@ def unavailable_reason(error: BaseException) -> str | None:
         return "timed out waiting for a database connection"
     if isinstance(error, OSError):
         return f"cannot connect: {error.strerror or error}"
+    if isinstance(error, exc.DisconnectionError):
+        return "connection lost"
     if isinstance(error, exc.DBAPIError):
         if error.connection_invalidated:
             return "connection lost"
@@ -110,6 +171,8 @@ def unavailable_reason(error: BaseException) -> str | None:
         if isinstance(error, exc.OperationalError) and any(s in text for s in _SQLITE_UNAVAILABLE):
             return _first_line(orig)
         cause = orig.__cause__ if orig is not None else None
+        if type(cause).__name__ == _NO_WRITABLE_SERVER:
+            return "no server takes writes now (only standbys answer)"
         if isinstance(cause, OSError | TimeoutError) or isinstance(error, exc.InterfaceError):
             return f"connection failed: {_first_line(cause or orig)}"
         if "connection" in text and ("closed" in text or "refused" in text or "lost" in text):
