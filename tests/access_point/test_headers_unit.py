@@ -695,6 +695,23 @@ def test_split_response() -> None:
     assert framing.upgrade == b"websocket"
 
 
+@pytest.mark.parametrize(
+    ("connection", "kept"),
+    [
+        (b"keep-alive", [b"X-A", b"X-B"]),
+        (b" Keep-Alive ", [b"X-A", b"X-B"]),
+        (b"close", [b"X-A", b"X-B"]),
+        (b"", [b"X-A", b"X-B"]),
+        (b"x-a", [b"X-B"]),
+        (b"keep-alive, X-A", [b"X-B"]),
+        (b"X-B ,x-a", []),
+    ],
+)
+def test_split_response_connection_options(connection: bytes, kept: list[bytes]) -> None:
+    framing = split_response([(b"X-A", b"1"), (b"Connection", connection), (b"X-B", b"2")])
+    assert [name for name, _ in framing.headers] == kept
+
+
 # routing ----------------------------------------------------------------------------------------
 
 ROUTES = Router(

@@ -17,6 +17,7 @@ from gatehouse.access_point import pages
 from gatehouse.access_point.authorize import Authorization
 from gatehouse.access_point.headers import (
     HOP_BY_HOP,
+    field_line,
     request_lines,
     serialize,
     split_response,
@@ -343,28 +344,29 @@ class ProxyExchange(Authorization):
             return
         head = self.head
         framing = split_response(self.resp_headers)
-        headers = framing.headers
+        lines = [pages.status_line(code)]
+        lines += map(field_line, framing.headers)
         no_body = head.method == b"HEAD" or code in (204, 304)
         if framing.content_length is not None and code != 204:
-            headers.append((b"Content-Length", framing.content_length))
+            lines.append(b"Content-Length: " + framing.content_length)
         elif not no_body:
             self.until_close = not framing.chunked
             if head.version == b"1.1":
                 self.chunked_out = True
-                headers.append((b"Transfer-Encoding", b"chunked"))
+                lines.append(b"Transfer-Encoding: chunked")
             else:
                 self.close_after = True
-        headers.append((b"Via", b"1.1 " + self.rt.policy.via))
+        lines.append(self.rt.policy.via_line_11)
         if head.upgrade is not None:
             self.close_after = True  # the client may already have sent the new protocol
         if self.conn.draining:
             self.close_after = True
         if self.close_after or not self.request_done:
-            headers.append((b"Connection", b"close"))
+            lines.append(b"Connection: close")
         elif head.version == b"1.0":
-            headers.append((b"Connection", b"keep-alive"))
-        status_line = pages.status_line(code)
-        self.conn.out.append(serialize(status_line, headers))
+            lines.append(b"Connection: keep-alive")
+        lines += (b"", b"")
+        self.conn.out.append(b"\r\n".join(lines))
         self.resp_started = True
         if head.method == b"HEAD" and code not in (204, 304):
             # llhttp would wait for the body the headers announce; a HEAD response has none.

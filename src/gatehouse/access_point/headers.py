@@ -210,27 +210,34 @@ class ResponseFraming:
 
 def split_response(headers: Iterable[Header]) -> ResponseFraming:
     """Drop hop-by-hop fields (and those Connection names) from a backend response."""
-    named: set[bytes] = set()
+    named: set[bytes] | None = None
     kept: list[Header] = []
     content_length: bytes | None = None
     chunked = False
     upgrade: bytes | None = None
-    for name, value in headers:
-        lname = name.lower()
+    for header in headers:
+        lname = header[0].lower()
         if lname in RESPONSE_DROP:
-            if lname == b"content-length" and content_length is None:
-                content_length = value.strip(b" \t")
+            value = header[1]
+            if lname == b"content-length":
+                if content_length is None:
+                    content_length = value.strip(b" \t")
             elif lname == b"transfer-encoding":
                 chunked = True
             elif lname == b"connection":
-                named.update(t.strip(b" \t").lower() for t in value.split(b","))
+                # Usually one option that names no field ("keep-alive"): no set needed.
+                if value.strip(b" \t").lower() not in _CONNECTION_OPTIONS:
+                    if named is None:
+                        named = set()
+                    named.update(t.strip(b" \t").lower() for t in value.split(b","))
             elif lname == b"upgrade":
                 upgrade = value.strip(b" \t")
             continue
-        kept.append((name, value))
-    named -= _CONNECTION_OPTIONS
+        kept.append(header)
     if named:
-        kept = [(n, v) for n, v in kept if n.lower() not in named]
+        named -= _CONNECTION_OPTIONS
+        if named:
+            kept = [h for h in kept if h[0].lower() not in named]
     return ResponseFraming(kept, content_length, chunked, upgrade)
 
 
