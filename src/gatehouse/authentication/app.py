@@ -4,6 +4,13 @@ Every answer is JSON. A database that is down answers 503 ``unavailable`` so the
 over; a request that cannot be parsed answers 400 naming the field; nothing answers a
 traceback. Migrations run on start; if the database is not reachable yet the service starts
 anyway, answers 503 and keeps retrying in the background.
+
+Following the Administration service (``--state``), :meth:`Service.apply` applies each new
+version: ``lockout`` and ``password_hash`` live, swapped as one value (an attempt under way
+finishes under the rules it started with; stored hashes with other parameters are upgraded
+at the user's next successful login). ``id``, ``listen`` and ``user_db`` are read once at
+start: a version changing them is still applied, acknowledged and saved as last-known-good,
+they take effect at the next start, and a warning names them.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -19,10 +27,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gatehouse.authentication.config import AuthenticationSettings
+from gatehouse.authentication.config import AuthenticationConfig, AuthenticationSettings
 from gatehouse.authentication.passwords import Passwords
-from gatehouse.authentication.verifier import Limits, Verifier
+from gatehouse.authentication.verifier import Limits, Rules, Verifier
 from gatehouse.authentication.wire import MAX_BODY, bad_request, outcome_json, parse_verify
+from gatehouse.config.loader import validate
+from gatehouse.internal.config_agent import ConfigAgent
 from gatehouse.internal.endpoint import json_endpoint
 from gatehouse.internal.errors import Code, ServiceError, json_response
 from gatehouse.storage.engine import Database
@@ -33,33 +43,95 @@ log = logging.getLogger("gatehouse.authentication")
 
 ROLE = "authentication"
 HEALTH_DB_TIMEOUT = 2.0
+#: Settings read once at start (see the module docstring).
+RESTART_ONLY = ("id", "listen", "user_db")
 
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-class Service:
-    """The running service's parts; ``ready`` once the user DB is migrated."""
+def check_view(view: dict[str, Any]) -> AuthenticationConfig:
+    """The agent's check of a published view: this service's model."""
+    return validate(AuthenticationConfig, view, "the published configuration")
 
-    def __init__(self, settings: AuthenticationSettings, user_db: str) -> None:
+
+def restart_only_changes(started: AuthenticationSettings, new: AuthenticationSettings) -> list[str]:
+    """The settings read once at start that ``new`` sets otherwise, as ``authentication.X``."""
+    return [
+        f"authentication.{name}"
+        for name in RESTART_ONLY
+        if getattr(started, name) != getattr(new, name)
+    ]
+
+
+class Service:
+    """The running service's parts; ``ready`` once the user DB is migrated.
+
+    Args:
+        settings: the settings to start with.
+        user_db: the user DB URL (read once).
+        agent: the config agent when following Admin; it runs next to the service and
+            applies each new version with :meth:`apply`.
+    """
+
+    def __init__(
+        self, settings: AuthenticationSettings, user_db: str, agent: ConfigAgent | None = None
+    ) -> None:
+        self.started = settings
         self.settings = settings
         self.user_db = user_db
+        self.agent = agent
         self.db = Database(user_db)
-        self.passwords = Passwords(settings.password_hash)
-        self.verifier = Verifier(self.db, self.passwords, Limits.of(settings.lockout))
+        self.verifier = Verifier(
+            self.db, Passwords(settings.password_hash), Limits.of(settings.lockout)
+        )
         self.ready = asyncio.Event()
-        self._migrating: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         """Migrate now, or keep trying in the background while answering 503."""
         if self.settings.lockout.insecure_no_rate_cap:
             log.warning("lockout.insecure_no_rate_cap is set: the ASVS rate cap is OFF")
-        self._migrating = await start_migrations(self.user_db, "user", self.ready)
+        migrating = await start_migrations(self.user_db, "user", self.ready)
+        if migrating is not None:
+            self._tasks.append(migrating)
+        if self.agent is not None:
+            self._tasks.append(asyncio.create_task(self._follow_admin(self.agent)))
+
+    async def _follow_admin(self, agent: ConfigAgent) -> None:
+        try:
+            await agent.run(self.apply, check_view)
+        except Exception:
+            log.exception("the config agent stopped: no new configuration will be applied")
+
+    def apply(self, version: int, view: dict[str, Any]) -> None:
+        """Check attempts under ``view``'s rules from now on; raises (keeping the running
+        rules) if the view is refused. The swap itself is one assignment."""
+        settings = check_view(view).authentication
+        current = self.verifier.rules
+        passwords = (
+            current.passwords
+            if settings.password_hash == self.settings.password_hash
+            else Passwords(settings.password_hash)
+        )
+        self.verifier.use(Rules(passwords, Limits.of(settings.lockout)))
+        self.settings = settings
+        later = restart_only_changes(self.started, settings)
+        if later:
+            log.warning(
+                "version %d changes %s: applied at the next start (the service keeps the "
+                "values it started with until then)",
+                version,
+                ", ".join(later),
+            )
+        if settings.lockout.insecure_no_rate_cap:
+            log.warning("lockout.insecure_no_rate_cap is set: the ASVS rate cap is OFF")
 
     async def stop(self) -> None:
-        if self._migrating is not None:
-            self._migrating.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._migrating
+                await task
         await self.db.dispose()
 
     def require_ready(self) -> None:
@@ -95,7 +167,16 @@ async def health(request: Request) -> Response:
         await asyncio.wait_for(service.db.ping(), HEALTH_DB_TIMEOUT)
     except TimeoutError:
         raise DatabaseUnavailable("database unavailable: health check timed out") from None
-    return json_response({"status": "ok", "role": ROLE})
+    answer: dict[str, object] = {"status": "ok", "role": ROLE}
+    if service.agent is not None:
+        status = service.agent.status()
+        answer["config"] = {
+            "version": status.version,
+            "connected": status.connected,
+            "admin_error": status.admin_error,
+            "refused": status.refused,
+        }
+    return json_response(answer)
 
 
 @endpoint
@@ -127,10 +208,14 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return ServiceError(Code.INTERNAL, "internal error", 500).response()
 
 
-def create_app(settings: AuthenticationSettings, user_db: str) -> Starlette:
+def create_app(
+    settings: AuthenticationSettings, user_db: str, agent: ConfigAgent | None = None
+) -> Starlette:
+    """The app; with ``agent``, the service follows Admin while it runs."""
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        service = Service(settings, user_db)
+        service = Service(settings, user_db, agent)
         app.state.service = service
         await service.start()
         try:

@@ -1,4 +1,10 @@
-"""``gatehouse authentication`` (the service) and the ``users`` / ``groups`` admin commands."""
+"""``gatehouse authentication`` (the service) and the ``users`` / ``groups`` admin commands.
+
+The service's configuration comes from ``--config FILE`` or, with ``--state DIR``, from the
+Administration service (:mod:`gatehouse.internal.managed`): the service registers if need be
+and gets the version to start from before it listens, then follows Admin while it runs
+(:meth:`gatehouse.authentication.app.Service.apply` says what applies live).
+"""
 
 from __future__ import annotations
 
@@ -6,11 +12,12 @@ import argparse
 
 from gatehouse.authentication import users_cli
 from gatehouse.cli_support import add_home, listen_arg
+from gatehouse.internal.managed import add_source_arguments
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     auth = sub.add_parser("authentication", help="run an Authentication service")
-    auth.add_argument("--config", required=True, metavar="FILE", help="YAML configuration file")
+    add_source_arguments(auth)
     auth.add_argument("--listen", type=listen_arg, metavar="HOST:PORT", help="override listen")
     add_home(auth)
     auth.set_defaults(handler=run)
@@ -18,14 +25,27 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gatehouse.authentication.app import create_app
+    import asyncio
+
+    from gatehouse.authentication.app import ROLE, check_view, create_app
     from gatehouse.authentication.config import AuthenticationConfig
     from gatehouse.config.access_point import parse_listen
     from gatehouse.config.loader import load_file
+    from gatehouse.internal.config_agent import ConfigAgent
     from gatehouse.internal.hosting import serve
+    from gatehouse.internal.managed import joining_of, start_managed
+    from gatehouse.logs import setup_logging
     from gatehouse.storage.home import database_urls, prepare_home
 
-    settings = load_file(AuthenticationConfig, args.config).authentication
+    joining = joining_of(args)
+    agent: ConfigAgent | None = None
+    if args.state is not None:
+        setup_logging()
+        managed = asyncio.run(start_managed(args.state, ROLE, joining, check_view))
+        settings = check_view(managed.view).authentication
+        agent = managed.agent
+    else:
+        settings = load_file(AuthenticationConfig, args.config).authentication
     user_db = settings.user_db or database_urls(prepare_home(args.home)).user_db
     host, port = args.listen or parse_listen(settings.listen)
-    return serve(create_app(settings, user_db), host, port)
+    return serve(create_app(settings, user_db, agent), host, port)

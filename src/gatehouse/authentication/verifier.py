@@ -3,6 +3,10 @@
 ``invalid`` is the outcome for an unknown user, a disabled user and a wrong password alike,
 and each of those costs one argon2 verification, so neither the answer nor its timing tells
 which usernames exist.
+
+The password-hash parameters and the lockout limits are one :class:`Rules` value: a new
+configuration replaces it in one assignment (:meth:`Verifier.use`), and an attempt reads it
+once, so it is checked and counted under the old rules or the new ones, never a mix.
 """
 
 from __future__ import annotations
@@ -57,6 +61,14 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True)
+class Rules:
+    """How passwords are hashed and failures limited, as one configuration sets them."""
+
+    passwords: Passwords
+    limits: Limits
+
+
+@dataclass(frozen=True, slots=True)
 class _Candidate:
     """What a login attempt needs from the user row, read before the slow hash check."""
 
@@ -74,9 +86,20 @@ class Verifier:
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.db = db
-        self.passwords = passwords
-        self.limits = limits
+        self.rules = Rules(passwords, limits)
         self.clock = clock
+
+    @property
+    def passwords(self) -> Passwords:
+        return self.rules.passwords
+
+    @property
+    def limits(self) -> Limits:
+        return self.rules.limits
+
+    def use(self, rules: Rules) -> None:
+        """Check attempts under ``rules`` from now on (attempts under way keep theirs)."""
+        self.rules = rules
 
     async def user(self, username: str) -> UserInfo | None:
         async with self.db.session() as session:
@@ -85,6 +108,7 @@ class Verifier:
 
     async def verify(self, username: str, password: str, client_ip: str) -> Outcome:
         """Check a password; ``client_ip`` must be a valid IP address."""
+        rules = self.rules
         ip_key = lockout.ip_key(client_ip)
         # Names that cannot exist are only counted against the IP: no row per garbage name.
         account_key = lockout.account_key(username) if valid_username(username) else None
@@ -108,7 +132,7 @@ class Verifier:
         candidate = await self._candidate(username)
         new_hash: str | None = None
         if candidate is None or not candidate.info.enabled or candidate.password_hash is None:
-            await self.passwords.verify_dummy(password)
+            await rules.passwords.verify_dummy(password)
             ok = False
             reason = (
                 "unknown_user"
@@ -118,7 +142,7 @@ class Verifier:
                 else "no_password"
             )
         else:
-            ok, new_hash = await self.passwords.verify(candidate.password_hash, password)
+            ok, new_hash = await rules.passwords.verify(candidate.password_hash, password)
             reason = "bad_password"
 
         now = self.clock()
@@ -127,7 +151,7 @@ class Verifier:
             assert account_key is not None
             await self._succeeded(candidate, account_key, new_hash, client_ip, now)
             return Ok(candidate.info)
-        await self._failed(username, account_key, ip_key, client_ip, reason, now)
+        await self._failed(rules.limits, username, account_key, ip_key, client_ip, reason, now)
         return Invalid()
 
     async def _candidate(self, username: str) -> _Candidate | None:
@@ -162,6 +186,7 @@ class Verifier:
 
     async def _failed(
         self,
+        limits: Limits,
         username: str,
         account_key: str | None,
         ip_key: str,
@@ -174,11 +199,11 @@ class Verifier:
             # Always the account key before the IP key, so concurrent transactions take row
             # locks in the same order and cannot deadlock.
             if account_key is not None:
-                account = await lockout.record_failure(conn, account_key, now, self.limits.account)
+                account = await lockout.record_failure(conn, account_key, now, limits.account)
                 detail["account_failures"] = account.count
                 if lockout.check(account, now).locked:
                     detail["account_locked"] = True
-            ip = await lockout.record_failure(conn, ip_key, now, self.limits.ip)
+            ip = await lockout.record_failure(conn, ip_key, now, limits.ip)
             detail["ip_failures"] = ip.count
             if lockout.check(ip, now).locked:
                 detail["ip_locked"] = True

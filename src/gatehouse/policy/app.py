@@ -21,7 +21,7 @@ from starlette.routing import Route
 from gatehouse.internal.endpoint import json_endpoint
 from gatehouse.internal.errors import Code, ServiceError, json_response
 from gatehouse.internal.hosting import on_stop_signal
-from gatehouse.policy.portal import Pages, unavailable_page
+from gatehouse.policy.portal import Pages, Portal, unavailable_page
 from gatehouse.policy.service import MAX_DECISION_BODY, PolicyService
 from gatehouse.storage.errors import DatabaseUnavailable
 
@@ -39,23 +39,30 @@ def _service(request: Request) -> PolicyService:
 endpoint = json_endpoint
 
 
-def page(handler: Handler) -> Handler:
-    """A portal page: every failure becomes an HTML error page."""
+PortalHandler = Callable[[Request, Portal], Awaitable[Response]]
+
+
+def page(handler: PortalHandler) -> Handler:
+    """A portal page, served by the running configuration's portal (read once, so the page
+    and its error pages come from one configuration): every failure becomes an HTML page."""
 
     @wraps(handler)
     async def wrapped(request: Request) -> Response:
+        runtime = _service(request).runtime
+        portal = runtime.portal
         try:
-            return await handler(request)
+            # A configuration swap closes the old client only once this request is done.
+            with runtime.checker.in_use():
+                return await handler(request, portal)
         except HTTPException:
             raise  # a malformed form: rendered as a page by the exception handler
         except DatabaseUnavailable as error:
             log.warning("%s %s: %s", request.method, request.url.path, error)
-            portal = _service(request).portal
             action = "Signing out" if "logout" in request.url.path else "Signing in"
             return unavailable_page(portal.pages, portal.settings.prefix, action)
         except Exception:
             log.exception("%s %s failed", request.method, request.url.path)
-            return _internal_error_page(_service(request).portal.pages)
+            return _internal_error_page(portal.pages)
 
     return wrapped
 
@@ -108,7 +115,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if request.url.path.startswith(INTERNAL) or not hasattr(request.app.state, "service"):
         code = Code.NOT_FOUND if exc.status_code == 404 else Code.BAD_REQUEST
         return json_response({"error": code.value, "message": str(exc.detail)}, exc.status_code)
-    pages = _service(request).portal.pages
+    pages = _service(request).runtime.portal.pages
     if exc.status_code == 404:
         return pages.error(404, "Page not found", "There is nothing at this address.")
     if exc.status_code == 400:
@@ -123,7 +130,7 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     if request.url.path.startswith(INTERNAL) or not hasattr(request.app.state, "service"):
         return ServiceError(Code.INTERNAL, "internal error", 500).response()
-    return _internal_error_page(_service(request).portal.pages)
+    return _internal_error_page(_service(request).runtime.portal.pages)
 
 
 # --- shutdown: end the never-ending event streams promptly ---------------------------------
@@ -135,11 +142,10 @@ _NEEDS_DB = frozenset({"login_submit", "logout_submit"})
 
 def _portal(name: str) -> Handler:
     @page
-    async def handler(request: Request) -> Response:
-        service = _service(request)
+    async def handler(request: Request, portal: Portal) -> Response:
         if name in _NEEDS_DB:
-            service.require_ready()
-        method: Handler = getattr(service.portal, name)
+            _service(request).require_ready()
+        method: Handler = getattr(portal, name)
         return await method(request)
 
     handler.__name__ = f"portal_{name}"
@@ -151,7 +157,7 @@ def _admin(name: str) -> Handler:
     async def handler(request: Request) -> Response:
         service = _service(request)
         service.require_ready()
-        method: Handler = getattr(service.admin, name)
+        method: Handler = getattr(service.runtime.admin, name)
         return await method(request)
 
     handler.__name__ = f"admin_{name}"

@@ -1,40 +1,66 @@
-"""``gatehouse policy``: run a Policy service (decisions, sessions, the login portal)."""
+"""``gatehouse policy``: run a Policy service (decisions, sessions, the login portal).
+
+Its configuration comes from ``--config FILE`` or, with ``--state DIR``, from the
+Administration service (:mod:`gatehouse.internal.managed`): the service registers if need be
+and gets the version to start from before it listens, then follows Admin while it runs
+(:meth:`gatehouse.policy.service.PolicyService.apply` says what applies live).
+"""
 
 from __future__ import annotations
 
 import argparse
 
 from gatehouse.cli_support import add_home, listen_arg
+from gatehouse.internal.managed import add_source_arguments
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ps = sub.add_parser("policy", help="run a Policy service (decisions and the login portal)")
-    ps.add_argument("--config", required=True, metavar="FILE", help="YAML configuration file")
+    add_source_arguments(ps)
     ps.add_argument("--listen", type=listen_arg, metavar="HOST:PORT", help="override listen")
     add_home(ps)
     ps.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    import asyncio
     from pathlib import Path
 
     from gatehouse.config.access_point import parse_listen
     from gatehouse.config.loader import load_file
     from gatehouse.config.policy import PolicyConfig
+    from gatehouse.internal.config_agent import ConfigAgent
     from gatehouse.internal.hosting import serve
+    from gatehouse.internal.managed import joining_of, start_managed
+    from gatehouse.logs import setup_logging
     from gatehouse.policy.app import create_app
-    from gatehouse.policy.service import PolicyService
+    from gatehouse.policy.service import ROLE, PolicyService, check_view, start_check
     from gatehouse.storage.home import database_urls, prepare_home
 
-    config = load_file(PolicyConfig, args.config)
+    joining = joining_of(args)
     home = prepare_home(args.home)
+    agent: ConfigAgent | None = None
+    version = 0
+    if args.state is not None:
+        setup_logging()
+        # Relative file paths in a published configuration are relative to the home.
+        config_dir = home.resolve()
+        check = start_check(config_dir, home)
+        managed = asyncio.run(start_managed(args.state, ROLE, joining, check))
+        config = check_view(managed.view)
+        agent, version = managed.agent, managed.version
+    else:
+        config = load_file(PolicyConfig, args.config)
+        config_dir = Path(args.config).resolve().parent
     urls = database_urls(home)
     service = PolicyService(
         config,
         session_db=config.policy.session_db or urls.session_db,
         user_db=urls.user_db,
         home=home,
-        config_dir=Path(args.config).resolve().parent,
+        config_dir=config_dir,
+        agent=agent,
+        version=version,
     )
     host, port = args.listen or parse_listen(config.policy.listen)
     return serve(create_app(config.login.portal_prefix, lambda: service), host, port)

@@ -2,8 +2,35 @@
 
 :class:`PolicyService` owns the session DB (migrated on start; if it is not reachable yet the
 service starts anyway, answers 503 and keeps retrying), the user DB (for the audit log), the
-failover client to the Authentication services, the event hub (with PostgreSQL LISTEN/NOTIFY
-between instances) and the compiled rules.
+event hub (with PostgreSQL LISTEN/NOTIFY between instances) and a :class:`Runtime`: what one
+configuration version makes of the service (compiled rules, session timeouts, portal, the
+failover client to the Authentication services, the admin API).
+
+Following the Administration service (``--state``), each new version is turned into a new
+:class:`Runtime` by :meth:`PolicyService.apply` and swapped in with one assignment: every
+request reads ``service.runtime`` once, so it sees the old configuration or the new one,
+never a mix. Everything is built before the swap (files read, rules compiled), so a version
+that cannot be built raises and the running one stays.
+
+What applies live and what at the next start:
+
+- live: rules, ``global_rule``, ``resources``, ``identity_headers``, ``decision_ttl``,
+  ``sessions`` (cookie name and domain, timeouts: a new ``absolute_timeout`` for sessions
+  created from then on, a new ``idle_timeout`` at a session's next use), ``login.title``,
+  ``login.allowed_redirect_hosts``, ``trusted_proxies``, the ``authentication`` endpoints (a
+  new failover client; the old one is closed once the requests holding it are done), and the
+  two files, ``admin_token_file`` and ``login.csrf_key_file``, which are read again at every
+  version: a version naming a file that cannot be read is refused, so a last-known-good
+  version is always one the service can start from.
+- at the next start: ``policy.id``, ``policy.listen``, ``policy.session_db`` (connections,
+  migrations and LISTEN/NOTIFY are set up once) and ``login.portal_prefix`` (the portal's
+  routes are mounted at start; until then the service keeps its start prefix everywhere, in
+  login URLs and cookie paths alike). A version changing them is still applied, acknowledged
+  and saved as last-known-good: the rest of it applies now, they apply when the service
+  restarts, and a warning names them.
+
+Relative file paths are resolved against the configuration file's directory, or against the
+home directory (``--home``) when the configuration comes from Admin.
 """
 
 from __future__ import annotations
@@ -14,7 +41,7 @@ import ipaddress
 import logging
 import os
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,9 +49,11 @@ from typing import Any
 from urllib.parse import quote
 
 from gatehouse.authentication import audit
+from gatehouse.config.loader import validate
 from gatehouse.config.policy import PolicyConfig
 from gatehouse.errors import ConfigError
 from gatehouse.internal.client import FailoverClient, InternalCallError
+from gatehouse.internal.config_agent import AgentStatus, ConfigAgent
 from gatehouse.internal.endpoint import bad_request, parse_json_object
 from gatehouse.policy.admin_api import AdminAPI, read_token
 from gatehouse.policy.csrf import CsrfGuard, load_or_create_key
@@ -56,6 +85,17 @@ PURGE_INTERVAL = 60.0
 HEALTH_DB_TIMEOUT = 2.0
 CSRF_KEY_FILE = "policy-csrf.key"
 VERIFY_PATH = "/internal/v1/password/verify"
+AUTH_CONNECT_TIMEOUT = 1.0
+AUTH_TIMEOUT = 5.0
+#: The longest a replaced failover client waits for the requests still holding it.
+RETIRE_GRACE = 30.0
+#: Settings read once at start (see the module docstring).
+RESTART_ONLY = (
+    ("policy", "id"),
+    ("policy", "listen"),
+    ("policy", "session_db"),
+    ("login", "portal_prefix"),
+)
 
 
 # --- the decision call: wire format ---------------------------------------------------------
@@ -171,10 +211,35 @@ def parse_verdict(data: Any) -> Verdict:
 
 
 class AuthServiceChecker:
-    """Checks passwords with the Authentication services, through the failover client."""
+    """Checks passwords with the Authentication services, through the failover client.
+
+    Requests that may call it hold it (:meth:`in_use`), so a checker replaced by a new
+    configuration closes its client only once they are done (:meth:`aclose`).
+    """
 
     def __init__(self, client: FailoverClient) -> None:
         self.client = client
+        self._users = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @contextlib.contextmanager
+    def in_use(self) -> Iterator[None]:
+        self._users += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._users -= 1
+            if not self._users:
+                self._idle.set()
+
+    async def aclose(self, grace: float = 0.0) -> None:
+        """Close the client once no request holds it, waiting at most ``grace`` seconds."""
+        if grace > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), grace)
+        await self.client.aclose()
 
     async def verify(self, username: str, password: str, client_ip: str) -> Verdict:
         body = {"username": username, "password": password, "client_ip": client_ip}
@@ -191,7 +256,7 @@ class AuthServiceChecker:
             raise AuthUnavailable(f"authentication service answer: {exc}") from None
 
 
-# --- the service ---------------------------------------------------------------------------
+# --- one configuration version -------------------------------------------------------------
 
 
 def resolve(path: str, base: Path) -> Path:
@@ -199,8 +264,106 @@ def resolve(path: str, base: Path) -> Path:
     return candidate if candidate.is_absolute() else base / candidate
 
 
+@dataclass(frozen=True, slots=True)
+class Files:
+    """What a configuration's files hold, read before it is applied."""
+
+    admin_token: str | None
+    csrf_key: bytes
+
+
+def read_files(config: PolicyConfig, base: Path, home: Path) -> Files:
+    """Read the admin token and the CSRF key (creating the key file the first time).
+
+    Blocking file I/O. Raises :class:`ConfigError` naming the setting at fault.
+    """
+    token_file = config.policy.admin_token_file
+    try:
+        token = read_token(resolve(token_file, base)) if token_file else None
+    except ValueError as exc:
+        raise ConfigError([("policy.admin_token_file", str(exc))]) from None
+    key_file = config.login.csrf_key_file
+    key_path = resolve(key_file, base) if key_file else home / CSRF_KEY_FILE
+    try:
+        key = load_or_create_key(key_path)
+    except (OSError, ValueError) as exc:
+        raise ConfigError([("login.csrf_key_file", f"{key_path}: {exc}")]) from None
+    return Files(token, key)
+
+
+def check_view(view: dict[str, Any]) -> PolicyConfig:
+    """The agent's check of a published view: this service's model (pure, no I/O)."""
+    return validate(PolicyConfig, view, "the published configuration")
+
+
+def start_check(base: Path, home: Path) -> Callable[[dict[str, Any]], PolicyConfig]:
+    """The check of the version to start from: the model and the files it names, so a
+    version the service cannot be built from is never started from (the agent then waits
+    for one it can use, telling Admin why)."""
+
+    def check(view: dict[str, Any]) -> PolicyConfig:
+        config = check_view(view)
+        read_files(config, base, home)
+        return config
+
+    return check
+
+
+def restart_only_changes(started: PolicyConfig, new: PolicyConfig) -> list[str]:
+    """The settings read once at start that ``new`` sets otherwise, as ``section.field``."""
+    changed = []
+    for section, name in RESTART_ONLY:
+        if getattr(getattr(started, section), name) != getattr(getattr(new, section), name):
+            changed.append(f"{section}.{name}")
+    return changed
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """What one configuration version makes of the service. A request reads
+    ``service.runtime`` once and uses only that, so a swap never shows it a mix."""
+
+    version: int
+    config: PolicyConfig
+    policy: CompiledPolicy
+    sessions: SessionStore
+    checker: AuthServiceChecker
+    portal: Portal
+    admin: AdminAPI
+
+    @property
+    def portal_prefix(self) -> str:
+        """The prefix the portal is mounted at (fixed at start)."""
+        return self.portal.settings.prefix
+
+
+# --- the service ---------------------------------------------------------------------------
+
+
+def _status_json(status: AgentStatus) -> dict[str, object]:
+    return {
+        "version": status.version,
+        "connected": status.connected,
+        "admin_error": status.admin_error,
+        "refused": status.refused,
+    }
+
+
 class PolicyService:
-    """Everything one Policy service process runs."""
+    """Everything one Policy service process runs.
+
+    Args:
+        config: the configuration to start with.
+        session_db, user_db: database URLs (read once).
+        home: the installation directory (default CSRF key file).
+        config_dir: what relative file paths in the configuration are relative to.
+        agent: the config agent when following Admin; it runs next to the service and
+            applies each new version with :meth:`apply`.
+        version: the configuration version ``config`` is (0: a configuration file).
+
+    Raises:
+        ConfigError: a file named by the configuration cannot be read.
+    """
 
     def __init__(
         self,
@@ -210,10 +373,14 @@ class PolicyService:
         user_db: str,
         home: Path,
         config_dir: Path,
+        agent: ConfigAgent | None = None,
+        version: int = 0,
     ) -> None:
         settings = config.policy
-        self.config = config
-        self.policy = CompiledPolicy.from_config(config)
+        self.started = config
+        self.home = home
+        self.config_dir = config_dir
+        self.agent = agent
         self.session_db_url = session_db
         self.instance = f"{settings.id}-{os.getpid()}-{secrets.token_hex(3)}"
         shared = session_db.startswith("postgresql")
@@ -221,46 +388,79 @@ class PolicyService:
         self.hub = EventHub(self.instance, live=not shared)
         self.session_db = Database(session_db)
         self.user_db = self.session_db if user_db == session_db else Database(user_db)
-        timeouts = Timeouts(config.sessions.idle_timeout, config.sessions.absolute_timeout)
-        self.sessions = SessionStore(
-            self.session_db, timeouts, self._session_ended, cache_ttl=SESSION_CACHE_TTL
-        )
-        self.hub.revoke_listeners.append(self.sessions.forget)
-        self.hub.reset_listeners.append(self.sessions.forget_all)
-        self.client = FailoverClient(settings.authentication, connect_timeout=1.0, timeout=5.0)
+        # Revocations heard from anywhere (this instance's stores, other instances) drop the
+        # session from the running configuration's cache.
+        self.hub.revoke_listeners.append(lambda hashes: self.runtime.sessions.forget(hashes))
+        self.hub.reset_listeners.append(lambda: self.runtime.sessions.forget_all())
         self.bridge = PostgresBridge(session_db, self.hub) if shared else None
-        try:
-            token = (
-                read_token(resolve(settings.admin_token_file, config_dir))
-                if settings.admin_token_file
-                else None
-            )
-        except ValueError as exc:
-            raise ConfigError([("policy.admin_token_file", str(exc))]) from None
-        self.admin = AdminAPI(token, self.sessions, self.audit)
-        login = config.login
-        key_file = login.csrf_key_file
-        key_path = resolve(key_file, config_dir) if key_file else home / CSRF_KEY_FILE
-        try:
-            csrf = CsrfGuard(load_or_create_key(key_path))
-        except (OSError, ValueError) as exc:
-            raise ConfigError([("login.csrf_key_file", f"{key_path}: {exc}")]) from None
-        self.portal = Portal(
-            PortalSettings(
-                prefix=login.portal_prefix,
-                title=login.title,
-                cookie_name=config.sessions.cookie_name,
-                cookie_domain=config.sessions.cookie_domain,
-                trusted_proxies=tuple(settings.trusted_proxies),
-                redirect_hosts=HostPatterns.of(login.allowed_redirect_hosts),
-            ),
-            self.sessions,
-            AuthServiceChecker(self.client),
-            csrf,
-            self.audit,
-        )
+        self.runtime = self.build(version, config, read_files(config, config_dir, home), None)
         self.ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._retiring: set[asyncio.Task[None]] = set()
+
+    # configuration
+
+    def build(
+        self, version: int, config: PolicyConfig, files: Files, previous: Runtime | None
+    ) -> Runtime:
+        """A runtime for ``config``; settings read only at start come from the start config.
+        The failover client is kept when the Authentication endpoints are the same."""
+        policy = CompiledPolicy.from_config(config, f"version {version}" if version else "")
+        sessions_config = config.sessions
+        timeouts = Timeouts(sessions_config.idle_timeout, sessions_config.absolute_timeout)
+        sessions = SessionStore(
+            self.session_db, timeouts, self._session_ended, cache_ttl=SESSION_CACHE_TTL
+        )
+        endpoints = config.policy.authentication
+        if previous is not None and previous.config.policy.authentication == endpoints:
+            checker = previous.checker
+        else:
+            client = FailoverClient(
+                endpoints, connect_timeout=AUTH_CONNECT_TIMEOUT, timeout=AUTH_TIMEOUT
+            )
+            checker = AuthServiceChecker(client)
+        login = config.login
+        portal = Portal(
+            PortalSettings(
+                prefix=self.started.login.portal_prefix,
+                title=login.title,
+                cookie_name=sessions_config.cookie_name,
+                cookie_domain=sessions_config.cookie_domain,
+                trusted_proxies=tuple(config.policy.trusted_proxies),
+                redirect_hosts=HostPatterns.of(login.allowed_redirect_hosts),
+            ),
+            sessions,
+            checker,
+            CsrfGuard(files.csrf_key),
+            self.audit,
+        )
+        admin = AdminAPI(files.admin_token, sessions, self.audit)
+        return Runtime(version, config, policy, sessions, checker, portal, admin)
+
+    async def apply(self, version: int, view: dict[str, Any]) -> None:
+        """Run ``view`` from now on; raises (keeping the running version) if it cannot be
+        built. The swap itself is one assignment."""
+        config = check_view(view)
+        files = await asyncio.to_thread(read_files, config, self.config_dir, self.home)
+        previous = self.runtime
+        runtime = self.build(version, config, files, previous)
+        self.runtime = runtime
+        later = restart_only_changes(self.started, config)
+        if later:
+            log.warning(
+                "version %d changes %s: applied at the next start (the service keeps the "
+                "values it started with until then)",
+                version,
+                ", ".join(later),
+            )
+        previous.sessions.forget_all()
+        if runtime.checker is not previous.checker:
+            self._retire(previous.checker)
+
+    def _retire(self, checker: AuthServiceChecker) -> None:
+        task = asyncio.create_task(checker.aclose(RETIRE_GRACE))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
 
     # lifecycle
 
@@ -271,6 +471,14 @@ class PolicyService:
         if self.bridge is not None:
             await self.bridge.start(timeout=2.0)
         self._tasks.append(asyncio.create_task(self._purge_forever()))
+        if self.agent is not None:
+            self._tasks.append(asyncio.create_task(self._follow_admin(self.agent)))
+
+    async def _follow_admin(self, agent: ConfigAgent) -> None:
+        try:
+            await agent.run(self.apply, check_view)
+        except Exception:
+            log.exception("the config agent stopped: no new configuration will be applied")
 
     async def _purge_forever(self) -> None:
         while True:
@@ -278,7 +486,7 @@ class PolicyService:
             if not self.ready.is_set():
                 continue
             try:
-                purged = await self.sessions.purge_expired(datetime.now(UTC))
+                purged = await self.runtime.sessions.purge_expired(datetime.now(UTC))
             except DatabaseUnavailable as exc:
                 log.warning("could not purge expired sessions: %s", exc)
             except Exception:
@@ -289,14 +497,15 @@ class PolicyService:
 
     async def stop(self) -> None:
         self.hub.shutdown()
-        for task in self._tasks:
+        tasks = [*self._tasks, *self._retiring]
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         if self.bridge is not None:
             await self.bridge.close()
-        await self.client.aclose()
+        await self.runtime.checker.aclose()
         await self.session_db.dispose()
         if self.user_db is not self.session_db:
             await self.user_db.dispose()
@@ -313,24 +522,28 @@ class PolicyService:
             await asyncio.wait_for(self.session_db.ping(), HEALTH_DB_TIMEOUT)
         except TimeoutError:
             raise DatabaseUnavailable("database unavailable: health check timed out") from None
-        return {"status": "ok", "role": ROLE, "instance": self.instance}
+        answer: dict[str, object] = {"status": "ok", "role": ROLE, "instance": self.instance}
+        if self.agent is not None:
+            answer["config"] = _status_json(self.agent.status())
+        return answer
 
     async def decide(self, body: bytes) -> dict[str, object]:
         request = parse_decision_request(body)
+        runtime = self.runtime
         now = datetime.now(UTC)
         record = None
         if request.session is not None:
             self.require_ready()
-            record = await self.sessions.lookup(request.session, now, cached=self.hub.live)
+            record = await runtime.sessions.lookup(request.session, now, cached=self.hub.live)
         decision = decide(
-            self.policy,
+            runtime.policy,
             request.input,
             session_view(record) if record is not None else None,
             now,
         )
         if isinstance(decision, Authenticate):
             original = request.url or request.input.path
-            return decision.to_json(login_url(self.config.login.portal_prefix, original))
+            return decision.to_json(login_url(runtime.portal_prefix, original))
         return decision.to_json()
 
     async def audit(
