@@ -14,7 +14,7 @@ from typing import Any
 from gatehouse.cluster.haproxy import BACKEND, access_point_states, read_stats
 from tests.support.processes import wait_port
 
-PG_URL = "postgresql+asyncpg://gatehouse@/gatehouse?host=db1:5432&host=db2:5432"
+PG_URL = "postgresql+asyncpg://gatehouse@/gatehouse?host=db1,db2&port=5432,5432"
 
 
 def find_haproxy() -> str | None:

@@ -87,7 +87,7 @@ def test_databases_reach_policy_and_authentication_but_not_access_points() -> No
 
     data["databases"] = {"local": {"primary_port": 55432, "standby_port": 55433}}
     local = (
-        "postgresql+asyncpg://gatehouse@/gatehouse?host=127.0.0.1:55432&host=127.0.0.1:55433"
+        "postgresql+asyncpg://gatehouse@/gatehouse?host=127.0.0.1,127.0.0.1&port=55432,55433"
         "&target_session_attrs=read-write"
     )
     config = config_of(data)

@@ -281,7 +281,7 @@ def test_local_databases_are_one_multi_host_url() -> None:
     data["databases"] = {"local": {"primary_port": 55432, "standby_port": 55433}}
     topology = validate(Topology, data)
     assert topology.databases.urls() == (
-        "postgresql+asyncpg://gatehouse@/gatehouse?host=127.0.0.1:55432&host=127.0.0.1:55433"
+        "postgresql+asyncpg://gatehouse@/gatehouse?host=127.0.0.1,127.0.0.1&port=55432,55433"
         "&target_session_attrs=read-write",
         None,
     )

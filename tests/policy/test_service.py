@@ -31,7 +31,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from gatehouse.policy.events import EventHub, asyncpg_dsn, notify_payloads, parse_payload
+from gatehouse.policy.events import EventHub, PostgresBridge, notify_payloads, parse_payload
 from gatehouse.policy.sessions import hash_session_id
 from tests.support.postgres import PostgresCluster, postgres_cluster, postgres_url
 from tests.support.processes import GATEHOUSE, Service, free_port, write_config
@@ -746,9 +746,18 @@ def test_notify_payloads_round_trip_and_skip_our_own() -> None:
     assert parse_payload("me", payloads[0]) == []
     assert parse_payload("other", "not json") == []
     assert parse_payload("other", '{"from": "x", "sessions": "nope"}') == []
-    assert (
-        asyncpg_dsn("postgresql+asyncpg://u:p%40w@h1:5432/db") == "postgresql://u:p%40w@h1:5432/db"
-    )
+
+
+def test_the_bridge_connects_like_the_engine_to_every_host_of_a_url() -> None:
+    hub = EventHub("me")
+    one = PostgresBridge("postgresql+asyncpg://u:p%40w@h1:5432/db", hub)
+    assert one._connect_args["host"] == "h1"
+    assert one._connect_args["password"] == "p@w"
+    assert one._connect_args["timeout"] == 5
+    two = PostgresBridge("postgresql+asyncpg://u@/db?host=h1,h2&port=5432,5433", hub)
+    assert two._connect_args["host"] == ["h1", "h2"]
+    assert two._connect_args["port"] == [5432, 5433]
+    assert two._connect_args["target_session_attrs"] == "read-write"
 
 
 def test_instances_resync_after_the_database_restarts(

@@ -245,10 +245,12 @@ class LocalDatabases(Strict):
 
     def url(self) -> str:
         """A multi-host URL that follows whichever of the two is the writable primary."""
-        hosts = "&".join(f"host={self.HOST}:{port}" for port in self.ports())
+        hosts = ",".join(self.HOST for _ in self.ports())
+        ports = ",".join(str(port) for port in self.ports())
+        # The comma form: asyncpg's own parser (LISTEN/NOTIFY) reads it like SQLAlchemy.
         return (
             f"postgresql+asyncpg://{self.user}@/{self.database}"
-            f"?{hosts}&target_session_attrs=read-write"
+            f"?host={hosts}&port={ports}&target_session_attrs=read-write"
         )
 
     def ports(self) -> tuple[int, int]:

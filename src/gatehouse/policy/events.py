@@ -23,6 +23,8 @@ from typing import Any
 
 import orjson
 
+from gatehouse.storage.engine import asyncpg_connect_args
+
 log = logging.getLogger(__name__)
 
 PING_INTERVAL = 5.0
@@ -138,14 +140,6 @@ def line(event: Event) -> bytes:
     return orjson.dumps(event) + b"\n"
 
 
-def asyncpg_dsn(url: str) -> str:
-    """A libpq-style DSN for asyncpg from a SQLAlchemy ``postgresql+asyncpg://`` URL."""
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
-    return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 def notify_payloads(instance: str, id_hashes: Sequence[str]) -> list[str]:
     return [
         orjson.dumps(
@@ -173,7 +167,9 @@ class PostgresBridge:
     """Shares revocations between Policy instances through PostgreSQL LISTEN/NOTIFY."""
 
     def __init__(self, url: str, hub: EventHub, retry_delay: float = 1.0) -> None:
-        self._dsn = asyncpg_dsn(url)
+        # What the engine passes to asyncpg (several hosts: the writable one), with a
+        # shorter connect timeout: a lost listener reconnects in a loop.
+        self._connect_args = {**asyncpg_connect_args(url), "timeout": 5}
         self._hub = hub
         self._retry_delay = retry_delay
         self._task: asyncio.Task[None] | None = None
@@ -202,9 +198,7 @@ class PostgresBridge:
         for attempt in (1, 2):
             try:
                 if self._notifier is None or self._notifier.is_closed():
-                    self._notifier = await asyncpg.connect(
-                        self._dsn, timeout=5, target_session_attrs="read-write"
-                    )
+                    self._notifier = await asyncpg.connect(**self._connect_args)
                 for payload in notify_payloads(self._hub.instance, id_hashes):
                     await self._notifier.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
                 return
@@ -224,9 +218,7 @@ class PostgresBridge:
             lost = asyncio.Event()
             conn: Any = None
             try:
-                conn = await asyncpg.connect(
-                    self._dsn, timeout=5, target_session_attrs="read-write"
-                )
+                conn = await asyncpg.connect(**self._connect_args)
                 conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await conn.add_listener(CHANNEL, self._received)
                 if not first:

@@ -2,7 +2,7 @@
 
 ``databases.yaml``::
 
-    user_db: postgresql+asyncpg://gatehouse@/gatehouse?host=db1:5432&host=db2:5432&target_session_attrs=read-write
+    user_db: postgresql+asyncpg://gatehouse@/gatehouse?host=db1,db2&port=5432,5432
     session_db: postgresql+asyncpg://...     # optional, defaults to user_db
 
 Relative SQLite paths (``sqlite+aiosqlite:///gatehouse.db``) are relative to HOME.
