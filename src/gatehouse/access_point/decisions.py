@@ -17,12 +17,16 @@ import logging
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import orjson
 
 from gatehouse.access_point.headers import field_line
 from gatehouse.errors import GatehouseError
 from gatehouse.internal.client import FailoverClient
+
+if TYPE_CHECKING:
+    from gatehouse.access_point.runtime import Route
 
 log = logging.getLogger("gatehouse.access_point")
 
@@ -188,7 +192,7 @@ class DecisionMemo:
     def __init__(
         self,
         generation: int,
-        route: object,
+        route: Route,
         cookie: bytes | None,
         method: bytes,
         entry: CacheEntry,
@@ -265,6 +269,9 @@ class Decider:
                         delay = 0.2
                     elif kind == "revoke":
                         self.cache.revoke(str(event.get("session", "")))
+                    elif kind == "policy":
+                        # The Policy service runs a new configuration: other rules.
+                        self.cache.clear()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the stream broke: stop trusting the cache
