@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import http.client
-import json
 import os
 import re
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -20,7 +17,10 @@ from gatehouse.config.access_point import AccessPointConfig
 from gatehouse.config.loader import load_file, validate
 from gatehouse.node import RestartPolicy, default_config, host_port
 from tests.support.gateway import Browser, echoed_headers
+from tests.support.node import Node, alive, child_running, children, get_json, node
 from tests.support.processes import GATEHOUSE, free_port, write_config
+
+FIXTURES = (node,)
 
 REPO = Path(__file__).resolve().parent.parent
 LINUX_PROC = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
@@ -90,94 +90,6 @@ def test_invalid_config_fails_fast(tmp_path: Path) -> None:
 # --- a real node -----------------------------------------------------------------------------
 
 
-def children(pid: int) -> dict[int, str]:
-    """Live (not zombie) children of ``pid``: their pid and command line."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        state, ppid = stat.rpartition(")")[2].split()[:2]
-        if int(ppid) == pid and state != "Z":
-            found[int(entry.name)] = cmdline.replace(b"\0", b" ").decode(errors="replace")
-    return found
-
-
-def child_running(pid: int, command: str) -> int | None:
-    return next((p for p, cmdline in children(pid).items() if command in cmdline), None)
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
-def get_json(port: int, path: str) -> dict[str, Any]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        body = resp.read()
-    finally:
-        conn.close()
-    assert resp.status == 200, body
-    document: dict[str, Any] = json.loads(body)
-    return document
-
-
-class Node:
-    def __init__(self, tmp_path: Path) -> None:
-        self.port = free_port()
-        self.backend_port = free_port()
-        self.log_path = tmp_path / "up.log"
-        self._log = self.log_path.open("wb")
-        args = ["up", "--listen", f"127.0.0.1:{self.port}"]
-        args += ["--backend-listen", f"127.0.0.1:{self.backend_port}"]
-        args += ["--policy-listen", f"127.0.0.1:{free_port()}"]
-        args += ["--auth-listen", f"127.0.0.1:{free_port()}"]
-        self.home = tmp_path / "var"
-        args += ["--home", str(self.home)]
-        self.proc = subprocess.Popen(
-            [*GATEHOUSE, *args],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            start_new_session=True,
-        )
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_for(self, text: str, timeout: float = 90.0) -> None:
-        deadline = time.monotonic() + timeout
-        while text not in self.output():
-            assert self.proc.poll() is None, f"gatehouse up exited:\n{self.output()}"
-            assert time.monotonic() < deadline, f"no {text!r} after {timeout}s:\n{self.output()}"
-            time.sleep(0.05)
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-        self._log.close()
-
-
-@pytest.fixture
-def node(tmp_path: Path) -> Iterator[Node]:
-    started = Node(tmp_path)
-    try:
-        yield started
-    finally:
-        started.close()
-
-
 @LINUX_PROC
 def test_node_serves_restarts_and_stops(node: Node) -> None:
     node.wait_for(f"Gatehouse is up: open http://127.0.0.1:{node.port}/\n")
@@ -239,7 +151,7 @@ def test_node_serves_restarts_and_stops(node: Node) -> None:
 def test_node_stops_on_ctrl_c(node: Node) -> None:
     node.wait_for("Gatehouse is up")
     started = children(node.proc.pid)
-    assert len(started) == 4  # backend, authentication, policy, access point
+    assert len(started) == 5  # backend, administration, authentication, policy, access point
     # A terminal's Ctrl-C reaches the whole foreground process group, children included.
     os.killpg(node.proc.pid, signal.SIGINT)
     assert node.proc.wait(30) == 0

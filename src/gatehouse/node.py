@@ -1,7 +1,10 @@
 """``gatehouse up``: a single node on this machine.
 
-The demo backend and an Access Point run as child processes of this one, which restarts any
-that exits (with a growing delay), and stops them all on SIGTERM or Ctrl-C.
+Every service runs as a child process of this one, which restarts any that exits (with a
+growing delay), and stops them all on SIGTERM or Ctrl-C. The Administration service starts
+first and owns the configuration: ``up`` publishes the single node's configuration through it
+the first time, then starts the Authentication, Policy and Access Point services of the
+published configuration, each following Admin from its state directory (HOME/state/ID).
 """
 
 from __future__ import annotations
@@ -23,8 +26,15 @@ from types import FrameType
 
 import yaml
 
-from gatehouse.config.access_point import AccessPointConfig
-from gatehouse.config.loader import load_file, validate
+from gatehouse.administration.config_cli import AdminClient, Invalid
+from gatehouse.administration.document import parse_config, render_yaml
+from gatehouse.administration.model import ROLE_NAMES, InstallationConfig
+from gatehouse.administration.service import CONFIG_FILE, TOKEN_FILE, read_token
+from gatehouse.administration.views import view_for
+from gatehouse.config.access_point import parse_listen
+from gatehouse.errors import ConfigError, GatehouseError
+from gatehouse.internal.lkg import ADMIN_FILE, atomic_write
+from gatehouse.internal.managed import default_node
 
 STOP_TIMEOUT = 10.0
 _POLL_INTERVAL = 0.1
@@ -127,8 +137,8 @@ class _Child:
         self.failures = 0
         self.restart_at: float | None = None
 
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
+    def start(self) -> subprocess.Popen[bytes]:
+        self.proc = proc = subprocess.Popen(
             self.argv,
             stdin=subprocess.DEVNULL,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -136,6 +146,7 @@ class _Child:
         )
         self.started_at = time.monotonic()
         self.restart_at = None
+        return proc
 
     def stop(self, timeout: float) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -182,10 +193,12 @@ def _supervise(
     # In dependency order, each once the one before listens (or has had its chance), so no
     # service starts by failing to reach the next.
     for child, address in zip(children, ready, strict=True):
-        child.start()
+        if child.proc is not None:
+            continue  # started before (Admin, to publish the configuration)
+        proc = child.start()
         deadline = time.monotonic() + _START_GRACE
         while not _answers(address) and time.monotonic() < deadline:
-            if stop.wait(_POLL_INTERVAL) or (child.proc and child.proc.poll() is not None):
+            if stop.wait(_POLL_INTERVAL) or proc.poll() is not None:
                 break
     announced = False
     while not stop.wait(_POLL_INTERVAL):
@@ -224,11 +237,22 @@ class NodeAddresses:
     backend: tuple[str, int]
     policy: tuple[str, int]
     authentication: tuple[str, int]
+    admin: tuple[str, int] = ("127.0.0.1", 8001)
 
 
 DEMO_USER = "demo"
 #: The Policy service's session admin token, in the home directory (used by the users CLI).
 ADMIN_TOKEN_FILE = "policy-admin.token"
+#: The services' state directories (registration, last-known-good), one per service id.
+STATE_DIR = "state"
+#: Where each role's command and its state directory come from, in start order.
+ROLE_ORDER = ("authentication", "policy", "access_point")
+_COMMANDS = {
+    "authentication": "authentication",
+    "policy": "policy",
+    "access_point": "access-point",
+}
+JOIN_TOKEN_TTL = 3600
 
 
 def _ensure_admin_token(home: Path) -> None:
@@ -239,46 +263,48 @@ def _ensure_admin_token(home: Path) -> None:
             handle.write(secrets.token_urlsafe(32) + "\n")
 
 
-def node_configs(addresses: NodeAddresses) -> dict[str, dict[str, object]]:
-    """The single node's configuration files: one per service.
+def _url(address: tuple[str, int]) -> str:
+    return f"http://{host_port(*_dialable(address))}"
+
+
+def installation(addresses: NodeAddresses, home: Path, node: str) -> dict[str, object]:
+    """The single node as one installation configuration, published through Admin.
 
     The demo backend is reachable at ``/public/`` by anyone and everywhere else by any
     signed-in user; identity headers tell it who that is.
     """
-    backend = f"http://{host_port(*_dialable(addresses.backend))}"
-    policy_url = f"http://{host_port(*_dialable(addresses.policy))}"
-    auth_url = f"http://{host_port(*_dialable(addresses.authentication))}"
+    backend = _url(addresses.backend)
     return {
-        "authentication": {
-            "authentication": {"id": "auth1", "listen": host_port(*addresses.authentication)}
-        },
-        "policy": {
-            "policy": {
+        "services": [
+            {"id": "ap1", "role": "access_point", "endpoint": _url(addresses.listen), "node": node},
+            {"id": "ps1", "role": "policy", "endpoint": _url(addresses.policy), "node": node},
+            {
+                "id": "auth1",
+                "role": "authentication",
+                "endpoint": _url(addresses.authentication),
+                "node": node,
+            },
+        ],
+        "access_points": [
+            {"id": "ap1", "listen": host_port(*addresses.listen), "policy_services": ["ps1"]}
+        ],
+        "policy_services": [
+            {
                 "id": "ps1",
                 "listen": host_port(*addresses.policy),
-                "authentication": [auth_url],
-                "admin_token_file": ADMIN_TOKEN_FILE,
-            },
-            "global_rule": "public",
-            "resources": {"demo": "authenticated", "demo-public": "public"},
-        },
-        "access-point": {
-            "access_point": {
-                "id": "ap1",
-                "listen": host_port(*addresses.listen),
-                "policy_services": [policy_url],
-            },
-            "resources": [
-                {"id": "demo", "hosts": ["*"], "path_prefix": "/", "backends": [backend]},
-                {
-                    "id": "demo-public",
-                    "hosts": ["*"],
-                    "path_prefix": "/public",
-                    "backends": [backend],
-                    "public": True,
-                },
-            ],
-        },
+                "authentication": ["auth1"],
+                "admin_token_file": str(home / ADMIN_TOKEN_FILE),
+            }
+        ],
+        "authentication_services": [
+            {"id": "auth1", "listen": host_port(*addresses.authentication)}
+        ],
+        "resources": [
+            {"id": "demo", "hosts": ["*"], "path_prefix": "/", "backends": [backend]},
+            {"id": "demo-public", "hosts": ["*"], "path_prefix": "/public", "backends": [backend]},
+        ],
+        "global_rule": "public",
+        "resource_rules": {"demo": "authenticated", "demo-public": "public"},
     }
 
 
@@ -318,6 +344,105 @@ def _ensure_demo_user(home: Path) -> bool:
     return False
 
 
+# --- Admin: the node's configuration -------------------------------------------------------
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise GatehouseError(f"--config: cannot read {path}: {why}") from None
+
+
+def _admin_client(home: Path, address: tuple[str, int]) -> AdminClient:
+    token_file = home / TOKEN_FILE
+    return AdminClient(_url(address), read_token(token_file), token_file)
+
+
+def _wait_for_admin(
+    child: _Child, home: Path, address: tuple[str, int], stop: _StopRequest
+) -> AdminClient | None:
+    """Admin's client once it answers its health check; None if it exited or we stop."""
+    deadline = time.monotonic() + _START_GRACE * 2
+    while time.monotonic() < deadline:
+        if child.proc is not None and child.proc.poll() is not None:
+            return None
+        if (home / TOKEN_FILE).exists() and _answers(address):
+            try:
+                client = _admin_client(home, address)
+                client.call("GET", "/api/v1/health")
+            except (GatehouseError, ConfigError):
+                pass
+            else:
+                return client
+        if stop.wait(_POLL_INTERVAL):
+            return None
+    return None
+
+
+def publish_node_config(
+    admin: AdminClient, built_in: dict[str, object], config_path: str | None
+) -> InstallationConfig:
+    """Publish the node's configuration when it is new, and return what is published.
+
+    The built-in configuration is published once, when nothing is; from then on it is
+    Admin's to change (``gatehouse config apply|publish``). ``--config FILE`` is applied as
+    the draft at every start and published when it differs from the newest version.
+
+    Raises:
+        GatehouseError: Admin refused (an :class:`Invalid` names every field).
+    """
+    newest = admin.call("GET", "/api/v1/versions?limit=1")
+    if config_path is not None:
+        admin.call("PUT", "/api/v1/draft", {"text": _read(config_path)})
+        if not newest or admin.call("GET", "/api/v1/diff")["diff"]:
+            comment = f"gatehouse up --config {config_path}"
+            admin.call("POST", "/api/v1/publish", {"comment": comment})
+    elif not newest:
+        admin.call("PUT", "/api/v1/draft", {"text": render_yaml(built_in)})
+        admin.call("POST", "/api/v1/publish", {"comment": "gatehouse up: the single node"})
+    newest = admin.call("GET", "/api/v1/versions?limit=1")
+    number = newest[0]["version"]
+    text = admin.call("GET", f"/api/v1/versions/{number}")["text"]
+    return parse_config(text, f"version {number}")
+
+
+@dataclass(frozen=True, slots=True)
+class _Planned:
+    """One Gatehouse service of the published configuration, as a child to run."""
+
+    child: _Child
+    address: tuple[str, int]
+
+
+def _service_children(
+    admin: AdminClient, config: InstallationConfig, home: Path, admin_url: str
+) -> list[_Planned]:
+    """A child per service of the configuration, in dependency order, each with its state
+    directory; a join token for each one not registered yet."""
+    planned = []
+    services = sorted(config.services, key=lambda s: ROLE_ORDER.index(s.role))
+    for service in services:
+        state = home / STATE_DIR / service.id
+        state.mkdir(mode=0o700, parents=True, exist_ok=True)
+        token_file = state / "join.token"
+        if not (state / ADMIN_FILE).exists() and not token_file.exists():
+            answer = admin.call(
+                "POST", "/api/v1/join-tokens", {"role": service.role, "ttl": JOIN_TOKEN_TTL}
+            )
+            atomic_write(token_file, (answer["token"] + "\n").encode())
+        args = [_COMMANDS[service.role], "--state", str(state)]
+        args += ["--join", admin_url, "--token-file", str(token_file), "--id", service.id]
+        args += ["--endpoint", service.endpoint, "--node", service.node]
+        if service.role != "access_point":
+            args += ["--home", str(home)]
+        view = view_for(config, service.id)
+        listen = next(iter(view.values()))["listen"]
+        planned.append(_Planned(_Child(ROLE_NAMES[service.role], args), parse_listen(listen)))
+    return planned
+
+
 def run_up(
     config_path: str | None,
     listen: tuple[str, int],
@@ -327,42 +452,61 @@ def run_up(
     home: Path | None = None,
     policy_listen: tuple[str, int] = ("127.0.0.1", 8101),
     auth_listen: tuple[str, int] = ("127.0.0.1", 8201),
+    admin_listen: tuple[str, int] = ("127.0.0.1", 8001),
 ) -> int:
-    """Run the node until SIGTERM or Ctrl-C; return the exit code."""
+    """Run the node until SIGTERM or Ctrl-C; return the exit code.
+
+    Admin starts first; the node's configuration is published through it (see
+    :func:`publish_node_config`); then every service of the published configuration starts
+    from its own state directory, registering with a one-time join token the first time.
+    """
     if config_path is not None:
-        load_file(AccessPointConfig, config_path)  # fail now, with field paths, not in a loop
+        parse_config(_read(config_path), config_path)  # fail now, with field paths
     home = (home or Path("var")).resolve()
     home.mkdir(parents=True, exist_ok=True)
-    addresses = NodeAddresses(listen, backend_listen, policy_listen, auth_listen)
-    paths = {}
-    for name, document in node_configs(addresses).items():
-        path = home / f"{name}.yaml"
-        path.write_text(
-            "# Written by 'gatehouse up' at every start; edit the generator, not this file.\n"
-            + yaml.safe_dump(document, sort_keys=False),
-            encoding="utf-8",
-        )
-        paths[name] = str(path)
-    validate(AccessPointConfig, node_configs(addresses)["access-point"], "built-in config")
-    if config_path is not None:
-        paths["access-point"] = config_path
+    addresses = NodeAddresses(listen, backend_listen, policy_listen, auth_listen, admin_listen)
+    built_in = installation(addresses, home, default_node())
+    admin_config = home / CONFIG_FILE
+    admin_config.write_text(
+        "# Written by 'gatehouse up' at every start.\n"
+        + yaml.safe_dump({"administration": {"listen": host_port(*admin_listen)}}),
+        encoding="utf-8",
+    )
     _ensure_admin_token(home)
     if not _ensure_demo_user(home):
         return 2
     with _StopRequest().installed() as stop:
-        h = ["--home", str(home)]
-        children = [
-            _Child("demo backend", ["demo-backend", "--listen", host_port(*backend_listen)]),
-            _Child("authentication", ["authentication", "--config", paths["authentication"], *h]),
-            _Child("policy", ["policy", "--config", paths["policy"], *h]),
-            _Child(
-                "access point",
-                ["access-point", "--config", paths["access-point"], "--listen", host_port(*listen)],
-            ),
-        ]
-        url = f"http://{host_port(*_dialable(listen))}/"
-        ready = [backend_listen, auth_listen, policy_listen, listen]
+        backend = _Child("demo backend", ["demo-backend", "--listen", host_port(*backend_listen)])
+        admin = _Child(
+            "administration",
+            ["administration", "--config", str(admin_config), "--home", str(home)],
+        )
+        children = [backend, admin]
         try:
+            backend.start()
+            admin.start()
+            client = _wait_for_admin(admin, home, admin_listen, stop)
+            if client is None:
+                if stop.wait(0):
+                    return 0
+                _log("the Administration service did not start; see its messages above")
+                return 1
+            try:
+                config = publish_node_config(client, built_in, config_path)
+                planned = _service_children(client, config, home, _url(admin_listen))
+            except Invalid as exc:
+                for path, message in exc.problems:
+                    _log(f"{path}: {message}" if path else message)
+                return 2
+            except GatehouseError as exc:
+                _log(str(exc))
+                return 2
+            children += [p.child for p in planned]
+            entry = next(
+                (p.address for p in planned if p.child.name == ROLE_NAMES["access_point"]), listen
+            )
+            url = f"http://{host_port(*_dialable(entry))}/"
+            ready = [backend_listen, admin_listen, *(p.address for p in planned)]
             return _supervise(children, ready, url, policy or RestartPolicy(), stop)
         finally:
             # The Access Point first, so requests in flight can still reach the backend.

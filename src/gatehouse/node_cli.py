@@ -9,7 +9,12 @@ from gatehouse.cli_support import add_home, listen_arg
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     up = sub.add_parser("up", help="start a single node on this machine")
-    up.add_argument("--config", metavar="FILE", help="Access Point config (default: built in)")
+    up.add_argument(
+        "--config",
+        metavar="FILE",
+        help="installation configuration to publish (default: the built-in single node, "
+        "published once)",
+    )
     up.add_argument("--listen", type=listen_arg, default=("127.0.0.1", 8080), metavar="HOST:PORT")
     up.add_argument(
         "--backend-listen", type=listen_arg, default=("127.0.0.1", 9000), metavar="HOST:PORT"
@@ -19,6 +24,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     up.add_argument(
         "--auth-listen", type=listen_arg, default=("127.0.0.1", 8201), metavar="HOST:PORT"
+    )
+    up.add_argument(
+        "--admin-listen", type=listen_arg, default=("127.0.0.1", 8001), metavar="HOST:PORT"
     )
     add_home(up)
     up.set_defaults(handler=run)
@@ -34,4 +42,5 @@ def run(args: argparse.Namespace) -> int:
         home=args.home,
         policy_listen=args.policy_listen,
         auth_listen=args.auth_listen,
+        admin_listen=args.admin_listen,
     )

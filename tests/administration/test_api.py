@@ -23,8 +23,7 @@ from gatehouse.administration.document import parse_config
 from gatehouse.administration.openapi import openapi_document
 from gatehouse.administration.signing import verify
 from gatehouse.administration.views import view_for
-from gatehouse.config.access_point import AccessPointConfig
-from gatehouse.node import NodeAddresses, node_configs
+from gatehouse.node import NodeAddresses, installation
 from tests.support.processes import Service, free_port, write_config
 
 ADMIN_TOKEN = object()  # "use the admin token" (the default of Admin.call)
@@ -174,18 +173,18 @@ def join(admin: Admin, service_id: str, role: str = "access_point") -> dict[str,
 # --- the example configuration -------------------------------------------------------------
 
 
-def test_the_example_is_the_single_node_of_gatehouse_up() -> None:
+def test_the_example_is_the_single_node_of_gatehouse_up(tmp_path: Path) -> None:
     config = parse_config(as_yaml(single_node()))
     addresses = NodeAddresses(
         ("127.0.0.1", 8080), ("127.0.0.1", 9000), ("127.0.0.1", 8101), ("127.0.0.1", 8201)
     )
-    files = node_configs(addresses)
-    up_ap = AccessPointConfig.model_validate(files["access-point"]).model_dump(mode="json")
-    assert view_for(config, "ap1") == up_ap
-    policy = view_for(config, "ps1")
-    assert policy["policy"]["authentication"] == files["policy"]["policy"]["authentication"]  # type: ignore[index]
-    assert policy["resources"] == files["policy"]["resources"]
-    assert view_for(config, "auth1")["authentication"]["listen"] == "127.0.0.1:8201"
+    up = parse_config(as_yaml(installation(addresses, tmp_path, "local")))
+    assert view_for(up, "ap1") == view_for(config, "ap1")
+    assert view_for(up, "auth1") == view_for(config, "auth1")
+    up_policy, policy = view_for(up, "ps1"), view_for(config, "ps1")
+    assert up_policy["policy"].pop("admin_token_file") == str(tmp_path / "policy-admin.token")
+    assert policy["policy"].pop("admin_token_file") == "policy-admin.token"
+    assert up_policy == policy
 
 
 # --- who may call what ---------------------------------------------------------------------

@@ -352,6 +352,9 @@ def make_service(tmp_path: Path) -> PolicyService:
 def test_apply_builds_a_whole_new_runtime_then_swaps_it_in(tmp_path: Path) -> None:
     service = make_service(tmp_path)
 
+    published: list[dict[str, object]] = []
+    service.hub.publish = published.append  # type: ignore[method-assign]
+
     async def scenario() -> None:
         before = service.runtime
         with before.checker.in_use():  # a login in flight on the old configuration
@@ -367,6 +370,8 @@ def test_apply_builds_a_whole_new_runtime_then_swaps_it_in(tmp_path: Path) -> No
             after = service.runtime
             assert after is not before
             assert after.version == 2
+            # The Access Points are told to drop decisions made under the old rules.
+            assert published == [{"type": "policy", "version": 2}]
             assert after.config.login.title == "two"
             assert after.portal.settings.title == "two"
             assert after.portal_prefix == "/_gatehouse/"  # read at start only

@@ -1,9 +1,10 @@
 """Session events for the Access Points, and their exchange between Policy instances.
 
 :class:`EventHub` fans events out to every ``GET /internal/v1/events`` stream of this process:
-``hello`` first, ``revoke`` when a session ends, ``ping`` every few seconds. A stream whose
-reader falls far behind is closed rather than allowed to grow: the Access Point reconnects
-and flushes its cache, which is always safe.
+``hello`` first, ``revoke`` when a session ends, ``policy`` when the service runs a new
+configuration version (every cached decision may be wrong now), ``ping`` every few seconds.
+A stream whose reader falls far behind is closed rather than allowed to grow: the Access
+Point reconnects and flushes its cache, which is always safe.
 
 Several Policy instances share one PostgreSQL session DB; :class:`PostgresBridge` tells the
 others about revocations with ``NOTIFY`` and hears theirs with ``LISTEN``
@@ -88,6 +89,10 @@ class EventHub:
             listener(hashes)
         for id_hash in hashes:
             self.publish({"type": "revoke", "session": id_hash})
+
+    def policy_changed(self, version: int) -> None:
+        """The rules may have changed: every Access Point drops its cached decisions."""
+        self.publish({"type": "policy", "version": version})
 
     def shutdown(self) -> None:
         """End every stream for good: the process is stopping."""

@@ -445,6 +445,8 @@ class PolicyService:
         previous = self.runtime
         runtime = self.build(version, config, files, previous)
         self.runtime = runtime
+        # Decisions cached by the Access Points were made under the old rules.
+        self.hub.policy_changed(version)
         later = restart_only_changes(self.started, config)
         if later:
             log.warning(
