@@ -589,7 +589,7 @@ PROTECTED_TABLE = {
 
 # Measurements of the protected section that are not wrk rows (group "protected").
 PUBLISH_SERVICES = 20
-PUBLISH_COUNT = 30
+PUBLISH_COUNT = 50
 STEPS = ("open-loop", "decide", "logins", "publish")
 #: The steps of the protected section (the others stand alone).
 PROTECTED_STEPS = ("open-loop", "decide", "logins")
