@@ -31,6 +31,7 @@ from gatehouse.config.access_point import (
     Strict,
     parse_listen,
 )
+from gatehouse.config.failover import FailoverSettings
 from gatehouse.config.loader import problems_error
 from gatehouse.config.units import Seconds
 from gatehouse.policy.rules_compile import BUILTIN_RULES, check_rule_set
@@ -102,6 +103,9 @@ class PolicySettings(Strict):
     )
     admin_token_file: str | None = None
     decision_ttl: Duration = 30.0
+    #: How calls to the Authentication services fail over (per attempt: 5 s, an argon2id
+    #: verification under load takes a while; probes and fail-back as documented).
+    failover: FailoverSettings = Field(default_factory=lambda: FailoverSettings(timeout=5.0))
 
 
 class SessionSettings(Strict):

@@ -85,8 +85,8 @@ PURGE_INTERVAL = 60.0
 HEALTH_DB_TIMEOUT = 2.0
 CSRF_KEY_FILE = "policy-csrf.key"
 VERIFY_PATH = "/internal/v1/password/verify"
-AUTH_CONNECT_TIMEOUT = 1.0
-AUTH_TIMEOUT = 5.0
+#: What the failover client probes on a down Authentication service.
+AUTH_HEALTH_PATH = "/internal/v1/health"
 #: The longest a replaced failover client waits for the requests still holding it.
 RETIRE_GRACE = 30.0
 #: Settings read once at start (see the module docstring).
@@ -411,12 +411,15 @@ class PolicyService:
         sessions = SessionStore(
             self.session_db, timeouts, self._session_ended, cache_ttl=SESSION_CACHE_TTL
         )
-        endpoints = config.policy.authentication
-        if previous is not None and previous.config.policy.authentication == endpoints:
+        endpoints, failover = config.policy.authentication, config.policy.failover
+        if previous is not None and (
+            previous.config.policy.authentication,
+            previous.config.policy.failover,
+        ) == (endpoints, failover):
             checker = previous.checker
         else:
-            client = FailoverClient(
-                endpoints, connect_timeout=AUTH_CONNECT_TIMEOUT, timeout=AUTH_TIMEOUT
+            client = FailoverClient.from_settings(
+                endpoints, failover, name="authentication", health_path=AUTH_HEALTH_PATH
             )
             checker = AuthServiceChecker(client)
         login = config.login
@@ -457,6 +460,7 @@ class PolicyService:
             )
         previous.sessions.forget_all()
         if runtime.checker is not previous.checker:
+            runtime.checker.client.start_probing()
             self._retire(previous.checker)
 
     def _retire(self, checker: AuthServiceChecker) -> None:
@@ -473,6 +477,8 @@ class PolicyService:
         if self.bridge is not None:
             await self.bridge.start(timeout=2.0)
         self._tasks.append(asyncio.create_task(self._purge_forever()))
+        # Down Authentication services are probed in the background; fail-back after `rise`.
+        self.runtime.checker.client.start_probing()
         if self.agent is not None:
             self._tasks.append(asyncio.create_task(self._follow_admin(self.agent)))
 
