@@ -244,8 +244,12 @@ class AuthServiceChecker:
     async def verify(self, username: str, password: str, client_ip: str) -> Verdict:
         body = {"username": username, "password": password, "client_ip": client_ip}
         try:
-            # Not retry-safe: a failed attempt counts towards the lockout where it arrived.
-            response = await self.client.call("POST", VERIFY_PATH, json=body, retry_safe=False)
+            # Retry-safe: a password check changes nothing but the shared lockout counters. If
+            # an Authentication service dies after counting a failure and before answering,
+            # the next one counts that attempt again: at worst one extra failure (erring
+            # towards locking), while a right password resets the counters. The user never
+            # sees the crash, which is what HA is for.
+            response = await self.client.call("POST", VERIFY_PATH, json=body, retry_safe=True)
         except InternalCallError as exc:
             raise AuthUnavailable(str(exc)) from exc
         if response.status != 200:
