@@ -1,4 +1,5 @@
-"""``gatehouse haproxy-config TOPOLOGY``: the load balancer's configuration for a topology.
+"""``gatehouse haproxy-config TOPOLOGY`` and ``gatehouse cluster up|status|down|kill|start|
+stop|failover-db|rejoin-db``: a topology run on this machine (:mod:`.runner`).
 
 Only argparse at import time, so ``gatehouse --help`` stays fast.
 """
@@ -6,11 +7,16 @@ Only argparse at import time, so ``gatehouse --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from pathlib import Path
 
 #: The topology the cluster commands use when none is given.
 DEFAULT_TOPOLOGY = "examples/ha-cluster.yaml"
+#: The cluster's home when neither --home nor $GATEHOUSE_HOME is given (``gatehouse up``
+#: keeps ./var for the single node).
+DEFAULT_HOME = "var/cluster"
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -30,6 +36,101 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="also open HAProxy's runtime API on this Unix socket (which AP is up)",
     )
     haproxy.set_defaults(handler=haproxy_config)
+    _register_cluster(sub)
+
+
+def _add_home(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--home",
+        type=Path,
+        default=Path(os.environ.get("GATEHOUSE_HOME", DEFAULT_HOME)),
+        metavar="DIR",
+        help=f"the cluster's directory (default: $GATEHOUSE_HOME or ./{DEFAULT_HOME})",
+    )
+
+
+def _register_cluster(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    cluster = sub.add_parser(
+        "cluster",
+        help="run a high-availability topology on this machine (up, status, kill, ...)",
+        description="Run every service of a topology on this machine, with a PostgreSQL "
+        "primary and its synchronous standby and HAProxy in front of the Access Points. "
+        "Services are named by their topology ids, plus haproxy, demo-backend, pg1 and pg2.",
+    )
+    actions = cluster.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    up = actions.add_parser(
+        "up",
+        help="start the whole topology in the background and print the load balancer's URL",
+        description="Start PostgreSQL (created the first time), the demo backend, Admin (the "
+        "topology's installation is published through it the first time), the "
+        "Authentication, Policy and Access Point services and HAProxy; return once every one "
+        "is healthy. Processes run detached: pid files in HOME/run, logs in HOME/logs.",
+    )
+    up.add_argument(
+        "topology",
+        metavar="TOPOLOGY",
+        nargs="?",
+        help=f"topology file (default: the one HOME runs, else {DEFAULT_TOPOLOGY})",
+    )
+    _add_home(up)
+    up.add_argument(
+        "--no-fsync",
+        action="store_true",
+        help="PostgreSQL does not flush to disk (faster; for throwaway clusters only)",
+    )
+    up.add_argument("--no-demo-user", action="store_true", help="do not create the demo user")
+    up.set_defaults(handler=cluster_up)
+
+    status = actions.add_parser(
+        "status",
+        help="each service's process, health, configuration version and preferred peer",
+        description="Exit status 0 when every service is healthy, 1 otherwise.",
+    )
+    _add_home(status)
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.set_defaults(handler=cluster_status)
+
+    down = actions.add_parser(
+        "down", help="stop everything, in reverse dependency order, PostgreSQL last"
+    )
+    _add_home(down)
+    down.set_defaults(handler=cluster_down)
+
+    for name, help_text, handler in (
+        ("kill", "SIGKILL one service (its whole process group)", cluster_kill),
+        ("stop", "stop one service cleanly (SIGTERM; PostgreSQL: a fast shutdown)", cluster_stop),
+        ("start", "start one service again and wait until it is healthy", cluster_start),
+    ):
+        one = actions.add_parser(name, help=help_text)
+        one.add_argument("name", metavar="NAME", help="e.g. ap1, ps1, auth2, admin, haproxy, pg1")
+        _add_home(one)
+        if name == "start":
+            one.add_argument(
+                "--no-wait", action="store_true", help="return without waiting for health"
+            )
+        one.set_defaults(handler=handler)
+
+    failover = actions.add_parser(
+        "failover-db",
+        help="SIGKILL the PostgreSQL primary and promote its standby",
+        description="The services follow the promoted node through their multi-host URL. "
+        "The old primary stays down until 'gatehouse cluster rejoin-db'.",
+    )
+    _add_home(failover)
+    failover.add_argument(
+        "--graceful",
+        action="store_true",
+        help="stop the primary with a fast shutdown instead of SIGKILL",
+    )
+    failover.set_defaults(handler=cluster_failover_db)
+
+    rejoin = actions.add_parser(
+        "rejoin-db",
+        help="bring the old PostgreSQL primary back as the new one's synchronous standby",
+    )
+    _add_home(rejoin)
+    rejoin.set_defaults(handler=cluster_rejoin_db)
 
 
 def haproxy_config(args: argparse.Namespace) -> int:
@@ -48,4 +149,92 @@ def haproxy_config(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"gatehouse: cannot write {output}: {exc.strerror}", file=sys.stderr)
         return 1
+    return 0
+
+
+# --- gatehouse cluster ... ---------------------------------------------------------------------
+
+
+def _progress(message: str) -> None:
+    print(f"gatehouse cluster: {message}", file=sys.stderr, flush=True)
+
+
+def cluster_up(args: argparse.Namespace) -> int:
+    from gatehouse.cluster.runner import Cluster
+
+    cluster = Cluster.prepare(args.home, args.topology, fsync=not args.no_fsync, progress=_progress)
+    url = cluster.up()
+    if not args.no_demo_user:
+        password = cluster.add_demo_user()
+        if password is None:
+            print("Demo user: demo (already created; its password was shown then)")
+        else:
+            print(
+                f"Demo user: demo  password: {password}  (shown once; change it with "
+                f"'gatehouse users passwd demo --home {args.home}')"
+            )
+    print(f"Gatehouse cluster is up: open {url}", flush=True)
+    return 0
+
+
+def cluster_status(args: argparse.Namespace) -> int:
+    from gatehouse.cluster.runner import Cluster
+    from gatehouse.cluster.status import render
+
+    status = Cluster.open(args.home).status()
+    if args.json:
+        print(json.dumps(status.to_json(), indent=2))
+    else:
+        print(render(status), end="")
+    return 0 if status.healthy else 1
+
+
+def cluster_down(args: argparse.Namespace) -> int:
+    from gatehouse.cluster.runner import Cluster
+
+    stopped = Cluster.open(args.home, progress=_progress).down()
+    print(f"stopped {', '.join(stopped)}" if stopped else "nothing was running")
+    return 0
+
+
+def cluster_kill(args: argparse.Namespace) -> int:
+    from gatehouse.cluster.runner import Cluster
+
+    pid = Cluster.open(args.home).kill(args.name)
+    print(f"killed {args.name} (pid {pid})")
+    return 0
+
+
+def cluster_stop(args: argparse.Namespace) -> int:
+    from gatehouse.cluster.runner import Cluster
+
+    Cluster.open(args.home).stop(args.name)
+    print(f"stopped {args.name}")
+    return 0
+
+
+def cluster_start(args: argparse.Namespace) -> int:
+    from gatehouse.cluster.runner import Cluster
+
+    pid = Cluster.open(args.home).start(args.name, wait=not args.no_wait)
+    print(f"started {args.name} (pid {pid})" + ("" if args.no_wait else ", healthy"))
+    return 0
+
+
+def cluster_failover_db(args: argparse.Namespace) -> int:
+    from gatehouse.cluster.runner import Cluster
+
+    cluster = Cluster.open(args.home, progress=_progress)
+    old = cluster.pg_primary()
+    new = cluster.failover_db(kill=not args.graceful)
+    print(f"{new} is the primary now; {old} stays down until 'gatehouse cluster rejoin-db'")
+    return 0
+
+
+def cluster_rejoin_db(args: argparse.Namespace) -> int:
+    from gatehouse.cluster.runner import Cluster
+
+    cluster = Cluster.open(args.home, progress=_progress)
+    how = cluster.rejoin_db()
+    print(f"{cluster.pg_standby()} is the synchronous standby of {cluster.pg_primary()} ({how})")
     return 0

@@ -1,0 +1,778 @@
+"""The local HA cluster: a topology run on this machine (``gatehouse cluster``).
+
+Every service of the topology runs as a detached process (:mod:`.processes`), next to a
+PostgreSQL primary and its synchronous standby (:mod:`.databases`),
+the demo backend and HAProxy in front of the Access Points. :class:`Cluster` is the API; the
+CLI (:mod:`.cli`) and the chaos tests drive the same methods::
+
+    cluster = Cluster.prepare(Path("var/cluster"), "examples/ha-cluster.yaml")
+    url = cluster.up()             # every service healthy behind HAProxy
+    cluster.kill("ps1")            # SIGKILL to its process group
+    cluster.start("ps1")           # started again, waits until it is healthy
+    cluster.status()               # a ClusterStatus (gatehouse.cluster.status)
+    cluster.failover_db()          # SIGKILL the PostgreSQL primary, promote the standby
+    cluster.rejoin_db()            # the old primary back as the new one's sync standby
+    cluster.down()                 # reverse dependency order, PostgreSQL last
+
+``up`` starts PostgreSQL (created the first time), the demo backend and Admin; publishes the
+installation from the topology through Admin the first time (from then on the configuration
+is Admin's: ``gatehouse config apply|publish``); starts the Authentication, Policy and Access
+Point services, each following Admin from its state directory; waits until each answers its
+health check; then starts HAProxy. Names are the topology's ids plus ``haproxy``,
+``demo-backend``, ``pg1`` and ``pg2``.
+
+The home directory::
+
+    topology.yaml          the topology this home runs (saved by the first ``up``)
+    administration.yaml    Admin's settings: listen address, the cluster's PostgreSQL
+    databases.yaml         the multi-host URL, so ``gatehouse users ... --home`` works
+    admin.token            Admin's API token (written by Admin)
+    policy-admin.token     the Policy services' session admin token (``users disable``)
+    policy-csrf.key        shared by the Policy services: a login form served by one is
+                           accepted by the other
+    haproxy.cfg            written at every ``up`` (``gatehouse haproxy-config``)
+    postgres/pg1, pg2      the PostgreSQL pair; postgres/primary names the current primary
+    state/ID/              each service's state directory (registration, last-known-good)
+    run/NAME.pid           each running process; run/haproxy.sock (HAProxy's stats socket)
+    logs/NAME.log          each process's output
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import yaml
+
+from gatehouse.administration.config_cli import AdminClient
+from gatehouse.administration.document import render_yaml
+from gatehouse.administration.service import CONFIG_FILE, TOKEN_FILE, read_token
+from gatehouse.cluster import processes
+from gatehouse.cluster.cli import DEFAULT_TOPOLOGY
+from gatehouse.cluster.databases import ClusterDatabases
+from gatehouse.cluster.haproxy import haproxy_config
+from gatehouse.cluster.installation import installation_document
+from gatehouse.cluster.topology import Topology, dialable, host_port, load_topology
+from gatehouse.config.access_point import parse_listen
+from gatehouse.errors import ConfigError, GatehouseError
+from gatehouse.internal.lkg import ADMIN_FILE, atomic_write
+from gatehouse.node import ADMIN_TOKEN_FILE, JOIN_TOKEN_TTL, STATE_DIR
+from gatehouse.storage.home import FILE_NAME as DATABASES_FILE
+from gatehouse.storage.replication import PgNode, ReplicationError, require_bindir
+
+if TYPE_CHECKING:
+    from gatehouse.cluster.status import ClusterStatus
+
+TOPOLOGY_FILE = "topology.yaml"
+RUN_DIR = "run"
+LOG_DIR = "logs"
+PG_DIR = "postgres"
+HAPROXY_CONFIG = "haproxy.cfg"
+STATS_SOCKET = "haproxy.sock"
+LOAD_BALANCER = "haproxy"
+DEMO_BACKEND = "demo-backend"
+DEMO_USER = "demo"
+#: How long ``up`` and ``start`` wait for a service to answer its health check.
+START_TIMEOUT = 60.0
+#: Unix socket paths longer than this do not fit in ``sockaddr_un``.
+MAX_SOCKET_PATH = 107
+_POLL = 0.05
+
+Kind = Literal[
+    "database",
+    "demo_backend",
+    "administration",
+    "authentication",
+    "policy",
+    "access_point",
+    "load_balancer",
+]
+KIND_NAMES: dict[Kind, str] = {
+    "database": "PostgreSQL",
+    "demo_backend": "demo backend",
+    "administration": "Administration",
+    "authentication": "Authentication",
+    "policy": "Policy",
+    "access_point": "Access Point",
+    "load_balancer": "load balancer",
+}
+#: The services that follow Admin from a state directory, in start order, and their command.
+_SERVICE_COMMANDS: dict[Kind, str] = {
+    "authentication": "authentication",
+    "policy": "policy",
+    "access_point": "access-point",
+}
+#: ``down`` stops in this order (the reverse of the dependencies); PostgreSQL comes last.
+_STOP_ORDER: tuple[Kind, ...] = (
+    "load_balancer",
+    "access_point",
+    "policy",
+    "authentication",
+    "administration",
+    "demo_backend",
+)
+
+
+class ClusterError(GatehouseError):
+    """The cluster cannot do what was asked: already running, a port taken, a service that
+    does not start (the message then ends with the tail of its log)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One process (or PostgreSQL server) of the cluster."""
+
+    name: str
+    kind: Kind
+    node: str | None = None
+    address: tuple[str, int] | None = None
+    """Where it is reached on this machine (``None``: PostgreSQL, see the pair)."""
+
+    @property
+    def role(self) -> str:
+        return KIND_NAMES[self.kind]
+
+
+def find_haproxy() -> str | None:
+    """The ``haproxy`` binary: on PATH, else Debian's /usr/sbin/haproxy."""
+    found = shutil.which("haproxy")
+    if found:
+        return found
+    return "/usr/sbin/haproxy" if os.access("/usr/sbin/haproxy", os.X_OK) else None
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _answers(address: tuple[str, int], timeout: float = 0.2) -> bool:
+    try:
+        with socket.create_connection(address, timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+class Cluster:
+    """A topology run on this machine from one home directory.
+
+    Args:
+        home: the cluster's directory (created by :meth:`up`).
+        topology: what to run; :meth:`open` and :meth:`prepare` read it.
+        fsync: PostgreSQL flushes to disk; ``False`` for throwaway clusters (tests).
+        progress: called with a line for each step of :meth:`up` and :meth:`down`.
+        source: the topology file's name, for HAProxy's configuration header.
+        start_timeout: how long a service may take to answer its health check.
+    """
+
+    def __init__(
+        self,
+        home: Path,
+        topology: Topology,
+        *,
+        fsync: bool = True,
+        progress: Callable[[str], None] | None = None,
+        source: str = "",
+        start_timeout: float = START_TIMEOUT,
+    ) -> None:
+        self.home = Path(home).absolute()
+        self.topology = topology
+        self.source = source
+        self.start_timeout = start_timeout
+        self._say = progress or (lambda _message: None)
+        local = topology.databases.local
+        self.databases = (
+            ClusterDatabases(self.home / PG_DIR, local, fsync=fsync, progress=self._say)
+            if local is not None
+            else None
+        )
+        self.members: list[Member] = self._members()
+        self._by_name = {m.name: m for m in self.members}
+        self.startup_seconds: float | None = None
+        """How long the last :meth:`up` took."""
+
+    # -- construction -----------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        home: Path,
+        *,
+        fsync: bool = True,
+        progress: Callable[[str], None] | None = None,
+        start_timeout: float = START_TIMEOUT,
+    ) -> Cluster:
+        """The cluster of ``home``, with the topology its first ``up`` saved there.
+
+        Raises:
+            ClusterError: no cluster was ever brought up in ``home``.
+        """
+        saved = Path(home) / TOPOLOGY_FILE
+        if not saved.exists():
+            raise ClusterError(
+                f"no cluster in {Path(home).absolute()}: start one with "
+                f"'gatehouse cluster up [TOPOLOGY] --home {home}'"
+            )
+        return cls(
+            Path(home),
+            load_topology(saved),
+            fsync=fsync,
+            progress=progress,
+            source=str(saved),
+            start_timeout=start_timeout,
+        )
+
+    @classmethod
+    def prepare(
+        cls,
+        home: Path,
+        topology_path: str | Path | None = None,
+        *,
+        fsync: bool = True,
+        progress: Callable[[str], None] | None = None,
+        start_timeout: float = START_TIMEOUT,
+    ) -> Cluster:
+        """The cluster to bring up: ``topology_path``, else the topology saved in ``home``, else
+        :data:`DEFAULT_TOPOLOGY`.
+
+        Raises:
+            ConfigError: the topology is invalid (every problem with its field path).
+            ClusterError: ``home`` already runs another topology.
+        """
+        saved = Path(home) / TOPOLOGY_FILE
+        if topology_path is None:
+            if saved.exists():
+                return cls.open(home, fsync=fsync, progress=progress, start_timeout=start_timeout)
+            topology_path = DEFAULT_TOPOLOGY
+        topology = load_topology(topology_path)
+        if saved.exists() and load_topology(saved) != topology:
+            raise ClusterError(
+                f"{Path(home).absolute()} holds a cluster of another topology ({saved}): "
+                "use that topology, or 'gatehouse cluster down' and another --home"
+            )
+        return cls(
+            Path(home),
+            topology,
+            fsync=fsync,
+            progress=progress,
+            source=str(topology_path),
+            start_timeout=start_timeout,
+        )
+
+    def _members(self) -> list[Member]:
+        t = self.topology
+        out: list[Member] = []
+        if self.databases is not None:
+            out += [Member(node.name, "database") for node in self.databases.nodes]
+        if t.demo_backend is not None:
+            host, port = parse_listen(t.demo_backend.listen)
+            out.append(Member(DEMO_BACKEND, "demo_backend", None, (dialable(host), port)))
+        for placed in sorted(t.placements(), key=lambda p: _START_RANK[p.role]):
+            service = placed.service
+            host, port = t.address(service)
+            out.append(Member(service.id, placed.role, service.node, (dialable(host), port)))
+        host, port = parse_listen(t.load_balancer.listen)
+        out.append(Member(LOAD_BALANCER, "load_balancer", None, (dialable(host), port)))
+        return out
+
+    # -- names and paths --------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The load balancer's URL: where browsers and load go."""
+        host, port = parse_listen(self.topology.load_balancer.listen)
+        return f"http://{host_port(dialable(host), port)}/"
+
+    @property
+    def admin_url(self) -> str:
+        admin = self.topology.administration
+        return "http://" + host_port(*self._address(admin.id))
+
+    @property
+    def stats_socket(self) -> Path:
+        return self.home / RUN_DIR / STATS_SOCKET
+
+    def member(self, name: str) -> Member:
+        """The member called ``name``.
+
+        Raises:
+            ClusterError: there is none (the message lists the names).
+        """
+        try:
+            return self._by_name[name]
+        except KeyError:
+            names = ", ".join(m.name for m in self.members)
+            raise ClusterError(
+                f"no service {name!r} in this cluster (there are: {names})"
+            ) from None
+
+    def names(self, *kinds: Kind) -> list[str]:
+        """Member names in start order, only of ``kinds`` when given."""
+        return [m.name for m in self.members if not kinds or m.kind in kinds]
+
+    def log_path(self, name: str) -> Path:
+        """Where ``name`` writes its output (a PostgreSQL server: its data directory's log)."""
+        if self.member(name).kind == "database":
+            return self._pg_node(name).logfile
+        return self.home / LOG_DIR / f"{name}.log"
+
+    def _pid_file(self, name: str) -> processes.PidFile:
+        return processes.PidFile(self.home / RUN_DIR / f"{name}.pid")
+
+    def _address(self, name: str) -> tuple[str, int]:
+        address = self.member(name).address
+        assert address is not None
+        return address
+
+    def _state_dir(self, name: str) -> Path:
+        return self.home / STATE_DIR / name
+
+    # -- what runs --------------------------------------------------------------------------
+
+    def pid(self, name: str) -> int | None:
+        """The pid of a running member (a PostgreSQL server's postmaster), else None."""
+        member = self.member(name)
+        if member.kind == "database":
+            return self._pg_node(name).postmaster_pid()
+        return self._pid_file(name).running()
+
+    def exited(self, name: str) -> bool:
+        """Whether ``name`` ended without being stopped by the cluster (its pid file is left)."""
+        pid_file = self._pid_file(name)
+        return pid_file.recorded() is not None and pid_file.running() is None
+
+    def running(self) -> list[str]:
+        """The names of the members running now."""
+        return [m.name for m in self.members if self.pid(m.name) is not None]
+
+    def status(self) -> ClusterStatus:
+        """Every member: process, health answer, configuration version (see :mod:`.status`)."""
+        from gatehouse.cluster.status import collect
+
+        return collect(self)
+
+    # -- up ---------------------------------------------------------------------------------
+
+    def up(self) -> str:
+        """Start the whole topology and return the load balancer's URL once every service
+        answers its health check and HAProxy listens.
+
+        On failure everything started is stopped again before the error is raised.
+
+        Raises:
+            ClusterError: already running, a port taken, a service that did not start.
+            ReplicationError: PostgreSQL could not be created or started.
+        """
+        began = time.monotonic()
+        running = self.running()
+        if running:
+            raise ClusterError(
+                f"the cluster in {self.home} is already running ({', '.join(running)}): "
+                "'gatehouse cluster status' shows it, 'gatehouse cluster start NAME' starts a "
+                "stopped service, 'gatehouse cluster down' stops it all"
+            )
+        self._preflight()
+        self._write_home()
+        try:
+            if self.databases is not None:
+                self.databases.start_all()
+            if self.topology.demo_backend is not None:
+                self._spawn(DEMO_BACKEND)
+            admin_id = self.topology.administration.id
+            self._spawn(admin_id)
+            admin = self._wait_for_admin()
+            self._publish(admin)
+            services = self.names("authentication", "policy", "access_point")
+            for name in services:
+                self._prepare_state(name, admin)
+            self._say(f"starting {', '.join(services)}")
+            for name in services:
+                self._spawn(name)
+            waited = [*services, *self.names("demo_backend")]
+            self.wait_healthy(waited, self.start_timeout)
+            self._spawn(LOAD_BALANCER)
+            self.wait_healthy([LOAD_BALANCER], self.start_timeout)
+        except BaseException:
+            self._say("up failed: stopping what was started")
+            self.down()
+            raise
+        self.startup_seconds = time.monotonic() - began
+        self._say(f"up in {self.startup_seconds:.1f}s")
+        return self.url
+
+    def _preflight(self) -> None:
+        """What ``up`` needs before it creates anything: HAProxy and PostgreSQL installed, a
+        home path short enough for a Unix socket, every port free."""
+        if find_haproxy() is None:
+            raise ClusterError("HAProxy is not installed (apt-get install haproxy)")
+        if self.databases is not None:
+            require_bindir()
+        if len(str(self.stats_socket)) > MAX_SOCKET_PATH:
+            raise ClusterError(
+                f"{self.home} is too long a path for HAProxy's stats socket "
+                f"({self.stats_socket}): Unix socket paths hold at most {MAX_SOCKET_PATH} "
+                "bytes; use a shorter --home"
+            )
+        taken = []
+        for member in self.members:
+            addresses = [member.address] if member.address is not None else []
+            if member.kind == "database":
+                node = self._pg_node(member.name)
+                addresses = [(node.host, node.port)]
+            if member.kind == "load_balancer" and self.topology.load_balancer.stats:
+                host, port = parse_listen(self.topology.load_balancer.stats)
+                addresses.append((dialable(host), port))
+            taken += [
+                f"{member.name} ({host_port(*a)})" for a in addresses if _answers(a, timeout=0.5)
+            ]
+        if taken:
+            raise ClusterError(
+                f"another process listens where the cluster would: {', '.join(taken)}"
+            )
+
+    def _write_home(self) -> None:
+        """The directories and the files every process of the cluster reads."""
+        home = self.home
+        for directory in (home, home / RUN_DIR, home / LOG_DIR, home / STATE_DIR):
+            directory.mkdir(parents=True, exist_ok=True)
+        saved = home / TOPOLOGY_FILE
+        if not saved.exists():
+            text = "# The topology of this cluster, saved by 'gatehouse cluster up'.\n"
+            text += render_yaml(self.topology.model_dump(mode="json", exclude_none=True))
+            atomic_write(saved, text.encode(), 0o644)
+        user_db, session_db = self.topology.databases.urls()
+        databases: dict[str, str] = {"user_db": user_db}
+        if session_db is not None:
+            databases["session_db"] = session_db
+        atomic_write(home / DATABASES_FILE, yaml.safe_dump(databases).encode(), 0o644)
+        admin = self.topology.administration
+        settings = {"administration": {"id": admin.id, "listen": admin.listen, "database": user_db}}
+        atomic_write(
+            home / CONFIG_FILE,
+            b"# Written by 'gatehouse cluster up' at every start.\n"
+            + yaml.safe_dump(settings, sort_keys=False).encode(),
+            0o644,
+        )
+        token = home / ADMIN_TOKEN_FILE
+        if not token.exists():
+            atomic_write(token, (secrets.token_urlsafe(32) + "\n").encode(), 0o600)
+        config = haproxy_config(self.topology, stats_socket=self.stats_socket, source=self.source)
+        atomic_write(home / HAPROXY_CONFIG, config.encode(), 0o644)
+
+    def installation_document(self) -> dict[str, Any]:
+        """What the first ``up`` publishes: the topology's installation, each Policy service
+        with the home's session admin token (so ``gatehouse users disable --home`` ends
+        sessions through a running Policy service)."""
+        document = installation_document(self.topology)
+        token = str(self.home / ADMIN_TOKEN_FILE)
+        for entry in document["policy_services"]:
+            entry.setdefault("admin_token_file", token)
+        return document
+
+    def _wait_for_admin(self) -> AdminClient:
+        name = self.topology.administration.id
+        self._say(f"waiting for the Administration service ({name}) at {self.admin_url}")
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            self._check_alive(name)
+            if (self.home / TOKEN_FILE).exists():
+                try:
+                    client = self.admin_client(timeout=2.0)
+                    client.call("GET", "/api/v1/health")
+                except (GatehouseError, ConfigError):
+                    pass
+                else:
+                    return client
+            if time.monotonic() > deadline:
+                raise self._failure(name, f"did not answer within {self.start_timeout:g}s")
+            time.sleep(_POLL)
+
+    def admin_client(self, timeout: float = 15.0) -> AdminClient:
+        """A client of the cluster's Administration service with its admin token.
+
+        Raises:
+            ConfigError: no readable admin token (Admin never started in this home).
+        """
+        token_file = self.home / TOKEN_FILE
+        return AdminClient(self.admin_url, read_token(token_file), token_file, timeout)
+
+    def _publish(self, admin: AdminClient) -> None:
+        """Publish the topology's installation when nothing is published yet."""
+        newest = admin.call("GET", "/api/v1/versions?limit=1")
+        if newest:
+            self._say(f"Admin publishes version {newest[0]['version']} (left as it is)")
+            return
+        admin.call("PUT", "/api/v1/draft", {"text": render_yaml(self.installation_document())})
+        comment = f"gatehouse cluster up {self.source}".rstrip()
+        number = admin.call("POST", "/api/v1/publish", {"comment": comment})["version"]
+        self._say(f"published the installation of the topology as version {number}")
+
+    def _prepare_state(self, name: str, admin: AdminClient | None) -> None:
+        """The service's state directory, with a join token unless it registered before."""
+        state = self._state_dir(name)
+        state.mkdir(mode=0o700, parents=True, exist_ok=True)
+        token_file = state / "join.token"
+        if (state / ADMIN_FILE).exists() or token_file.exists():
+            return
+        if admin is None:
+            admin = self.admin_client()
+        kind = self.member(name).kind
+        answer = admin.call("POST", "/api/v1/join-tokens", {"role": kind, "ttl": JOIN_TOKEN_TTL})
+        atomic_write(token_file, (answer["token"] + "\n").encode())
+
+    # -- processes --------------------------------------------------------------------------
+
+    def _argv(self, name: str) -> list[str]:
+        member = self.member(name)
+        gatehouse = [sys.executable, "-m", "gatehouse"]
+        if member.kind == "load_balancer":
+            binary = find_haproxy()
+            if binary is None:
+                raise ClusterError("HAProxy is not installed (apt-get install haproxy)")
+            return [binary, "-db", "-f", str(self.home / HAPROXY_CONFIG)]
+        if member.kind == "demo_backend":
+            assert self.topology.demo_backend is not None
+            return [*gatehouse, "demo-backend", "--listen", self.topology.demo_backend.listen]
+        if member.kind == "administration":
+            config = str(self.home / CONFIG_FILE)
+            return [*gatehouse, "administration", "--config", config, "--home", str(self.home)]
+        placed = next(p.service for p in self.topology.placements() if p.service.id == name)
+        state = self._state_dir(name)
+        args = [*gatehouse, _SERVICE_COMMANDS[member.kind], "--state", str(state)]
+        args += ["--join", self.admin_url, "--token-file", str(state / "join.token")]
+        args += ["--id", name, "--endpoint", self.topology.endpoint(placed)]
+        args += ["--node", placed.node]
+        if member.kind != "access_point":
+            args += ["--home", str(self.home)]
+        return args
+
+    def _spawn(self, name: str) -> int:
+        argv = self._argv(name)
+        pid = processes.spawn(argv, self.log_path(name), {**os.environ, "PYTHONUNBUFFERED": "1"})
+        self._pid_file(name).write(pid)
+        return pid
+
+    def _check_alive(self, name: str) -> None:
+        if self.member(name).kind == "database":
+            if not self._pg_node(name).running():
+                raise ClusterError(f"PostgreSQL {name} is not running")
+            return
+        if self._pid_file(name).running() is None:
+            raise self._failure(name, "exited")
+
+    def _failure(self, name: str, what: str) -> ClusterError:
+        log = self.log_path(name)
+        tail = _tail(log)
+        shown = f"\n--- last lines of {log} ---\n{tail}" if tail else ""
+        return ClusterError(f"{name} {what}{shown}")
+
+    def wait_healthy(
+        self, names: Sequence[str] | None = None, timeout: float = START_TIMEOUT
+    ) -> None:
+        """Wait until each named member (default: all) answers its health check.
+
+        Raises:
+            ClusterError: one exited, or is not healthy at ``timeout``.
+        """
+        from gatehouse.cluster.status import member_health
+
+        waiting = list(self.names() if names is None else names)
+        deadline = time.monotonic() + timeout
+        while waiting:
+            for name in list(waiting):
+                self._check_alive(name)
+                if member_health(self, name).ok:
+                    waiting.remove(name)
+            if not waiting:
+                return
+            if time.monotonic() > deadline:
+                last = member_health(self, waiting[0])
+                raise self._failure(waiting[0], f"not healthy after {timeout:g}s ({last.text})")
+            time.sleep(_POLL)
+
+    # -- one member -------------------------------------------------------------------------
+
+    def kill(self, name: str) -> int:
+        """SIGKILL ``name`` (its whole process group; a PostgreSQL server with every backend)
+        and wait until it is gone; return the pid it had.
+
+        Raises:
+            ClusterError: it is not running.
+        """
+        member = self.member(name)
+        pid = self.pid(name)
+        if pid is None:
+            raise ClusterError(f"{name} is not running")
+        if member.kind == "database":
+            self._pg_node(name).kill()
+        else:
+            try:
+                processes.kill_groups([pid])
+            except GatehouseError as exc:
+                raise ClusterError(f"{name}: {exc}") from None
+            self._pid_file(name).remove()
+        return pid
+
+    def stop(self, name: str) -> None:
+        """Stop ``name`` cleanly (SIGTERM, SIGKILL after 10 s; PostgreSQL: a fast shutdown).
+
+        Raises:
+            ClusterError: it is not running.
+        """
+        member = self.member(name)
+        pid = self.pid(name)
+        if pid is None:
+            raise ClusterError(f"{name} is not running")
+        if member.kind == "database":
+            self._pg_node(name).stop("fast")
+        else:
+            processes.stop_groups([pid])
+            self._pid_file(name).remove()
+
+    def start(self, name: str, *, wait: bool = True) -> int:
+        """Start ``name`` again (as ``up`` did) and, with ``wait``, wait until it is healthy;
+        return its pid.
+
+        Raises:
+            ClusterError: it runs already, or did not become healthy (the log's tail says
+                why); an old PostgreSQL primary after a failover (use :meth:`rejoin_db`).
+        """
+        member = self.member(name)
+        pid = self.pid(name)
+        if pid is not None:
+            raise ClusterError(f"{name} is already running (pid {pid})")
+        if member.kind == "database":
+            try:
+                return self._require_databases().start(name)
+            except ReplicationError as exc:
+                raise ClusterError(str(exc)) from None
+        if member.kind == "load_balancer" and not (self.home / HAPROXY_CONFIG).exists():
+            raise ClusterError(f"no {self.home / HAPROXY_CONFIG}: bring the cluster up first")
+        if member.kind in _SERVICE_COMMANDS:
+            self._prepare_state(name, None)
+        pid = self._spawn(name)
+        if wait:
+            self.wait_healthy([name], self.start_timeout)
+        return pid
+
+    # -- down -------------------------------------------------------------------------------
+
+    def down(self) -> list[str]:
+        """Stop everything in reverse dependency order, PostgreSQL last (the primary first,
+        then its standby); return the names that were running."""
+        stopped: list[str] = []
+        for kind in _STOP_ORDER:
+            names = self.names(kind)
+            pids = {name: self._pid_file(name).running() for name in names}
+            live = {name: pid for name, pid in pids.items() if pid is not None}
+            if live:
+                self._say(f"stopping {', '.join(live)}")
+                killed = processes.stop_groups(list(live.values()))
+                for name, pid in live.items():
+                    if pid in killed:
+                        self._say(f"{name} did not stop within {processes.STOP_TIMEOUT:g}s: killed")
+                stopped += live
+            for name in names:
+                self._pid_file(name).remove()
+        if self.databases is not None:
+            live_pg = self.databases.running()
+            if live_pg:
+                self._say(f"stopping PostgreSQL ({', '.join(live_pg)})")
+                self.databases.stop_all()
+                stopped += live_pg
+        return stopped
+
+    # -- PostgreSQL -------------------------------------------------------------------------
+
+    def _require_databases(self) -> ClusterDatabases:
+        if self.databases is None:
+            raise ClusterError(
+                "the topology's databases are PostgreSQL URLs, not local: "
+                "the cluster does not run them"
+            )
+        return self.databases
+
+    def _pg_node(self, name: str) -> PgNode:
+        return self._require_databases().node(name)
+
+    def pg_primary(self) -> str:
+        """The name of the PostgreSQL node that is (or, stopped, was last) the primary."""
+        return self._require_databases().primary().name
+
+    def pg_standby(self) -> str:
+        """The name of the other PostgreSQL node."""
+        return self._require_databases().standby().name
+
+    def failover_db(self, *, kill: bool = True) -> str:
+        """Lose the PostgreSQL primary and promote its standby; return the new primary.
+
+        With ``kill`` the primary gets SIGKILL (a crash); otherwise a fast shutdown hands the
+        standby its last WAL first. The old primary stays down until :meth:`rejoin_db`. The
+        services follow through their multi-host URL (``target_session_attrs=read-write``).
+        Admin's one-Admin lock is a session on the old primary: Admin stops when it notices
+        the lock is gone (within ``lock_check_interval``, 5 s) and is started again with
+        ``start("admin")``.
+
+        Raises:
+            ClusterError: the standby is not running.
+        """
+        try:
+            return self._require_databases().failover(kill=kill).name
+        except ReplicationError as exc:
+            raise ClusterError(str(exc)) from None
+
+    def rejoin_db(self) -> Literal["rewound", "rebuilt"]:
+        """Bring the PostgreSQL node that is not the primary back as its synchronous standby
+        (``pg_rewind``, else a fresh base backup); return which happened.
+
+        Raises:
+            ClusterError: the primary is not running.
+        """
+        try:
+            return self._require_databases().rejoin()
+        except ReplicationError as exc:
+            raise ClusterError(str(exc)) from None
+
+    # -- users ------------------------------------------------------------------------------
+
+    def add_demo_user(self) -> str | None:
+        """Create the demo user with a fresh password and return it; None when it exists.
+
+        Raises:
+            ClusterError: ``gatehouse users add`` failed.
+        """
+        password = secrets.token_urlsafe(12)
+        result = subprocess.run(
+            [
+                *(sys.executable, "-m", "gatehouse", "users", "add", DEMO_USER),
+                *("--password-stdin", "--display-name", "Demo User", "--home", str(self.home)),
+            ],
+            input=password + "\n",
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+        if result.returncode == 0:
+            return password
+        if "exists" in result.stderr:
+            return None
+        raise ClusterError(result.stderr.strip() or f"users add exited with {result.returncode}")
+
+
+#: Start order of the topology's services (Admin first; an Access Point needs a Policy
+#: service to be of use, a Policy service an Authentication service).
+_START_RANK = {"administration": 0, "authentication": 1, "policy": 2, "access_point": 3}

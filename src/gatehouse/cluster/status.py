@@ -1,0 +1,336 @@
+"""What ``gatehouse cluster status`` shows: for each member of the cluster its process, its
+health answer, the configuration version it runs, and whom it prefers to call.
+
+Sources: the pid files, each service's own health endpoint (Access Point
+``/_gatehouse/health``, Policy and Authentication ``/internal/v1/health``, Admin
+``/api/v1/health``), Admin's ``/api/v1/services`` (the version each service acknowledged,
+used when a service does not answer), HAProxy's stats socket (which Access Point it sends
+traffic to) and PostgreSQL itself (primary or standby, replication state).
+
+An Access Point's health answer does not say which Policy service it is using, so the
+status shows the one it *prefers*: the first of its ordered list that is healthy now. The
+same goes for a Policy service and its Authentication services.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from gatehouse.administration.config_cli import table
+from gatehouse.cluster.haproxy import HEALTH_PATH as AP_HEALTH_PATH
+from gatehouse.cluster.haproxy import access_point_states
+from gatehouse.errors import ConfigError, GatehouseError
+from gatehouse.storage.replication import NodeStatus
+
+if TYPE_CHECKING:
+    from gatehouse.cluster.runner import Cluster, Kind
+
+PROBE_TIMEOUT = 1.0
+INTERNAL_HEALTH_PATH = "/internal/v1/health"
+HEALTH_PATHS: dict[str, str] = {
+    "access_point": AP_HEALTH_PATH,
+    "policy": INTERNAL_HEALTH_PATH,
+    "authentication": INTERNAL_HEALTH_PATH,
+    "administration": "/api/v1/health",
+    "demo_backend": "/",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """One health check's outcome: ``text`` is ``ok`` or what went wrong."""
+
+    ok: bool
+    text: str
+    answer: dict[str, Any] | None = None
+
+    @property
+    def version(self) -> int | None:
+        """The configuration version the service says it runs."""
+        if self.answer is None:
+            return None
+        version = self.answer.get("config_version")  # an Access Point
+        config = self.answer.get("config")  # a Policy or Authentication service
+        if version is None and isinstance(config, dict):
+            version = config.get("version")
+        return version if isinstance(version, int) else None
+
+
+def probe(address: tuple[str, int], path: str, timeout: float = PROBE_TIMEOUT) -> Health:
+    """``GET path`` at ``address``: healthy on 200 (the demo backend: any answer below 500)."""
+    host, port = address
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers={"Host": "gatehouse-status"})
+        response = conn.getresponse()
+        body = response.read()
+    except ConnectionRefusedError:
+        return Health(False, "refused")
+    except TimeoutError:
+        return Health(False, "timed out")
+    except (OSError, http.client.HTTPException) as exc:
+        return Health(False, f"no answer ({exc.__class__.__name__})")
+    finally:
+        conn.close()
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict):
+        answer = None
+    if response.status == 200 or (path == "/" and response.status < 500):
+        return Health(True, "ok", answer)
+    message = answer.get("message") or answer.get("status") if answer else None
+    return Health(False, f"{response.status} {message}" if message else str(response.status))
+
+
+def _load_balancer_health(cluster: Cluster) -> Health:
+    member = cluster.member("haproxy")
+    assert member.address is not None
+    try:
+        states = access_point_states(cluster.stats_socket, timeout=PROBE_TIMEOUT)
+    except GatehouseError:
+        return Health(False, "no stats socket")
+    try:
+        with socket.create_connection(member.address, timeout=PROBE_TIMEOUT):
+            pass
+    except OSError:
+        return Health(False, "refused")
+    return Health(True, "ok", {"access_points": states})
+
+
+def _database_health(status: NodeStatus) -> Health:
+    if not status.running:
+        return Health(False, "stopped")
+    if status.in_recovery is None:
+        return Health(False, "not answering")
+    return Health(True, "ok")
+
+
+def member_health(cluster: Cluster, name: str, timeout: float = PROBE_TIMEOUT) -> Health:
+    """The health of one member, as its own endpoint (or PostgreSQL, or HAProxy) says."""
+    member = cluster.member(name)
+    if member.kind == "database":
+        assert cluster.databases is not None
+        return _database_health(cluster.databases.node(name).status())
+    if member.kind == "load_balancer":
+        return _load_balancer_health(cluster)
+    assert member.address is not None
+    return probe(member.address, HEALTH_PATHS[member.kind], timeout)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceStatus:
+    """One row of ``gatehouse cluster status``."""
+
+    name: str
+    kind: str
+    """``access_point``, ``policy``, ``authentication``, ``administration``, ``database``,
+    ``load_balancer`` or ``demo_backend``."""
+    role: str
+    node: str | None
+    pid: int | None
+    state: str
+    """``running``, ``stopped``, ``exited`` (died on its own); PostgreSQL: ``primary``,
+    ``standby`` or ``stopped``."""
+    healthy: bool
+    health: str
+    config_version: int | None
+    prefers: str | None = None
+    """An Access Point: the Policy service it prefers now (the first healthy one of its
+    list); a Policy service: the Authentication service."""
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterStatus:
+    url: str
+    services: tuple[ServiceStatus, ...]
+    newest_version: int | None
+    """The newest version Admin published (None when Admin did not answer)."""
+
+    def __getitem__(self, name: str) -> ServiceStatus:
+        for service in self.services:
+            if service.name == name:
+                return service
+        raise KeyError(name)
+
+    def __iter__(self) -> Iterator[ServiceStatus]:
+        return iter(self.services)
+
+    @property
+    def healthy(self) -> bool:
+        return all(s.healthy for s in self.services)
+
+    def unhealthy(self) -> list[str]:
+        return [s.name for s in self.services if not s.healthy]
+
+    def versions(self) -> dict[str, int | None]:
+        """The configuration version of every service that follows Admin."""
+        return {s.name: s.config_version for s in self.services if s.kind in _FOLLOW}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "newest_version": self.newest_version,
+            "healthy": self.healthy,
+            "services": [asdict(s) for s in self.services],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class _AdminView:
+    newest: int | None
+    running: dict[str, int | None]
+
+
+def _admin_view(cluster: Cluster) -> _AdminView | None:
+    try:
+        admin = cluster.admin_client(timeout=PROBE_TIMEOUT * 2)
+        services = admin.call("GET", "/api/v1/services")
+        newest = admin.call("GET", "/api/v1/versions?limit=1")
+    except (GatehouseError, ConfigError):
+        return None
+    return _AdminView(
+        newest[0]["version"] if newest else None,
+        {s["id"]: s["running_version"] for s in services},
+    )
+
+
+def _pg_status(cluster: Cluster, name: str) -> NodeStatus:
+    assert cluster.databases is not None
+    return cluster.databases.node(name).status()
+
+
+def _pg_detail(status: NodeStatus, names: dict[int, str]) -> str:
+    if status.role == "primary":
+        if not status.replicas:
+            return "no standby streaming"
+        return ", ".join(
+            f"{r.sync_state} standby {r.application_name} {r.state}" for r in status.replicas
+        )
+    if status.role == "standby":
+        if status.upstream_port is None:
+            return "not streaming"
+        return f"streams from {names.get(status.upstream_port, status.upstream_port)}"
+    return ""
+
+
+#: The services that follow Admin and report the version they run.
+_FOLLOW = ("access_point", "policy", "authentication")
+
+
+def collect(cluster: Cluster) -> ClusterStatus:
+    """Every member's status; the checks run in parallel, each bounded by a short timeout."""
+    members = cluster.members
+    services = [m.name for m in members if m.kind != "database"]
+    databases = [m.name for m in members if m.kind == "database"]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        admin_future = pool.submit(_admin_view, cluster)
+        health_futures = {name: pool.submit(member_health, cluster, name) for name in services}
+        pg_futures = {name: pool.submit(_pg_status, cluster, name) for name in databases}
+        admin = admin_future.result()
+        healths = {name: future.result() for name, future in health_futures.items()}
+        pg = {name: future.result() for name, future in pg_futures.items()}
+    pg_ports = {status.port: name for name, status in pg.items()}
+    healths.update({name: _database_health(status) for name, status in pg.items()})
+    lb_answer = healths["haproxy"].answer if "haproxy" in healths else None
+    lb_states: dict[str, str] = lb_answer.get("access_points", {}) if lb_answer else {}
+
+    def first_healthy(order: list[str]) -> str | None:
+        return next((n for n in order if healths.get(n, Health(False, "")).ok), None)
+
+    rows = []
+    for member in members:
+        name = member.name
+        health = healths[name]
+        prefers, detail = _relations(cluster, member.kind, name, first_healthy, lb_states)
+        state: str
+        if member.kind == "database":
+            status = pg[name]
+            state = status.role
+            detail = _pg_detail(status, pg_ports)
+            pid = cluster.pid(name) if status.running else None
+        else:
+            pid = cluster.pid(name)
+            exited = pid is None and cluster.exited(name)
+            state = "running" if pid is not None else "exited" if exited else "stopped"
+        version = health.version
+        if version is None and admin is not None and pid is not None and member.kind in _FOLLOW:
+            version = admin.running.get(name)  # running, but its health check failed
+        if member.kind == "administration" and admin is not None:
+            detail = f"newest version {admin.newest}" if admin.newest else "nothing published"
+        rows.append(
+            ServiceStatus(
+                name=name,
+                kind=member.kind,
+                role=member.role,
+                node=member.node,
+                pid=pid,
+                state=state,
+                healthy=health.ok and (pid is not None),
+                health=health.text,
+                config_version=version,
+                prefers=prefers,
+                detail=detail,
+            )
+        )
+    return ClusterStatus(cluster.url, tuple(rows), admin.newest if admin else None)
+
+
+def _relations(
+    cluster: Cluster,
+    kind: Kind,
+    name: str,
+    first_healthy: Callable[[list[str]], str | None],
+    lb_states: dict[str, str],
+) -> tuple[str | None, str]:
+    """Whom an Access Point or a Policy service prefers now, and the detail column."""
+    topology = cluster.topology
+    if kind == "access_point":
+        ap = next(a for a in topology.access_points if a.id == name)
+        order = topology.policy_order(ap)
+        prefers = first_healthy(order)
+        detail = f"prefers {prefers or 'none healthy'} of {', '.join(order)}"
+        if name in lb_states:
+            detail += f"; HAProxy: {lb_states[name]}"
+        return prefers, detail
+    if kind == "policy":
+        ps = next(p for p in topology.policy_services if p.id == name)
+        order = topology.authentication_order(ps)
+        prefers = first_healthy(order)
+        return prefers, f"prefers {prefers or 'none healthy'} of {', '.join(order)}"
+    if kind == "load_balancer":
+        return None, cluster.url
+    return None, ""
+
+
+def render(status: ClusterStatus) -> str:
+    """The status as a plain table, then the URL and the newest published version."""
+    rows = [
+        (
+            s.name,
+            s.role,
+            s.node or "-",
+            str(s.pid) if s.pid is not None else "-",
+            s.state,
+            s.health,
+            str(s.config_version) if s.config_version is not None else "-",
+            s.detail,
+        )
+        for s in status.services
+    ]
+    headers = ("NAME", "ROLE", "NODE", "PID", "STATE", "HEALTH", "CONFIG", "DETAIL")
+    newest = status.newest_version
+    published = str(newest) if newest is not None else "unknown (Admin did not answer)"
+    summary = "all healthy" if status.healthy else f"not healthy: {', '.join(status.unhealthy())}"
+    return (
+        table(headers, rows)
+        + f"load balancer: {status.url}\nnewest configuration version: {published}\n{summary}\n"
+    )

@@ -1,0 +1,269 @@
+"""``gatehouse cluster up|status|kill|start|down``: the example topology as real processes on
+loopback (a PostgreSQL primary and its synchronous standby, Admin, two Authentication, two
+Policy services, two Access Points, HAProxy and the demo backend), and the pieces of the
+runner that need no processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from gatehouse.cli import build_parser
+from gatehouse.cluster.processes import PidFile, alive, group_members, start_time
+from gatehouse.cluster.runner import Cluster, ClusterError, find_haproxy
+from gatehouse.cluster.status import ClusterStatus
+from gatehouse.cluster.topology import Topology, load_topology
+from tests.support.gateway import Browser, add_user
+from tests.support.postgres import missing, require_bindir
+from tests.support.processes import GATEHOUSE, free_port
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ha-cluster.yaml"
+LINUX_PROC = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+SERVICES = ["admin", "auth1", "auth2", "ps1", "ps2", "ap1", "ap2"]
+EVERYTHING = ["pg1", "pg2", "demo-backend", *SERVICES, "haproxy"]
+
+
+def free_topology(path: Path) -> Path:
+    """The example topology with every port replaced by a free one."""
+    data: dict[str, Any] = yaml.safe_load(EXAMPLE.read_text())
+
+    def free() -> str:
+        return f"127.0.0.1:{free_port()}"
+
+    data["administration"]["listen"] = free()
+    for section in ("access_points", "policy_services", "authentication_services"):
+        for service in data[section]:
+            service["listen"] = free()
+    data["load_balancer"]["listen"] = free()
+    data["load_balancer"]["stats"] = free()
+    data["databases"]["local"] = {"primary_port": free_port(), "standby_port": free_port()}
+    data["demo_backend"]["listen"] = free()
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def home() -> Iterator[Path]:
+    """A short path (HAProxy's stats socket lives in it) the postgres user can traverse."""
+    path = Path(tempfile.mkdtemp(prefix="gh-cluster-"))
+    path.chmod(0o755)
+    try:
+        yield path / "home"
+    finally:
+        if (path / "home" / "topology.yaml").exists():
+            Cluster.open(path / "home").down()
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def cluster_cli(home: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*GATEHOUSE, "cluster", *args, "--home", str(home)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def processes_of(cluster: Cluster) -> set[int]:
+    """Every live process of the cluster: each member's process group (an Access Point's
+    workers, PostgreSQL's backends)."""
+    found: set[int] = set()
+    for name in cluster.names():
+        pid = cluster.pid(name)
+        if pid is not None:
+            found |= {pid, *group_members(os.getpgid(pid))}
+    return found
+
+
+def lb_browser(cluster: Cluster) -> Browser:
+    host, _, port = cluster.url.removeprefix("http://").rstrip("/").rpartition(":")
+    return Browser(host, int(port))
+
+
+def wait_status(cluster: Cluster, check: Any, what: str, timeout: float = 20.0) -> ClusterStatus:
+    deadline = time.monotonic() + timeout
+    while True:
+        status = cluster.status()
+        if check(status):
+            return status
+        assert time.monotonic() < deadline, f"not within {timeout}s: {what}\n{status}"
+        time.sleep(0.2)
+
+
+# --- the whole topology ----------------------------------------------------------------------
+
+
+@LINUX_PROC
+@pytest.mark.slow
+def test_the_example_topology_survives_a_killed_policy_service(home: Path) -> None:
+    if find_haproxy() is None:
+        missing("HAProxy is not installed (apt-get install haproxy)")
+    require_bindir()
+    topology = free_topology(home.parent / "topology.yaml")
+
+    began = time.monotonic()
+    up = cluster_cli(home, "up", str(topology), "--no-fsync", "--no-demo-user")
+    startup = time.monotonic() - began
+    assert up.returncode == 0, up.stdout + up.stderr
+    cluster = Cluster.open(home)
+    assert up.stdout.strip() == f"Gatehouse cluster is up: open {cluster.url}"
+    print(f"gatehouse cluster up: {startup:.1f}s")  # shown with -s / -rP
+    # Detached: every process outlived the command that started it.
+    assert cluster.running() == EVERYTHING
+
+    # A user made with the users CLI against the cluster's databases signs in through HAProxy.
+    add_user(home, "alice", "correct horse battery")
+    alice = lb_browser(cluster)
+    assert alice.login("alice", "correct horse battery", rd="/private").status == 303
+    page = alice.get("/private")
+    assert page.status == 200, page.body[:300]
+    assert page.json()["path"] == "/private"
+    assert lb_browser(cluster).get("/private").status == 303  # protected: to the login page
+
+    shown = cluster_cli(home, "status", "--json")
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    rows = {row["name"]: row for row in json.loads(shown.stdout)["services"]}
+    assert list(rows) == EVERYTHING
+    assert [name for name, row in rows.items() if not row["healthy"]] == []
+    assert {rows[name]["config_version"] for name in SERVICES if name != "admin"} == {1}
+    assert rows["pg1"]["state"] == "primary"
+    assert rows["pg2"]["state"] == "standby"
+    assert rows["ap1"]["prefers"] == "ps1"
+    assert rows["ap2"]["prefers"] == "ps2"
+    text = cluster_cli(home, "status")
+    assert text.returncode == 0, text.stdout + text.stderr
+    assert "all healthy" in text.stdout
+    assert all(line.split()[0] in rows for line in text.stdout.splitlines()[1:12])
+
+    # ps1 is killed: requests with the session, and a new sign-in, still succeed through both
+    # APs (ap1 prefers ps1 and fails over to ps2 within the same request).
+    old = cluster.pid("ps1")
+    killed = cluster_cli(home, "kill", "ps1")
+    assert killed.returncode == 0, killed.stderr
+    assert old is not None
+    assert not alive(old)
+    failed = [r.status for r in (alice.get(f"/private/{i}") for i in range(20)) if r.status != 200]
+    assert failed == []
+    bob = lb_browser(cluster)
+    add_user(home, "bob", "another good passphrase")
+    assert bob.login("bob", "another good passphrase", rd="/b").status == 303
+    assert bob.get("/b").status == 200
+    status = cluster.status()
+    assert status["ps1"].state == "stopped"
+    assert not status["ps1"].healthy
+    assert status["ap1"].prefers == "ps2"
+
+    started = cluster_cli(home, "start", "ps1")
+    assert started.returncode == 0, started.stdout + started.stderr
+    status = wait_status(cluster, lambda s: s.healthy, "every service healthy again")
+    assert status["ps1"].config_version == 1
+    assert status["ap1"].prefers == "ps1"
+    assert alice.get("/private").status == 200
+
+    before = processes_of(cluster)
+    assert len(before) > len(EVERYTHING)  # AP workers and PostgreSQL backends included
+    down = cluster_cli(home, "down")
+    assert down.returncode == 0, down.stderr
+    assert [pid for pid in before if alive(pid)] == []
+    assert cluster.running() == []
+    assert list((home / "run").glob("*.pid")) == []
+
+
+# --- without processes ---------------------------------------------------------------------------
+
+
+def example(home: Path) -> Cluster:
+    return Cluster(home, load_topology(EXAMPLE))
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["up"],
+        ["up", "topology.yaml", "--no-fsync"],
+        ["status", "--json"],
+        ["down"],
+        ["kill", "ps1"],
+        ["stop", "ap2"],
+        ["start", "ps1", "--no-wait"],
+        ["failover-db", "--graceful"],
+        ["rejoin-db"],
+    ],
+)
+def test_the_commands_are_registered(argv: list[str]) -> None:
+    args = build_parser().parse_args(["cluster", *argv, "--home", "h"])
+    assert args.action == argv[0]
+    assert args.home == Path("h")
+
+
+def test_members_are_named_as_in_the_topology(tmp_path: Path) -> None:
+    cluster = example(tmp_path)
+    assert cluster.names() == EVERYTHING
+    assert cluster.names("policy") == ["ps1", "ps2"]
+    assert cluster.url == "http://127.0.0.1:8080/"
+    with pytest.raises(ClusterError, match=r"no service 'ps3'.*ps1, ps2"):
+        cluster.kill("ps3")
+    with pytest.raises(ClusterError, match="ps1 is not running"):
+        cluster.kill("ps1")
+
+
+def test_policy_services_get_the_homes_session_admin_token(tmp_path: Path) -> None:
+    document = example(tmp_path).installation_document()
+    token = str(tmp_path.absolute() / "policy-admin.token")
+    assert [ps["admin_token_file"] for ps in document["policy_services"]] == [token, token]
+
+
+def test_open_needs_a_cluster_in_the_home(tmp_path: Path) -> None:
+    with pytest.raises(ClusterError, match=r"no cluster in .*gatehouse cluster up"):
+        Cluster.open(tmp_path)
+
+
+def test_a_home_keeps_its_topology(tmp_path: Path) -> None:
+    (tmp_path / "topology.yaml").write_text(EXAMPLE.read_text())
+    other = yaml.safe_load(EXAMPLE.read_text())
+    other["demo_backend"]["listen"] = "127.0.0.1:9009"
+    path = tmp_path / "other.yaml"
+    path.write_text(yaml.safe_dump(other))
+    with pytest.raises(ClusterError, match="another topology"):
+        Cluster.prepare(tmp_path, path)
+    assert Cluster.prepare(tmp_path).topology == load_topology(EXAMPLE)
+
+
+def test_up_refuses_a_taken_port_before_starting_anything(tmp_path: Path) -> None:
+    data = yaml.safe_load(EXAMPLE.read_text())
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        data["access_points"][0]["listen"] = f"127.0.0.1:{port}"
+        cluster = Cluster(tmp_path / "home", Topology.model_validate(data))
+        if cluster.running():
+            pytest.skip("something runs on the example's PostgreSQL ports")
+        with pytest.raises(
+            ClusterError, match=rf"another process listens .*ap1 \(127.0.0.1:{port}\)"
+        ):
+            cluster.up()
+    assert not (tmp_path / "home").exists()
+
+
+def test_a_pid_file_does_not_name_a_process_that_reused_the_pid(tmp_path: Path) -> None:
+    pid_file = PidFile(tmp_path / "x.pid")
+    pid_file.write(os.getpid())
+    assert pid_file.running() == os.getpid()
+    own = start_time(os.getpid())
+    assert own is not None
+    pid_file.path.write_text(f"{os.getpid()} {own + 1}\n")
+    assert pid_file.running() is None
+    assert pid_file.recorded() == os.getpid()
