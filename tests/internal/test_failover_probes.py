@@ -399,12 +399,17 @@ def test_metrics_snapshot(run: Run[None]) -> None:
             FailoverClient.from_settings([dead, second.url], FAST, name="auth") as client,
         ):
             before = client.metrics()
+            assert client.routing()["using"] == dead  # nothing known yet: the preferred one
             assert before["probing"] is False
             assert before["endpoints"][0]["since"] is None
             client.start_probing()
             await who(client)
             await eventually(lambda: client.endpoints.counters["probes_failed"] >= 1)
             snapshot = client.metrics()
+            assert client.routing() == {
+                "using": second.url,
+                "endpoints": [{"url": dead, "up": False}, {"url": second.url, "up": True}],
+            }
             assert orjson.loads(orjson.dumps(snapshot)) == snapshot  # JSON as it is
             assert (snapshot["service"], snapshot["probing"], snapshot["rise"]) == (
                 "auth",

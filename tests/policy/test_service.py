@@ -428,6 +428,8 @@ def test_health(ps: Policy) -> None:
     assert reply.status == 200
     assert reply.json()["status"] == "ok"
     assert reply.json()["role"] == "policy"
+    routing = reply.json()["authentication"]  # which Authentication service logins use
+    assert routing["using"] == routing["endpoints"][0]["url"]
 
 
 @pytest.mark.parametrize(

@@ -597,6 +597,15 @@ class FailoverClient:
             "counters": dict(endpoints.counters),
         }
 
+    def routing(self) -> dict[str, Any]:
+        """Where calls go now, for health answers and ``gatehouse cluster status``: ``using``
+        is the endpoint the next call tries first (the first one up, in configured order;
+        ``None`` when every one is down) and ``endpoints`` each one's URL and state."""
+        endpoints = self.endpoints
+        states = endpoints.status()
+        using = next((st.url for st in states if st.up), None)
+        return {"using": using, "endpoints": [{"url": st.url, "up": st.up} for st in states]}
+
     def pool_stats(self) -> dict[str, dict[str, int]]:
         """Per endpoint: connections opened so far, open now, idle now."""
         return {

@@ -534,7 +534,12 @@ class PolicyService:
             await asyncio.wait_for(self.session_db.ping(), HEALTH_DB_TIMEOUT)
         except TimeoutError:
             raise DatabaseUnavailable("database unavailable: health check timed out") from None
-        answer: dict[str, object] = {"status": "ok", "role": ROLE, "instance": self.instance}
+        answer: dict[str, object] = {
+            "status": "ok",
+            "role": ROLE,
+            "instance": self.instance,
+            "authentication": self.runtime.checker.client.routing(),
+        }
         if self.agent is not None:
             answer["config"] = _status_json(self.agent.status())
         return answer
