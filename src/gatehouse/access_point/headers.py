@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gatehouse.config.access_point import DEFAULT_IDENTITY_HEADERS
 
@@ -48,9 +48,14 @@ class HeaderPolicy:
     via: bytes
     allow_underscores: bool
     trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
-    #: The Via line added to requests from HTTP/1.1 and HTTP/1.0 clients, and to responses.
-    via_line_11: bytes = b""
-    via_line_10: bytes = b""
+    #: The Via line added to requests from HTTP/1.1 and HTTP/1.0 clients, and to responses;
+    #: derived from ``via``, so never empty (an empty line would end a head early).
+    via_line_11: bytes = field(init=False, repr=False, compare=False)
+    via_line_10: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "via_line_11", b"Via: 1.1 " + self.via)
+        object.__setattr__(self, "via_line_10", b"Via: 1.0 " + self.via)
 
     @classmethod
     def build(
@@ -63,14 +68,11 @@ class HeaderPolicy:
         # The default identity headers are always stripped, whatever else is configured.
         names = {*DEFAULT_IDENTITY_HEADERS, *identity_headers}
         identity = {h.lower().encode("ascii") for h in names}
-        via = via_pseudonym.encode("ascii")
         return cls(
             drop=frozenset(HOP_BY_HOP | FORWARDING | _FRAMING | identity),
-            via=via,
+            via=via_pseudonym.encode("ascii"),
             allow_underscores=allow_underscores,
             trusted=tuple(trusted_proxies),
-            via_line_11=b"Via: 1.1 " + via,
-            via_line_10=b"Via: 1.0 " + via,
         )
 
     def is_trusted(self, peer_ip: str) -> bool:
