@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from gatehouse.access_point.headers import field_line
+from gatehouse.config.failover import FailoverSettings
 from gatehouse.errors import GatehouseError
 from gatehouse.internal.client import FailoverClient
 
@@ -33,6 +34,10 @@ log = logging.getLogger("gatehouse.access_point")
 ALLOW, DENY, AUTHENTICATE = 1, 2, 3
 _KINDS = {"allow": ALLOW, "deny": DENY, "authenticate": AUTHENTICATE}
 _FORBIDDEN_IN_VALUES = str.maketrans("", "", "\r\n\x00")
+
+
+#: What the failover client probes on a down Policy service.
+POLICY_HEALTH_PATH = "/internal/v1/health"
 
 
 class DecisionUnavailable(GatehouseError):
@@ -215,8 +220,12 @@ class Decider:
         identity_headers: Sequence[str],
         timeout: float,
         cache_entries: int,
+        failover: FailoverSettings | None = None,
     ) -> None:
-        self.client = FailoverClient(list(endpoints), connect_timeout=timeout, timeout=timeout)
+        settings = (failover or FailoverSettings()).model_copy(update={"timeout": timeout})
+        self.client = FailoverClient.from_settings(
+            list(endpoints), settings, name="policy", health_path=POLICY_HEALTH_PATH
+        )
         self.access_point = access_point
         self.allowed_headers = frozenset(h.lower() for h in identity_headers)
         self.cache = DecisionCache(cache_entries)
@@ -227,6 +236,8 @@ class Decider:
     def start(self) -> None:
         if self._events is None:
             self._events = asyncio.get_running_loop().create_task(self._follow_events())
+            # Down Policy services are probed; decisions fail back after `rise` passes.
+            self.client.start_probing()
 
     async def aclose(self) -> None:
         if self._events is not None:

@@ -163,7 +163,7 @@ class ProxyExchange(Authorization):
         rest = self.head.path[len(self.rt.reserved) :]
         if rest == "health" and self.head.method in (b"GET", b"HEAD"):
             draining = self.conn.state.draining
-            body = b'{"status":"draining"}' if draining else self.rt.health_body
+            body = b'{"status":"draining"}' if draining else self.rt.health()
             self.conn.out.append(
                 pages.response(
                     503 if draining else 200,

@@ -90,6 +90,15 @@ class Runtime:
     session_cookie: bytes
     decision_headers: tuple[bytes, ...]
 
+    def health(self) -> bytes:
+        """The health answer: ``{"status": "ok", "id", "config_version"}`` and, with Policy
+        services, ``"policy": {"using": URL, "endpoints": [{"url", "up"}]}`` — the Policy
+        service this worker's decisions go to now (for ``gatehouse cluster status``)."""
+        if self.decider is None:
+            return self.health_body
+        routing = json.dumps(self.decider.client.routing()).encode()
+        return self.health_body[:-1] + b',"policy":' + routing + b"}"
+
 
 PORTAL_ID = "gatehouse-portal"
 

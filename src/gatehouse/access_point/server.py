@@ -136,6 +136,7 @@ class Worker:
             tuple(settings.identity_headers),
             settings.decision_timeout,
             settings.decision_cache_entries,
+            settings.failover,
         )
         old = self.decider
         if old is not None and getattr(old, "key", None) == key:
@@ -148,6 +149,7 @@ class Worker:
             [*DEFAULT_IDENTITY_HEADERS, *settings.identity_headers],
             settings.decision_timeout,
             settings.decision_cache_entries,
+            settings.failover,
         )
         decider.key = key
         return decider

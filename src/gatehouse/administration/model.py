@@ -43,7 +43,8 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, Field, model_validator
 
 from gatehouse.authentication.config import Lockout, PasswordHash
-from gatehouse.config.access_point import AccessPointSettings, Resource, Strict, parse_listen
+from gatehouse.config.access_point import AccessPointSettings, Resource, parse_listen
+from gatehouse.config.base import Strict
 from gatehouse.config.loader import problems_error
 from gatehouse.config.policy import (
     EndpointURL,

@@ -50,7 +50,8 @@ from gatehouse.administration.model import ROLE_NAMES, Listen, ServiceId
 from gatehouse.administration.signing import Ed25519PrivateKey, public_key_pem
 from gatehouse.administration.store import AdminStore, ServiceStatus, Version, token_hash
 from gatehouse.administration.waiters import VersionWatch
-from gatehouse.config.access_point import Strict, parse_listen
+from gatehouse.config.access_point import parse_listen
+from gatehouse.config.base import Strict
 from gatehouse.config.loader import load_file
 from gatehouse.config.policy import Duration
 from gatehouse.errors import ConfigError

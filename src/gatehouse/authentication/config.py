@@ -18,7 +18,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator
 
-from gatehouse.config.access_point import Strict, parse_listen
+from gatehouse.config.access_point import parse_listen
+from gatehouse.config.base import Strict
 from gatehouse.config.units import Seconds
 from gatehouse.storage.home import DatabaseURL
 

@@ -47,7 +47,8 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from gatehouse.administration.model import NodeName, ServiceId
-from gatehouse.config.access_point import IPNetwork, Network, Strict, parse_listen
+from gatehouse.config.access_point import IPNetwork, Network, parse_listen
+from gatehouse.config.base import Strict
 from gatehouse.config.loader import load_file, problems_error
 from gatehouse.config.units import Seconds
 from gatehouse.errors import ConfigError

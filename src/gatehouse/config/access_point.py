@@ -21,6 +21,8 @@ from pydantic import (
     model_validator,
 )
 
+from gatehouse.config.base import Strict
+from gatehouse.config.failover import FailoverSettings
 from gatehouse.config.units import ByteSize, Seconds
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -44,12 +46,6 @@ _RESOURCE_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 _HOST_PATTERN = re.compile(
     r"^(\*|(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*)$"
 )
-
-
-class Strict(BaseModel):
-    """Base for config models: immutable, unknown keys are errors."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 def _header_name(value: str) -> str:
@@ -197,6 +193,10 @@ class AccessPointSettings(Strict):
     session_cookie: HeaderName = "gatehouse_session"
     decision_timeout: Seconds = Field(default=2.0, gt=0)
     decision_cache_entries: int = Field(default=100_000, ge=0)
+    #: How decision calls fail over between the Policy services (connect timeout, probes of
+    #: down ones, fail-back after `rise` passes); a decision attempt's timeout is
+    #: ``decision_timeout``.
+    failover: FailoverSettings = Field(default_factory=FailoverSettings)
     decision_headers: list[HeaderName] = Field(default_factory=list)
     upstream_keepalive: int = Field(default=64, ge=0)
     upstream_idle_timeout: Seconds = Field(default=60.0, gt=0)

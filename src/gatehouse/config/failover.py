@@ -8,7 +8,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from gatehouse.config.access_point import Strict
+from gatehouse.config.base import Strict
 from gatehouse.config.units import Seconds
 
 #: Defaults, shared with :class:`gatehouse.internal.client.FailoverClient`'s own arguments.

@@ -28,9 +28,9 @@ from gatehouse.config.access_point import (
     HeaderName,
     HostPattern,
     IPNetwork,
-    Strict,
     parse_listen,
 )
+from gatehouse.config.base import Strict
 from gatehouse.config.failover import FailoverSettings
 from gatehouse.config.loader import problems_error
 from gatehouse.config.units import Seconds

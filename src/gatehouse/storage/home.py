@@ -16,7 +16,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator
 
-from gatehouse.config.access_point import Strict
+from gatehouse.config.base import Strict
 from gatehouse.config.loader import load_yaml, validate
 from gatehouse.errors import ConfigError
 from gatehouse.storage.engine import parse_url
