@@ -167,9 +167,13 @@ def test_the_example_topology_survives_a_killed_policy_service(home: Path) -> No
 
     started = cluster_cli(home, "start", "ps1")
     assert started.returncode == 0, started.stdout + started.stderr
-    status = wait_status(cluster, lambda s: s.healthy, "every service healthy again")
+    # Fail-back: ap1's decisions return to ps1 once it passed `rise` probes in a row.
+    status = wait_status(
+        cluster,
+        lambda s: s.healthy and s["ap1"].prefers == "ps1",
+        "every service healthy again, ap1 using ps1",
+    )
     assert status["ps1"].config_version == 1
-    assert status["ap1"].prefers == "ps1"
     assert alice.get("/private").status == 200
 
     before = processes_of(cluster)

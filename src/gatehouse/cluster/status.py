@@ -7,9 +7,10 @@ Sources: the pid files, each service's own health endpoint (Access Point
 used when a service does not answer), HAProxy's stats socket (which Access Point it sends
 traffic to) and PostgreSQL itself (primary or standby, replication state).
 
-An Access Point's health answer does not say which Policy service it is using, so the
-status shows the one it *prefers*: the first of its ordered list that is healthy now. The
-same goes for a Policy service and its Authentication services.
+An Access Point's health answer says which Policy service its decisions go to now
+(``"policy": {"using": URL}``), and a Policy service's which Authentication service its
+logins use: the status shows that one ("uses"). For a member that does not answer, it shows
+the one it would prefer: the first of its ordered list that is healthy now.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from gatehouse.administration.config_cli import table
 from gatehouse.cluster.haproxy import HEALTH_PATH as AP_HEALTH_PATH
 from gatehouse.cluster.haproxy import access_point_states
+from gatehouse.cluster.topology import AuthenticationService, PolicyService, Topology
 from gatehouse.errors import ConfigError, GatehouseError
 from gatehouse.storage.replication import NodeStatus
 
@@ -250,7 +252,9 @@ def collect(cluster: Cluster) -> ClusterStatus:
     for member in members:
         name = member.name
         health = healths[name]
-        prefers, detail = _relations(cluster, member.kind, name, first_healthy, lb_states)
+        prefers, detail = _relations(
+            cluster, member.kind, name, first_healthy, lb_states, health.answer
+        )
         state: str
         if member.kind == "database":
             status = pg[name]
@@ -290,25 +294,37 @@ def _relations(
     name: str,
     first_healthy: Callable[[list[str]], str | None],
     lb_states: dict[str, str],
+    answer: dict[str, Any] | None,
 ) -> tuple[str | None, str]:
-    """Whom an Access Point or a Policy service prefers now, and the detail column."""
+    """Whom an Access Point or a Policy service uses (or, silent, prefers) now, and the
+    detail column."""
     topology = cluster.topology
+
+    def relation(order: list[str], key: str) -> tuple[str | None, str]:
+        by_url = {topology.endpoint(s): s.id for s in _services(topology) if s.id in order}
+        routing = answer.get(key) if isinstance(answer, dict) else None
+        using = routing.get("using") if isinstance(routing, dict) else None
+        if isinstance(using, str) and using in by_url:
+            return by_url[using], f"uses {by_url[using]} of {', '.join(order)}"
+        prefers = first_healthy(order)
+        return prefers, f"prefers {prefers or 'none healthy'} of {', '.join(order)}"
+
     if kind == "access_point":
         ap = next(a for a in topology.access_points if a.id == name)
-        order = topology.policy_order(ap)
-        prefers = first_healthy(order)
-        detail = f"prefers {prefers or 'none healthy'} of {', '.join(order)}"
+        prefers, detail = relation(topology.policy_order(ap), "policy")
         if name in lb_states:
             detail += f"; HAProxy: {lb_states[name]}"
         return prefers, detail
     if kind == "policy":
         ps = next(p for p in topology.policy_services if p.id == name)
-        order = topology.authentication_order(ps)
-        prefers = first_healthy(order)
-        return prefers, f"prefers {prefers or 'none healthy'} of {', '.join(order)}"
+        return relation(topology.authentication_order(ps), "authentication")
     if kind == "load_balancer":
         return None, cluster.url
     return None, ""
+
+
+def _services(topology: Topology) -> list[PolicyService | AuthenticationService]:
+    return [*topology.policy_services, *topology.authentication_services]
 
 
 def render(status: ClusterStatus) -> str:
