@@ -24,33 +24,15 @@ from gatehouse.cluster.processes import PidFile, alive, group_members, start_tim
 from gatehouse.cluster.runner import Cluster, ClusterError, find_haproxy
 from gatehouse.cluster.status import ClusterStatus
 from gatehouse.cluster.topology import Topology, load_topology
+from tests.support.cluster import free_topology
 from tests.support.gateway import Browser, add_user
 from tests.support.postgres import missing, require_bindir
-from tests.support.processes import GATEHOUSE, free_port
+from tests.support.processes import GATEHOUSE
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ha-cluster.yaml"
 LINUX_PROC = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
 SERVICES = ["admin", "auth1", "auth2", "ps1", "ps2", "ap1", "ap2"]
 EVERYTHING = ["pg1", "pg2", "demo-backend", *SERVICES, "haproxy"]
-
-
-def free_topology(path: Path) -> Path:
-    """The example topology with every port replaced by a free one."""
-    data: dict[str, Any] = yaml.safe_load(EXAMPLE.read_text())
-
-    def free() -> str:
-        return f"127.0.0.1:{free_port()}"
-
-    data["administration"]["listen"] = free()
-    for section in ("access_points", "policy_services", "authentication_services"):
-        for service in data[section]:
-            service["listen"] = free()
-    data["load_balancer"]["listen"] = free()
-    data["load_balancer"]["stats"] = free()
-    data["databases"]["local"] = {"primary_port": free_port(), "standby_port": free_port()}
-    data["demo_backend"]["listen"] = free()
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
 
 
 @pytest.fixture

@@ -1,0 +1,212 @@
+"""Chaos: the example HA topology (``gatehouse cluster``) under steady load while its parts are
+killed with SIGKILL one at a time, every user request's outcome recorded.
+
+Load: 50 signed-in sessions through HAProxy, 250 requests/s in total, each a protected page
+(any answer but 200 is a failure: a 5xx, or a 303 to the login page — a forced re-login).
+In turn: the primary Policy service of ap1, the Access Point ap1, an Authentication service
+during sign-ins, the Administration service, and the PostgreSQL primary (its synchronous
+standby promoted). Each killed service is started again and traffic must fail back to it.
+Bounded: about two minutes; everything on loopback, stopped at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from gatehouse.cluster.haproxy import read_stats
+from gatehouse.cluster.runner import Cluster, find_haproxy
+from gatehouse.cluster.status import ClusterStatus
+from tests.support.cluster import free_topology
+from tests.support.gateway import add_user
+from tests.support.load import Record, login, login_loop, steady_load
+from tests.support.postgres import missing, require_bindir
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc"),
+]
+
+USER, PASSWORD = "chaos", "a long chaos passphrase"
+SESSIONS = 50
+RATE = 250.0  # requests per second, all sessions together
+RECOVERY_GOAL = 15.0  # seconds, from the database primary's loss to service again
+
+
+@dataclass
+class Lab:
+    cluster: Cluster
+    host: str
+    port: int
+    cookies: list[str]
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    if find_haproxy() is None:
+        missing("HAProxy is not installed (apt-get install haproxy)")
+    require_bindir()
+    root = Path(tempfile.mkdtemp(prefix="gh-chaos-"))
+    root.chmod(0o755)  # the postgres user traverses it
+    home = root / "home"
+    cluster = Cluster.prepare(home, free_topology(root / "topology.yaml"), fsync=False)
+    try:
+        cluster.up()
+        add_user(home, USER, PASSWORD)
+        host, _, port = cluster.url.removeprefix("http://").rstrip("/").rpartition(":")
+
+        async def sign_in_all() -> list[str]:
+            limit = asyncio.Semaphore(4)
+
+            async def one() -> str:
+                async with limit:
+                    return await login(host, int(port), USER, PASSWORD)
+
+            return await asyncio.gather(*(one() for _ in range(SESSIONS)))
+
+        cookies = asyncio.run(sign_in_all())
+        assert len(set(cookies)) == SESSIONS
+        yield Lab(cluster, host, int(port), cookies)
+    finally:
+        cluster.down()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@contextmanager
+def load(lab: Lab, seconds: float, logins: Record | None = None) -> Iterator[Record]:
+    """Steady load (and sign-ins when ``logins`` is given) on a thread for ``seconds``."""
+    record = Record()
+
+    async def main() -> None:
+        jobs = [steady_load(lab.host, lab.port, lab.cookies, RATE, seconds, record)]
+        if logins is not None:
+            jobs.append(login_loop(lab.host, lab.port, USER, PASSWORD, seconds, logins))
+        await asyncio.gather(*jobs)
+
+    thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
+    thread.start()
+    try:
+        yield record
+    finally:
+        thread.join(seconds + 30)
+        assert not thread.is_alive(), "the load did not stop"
+
+
+def at(start: float, offset: float) -> None:
+    """Sleep until ``offset`` seconds after ``start``."""
+    time.sleep(max(0.0, start + offset - time.monotonic()))
+
+
+def wait_status(lab: Lab, check: Callable[[ClusterStatus], bool], what: str) -> ClusterStatus:
+    deadline = time.monotonic() + 30
+    while True:
+        status = lab.cluster.status()
+        if check(status):
+            return status
+        assert time.monotonic() < deadline, f"not within 30s: {what}\n{status}"
+        time.sleep(0.25)
+
+
+def enough(record: Record, seconds: float) -> None:
+    """The load really was steady: at least 200 requests/s on average."""
+    assert len(record.outcomes) >= 200 * seconds * 0.9, record.summary()
+
+
+def test_killing_the_primary_policy_service_fails_no_request(lab: Lab) -> None:
+    start = time.monotonic()
+    with load(lab, 10) as record:
+        at(start, 2)
+        lab.cluster.kill("ps1")  # ap1's primary Policy service
+        at(start, 5)
+        lab.cluster.start("ps1")
+    assert record.failures() == [], record.summary()
+    enough(record, 10)
+    # Fail-back: ap1's decisions go to ps1 again once it passed its probes.
+    wait_status(lab, lambda s: s.healthy and s["ap1"].prefers == "ps1", "ap1 back on ps1")
+
+
+def test_killing_an_access_point_fails_no_request(lab: Lab) -> None:
+    def served_by_ap1() -> int:
+        stats = read_stats(lab.cluster.stats_socket)
+        return next(int(row["stot"]) for (_, server), row in stats.items() if server == "ap1")
+
+    start = time.monotonic()
+    with load(lab, 10) as record:
+        at(start, 2)
+        lab.cluster.kill("ap1")  # HAProxy retries its requests on ap2 (redispatch)
+        at(start, 5)
+        lab.cluster.start("ap1")
+        wait_status(lab, lambda s: "UP" in s["ap1"].detail, "HAProxy sees ap1 up")
+        before = served_by_ap1()
+        at(start, 9)
+        assert served_by_ap1() > before, "traffic came back to ap1"
+    assert record.failures() == [], record.summary()
+    enough(record, 10)
+
+
+def test_killing_an_authentication_service_during_sign_ins_fails_none(lab: Lab) -> None:
+    logins = Record()
+    start = time.monotonic()
+    with load(lab, 10, logins) as record:
+        at(start, 2)
+        lab.cluster.kill("auth1")  # ps1's preferred Authentication service
+        at(start, 5)
+        lab.cluster.start("auth1")
+    assert logins.failures() == [], logins.summary()
+    assert len(logins.outcomes) >= 10, logins.summary()
+    assert record.failures() == [], record.summary()
+    wait_status(lab, lambda s: s.healthy and s["ps1"].prefers == "auth1", "ps1 back on auth1")
+
+
+def test_killing_the_administration_service_fails_no_request(lab: Lab) -> None:
+    start = time.monotonic()
+    with load(lab, 8) as record:
+        at(start, 2)
+        lab.cluster.kill("admin")
+        at(start, 5)
+        lab.cluster.start("admin")
+    assert record.failures() == [], record.summary()
+    status = wait_status(lab, lambda s: s.healthy, "every service healthy with Admin back")
+    assert len(set(status.versions().values())) == 1, status
+
+
+def test_losing_the_database_primary_loses_no_session(lab: Lab) -> None:
+    # Sessions acknowledged just before the crash must survive it (synchronous replication).
+    fresh = asyncio.run(login(lab.host, lab.port, USER, PASSWORD))
+    start = time.monotonic()
+    with load(lab, 25) as record:
+        at(start, 3)
+        killed = time.monotonic()
+        lab.cluster.failover_db(kill=True)
+    failed = record.failures()
+    last_failure = max((o.at for o in failed), default=killed)
+    recovery = last_failure - killed
+    print(f"database failover: {len(failed)} failed requests, service back {recovery:.1f}s")
+    assert recovery < RECOVERY_GOAL, record.summary(killed)
+    assert record.failures(0, killed) == [], "failures before the crash"
+    assert all(o.status in (0, 503) for o in failed), record.summary(killed)
+    # The services did lose their database and came back to the promoted standby.
+    for ps in ("ps1", "ps2"):
+        log = lab.cluster.log_path(ps).read_text(errors="replace")
+        assert "listening for revocations again" in log, f"{ps} never noticed the crash"
+    # Every session, the fresh one included, is still valid: nobody is logged out.
+    lab.cookies.append(fresh)
+    with load(lab, 3) as after:
+        pass
+    assert after.failures() == [], after.summary()
+    assert {o.user for o in after.outcomes} == set(range(len(lab.cookies)))
+    # Admin lost its one-Admin lock with the old primary and stopped; start it, then bring
+    # the old primary back as the new standby.
+    wait_status(lab, lambda s: s["admin"].state != "running", "Admin noticed the lost lock")
+    lab.cluster.start("admin")
+    assert lab.cluster.rejoin_db() in ("rewound", "rebuilt")
+    wait_status(lab, lambda s: s.healthy, "every member healthy after the rejoin")

@@ -1,0 +1,225 @@
+"""Steady load for chaos tests: logged-in users requesting a protected page at a fixed total
+rate, every request's outcome recorded.
+
+Each user is one task with one keep-alive connection, like a browser tab. As browsers do, a
+request on a *reused* connection that the server closed before sending a byte of an answer
+is sent again once on a new connection (the server never saw it, or saw an idempotent GET);
+anything else that is not the expected status is a failure: a 5xx, a 303 to the login page
+(a forced re-login), a reset in the middle of an answer, a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import urllib.parse
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+LOGIN = "/_gatehouse/login"
+_CSRF = re.compile(rb'name="csrf" value="([^"]+)"')
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    at: float  # monotonic seconds when the request was sent
+    user: int
+    status: int  # 0: no answer
+    latency: float
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 200 and not self.error
+
+
+@dataclass
+class Record:
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    def between(self, start: float, end: float) -> list[Outcome]:
+        return [o for o in self.outcomes if start <= o.at < end]
+
+    def failures(self, start: float = 0.0, end: float = float("inf")) -> list[Outcome]:
+        return [o for o in self.between(start, end) if not o.ok]
+
+    def summary(self, start: float = 0.0, end: float = float("inf")) -> str:
+        window = self.between(start, end)
+        failed = [o for o in window if not o.ok]
+        kinds: dict[str, int] = {}
+        for o in failed:
+            key = o.error or f"HTTP {o.status}"
+            kinds[key] = kinds.get(key, 0) + 1
+        return f"{len(window)} requests, {len(failed)} failed {kinds}"
+
+
+class _Connection:
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.used = False
+
+    async def open(self) -> None:
+        self.close()
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        self.used = False
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.transport.abort()
+        self.reader = self.writer = None
+
+    async def request(self, raw: bytes) -> tuple[int, dict[str, str], bytes]:
+        """Send one request; the status, headers (lower-case) and body."""
+        if self.writer is None:
+            await self.open()
+        assert self.reader is not None
+        assert self.writer is not None
+        self.writer.write(raw)
+        await self.writer.drain()
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        self.used = True
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            if ":" in line:
+                name, value = line.split(":", 1)
+                headers[name.strip().lower()] = value.strip()
+        length = int(headers.get("content-length", "0"))
+        body = await self.reader.readexactly(length) if length else b""
+        if headers.get("connection", "").lower() == "close":
+            self.close()
+        return status, headers, body
+
+
+def _get(path: str, host: str, cookie: str = "") -> bytes:
+    extra = f"Cookie: {cookie}\r\n" if cookie else ""
+    return f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n".encode()
+
+
+async def login(host: str, port: int, username: str, password: str, rd: str = "/") -> str:
+    """Sign in through the portal; the ``Cookie`` value to send (session cookie)."""
+    conn = _Connection(host, port)
+    try:
+        authority = f"{host}:{port}"
+        status, headers, body = await conn.request(
+            _get(f"{LOGIN}?rd={urllib.parse.quote(rd, safe='')}", authority)
+        )
+        if status != 200:
+            raise AssertionError(f"login page: HTTP {status}")
+        match = _CSRF.search(body)
+        if match is None:
+            raise AssertionError("login page without a CSRF token")
+        csrf_cookie = headers.get("set-cookie", "").split(";", 1)[0]
+        form = urllib.parse.urlencode(
+            {"username": username, "password": password, "csrf": match.group(1), "rd": rd}
+        ).encode()
+        raw = (
+            f"POST {LOGIN} HTTP/1.1\r\nHost: {authority}\r\nCookie: {csrf_cookie}\r\n"
+            "Content-Type: application/x-www-form-urlencoded\r\n"
+            f"Content-Length: {len(form)}\r\n\r\n"
+        ).encode() + form
+        status, headers, _ = await conn.request(raw)
+        if status != 303 or "set-cookie" not in headers:
+            raise AssertionError(f"login: HTTP {status}")
+        return headers["set-cookie"].split(";", 1)[0]
+    finally:
+        conn.close()
+
+
+async def _user(
+    index: int,
+    host: str,
+    port: int,
+    path: str,
+    cookie: str,
+    interval: float,
+    until: float,
+    record: Record,
+    timeout: float,
+) -> None:
+    conn = _Connection(host, port)
+    raw = _get(path, f"{host}:{port}", cookie)
+    loop = asyncio.get_running_loop()
+    next_at = loop.time() + interval * (index / 50.0)  # spread the first requests
+    try:
+        while True:
+            now = loop.time()
+            if now >= until:
+                return
+            if next_at > now:
+                await asyncio.sleep(next_at - now)
+            next_at += interval
+            sent = time.monotonic()
+            status, error = 0, ""
+            for attempt in (1, 2):
+                reused = conn.used and conn.writer is not None
+                try:
+                    status, _, _ = await asyncio.wait_for(conn.request(raw), timeout)
+                    error = ""
+                    break
+                except (OSError, asyncio.IncompleteReadError, EOFError) as exc:
+                    conn.close()
+                    partial = isinstance(exc, asyncio.IncompleteReadError) and exc.partial
+                    error = f"{type(exc).__name__}"
+                    if attempt == 1 and reused and not partial:
+                        continue  # a closed keep-alive connection: send again, once
+                    break
+                except TimeoutError:
+                    conn.close()
+                    error = "timeout"
+                    break
+            record.outcomes.append(Outcome(sent, index, status, time.monotonic() - sent, error))
+    finally:
+        conn.close()
+
+
+async def steady_load(
+    host: str,
+    port: int,
+    cookies: Sequence[str],
+    rate: float,
+    duration: float,
+    record: Record,
+    path: str = "/hello",
+    timeout: float = 5.0,
+) -> None:
+    """``rate`` requests/s in total from ``len(cookies)`` users for ``duration`` seconds."""
+    interval = len(cookies) / rate
+    until = asyncio.get_running_loop().time() + duration
+    await asyncio.gather(
+        *(
+            _user(i, host, port, path, cookie, interval, until, record, timeout)
+            for i, cookie in enumerate(cookies)
+        )
+    )
+
+
+async def login_loop(
+    host: str,
+    port: int,
+    username: str,
+    password: str,
+    duration: float,
+    record: Record,
+    concurrency: int = 2,
+) -> None:
+    """Sign in again and again for ``duration`` seconds; a login that does not end in a
+    session cookie is a failure (status 0 with the error)."""
+    until = asyncio.get_running_loop().time() + duration
+
+    async def one(worker: int) -> None:
+        while asyncio.get_running_loop().time() < until:
+            sent = time.monotonic()
+            try:
+                await asyncio.wait_for(login(host, port, username, password), 10.0)
+            except (AssertionError, OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
+                error = str(exc) or type(exc).__name__
+                record.outcomes.append(Outcome(sent, worker, 0, time.monotonic() - sent, error))
+            else:
+                record.outcomes.append(Outcome(sent, worker, 200, time.monotonic() - sent))
+
+    await asyncio.gather(*(one(i) for i in range(concurrency)))
