@@ -85,6 +85,7 @@ def test_decisions_fail_over_to_the_next_policy_service_and_back(tmp_path: Path)
         routing = health(gw.ap.port)["policy"]
         assert routing["using"] == second.url
         assert routing["endpoints"][0] == {"url": first_url, "up": False}
+        assert routing["counters"]["down"] == 1  # counted in the worker's metrics
 
         # The preferred one back: decisions return to it after `rise` passed probes.
         gw.policy.stop()

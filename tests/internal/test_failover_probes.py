@@ -406,10 +406,13 @@ def test_metrics_snapshot(run: Run[None]) -> None:
             await who(client)
             await eventually(lambda: client.endpoints.counters["probes_failed"] >= 1)
             snapshot = client.metrics()
-            assert client.routing() == {
+            routing = client.routing()
+            assert routing == {
                 "using": second.url,
                 "endpoints": [{"url": dead, "up": False}, {"url": second.url, "up": True}],
+                "counters": snapshot["counters"],
             }
+            assert routing["counters"]["failovers"] == 1
             assert orjson.loads(orjson.dumps(snapshot)) == snapshot  # JSON as it is
             assert (snapshot["service"], snapshot["probing"], snapshot["rise"]) == (
                 "auth",

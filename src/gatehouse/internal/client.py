@@ -600,11 +600,17 @@ class FailoverClient:
     def routing(self) -> dict[str, Any]:
         """Where calls go now, for health answers and ``gatehouse cluster status``: ``using``
         is the endpoint the next call tries first (the first one up, in configured order;
-        ``None`` when every one is down) and ``endpoints`` each one's URL and state."""
+        ``None`` when every one is down), ``endpoints`` each one's URL and state, and
+        ``counters`` the client's transitions, failovers and probes so far (the full
+        snapshot is :meth:`metrics`)."""
         endpoints = self.endpoints
         states = endpoints.status()
         using = next((st.url for st in states if st.up), None)
-        return {"using": using, "endpoints": [{"url": st.url, "up": st.up} for st in states]}
+        return {
+            "using": using,
+            "endpoints": [{"url": st.url, "up": st.up} for st in states],
+            "counters": dict(endpoints.counters),
+        }
 
     def pool_stats(self) -> dict[str, dict[str, int]]:
         """Per endpoint: connections opened so far, open now, idle now."""
