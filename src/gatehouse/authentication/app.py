@@ -35,6 +35,7 @@ from gatehouse.config.loader import validate
 from gatehouse.internal.config_agent import ConfigAgent
 from gatehouse.internal.endpoint import json_endpoint
 from gatehouse.internal.errors import Code, ServiceError, json_response
+from gatehouse.internal.managed import follow_admin
 from gatehouse.storage.engine import Database
 from gatehouse.storage.errors import DatabaseUnavailable
 from gatehouse.storage.migrate import start_migrations
@@ -95,13 +96,8 @@ class Service:
         if migrating is not None:
             self._tasks.append(migrating)
         if self.agent is not None:
-            self._tasks.append(asyncio.create_task(self._follow_admin(self.agent)))
-
-    async def _follow_admin(self, agent: ConfigAgent) -> None:
-        try:
-            await agent.run(self.apply, check_view)
-        except Exception:
-            log.exception("the config agent stopped: no new configuration will be applied")
+            follow = follow_admin(self.agent, self.apply, check_view)
+            self._tasks.append(asyncio.create_task(follow))
 
     def apply(self, version: int, view: dict[str, Any]) -> None:
         """Check attempts under ``view``'s rules from now on; raises (keeping the running

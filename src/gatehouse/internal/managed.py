@@ -35,7 +35,7 @@ from pydantic import BaseModel
 
 from gatehouse.config.loader import validate
 from gatehouse.errors import GatehouseError
-from gatehouse.internal.config_agent import ConfigAgent, Validate
+from gatehouse.internal.config_agent import Apply, ConfigAgent, Validate
 from gatehouse.internal.lkg import ROLES, check_service_id
 
 __all__ = [
@@ -43,6 +43,7 @@ __all__ = [
     "Managed",
     "add_source_arguments",
     "default_node",
+    "follow_admin",
     "joining_of",
     "model_check",
     "start_managed",
@@ -161,6 +162,16 @@ def model_check(model: type[M]) -> Callable[[dict[str, Any]], M]:
         return validate(model, view, "the published configuration")
 
     return check
+
+
+async def follow_admin(agent: ConfigAgent, apply: Apply, check: Validate) -> None:
+    """Run ``agent`` for the life of the service (a task next to it). The agent never raises
+    because of Admin or a bad version; should it fail anyway, the service keeps serving its
+    running version and says so."""
+    try:
+        await agent.run(apply, check)
+    except Exception:
+        log.exception("the config agent stopped: no new configuration will be applied")
 
 
 @dataclass(frozen=True, slots=True)

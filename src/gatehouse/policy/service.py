@@ -55,6 +55,7 @@ from gatehouse.errors import ConfigError
 from gatehouse.internal.client import FailoverClient, InternalCallError
 from gatehouse.internal.config_agent import AgentStatus, ConfigAgent
 from gatehouse.internal.endpoint import bad_request, parse_json_object
+from gatehouse.internal.managed import follow_admin
 from gatehouse.policy.admin_api import AdminAPI, read_token
 from gatehouse.policy.csrf import CsrfGuard, load_or_create_key
 from gatehouse.policy.decision import (
@@ -484,13 +485,8 @@ class PolicyService:
         # Down Authentication services are probed in the background; fail-back after `rise`.
         self.runtime.checker.client.start_probing()
         if self.agent is not None:
-            self._tasks.append(asyncio.create_task(self._follow_admin(self.agent)))
-
-    async def _follow_admin(self, agent: ConfigAgent) -> None:
-        try:
-            await agent.run(self.apply, check_view)
-        except Exception:
-            log.exception("the config agent stopped: no new configuration will be applied")
+            follow = follow_admin(self.agent, self.apply, check_view)
+            self._tasks.append(asyncio.create_task(follow))
 
     async def _purge_forever(self) -> None:
         while True:
