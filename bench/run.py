@@ -47,6 +47,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import failover
 import protected
 import publish
 
@@ -57,9 +58,11 @@ DOCS_END = "<!-- bench:end -->"
 DOCS_MAIN = (DOCS_START, DOCS_END)
 DOCS_PROTECTED = ("<!-- bench:protected:start -->", "<!-- bench:protected:end -->")
 DOCS_PUBLISH = ("<!-- bench:publish:start -->", "<!-- bench:publish:end -->")
+DOCS_FAILOVER = ("<!-- bench:failover:start -->", "<!-- bench:failover:end -->")
 DOCS_HEADINGS = {
     DOCS_PROTECTED: "## Latest results: protected resources",
     DOCS_PUBLISH: "## Latest results: publishing a configuration",
+    DOCS_FAILOVER: "## Latest results: failover",
 }
 
 # What the backend answers: exactly 100 bytes, no characters that need escaping in nginx.
@@ -590,7 +593,7 @@ PROTECTED_TABLE = {
 # Measurements of the protected section that are not wrk rows (group "protected").
 PUBLISH_SERVICES = 20
 PUBLISH_COUNT = 50
-STEPS = ("open-loop", "decide", "logins", "publish")
+STEPS = ("open-loop", "decide", "logins", "publish", "failover")
 #: The steps of the protected section (the others stand alone).
 PROTECTED_STEPS = ("open-loop", "decide", "logins")
 
@@ -793,6 +796,7 @@ class StepResults:
     decide: dict[int, protected.Latencies] = field(default_factory=dict)  # by clients
     logins: protected.Latencies | None = None
     publish: publish.PublishResult | None = None
+    failover: failover.FailoverResult | None = None
     failures: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -809,6 +813,7 @@ class StepResults:
             "decide": {str(clients): r.summary() for clients, r in self.decide.items()},
             "logins": self.logins.summary() if self.logins else None,
             "publish": self.publish.summary() if self.publish else None,
+            "failover": self.failover.summary() if self.failover else None,
             "failures": self.failures,
         }
 
@@ -870,6 +875,26 @@ def run_publish(settings: Settings) -> publish.PublishResult:
     else:
         summary = result.summary()
         log(f"  p50 {summary['p50_ms']} ms, p99 {summary['p99_ms']} ms")
+    return result
+
+
+def run_failover(settings: Settings) -> failover.FailoverResult:
+    """The cluster runs its services with this interpreter (``sys.executable``)."""
+    log(
+        f"[failover] the example HA cluster, {failover.SESSIONS} sessions on "
+        f"{failover.ACCESS_POINT} at {failover.RATE:g} requests/s, SIGKILL to "
+        f"{failover.PRIMARY}, then fail-back"
+    )
+    result = failover.run(failover.SESSIONS, failover.RATE)
+    if result.failure:
+        log(f"  FAILED: {result.failure}")
+    else:
+        summary = result.summary()
+        log(
+            f"  first request served by {failover.SECONDARY} {summary['first_ok_ms']} ms after "
+            f"the kill, {summary['total']['failed']} failed, fail-back "
+            f"{summary['failback_s']} s after {failover.PRIMARY} was healthy"
+        )
     return result
 
 
@@ -1580,6 +1605,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     step_results.publish = run_publish(settings)
                     if step_results.publish.failure:
                         step_results.failures["publish"] = step_results.publish.failure
+                if "failover" in steps:
+                    step_results.failover = run_failover(settings)
+                    if step_results.failover.failure:
+                        step_results.failures["failover"] = step_results.failover.failure
     except KeyboardInterrupt:
         log("bench: interrupted; all servers stopped")
         return 130
@@ -1592,6 +1621,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sections[DOCS_MAIN] = render_markdown(rows, info, settings, by_name)
     if step_results.publish is not None:
         sections[DOCS_PUBLISH] = publish.render(step_results.publish)
+    if step_results.failover is not None:
+        sections[DOCS_FAILOVER] = failover.render(step_results.failover)
     protected_steps = [s for s in steps if s in PROTECTED_STEPS]
     if protected_steps or any(
         row.scenario in PROTECTED_TABLE and row.scenario != "nginx-1" for row in rows
