@@ -60,7 +60,7 @@ def test_a_change_shows_on_its_lines() -> None:
     assert diff.splitlines() == [
         "--- version 3",
         "+++ draft",
-        "@@ -19,8 +19,8 @@",
+        "@@ -26,8 +26,8 @@",  # the failover settings come first
         "   max_pipelined: 32",
         "   max_request_line: 8192",
         "   policy_services:",
@@ -70,7 +70,7 @@ def test_a_change_shows_on_its_lines() -> None:
         "   send_timeout: 60.0",
         "   trusted_proxies: []",
         "   upstream_idle_timeout: 60.0",
-        "@@ -99,7 +99,7 @@",
+        "@@ -120,7 +120,7 @@",
         "   user_db: null",
         " databases:",
         "   session_db: null",
