@@ -57,7 +57,8 @@ from typing import Any
 
 import yaml
 
-from gatehouse.cluster.runner import Cluster, find_haproxy
+from gatehouse.cluster.haproxy import find_haproxy
+from gatehouse.cluster.runner import Cluster
 from gatehouse.config.failover import PROBE_INTERVAL, RISE, FailoverSettings
 
 REPO = Path(__file__).resolve().parent.parent

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from gatehouse.cluster.haproxy import read_stats
-from gatehouse.cluster.runner import Cluster, find_haproxy
+from gatehouse.cluster.haproxy import find_haproxy, read_stats
+from gatehouse.cluster.runner import Cluster
 from gatehouse.cluster.status import ClusterStatus
 from tests.support.cluster import free_topology
 from tests.support.gateway import add_user

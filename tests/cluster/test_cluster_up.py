@@ -20,8 +20,10 @@ import pytest
 import yaml
 
 from gatehouse.cli import build_parser
+from gatehouse.cluster.errors import ClusterError
+from gatehouse.cluster.haproxy import find_haproxy
 from gatehouse.cluster.processes import PidFile, alive, group_members, start_time
-from gatehouse.cluster.runner import Cluster, ClusterError, find_haproxy
+from gatehouse.cluster.runner import Cluster
 from gatehouse.cluster.status import ClusterStatus
 from gatehouse.cluster.topology import Topology, load_topology
 from tests.support.cluster import free_topology

@@ -22,7 +22,7 @@ from gatehouse.policy.sessions import Identity, SessionStore, Timeouts
 from gatehouse.storage.engine import Database, asyncpg_connect_args, create_engine, parse_url
 from gatehouse.storage.errors import DatabaseUnavailable
 from gatehouse.storage.migrate import upgrade
-from gatehouse.storage.replication import Pair
+from gatehouse.storage.postgres_ha.pair import Pair
 from tests.support.postgres import postgres_pair
 
 __all__ = ["postgres_pair"]

@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from gatehouse.storage import replication
 from gatehouse.storage.engine import Database
-from gatehouse.storage.replication import Pair, PgNode, ReplicationError
+from gatehouse.storage.postgres_ha import binaries
+from gatehouse.storage.postgres_ha.errors import ReplicationError
+from gatehouse.storage.postgres_ha.node import PgNode
+from gatehouse.storage.postgres_ha.pair import Pair
 from tests.support.postgres import postgres_pair
 
 __all__ = ["postgres_pair"]
@@ -23,17 +25,17 @@ __all__ = ["postgres_pair"]
 def test_bindir_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for tool in ("initdb", "pg_ctl"):
         (tmp_path / tool).touch()
-    monkeypatch.setenv(replication.BINDIR_ENV, str(tmp_path))
-    assert replication.find_bindir() == tmp_path
+    monkeypatch.setenv(binaries.BINDIR_ENV, str(tmp_path))
+    assert binaries.find_bindir() == tmp_path
 
 
 def test_no_postgres_installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(replication.BINDIR_ENV, raising=False)
-    monkeypatch.setattr(replication, "DEBIAN_ROOT", tmp_path / "none")
+    monkeypatch.delenv(binaries.BINDIR_ENV, raising=False)
+    monkeypatch.setattr(binaries, "DEBIAN_ROOT", tmp_path / "none")
     monkeypatch.setenv("PATH", str(tmp_path))
-    assert replication.find_bindir() is None
+    assert binaries.find_bindir() is None
     with pytest.raises(ReplicationError, match=r"not found: install PostgreSQL"):
-        replication.require_bindir()
+        binaries.require_bindir()
 
 
 def test_a_missing_binary_is_named(tmp_path: Path) -> None:

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from gatehouse.storage.replication import Pair, find_bindir
+from gatehouse.storage.postgres_ha.binaries import find_bindir
+from gatehouse.storage.postgres_ha.pair import Pair
 from tests.support.processes import free_port
 
 __all__ = [

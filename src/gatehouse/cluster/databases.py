@@ -1,4 +1,4 @@
-"""The cluster's PostgreSQL: a :class:`~gatehouse.storage.replication.Pair` in HOME/postgres
+"""The cluster's PostgreSQL: a :class:`~gatehouse.storage.postgres_ha.pair.Pair` in HOME/postgres
 and the record of which node is the primary.
 
 After a failover both data directories look like primaries (neither has ``standby.signal``)
@@ -15,7 +15,9 @@ from typing import Literal
 
 from gatehouse.cluster.topology import LocalDatabases
 from gatehouse.internal.lkg import atomic_write
-from gatehouse.storage.replication import SUPERUSER, Pair, PgNode, ReplicationError
+from gatehouse.storage.postgres_ha.errors import ReplicationError
+from gatehouse.storage.postgres_ha.node import SUPERUSER, PgNode
+from gatehouse.storage.postgres_ha.pair import Pair
 
 NAMES = ("pg1", "pg2")
 PRIMARY_FILE = "primary"

@@ -1,5 +1,5 @@
-"""HAProxy in front of the Access Points: its configuration, written from the topology, and
-its view of which Access Point is up (the stats socket's ``show stat``).
+"""HAProxy in front of the Access Points: its binary, its configuration, written from the
+topology, and its view of which Access Point is up (the stats socket's ``show stat``).
 
 Choices (docs/operations.md, "The load balancer"):
 
@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import shutil
 import socket
 from pathlib import Path
 
@@ -39,6 +41,14 @@ BACKEND = "gatehouse_access_points"
 FRONTEND = "gatehouse"
 #: Methods whose requests may be sent twice (RFC 9110 §9.2.2).
 IDEMPOTENT_METHODS = ("GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE")
+
+
+def find_haproxy() -> str | None:
+    """The ``haproxy`` binary: on PATH, else Debian's /usr/sbin/haproxy."""
+    found = shutil.which("haproxy")
+    if found:
+        return found
+    return "/usr/sbin/haproxy" if os.access("/usr/sbin/haproxy", os.X_OK) else None
 
 
 def duration(seconds: float) -> str:

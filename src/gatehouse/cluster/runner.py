@@ -18,136 +18,59 @@ CLI (:mod:`.cli`) and the chaos tests drive the same methods::
 installation from the topology through Admin the first time (from then on the configuration
 is Admin's: ``gatehouse config apply|publish``); starts the Authentication, Policy and Access
 Point services, each following Admin from its state directory; waits until each answers its
-health check; then starts HAProxy. Names are the topology's ids plus ``haproxy``,
-``demo-backend``, ``pg1`` and ``pg2``.
+health check; then starts HAProxy.
 
-The home directory::
-
-    topology.yaml          the topology this home runs (saved by the first ``up``)
-    administration.yaml    Admin's settings: listen address, the cluster's PostgreSQL
-    databases.yaml         the multi-host URL, so ``gatehouse users ... --home`` works
-    admin.token            Admin's API token (written by Admin)
-    policy-admin.token     the Policy services' session admin token (``users disable``)
-    policy-csrf.key        shared by the Policy services: a login form served by one is
-                           accepted by the other
-    haproxy.cfg            written at every ``up`` (``gatehouse haproxy-config``)
-    postgres/pg1, pg2      the PostgreSQL pair; postgres/primary names the current primary
-    state/ID/              each service's state directory (registration, last-known-good)
-    run/NAME.pid           each running process; run/haproxy.sock (HAProxy's stats socket)
-    logs/NAME.log          each process's output
+The parts: :mod:`.members` (names, kinds, start order), :mod:`.home` (the home directory's
+layout and files), :mod:`.preflight` (what ``up`` checks first), :mod:`.commands` (each
+member's command line), :mod:`.bootstrap` (publishing through Admin, join tokens, the demo
+user).
 """
 
 from __future__ import annotations
 
 import os
-import secrets
-import shutil
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import yaml
-
 from gatehouse.administration.config_cli import AdminClient
-from gatehouse.administration.document import render_yaml
-from gatehouse.administration.service import CONFIG_FILE, TOKEN_FILE, read_token
-from gatehouse.cluster import processes
+from gatehouse.cluster import bootstrap, processes
 from gatehouse.cluster.cli import DEFAULT_TOPOLOGY
+from gatehouse.cluster.commands import SERVICE_COMMANDS, member_argv
 from gatehouse.cluster.databases import ClusterDatabases
-from gatehouse.cluster.haproxy import haproxy_config
-from gatehouse.cluster.installation import installation_document
+from gatehouse.cluster.errors import ClusterError
+from gatehouse.cluster.home import (
+    HAPROXY_CONFIG,
+    LOG_DIR,
+    PG_DIR,
+    RUN_DIR,
+    STATS_SOCKET,
+    TOPOLOGY_FILE,
+    write_home,
+)
+from gatehouse.cluster.members import (
+    DEMO_BACKEND,
+    LOAD_BALANCER,
+    STOP_ORDER,
+    Kind,
+    Member,
+    cluster_members,
+)
+from gatehouse.cluster.preflight import preflight
 from gatehouse.cluster.topology import Topology, dialable, host_port, load_topology
 from gatehouse.config.access_point import parse_listen
-from gatehouse.errors import ConfigError, GatehouseError
-from gatehouse.internal.lkg import ADMIN_FILE, atomic_write
-from gatehouse.node import ADMIN_TOKEN_FILE, JOIN_TOKEN_TTL, STATE_DIR
-from gatehouse.storage.home import FILE_NAME as DATABASES_FILE
-from gatehouse.storage.replication import PgNode, ReplicationError, require_bindir
+from gatehouse.errors import GatehouseError
+from gatehouse.node import STATE_DIR
+from gatehouse.storage.postgres_ha.errors import ReplicationError
+from gatehouse.storage.postgres_ha.node import PgNode
 
 if TYPE_CHECKING:
     from gatehouse.cluster.status import ClusterStatus
 
-TOPOLOGY_FILE = "topology.yaml"
-RUN_DIR = "run"
-LOG_DIR = "logs"
-PG_DIR = "postgres"
-HAPROXY_CONFIG = "haproxy.cfg"
-STATS_SOCKET = "haproxy.sock"
-LOAD_BALANCER = "haproxy"
-DEMO_BACKEND = "demo-backend"
-DEMO_USER = "demo"
 #: How long ``up`` and ``start`` wait for a service to answer its health check.
 START_TIMEOUT = 60.0
-#: Unix socket paths longer than this do not fit in ``sockaddr_un``.
-MAX_SOCKET_PATH = 107
 _POLL = 0.05
-
-Kind = Literal[
-    "database",
-    "demo_backend",
-    "administration",
-    "authentication",
-    "policy",
-    "access_point",
-    "load_balancer",
-]
-KIND_NAMES: dict[Kind, str] = {
-    "database": "PostgreSQL",
-    "demo_backend": "demo backend",
-    "administration": "Administration",
-    "authentication": "Authentication",
-    "policy": "Policy",
-    "access_point": "Access Point",
-    "load_balancer": "load balancer",
-}
-#: The services that follow Admin from a state directory, in start order, and their command.
-_SERVICE_COMMANDS: dict[Kind, str] = {
-    "authentication": "authentication",
-    "policy": "policy",
-    "access_point": "access-point",
-}
-#: ``down`` stops in this order (the reverse of the dependencies); PostgreSQL comes last.
-_STOP_ORDER: tuple[Kind, ...] = (
-    "load_balancer",
-    "access_point",
-    "policy",
-    "authentication",
-    "administration",
-    "demo_backend",
-)
-
-
-class ClusterError(GatehouseError):
-    """The cluster cannot do what was asked: already running, a port taken, a service that
-    does not start (the message then ends with the tail of its log)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Member:
-    """One process (or PostgreSQL server) of the cluster."""
-
-    name: str
-    kind: Kind
-    node: str | None = None
-    address: tuple[str, int] | None = None
-    """Where it is reached on this machine (``None``: PostgreSQL, see the pair)."""
-
-    @property
-    def role(self) -> str:
-        return KIND_NAMES[self.kind]
-
-
-def find_haproxy() -> str | None:
-    """The ``haproxy`` binary: on PATH, else Debian's /usr/sbin/haproxy."""
-    found = shutil.which("haproxy")
-    if found:
-        return found
-    return "/usr/sbin/haproxy" if os.access("/usr/sbin/haproxy", os.X_OK) else None
 
 
 def _tail(path: Path, lines: int = 20) -> str:
@@ -156,14 +79,6 @@ def _tail(path: Path, lines: int = 20) -> str:
     except OSError:
         return ""
     return "\n".join(text.splitlines()[-lines:])
-
-
-def _answers(address: tuple[str, int], timeout: float = 0.2) -> bool:
-    try:
-        with socket.create_connection(address, timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 class Cluster:
@@ -199,7 +114,8 @@ class Cluster:
             if local is not None
             else None
         )
-        self.members: list[Member] = self._members()
+        pg_names = [n.name for n in self.databases.nodes] if self.databases is not None else []
+        self.members: list[Member] = cluster_members(topology, pg_names)
         self._by_name = {m.name: m for m in self.members}
         self.startup_seconds: float | None = None
         """How long the last :meth:`up` took."""
@@ -271,22 +187,6 @@ class Cluster:
             source=str(topology_path),
             start_timeout=start_timeout,
         )
-
-    def _members(self) -> list[Member]:
-        t = self.topology
-        out: list[Member] = []
-        if self.databases is not None:
-            out += [Member(node.name, "database") for node in self.databases.nodes]
-        if t.demo_backend is not None:
-            host, port = parse_listen(t.demo_backend.listen)
-            out.append(Member(DEMO_BACKEND, "demo_backend", None, (dialable(host), port)))
-        for placed in sorted(t.placements(), key=lambda p: _START_RANK[p.role]):
-            service = placed.service
-            host, port = t.address(service)
-            out.append(Member(service.id, placed.role, service.node, (dialable(host), port)))
-        host, port = parse_listen(t.load_balancer.listen)
-        out.append(Member(LOAD_BALANCER, "load_balancer", None, (dialable(host), port)))
-        return out
 
     # -- names and paths --------------------------------------------------------------------
 
@@ -384,8 +284,8 @@ class Cluster:
                 "'gatehouse cluster status' shows it, 'gatehouse cluster start NAME' starts a "
                 "stopped service, 'gatehouse cluster down' stops it all"
             )
-        self._preflight()
-        self._write_home()
+        preflight(self.home, self.topology, self.members, self.databases, self.stats_socket)
+        write_home(self.home, self.topology, stats_socket=self.stats_socket, source=self.source)
         try:
             if self.databases is not None:
                 self.databases.start_all()
@@ -394,7 +294,7 @@ class Cluster:
             admin_id = self.topology.administration.id
             self._spawn(admin_id)
             admin = self._wait_for_admin()
-            self._publish(admin)
+            bootstrap.publish(admin, self.installation_document(), self.source, self._say)
             services = self.names("authentication", "policy", "access_point")
             for name in services:
                 self._prepare_state(name, admin)
@@ -413,74 +313,13 @@ class Cluster:
         self._say(f"up in {self.startup_seconds:.1f}s")
         return self.url
 
-    def _preflight(self) -> None:
-        """What ``up`` needs before it creates anything: HAProxy and PostgreSQL installed, a
-        home path short enough for a Unix socket, every port free."""
-        if find_haproxy() is None:
-            raise ClusterError("HAProxy is not installed (apt-get install haproxy)")
-        if self.databases is not None:
-            require_bindir()
-        if len(str(self.stats_socket)) > MAX_SOCKET_PATH:
-            raise ClusterError(
-                f"{self.home} is too long a path for HAProxy's stats socket "
-                f"({self.stats_socket}): Unix socket paths hold at most {MAX_SOCKET_PATH} "
-                "bytes; use a shorter --home"
-            )
-        taken = []
-        for member in self.members:
-            addresses = [member.address] if member.address is not None else []
-            if member.kind == "database":
-                node = self._pg_node(member.name)
-                addresses = [(node.host, node.port)]
-            if member.kind == "load_balancer" and self.topology.load_balancer.stats:
-                host, port = parse_listen(self.topology.load_balancer.stats)
-                addresses.append((dialable(host), port))
-            taken += [
-                f"{member.name} ({host_port(*a)})" for a in addresses if _answers(a, timeout=0.5)
-            ]
-        if taken:
-            raise ClusterError(
-                f"another process listens where the cluster would: {', '.join(taken)}"
-            )
-
-    def _write_home(self) -> None:
-        """The directories and the files every process of the cluster reads."""
-        home = self.home
-        for directory in (home, home / RUN_DIR, home / LOG_DIR, home / STATE_DIR):
-            directory.mkdir(parents=True, exist_ok=True)
-        saved = home / TOPOLOGY_FILE
-        if not saved.exists():
-            text = "# The topology of this cluster, saved by 'gatehouse cluster up'.\n"
-            text += render_yaml(self.topology.model_dump(mode="json", exclude_none=True))
-            atomic_write(saved, text.encode(), 0o644)
-        user_db, session_db = self.topology.databases.urls()
-        databases: dict[str, str] = {"user_db": user_db}
-        if session_db is not None:
-            databases["session_db"] = session_db
-        atomic_write(home / DATABASES_FILE, yaml.safe_dump(databases).encode(), 0o644)
-        admin = self.topology.administration
-        settings = {"administration": {"id": admin.id, "listen": admin.listen, "database": user_db}}
-        atomic_write(
-            home / CONFIG_FILE,
-            b"# Written by 'gatehouse cluster up' at every start.\n"
-            + yaml.safe_dump(settings, sort_keys=False).encode(),
-            0o644,
-        )
-        token = home / ADMIN_TOKEN_FILE
-        if not token.exists():
-            atomic_write(token, (secrets.token_urlsafe(32) + "\n").encode(), 0o600)
-        config = haproxy_config(self.topology, stats_socket=self.stats_socket, source=self.source)
-        atomic_write(home / HAPROXY_CONFIG, config.encode(), 0o644)
+    # -- Admin ------------------------------------------------------------------------------
 
     def installation_document(self) -> dict[str, Any]:
         """What the first ``up`` publishes: the topology's installation, each Policy service
         with the home's session admin token (so ``gatehouse users disable --home`` ends
         sessions through a running Policy service)."""
-        document = installation_document(self.topology)
-        token = str(self.home / ADMIN_TOKEN_FILE)
-        for entry in document["policy_services"]:
-            entry.setdefault("admin_token_file", token)
-        return document
+        return bootstrap.cluster_installation(self.topology, self.home)
 
     def _wait_for_admin(self) -> AdminClient:
         name = self.topology.administration.id
@@ -488,14 +327,9 @@ class Cluster:
         deadline = time.monotonic() + self.start_timeout
         while True:
             self._check_alive(name)
-            if (self.home / TOKEN_FILE).exists():
-                try:
-                    client = self.admin_client(timeout=2.0)
-                    client.call("GET", "/api/v1/health")
-                except (GatehouseError, ConfigError):
-                    pass
-                else:
-                    return client
+            client = bootstrap.answering_admin(self.home, self.admin_url)
+            if client is not None:
+                return client
             if time.monotonic() > deadline:
                 raise self._failure(name, f"did not answer within {self.start_timeout:g}s")
             time.sleep(_POLL)
@@ -506,61 +340,19 @@ class Cluster:
         Raises:
             ConfigError: no readable admin token (Admin never started in this home).
         """
-        token_file = self.home / TOKEN_FILE
-        return AdminClient(self.admin_url, read_token(token_file), token_file, timeout)
-
-    def _publish(self, admin: AdminClient) -> None:
-        """Publish the topology's installation when nothing is published yet."""
-        newest = admin.call("GET", "/api/v1/versions?limit=1")
-        if newest:
-            self._say(f"Admin publishes version {newest[0]['version']} (left as it is)")
-            return
-        admin.call("PUT", "/api/v1/draft", {"text": render_yaml(self.installation_document())})
-        comment = f"gatehouse cluster up {self.source}".rstrip()
-        number = admin.call("POST", "/api/v1/publish", {"comment": comment})["version"]
-        self._say(f"published the installation of the topology as version {number}")
+        return bootstrap.admin_client(self.home, self.admin_url, timeout)
 
     def _prepare_state(self, name: str, admin: AdminClient | None) -> None:
         """The service's state directory, with a join token unless it registered before."""
-        state = self._state_dir(name)
-        state.mkdir(mode=0o700, parents=True, exist_ok=True)
-        token_file = state / "join.token"
-        if (state / ADMIN_FILE).exists() or token_file.exists():
-            return
-        if admin is None:
-            admin = self.admin_client()
         kind = self.member(name).kind
-        answer = admin.call("POST", "/api/v1/join-tokens", {"role": kind, "ttl": JOIN_TOKEN_TTL})
-        atomic_write(token_file, (answer["token"] + "\n").encode())
+        bootstrap.prepare_state(
+            self._state_dir(name), kind, self.admin_client if admin is None else lambda: admin
+        )
 
     # -- processes --------------------------------------------------------------------------
 
-    def _argv(self, name: str) -> list[str]:
-        member = self.member(name)
-        gatehouse = [sys.executable, "-m", "gatehouse"]
-        if member.kind == "load_balancer":
-            binary = find_haproxy()
-            if binary is None:
-                raise ClusterError("HAProxy is not installed (apt-get install haproxy)")
-            return [binary, "-db", "-f", str(self.home / HAPROXY_CONFIG)]
-        if member.kind == "demo_backend":
-            assert self.topology.demo_backend is not None
-            return [*gatehouse, "demo-backend", "--listen", self.topology.demo_backend.listen]
-        if member.kind == "administration":
-            config = str(self.home / CONFIG_FILE)
-            return [*gatehouse, "administration", "--config", config, "--home", str(self.home)]
-        placed = next(p.service for p in self.topology.placements() if p.service.id == name)
-        state = self._state_dir(name)
-        args = [*gatehouse, _SERVICE_COMMANDS[member.kind], "--state", str(state)]
-        args += ["--join", self.admin_url, "--token-file", str(state / "join.token")]
-        args += ["--id", name, "--endpoint", self.topology.endpoint(placed)]
-        args += ["--node", placed.node]
-        if member.kind != "access_point":
-            args += ["--home", str(self.home)]
-        return args
-
     def _spawn(self, name: str) -> int:
-        argv = self._argv(name)
+        argv = member_argv(self.member(name), self.topology, self.home, self.admin_url)
         pid = processes.spawn(argv, self.log_path(name), {**os.environ, "PYTHONUNBUFFERED": "1"})
         self._pid_file(name).write(pid)
         return pid
@@ -661,7 +453,7 @@ class Cluster:
                 raise ClusterError(str(exc)) from None
         if member.kind == "load_balancer" and not (self.home / HAPROXY_CONFIG).exists():
             raise ClusterError(f"no {self.home / HAPROXY_CONFIG}: bring the cluster up first")
-        if member.kind in _SERVICE_COMMANDS:
+        if member.kind in SERVICE_COMMANDS:
             self._prepare_state(name, None)
         pid = self._spawn(name)
         if wait:
@@ -674,7 +466,7 @@ class Cluster:
         """Stop everything in reverse dependency order, PostgreSQL last (the primary first,
         then its standby); return the names that were running."""
         stopped: list[str] = []
-        for kind in _STOP_ORDER:
+        for kind in STOP_ORDER:
             names = self.names(kind)
             pids = {name: self._pid_file(name).running() for name in names}
             live = {name: pid for name, pid in pids.items() if pid is not None}
@@ -754,25 +546,4 @@ class Cluster:
         Raises:
             ClusterError: ``gatehouse users add`` failed.
         """
-        password = secrets.token_urlsafe(12)
-        result = subprocess.run(
-            [
-                *(sys.executable, "-m", "gatehouse", "users", "add", DEMO_USER),
-                *("--password-stdin", "--display-name", "Demo User", "--home", str(self.home)),
-            ],
-            input=password + "\n",
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=120,
-        )
-        if result.returncode == 0:
-            return password
-        if "exists" in result.stderr:
-            return None
-        raise ClusterError(result.stderr.strip() or f"users add exited with {result.returncode}")
-
-
-#: Start order of the topology's services (Admin first; an Access Point needs a Policy
-#: service to be of use, a Policy service an Authentication service).
-_START_RANK = {"administration": 0, "authentication": 1, "policy": 2, "access_point": 3}
+        return bootstrap.add_demo_user(self.home)

@@ -28,10 +28,11 @@ from gatehouse.cluster.haproxy import HEALTH_PATH as AP_HEALTH_PATH
 from gatehouse.cluster.haproxy import access_point_states
 from gatehouse.cluster.topology import AuthenticationService, PolicyService, Topology
 from gatehouse.errors import ConfigError, GatehouseError
-from gatehouse.storage.replication import NodeStatus
+from gatehouse.storage.postgres_ha.node import NodeStatus
 
 if TYPE_CHECKING:
-    from gatehouse.cluster.runner import Cluster, Kind
+    from gatehouse.cluster.members import Kind
+    from gatehouse.cluster.runner import Cluster
 
 PROBE_TIMEOUT = 1.0
 INTERNAL_HEALTH_PATH = "/internal/v1/health"

@@ -1,0 +1,115 @@
+"""Bringing a new cluster's installation in through its Administration service: the admin
+client, the installation the first ``up`` publishes, a join token for each service, and the
+demo user."""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from gatehouse.administration.config_cli import AdminClient
+from gatehouse.administration.document import render_yaml
+from gatehouse.administration.service import TOKEN_FILE, read_token
+from gatehouse.cluster.errors import ClusterError
+from gatehouse.cluster.installation import installation_document
+from gatehouse.cluster.members import Kind
+from gatehouse.cluster.topology import Topology
+from gatehouse.errors import ConfigError, GatehouseError
+from gatehouse.internal.lkg import ADMIN_FILE, atomic_write
+from gatehouse.node import ADMIN_TOKEN_FILE, JOIN_TOKEN_TTL
+
+DEMO_USER = "demo"
+
+
+def admin_client(home: Path, admin_url: str, timeout: float = 15.0) -> AdminClient:
+    """A client of the Administration service at ``admin_url`` with the admin token of
+    ``home``.
+
+    Raises:
+        ConfigError: no readable admin token (Admin never started in this home).
+    """
+    token_file = home / TOKEN_FILE
+    return AdminClient(admin_url, read_token(token_file), token_file, timeout)
+
+
+def answering_admin(home: Path, admin_url: str) -> AdminClient | None:
+    """A client of the Administration service once it wrote its token and answers its health
+    check; None before."""
+    if not (home / TOKEN_FILE).exists():
+        return None
+    try:
+        client = admin_client(home, admin_url, timeout=2.0)
+        client.call("GET", "/api/v1/health")
+    except (GatehouseError, ConfigError):
+        return None
+    return client
+
+
+def cluster_installation(topology: Topology, home: Path) -> dict[str, Any]:
+    """What the first ``up`` publishes: the topology's installation, each Policy service
+    with the home's session admin token (so ``gatehouse users disable --home`` ends
+    sessions through a running Policy service)."""
+    document = installation_document(topology)
+    token = str(home / ADMIN_TOKEN_FILE)
+    for entry in document["policy_services"]:
+        entry.setdefault("admin_token_file", token)
+    return document
+
+
+def publish(
+    admin: AdminClient, document: dict[str, Any], source: str, say: Callable[[str], None]
+) -> None:
+    """Publish ``document`` as the installation when nothing is published yet.
+
+    Args:
+        source: the topology file's name, for the version's comment.
+        say: called with a line saying what happened.
+    """
+    newest = admin.call("GET", "/api/v1/versions?limit=1")
+    if newest:
+        say(f"Admin publishes version {newest[0]['version']} (left as it is)")
+        return
+    admin.call("PUT", "/api/v1/draft", {"text": render_yaml(document)})
+    comment = f"gatehouse cluster up {source}".rstrip()
+    number = admin.call("POST", "/api/v1/publish", {"comment": comment})["version"]
+    say(f"published the installation of the topology as version {number}")
+
+
+def prepare_state(state: Path, kind: Kind, admin: Callable[[], AdminClient]) -> None:
+    """A service's state directory, with a join token for ``kind`` unless it registered
+    before; ``admin`` is called only when a token is needed."""
+    state.mkdir(mode=0o700, parents=True, exist_ok=True)
+    token_file = state / "join.token"
+    if (state / ADMIN_FILE).exists() or token_file.exists():
+        return
+    answer = admin().call("POST", "/api/v1/join-tokens", {"role": kind, "ttl": JOIN_TOKEN_TTL})
+    atomic_write(token_file, (answer["token"] + "\n").encode())
+
+
+def add_demo_user(home: Path) -> str | None:
+    """Create the demo user with a fresh password and return it; None when it exists.
+
+    Raises:
+        ClusterError: ``gatehouse users add`` failed.
+    """
+    password = secrets.token_urlsafe(12)
+    result = subprocess.run(
+        [
+            *(sys.executable, "-m", "gatehouse", "users", "add", DEMO_USER),
+            *("--password-stdin", "--display-name", "Demo User", "--home", str(home)),
+        ],
+        input=password + "\n",
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    if result.returncode == 0:
+        return password
+    if "exists" in result.stderr:
+        return None
+    raise ClusterError(result.stderr.strip() or f"users add exited with {result.returncode}")

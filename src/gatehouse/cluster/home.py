@@ -1,0 +1,74 @@
+"""The home directory of a local cluster: its layout, and the files ``up`` writes there for
+every process of the cluster to read.
+
+::
+
+    topology.yaml          the topology this home runs (saved by the first ``up``)
+    administration.yaml    Admin's settings: listen address, the cluster's PostgreSQL
+    databases.yaml         the multi-host URL, so ``gatehouse users ... --home`` works
+    admin.token            Admin's API token (written by Admin)
+    policy-admin.token     the Policy services' session admin token (``users disable``)
+    policy-csrf.key        shared by the Policy services: a login form served by one is
+                           accepted by the other
+    haproxy.cfg            written at every ``up`` (``gatehouse haproxy-config``)
+    postgres/pg1, pg2      the PostgreSQL pair; postgres/primary names the current primary
+    state/ID/              each service's state directory (registration, last-known-good)
+    run/NAME.pid           each running process; run/haproxy.sock (HAProxy's stats socket)
+    logs/NAME.log          each process's output
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import yaml
+
+from gatehouse.administration.document import render_yaml
+from gatehouse.administration.service import CONFIG_FILE
+from gatehouse.cluster.haproxy import haproxy_config
+from gatehouse.cluster.topology import Topology
+from gatehouse.internal.lkg import atomic_write
+from gatehouse.node import ADMIN_TOKEN_FILE, STATE_DIR
+from gatehouse.storage.home import FILE_NAME as DATABASES_FILE
+
+TOPOLOGY_FILE = "topology.yaml"
+RUN_DIR = "run"
+LOG_DIR = "logs"
+PG_DIR = "postgres"
+HAPROXY_CONFIG = "haproxy.cfg"
+STATS_SOCKET = "haproxy.sock"
+
+
+def write_home(home: Path, topology: Topology, *, stats_socket: Path, source: str) -> None:
+    """The directories and the files every process of the cluster reads.
+
+    Args:
+        stats_socket: HAProxy's stats socket, for its configuration.
+        source: the topology file's name, for HAProxy's configuration header.
+    """
+    for directory in (home, home / RUN_DIR, home / LOG_DIR, home / STATE_DIR):
+        directory.mkdir(parents=True, exist_ok=True)
+    saved = home / TOPOLOGY_FILE
+    if not saved.exists():
+        text = "# The topology of this cluster, saved by 'gatehouse cluster up'.\n"
+        text += render_yaml(topology.model_dump(mode="json", exclude_none=True))
+        atomic_write(saved, text.encode(), 0o644)
+    user_db, session_db = topology.databases.urls()
+    databases: dict[str, str] = {"user_db": user_db}
+    if session_db is not None:
+        databases["session_db"] = session_db
+    atomic_write(home / DATABASES_FILE, yaml.safe_dump(databases).encode(), 0o644)
+    admin = topology.administration
+    settings = {"administration": {"id": admin.id, "listen": admin.listen, "database": user_db}}
+    atomic_write(
+        home / CONFIG_FILE,
+        b"# Written by 'gatehouse cluster up' at every start.\n"
+        + yaml.safe_dump(settings, sort_keys=False).encode(),
+        0o644,
+    )
+    token = home / ADMIN_TOKEN_FILE
+    if not token.exists():
+        atomic_write(token, (secrets.token_urlsafe(32) + "\n").encode(), 0o600)
+    config = haproxy_config(topology, stats_socket=stats_socket, source=source)
+    atomic_write(home / HAPROXY_CONFIG, config.encode(), 0o644)

@@ -1,0 +1,12 @@
+"""A local PostgreSQL pair: a primary and a synchronous streaming standby on loopback.
+
+``gatehouse cluster`` uses this to run the databases of a one-machine HA cluster. Each node is
+a data directory with its own port; the server binaries run as the ``postgres`` user when we
+are root. Nodes listen on 127.0.0.1 only, without Unix sockets, and trust every loopback
+connection (no passwords): a development and test cluster, not a production one.
+
+:mod:`.binaries` finds the PostgreSQL server binaries; :mod:`.node` is one server
+(:class:`~.node.PgNode`: initdb, start, stop, kill, promote, status); :mod:`.pair` is the
+primary and its synchronous standby (:class:`~.pair.Pair`: create, failover, rejoin);
+:mod:`.errors` holds :class:`~.errors.ReplicationError`.
+"""
