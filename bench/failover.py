@@ -39,16 +39,13 @@ import asyncio
 import contextlib
 import http.client
 import json
-import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.parse
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +54,7 @@ from typing import Any
 
 import yaml
 
+from gatehouse.cluster.drill import Connection, get_request, login, on_free_ports
 from gatehouse.cluster.haproxy import find_haproxy
 from gatehouse.cluster.runner import Cluster
 from gatehouse.config.failover import PROBE_INTERVAL, RISE, FailoverSettings
@@ -79,8 +77,6 @@ PATH = "/hello"  # the demo resource: authenticated users only
 ACCESS_POINT = "ap1"
 PRIMARY, SECONDARY = "ps1", "ps2"  # ap1's Policy services, in its order
 USER, PASSWORD = "bench", "a long benchmark passphrase"
-LOGIN = "/_gatehouse/login"
-_CSRF = re.compile(rb'name="csrf" value="([^"]+)"')
 
 # HAProxy's defaults (no "inter", "fall", "rise" on the server line): the reference row.
 HAPROXY_INTER = 2.0
@@ -92,36 +88,11 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def percentile(samples: Sequence[float], q: float) -> float:
     """Nearest-rank percentile (q in 0..100)."""
     ordered = sorted(samples)
     rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
     return ordered[rank - 1]
-
-
-def free_topology(path: Path) -> Path:
-    """The example topology with every port replaced by a free one."""
-    data: dict[str, Any] = yaml.safe_load(EXAMPLE.read_text())
-
-    def free() -> str:
-        return f"127.0.0.1:{free_port()}"
-
-    data["administration"]["listen"] = free()
-    for section in ("access_points", "policy_services", "authentication_services"):
-        for service in data[section]:
-            service["listen"] = free()
-    data["load_balancer"]["listen"] = free()
-    data["load_balancer"]["stats"] = free()
-    data["databases"]["local"] = {"primary_port": free_port(), "standby_port": free_port()}
-    data["demo_backend"]["listen"] = free()
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
 
 
 # --------------------------------------------------------------------------- results
@@ -242,75 +213,6 @@ def _round(value: float | None, digits: int = 2) -> float | None:
 # --------------------------------------------------------------------------- HTTP client
 
 
-class _Connection:
-    """One keep-alive HTTP/1.1 connection (like a browser tab's)."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.transport.abort()
-        self.reader = self.writer = None
-
-    async def request(self, raw: bytes) -> tuple[int, dict[str, str], bytes]:
-        """Send one request; the status, headers (lower-case names) and body."""
-        if self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        assert self.reader is not None
-        self.writer.write(raw)
-        await self.writer.drain()
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        status = int(lines[0].split(" ", 2)[1])
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            if ":" in line:
-                name, value = line.split(":", 1)
-                headers[name.strip().lower()] = value.strip()
-        length = int(headers.get("content-length", "0"))
-        body = await self.reader.readexactly(length) if length else b""
-        if headers.get("connection", "").lower() == "close":
-            self.close()
-        return status, headers, body
-
-
-def _get(path: str, authority: str, cookie: str = "") -> bytes:
-    extra = f"Cookie: {cookie}\r\n" if cookie else ""
-    return f"GET {path} HTTP/1.1\r\nHost: {authority}\r\n{extra}\r\n".encode()
-
-
-async def login(host: str, port: int, username: str, password: str, rd: str = "/") -> str:
-    """Sign in through the portal; the ``Cookie`` value to send (the session cookie)."""
-    conn = _Connection(host, port)
-    try:
-        authority = f"{host}:{port}"
-        query = urllib.parse.quote(rd, safe="")
-        status, headers, body = await conn.request(_get(f"{LOGIN}?rd={query}", authority))
-        if status != 200:
-            raise RuntimeError(f"login page: HTTP {status}")
-        match = _CSRF.search(body)
-        if match is None:
-            raise RuntimeError("login page without a CSRF token")
-        csrf_cookie = headers.get("set-cookie", "").split(";", 1)[0]
-        form = urllib.parse.urlencode(
-            {"username": username, "password": password, "csrf": match.group(1), "rd": rd}
-        ).encode()
-        raw = (
-            f"POST {LOGIN} HTTP/1.1\r\nHost: {authority}\r\nCookie: {csrf_cookie}\r\n"
-            "Content-Type: application/x-www-form-urlencoded\r\n"
-            f"Content-Length: {len(form)}\r\n\r\n"
-        ).encode() + form
-        status, headers, _ = await conn.request(raw)
-        if status != 303 or "gatehouse_session=" not in headers.get("set-cookie", ""):
-            raise RuntimeError(f"login: HTTP {status}, no session cookie")
-        return headers["set-cookie"].split(";", 1)[0]
-    finally:
-        conn.close()
-
-
 async def sign_in_all(host: str, port: int, count: int) -> list[str]:
     limit = asyncio.Semaphore(4)
 
@@ -322,16 +224,16 @@ async def sign_in_all(host: str, port: int, count: int) -> list[str]:
 
 
 async def check_page(host: str, port: int, cookie: str) -> None:
-    conn = _Connection(host, port)
+    conn = Connection(host, port)
     try:
-        status, _, _ = await conn.request(_get(PATH, f"{host}:{port}", cookie))
+        status, _, _ = await conn.request(get_request(PATH, f"{host}:{port}", cookie))
     finally:
         conn.close()
     if status != 200:
         raise RuntimeError(f"GET {PATH} with a session on {ACCESS_POINT}: HTTP {status}")
-    conn = _Connection(host, port)
+    conn = Connection(host, port)
     try:
-        status, _, _ = await conn.request(_get(PATH, f"{host}:{port}"))
+        status, _, _ = await conn.request(get_request(PATH, f"{host}:{port}"))
     finally:
         conn.close()
     if status == 200:
@@ -383,8 +285,8 @@ class Load:
         await asyncio.gather(*(self._user(i, c) for i, c in enumerate(self.cookies)))
 
     async def _user(self, index: int, cookie: str) -> None:
-        conn = _Connection(self.host, self.port)
-        raw = _get(PATH, f"{self.host}:{self.port}", cookie)
+        conn = Connection(self.host, self.port)
+        raw = get_request(PATH, f"{self.host}:{self.port}", cookie)
         # Users take turns: together, one request every interval / users seconds.
         next_at = self.started + self.interval * index / len(self.cookies)
         try:
@@ -552,7 +454,7 @@ def run(sessions: int = SESSIONS, rate: float = RATE, keep: bool = False) -> Fai
     try:
         if find_haproxy() is None:
             raise RuntimeError("HAProxy is not installed (apt-get install haproxy)")
-        cluster = Cluster.prepare(home, free_topology(root / "topology.yaml"), fsync=False)
+        cluster = Cluster.prepare(home, on_free_ports(EXAMPLE, root / "topology.yaml"), fsync=False)
         began = time.monotonic()
         cluster.up()
         result.startup_s = time.monotonic() - began

@@ -11,14 +11,13 @@ anything else that is not the expected status is a failure: a 5xx, a 303 to the 
 from __future__ import annotations
 
 import asyncio
-import re
 import time
-import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-LOGIN = "/_gatehouse/login"
-_CSRF = re.compile(rb'name="csrf" value="([^"]+)"')
+from gatehouse.cluster.drill import Connection, DrillError, get_request, login
+
+__all__ = ["Outcome", "Record", "login", "login_loop", "steady_load"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,82 +53,6 @@ class Record:
         return f"{len(window)} requests, {len(failed)} failed {kinds}"
 
 
-class _Connection:
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-        self.used = False
-
-    async def open(self) -> None:
-        self.close()
-        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        self.used = False
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.transport.abort()
-        self.reader = self.writer = None
-
-    async def request(self, raw: bytes) -> tuple[int, dict[str, str], bytes]:
-        """Send one request; the status, headers (lower-case) and body."""
-        if self.writer is None:
-            await self.open()
-        assert self.reader is not None
-        assert self.writer is not None
-        self.writer.write(raw)
-        await self.writer.drain()
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        self.used = True
-        lines = head.decode("latin-1").split("\r\n")
-        status = int(lines[0].split(" ", 2)[1])
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            if ":" in line:
-                name, value = line.split(":", 1)
-                headers[name.strip().lower()] = value.strip()
-        length = int(headers.get("content-length", "0"))
-        body = await self.reader.readexactly(length) if length else b""
-        if headers.get("connection", "").lower() == "close":
-            self.close()
-        return status, headers, body
-
-
-def _get(path: str, host: str, cookie: str = "") -> bytes:
-    extra = f"Cookie: {cookie}\r\n" if cookie else ""
-    return f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n".encode()
-
-
-async def login(host: str, port: int, username: str, password: str, rd: str = "/") -> str:
-    """Sign in through the portal; the ``Cookie`` value to send (session cookie)."""
-    conn = _Connection(host, port)
-    try:
-        authority = f"{host}:{port}"
-        status, headers, body = await conn.request(
-            _get(f"{LOGIN}?rd={urllib.parse.quote(rd, safe='')}", authority)
-        )
-        if status != 200:
-            raise AssertionError(f"login page: HTTP {status}")
-        match = _CSRF.search(body)
-        if match is None:
-            raise AssertionError("login page without a CSRF token")
-        csrf_cookie = headers.get("set-cookie", "").split(";", 1)[0]
-        form = urllib.parse.urlencode(
-            {"username": username, "password": password, "csrf": match.group(1), "rd": rd}
-        ).encode()
-        raw = (
-            f"POST {LOGIN} HTTP/1.1\r\nHost: {authority}\r\nCookie: {csrf_cookie}\r\n"
-            "Content-Type: application/x-www-form-urlencoded\r\n"
-            f"Content-Length: {len(form)}\r\n\r\n"
-        ).encode() + form
-        status, headers, _ = await conn.request(raw)
-        if status != 303 or "set-cookie" not in headers:
-            raise AssertionError(f"login: HTTP {status}")
-        return headers["set-cookie"].split(";", 1)[0]
-    finally:
-        conn.close()
-
-
 async def _user(
     index: int,
     host: str,
@@ -141,8 +64,8 @@ async def _user(
     record: Record,
     timeout: float,
 ) -> None:
-    conn = _Connection(host, port)
-    raw = _get(path, f"{host}:{port}", cookie)
+    conn = Connection(host, port)
+    raw = get_request(path, f"{host}:{port}", cookie)
     loop = asyncio.get_running_loop()
     next_at = loop.time() + interval * (index / 50.0)  # spread the first requests
     try:
@@ -216,7 +139,7 @@ async def login_loop(
             sent = time.monotonic()
             try:
                 await asyncio.wait_for(login(host, port, username, password), 10.0)
-            except (AssertionError, OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
+            except (DrillError, OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
                 error = str(exc) or type(exc).__name__
                 record.outcomes.append(Outcome(sent, worker, 0, time.monotonic() - sent, error))
             else:
