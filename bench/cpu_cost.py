@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import run
+from signals import terminate_on_signals
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -89,7 +90,7 @@ def main() -> int:
         wrk=shutil.which("wrk") or "/usr/bin/wrk",
         python=sys.executable,
     )
-    with run.terminate_on_signals(), run.Lab(settings) as lab:
+    with terminate_on_signals(), run.Lab(settings) as lab:
         server = run.protected_access_point(100_000)(lab, 1)
         session = lab.get_policy().login(server)
         cookie = [("Cookie", f"{run.SESSION_COOKIE}={session}")]

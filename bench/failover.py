@@ -36,23 +36,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import http.client
 import json
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import yaml
+from signals import terminate_on_signals
 
 from gatehouse.cluster.drill import Connection, get_request, login, on_free_ports
 from gatehouse.cluster.haproxy import find_haproxy
@@ -577,21 +575,6 @@ def render(result: FailoverResult) -> str:
         f"learns of a dead server only from its checks, {HAPROXY_FALL} failures "
         f"{HAPROXY_INTER:g} s apart. Failed requests goal: 0.\n"
     )
-
-
-@contextlib.contextmanager
-def terminate_on_signals() -> Iterator[None]:
-    """SIGTERM/SIGHUP as SystemExit, so that the cluster is stopped as for Ctrl-C."""
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise SystemExit(128 + signum)
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -41,15 +41,15 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import failover
 import protected
 import publish
+from signals import terminate_on_signals
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO / "bench" / "results"
@@ -1544,21 +1544,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--keep-tmp", action="store_true", help="keep the temporary directory (configs, logs)"
     )
     return parser
-
-
-@contextlib.contextmanager
-def terminate_on_signals() -> Iterator[None]:
-    """Turn SIGTERM/SIGHUP into SystemExit so that cleanup runs as for Ctrl-C."""
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise SystemExit(128 + signum)
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
