@@ -90,18 +90,19 @@ def test_apply_refuses_an_invalid_file_with_one_line_per_problem(cli: CLI, tmp_p
     broken = single_node()
     broken["resources"][1]["backends"] = ["http://127.0.0.1:9000", "nope"]
     broken["services"][2]["node"] = "Not A Node"
-    code, out, err = cli("config", "apply", config_file(tmp_path, broken))
+    file = config_file(tmp_path, broken)
+    code, out, err = cli("config", "apply", file)
     assert (code, out) == (2, "")
     assert err == (
-        "gatehouse: services[2].node: not an id: 'Not A Node' (lowercase letters, digits, "
-        "'.', '_', '-')\n"
-        "gatehouse: resources[1].backends[1]: not a URL: 'nope' (expected "
+        f"gatehouse: {file}: services[2].node: not an id: 'Not A Node' (lowercase letters, "
+        "digits, '.', '_', '-')\n"
+        f"gatehouse: {file}: resources[1].backends[1]: not a URL: 'nope' (expected "
         "http://host[:port][/path])\n"
     )
     path = tmp_path / "broken.yaml"
     path.write_text("services: [\n")
     assert cli.fails("config", "apply", str(path)).startswith(
-        "gatehouse: line 2, column 1: invalid YAML:"
+        f"gatehouse: {path}: line 2, column 1: invalid YAML:"
     )
     assert cli.fails("config", "apply", str(tmp_path / "missing.yaml")) == (
         f"gatehouse: cannot read {tmp_path / 'missing.yaml'}: No such file or directory\n"

@@ -35,9 +35,15 @@ Command = Callable[[argparse.Namespace], int]
 class Invalid(GatehouseError):
     """The Administration service refused a configuration: every problem with its path."""
 
-    def __init__(self, problems: Sequence[tuple[str, str]]) -> None:
+    def __init__(self, problems: Sequence[tuple[str, str]], source: str = "") -> None:
         self.problems = list(problems)
-        super().__init__("\n".join(f"{p}: {m}" if p else m for p, m in self.problems))
+        self.source = source
+        super().__init__("\n".join(self.lines()))
+
+    def lines(self) -> list[str]:
+        """One ``SOURCE: path: message`` line per problem (parts that are unknown left out)."""
+        where = f"{self.source}: " if self.source else ""
+        return [f"{where}{p}: {m}" if p else f"{where}{m}" for p, m in self.problems]
 
 
 class AdminClient:
@@ -144,11 +150,8 @@ def command(handler: Callable[[argparse.Namespace, AdminClient], int]) -> Comman
         try:
             return handler(args, connect(args))
         except Invalid as error:
-            for path, message in error.problems:
-                print(
-                    f"gatehouse: {path}: {message}" if path else f"gatehouse: {message}",
-                    file=sys.stderr,
-                )
+            for line in error.lines():
+                print(f"gatehouse: {line}", file=sys.stderr)
             return 2
 
     return run
@@ -165,7 +168,10 @@ def apply(args: argparse.Namespace, admin: AdminClient) -> int:
     except (OSError, UnicodeDecodeError) as error:
         why = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
         raise GatehouseError(f"cannot read {path}: {why}") from None
-    admin.call("PUT", "/api/v1/draft", {"text": text})
+    try:
+        admin.call("PUT", "/api/v1/draft", {"text": text})
+    except Invalid as error:
+        raise Invalid(error.problems, str(path)) from None
     print(
         f"draft saved from {path}: 'gatehouse config diff' shows what it changes, "
         "'gatehouse config publish' publishes it"
