@@ -165,4 +165,8 @@ class Authorization:
             self.close_after = close
             self._finish_local()
         else:
-            self._local(403, FORBIDDEN)
+            close = self.close_after or not self.request_done
+            page = pages.forbidden_page(FORBIDDEN, self.rt.reserved, self.head, close)
+            self.conn.out.append(page)
+            self.close_after = close
+            self._finish_local()

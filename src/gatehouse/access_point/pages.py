@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import html
 from http import HTTPStatus
+from typing import TYPE_CHECKING
+from urllib.parse import quote_from_bytes
+
+if TYPE_CHECKING:
+    from gatehouse.access_point.request import RequestHead
 
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -12,8 +17,12 @@ _PAGE = """<!doctype html>
 <style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:4rem auto;padding:0 1rem;
 color:#1b1b1b}}h1{{font-size:1.5rem}}p{{line-height:1.5}}small{{color:#555}}</style>
 </head><body><main><h1>{code} {phrase}</h1><p>{message}</p>
-<p><small>Gatehouse access point</small></p></main></body></html>
+{extra}<p><small>Gatehouse access point</small></p></main></body></html>
 """
+
+SIGN_OUT_LABEL = "Sign out / sign in as someone else"
+#: A longer return path is left out of the sign-out link (the portal would refuse it anyway).
+MAX_RETURN = 2048
 
 
 def reason(status: int) -> str:
@@ -55,9 +64,14 @@ def response(
     return head if head_only else head + body
 
 
-def error_page(status: int, message: str, close: bool, head_only: bool = False) -> bytes:
-    """An HTML error page; ``message`` is plain text and is escaped."""
-    body = _PAGE.format(code=status, phrase=reason(status), message=html.escape(message))
+def error_page(
+    status: int, message: str, close: bool, head_only: bool = False, link: str = ""
+) -> bytes:
+    """An HTML error page; ``message`` is plain text and is escaped. ``link`` is an optional
+    ready-made HTML paragraph (see :func:`sign_out_link`)."""
+    body = _PAGE.format(
+        code=status, phrase=reason(status), message=html.escape(message), extra=link
+    )
     return response(
         status,
         body.encode(),
@@ -66,6 +80,23 @@ def error_page(status: int, message: str, close: bool, head_only: bool = False) 
         head_only,
         [(b"X-Content-Type-Options", b"nosniff")],
     )
+
+
+def sign_out_link(reserved: str, path: str, query: bytes | None) -> str:
+    """The 403 page's way out: a link to the portal's sign-out page under the reserved
+    prefix, with the denied request's path and query as the place to return to after
+    signing in again. The return path is always local (the portal checks it once more)."""
+    target = path.encode("latin-1", "replace") + (b"" if query is None else b"?" + query)
+    href = f"{reserved}logout"
+    if target != b"/" and not target.startswith(b"//") and len(target) <= MAX_RETURN:
+        href += "?rd=" + quote_from_bytes(target, safe="")
+    return f'<p><a href="{html.escape(href)}">{html.escape(SIGN_OUT_LABEL)}</a></p>\n'
+
+
+def forbidden_page(message: str, reserved: str, head: RequestHead, close: bool) -> bytes:
+    """403 for a signed-in user whom the rules deny, with a way to sign out or switch user."""
+    link = sign_out_link(reserved, head.path, head.query)
+    return error_page(403, message, close, head.method == b"HEAD", link)
 
 
 DEFAULT_MESSAGES = {

@@ -13,10 +13,9 @@ import base64
 import hashlib
 import ipaddress
 import logging
-import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Literal, Protocol
 from urllib.parse import quote
@@ -120,10 +119,30 @@ def set_cookie_header(
     return "; ".join(parts)
 
 
-def locked_message(retry_after: float) -> str:
-    minutes = max(1, math.ceil(retry_after / 60))
-    unit = "minute" if minutes == 1 else "minutes"
-    return f"Too many failed attempts. Try again in {minutes} {unit}."
+def lock_end(now: datetime, retry_after: float) -> datetime:
+    """When a lock with ``retry_after`` seconds left is over, rounded up to the whole minute
+    (so that at the minute shown, signing in is possible again)."""
+    end = now + timedelta(seconds=max(0.0, retry_after))
+    if end.second or end.microsecond:
+        end = end.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    return end
+
+
+def locked_message(retry_after: float, now: datetime, tz: tzinfo | None = None) -> Markup:
+    """The sign-in page's message for a locked account: until when, as a clock time in ``tz``
+    (None: this process's local time zone) with the zone's abbreviation, in a ``<time>``
+    element whose ``datetime`` is the same instant in UTC; and that an administrator can
+    unlock the account. ``now`` must be timezone-aware."""
+    end = lock_end(now, retry_after)
+    local = end.astimezone(tz)
+    shown = f"{local:%H:%M} {local.tzname() or local.strftime('%z')}"
+    if local.date() != now.astimezone(tz).date():
+        shown += f" on {local:%Y-%m-%d}"
+    return Markup(
+        "Too many failed attempts. This account is locked until "
+        '<time datetime="{}">{}</time>. '
+        "If you need access before then, an administrator can unlock your account."
+    ).format(f"{end.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}", shown)
 
 
 # --- the Authentication service, as the portal needs it ---------------------------------
@@ -231,6 +250,7 @@ class Portal:
         csrf: CsrfGuard,
         audit: AuditHook,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        tz: tzinfo | None = None,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
@@ -238,6 +258,8 @@ class Portal:
         self.csrf = csrf
         self.audit = audit
         self.clock = clock
+        #: The zone lock ends are shown in; None: this process's local time zone.
+        self.tz = tz
         self.pages = Pages(settings)
 
     # helpers
@@ -280,7 +302,7 @@ class Portal:
         rd: str,
         *,
         username: str = "",
-        error: str = "",
+        error: str | Markup = "",
     ) -> Response:
         token = self.csrf.token_for(request.cookies.get(CSRF_COOKIE))
         response = self.pages.render(
@@ -342,7 +364,7 @@ class Portal:
             log.warning("login of %r: authentication unavailable: %s", username, exc)
             return self._unavailable()
         if verdict.result == "locked":
-            message = locked_message(verdict.retry_after)
+            message = locked_message(verdict.retry_after, self.clock(), self.tz)
             return self._login_form(request, origin, rd, username=username, error=message)
         if verdict.result != "ok" or verdict.identity is None:
             return self._login_form(request, origin, rd, username=username, error=WRONG_CREDENTIALS)
@@ -366,9 +388,11 @@ class Portal:
 
     async def logout_page(self, request: Request) -> Response:
         origin = self.origin(request)
+        # Where to go after signing in again (the 403 page's "sign in as someone else").
+        rd = self.return_url(request.query_params.get("rd"), origin)
         cookie = request.cookies.get(self.settings.cookie_name)
         if not cookie:
-            return self._signed_out(request, origin)
+            return self._signed_out(request, origin, rd)
         try:
             record = await self.sessions.lookup(cookie, self.clock(), touch=False)
         except DatabaseUnavailable as exc:
@@ -376,11 +400,11 @@ class Portal:
             name = ""  # the form still works once the database is back
         else:
             if record is None:
-                return self._signed_out(request, origin)
+                return self._signed_out(request, origin, rd)
             name = record.display_name or record.username
         token = self.csrf.token_for(request.cookies.get(CSRF_COOKIE))
         response = self.pages.render(
-            "logout.html", "Sign out", csrf=self.csrf.form_value(token), username=name
+            "logout.html", "Sign out", csrf=self.csrf.form_value(token), username=name, rd=rd
         )
         self._csrf_cookie(response, token, origin)
         return response
@@ -389,8 +413,9 @@ class Portal:
         origin = self.origin(request)
         form = await self._form(request)
         submitted = _field(form, CSRF_FIELD) if form is not None else None
+        rd = self.return_url(_field(form, "rd") if form is not None else None, origin)
         if not self.csrf.check(request.cookies.get(CSRF_COOKIE), submitted):
-            return self._forbidden(f"{self.settings.prefix}logout")
+            return self._forbidden(_logout_link(self.settings.prefix, rd))
         try:
             record = await self.sessions.end(request.cookies.get(self.settings.cookie_name))
         except DatabaseUnavailable as exc:
@@ -398,10 +423,12 @@ class Portal:
             return self._unavailable("Signing out")
         if record is not None:
             await self._audit("logout", record.username, origin, {"session": record.id_hash})
-        return self._signed_out(request, origin)
+        return self._signed_out(request, origin, rd)
 
-    def _signed_out(self, request: Request, origin: Origin) -> Response:
-        response = self.pages.render("signed_out.html", "Signed out")
+    def _signed_out(self, request: Request, origin: Origin, rd: str = "/") -> Response:
+        response = self.pages.render(
+            "signed_out.html", "Signed out", login_url=_login_link(self.settings.prefix, rd)
+        )
         if self.settings.cookie_name in request.cookies:
             self._session_cookie(response, "", origin)
         return response
@@ -429,3 +456,7 @@ def _field(form: FormData, name: str) -> str | None:
 
 def _login_link(prefix: str, rd: str) -> str:
     return f"{prefix}login?rd={quote(rd, safe='')}" if rd != "/" else f"{prefix}login"
+
+
+def _logout_link(prefix: str, rd: str) -> str:
+    return f"{prefix}logout?rd={quote(rd, safe='')}" if rd != "/" else f"{prefix}logout"
