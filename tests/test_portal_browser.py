@@ -38,8 +38,8 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     tmp = tmp_path_factory.mktemp("browser")
     gw = start_gateway(
         tmp,
-        {"resources": {"demo": "authenticated"}},
-        [{"id": "demo", "path_prefix": "/"}],
+        {"resources": {"demo": "authenticated", "staff": {"groups_any": ["staff"]}}},
+        [{"id": "demo", "path_prefix": "/"}, {"id": "staff", "path_prefix": "/staff"}],
     )
     try:
         add_user(gw.home, "alice", PASSWORD)
@@ -98,6 +98,39 @@ def test_sign_in_and_out_in_a_browser(gateway: Gateway, browser: Any, tmp_path: 
         assert "signed out" in page.content().lower()
         page.goto(f"{base}/hello")
         assert "/_gatehouse/login" in page.url
+    finally:
+        context.close()
+
+
+def test_the_403_page_lets_a_denied_user_sign_out_and_in_again(
+    gateway: Gateway, browser: Any, tmp_path: Path
+) -> None:
+    base = gateway.ap.url
+    context = browser.new_context()
+    page = context.new_page()
+    try:
+        page.goto(f"{base}/staff/report?week=2")
+        page.get_by_label("User name").fill("alice")  # alice is not in the staff group
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_url(f"{base}/staff/report?week=2")
+        assert page.get_by_role("heading").inner_text() == "403 Forbidden"
+        page.screenshot(path=str(tmp_path / "forbidden.png"))
+
+        page.get_by_role("link", name="Sign out / sign in as someone else").click()
+        page.wait_for_url(f"{base}/_gatehouse/logout?rd=%2Fstaff%2Freport%3Fweek%3D2")
+        page.get_by_role("button", name="Sign out").click()
+        assert page.get_by_role("status").inner_text() == "You are signed out."
+        assert "gatehouse_session" not in {c["name"] for c in context.cookies()}
+        page.get_by_role("link", name="Sign in again").click()
+        page.wait_for_url(f"{base}/_gatehouse/login?rd=%2Fstaff%2Freport%3Fweek%3D2")
+        assert page.get_by_role("button", name="Sign in").is_visible()
+        # Signing in (as alice again here) returns to the page that was denied.
+        page.get_by_label("User name").fill("alice")
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_url(f"{base}/staff/report?week=2")
+        assert page.get_by_role("heading").inner_text() == "403 Forbidden"
     finally:
         context.close()
 
