@@ -118,9 +118,9 @@ def test_apply_diff_publish_without_registered_services(cli: CLI, tmp_path: Path
     assert cli.ok("config", "diff").startswith("--- (nothing published)\n+++ draft\n")
     assert cli.ok("config", "publish", "--comment", "first") == (
         "published version 1\n"
-        "ap1: not registered\n"
-        "ps1: not registered\n"
-        "auth1: not registered\n"
+        "ap1: not registered yet (it joins with 'gatehouse nodes token')\n"
+        "ps1: not registered yet (it joins with 'gatehouse nodes token')\n"
+        "auth1: not registered yet (it joins with 'gatehouse nodes token')\n"
         "0 of 3 services run version 1\n"
     )
     assert cli.ok("config", "diff") == "no changes\n"
@@ -149,7 +149,7 @@ def test_publish_prints_each_services_acknowledgement(
     for agent in agents:
         agent.start()
     code, out, err = cli("config", "publish", "--wait", "1.5")  # auth1 never answers
-    assert (code, err) == (1, "")
+    assert (code, err) == (1, "gatehouse: not every service runs version 1: auth1, ps1\n")
     lines = out.splitlines()
     assert lines[0] == "published version 1"
     assert sorted(lines[1:3]) == [
@@ -189,8 +189,8 @@ def test_rollback_and_export(cli: CLI, tmp_path: Path, agents: list[Agent]) -> N
     assert cli.ok("config", "rollback", "1", "--comment", "back", "--wait", "5") == (
         "published version 3: the configuration of version 1\n"
         "ap1: running version 3\n"
-        "ps1: not registered\n"
-        "auth1: not registered\n"
+        "ps1: not registered yet (it joins with 'gatehouse nodes token')\n"
+        "auth1: not registered yet (it joins with 'gatehouse nodes token')\n"
         "1 of 3 services run version 3\n"
     )
     exported = cli.ok("config", "export")
@@ -227,7 +227,7 @@ def test_nodes_token_makes_a_one_time_token_for_a_role(cli: CLI) -> None:
         "gatehouse: ttl: not a duration: 'soon' (use e.g. 30, 30s, 250ms, 5m)\n"
     )
     assert cli.fails("nodes", "token", "--role", "policy", "--ttl", "0") == (
-        "gatehouse: ttl: Input should be greater than or equal to 1\n"
+        "gatehouse: ttl: must be at least 1, got '0'\n"
     )
 
 
@@ -279,8 +279,8 @@ def test_real_commands_exit_2_with_one_line_per_problem_and_no_traceback(
     )
     assert (done.returncode, done.stdout) == (2, "")
     assert done.stderr == (
-        "gatehouse: resources[0].backends[0]: not a URL: 'ftp://files' "
-        "(expected http://host[:port][/path])\n"
+        f"gatehouse: {tmp_path / 'install.yaml'}: resources[0].backends[0]: not a URL: "
+        "'ftp://files' (expected http://host[:port][/path])\n"
     )
     admin.stop()
     done = subprocess.run(

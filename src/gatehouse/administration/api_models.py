@@ -50,8 +50,19 @@ class Answer(BaseModel):
 # Requests
 
 
+AllowRemoval = Annotated[
+    list[ServiceId],
+    Field(
+        max_length=1000,
+        description="ids of registered services (or of resources) that this configuration "
+        "removes on purpose; without them such a configuration is refused with 409",
+    ),
+]
+
+
 class DraftIn(Request):
     text: str = Field(description="the whole installation configuration as YAML (or JSON)")
+    allow_removal: AllowRemoval = Field(default_factory=list)
 
 
 class PublishIn(Request):
@@ -61,6 +72,7 @@ class PublishIn(Request):
 class RollbackIn(Request):
     version: int = Field(ge=1, description="the version whose configuration to publish again")
     comment: Comment = ""
+    allow_removal: AllowRemoval = Field(default_factory=list)
 
 
 class JoinTokenIn(Request):
@@ -97,7 +109,9 @@ class ErrorOut(Answer):
     ]
     message: str
     problems: list[Problem] | None = Field(
-        default=None, description="every problem of an invalid configuration (status 422)"
+        default=None,
+        description="every problem of an invalid configuration (status 422), or every "
+        "removal that was not allowed (status 409)",
     )
 
 

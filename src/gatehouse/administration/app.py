@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import wraps
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel
 from starlette.applications import Starlette
@@ -21,7 +21,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gatehouse.administration import api_models as api
-from gatehouse.administration.errors import AdminError
+from gatehouse.administration.errors import AdminError, RemovalRefused
 from gatehouse.administration.openapi import openapi_document
 from gatehouse.administration.service import MAX_WAIT, AdministrationService
 from gatehouse.config.loader import validate
@@ -43,14 +43,20 @@ def _service(request: Request) -> AdministrationService:
     return service
 
 
-def problems_response(error: ConfigError) -> Response:
+def problems_response(error: ConfigError | RemovalRefused) -> Response:
     count = len(error.problems)
+    code: Literal["conflict", "bad_request"] = "bad_request"
+    status = 422
+    message = f"the configuration is invalid ({count} problem{'s' if count != 1 else ''})"
+    if isinstance(error, RemovalRefused):
+        code, status = "conflict", error.status
+        message = "the configuration would remove what runs; nothing was changed"
     body = api.ErrorOut(
-        error="bad_request",
-        message=f"the configuration is invalid ({count} problem{'s' if count != 1 else ''})",
+        error=code,
+        message=message,
         problems=[api.Problem(path=path, message=message) for path, message in error.problems],
     )
-    return json_response(body.model_dump(mode="json"), 422)
+    return json_response(body.model_dump(mode="json"), status)
 
 
 def endpoint(handler: Handler) -> Handler:
@@ -62,6 +68,8 @@ def endpoint(handler: Handler) -> Handler:
     async def wrapped(request: Request) -> Response:
         try:
             return await handler(request)
+        except RemovalRefused as error:
+            return problems_response(error)
         except AdminError as error:
             return ServiceError(error.code, error.message, error.status).response()
         except ConfigError as error:
@@ -164,7 +172,7 @@ async def get_draft(request: Request) -> Response:
 @admin
 async def put_draft(request: Request) -> Response:
     body = await read_body(request, api.DraftIn)
-    await _service(request).save_draft(body.text)
+    await _service(request).save_draft(body.text, body.allow_removal)
     return answer(OK)
 
 
@@ -183,7 +191,7 @@ async def publish(request: Request) -> Response:
 @admin
 async def rollback(request: Request) -> Response:
     body = await read_body(request, api.RollbackIn)
-    number = await _service(request).rollback(body.version, body.comment)
+    number = await _service(request).rollback(body.version, body.comment, body.allow_removal)
     return answer(api.VersionNumberOut(version=number))
 
 

@@ -29,6 +29,7 @@ def register(sub: Sub) -> None:
     actions = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     apply = _action(actions, "apply", "save FILE as the draft (checked, not published)", "apply")
     apply.add_argument("file", metavar="FILE.yaml")
+    _allow_removal_arg(apply)
     diff = _action(actions, "diff", "show what publishing the draft would change", "diff")
     diff.add_argument("--from", dest="since", type=int, metavar="N", help="default: newest")
     publish = _action(actions, "publish", "publish the draft as the next version", "publish")
@@ -40,6 +41,7 @@ def register(sub: Sub) -> None:
     )
     rollback.add_argument("version", type=int, metavar="VERSION")
     rollback.add_argument("--comment", default="", metavar="C")
+    _allow_removal_arg(rollback)
     _wait_arg(rollback)
     export = _action(actions, "export", "print a published version's configuration", "export")
     export.add_argument("--version", type=int, metavar="N", help="default: the newest")
@@ -51,6 +53,18 @@ def register(sub: Sub) -> None:
         "--role", required=True, choices=("access_point", "policy", "authentication")
     )
     token.add_argument("--ttl", default="1h", help="how long it is valid (default: 1h)")
+
+
+def _allow_removal_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--allow-removal",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="ID",
+        help="remove these registered services (or the last resources of the Access Points) "
+        "on purpose; without it such a configuration is refused",
+    )
 
 
 def _wait_arg(parser: argparse.ArgumentParser) -> None:

@@ -88,7 +88,7 @@ class AdminClient:
         if not isinstance(answer, dict) or not isinstance(answer.get("message"), str):
             return GatehouseError(f"the Administration service at {self.url} answered {status}")
         problems = answer.get("problems")
-        if status == 422 and isinstance(problems, list):
+        if status in (409, 422) and isinstance(problems, list):
             return Invalid(
                 [(str(p.get("path", "")), str(p.get("message", ""))) for p in problems]
                 if all(isinstance(p, dict) for p in problems)
@@ -169,7 +169,7 @@ def apply(args: argparse.Namespace, admin: AdminClient) -> int:
         why = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
         raise GatehouseError(f"cannot read {path}: {why}") from None
     try:
-        admin.call("PUT", "/api/v1/draft", {"text": text})
+        admin.call("PUT", "/api/v1/draft", {"text": text, "allow_removal": args.allow_removal})
     except Invalid as error:
         raise Invalid(error.problems, str(path)) from None
     print(
@@ -196,7 +196,7 @@ def publish(args: argparse.Namespace, admin: AdminClient) -> int:
 
 @command
 def rollback(args: argparse.Namespace, admin: AdminClient) -> int:
-    body = {"version": args.version, "comment": args.comment}
+    body = {"version": args.version, "comment": args.comment, "allow_removal": args.allow_removal}
     number = admin.call("POST", "/api/v1/rollback", body)["version"]
     print(f"published version {number}: the configuration of version {args.version}", flush=True)
     return follow(admin, number, args.wait)
@@ -208,6 +208,9 @@ def follow(admin: AdminClient, number: int, wait: float) -> int:
     if wait <= 0:
         return 0
     targets: list[str] = admin.call("GET", f"/api/v1/versions/{number}")["services"]
+    if not targets:
+        print(f"no service is listed in version {number}")
+        return 0
     deadline = time.monotonic() + wait
     settled: dict[str, bool] = {}
     services: dict[str, dict[str, Any]] = {}
@@ -224,22 +227,31 @@ def follow(admin: AdminClient, number: int, wait: float) -> int:
         if not pending or time.monotonic() >= deadline:
             break
         time.sleep(POLL_INTERVAL)
-    silent = False
+    behind = [sid for sid, ok in settled.items() if not ok]
     for sid in targets:
         if sid in settled:
             continue
         if sid not in services:
-            print(f"{sid}: not registered")
+            print(f"{sid}: not registered yet (it joins with 'gatehouse nodes token')")
             continue
-        silent = True
+        behind.append(sid)
         running = services[sid]["running_version"]
         print(f"{sid}: no acknowledgement within {wait:g}s (runs version {running or 'none'})")
+    for sid, service in services.items():
+        if sid not in targets and service["running_version"] is not None:
+            print(f"{sid}: not in version {number} (removed; it can be stopped)")
     running = sum(settled.values())
     print(
         f"{running} of {len(targets)} service{'s' if len(targets) != 1 else ''} "
         f"run version {number}"
     )
-    return 1 if silent or not all(settled.values()) else 0
+    if behind:
+        print(
+            f"gatehouse: not every service runs version {number}: {', '.join(sorted(behind))}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
 
 
 def _progress(service: dict[str, Any], number: int) -> tuple[str, bool]:

@@ -6,6 +6,7 @@ GatehouseError
       ├── UnknownService      no service with that id in the configuration     404
       ├── NoDraft             nothing saved to publish yet                     409
       ├── NothingChanged      the draft equals the newest version              409
+      ├── RemovalRefused      it would remove running services, not allowed   409
       ├── VersionNotFound     no published version with that number            404
       ├── JoinTokenInvalid    unknown, expired or already used join token      401
       ├── AdminAlreadyRunning another Administration service holds the lock    409
@@ -16,6 +17,7 @@ GatehouseError
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar
 
 from gatehouse.errors import GatehouseError
@@ -46,6 +48,18 @@ class NoDraft(AdminError):
 class NothingChanged(AdminError):
     code = Code.CONFLICT
     status = 409
+
+
+class RemovalRefused(AdminError):
+    """A configuration would remove what runs (see :mod:`.guard`); ``problems`` say what,
+    each with its path, as for an invalid configuration."""
+
+    code = Code.CONFLICT
+    status = 409
+
+    def __init__(self, problems: Sequence[tuple[str, str]]) -> None:
+        self.problems = list(problems)
+        super().__init__("; ".join(f"{p}: {m}" if p else m for p, m in self.problems))
 
 
 class VersionNotFound(AdminError):

@@ -21,7 +21,7 @@ import os
 import re
 import secrets
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -345,10 +345,11 @@ class AdministrationService:
             text=draft.source, updated_at=timestamp(draft.saved_at), updated_by=draft.saved_by
         )
 
-    async def save_draft(self, source: str) -> None:
-        """Save a draft that is valid (an invalid one changes nothing: ConfigError)."""
+    async def save_draft(self, source: str, allow_removal: Sequence[str] = ()) -> None:
+        """Save a draft that is valid (an invalid one changes nothing: ConfigError) and
+        removes nothing that runs unless ``allow_removal`` names it (RemovalRefused)."""
         parse_config(source)
-        await self.store.save_draft(source, ADMIN)
+        await self.store.save_draft(source, ADMIN, allow_removal)
 
     async def diff(self, since: int | None) -> str:
         draft = await self.store.get_draft()
@@ -368,8 +369,9 @@ class AdministrationService:
     async def publish(self, comment: str) -> int:
         return self._published(await self.store.publish(ADMIN, self.key, comment))
 
-    async def rollback(self, number: int, comment: str) -> int:
-        return self._published(await self.store.rollback(number, ADMIN, self.key, comment))
+    async def rollback(self, number: int, comment: str, allow_removal: Sequence[str] = ()) -> int:
+        version = await self.store.rollback(number, ADMIN, self.key, comment, allow_removal)
+        return self._published(version)
 
     def _published(self, version: Version) -> int:
         if self._latest is None or version.number > self._latest.number:

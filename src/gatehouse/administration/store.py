@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -33,9 +33,11 @@ from gatehouse.administration.errors import (
     JoinTokenInvalid,
     NoDraft,
     NothingChanged,
+    RemovalRefused,
     UnknownService,
     VersionNotFound,
 )
+from gatehouse.administration.guard import Registered, Removals, check_removals
 from gatehouse.administration.model import ROLE_NAMES, InstallationConfig, Role
 from gatehouse.administration.signing import Ed25519PrivateKey, sign_version
 from gatehouse.administration.tables import (
@@ -66,6 +68,8 @@ class Draft:
     source: str
     saved_by: str
     saved_at: datetime
+    #: Ids whose removal the operator allowed with this draft (see :mod:`.guard`).
+    allow_removal: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,28 +168,73 @@ class AdminStore:
     async def get_draft(self) -> Draft | None:
         async with self.db.session() as session:
             row = await session.get(DraftRow, DRAFT_ID)
-            return Draft(row.source, row.saved_by, row.saved_at) if row else None
+            if row is None:
+                return None
+            return Draft(row.source, row.saved_by, row.saved_at, tuple(row.allow_removal or ()))
 
-    async def save_draft(self, source: str, who: str) -> Draft:
-        """Replace the draft with ``source`` (not validated: a draft may be work in progress)."""
+    async def save_draft(self, source: str, who: str, allow_removal: Collection[str] = ()) -> Draft:
+        """Replace the draft with ``source``.
+
+        A valid draft that would remove what runs (:mod:`.guard`) is refused unless
+        ``allow_removal`` names it; an invalid one is saved as a work in progress (it is
+        checked again when published).
+
+        Raises:
+            RemovalRefused: what would be removed, each with its path.
+        """
+        try:
+            content: dict[str, Any] | None = config_document(parse_config(source))
+        except ConfigError:
+            content = None
         async with self.db.session() as session:
-            old, draft = await self._put_draft(session, source, who)
+            what = "saved the draft"
+            if content is not None:
+                removals = await self._removals(session, content, allow_removal)
+                what += _allowed_removals(removals)
+            old, draft = await self._put_draft(session, source, who, allow_removal)
             change = unified_diff(
                 mask_url_passwords(old), mask_url_passwords(source), "draft (before)", "draft"
             )
-            self._audit(session, who, "draft.save", "saved the draft", change)
+            self._audit(session, who, "draft.save", what, change)
         return draft
 
-    async def _put_draft(self, session: AsyncSession, source: str, who: str) -> tuple[str, Draft]:
+    async def _put_draft(
+        self, session: AsyncSession, source: str, who: str, allow_removal: Collection[str] = ()
+    ) -> tuple[str, Draft]:
         """Write the draft; return the text it replaced (empty when there was none)."""
         now = self.clock()
+        allowed = sorted(set(allow_removal))
         row = await session.get(DraftRow, DRAFT_ID, with_for_update=True)
+        draft = Draft(source, who, now, tuple(allowed))
         if row is None:
-            session.add(DraftRow(id=DRAFT_ID, source=source, saved_by=who, saved_at=now))
-            return "", Draft(source, who, now)
+            session.add(
+                DraftRow(
+                    id=DRAFT_ID, source=source, saved_by=who, saved_at=now, allow_removal=allowed
+                )
+            )
+            return "", draft
         old = row.source
         row.source, row.saved_by, row.saved_at = source, who, now
-        return old, Draft(source, who, now)
+        row.allow_removal = allowed
+        return old, draft
+
+    async def _removals(
+        self, session: AsyncSession, content: dict[str, Any], allow_removal: Collection[str]
+    ) -> Removals:
+        """What ``content`` removes from the newest version; refused unless allowed.
+
+        Raises:
+            RemovalRefused: a guarded removal that ``allow_removal`` does not name.
+        """
+        latest = await self._latest_row(session)
+        rows = (await session.execute(select(ServiceRow))).scalars()
+        registered = {row.id: Registered(row.id, row.role, row.last_seen_at) for row in rows}
+        removals = check_removals(
+            latest.content if latest else None, content, registered, allow_removal, self.clock()
+        )
+        if removals.problems:
+            raise RemovalRefused(removals.problems)
+        return removals
 
     # Versions
 
@@ -200,10 +249,17 @@ class AdminStore:
         draft = await self.get_draft()
         if draft is None:
             raise NoDraft("there is no draft to publish; save one first")
-        return await self._publish(draft.source, who, private_key, comment, rollback_of=None)
+        return await self._publish(
+            draft.source, who, private_key, comment, None, draft.allow_removal
+        )
 
     async def rollback(
-        self, number: int, who: str, private_key: Ed25519PrivateKey, comment: str = ""
+        self,
+        number: int,
+        who: str,
+        private_key: Ed25519PrivateKey,
+        comment: str = "",
+        allow_removal: Collection[str] = (),
     ) -> Version:
         """Publish version ``number``'s text as a new version; it becomes the draft too.
 
@@ -211,10 +267,11 @@ class AdminStore:
             VersionNotFound: no such version.
             NothingChanged: the newest version already says the same.
             ConfigError: the old text is no longer valid (e.g. a service id it names is gone).
+            RemovalRefused: it would remove what runs, and ``allow_removal`` does not say so.
         """
         old = await self.get_version(number)
         comment = comment or f"rollback to version {number}"
-        return await self._publish(old.source, who, private_key, comment, rollback_of=number)
+        return await self._publish(old.source, who, private_key, comment, number, allow_removal)
 
     async def _publish(
         self,
@@ -223,6 +280,7 @@ class AdminStore:
         private_key: Ed25519PrivateKey,
         comment: str,
         rollback_of: int | None,
+        allow_removal: Collection[str] = (),
     ) -> Version:
         config = parse_config(source)
         content = config_document(config)
@@ -231,7 +289,15 @@ class AdminStore:
             for attempt in range(PUBLISH_ATTEMPTS):
                 try:
                     return await self._insert_version(
-                        source, config, content, views, who, private_key, comment, rollback_of
+                        source,
+                        config,
+                        content,
+                        views,
+                        who,
+                        private_key,
+                        comment,
+                        rollback_of,
+                        allow_removal,
                     )
                 except exc.IntegrityError:
                     # Another writer took the number between our read and our insert.
@@ -249,6 +315,7 @@ class AdminStore:
         private_key: Ed25519PrivateKey,
         comment: str,
         rollback_of: int | None,
+        allow_removal: Collection[str],
     ) -> Version:
         async with self.db.session() as session:
             latest = await self._latest_row(session)
@@ -256,6 +323,9 @@ class AdminStore:
                 raise NothingChanged(
                     f"version {latest.number} already says this; nothing to publish"
                 )
+            # Checked again here, in the transaction that takes the number: the newest version
+            # (or the registered services) may have changed since the draft was saved.
+            allowed = _allowed_removals(await self._removals(session, content, allow_removal))
             number = latest.number + 1 if latest else 1
             now = self.clock()
             signed = sign_version(private_key, number, timestamp(now), views)
@@ -275,10 +345,10 @@ class AdminStore:
             if rollback_of is not None:
                 await self._put_draft(session, source, who)
                 what = f"published version {number}: rollback to version {rollback_of}"
-                self._audit(session, who, "version.rollback", what, change)
+                self._audit(session, who, "version.rollback", what + allowed, change)
             else:
                 what = f"published version {number}" + (f": {comment}" if comment else "")
-                self._audit(session, who, "version.publish", what, change)
+                self._audit(session, who, "version.publish", what + allowed, change)
             await session.flush()
             return _version(row)
 
@@ -447,6 +517,13 @@ def _diff_from(latest: VersionRow | None, config: InstallationConfig, label: str
     except ConfigError:
         return diff_documents(latest.content, config_document(config), old_label, label)
     return diff_configs(previous, config, old_label, label)
+
+
+def _allowed_removals(removals: Removals) -> str:
+    """How the audit says that removals were allowed on purpose ("" when there were none)."""
+    if not removals.removed:
+        return ""
+    return f" (removal allowed: {', '.join(removals.removed)})"
 
 
 def _rowcount(result: Any) -> int:

@@ -34,6 +34,8 @@ class DraftRow(AdminBase):
     source: Mapped[str] = mapped_column(Text)
     saved_by: Mapped[str] = mapped_column(String(WHO_LENGTH))
     saved_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: Ids whose removal the operator allowed when saving (see gatehouse.administration.guard).
+    allow_removal: Mapped[list[str] | None] = mapped_column(JSON)
 
 
 class VersionRow(AdminBase):
