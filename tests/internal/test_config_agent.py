@@ -234,6 +234,8 @@ class FakeAdmin:
     served: dict[str, Served] = field(default_factory=dict)
     acks: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     polls: list[tuple[str, int, float]] = field(default_factory=list)
+    #: Answer every poll with this error (status, code, message) instead.
+    poll_error: tuple[int, str, str] | None = None
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     server: uvicorn.Server | None = None
     task: asyncio.Task[None] | None = None
@@ -286,6 +288,8 @@ class FakeAdmin:
         after = int(request.query_params.get("after", "0"))
         wait = float(request.query_params.get("wait", "30"))
         self.polls.append((service, after, time.monotonic()))
+        if self.poll_error is not None:
+            return error(*self.poll_error)
         deadline = time.monotonic() + min(wait, 60.0)
         while True:
             served = self.served.get(service)
@@ -1011,11 +1015,50 @@ def test_a_refused_secret_is_retried_with_backoff_without_disturbing_the_service
             async with following(agent) as service:
                 await acked(admin, first)
                 admin.secrets["ap1"] = "rotated"
-                await eventually(lambda: not agent.status().connected)
-                assert "unauthorized: bad service secret" in agent.status().admin_error
+                await eventually(lambda: agent.status().admin_error)
+                status = agent.status()
+                assert "401 unauthorized: bad service secret" in status.admin_error
+                assert status.connected  # Admin answers: it refuses, it is not unreachable
                 assert service.version == first
         finally:
             await admin.kill()
+
+    run(scenario())
+
+
+def test_an_error_answer_is_logged_as_what_it_is_not_as_unreachable(
+    run: Run[None], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Admin answering the poll with an error status (here 404 not_found) is reachable: no
+    "unreachable" and, once it accepts the poll again, no "reachable again"."""
+    caplog.set_level(logging.INFO, "gatehouse.config_agent")
+
+    async def scenario() -> None:
+        admin = await FakeAdmin().start()
+        try:
+            first = admin.publish(installation("wiki"))
+            agent = await registered_agent(admin, tmp_path / "state", wait=0.2)
+            async with following(agent) as service:
+                await acked(admin, first)
+                admin.poll_error = (404, "not_found", "no service 'ap1'")
+                await eventually(lambda: agent.status().admin_error)
+                polls = len(admin.polls)
+                await eventually(lambda: len(admin.polls) >= polls + 2)  # retried, backing off
+                error = "Admin answered the poll with 404 not_found: no service 'ap1'"
+                assert agent.status() == AgentStatus(first, True, error, "")
+                admin.poll_error = None
+                second = admin.publish(installation("wiki", "docs"))
+                await acked(admin, second)
+                assert service.version == second
+                assert agent.status() == AgentStatus(second, True, "", "")
+        finally:
+            await admin.kill()
+        messages = [r.getMessage() for r in caplog.records]
+        answered = [m for m in messages if "Admin answered the poll with 404 not_found" in m]
+        assert len(answered) == 1, messages  # when it starts, not on every retry
+        assert "keeping version 1" in answered[0]
+        assert not [m for m in messages if "unreachable" in m or "reachable again" in m]
+        assert any("Admin accepts the poll again, running version 1" in m for m in messages)
 
     run(scenario())
 

@@ -7,8 +7,14 @@ last-known-good snapshot when it has one, else from Admin's first version
 publishes (Admin never connects to a service). Each new signed envelope is verified, validated
 by the service's own model, applied, saved as last-known-good and acknowledged; anything
 refused leaves the running version in place and is acknowledged with a one-line error. While
-Admin is unreachable the service keeps serving; the agent retries with back-off and catches
-up by pulling when Admin answers again. Contract: docs/internal-api.md, "Administration".
+Admin is unreachable (no answer: connection refused, reset, timed out) the service keeps
+serving; the agent retries with back-off and catches up by pulling when Admin answers again.
+An Admin that answers with an error status (``404 not_found``, ``401 unauthorized``) is
+reachable: the agent logs the answer as what it is and backs off likewise. Contract:
+docs/internal-api.md, "Administration".
+
+Every version this module logs, reports and acknowledges is the number the Administration
+service published (never a count of the service's own reloads).
 
 What to do with an envelope (:func:`judge`) and the back-off schedule (:class:`Backoff`) are
 pure; the I/O (HTTP through the failover client, files through :mod:`.lkg`) is around them.
@@ -71,6 +77,7 @@ __all__ = [
     "Snapshot",
     "StateError",
     "Validate",
+    "config_fields",
     "describe",
     "judge",
     "one_line",
@@ -180,6 +187,12 @@ def poll_path(service_id: str, after: int, wait: float) -> str:
     return f"/api/v1/config/{service_id}?after={after}&wait={wait:g}"
 
 
+def _answer_of(response: Response) -> str:
+    """``404 not_found: message`` (or ``HTTP 404``): an Admin error answer, for a log line."""
+    text = _error_of(response)
+    return text if text.startswith("HTTP ") else f"{response.status} {text}"
+
+
 def _error_of(response: Response) -> str:
     """``code: message`` from an Admin error answer, or the status."""
     try:
@@ -198,14 +211,27 @@ def _error_of(response: Response) -> str:
 class AgentStatus:
     """For a service's health answer and metrics."""
 
-    #: The version the service runs (0: none yet).
+    #: The version the service runs, as Admin published it (0: none yet).
     version: int
-    #: Whether the latest exchange with Admin succeeded (False until the first one).
+    #: Whether Admin answered the latest exchange, even with an error status (False until
+    #: the first answer, and while Admin is unreachable).
     connected: bool
-    #: Why Admin cannot be followed right now (``""`` while connected).
+    #: Why Admin cannot be followed right now (``""`` while it can): "Admin unreachable, …"
+    #: (then ``connected`` is False) or "Admin answered the poll with 404 not_found: …".
     admin_error: str
     #: Why the latest version received was refused (``""`` once a newer one is applied).
     refused: str
+
+
+def config_fields(agent: ConfigAgent | None) -> dict[str, object]:
+    """The fields every service's health answer carries about its configuration:
+    ``"config_version"``, the version the Administration service published and the service
+    runs (``null`` for a service started from a configuration file), and ``"config_source"``,
+    ``"admin"`` or ``"file"``. The Access Point's workers say the same
+    (:func:`gatehouse.access_point.runtime.health_answer`)."""
+    if agent is None:
+        return {"config_version": None, "config_source": "file"}
+    return {"config_version": agent.version or None, "config_source": "admin"}
 
 
 class ConfigAgent:
@@ -351,7 +377,11 @@ class ConfigAgent:
         if snapshot is not None:
             self.version = snapshot.version
             self._after = max(self._after, snapshot.version)
-            log.info("starting from last-known-good version %d", snapshot.version)
+            log.info(
+                "starting from last-known-good configuration version %d (published by the "
+                "Administration service)",
+                snapshot.version,
+            )
         return snapshot
 
     async def initial(self, validate: Validate) -> Snapshot:
@@ -446,7 +476,9 @@ class ConfigAgent:
             self._reachable()
             return True
         if response.status != 200:
-            self._unreachable(f"Admin answered the poll with {_error_of(response)}")
+            # Admin is there and said no (the service unknown to it, a secret it refuses, an
+            # error of its own): say so; back off as for an outage, but it is not one.
+            self._reachable(f"Admin answered the poll with {_answer_of(response)}")
             return False
         self._reachable()
         return await self._receive(response.body, state, apply, validate)
@@ -485,14 +517,22 @@ class ConfigAgent:
             error = one_line(f"version {version} runs but is not saved as last-known-good: {exc}")
             log.error("%s", error)
         else:
-            log.info("applied configuration version %d", version)
+            log.info(
+                "applied configuration version %d (published by the Administration service)",
+                version,
+            )
         self._refused = ""
         self._pending_ack = (version, error)
         return True
 
     def _refuse(self, version: int | None, error: str) -> None:
         error = one_line(error)
-        log.error("configuration refused, keeping version %d: %s", self.version, error)
+        log.error(
+            "configuration refused, keeping version %d (published by the Administration "
+            "service): %s",
+            self.version,
+            error,
+        )
         self._refused = error
         self._pending_ack = (version, error)
 
@@ -511,17 +551,36 @@ class ConfigAgent:
         self._pending_ack = None
 
     def _unreachable(self, message: str) -> None:
+        """No answer from Admin (connection refused or reset, timed out)."""
         message = one_line(message)
         if self._connected or message != self._admin_error:
             log.warning("%s", message)
         self._connected = False
         self._admin_error = message
 
-    def _reachable(self) -> None:
+    def _reachable(self, error: str = "") -> None:
+        """Admin answered; ``error``: with an error status, which is not an outage.
+
+        Logged: "reachable again" only after a failure to reach Admin; an error answer when it
+        starts or changes (not on every retry); and when Admin accepts the poll again.
+        """
+        error = one_line(error)
         if not self._connected and self._admin_error:
-            log.info("Admin reachable again, running version %d", self.version)
+            log.info(
+                "Admin reachable again, running version %d (published by the Administration "
+                "service)",
+                self.version,
+            )
+        elif self._admin_error and not error:
+            log.info(
+                "Admin accepts the poll again, running version %d (published by the "
+                "Administration service)",
+                self.version,
+            )
+        if error and error != self._admin_error:
+            log.warning("%s; keeping version %d", error, self.version)
         self._connected = True
-        self._admin_error = ""
+        self._admin_error = error
 
     def _require_state(self) -> AdminState:
         if self._state is None:
