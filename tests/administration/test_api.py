@@ -228,7 +228,7 @@ def test_errors_are_json_never_a_traceback(admin: Admin) -> None:
         {"error": "bad_request", "message": "body is not valid JSON"},
     )
     assert admin.call("PUT", "/api/v1/draft", {"txt": "x"})[1]["message"] == (
-        "text: Field required; txt: unknown field"
+        "text: required field missing; txt: unknown field; did you mean 'text'?"
     )
     assert admin.call("POST", "/api/v1/join-tokens", {"role": "dba"})[0] == 400
     status, answer = admin.call("POST", "/api/v1/join-tokens", {"role": "policy", "ttl": "soon"})
@@ -270,7 +270,7 @@ def test_an_invalid_configuration_is_refused_with_every_path_and_changes_nothing
         "problems": [
             {
                 "path": "services[1].role",
-                "message": "Input should be 'access_point', 'policy' or 'authentication'",
+                "message": "must be one of: access_point, policy, authentication; got 'dba'",
             },
             {
                 "path": "resources[1].backends[1]",

@@ -233,7 +233,7 @@ CASES: list[tuple[str, Callable[[Doc], None], list[str]]] = [
         "a bad role",
         set_path("services.0.role", "gateway"),
         [
-            "services[0].role: Input should be 'access_point', 'policy' or 'authentication'",
+            "services[0].role: must be one of: access_point, policy, authentication; got 'gateway'",
         ],
     ),
     (
@@ -244,10 +244,7 @@ CASES: list[tuple[str, Callable[[Doc], None], list[str]]] = [
     (
         "a PS without authentication services",
         set_path("policy_services.0.authentication", []),
-        [
-            "policy_services[0].authentication: "
-            "List should have at least 1 item after validation, not 0"
-        ],
+        ["policy_services[0].authentication: must have at least 1 item, got 0"],
     ),
 ]
 

@@ -140,13 +140,13 @@ INVALID = {
     ),
     "local port out of range": (
         _set("databases", {"local": {"primary_port": 0, "standby_port": 55433}}),
-        "databases.local.primary_port: Input should be greater than or equal to 1",
+        "databases.local.primary_port: must be at least 1, got 0",
     ),
     "admin in the DMZ": (
         _set("administration.node", "dmz1"),
         "administration.node: 'dmz1' is a DMZ node; Administration services run on internal nodes",
     ),
-    "no admin": (_set("administration", "-"), "administration: Field required"),
+    "no admin": (_set("administration", "-"), "administration: required field missing"),
     "AP on an internal node": (
         _set("access_points.0.node", "int1"),
         "access_points[0].node: 'int1' is an internal node; Access Points run on DMZ nodes",
@@ -176,7 +176,7 @@ INVALID = {
     ),
     "no PS at all": (
         _set("policy_services", []),
-        "policy_services: List should have at least 1 item after validation, not 0",
+        "policy_services: must have at least 1 item, got 0",
     ),
     "duplicate service id": (
         _set("authentication_services.1.id", "ps2"),
@@ -210,7 +210,7 @@ INVALID = {
     ),
     "bad zone": (
         _set("nodes.0.zone", "edge"),
-        "nodes[0].zone: Input should be 'dmz' or 'internal'",
+        "nodes[0].zone: must be one of: dmz, internal; got 'edge'",
     ),
     "bad node address": (
         _set("nodes.0.address", "not a host"),
@@ -219,13 +219,13 @@ INVALID = {
     "unknown field": (_set("load_balancer.colour", "blue"), "load_balancer.colour: unknown field"),
     "unknown retry event": (
         _set("load_balancer.retry_on", ["empty-response", 418]),
-        "load_balancer.retry_on[1]: Input should be 'empty-response', 'junk-response', "
-        "'response-timeout', '0rtt-rejected', '401', '403', '404', '408', '425', '500', '501', "
-        "'502', '503' or '504'",
+        "load_balancer.retry_on[1]: must be one of: empty-response, junk-response, "
+        "response-timeout, 0rtt-rejected, 401, 403, 404, 408, 425, 500, 501, 502, 503, 504; "
+        "got '418'",
     ),
     "zero health check interval": (
         _set("load_balancer.health_check", {"interval": "0s"}),
-        "load_balancer.health_check.interval: Input should be greater than 0",
+        "load_balancer.health_check.interval: must be greater than 0, got 0",
     ),
 }
 

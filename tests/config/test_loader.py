@@ -47,7 +47,7 @@ def test_field_path(loc: tuple[int | str, ...], path: str) -> None:
             "unknown field",
         ),
         ({"access_point": {"listen": "nope"}}, "access_point.listen", "HOST:PORT"),
-        ({"access_point": {"workers": 0}}, "access_point.workers", "greater than or equal"),
+        ({"access_point": {"workers": 0}}, "access_point.workers", "must be at least 1"),
         ({"access_point": {"header_timeout": "soon"}}, "access_point.header_timeout", "duration"),
         ({"access_point": {"max_header_bytes": "lots"}}, "access_point.max_header_bytes", "size"),
         (

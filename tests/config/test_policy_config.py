@@ -189,9 +189,9 @@ STAFF = {"staff": {"groups_any": ["staff"]}}
         ({"login": {"portal_prefix": "/login"}}, "login.portal_prefix", "start and end"),
         ({"identity_headers": {"user": "Remote User"}}, "identity_headers.user", "header name"),
         ({"identity_headers": {"name": "remote-user"}}, "identity_headers.name", "same header"),
-        ({"rules": {"bad name": "public"}}, "rules.bad name.[key]", "not a rule name"),
-        ({"rules": {"public": "authenticated"}}, "rules.public.[key]", "built-in rule"),
-        ({"resources": {"Admin": "public"}}, "resources.Admin.[key]", "not a resource id"),
+        ({"rules": {"bad name": "public"}}, "rules.bad name", "not a rule name"),
+        ({"rules": {"public": "authenticated"}}, "rules.public", "built-in rule"),
+        ({"resources": {"Admin": "public"}}, "resources.Admin", "not a resource id"),
     ],
 )
 def test_errors_name_the_exact_field(data: object, path: str, message: str) -> None:

@@ -55,7 +55,7 @@ def test_relative_sqlite_paths_are_relative_to_home(tmp_path: Path) -> None:
     [
         ("user_db: mysql://x/y\n", "user_db: unsupported database URL scheme 'mysql'"),
         ("user_db: 'not a url'\n", "user_db: not a database URL"),
-        ("session_db: sqlite+aiosqlite:///x.db\n", "user_db: Field required"),
+        ("session_db: sqlite+aiosqlite:///x.db\n", "user_db: required field missing"),
         (f"user_db: {PG}\nsesion_db: {PG}\n", "sesion_db: unknown field"),
         ("user_db: [\n", "line 2, column 1: invalid YAML"),
         ("- a\n", "expected a mapping with user_db"),

@@ -7,20 +7,13 @@ from typing import Any
 import yaml
 
 from gatehouse.administration.model import InstallationConfig
-from gatehouse.config.loader import validate
-from gatehouse.errors import ConfigError
+from gatehouse.config.loader import parse_yaml, validate
 
 
 def parse_text(text: str, source: str = "draft") -> object:
-    """YAML text to data; syntax errors become :class:`ConfigError` with line and column."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError([("", f"{where}invalid YAML: {problem}")], source) from None
-    return {} if data is None else data
+    """YAML text to data (:func:`~gatehouse.config.loader.parse_yaml`: safe, duplicate keys
+    refused); syntax errors become :class:`ConfigError` with line and column."""
+    return parse_yaml(text, source)
 
 
 def parse_config(text: str, source: str = "draft") -> InstallationConfig:
