@@ -279,6 +279,31 @@ def test_sighup_reload_under_load_loses_nothing(
     assert "Traceback" not in ap.output()
 
 
+def test_a_file_reloaded_by_sighup_is_a_local_version_not_a_published_one(
+    start_ap: StartAP, demo_backend: Service
+) -> None:
+    """``--config``: the health answer never presents the worker's reload count as a version
+    the Administration service published."""
+    ap = start_ap(route_config(demo_backend, 0))
+    answer = get(ap, "/_gatehouse/health").json()
+    assert answer == {
+        "status": "ok",
+        "id": "ap1",
+        "config_version": None,
+        "config_source": "file",
+        "local_version": 1,
+    }
+    for version in (1, 2):
+        rewrite_config(ap, route_config(demo_backend, version))
+        ap.signal(signal.SIGHUP)
+        wait_route(ap, f"/v{version}/probe", "/probe")
+    answer = get(ap, "/_gatehouse/health").json()
+    assert (answer["config_version"], answer["config_source"]) == (None, "file")
+    assert answer["local_version"] == 3
+    assert "local version 3, not published by the Administration service" in ap.output()
+    assert "(published by the Administration service)" not in ap.output()
+
+
 # refused configurations -----------------------------------------------------------------------
 
 

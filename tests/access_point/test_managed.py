@@ -22,17 +22,18 @@ from typing import Any, TypeVar
 import orjson
 import pytest
 
-from gatehouse.access_point.managed import VIEW_FILE, ViewCheck, check_usable
+from gatehouse.access_point.managed import VIEW_FILE, ViewCheck, check_usable, write_view
 from gatehouse.access_point.server import (
     Overrides,
     Worker,
     file_identity,
     listening_socket,
-    load_config,
+    load_published,
     read_config,
+    read_published,
 )
 from gatehouse.config.access_point import AccessPointConfig
-from gatehouse.config.loader import load_file, validate
+from gatehouse.config.loader import validate
 from gatehouse.errors import ConfigError
 from gatehouse.internal.config_agent import ConfigAgent
 from gatehouse.internal.lkg import atomic_write
@@ -134,12 +135,36 @@ def test_the_json_view_file_reads_as_json(tmp_path: Path) -> None:
         read_config(path)
 
 
+def test_the_managed_file_carries_the_published_version_next_to_the_view(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / VIEW_FILE
+    write_view(path, 7, ap_config(resource("app"), decision_timeout=1e-05))
+    version, config = read_published(path)
+    assert (version, config.access_point.decision_timeout) == (7, 1e-05)
+    assert orjson.loads(path.read_bytes())["published_version"] == 7
+    # A plain AP configuration is not a published view: a managed worker refuses it.
+    path.write_bytes(orjson.dumps(ap_config(resource("app"))))
+    with pytest.raises(ConfigError, match="published_version: missing"):
+        read_published(path)
+    path.write_bytes(orjson.dumps({"published_version": 3, "view": {"resources": 1}}))
+    with pytest.raises(ConfigError, match="resources"):
+        read_published(path)
+
+
 # the worker's side, in process -----------------------------------------------------------------
 
 
-def write_view_file(path: Path, *names: str, port: int, **extra: Any) -> None:
+def write_view_file(path: Path, version: int, *names: str, port: int, **extra: Any) -> None:
+    """What the supervisor's agent writes: the view published as ``version``."""
     document = ap_config(*(resource(n, **extra) for n in names), listen=f"127.0.0.1:{port}")
-    atomic_write(path, orjson.dumps(document))
+    atomic_write(path, orjson.dumps({"published_version": version, "view": document}))
+
+
+def managed_worker(path: Path) -> Worker:
+    loaded = file_identity(path)
+    version, config = load_published(path, Overrides())
+    return Worker(path, Overrides(), config, loaded, published_version=version)
 
 
 def serve_briefly(worker: Worker, port: int, then: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -179,19 +204,19 @@ def test_a_worker_notices_a_replace_it_missed_while_starting(
 ) -> None:
     port = free_port()
     path = tmp_path / VIEW_FILE
-    write_view_file(path, "app", port=port)
+    write_view_file(path, 4, "app", port=port)
     loaded = file_identity(path)
-    config = load_config(path, Overrides())
+    version, config = load_published(path, Overrides())
     if replaced:
         # The agent's SIGHUP for this arrived before the worker's loop handled SIGHUP.
-        write_view_file(path, "app", "docs", port=port)
-    worker = Worker(path, Overrides(), config, loaded)
+        write_view_file(path, 5, "app", "docs", port=port)
+    worker = Worker(path, Overrides(), config, loaded, published_version=version)
 
     serve_briefly(worker, port, lambda: listening(port))
     if replaced:
-        assert (worker.version, resource_ids(worker)) == (2, ["app", "docs"])
+        assert (worker.published_version, resource_ids(worker)) == (5, ["app", "docs"])
     else:
-        assert (worker.version, resource_ids(worker)) == (1, ["app"])
+        assert (worker.published_version, resource_ids(worker)) == (4, ["app"])
 
 
 def test_a_worker_keeps_its_configuration_when_a_reload_cannot_compile(
@@ -199,23 +224,60 @@ def test_a_worker_keeps_its_configuration_when_a_reload_cannot_compile(
 ) -> None:
     port = free_port()
     path = tmp_path / VIEW_FILE
-    write_view_file(path, "app", port=port)
-    worker = Worker(path, Overrides(), load_config(path, Overrides()), file_identity(path))
+    write_view_file(path, 1, "app", port=port)
+    worker = managed_worker(path)
 
     async def reloads() -> None:
         # Valid for the model, but no worker can load that CA file.
-        write_view_file(path, "app", "tls", port=port, backends=["https://b"], ca_file="/no/ca")
+        tls = {"backends": ["https://b"], "ca_file": "/no/ca"}
+        write_view_file(path, 2, "app", "tls", port=port, **tls)
         os.kill(os.getpid(), signal.SIGHUP)
         while "reload refused" not in caplog.text:
             await asyncio.sleep(0.01)
-        assert (worker.version, resource_ids(worker)) == (1, ["app"])
-        write_view_file(path, "app", "docs", port=port)
+        assert (worker.published_version, resource_ids(worker)) == (1, ["app"])
+        write_view_file(path, 3, "app", "docs", port=port)
         os.kill(os.getpid(), signal.SIGHUP)
-        while worker.version == 1:
+        while worker.published_version == 1:
             await asyncio.sleep(0.01)
 
     serve_briefly(worker, port, reloads)
-    assert (worker.version, resource_ids(worker)) == (2, ["app", "docs"])
+    assert (worker.published_version, resource_ids(worker)) == (3, ["app", "docs"])
+
+
+def health_of(port: int) -> dict[str, Any]:
+    with WireClient("127.0.0.1", port, timeout=5) as client:
+        response = client.request("GET", "/_gatehouse/health")
+    assert response.status == 200
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
+def test_a_sighup_finding_the_running_version_changes_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", "gatehouse.access_point")
+    port = free_port()
+    path = tmp_path / VIEW_FILE
+    write_view_file(path, 6, "app", port=port)
+    worker = managed_worker(path)
+
+    async def reloads() -> None:
+        await listening(port)
+        for _ in range(2):  # an operator's SIGHUPs: the file still holds version 6
+            os.kill(os.getpid(), signal.SIGHUP)
+        while caplog.text.count("runs already; nothing to do") < 2:
+            await asyncio.sleep(0.01)
+        answer = await asyncio.to_thread(health_of, port)
+        assert (answer["config_version"], answer["config_source"]) == (6, "admin")
+        assert "local_version" not in answer
+        write_view_file(path, 5, "app", "docs", port=port)  # older: never runs
+        os.kill(os.getpid(), signal.SIGHUP)
+        while "older than the running" not in caplog.text:
+            await asyncio.sleep(0.01)
+        assert (await asyncio.to_thread(health_of, port))["config_version"] == 6
+
+    serve_briefly(worker, port, reloads)
+    assert (worker.published_version, resource_ids(worker)) == (6, ["app"])
 
 
 # real processes -------------------------------------------------------------------------------
@@ -325,10 +387,11 @@ def test_first_start_registers_waits_for_the_first_version_and_serves_it(
     state = tmp_path / "state"
     assert stat.S_IMODE(state.stat().st_mode) == 0o700
     assert {p.name for p in state.iterdir()} == {"admin.json", "lkg.json", VIEW_FILE}
-    # The workers' file is the AP view, readable as any AP config (JSON is YAML).
-    view = load_file(AccessPointConfig, state / VIEW_FILE)
+    # The workers' file is the AP view with the version Admin published it as.
+    version, view = read_published(state / VIEW_FILE)
+    assert version == first
     assert [r.id for r in view.resources] == ["app"]
-    assert view == read_config(state / VIEW_FILE)
+    assert health_of(port)["config_version"] == first
     assert ap.stop() == 0
 
 
@@ -348,7 +411,8 @@ def test_a_new_version_reaches_both_workers_without_a_restart(
     )
     started = time.monotonic()
     # Each worker logs its reload; new connections are spread over both by the kernel.
-    eventually(lambda: ap.output().count("configuration reloaded") == 2, 5, "both reloaded", ap)
+    now_runs = f"worker now runs configuration version {second} (published by the Admin"
+    eventually(lambda: ap.output().count(now_runs) == 2, 5, "both reloaded", ap)
     assert served(port, "/docs/x", times=20)
     assert served(port, "/app/x", times=5)
     assert time.monotonic() - started < 5
@@ -356,6 +420,58 @@ def test_a_new_version_reaches_both_workers_without_a_restart(
     assert sorted(children(ap.pid)) == sorted(workers)  # reloaded, not restarted
     assert ap.stop() == 0
     assert not [pid for pid in workers if alive(pid)]
+
+
+def test_health_says_the_version_admin_published_and_sighups_do_not_change_it(
+    tmp_path: Path, real_admin: RealAdmin, demo_backend: Service, start_managed: StartManaged
+) -> None:
+    port = free_port()
+    # Versions before the AP's first: Admin's numbers are not the AP's count of reloads.
+    sync(real_admin.publish(installation(port, demo_backend.url, "early", workers=2)))
+    first = sync(real_admin.publish(installation(port, demo_backend.url, "app", workers=2)))
+    token = sync(real_admin.join_token())
+    ap = start_managed(port, *join_args(real_admin, token, port)).wait_ready()
+    workers = wait_workers(ap, 2)
+
+    def health_says(version: int) -> bool:
+        # Each GET on a new connection: the kernel spreads them over both workers.
+        return all(health_of(port)["config_version"] == version for _ in range(10))
+
+    def admin_says() -> int:
+        return int(sync(real_admin.service())["running_version"])
+
+    assert sync(real_admin.reported(first))["running_version"] == first
+    eventually(lambda: health_says(first), 5, f"health says version {first}", ap)
+    answer = health_of(port)
+    assert (answer["config_version"], answer["config_source"]) == (admin_says(), "admin")
+    assert "local_version" not in answer
+
+    second = sync(
+        real_admin.publish(installation(port, demo_backend.url, "app", "docs", workers=2))
+    )
+    assert second == first + 1
+    sync(real_admin.reported(second))
+    eventually(lambda: health_says(second), 5, f"health says version {second}", ap)
+    assert admin_says() == second
+    assert f"applied configuration version {second} (published by the Administration" in (
+        ap.output()
+    )
+
+    # An operator's SIGHUPs, to the supervisor (forwarded to the workers) and to the workers.
+    nothing = f"configuration version {second} (published by the Administration service) runs"
+    handled = 0
+    for target in (ap.pid, *workers, ap.pid, *workers):
+        os.kill(target, signal.SIGHUP)
+        handled += 2 if target == ap.pid else 1
+        eventually(
+            lambda count=handled: ap.output().count(nothing) == count, 5, "SIGHUP handled", ap
+        )
+        assert health_says(second)
+    assert health_says(second)
+    assert admin_says() == second
+    assert served(port, "/docs/x", times=5)
+    assert sorted(children(ap.pid)) == sorted(workers)
+    assert ap.stop() == 0
 
 
 def test_a_version_the_access_point_cannot_use_is_refused_and_reported(
@@ -427,7 +543,8 @@ def test_command_line_overrides_win_over_every_published_version(
     sync(real_admin.reported(first))
 
     second = sync(real_admin.publish(installation(published, demo_backend.url, "app", "docs")))
-    eventually(lambda: ap.output().count("configuration reloaded") == 2, 5, "both reloaded", ap)
+    now_runs = f"worker now runs configuration version {second} (published by the Admin"
+    eventually(lambda: ap.output().count(now_runs) == 2, 5, "both reloaded", ap)
     assert served(port, "/docs/x", times=10)
     sync(real_admin.reported(second))
     assert sorted(children(ap.pid)) == sorted(workers)

@@ -156,6 +156,10 @@ def test_registers_and_applies_a_new_lockout_policy_live(
         "admin_error": "",
         "refused": "",
     }
+    # The same fields as every service's: the version Admin published, and where it came from.
+    answer = health(auth)
+    assert (answer["config_version"], answer["config_source"]) == (second, "admin")
+    assert answer["config_version"] == sync(real_admin.service("auth1"))["running_version"]
     assert auth.proc.poll() is None  # never restarted
 
 

@@ -202,8 +202,16 @@ def test_registers_starts_from_admin_and_applies_a_new_version_live(
     assert row["last_error"] is None
     assert policy.process is not None
     assert policy.process.pid == pid  # no restart
-    config = policy.health()["config"]
-    assert config == {"version": second, "connected": True, "admin_error": "", "refused": ""}
+    answer = policy.health()
+    assert answer["config"] == {
+        "version": second,
+        "connected": True,
+        "admin_error": "",
+        "refused": "",
+    }
+    # The same fields as every service's: the version Admin published, and where it came from.
+    assert (answer["config_version"], answer["config_source"]) == (second, "admin")
+    assert answer["config_version"] == sync(real_admin.service("ps1"))["running_version"]
 
 
 def test_keeps_serving_without_admin_restarts_from_last_known_good_and_converges(

@@ -2,9 +2,12 @@
 
 Design: in managed mode the AP always runs as a supervisor with its workers (even with
 ``workers: 1``), and the config agent runs in the supervisor, on a thread of its own with its
-own event loop. The workers stay exactly as with ``--config``: they load a file and re-read it
-on SIGHUP, so reload, crash restart and drain work unchanged. The agent writes each accepted
-version to ``DIR/access-point.json`` (atomically) and sends SIGHUP to every worker; a worker
+own event loop. The workers work as with ``--config``: they load a file and re-read it on
+SIGHUP, so reload, crash restart and drain work unchanged. The agent writes each accepted
+version to ``DIR/access-point.json`` (atomically) as ``{"published_version": N, "view":
+{...}}``, so a worker knows which version Admin published what it loads (its health answer
+says ``"config_version": N, "config_source": "admin"``; a SIGHUP from an operator that finds
+the same version changes nothing), and sends SIGHUP to every worker; a worker
 swaps its compiled runtime in one assignment, so a request sees the old or the new
 configuration, never a mix. A worker that was still starting when the file was replaced
 notices it once its SIGHUP handler is in place (:mod:`.server`).
@@ -21,7 +24,8 @@ main thread (in ``os.wait``). SIGTERM/SIGINT cancel the agent's task, then the w
     STATE_DIR/              mode 0700
       admin.json            registration with Admin (gatehouse.internal.lkg)
       lkg.json              last-known-good signed envelope (gatehouse.internal.lkg)
-      access-point.json     the running view: the AccessPointConfig document the workers load
+      access-point.json     the running view the workers load, with its published version:
+                            {"published_version": N, "view": {AccessPointConfig document}}
 
 The agent's check refuses what a worker would refuse: the :class:`AccessPointConfig` model,
 then a trial compile (a ``ca_file`` the AP cannot load, say). A refused version is acknowledged
@@ -41,9 +45,11 @@ import orjson
 
 from gatehouse.access_point.runtime import OriginRegistry, compile_config
 from gatehouse.access_point.server import (
+    PUBLISHED_VERSION,
+    PUBLISHED_VIEW,
     Overrides,
     listening_socket,
-    load_config,
+    load_published,
     run_worker,
 )
 from gatehouse.access_point.supervisor import FORWARDED, Supervisor
@@ -118,9 +124,11 @@ class ViewCheck:
         return config
 
 
-def write_view(path: Path, view: dict[str, Any]) -> None:
-    """Replace the workers' file with ``view`` (atomically: they read the old or the new)."""
-    atomic_write(path, orjson.dumps(view, option=orjson.OPT_INDENT_2) + b"\n", 0o600)
+def write_view(path: Path, version: int, view: dict[str, Any]) -> None:
+    """Replace the workers' file with ``view``, published by Admin as ``version``
+    (atomically: they read the old or the new); read by :func:`.server.read_published`."""
+    document = {PUBLISHED_VERSION: version, PUBLISHED_VIEW: view}
+    atomic_write(path, orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n", 0o600)
 
 
 class AgentThread:
@@ -185,7 +193,11 @@ class AgentThread:
                     )
                     await asyncio.sleep(self.RETRY_DELAY)
         except asyncio.CancelledError:
-            log.info("config agent stopped at version %d", self.agent.version)
+            log.info(
+                "config agent stopped at configuration version %d (published by the "
+                "Administration service)",
+                self.agent.version,
+            )
 
 
 class Follower:
@@ -198,10 +210,15 @@ class Follower:
         self.supervisor: Supervisor | None = None
 
     def apply(self, version: int, view: dict[str, Any]) -> None:
-        write_view(self.path, view)
+        write_view(self.path, version, view)
         if self.supervisor is not None:
             self.supervisor.signal_workers(signal.SIGHUP)
-        log.info("configuration version %d written to %s; workers reload it", version, self.path)
+        log.info(
+            "configuration version %d (published by the Administration service) written to "
+            "%s; workers reload it",
+            version,
+            self.path,
+        )
         wanted = view.get("access_point", {}).get("workers", 1)
         if self.overrides.workers is None and wanted != self.workers:
             log.warning(
@@ -249,10 +266,10 @@ def run_managed(state_dir: Path, joining: Joining | None, overrides: Overrides) 
         return 0
     path = Path(state_dir) / VIEW_FILE
     try:
-        write_view(path, managed.view)
+        write_view(path, managed.version, managed.view)
     except OSError as exc:
         raise GatehouseError(f"cannot write {path}: {exc.strerror or exc}") from None
-    config = load_config(path, overrides)
+    _, config = load_published(path, overrides)
     # As with --config: report a port that is taken before any worker starts.
     host, port = parse_listen(config.access_point.listen)
     listening_socket(host, port, reuse_port=True, listen=False).close()
@@ -261,12 +278,16 @@ def run_managed(state_dir: Path, joining: Joining | None, overrides: Overrides) 
     agent = AgentThread(managed.agent, follower.apply, check)
     supervisor = Supervisor(
         count,
-        lambda: run_worker(path, overrides, reuse_port=True),
+        lambda: run_worker(path, overrides, reuse_port=True, managed=True),
         on_start=agent.start,
         on_stop=agent.stop,
     )
     follower.supervisor = supervisor
-    log.info("access point starting with configuration version %d", managed.version)
+    log.info(
+        "access point starting with configuration version %d (published by the "
+        "Administration service)",
+        managed.version,
+    )
     try:
         return supervisor.run()
     finally:

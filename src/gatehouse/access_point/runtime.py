@@ -82,7 +82,11 @@ class Runtime:
     policy: HeaderPolicy
     reserved: str
     health_body: bytes
-    version: int
+    #: The version the Administration service published this configuration as; ``None`` for
+    #: a configuration file (``--config``).
+    version: int | None
+    #: A configuration file's load count in this worker (``--config``); ``None`` when managed.
+    local_version: int | None
     #: The login portal, relayed to the Policy services; None without Policy services.
     portal: Route | None
     #: Asks the Policy services for decisions; None without Policy services.
@@ -91,9 +95,9 @@ class Runtime:
     decision_headers: tuple[bytes, ...]
 
     def health(self) -> bytes:
-        """The health answer: ``{"status": "ok", "id", "config_version"}`` and, with Policy
-        services, ``"policy": {"using": URL, "endpoints": [{"url", "up"}]}`` — the Policy
-        service this worker's decisions go to now (for ``gatehouse cluster status``)."""
+        """The health answer (:func:`health_answer`) and, with Policy services,
+        ``"policy": {"using": URL, "endpoints": [{"url", "up"}]}`` — the Policy service this
+        worker's decisions go to now (for ``gatehouse cluster status``)."""
         if self.decider is None:
             return self.health_body
         routing = json.dumps(self.decider.client.routing()).encode()
@@ -101,6 +105,26 @@ class Runtime:
 
 
 PORTAL_ID = "gatehouse-portal"
+
+
+def health_answer(
+    access_point_id: str, version: int | None, local_version: int | None
+) -> dict[str, object]:
+    """``{"status": "ok", "id", "config_version", "config_source"}``, the same fields as the
+    Policy and Authentication services' health answers:
+
+    - following Admin: ``"config_version": N`` (the version Admin published, as in its
+      ``GET /api/v1/services``) and ``"config_source": "admin"``;
+    - a configuration file: ``"config_version": null``, ``"config_source": "file"`` and
+      ``"local_version": N``, how many times this worker loaded the file (1 at start, +1 per
+      SIGHUP reload): a local counter, never a version of Admin's.
+    """
+    answer: dict[str, object] = {"status": "ok", "id": access_point_id}
+    if version is not None:
+        answer.update(config_version=version, config_source="admin")
+    else:
+        answer.update(config_version=None, config_source="file", local_version=local_version)
+    return answer
 
 
 def _route(
@@ -127,10 +151,14 @@ def _route(
 def compile_config(
     config: AccessPointConfig,
     registry: OriginRegistry,
-    version: int,
+    version: int | None,
     decider: Decider | None = None,
+    local_version: int | None = None,
 ) -> Runtime:
-    """Compile a configuration; ``decider`` is the worker's (it outlives config versions)."""
+    """Compile a configuration; ``decider`` is the worker's (it outlives config versions).
+
+    ``version`` is the version Admin published ``config`` as; ``None`` for a configuration
+    file, loaded for the ``local_version``-th time (see :func:`health_answer`)."""
     settings = config.access_point
     routes = []
     used: set[int] = set()
@@ -158,7 +186,7 @@ def compile_config(
         settings.allow_underscores_in_headers,
         settings.trusted_proxies,
     )
-    health = json.dumps({"status": "ok", "id": settings.id, "config_version": version}).encode()
+    health = json.dumps(health_answer(settings.id, version, local_version)).encode()
     return Runtime(
         settings,
         Router(routes),
@@ -166,6 +194,7 @@ def compile_config(
         settings.reserved_prefix,
         health,
         version,
+        local_version,
         portal,
         decider if settings.policy_services else None,
         settings.session_cookie.encode("ascii"),

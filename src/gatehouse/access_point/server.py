@@ -6,8 +6,20 @@ validate (or that the worker cannot compile, e.g. a ``ca_file`` it cannot read) 
 ignored. SIGTERM (or SIGINT) stops accepting, lets requests in flight finish (up to
 ``drain_timeout``) and exits.
 
-The file is YAML, or JSON when its name ends in ``.json`` (what managed mode writes, see
-:mod:`.managed`; read as JSON because YAML 1.1 reads a JSON number such as ``1e-05`` as a string).
+The file is YAML, or JSON when its name ends in ``.json`` (read as JSON because YAML 1.1 reads a
+JSON number such as ``1e-05`` as a string).
+
+Which configuration a worker runs, as its health answer and its logs say it:
+
+- ``--config FILE`` (a file the operator wrote): no version published by the Administration
+  service. Health: ``"config_version": null, "config_source": "file", "local_version": N``,
+  where N counts this worker's loads of the file (1 at start, +1 per reload that succeeded);
+  it is a local counter, not a version of Admin's.
+- managed (``--state DIR``, see :mod:`.managed`): the worker reads ``DIR/access-point.json``,
+  which the supervisor's config agent writes as ``{"published_version": N, "view": {...}}``
+  (:func:`read_published`). Health: ``"config_version": N, "config_source": "admin"``, the
+  number Admin published (what ``GET /api/v1/services`` reports as ``running_version``). A
+  SIGHUP that finds the same version in the file changes nothing.
 """
 
 from __future__ import annotations
@@ -76,6 +88,42 @@ def load_config(path: str | Path, overrides: Overrides) -> AccessPointConfig:
     return overrides.apply(read_config(path))
 
 
+#: The fields of a managed worker's file (written by :func:`.managed.write_view`).
+PUBLISHED_VERSION = "published_version"
+PUBLISHED_VIEW = "view"
+
+
+def read_published(path: str | Path) -> tuple[int, AccessPointConfig]:
+    """A managed worker's file: ``{"published_version": N, "view": {...}}``, the view the
+    Administration service published as version N.
+
+    Raises:
+        ConfigError: the file cannot be read, is not such an envelope, or the view is invalid.
+    """
+    path = Path(path)
+    try:
+        data = orjson.loads(path.read_bytes())
+    except OSError as exc:
+        raise ConfigError([("", f"cannot read config file: {exc.strerror}")], str(path)) from None
+    except orjson.JSONDecodeError as exc:
+        raise ConfigError([("", f"invalid JSON: {exc}")], str(path)) from None
+    version = data.get(PUBLISHED_VERSION) if isinstance(data, dict) else None
+    view = data.get(PUBLISHED_VIEW) if isinstance(data, dict) else None
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ConfigError(
+            [(PUBLISHED_VERSION, "missing or not a positive integer (not a published view)")],
+            str(path),
+        )
+    if not isinstance(view, dict):
+        raise ConfigError([(PUBLISHED_VIEW, "missing or not an object")], str(path))
+    return version, validate(AccessPointConfig, view, str(path))
+
+
+def load_published(path: str | Path, overrides: Overrides) -> tuple[int, AccessPointConfig]:
+    version, config = read_published(path)
+    return version, overrides.apply(config)
+
+
 FileIdentity = tuple[int, int, int, int]
 
 
@@ -108,7 +156,17 @@ def listening_socket(host: str, port: int, reuse_port: bool, listen: bool = True
 
 
 class Worker:
-    """One event loop serving the Access Point."""
+    """One event loop serving the Access Point.
+
+    Args:
+        path: the file the worker loads, and loads again on SIGHUP.
+        overrides: command-line values that win over the file.
+        config: the configuration loaded from ``path`` at start.
+        loaded: the file's identity before it was read (:func:`file_identity`).
+        published_version: managed mode: the version the Administration service published
+            ``config`` as; ``path`` is then read with :func:`read_published`. ``None``: a
+            user's configuration file (:func:`read_config`).
+    """
 
     def __init__(
         self,
@@ -116,6 +174,7 @@ class Worker:
         overrides: Overrides,
         config: AccessPointConfig,
         loaded: FileIdentity | None = None,
+        published_version: int | None = None,
     ) -> None:
         self.path = path
         self.overrides = overrides
@@ -123,8 +182,24 @@ class Worker:
         #: The file as it was (taken before reading it), to notice a replace missed at start.
         self.loaded = loaded
         self.registry = OriginRegistry()
-        self.version = 1
+        self.managed = published_version is not None
+        #: The version Admin published the running configuration as (managed mode only).
+        self.published_version = published_version
+        #: How many times this worker loaded its file (--config mode; a local counter only).
+        self.local_version = 1
         self.decider: Decider | None = None
+
+    def describe(self) -> str:
+        """The running configuration, for a log line."""
+        if self.published_version is not None:
+            return (
+                f"configuration version {self.published_version} "
+                "(published by the Administration service)"
+            )
+        return (
+            f"configuration file {self.path} (local version {self.local_version}, "
+            "not published by the Administration service)"
+        )
 
     def _decider_for(self, config: AccessPointConfig) -> Decider | None:
         """The Decider for ``config``: the worker's own while the Policy services stay the
@@ -163,37 +238,67 @@ class Worker:
         if decider is not None:
             decider.start()
 
-    def _compile(self, config: AccessPointConfig, version: int) -> Runtime:
+    def _compile(
+        self, config: AccessPointConfig, published: int | None, local: int | None
+    ) -> Runtime:
         """Compile ``config``; the worker's Decider changes only once that succeeded."""
         decider = self._decider_for(config)
-        runtime = compile_config(config, self.registry, version, decider)
+        runtime = compile_config(config, self.registry, published, decider, local_version=local)
         self._use_decider(decider)
         return runtime
 
     def reload(self, state: WorkerState) -> None:
+        """SIGHUP: load the file again. Managed, a file holding the running version (an
+        operator's SIGHUP) or an older one changes nothing."""
         loaded = file_identity(self.path)
+        published: int | None = None
         try:
-            config = load_config(self.path, self.overrides)
+            if self.managed:
+                published, config = load_published(self.path, self.overrides)
+            else:
+                config = load_config(self.path, self.overrides)
         except ConfigError as exc:
             log.error("reload refused, keeping the running configuration:\n%s", exc)
             return
+        if published is not None and self.published_version is not None:
+            if published == self.published_version:
+                log.info("reload: %s runs already; nothing to do", self.describe())
+                self.loaded = loaded
+                return
+            if published < self.published_version:
+                log.warning(
+                    "reload refused: %s holds version %d, older than the running %s",
+                    self.path,
+                    published,
+                    self.describe(),
+                )
+                return
+        local = None if self.managed else self.local_version + 1
         try:
             # Built aside and swapped in one assignment: a request sees one runtime or the other.
-            runtime = self._compile(config, self.version + 1)
+            runtime = self._compile(config, published, local)
         except Exception:
             log.exception("reload refused, keeping the running configuration")
             return
         if config.access_point.listen != self.config.access_point.listen:
             log.warning("reload: a new listen address needs a restart; keeping the old one")
-        self.version += 1
+        if self.managed:
+            self.published_version = published
+        else:
+            self.local_version += 1
         state.runtime = runtime
         self.config = config
         self.loaded = loaded
-        log.info("configuration reloaded (version %d)", self.version)
+        if self.managed:
+            log.info("worker now runs %s", self.describe())
+        else:
+            log.info("configuration reloaded: %s", self.describe())
 
     async def serve(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
-        runtime = self._compile(self.config, self.version)
+        runtime = self._compile(
+            self.config, self.published_version, None if self.managed else self.local_version
+        )
         state = WorkerState(runtime, loop)
         stop = asyncio.Event()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -205,9 +310,10 @@ class Worker:
         state.sweep()
         server = await loop.create_server(lambda: ClientConnection(state), sock=sock)
         log.info(
-            "access point %s listening on %s",
+            "access point %s listening on %s, %s",
             self.config.access_point.id,
             self.config.access_point.listen,
+            self.describe(),
         )
         await stop.wait()
         log.info("draining %d connection(s)", len(state.connections))
@@ -226,13 +332,20 @@ class Worker:
         log.info("stopped")
 
 
-def run_worker(path: str | Path, overrides: Overrides, reuse_port: bool) -> int:
-    """Run one worker until SIGTERM; returns the exit code."""
+def run_worker(
+    path: str | Path, overrides: Overrides, reuse_port: bool, managed: bool = False
+) -> int:
+    """Run one worker until SIGTERM; returns the exit code. ``managed``: ``path`` is the
+    file the supervisor's config agent writes (:func:`read_published`)."""
     loaded = file_identity(path)
-    config = load_config(path, overrides)
+    published: int | None = None
+    if managed:
+        published, config = load_published(path, overrides)
+    else:
+        config = load_config(path, overrides)
     host, port = parse_listen(config.access_point.listen)
     sock = listening_socket(host, port, reuse_port)
-    uvloop.run(Worker(path, overrides, config, loaded).serve(sock))
+    uvloop.run(Worker(path, overrides, config, loaded, published).serve(sock))
     return 0
 
 

@@ -32,7 +32,7 @@ from gatehouse.authentication.passwords import Passwords
 from gatehouse.authentication.verifier import Limits, Rules, Verifier
 from gatehouse.authentication.wire import MAX_BODY, bad_request, outcome_json, parse_verify
 from gatehouse.config.loader import validate
-from gatehouse.internal.config_agent import ConfigAgent
+from gatehouse.internal.config_agent import ConfigAgent, config_fields
 from gatehouse.internal.endpoint import json_endpoint
 from gatehouse.internal.errors import Code, ServiceError, json_response
 from gatehouse.internal.managed import follow_admin
@@ -163,7 +163,7 @@ async def health(request: Request) -> Response:
         await asyncio.wait_for(service.db.ping(), HEALTH_DB_TIMEOUT)
     except TimeoutError:
         raise DatabaseUnavailable("database unavailable: health check timed out") from None
-    answer: dict[str, object] = {"status": "ok", "role": ROLE}
+    answer: dict[str, object] = {"status": "ok", "role": ROLE, **config_fields(service.agent)}
     if service.agent is not None:
         status = service.agent.status()
         answer["config"] = {

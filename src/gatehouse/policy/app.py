@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from gatehouse.internal.config_agent import config_fields
 from gatehouse.internal.endpoint import json_endpoint
 from gatehouse.internal.errors import Code, ServiceError, json_response
 from gatehouse.internal.hosting import on_stop_signal
@@ -88,7 +89,12 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 @endpoint
 async def health(request: Request) -> Response:
-    return json_response(await _service(request).health())
+    """The service's health; ``config_version`` / ``config_source`` as every service says
+    them (:func:`config_fields`), next to the agent's ``config`` status when managed."""
+    service = _service(request)
+    answer = await service.health()
+    answer.update(config_fields(service.agent))
+    return json_response(answer)
 
 
 @endpoint
