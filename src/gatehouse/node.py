@@ -186,7 +186,7 @@ class _StopRequest:
 def _supervise(
     children: list[_Child],
     ready: list[tuple[str, int]],
-    url: str,
+    banner: str,
     policy: RestartPolicy,
     stop: _StopRequest,
 ) -> int:
@@ -220,11 +220,7 @@ def _supervise(
             _log(f"{child.name} {_describe_exit(code)}; restarting it in {delay:g}s")
             child.restart_at = now + delay
         if not announced and all(_answers(address) for address in ready):
-            print(f"Gatehouse is up: open {url}", flush=True)
-            print(
-                "Sign in as the demo user to see the demo backend; /public/ needs no sign-in.",
-                flush=True,
-            )
+            print(banner, end="", flush=True)
             announced = True
     return 0
 
@@ -261,6 +257,14 @@ def _ensure_admin_token(home: Path) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(secrets.token_urlsafe(32) + "\n")
+
+
+def _shown(home: Path) -> Path:
+    """``home`` as a person would type it here: relative to the working directory if inside."""
+    try:
+        return home.relative_to(Path.cwd())
+    except ValueError:
+        return home
 
 
 def _url(address: tuple[str, int]) -> str:
@@ -308,8 +312,37 @@ def installation(addresses: NodeAddresses, home: Path, node: str) -> dict[str, o
     }
 
 
-def _ensure_demo_user(home: Path) -> bool:
-    """Create the demo user with a fresh password, printed once; False on a real error."""
+def up_banner(url: str, home: Path, password: str | None) -> str:
+    """What ``up`` prints once every service answers: where to go and how to sign in."""
+    if password is not None:
+        sign_in = (
+            f"Sign in as {DEMO_USER} with password {password} (shown only at this first start)."
+        )
+    else:
+        sign_in = f"Sign in as {DEMO_USER} with the password shown at the first start."
+    command = _command()
+    return (
+        f"Gatehouse is up: open {url}\n"
+        f"  {sign_in}\n"
+        f"  Forgot it? {command} users passwd {DEMO_USER} --home {home}\n"
+        f"  Locked out after wrong passwords? {command} users unlock {DEMO_USER} --home {home}\n"
+        "  /public/ needs no sign-in. Ctrl-C stops everything.\n"
+    )
+
+
+def _command() -> str:
+    """How this ``gatehouse`` was started (``.venv/bin/gatehouse`` under ``make run``)."""
+    started = Path(sys.argv[0])
+    return str(_shown(started.absolute())) if started.name == "gatehouse" else "gatehouse"
+
+
+def _ensure_demo_user(home: Path) -> str | None:
+    """Create the demo user with a fresh password, printed once, and return the password;
+    None when the user exists already.
+
+    Raises:
+        GatehouseError: the user could not be created.
+    """
     password = secrets.token_urlsafe(12)
     result = subprocess.run(
         [
@@ -336,12 +369,12 @@ def _ensure_demo_user(home: Path) -> bool:
             f"'gatehouse users passwd {DEMO_USER} --home {home}')",
             flush=True,
         )
-        return True
+        return password
     if "exists" in result.stderr:
         print(f"Demo user: {DEMO_USER} (already created; its password was shown then)", flush=True)
-        return True
-    _log(result.stderr.strip() or f"could not create the demo user (exit {result.returncode})")
-    return False
+        return None
+    message = result.stderr.strip().removeprefix("gatehouse: ")
+    raise GatehouseError(message or f"could not create the demo user (exit {result.returncode})")
 
 
 # --- Admin: the node's configuration -------------------------------------------------------
@@ -473,7 +506,10 @@ def run_up(
         encoding="utf-8",
     )
     _ensure_admin_token(home)
-    if not _ensure_demo_user(home):
+    try:
+        password = _ensure_demo_user(home)
+    except GatehouseError as exc:
+        _log(str(exc))
         return 2
     with _StopRequest().installed() as stop:
         backend = _Child("demo backend", ["demo-backend", "--listen", host_port(*backend_listen)])
@@ -507,7 +543,8 @@ def run_up(
             )
             url = f"http://{host_port(*_dialable(entry))}/"
             ready = [backend_listen, admin_listen, *(p.address for p in planned)]
-            return _supervise(children, ready, url, policy or RestartPolicy(), stop)
+            banner = up_banner(url, _shown(home), password)
+            return _supervise(children, ready, banner, policy or RestartPolicy(), stop)
         finally:
             # The Access Point first, so requests in flight can still reach the backend.
             for child in reversed(children):

@@ -22,7 +22,9 @@ from functools import wraps
 from pathlib import Path
 from typing import Any
 
-from gatehouse.administration.model import ROLE_NAMES
+import yaml
+
+from gatehouse.administration.model import ROLE_NAMES, InstallationConfig
 from gatehouse.administration.service import CONFIG_FILE, load_settings, read_token
 from gatehouse.errors import ConfigError, GatehouseError
 
@@ -319,8 +321,27 @@ def export(args: argparse.Namespace, admin: AdminClient) -> int:
             raise GatehouseError("nothing has been published yet")
         number = newest[0]["version"]
     text: str = admin.call("GET", f"/api/v1/versions/{number}")["text"]
-    print(text, end="" if text.endswith("\n") else "\n")
+    print(with_every_section(text), end="")
     return 0
+
+
+def with_every_section(text: str) -> str:
+    """``text`` (as published, comments kept) followed by every list or mapping section it
+    does not set, empty, so that a person can add under ``rules:`` or ``resource_rules:``."""
+    text = text if text.endswith("\n") else text + "\n"
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    present = document if isinstance(document, dict) else {}
+    missing = []
+    for name, field in InstallationConfig.model_fields.items():
+        empty = field.get_default(call_default_factory=True)
+        if name not in present and isinstance(empty, list | dict) and not empty:
+            missing.append(f"{name}: {'[]' if isinstance(empty, list) else '{}'}\n")
+    if not missing:
+        return text
+    return text + "# Not set in this version (empty); add to them here:\n" + "".join(missing)
 
 
 # --- gatehouse nodes token -----------------------------------------------------------------
