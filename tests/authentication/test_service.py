@@ -39,6 +39,8 @@ def test_health_user_lookup_and_verify(user_db: str, start_auth: StartAuth) -> N
     assert call(auth, "GET", "/internal/v1/health")[2] == {
         "status": "ok",
         "role": "authentication",
+        "config_version": None,
+        "config_source": "file",
     }
     assert call(auth, "GET", "/internal/v1/users/alice")[::2] == (200, ALICE)
     status, _, bob = call(auth, "GET", "/internal/v1/users/bob")
