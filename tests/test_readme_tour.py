@@ -1,0 +1,309 @@
+"""The README's five-minute tour, run as written.
+
+The command blocks of the tour section are read from README.md itself and run in order by
+bash, in a fresh directory where ``.venv`` is this virtual environment, against a real
+``gatehouse up``; after each block the test checks what the tour promises. Only two things
+are translated: ``make run`` becomes the Makefile's own ``run`` command (without the install
+step) with free ports, and the tour's port 8080 becomes the node's. Editing the README so that
+a step no longer works, or adding, removing or reordering a command block, fails this test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.support.gateway import Browser, echoed_headers
+from tests.support.postgres import missing
+from tests.support.processes import free_port
+
+REPO = Path(__file__).resolve().parent.parent
+README = REPO / "README.md"
+TOUR_HEADING = "## A five-minute tour"
+TOUR_PORT = "127.0.0.1:8080"
+LOGOUT = "/_gatehouse/logout"
+
+
+def tour_blocks(readme: str) -> list[str]:
+    """The ``sh`` blocks of the tour section, dedented, in order."""
+    start = readme.index(TOUR_HEADING)
+    end = readme.find("\n## ", start + len(TOUR_HEADING))
+    section = readme[start : end if end != -1 else len(readme)]
+    blocks = re.findall(r"^( *)```sh\n(.*?)^\1```$", section, re.MULTILINE | re.DOTALL)
+    return [textwrap.dedent(indent + body).strip() for indent, body in blocks]
+
+
+def make_run_command() -> str:
+    """What ``make run`` runs, from the Makefile (``$(BIN)`` is ``.venv/bin``)."""
+    makefile = (REPO / "Makefile").read_text()
+    recipe = re.search(r"^run:.*\n\t(.+)$", makefile, re.MULTILINE)
+    assert recipe, "the Makefile has no run target"
+    return recipe.group(1).replace("$(BIN)", ".venv/bin")
+
+
+def test_the_tour_is_read_from_the_readme() -> None:
+    blocks = tour_blocks(README.read_text())
+    assert blocks[0] == "make run"
+    assert all(block for block in blocks)
+    assert make_run_command() == ".venv/bin/gatehouse up"
+
+
+@dataclass
+class Tour:
+    """The tour's working directory, its node and what the steps learned."""
+
+    cwd: Path
+    port: int
+    proc: subprocess.Popen[bytes] | None = None
+    passwords: dict[str, str] = field(default_factory=dict)
+    demo: Browser | None = None
+    log_path: Path | None = None
+
+    def browser(self) -> Browser:
+        return Browser("127.0.0.1", self.port)
+
+    def output(self) -> str:
+        assert self.log_path is not None
+        return self.log_path.read_text(errors="replace")
+
+    def start_node(self, command: str) -> None:
+        ports = [f"127.0.0.1:{free_port()}" for _ in range(4)]
+        flags = ["--listen", f"127.0.0.1:{self.port}", "--backend-listen", ports[0]]
+        flags += ["--policy-listen", ports[1], "--auth-listen", ports[2]]
+        flags += ["--admin-listen", ports[3]]
+        self.log_path = self.cwd / "up.log"
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [*command.split(), *flags],
+                cwd=self.cwd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                start_new_session=True,
+            )
+
+    def wait_for(self, text: str, timeout: float = 90.0) -> str:
+        deadline = time.monotonic() + timeout
+        while text not in self.output():
+            assert self.proc is not None
+            assert self.proc.poll() is None, self.output()
+            assert time.monotonic() < deadline, f"no {text!r} after {timeout}s:\n{self.output()}"
+            time.sleep(0.05)
+        return self.output()
+
+    def run(self, block: str) -> subprocess.CompletedProcess[str]:
+        script = block.replace(TOUR_PORT, f"127.0.0.1:{self.port}")
+        return subprocess.run(
+            ["bash", "-c", script],
+            cwd=self.cwd,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGINT)  # Ctrl-C in the terminal
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+
+
+def until(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def signed_in(tour: Tour, user: str, rd: str = "/hello") -> Browser:
+    browser = tour.browser()
+    answer = browser.login(user, tour.passwords[user], rd=rd)
+    assert answer.status == 303, answer.body[:500]
+    assert answer.location.endswith(rd)
+    return browser
+
+
+# --- what each block of the tour promises ---------------------------------------------------
+
+
+def after_start(tour: Tour, done: subprocess.CompletedProcess[str] | None) -> None:
+    out = tour.wait_for(f"Gatehouse is up: open http://127.0.0.1:{tour.port}/\n")
+    password = re.search(r"Sign in as demo with password (\S+) \(shown only", out)
+    assert password, out
+    tour.passwords["demo"] = password.group(1)
+    assert "Locked out after wrong passwords? .venv/bin/gatehouse users unlock demo --home var" in (
+        out
+    )
+    # Step 2 in the browser: sent to the sign-in page, back with the identity, no cookie.
+    demo = tour.browser()
+    assert demo.get("/hello").status == 303
+    answer = demo.login("demo", tour.passwords["demo"], rd="/hello")
+    assert (answer.status, answer.location) == (303, "/hello")
+    page = demo.get("/hello")
+    assert page.status == 200
+    headers = echoed_headers(page)
+    assert headers["remote-user"] == "demo"
+    assert "gatehouse_session" not in headers.get("cookie", "")
+    assert tour.browser().get("/public/").status == 200
+    tour.demo = demo
+
+
+def after_redirect_curl(tour: Tour, done: subprocess.CompletedProcess[str] | None) -> None:
+    assert done is not None
+    status, _, location = done.stdout.strip().partition(" ")
+    assert status == "303", done.stdout
+    assert f"http://127.0.0.1:{tour.port}/_gatehouse/login?rd=" in location
+
+
+def after_user_and_export(tour: Tour, done: subprocess.CompletedProcess[str] | None) -> None:
+    assert done is not None
+    assert done.stdout.startswith("group 'staff' added\nuser 'alice' added\n"), done.stdout
+    password = re.search(r"^password: (\S+)$", done.stdout, re.MULTILINE)
+    assert password, done.stdout
+    tour.passwords["alice"] = password.group(1)
+    exported = (tour.cwd / "mine.yaml").read_text()
+    assert "\nrules: {}\n" in exported
+    assert "\n  demo: authenticated\n" in exported
+
+
+def after_edit(tour: Tour, done: subprocess.CompletedProcess[str] | None) -> None:
+    edited = (tour.cwd / "mine.yaml").read_text()
+    assert "\nrules: {staff: {groups_any: [staff]}}\n" in edited
+    assert "\n  demo: {rule: staff}\n" in edited
+
+
+def after_publish(tour: Tour, done: subprocess.CompletedProcess[str] | None) -> None:
+    assert done is not None
+    assert done.stdout.startswith("draft saved from mine.yaml"), done.stdout
+    assert "+    rule: staff\n" in done.stdout  # the diff
+    assert "published version 2\n" in done.stdout
+    assert done.stdout.endswith("3 of 3 services run version 2\n")
+    assert tour.demo is not None
+    # demo's session now gets 403, with a way to sign out and in as someone else.
+    until(lambda: tour.demo is not None and tour.demo.get("/hello").status == 403, "no 403")
+    assert f'href="{LOGOUT}?rd=%2Fhello"'.encode() in tour.demo.get("/hello").body
+    alice = signed_in(tour, "alice")
+    page = alice.get("/hello")
+    assert page.status == 200
+    assert echoed_headers(page)["remote-user"] == "alice"
+
+
+def after_status_and_rollback(tour: Tour, done: subprocess.CompletedProcess[str] | None) -> None:
+    assert done is not None
+    rows = [line.split() for line in done.stdout.splitlines()[1:4]]
+    assert sorted((row[0], row[3], row[-1]) for row in rows) == [
+        ("ap1", "2", "yes"),
+        ("auth1", "2", "yes"),
+        ("ps1", "2", "yes"),
+    ], done.stdout
+    assert "published version 3: the configuration of version 1\n" in done.stdout
+    assert done.stdout.endswith("3 of 3 services run version 3\n")
+    until(lambda: tour.demo is not None and tour.demo.get("/hello").status == 200, "no way back")
+
+
+def before_unlock(tour: Tour) -> None:
+    """Lock demo out the way a person would: five wrong passwords on the sign-in page."""
+    browser = tour.browser()
+    for _ in range(5):
+        assert browser.login("demo", "not the password").status == 200
+    page = browser.login("demo", tour.passwords["demo"])
+    assert page.status == 200, "signed in while locked"
+    text = page.body.decode()
+    assert re.search(r"locked until <time datetime=\"[^\"]+\">\d\d:\d\d", text), text
+    assert "an administrator can unlock your account" in text
+
+
+def after_unlock(tour: Tour, done: subprocess.CompletedProcess[str] | None) -> None:
+    assert done is not None
+    assert done.stdout == "user 'demo' unlocked\n"
+    signed_in(tour, "demo")
+
+
+def after_spoof(tour: Tour, done: subprocess.CompletedProcess[str] | None) -> None:
+    assert done is not None
+    assert (done.returncode, done.stdout) == (1, "")  # grep found nothing
+    # ...and the request did reach the backend.
+    assert tour.browser().get("/public/").status == 200
+
+
+def after_smuggle(tour: Tour, done: subprocess.CompletedProcess[str] | None) -> None:
+    assert done is not None
+    assert done.stdout.strip() == "HTTP/1.1 400 Bad Request"
+
+
+def after_health_and_download(tour: Tour, done: subprocess.CompletedProcess[str] | None) -> None:
+    assert done is not None
+    health, download = done.stdout.splitlines()
+    answer = json.loads(health)
+    assert (answer["status"], answer["config_version"]) == ("ok", 3)
+    assert download == "200 1000000000 bytes"
+
+
+Check = Callable[[Tour, "subprocess.CompletedProcess[str] | None"], None]
+#: A line each block starts with (its identity), what to do before it, and what it promises.
+STEPS: list[tuple[str, Callable[[Tour], None] | None, Check]] = [
+    ("make run", None, after_start),
+    ("curl -s -o /dev/null -w '%{http_code} %{redirect_url}", None, after_redirect_curl),
+    (".venv/bin/gatehouse groups add staff --home var", None, after_user_and_export),
+    ("sed -i", None, after_edit),
+    (".venv/bin/gatehouse config apply mine.yaml --home var", None, after_publish),
+    (".venv/bin/gatehouse config status --home var", None, after_status_and_rollback),
+    (".venv/bin/gatehouse users unlock demo --home var", before_unlock, after_unlock),
+    ("curl -s -H 'Remote-User: admin'", None, after_spoof),
+    ("printf 'POST / HTTP/1.1", None, after_smuggle),
+    ("curl -s -w '\\n' http://127.0.0.1:8080/_gatehouse/health", None, after_health_and_download),
+]
+
+
+@pytest.fixture
+def tour(tmp_path: Path) -> Iterator[Tour]:
+    if shutil.which("curl") is None:
+        missing("curl is not installed (apt-get install curl)")
+    (tmp_path / ".venv").symlink_to(Path(sys.prefix))
+    started = Tour(tmp_path, free_port())
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_the_readme_tour_works_as_written(tour: Tour) -> None:
+    blocks = tour_blocks(README.read_text())
+    starts = [block.splitlines()[0] for block in blocks]
+    expected = [prefix for prefix, _, _ in STEPS]
+    assert len(starts) == len(expected), f"the tour's command blocks changed: {starts}"
+    for first_line, prefix in zip(starts, expected, strict=True):
+        assert first_line.startswith(prefix), f"the tour's blocks changed: {first_line!r}"
+    for block, (_, before, after) in zip(blocks, STEPS, strict=True):
+        if before is not None:
+            before(tour)
+        if block == "make run":
+            tour.start_node(make_run_command())
+            after(tour, None)
+            continue
+        done = tour.run(block)
+        assert "Traceback" not in done.stderr, done.stderr
+        if after not in (after_spoof,):
+            assert done.returncode == 0, f"{block}\n{done.stdout}\n{done.stderr}"
+        after(tour, done)
+    # Ctrl-C stops everything (step 8 begins with it).
+    tour.stop()
+    assert tour.proc is not None
+    assert tour.proc.returncode == 0, tour.output()
