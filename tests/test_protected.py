@@ -155,7 +155,7 @@ def test_rule_conditions(gateway: Gateway, user: str, path: str, status: int) ->
     response = browser.get(path)
     assert response.status == status, response.body[:300]
     if status == 403:
-        assert b"not open to you" in response.body
+        assert b"You do not have access to this resource." in response.body
 
 
 def test_method_condition(gateway: Gateway) -> None:

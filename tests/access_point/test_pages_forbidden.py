@@ -9,7 +9,7 @@ from html.parser import HTMLParser
 from gatehouse.access_point import pages
 from gatehouse.access_point.request import RequestHead
 
-MESSAGE = "You are signed in, but this resource is not open to you."
+MESSAGE = "You do not have access to this resource."
 
 
 def head(path: str, query: bytes | None = None, method: bytes = b"GET") -> RequestHead:

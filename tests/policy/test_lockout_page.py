@@ -223,7 +223,7 @@ def test_a_denied_user_gets_a_403_with_a_way_to_sign_in_as_someone_else(
     denied = browser.get("/staff/page?x=1")  # bob is not in the staff group
     assert denied.status == 403
     assert denied.headers["Content-Type"] == "text/html; charset=utf-8"
-    assert "You are signed in, but this resource is not open to you." in denied.body
+    assert "You do not have access to this resource." in denied.body
     back = quote("/staff/page?x=1", safe="")
     link = f'<a href="{ALT}logout?rd={back}">Sign out / sign in as someone else</a>'
     assert link in denied.body

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("gatehouse.access_point")
 
 POLICY_DOWN = "The policy service cannot be reached right now. Please try again shortly."
-FORBIDDEN = "You are signed in, but this resource is not open to you."
+FORBIDDEN = "You do not have access to this resource."
 
 
 class Authorization:
