@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from collections.abc import Callable, Iterator
@@ -25,23 +26,34 @@ from pathlib import Path
 
 import pytest
 
+from gatehouse.cluster.haproxy import find_haproxy
+from gatehouse.cluster.runner import Cluster
+from gatehouse.cluster.status import ClusterStatus
+from tests.support.cluster import free_topology
 from tests.support.gateway import Browser, echoed_headers
-from tests.support.postgres import missing
+from tests.support.postgres import missing, require_bindir
 from tests.support.processes import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 README = REPO / "README.md"
 TOUR_HEADING = "## A five-minute tour"
+#: The step that leaves the single node for the HA cluster (a test of its own, slower).
+HA_STEP = "**Break things**"
 TOUR_PORT = "127.0.0.1:8080"
 LOGOUT = "/_gatehouse/logout"
 
 
-def tour_blocks(readme: str) -> list[str]:
-    """The ``sh`` blocks of the tour section, dedented, in order."""
+def tour_blocks(readme: str, ha: bool = False) -> list[str]:
+    """The ``sh`` blocks of the tour section, dedented, in order: those of the single node,
+    or (``ha``) those of the HA step."""
     start = readme.index(TOUR_HEADING)
     end = readme.find("\n## ", start + len(TOUR_HEADING))
     section = readme[start : end if end != -1 else len(readme)]
-    blocks = re.findall(r"^( *)```sh\n(.*?)^\1```$", section, re.MULTILINE | re.DOTALL)
+    single, _, cluster = section.partition(HA_STEP)
+    assert cluster, f"the tour has no {HA_STEP} step"
+    blocks = re.findall(
+        r"^( *)```sh\n(.*?)^\1```$", cluster if ha else single, re.MULTILINE | re.DOTALL
+    )
     return [textwrap.dedent(indent + body).strip() for indent, body in blocks]
 
 
@@ -57,6 +69,7 @@ def test_the_tour_is_read_from_the_readme() -> None:
     blocks = tour_blocks(README.read_text())
     assert blocks[0] == "make run"
     assert all(block for block in blocks)
+    assert tour_blocks(README.read_text(), ha=True)[0] == ".venv/bin/gatehouse cluster up"
     assert make_run_command() == ".venv/bin/gatehouse up"
 
 
@@ -307,3 +320,130 @@ def test_the_readme_tour_works_as_written(tour: Tour) -> None:
     tour.stop()
     assert tour.proc is not None
     assert tour.proc.returncode == 0, tour.output()
+
+
+# --- step 8: the HA cluster ------------------------------------------------------------------
+
+
+@dataclass
+class HATour:
+    """The cluster step in a short directory (HAProxy's socket lives under it) where
+    ``examples/ha-cluster.yaml`` — the default topology — is the example on free ports."""
+
+    cwd: Path
+    url: str = ""
+    demo: Browser | None = None
+
+    @property
+    def home(self) -> Path:
+        return self.cwd / "var" / "cluster"  # the default home, as the README uses it
+
+    def run(self, block: str) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if k != "GATEHOUSE_HOME"}
+        return subprocess.run(
+            ["bash", "-c", block],
+            cwd=self.cwd,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+            env=env,
+        )
+
+    def browser(self) -> Browser:
+        host, _, port = self.url.removeprefix("http://").rstrip("/").rpartition(":")
+        return Browser(host, int(port))
+
+    def status(self) -> ClusterStatus:
+        return Cluster.open(self.home).status()
+
+
+def after_cluster_up(tour: HATour, done: subprocess.CompletedProcess[str]) -> None:
+    up = re.search(r"^Gatehouse cluster is up: open (\S+)$", done.stdout, re.MULTILINE)
+    password = re.search(r"^Demo user: demo  password: (\S+)", done.stdout, re.MULTILINE)
+    assert up, done.stdout
+    assert password, done.stdout
+    tour.url = up.group(1)
+    demo = tour.browser()
+    assert demo.login("demo", password.group(1), rd="/hello").status == 303
+    page = demo.get("/hello")
+    assert page.status == 200, page.body[:300]
+    assert echoed_headers(page)["remote-user"] == "demo"
+    tour.demo = demo
+
+
+def after_kill_ps1(tour: HATour, done: subprocess.CompletedProcess[str]) -> None:
+    assert done.returncode == 1, done.stdout + done.stderr  # status: not everything healthy
+    rows = {line.split()[0]: line for line in done.stdout.splitlines()[1:] if line.strip()}
+    assert " stopped " in rows["ps1"], done.stdout
+    assert "ps2" in rows["ap1"].split(maxsplit=7)[-1], done.stdout  # ap1's detail: uses ps2
+    assert tour.demo is not None
+    assert [tour.demo.get(f"/hello/{i}").status for i in range(10)] == [200] * 10
+
+
+def after_start_ps1(tour: HATour, done: subprocess.CompletedProcess[str]) -> None:
+    deadline = time.monotonic() + 30
+    while not ((status := tour.status()).healthy and status["ap1"].prefers == "ps1"):
+        assert time.monotonic() < deadline, f"ap1 did not fail back to ps1:\n{status}"
+        time.sleep(0.2)
+    assert tour.demo is not None
+    assert tour.demo.get("/hello").status == 200
+
+
+def after_failover_db(tour: HATour, done: subprocess.CompletedProcess[str]) -> None:
+    status = tour.status()
+    assert status["pg2"].state == "primary", status
+    assert tour.demo is not None
+    # Still signed in: the session lives in the database the standby held too.
+    deadline = time.monotonic() + 30
+    while (answer := tour.demo.get("/hello")).status != 200:
+        assert answer.status in (502, 503), answer.body[:300]  # during the switch only
+        assert time.monotonic() < deadline, "the session did not survive the database failover"
+        time.sleep(0.2)
+    assert echoed_headers(answer)["remote-user"] == "demo"
+
+
+def after_down(tour: HATour, done: subprocess.CompletedProcess[str]) -> None:
+    assert Cluster.open(tour.home).running() == []
+
+
+HA_STEPS: list[tuple[str, Callable[[HATour, subprocess.CompletedProcess[str]], None]]] = [
+    (".venv/bin/gatehouse cluster up", after_cluster_up),
+    (".venv/bin/gatehouse cluster kill ps1", after_kill_ps1),
+    (".venv/bin/gatehouse cluster start ps1", after_start_ps1),
+    (".venv/bin/gatehouse cluster failover-db", after_failover_db),
+    (".venv/bin/gatehouse cluster down", after_down),
+]
+
+
+@pytest.fixture
+def ha_tour() -> Iterator[HATour]:
+    if find_haproxy() is None:
+        missing("HAProxy is not installed (apt-get install haproxy)")
+    require_bindir()
+    cwd = Path(tempfile.mkdtemp(prefix="gh-tour-"))
+    cwd.chmod(0o755)  # the postgres user traverses it
+    (cwd / ".venv").symlink_to(Path(sys.prefix))
+    (cwd / "examples").mkdir()
+    free_topology(cwd / "examples" / "ha-cluster.yaml")
+    tour = HATour(cwd)
+    try:
+        yield tour
+    finally:
+        if (tour.home / "topology.yaml").exists():
+            Cluster.open(tour.home).down()
+        shutil.rmtree(cwd, ignore_errors=True)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_the_readme_ha_step_works_as_written(ha_tour: HATour) -> None:
+    blocks = tour_blocks(README.read_text(), ha=True)
+    expected = [prefix for prefix, _ in HA_STEPS]
+    assert [block.splitlines()[0] for block in blocks] == expected, "the HA step's blocks changed"
+    for block, (_, after) in zip(blocks, HA_STEPS, strict=True):
+        done = ha_tour.run(block)
+        assert "Traceback" not in done.stderr, done.stderr
+        if after is not after_kill_ps1:
+            assert done.returncode == 0, f"{block}\n{done.stdout}\n{done.stderr}"
+        after(ha_tour, done)
