@@ -354,7 +354,7 @@ CORPUS = [
         AP,
         "duplicate-id",
         changed(AP, "resources", [access_point()["resources"][0]] * 2),
-        "top level",  # the AP model checks this on the whole document (config/access_point.py)
+        "resources[1].id",
     ),
     doc(
         "ap-yaml-duplicate",

@@ -96,7 +96,7 @@ def test_errors_name_the_field(data: object, path: str, fragment: str) -> None:
 
 def test_duplicate_resource_ids_refused() -> None:
     data = {"resources": [{"id": "a", "backends": ["http://x"]}] * 2}
-    assert any("duplicate resource id" in msg for _, msg in problems(data))
+    assert problems(data) == [("resources[1].id", "duplicate resource id 'a'")]
 
 
 def test_defaults_and_units() -> None:

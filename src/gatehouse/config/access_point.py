@@ -23,6 +23,7 @@ from pydantic import (
 
 from gatehouse.config.base import Strict
 from gatehouse.config.failover import FailoverSettings
+from gatehouse.config.loader import problems_error
 from gatehouse.config.units import ByteSize, Seconds
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -224,8 +225,11 @@ class AccessPointConfig(Strict):
     @model_validator(mode="after")
     def _unique_ids(self) -> AccessPointConfig:
         seen: set[str] = set()
-        for res in self.resources:
+        problems: list[tuple[tuple[int | str, ...], str]] = []
+        for index, res in enumerate(self.resources):
             if res.id in seen:
-                raise ValueError(f"duplicate resource id {res.id!r}")
+                problems.append((("resources", index, "id"), f"duplicate resource id {res.id!r}"))
             seen.add(res.id)
+        if problems:
+            raise problems_error(type(self).__name__, problems)
         return self
