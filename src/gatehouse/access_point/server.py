@@ -75,13 +75,17 @@ def read_config(path: str | Path) -> AccessPointConfig:
     path = Path(path)
     if path.suffix != ".json":
         return load_file(AccessPointConfig, path)
+    return validate(AccessPointConfig, _read_json(path), str(path))
+
+
+def _read_json(path: Path) -> object:
+    """JSON data of a file; unreadable or invalid as a :class:`ConfigError` naming it."""
     try:
-        data = orjson.loads(path.read_bytes())
+        return orjson.loads(path.read_bytes())
     except OSError as exc:
         raise ConfigError([("", f"cannot read config file: {exc.strerror}")], str(path)) from None
     except orjson.JSONDecodeError as exc:
         raise ConfigError([("", f"invalid JSON: {exc}")], str(path)) from None
-    return validate(AccessPointConfig, data, str(path))
 
 
 def load_config(path: str | Path, overrides: Overrides) -> AccessPointConfig:
@@ -101,12 +105,7 @@ def read_published(path: str | Path) -> tuple[int, AccessPointConfig]:
         ConfigError: the file cannot be read, is not such an envelope, or the view is invalid.
     """
     path = Path(path)
-    try:
-        data = orjson.loads(path.read_bytes())
-    except OSError as exc:
-        raise ConfigError([("", f"cannot read config file: {exc.strerror}")], str(path)) from None
-    except orjson.JSONDecodeError as exc:
-        raise ConfigError([("", f"invalid JSON: {exc}")], str(path)) from None
+    data = _read_json(path)
     version = data.get(PUBLISHED_VERSION) if isinstance(data, dict) else None
     view = data.get(PUBLISHED_VIEW) if isinstance(data, dict) else None
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
