@@ -161,24 +161,33 @@ def test_duplicates_and_memberships(cli: CLI) -> None:
     assert (
         cli.fails("groups", "add-member", "ops", "carl") == "gatehouse: user 'carl' does not exist"
     )
-    assert cli.ok("groups", "add-member", "ops", "bob") == "user 'bob' added to group 'ops'\n"
+    ended = "ended 0 session(s) of 'bob' in the session database"
+    added = cli.ok("groups", "add-member", "ops", "bob").splitlines()
+    assert added[0] == "user 'bob' added to group 'ops'"
+    assert added[1].startswith(ended)
+    # Nothing changed: the sessions stay.
     assert cli.ok("groups", "add-member", "ops", "bob") == "user 'bob' already in group 'ops'\n"
-    assert (
-        cli.ok("groups", "remove-member", "ops", "bob") == "user 'bob' removed from group 'ops'\n"
-    )
+    removed = cli.ok("groups", "remove-member", "ops", "bob").splitlines()
+    assert removed[0] == "user 'bob' removed from group 'ops'"
+    assert removed[1].startswith(ended)
     assert cli.fails("groups", "remove-member", "ops", "bob") == (
         "gatehouse: user 'bob' is not in group 'ops'"
     )
     cli.ok("groups", "add-member", "ops", "bob")
-    assert cli.ok("groups", "delete", "ops") == "group 'ops' deleted\n"
+    deleted = cli.ok("groups", "delete", "ops").splitlines()
+    assert deleted[0] == "group 'ops' deleted"
+    assert len(deleted) == 2, "the member's sessions end"
+    assert deleted[1].startswith(ended)
+    cli.ok("groups", "add", "empty")
+    assert cli.ok("groups", "delete", "empty") == "group 'empty' deleted\n"
     assert "ops" not in cli.ok("users", "list")
 
 
 def test_passwd(cli: CLI) -> None:
     cli.ok("users", "add", "bob", "--password-stdin", stdin="first password")
-    assert cli.ok("users", "passwd", "bob", "--password-stdin", stdin="second password\r\n") == (
-        "password of 'bob' changed\n"
-    )
+    changed = cli.ok("users", "passwd", "bob", "--password-stdin", stdin="second password\r\n")
+    assert changed.splitlines()[0] == "password of 'bob' changed"
+    assert changed.splitlines()[1].startswith("ended 0 session(s) of 'bob' in the session database")
     assert cli.password_works("bob", "second password")
     assert not cli.password_works("bob", "first password")
     out = cli.ok("users", "passwd", "bob")
@@ -309,13 +318,27 @@ def _sessions_of(home: Path, username: str, create: int = 0) -> int:
     return asyncio.run(go())
 
 
-@pytest.mark.parametrize("action", ["disable", "delete"])
-def test_disable_and_delete_end_sessions_without_a_policy_service(cli: CLI, action: str) -> None:
-    cli.ok("users", "add", "alice", "--password-stdin", stdin="a good password\n")
+@pytest.mark.parametrize(
+    "action",
+    [
+        ("users", "disable", "alice"),
+        ("users", "delete", "alice"),
+        ("users", "passwd", "alice"),
+        ("groups", "add-member", "ops", "alice"),
+        ("groups", "remove-member", "staff", "alice"),
+        ("groups", "delete", "staff"),
+    ],
+)
+def test_account_changes_end_sessions_without_a_policy_service(
+    cli: CLI, action: tuple[str, ...]
+) -> None:
+    cli.ok("groups", "add", "staff")
+    cli.ok("groups", "add", "ops")
+    cli.ok("users", "add", "alice", "--group", "staff", "--password-stdin", stdin="a good pass\n")
     cli.ok("users", "add", "bob", "--password-stdin", stdin="a good password\n")
     assert _sessions_of(cli.home, "alice", create=2) == 2
     assert _sessions_of(cli.home, "bob", create=1) == 1
-    out = cli.ok("users", action, "alice")
+    out = cli.ok(*action)
     assert "ended 2 session(s) of 'alice' in the session database" in out
     assert _sessions_of(cli.home, "alice") == 0
     assert _sessions_of(cli.home, "bob") == 1, "other users keep their sessions"

@@ -9,6 +9,8 @@ import string
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
 
 from gatehouse.access_point.headers import (
     HeaderPolicy,
@@ -16,6 +18,7 @@ from gatehouse.access_point.headers import (
     forwarded_fields,
     request_lines,
     serialize,
+    session_cookie,
     split_response,
     with_via,
     without_cookie,
@@ -23,6 +26,8 @@ from gatehouse.access_point.headers import (
 from gatehouse.access_point.request import BadRequest, RequestHead, normalize_path, parse_head
 from gatehouse.access_point.routing import Router, prefix_matches, strip_prefix
 from gatehouse.config.access_point import DEFAULT_IDENTITY_HEADERS
+from gatehouse.cookies import TwoSessionCookies
+from gatehouse.policy.sessions import session_cookie as portal_session_cookie
 
 Header = tuple[bytes, bytes]
 HOST = (b"Host", b"example.test")
@@ -588,6 +593,69 @@ def test_request_lines_remove_the_session_cookie(cookie: bytes, line: bytes | No
     # The portal (no cookie name given) sees the Cookie field as sent.
     out = request_lines(fields, rules.drop, frozenset(), False, None)
     assert out == [b"Accept: */*", b"Cookie: " + cookie]
+
+
+# one session cookie (issue 13: the AP enforced the first, the portal's sign-out ended the last)
+
+
+@pytest.mark.parametrize(
+    ("cookie", "expected"),
+    [
+        (b"gatehouse_session=SID", "SID"),
+        (b"a=1; gatehouse_session=SID ; b=2", "SID"),
+        (b"a=1", None),
+        (b"gatehouse_session", None),  # no "=": not this cookie (as Starlette reads it)
+        (b"xgatehouse_session=X; gatehouse_session2=Y", None),
+        (b"gatehouse_session=\xc3\xa9", None),  # not ASCII: no session
+        (b"gatehouse_session=A; gatehouse_session=B", TwoSessionCookies),
+        (b"gatehouse_session=A;gatehouse_session=A", TwoSessionCookies),  # even the same id
+        (b"gatehouse_session=A; gatehouse_session =B", TwoSessionCookies),
+        (b"\tgatehouse_session=A; a=1; gatehouse_session=", TwoSessionCookies),
+    ],
+)
+def test_session_cookie_is_refused_when_sent_twice(
+    cookie: bytes, expected: str | type[Exception] | None
+) -> None:
+    if isinstance(expected, type):
+        with pytest.raises(TwoSessionCookies):
+            session_cookie(cookie, SESSION_COOKIE)
+    else:
+        assert session_cookie(cookie, SESSION_COOKIE) == expected
+
+
+def test_two_cookie_fields_each_with_the_session_are_refused() -> None:
+    head = parse_head(
+        b"GET",
+        b"/app",
+        b"1.1",
+        [HOST, (b"Cookie", b"gatehouse_session=A"), (b"Cookie", b"a=1; gatehouse_session=B")],
+    )
+    assert head.cookie is not None
+    with pytest.raises(TwoSessionCookies):
+        session_cookie(head.cookie, SESSION_COOKIE)
+
+
+@given(fields=st.lists(COOKIE_VALUES, min_size=1, max_size=3))
+@settings(max_examples=300, deadline=None)
+def test_the_access_point_and_the_portal_read_the_same_session(fields: list[bytes]) -> None:
+    """Whatever the Cookie fields, both refuse, or both find the same session."""
+    joined = b"; ".join(fields)  # as parse_head joins them
+    try:
+        ap: object = session_cookie(joined, SESSION_COOKIE)
+    except TwoSessionCookies:
+        ap = TwoSessionCookies
+    headers = Headers(raw=[(b"cookie", f) for f in fields])
+    try:
+        portal: object = portal_session_cookie(headers, SESSION_COOKIE.decode())
+    except HTTPException as exc:
+        portal = TwoSessionCookies if exc.status_code == 400 else exc
+    assert ap == portal
+    if ap is not TwoSessionCookies:
+        # ... and the backend never sees it.
+        lines = request_lines(
+            [(b"Cookie", f) for f in fields], frozenset(), frozenset(), True, SESSION_COOKIE
+        )
+        assert not any(b"gatehouse_session=" in line for line in lines)
 
 
 # forwarding fields, Via, responses ----------------------------------------------------------------

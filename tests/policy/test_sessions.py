@@ -275,3 +275,26 @@ def test_logout_drops_the_cached_session(make: Callable[[float, float], Harness]
     assert h.lookup(sid, later(1)) is not None
     h.run(h.store.end(sid))
     assert h.lookup(sid, later(1)) is None
+
+
+def test_end_sessions_keeps_only_the_excepted_session(
+    make: Callable[[float, float], Harness],
+) -> None:
+    h = make(60, 600)
+    a1, r1 = h.create()
+    a2, r2 = h.create(at=later(1))
+    a3, r3 = h.create(at=later(2))
+    b1, _ = h.create(Identity("bob"))
+    assert h.lookup(a1, later(3)) is not None  # cached now: ending must drop it too
+    ended = h.run(
+        h.store.end_sessions("alice", reason="password_changed", except_session=r2.id_hash)
+    )
+    assert sorted(r.id_hash for r in ended) == sorted([r1.id_hash, r3.id_hash])
+    assert h.lookup(a1, later(3)) is None
+    assert h.lookup(a3, later(3)) is None
+    assert h.lookup(a2, later(3)) is not None, "the session that changed the password stays"
+    assert h.lookup(b1, later(3)) is not None, "other users keep theirs"
+    assert h.ended == [([r.id_hash for r in ended], "password_changed")]
+    ended = h.run(h.store.end_sessions("alice", reason="groups_changed"))
+    assert [r.id_hash for r in ended] == [r2.id_hash]
+    assert h.lookup(a2, later(3)) is None

@@ -21,7 +21,8 @@ from gatehouse.access_point.decisions import (
     DecisionMemo,
     DecisionUnavailable,
 )
-from gatehouse.access_point.headers import client_address, split_cookie
+from gatehouse.access_point.headers import client_address, session_cookie
+from gatehouse.cookies import TWO_SESSION_COOKIES, TwoSessionCookies
 
 if TYPE_CHECKING:
     from gatehouse.access_point.connection import ClientConnection
@@ -78,7 +79,12 @@ class Authorization:
             return
         rt = self.rt
         cookie = head.cookie
-        session = split_cookie(cookie, rt.session_cookie)[0] if cookie else None
+        try:
+            session = session_cookie(cookie, rt.session_cookie) if cookie else None
+        except TwoSessionCookies:
+            # Which one would the portal's sign-out end? Refuse rather than guess.
+            self._local(400, TWO_SESSION_COOKIES)
+            return
         trusted = conn.trusted(rt.policy)
         client_ip = client_address(head.headers, conn.peer_ip, trusted)
         wanted = rt.decision_headers

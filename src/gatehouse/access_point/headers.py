@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from gatehouse.config.access_point import DEFAULT_IDENTITY_HEADERS
+from gatehouse.cookies import session_value
 
 Header = tuple[bytes, bytes]
 
@@ -249,21 +250,34 @@ def split_cookie(value: bytes, name: bytes) -> tuple[str | None, bytes]:
 
     Cached: a client sends the same Cookie value with every request of a session.
     """
-    prefix = name + b"="
     found: str | None = None
     kept: list[bytes] = []
     for part in value.split(b";"):
-        stripped = part.strip(b" \t")
-        if stripped.startswith(prefix):
+        key, eq, cookie = part.partition(b"=")
+        # The name rule of gatehouse.cookies: every spelling of the pair is removed.
+        if eq and key.strip(b" \t") == name:
             if found is None:
                 try:
-                    found = stripped[len(prefix) :].decode("ascii")
+                    found = cookie.strip(b" \t").decode("ascii")
                 except UnicodeDecodeError:
                     found = None
         else:
             kept.append(part)
     rest = value if len(kept) == value.count(b";") + 1 else b";".join(kept).strip(b" \t;")
     return found, rest
+
+
+@functools.lru_cache(maxsize=4096)
+def session_cookie(value: bytes, name: bytes) -> str | None:
+    """The session cookie ``name`` in a request's Cookie fields (joined by ``; ``), read by the
+    same rule as the portal (:func:`gatehouse.cookies.session_value`); None when absent or
+    not ASCII.
+
+    Raises:
+        TwoSessionCookies: the cookie is there more than once; the request must be refused.
+    """
+    found = session_value((value.decode("latin-1"),), name.decode("latin-1"))
+    return found if found is not None and found.isascii() else None
 
 
 def cookie_value(headers: Iterable[Header], name: bytes) -> str | None:

@@ -130,6 +130,8 @@ def users_passwd(args: argparse.Namespace) -> int:
     print(f"password of {name!r} changed")
     if generated:
         print(f"password: {password}")
+    # Whoever knew the old password must not stay signed in with it.
+    _end_sessions(args.home, name, "password_changed")
     return 0
 
 
@@ -141,15 +143,18 @@ def _set_enabled(args: argparse.Namespace, enabled: bool) -> int:
     state = "enabled" if enabled else "disabled"
     print(f"user {args.name!r} {state}" if changed else f"user {args.name!r} was already {state}")
     if not enabled:
-        _end_sessions(args.home, args.name)
+        _end_sessions(args.home, args.name, "user_disabled")
     return 0
 
 
-def _end_sessions(home: Path, username: str) -> None:
-    """A disabled or deleted user must not stay signed in."""
+def _end_sessions(home: Path, username: str, reason: str) -> None:
+    """End the user's sessions on every Access Point: a session must never outlive the
+    password it was opened with, nor carry groups the user no longer has (sessions store
+    the groups of their login). Run after the user DB change is committed, so every login
+    checked from then on sees the change."""
     from gatehouse.policy.end_sessions import end_user_sessions
 
-    print(end_user_sessions(home, username))
+    print(end_user_sessions(home, username, reason))
 
 
 def users_disable(args: argparse.Namespace) -> int:
@@ -168,7 +173,7 @@ def users_delete(args: argparse.Namespace) -> int:
 
     in_user_db(args.home, work)
     print(f"user {args.name!r} deleted")
-    _end_sessions(args.home, args.name)
+    _end_sessions(args.home, args.name, "user_deleted")
     return 0
 
 
@@ -214,11 +219,13 @@ def groups_add(args: argparse.Namespace) -> int:
 
 
 def groups_delete(args: argparse.Namespace) -> int:
-    async def work(session: AsyncSession) -> None:
-        await directory.delete_group(session, args.name)
+    async def work(session: AsyncSession) -> list[str]:
+        return await directory.delete_group(session, args.name)
 
-    in_user_db(args.home, work)
+    members = in_user_db(args.home, work)
     print(f"group {args.name!r} deleted")
+    for member in members:
+        _end_sessions(args.home, member, "groups_changed")
     return 0
 
 
@@ -243,6 +250,8 @@ def groups_add_member(args: argparse.Namespace) -> int:
         if added
         else f"user {args.user!r} already in {where}"
     )
+    if added:
+        _end_sessions(args.home, args.user, "groups_changed")
     return 0
 
 
@@ -252,6 +261,7 @@ def groups_remove_member(args: argparse.Namespace) -> int:
 
     in_user_db(args.home, work)
     print(f"user {args.user!r} removed from group {args.group!r}")
+    _end_sessions(args.home, args.user, "groups_changed")
     return 0
 
 

@@ -3,7 +3,8 @@
 Callers present ``Authorization: Bearer TOKEN`` with the token from ``policy.admin_token_file``
 (mutual TLS replaces this with roadmap item 6). Without a configured token file the admin API
 does not exist (404). Every revocation ends up on the event stream through the session
-store's end hook, and in the audit log.
+store's end hook, and in the audit log with its reason (``DELETE ?user=U&reason=R``, and
+``&except=HASH`` to keep one session: the one that changed its own password).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gatehouse.internal.errors import Code, ServiceError, json_response
-from gatehouse.policy.sessions import SessionRecord, SessionStore, well_formed_hash
+from gatehouse.policy.sessions import END_REASONS, SessionRecord, SessionStore, well_formed_hash
 from gatehouse.storage.models import USERNAME_LENGTH
 
 AuditHook = Callable[[str, str | None, str | None, dict[str, object]], Awaitable[None]]
@@ -76,8 +77,16 @@ class AdminAPI:
             return json_response({"sessions": [r.info() for r in records]})
         if user is None:
             raise ServiceError(Code.BAD_REQUEST, "user: required to revoke sessions", 400)
-        ended = await self._sessions.revoke_user(user)
-        await self._record(ended, request)
+        reason = request.query_params.get("reason", "revoked")
+        if reason not in END_REASONS:
+            raise ServiceError(
+                Code.BAD_REQUEST, f"reason: one of {', '.join(sorted(END_REASONS))}", 400
+            )
+        keep = request.query_params.get("except")
+        if keep is not None and not well_formed_hash(keep):
+            raise ServiceError(Code.BAD_REQUEST, "except: not a session hash (32 hex digits)", 400)
+        ended = await self._sessions.end_sessions(user, reason=reason, except_session=keep)
+        await self._record(ended, request, reason)
         return json_response({"revoked": len(ended)})
 
     async def one(self, request: Request) -> Response:
@@ -89,12 +98,14 @@ class AdminAPI:
         await self._record(ended, request)
         return json_response({"revoked": len(ended)})
 
-    async def _record(self, ended: list[SessionRecord], request: Request) -> None:
+    async def _record(
+        self, ended: list[SessionRecord], request: Request, reason: str = "revoked"
+    ) -> None:
         caller = request.client.host if request.client else None
         for record in ended:
             await self._audit(
                 "session_revoked",
                 record.username,
                 caller,
-                {"session": record.id_hash, "by": "admin"},
+                {"session": record.id_hash, "by": "admin", "reason": reason},
             )

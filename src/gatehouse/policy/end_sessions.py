@@ -1,9 +1,12 @@
-"""End a user's sessions from the command line (``gatehouse users disable|delete``).
+"""End a user's sessions from the command line: ``gatehouse users passwd|disable|delete`` and
+every group change (``groups add-member|remove-member|delete``).
 
 The running Policy service is asked first (its session admin API), because only it can tell
 every Access Point to drop cached decisions at once. When no Policy service of the
-installation answers, the sessions are deleted from the session DB directly; Access Points
-then stop letting them in when their cached decisions expire (``decision_ttl``).
+installation answers, the sessions are deleted from the session DB directly; on PostgreSQL
+the Policy services are told with NOTIFY as if one of them had done it, so Access Points still
+drop their cached decisions at once; on SQLite they stop letting the sessions in when their
+cached decisions expire (``decision_ttl``).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from gatehouse.config.access_point import parse_listen
@@ -22,13 +25,16 @@ from gatehouse.config.policy import PolicyConfig
 from gatehouse.errors import GatehouseError
 from gatehouse.internal.lkg import ADMIN_FILE, StateDir
 from gatehouse.policy.admin_api import read_token
+from gatehouse.policy.events import notify_revoked
 from gatehouse.policy.service import resolve
-from gatehouse.policy.sessions import SessionStore, Timeouts
+from gatehouse.policy.sessions import END_REASONS, SessionRecord, SessionStore, Timeouts
 from gatehouse.storage.engine import Database
 from gatehouse.storage.home import database_urls
 from gatehouse.storage.migrate import upgrade
 
 POLICY_CONFIG = "policy.yaml"
+#: The ``from`` of the CLI's NOTIFY payloads: no Policy instance has this name.
+CLI_INSTANCE = "gatehouse-cli"
 #: Where ``gatehouse up`` keeps its services' state directories (node.STATE_DIR).
 STATE_DIR = "state"
 
@@ -56,17 +62,17 @@ def _policy_configs(home: Path) -> Iterator[tuple[PolicyConfig, Path]]:
             continue
 
 
-def _via_policy_service(home: Path, username: str) -> int | None:
+def _via_policy_service(home: Path, query: dict[str, str]) -> int | None:
     """Revoke through one of the installation's Policy services; None when that is not
     possible."""
     for config, base in _policy_configs(home):
-        revoked = _revoke_through(config, base, username)
+        revoked = _revoke_through(config, base, query)
         if revoked is not None:
             return revoked
     return None
 
 
-def _revoke_through(config: PolicyConfig, base: Path, username: str) -> int | None:
+def _revoke_through(config: PolicyConfig, base: Path, query: dict[str, str]) -> int | None:
     token_file = config.policy.admin_token_file
     if not token_file:
         return None
@@ -77,9 +83,8 @@ def _revoke_through(config: PolicyConfig, base: Path, username: str) -> int | No
     host, port = parse_listen(config.policy.listen)
     host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
     netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    query = urllib.parse.urlencode({"user": username})
     request = urllib.request.Request(
-        f"http://{netloc}/internal/v1/sessions?{query}",
+        f"http://{netloc}/internal/v1/sessions?{urllib.parse.urlencode(query)}",
         method="DELETE",
         headers={"Authorization": f"Bearer {token}"},
     )
@@ -92,24 +97,49 @@ def _revoke_through(config: PolicyConfig, base: Path, username: str) -> int | No
     return revoked if isinstance(revoked, int) else None
 
 
-async def _in_session_db(home: Path, username: str) -> int:
+async def _in_session_db(
+    home: Path, username: str, reason: str, except_session: str | None
+) -> tuple[int, bool]:
+    """End the sessions in the session DB itself; on PostgreSQL tell the Policy services
+    with NOTIFY, as one of them would. Returns the count and whether they were told."""
     url = database_urls(home).session_db
     await upgrade(url, "session")
     database = Database(url)
+    told = False
+
+    async def tell(records: Sequence[SessionRecord], _reason: str) -> None:
+        nonlocal told
+        if url.startswith("postgresql"):
+            told = await notify_revoked(url, CLI_INSTANCE, [r.id_hash for r in records])
+
     try:
         # Lifetimes do not matter for deleting sessions.
-        store = SessionStore(database, Timeouts(idle=1.0, absolute=1.0))
-        return len(await store.revoke_user(username, reason="user disabled"))
+        store = SessionStore(database, Timeouts(idle=1.0, absolute=1.0), on_end=tell)
+        ended = await store.end_sessions(username, reason=reason, except_session=except_session)
+        return len(ended), told
     finally:
         await database.dispose()
 
 
-def end_user_sessions(home: Path, username: str) -> str:
-    """End every session of ``username``; return a line saying what happened."""
-    revoked = _via_policy_service(home, username)
+def end_user_sessions(
+    home: Path, username: str, reason: str = "revoked", except_session: str | None = None
+) -> str:
+    """End every session of ``username`` (but the one whose id hash is ``except_session``);
+    return a line saying what happened."""
+    if reason not in END_REASONS:
+        raise ValueError(f"unknown reason {reason!r}")
+    query = {"user": username, "reason": reason}
+    if except_session is not None:
+        query["except"] = except_session
+    revoked = _via_policy_service(home, query)
     if revoked is not None:
         return f"ended {revoked} session(s) of {username!r}; every Access Point was told"
-    count = asyncio.run(_in_session_db(home, username))
+    count, told = asyncio.run(_in_session_db(home, username, reason, except_session))
+    if told:
+        return (
+            f"ended {count} session(s) of {username!r} in the session database; every "
+            "Policy service was told"
+        )
     return (
         f"ended {count} session(s) of {username!r} in the session database (no Policy "
         "service answered: cached access decisions expire within the decision TTL)"

@@ -168,6 +168,29 @@ def parse_payload(instance: str, payload: str) -> list[str]:
     return [s for s in sessions if isinstance(s, str)]
 
 
+async def notify_revoked(url: str, instance: str, id_hashes: Sequence[str]) -> bool:
+    """Tell every Policy instance on the PostgreSQL session DB at ``url`` that these sessions
+    ended (for a process that is not one of them: the ``gatehouse users`` CLI when no Policy
+    service answers). Returns whether the notifications were sent."""
+    import asyncpg
+
+    try:
+        conn = await asyncpg.connect(**{**asyncpg_connect_args(url), "timeout": 5})
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        log.warning("could not NOTIFY revocations: %s", exc)
+        return False
+    try:
+        for payload in notify_payloads(instance, id_hashes):
+            await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
+        return True
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        log.warning("could not NOTIFY revocations: %s", exc)
+        return False
+    finally:
+        with contextlib.suppress(Exception):
+            await conn.close()
+
+
 class PostgresBridge:
     """Shares revocations between Policy instances through PostgreSQL LISTEN/NOTIFY."""
 

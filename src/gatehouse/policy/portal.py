@@ -30,7 +30,7 @@ from gatehouse.policy.csrf import COOKIE_NAME as CSRF_COOKIE
 from gatehouse.policy.csrf import FIELD_NAME as CSRF_FIELD
 from gatehouse.policy.csrf import CsrfGuard
 from gatehouse.policy.redirects import HostPatterns, safe_return_url
-from gatehouse.policy.sessions import Identity, SessionStore
+from gatehouse.policy.sessions import Identity, SessionStore, session_cookie
 from gatehouse.storage.errors import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
@@ -370,7 +370,9 @@ class Portal:
             return self._login_form(request, origin, rd, username=username, error=WRONG_CREDENTIALS)
         try:
             # A new id at every login: whatever session the browser had ends here.
-            await self.sessions.end(request.cookies.get(self.settings.cookie_name), "login")
+            await self.sessions.end(
+                session_cookie(request.headers, self.settings.cookie_name), "login"
+            )
             session_id, record = await self.sessions.create(
                 verdict.identity,
                 ["password"],
@@ -390,7 +392,7 @@ class Portal:
         origin = self.origin(request)
         # Where to go after signing in again (the 403 page's "sign in as someone else").
         rd = self.return_url(request.query_params.get("rd"), origin)
-        cookie = request.cookies.get(self.settings.cookie_name)
+        cookie = session_cookie(request.headers, self.settings.cookie_name)
         if not cookie:
             return self._signed_out(request, origin, rd)
         try:
@@ -417,7 +419,9 @@ class Portal:
         if not self.csrf.check(request.cookies.get(CSRF_COOKIE), submitted):
             return self._forbidden(_logout_link(self.settings.prefix, rd))
         try:
-            record = await self.sessions.end(request.cookies.get(self.settings.cookie_name))
+            record = await self.sessions.end(
+                session_cookie(request.headers, self.settings.cookie_name)
+            )
         except DatabaseUnavailable as exc:
             log.warning("logout: session DB unavailable: %s", exc)
             return self._unavailable("Signing out")

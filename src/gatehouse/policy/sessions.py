@@ -17,9 +17,12 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from sqlalchemy import ColumnElement, delete, select, update
+from starlette.exceptions import HTTPException
 
+from gatehouse.cookies import TWO_SESSION_COOKIES, TwoSessionCookies, session_value
 from gatehouse.storage.engine import Database
 from gatehouse.storage.models import Session as SessionRow
 
@@ -29,6 +32,10 @@ HASH_CHARS = 32
 TOUCH_INTERVAL = 5.0
 #: Upper bound on cached sessions per Policy service (cleared, not evicted, when reached).
 CACHE_MAX = 100_000
+#: Why all of a user's sessions were ended (the admin API's ``reason``, the audit log's).
+END_REASONS = frozenset(
+    {"revoked", "user_disabled", "user_deleted", "password_changed", "groups_changed"}
+)
 _SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{43}$")
 _ID_HASH = re.compile(r"^[0-9a-f]{32}$")
 
@@ -48,6 +55,25 @@ def well_formed_id(session_id: str | None) -> bool:
 
 def well_formed_hash(id_hash: str) -> bool:
     return _ID_HASH.match(id_hash) is not None
+
+
+class CookieFields(Protocol):
+    """A request's headers, as Starlette's ``Headers``."""
+
+    def getlist(self, key: str) -> list[str]: ...
+
+
+def session_cookie(headers: CookieFields, name: str) -> str | None:
+    """The portal's read of the session cookie: every Cookie field, by the Access Point's rule
+    (:mod:`gatehouse.cookies`), so both always mean the same session.
+
+    Raises:
+        HTTPException: 400, the cookie is there more than once.
+    """
+    try:
+        return session_value(headers.getlist("cookie"), name)
+    except TwoSessionCookies:
+        raise HTTPException(400, TWO_SESSION_COOKIES) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,7 +316,18 @@ class SessionStore:
         return await self._delete_where(SessionRow.id_hash.in_(hashes), reason)
 
     async def revoke_user(self, username: str, reason: str = "revoked") -> list[SessionRecord]:
-        return await self._delete_where(SessionRow.username == username, reason)
+        return await self.end_sessions(username, reason=reason)
+
+    async def end_sessions(
+        self, username: str, *, reason: str = "revoked", except_session: str | None = None
+    ) -> list[SessionRecord]:
+        """End every session of ``username`` — after a password, group or account change —
+        but the one whose id hash is ``except_session`` (the session that changed its own
+        password may stay). Every Access Point and Policy instance hears of it (``on_end``)."""
+        condition = SessionRow.username == username
+        if except_session is not None:
+            condition = condition & (SessionRow.id_hash != except_session)
+        return await self._delete_where(condition, reason)
 
     async def purge_expired(self, now: datetime) -> list[SessionRecord]:
         expired = (SessionRow.idle_expires_at <= now) | (SessionRow.absolute_expires_at <= now)

@@ -180,11 +180,20 @@ async def add_group(session: AsyncSession, name: str) -> None:
     await _flush(session, f"group {name!r} already exists")
 
 
-async def delete_group(session: AsyncSession, name: str) -> None:
+async def delete_group(session: AsyncSession, name: str) -> list[str]:
+    """Delete a group; returns the user names of its members (their groups changed)."""
     group = await get_group(session, name)
+    members = await session.scalars(
+        select(User.username)
+        .join(Membership, Membership.user_id == User.id)
+        .where(Membership.group_id == group.id)
+        .order_by(User.username)
+    )
+    usernames = list(members)
     await session.execute(delete(Membership).where(Membership.group_id == group.id))
     await session.execute(delete(Group).where(Group.id == group.id))
     session.expunge(group)
+    return usernames
 
 
 async def list_groups(session: AsyncSession) -> list[GroupInfo]:
