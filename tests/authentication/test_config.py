@@ -30,7 +30,7 @@ def test_defaults() -> None:
     assert (settings.lockout.account_max_failures, settings.lockout.account_window) == (5, 900.0)
     assert (settings.lockout.ip_max_failures, settings.lockout.ip_lock) == (50, 900.0)
     assert settings.password_hash.memory_kib == 47104
-    assert failures_per_hour(5, 900, 900) == 20
+    assert failures_per_hour(5, 900, 900) == 10
 
 
 def test_durations_and_urls_parse() -> None:
@@ -61,14 +61,16 @@ def test_durations_and_urls_parse() -> None:
         ),
         (auth(password_hash={"time_cost": 0}), "authentication.password_hash.time_cost", ""),
         (
-            auth(lockout={"account_max_failures": 10, "account_lock": "1m"}),
+            auth(
+                lockout={"account_max_failures": 10, "account_window": "1m", "account_lock": "1m"}
+            ),
             "authentication.lockout.account_lock",
-            "allow 600 failed attempts per hour on one account; ASVS allows at most 100",
+            "allow 300 failed attempts per hour on one account; ASVS allows at most 100",
         ),
         (
-            auth(lockout={"account_max_failures": 30, "account_window": "5m"}),
+            auth(lockout={"account_max_failures": 60, "account_window": "5m"}),
             "authentication.lockout.account_lock",
-            "allow 348 failed attempts per hour",
+            "allow 180 failed attempts per hour",
         ),
         (auth(lockout={"ip_window": "soon"}), "authentication.lockout.ip_window", "not a duration"),
         (

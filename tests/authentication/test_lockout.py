@@ -36,7 +36,7 @@ def test_counts_within_the_window_and_locks_at_the_limit() -> None:
     first, second, third = run([0, 10, 20])
     assert (first.count, first.locked_until) == (1, None)
     assert (second.count, second.first_at) == (2, at(0))
-    assert (third.count, third.locked_until) == (3, at(50))
+    assert (third.count, third.locked_until, third.expires_at) == (3, at(50), at(110))
 
 
 @pytest.mark.parametrize(
@@ -54,22 +54,58 @@ def test_check(now: float, verdict: Verdict) -> None:
     assert lockout.check(locked, at(now)) == verdict
 
 
-def test_window_expiry_starts_over() -> None:
-    assert [c.count for c in run([0, 59, 60, 61])] == [1, 2, 1, 2]
+def test_a_count_starts_over_a_window_after_its_last_attempt() -> None:
+    # RULE: 3 attempts, window 60 s. Each attempt keeps the row alive for the window.
+    assert [c.count for c in run([0, 59, 118])] == [1, 2, 3]
+    assert [c.count for c in run([0, 59, 119, 178])] == [1, 2, 1, 2]
+    assert run([0, 59])[-1].expires_at == at(119)
 
 
-def test_failure_after_a_lock_starts_over() -> None:
-    counters = run([0, 1, 2, 32, 33])
-    assert [c.count for c in counters] == [1, 2, 3, 1, 2]
-    assert counters[-1].locked_until is None
+def test_attempts_during_a_lock_are_refused_and_not_counted() -> None:
+    locked = run([0, 1, 2])[-1]
+    assert locked.locked_until == at(32)
+    again, counted = lockout.reserve_rule(locked, at(10), RULE)
+    assert (again, counted) == (locked, False)
 
 
-def test_failure_during_a_lock_extends_it() -> None:
-    assert run([0, 1, 2, 10])[-1].locked_until == at(40)
+def test_each_attempt_after_a_lock_doubles_it_up_to_the_cap() -> None:
+    rule = Rule.of(3, window=60, lock=30, lock_max=100)
+    counters: list[Counter] = []
+    counter: Counter | None = None
+    t = 0.0
+    for _ in range(7):
+        counter, counted = lockout.reserve_rule(counter, at(t), rule)
+        assert counted
+        counters.append(counter)
+        if counter.locked_until is not None:
+            t = (counter.locked_until - T0).total_seconds()
+    locks = [
+        (c.locked_until - c.first_at).total_seconds() if c.locked_until else None for c in counters
+    ]
+    assert [c.count for c in counters] == [1, 2, 3, 4, 5, 6, 7]
+    assert locks[:3] == [None, None, 30]
+    # 30, then 60, then capped at 100 — each measured from its own attempt.
+    lock_lengths = [(c.locked_until - at(0)).total_seconds() for c in counters[2:]]
+    assert lock_lengths == [30, 90, 190, 290, 390]
+    # A row lives a window past the end of its last lock.
+    assert counters[-1].expires_at == at(450)
+
+
+def test_release_gives_back_one_attempt() -> None:
+    locked = run([0, 1, 2])[-1]
+    released = lockout.release_rule(locked, RULE)
+    assert released is not None
+    assert (released.count, released.locked_until) == (2, None)
+    assert lockout.release_rule(run([0])[0], RULE) is None
 
 
 def test_single_failure_rule_locks_at_once() -> None:
     assert run([0], Rule.of(1, 60, 30))[0].locked_until == at(30)
+
+
+def test_lock_max_defaults_to_four_locks() -> None:
+    assert Rule.of(5, 900, 900).lock_max == timedelta(hours=1)
+    assert Rule.of(5, 900, 900, 60).lock_max == timedelta(seconds=900)
 
 
 def test_combine_takes_the_longest_lock() -> None:
@@ -162,3 +198,65 @@ def test_concurrent_failures_are_all_counted(db: tuple[asyncio.Runner, Database]
         return list(await asyncio.gather(*(one() for _ in range(25))))
 
     assert sorted(runner.run(go())) == list(range(1, 26))
+
+
+def test_concurrent_reservations_let_exactly_max_failures_through(
+    db: tuple[asyncio.Runner, Database],
+) -> None:
+    """40 attempts at once on one key, each on its own connection: 5 may check a password."""
+    runner, database = db
+    rule = Rule.of(5, 600, 600)
+
+    async def one() -> bool:
+        async with database.connect() as conn:
+            return (await lockout.reserve(conn, "user:hot", T0, rule))[1]
+
+    async def go() -> list[bool]:
+        return list(await asyncio.gather(*(one() for _ in range(40))))
+
+    assert runner.run(go()).count(True) == 5
+
+
+def test_release_and_purge_in_sql(db: tuple[asyncio.Runner, Database]) -> None:
+    runner, database = db
+
+    async def go() -> tuple[dict[str, Counter], dict[str, Counter], int]:
+        async with database.connect() as conn:
+            for _ in range(3):
+                await lockout.reserve(conn, "ip:192.0.2.7", T0, RULE)
+            await lockout.reserve(conn, "ip:192.0.2.8", T0, RULE)
+            await lockout.reserve(conn, "ip:192.0.2.9", at(100), RULE)
+            await lockout.release(conn, "ip:192.0.2.7", RULE)
+            await lockout.release(conn, "ip:192.0.2.8", RULE)
+            released = await lockout.load(conn, ["ip:192.0.2.7", "ip:192.0.2.8"])
+            # 192.0.2.7 expires at 90 s (lock end + window), 192.0.2.9 at 160 s.
+            gone = await lockout.purge(conn, at(90))
+            left = await lockout.load(conn, ["ip:192.0.2.7", "ip:192.0.2.9"])
+            return released, left, gone
+
+    released, left, gone = runner.run(go())
+    assert list(released) == ["ip:192.0.2.7"]
+    assert (released["ip:192.0.2.7"].count, released["ip:192.0.2.7"].locked_until) == (2, None)
+    assert (gone, list(left)) == (1, ["ip:192.0.2.9"])
+
+
+def test_reset_of_an_account_forgets_its_devices(db: tuple[asyncio.Runner, Database]) -> None:
+    runner, database = db
+    keys = ["user:a_b", "dev:a_b:AAAAAAAAAAA", "dev:aXb:AAAAAAAAAAA", "unknown:7"]
+
+    async def go() -> list[str]:
+        async with database.connect() as conn:
+            for key in keys:
+                await lockout.reserve(conn, key, T0, RULE)
+            await lockout.reset(conn, "user:a_b")
+            return sorted(await lockout.load(conn, keys))
+
+    # '_' in the name is not a LIKE wildcard: aXb's device stays.
+    assert runner.run(go()) == ["dev:aXb:AAAAAAAAAAA", "unknown:7"]
+
+
+def test_unknown_names_share_a_bounded_set_of_keys() -> None:
+    keys = {lockout.unknown_key(f"ghost{n}") for n in range(20000)}
+    assert len(keys) <= lockout.UNKNOWN_BUCKETS
+    assert lockout.unknown_key("ghost1") == lockout.unknown_key("ghost1")
+    assert len(lockout.device_key("x" * 64, "A" * 11)) == 80

@@ -99,7 +99,11 @@ def test_timestamps_round_trip_as_aware_utc(db_url: str) -> None:
         db = Database(db_url)
         try:
             async with db.session() as session:
-                session.add(LoginFailure(key="user:x", count=1, first_at=local))
+                session.add(
+                    LoginFailure(
+                        key="user:x", count=1, first_at=local, expires_at=local, attempt="a"
+                    )
+                )
                 session.add(
                     Session(
                         id_hash="h" * 32,

@@ -27,8 +27,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from gatehouse.authentication import lockout
 from gatehouse.authentication.config import AuthenticationConfig, AuthenticationSettings
-from gatehouse.authentication.passwords import Passwords
+from gatehouse.authentication.passwords import Overloaded, Passwords
 from gatehouse.authentication.verifier import Limits, Rules, Verifier
 from gatehouse.authentication.wire import MAX_BODY, bad_request, outcome_json, parse_verify
 from gatehouse.config.loader import validate
@@ -39,6 +40,7 @@ from gatehouse.internal.managed import follow_admin
 from gatehouse.storage.engine import Database
 from gatehouse.storage.errors import DatabaseUnavailable
 from gatehouse.storage.migrate import start_migrations
+from gatehouse.storage.types import utcnow
 
 log = logging.getLogger("gatehouse.authentication")
 
@@ -46,6 +48,11 @@ ROLE = "authentication"
 HEALTH_DB_TIMEOUT = 2.0
 #: Settings read once at start (see the module docstring).
 RESTART_ONLY = ("id", "listen", "user_db")
+#: Seconds between purges of expired login counters (the first runs once the DB is ready).
+PURGE_INTERVAL = 60.0
+
+#: The wire error code of a password check refused because too many are under way.
+OVERLOADED = "overloaded"
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -82,9 +89,7 @@ class Service:
         self.user_db = user_db
         self.agent = agent
         self.db = Database(user_db)
-        self.verifier = Verifier(
-            self.db, Passwords(settings.password_hash), Limits.of(settings.lockout)
-        )
+        self.verifier = Verifier(self.db, _passwords(settings), Limits.of(settings.lockout))
         self.ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -95,6 +100,7 @@ class Service:
         migrating = await start_migrations(self.user_db, "user", self.ready)
         if migrating is not None:
             self._tasks.append(migrating)
+        self._tasks.append(asyncio.create_task(self._purge_forever()))
         if self.agent is not None:
             follow = follow_admin(self.agent, self.apply, check_view)
             self._tasks.append(asyncio.create_task(follow))
@@ -107,7 +113,8 @@ class Service:
         passwords = (
             current.passwords
             if settings.password_hash == self.settings.password_hash
-            else Passwords(settings.password_hash)
+            and settings.verify_queue == self.settings.verify_queue
+            else _passwords(settings)
         )
         self.verifier.use(Rules(passwords, Limits.of(settings.lockout)))
         self.settings = settings
@@ -122,6 +129,25 @@ class Service:
         if settings.lockout.insecure_no_rate_cap:
             log.warning("lockout.insecure_no_rate_cap is set: the ASVS rate cap is OFF")
 
+    async def purge(self) -> int:
+        """Delete the expired login counters now; returns how many went."""
+        async with self.db.connect() as conn:
+            return await lockout.purge(conn, utcnow())
+
+    async def _purge_forever(self) -> None:
+        await self.ready.wait()
+        while True:
+            try:
+                gone = await self.purge()
+            except DatabaseUnavailable as exc:
+                log.warning("purging expired login counters: %s", exc)
+            except Exception:
+                log.exception("purging expired login counters failed")
+            else:
+                if gone:
+                    log.info("purged %d expired login counters", gone)
+            await asyncio.sleep(PURGE_INTERVAL)
+
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
@@ -133,6 +159,10 @@ class Service:
     def require_ready(self) -> None:
         if not self.ready.is_set():
             raise DatabaseUnavailable("database unavailable: user DB not reachable yet")
+
+
+def _passwords(settings: AuthenticationSettings) -> Passwords:
+    return Passwords(settings.password_hash, max_waiting=settings.verify_queue)
 
 
 def _service(request: Request) -> Service:
@@ -180,7 +210,13 @@ async def verify_password(request: Request) -> Response:
     service = _service(request)
     parsed = parse_verify(await _read_body(request))
     service.require_ready()
-    outcome = await service.verifier.verify(parsed.username, parsed.password, parsed.client_ip)
+    try:
+        outcome = await service.verifier.verify(
+            parsed.username, parsed.password, parsed.client_ip, parsed.device
+        )
+    except Overloaded as exc:
+        # Nothing was counted: the caller may try another Authentication service.
+        return json_response({"error": OVERLOADED, "message": str(exc)}, 503)
     return json_response(outcome_json(outcome))
 
 

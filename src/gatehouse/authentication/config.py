@@ -7,8 +7,10 @@
       listen: 127.0.0.1:8201
       user_db: postgresql+asyncpg://...   # optional: else the installation's (--home)
       lockout: {account_max_failures: 5, account_window: 15m, account_lock: 15m,
-                ip_max_failures: 50, ip_window: 15m, ip_lock: 15m}
+                account_lock_max: 1h, ip_max_failures: 50, ip_window: 15m, ip_lock: 15m,
+                ip_lock_max: 1h}
       password_hash: {memory_kib: 47104, time_cost: 1, parallelism: 1}
+      verify_queue: 64        # checks that may wait for an argon2 slot; more answer 503
 """
 
 from __future__ import annotations
@@ -36,15 +38,36 @@ def _listen(value: str) -> str:
     return value
 
 
-def failures_per_hour(max_failures: int, window: float, lock: float) -> float:
-    """The most failed attempts one key can make in an hour under these rules.
+def failures_per_hour(
+    max_failures: int, window: float, lock: float, lock_max: float | None = None
+) -> float:
+    """The most failed attempts one key can make in an hour under these rules
+    (:mod:`gatehouse.authentication.lockout`: a lock from ``max_failures`` on that doubles
+    with each further attempt up to ``lock_max``; a count starts over ``window`` after its
+    last attempt, or ``window`` after the end of the lock that attempt set).
 
-    An attacker either bursts ``max_failures`` attempts, waits out the lock and repeats, or
-    stays one below the limit in every window; whichever is faster bounds the rate.
+    An attacker bursts up to the limit, makes some attempts more as each lock ends, then
+    waits for the count to start over; every number of extra attempts is tried.
     """
-    burst = max_failures / lock
-    under_the_limit = (max_failures - 1) / window
-    return 3600 * max(burst, under_the_limit)
+    cap = 4 * lock if lock_max is None else max(lock, lock_max)
+
+    def delay(count: int) -> float:
+        if count < max_failures:
+            return 0.0
+        return float(min(cap, lock * 2 ** min(count - max_failures, 40)))
+
+    best = 0
+    for extra in range(64):
+        t, count, attempts, expires = 0.0, 0, 0, 0.0
+        while t < 3600:
+            if count and t >= expires:
+                count = 0
+            count += 1
+            attempts += 1
+            expires = t + delay(count) + window
+            t = expires if count >= max_failures + extra else t + delay(count)
+        best = max(best, attempts)
+    return float(best)
 
 
 class Lockout(Strict):
@@ -55,10 +78,14 @@ class Lockout(Strict):
     insecure_no_rate_cap: bool = False
     account_max_failures: int = Field(default=5, ge=1, le=1000)
     account_window: Seconds = Field(default=900.0, gt=0)
+    #: The longest lock the doubling reaches (default: four times ``account_lock``).
+    account_lock_max: Seconds | None = Field(default=None, gt=0)
+    #: The first lock; each further attempt once it ends doubles it.
     account_lock: Seconds = Field(default=900.0, gt=0, validate_default=True)
     ip_max_failures: int = Field(default=50, ge=1, le=100_000)
     ip_window: Seconds = Field(default=900.0, gt=0)
     ip_lock: Seconds = Field(default=900.0, gt=0)
+    ip_lock_max: Seconds | None = Field(default=None, gt=0)
 
     @field_validator("account_lock")
     @classmethod
@@ -69,7 +96,7 @@ class Lockout(Strict):
         window = info.data.get("account_window")
         if failures is None or window is None or info.data.get("insecure_no_rate_cap"):
             return lock
-        rate = failures_per_hour(failures, window, lock)
+        rate = failures_per_hour(failures, window, lock, info.data.get("account_lock_max"))
         if rate > MAX_ACCOUNT_FAILURES_PER_HOUR:
             raise ValueError(
                 f"{failures} failures per {window:g}s window with a {lock:g}s lock allow "
@@ -110,6 +137,9 @@ class AuthenticationSettings(Strict):
     user_db: DatabaseURL | None = None
     lockout: Lockout = Field(default_factory=Lockout)
     password_hash: PasswordHash = Field(default_factory=PasswordHash)
+    #: Password checks that may wait for an argon2 slot (one per CPU); past that a check is
+    #: answered 503 ``overloaded`` at once instead of queueing without bound.
+    verify_queue: int = Field(default=64, ge=0, le=100_000)
 
     @field_validator("id")
     @classmethod

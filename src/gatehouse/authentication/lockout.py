@@ -1,30 +1,49 @@
-"""Brute-force protection: failed-login counters per account and per client IP.
+"""Brute-force protection: attempt counters per key, reserved before a password is checked.
 
-A key (``user:NAME`` or ``ip:ADDRESS``) counts failures within a window that starts at its
-first failure. The failure that reaches ``max_failures`` locks the key for ``lock`` seconds;
-while locked, no password is checked. A failure after the window or after a lock has ended
-starts a new count. A successful login clears the account's counter but not the IP's, so
-one valid account cannot launder an attacker's address.
+A key counts the password checks one client may still make: ``ip:ADDRESS`` per client
+address, ``user:NAME`` per account, ``dev:NAME:ID`` per trusted device of an account (a
+browser that signed in to it before, see ``docs/operations.md``) and ``unknown:N`` for names
+that are not accounts (one of :data:`UNKNOWN_BUCKETS` buckets, so they lock like accounts but
+cost a bounded number of rows).
 
-The rules are pure functions (:func:`check`, :func:`after_failure`). The database versions do
-the same in one atomic statement each (``INSERT ... ON CONFLICT DO UPDATE ... RETURNING``,
-SQLite >= 3.35 and PostgreSQL), so several Authentication services share counters safely.
+Every attempt is *reserved* before the argon2 work starts: one atomic upsert
+(``INSERT ... ON CONFLICT DO UPDATE ... RETURNING``, SQLite >= 3.35 and PostgreSQL) counts it
+and says whether it may go on, so simultaneous attempts on any number of Authentication
+services check at most ``max_failures`` passwords before the key locks. The attempt that
+reaches ``max_failures`` locks the key for ``lock``; each further attempt (possible once a
+lock is over) doubles the lock, up to ``lock_max``. While locked an attempt is refused and
+not counted. A row *expires* ``window`` after its last counted attempt, or ``window`` after
+the lock that attempt set ends; an expired row counts as no row and is purged (:func:`purge`).
+
+A success deletes the account's (or device's) counter and *releases* its own reservation on
+the address (one less), so one valid account can neither launder an attacker's address nor
+lock its own users out of a shared address.
+
+The rules are pure functions (:func:`reserve_rule`, :func:`release_rule`, :func:`check`); the
+database functions do the same in SQL and a property test holds them to each other.
 """
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import math
+import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, case, delete, literal, null, or_, select
+from sqlalchemy import ColumnElement, and_, case, delete, literal, null, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gatehouse.storage.models import LoginFailure
 from gatehouse.storage.types import UTCDateTime
+
+#: Names that are not accounts share this many counters (``unknown:0`` ... ``unknown:4095``).
+UNKNOWN_BUCKETS = 4096
+#: Doublings past ``max_failures`` are capped long before this; it only bounds the SQL.
+_MAX_STEPS = 40
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,10 +51,46 @@ class Rule:
     max_failures: int
     window: timedelta
     lock: timedelta
+    lock_max: timedelta
 
     @classmethod
-    def of(cls, max_failures: int, window: float, lock: float) -> Rule:
-        return cls(max_failures, timedelta(seconds=window), timedelta(seconds=lock))
+    def of(
+        cls, max_failures: int, window: float, lock: float, lock_max: float | None = None
+    ) -> Rule:
+        """``lock_max`` defaults to four times ``lock`` and is never below it."""
+        cap = 4 * lock if lock_max is None else max(lock, lock_max)
+        return cls(
+            max_failures, timedelta(seconds=window), timedelta(seconds=lock), timedelta(seconds=cap)
+        )
+
+    def delay(self, count: int) -> timedelta | None:
+        """The lock that the attempt making the count ``count`` sets (None: no lock)."""
+        if count < self.max_failures:
+            return None
+        doublings = count - self.max_failures
+        if doublings >= _MAX_STEPS:
+            return self.lock_max
+        doubled: timedelta = self.lock * (2**doublings)
+        return min(self.lock_max, doubled)
+
+    def steps(self) -> list[tuple[int, timedelta]]:
+        """``(count, lock)`` from ``max_failures`` up to the first count locked for
+        ``lock_max``, which every higher count is too."""
+        out: list[tuple[int, timedelta]] = []
+        count = self.max_failures
+        while True:
+            delay = self.delay(count)
+            assert delay is not None
+            out.append((count, delay))
+            if delay >= self.lock_max or len(out) > _MAX_STEPS:
+                return out
+            count += 1
+
+    def expiry(self, count: int) -> timedelta:
+        """How long after an attempt making ``count`` its row lives: a window past the end
+        of the lock it set (so the next attempt after a lock doubles it)."""
+        delay = self.delay(count)
+        return self.window + delay if delay is not None else self.window
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +100,7 @@ class Counter:
     count: int
     first_at: datetime
     locked_until: datetime | None
+    expires_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +115,16 @@ OPEN = Verdict(False)
 
 def account_key(username: str) -> str:
     return f"user:{username}"
+
+
+def device_key(username: str, device: str) -> str:
+    """``device`` is the id from a device cookie (11 URL-safe characters): at most 80 chars."""
+    return f"dev:{username}:{device}"
+
+
+def unknown_key(username: str) -> str:
+    digest = hashlib.sha256(username.encode("utf-8", "surrogatepass")).digest()
+    return f"unknown:{int.from_bytes(digest[:8], 'big') % UNKNOWN_BUCKETS}"
 
 
 def canonical_ip(text: str) -> str:
@@ -91,35 +157,49 @@ def combine(verdicts: Iterable[Verdict]) -> Verdict:
     return max(locked, key=lambda v: v.retry_after) if locked else OPEN
 
 
-def starts_over(counter: Counter, now: datetime, rule: Rule) -> bool:
-    """A failure at ``now`` starts a new count: the window has passed or a lock has ended."""
-    window_over = counter.first_at <= now - rule.window
-    lock_over = counter.locked_until is not None and counter.locked_until <= now
-    return window_over or lock_over
+def reserve_rule(counter: Counter | None, now: datetime, rule: Rule) -> tuple[Counter, bool]:
+    """The key's state after an attempt at ``now``, and whether that attempt may go on."""
+    if check(counter, now).locked:
+        assert counter is not None
+        return counter, False
+    if counter is None or counter.expires_at <= now:
+        count, first_at = 1, now
+    else:
+        count, first_at = counter.count + 1, counter.first_at
+    delay = rule.delay(count)
+    locked_until = now + delay if delay is not None else None
+    return Counter(count, first_at, locked_until, now + rule.expiry(count)), True
+
+
+def release_rule(counter: Counter, rule: Rule) -> Counter | None:
+    """The key's state once one reserved attempt succeeded (None: the row goes)."""
+    count = counter.count - 1
+    if count <= 0:
+        return None
+    locked_until = counter.locked_until if count >= rule.max_failures else None
+    return Counter(count, counter.first_at, locked_until, counter.expires_at)
 
 
 def after_failure(counter: Counter | None, now: datetime, rule: Rule) -> Counter:
-    """The key's state after one more failure at ``now``."""
-    if counter is None or starts_over(counter, now, rule):
-        count, first_at, locked_until = 1, now, None
-    else:
-        count, first_at, locked_until = counter.count + 1, counter.first_at, counter.locked_until
-    if count >= rule.max_failures:
-        locked_until = now + rule.lock
-    return Counter(count, first_at, locked_until)
+    """The key's state after one more counted attempt at ``now`` (refused ones count not)."""
+    return reserve_rule(counter, now, rule)[0]
 
 
 # -- database ------------------------------------------------------------------------------
 
 _F = LoginFailure
-_COLUMNS = (_F.count, _F.first_at, _F.locked_until)
+_COLUMNS = (_F.count, _F.first_at, _F.locked_until, _F.expires_at)
+
+
+def _at(moment: datetime) -> ColumnElement[datetime]:
+    return literal(moment, UTCDateTime())
 
 
 async def load(conn: AsyncConnection, keys: Iterable[str]) -> dict[str, Counter]:
     query = select(_F.key, *_COLUMNS).where(_F.key.in_(list(keys)))
     rows = (await conn.execute(query)).all()
     return {
-        key: Counter(count, first_at, locked_until) for key, count, first_at, locked_until in rows
+        key: Counter(count, first, locked, expires) for key, count, first, locked, expires in rows
     }
 
 
@@ -128,42 +208,87 @@ async def check_keys(conn: AsyncConnection, keys: Iterable[str], now: datetime) 
     return combine(check(counter, now) for counter in counters.values())
 
 
-async def record_failure(conn: AsyncConnection, key: str, now: datetime, rule: Rule) -> Counter:
-    """:func:`after_failure` as one atomic upsert; returns the new state."""
-    now_ = literal(now, UTCDateTime())
-    lock_until = literal(now + rule.lock, UTCDateTime())
-    over = or_(
-        _F.first_at <= literal(now - rule.window, UTCDateTime()),
-        and_(_F.locked_until.is_not(None), _F.locked_until <= now_),
+async def reserve(
+    conn: AsyncConnection, key: str, now: datetime, rule: Rule
+) -> tuple[Counter, bool]:
+    """:func:`reserve_rule` as one atomic upsert: the new state, and whether this attempt
+    was counted (it may check a password) or refused (the key is locked)."""
+    token = secrets.token_urlsafe(12)
+    now_ = _at(now)
+    locked = and_(_F.locked_until.is_not(None), _F.locked_until > now_)
+    expired = _F.expires_at <= now_
+    count = case((locked, _F.count), (expired, 1), else_=_F.count + 1)
+    steps = rule.steps()
+    last_count, last_delay = steps[-1]
+    locked_until = case(
+        (locked, _F.locked_until),
+        *((count == n, _at(now + delay)) for n, delay in steps[:-1]),
+        (count >= last_count, _at(now + last_delay)),
+        else_=null(),
     )
-    count = case((over, 1), else_=_F.count + 1)
+    expires_at = case(
+        (locked, _F.expires_at),
+        *((count == n, _at(now + rule.expiry(n))) for n, _ in steps[:-1]),
+        (count >= last_count, _at(now + rule.expiry(last_count))),
+        else_=_at(now + rule.window),
+    )
+    first_delay = rule.delay(1)
     insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    first_locks = rule.max_failures <= 1
     statement = (
         insert(_F)
         .values(
             key=key,
             count=1,
             first_at=now,
-            locked_until=now + rule.lock if first_locks else None,
+            locked_until=now + first_delay if first_delay is not None else None,
+            expires_at=now + rule.expiry(1),
+            attempt=token,
         )
         .on_conflict_do_update(
             index_elements=[_F.key],
             set_={
                 "count": count,
-                "first_at": case((over, now_), else_=_F.first_at),
-                "locked_until": case(
-                    (count >= rule.max_failures, lock_until),
-                    (over, null()),
-                    else_=_F.locked_until,
-                ),
+                "first_at": case((locked, _F.first_at), (expired, now_), else_=_F.first_at),
+                "locked_until": locked_until,
+                "expires_at": expires_at,
+                "attempt": case((locked, _F.attempt), else_=literal(token)),
             },
         )
-        .returning(*_COLUMNS)
+        .returning(*_COLUMNS, _F.attempt)
     )
-    count_, first_at, locked_until = (await conn.execute(statement)).one()
-    return Counter(count_, first_at, locked_until)
+    count_, first_at, locked_until_, expires_at_, attempt = (await conn.execute(statement)).one()
+    return Counter(count_, first_at, locked_until_, expires_at_), attempt == token
+
+
+async def record_failure(conn: AsyncConnection, key: str, now: datetime, rule: Rule) -> Counter:
+    """Count one attempt on ``key`` (as :func:`reserve`); returns the new state."""
+    return (await reserve(conn, key, now, rule))[0]
+
+
+async def release(conn: AsyncConnection, key: str, rule: Rule) -> None:
+    """:func:`release_rule`: give back one reserved attempt of ``key``."""
+    remaining = _F.count - 1
+    await conn.execute(
+        update(_F)
+        .where(_F.key == key)
+        .values(
+            count=remaining,
+            locked_until=case((remaining < rule.max_failures, null()), else_=_F.locked_until),
+        )
+    )
+    await conn.execute(delete(_F).where(_F.key == key).where(_F.count <= 0))
 
 
 async def reset(conn: AsyncConnection, key: str) -> None:
+    """Forget ``key``; for an account key, its trusted devices' counters too."""
     await conn.execute(delete(_F).where(_F.key == key))
+    if key.startswith("user:"):
+        prefix = "dev:" + key.removeprefix("user:") + ":"
+        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        await conn.execute(delete(_F).where(_F.key.like(escaped + "%", escape="\\")))
+
+
+async def purge(conn: AsyncConnection, now: datetime) -> int:
+    """Delete every expired row (past its window and its lock); returns how many."""
+    result = await conn.execute(delete(_F).where(_F.expires_at <= _at(now)))
+    return int(getattr(result, "rowcount", 0) or 0)

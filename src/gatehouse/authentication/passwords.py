@@ -2,14 +2,19 @@
 
 argon2 is deliberately slow and memory-hungry, so it runs in worker threads (never on the
 event loop) and at most one hash per CPU at a time, which bounds memory to cores x memory_kib.
+The checks waiting for a slot are bounded too (:meth:`Passwords.admission`): past
+``max_waiting`` a check is refused at once with :class:`Overloaded`, so a login flood costs
+a fixed amount of memory and gets fast answers instead of an ever longer queue.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
+from collections.abc import Iterator
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -26,6 +31,10 @@ MAX_LENGTH = 128
 
 class PasswordPolicyError(GatehouseError):
     """A new password that the policy refuses."""
+
+
+class Overloaded(GatehouseError):
+    """Too many password checks at once: every slot busy and the waiting line full."""
 
 
 def check_policy(password: str) -> str:
@@ -45,7 +54,9 @@ def generate() -> str:
 class Passwords:
     """argon2id with the configured parameters."""
 
-    def __init__(self, params: PasswordHash, max_concurrent: int | None = None) -> None:
+    def __init__(
+        self, params: PasswordHash, max_concurrent: int | None = None, max_waiting: int = 64
+    ) -> None:
         self.hasher = PasswordHasher(
             time_cost=params.time_cost,
             memory_cost=params.memory_kib,
@@ -54,8 +65,28 @@ class Passwords:
             salt_len=16,
             type=Type.ID,
         )
-        self._slots = asyncio.Semaphore(max_concurrent or os.cpu_count() or 1)
+        slots = max_concurrent or os.cpu_count() or 1
+        self._slots = asyncio.Semaphore(slots)
+        #: Checks admitted at once: running plus waiting.
+        self.capacity = slots + max_waiting
+        self._admitted = 0
         self._dummy: str | None = None
+
+    @property
+    def admitted(self) -> int:
+        return self._admitted
+
+    @contextlib.contextmanager
+    def admission(self) -> Iterator[None]:
+        """Hold one of :attr:`capacity` places for a whole check (its database work too);
+        raises :class:`Overloaded` at once when none is free."""
+        if self._admitted >= self.capacity:
+            raise Overloaded("too many password checks at once")
+        self._admitted += 1
+        try:
+            yield
+        finally:
+            self._admitted -= 1
 
     def hash_sync(self, password: str) -> str:
         return self.hasher.hash(password)

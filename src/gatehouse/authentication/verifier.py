@@ -1,8 +1,14 @@
 """Password verification with brute-force limits and audit: the service's logic, without HTTP.
 
 ``invalid`` is the outcome for an unknown user, a disabled user and a wrong password alike,
-and each of those costs one argon2 verification, so neither the answer nor its timing tells
-which usernames exist.
+and each of those costs one user lookup, one reservation and one argon2 verification, so
+neither the answer nor its timing tells which usernames exist.
+
+An attempt is counted before its password is checked (:func:`lockout.reserve`): the
+address's counter first, then the account's (``user:NAME``; a name that is no account counts
+in one of a bounded set of ``unknown:N`` buckets). A client that presents a trusted-device id
+for an existing account (its browser signed in to that account before) is counted on that
+device's own counter only, so failures from elsewhere never lock it out.
 
 The password-hash parameters and the lockout limits are one :class:`Rules` value: a new
 configuration replaces it in one assignment (:meth:`Verifier.use`), and an attempt reads it
@@ -15,7 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import update
+from sqlalchemy import delete, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gatehouse.authentication import audit, lockout
 from gatehouse.authentication.config import Lockout
@@ -23,7 +30,7 @@ from gatehouse.authentication.lockout import Rule
 from gatehouse.authentication.passwords import Passwords
 from gatehouse.storage.directory import UserInfo, find_user, valid_username
 from gatehouse.storage.engine import Database
-from gatehouse.storage.models import User
+from gatehouse.storage.models import LoginFailure, User
 from gatehouse.storage.types import utcnow
 
 
@@ -54,9 +61,14 @@ class Limits:
     def of(cls, config: Lockout) -> Limits:
         return cls(
             account=Rule.of(
-                config.account_max_failures, config.account_window, config.account_lock
+                config.account_max_failures,
+                config.account_window,
+                config.account_lock,
+                config.account_lock_max,
             ),
-            ip=Rule.of(config.ip_max_failures, config.ip_window, config.ip_lock),
+            ip=Rule.of(
+                config.ip_max_failures, config.ip_window, config.ip_lock, config.ip_lock_max
+            ),
         )
 
 
@@ -106,53 +118,68 @@ class Verifier:
             user = await find_user(session, username)
             return UserInfo.of(user) if user is not None else None
 
-    async def verify(self, username: str, password: str, client_ip: str) -> Outcome:
-        """Check a password; ``client_ip`` must be a valid IP address."""
+    async def verify(
+        self, username: str, password: str, client_ip: str, device: str | None = None
+    ) -> Outcome:
+        """Check a password; ``client_ip`` must be a valid IP address, ``device`` a trusted
+        device id the Policy service vouched for (its cookie was signed for ``username``).
+
+        Raises :class:`~gatehouse.authentication.passwords.Overloaded` when too many checks
+        are under way already (nothing is counted then).
+        """
         rules = self.rules
-        ip_key = lockout.ip_key(client_ip)
-        # Names that cannot exist are only counted against the IP: no row per garbage name.
-        account_key = lockout.account_key(username) if valid_username(username) else None
-        keys = [k for k in (account_key, ip_key) if k is not None]
-
-        now = self.clock()
-        async with self.db.connect() as conn:
-            verdict = await lockout.check_keys(conn, keys, now)
-            if verdict.locked:
-                await audit.write(
-                    conn,
-                    audit.LOGIN_LOCKED,
-                    username,
-                    client_ip,
-                    {"retry_after": verdict.retry_after},
-                    at=now,
+        with rules.passwords.admission():
+            # Names that cannot exist are only counted against the IP.
+            candidate = await self._candidate(username) if valid_username(username) else None
+            keys = self._keys(username, client_ip, device, candidate)
+            now = self.clock()
+            async with self.db.connect() as conn:
+                counts: dict[str, int] = {}
+                for kind, key, rule in keys:
+                    counter, counted = await lockout.reserve(conn, key, now, rule)
+                    if not counted:
+                        retry_after = lockout.check(counter, now).retry_after
+                        detail = {"retry_after": retry_after, "key": kind}
+                        await audit.write(
+                            conn, audit.LOGIN_LOCKED, username, client_ip, detail, at=now
+                        )
+                        return Locked(retry_after)
+                    counts[kind] = counter.count
+            if candidate is None or not candidate.info.enabled or candidate.password_hash is None:
+                await rules.passwords.verify_dummy(password)
+                ok, new_hash = False, None
+                reason = (
+                    "unknown_user"
+                    if candidate is None
+                    else "disabled"
+                    if not candidate.info.enabled
+                    else "no_password"
                 )
-        if verdict.locked:
-            return Locked(verdict.retry_after)
+            else:
+                ok, new_hash = await rules.passwords.verify(candidate.password_hash, password)
+                reason = "bad_password"
+            now = self.clock()
+            if ok:
+                assert candidate is not None
+                await self._succeeded(candidate, keys, new_hash, client_ip, now)
+                return Ok(candidate.info)
+            await self._failed(username, keys, counts, client_ip, reason, now)
+            return Invalid()
 
-        candidate = await self._candidate(username)
-        new_hash: str | None = None
-        if candidate is None or not candidate.info.enabled or candidate.password_hash is None:
-            await rules.passwords.verify_dummy(password)
-            ok = False
-            reason = (
-                "unknown_user"
-                if candidate is None
-                else "disabled"
-                if not candidate.info.enabled
-                else "no_password"
-            )
-        else:
-            ok, new_hash = await rules.passwords.verify(candidate.password_hash, password)
-            reason = "bad_password"
-
-        now = self.clock()
-        if ok:
-            assert candidate is not None
-            assert account_key is not None
-            await self._succeeded(candidate, account_key, new_hash, client_ip, now)
-            return Ok(candidate.info)
-        await self._failed(rules.limits, username, account_key, ip_key, client_ip, reason, now)
-        return Invalid()
+    def _keys(
+        self, username: str, client_ip: str, device: str | None, candidate: _Candidate | None
+    ) -> list[tuple[str, str, Rule]]:
+        """``(kind, key, rule)`` to count an attempt on, always in the order ip, account:
+        concurrent transactions lock rows in one order and cannot deadlock."""
+        limits = self.rules.limits
+        if candidate is not None and device is not None:
+            return [("device", lockout.device_key(username, device), limits.account)]
+        keys = [("ip", lockout.ip_key(client_ip), limits.ip)]
+        if candidate is not None:
+            keys.append(("account", lockout.account_key(username), limits.account))
+        elif valid_username(username):
+            keys.append(("account", lockout.unknown_key(username), limits.account))
+        return keys
 
     async def _candidate(self, username: str) -> _Candidate | None:
         async with self.db.session() as session:
@@ -164,13 +191,19 @@ class Verifier:
     async def _succeeded(
         self,
         candidate: _Candidate,
-        account_key: str,
+        keys: list[tuple[str, str, Rule]],
         new_hash: str | None,
         client_ip: str,
         now: datetime,
     ) -> None:
         async with self.db.connect() as conn:
-            await lockout.reset(conn, account_key)
+            for kind, key, rule in keys:
+                if kind == "ip":
+                    await lockout.release(conn, key, rule)
+                elif kind == "account":
+                    await lockout.reset(conn, key)
+                else:
+                    await _forget(conn, key)
             if new_hash is not None:
                 # Only replace the hash we verified: a password changed meanwhile wins.
                 await conn.execute(
@@ -179,32 +212,31 @@ class Verifier:
                     .where(User.password_hash == candidate.password_hash)
                     .values(password_hash=new_hash, updated_at=now)
                 )
-            detail = {"rehashed": True} if new_hash is not None else {}
+            detail: dict[str, object] = {"rehashed": True} if new_hash is not None else {}
+            if any(kind == "device" for kind, _, _ in keys):
+                detail["device"] = True
             await audit.write(
                 conn, audit.LOGIN_OK, candidate.info.username, client_ip, detail, at=now
             )
 
     async def _failed(
         self,
-        limits: Limits,
         username: str,
-        account_key: str | None,
-        ip_key: str,
+        keys: list[tuple[str, str, Rule]],
+        counts: dict[str, int],
         client_ip: str,
         reason: str,
         now: datetime,
     ) -> None:
+        # The attempt was counted when it was reserved; only the audit row is left.
         detail: dict[str, object] = {"reason": reason}
+        for kind, _, rule in keys:
+            detail[f"{kind}_failures"] = counts[kind]
+            if counts[kind] >= rule.max_failures:
+                detail[f"{kind}_locked"] = True
         async with self.db.connect() as conn:
-            # Always the account key before the IP key, so concurrent transactions take row
-            # locks in the same order and cannot deadlock.
-            if account_key is not None:
-                account = await lockout.record_failure(conn, account_key, now, limits.account)
-                detail["account_failures"] = account.count
-                if lockout.check(account, now).locked:
-                    detail["account_locked"] = True
-            ip = await lockout.record_failure(conn, ip_key, now, limits.ip)
-            detail["ip_failures"] = ip.count
-            if lockout.check(ip, now).locked:
-                detail["ip_locked"] = True
             await audit.write(conn, audit.LOGIN_FAILED, username, client_ip, detail, at=now)
+
+
+async def _forget(conn: AsyncConnection, key: str) -> None:
+    await conn.execute(delete(LoginFailure).where(LoginFailure.key == key))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from gatehouse.authentication.lockout import canonical_ip
@@ -11,6 +12,8 @@ from gatehouse.internal.endpoint import bad_request, parse_json_object
 __all__ = ["MAX_BODY", "bad_request", "outcome_json", "parse_verify"]
 
 MAX_BODY = 16 * 1024
+#: A trusted-device id as the Policy service sends it (from a device cookie it verified).
+_DEVICE = re.compile(r"[A-Za-z0-9_-]{11}\Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +21,7 @@ class VerifyRequest:
     username: str
     password: str
     client_ip: str
+    device: str | None = None
 
 
 def _string(data: dict[str, object], field: str) -> str:
@@ -30,7 +34,7 @@ def _string(data: dict[str, object], field: str) -> str:
 
 
 def parse_verify(body: bytes) -> VerifyRequest:
-    """``{"username", "password", "client_ip"}``; errors name the field at fault."""
+    """``{"username", "password", "client_ip", "device"?}``; errors name the field at fault."""
     data = parse_json_object(body, MAX_BODY)
     username = _string(data, "username")
     password = _string(data, "password")
@@ -41,7 +45,10 @@ def parse_verify(body: bytes) -> VerifyRequest:
         address = canonical_ip(client_ip)
     except ValueError:
         raise bad_request(f"client_ip: not an IP address: {client_ip[:64]!r}") from None
-    return VerifyRequest(username, password, address)
+    device = data.get("device")
+    if device is not None and not (isinstance(device, str) and _DEVICE.match(device)):
+        raise bad_request("device: must be null or a device id (11 URL-safe characters)")
+    return VerifyRequest(username, password, address, device)
 
 
 def outcome_json(outcome: Outcome) -> dict[str, object]:

@@ -94,7 +94,8 @@ class Membership(UserBase):
 
 
 class LoginFailure(UserBase):
-    """Failed-login counter of one key: ``user:NAME`` or ``ip:ADDRESS``."""
+    """Login-attempt counter of one key (``ip:``, ``user:``, ``dev:``, ``unknown:``), see
+    :mod:`gatehouse.authentication.lockout`."""
 
     __tablename__ = "login_failures"
 
@@ -102,6 +103,10 @@ class LoginFailure(UserBase):
     count: Mapped[int] = mapped_column(Integer)
     first_at: Mapped[datetime] = mapped_column(UTCDateTime)
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: When the row counts as gone (and is purged): a window past the last attempt or its lock.
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    #: The id of the last counted attempt, which tells a reservation it was the one counted.
+    attempt: Mapped[str] = mapped_column(String(32))
 
 
 class AuditEvent(UserBase):
