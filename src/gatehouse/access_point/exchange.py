@@ -345,7 +345,17 @@ class ProxyExchange(Authorization):
         head = self.head
         framing = split_response(self.resp_headers)
         lines = [pages.status_line(code)]
-        lines += map(field_line, framing.headers)
+        hsts = self.rt.hsts if self.conn.scheme == b"https" else b""
+        if hsts:
+            # The AP's own policy replaces a backend's: one Strict-Transport-Security field.
+            lines += (
+                field_line(h)
+                for h in framing.headers
+                if h[0].lower() != b"strict-transport-security"
+            )
+            lines.append(hsts)
+        else:
+            lines += map(field_line, framing.headers)
         no_body = head.method == b"HEAD" or code in (204, 304)
         if framing.content_length is not None and code != 204:
             lines.append(b"Content-Length: " + framing.content_length)

@@ -53,6 +53,7 @@ from gatehouse.access_point.server import (
     run_worker,
 )
 from gatehouse.access_point.supervisor import FORWARDED, Supervisor
+from gatehouse.access_point.tls import check_files
 from gatehouse.access_point.upstream import make_ssl_context
 from gatehouse.config.access_point import AccessPointConfig, parse_listen
 from gatehouse.errors import ConfigError, GatehouseError
@@ -87,6 +88,7 @@ def check_usable(config: AccessPointConfig, source: str = SOURCE) -> None:
     Raises:
         ConfigError: with the field path when the cause is known (``resources[i].ca_file``).
     """
+    check_files(config.access_point.tls, source)
     problems = []
     for index, resource in enumerate(config.resources):
         if resource.ca_file is None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from gatehouse.access_point.decisions import Decider
 from gatehouse.access_point.headers import HeaderPolicy
 from gatehouse.access_point.routing import Router
+from gatehouse.access_point.tls import hsts_line
 from gatehouse.access_point.upstream import BackendGroup, Origin, make_ssl_context
 from gatehouse.config.access_point import AccessPointConfig, AccessPointSettings, Resource
 
@@ -91,8 +92,12 @@ class Runtime:
     portal: Route | None
     #: Asks the Policy services for decisions; None without Policy services.
     decider: Decider | None
+    #: With TLS on the listener, ``__Host-`` + the configured name: the portal sets that
+    #: name when the AP says it terminated TLS (see docs/operations.md, "TLS").
     session_cookie: bytes
     decision_headers: tuple[bytes, ...]
+    #: ``Strict-Transport-Security`` field line for HTTPS responses, or b"".
+    hsts: bytes = b""
 
     def health(self) -> bytes:
         """The health answer (:func:`health_answer`) and, with Policy services,
@@ -197,6 +202,19 @@ def compile_config(
         local_version,
         portal,
         decider if settings.policy_services else None,
-        settings.session_cookie.encode("ascii"),
+        session_cookie_name(settings).encode("ascii"),
         tuple(h.lower().encode("ascii") for h in settings.decision_headers),
+        hsts_line(settings.tls),
     )
+
+
+#: The prefix of the session and CSRF cookies when the AP terminates TLS (RFC 6265bis
+#: §4.1.3.2: Secure, Path=/, no Domain, so no other host or plain-HTTP page can set them).
+HOST_PREFIX = "__Host-"
+
+
+def session_cookie_name(settings: AccessPointSettings) -> str:
+    """The session cookie the AP reads: ``__Host-NAME`` on a TLS listener, else ``NAME``."""
+    if settings.tls is not None:
+        return HOST_PREFIX + settings.session_cookie
+    return settings.session_cookie

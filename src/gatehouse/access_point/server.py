@@ -38,6 +38,7 @@ import uvloop
 from gatehouse.access_point.connection import ClientConnection, WorkerState
 from gatehouse.access_point.decisions import Decider
 from gatehouse.access_point.runtime import OriginRegistry, Runtime, compile_config
+from gatehouse.access_point.tls import RedirectProtocol, ServerTLS, check_files
 from gatehouse.config.access_point import (
     DEFAULT_IDENTITY_HEADERS,
     AccessPointConfig,
@@ -187,6 +188,8 @@ class Worker:
         #: How many times this worker loaded its file (--config mode; a local counter only).
         self.local_version = 1
         self.decider: Decider | None = None
+        #: The TLS listener's certificates (None: plain HTTP); reloaded on SIGHUP.
+        self.tls: ServerTLS | None = None
 
     def describe(self) -> str:
         """The running configuration, for a log line."""
@@ -273,6 +276,17 @@ class Worker:
                 )
                 return
         local = None if self.managed else self.local_version + 1
+        new_tls = config.access_point.tls
+        if (new_tls is None) != (self.tls is None):
+            log.warning("reload: turning TLS on or off needs a restart; keeping the listener")
+        elif new_tls is not None and self.tls is not None:
+            try:
+                # Read again even when unchanged: a renewed certificate replaces the files.
+                self.tls.swap(new_tls, str(self.path))
+            except ConfigError as exc:
+                log.error("reload refused, keeping the running configuration:\n%s", exc)
+                return
+            log.info("TLS certificates reloaded; new handshakes use them")
         try:
             # Built aside and swapped in one assignment: a request sees one runtime or the other.
             runtime = self._compile(config, published, local)
@@ -293,8 +307,11 @@ class Worker:
         else:
             log.info("configuration reloaded: %s", self.describe())
 
-    async def serve(self, sock: socket.socket) -> None:
+    async def serve(self, sock: socket.socket, redirect: socket.socket | None = None) -> None:
         loop = asyncio.get_running_loop()
+        settings = self.config.access_point
+        if settings.tls is not None and self.tls is None:
+            self.tls = ServerTLS(settings.tls, str(self.path))
         runtime = self._compile(
             self.config, self.published_version, None if self.managed else self.local_version
         )
@@ -307,7 +324,23 @@ class Worker:
             # Replaced (and SIGHUP sent, then ignored) while this worker was starting.
             self.reload(state)
         state.sweep()
-        server = await loop.create_server(lambda: ClientConnection(state), sock=sock)
+        if self.tls is not None:
+            server = await loop.create_server(
+                lambda: ClientConnection(state, b"https"),
+                sock=sock,
+                ssl=self.tls.context,
+                ssl_handshake_timeout=settings.header_timeout,
+            )
+        else:
+            server = await loop.create_server(lambda: ClientConnection(state), sock=sock)
+        plain: set[asyncio.Transport] = set()
+        redirector = None
+        if redirect is not None and settings.tls is not None:
+            https_port = settings.tls.redirect_https_port or parse_listen(settings.listen)[1]
+            status = settings.tls.redirect_status
+            redirector = await loop.create_server(
+                lambda: RedirectProtocol(https_port, status, plain), sock=redirect
+            )
         log.info(
             "access point %s listening on %s, %s",
             self.config.access_point.id,
@@ -318,6 +351,10 @@ class Worker:
         log.info("draining %d connection(s)", len(state.connections))
         state.draining = True
         server.close()
+        if redirector is not None:
+            redirector.close()
+            for transport in list(plain):
+                transport.close()
         for conn in list(state.connections):
             conn.start_draining()
         deadline = loop.time() + state.runtime.settings.drain_timeout
@@ -342,9 +379,18 @@ def run_worker(
         published, config = load_published(path, overrides)
     else:
         config = load_config(path, overrides)
+    tls = config.access_point.tls
+    # Certificates are read before the socket listens: a connection never waits on them.
+    server_tls = None if tls is None else ServerTLS(tls, str(path))
     host, port = parse_listen(config.access_point.listen)
     sock = listening_socket(host, port, reuse_port)
-    uvloop.run(Worker(path, overrides, config, loaded, published).serve(sock))
+    redirect = None
+    if tls is not None and tls.redirect_listen is not None:
+        rhost, rport = parse_listen(tls.redirect_listen)
+        redirect = listening_socket(rhost, rport, reuse_port)
+    worker = Worker(path, overrides, config, loaded, published)
+    worker.tls = server_tls
+    uvloop.run(worker.serve(sock, redirect))
     return 0
 
 
@@ -358,6 +404,7 @@ def run_access_point(
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     overrides = Overrides(listen=listen, workers=workers)
     config = load_config(config_path, overrides)  # fail fast, before forking
+    check_files(config.access_point.tls, config_path)
     count = config.access_point.workers
     if count == 1:
         return run_worker(config_path, overrides, reuse_port=False)
@@ -367,4 +414,7 @@ def run_access_point(
     # is taken before any worker starts; the workers bind their own sockets.
     host, port = parse_listen(config.access_point.listen)
     listening_socket(host, port, reuse_port=True, listen=False).close()
+    tls = config.access_point.tls
+    if tls is not None and tls.redirect_listen is not None:
+        listening_socket(*parse_listen(tls.redirect_listen), reuse_port=True, listen=False).close()
     return supervise(count, lambda: run_worker(config_path, overrides, reuse_port=True))

@@ -166,6 +166,48 @@ class Resource(Strict):
         return [Backend.parse(url) for url in self.backends]
 
 
+def _file_path(value: str) -> str:
+    if "-----BEGIN" in value or "\n" in value:
+        raise ValueError(
+            "must be the path of a PEM file on the Access Point's host, not the PEM text itself"
+        )
+    if not value.strip():
+        raise ValueError("must be the path of a PEM file")
+    return value
+
+
+FilePath = Annotated[str, AfterValidator(_file_path)]
+
+
+class Certificate(Strict):
+    """One certificate the TLS listener can present, read from files on the AP's host."""
+
+    #: PEM: the certificate, then any intermediates (the chain sent to clients).
+    cert_file: FilePath
+    #: PEM: the private key of ``cert_file`` (not encrypted).
+    key_file: FilePath
+    #: Host names (``name`` or ``*.domain``) served with this certificate, besides the DNS
+    #: names the certificate itself holds.
+    hosts: list[HostPattern] = Field(default_factory=list)
+
+
+class TLSSettings(Strict):
+    """TLS on the Access Point's own listener (``listen`` then speaks HTTPS only)."""
+
+    #: The first certificate is the default (no SNI, or a name no certificate matches);
+    #: the others are chosen by SNI from their names and ``hosts``.
+    certificates: list[Certificate] = Field(min_length=1)
+    min_version: Literal["1.2", "1.3"] = "1.2"
+    #: A plain-HTTP listener that only redirects to HTTPS (same host and path); off if null.
+    redirect_listen: Annotated[str, AfterValidator(_listen)] | None = None
+    redirect_status: Literal[301, 308] = 308
+    #: The HTTPS port named in redirects; null: the port of ``listen``.
+    redirect_https_port: int | None = Field(default=None, ge=1, le=65535)
+    #: ``Strict-Transport-Security`` on every proxied HTTPS response; 0 turns it off.
+    hsts_max_age: Seconds = Field(default=31_536_000, ge=0)
+    hsts_include_subdomains: bool = False
+
+
 class AccessPointSettings(Strict):
     """Settings of the Access Point process itself."""
 
@@ -192,6 +234,8 @@ class AccessPointSettings(Strict):
         default_factory=list, description="ordered Policy service URLs (preferred first)"
     )
     session_cookie: HeaderName = "gatehouse_session"
+    #: TLS on ``listen``; null: plain HTTP (TLS terminated in front of the AP).
+    tls: TLSSettings | None = None
     decision_timeout: Seconds = Field(default=2.0, gt=0)
     decision_cache_entries: int = Field(default=100_000, ge=0)
     #: How decision calls fail over between the Policy services (connect timeout, probes of

@@ -1,0 +1,369 @@
+"""TLS on the Access Point's own listener, against a real AP process: TLS 1.2 and 1.3, ALPN,
+SNI, certificate reload on SIGHUP without dropping connections, the HTTP→HTTPS redirect, HSTS,
+and clear errors for unusable certificate or key files."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.certs import Pair, TestCA, serial_of, serial_of_file
+from tests.support.http_wire import WireClient
+from tests.support.processes import GATEHOUSE, Service, free_port, wait_port, write_config
+
+StartAP = Callable[..., Service]
+
+
+def tls_client(
+    ap: Service,
+    ca: Path,
+    server_name: str | None = "localhost",
+    version: ssl.TLSVersion | None = None,
+) -> WireClient:
+    """A :class:`WireClient` whose socket speaks TLS to ``ap`` (SNI ``server_name``)."""
+    ctx = ssl.create_default_context(cafile=str(ca))
+    ctx.check_hostname = False  # the tests check which certificate came, by serial
+    if version is not None:
+        ctx.minimum_version = ctx.maximum_version = version
+    ctx.set_alpn_protocols(["h2", "http/1.1"])
+    client = WireClient(ap.host, ap.port, timeout=15)
+    try:
+        client.sock = ctx.wrap_socket(client.sock, server_hostname=server_name)
+    except BaseException:
+        client.close()
+        raise
+    return client
+
+
+def tls_sock(client: WireClient) -> ssl.SSLSocket:
+    assert isinstance(client.sock, ssl.SSLSocket)
+    return client.sock
+
+
+def served_serial(client: WireClient) -> int:
+    der = tls_sock(client).getpeercert(True)
+    assert der is not None
+    return serial_of(der)
+
+
+@pytest.fixture
+def ca(tmp_path: Path) -> TestCA:
+    return TestCA(tmp_path / "pki")
+
+
+def app(backend: Service) -> dict[str, Any]:
+    return {"id": "app", "path_prefix": "/", "backends": [backend.url], "public": True}
+
+
+def tls_settings(*pairs: Pair, **extra: Any) -> dict[str, Any]:
+    return {
+        "tls": {
+            "certificates": [{"cert_file": str(p.cert), "key_file": str(p.key)} for p in pairs],
+            **extra,
+        }
+    }
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+def test_handshake_alpn_and_a_proxied_request(
+    start_ap: StartAP, demo_backend: Service, ca: TestCA, version: ssl.TLSVersion
+) -> None:
+    pair = ca.issue("ap", ["localhost", "127.0.0.1"])
+    ap = start_ap([app(demo_backend)], tls_settings(pair))
+    with tls_client(ap, ca.path, version=version) as client:
+        sock = tls_sock(client)
+        assert sock.version() == {ssl.TLSVersion.TLSv1_2: "TLSv1.2"}.get(version, "TLSv1.3")
+        assert sock.selected_alpn_protocol() == "http/1.1"
+        response = client.request("GET", "/hello?x=1", [("Host", "localhost")])
+        assert response.status == 200
+        echoed = {k.lower(): v for k, v in response.json()["headers"]}
+        assert echoed["x-forwarded-proto"] == "https"
+        assert "proto=https" in echoed["forwarded"]
+        # HSTS is on by default with TLS (one year, no includeSubDomains).
+        assert response.header("Strict-Transport-Security") == "max-age=31536000"
+        # Keep-alive over TLS: a second request on the same connection.
+        assert client.request("GET", "/again", [("Host", "localhost")]).status == 200
+
+
+def test_minimum_version_13_refuses_a_tls12_client(
+    start_ap: StartAP, demo_backend: Service, ca: TestCA
+) -> None:
+    pair = ca.issue("ap", ["localhost"])
+    ap = start_ap([app(demo_backend)], tls_settings(pair, min_version="1.3"))
+    with pytest.raises(ssl.SSLError):
+        tls_client(ap, ca.path, version=ssl.TLSVersion.TLSv1_2).close()
+    with tls_client(ap, ca.path, version=ssl.TLSVersion.TLSv1_3) as client:
+        assert client.request("GET", "/", [("Host", "localhost")]).status == 200
+
+
+def test_sni_picks_the_certificate_by_its_names_or_configured_hosts(
+    start_ap: StartAP, demo_backend: Service, ca: TestCA
+) -> None:
+    default = ca.issue("default", ["default.test"])
+    shop = ca.issue("shop", ["shop.test", "*.shop.test"])
+    other = ca.issue("other", ["ignored.invalid"])
+    settings = tls_settings(default, shop)
+    settings["tls"]["certificates"].append(
+        {"cert_file": str(other.cert), "key_file": str(other.key), "hosts": ["wiki.test"]}
+    )
+    ap = start_ap([app(demo_backend)], settings)
+    cases = {
+        "default.test": default,
+        "shop.test": shop,
+        "www.shop.test": shop,
+        "a.b.shop.test": default,  # a wildcard covers one label only
+        "wiki.test": other,
+        "ignored.invalid": other,
+        "unknown.test": default,
+        None: default,
+    }
+    for name, pair in cases.items():
+        with tls_client(ap, ca.path, server_name=name) as client:
+            assert served_serial(client) == serial_of_file(pair.cert), name
+            assert client.request("GET", "/", [("Host", name or "x")]).status == 200
+
+
+def test_sighup_reload_swaps_the_certificate_and_keeps_open_connections(
+    start_ap: StartAP, demo_backend: Service, ca: TestCA, tmp_path: Path
+) -> None:
+    first = ca.issue("live", ["localhost"])
+    old_serial = serial_of_file(first.cert)
+    ap = start_ap([app(demo_backend)], tls_settings(first), workers=2)
+    kept = tls_client(ap, ca.path)
+    assert kept.request("GET", "/before", [("Host", "localhost")]).status == 200
+    # Certificate renewal: new files replace the old ones under the same names.
+    renewed = ca.issue("renewed", ["localhost"])
+    os.replace(renewed.cert, first.cert)
+    os.replace(renewed.key, first.key)
+    new_serial = serial_of_file(first.cert)
+    assert new_serial != old_serial
+    ap.signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    seen: set[int] = set()
+    while time.monotonic() < deadline:
+        # Both workers must have reloaded: several new connections all get the new one.
+        seen = set()
+        for _ in range(8):
+            with tls_client(ap, ca.path) as client:
+                seen.add(served_serial(client))
+        if seen == {new_serial}:
+            break
+        time.sleep(0.1)
+    assert seen == {new_serial}
+    # The connection opened before the reload is still up, with its own certificate.
+    assert served_serial(kept) == old_serial
+    response = kept.request("GET", "/after", [("Host", "localhost")])
+    assert response.status == 200
+    kept.close()
+    assert "TLS certificates reloaded" in ap.output()
+
+
+def test_a_reload_with_a_bad_key_keeps_the_running_certificate(
+    start_ap: StartAP, demo_backend: Service, ca: TestCA
+) -> None:
+    pair = ca.issue("ap", ["localhost"])
+    serial = serial_of_file(pair.cert)
+    ap = start_ap([app(demo_backend)], tls_settings(pair))
+    pair.key.write_bytes(ca.issue("stranger", ["x"]).key.read_bytes())
+    ap.signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "reload refused" not in ap.output() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "access_point.tls.certificates[0].key_file" in ap.output()
+    with tls_client(ap, ca.path) as client:
+        assert served_serial(client) == serial
+        assert client.request("GET", "/", [("Host", "localhost")]).status == 200
+
+
+def test_plain_http_listener_redirects_to_https(
+    start_ap: StartAP, demo_backend: Service, ca: TestCA
+) -> None:
+    pair = ca.issue("ap", ["localhost"])
+    redirect_port = free_port()
+    ap = start_ap(
+        [app(demo_backend)],
+        tls_settings(pair, redirect_listen=f"127.0.0.1:{redirect_port}"),
+    )
+    wait_port("127.0.0.1", redirect_port)
+    with WireClient("127.0.0.1", redirect_port) as client:
+        response = client.request("GET", "/some/path?q=1&r=2", [("Host", "shop.test:8080")])
+    assert response.status == 308
+    assert response.header("Location") == f"https://shop.test:{ap.port}/some/path?q=1&r=2"
+    assert response.header("Connection") == "close"
+    with WireClient("127.0.0.1", redirect_port) as client:
+        response = client.request("POST", "/login", [("Host", "[::1]:80")], body=b"secret")
+    assert response.status == 308
+    assert response.header("Location") == f"https://[::1]:{ap.port}/login"
+    # Nothing is proxied in clear: no Host, no redirect.
+    with WireClient("127.0.0.1", redirect_port) as client:
+        response = client.request("GET", "/", version="1.0")
+    assert response.status == 400
+
+
+def test_redirect_status_and_port_are_configurable(
+    start_ap: StartAP, demo_backend: Service, ca: TestCA
+) -> None:
+    pair = ca.issue("ap", ["localhost"])
+    redirect_port = free_port()
+    start_ap(
+        [app(demo_backend)],
+        tls_settings(
+            pair,
+            redirect_listen=f"127.0.0.1:{redirect_port}",
+            redirect_status=301,
+            redirect_https_port=443,
+        ),
+    )
+    wait_port("127.0.0.1", redirect_port)
+    with WireClient("127.0.0.1", redirect_port) as client:
+        response = client.request("GET", "/x", [("Host", "shop.test")])
+    assert response.status == 301
+    assert response.header("Location") == "https://shop.test/x"
+
+
+def test_hsts_settings(start_ap: StartAP, demo_backend: Service, ca: TestCA) -> None:
+    pair = ca.issue("ap", ["localhost"])
+    ap = start_ap(
+        [app(demo_backend)], tls_settings(pair, hsts_max_age="1440m", hsts_include_subdomains=True)
+    )
+    with tls_client(ap, ca.path) as client:
+        response = client.request("GET", "/", [("Host", "localhost")])
+    assert response.header_values("Strict-Transport-Security") == [
+        "max-age=86400; includeSubDomains"
+    ]
+    off = start_ap([app(demo_backend)], tls_settings(pair, hsts_max_age=0), name="off")
+    with tls_client(off, ca.path) as client:
+        response = client.request("GET", "/", [("Host", "localhost")])
+    assert response.header("Strict-Transport-Security") is None
+
+
+def test_plain_listener_sends_no_hsts(start_ap: StartAP, demo_backend: Service) -> None:
+    ap = start_ap([app(demo_backend)])
+    with WireClient(ap.host, ap.port) as client:
+        response = client.request("GET", "/")
+    assert response.status == 200
+    assert response.header("Strict-Transport-Security") is None
+    echoed = {k.lower(): v for k, v in response.json()["headers"]}
+    assert echoed["x-forwarded-proto"] == "http"
+
+
+# bad input: a clear error naming the file and the field, no traceback ---------------------
+
+
+def run_ap(tmp_path: Path, settings: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    port = free_port()
+    path = write_config(
+        tmp_path / "bad.yaml",
+        {"access_point": {"listen": f"127.0.0.1:{port}", **settings}, "resources": []},
+    )
+    return subprocess.run(
+        [*GATEHOUSE, "access-point", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_a_missing_key_file_is_a_clear_error(tmp_path: Path, ca: TestCA) -> None:
+    pair = ca.issue("ap", ["localhost"])
+    missing = tmp_path / "nowhere.key"
+    result = run_ap(
+        tmp_path,
+        {"tls": {"certificates": [{"cert_file": str(pair.cert), "key_file": str(missing)}]}},
+    )
+    assert result.returncode != 0
+    out = result.stdout + result.stderr
+    assert "Traceback" not in out
+    assert "access_point.tls.certificates[0].key_file" in out
+    assert f"cannot read {missing}: No such file or directory" in out
+    assert "bad.yaml" in out
+
+
+def test_an_unreadable_cert_file_is_a_clear_error(tmp_path: Path, ca: TestCA) -> None:
+    if os.geteuid() == 0:
+        pytest.skip("root reads any file: cannot test an unreadable certificate")
+    pair = ca.issue("ap", ["localhost"])
+    pair.cert.chmod(0)
+    result = run_ap(
+        tmp_path,
+        {"tls": {"certificates": [{"cert_file": str(pair.cert), "key_file": str(pair.key)}]}},
+    )
+    out = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "Traceback" not in out
+    assert "access_point.tls.certificates[0].cert_file" in out
+    assert "Permission denied" in out
+
+
+def test_a_key_that_does_not_match_is_a_clear_error(tmp_path: Path, ca: TestCA) -> None:
+    first = ca.issue("one", ["localhost"])
+    second = ca.issue("two", ["localhost"])
+    result = run_ap(
+        tmp_path,
+        {
+            "tls": {
+                "certificates": [
+                    {"cert_file": str(first.cert), "key_file": str(first.key)},
+                    {"cert_file": str(first.cert), "key_file": str(second.key)},
+                ]
+            }
+        },
+    )
+    out = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "Traceback" not in out
+    assert "access_point.tls.certificates[1].key_file" in out
+    assert f"{second.key} is not the private key of {first.cert}" in out
+
+
+def test_a_file_that_is_no_certificate_is_a_clear_error(tmp_path: Path, ca: TestCA) -> None:
+    pair = ca.issue("ap", ["localhost"])
+    junk = tmp_path / "junk.crt"
+    junk.write_text("not a certificate\n")
+    result = run_ap(
+        tmp_path,
+        {"tls": {"certificates": [{"cert_file": str(junk), "key_file": str(pair.key)}]}},
+    )
+    out = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "Traceback" not in out
+    assert "access_point.tls.certificates[0]" in out
+    assert str(junk) in out
+
+
+def test_inline_pem_is_refused_by_the_model(tmp_path: Path, ca: TestCA) -> None:
+    pair = ca.issue("ap", ["localhost"])
+    result = run_ap(
+        tmp_path,
+        {
+            "tls": {
+                "certificates": [{"cert_file": str(pair.cert), "key_file": pair.key.read_text()}]
+            }
+        },
+    )
+    out = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "Traceback" not in out
+    assert "access_point.tls.certificates[0].key_file" in out
+    assert "not the PEM text itself" in out
+
+
+def test_tls_listener_is_not_plain_http(
+    start_ap: StartAP, demo_backend: Service, ca: TestCA
+) -> None:
+    pair = ca.issue("ap", ["localhost"])
+    ap = start_ap([app(demo_backend)], tls_settings(pair))
+    with socket.create_connection((ap.host, ap.port), timeout=5) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = sock.recv(4096)
+    assert b"200 OK" not in data
+    assert b"x-forwarded-proto" not in data.lower()
