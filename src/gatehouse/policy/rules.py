@@ -36,11 +36,12 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
+
+from gatehouse.policy.rules_regex import HeaderRegex
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -189,16 +190,20 @@ class Methods:
 
 @dataclass(frozen=True, slots=True)
 class HeaderMatches:
-    """A request header (lowercase ``name``) is present and ``pattern.search`` finds a match."""
+    """A request header (lowercase ``name``) is present and the pattern matches in it.
+
+    RE2 search in the value's first :data:`~gatehouse.policy.rules_regex.MATCH_LIMIT`
+    characters: linear time, whatever the pattern and the value.
+    """
 
     name: str
-    pattern: re.Pattern[str]
+    pattern: HeaderRegex
 
     def evaluate(self, ctx: EvalContext, /) -> Verdict:
         value = ctx.headers.get(self.name)
         if value is None:
             return FALSE
-        return TRUE if self.pattern.search(value) is not None else FALSE
+        return TRUE if self.pattern.found_in(value) else FALSE
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,8 +13,9 @@ key::
     not: COND                       rule: NAME
 
 ``time`` defaults: every day, the whole day (``to`` may be ``"24:00"``), zone UTC. ``header``
-matches with ``re.search`` (anchor the pattern to match the whole value); an absent header is
-FALSE. ``public`` and ``authenticated`` are also usable as ``{rule: public}``; they cannot be
+searches with RE2 in the value's first 8 KiB (:mod:`gatehouse.policy.rules_regex`; anchor the
+pattern to match the whole value; backreferences and lookaround are refused); an absent header
+is FALSE. ``public`` and ``authenticated`` are also usable as ``{rule: public}``; they cannot be
 redefined. Lists must not be empty.
 
 :func:`compile_rule_set` compiles the named rules, the global rule and the per-resource rules
@@ -51,6 +52,7 @@ from gatehouse.policy.rules import (
     RuleRef,
     Users,
 )
+from gatehouse.policy.rules_regex import UnsupportedRegex, compile_header_regex
 from gatehouse.policy.rules_time import ALL_DAYS, DAY, TimeWindow, load_zone, parse_clock, parse_day
 
 Loc = tuple[str | int, ...]
@@ -333,9 +335,9 @@ class _Compiler:
             self.fail((*loc, "matches"), f"expected a regular expression, got {pattern!r}")
         else:
             try:
-                compiled = re.compile(pattern)
-            except re.error as exc:
-                self.fail((*loc, "matches"), f"invalid regular expression: {exc}")
+                compiled = compile_header_regex(pattern)
+            except UnsupportedRegex as exc:
+                self.fail((*loc, "matches"), str(exc))
         if not ok or compiled is None:
             raise _Invalid()
         lower = str(name).lower()
