@@ -87,7 +87,9 @@ def test_the_process_local_zone_is_the_default(monkeypatch: pytest.MonkeyPatch) 
 
 
 class LockedChecker:
-    async def verify(self, username: str, password: str, client_ip: str) -> Verdict:
+    async def verify(
+        self, username: str, password: str, client_ip: str, device: str | None = None
+    ) -> Verdict:
         return Verdict("locked", retry_after=600)
 
 
@@ -140,7 +142,7 @@ def test_the_sign_in_page_of_a_locked_account_renders_the_message() -> None:
     form = {
         "username": "mallory<x>",
         "password": "whatever",
-        "csrf": guard.form_value(token),
+        "csrf": guard.form_value(token, "127.0.0.1"),
         "rd": "/app",
     }
     response = _post(portal, f"{ALT}login", form, {"gatehouse_csrf": token})

@@ -1,11 +1,15 @@
-"""Cross-site request forgery protection for the portal's forms: a signed double-submit token.
+"""Cross-site request forgery protection for the portal's forms: a signed double-submit token
+bound to the browser's pre-session.
 
-A random token lives in the ``gatehouse_csrf`` cookie (HttpOnly, SameSite=Strict); each form
-carries the token's HMAC under a key only the Policy services know. A POST is accepted when
-the form value is the HMAC of the cookie's token, so a page on another site can neither read
-the value nor forge one, even if it manages to plant a cookie. Every Policy instance behind
-the same Access Points must share the key (the same key file), because the GET and the POST
-of one form may reach different instances.
+A random token lives in the ``gatehouse_csrf`` cookie (HttpOnly, SameSite=Strict): it is the
+browser's pre-session id. Each form carries an HMAC, under a key only the Policy services
+know, of that token *and the client address the form was served to*. A POST is accepted when
+the form value is the HMAC of the cookie's token and the address the POST comes from. A page
+on another site can neither read the value nor forge one; and a cookie-and-value pair an
+attacker fetched with their own browser and planted in the victim's (a forced sign-in) is
+refused, because it was signed for the attacker's address. Every Policy instance behind the
+same Access Points must share the key (the same key file), because the GET and the POST of
+one form may reach different instances.
 """
 
 from __future__ import annotations
@@ -44,15 +48,19 @@ class CsrfGuard:
         """The cookie token to use for a new form: the browser's own if sound, else a new one."""
         return cookie if cookie is not None and self.well_formed(cookie) else self.new_token()
 
-    def form_value(self, token: str) -> str:
-        mac = hmac.new(self._key, b"gatehouse-csrf:" + token.encode(), hashlib.sha256).digest()
+    def form_value(self, token: str, client: str) -> str:
+        """The form's value for the cookie ``token`` served to ``client`` (its address)."""
+        message = b"gatehouse-csrf:" + token.encode() + b"\x00" + client.encode()
+        mac = hmac.new(self._key, message, hashlib.sha256).digest()
         return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
 
-    def check(self, cookie: str | None, submitted: str | None) -> bool:
-        """True when ``submitted`` (the form field) signs ``cookie`` (the cookie's token)."""
+    def check(self, cookie: str | None, submitted: str | None, client: str) -> bool:
+        """True when ``submitted`` (the form field) signs ``cookie`` (the cookie's token)
+        for ``client``, the address the form is sent from."""
         if cookie is None or submitted is None or not self.well_formed(cookie):
             return False
-        return hmac.compare_digest(self.form_value(cookie).encode(), submitted.encode())
+        expected = self.form_value(cookie, client)
+        return hmac.compare_digest(expected.encode(), submitted.encode())
 
 
 def load_or_create_key(path: Path) -> bytes:

@@ -29,6 +29,8 @@ from starlette.responses import HTMLResponse, Response
 from gatehouse.policy.csrf import COOKIE_NAME as CSRF_COOKIE
 from gatehouse.policy.csrf import FIELD_NAME as CSRF_FIELD
 from gatehouse.policy.csrf import CsrfGuard
+from gatehouse.policy.devices import COOKIE_NAME as DEVICE_COOKIE
+from gatehouse.policy.devices import DeviceCookies
 from gatehouse.policy.redirects import HostPatterns, safe_return_url
 from gatehouse.policy.sessions import Identity, SessionStore, session_cookie
 from gatehouse.storage.errors import DatabaseUnavailable
@@ -57,6 +59,38 @@ class Origin:
     client_ip: str
     https: bool
     host: str | None
+    #: The Access Point terminated TLS itself (its own element of ``Forwarded``, the last,
+    #: says ``proto=https``): the session and CSRF cookies are ``__Host-`` cookies, the name
+    #: that AP reads on its TLS listener.
+    tls: bool = False
+
+    def cookie(self, name: str) -> str:
+        """The name cookie ``name`` has for this request (``__Host-NAME`` under :attr:`tls`)."""
+        return HOST_PREFIX + name if self.tls else name
+
+
+#: RFC 6265bis §4.1.3.2: such a cookie is Secure, Path=/ and host-only, so neither a sibling
+#: subdomain nor a plain-HTTP page can plant or overwrite it.
+HOST_PREFIX = "__Host-"
+
+
+def last_forwarded_proto(value: str | None) -> str:
+    """``proto`` of the last element of a ``Forwarded`` field (RFC 7239), lower case; ""
+    when absent. Commas inside quoted strings do not split elements."""
+    if not value:
+        return ""
+    quoted = False
+    start = 0
+    for index, char in enumerate(value):
+        if char == '"':
+            quoted = not quoted
+        elif char == "," and not quoted:
+            start = index + 1
+    for pair in value[start:].split(";"):
+        key, _, item = pair.strip().partition("=")
+        if key.strip().lower() == "proto":
+            return item.strip().strip('"').lower()
+    return ""
 
 
 def _ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -92,7 +126,8 @@ def request_origin(
             break
     proto = (headers("x-forwarded-proto") or "").split(",")[0].strip().lower()
     forwarded_host = (headers("x-forwarded-host") or "").split(",")[0].strip()
-    return Origin(client, proto == "https", forwarded_host or host)
+    tls = last_forwarded_proto(headers("forwarded")) == "https"
+    return Origin(client, proto == "https" or tls, forwarded_host or host, tls)
 
 
 def set_cookie_header(
@@ -105,6 +140,9 @@ def set_cookie_header(
     same_site: Literal["Lax", "Strict"] = "Lax",
     max_age: int | None = None,
 ) -> str:
+    if name.startswith(HOST_PREFIX):
+        # The prefix is a promise browsers check: otherwise they drop the cookie.
+        path, domain, secure = "/", None, True
     parts = [f"{name}={value}", f"Path={path}"]
     if domain:
         parts.append(f"Domain={domain}")
@@ -152,6 +190,10 @@ class AuthUnavailable(Exception):
     """No Authentication service gave a usable answer."""
 
 
+class AuthOverloaded(AuthUnavailable):
+    """The Authentication services refused the check: too many sign-ins at once."""
+
+
 @dataclass(frozen=True, slots=True)
 class Verdict:
     result: Literal["ok", "invalid", "locked"]
@@ -160,8 +202,12 @@ class Verdict:
 
 
 class PasswordChecker(Protocol):
-    async def verify(self, username: str, password: str, client_ip: str) -> Verdict:
-        """Raises :class:`AuthUnavailable` when no Authentication service answers."""
+    async def verify(
+        self, username: str, password: str, client_ip: str, device: str | None = None
+    ) -> Verdict:
+        """Raises :class:`AuthUnavailable` when no Authentication service answers
+        (:class:`AuthOverloaded` when they answer that too many checks are under way).
+        ``device``: the trusted-device id of a device cookie signed for ``username``."""
         ...
 
 
@@ -239,6 +285,18 @@ def unavailable_page(pages: Pages, prefix: str, action: str = "Signing in") -> R
     )
 
 
+def overloaded_page(pages: Pages, prefix: str) -> Response:
+    response = pages.error(
+        503,
+        "Too many sign-ins",
+        "Too many sign-ins right now. Please try again in a moment.",
+        f"{prefix}login",
+        "Try again",
+    )
+    response.headers["Retry-After"] = "5"
+    return response
+
+
 class Portal:
     """Request handlers of the sign-in and sign-out pages."""
 
@@ -251,8 +309,11 @@ class Portal:
         audit: AuditHook,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         tz: tzinfo | None = None,
+        devices: DeviceCookies | None = None,
     ) -> None:
         self.settings = settings
+        #: Trusted-device cookies (None: none are set or read).
+        self.devices = devices
         self.sessions = sessions
         self.checker = checker
         self.csrf = csrf
@@ -275,7 +336,7 @@ class Portal:
         response.headers.append(
             "Set-Cookie",
             set_cookie_header(
-                CSRF_COOKIE,
+                origin.cookie(CSRF_COOKIE),
                 token,
                 path=self.settings.prefix,
                 secure=origin.https,
@@ -287,7 +348,7 @@ class Portal:
         response.headers.append(
             "Set-Cookie",
             set_cookie_header(
-                self.settings.cookie_name,
+                origin.cookie(self.settings.cookie_name),
                 value,
                 domain=self.settings.cookie_domain,
                 secure=origin.https,
@@ -304,17 +365,39 @@ class Portal:
         username: str = "",
         error: str | Markup = "",
     ) -> Response:
-        token = self.csrf.token_for(request.cookies.get(CSRF_COOKIE))
+        token = self.csrf.token_for(request.cookies.get(origin.cookie(CSRF_COOKIE)))
         response = self.pages.render(
             "login.html",
             "Sign in",
-            csrf=self.csrf.form_value(token),
+            csrf=self.csrf.form_value(token, origin.client_ip),
             rd=rd,
             username=username,
             error=error,
         )
         self._csrf_cookie(response, token, origin)
         return response
+
+    def _csrf_ok(self, request: Request, submitted: str | None, origin: Origin) -> bool:
+        """The form's token signs this browser's CSRF cookie for this client address, and
+        the browser does not say the form came from another site (Fetch Metadata)."""
+        if request.headers.get("sec-fetch-site", "").strip().lower() == "cross-site":
+            return False
+        cookie = request.cookies.get(origin.cookie(CSRF_COOKIE))
+        return self.csrf.check(cookie, submitted, origin.client_ip)
+
+    def _device_cookie(self, response: Response, value: str, origin: Origin) -> None:
+        assert self.devices is not None
+        response.headers.append(
+            "Set-Cookie",
+            set_cookie_header(
+                DEVICE_COOKIE,
+                value,
+                path=self.settings.prefix,
+                secure=origin.https,
+                same_site="Strict",
+                max_age=int(self.devices.lifetime.total_seconds()),
+            ),
+        )
 
     def _forbidden(self, again: str) -> Response:
         return self.pages.error(
@@ -348,7 +431,7 @@ class Portal:
         if form is None:
             return self._forbidden(f"{self.settings.prefix}login")
         rd = self.return_url(_field(form, "rd"), origin)
-        if not self.csrf.check(request.cookies.get(CSRF_COOKIE), _field(form, CSRF_FIELD)):
+        if not self._csrf_ok(request, _field(form, CSRF_FIELD), origin):
             return self._forbidden(_login_link(self.settings.prefix, rd))
         username = (_field(form, "username") or "").strip()
         password = _field(form, "password") or ""
@@ -358,8 +441,19 @@ class Portal:
             )
         if len(username) > MAX_USERNAME or len(password) > MAX_PASSWORD:
             return self._login_form(request, origin, rd, error=WRONG_CREDENTIALS)
+        device = (
+            self.devices.device(request.cookies.get(DEVICE_COOKIE), username, self.clock())
+            if self.devices is not None
+            else None
+        )
         try:
-            verdict = await self.checker.verify(username, password, origin.client_ip)
+            if device is None:
+                verdict = await self.checker.verify(username, password, origin.client_ip)
+            else:
+                verdict = await self.checker.verify(username, password, origin.client_ip, device)
+        except AuthOverloaded as exc:
+            log.warning("login of %r: authentication overloaded: %s", username, exc)
+            return overloaded_page(self.pages, self.settings.prefix)
         except AuthUnavailable as exc:
             log.warning("login of %r: authentication unavailable: %s", username, exc)
             return self._unavailable()
@@ -371,7 +465,7 @@ class Portal:
         try:
             # A new id at every login: whatever session the browser had ends here.
             await self.sessions.end(
-                session_cookie(request.headers, self.settings.cookie_name), "login"
+                session_cookie(request.headers, origin.cookie(self.settings.cookie_name)), "login"
             )
             session_id, record = await self.sessions.create(
                 verdict.identity,
@@ -386,13 +480,15 @@ class Portal:
         await self._audit("session_created", record.username, origin, {"session": record.id_hash})
         response = Response(status_code=303, headers={**page_headers(), "Location": rd})
         self._session_cookie(response, session_id, origin)
+        if self.devices is not None:
+            self._device_cookie(response, self.devices.issue(record.username, self.clock()), origin)
         return response
 
     async def logout_page(self, request: Request) -> Response:
         origin = self.origin(request)
         # Where to go after signing in again (the 403 page's "sign in as someone else").
         rd = self.return_url(request.query_params.get("rd"), origin)
-        cookie = session_cookie(request.headers, self.settings.cookie_name)
+        cookie = session_cookie(request.headers, origin.cookie(self.settings.cookie_name))
         if not cookie:
             return self._signed_out(request, origin, rd)
         try:
@@ -404,10 +500,9 @@ class Portal:
             if record is None:
                 return self._signed_out(request, origin, rd)
             name = record.display_name or record.username
-        token = self.csrf.token_for(request.cookies.get(CSRF_COOKIE))
-        response = self.pages.render(
-            "logout.html", "Sign out", csrf=self.csrf.form_value(token), username=name, rd=rd
-        )
+        token = self.csrf.token_for(request.cookies.get(origin.cookie(CSRF_COOKIE)))
+        csrf = self.csrf.form_value(token, origin.client_ip)
+        response = self.pages.render("logout.html", "Sign out", csrf=csrf, username=name, rd=rd)
         self._csrf_cookie(response, token, origin)
         return response
 
@@ -416,11 +511,11 @@ class Portal:
         form = await self._form(request)
         submitted = _field(form, CSRF_FIELD) if form is not None else None
         rd = self.return_url(_field(form, "rd") if form is not None else None, origin)
-        if not self.csrf.check(request.cookies.get(CSRF_COOKIE), submitted):
+        if not self._csrf_ok(request, submitted, origin):
             return self._forbidden(_logout_link(self.settings.prefix, rd))
         try:
             record = await self.sessions.end(
-                session_cookie(request.headers, self.settings.cookie_name)
+                session_cookie(request.headers, origin.cookie(self.settings.cookie_name))
             )
         except DatabaseUnavailable as exc:
             log.warning("logout: session DB unavailable: %s", exc)
@@ -433,7 +528,7 @@ class Portal:
         response = self.pages.render(
             "signed_out.html", "Signed out", login_url=_login_link(self.settings.prefix, rd)
         )
-        if self.settings.cookie_name in request.cookies:
+        if origin.cookie(self.settings.cookie_name) in request.cookies:
             self._session_cookie(response, "", origin)
         return response
 

@@ -53,6 +53,7 @@ from gatehouse.config.loader import validate
 from gatehouse.config.policy import PolicyConfig
 from gatehouse.errors import ConfigError
 from gatehouse.internal.client import FailoverClient, InternalCallError
+from gatehouse.internal.client import Response as InternalResponse
 from gatehouse.internal.config_agent import AgentStatus, ConfigAgent
 from gatehouse.internal.endpoint import bad_request, parse_json_object
 from gatehouse.internal.managed import follow_admin
@@ -65,8 +66,10 @@ from gatehouse.policy.decision import (
     SessionView,
     decide,
 )
+from gatehouse.policy.devices import DeviceCookies
 from gatehouse.policy.events import EventHub, PostgresBridge
 from gatehouse.policy.portal import (
+    AuthOverloaded,
     AuthUnavailable,
     Portal,
     PortalSettings,
@@ -242,8 +245,12 @@ class AuthServiceChecker:
                 await asyncio.wait_for(self._idle.wait(), grace)
         await self.client.aclose()
 
-    async def verify(self, username: str, password: str, client_ip: str) -> Verdict:
+    async def verify(
+        self, username: str, password: str, client_ip: str, device: str | None = None
+    ) -> Verdict:
         body = {"username": username, "password": password, "client_ip": client_ip}
+        if device is not None:
+            body["device"] = device
         try:
             # Retry-safe: a password check changes nothing but the shared lockout counters. If
             # an Authentication service dies after counting a failure and before answering,
@@ -252,6 +259,8 @@ class AuthServiceChecker:
             # sees the crash, which is what HA is for.
             response = await self.client.call("POST", VERIFY_PATH, json=body, retry_safe=True)
         except InternalCallError as exc:
+            if any(_overloaded(failure.response) for failure in exc.failures):
+                raise AuthOverloaded(str(exc)) from exc
             raise AuthUnavailable(str(exc)) from exc
         if response.status != 200:
             raise AuthUnavailable(f"authentication service answered {response.status}")
@@ -259,6 +268,17 @@ class AuthServiceChecker:
             return parse_verdict(response.json())
         except ValueError as exc:
             raise AuthUnavailable(f"authentication service answer: {exc}") from None
+
+
+def _overloaded(response: InternalResponse | None) -> bool:
+    """An Authentication service's 503 ``overloaded``: up, but too busy for this check."""
+    if response is None or response.status != 503:
+        return False
+    try:
+        data = response.json()
+    except ValueError:
+        return False
+    return isinstance(data, dict) and data.get("error") == "overloaded"
 
 
 # --- one configuration version -------------------------------------------------------------
@@ -441,6 +461,7 @@ class PolicyService:
             checker,
             CsrfGuard(files.csrf_key),
             self.audit,
+            devices=DeviceCookies(files.csrf_key),
         )
         admin = AdminAPI(files.admin_token, sessions, self.audit)
         return Runtime(version, config, policy, sessions, checker, portal, admin)
