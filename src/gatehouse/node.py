@@ -496,7 +496,9 @@ def run_up(
     if config_path is not None:
         parse_config(_read(config_path), config_path)  # fail now, with field paths
     home = (home or Path("var")).resolve()
-    home.mkdir(parents=True, exist_ok=True)
+    from gatehouse.storage.home import prepare_home  # 0700; an existing home is tightened
+
+    prepare_home(home)
     addresses = NodeAddresses(listen, backend_listen, policy_listen, auth_listen, admin_listen)
     built_in = installation(addresses, home, default_node())
     admin_config = home / CONFIG_FILE

@@ -19,6 +19,7 @@ every process of the cluster to read.
 
 from __future__ import annotations
 
+import os
 import secrets
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from gatehouse.cluster.topology import Topology
 from gatehouse.internal.lkg import atomic_write
 from gatehouse.node import ADMIN_TOKEN_FILE, STATE_DIR
 from gatehouse.storage.home import FILE_NAME as DATABASES_FILE
+from gatehouse.storage.permissions import private_directory
 
 TOPOLOGY_FILE = "topology.yaml"
 RUN_DIR = "run"
@@ -47,8 +49,11 @@ def write_home(home: Path, topology: Topology, *, stats_socket: Path, source: st
         stats_socket: HAProxy's stats socket, for its configuration.
         source: the topology file's name, for HAProxy's configuration header.
     """
-    for directory in (home, home / RUN_DIR, home / LOG_DIR, home / STATE_DIR):
-        directory.mkdir(parents=True, exist_ok=True)
+    # Tokens, keys and logs are the owner's; as root, PostgreSQL runs as its own user and
+    # must pass through to HOME/postgres.
+    private_directory(home, traversable=os.geteuid() == 0)
+    for directory in (home / RUN_DIR, home / LOG_DIR, home / STATE_DIR):
+        private_directory(directory)
     saved = home / TOPOLOGY_FILE
     if not saved.exists():
         text = "# The topology of this cluster, saved by 'gatehouse cluster up'.\n"

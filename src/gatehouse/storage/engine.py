@@ -1,7 +1,9 @@
 """Engines for the user and session databases, and the one place driver errors are translated.
 
 SQLite (``sqlite+aiosqlite:///PATH``) is shared by several processes on one node, so every
-connection uses WAL, a 5 s busy timeout and foreign keys.
+connection uses WAL, a 5 s busy timeout and foreign keys. The file is created 0600 before
+SQLite opens it (its ``-wal`` and ``-shm`` files take its mode), or tightened if others could
+read it (:mod:`gatehouse.storage.permissions`).
 
 PostgreSQL URLs (``postgresql+asyncpg://``) name one server or several:
 
@@ -25,6 +27,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, exc, text
@@ -40,6 +43,7 @@ from sqlalchemy.ext.asyncio import (
 
 from gatehouse.errors import ConfigError
 from gatehouse.storage.errors import DatabaseUnavailable
+from gatehouse.storage.permissions import private_sqlite_file
 
 SUPPORTED_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
 CONNECT_TIMEOUT = 5.0
@@ -131,6 +135,8 @@ def create_engine(url: str | URL) -> AsyncEngine:
     """An AsyncEngine for a SQLite file or a PostgreSQL server (one or several hosts)."""
     parsed = parse_url(url)
     if parsed.drivername.startswith("sqlite"):
+        if parsed.database and parsed.database != ":memory:" and "uri" not in parsed.query:
+            private_sqlite_file(Path(parsed.database))
         engine = create_async_engine(
             parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
         )

@@ -20,6 +20,7 @@ from gatehouse.config.base import Strict
 from gatehouse.config.loader import load_yaml, validate
 from gatehouse.errors import ConfigError
 from gatehouse.storage.engine import parse_url
+from gatehouse.storage.permissions import private_directory, tighten_sqlite_files
 
 FILE_NAME = "databases.yaml"
 DEFAULT_SQLITE_NAME = "gatehouse.db"
@@ -84,11 +85,16 @@ def database_urls(home: Path) -> DatabaseURLs:
 
 
 def prepare_home(home: Path) -> Path:
-    """Create the installation directory if needed (the default SQLite file goes there)."""
+    """Create the installation directory if needed (the default SQLite file goes there).
+
+    The home is owner-only (0700); an existing one, and its default SQLite file, are tightened
+    with a log line (:mod:`gatehouse.storage.permissions`).
+    """
     try:
-        home.mkdir(parents=True, exist_ok=True)
+        private_directory(home)
     except OSError as error:
         raise ConfigError(
             [("", f"cannot create home directory {home}: {error.strerror}")]
         ) from None
+    tighten_sqlite_files(home / DEFAULT_SQLITE_NAME)
     return home
