@@ -97,12 +97,21 @@ def _revoke_through(config: PolicyConfig, base: Path, query: dict[str, str]) -> 
     return revoked if isinstance(revoked, int) else None
 
 
+def _session_db(home: Path) -> str:
+    """The session DB the installation's Policy services use (as ``gatehouse policy`` picks
+    it: ``policy.session_db``, else HOME's)."""
+    for config, _base in _policy_configs(home):
+        if config.policy.session_db:
+            return config.policy.session_db
+    return database_urls(home).session_db
+
+
 async def _in_session_db(
     home: Path, username: str, reason: str, except_session: str | None
 ) -> tuple[int, bool]:
     """End the sessions in the session DB itself; on PostgreSQL tell the Policy services
     with NOTIFY, as one of them would. Returns the count and whether they were told."""
-    url = database_urls(home).session_db
+    url = _session_db(home)
     await upgrade(url, "session")
     database = Database(url)
     told = False
