@@ -3,6 +3,7 @@ carries no secrets, no user data and no database URLs."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -16,6 +17,7 @@ from gatehouse.authentication.config import AuthenticationConfig
 from gatehouse.config.access_point import AccessPointConfig
 from gatehouse.config.loader import validate
 from gatehouse.config.policy import PolicyConfig
+from gatehouse.errors import ConfigError
 from tests.administration.samples import PG, RULE_USERS, SESSION_PG, ha, minimal
 
 MODELS = {
@@ -39,6 +41,13 @@ def everything_set() -> dict[str, Any]:
     doc["rules"]["night"] = {"time": {"from": "22:00", "to": "06:00", "timezone": "UTC"}}
     doc["resource_rules"]["intranet"] = {"not": {"users": ["mallory.x"]}}
     doc["resources"][0]["ca_file"] = "/etc/ssl/internal-ca.pem"
+    # The AP's own TLS key: a path on the AP's host, never the key itself.
+    doc["access_points"][0]["tls"] = {
+        "certificates": [
+            {"cert_file": "/etc/gatehouse/tls/ap1.crt", "key_file": "/etc/gatehouse/tls/ap1.key"}
+        ],
+        "redirect_listen": "0.0.0.0:80",
+    }
     return doc
 
 
@@ -92,12 +101,29 @@ def rule_user_names(doc: Any) -> set[str]:
     return found
 
 
+TLS_KEY_FILE = re.compile(r"^\$\.access_point\.tls\.certificates\[\d+\]\.key_file$")
+
+
+def tls_key_path(path: str, value: Any) -> bool:
+    """The AP's own TLS key, named by an absolute path on its host: the one secret an AP
+    holds is read there, and the view carries only where it is (never PEM text)."""
+    return (
+        bool(TLS_KEY_FILE.match(path))
+        and isinstance(value, str)
+        and value.startswith("/")
+        and "-----BEGIN" not in value
+        and "\n" not in value
+    )
+
+
 def leaks(value: Any, users: set[str], path: str = "$") -> list[str]:
     """Every key or value in ``value`` that looks like a secret, user data or a DB URL."""
     found: list[str] = []
     if isinstance(value, dict):
         for key, item in value.items():
             lowered = key.lower()
+            if tls_key_path(f"{path}.{key}", item):
+                continue
             found += [f"{path}.{key}: key has {p!r}" for p in FORBIDDEN_KEY_PARTS if p in lowered]
             found += leaks(item, users, f"{path}.{key}")
     elif isinstance(value, list):
@@ -240,3 +266,29 @@ def test_an_unknown_service_has_no_view() -> None:
     config = validate(InstallationConfig, minimal())
     with pytest.raises(UnknownService, match="no service 'ap9'"):
         view_for(config, "ap9")
+
+
+def test_an_access_point_view_names_its_tls_files_by_path_only() -> None:
+    config = validate(InstallationConfig, everything_set())
+    tls = ap(config, "ap1")["access_point"]["tls"]
+    assert tls["certificates"] == [
+        {
+            "cert_file": "/etc/gatehouse/tls/ap1.crt",
+            "key_file": "/etc/gatehouse/tls/ap1.key",
+            "hosts": [],
+        }
+    ]
+    assert tls["redirect_listen"] == "0.0.0.0:80"
+    # The walk still finds a key anywhere else, or PEM text where the path goes.
+    assert leaks({"access_point": {"key_file": "/k"}}, set()) == [
+        "$.access_point.key_file: key has 'key'"
+    ]
+    pem = {"access_point": {"tls": {"certificates": [{"key_file": "-----BEGIN PRIVATE KEY-----"}]}}}
+    assert leaks(pem, set()) != []
+
+
+def test_tls_on_an_access_point_refuses_a_session_cookie_domain() -> None:
+    doc = everything_set()
+    doc["sessions"] = {**doc.get("sessions", {}), "cookie_domain": "example.com"}
+    with pytest.raises(ConfigError, match=r"access_points\[0\]\.tls: .*__Host-"):
+        validate(InstallationConfig, doc)

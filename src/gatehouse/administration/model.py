@@ -289,6 +289,13 @@ def _entry_problems(
             if name in entry.model_fields_set:
                 message = f"set for every Access Point by {source}; remove it here"
                 yield ("access_points", index, name), message
+        if entry.tls is not None and config.sessions.cookie_domain:
+            # With TLS the AP reads the session cookie as __Host-NAME, which is host-only.
+            message = (
+                "an Access Point with TLS uses a host-only __Host- session cookie; "
+                "sessions.cookie_domain cannot apply (remove it, or terminate TLS in front)"
+            )
+            yield ("access_points", index, "tls"), message
 
 
 def _ordered_list_problems(
