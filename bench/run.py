@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import failover
+import login
 import protected
 import publish
 from signals import terminate_on_signals
@@ -63,6 +64,7 @@ DOCS_HEADINGS = {
     DOCS_PROTECTED: "## Latest results: protected resources",
     DOCS_PUBLISH: "## Latest results: publishing a configuration",
     DOCS_FAILOVER: "## Latest results: failover",
+    login.DOCS: login.HEADING,
 }
 
 # What the backend answers: exactly 100 bytes, no characters that need escaping in nginx.
@@ -593,7 +595,7 @@ PROTECTED_TABLE = {
 # Measurements of the protected section that are not wrk rows (group "protected").
 PUBLISH_SERVICES = 20
 PUBLISH_COUNT = 50
-STEPS = ("open-loop", "decide", "logins", "publish", "failover")
+STEPS = ("open-loop", "decide", "logins", "publish", "failover", "login-node")
 #: The steps of the protected section (the others stand alone).
 PROTECTED_STEPS = ("open-loop", "decide", "logins")
 
@@ -1575,6 +1577,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     rows: list[Row] = []
     step_results = StepResults()
+    sections: dict[tuple[str, str], str] = {}
     started = time.monotonic()
     try:
         with terminate_on_signals(), Lab(settings, keep_tmp=args.keep_tmp) as lab:
@@ -1594,6 +1597,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     step_results.failover = run_failover(settings)
                     if step_results.failover.failure:
                         step_results.failures["failover"] = step_results.failover.failure
+                if "login-node" in steps:  # bench/login.py: a whole node, 4 clients
+                    log(f"[login-node] gatehouse up, {settings.login_clients} clients")
+                    _, login_table = login.run(settings.login_clients, settings.duration)
+                    sections[login.DOCS] = login_table
     except KeyboardInterrupt:
         log("bench: interrupted; all servers stopped")
         return 130
@@ -1601,7 +1608,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     info["load_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     by_name = {s.name: s for s in SCENARIOS}
     compute_ratios(rows, by_name)
-    sections: dict[tuple[str, str], str] = {}
     if any(by_name[row.scenario].table == "main" for row in rows):
         sections[DOCS_MAIN] = render_markdown(rows, info, settings, by_name)
     if step_results.publish is not None:

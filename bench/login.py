@@ -1,0 +1,161 @@
+#!/usr/bin/env python3
+"""Login rate of a real node: ``gatehouse up``, 4 clients signing in through its Access Point.
+
+Each login is a GET of the form and a POST of it through the AP's portal relay, so it pays
+for the AP, the Policy service, the Authentication service's lockout (an attempt reserved in
+the user DB before argon2id runs, released on success) and argon2id itself (47 MiB, slow on
+purpose). With ``--compare REV`` the same measurement runs first on the code of git revision
+REV (a temporary worktree put first on ``PYTHONPATH``), so the two rows come from one
+machine in one run.
+
+    .venv/bin/python bench/login.py                      # this tree, 4 clients, 10 s
+    .venv/bin/python bench/login.py --compare eace812    # that revision, then this tree
+    .venv/bin/python bench/run.py --only login-node      # the same, as a step of make bench
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import protected
+from signals import terminate_on_signals
+
+REPO = Path(__file__).resolve().parent.parent
+DOCS = ("<!-- bench:login:start -->", "<!-- bench:login:end -->")
+HEADING = "## Latest results: login rate of a node"
+#: Logins/s with 4 clients before the lockout reserved attempts (issue 13's baseline).
+GOAL = 37.5
+_PASSWORD = re.compile(r"Demo user: demo  password: (\S+)")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class LoginResult:
+    label: str
+    clients: int
+    latencies: protected.Latencies
+
+
+def measure(label: str, source: Path | None, clients: int, duration: float) -> LoginResult:
+    """Start a node from ``source`` (None: this tree) in a fresh home, sign in once to warm
+    it up, then ``clients`` clients for ``duration`` seconds."""
+    with tempfile.TemporaryDirectory(prefix="gatehouse-login-bench-") as tmp:
+        port = free_port()
+        args = [sys.executable, "-m", "gatehouse", "up", "--listen", f"127.0.0.1:{port}"]
+        for flag in ("--backend-listen", "--policy-listen", "--auth-listen", "--admin-listen"):
+            args += [flag, f"127.0.0.1:{free_port()}"]
+        args += ["--home", str(Path(tmp) / "var")]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        if source is not None:
+            env["PYTHONPATH"] = str(source / "src")
+        log_path = Path(tmp) / "up.log"
+        with log_path.open("wb") as out:
+            node = subprocess.Popen(
+                args, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+        try:
+            password = _wait_up(node, log_path, port)
+            protected.login_once(port, "demo", password)
+            latencies = protected.login_rate(port, "demo", password, clients, duration)
+        finally:
+            if node.poll() is None:
+                os.killpg(node.pid, signal.SIGTERM)
+                try:
+                    node.wait(15)
+                except subprocess.TimeoutExpired:
+                    os.killpg(node.pid, signal.SIGKILL)
+                    node.wait(5)
+    return LoginResult(label, clients, latencies)
+
+
+def _wait_up(node: subprocess.Popen[bytes], log_path: Path, port: int) -> str:
+    deadline = time.monotonic() + 120
+    ready = f"Gatehouse is up: open http://127.0.0.1:{port}/"
+    while time.monotonic() < deadline:
+        text = log_path.read_text(errors="replace")
+        found = _PASSWORD.search(text)
+        if ready in text and found:
+            return found.group(1)
+        if node.poll() is not None:
+            raise SystemExit(f"bench: gatehouse up exited:\n{text[-2000:]}")
+        time.sleep(0.1)
+    raise SystemExit("bench: gatehouse up did not come up within 120 s")
+
+
+def render(results: list[LoginResult], duration: float) -> str:
+    lines = [
+        f"**Login rate of a node** (`gatehouse up`, clients signing in as one user for "
+        f"{duration:g} s through the AP's portal relay, each login a GET of the form and a "
+        f"POST of it; argon2id 47 MiB; goal: at least {GOAL} logins/s with 4 clients)",
+        "",
+        "| code | clients | logins | logins/s | p50 ms | p99 ms | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        lat = r.latencies
+        p50, p99 = (f"{v:.0f}" if v is not None else "n/a" for v in (lat.p(50), lat.p(99)))
+        lines.append(
+            f"| {r.label} | {r.clients} | {lat.count} | {lat.rate:.1f} | {p50} | {p99} | "
+            f"{lat.errors} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def run(
+    clients: int = 4, duration: float = 10.0, compare: str | None = None
+) -> tuple[list[LoginResult], str]:
+    """The measurements (``compare`` first when given) and their markdown table."""
+    results = []
+    if compare is not None:
+        with tempfile.TemporaryDirectory(prefix="gatehouse-login-old-") as tmp:
+            tree = Path(tmp) / "tree"
+            subprocess.run(
+                ["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), compare],
+                check=True,
+                capture_output=True,
+            )
+            try:
+                results.append(measure(f"`{compare}`", tree, clients, duration))
+            finally:
+                subprocess.run(
+                    ["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)],
+                    check=False,
+                    capture_output=True,
+                )
+    results.append(measure("this tree", None, clients, duration))
+    return results, render(results, duration)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--compare", metavar="REV", help="measure git revision REV first")
+    args = parser.parse_args()
+    with terminate_on_signals():
+        results, table = run(args.clients, args.duration, args.compare)
+    print(table, end="")
+    mine = results[-1].latencies
+    if mine.errors:
+        print(f"bench: {mine.errors} login(s) failed: {mine.first_error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
