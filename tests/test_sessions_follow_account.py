@@ -10,7 +10,10 @@ other than the one that is enforced.
 
 from __future__ import annotations
 
+import http.client
+import json
 import shutil
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
+from gatehouse.policy.sessions import hash_session_id
 from tests.support.gateway import (
     Browser,
     Gateway,
@@ -287,3 +291,45 @@ def test_two_session_cookies_are_refused_by_the_ap_and_the_portal(
     assert out.status == 200
     assert "gatehouse_session" not in carol.cookies
     assert groups_seen(dave) == "admins"
+
+
+# --- the admin API's reason and exception --------------------------------------------------
+
+
+def admin_delete(inst: Installation, query: str) -> tuple[int, Any]:
+    conn = http.client.HTTPConnection("127.0.0.1", inst.gw.policy.port, timeout=10)
+    try:
+        conn.request(
+            "DELETE",
+            f"/internal/v1/sessions?{query}",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )
+        response = conn.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        conn.close()
+
+
+def test_admin_api_ends_all_but_one_session_with_a_reason(
+    sqlite_installation: Installation,
+) -> None:
+    inst = sqlite_installation
+    keep, end = signed_in(inst.ports[0]), signed_in(inst.ports[0])
+    cached_everywhere([keep, end])
+    kept = hash_session_id(keep.cookies["gatehouse_session"])
+    for query, message in (
+        ("user=carol&reason=because", "reason: one of groups_changed, password_changed, "),
+        ("user=carol&except=not-a-hash", "except: not a session hash"),
+    ):
+        status, answer = admin_delete(inst, query)
+        assert status == 400
+        assert answer["message"].startswith(message), answer
+    status, answer = admin_delete(inst, f"user=carol&reason=password_changed&except={kept}")
+    assert (status, answer) == (200, {"revoked": 1})
+    assert_signed_out_within([end], "the admin API's DELETE")
+    assert groups_seen(keep) == "admins", "the excepted session stays"
+    with sqlite3.connect(inst.home / "gatehouse.db") as db:
+        rows = db.execute(
+            "SELECT detail FROM audit_events WHERE event = 'session_revoked'"
+        ).fetchall()
+    assert [json.loads(detail)["reason"] for (detail,) in rows] == ["password_changed"]

@@ -26,14 +26,16 @@ def register(sub: Sub) -> None:
     add.add_argument("--display-name", metavar="D", help="default: NAME")
     add.add_argument("--password-stdin", action="store_true", help="else one is generated")
 
-    passwd = _action(actions, "passwd", "set a user's password", "users_passwd")
+    passwd = _action(
+        actions, "passwd", "set a user's password (ends their sessions)", "users_passwd"
+    )
     passwd.add_argument("name", metavar="NAME")
     passwd.add_argument("--password-stdin", action="store_true", help="else one is generated")
 
     for name, help_text, handler in (
-        ("disable", "refuse a user's logins", "users_disable"),
+        ("disable", "refuse a user's logins (ends their sessions)", "users_disable"),
         ("enable", "allow a user's logins again", "users_enable"),
-        ("delete", "delete a user", "users_delete"),
+        ("delete", "delete a user (ends their sessions)", "users_delete"),
         ("unlock", "clear a user's failed-login lockout", "users_unlock"),
     ):
         _action(actions, name, help_text, handler).add_argument("name", metavar="NAME")
@@ -42,13 +44,17 @@ def register(sub: Sub) -> None:
     groups = sub.add_parser("groups", help="manage groups in the user DB")
     gactions = groups.add_subparsers(dest="groups_command", required=True, metavar="ACTION")
     _action(gactions, "add", "add a group", "groups_add").add_argument("name", metavar="NAME")
-    _action(gactions, "delete", "delete a group", "groups_delete").add_argument(
-        "name", metavar="NAME"
-    )
+    _action(
+        gactions, "delete", "delete a group (ends its members' sessions)", "groups_delete"
+    ).add_argument("name", metavar="NAME")
     _action(gactions, "list", "list groups and their members", "groups_list")
     for name, help_text, handler in (
-        ("add-member", "put a user in a group", "groups_add_member"),
-        ("remove-member", "take a user out of a group", "groups_remove_member"),
+        ("add-member", "put a user in a group (ends their sessions)", "groups_add_member"),
+        (
+            "remove-member",
+            "take a user out of a group (ends their sessions)",
+            "groups_remove_member",
+        ),
     ):
         action = _action(gactions, name, help_text, handler)
         action.add_argument("group", metavar="GROUP")
