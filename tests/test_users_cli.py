@@ -342,3 +342,27 @@ def test_account_changes_end_sessions_without_a_policy_service(
     assert "ended 2 session(s) of 'alice' in the session database" in out
     assert _sessions_of(cli.home, "alice") == 0
     assert _sessions_of(cli.home, "bob") == 1, "other users keep their sessions"
+
+
+def test_end_sessions_command(cli: CLI) -> None:
+    cli.ok("users", "add", "alice", "--password-stdin", stdin="a good password\n")
+    assert _sessions_of(cli.home, "alice", create=2) == 2
+    out = cli.ok("users", "end-sessions", "alice")
+    assert out.startswith("ended 2 session(s) of 'alice' in the session database")
+    assert _sessions_of(cli.home, "alice") == 0
+
+
+def test_a_change_whose_sessions_cannot_be_ended_says_so(cli: CLI) -> None:
+    from tests.support.processes import free_port
+
+    cli.home.mkdir(parents=True)
+    dead = f"postgresql+asyncpg://nobody@127.0.0.1:{free_port()}/none"
+    (cli.home / "databases.yaml").write_text(
+        f"user_db: sqlite+aiosqlite:///gatehouse.db\nsession_db: {dead}\n"
+    )
+    cli.ok("users", "add", "alice", "--password-stdin", stdin="a good password\n")
+    code, out, err = cli("users", "passwd", "alice", "--password-stdin", stdin="another one\n")
+    assert (code, out) == (2, "password of 'alice' changed\n")
+    assert err.startswith("gatehouse: the sessions of 'alice' were NOT ended (database ")
+    assert err.endswith("run: gatehouse users end-sessions alice\n")
+    assert cli.password_works("alice", "another one"), "the change itself is kept"

@@ -37,6 +37,7 @@ def register(sub: Sub) -> None:
         ("enable", "allow a user's logins again", "users_enable"),
         ("delete", "delete a user (ends their sessions)", "users_delete"),
         ("unlock", "clear a user's failed-login lockout", "users_unlock"),
+        ("end-sessions", "sign a user out everywhere", "users_end_sessions"),
     ):
         _action(actions, name, help_text, handler).add_argument("name", metavar="NAME")
     _action(actions, "list", "list users", "users_list")

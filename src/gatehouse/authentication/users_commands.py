@@ -154,7 +154,19 @@ def _end_sessions(home: Path, username: str, reason: str) -> None:
     checked from then on sees the change."""
     from gatehouse.policy.end_sessions import end_user_sessions
 
-    print(end_user_sessions(home, username, reason))
+    try:
+        print(end_user_sessions(home, username, reason))
+    except GatehouseError as exc:
+        raise GatehouseError(
+            f"the sessions of {username!r} were NOT ended ({exc}); once the session database "
+            f"answers again, run: gatehouse users end-sessions {username}"
+        ) from None
+
+
+def users_end_sessions(args: argparse.Namespace) -> int:
+    name = directory.check_username(args.name)
+    _end_sessions(args.home, name, "revoked")
+    return 0
 
 
 def users_disable(args: argparse.Namespace) -> int:
