@@ -50,6 +50,7 @@ import failover
 import login
 import protected
 import publish
+import tls_edge
 from signals import terminate_on_signals
 
 REPO = Path(__file__).resolve().parent.parent
@@ -65,6 +66,7 @@ DOCS_HEADINGS = {
     DOCS_PUBLISH: "## Latest results: publishing a configuration",
     DOCS_FAILOVER: "## Latest results: failover",
     login.DOCS: login.HEADING,
+    tls_edge.DOCS: tls_edge.HEADING,
 }
 
 # What the backend answers: exactly 100 bytes, no characters that need escaping in nginx.
@@ -595,7 +597,7 @@ PROTECTED_TABLE = {
 # Measurements of the protected section that are not wrk rows (group "protected").
 PUBLISH_SERVICES = 20
 PUBLISH_COUNT = 50
-STEPS = ("open-loop", "decide", "logins", "publish", "failover", "login-node")
+STEPS = ("open-loop", "decide", "logins", "publish", "failover", "login-node", "tls")
 #: The steps of the protected section (the others stand alone).
 PROTECTED_STEPS = ("open-loop", "decide", "logins")
 
@@ -1601,6 +1603,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                     log(f"[login-node] gatehouse up, {settings.login_clients} clients")
                     _, login_table = login.run(settings.login_clients, settings.duration)
                     sections[login.DOCS] = login_table
+                if "tls" in steps:  # bench/tls_edge.py: AP vs nginx, both over TLS
+                    _, tls_table = tls_edge.run(
+                        (1, 2),
+                        settings.duration,
+                        settings.connections,
+                        settings.threads,
+                        settings.warmup,
+                        settings.python,
+                        settings.wrk,
+                    )
+                    sections[tls_edge.DOCS] = tls_table
     except KeyboardInterrupt:
         log("bench: interrupted; all servers stopped")
         return 130

@@ -1,0 +1,373 @@
+#!/usr/bin/env python3
+"""TLS at the edge: the Access Point's public resource over TLS against nginx over TLS, with
+the same certificate (ECDSA P-256, made for the run), the same backend (an nginx answering
+100 bytes) and the same number of workers.
+
+Two measurements per system and worker count, with wrk:
+
+- keep-alive requests/s (``wrk -c C`` over HTTPS: handshakes only at the start);
+- new TLS handshakes/s: every request with ``Connection: close``, so each one is a new TCP
+  connection and a full TLS handshake (wrk does not resume sessions).
+
+    .venv/bin/python bench/tls_edge.py                 # 1 and 2 workers, 10 s each
+    .venv/bin/python bench/run.py --only tls           # the same, as a step of make bench
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from signals import terminate_on_signals
+
+DOCS = ("<!-- bench:tls:start -->", "<!-- bench:tls:end -->")
+HEADING = "## Latest results: TLS on the Access Point"
+GOAL_RPS = 0.6  # keep-alive requests/s >= 0.6 x nginx over TLS
+GOAL_HANDSHAKES = 0.6  # new TLS handshakes/s >= 0.6 x nginx over TLS
+BODY = "x" * 99 + "\n"
+_RPS = re.compile(r"Requests/sec:\s+([\d.]+)")
+_ERRORS = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
+_NON2XX = re.compile(r"Non-2xx or 3xx responses: (\d+)")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def make_certificate(directory: Path) -> tuple[Path, Path, Path]:
+    """A CA and a certificate for ``localhost``/127.0.0.1 it signs: (ca, cert, key)."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = (directory / "ca.pem", directory / "server.crt", directory / "server.key")
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    paths[2].chmod(0o600)
+    return paths
+
+
+def _nginx_head(workdir: Path, workers: int) -> str:
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    return (
+        f"{user}worker_processes {workers};\nworker_rlimit_nofile 16384;\n"
+        f"error_log {workdir}/error.log warn;\nevents {{ worker_connections 8192; }}\n"
+        f"http {{\n    access_log off;\n    keepalive_requests 1000000;\n"
+        f"    client_body_temp_path {workdir}/cb;\n    proxy_temp_path {workdir}/px;\n"
+    )
+
+
+def backend_conf(workdir: Path, port: int) -> str:
+    return _nginx_head(workdir, 1) + (
+        f"    server {{\n        listen 127.0.0.1:{port} reuseport;\n"
+        f'        location / {{ default_type text/plain; return 200 "{BODY.rstrip()}\\n"; }}\n'
+        "    }\n}\n"
+    )
+
+
+def nginx_tls_conf(
+    workdir: Path, port: int, workers: int, backend: int, cert: Path, key: Path
+) -> str:
+    """nginx as the TLS-terminating reverse proxy: the comparison for the AP."""
+    return _nginx_head(workdir, workers) + (
+        f"    upstream backend {{ server 127.0.0.1:{backend}; keepalive 64; "
+        "keepalive_requests 1000000; }\n"
+        f"    server {{\n        listen 127.0.0.1:{port} ssl reuseport;\n"
+        f"        ssl_certificate {cert};\n        ssl_certificate_key {key};\n"
+        "        ssl_protocols TLSv1.2 TLSv1.3;\n"
+        "        location / {\n            proxy_pass http://backend;\n"
+        "            proxy_http_version 1.1;\n"
+        '            proxy_set_header Connection "";\n        }\n    }\n}\n'
+    )
+
+
+@dataclass
+class Proc:
+    name: str
+    port: int
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            os.killpg(self.popen.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(5)
+
+
+def spawn(name: str, argv: list[str], workdir: Path, port: int) -> Proc:
+    log = workdir / f"{name}.log"
+    with log.open("wb") as out:
+        popen = subprocess.Popen(
+            argv, cwd=workdir, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    return Proc(name, port, popen, log)
+
+
+def wait_https(proc: Proc, ca: Path, timeout: float = 20.0) -> None:
+    """Until ``GET /`` over TLS answers 200 (the backend reached through the proxy)."""
+    ctx = ssl.create_default_context(cafile=str(ca))
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if proc.popen.poll() is not None:
+            raise SystemExit(f"bench: {proc.name} exited:\n{proc.log.read_text()[-2000:]}")
+        try:
+            with (
+                socket.create_connection(("127.0.0.1", proc.port), timeout=1) as raw,
+                ctx.wrap_socket(raw, server_hostname="localhost") as sock,
+            ):
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                data = b""
+                while chunk := sock.recv(65536):
+                    data += chunk
+            if data.startswith(b"HTTP/1.1 200"):
+                return
+            last = data[:40].decode(errors="replace")
+        except OSError as exc:
+            last = str(exc)
+        time.sleep(0.1)
+    raise SystemExit(f"bench: {proc.name} not ready over TLS ({last})")
+
+
+def nginx_binary() -> str:
+    return shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+def start_nginx(name: str, conf: str, workdir: Path, port: int) -> Proc:
+    (workdir / f"{name}.conf").write_text(conf)
+    argv = [
+        nginx_binary(),
+        "-p",
+        f"{workdir}/",
+        "-e",
+        str(workdir / "error.log"),
+        "-c",
+        str(workdir / f"{name}.conf"),
+        "-g",
+        f"daemon off; pid {workdir / (name + '.pid')};",
+    ]
+    return spawn(name, argv, workdir, port)
+
+
+def start_access_point(
+    python: str, workdir: Path, port: int, workers: int, backend: int, cert: Path, key: Path
+) -> Proc:
+    config = {
+        "access_point": {
+            "listen": f"127.0.0.1:{port}",
+            "workers": workers,
+            "tls": {"certificates": [{"cert_file": str(cert), "key_file": str(key)}]},
+        },
+        "resources": [
+            {
+                "id": "bench",
+                "path_prefix": "/",
+                "backends": [f"http://127.0.0.1:{backend}"],
+                "public": True,
+            }
+        ],
+    }
+    path = workdir / f"ap-{workers}.yaml"
+    path.write_text(json.dumps(config, indent=2))
+    return spawn(
+        f"ap-{workers}",
+        [python, "-m", "gatehouse", "access-point", "--config", str(path)],
+        workdir,
+        port,
+    )
+
+
+@dataclass
+class Measure:
+    rps: float = 0.0
+    errors: int = 0
+    command: str = ""
+
+
+@dataclass
+class TLSRow:
+    system: str
+    workers: int
+    keepalive: Measure = field(default_factory=Measure)
+    handshakes: Measure = field(default_factory=Measure)
+
+
+def wrk(
+    binary: str, url: str, threads: int, connections: int, duration: int, close: bool
+) -> Measure:
+    argv = [binary, f"-t{threads}", f"-c{connections}", f"-d{duration}s"]
+    if close:
+        argv += ["-H", "Connection: close"]
+    argv.append(url)
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 30, check=False)
+    found = _RPS.search(proc.stdout)
+    if proc.returncode != 0 or not found:
+        raise SystemExit(f"bench: wrk failed: {shlex.join(argv)}\n{proc.stdout}{proc.stderr}")
+    errors = 0
+    if m := _NON2XX.search(proc.stdout):
+        errors += int(m.group(1))
+    if m := _ERRORS.search(proc.stdout):
+        # With Connection: close, wrk counts the server's close after the answer as a read
+        # "error" on some versions; only connect errors and timeouts are failures here.
+        errors += int(m.group(1)) + int(m.group(4))
+    return Measure(float(found.group(1)), errors, shlex.join(argv))
+
+
+def run(
+    workers: tuple[int, ...] = (1, 2),
+    duration: int = 10,
+    connections: int = 50,
+    threads: int = 2,
+    warmup: int = 2,
+    python: str = sys.executable,
+    wrk_binary: str = "/usr/bin/wrk",
+) -> tuple[list[TLSRow], str]:
+    """The measurements and their markdown table."""
+    rows: list[TLSRow] = []
+    with tempfile.TemporaryDirectory(prefix="gatehouse-tls-bench-") as tmp:
+        workdir = Path(tmp)
+        ca, cert, key = make_certificate(workdir)
+        backend_port = free_port()
+        backend = start_nginx("backend", backend_conf(workdir, backend_port), workdir, backend_port)
+        started = [backend]
+        try:
+            for count in workers:
+                for system in ("nginx", "ap"):
+                    port = free_port()
+                    if system == "nginx":
+                        conf = nginx_tls_conf(workdir, port, count, backend_port, cert, key)
+                        proc = start_nginx(f"nginx-tls-{count}", conf, workdir, port)
+                    else:
+                        proc = start_access_point(
+                            python, workdir, port, count, backend_port, cert, key
+                        )
+                    started.append(proc)
+                    wait_https(proc, ca)
+                    url = f"https://127.0.0.1:{port}/"
+                    row = TLSRow("nginx" if system == "nginx" else "Gatehouse AP", count)
+                    print(f"[tls] {row.system}, {count} worker(s)", file=sys.stderr)
+                    wrk(wrk_binary, url, threads, connections, warmup, close=False)
+                    row.keepalive = wrk(wrk_binary, url, threads, connections, duration, False)
+                    row.handshakes = wrk(wrk_binary, url, threads, connections, duration, True)
+                    print(
+                        f"  keep-alive {row.keepalive.rps:.0f} req/s, "
+                        f"new handshakes {row.handshakes.rps:.0f}/s",
+                        file=sys.stderr,
+                    )
+                    rows.append(row)
+                    proc.stop()
+                    started.remove(proc)
+        finally:
+            for proc in started:
+                proc.stop()
+    return rows, render(rows, duration, connections, threads)
+
+
+def render(rows: list[TLSRow], duration: int, connections: int, threads: int) -> str:
+    nginx = {r.workers: r for r in rows if r.system == "nginx"}
+    lines = [
+        f"**TLS on the Access Point** (the public resource over HTTPS; nginx over HTTPS with the "
+        f"same ECDSA P-256 certificate, the same backend and workers; wrk -t{threads} "
+        f"-c{connections} -d{duration}s; new handshakes: every request with "
+        f"`Connection: close`, a new TCP connection and a full handshake; goals: AP at least "
+        f"{GOAL_RPS}x nginx for both)",
+        "",
+        "| system | workers | keep-alive req/s | x nginx | new handshakes/s | x nginx | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        base = nginx.get(r.workers)
+        ka = hs = "—"
+        if base is not None and r.system != "nginx":
+            ka = f"{r.keepalive.rps / base.keepalive.rps:.2f}" if base.keepalive.rps else "n/a"
+            hs = f"{r.handshakes.rps / base.handshakes.rps:.2f}" if base.handshakes.rps else "n/a"
+        lines.append(
+            f"| {r.system} | {r.workers} | {r.keepalive.rps:,.0f} | {ka} | "
+            f"{r.handshakes.rps:,.0f} | {hs} | {r.keepalive.errors + r.handshakes.errors} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--workers", default="1,2", help="comma-separated worker counts")
+    parser.add_argument("--wrk", default=shutil.which("wrk") or "/usr/bin/wrk")
+    args = parser.parse_args()
+    with terminate_on_signals():
+        _, table = run(
+            tuple(int(w) for w in args.workers.split(",")),
+            args.duration,
+            args.connections,
+            args.threads,
+            wrk_binary=args.wrk,
+        )
+    print(table, end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
