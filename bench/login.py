@@ -4,12 +4,13 @@
 Each login is a GET of the form and a POST of it through the AP's portal relay, so it pays
 for the AP, the Policy service, the Authentication service's lockout (an attempt reserved in
 the user DB before argon2id runs, released on success) and argon2id itself (47 MiB, slow on
-purpose). With ``--compare REV`` the same measurement runs first on the code of git revision
-REV (a temporary worktree put first on ``PYTHONPATH``), so the two rows come from one
-machine in one run.
+purpose). With ``--compare REV`` a second node runs the code of git revision REV (a
+temporary worktree put first on ``PYTHONPATH``) and the two are measured in alternating
+turns (``--rounds``), so both rows come from one machine under the same outside load.
 
     .venv/bin/python bench/login.py                      # this tree, 4 clients, 10 s
-    .venv/bin/python bench/login.py --compare eace812    # that revision, then this tree
+    .venv/bin/python bench/login.py --compare eace812 --duration 30 --rounds 6
+                                   # that revision and this tree, alternating 5 s turns
     .venv/bin/python bench/run.py --only login-node      # the same, as a step of make bench
 """
 
@@ -51,36 +52,63 @@ class LoginResult:
     latencies: protected.Latencies
 
 
-def measure(label: str, source: Path | None, clients: int, duration: float) -> LoginResult:
-    """Start a node from ``source`` (None: this tree) in a fresh home, sign in once to warm
-    it up, then ``clients`` clients for ``duration`` seconds."""
-    with tempfile.TemporaryDirectory(prefix="gatehouse-login-bench-") as tmp:
-        port = free_port()
-        args = [sys.executable, "-m", "gatehouse", "up", "--listen", f"127.0.0.1:{port}"]
+class Node:
+    """``gatehouse up`` from ``source`` (None: this tree) in a fresh home, on free ports."""
+
+    def __init__(self, source: Path | None) -> None:
+        self._tmp = tempfile.TemporaryDirectory(prefix="gatehouse-login-bench-")
+        tmp = Path(self._tmp.name)
+        self.port = free_port()
+        args = [sys.executable, "-m", "gatehouse", "up", "--listen", f"127.0.0.1:{self.port}"]
         for flag in ("--backend-listen", "--policy-listen", "--auth-listen", "--admin-listen"):
             args += [flag, f"127.0.0.1:{free_port()}"]
-        args += ["--home", str(Path(tmp) / "var")]
+        args += ["--home", str(tmp / "var")]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         if source is not None:
             env["PYTHONPATH"] = str(source / "src")
-        log_path = Path(tmp) / "up.log"
+        log_path = tmp / "up.log"
         with log_path.open("wb") as out:
-            node = subprocess.Popen(
+            self.proc = subprocess.Popen(
                 args, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
             )
         try:
-            password = _wait_up(node, log_path, port)
-            protected.login_once(port, "demo", password)
-            latencies = protected.login_rate(port, "demo", password, clients, duration)
-        finally:
-            if node.poll() is None:
-                os.killpg(node.pid, signal.SIGTERM)
-                try:
-                    node.wait(15)
-                except subprocess.TimeoutExpired:
-                    os.killpg(node.pid, signal.SIGKILL)
-                    node.wait(5)
-    return LoginResult(label, clients, latencies)
+            self.password = _wait_up(self.proc, log_path, self.port)
+            protected.login_once(self.port, "demo", self.password)  # warm up
+        except BaseException:
+            self.stop()
+            raise
+
+    def measure(self, clients: int, duration: float) -> protected.Latencies:
+        return protected.login_rate(self.port, "demo", self.password, clients, duration)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        self._tmp.cleanup()
+
+
+def measure(
+    sources: dict[str, Path | None], clients: int, duration: float, rounds: int
+) -> list[LoginResult]:
+    """Start one node per source, then measure them in turn, ``rounds`` times each for
+    ``duration / rounds`` seconds, so load from elsewhere falls on all of them alike."""
+    nodes: dict[str, Node] = {}
+    try:
+        for label, source in sources.items():
+            nodes[label] = Node(source)
+        results = {label: protected.Latencies() for label in nodes}
+        for _ in range(rounds):
+            for label, node in nodes.items():
+                results[label].extend(node.measure(clients, duration / rounds))
+        return [LoginResult(label, clients, lat) for label, lat in results.items()]
+    finally:
+        for node in nodes.values():
+            node.stop()
 
 
 def _wait_up(node: subprocess.Popen[bytes], log_path: Path, port: int) -> str:
@@ -117,27 +145,28 @@ def render(results: list[LoginResult], duration: float) -> str:
 
 
 def run(
-    clients: int = 4, duration: float = 10.0, compare: str | None = None
+    clients: int = 4, duration: float = 10.0, compare: str | None = None, rounds: int = 1
 ) -> tuple[list[LoginResult], str]:
     """The measurements (``compare`` first when given) and their markdown table."""
-    results = []
-    if compare is not None:
-        with tempfile.TemporaryDirectory(prefix="gatehouse-login-old-") as tmp:
-            tree = Path(tmp) / "tree"
+    if compare is None:
+        results = measure({"this tree": None}, clients, duration, rounds)
+        return results, render(results, duration)
+    with tempfile.TemporaryDirectory(prefix="gatehouse-login-old-") as tmp:
+        tree = Path(tmp) / "tree"
+        subprocess.run(
+            ["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), compare],
+            check=True,
+            capture_output=True,
+        )
+        try:
+            sources = {f"`{compare}`": tree, "this tree": None}
+            results = measure(sources, clients, duration, rounds)
+        finally:
             subprocess.run(
-                ["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), compare],
-                check=True,
+                ["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)],
+                check=False,
                 capture_output=True,
             )
-            try:
-                results.append(measure(f"`{compare}`", tree, clients, duration))
-            finally:
-                subprocess.run(
-                    ["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)],
-                    check=False,
-                    capture_output=True,
-                )
-    results.append(measure("this tree", None, clients, duration))
     return results, render(results, duration)
 
 
@@ -145,10 +174,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--duration", type=float, default=10.0)
-    parser.add_argument("--compare", metavar="REV", help="measure git revision REV first")
+    parser.add_argument("--compare", metavar="REV", help="measure git revision REV too")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="alternate the nodes this many times (--compare)"
+    )
     args = parser.parse_args()
     with terminate_on_signals():
-        results, table = run(args.clients, args.duration, args.compare)
+        results, table = run(args.clients, args.duration, args.compare, args.rounds)
     print(table, end="")
     mine = results[-1].latencies
     if mine.errors:
