@@ -19,6 +19,12 @@ Choices (docs/operations.md, "The load balancer"):
   a second to reconnect to the same one.
 - The load balancer is the edge: it replaces every client-supplied forwarding field, and the
   APs trust what it sends (``trusted_proxies``).
+- APs that terminate TLS (``load_balancer.access_point_tls``): ``reencrypt`` keeps all of the
+  above and connects to each AP with TLS, ``ssl verify required ca-file`` and the AP's name
+  as SNI and ``verifyhost``; ``passthrough`` is ``mode tcp``: the client's TLS session goes
+  to the AP untouched (HAProxy holds no key), connections that could not be made are
+  retried on another AP, health checks are the same HTTP check over TLS — but HAProxy sees
+  no HTTP, so it sets no forwarding fields and the APs see HAProxy's address as the client.
 """
 
 from __future__ import annotations
@@ -80,7 +86,7 @@ def haproxy_config(
         "",
         *_defaults(lb),
         "",
-        *_frontend(lb),
+        *(_tcp_frontend(lb) if lb.access_point_tls == "passthrough" else _frontend(lb)),
         "",
         *_backend(topology, health_path),
     ]
@@ -105,21 +111,37 @@ def _global(stats_socket: str | Path | None) -> list[str]:
 
 def _defaults(lb: LoadBalancer) -> list[str]:
     t = lb.timeouts
-    return [
+    tcp = lb.access_point_tls == "passthrough"
+    lines = [
         "defaults",
-        "    mode http",
+        "    mode tcp" if tcp else "    mode http",
         "    log global",
-        "    option httplog",
+        "    option tcplog" if tcp else "    option httplog",
         "    option dontlognull",
         "    option log-health-checks",
         f"    timeout connect {duration(t.connect)}",
         f"    timeout client {duration(t.client)}",
         f"    timeout server {duration(t.server)}",
-        f"    timeout http-request {duration(t.http_request)}",
-        f"    timeout http-keep-alive {duration(t.keep_alive)}",
+    ]
+    if not tcp:
+        lines += [
+            f"    timeout http-request {duration(t.http_request)}",
+            f"    timeout http-keep-alive {duration(t.keep_alive)}",
+        ]
+    lines += [
         f"    timeout queue {duration(t.queue)}",
         f"    timeout tunnel {duration(t.tunnel)}",
         f"    timeout check {duration(lb.health_check.timeout)}",
+    ]
+    return lines
+
+
+def _tcp_frontend(lb: LoadBalancer) -> list[str]:
+    return [
+        f"frontend {FRONTEND}",
+        f"    bind {_address(lb.listen)}",
+        "    # TLS pass-through: the Access Points terminate TLS; HAProxy relays bytes.",
+        f"    default_backend {BACKEND}",
     ]
 
 
@@ -157,6 +179,16 @@ def _backend(topology: Topology, health_path: str) -> list[str]:
         lines.append("    option redispatch 1")
     else:
         lines.append("    no option redispatch")
+    if lb.access_point_tls == "passthrough":
+        # Only the connection is retried (no HTTP is seen); checks speak TLS to the AP.
+        lines.append(
+            f"    default-server check inter {duration(check.interval)} "
+            f"fall {check.fall} rise {check.rise} check-ssl {_check_verify(lb)}"
+        )
+        for ap in topology.access_points:
+            name = f" check-sni {_quote(ap.tls_name)}" if lb.access_point_ca_file else ""
+            lines.append(f"    server {ap.id} {host_port(*topology.address(ap))}{name}")
+        return lines
     lines += [
         f"    retry-on {' '.join(['conn-failure', *lb.retry_on])}",
         f"    acl idempotent method {' '.join(IDEMPOTENT_METHODS)}",
@@ -168,8 +200,23 @@ def _backend(topology: Topology, health_path: str) -> list[str]:
         f"fall {check.fall} rise {check.rise}",
     ]
     for ap in topology.access_points:
-        lines.append(f"    server {ap.id} {host_port(*topology.address(ap))}")
+        line = f"    server {ap.id} {host_port(*topology.address(ap))}"
+        if lb.access_point_tls == "reencrypt":
+            name = _quote(ap.tls_name)
+            line += (
+                f" ssl verify required ca-file {_quote(lb.access_point_ca_file or '')}"
+                f" sni str({name}) verifyhost {name} check-sni {name} alpn http/1.1"
+            )
+        lines.append(line)
     return lines
+
+
+def _check_verify(lb: LoadBalancer) -> str:
+    """Pass-through health checks: verified when a CA file is given (the check carries no
+    secret either way)."""
+    if lb.access_point_ca_file:
+        return f"verify required ca-file {_quote(lb.access_point_ca_file)}"
+    return "verify none"
 
 
 def _stats(listen: str) -> list[str]:

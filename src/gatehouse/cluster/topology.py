@@ -47,7 +47,7 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from gatehouse.administration.model import NodeName, ServiceId
-from gatehouse.config.access_point import IPNetwork, Network, parse_listen
+from gatehouse.config.access_point import IPNetwork, Network, TLSSettings, parse_listen
 from gatehouse.config.base import Strict
 from gatehouse.config.loader import load_file, problems_error
 from gatehouse.config.units import Seconds
@@ -153,6 +153,18 @@ class AccessPoint(PlacedService):
     policy_services: list[ServiceId] | None = Field(
         default=None, description="Policy services by id, preferred first; default: rotated"
     )
+    #: TLS on the AP's own listener (certificate and key files on its node); required on
+    #: every AP when ``load_balancer.access_point_tls`` is set.
+    tls: TLSSettings | None = None
+    server_name: str | None = Field(
+        default=None,
+        description="re-encryption: the name HAProxy sends as SNI and requires in the AP's "
+        "certificate; default: the AP's id",
+    )
+
+    @property
+    def tls_name(self) -> str:
+        return self.server_name or self.id
 
 
 class PolicyService(PlacedService):
@@ -202,6 +214,16 @@ class LoadBalancer(Strict):
     listen: ListenAddress
     tls_certificate: str | None = Field(
         default=None, description="PEM file (certificate and key): HAProxy terminates TLS"
+    )
+    #: How HAProxy reaches APs that terminate TLS themselves: ``passthrough`` (mode tcp: the
+    #: client's TLS goes through to the AP, HAProxy holds no key) or ``reencrypt`` (HAProxy
+    #: terminates with ``tls_certificate`` and opens TLS to the AP, verifying it against
+    #: ``access_point_ca_file``). None: plain HTTP to the APs.
+    access_point_tls: Literal["passthrough", "reencrypt"] | None = None
+    access_point_ca_file: str | None = Field(
+        default=None,
+        description="CA file (PEM) HAProxy verifies the APs' certificates with; required "
+        "for reencrypt, optional for passthrough (health checks then verify too)",
     )
     balance: Literal["roundrobin", "leastconn"] = "roundrobin"
     health_check: HealthCheck = Field(default_factory=HealthCheck)
@@ -335,8 +357,9 @@ class Topology(Strict):
         return host, port
 
     def endpoint(self, service: PlacedService) -> str:
-        """The service's URL for its clients."""
-        return "http://" + host_port(*self.address(service))
+        """The service's URL for its clients (https for an AP with TLS)."""
+        scheme = "https" if isinstance(service, AccessPoint) and service.tls else "http"
+        return f"{scheme}://" + host_port(*self.address(service))
 
     def policy_order(self, access_point: AccessPoint) -> list[str]:
         """The AP's Policy services, preferred first."""

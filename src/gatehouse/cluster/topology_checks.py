@@ -33,6 +33,43 @@ def topology_problems(topology: Topology) -> Iterator[tuple[Loc, str]]:
     yield from _ordered_list_problems(topology)
     yield from _address_problems(topology)
     yield from _database_problems(topology.databases)
+    yield from _tls_problems(topology)
+
+
+def _tls_problems(topology: Topology) -> Iterator[tuple[Loc, str]]:
+    lb = topology.load_balancer
+    mode = lb.access_point_tls
+    if mode is None:
+        for index, ap in enumerate(topology.access_points):
+            if ap.tls is not None:
+                yield (
+                    ("access_points", index, "tls"),
+                    "set load_balancer.access_point_tls (passthrough or reencrypt) to say how "
+                    "the load balancer reaches an AP that terminates TLS",
+                )
+        return
+    for index, ap in enumerate(topology.access_points):
+        if ap.tls is None:
+            yield (
+                ("access_points", index, "tls"),
+                f"load_balancer.access_point_tls is {mode}: every AP needs its certificate",
+            )
+    if mode == "passthrough" and lb.tls_certificate is not None:
+        yield (
+            ("load_balancer", "tls_certificate"),
+            "passthrough: the APs terminate TLS, HAProxy holds no certificate (remove it)",
+        )
+    if mode == "reencrypt":
+        if lb.tls_certificate is None:
+            yield (
+                ("load_balancer", "tls_certificate"),
+                "reencrypt: HAProxy terminates TLS first and needs its certificate",
+            )
+        if lb.access_point_ca_file is None:
+            yield (
+                ("load_balancer", "access_point_ca_file"),
+                "reencrypt: HAProxy verifies each AP's certificate and needs the CA file",
+            )
 
 
 def _node_problems(topology: Topology) -> Iterator[tuple[Loc, str]]:
