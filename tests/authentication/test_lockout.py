@@ -140,6 +140,7 @@ rules = st.builds(
     st.integers(1, 5),
     st.integers(1, 8).map(float),
     st.integers(1, 8).map(float),
+    st.none() | st.integers(1, 40).map(float),
 )
 # Whole and half seconds hit the window and lock boundaries exactly, where off-by-one
 # comparisons would differ.
@@ -159,17 +160,23 @@ def test_sql_matches_the_rules(
     key = f"user:k{next(_keys)}"
     times = list(itertools.accumulate(gaps))
 
-    async def go() -> list[Counter]:
+    async def go() -> list[tuple[Counter, bool]]:
         out = []
         for t in times:
             async with database.connect() as conn:
-                out.append(await lockout.record_failure(conn, key, at(t), rule))
+                out.append(await lockout.reserve(conn, key, at(t), rule))
         async with database.connect() as conn:
             stored = await lockout.load(conn, [key])
-        assert stored[key] == out[-1]
+        assert stored[key] == out[-1][0]
         return out
 
-    assert runner.run(go()) == run(times, rule)
+    expected: list[tuple[Counter, bool]] = []
+    counter: Counter | None = None
+    for t in times:
+        counter, counted = lockout.reserve_rule(counter, at(t), rule)
+        expected.append((counter, counted))
+    # The same states, and the same attempts counted (True) or refused (False).
+    assert runner.run(go()) == expected
 
 
 def test_reset(db: tuple[asyncio.Runner, Database]) -> None:
