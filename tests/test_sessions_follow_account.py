@@ -271,6 +271,7 @@ def test_two_session_cookies_are_refused_by_the_ap_and_the_portal(
     # The portal: the sign-out page and the sign-out itself.
     page = plain.get("/_gatehouse/logout", headers=two_cookies(carol, both))
     assert page.status == 400
+    assert b"sign-in cookie more than once" in page.body
     form = carol.get("/_gatehouse/logout")
     assert form.status == 200
     csrf = form.body.split(b'name="csrf" value="')[1].split(b'"')[0].decode()
@@ -278,6 +279,7 @@ def test_two_session_cookies_are_refused_by_the_ap_and_the_portal(
     headers["Content-Type"] = "application/x-www-form-urlencoded"
     logout = plain.request("POST", "/_gatehouse/logout", f"csrf={csrf}".encode(), headers)
     assert logout.status == 400
+    assert b"sign-in cookie more than once" in logout.body
     # Nothing was ended by the refused sign-out: both sessions still work, one at a time.
     assert groups_seen(carol) == "admins"
     assert groups_seen(dave) == "admins"

@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from gatehouse.cookies import TWO_SESSION_COOKIES
 from gatehouse.internal.config_agent import config_fields
 from gatehouse.internal.endpoint import json_endpoint
 from gatehouse.internal.errors import Code, ServiceError, json_response
@@ -125,6 +126,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == 404:
         return pages.error(404, "Page not found", "There is nothing at this address.")
     if exc.status_code == 400:
+        if exc.detail == TWO_SESSION_COOKIES:  # raised by policy.sessions.session_cookie
+            return pages.error(400, "Two sign-in cookies", TWO_SESSION_COOKIES)
         return pages.error(400, "Bad request", "The form could not be read. Please try again.")
     response = pages.error(exc.status_code, "Not allowed", "This request is not allowed here.")
     if exc.headers:
