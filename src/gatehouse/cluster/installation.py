@@ -50,6 +50,9 @@ def installation_document(topology: Topology) -> dict[str, Any]:
         }
         if lb_sources:
             entry["trusted_proxies"] = lb_sources
+        if ap.tls is not None:
+            # Paths on the AP's node: the view names the key file, never holds the key.
+            entry["tls"] = ap.tls.model_dump(mode="json")
         access_points.append(entry)
     relays = _access_point_networks(topology)
     policy_services: list[dict[str, Any]] = []

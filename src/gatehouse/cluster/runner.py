@@ -49,6 +49,7 @@ from gatehouse.cluster.home import (
     TOPOLOGY_FILE,
     write_home,
 )
+from gatehouse.cluster.local_tls import with_local_tls
 from gatehouse.cluster.members import (
     DEMO_BACKEND,
     LOAD_BALANCER,
@@ -104,7 +105,8 @@ class Cluster:
         start_timeout: float = START_TIMEOUT,
     ) -> None:
         self.home = Path(home).absolute()
-        self.topology = topology
+        # local_tls: the certificates made in HOME/tls and the settings naming them.
+        self.topology = topology = with_local_tls(topology, self.home)
         self.source = source
         self.start_timeout = start_timeout
         self._say = progress or (lambda _message: None)
@@ -173,7 +175,7 @@ class Cluster:
             if saved.exists():
                 return cls.open(home, fsync=fsync, progress=progress, start_timeout=start_timeout)
             topology_path = DEFAULT_TOPOLOGY
-        topology = load_topology(topology_path)
+        topology = with_local_tls(load_topology(topology_path), Path(home).absolute())
         if saved.exists() and load_topology(saved) != topology:
             raise ClusterError(
                 f"{Path(home).absolute()} holds a cluster of another topology ({saved}): "
@@ -193,8 +195,10 @@ class Cluster:
     @property
     def url(self) -> str:
         """The load balancer's URL: where browsers and load go."""
-        host, port = parse_listen(self.topology.load_balancer.listen)
-        return f"http://{host_port(dialable(host), port)}/"
+        lb = self.topology.load_balancer
+        host, port = parse_listen(lb.listen)
+        tls = lb.tls_certificate is not None or lb.access_point_tls == "passthrough"
+        return f"{'https' if tls else 'http'}://{host_port(dialable(host), port)}/"
 
     @property
     def admin_url(self) -> str:

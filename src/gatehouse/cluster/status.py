@@ -18,6 +18,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import ssl
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -65,10 +66,20 @@ class Health:
         return version if isinstance(version, int) else None
 
 
-def probe(address: tuple[str, int], path: str, timeout: float = PROBE_TIMEOUT) -> Health:
-    """``GET path`` at ``address``: healthy on 200 (the demo backend: any answer below 500)."""
+def probe(
+    address: tuple[str, int], path: str, timeout: float = PROBE_TIMEOUT, tls: bool = False
+) -> Health:
+    """``GET path`` at ``address``: healthy on 200 (the demo backend: any answer below 500).
+    ``tls``: over TLS, the certificate not verified (a health answer carries no secret)."""
     host, port = address
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    conn: http.client.HTTPConnection
+    if tls:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=context)
+    else:
+        conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
         conn.request("GET", path, headers={"Host": "gatehouse-status"})
         response = conn.getresponse()
@@ -125,7 +136,10 @@ def member_health(cluster: Cluster, name: str, timeout: float = PROBE_TIMEOUT) -
     if member.kind == "load_balancer":
         return _load_balancer_health(cluster)
     assert member.address is not None
-    return probe(member.address, HEALTH_PATHS[member.kind], timeout)
+    tls = member.kind == "access_point" and any(
+        ap.id == name and ap.tls is not None for ap in cluster.topology.access_points
+    )
+    return probe(member.address, HEALTH_PATHS[member.kind], timeout, tls)
 
 
 @dataclass(frozen=True, slots=True)

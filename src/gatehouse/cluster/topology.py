@@ -322,6 +322,10 @@ class Topology(Strict):
     load_balancer: LoadBalancer
     databases: Databases
     demo_backend: DemoBackend | None = None
+    #: ``gatehouse cluster up`` only: make a local CA and certificates in the cluster's home
+    #: and run TLS end to end, HAProxy in this mode in front of APs that terminate TLS
+    #: (see :mod:`.local_tls`).
+    local_tls: Literal["passthrough", "reencrypt"] | None = None
 
     @model_validator(mode="after")
     def _cross_check(self) -> Topology:
