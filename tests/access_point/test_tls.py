@@ -367,3 +367,31 @@ def test_tls_listener_is_not_plain_http(
         data = sock.recv(4096)
     assert b"200 OK" not in data
     assert b"x-forwarded-proto" not in data.lower()
+
+
+def test_a_managed_ap_refuses_a_published_view_naming_a_missing_key(
+    tmp_path: Path, ca: TestCA
+) -> None:
+    """What a managed AP acknowledges when Admin publishes TLS files its host lacks."""
+    from gatehouse.access_point.managed import ViewCheck
+    from gatehouse.access_point.server import Overrides
+    from gatehouse.errors import ConfigError
+
+    pair = ca.issue("ap", ["localhost"])
+    view = {
+        "access_point": {
+            "tls": {
+                "certificates": [
+                    {"cert_file": str(pair.cert), "key_file": str(pair.key)},
+                    {"cert_file": str(pair.cert), "key_file": str(tmp_path / "gone.key")},
+                ]
+            }
+        },
+        "resources": [],
+    }
+    with pytest.raises(ConfigError) as caught:
+        ViewCheck(Overrides())(view)
+    message = str(caught.value)
+    assert message.startswith("the published configuration: ")
+    assert "access_point.tls.certificates[1].key_file: cannot read" in message
+    assert str(tmp_path / "gone.key") in message
