@@ -212,3 +212,20 @@ def test_every_access_point_needs_its_certificate_with_access_point_tls() -> Non
     data["access_points"][0]["tls"] = {"certificates": [{"cert_file": "/a", "key_file": "/b"}]}
     with pytest.raises(ConfigError, match=r"access_points\[0\]\.tls: set load_balancer"):
         validate(Topology, data)
+
+
+def test_haproxy_config_refuses_a_local_tls_topology(tmp_path: Path) -> None:
+    import subprocess
+
+    import yaml
+
+    from tests.support.processes import GATEHOUSE
+
+    path = tmp_path / "topology.yaml"
+    path.write_text(yaml.safe_dump({**topology_data(), "local_tls": "reencrypt"}))
+    result = subprocess.run(
+        [*GATEHOUSE, "haproxy-config", str(path)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 2
+    assert "local_tls: the certificates are made by 'gatehouse cluster up'" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -139,6 +139,15 @@ def haproxy_config(args: argparse.Namespace) -> int:
     from gatehouse.internal.lkg import atomic_write
 
     topology = load_topology(args.topology)
+    if topology.local_tls is not None:
+        # Its certificates exist only in a cluster's home, made by `cluster up`.
+        print(
+            f"gatehouse: {args.topology}: local_tls: the certificates are made by "
+            "'gatehouse cluster up' in the cluster's home, which writes HOME/haproxy.cfg; "
+            "for a real installation set access_points[].tls and load_balancer.access_point_tls",
+            file=sys.stderr,
+        )
+        return 2
     text = generate(topology, stats_socket=args.stats_socket, source=args.topology)
     if args.output is None:
         sys.stdout.write(text)
