@@ -78,20 +78,33 @@ def test_a_trusted_device_is_not_locked_out_by_failures_from_elsewhere(
 ) -> None:
     url = sqlite_user_db
     add_user(url, "alice", "correct horse")
+    add_user(url, "bob", "bobs password")
     auth = start_auth(url, lockout=SLOW_LOCKOUT)
+    # Signing in issues a device id; signing in with it renews the same one.
+    first = verify_any(auth, "alice", "correct horse", "192.0.2.1")[1]
+    mine = {"device": first["device"]}
+    again = verify_any(auth, "alice", "correct horse", "192.0.2.1", **mine)[1]
+    assert again["device"] == first["device"]
+    other = {"device": verify_any(auth, "alice", "correct horse", "192.0.2.2")[1]["device"]}
+    assert other != mine
     # Five wrong passwords from five addresses lock the account for everyone else...
     for n in range(5):
         assert verify_any(auth, "alice", "guess", f"203.0.113.{n}")[1] == {"result": "invalid"}
     assert verify_any(auth, "alice", "correct horse", "192.0.2.1")[1]["result"] == "locked"
     # ...but not for a browser that signed in to alice before: it has its own counter.
-    mine = {"device": "AAAAAAAAAAA"}
     assert verify_any(auth, "alice", "correct horse", "192.0.2.1", **mine)[1]["result"] == "ok"
-    # That counter locks too, on its own: another trusted device is unaffected.
+    # That counter locks too, on its own: the other trusted device is unaffected.
     for _ in range(5):
         assert verify_any(auth, "alice", "typo", "192.0.2.1", **mine)[1] == {"result": "invalid"}
     assert verify_any(auth, "alice", "correct horse", "192.0.2.1", **mine)[1]["result"] == "locked"
-    other = {"device": "BBBBBBBBBBB"}
     assert verify_any(auth, "alice", "correct horse", "192.0.2.1", **other)[1]["result"] == "ok"
+    # An id this service never issued for alice is no way around her lock, whoever sends it.
+    for forged in (
+        "AAAAAAAAAAA",
+        verify_any(auth, "bob", "bobs password", "192.0.2.3")[1]["device"],
+    ):
+        answer = verify_any(auth, "alice", "correct horse", "192.0.2.1", device=forged)[1]
+        assert answer["result"] == "locked"
     # A device id for a name that is no account changes nothing.
     assert verify_any(auth, "ghost", "x", "192.0.2.1", **mine)[1] == {"result": "invalid"}
     status, answer = verify_any(auth, "alice", "x", "192.0.2.1", device="../../etc")

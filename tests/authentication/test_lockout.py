@@ -250,16 +250,26 @@ def test_release_and_purge_in_sql(db: tuple[asyncio.Runner, Database]) -> None:
 def test_reset_of_an_account_forgets_its_devices(db: tuple[asyncio.Runner, Database]) -> None:
     runner, database = db
     keys = ["user:a_b", "dev:a_b:AAAAAAAAAAA", "dev:aXb:AAAAAAAAAAA", "unknown:7"]
+    trusts = ["td:a_b:AAAAAAAAAAA", "td:aXb:AAAAAAAAAAA"]
 
-    async def go() -> list[str]:
+    async def go() -> tuple[list[str], list[bool]]:
         async with database.connect() as conn:
             for key in keys:
                 await lockout.reserve(conn, key, T0, RULE)
+            await lockout.trust(conn, "a_b", "AAAAAAAAAAA", T0)
+            await lockout.trust(conn, "aXb", "AAAAAAAAAAA", T0)
             await lockout.reset(conn, "user:a_b")
-            return sorted(await lockout.load(conn, keys))
+            left = sorted(await lockout.load(conn, keys + trusts))
+            valid = [
+                await lockout.trusted(conn, name, "AAAAAAAAAAA", at(60))
+                for name in ("a_b", "aXb", "nobody")
+            ]
+            return left, valid
 
-    # '_' in the name is not a LIKE wildcard: aXb's device stays.
-    assert runner.run(go()) == ["dev:aXb:AAAAAAAAAAA", "unknown:7"]
+    # '_' in the name is not a LIKE wildcard: aXb's device and its trust stay.
+    left, valid = runner.run(go())
+    assert left == ["dev:aXb:AAAAAAAAAAA", "td:aXb:AAAAAAAAAAA", "unknown:7"]
+    assert valid == [False, True, False]
 
 
 def test_unknown_names_share_a_bounded_set_of_keys() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 from tests.authentication.conftest import FAST_LOCKOUT, StartAuth, add_user
@@ -32,7 +33,9 @@ def test_health_user_lookup_and_verify(user_db: str, start_auth: StartAuth) -> N
     add_alice(user_db)
     add_user(user_db, "bob", "bobs password", enabled=False)
     auth = start_auth(user_db)
-    assert verify(auth, "alice", "correct horse") == {"result": "ok", "user": ALICE}
+    ok = verify(auth, "alice", "correct horse")
+    assert ok == {"result": "ok", "user": ALICE, "device": ok["device"]}
+    assert re.fullmatch(r"[A-Za-z0-9_-]{11}", ok["device"])
     assert verify(auth, "alice", "wrong horse") == {"result": "invalid"}
     assert verify(auth, "alice", "") == {"result": "invalid"}
     assert verify(auth, "alice", "correct horse", client_ip="2001:db8::1")["result"] == "ok"

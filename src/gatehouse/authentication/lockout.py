@@ -4,7 +4,9 @@ A key counts the password checks one client may still make: ``ip:ADDRESS`` per c
 address, ``user:NAME`` per account, ``dev:NAME:ID`` per trusted device of an account (a
 browser that signed in to it before, see ``docs/operations.md``) and ``unknown:N`` for names
 that are not accounts (one of :data:`UNKNOWN_BUCKETS` buckets, so they lock like accounts but
-cost a bounded number of rows).
+cost a bounded number of rows). Device ids are issued here, at a successful sign-in, and
+recorded as ``td:NAME:ID`` rows (:func:`trust`) that live :data:`DEVICE_LIFETIME`: an id
+that was never issued for that account, or has expired, is not trusted, whoever sends it.
 
 Every attempt is *reserved* before the argon2 work starts: one atomic upsert
 (``INSERT ... ON CONFLICT DO UPDATE ... RETURNING``, SQLite >= 3.35 and PostgreSQL) counts it
@@ -42,6 +44,8 @@ from gatehouse.storage.types import UTCDateTime
 
 #: Names that are not accounts share this many counters (``unknown:0`` ... ``unknown:4095``).
 UNKNOWN_BUCKETS = 4096
+#: How long a device id stays trusted after the sign-in that issued or renewed it.
+DEVICE_LIFETIME = timedelta(days=90)
 #: Doublings past ``max_failures`` are capped long before this; it only bounds the SQL.
 _MAX_STEPS = 40
 
@@ -120,6 +124,15 @@ def account_key(username: str) -> str:
 def device_key(username: str, device: str) -> str:
     """``device`` is the id from a device cookie (11 URL-safe characters): at most 80 chars."""
     return f"dev:{username}:{device}"
+
+
+def trust_key(username: str, device: str) -> str:
+    return f"td:{username}:{device}"
+
+
+def new_device_id() -> str:
+    """11 URL-safe characters (64 random bits)."""
+    return secrets.token_urlsafe(8)
 
 
 def unknown_key(username: str) -> str:
@@ -280,12 +293,39 @@ async def release(conn: AsyncConnection, key: str, rule: Rule) -> None:
 
 
 async def reset(conn: AsyncConnection, key: str) -> None:
-    """Forget ``key``; for an account key, its trusted devices' counters too."""
+    """Forget ``key``; for an account key, its trusted devices and their counters too."""
     await conn.execute(delete(_F).where(_F.key == key))
     if key.startswith("user:"):
-        prefix = "dev:" + key.removeprefix("user:") + ":"
-        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        await conn.execute(delete(_F).where(_F.key.like(escaped + "%", escape="\\")))
+        name = key.removeprefix("user:")
+        for prefix in (f"dev:{name}:", f"td:{name}:"):
+            escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            await conn.execute(delete(_F).where(_F.key.like(escaped + "%", escape="\\")))
+
+
+async def trusted(conn: AsyncConnection, username: str, device: str, now: datetime) -> bool:
+    """Was ``device`` issued for ``username`` (by :func:`trust`) and is it still valid?"""
+    query = select(_F.expires_at).where(_F.key == trust_key(username, device))
+    expires_at = (await conn.execute(query)).scalar_one_or_none()
+    return expires_at is not None and expires_at > now
+
+
+async def trust(conn: AsyncConnection, username: str, device: str, now: datetime) -> None:
+    """Record (or renew) ``device`` as a trusted device of ``username``."""
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    expires_at = now + DEVICE_LIFETIME
+    statement = (
+        insert(_F)
+        .values(
+            key=trust_key(username, device),
+            count=0,
+            first_at=now,
+            locked_until=None,
+            expires_at=expires_at,
+            attempt="",
+        )
+        .on_conflict_do_update(index_elements=[_F.key], set_={"expires_at": _at(expires_at)})
+    )
+    await conn.execute(statement)
 
 
 async def purge(conn: AsyncConnection, now: datetime) -> int:

@@ -6,9 +6,11 @@ neither the answer nor its timing tells which usernames exist.
 
 An attempt is counted before its password is checked (:func:`lockout.reserve`): the
 address's counter first, then the account's (``user:NAME``; a name that is no account counts
-in one of a bounded set of ``unknown:N`` buckets). A client that presents a trusted-device id
-for an existing account (its browser signed in to that account before) is counted on that
-device's own counter only, so failures from elsewhere never lock it out.
+in one of a bounded set of ``unknown:N`` buckets). A successful sign-in issues (or renews) a
+trusted-device id for that account; a client that presents one this service issued for the
+account (its browser signed in to it before) is counted on that device's own counter only, so
+failures from elsewhere never lock it out. An id that was not issued for that account counts
+for nothing, whoever sends it.
 
 The password-hash parameters and the lockout limits are one :class:`Rules` value: a new
 configuration replaces it in one assignment (:meth:`Verifier.use`), and an attempt reads it
@@ -37,6 +39,8 @@ from gatehouse.storage.types import utcnow
 @dataclass(frozen=True, slots=True)
 class Ok:
     user: UserInfo
+    #: The trusted-device id of the client that signed in (new, or the one it presented).
+    device: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,8 +125,8 @@ class Verifier:
     async def verify(
         self, username: str, password: str, client_ip: str, device: str | None = None
     ) -> Outcome:
-        """Check a password; ``client_ip`` must be a valid IP address, ``device`` a trusted
-        device id the Policy service vouched for (its cookie was signed for ``username``).
+        """Check a password; ``client_ip`` must be a valid IP address, ``device`` the
+        trusted-device id the client presents (honoured only if issued for ``username``).
 
         Raises :class:`~gatehouse.authentication.passwords.Overloaded` when too many checks
         are under way already (nothing is counted then).
@@ -131,9 +135,13 @@ class Verifier:
         with rules.passwords.admission():
             # Names that cannot exist are only counted against the IP.
             candidate = await self._candidate(username) if valid_username(username) else None
-            keys = self._keys(username, client_ip, device, candidate)
             now = self.clock()
             async with self.db.connect() as conn:
+                if device is not None and (
+                    candidate is None or not await lockout.trusted(conn, username, device, now)
+                ):
+                    device = None
+                keys = self._keys(username, client_ip, device, candidate)
                 counts: dict[str, int] = {}
                 for kind, key, rule in keys:
                     counter, counted = await lockout.reserve(conn, key, now, rule)
@@ -161,8 +169,9 @@ class Verifier:
             now = self.clock()
             if ok:
                 assert candidate is not None
-                await self._succeeded(candidate, keys, new_hash, client_ip, now)
-                return Ok(candidate.info)
+                device = device or lockout.new_device_id()
+                await self._succeeded(candidate, keys, new_hash, client_ip, device, now)
+                return Ok(candidate.info, device)
             await self._failed(username, keys, counts, client_ip, reason, now)
             return Invalid()
 
@@ -194,16 +203,16 @@ class Verifier:
         keys: list[tuple[str, str, Rule]],
         new_hash: str | None,
         client_ip: str,
+        device: str,
         now: datetime,
     ) -> None:
         async with self.db.connect() as conn:
             for kind, key, rule in keys:
                 if kind == "ip":
                     await lockout.release(conn, key, rule)
-                elif kind == "account":
-                    await lockout.reset(conn, key)
-                else:
+                else:  # the account's or the device's counter starts over
                     await _forget(conn, key)
+            await lockout.trust(conn, candidate.info.username, device, now)
             if new_hash is not None:
                 # Only replace the hash we verified: a password changed meanwhile wins.
                 await conn.execute(

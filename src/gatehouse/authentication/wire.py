@@ -53,8 +53,8 @@ def parse_verify(body: bytes) -> VerifyRequest:
 
 def outcome_json(outcome: Outcome) -> dict[str, object]:
     match outcome:
-        case Ok(user):
-            return {"result": "ok", "user": user.to_json()}
+        case Ok(user, device):
+            return {"result": "ok", "user": user.to_json(), "device": device}
         case Locked(retry_after):
             return {"result": "locked", "retry_after": retry_after}
         case Invalid():

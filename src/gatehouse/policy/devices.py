@@ -1,12 +1,14 @@
 """Trusted-device cookies: a browser that signed in to an account before keeps signing in.
 
-After a successful sign-in the portal sets ``gatehouse_device``: a random device id, an
-expiry, and an HMAC over both and the account's user name, under a key derived from the
-portal's CSRF key (every Policy service behind the same Access Points shares it). At the next
-sign-in to that account the id goes with the password check, and the Authentication service
-counts that browser's attempts on its own counter, so failures from elsewhere cannot lock it
-out (docs/operations.md, "Brute-force protection"). A cookie for another account, expired or
-not signed by us is ignored: the browser is then just another client.
+After a successful sign-in the portal sets ``gatehouse_device``: the device id the
+Authentication service issued with its ``ok``, an expiry, and an HMAC over both and the
+account's user name, under a key derived from the portal's CSRF key (every Policy service
+behind the same Access Points shares it). At the next sign-in to that account the id goes
+with the password check, and the Authentication service, which honours only ids it issued
+for that account, counts that browser's attempts on their own counter, so failures from
+elsewhere cannot lock it out (docs/operations.md, "Brute-force protection"). A cookie for
+another account, expired or not signed by us is ignored: the browser is then just another
+client.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import base64
 import hashlib
 import hmac
 import re
-import secrets
 from datetime import datetime, timedelta
 
 COOKIE_NAME = "gatehouse_device"
@@ -36,9 +37,8 @@ class DeviceCookies:
         mac = hmac.new(self._key, message, hashlib.sha256).digest()
         return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
 
-    def issue(self, username: str, now: datetime) -> str:
-        """A new cookie value for ``username``: a fresh device id, valid for the lifetime."""
-        device = secrets.token_urlsafe(8)
+    def issue(self, username: str, device: str, now: datetime) -> str:
+        """A cookie value carrying ``device`` for ``username``, valid for the lifetime."""
         expires = int((now + self.lifetime).timestamp())
         return f"{device}.{expires}.{self._mac(username, device, expires)}"
 

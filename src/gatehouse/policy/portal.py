@@ -199,6 +199,8 @@ class Verdict:
     result: Literal["ok", "invalid", "locked"]
     identity: Identity | None = None
     retry_after: float = 0.0
+    #: With ``ok``: the trusted-device id the Authentication service issued or renewed.
+    device: str | None = None
 
 
 class PasswordChecker(Protocol):
@@ -480,8 +482,9 @@ class Portal:
         await self._audit("session_created", record.username, origin, {"session": record.id_hash})
         response = Response(status_code=303, headers={**page_headers(), "Location": rd})
         self._session_cookie(response, session_id, origin)
-        if self.devices is not None:
-            self._device_cookie(response, self.devices.issue(record.username, self.clock()), origin)
+        if self.devices is not None and verdict.device is not None:
+            value = self.devices.issue(record.username, verdict.device, self.clock())
+            self._device_cookie(response, value, origin)
         return response
 
     async def logout_page(self, request: Request) -> Response:

@@ -40,6 +40,7 @@ import contextlib
 import ipaddress
 import logging
 import os
+import re
 import secrets
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -89,6 +90,8 @@ PURGE_INTERVAL = 60.0
 HEALTH_DB_TIMEOUT = 2.0
 CSRF_KEY_FILE = "policy-csrf.key"
 VERIFY_PATH = "/internal/v1/password/verify"
+#: A trusted-device id as the Authentication service issues it.
+DEVICE_ID = re.compile(r"[A-Za-z0-9_-]{11}")
 #: What the failover client probes on a down Authentication service.
 AUTH_HEALTH_PATH = "/internal/v1/health"
 #: The longest a replaced failover client waits for the requests still holding it.
@@ -210,7 +213,9 @@ def parse_verdict(data: Any) -> Verdict:
             email=email if isinstance(email, str) else None,
             groups=tuple(g for g in groups if isinstance(g, str)),
         )
-        return Verdict("ok", identity)
+        device = data.get("device")
+        valid = isinstance(device, str) and DEVICE_ID.fullmatch(device) is not None
+        return Verdict("ok", identity, device=device if valid else None)
     raise ValueError(f"unknown result {result!r}")
 
 
