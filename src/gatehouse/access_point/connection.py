@@ -153,9 +153,12 @@ class ClientConnection(asyncio.Protocol):
         self.flush()
 
     def eof_received(self) -> bool | None:
+        # Half-close (keep writing after the client's EOF) exists only over plain TCP: a TLS
+        # transport closes after EOF whatever we answer (and logs a warning if we say True).
+        half_close = self.scheme != b"https"
         if self.tunnel is not None:
             self.tunnel.client_tunnel_eof()
-            return True
+            return half_close
         # The client will send no more requests; answer those queued, then close.
         self.input_done = True
         if self.cur is not None:
@@ -165,7 +168,7 @@ class ClientConnection(asyncio.Protocol):
             self.close()
         else:
             self.draining = True
-        return True
+        return half_close
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
