@@ -395,3 +395,21 @@ def test_a_managed_ap_refuses_a_published_view_naming_a_missing_key(
     assert message.startswith("the published configuration: ")
     assert "access_point.tls.certificates[1].key_file: cannot read" in message
     assert str(tmp_path / "gone.key") in message
+
+
+def test_clients_closing_tls_connections_leave_no_warnings(
+    start_ap: StartAP, demo_backend: Service, ca: TestCA
+) -> None:
+    pair = ca.issue("ap", ["localhost"])
+    ap = start_ap([app(demo_backend)], tls_settings(pair))
+    for _ in range(5):
+        with tls_client(ap, ca.path) as client:
+            assert client.request("GET", "/", [("Host", "localhost")]).status == 200
+    with tls_client(ap, ca.path) as client:
+        assert client.request("GET", "/", [("Host", "localhost")]).status == 200
+        tls_sock(client).unwrap()  # close_notify, then EOF
+    time.sleep(0.5)
+    # A TLS transport cannot half-close: the AP must not ask for it (asyncio would warn on
+    # every connection its client closed).
+    assert "eof_received" not in ap.output()
+    assert "WARNING" not in ap.output()
