@@ -413,3 +413,24 @@ def test_clients_closing_tls_connections_leave_no_warnings(
     # every connection its client closed).
     assert "eof_received" not in ap.output()
     assert "WARNING" not in ap.output()
+
+
+def test_a_reload_turning_tls_off_is_refused(
+    start_ap: StartAP, demo_backend: Service, ca: TestCA
+) -> None:
+    pair = ca.issue("ap", ["localhost"])
+    ap = start_ap([app(demo_backend)], tls_settings(pair))
+    path: Path = ap.config_path  # type: ignore[attr-defined]
+    write_config(
+        path,
+        {"access_point": {"listen": f"127.0.0.1:{ap.port}"}, "resources": [app(demo_backend)]},
+    )
+    ap.signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "needs a restart" not in ap.output() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "reload refused: turning TLS on or off needs a restart" in ap.output()
+    with tls_client(ap, ca.path) as client:
+        response = client.request("GET", "/", [("Host", "localhost")])
+    assert response.status == 200
+    assert response.header("Strict-Transport-Security") == "max-age=31536000"

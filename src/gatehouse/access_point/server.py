@@ -38,7 +38,7 @@ import uvloop
 from gatehouse.access_point.connection import ClientConnection, WorkerState
 from gatehouse.access_point.decisions import Decider
 from gatehouse.access_point.runtime import OriginRegistry, Runtime, compile_config
-from gatehouse.access_point.tls import RedirectProtocol, ServerTLS, check_files
+from gatehouse.access_point.tls import RedirectProtocol, ServerTLS, check_files, load_table
 from gatehouse.config.access_point import (
     DEFAULT_IDENTITY_HEADERS,
     AccessPointConfig,
@@ -277,22 +277,27 @@ class Worker:
                 return
         local = None if self.managed else self.local_version + 1
         new_tls = config.access_point.tls
+        table = None
         if (new_tls is None) != (self.tls is None):
-            log.warning("reload: turning TLS on or off needs a restart; keeping the listener")
-        elif new_tls is not None and self.tls is not None:
+            # The listener, the cookie name and HSTS all follow it: only a restart changes it.
+            log.error("reload refused: turning TLS on or off needs a restart")
+            return
+        if new_tls is not None:
             try:
                 # Read again even when unchanged: a renewed certificate replaces the files.
-                self.tls.swap(new_tls, str(self.path))
+                table = load_table(new_tls, str(self.path))
             except ConfigError as exc:
                 log.error("reload refused, keeping the running configuration:\n%s", exc)
                 return
-            log.info("TLS certificates reloaded; new handshakes use them")
         try:
             # Built aside and swapped in one assignment: a request sees one runtime or the other.
             runtime = self._compile(config, published, local)
         except Exception:
             log.exception("reload refused, keeping the running configuration")
             return
+        if table is not None and new_tls is not None and self.tls is not None:
+            self.tls.use(new_tls, table)
+            log.info("TLS certificates reloaded; new handshakes use them")
         if config.access_point.listen != self.config.access_point.listen:
             log.warning("reload: a new listen address needs a restart; keeping the old one")
         if self.managed:

@@ -161,15 +161,20 @@ class ServerTLS:
     def _pick(self, sslobj: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext) -> None:
         sslobj.context = self.table.lookup(server_name)
 
-    def swap(self, settings: TLSSettings, source: str = "") -> bool:
-        """Load ``settings``' files again (they may have been replaced on disk); True when
-        the new table is in use. A failure raises and keeps the old table."""
-        table = load_table(settings, source)
+    def swap(self, settings: TLSSettings, source: str = "") -> None:
+        """Load ``settings``' files again (they may have been replaced on disk) and use them.
+
+        Raises:
+            ConfigError: a file is unusable; the running table stays.
+        """
+        self.use(settings, load_table(settings, source))
+
+    def use(self, settings: TLSSettings, table: CertificateTable) -> None:
+        """New handshakes get ``table``'s certificates (from :func:`load_table`)."""
         if settings.min_version != self.settings.min_version:
             log.warning("reload: a new tls.min_version needs a restart; keeping the running one")
         self.settings = settings
         self.table = table
-        return True
 
 
 def check_files(settings: TLSSettings | None, source: str = "") -> None:
