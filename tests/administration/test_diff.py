@@ -68,9 +68,9 @@ def test_a_change_shows_on_its_lines() -> None:
         "   - ps1",
         "-  - ps2",
         "   send_timeout: 60.0",
+        "   tls: null",
         "   trusted_proxies: []",
-        "   upstream_idle_timeout: 60.0",
-        "@@ -120,7 +120,7 @@",
+        "@@ -125,7 +125,7 @@",  # one more line per AP entry: its tls (null)
         "   user_db: null",
         " databases:",
         "   session_db: null",
