@@ -40,7 +40,7 @@ def run_admin(home: Path, database: str | None = None) -> subprocess.CompletedPr
     settings = {"listen": f"127.0.0.1:{free_port()}"}
     if database is not None:
         settings["database"] = database
-    home.mkdir(parents=True, exist_ok=True)
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)  # as a home should be
     config = write_config(home / "administration.yaml", {"administration": settings})
     return subprocess.run(
         [*GATEHOUSE, "administration", "--config", str(config), "--home", str(home)],
