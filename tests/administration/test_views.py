@@ -33,7 +33,7 @@ def everything_set() -> dict[str, Any]:
     doc["login"]["csrf_key_file"] = "/etc/gatehouse/csrf.key"
     doc["login"]["allowed_redirect_hosts"] = ["*.example"]
     doc["policy_services"][0]["admin_token_file"] = "/etc/gatehouse/admin.token"
-    doc["authentication_services"].append({"id": "auth1", "user_db": SESSION_PG})
+    doc["authentication_services"].append({"id": "auth1", "user_db": SESSION_PG, "verify_queue": 8})
     doc["authentication"] = {
         "lockout": {"account_max_failures": 3, "account_lock": "30m"},
         "password_hash": {"memory_kib": 65536, "time_cost": 2},
@@ -250,6 +250,7 @@ def test_authentication_views() -> None:
     auth2 = validate(AuthenticationConfig, view_for(config, "auth2")).authentication
     assert (auth1.id, auth1.listen, auth1.user_db) == ("auth1", "10.0.1.11:8201", SESSION_PG)
     assert (auth2.id, auth2.listen, auth2.user_db) == ("auth2", "0.0.0.0:8201", PG)
+    assert (auth1.verify_queue, auth2.verify_queue) == (8, 64)  # a per-service capacity
     for auth in (auth1, auth2):
         assert auth.lockout.account_max_failures == 3
         assert auth.lockout.account_lock == 1800.0

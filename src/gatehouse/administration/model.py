@@ -124,6 +124,9 @@ class AuthenticationEntry(Strict):
     id: ServiceId
     listen: Listen = ""
     user_db: DatabaseURL | None = None
+    #: Password checks that may wait for an argon2 slot on this service (its capacity);
+    #: None: the service's default.
+    verify_queue: int | None = Field(default=None, ge=0, le=100_000)
 
 
 class AuthenticationPolicy(Strict):

@@ -109,4 +109,6 @@ def _authentication_view(config: InstallationConfig, service_id: str) -> View:
         lockout=config.authentication.lockout,
         password_hash=config.authentication.password_hash,
     )
+    if entry is not None and entry.verify_queue is not None:
+        settings = settings.model_copy(update={"verify_queue": entry.verify_queue})
     return AuthenticationConfig(authentication=settings).model_dump(mode="json")
