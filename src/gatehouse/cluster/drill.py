@@ -77,7 +77,8 @@ class Connection:
         self.reader = self.writer = None
 
     async def request(self, raw: bytes) -> tuple[int, dict[str, str], bytes]:
-        """Send one request; the status, headers (lower-case names) and body."""
+        """Send one request; the status, headers (lower-case names; several ``Set-Cookie``
+        fields are joined by newlines) and body."""
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
             self.used = False
@@ -92,7 +93,10 @@ class Connection:
         for line in lines[1:]:
             if ":" in line:
                 name, value = line.split(":", 1)
-                headers[name.strip().lower()] = value.strip()
+                name, value = name.strip().lower(), value.strip()
+                if name == "set-cookie" and name in headers:
+                    value = headers[name] + "\n" + value  # one line per cookie set
+                headers[name] = value
         length = int(headers.get("content-length", "0"))
         body = await self.reader.readexactly(length) if length else b""
         if headers.get("connection", "").lower() == "close":
@@ -117,7 +121,7 @@ async def login(host: str, port: int, username: str, password: str, rd: str = "/
         match = _CSRF.search(body)
         if match is None:
             raise DrillError("login page without a CSRF token")
-        csrf_cookie = headers.get("set-cookie", "").split(";", 1)[0]
+        csrf_cookie = cookie_header(headers.get("set-cookie", ""))
         form = urllib.parse.urlencode(
             {"username": username, "password": password, "csrf": match.group(1), "rd": rd}
         ).encode()
@@ -129,6 +133,19 @@ async def login(host: str, port: int, username: str, password: str, rd: str = "/
         status, headers, _ = await conn.request(raw)
         if status != 303 or "set-cookie" not in headers:
             raise DrillError(f"login: HTTP {status}, no session cookie")
-        return headers["set-cookie"].split(";", 1)[0]
+        # As a browser would: every cookie set (the session's, a trusted device's).
+        return cookie_header(headers["set-cookie"])
     finally:
         conn.close()
+
+
+def cookie_header(set_cookies: str) -> str:
+    """The ``Cookie`` value for the cookies of newline-joined ``Set-Cookie`` values, leaving
+    out those they delete (empty, or ``Max-Age=0``)."""
+    pairs = []
+    for line in set_cookies.splitlines():
+        pair, _, attributes = line.partition(";")
+        name, _, value = pair.strip().partition("=")
+        if name and value and "max-age=0" not in attributes.lower().replace(" ", ""):
+            pairs.append(f"{name}={value}")
+    return "; ".join(pairs)
