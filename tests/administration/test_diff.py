@@ -70,8 +70,8 @@ def test_a_change_shows_on_its_lines() -> None:
         "   send_timeout: 60.0",
         "   tls: null",
         "   trusted_proxies: []",
-        "@@ -125,7 +125,7 @@",  # one more line per AP entry: its tls (null)
-        "   user_db: null",
+        "@@ -126,7 +126,7 @@",  # one line per AP entry (tls), one per auth entry (verify_queue)
+        "   verify_queue: null",
         " databases:",
         "   session_db: null",
         "-  user_db: postgresql+asyncpg://gatehouse:***@db1.internal:5432/gatehouse",
