@@ -4,20 +4,19 @@ the request to the backend, and a plain cookie of the old name is not a session 
 
 from __future__ import annotations
 
-import http.client
 import ipaddress
 import json
 import ssl
 import urllib.parse
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from gatehouse.policy.portal import last_forwarded_proto, request_origin, set_cookie_header
 from tests.support.certs import TestCA
-from tests.support.gateway import Gateway, add_user, csrf_token, start_gateway
+from tests.support.gateway import Browser, Gateway, add_user, csrf_token, start_gateway
 from tests.support.processes import Service, free_port, write_config
 
 PASSWORD = "correct horse battery"
@@ -25,61 +24,16 @@ LOGIN = "/_gatehouse/login"
 
 
 @dataclass
-class HTTPSBrowser:
-    """Cookies per name, over HTTPS to one AP (everything on one loopback host)."""
-
-    port: int
-    ca: Path
-    cookies: dict[str, str] = field(default_factory=dict)
-    attributes: dict[str, str] = field(default_factory=dict)
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        body: bytes | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> tuple[int, dict[str, str], bytes]:
-        ctx = ssl.create_default_context(cafile=str(self.ca))
-        conn = http.client.HTTPSConnection("localhost", self.port, timeout=10, context=ctx)
-        try:
-            sent = dict(headers or {})
-            if self.cookies:
-                sent["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
-            conn.request(method, path, body, sent)
-            raw = conn.getresponse()
-            data = raw.read()
-            set_cookies = raw.headers.get_all("Set-Cookie") or []
-            out = {k.lower(): v for k, v in raw.getheaders()}
-        finally:
-            conn.close()
-        for cookie in set_cookies:
-            pair, _, attributes = cookie.partition(";")
-            name, _, value = pair.strip().partition("=")
-            self.attributes[name] = attributes.lower()
-            if value and "max-age=0" not in attributes.lower():
-                self.cookies[name] = value
-            else:
-                self.cookies.pop(name, None)
-        return raw.status, out, data
-
-    def login(self, username: str, password: str, rd: str = "/") -> tuple[int, dict[str, str]]:
-        status, _, page = self.request("GET", f"{LOGIN}?rd={urllib.parse.quote(rd, safe='')}")
-        assert status == 200, page[:300]
-        form = urllib.parse.urlencode(
-            {"username": username, "password": password, "csrf": csrf_token(page), "rd": rd}
-        ).encode()
-        status, headers, _ = self.request(
-            "POST", LOGIN, form, {"Content-Type": "application/x-www-form-urlencoded"}
-        )
-        return status, headers
-
-
-@dataclass
 class TLSGateway:
     gateway: Gateway
     ap: Service
     ca: TestCA
+
+
+def https_browser(tls_gateway: TLSGateway, cookies: dict[str, str] | None = None) -> Browser:
+    """A browser that trusts the test CA, speaking HTTPS to the AP as ``localhost``."""
+    context = ssl.create_default_context(cafile=str(tls_gateway.ca.path))
+    return Browser("localhost", tls_gateway.ap.port, dict(cookies or {}), tls=context)
 
 
 @pytest.fixture
@@ -118,24 +72,24 @@ def tls_gateway(tmp_path: Path) -> Iterator[TLSGateway]:
 def test_sign_in_over_https_uses_host_prefixed_secure_cookies(
     tls_gateway: TLSGateway,
 ) -> None:
-    browser = HTTPSBrowser(tls_gateway.ap.port, tls_gateway.ca.path)
-    status, headers, _ = browser.request("GET", "/demo/page")
-    assert status == 303
+    browser = https_browser(tls_gateway)
+    first = browser.get("/demo/page")
+    assert first.status == 303
     # The original URL the portal returns to is https.
-    assert headers["location"].startswith(f"{LOGIN}?rd=https%3A%2F%2Flocalhost")
-    status, headers = browser.login("alice", PASSWORD, rd="/demo/page")
-    assert status == 303, headers
+    assert first.location.startswith(f"{LOGIN}?rd=https%3A%2F%2Flocalhost")
+    signed_in = browser.login("alice", PASSWORD, rd="/demo/page")
+    assert signed_in.status == 303, signed_in.headers
     assert set(browser.cookies) >= {"__Host-gatehouse_session", "__Host-gatehouse_csrf"}
     assert "gatehouse_session" not in browser.cookies
     for name in ("__Host-gatehouse_session", "__Host-gatehouse_csrf"):
-        attributes = browser.attributes[name]
+        attributes = browser.cookie_attributes[name].lower()
         assert "secure" in attributes, name
         assert "path=/;" in attributes + ";", name
         assert "domain=" not in attributes, name
-    status, headers, body = browser.request("GET", "/demo/page")
-    assert status == 200
-    assert headers["strict-transport-security"] == "max-age=31536000"
-    echoed = dict(json.loads(body)["headers"])
+    page = browser.get("/demo/page")
+    assert page.status == 200
+    assert page.headers["strict-transport-security"] == "max-age=31536000"
+    echoed = dict(json.loads(page.body)["headers"])
     assert echoed["remote-user"] == "alice"
     # The AP takes its session cookie off the request to the backend.
     assert "gatehouse_session" not in echoed.get("cookie", "")
@@ -144,31 +98,30 @@ def test_sign_in_over_https_uses_host_prefixed_secure_cookies(
 def test_a_cookie_without_the_prefix_is_no_session_on_https(
     tls_gateway: TLSGateway,
 ) -> None:
-    browser = HTTPSBrowser(tls_gateway.ap.port, tls_gateway.ca.path)
-    assert browser.login("alice", PASSWORD)[0] == 303
+    browser = https_browser(tls_gateway)
+    assert browser.login("alice", PASSWORD).status == 303
     session = browser.cookies.pop("__Host-gatehouse_session")
     browser.cookies["gatehouse_session"] = session  # planted under the plain name
-    status, _, _ = browser.request("GET", "/demo/")
-    assert status == 303  # sent to sign in: the TLS listener reads only __Host-
+    # Sent to sign in: the TLS listener reads only __Host-.
+    assert browser.get("/demo/").status == 303
 
 
 def test_sign_out_over_https_ends_the_session_and_clears_the_cookie(
     tls_gateway: TLSGateway,
 ) -> None:
-    browser = HTTPSBrowser(tls_gateway.ap.port, tls_gateway.ca.path)
-    assert browser.login("alice", PASSWORD)[0] == 303
+    browser = https_browser(tls_gateway)
+    assert browser.login("alice", PASSWORD).status == 303
     kept = dict(browser.cookies)
-    status, _, page = browser.request("GET", "/_gatehouse/logout")
-    assert status == 200
-    form = urllib.parse.urlencode({"csrf": csrf_token(page), "rd": "/"}).encode()
-    status, _, _ = browser.request(
+    page = browser.get("/_gatehouse/logout")
+    assert page.status == 200
+    form = urllib.parse.urlencode({"csrf": csrf_token(page.body), "rd": "/"}).encode()
+    answer = browser.request(
         "POST", "/_gatehouse/logout", form, {"Content-Type": "application/x-www-form-urlencoded"}
     )
-    assert status == 200
+    assert answer.status == 200
     assert "__Host-gatehouse_session" not in browser.cookies
     # The old session id no longer works either.
-    again = HTTPSBrowser(tls_gateway.ap.port, tls_gateway.ca.path, cookies=kept)
-    assert again.request("GET", "/demo/")[0] == 303
+    assert https_browser(tls_gateway, kept).get("/demo/").status == 303
 
 
 # the portal's side of the agreement, as pure functions -------------------------------------

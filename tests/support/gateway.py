@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import json
 import re
+import ssl
 import subprocess
 import sys
 import time
@@ -67,6 +68,8 @@ class Browser:
     cookie_attributes: dict[str, str] = field(default_factory=dict)
     #: Connect from this loopback address (to play a trusted load balancer, say).
     source: str | None = None
+    #: Speak HTTPS, verifying the server with this context (``host`` is the name checked).
+    tls: ssl.SSLContext | None = None
 
     def request(
         self,
@@ -76,11 +79,15 @@ class Browser:
         headers: dict[str, str] | None = None,
         port: int | None = None,
     ) -> Response:
-        conn = http.client.HTTPConnection(
-            self.host,
-            port or self.port,
-            timeout=10,
-            source_address=(self.source, 0) if self.source else None,
+        source = (self.source, 0) if self.source else None
+        conn = (
+            http.client.HTTPSConnection(
+                self.host, port or self.port, timeout=10, source_address=source, context=self.tls
+            )
+            if self.tls is not None
+            else http.client.HTTPConnection(
+                self.host, port or self.port, timeout=10, source_address=source
+            )
         )
         try:
             sent = dict(headers or {})
