@@ -4,12 +4,10 @@ re-encryption mode in front, and a sign-in over HTTPS whose cookies are ``__Host
 
 from __future__ import annotations
 
-import http.client
 import json
-import shutil
+import socket
 import ssl
 import subprocess
-import tempfile
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,8 +17,8 @@ import yaml
 
 from gatehouse.cluster.haproxy import find_haproxy
 from gatehouse.cluster.runner import Cluster
-from tests.support.cluster import free_topology
-from tests.support.gateway import add_user, csrf_token
+from tests.support.cluster import cluster_home, free_topology
+from tests.support.gateway import Browser, add_user
 from tests.support.postgres import missing, require_bindir
 from tests.support.processes import GATEHOUSE
 
@@ -30,52 +28,18 @@ PASSWORD = "correct horse battery"
 
 @pytest.fixture
 def home() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="gh-tls-"))
-    path.chmod(0o755)
-    try:
-        yield path / "home"
-    finally:
-        if (path / "home" / "topology.yaml").exists():
-            Cluster.open(path / "home").down()
-        shutil.rmtree(path, ignore_errors=True)
+    with cluster_home("gh-tls-") as path:
+        yield path
 
 
-class HTTPSBrowser:
-    def __init__(self, url: str, ca: Path) -> None:
-        parts = urllib.parse.urlsplit(url)
-        assert parts.scheme == "https"
-        self.host, self.port = parts.hostname or "", parts.port or 443
-        self.ca = ca
-        self.cookies: dict[str, str] = {}
-        self.attributes: dict[str, str] = {}
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        body: bytes | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> tuple[int, dict[str, str], bytes, str | None]:
-        ctx = ssl.create_default_context(cafile=str(self.ca))
-        conn = http.client.HTTPSConnection(self.host, self.port, timeout=10, context=ctx)
-        try:
-            sent = dict(headers or {})
-            if self.cookies:
-                sent["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
-            conn.request(method, path, body, sent)
-            raw = conn.getresponse()
-            data = raw.read()
-            assert conn.sock is not None
-            issuer = dict(x[0] for x in conn.sock.getpeercert()["issuer"]).get("commonName")  # type: ignore[index]
-            for cookie in raw.headers.get_all("Set-Cookie") or []:
-                pair, _, attributes = cookie.partition(";")
-                name, _, value = pair.strip().partition("=")
-                self.attributes[name] = attributes.lower()
-                if value:
-                    self.cookies[name] = value
-            return raw.status, {k.lower(): v for k, v in raw.getheaders()}, data, issuer
-        finally:
-            conn.close()
+def issuer_of(host: str, port: int, context: ssl.SSLContext) -> str | None:
+    """The common name of the issuer of the certificate a server presents."""
+    with (
+        socket.create_connection((host, port), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname=host) as tls,
+    ):
+        issuer = tls.getpeercert()["issuer"]
+    return dict(pair[0] for pair in issuer).get("commonName")  # type: ignore[arg-type,misc]
 
 
 @LINUX_PROC
@@ -119,27 +83,23 @@ def test_cluster_up_with_tls_end_to_end(home: Path, mode: str) -> None:
         assert "mode tcp" in config
 
     add_user(home, "alice", PASSWORD)
-    alice = HTTPSBrowser(cluster.url, ca)
-    status, headers, _, issuer = alice.request("GET", "/private")
-    assert headers["location"].startswith("/_gatehouse/login?rd=https")
-    assert status == 303
-    assert issuer == "Gatehouse local cluster CA"
-    status, _, page, _ = alice.request("GET", "/_gatehouse/login?rd=%2Fprivate")
-    assert status == 200
-    form = urllib.parse.urlencode(
-        {"username": "alice", "password": PASSWORD, "csrf": csrf_token(page), "rd": "/private"}
-    ).encode()
-    status, _, body, _ = alice.request(
-        "POST", "/_gatehouse/login", form, {"Content-Type": "application/x-www-form-urlencoded"}
-    )
-    assert status == 303, body[:300]
+    parts = urllib.parse.urlsplit(cluster.url)
+    host, port = parts.hostname or "", parts.port or 443
+    context = ssl.create_default_context(cafile=str(ca))
+    assert issuer_of(host, port, context) == "Gatehouse local cluster CA"
+    alice = Browser(host, port, tls=context)
+    first = alice.get("/private")
+    assert first.status == 303
+    assert first.location.startswith("/_gatehouse/login?rd=https")
+    signed_in = alice.login("alice", PASSWORD, rd="/private")
+    assert signed_in.status == 303, signed_in.body[:300]
     # Each AP terminated TLS itself: the portal made __Host- cookies, and the APs read them.
     assert "__Host-gatehouse_session" in alice.cookies
-    assert "secure" in alice.attributes["__Host-gatehouse_session"]
+    assert "secure" in alice.cookie_attributes["__Host-gatehouse_session"].lower()
     for i in range(4):  # both APs (round robin)
-        status, _, body, _ = alice.request("GET", f"/private/{i}")
-        assert status == 200, body[:300]
-        echoed = {k.lower(): v for k, v in json.loads(body)["headers"]}
+        page = alice.get(f"/private/{i}")
+        assert page.status == 200, page.body[:300]
+        echoed = {k.lower(): v for k, v in page.json()["headers"]}
         assert echoed["x-forwarded-proto"] == "https"
         assert echoed["remote-user"] == "alice"
 

@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +24,7 @@ from gatehouse.cluster.processes import PidFile, alive, group_members, start_tim
 from gatehouse.cluster.runner import Cluster
 from gatehouse.cluster.status import ClusterStatus
 from gatehouse.cluster.topology import Topology, load_topology
-from tests.support.cluster import free_topology
+from tests.support.cluster import cluster_home, free_topology
 from tests.support.gateway import Browser, add_user
 from tests.support.postgres import missing, require_bindir
 from tests.support.processes import GATEHOUSE
@@ -39,15 +37,8 @@ EVERYTHING = ["pg1", "pg2", "demo-backend", *SERVICES, "haproxy"]
 
 @pytest.fixture
 def home() -> Iterator[Path]:
-    """A short path (HAProxy's stats socket lives in it) the postgres user can traverse."""
-    path = Path(tempfile.mkdtemp(prefix="gh-cluster-"))
-    path.chmod(0o755)
-    try:
-        yield path / "home"
-    finally:
-        if (path / "home" / "topology.yaml").exists():
-            Cluster.open(path / "home").down()
-        shutil.rmtree(path, ignore_errors=True)
+    with cluster_home("gh-cluster-") as path:
+        yield path
 
 
 def cluster_cli(home: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from gatehouse.cluster.drill import on_free_ports
+from gatehouse.cluster.runner import Cluster
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ha-cluster.yaml"
 
@@ -12,3 +17,17 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ha-cluster.yaml"
 def free_topology(path: Path) -> Path:
     """The example topology with every port replaced by a free one, written to ``path``."""
     return on_free_ports(EXAMPLE, path)
+
+
+@contextmanager
+def cluster_home(prefix: str = "gh-cluster-") -> Iterator[Path]:
+    """A cluster home under a short path (HAProxy's stats socket lives in it) that the
+    postgres user can traverse; whatever cluster runs there is stopped afterwards."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o755)
+    try:
+        yield path / "home"
+    finally:
+        if (path / "home" / "topology.yaml").exists():
+            Cluster.open(path / "home").down()
+        shutil.rmtree(path, ignore_errors=True)
