@@ -65,9 +65,9 @@ def test_parse_endpoint(url: str, normal: str, host: str, port: int, host_header
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("https://ps1:8100", "not supported yet"),
-        ("ftp://ps1:21", "must start with http://"),
-        ("ps1:8100", "must start with http://"),
+        ("ftp://ps1:8100", "must start with https://"),
+        ("ftp://ps1:21", "must start with https://"),
+        ("ps1:8100", "must start with https://"),
         ("http://", "no host"),
         ("http://ps1:99999", "invalid port"),
         ("http://ps1:80/internal", "no path"),

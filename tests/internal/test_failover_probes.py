@@ -464,7 +464,7 @@ def test_from_settings_builds_a_tuned_client() -> None:
     assert not client.probing
     assert FailoverClient(["http://10.0.0.1:1"]).probe_interval is None  # opt-in
 
-    with pytest.raises(ConfigError, match=r"endpoints\[1\]: must start with http://"):
+    with pytest.raises(ConfigError, match=r"endpoints\[1\]: must start with https://"):
         FailoverClient.from_settings(["http://a:1", "b:1"], settings)
     with pytest.raises(ValueError, match="path must start with '/'"):
         FailoverClient.from_settings(["http://a:1"], settings, health_path="health")

@@ -44,6 +44,7 @@ from gatehouse.config.failover import FailoverSettings
 from gatehouse.errors import GatehouseError
 from gatehouse.internal.endpoints import Clock, Endpoint, Endpoints
 from gatehouse.internal.http1 import FailureKind, Pool, Response, WireError
+from gatehouse.trust.tls import ClientTLS
 
 __all__ = [
     "DEFAULT_HEALTH_PATH",
@@ -187,6 +188,8 @@ class FailoverClient:
         probe_interval: seconds between probes of a down endpoint once
             :meth:`start_probing` is called; ``None``: no background probes.
         probe_timeout: seconds for a probe's whole answer.
+        tls: mutual TLS to every endpoint (whatever the URL's scheme says), checking each
+            server's identity right after the handshake; None: plaintext.
     """
 
     def __init__(
@@ -201,6 +204,7 @@ class FailoverClient:
         health_path: str = DEFAULT_HEALTH_PATH,
         probe_interval: float | None = None,
         probe_timeout: float = defaults.PROBE_TIMEOUT,
+        tls: ClientTLS | None = None,
     ) -> None:
         if not isinstance(endpoints, Endpoints):
             endpoints = Endpoints(endpoints)
@@ -236,6 +240,8 @@ class FailoverClient:
                 clock=endpoints.clock,
                 max_idle=max_idle,
                 idle_timeout=idle_timeout,
+                tls=tls,
+                index=ep.index,
             )
             for ep in endpoints.all
         ]
@@ -258,6 +264,7 @@ class FailoverClient:
         health_path: str = DEFAULT_HEALTH_PATH,
         bearer_token: str | None = None,
         clock: Clock = time.monotonic,
+        tls: ClientTLS | None = None,
     ) -> FailoverClient:
         """A client for the service at ``urls`` (most preferred first), tuned by ``settings``.
 
@@ -276,6 +283,7 @@ class FailoverClient:
             health_path=health_path,
             probe_interval=settings.probe_interval,
             probe_timeout=settings.probe_timeout,
+            tls=tls,
         )
 
     # calls ------------------------------------------------------------------------------------
@@ -294,10 +302,22 @@ class FailoverClient:
         :class:`AllEndpointsFailed` or :class:`RequestNotRetried`; ``ValueError`` for a
         method or path that cannot go on a request line.
         """
+        body = None if json is None else orjson.dumps(json)
+        return await self.call_raw(method, path, body, retry_safe=retry_safe, timeout=timeout)
+
+    async def call_raw(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None,
+        *,
+        retry_safe: bool,
+        timeout: float | None = None,
+    ) -> Response:
+        """:meth:`call` with a body already encoded as JSON (``None``: no body)."""
         if self._closed:
             raise ClientClosed(method, path)
         start = _request_start(method, path)
-        body = None if json is None else orjson.dumps(json)
         if body is None and method in _BODY_METHODS:
             body = b""
         read_timeout = self.timeout if timeout is None else timeout

@@ -70,10 +70,8 @@ def parse_endpoint(url: str, index: int = 0) -> Endpoint:
     if not url.isascii() or any(ch.isspace() or ord(ch) < 0x20 for ch in url):
         raise ValueError("URL must be ASCII without whitespace or control characters")
     parts = urlsplit(url)
-    if parts.scheme == "https":
-        raise ValueError("https endpoints are not supported yet (mutual TLS: roadmap item 6)")
-    if parts.scheme != "http":
-        raise ValueError("must start with http://")
+    if parts.scheme not in ("http", "https"):
+        raise ValueError("must start with https:// (or http://)")
     try:
         port = parts.port
     except ValueError:

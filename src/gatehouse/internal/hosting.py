@@ -5,14 +5,64 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from types import FrameType
+from typing import Any
 
 import uvicorn
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Scope
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from gatehouse.logs import setup_logging
+from gatehouse.trust.identity import Peer
+from gatehouse.trust.revocation import Revocations
+from gatehouse.trust.tls import peer_of_ssl
+
+#: Where an internal server puts the authenticated peer (``Peer``, or None without a
+#: Gatehouse certificate) in each request's ASGI scope. Absent: a plaintext listener.
+PEER_KEY = "gatehouse.peer"
+
+
+def scope_peer(scope: Scope) -> tuple[bool, Peer | None]:
+    """``(tls, peer)`` of a request: whether it came over an authenticated listener, and
+    who its certificate names."""
+    if PEER_KEY not in scope:
+        return False, None
+    peer: Peer | None = scope[PEER_KEY]
+    return True, peer
+
+
+class _PeerProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol that knows its TLS peer: it adds it to every request's
+    scope, refuses revoked certificates and lets :class:`Revocations` close it later."""
+
+    revocations: Revocations | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.peer: Peer | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.peer = peer_of_ssl(transport.get_extra_info("ssl_object"))
+        revocations = self.revocations
+        if revocations is not None and not revocations.track(self):
+            transport.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.revocations is not None:
+            self.revocations.forget(self)
+        super().connection_lost(exc)
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.scope[PEER_KEY] = self.peer  # type: ignore[literal-required]
 
 
 class Server(uvicorn.Server):
@@ -38,15 +88,32 @@ class Server(uvicorn.Server):
         self.should_exit = True
 
 
-def serve(app: ASGIApp, host: str, port: int) -> int:
-    """Serve until SIGTERM or SIGINT; returns the exit code (0 on a clean stop)."""
-    setup_logging()
-    config = uvicorn.Config(
+def server_config(
+    app: ASGIApp,
+    host: str,
+    port: int,
+    *,
+    tls: ssl.SSLContext | None = None,
+    revocations: Revocations | None = None,
+) -> uvicorn.Config:
+    """uvicorn's configuration for a service.
+
+    With ``tls`` (a server context from :class:`gatehouse.trust.tls.Credentials`) the
+    listener speaks only TLS and every request's scope names its peer (:func:`scope_peer`);
+    ``revocations`` refuses and closes connections of revoked certificates.
+    """
+    extra: dict[str, Any] = {}
+    http: str | type[asyncio.Protocol] = "httptools"
+    if tls is not None:
+        context = tls
+        extra["ssl_context_factory"] = lambda _config, _default: context
+        http = type("PeerProtocol", (_PeerProtocol,), {"revocations": revocations})
+    return uvicorn.Config(
         app,
         host=host,
         port=port,
         loop="uvloop",
-        http="httptools",
+        http=http,
         ws="none",
         lifespan="on",
         access_log=False,
@@ -57,8 +124,21 @@ def serve(app: ASGIApp, host: str, port: int) -> int:
         proxy_headers=False,
         log_config=None,
         timeout_graceful_shutdown=10,
+        **extra,
     )
-    server = Server(config)
+
+
+def serve(
+    app: ASGIApp,
+    host: str,
+    port: int,
+    *,
+    tls: ssl.SSLContext | None = None,
+    revocations: Revocations | None = None,
+) -> int:
+    """Serve until SIGTERM or SIGINT; returns the exit code (0 on a clean stop)."""
+    setup_logging()
+    server = Server(server_config(app, host, port, tls=tls, revocations=revocations))
     server.run()
     return 0 if server.started else 1
 

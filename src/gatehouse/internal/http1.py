@@ -11,6 +11,7 @@ waits on one future, woken by the protocol callbacks or by one timer.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -18,6 +19,9 @@ from typing import Any, cast
 
 import httptools
 import orjson
+
+from gatehouse.trust.identity import Peer
+from gatehouse.trust.tls import ClientTLS, PeerRefused
 
 #: A line longer than this in a stream is an error (the peer is not speaking NDJSON).
 MAX_LINE = 1 << 20
@@ -139,6 +143,8 @@ class Connection(asyncio.Protocol):
         self.body: list[bytes] = []
         self.lines: _Lines | None = None
         self.reading_paused = False
+        #: The server's authenticated identity (TLS pools only).
+        self.peer: Peer | None = None
 
     # asyncio callbacks ------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -394,8 +400,14 @@ class Pool:
         clock: Callable[[], float],
         max_idle: int,
         idle_timeout: float,
+        tls: ClientTLS | None = None,
+        index: int = 0,
     ) -> None:
         self.host = host
+        #: TLS to this endpoint (None: plaintext), and its place in the configured order
+        #: (which service id the server must be).
+        self.tls = tls
+        self.index = index
         self.port = port
         self.clock = clock
         self.max_idle = max_idle
@@ -435,6 +447,8 @@ class Pool:
 
     def forget(self, conn: Connection) -> None:
         self.open.discard(conn)
+        if self.tls is not None and self.tls.revocations is not None:
+            self.tls.revocations.forget(conn)
         if conn in self.idle:
             self.idle.remove(conn)
 
@@ -443,15 +457,28 @@ class Pool:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(timeout):
-                _, conn = await loop.create_connection(
-                    lambda: Connection(self), self.host, self.port
-                )
+                if self.tls is None:
+                    _, conn = await loop.create_connection(
+                        lambda: Connection(self), self.host, self.port
+                    )
+                else:
+                    _, conn = await loop.create_connection(
+                        lambda: Connection(self),
+                        self.host,
+                        self.port,
+                        ssl=self.tls.context,
+                        server_hostname=self.host,
+                    )
         except TimeoutError:
             raise WireError(
                 FailureKind.CONNECT_TIMEOUT, f"no connection within {timeout:g} s", sent=False
             ) from None
         except ConnectionRefusedError:
             raise WireError(FailureKind.REFUSED, "", sent=False) from None
+        except ssl.SSLError as exc:
+            raise WireError(
+                FailureKind.CONNECT_ERROR, f"TLS handshake failed: {exc.reason or exc}", sent=False
+            ) from None
         except OSError as exc:
             raise WireError(
                 FailureKind.CONNECT_ERROR, str(exc) or type(exc).__name__, sent=False
@@ -459,6 +486,15 @@ class Pool:
         self.opened += 1
         if conn.closed:  # lost between connect and now
             raise WireError(FailureKind.CLOSED, "closed right after connecting", sent=False)
+        if self.tls is not None:
+            assert conn.transport is not None
+            try:
+                conn.peer = self.tls.check(conn.transport.get_extra_info("ssl_object"), self.index)
+            except PeerRefused as exc:
+                conn.abort()
+                raise WireError(FailureKind.CONNECT_ERROR, str(exc), sent=False) from None
+            if self.tls.revocations is not None:
+                self.tls.revocations.track(conn)
         self.open.add(conn)
         return conn
 

@@ -1,0 +1,258 @@
+"""One declaration per internal call: both the server's route and the client's call are made
+from it, so the two sides cannot drift (the shape of synapse's replication endpoints).
+
+A :class:`Call` says everything about one internal endpoint: the service that serves it, its
+method and path, how its request and answer are encoded (a :class:`Codec` each way), the roles
+(from the caller's certificate) that may call it, and whether a retry on the next endpoint is
+safe. ::
+
+    DECIDE = Call("policy", "decide", "POST", "/internal/v1/decide", DECISION_REQUEST,
+                  DECISION, roles={ACCESS_POINT}, retry_safe=True, summary="...")
+
+    routes = [DECIDE.route(handle_decide)]          # the Policy service
+    decision = await DECIDE.invoke(client, request)  # the Access Point
+
+On an authenticated (mutual TLS) listener a caller whose role is not in ``roles`` gets 403
+``forbidden`` before anything is parsed, and the refusal is logged on ``gatehouse.audit``. A
+plaintext listener (a service started from a file without ``--tls``: development on one
+machine) has no peers to check: its calls are not authorized by role.
+
+The catalogue of every declaration (:mod:`gatehouse.internal.catalog`) makes
+docs/internal-api.md's role table and the role-matrix test.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+from urllib.parse import quote
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gatehouse.internal.client import FailoverClient
+from gatehouse.internal.client import Response as Answer
+from gatehouse.internal.endpoint import bad_request, json_endpoint, parse_json_object
+from gatehouse.internal.errors import Code, ServiceError
+from gatehouse.internal.hosting import scope_peer
+from gatehouse.trust.identity import ROLES, Peer
+
+__all__ = [
+    "EMPTY",
+    "JSON_OBJECT",
+    "Call",
+    "CallRefused",
+    "Codec",
+    "Handler",
+    "json_codec",
+]
+
+audit = logging.getLogger("gatehouse.audit")
+
+T = TypeVar("T")
+Req = TypeVar("Req")
+Ans = TypeVar("Ans")
+
+#: Request bodies larger than this are refused (400) unless a declaration says otherwise.
+MAX_BODY = 64 * 1024
+_PARAM = re.compile(r"\{([a-z_]+)\}")
+
+
+@dataclass(frozen=True, slots=True)
+class Codec(Generic[T]):
+    """Both directions of one body's encoding. ``decode`` raises :class:`ServiceError`
+    (400, naming the field) or ``ValueError`` for a body it refuses."""
+
+    decode: Callable[[bytes], T]
+    encode: Callable[[T], bytes]
+    #: What docs/internal-api.md shows for it.
+    shape: str = "JSON object"
+
+
+def json_codec(
+    parse: Callable[[dict[str, Any]], T],
+    render: Callable[[T], Mapping[str, Any]],
+    shape: str,
+    max_bytes: int = MAX_BODY,
+) -> Codec[T]:
+    """A codec of one JSON object: ``parse`` checks the decoded object, ``render`` makes it."""
+
+    def decode(body: bytes) -> T:
+        return parse(parse_json_object(body, max_bytes))
+
+    def encode(value: T) -> bytes:
+        return orjson.dumps(render(value))
+
+    return Codec(decode, encode, shape)
+
+
+def _empty(body: bytes) -> None:
+    if body:
+        raise bad_request("this call takes no body")
+
+
+#: No body.
+EMPTY: Codec[None] = Codec(_empty, lambda _value: b"", "-")
+#: Any JSON object, checked by the handler.
+JSON_OBJECT: Codec[dict[str, Any]] = json_codec(lambda data: data, lambda data: data, "JSON object")
+
+#: ``handler(request, peer, body)``: what a route calls; returns the answer to encode, or a
+#: ready :class:`Response` (a stream, an error with a status of its own).
+Handler = Callable[[Request, Peer | None, Req], Awaitable[Ans | Response]]
+
+
+class CallRefused(ServiceError):
+    """The server answered the call with a 4xx (its ``{"error", "message"}``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Call(Generic[Req, Ans]):
+    service: str
+    name: str
+    method: str
+    path: str
+    request: Codec[Req]
+    answer: Codec[Ans]
+    roles: frozenset[str]
+    retry_safe: bool
+    summary: str
+    #: The answer is a never-ending stream of JSON lines (``answer`` decodes one line).
+    stream: bool = False
+    params: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        unknown = set(self.roles) - set(ROLES)
+        if unknown:
+            raise ValueError(f"{self.name}: unknown roles {sorted(unknown)}")
+        object.__setattr__(self, "roles", frozenset(self.roles))
+        object.__setattr__(self, "params", tuple(_PARAM.findall(self.path)))
+
+    def allows(self, role: str) -> bool:
+        return role in self.roles
+
+    # the server ------------------------------------------------------------------------
+    def authorize(self, request: Request) -> Peer | None:
+        """The caller, if its role may make this call.
+
+        Raises:
+            ServiceError: 403 ``forbidden`` (logged on the audit log).
+        """
+        tls, peer = scope_peer(request.scope)
+        if not tls:
+            return None
+        if peer is None or peer.role not in self.roles:
+            who = "a caller without a Gatehouse certificate" if peer is None else str(peer.identity)
+            client = request.client.host if request.client else "?"
+            audit.warning(
+                "refused %s %s (%s) to %s from %s",
+                self.method,
+                request.url.path,
+                self.name,
+                who,
+                client,
+            )
+            allowed = " or ".join(sorted(self.roles))
+            raise ServiceError(Code.FORBIDDEN, f"{self.name} may be called by {allowed} only", 403)
+        return peer
+
+    def route(self, handler: Handler[Req, Ans]) -> Route:
+        """The Starlette route serving this call with ``handler``."""
+        has_body = self.request is not EMPTY
+
+        @json_endpoint
+        async def endpoint(request: Request) -> Response:
+            peer = self.authorize(request)
+            body = await request.body() if has_body else b""
+            try:
+                parsed = self.request.decode(body)
+            except ValueError as exc:
+                raise bad_request(str(exc)) from None
+            answer = await handler(request, peer, parsed)
+            if isinstance(answer, Response):
+                return answer
+            return Response(self.answer.encode(answer), media_type="application/json")
+
+        endpoint.__name__ = self.name
+        return Route(self.path, endpoint, methods=[self.method], name=self.name)
+
+    # the client ------------------------------------------------------------------------
+    def target(self, params: Mapping[str, str] | None = None, query: str = "") -> str:
+        """The request target for ``params`` (each quoted as one path segment)."""
+        values = params or {}
+        missing = [p for p in self.params if p not in values]
+        if missing:
+            raise ValueError(f"{self.name}: missing path parameters {missing}")
+        path = _PARAM.sub(lambda m: quote(str(values[m[1]]), safe=""), self.path)
+        return f"{path}?{query}" if query else path
+
+    async def send(
+        self,
+        client: FailoverClient,
+        body: Req,
+        *,
+        params: Mapping[str, str] | None = None,
+        query: str = "",
+        timeout: float | None = None,
+    ) -> Answer:
+        """Make the call through the failover client; the raw answer (any status < 500)."""
+        encoded = None if self.request is EMPTY else self.request.encode(body)
+        return await client.call_raw(
+            self.method,
+            self.target(params, query),
+            encoded,
+            retry_safe=self.retry_safe,
+            timeout=timeout,
+        )
+
+    async def invoke(
+        self,
+        client: FailoverClient,
+        body: Req,
+        *,
+        params: Mapping[str, str] | None = None,
+        query: str = "",
+        timeout: float | None = None,
+    ) -> Ans:
+        """Make the call and decode a 2xx answer.
+
+        Raises:
+            CallRefused: a 4xx answer (its code and message).
+            InternalCallError: no usable answer from any endpoint.
+            ValueError: a 2xx answer that does not decode.
+        """
+        answer = await self.send(client, body, params=params, query=query, timeout=timeout)
+        if answer.status >= 400:
+            raise refused(answer)
+        return self.answer.decode(answer.body)
+
+
+def refused(answer: Answer) -> CallRefused:
+    """The error a 4xx answer carries."""
+    try:
+        data = orjson.loads(answer.body)
+        code = Code(data["error"])
+        message = str(data["message"])
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        code, message = Code.BAD_REQUEST, f"HTTP {answer.status}"
+    return CallRefused(code, message, answer.status)
+
+
+def roles_table(calls: Collection[Call[Any, Any]]) -> str:
+    """The Markdown table of ``calls`` docs/internal-api.md carries (and a test checks)."""
+    lines = [
+        "| service | method, path | request → answer | callers | retry-safe |",
+        "|---|---|---|---|---|",
+    ]
+    for call in calls:
+        callers = ", ".join(f"`{r}`" for r in sorted(call.roles))
+        stream = " (stream)" if call.stream else ""
+        lines.append(
+            f"| {call.service} | `{call.method} {call.path}` | {call.request.shape} → "
+            f"{call.answer.shape}{stream} | {callers} | {'yes' if call.retry_safe else 'no'} |"
+        )
+    return "\n".join(lines) + "\n"

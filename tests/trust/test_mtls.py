@@ -1,0 +1,158 @@
+"""Mutual TLS on an internal listener: the declared call's roles decide, the client checks
+the server's role and id, revoked certificates are refused and cut off."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import socket
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
+
+import pytest
+import uvicorn
+import uvloop
+from starlette.applications import Starlette
+from starlette.requests import Request
+
+from gatehouse.internal.calls import JSON_OBJECT, Call, CallRefused
+from gatehouse.internal.client import AllEndpointsFailed, FailoverClient
+from gatehouse.internal.hosting import server_config
+from gatehouse.trust.ca import CertificateAuthority
+from gatehouse.trust.identity import ACCESS_POINT, AUTHENTICATION, POLICY, Peer
+from gatehouse.trust.revocation import Revocations
+from gatehouse.trust.tls import ClientTLS
+
+from .conftest import MakeCredentials
+
+WHO = Call(
+    "policy",
+    "who",
+    "POST",
+    "/internal/v1/who",
+    JSON_OBJECT,
+    JSON_OBJECT,
+    roles=frozenset({ACCESS_POINT}),
+    retry_safe=True,
+    summary="who am I (test)",
+)
+
+
+async def _who(request: Request, peer: Peer | None, body: dict[str, Any]) -> dict[str, Any]:
+    assert peer is not None
+    return {"role": peer.role, "id": peer.service_id, "echo": body}
+
+
+def on_uvloop(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
+    """Run an async test on a fresh uvloop, bounded in time."""
+
+    @functools.wraps(test)
+    def run(*args: Any, **kwargs: Any) -> None:
+        async def bounded() -> None:
+            async with asyncio.timeout(30):
+                await test(*args, **kwargs)
+
+        uvloop.run(bounded())
+
+    return run
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def _server(
+    make_credentials: MakeCredentials, revocations: Revocations | None = None
+) -> AsyncIterator[tuple[str, Revocations]]:
+    creds = make_credentials(POLICY, "ps1")
+    revocations = revocations or Revocations()
+    port = _free_port()
+    app = Starlette(routes=[WHO.route(_who)])
+    server = uvicorn.Server(
+        server_config(app, "127.0.0.1", port, tls=creds.server, revocations=revocations)
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    try:
+        yield f"https://127.0.0.1:{port}", revocations
+    finally:
+        server.should_exit = True
+        await task
+
+
+def _client(
+    url: str, creds: Any, *, roles: set[str], ids: tuple[str | None, ...] = ()
+) -> FailoverClient:
+    return FailoverClient(
+        [url], tls=ClientTLS(creds.client, frozenset(roles), ids), connect_timeout=2, timeout=2
+    )
+
+
+@on_uvloop
+async def test_the_declared_role_is_served_and_learns_its_peer(
+    make_credentials: MakeCredentials,
+) -> None:
+    async with _server(make_credentials) as (url, _):
+        ap = make_credentials(ACCESS_POINT, "ap1")
+        async with _client(url, ap, roles={POLICY}, ids=("ps1",)) as client:
+            answer = await WHO.invoke(client, {"x": 1})
+            assert answer == {"role": ACCESS_POINT, "id": "ap1", "echo": {"x": 1}}
+            # pooled: the second call makes no new connection
+            await WHO.invoke(client, {})
+            assert client.pool_stats()[url]["opened"] == 1
+
+
+@on_uvloop
+async def test_another_role_gets_403(
+    make_credentials: MakeCredentials, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with _server(make_credentials) as (url, _):
+        auth = make_credentials(AUTHENTICATION, "auth1")
+        async with _client(url, auth, roles={POLICY}) as client:
+            with pytest.raises(CallRefused) as refused:
+                await WHO.invoke(client, {})
+    assert refused.value.status == 403
+    assert refused.value.code == "forbidden"
+    assert "refused POST /internal/v1/who (who) to authentication 'auth1'" in caplog.text
+
+
+@on_uvloop
+async def test_a_certificate_from_another_ca_fails_the_handshake(
+    make_credentials: MakeCredentials,
+) -> None:
+    async with _server(make_credentials) as (url, _):
+        stranger = make_credentials(ACCESS_POINT, "ap1", CertificateAuthority.create())
+        async with _client(url, stranger, roles={POLICY}) as client:
+            with pytest.raises(AllEndpointsFailed):
+                await WHO.invoke(client, {})
+
+
+@on_uvloop
+async def test_the_client_checks_the_servers_role_and_id(make_credentials: MakeCredentials) -> None:
+    async with _server(make_credentials) as (url, _):
+        ap = make_credentials(ACCESS_POINT, "ap1")
+        async with _client(url, ap, roles={AUTHENTICATION}) as client:
+            with pytest.raises(AllEndpointsFailed, match="not authentication"):
+                await WHO.invoke(client, {})
+        async with _client(url, ap, roles={POLICY}, ids=("ps2",)) as client:
+            with pytest.raises(AllEndpointsFailed, match="not 'ps2'"):
+                await WHO.invoke(client, {})
+
+
+@on_uvloop
+async def test_a_revoked_client_is_refused_and_its_open_connections_closed(
+    make_credentials: MakeCredentials,
+) -> None:
+    async with _server(make_credentials) as (url, revocations):
+        ap = make_credentials(ACCESS_POINT, "ap1")
+        async with _client(url, ap, roles={POLICY}) as client:
+            await WHO.invoke(client, {})
+            assert len(revocations) == 1
+            assert revocations.update({ap.info.serial}) == 1
+            with pytest.raises(AllEndpointsFailed):
+                await WHO.invoke(client, {})
