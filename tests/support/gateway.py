@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gatehouse.trust.ca import CertificateAuthority
+from gatehouse.trust.identity import Identity
+from gatehouse.trust.tls import write_credentials
 from tests.support.processes import GATEHOUSE, Service, free_port, write_config
 
 LOGIN = "/_gatehouse/login"
@@ -170,15 +173,26 @@ def start_gateway(
     sessions: dict[str, Any] | None = None,
     auth_extra: dict[str, Any] | None = None,
     ap_settings: dict[str, Any] | None = None,
+    internal_tls: CertificateAuthority | None = None,
 ) -> Gateway:
     """Start Auth, Policy, ``aps`` Access Points and the demo backend on free ports.
 
     ``rules`` is the Policy config's ``resources`` mapping (resource id → rule) plus optional
-    ``rules``/``global_rule`` keys; ``resources`` are the AP's resources (``backends`` filled in
-    with the demo backend when absent).
+    ``rules``/``global_rule``/``identity_assertion`` keys; ``resources`` are the AP's resources
+    (``backends`` filled in with the demo backend when absent). With ``internal_tls`` (a
+    CA), every internal link is mutual TLS with certificates from it (``--tls DIR``).
     """
     home = tmp / "home"
     home.mkdir(exist_ok=True)
+
+    def tls_args(role: str, service_id: str) -> list[str]:
+        if internal_tls is None:
+            return []
+        directory = tmp / "tls" / service_id
+        key, cert = internal_tls.issue_key_pair(Identity(role, service_id))
+        write_credentials(directory, internal_tls.certificate_pem, cert, key)
+        return ["--tls", str(directory)]
+
     backend_port, auth_port, policy_port = free_port(), free_port(), free_port()
     backend = Service(
         ["demo-backend", "--listen", f"127.0.0.1:{backend_port}"],
@@ -191,7 +205,11 @@ def start_gateway(
         {"authentication": {"listen": f"127.0.0.1:{auth_port}", **(auth_extra or {})}},
     )
     auth = Service(
-        ["authentication", "--config", str(auth_cfg), "--home", str(home)],
+        [
+            "authentication",
+            *("--config", str(auth_cfg), "--home", str(home)),
+            *tls_args("authentication", "auth1"),
+        ],
         tmp / "auth.log",
         "127.0.0.1",
         auth_port,
@@ -202,14 +220,18 @@ def start_gateway(
             "authentication": [f"http://127.0.0.1:{auth_port}"],
             **(policy_extra or {}),
         },
-        **{k: v for k, v in rules.items() if k in ("rules", "global_rule")},
+        **{k: v for k, v in rules.items() if k in ("rules", "global_rule", "identity_assertion")},
         "resources": rules.get("resources", {}),
     }
     if sessions:
         policy_doc["sessions"] = sessions
     policy_cfg = write_config(tmp / "policy.yaml", policy_doc)
     policy = Service(
-        ["policy", "--config", str(policy_cfg), "--home", str(home)],
+        [
+            "policy",
+            *("--config", str(policy_cfg), "--home", str(home)),
+            *tls_args("policy", "ps1"),
+        ],
         tmp / "policy.log",
         "127.0.0.1",
         policy_port,
@@ -234,7 +256,10 @@ def start_gateway(
         configs.append(cfg)
         started_aps.append(
             Service(
-                ["access-point", "--config", str(cfg)], tmp / f"ap{i + 1}.log", "127.0.0.1", port
+                ["access-point", "--config", str(cfg), *tls_args("access_point", f"ap{i + 1}")],
+                tmp / f"ap{i + 1}.log",
+                "127.0.0.1",
+                port,
             )
         )
     gateway = Gateway(home, auth, policy, backend, started_aps, configs)

@@ -7,6 +7,7 @@ import argparse
 
 from gatehouse.cli_support import listen_arg, positive_int
 from gatehouse.internal.managed import add_source_arguments, joining_of
+from gatehouse.internal.service_tls import add_tls_argument
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -24,6 +25,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="N",
         help="override workers (of the file or of every Admin version)",
     )
+    add_tls_argument(ap)
     ap.set_defaults(handler=run)
 
 
@@ -32,7 +34,13 @@ def run(args: argparse.Namespace) -> int:
     if args.state is None:
         from gatehouse.access_point.server import run_access_point
 
-        return run_access_point(args.config, listen=args.listen, workers=args.workers)
+        return run_access_point(
+            args.config, listen=args.listen, workers=args.workers, internal_tls=args.tls
+        )
+    if args.tls is not None:
+        from gatehouse.errors import GatehouseError
+
+        raise GatehouseError("--tls is for --config: with --state DIR the service uses DIR/tls")
     from gatehouse.access_point.managed import run_managed
     from gatehouse.access_point.server import Overrides
 

@@ -25,6 +25,7 @@ from gatehouse.access_point.headers import field_line
 from gatehouse.config.failover import FailoverSettings
 from gatehouse.errors import GatehouseError
 from gatehouse.internal.client import FailoverClient
+from gatehouse.trust.tls import ClientTLS
 
 if TYPE_CHECKING:
     from gatehouse.access_point.runtime import Route
@@ -221,10 +222,11 @@ class Decider:
         timeout: float,
         cache_entries: int,
         failover: FailoverSettings | None = None,
+        tls: ClientTLS | None = None,
     ) -> None:
         settings = (failover or FailoverSettings()).model_copy(update={"timeout": timeout})
         self.client = FailoverClient.from_settings(
-            list(endpoints), settings, name="policy", health_path=POLICY_HEALTH_PATH
+            list(endpoints), settings, name="policy", health_path=POLICY_HEALTH_PATH, tls=tls
         )
         self.access_point = access_point
         self.allowed_headers = frozenset(h.lower() for h in identity_headers)

@@ -35,6 +35,7 @@ with its error, and the running one stays.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
 import threading
@@ -60,6 +61,7 @@ from gatehouse.errors import ConfigError, GatehouseError
 from gatehouse.internal.config_agent import Apply, ConfigAgent, Validate, describe
 from gatehouse.internal.lkg import atomic_write
 from gatehouse.internal.managed import Joining, Managed, model_check, start_managed
+from gatehouse.internal.service_tls import TLS_DIR, state_credentials
 from gatehouse.logs import setup_logging
 
 __all__ = [
@@ -271,6 +273,10 @@ def run_managed(state_dir: Path, joining: Joining | None, overrides: Overrides) 
         write_view(path, managed.version, managed.view)
     except OSError as exc:
         raise GatehouseError(f"cannot write {path}: {exc.strerror or exc}") from None
+    if state_credentials(Path(state_dir)) is not None:
+        # Enrolled: mutual TLS to the Policy services with the agent's certificate, which
+        # the workers load again when the agent renews it.
+        overrides = dataclasses.replace(overrides, internal_tls=Path(state_dir) / TLS_DIR)
     _, config = load_published(path, overrides)
     # As with --config: report a port that is taken before any worker starts.
     host, port = parse_listen(config.access_point.listen)

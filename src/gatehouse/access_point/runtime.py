@@ -4,6 +4,7 @@ the old or the new configuration, never a mix."""
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 
@@ -13,6 +14,7 @@ from gatehouse.access_point.routing import Router
 from gatehouse.access_point.tls import hsts_line
 from gatehouse.access_point.upstream import BackendGroup, Origin, make_ssl_context
 from gatehouse.config.access_point import AccessPointConfig, AccessPointSettings, Resource
+from gatehouse.trust.tls import ClientTLS
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,12 +37,33 @@ class Route:
 class OriginRegistry:
     """Origins shared across config versions, so keep-alive connections survive a reload."""
 
-    def __init__(self) -> None:
+    def __init__(self, internal: ClientTLS | None = None) -> None:
         self._origins: dict[tuple[object, ...], Origin] = {}
+        #: Mutual TLS to the Policy services (the portal relay); None: plaintext.
+        self.internal = internal
 
-    def get(self, resource: Resource, settings: AccessPointSettings) -> list[Origin]:
+    def get(
+        self, resource: Resource, settings: AccessPointSettings, internal: bool = False
+    ) -> list[Origin]:
+        """The origins of ``resource``; ``internal``: they are the Policy services (the
+        portal), reached over mutual TLS when the worker has internal credentials."""
         out = []
-        for backend in resource.parsed_backends():
+        tls = self.internal if internal else None
+        for index, backend in enumerate(resource.parsed_backends()):
+            if tls is not None:
+                key: tuple[object, ...] = ("internal", backend.host, backend.port, index)
+                origin = self._origins.get(key)
+                if origin is None:
+                    origin = Origin(
+                        backend,
+                        tls.context,
+                        settings.upstream_keepalive,
+                        settings.upstream_idle_timeout,
+                        check=functools.partial(tls.check, index=index),
+                    )
+                    self._origins[key] = origin
+                out.append(origin)
+                continue
             key = (
                 backend.scheme,
                 backend.host,
@@ -135,7 +158,7 @@ def health_answer(
 def _route(
     res: Resource, settings: AccessPointSettings, registry: OriginRegistry, ordered: bool = False
 ) -> Route:
-    origins = registry.get(res, settings)
+    origins = registry.get(res, settings, internal=res.id == PORTAL_ID)
     return Route(
         resource=res,
         group=BackendGroup(origins, settings.backend_fail_timeout, ordered),

@@ -47,8 +47,13 @@ from gatehouse.config.access_point import (
 from gatehouse.config.loader import load_file, validate
 from gatehouse.errors import ConfigError, GatehouseError
 from gatehouse.logs import setup_logging
+from gatehouse.trust.identity import POLICY
+from gatehouse.trust.tls import ClientTLS, Credentials
 
 log = logging.getLogger("gatehouse.access_point")
+
+#: Seconds between checks of the internal certificate's file (renewed by the config agent).
+CREDENTIALS_CHECK = 30.0
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,9 @@ class Overrides:
 
     listen: tuple[str, int] | None = None
     workers: int | None = None
+    #: Internal TLS credentials (``--tls DIR``, or the state directory's ``tls/`` when
+    #: managed): mutual TLS to the Policy services. None: plaintext (development).
+    internal_tls: Path | None = None
 
     def apply(self, config: AccessPointConfig) -> AccessPointConfig:
         update: dict[str, object] = {}
@@ -181,7 +189,16 @@ class Worker:
         self.config = config
         #: The file as it was (taken before reading it), to notice a replace missed at start.
         self.loaded = loaded
-        self.registry = OriginRegistry()
+        #: This AP's internal certificate (mutual TLS to the Policy services), or None.
+        self.credentials = (
+            None if overrides.internal_tls is None else Credentials(overrides.internal_tls)
+        )
+        self.internal = (
+            None
+            if self.credentials is None
+            else ClientTLS(self.credentials.client, frozenset({POLICY}))
+        )
+        self.registry = OriginRegistry(self.internal)
         self.managed = published_version is not None
         #: The version Admin published the running configuration as (managed mode only).
         self.published_version = published_version
@@ -227,6 +244,7 @@ class Worker:
             settings.decision_timeout,
             settings.decision_cache_entries,
             settings.failover,
+            tls=self.internal,
         )
         decider.key = key
         return decider
@@ -251,7 +269,9 @@ class Worker:
 
     def reload(self, state: WorkerState) -> None:
         """SIGHUP: load the file again. Managed, a file holding the running version (an
-        operator's SIGHUP) or an older one changes nothing."""
+        operator's SIGHUP) or an older one changes nothing. A renewed internal certificate
+        is loaded in every case: new connections to the Policy services use it."""
+        self.reload_credentials()
         loaded = file_identity(self.path)
         published: int | None = None
         try:
@@ -312,6 +332,21 @@ class Worker:
         else:
             log.info("configuration reloaded: %s", self.describe())
 
+    def reload_credentials(self) -> None:
+        """Load the internal certificate again if its file changed (renewed)."""
+        if self.credentials is None:
+            return
+        try:
+            if self.credentials.changed():
+                self.credentials.reload()
+        except GatehouseError as exc:
+            log.error("keeping the internal certificate in use: %s", exc)
+
+    async def _watch_credentials(self, interval: float = CREDENTIALS_CHECK) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            self.reload_credentials()
+
     async def serve(self, sock: socket.socket, redirect: socket.socket | None = None) -> None:
         loop = asyncio.get_running_loop()
         settings = self.config.access_point
@@ -329,6 +364,7 @@ class Worker:
             # Replaced (and SIGHUP sent, then ignored) while this worker was starting.
             self.reload(state)
         state.sweep()
+        watch = loop.create_task(self._watch_credentials()) if self.credentials else None
         if self.tls is not None:
             server = await loop.create_server(
                 lambda: ClientConnection(state, b"https"),
@@ -368,6 +404,8 @@ class Worker:
         for conn in list(state.connections):
             conn.abort()
         self.registry.close_all()
+        if watch is not None:
+            watch.cancel()
         if self.decider is not None:
             await self.decider.aclose()
         log.info("stopped")
@@ -400,14 +438,19 @@ def run_worker(
 
 
 def run_access_point(
-    config_path: str, listen: tuple[str, int] | None = None, workers: int | None = None
+    config_path: str,
+    listen: tuple[str, int] | None = None,
+    workers: int | None = None,
+    internal_tls: Path | None = None,
 ) -> int:
     """``gatehouse access-point``: one worker in this process, or a supervisor of N."""
     setup_logging()
     # A SIGHUP before the event loop handles it must not kill the process (reload = re-read,
     # and the file is read at start anyway).
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    overrides = Overrides(listen=listen, workers=workers)
+    overrides = Overrides(listen=listen, workers=workers, internal_tls=internal_tls)
+    if internal_tls is not None:
+        Credentials(internal_tls)  # fail now, naming the file
     config = load_config(config_path, overrides)  # fail fast, before forking
     check_files(config.access_point.tls, config_path)
     count = config.access_point.workers

@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import errno
 import ssl
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol, cast
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import httptools
+
+from gatehouse.trust.tls import PeerRefused
 
 if TYPE_CHECKING:
     from gatehouse.config.access_point import Backend
@@ -169,8 +171,12 @@ class Origin:
         ssl_context: ssl.SSLContext | None,
         max_idle: int,
         idle_timeout: float,
+        check: Callable[[Any], object] | None = None,
     ) -> None:
         self.backend = backend
+        #: Checks the server's certificate right after the handshake (internal origins:
+        #: the Policy services' role and id); raises to refuse it.
+        self.check = check
         self.host = backend.host
         self.port = backend.port
         self.ssl = ssl_context
@@ -220,10 +226,16 @@ class Origin:
                 ),
                 timeout,
             )
+            if self.check is not None:
+                assert conn.transport is not None
+                self.check(conn.transport.get_extra_info("ssl_object"))
         except TimeoutError:
             raise ConnectFailed(504, "timed out connecting to the backend") from None
         except ssl.SSLError as exc:
             raise ConnectFailed(502, f"TLS error with the backend: {exc.reason}") from None
+        except PeerRefused as exc:
+            conn.abort()
+            raise ConnectFailed(502, f"refused the backend: {exc}") from None
         except OSError as exc:
             if exc.errno == errno.ETIMEDOUT:
                 raise ConnectFailed(504, "timed out connecting to the backend") from None

@@ -13,11 +13,13 @@ import argparse
 from gatehouse.authentication import users_cli
 from gatehouse.cli_support import add_home, listen_arg
 from gatehouse.internal.managed import add_source_arguments
+from gatehouse.internal.service_tls import add_tls_argument
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     auth = sub.add_parser("authentication", help="run an Authentication service")
     add_source_arguments(auth)
+    add_tls_argument(auth)
     auth.add_argument("--listen", type=listen_arg, metavar="HOST:PORT", help="override listen")
     add_home(auth)
     auth.set_defaults(handler=run)
@@ -34,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from gatehouse.internal.config_agent import ConfigAgent
     from gatehouse.internal.hosting import serve
     from gatehouse.internal.managed import joining_of, start_managed
+    from gatehouse.internal.service_tls import credentials_of, revocations_of
     from gatehouse.logs import setup_logging
     from gatehouse.storage.home import database_urls, prepare_home
 
@@ -48,4 +51,8 @@ def run(args: argparse.Namespace) -> int:
         settings = load_file(AuthenticationConfig, args.config).authentication
     user_db = settings.user_db or database_urls(prepare_home(args.home)).user_db
     host, port = args.listen or parse_listen(settings.listen)
-    return serve(create_app(settings, user_db, agent), host, port)
+    credentials = credentials_of(args, host)
+    app = create_app(settings, user_db, agent)
+    if credentials is None:
+        return serve(app, host, port)
+    return serve(app, host, port, tls=credentials.server, revocations=revocations_of(agent))

@@ -172,6 +172,14 @@ class Credentials:
         self._extra = [*getattr(self, "_extra", []), context]
         return context
 
+    def changed(self) -> bool:
+        """Whether the certificate file is another one than the one loaded."""
+        try:
+            stat = self.cert_path.stat()
+        except OSError:
+            return False
+        return (stat.st_mtime_ns, stat.st_ino) != self._stamp
+
     def reload(self) -> CertificateInfo:
         """Load the (renewed) certificate and key into every context made here."""
         self.info = self._load_chain()
@@ -195,6 +203,8 @@ class Credentials:
 
     def _load_chain(self) -> CertificateInfo:
         try:
+            stat = self.cert_path.stat()
+            self._stamp = (stat.st_mtime_ns, stat.st_ino)
             pem = self.cert_path.read_bytes()
             certificate = x509.load_pem_x509_certificate(pem)
             identity = identity_of(certificate)
