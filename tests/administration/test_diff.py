@@ -60,7 +60,7 @@ def test_a_change_shows_on_its_lines() -> None:
     assert diff.splitlines() == [
         "--- version 3",
         "+++ draft",
-        "@@ -26,8 +26,8 @@",  # the failover settings come first
+        "@@ -27,8 +27,8 @@",  # the failover settings and the identity headers come first
         "   max_pipelined: 32",
         "   max_request_line: 8192",
         "   policy_services:",
@@ -70,7 +70,9 @@ def test_a_change_shows_on_its_lines() -> None:
         "   send_timeout: 60.0",
         "   tls: null",
         "   trusted_proxies: []",
-        "@@ -126,7 +126,7 @@",  # one line per AP entry (tls), one per auth entry (verify_queue)
+        # one line per AP entry (tls) and per default identity header list (the assertion),
+        # one per auth entry (verify_queue)
+        "@@ -128,7 +128,7 @@",
         "   verify_queue: null",
         " databases:",
         "   session_db: null",
@@ -78,7 +80,7 @@ def test_a_change_shows_on_its_lines() -> None:
         "+  user_db: postgresql+asyncpg://gatehouse:***@db3/gatehouse",
         " global_rule: public",
         " identity_headers:",
-        "   email: Remote-Email",
+        "   assertion: Gatehouse-Assertion",
     ]
     assert "new-pw" not in diff
     assert "s3cret-pw" not in diff

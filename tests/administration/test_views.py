@@ -192,6 +192,7 @@ def test_access_point_views() -> None:
         "Remote-Groups",
         "Remote-Email",
         "Remote-Name",
+        "Gatehouse-Assertion",
         "X-Auth-User",
         "X-Auth-Groups",
     ]
@@ -201,6 +202,7 @@ def test_access_point_views() -> None:
         "X-Auth-Groups",
         "Remote-Email",
         "Remote-Name",
+        "Gatehouse-Assertion",
     ]
 
 
@@ -242,6 +244,53 @@ def test_policy_views() -> None:
         "finance": {"all": [{"rule": "finance-team"}, {"access_point": ["ap1", "ap2"]}]},
     }
     assert set(ps1.rules) == {"ops", "finance-team", "internal", "teams"}
+
+
+def test_identity_assertion_flows_to_the_policy_views_only() -> None:
+    doc = ha()
+    doc["resources"][0]["identity_assertion"] = True
+    doc["identity_headers"]["assertion"] = "X-Signed-Identity"
+    doc["policy_services"][0]["assertion_ttl"] = "20s"
+    config = validate(InstallationConfig, doc)
+    ps1 = validate(PolicyConfig, view_for(config, "ps1"))
+    ps2 = validate(PolicyConfig, view_for(config, "ps2"))
+    assert ps1.identity_assertion == ps2.identity_assertion == ["wiki"]
+    assert ps1.identity_headers.assertion == "X-Signed-Identity"
+    assert (ps1.policy.assertion_ttl, ps2.policy.assertion_ttl) == (20.0, 60.0)
+    for ap_id in ("ap1", "ap2", "ap3"):
+        view = ap(config, ap_id)
+        assert all("identity_assertion" not in r for r in view["resources"])
+        # The AP strips a client's copy of the header and forwards only the Policy's.
+        assert "X-Signed-Identity" in view["access_point"]["identity_headers"]
+    assert (
+        validate(
+            PolicyConfig, view_for(validate(InstallationConfig, ha()), "ps1")
+        ).identity_assertion
+        == []
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "path"),
+    [
+        (
+            lambda d: d["policy_services"][0].update(assertion_ttl=61),
+            "policy_services[0].assertion_ttl",
+        ),
+        (
+            lambda d: (
+                d["resources"][0].update(identity_assertion=True),
+                d["identity_headers"].update(assertion=None),
+            ),
+            "resources[0].identity_assertion",
+        ),
+    ],
+)
+def test_identity_assertion_errors_name_the_field(change: Any, path: str) -> None:
+    doc = ha()
+    change(doc)
+    with pytest.raises(ConfigError, match=re.escape(path)):
+        validate(InstallationConfig, doc)
 
 
 def test_authentication_views() -> None:

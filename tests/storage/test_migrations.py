@@ -20,7 +20,7 @@ from gatehouse.storage.migrate import upgrade, upgrade_installation
 from gatehouse.storage.models import LoginFailure, Session, SessionBase, User, UserBase
 
 USER_TABLES = {"users", "groups", "memberships", "login_failures", "audit_events"}
-SESSION_TABLES = {"sessions"}
+SESSION_TABLES = {"sessions", "assertion_keys"}
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -144,6 +144,14 @@ DERIVED_AP_FIELDS: Mapping[str, str] = {
 }
 
 
+class InstallationResource(Resource):
+    """A resource: what the Access Points route, and what the Policy services add for it."""
+
+    #: Allowed requests carry a signed identity assertion (``identity_headers.assertion``)
+    #: that the backend can check against the Policy services' published keys.
+    identity_assertion: bool = False
+
+
 class InstallationConfig(Strict):
     """Everything the Administration service publishes; validated across fields."""
 
@@ -153,7 +161,7 @@ class InstallationConfig(Strict):
     authentication_services: list[AuthenticationEntry] = Field(default_factory=list)
     databases: DatabasesFile | None = None
     authentication: AuthenticationPolicy = Field(default_factory=AuthenticationPolicy)
-    resources: list[Resource] = Field(default_factory=list)
+    resources: list[InstallationResource] = Field(default_factory=list)
     sessions: SessionSettings = Field(default_factory=SessionSettings)
     login: LoginSettings = Field(default_factory=LoginSettings)
     identity_headers: IdentityHeaders = Field(default_factory=IdentityHeaders)
@@ -333,6 +341,11 @@ def _resource_problems(config: InstallationConfig) -> Iterator[tuple[Loc, str]]:
             yield (
                 ("resources", index, "public"),
                 f"decided by the rules: write resource_rules: {{{res.id}: public}} instead",
+            )
+        if res.identity_assertion and config.identity_headers.assertion is None:
+            yield (
+                ("resources", index, "identity_assertion"),
+                "needs a header: identity_headers.assertion is null",
             )
     for resource_id in config.resource_rules:
         if resource_id not in seen:

@@ -21,7 +21,7 @@ from gatehouse.administration.model import (
     listen_from_endpoint,
 )
 from gatehouse.authentication.config import AuthenticationConfig, AuthenticationSettings
-from gatehouse.config.access_point import AccessPointConfig, AccessPointSettings
+from gatehouse.config.access_point import AccessPointConfig, AccessPointSettings, Resource
 from gatehouse.config.policy import PolicyConfig, PolicySettings
 
 View = dict[str, Any]
@@ -75,7 +75,12 @@ def _access_point_view(config: InstallationConfig, service_id: str) -> View:
     )
     document = AccessPointConfig(
         access_point=AccessPointSettings.model_validate(settings),
-        resources=[res.model_copy(update={"public": res.id in public}) for res in config.resources],
+        resources=[
+            Resource.model_validate(
+                res.model_dump(exclude={"identity_assertion"}) | {"public": res.id in public}
+            )
+            for res in config.resources
+        ],
     )
     return document.model_dump(mode="json")
 
@@ -96,6 +101,7 @@ def _policy_view(config: InstallationConfig, service_id: str) -> View:
         rules=config.rules,
         global_rule=config.global_rule,
         resources=config.resource_rules_of_all(),
+        identity_assertion=[res.id for res in config.resources if res.identity_assertion],
     )
     return document.model_dump(mode="json")
 

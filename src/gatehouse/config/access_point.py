@@ -40,7 +40,15 @@ def _network(value: object) -> Network:
 
 IPNetwork = Annotated[Network, PlainValidator(_network)]
 
-DEFAULT_IDENTITY_HEADERS = ("Remote-User", "Remote-Groups", "Remote-Email", "Remote-Name")
+#: Identity headers a backend may trust: only the Policy service sets them, the Access Point
+#: strips them from clients. The last is the signed identity assertion (policy.assertions).
+DEFAULT_IDENTITY_HEADERS = (
+    "Remote-User",
+    "Remote-Groups",
+    "Remote-Email",
+    "Remote-Name",
+    "Gatehouse-Assertion",
+)
 
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _RESOURCE_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")

@@ -87,6 +87,8 @@ EndpointURL = Annotated[str, AfterValidator(_endpoint)]
 RuleName = Annotated[str, AfterValidator(_rule_name)]
 ResourceId = Annotated[str, AfterValidator(_resource_id)]
 Duration = Annotated[Seconds, Field(gt=0)]
+#: The longest an identity assertion may live, seconds.
+MAX_ASSERTION_TTL = 60.0
 
 
 class PolicySettings(Strict):
@@ -103,9 +105,20 @@ class PolicySettings(Strict):
     )
     admin_token_file: str | None = None
     decision_ttl: Duration = 30.0
+    #: Lifetime of a signed identity assertion (resources in ``identity_assertion``).
+    assertion_ttl: Duration = MAX_ASSERTION_TTL
     #: How calls to the Authentication services fail over (per attempt: 5 s, an argon2id
     #: verification under load takes a while; probes and fail-back as documented).
     failover: FailoverSettings = Field(default_factory=lambda: FailoverSettings(timeout=5.0))
+
+    @field_validator("assertion_ttl")
+    @classmethod
+    def _check_assertion_ttl(cls, value: float) -> float:
+        if value > MAX_ASSERTION_TTL:
+            raise ValueError(
+                f"at most {MAX_ASSERTION_TTL:g}s ({value:g}s): an assertion is a bearer token"
+            )
+        return value
 
 
 class SessionSettings(Strict):
@@ -160,8 +173,10 @@ class IdentityHeaders(Strict):
     groups: HeaderName | None = DEFAULT_IDENTITY_HEADERS[1]
     email: HeaderName | None = DEFAULT_IDENTITY_HEADERS[2]
     name: HeaderName | None = DEFAULT_IDENTITY_HEADERS[3]
+    #: The signed identity assertion, for resources listed in ``identity_assertion``.
+    assertion: HeaderName | None = DEFAULT_IDENTITY_HEADERS[4]
 
-    @field_validator("groups", "email", "name")
+    @field_validator("groups", "email", "name", "assertion")
     @classmethod
     def _distinct(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None:
@@ -184,10 +199,28 @@ class PolicyConfig(Strict):
     resources: dict[ResourceId, RuleSpec | None] = Field(
         default_factory=dict, description="resource id -> rule; null means authenticated"
     )
+    identity_assertion: list[ResourceId] = Field(
+        default_factory=list,
+        description="resources whose backends get a signed identity assertion on allow",
+    )
 
     @model_validator(mode="after")
     def _check_rules(self) -> PolicyConfig:
         _, problems = check_rule_set(self.rules, self.global_rule, self.resources)
         if problems:
             raise problems_error(type(self).__name__, problems, "rule")
+        return self
+
+    @model_validator(mode="after")
+    def _check_identity_assertion(self) -> PolicyConfig:
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        for index, resource_id in enumerate(self.identity_assertion):
+            if resource_id not in self.resources:
+                problems.append((("identity_assertion", index), f"no resource {resource_id!r}"))
+        if self.identity_assertion and self.identity_headers.assertion is None:
+            problems.append(
+                (("identity_headers", "assertion"), "null, but identity_assertion lists resources")
+            )
+        if problems:
+            raise problems_error(type(self).__name__, problems)
         return self

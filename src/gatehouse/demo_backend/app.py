@@ -9,11 +9,17 @@ routing (``/x/download`` is ``/download``):
 - ``…/status/NNN``: that status with a tiny body (none for 204 and 304).
 - ``…/slow?delay=SECONDS``: waits, then echoes.
 - WebSocket at any path: echoes every text and binary message.
+
+With an :class:`~gatehouse.demo_backend.assertion_check.AssertionCheck` (``--jwks-url``),
+every request must carry a valid signed identity assertion: without one the answer is 401
+``{"error": "assertion", "message": ...}`` (a WebSocket is refused), with one the echo
+carries its verified claims as ``"assertion"``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import math
@@ -24,7 +30,9 @@ from urllib.parse import parse_qs
 
 import uvicorn
 
+from gatehouse.demo_backend.assertion_check import AssertionCheck, KeySetUnavailable
 from gatehouse.internal.hosting import Server
+from gatehouse.policy.assertions import AssertionInvalid
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -37,6 +45,8 @@ MAX_DELAY = 3600.0
 
 _BLOCK = bytes(range(256)) * (CHUNK_SIZE // 256)
 _STATUS_PATH = re.compile(r"(?:^|/)status/(\d{3})$")
+#: Where a checked request's assertion claims travel from the check to the echo.
+ASSERTION_SCOPE_KEY = "gatehouse.assertion"
 
 
 class _BadRequest(Exception):
@@ -120,7 +130,9 @@ async def _respond(send: Send, status: int, body: bytes = b"") -> None:
 def _echo(scope: Scope, body_size: int, body_sha256: str) -> dict[str, object]:
     raw_path: bytes | None = scope.get("raw_path")
     client = scope.get("client")
+    checked = {"assertion": scope[ASSERTION_SCOPE_KEY]} if ASSERTION_SCOPE_KEY in scope else {}
     return {
+        **checked,
         "method": scope["method"],
         "path": raw_path.decode("latin-1") if raw_path is not None else scope["path"],
         "query": scope["query_string"].decode("latin-1"),
@@ -204,10 +216,43 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
         await _websocket(scope, receive, send)
 
 
-def serve(host: str, port: int, *, certfile: str | None = None, keyfile: str | None = None) -> None:
-    """Serve the demo backend until SIGTERM or SIGINT; HTTPS when a certificate is given."""
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def checking(check: AssertionCheck) -> ASGIApp:
+    """:func:`app`, answering only requests that carry a valid identity assertion."""
+
+    async def checked_app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            return
+        try:
+            claims = await check.claims(scope["headers"])
+        except (AssertionInvalid, KeySetUnavailable) as exc:
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008})
+                return
+            status = 401 if isinstance(exc, AssertionInvalid) else 503
+            with contextlib.suppress(_Disconnected):
+                await _drain(receive)
+                await _respond(send, status, _dumps({"error": "assertion", "message": str(exc)}))
+            return
+        await app({**scope, ASSERTION_SCOPE_KEY: claims}, receive, send)
+
+    return checked_app
+
+
+def serve(
+    host: str,
+    port: int,
+    *,
+    certfile: str | None = None,
+    keyfile: str | None = None,
+    check: AssertionCheck | None = None,
+) -> None:
+    """Serve the demo backend until SIGTERM or SIGINT; HTTPS when a certificate is given;
+    with ``check``, only requests with a valid identity assertion."""
     config = uvicorn.Config(
-        app,
+        app if check is None else checking(check),
         host=host,
         port=port,
         loop="uvloop",

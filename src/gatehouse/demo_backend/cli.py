@@ -13,6 +13,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     demo.add_argument("--listen", type=listen_arg, default=("127.0.0.1", 9000), metavar="HOST:PORT")
     demo.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this certificate")
     demo.add_argument("--tls-key", metavar="FILE", help="private key for --tls-cert")
+    demo.add_argument(
+        "--jwks-url",
+        metavar="URL",
+        help="require a signed identity assertion, checked with this key set "
+        "(e.g. http://AP/_gatehouse/jwks.json)",
+    )
+    demo.add_argument("--audience", metavar="RESOURCE", help="the resource id assertions name")
+    demo.add_argument(
+        "--assertion-header", default="Gatehouse-Assertion", metavar="NAME", help="its header"
+    )
     demo.set_defaults(handler=run)
 
 
@@ -22,6 +32,14 @@ def run(args: argparse.Namespace) -> int:
     if bool(args.tls_cert) != bool(args.tls_key):
         print("gatehouse: --tls-cert and --tls-key go together", file=sys.stderr)
         return 2
+    if bool(args.jwks_url) != bool(args.audience):
+        print("gatehouse: --jwks-url and --audience go together", file=sys.stderr)
+        return 2
+    check = None
+    if args.jwks_url:
+        from gatehouse.demo_backend.assertion_check import AssertionCheck
+
+        check = AssertionCheck(args.jwks_url, args.audience, args.assertion_header)
     host, port = args.listen
-    serve(host, port, certfile=args.tls_cert, keyfile=args.tls_key)
+    serve(host, port, certfile=args.tls_cert, keyfile=args.tls_key, check=check)
     return 0

@@ -31,6 +31,8 @@ log = logging.getLogger("gatehouse.policy")
 
 Handler = Callable[[Request], Awaitable[Response]]
 INTERNAL = "/internal/"
+#: How long backends may cache the key set (they fetch it again on an unknown key).
+JWKS_MAX_AGE = 300
 
 
 def _service(request: Request) -> PolicyService:
@@ -103,6 +105,14 @@ async def decide(request: Request) -> Response:
     service = _service(request)
     body = await _read_body(request, MAX_DECISION_BODY)
     return json_response(await service.decide(body))
+
+
+@endpoint
+async def jwks(request: Request) -> Response:
+    """The identity assertion key set, for backends: public, cacheable for 5 minutes."""
+    response = json_response(await _service(request).jwks())
+    response.headers["Cache-Control"] = f"public, max-age={JWKS_MAX_AGE}"
+    return response
 
 
 async def events(request: Request) -> Response:
@@ -185,6 +195,7 @@ def routes(prefix: str) -> list[Route]:
         Route(f"{prefix}logout", _portal("logout_page"), methods=["GET"]),
         Route(f"{prefix}logout", _portal("logout_submit"), methods=["POST"]),
         Route(f"{prefix}static/gatehouse.css", _portal("stylesheet"), methods=["GET"]),
+        Route(f"{prefix}jwks.json", jwks, methods=["GET"]),
     ]
 
 

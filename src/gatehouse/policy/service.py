@@ -15,6 +15,8 @@ that cannot be built raises and the running one stays.
 What applies live and what at the next start:
 
 - live: rules, ``global_rule``, ``resources``, ``identity_headers``, ``decision_ttl``,
+  ``identity_assertion``, ``assertion_ttl`` (the signing key is this service's own, made
+  once in its home: :mod:`gatehouse.policy.assertion_keys`),
   ``sessions`` (cookie name and domain, timeouts: a new ``absolute_timeout`` for sessions
   created from then on, a new ``idle_timeout`` at a session's next use), ``login.title``,
   ``login.allowed_redirect_hosts``, ``trusted_proxies``, the ``authentication`` endpoints (a
@@ -59,8 +61,11 @@ from gatehouse.internal.config_agent import AgentStatus, ConfigAgent
 from gatehouse.internal.endpoint import bad_request, parse_json_object
 from gatehouse.internal.managed import follow_admin
 from gatehouse.policy.admin_api import AdminAPI, read_token
+from gatehouse.policy.assertion_keys import KEY_FILE as ASSERTION_KEY_FILE
+from gatehouse.policy.assertion_keys import KeyRegistry, load_or_create_signing_key
 from gatehouse.policy.csrf import CsrfGuard, load_or_create_key
 from gatehouse.policy.decision import (
+    Allow,
     Authenticate,
     CompiledPolicy,
     DecisionInput,
@@ -69,6 +74,7 @@ from gatehouse.policy.decision import (
 )
 from gatehouse.policy.devices import DeviceCookies
 from gatehouse.policy.events import EventHub, PostgresBridge
+from gatehouse.policy.identity_assertion import AssertionIssuer
 from gatehouse.policy.portal import (
     AuthOverloaded,
     AuthUnavailable,
@@ -360,6 +366,8 @@ class Runtime:
     checker: AuthServiceChecker
     portal: Portal
     admin: AdminAPI
+    #: Signs identity assertions; None when no resource asks for one.
+    assertions: AssertionIssuer | None = None
 
     @property
     def portal_prefix(self) -> str:
@@ -423,6 +431,12 @@ class PolicyService:
         self.hub.revoke_listeners.append(lambda hashes: self.runtime.sessions.forget(hashes))
         self.hub.reset_listeners.append(lambda: self.runtime.sessions.forget_all())
         self.bridge = PostgresBridge(session_db, self.hub) if shared else None
+        key_path = home / ASSERTION_KEY_FILE
+        try:
+            # This service's own identity assertion key; its public half goes to the session DB.
+            self.keys = KeyRegistry(self.session_db, load_or_create_signing_key(key_path))
+        except (OSError, ValueError) as exc:
+            raise ConfigError([("home", f"{key_path}: {exc}")]) from None
         self.runtime = self.build(version, config, read_files(config, config_dir, home), None)
         self.ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -469,7 +483,8 @@ class PolicyService:
             devices=DeviceCookies(files.csrf_key),
         )
         admin = AdminAPI(files.admin_token, sessions, self.audit)
-        return Runtime(version, config, policy, sessions, checker, portal, admin)
+        assertions = AssertionIssuer.from_config(config, self.keys.key)
+        return Runtime(version, config, policy, sessions, checker, portal, admin, assertions)
 
     async def apply(self, version: int, view: dict[str, Any]) -> None:
         """Run ``view`` from now on; raises (keeping the running version) if it cannot be
@@ -508,6 +523,7 @@ class PolicyService:
         if self.bridge is not None:
             await self.bridge.start(timeout=2.0)
         self._tasks.append(asyncio.create_task(self._purge_forever()))
+        self._tasks.append(asyncio.create_task(self._publish_key_forever()))
         # Down Authentication services are probed in the background; fail-back after `rise`.
         self.runtime.checker.client.start_probing()
         if self.agent is not None:
@@ -528,6 +544,20 @@ class PolicyService:
             else:
                 if purged:
                     log.info("purged %d expired session(s)", len(purged))
+
+    async def _publish_key_forever(self) -> None:
+        """Keep this service's assertion key in the published key set (and drop stale ones)."""
+        await self.ready.wait()
+        while True:
+            now = datetime.now(UTC)
+            try:
+                await self.keys.register(now)
+                await self.keys.purge(now)
+            except DatabaseUnavailable as exc:
+                log.warning("could not publish the identity assertion key: %s", exc)
+            except Exception:
+                log.exception("publishing the identity assertion key failed")
+            await asyncio.sleep(PURGE_INTERVAL)
 
     async def stop(self) -> None:
         self.hub.shutdown()
@@ -583,7 +613,14 @@ class PolicyService:
         if isinstance(decision, Authenticate):
             original = request.url or request.input.path
             return decision.to_json(login_url(runtime.portal_prefix, original))
+        if isinstance(decision, Allow) and runtime.assertions is not None:
+            decision = runtime.assertions.stamp(decision, record, request.input.resource, now)
         return decision.to_json()
+
+    async def jwks(self) -> dict[str, object]:
+        """The published key set of every Policy service's identity assertion key."""
+        self.require_ready()
+        return await self.keys.jwks(datetime.now(UTC))
 
     async def audit(
         self, event: str, username: str | None, client_ip: str | None, detail: dict[str, object]

@@ -139,7 +139,20 @@ class Session(SessionBase):
     user_agent: Mapped[str | None] = mapped_column(Text)
 
 
+class AssertionKey(SessionBase):
+    """A Policy service's public key for identity assertions (its private key stays in its
+    home); the published key set is every row not past ``not_after``."""
+
+    __tablename__ = "assertion_keys"
+
+    kid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    public_jwk: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    not_after: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
 __all__ = [
+    "AssertionKey",
     "AuditEvent",
     "Group",
     "LoginFailure",
