@@ -12,11 +12,13 @@ import argparse
 
 from gatehouse.cli_support import add_home, listen_arg
 from gatehouse.internal.managed import add_source_arguments
+from gatehouse.internal.service_tls import add_tls_argument
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ps = sub.add_parser("policy", help="run a Policy service (decisions and the login portal)")
     add_source_arguments(ps)
+    add_tls_argument(ps)
     ps.add_argument("--listen", type=listen_arg, metavar="HOST:PORT", help="override listen")
     add_home(ps)
     ps.set_defaults(handler=run)
@@ -32,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from gatehouse.internal.config_agent import ConfigAgent
     from gatehouse.internal.hosting import serve
     from gatehouse.internal.managed import joining_of, start_managed
+    from gatehouse.internal.service_tls import credentials_of, revocations_of
     from gatehouse.logs import setup_logging
     from gatehouse.policy.app import create_app
     from gatehouse.policy.service import ROLE, PolicyService, check_view, start_check
@@ -52,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         config = load_file(PolicyConfig, args.config)
         config_dir = Path(args.config).resolve().parent
+    host, port = args.listen or parse_listen(config.policy.listen)
+    credentials = credentials_of(args, host)
     urls = database_urls(home)
     service = PolicyService(
         config,
@@ -61,6 +66,9 @@ def run(args: argparse.Namespace) -> int:
         config_dir=config_dir,
         agent=agent,
         version=version,
+        credentials=credentials,
     )
-    host, port = args.listen or parse_listen(config.policy.listen)
-    return serve(create_app(config.login.portal_prefix, lambda: service), host, port)
+    app = create_app(config.login.portal_prefix, lambda: service)
+    if credentials is None:
+        return serve(app, host, port)
+    return serve(app, host, port, tls=credentials.server, revocations=revocations_of(agent))

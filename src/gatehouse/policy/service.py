@@ -87,6 +87,8 @@ from gatehouse.policy.sessions import Identity, SessionRecord, SessionStore, Tim
 from gatehouse.storage.engine import Database
 from gatehouse.storage.errors import DatabaseUnavailable
 from gatehouse.storage.migrate import start_migrations
+from gatehouse.trust.identity import AUTHENTICATION
+from gatehouse.trust.tls import ClientTLS, Credentials
 
 log = logging.getLogger("gatehouse.policy")
 
@@ -413,9 +415,12 @@ class PolicyService:
         config_dir: Path,
         agent: ConfigAgent | None = None,
         version: int = 0,
+        credentials: Credentials | None = None,
     ) -> None:
         settings = config.policy
         self.started = config
+        #: Internal TLS: mutual TLS to the Authentication services (None: plaintext).
+        self.credentials = credentials
         self.home = home
         self.config_dir = config_dir
         self.agent = agent
@@ -462,8 +467,13 @@ class PolicyService:
         ) == (endpoints, failover):
             checker = previous.checker
         else:
+            tls = (
+                None
+                if self.credentials is None
+                else ClientTLS(self.credentials.client, frozenset({AUTHENTICATION}))
+            )
             client = FailoverClient.from_settings(
-                endpoints, failover, name="authentication", health_path=AUTH_HEALTH_PATH
+                endpoints, failover, name="authentication", health_path=AUTH_HEALTH_PATH, tls=tls
             )
             checker = AuthServiceChecker(client)
         login = config.login
