@@ -162,8 +162,9 @@ class ProxyExchange(Authorization):
     def _reserved(self) -> None:
         rest = self.head.path[len(self.rt.reserved) :]
         if rest == "health" and self.head.method in (b"GET", b"HEAD"):
+            # Up or down only: the details are on the status listener (status.py).
             draining = self.conn.state.draining
-            body = b'{"status":"draining"}' if draining else self.rt.health()
+            body = pages.HEALTH_DRAINING if draining else pages.HEALTH_OK
             self.conn.out.append(
                 pages.response(
                     503 if draining else 200,

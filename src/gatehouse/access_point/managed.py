@@ -53,6 +53,7 @@ from gatehouse.access_point.server import (
     load_published,
     run_worker,
 )
+from gatehouse.access_point.status import check_status_listen
 from gatehouse.access_point.supervisor import FORWARDED, Supervisor
 from gatehouse.access_point.tls import check_files
 from gatehouse.access_point.upstream import make_ssl_context
@@ -63,6 +64,7 @@ from gatehouse.internal.lkg import atomic_write
 from gatehouse.internal.managed import Joining, Managed, model_check, start_managed
 from gatehouse.internal.service_tls import TLS_DIR, state_credentials
 from gatehouse.logs import setup_logging
+from gatehouse.trust.tls import CERT_FILE
 
 __all__ = [
     "ROLE",
@@ -116,16 +118,25 @@ def check_usable(config: AccessPointConfig, source: str = SOURCE) -> None:
 
 class ViewCheck:
     """The agent's check of a published view: what the workers would run (the view with the
-    command-line overrides), validated and compiled."""
+    command-line overrides), validated and compiled; a plaintext ``status_listen`` off
+    loopback is refused unless the AP has internal credentials (given, or enrolled in
+    ``state_dir``)."""
 
-    def __init__(self, overrides: Overrides) -> None:
+    def __init__(self, overrides: Overrides, state_dir: Path | None = None) -> None:
         self.overrides = overrides
+        self.state_dir = state_dir
         self._model = model_check(AccessPointConfig)
 
     def __call__(self, view: dict[str, Any]) -> AccessPointConfig:
         config = self.overrides.apply(self._model(view))
         check_usable(config)
+        check_status_listen(config.access_point, self._has_credentials(), SOURCE)
         return config
+
+    def _has_credentials(self) -> bool:
+        if self.overrides.internal_tls is not None:
+            return True
+        return self.state_dir is not None and (self.state_dir / TLS_DIR / CERT_FILE).exists()
 
 
 def write_view(path: Path, version: int, view: dict[str, Any]) -> None:
@@ -263,7 +274,7 @@ def run_managed(state_dir: Path, joining: Joining | None, overrides: Overrides) 
     setup_logging()
     # A SIGHUP before the supervisor handles it must not kill the process.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    check = ViewCheck(overrides)
+    check = ViewCheck(overrides, Path(state_dir))
     managed = asyncio.run(_start(state_dir, joining, check))
     if managed is None:
         log.info("stopped before a configuration was received")
@@ -281,6 +292,10 @@ def run_managed(state_dir: Path, joining: Joining | None, overrides: Overrides) 
     # As with --config: report a port that is taken before any worker starts.
     host, port = parse_listen(config.access_point.listen)
     listening_socket(host, port, reuse_port=True, listen=False).close()
+    if config.access_point.status_listen is not None:
+        check_status_listen(config.access_point, overrides.internal_tls is not None, str(path))
+        status = parse_listen(config.access_point.status_listen)
+        listening_socket(*status, reuse_port=True, listen=False).close()
     count = config.access_point.workers
     follower = Follower(path, overrides, count)
     agent = AgentThread(managed.agent, follower.apply, check)

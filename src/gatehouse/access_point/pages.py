@@ -20,6 +20,11 @@ color:#1b1b1b}}h1{{font-size:1.5rem}}p{{line-height:1.5}}small{{color:#555}}</st
 {extra}<p><small>Gatehouse access point</small></p></main></body></html>
 """
 
+#: The public health answers (``GET /_gatehouse/health``): up or down, nothing else; the
+#: details are on the status listener (:mod:`.status`).
+HEALTH_OK = b'{"status":"ok"}'
+HEALTH_DRAINING = b'{"status":"draining"}'
+
 SIGN_OUT_LABEL = "Sign out / sign in as someone else"
 #: A longer return path is left out of the sign-out link (the portal would refuse it anyway).
 MAX_RETURN = 2048

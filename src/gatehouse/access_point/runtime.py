@@ -123,7 +123,8 @@ class Runtime:
     hsts: bytes = b""
 
     def health(self) -> bytes:
-        """The health answer (:func:`health_answer`) and, with Policy services,
+        """The status listener's health answer (:mod:`.status`; the public one says only
+        up or down): :func:`health_answer` and, with Policy services,
         ``"policy": {"using": URL, "endpoints": [{"url", "up"}]}`` — the Policy service this
         worker's decisions go to now (for ``gatehouse cluster status``)."""
         if self.decider is None:

@@ -9,7 +9,8 @@ ignored. SIGTERM (or SIGINT) stops accepting, lets requests in flight finish (up
 The file is YAML, or JSON when its name ends in ``.json`` (read as JSON because YAML 1.1 reads a
 JSON number such as ``1e-05`` as a string).
 
-Which configuration a worker runs, as its health answer and its logs say it:
+Which configuration a worker runs, as its status listener's health answer (:mod:`.status`;
+the public ``/_gatehouse/health`` says only up or down) and its logs say it:
 
 - ``--config FILE`` (a file the operator wrote): no version published by the Administration
   service. Health: ``"config_version": null, "config_source": "file", "local_version": N``,
@@ -38,6 +39,7 @@ import uvloop
 from gatehouse.access_point.connection import ClientConnection, WorkerState
 from gatehouse.access_point.decisions import Decider
 from gatehouse.access_point.runtime import OriginRegistry, Runtime, compile_config
+from gatehouse.access_point.status import READ_TIMEOUT, StatusProtocol, check_status_listen
 from gatehouse.access_point.tls import RedirectProtocol, ServerTLS, check_files, load_table
 from gatehouse.config.access_point import (
     DEFAULT_IDENTITY_HEADERS,
@@ -320,6 +322,8 @@ class Worker:
             log.info("TLS certificates reloaded; new handshakes use them")
         if config.access_point.listen != self.config.access_point.listen:
             log.warning("reload: a new listen address needs a restart; keeping the old one")
+        if config.access_point.status_listen != self.config.access_point.status_listen:
+            log.warning("reload: a new status_listen needs a restart; keeping the old one")
         if self.managed:
             self.published_version = published
         else:
@@ -347,7 +351,12 @@ class Worker:
             await asyncio.sleep(interval)
             self.reload_credentials()
 
-    async def serve(self, sock: socket.socket, redirect: socket.socket | None = None) -> None:
+    async def serve(
+        self,
+        sock: socket.socket,
+        redirect: socket.socket | None = None,
+        status_sock: socket.socket | None = None,
+    ) -> None:
         loop = asyncio.get_running_loop()
         settings = self.config.access_point
         if settings.tls is not None and self.tls is None:
@@ -382,6 +391,10 @@ class Worker:
             redirector = await loop.create_server(
                 lambda: RedirectProtocol(https_port, status, plain), sock=redirect
             )
+        status_server = None
+        status_open: set[asyncio.Transport] = set()
+        if status_sock is not None:
+            status_server = await self._serve_status(state, status_sock, status_open)
         log.info(
             "access point %s listening on %s, %s",
             self.config.access_point.id,
@@ -403,12 +416,48 @@ class Worker:
             await asyncio.sleep(0.05)
         for conn in list(state.connections):
             conn.abort()
+        if status_server is not None:
+            status_server.close()
+            for status_transport in list(status_open):
+                status_transport.abort()
         self.registry.close_all()
         if watch is not None:
             watch.cancel()
         if self.decider is not None:
             await self.decider.aclose()
         log.info("stopped")
+
+    async def _serve_status(
+        self, state: WorkerState, sock: socket.socket, connections: set[asyncio.Transport]
+    ) -> asyncio.Server:
+        """The status listener (:mod:`.status`): mutual TLS with the internal certificate
+        when the worker has one, else plaintext (on loopback, checked at start)."""
+        loop = asyncio.get_running_loop()
+        tls = self.credentials is not None
+        server = await loop.create_server(
+            lambda: StatusProtocol(state, tls, connections),
+            sock=sock,
+            ssl=self.credentials.server if self.credentials is not None else None,
+            ssl_handshake_timeout=READ_TIMEOUT if tls else None,
+        )
+        log.info(
+            "status listener on %s (%s)",
+            self.config.access_point.status_listen,
+            "mutual TLS: operator and administration certificates" if tls else "plaintext",
+        )
+        return server
+
+
+def status_socket(
+    config: AccessPointConfig, overrides: Overrides, source: str, reuse_port: bool
+) -> socket.socket | None:
+    """The status listener's socket (None without ``status_listen``), bound after checking
+    that a plaintext one is on loopback."""
+    settings = config.access_point
+    if settings.status_listen is None:
+        return None
+    check_status_listen(settings, overrides.internal_tls is not None, source)
+    return listening_socket(*parse_listen(settings.status_listen), reuse_port)
 
 
 def run_worker(
@@ -431,9 +480,10 @@ def run_worker(
     if tls is not None and tls.redirect_listen is not None:
         rhost, rport = parse_listen(tls.redirect_listen)
         redirect = listening_socket(rhost, rport, reuse_port)
+    status = status_socket(config, overrides, str(path), reuse_port)
     worker = Worker(path, overrides, config, loaded, published)
     worker.tls = server_tls
-    uvloop.run(worker.serve(sock, redirect))
+    uvloop.run(worker.serve(sock, redirect, status))
     return 0
 
 
@@ -453,6 +503,7 @@ def run_access_point(
         Credentials(internal_tls)  # fail now, naming the file
     config = load_config(config_path, overrides)  # fail fast, before forking
     check_files(config.access_point.tls, config_path)
+    check_status_listen(config.access_point, internal_tls is not None, config_path)
     count = config.access_point.workers
     if count == 1:
         return run_worker(config_path, overrides, reuse_port=False)
@@ -465,4 +516,7 @@ def run_access_point(
     tls = config.access_point.tls
     if tls is not None and tls.redirect_listen is not None:
         listening_socket(*parse_listen(tls.redirect_listen), reuse_port=True, listen=False).close()
+    if config.access_point.status_listen is not None:
+        status = parse_listen(config.access_point.status_listen)
+        listening_socket(*status, reuse_port=True, listen=False).close()
     return supervise(count, lambda: run_worker(config_path, overrides, reuse_port=True))

@@ -244,6 +244,11 @@ class AccessPointSettings(Strict):
     session_cookie: HeaderName = "gatehouse_session"
     #: TLS on ``listen``; null: plain HTTP (TLS terminated in front of the AP).
     tls: TLSSettings | None = None
+    #: The status listener: the full health answer (id, configuration version, Policy
+    #: routing) for ``gatehouse cluster status`` and operators; the public
+    #: ``/_gatehouse/health`` says only up or down. Mutual TLS (operator or Administration
+    #: certificates) when the AP has internal credentials, else loopback only. Null: none.
+    status_listen: Annotated[str, AfterValidator(_listen)] | None = None
     decision_timeout: Seconds = Field(default=2.0, gt=0)
     decision_cache_entries: int = Field(default=100_000, ge=0)
     #: How decision calls fail over between the Policy services (connect timeout, probes of
