@@ -171,6 +171,9 @@ def test_the_key_file_is_made_once_owner_only(tmp_path: Path) -> None:
     first = load_or_create_signing_key(path)
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert load_or_create_signing_key(path).kid == first.kid
+    path.chmod(0o644)
+    assert load_or_create_signing_key(path).kid == first.kid
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     path.write_text("not a key")
     with pytest.raises(ValueError, match="not an unencrypted PEM private key"):
         load_or_create_signing_key(path)

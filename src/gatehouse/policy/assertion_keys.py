@@ -28,6 +28,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from gatehouse.policy.assertions import SigningKey
 from gatehouse.storage.engine import Database
 from gatehouse.storage.models import AssertionKey
+from gatehouse.storage.permissions import tighten
 
 KEY_FILE = "policy-assertion-key.pem"
 #: How far ahead a running service keeps its key published.
@@ -37,7 +38,8 @@ JWKS_CACHE_SECONDS = 5.0
 
 
 def load_or_create_signing_key(path: Path) -> SigningKey:
-    """Read the PEM private key at ``path``, creating it (P-256, mode 0600) the first time.
+    """Read the PEM private key at ``path``, creating it (P-256, mode 0600) the first time;
+    an existing file others may read is made owner-only.
 
     Raises:
         OSError: the file cannot be read or written.
@@ -47,6 +49,8 @@ def load_or_create_signing_key(path: Path) -> SigningKey:
         pem = path.read_bytes()
     except FileNotFoundError:
         pem = _create(path)
+    else:
+        tighten(path)  # a private key others can read: made owner-only, logged
     try:
         key = serialization.load_pem_private_key(pem, password=None)
     except (ValueError, TypeError):
