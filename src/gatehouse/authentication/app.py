@@ -25,22 +25,21 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from gatehouse.authentication import lockout
+from gatehouse.authentication.calls import HEALTH, VERIFY, Account, VerifyAnswer, VerifyRequest
 from gatehouse.authentication.config import AuthenticationConfig, AuthenticationSettings
 from gatehouse.authentication.passwords import Overloaded, Passwords
-from gatehouse.authentication.verifier import Limits, Rules, Verifier
-from gatehouse.authentication.wire import MAX_BODY, bad_request, outcome_json, parse_verify
+from gatehouse.authentication.verifier import Invalid, Limits, Locked, Ok, Outcome, Rules, Verifier
 from gatehouse.config.loader import validate
 from gatehouse.internal.config_agent import ConfigAgent, config_fields
-from gatehouse.internal.endpoint import json_endpoint
 from gatehouse.internal.errors import Code, ServiceError, json_response
 from gatehouse.internal.managed import follow_admin
 from gatehouse.storage.engine import Database
 from gatehouse.storage.errors import DatabaseUnavailable
 from gatehouse.storage.migrate import start_migrations
 from gatehouse.storage.types import utcnow
+from gatehouse.trust.identity import Peer
 
 log = logging.getLogger("gatehouse.authentication")
 
@@ -170,23 +169,21 @@ def _service(request: Request) -> Service:
     return service
 
 
-endpoint = json_endpoint
+def answer_of(outcome: Outcome) -> VerifyAnswer:
+    """A verification's outcome as the wire says it (``VERIFY``'s answer)."""
+    match outcome:
+        case Ok(user, device):
+            account = Account(
+                user.username, user.display_name, user.email, user.groups, user.enabled
+            )
+            return VerifyAnswer("ok", account, device=device)
+        case Locked(retry_after):
+            return VerifyAnswer("locked", retry_after=retry_after)
+        case Invalid():
+            return VerifyAnswer("invalid")
 
 
-async def _read_body(request: Request) -> bytes:
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY:
-        raise bad_request(f"body larger than {MAX_BODY} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY:
-            raise bad_request(f"body larger than {MAX_BODY} bytes")
-    return bytes(body)
-
-
-@endpoint
-async def health(request: Request) -> Response:
+async def health(request: Request, peer: Peer | None, body: None) -> dict[str, object]:
     service = _service(request)
     service.require_ready()
     try:
@@ -202,13 +199,15 @@ async def health(request: Request) -> Response:
             "admin_error": status.admin_error,
             "refused": status.refused,
         }
-    return json_response(answer)
+    return answer
 
 
-@endpoint
-async def verify_password(request: Request) -> Response:
+async def verify_password(
+    request: Request, peer: Peer | None, parsed: VerifyRequest
+) -> VerifyAnswer | Response:
+    """A password check. Over mutual TLS only a Policy service gets here (``VERIFY``'s
+    roles), so the client address it names is believed because of who sent it."""
     service = _service(request)
-    parsed = parse_verify(await _read_body(request))
     service.require_ready()
     try:
         outcome = await service.verifier.verify(
@@ -217,17 +216,7 @@ async def verify_password(request: Request) -> Response:
     except Overloaded as exc:
         # Nothing was counted: the caller may try another Authentication service.
         return json_response({"error": OVERLOADED, "message": str(exc)}, 503)
-    return json_response(outcome_json(outcome))
-
-
-@endpoint
-async def get_user(request: Request) -> Response:
-    service = _service(request)
-    service.require_ready()
-    user = await service.verifier.user(request.path_params["username"])
-    if user is None:
-        raise ServiceError(Code.NOT_FOUND, "no such user", 404)
-    return json_response(user.to_json())
+    return answer_of(outcome)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -255,11 +244,7 @@ def create_app(
         finally:
             await service.stop()
 
-    routes = [
-        Route("/internal/v1/health", health, methods=["GET"]),
-        Route("/internal/v1/password/verify", verify_password, methods=["POST"]),
-        Route("/internal/v1/users/{username}", get_user, methods=["GET"]),
-    ]
+    routes = [HEALTH.route(health), VERIFY.route(verify_password)]
     return Starlette(
         routes=routes,
         lifespan=lifespan,

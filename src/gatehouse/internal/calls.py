@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
@@ -40,10 +40,19 @@ from gatehouse.internal.client import Response as Answer
 from gatehouse.internal.endpoint import bad_request, json_endpoint, parse_json_object
 from gatehouse.internal.errors import Code, ServiceError
 from gatehouse.internal.hosting import scope_peer
-from gatehouse.trust.identity import ROLES, Peer
+from gatehouse.trust.identity import (
+    ACCESS_POINT,
+    ADMINISTRATION,
+    AUTHENTICATION,
+    OPERATOR,
+    POLICY,
+    ROLES,
+    Peer,
+)
 
 __all__ = [
     "EMPTY",
+    "HEALTH_ROLES",
     "JSON_OBJECT",
     "Call",
     "CallRefused",
@@ -60,6 +69,8 @@ Ans = TypeVar("Ans")
 
 #: Request bodies larger than this are refused (400) unless a declaration says otherwise.
 MAX_BODY = 64 * 1024
+#: Who may ask a service for its health: every role that calls one.
+HEALTH_ROLES = frozenset({ACCESS_POINT, POLICY, AUTHENTICATION, ADMINISTRATION, OPERATOR})
 _PARAM = re.compile(r"\{([a-z_]+)\}")
 
 
@@ -123,6 +134,10 @@ class Call(Generic[Req, Ans]):
     summary: str
     #: The answer is a never-ending stream of JSON lines (``answer`` decodes one line).
     stream: bool = False
+    #: Further methods this declaration covers (a guarded HTML page also takes POST).
+    more_methods: tuple[str, ...] = ()
+    #: Request bodies larger than this are refused (400) before they are read in full.
+    max_body: int = MAX_BODY
     params: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -134,6 +149,10 @@ class Call(Generic[Req, Ans]):
 
     def allows(self, role: str) -> bool:
         return role in self.roles
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        return (self.method, *self.more_methods)
 
     # the server ------------------------------------------------------------------------
     def authorize(self, request: Request) -> Peer | None:
@@ -150,7 +169,7 @@ class Call(Generic[Req, Ans]):
             client = request.client.host if request.client else "?"
             audit.warning(
                 "refused %s %s (%s) to %s from %s",
-                self.method,
+                request.method,
                 request.url.path,
                 self.name,
                 who,
@@ -167,7 +186,7 @@ class Call(Generic[Req, Ans]):
         @json_endpoint
         async def endpoint(request: Request) -> Response:
             peer = self.authorize(request)
-            body = await request.body() if has_body else b""
+            body = await read_body(request, self.max_body) if has_body else b""
             try:
                 parsed = self.request.decode(body)
             except ValueError as exc:
@@ -178,7 +197,25 @@ class Call(Generic[Req, Ans]):
             return Response(self.answer.encode(answer), media_type="application/json")
 
         endpoint.__name__ = self.name
-        return Route(self.path, endpoint, methods=[self.method], name=self.name)
+        return Route(self.path, endpoint, methods=list(self.methods), name=self.name)
+
+    def guard(
+        self, handler: Callable[[Request], Awaitable[Response]]
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """``handler`` (a plain Starlette endpoint: HTML pages, say) behind this declaration's
+        role check: a refused caller gets the JSON 403 ``forbidden``, audited, and ``handler``
+        never runs."""
+
+        async def guarded(request: Request) -> Response:
+            try:
+                self.authorize(request)
+            except ServiceError as error:
+                return error.response()
+            return await handler(request)
+
+        guarded.__name__ = getattr(handler, "__name__", self.name)
+        guarded.__doc__ = handler.__doc__
+        return guarded
 
     # the client ------------------------------------------------------------------------
     def target(self, params: Mapping[str, str] | None = None, query: str = "") -> str:
@@ -209,6 +246,19 @@ class Call(Generic[Req, Ans]):
             timeout=timeout,
         )
 
+    def stream_lines(
+        self,
+        client: FailoverClient,
+        *,
+        params: Mapping[str, str] | None = None,
+        query: str = "",
+        idle_timeout: float | None = None,
+    ) -> AsyncGenerator[bytes, None]:
+        """Follow a stream call (:meth:`FailoverClient.stream_lines`): each line as it comes."""
+        if not self.stream:
+            raise ValueError(f"{self.name} is not a stream")
+        return client.stream_lines(self.target(params, query), idle_timeout=idle_timeout)
+
     async def invoke(
         self,
         client: FailoverClient,
@@ -229,6 +279,19 @@ class Call(Generic[Req, Ans]):
         if answer.status >= 400:
             raise refused(answer)
         return self.answer.decode(answer.body)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request's body, refused (400) as soon as it is known to exceed ``limit``."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise bad_request(f"body larger than {limit} bytes")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise bad_request(f"body larger than {limit} bytes")
+    return body
 
 
 def refused(answer: Answer) -> CallRefused:
@@ -252,7 +315,7 @@ def roles_table(calls: Collection[Call[Any, Any]]) -> str:
         callers = ", ".join(f"`{r}`" for r in sorted(call.roles))
         stream = " (stream)" if call.stream else ""
         lines.append(
-            f"| {call.service} | `{call.method} {call.path}` | {call.request.shape} → "
+            f"| {call.service} | `{', '.join(call.methods)} {call.path}` | {call.request.shape} → "
             f"{call.answer.shape}{stream} | {callers} | {'yes' if call.retry_safe else 'no'} |"
         )
     return "\n".join(lines) + "\n"
