@@ -106,6 +106,20 @@ def test_the_example_topology_survives_a_killed_policy_service(home: Path) -> No
     assert page.status == 200, page.body[:300]
     assert page.json()["path"] == "/private"
     assert lb_browser(cluster).get("/private").status == 303  # protected: to the login page
+    # Every service reaches PostgreSQL over TLS as its own role (the query's psql: superuser).
+    assert cluster.databases is not None
+    connected = cluster.databases.primary().sql(
+        "SELECT DISTINCT a.usename, s.ssl FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid)"
+        " WHERE a.datname = 'gatehouse'",
+        "gatehouse",
+    )
+    assert {ssl for _, ssl in connected} == {"t"}
+    assert {user for user, _ in connected} == {
+        "gatehouse",
+        "gatehouse_admin",
+        "gatehouse_auth",
+        "gatehouse_policy",
+    }
 
     shown = cluster_cli(home, "status", "--json")
     assert shown.returncode == 0, shown.stdout + shown.stderr

@@ -9,7 +9,7 @@ from pathlib import Path
 from gatehouse.administration.service import CONFIG_FILE
 from gatehouse.cluster.errors import ClusterError
 from gatehouse.cluster.haproxy import find_haproxy
-from gatehouse.cluster.home import HAPROXY_CONFIG
+from gatehouse.cluster.home import HAPROXY_CONFIG, POLICY_HOME
 from gatehouse.cluster.members import Kind, Member
 from gatehouse.cluster.topology import Topology
 from gatehouse.node import STATE_DIR
@@ -47,6 +47,9 @@ def member_argv(member: Member, topology: Topology, home: Path, admin_url: str) 
     args += ["--join", admin_url, "--token-file", str(state / "join.token")]
     args += ["--id", name, "--endpoint", topology.endpoint(placed)]
     args += ["--node", placed.node]
-    if member.kind != "access_point":
+    if member.kind == "policy" and topology.databases.local is not None:
+        # Its own home: the user DB URL there is the Policy role's (cluster.db_access).
+        args += ["--home", str(home / POLICY_HOME)]
+    elif member.kind != "access_point":
         args += ["--home", str(home)]
     return args

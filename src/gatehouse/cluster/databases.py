@@ -5,6 +5,10 @@ After a failover both data directories look like primaries (neither has ``standb
 until the old one rejoins, so the promoted node's name is written to ``postgres/primary``:
 the next start starts that one and brings the other back as its standby (``pg_rewind``, else a
 fresh base backup) rather than starting a second primary.
+
+The nodes take TLS connections only, with passwords; each start gives them current
+certificates from the installation's CA and the services' roles their grants
+(:mod:`.db_access`).
 """
 
 from __future__ import annotations
@@ -13,10 +17,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
+from gatehouse.cluster import db_access
 from gatehouse.cluster.topology import LocalDatabases
 from gatehouse.internal.lkg import atomic_write
 from gatehouse.storage.postgres_ha.errors import ReplicationError
-from gatehouse.storage.postgres_ha.node import SUPERUSER, PgNode
+from gatehouse.storage.postgres_ha.node import PASSFILE, SUPERUSER, PgNode
 from gatehouse.storage.postgres_ha.pair import Pair
 
 NAMES = ("pg1", "pg2")
@@ -24,7 +29,7 @@ PRIMARY_FILE = "primary"
 
 
 class ClusterDatabases:
-    """The PostgreSQL pair of one cluster home.
+    """The PostgreSQL pair of one cluster home (``directory`` is ``HOME/postgres``).
 
     Args:
         fsync: ``False`` for throwaway clusters (tests): nothing is flushed to disk.
@@ -40,8 +45,9 @@ class ClusterDatabases:
         progress: Callable[[str], None] | None = None,
     ) -> None:
         self.directory = directory
+        self.home = directory.parent
         self.local = local
-        self.pair = Pair(directory, local.ports(), names=NAMES, fsync=fsync)
+        self.pair = Pair(directory, local.ports(), names=NAMES, fsync=fsync, tls=True)
         self._say = progress or (lambda _message: None)
 
     @property
@@ -71,11 +77,36 @@ class ClusterDatabases:
     def _record_primary(self, node: PgNode) -> None:
         atomic_write(self.directory / PRIMARY_FILE, (node.name + "\n").encode(), 0o644)
 
+    def _certificates(self, nodes: tuple[PgNode, ...]) -> None:
+        """Current certificates and the superuser's password file for ``nodes`` (made before
+        they are created, renewed before they start)."""
+        ca = db_access.load_ca(self.home)
+        password = db_access.ensure_password(self.home, SUPERUSER)
+        db_access.ensure_certificates(nodes, ca, password, self._say)
+
     def start_all(self) -> None:
         """Create the pair the first time (and the database of the multi-host URL); else start
-        the primary, then its standby, rejoining an old primary left by a failover."""
+        the primary, then its standby, rejoining an old primary left by a failover. Then the
+        services' roles and grants (:func:`.db_access.secure_database`).
+
+        Raises:
+            ReplicationError: a step failed; the nodes were made before TLS.
+            ClusterError: a service's role cannot connect.
+        """
+        self._start_all()
+        db_access.secure_database(self.primary(), self.home, self.local, self._say)
+
+    def _start_all(self) -> None:
         pair = self.pair
         existing = [node for node in pair.nodes if node.exists]
+        for node in existing:
+            if not (node.tls_dir / PASSFILE).exists():
+                raise ReplicationError(
+                    f"{node.datadir} was created before the cluster's PostgreSQL took TLS "
+                    f"connections only: stop the cluster and remove {self.directory} to "
+                    "create it again"
+                )
+        self._certificates(pair.nodes)
         if not existing:
             primary, standby = pair.nodes
             self._say(
@@ -117,6 +148,7 @@ class ClusterDatabases:
                 primary: :meth:`rejoin` it), or it did not start.
         """
         node = self.node(name)
+        self._certificates((node,))
         primary = self.primary()
         if node is not primary and not node.standby_on_disk:
             raise ReplicationError(

@@ -5,13 +5,18 @@ every process of the cluster to read.
 
     topology.yaml          the topology this home runs (saved by the first ``up``)
     administration.yaml    Admin's settings: listen address, the cluster's PostgreSQL
-    databases.yaml         the multi-host URL, so ``gatehouse users ... --home`` works
+    databases.yaml         the multi-host URL, so ``gatehouse users ... --home`` works (as
+                           the CLI's PostgreSQL role, over TLS)
+    ca/                    the installation's internal CA (PostgreSQL's server certificates)
+    pgpass/ROLE            each PostgreSQL role's password (libpq password files, 0600)
+    policy/                the Policy services' home: databases.yaml with their own role's
+                           URL, policy-csrf.key (shared by the Policy services: a login form
+                           served by one is accepted by the other)
     admin.token            Admin's API token (written by Admin)
     policy-admin.token     the Policy services' session admin token (``users disable``)
-    policy-csrf.key        shared by the Policy services: a login form served by one is
-                           accepted by the other
     haproxy.cfg            written at every ``up`` (``gatehouse haproxy-config``)
-    postgres/pg1, pg2      the PostgreSQL pair; postgres/primary names the current primary
+    postgres/pg1, pg2      the PostgreSQL pair (pgN/data, pgN/tls: its certificate and key);
+                           postgres/primary names the current primary
     state/ID/              each service's state directory (registration, last-known-good)
     run/NAME.pid           each running process; run/haproxy.sock (HAProxy's stats socket)
     logs/NAME.log          each process's output
@@ -27,6 +32,7 @@ import yaml
 
 from gatehouse.administration.document import render_yaml
 from gatehouse.administration.service import CONFIG_FILE
+from gatehouse.cluster import db_access
 from gatehouse.cluster.haproxy import haproxy_config
 from gatehouse.cluster.topology import Topology
 from gatehouse.internal.lkg import atomic_write
@@ -40,6 +46,8 @@ LOG_DIR = "logs"
 PG_DIR = "postgres"
 HAPROXY_CONFIG = "haproxy.cfg"
 STATS_SOCKET = "haproxy.sock"
+#: The Policy services' home (``--home``): their user DB URL (audit events) is their own role's.
+POLICY_HOME = "policy"
 
 
 def write_home(home: Path, topology: Topology, *, stats_socket: Path, source: str) -> None:
@@ -60,12 +68,21 @@ def write_home(home: Path, topology: Topology, *, stats_socket: Path, source: st
         text += render_yaml(topology.model_dump(mode="json", exclude_none=True))
         atomic_write(saved, text.encode(), 0o644)
     user_db, session_db = topology.databases.urls()
+    admin_db = user_db
+    local = topology.databases.local
+    if local is not None:
+        # Each its own PostgreSQL role (db_access): the CLI here, Admin, the Policy services.
+        user_db = db_access.role_url(home, local, db_access.CLI_ROLE)
+        admin_db = db_access.role_url(home, local, db_access.ADMIN_ROLE)
+        private_directory(home / POLICY_HOME)
+        policy_db = {"user_db": db_access.role_url(home, local, db_access.POLICY_ROLE)}
+        atomic_write(home / POLICY_HOME / DATABASES_FILE, yaml.safe_dump(policy_db).encode(), 0o644)
     databases: dict[str, str] = {"user_db": user_db}
     if session_db is not None:
         databases["session_db"] = session_db
     atomic_write(home / DATABASES_FILE, yaml.safe_dump(databases).encode(), 0o644)
     admin = topology.administration
-    settings = {"administration": {"id": admin.id, "listen": admin.listen, "database": user_db}}
+    settings = {"administration": {"id": admin.id, "listen": admin.listen, "database": admin_db}}
     atomic_write(
         home / CONFIG_FILE,
         b"# Written by 'gatehouse cluster up' at every start.\n"

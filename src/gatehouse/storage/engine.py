@@ -20,11 +20,22 @@ checked out, at no cost on the hot path (no ping); a connection that dies while 
 that one transaction with :class:`DatabaseUnavailable` (the services answer 503) and is
 replaced. The libpq form with hosts in the authority (``USER@H1:P1,H2:P2/DB``) is not
 supported.
+
+TLS is set in the query as libpq spells it: ``sslmode`` (or asyncpg's ``ssl``) one of
+``disable``, ``allow``, ``prefer`` (asyncpg's default), ``require``, ``verify-ca``,
+``verify-full``, and ``sslrootcert=PATH`` (the CA that signed the servers' certificates). In
+production use ``sslmode=verify-full&sslrootcert=PATH``: the server's certificate must chain to
+that CA and name the host connected to. SQLAlchemy hands query parameters to ``asyncpg.connect``
+as keywords and asyncpg reads ``sslrootcert`` only from a DSN, so the engine takes the TLS
+parameters out of the URL and passes an ``ssl.SSLContext`` built from them (on every host of a
+multi-host URL, and for the LISTEN/NOTIFY connections of :func:`asyncpg_connect_args`).
+``passfile=PATH`` (a libpq password file) keeps a password out of the URL.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -60,10 +71,95 @@ _NO_WRITABLE_SERVER = "TargetServerAttributeNotMatched"
 _SQLITE_UNAVAILABLE = ("database is locked", "unable to open database", "disk i/o error")
 
 
+#: libpq's ``sslmode`` values, weakest first.
+TLS_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+#: The TLS query parameters the engine reads itself (``ssl`` is asyncpg's name for sslmode).
+_TLS_PARAMS = ("sslmode", "ssl", "sslrootcert")
+#: Other libpq TLS parameters, not supported in a URL.
+_UNSUPPORTED_TLS_PARAMS = ("sslcert", "sslkey", "sslpassword", "sslcrl", "sslcrldir")
+
+
+def _query_value(url: URL, name: str) -> str | None:
+    value = url.query.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ConfigError([("", f"PostgreSQL URL: {name} is given more than once")])
+    return value
+
+
+def tls_settings(url: URL) -> tuple[str | None, str | None]:
+    """The URL's TLS mode and CA file (``sslrootcert``), checked; None when not given.
+
+    Raises:
+        ConfigError: an unknown mode, ``ssl`` and ``sslmode`` that disagree, a CA file with a
+            mode that does not check certificates, or an unsupported TLS parameter.
+    """
+    for name in _UNSUPPORTED_TLS_PARAMS:
+        if name in url.query:
+            raise ConfigError([("", f"PostgreSQL URL: {name} is not supported")])
+    modes = {v for v in (_query_value(url, "sslmode"), _query_value(url, "ssl")) if v}
+    if len(modes) > 1:
+        raise ConfigError(
+            [("", f"PostgreSQL URL: ssl and sslmode disagree ({' and '.join(sorted(modes))})")]
+        )
+    mode = modes.pop() if modes else None
+    if mode is not None and mode not in TLS_MODES:
+        raise ConfigError(
+            [("", f"PostgreSQL URL: sslmode {mode!r} is not one of {', '.join(TLS_MODES)}")]
+        )
+    rootcert = _query_value(url, "sslrootcert")
+    if rootcert is not None and mode not in ("require", "verify-ca", "verify-full"):
+        raise ConfigError(
+            [
+                (
+                    "",
+                    "PostgreSQL URL: sslrootcert needs sslmode=verify-full (or verify-ca): "
+                    f"with {mode or 'no sslmode'} the server's certificate is not checked",
+                )
+            ]
+        )
+    return mode, rootcert or None
+
+
+def _without_tls(url: URL) -> URL:
+    return url.difference_update_query(_TLS_PARAMS)
+
+
+def _ssl_argument(url: URL) -> ssl.SSLContext | str | None:
+    """What ``asyncpg.connect(ssl=...)`` gets for the URL's TLS settings.
+
+    With ``sslrootcert``: a context that requires TLS and a certificate chaining to that CA
+    (``verify-full`` also checks the host name; ``require`` with a CA file behaves as
+    ``verify-ca``, as in libpq). Without it, the mode as asyncpg reads it.
+
+    Raises:
+        ConfigError: the CA file cannot be read.
+    """
+    mode, rootcert = tls_settings(url)
+    if rootcert is None:
+        return mode
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.check_hostname = mode == "verify-full"
+    context.verify_mode = ssl.CERT_REQUIRED
+    try:
+        context.load_verify_locations(cafile=rootcert)
+    except ssl.SSLError:  # an OSError too: first
+        raise ConfigError(
+            [("", f"PostgreSQL URL: sslrootcert {rootcert}: not a PEM CA certificate")]
+        ) from None
+    except OSError as error:
+        reason = error.strerror or "not readable"
+        raise ConfigError([("", f"PostgreSQL URL: sslrootcert {rootcert}: {reason}")]) from None
+    return context
+
+
 def _driver_args(url: URL) -> dict[str, Any]:
-    """What SQLAlchemy's asyncpg dialect passes to ``asyncpg.connect`` for ``url``."""
+    """What SQLAlchemy's asyncpg dialect passes to ``asyncpg.connect`` for ``url`` (its TLS
+    parameters aside: :func:`_ssl_argument`)."""
     dialect = PGDialect_asyncpg()  # type: ignore[no-untyped-call]
-    _, kwargs = dialect.create_connect_args(url)  # type: ignore[no-untyped-call]
+    _, kwargs = dialect.create_connect_args(_without_tls(url))  # type: ignore[no-untyped-call]
     return dict(kwargs)
 
 
@@ -86,6 +182,7 @@ def parse_url(url: str | URL) -> URL:
     if parsed.drivername.startswith("sqlite") and not parsed.database:
         raise ConfigError([("", "a SQLite URL needs a file path: sqlite+aiosqlite:///PATH")])
     if parsed.drivername.startswith("postgresql"):
+        tls_settings(parsed)
         try:  # host and port lists are checked when connecting; check them now
             _driver_args(parsed)
         except exc.ArgumentError as error:
@@ -107,6 +204,9 @@ def _pg_connect_args(url: URL) -> dict[str, Any]:
     several_hosts = isinstance(_driver_args(url).get("host"), list)
     if several_hosts and "target_session_attrs" not in url.query:
         args["target_session_attrs"] = "read-write"
+    tls = _ssl_argument(url)
+    if tls is not None:
+        args["ssl"] = tls
     return args
 
 
@@ -143,7 +243,7 @@ def create_engine(url: str | URL) -> AsyncEngine:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     engine = create_async_engine(
-        parsed,
+        _without_tls(parsed),
         pool_size=5,
         max_overflow=10,
         pool_timeout=CONNECT_TIMEOUT,

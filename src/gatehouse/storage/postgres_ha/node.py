@@ -4,6 +4,13 @@ Node settings live in ``gatehouse.conf`` in the data directory (included from
 ``postgresql.conf``, rewritten by :meth:`PgNode.write_config` for the node's role); ``ALTER
 SYSTEM`` is not used, so ``postgresql.auto.conf`` never overrides them.
 
+With ``tls`` a node takes only TLS connections (``hostssl``, TLS 1.3 at least) with passwords
+(SCRAM): its certificate and key, the CA certificate it and its clients check servers with, and
+the superuser's libpq password file are in ``directory/tls`` (beside the data directory, so a
+base backup or ``pg_rewind`` never copies one node's certificate to the other), written with
+:meth:`PgNode.install_tls` before the node is created or started. The node's own connections
+(psql, replication, ``pg_basebackup``, ``pg_rewind``) use ``sslmode=verify-full`` too.
+
 Never :meth:`PgNode.start` an old primary after a failover: it would come back as a second
 primary. :func:`~gatehouse.storage.postgres_ha.pair.rejoin` turns it into a standby of the
 new one.
@@ -31,6 +38,12 @@ SERVER_USER = "postgres"
 SUPERUSER = "gatehouse"
 HOST = "127.0.0.1"
 CONF_FILE = "gatehouse.conf"
+TLS_DIR = "tls"
+SERVER_CERT = "server.crt"
+SERVER_KEY = "server.key"
+ROOT_CERT = "root.crt"
+PASSFILE = "pgpass"
+TLS_MIN_VERSION = "TLSv1.3"
 LOG_TAIL_LINES = 25
 START_TIMEOUT = 60
 
@@ -45,6 +58,15 @@ def _quote(value: str) -> str:
 
 def _conninfo_value(value: str) -> str:
     return value if re.fullmatch(r"[\w.,:/-]+", value) else _quote(value)
+
+
+def pgpass_line(user: str, password: str) -> str:
+    """A libpq password file line for ``user`` on any host, port and database."""
+
+    def escape(value: str) -> str:
+        return value.replace("\\", "\\\\").replace(":", "\\:")
+
+    return f"*:*:*:{escape(user)}:{escape(password)}\n"
 
 
 def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
@@ -113,7 +135,8 @@ class PgNode:
 
     ``name`` is also the node's ``application_name`` and the name of its replication slot on
     the primary. ``fsync=False`` is for throwaway clusters (tests): nothing is flushed to disk.
-    ``settings`` are extra postgresql.conf settings, applied last.
+    ``settings`` are extra postgresql.conf settings, applied last. ``tls``: TLS and passwords
+    only (see the module's documentation).
     """
 
     name: str
@@ -125,6 +148,7 @@ class PgNode:
     synchronous_commit: SynchronousCommit = "remote_apply"
     settings: Mapping[str, str] = field(default_factory=dict)
     host: str = HOST
+    tls: bool = False
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[a-z][a-z0-9_]{0,62}", self.name):
@@ -143,6 +167,10 @@ class PgNode:
         return self.directory / "postgres.log"
 
     @property
+    def tls_dir(self) -> Path:
+        return self.directory / TLS_DIR
+
+    @property
     def exists(self) -> bool:
         return (self.datadir / "PG_VERSION").exists()
 
@@ -158,13 +186,53 @@ class PgNode:
             "port": str(self.port),
             "user": self.superuser,
             "dbname": database,
+            **self._client_tls(),
             **extra,
         }
         return " ".join(f"{key}={_conninfo_value(value)}" for key, value in params.items())
 
     def url(self, database: str) -> str:
-        """A single-host SQLAlchemy URL of a database on this node."""
-        return f"postgresql+asyncpg://{self.superuser}@{self.host}:{self.port}/{database}"
+        """A single-host SQLAlchemy URL of a database on this node (as the superuser)."""
+        url = f"postgresql+asyncpg://{self.superuser}@{self.host}:{self.port}/{database}"
+        query = "&".join(f"{key}={value}" for key, value in self._client_tls().items())
+        return f"{url}?{query}" if query else url
+
+    def _client_tls(self) -> dict[str, str]:
+        """The libpq parameters of a connection to a TLS node as the superuser."""
+        if not self.tls:
+            return {}
+        return {
+            "sslmode": "verify-full",
+            "sslrootcert": str(self.tls_dir / ROOT_CERT),
+            "passfile": str(self.tls_dir / PASSFILE),
+        }
+
+    def install_tls(
+        self, *, key_pem: bytes, cert_pem: bytes, ca_pem: bytes, superuser_password: str
+    ) -> None:
+        """Write the node's certificate and key, the CA certificate and the superuser's
+        password file into ``directory/tls`` (0600, the server's); a running node takes a new
+        certificate at :meth:`reload`."""
+        self._prepare_directory()
+        self.tls_dir.mkdir(mode=0o700, exist_ok=True)
+        self.tls_dir.chmod(0o700)
+        if os.geteuid() == 0:
+            shutil.chown(self.tls_dir, SERVER_USER, SERVER_USER)
+        self._write_bytes(self.tls_dir / SERVER_KEY, key_pem)
+        self._write_bytes(self.tls_dir / SERVER_CERT, cert_pem)
+        self._write_bytes(self.tls_dir / ROOT_CERT, ca_pem)
+        self._write_file(self.tls_dir / PASSFILE, pgpass_line(self.superuser, superuser_password))
+
+    def _superuser_password(self) -> str:
+        """The password in the node's password file (for initdb)."""
+        try:
+            line = (self.tls_dir / PASSFILE).read_text().splitlines()[0]
+        except (OSError, IndexError):
+            raise ReplicationError(
+                f"{self.tls_dir / PASSFILE}: no password file (install_tls first)"
+            ) from None
+        password = re.split(r"(?<!\\):", line, maxsplit=4)[4]
+        return re.sub(r"\\(.)", r"\1", password)
 
     # -- running the binaries -------------------------------------------------------------
 
@@ -222,7 +290,13 @@ class PgNode:
                 )
 
     def _write_file(self, path: Path, content: str) -> None:
-        path.write_text(content)
+        self._write_bytes(path, content.encode())
+
+    def _write_bytes(self, path: Path, content: bytes) -> None:
+        # Created 0600 before anything is written: keys and passwords are never readable.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as file:
+            file.write(content)
         path.chmod(0o600)
         if os.geteuid() == 0:
             shutil.chown(path, SERVER_USER, SERVER_USER)
@@ -259,6 +333,14 @@ class PgNode:
             "synchronous_standby_names": synchronous_standby or "",
             "fsync": "on" if self.fsync else "off",
         }
+        if self.tls:
+            settings |= {
+                "ssl": "on",
+                "ssl_cert_file": str(self.tls_dir / SERVER_CERT),
+                "ssl_key_file": str(self.tls_dir / SERVER_KEY),
+                "ssl_min_protocol_version": TLS_MIN_VERSION,
+                "password_encryption": "scram-sha-256",
+            }
         if upstream is not None:
             settings["primary_conninfo"] = upstream.conninfo(application_name=self.name)
             settings["primary_slot_name"] = self.name
@@ -276,12 +358,21 @@ class PgNode:
             signal_file.unlink(missing_ok=True)
 
     def _write_hba(self) -> None:
-        self._write_file(
-            self.datadir / "pg_hba.conf",
-            "# Gatehouse local cluster: loopback only, no passwords.\n"
-            f"host all all {HOST}/32 trust\n"
-            f"host replication all {HOST}/32 trust\n",
-        )
+        if self.tls:
+            text = (
+                "# Gatehouse local cluster: loopback only, TLS and passwords (SCRAM) only.\n"
+                f"hostssl all all {HOST}/32 scram-sha-256\n"
+                f"hostssl replication {self.superuser} {HOST}/32 scram-sha-256\n"
+                "hostnossl all all 0.0.0.0/0 reject\n"
+                "hostnossl all all ::/0 reject\n"
+            )
+        else:
+            text = (
+                "# Gatehouse local cluster: loopback only, no passwords.\n"
+                f"host all all {HOST}/32 trust\n"
+                f"host replication all {HOST}/32 trust\n"
+            )
+        self._write_file(self.datadir / "pg_hba.conf", text)
 
     def _include_config(self) -> None:
         conf = self.datadir / "postgresql.conf"
@@ -302,7 +393,14 @@ class PgNode:
         args += ["-E", "UTF8", "--no-locale", "--data-checksums"]
         if not self.fsync:
             args.append("--no-sync")
-        self._check("initdb", *args, what="initdb")
+        pwfile = self.tls_dir / "initdb.pw"
+        if self.tls:
+            self._write_file(pwfile, self._superuser_password() + "\n")
+            args.append(f"--pwfile={pwfile}")
+        try:
+            self._check("initdb", *args, what="initdb")
+        finally:
+            pwfile.unlink(missing_ok=True)
         self._write_hba()
         self._include_config()
 

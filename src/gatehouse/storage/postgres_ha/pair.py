@@ -145,6 +145,8 @@ class Pair:
     fsync: bool = True
     synchronous_commit: SynchronousCommit = "remote_apply"
     settings: Mapping[str, str] = field(default_factory=dict)
+    #: TLS and passwords only (:class:`PgNode`); each node's ``install_tls`` comes first.
+    tls: bool = False
     nodes: tuple[PgNode, PgNode] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -158,6 +160,7 @@ class Pair:
                 fsync=self.fsync,
                 synchronous_commit=self.synchronous_commit,
                 settings=self.settings,
+                tls=self.tls,
             )
             for name, port in zip(self.names, self.ports, strict=True)
         )
@@ -229,10 +232,12 @@ class Pair:
         """A multi-host URL of ``database`` that follows the writable node."""
         hosts = ",".join(n.host for n in self.nodes)
         ports = ",".join(str(n.port) for n in self.nodes)
-        return (
+        url = (
             f"postgresql+asyncpg://{SUPERUSER}@/{database}"
             f"?host={hosts}&port={ports}&target_session_attrs=read-write"
         )
+        tls = self.nodes[0]._client_tls()
+        return url + "".join(f"&{key}={value}" for key, value in tls.items())
 
     def sql(self, statement: str, database: str = "postgres") -> list[list[str]]:
         """Run a statement on the current primary."""

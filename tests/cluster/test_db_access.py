@@ -1,0 +1,248 @@
+"""The cluster's PostgreSQL: TLS with full verification against the installation's CA, no
+plain text, and one role per service with only the grants it needs (a real primary and
+standby made by :class:`ClusterDatabases`, as ``cluster up`` makes them)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import exc, text
+
+from gatehouse.authentication import audit
+from gatehouse.cluster import db_access
+from gatehouse.cluster.databases import ClusterDatabases
+from gatehouse.cluster.db_access import ADMIN_ROLE, AUTH_ROLE, CLI_ROLE, POLICY_ROLE, role_url
+from gatehouse.cluster.topology import LocalDatabases
+from gatehouse.storage.engine import Database
+from gatehouse.storage.errors import DatabaseUnavailable
+from gatehouse.storage.migrate import upgrade
+from gatehouse.storage.postgres_ha.node import SERVER_CERT, SERVER_KEY, SUPERUSER
+from gatehouse.trust.ca import CertificateAuthority
+from gatehouse.trust.identity import DATABASE, Identity
+from tests.support.postgres import require_bindir
+from tests.support.processes import free_port
+
+ADMIN_TABLES = [
+    "admin_drafts",
+    "admin_versions",
+    "admin_services",
+    "admin_join_tokens",
+    "admin_audit",
+]
+
+
+@dataclass
+class Secured:
+    home: Path
+    local: LocalDatabases
+    databases: ClusterDatabases
+    said: list[str]
+
+    def url(self, role: str) -> str:
+        return role_url(self.home, self.local, role)
+
+
+@pytest.fixture(scope="module")
+def secured() -> Iterator[Secured]:
+    """A TLS pair with the services' roles, the user and session tables migrated by their
+    owners and the admin tables by Admin's role (as the Administration service does)."""
+    require_bindir()
+    root = Path(tempfile.mkdtemp(prefix="gh-dba-"))
+    root.chmod(0o755)  # the postgres user runs the servers when we are root
+    home = root / "home"
+    home.mkdir()
+    home.chmod(0o755)
+    local = LocalDatabases(primary_port=free_port(), standby_port=free_port())
+    said: list[str] = []
+    databases = ClusterDatabases(home / "postgres", local, fsync=False, progress=said.append)
+    try:
+        databases.start_all()
+        asyncio.run(upgrade(role_url(home, local, ADMIN_ROLE), "admin"))
+        yield Secured(home, local, databases, said)
+    finally:
+        databases.stop_all()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def run_sql(url: str, statement: str) -> list[tuple[object, ...]]:
+    async def query() -> list[tuple[object, ...]]:
+        database = Database(url)
+        try:
+            async with database.connect() as conn:
+                result = await conn.execute(text(statement))
+                return [tuple(row) for row in result.all()] if result.returns_rows else []
+        finally:
+            await database.dispose()
+
+    return asyncio.run(query())
+
+
+def denied(url: str, statement: str) -> str:
+    """The error of a statement the role may not run (permission denied)."""
+    with pytest.raises(exc.ProgrammingError) as raised:
+        run_sql(url, statement)
+    message = str(raised.value.orig)
+    assert "permission denied" in message, message
+    return message
+
+
+def single_host(secured: Secured, role: str, port: int, **query: str) -> str:
+    """A URL of one node, as ``role``, with the query overriding the role URL's TLS."""
+    params = {
+        "sslmode": "verify-full",
+        "sslrootcert": str(db_access.ca_file(secured.home)),
+        "passfile": str(db_access.passfile(secured.home, role)),
+        **query,
+    }
+    rendered = "&".join(f"{key}={value}" for key, value in params.items() if value)
+    return f"postgresql+asyncpg://{role}@127.0.0.1:{port}/{secured.local.database}?{rendered}"
+
+
+# --- TLS ---------------------------------------------------------------------------------------
+
+
+def test_every_role_connects_over_tls_1_3_with_full_verification(secured: Secured) -> None:
+    for role in db_access.SERVICE_ROLES:
+        url = secured.url(role)
+        assert "sslmode=verify-full" in url
+        assert "sslrootcert=" in url
+        assert "passfile=" in url
+        assert "password" not in url.split("?")[0]
+        rows = run_sql(
+            url,
+            "SELECT ssl, version, current_user FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+        )
+        assert rows == [(True, "TLSv1.3", role)]
+    primary = secured.databases.primary()
+    assert primary.sql("SHOW ssl_min_protocol_version") == [["TLSv1.3"]]
+    # Replication to the synchronous standby is TLS as well.
+    assert primary.sql(
+        "SELECT r.application_name, s.ssl FROM pg_stat_replication r JOIN pg_stat_ssl s USING (pid)"
+    ) == [["pg2", "t"]]
+
+
+def test_plain_text_is_refused_by_the_server(secured: Secured) -> None:
+    url = single_host(secured, CLI_ROLE, secured.local.primary_port, sslmode="disable")
+    url = url.replace(f"&sslrootcert={db_access.ca_file(secured.home)}", "")
+    with pytest.raises(DatabaseUnavailable, match="no encryption"):
+        run_sql(url, "SELECT 1")
+
+
+def test_a_client_refuses_a_server_whose_certificate_is_from_another_ca(
+    secured: Secured, tmp_path: Path
+) -> None:
+    other = CertificateAuthority.create("another CA")
+    standby = secured.databases.standby()
+    url = single_host(secured, CLI_ROLE, standby.port)
+    assert run_sql(url, "SELECT 1") == [(1,)]
+
+    # The client trusts another CA than the one that signed the servers' certificates.
+    (tmp_path / "other.pem").write_bytes(other.certificate_pem)
+    elsewhere = single_host(
+        secured, CLI_ROLE, standby.port, sslrootcert=str(tmp_path / "other.pem")
+    )
+    with pytest.raises(DatabaseUnavailable, match="certificate verify failed"):
+        run_sql(elsewhere, "SELECT 1")
+
+    # The server shows a certificate from another CA: refused; the next start (or up) of the
+    # node issues it one from the installation's CA again.
+    key_pem, cert_pem = other.issue_key_pair(
+        Identity(DATABASE, standby.name), hosts=["127.0.0.1", "localhost"]
+    )
+    standby._write_bytes(standby.tls_dir / SERVER_KEY, key_pem)
+    standby._write_bytes(standby.tls_dir / SERVER_CERT, cert_pem)
+    standby.reload()
+    with pytest.raises(DatabaseUnavailable, match="certificate verify failed"):
+        run_sql(url, "SELECT 1")
+    del secured.said[:]
+    secured.databases._certificates((standby,))
+    assert secured.said == [
+        "issuing pg2's server certificate (the certificate is not from the installation's CA)"
+    ]
+    assert run_sql(url, "SELECT 1") == [(1,)]
+
+
+def test_a_certificate_is_renewed_when_less_than_30_days_are_left(secured: Secured) -> None:
+    ca = db_access.load_ca(secured.home)
+    path = secured.databases.primary().tls_dir / SERVER_CERT
+    now = datetime.now(UTC)
+    assert db_access.renewal_reason(path, ca, now) is None
+    assert db_access.renewal_reason(path, ca, now + timedelta(days=59)) is None
+    assert db_access.renewal_reason(path, ca, now + timedelta(days=61)) == (
+        "the certificate expires in 28 days"
+    )
+    assert db_access.renewal_reason(path.with_name("missing"), ca) == "no certificate yet"
+
+
+def test_the_superuser_needs_its_password_over_tls(secured: Secured) -> None:
+    url = single_host(secured, SUPERUSER, secured.local.primary_port, passfile="")
+    with pytest.raises(DatabaseUnavailable, match="password"):
+        run_sql(url, "SELECT 1")
+
+
+# --- roles -------------------------------------------------------------------------------------
+
+
+def test_the_policy_role_reads_no_password_hash_and_no_admin_table(secured: Secured) -> None:
+    url = secured.url(POLICY_ROLE)
+    denied(url, "SELECT password_hash FROM users")
+    denied(url, "SELECT username FROM users")
+    denied(url, "SELECT * FROM login_failures")
+    denied(url, "SELECT event, username FROM audit_events")
+    denied(url, "UPDATE users SET password_hash = 'x'")
+    for table in ADMIN_TABLES:
+        denied(url, f"SELECT * FROM {table}")
+    denied(url, "CREATE TABLE IF NOT EXISTS users_copy AS SELECT * FROM users")
+    # What it needs: its sessions, and adding audit events (as the Policy service does).
+    assert run_sql(url, "SELECT count(*) FROM sessions") == [(0,)]
+
+    async def record() -> None:
+        database = Database(url)
+        try:
+            await audit.record(database, "logout", "alice", "127.0.0.1", {"by": "test"})
+        finally:
+            await database.dispose()
+
+    asyncio.run(record())
+    assert run_sql(secured.url(CLI_ROLE), "SELECT event FROM audit_events") == [("logout",)]
+
+
+def test_the_authentication_and_cli_roles_read_no_admin_table(secured: Secured) -> None:
+    for role in (AUTH_ROLE, CLI_ROLE):
+        for table in ADMIN_TABLES:
+            denied(secured.url(role), f"SELECT * FROM {table}")
+    denied(secured.url(AUTH_ROLE), "SELECT * FROM sessions")
+    denied(secured.url(CLI_ROLE), "CREATE TABLE cli_table (id int)")
+    assert run_sql(secured.url(CLI_ROLE), "SELECT count(*) FROM users") == [(0,)]
+    assert run_sql(secured.url(AUTH_ROLE), "SELECT count(*) FROM users") == [(0,)]
+    assert run_sql(secured.url(ADMIN_ROLE), "SELECT count(*) FROM admin_versions") == [(0,)]
+    denied(secured.url(ADMIN_ROLE), "SELECT password_hash FROM users")
+
+
+def test_each_service_owns_the_tables_it_migrates(secured: Secured) -> None:
+    rows = secured.databases.primary().sql(
+        "SELECT tablename, tableowner FROM pg_tables WHERE schemaname = 'public'",
+        secured.local.database,
+    )
+    owners: dict[str, str] = {row[0]: row[1] for row in rows}
+    assert owners["users"] == owners["audit_events"] == AUTH_ROLE
+    assert owners["sessions"] == POLICY_ROLE
+    assert {owners[table] for table in ADMIN_TABLES} == {ADMIN_ROLE}
+    assert owners["alembic_version"] == SUPERUSER
+
+
+def test_role_passwords_are_private_files_in_the_home(secured: Secured) -> None:
+    for role in (*db_access.SERVICE_ROLES, SUPERUSER):
+        path = db_access.passfile(secured.home, role)
+        assert path.stat().st_mode & 0o777 == 0o600
+        password = db_access.read_password(path, role)
+        assert len(password) >= 32
+        assert password not in secured.url(role)
+    assert (secured.home / "pgpass").stat().st_mode & 0o777 == 0o700
