@@ -26,14 +26,15 @@ from types import FrameType
 
 import yaml
 
-from gatehouse.administration.config_cli import AdminClient, Invalid
+from gatehouse.administration.config_cli import AdminClient, Invalid, admin_url, join_token
+from gatehouse.administration.credentials import operator_context
 from gatehouse.administration.document import parse_config, render_yaml
 from gatehouse.administration.model import ROLE_NAMES, InstallationConfig
 from gatehouse.administration.service import CONFIG_FILE, TOKEN_FILE, read_token
 from gatehouse.administration.views import view_for
 from gatehouse.config.access_point import parse_listen
 from gatehouse.errors import ConfigError, GatehouseError
-from gatehouse.internal.lkg import ADMIN_FILE, atomic_write
+from gatehouse.internal.lkg import ADMIN_FILE, TLS_DIR, atomic_write
 from gatehouse.internal.managed import default_node
 
 STOP_TIMEOUT = 10.0
@@ -388,9 +389,30 @@ def _read(path: str) -> str:
         raise GatehouseError(f"--config: cannot read {path}: {why}") from None
 
 
+def _admin_url(address: tuple[str, int]) -> str:
+    """The Administration service's URL: it speaks HTTPS only."""
+    return admin_url(*_dialable(address))
+
+
 def _admin_client(home: Path, address: tuple[str, int]) -> AdminClient:
+    """The operator's client: the admin token, and the operator certificate from the CA."""
     token_file = home / TOKEN_FILE
-    return AdminClient(_url(address), read_token(token_file), token_file)
+    return AdminClient(
+        _admin_url(address), read_token(token_file), token_file, tls=operator_context(home)
+    )
+
+
+def make_join_token(state: Path, admin: Callable[[], AdminClient], role: str) -> None:
+    """``state/join.token`` for the service ``state.name`` unless it is enrolled; a service
+    registered before internal TLS (``admin.json`` without a certificate) is enrolled again
+    (``replace``), as the operator who runs this for it would."""
+    token_file = state / "join.token"
+    enrolled = (state / TLS_DIR / "cert.pem").exists()
+    registered = (state / ADMIN_FILE).exists()
+    if enrolled or (token_file.exists() and not registered):
+        return
+    token = join_token(admin(), role, state.name, JOIN_TOKEN_TTL, replace=registered)
+    atomic_write(token_file, (token + "\n").encode())
 
 
 def _wait_for_admin(
@@ -460,11 +482,7 @@ def _service_children(
         state = home / STATE_DIR / service.id
         state.mkdir(mode=0o700, parents=True, exist_ok=True)
         token_file = state / "join.token"
-        if not (state / ADMIN_FILE).exists() and not token_file.exists():
-            answer = admin.call(
-                "POST", "/api/v1/join-tokens", {"role": service.role, "ttl": JOIN_TOKEN_TTL}
-            )
-            atomic_write(token_file, (answer["token"] + "\n").encode())
+        make_join_token(state, lambda: admin, service.role)
         args = [_COMMANDS[service.role], "--state", str(state)]
         args += ["--join", admin_url, "--token-file", str(token_file), "--id", service.id]
         args += ["--endpoint", service.endpoint, "--node", service.node]
@@ -531,7 +549,7 @@ def run_up(
                 return 1
             try:
                 config = publish_node_config(client, built_in, config_path)
-                planned = _service_children(client, config, home, _url(admin_listen))
+                planned = _service_children(client, config, home, _admin_url(admin_listen))
             except Invalid as exc:
                 for path, message in exc.problems:
                     _log(f"{path}: {message}" if path else message)

@@ -22,6 +22,7 @@ from gatehouse.administration.signing import (
     public_key_pem,
     save_private_key,
     sign_version,
+    sign_view,
     signing_input,
     verify,
 )
@@ -46,7 +47,15 @@ def envelopes(key: Any) -> dict[str, dict[str, Any]]:
 def test_round_trip(key: Any, envelopes: dict[str, dict[str, Any]]) -> None:
     pem = public_key_pem(key)
     for service, envelope in envelopes.items():
-        assert set(envelope) == {"version", "service", "created_at", "view", "signature"}
+        assert set(envelope) == {
+            "version",
+            "service",
+            "created_at",
+            "view",
+            "revoked",
+            "signature",
+        }
+        assert envelope["revoked"] == []
         verified = verify(pem, envelope, service=service)
         assert (verified.version, verified.service, verified.created_at) == (7, service, CREATED)
         assert verified.view == VIEWS[service]
@@ -57,9 +66,10 @@ def test_round_trip(key: Any, envelopes: dict[str, dict[str, Any]]) -> None:
 
 def test_the_signature_covers_the_domain_and_canonical_json(key: Any) -> None:
     envelope = sign_version(key, 1, CREATED, {"ap1": {"b": 1, "a": 2}}).envelopes["ap1"]
-    signed = signing_input(1, "ap1", CREATED, {"a": 2, "b": 1})
+    signed = signing_input(1, "ap1", CREATED, {"a": 2, "b": 1}, [])
     assert signed == DOMAIN + (
-        b'{"created_at":"2030-01-02T03:04:05Z","service":"ap1","version":1,"view":{"a":2,"b":1}}'
+        b'{"created_at":"2030-01-02T03:04:05Z","revoked":[],"service":"ap1","version":1,'
+        b'"view":{"a":2,"b":1}}'
     )
     key.public_key().verify(base64.b64decode(envelope["signature"]), signed)
 
@@ -210,3 +220,26 @@ def test_other_key_types_are_refused(tmp_path: Path) -> None:
 def test_versions_start_at_one(key: Any) -> None:
     with pytest.raises(ValueError, match="versions start at 1"):
         sign_version(key, 0, CREATED, VIEWS)
+
+
+def test_revoked_serials_are_signed_with_the_rest(key: Any) -> None:
+    pem = public_key_pem(key)
+    signed = sign_version(key, 3, CREATED, {"ap1": {}}, revoked={0xABC, 17}).envelopes["ap1"]
+    assert signed["revoked"] == ["11", "abc"]
+    assert verify(pem, signed).revoked == {0xABC, 17}
+    tampered = {**signed, "revoked": ["11"]}
+    with pytest.raises(SignatureInvalid, match="does not verify"):
+        verify(pem, tampered)
+    with pytest.raises(SignatureInvalid, match="revoked is not a list"):
+        verify(pem, {**signed, "revoked": ["xyz"]})
+
+
+def test_an_envelope_signed_before_revocations_still_verifies(key: Any) -> None:
+    """Last-known-good files written before revocations were published keep loading."""
+    pem = public_key_pem(key)
+    old = sign_view(key, 2, "ap1", CREATED, {"a": 1})
+    assert "revoked" not in old
+    verified = verify(pem, old, service="ap1")
+    assert (verified.version, verified.revoked) == (2, frozenset())
+    with pytest.raises(SignatureInvalid, match="does not verify"):
+        verify(pem, {**old, "revoked": []})  # a list added afterwards is not Admin's

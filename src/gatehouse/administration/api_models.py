@@ -9,34 +9,53 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+)
 
 from gatehouse.administration.model import NodeName, Role, ServiceId
 from gatehouse.config.policy import EndpointURL
 from gatehouse.config.units import parse_duration
 
-#: Join tokens live between a second and 30 days.
-MAX_TTL = 30 * 24 * 3600.0
+#: Join tokens live between a second and 24 hours (default: one hour).
+MAX_TTL = 24 * 3600.0
+DEFAULT_TTL = 3600.0
+MAX_PEM = 16 * 1024
 MAX_ERROR_TEXT = 4096
 MAX_COMMENT = 1000
 
 Timestamp = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
-TTL = Annotated[
+Comment = Annotated[str, Field(max_length=MAX_COMMENT)]
+
+
+def _at_most_a_day(seconds: float) -> float:
+    if seconds > MAX_TTL:
+        raise ValueError(f"a join token lives at most 24h, not {seconds:g} seconds")
+    return seconds
+
+
+#: How long a join token lives (the limit said in words when it is too long).
+JoinTTL = Annotated[
     float,
     BeforeValidator(parse_duration),
-    Field(ge=1, le=MAX_TTL),
+    Field(ge=1),
+    AfterValidator(_at_most_a_day),
     WithJsonSchema(
         {
             "anyOf": [
                 {"type": "number", "minimum": 1, "maximum": MAX_TTL},
                 {"type": "string", "examples": ["30m", "1h", "24h"]},
             ],
-            "description": "seconds, or a duration such as '30m' or '1h'",
+            "description": "seconds, or a duration such as '30m' or '1h'; at most 24h",
         },
         mode="validation",
     ),
 ]
-Comment = Annotated[str, Field(max_length=MAX_COMMENT)]
 
 
 class Request(BaseModel):
@@ -75,9 +94,18 @@ class RollbackIn(Request):
     allow_removal: AllowRemoval = Field(default_factory=list)
 
 
+Pem = Annotated[str, Field(min_length=1, max_length=MAX_PEM)]
+
+
 class JoinTokenIn(Request):
     role: Role
-    ttl: TTL = 3600.0
+    service_id: ServiceId = Field(description="the one service that may join with it")
+    ttl: JoinTTL = DEFAULT_TTL
+    replace: bool = Field(
+        default=False,
+        description="the service may enrol again although it is enrolled (its old "
+        "certificates are revoked); without it such an enrolment is refused",
+    )
 
 
 class RegisterIn(Request):
@@ -86,6 +114,14 @@ class RegisterIn(Request):
     role: Role
     node: NodeName
     endpoint: EndpointURL
+    csr: Pem = Field(
+        description="PEM certificate signing request for the key the service made; only "
+        "the key is used: the certificate names the role and id of the join token"
+    )
+
+
+class RenewIn(Request):
+    csr: Pem = Field(description="PEM certificate signing request for the service's new key")
 
 
 class AckIn(Request):
@@ -105,7 +141,13 @@ class Problem(Answer):
 
 class ErrorOut(Answer):
     error: Literal[
-        "bad_request", "unauthorized", "not_found", "conflict", "unavailable", "internal"
+        "bad_request",
+        "unauthorized",
+        "forbidden",
+        "not_found",
+        "conflict",
+        "unavailable",
+        "internal",
     ]
     message: str
     problems: list[Problem] | None = Field(
@@ -158,6 +200,13 @@ class Report(Answer):
     at: Timestamp
 
 
+class CertificateOut(Answer):
+    serial: str = Field(description="hexadecimal serial number")
+    not_before: Timestamp
+    not_after: Timestamp
+    revoked: bool
+
+
 class ServiceOut(Answer):
     id: str
     role: Role
@@ -173,11 +222,18 @@ class ServiceOut(Answer):
         description="the last acknowledgement this Administration service received since it "
         "started (says which version an error is about)"
     )
+    certificate: CertificateOut | None = Field(
+        default=None, description="the newest certificate issued to the service"
+    )
 
 
 class JoinTokenOut(Answer):
-    token: str = Field(description="shown once; only its hash is stored")
+    token: str = Field(
+        description="shown once; only its hash is stored. ghj1.<CA fingerprint>.<secret>: "
+        "the joining service refuses an Administration service with another CA"
+    )
     expires_at: Timestamp
+    ca_fingerprint: str = Field(description="sha256: and the base64url SHA-256 of the CA")
 
 
 class AuditOut(Answer):
@@ -190,8 +246,19 @@ class AuditOut(Answer):
 
 
 class RegisterOut(Answer):
+    certificate: str = Field(description="PEM: the service's certificate (its role and id)")
+    ca: str = Field(description="PEM: the installation's internal CA certificate")
     public_key: str = Field(description="PEM of the Ed25519 key that signs every envelope")
-    service_secret: str = Field(description="Bearer secret of this service's own calls")
+
+
+class RenewOut(Answer):
+    certificate: str = Field(description="PEM: the new certificate (same role and id)")
+    ca: str = Field(description="PEM: the installation's internal CA certificate")
+
+
+class RevokeOut(Answer):
+    revoked: list[str] = Field(description="hexadecimal serials revoked now")
+    version: int = Field(description="the version published with them")
 
 
 class EnvelopeOut(Answer):
@@ -210,6 +277,7 @@ REQUEST_MODELS: tuple[type[Request], ...] = (
     RollbackIn,
     JoinTokenIn,
     RegisterIn,
+    RenewIn,
     AckIn,
 )
 ANSWER_MODELS: tuple[type[Answer], ...] = (
@@ -225,5 +293,8 @@ ANSWER_MODELS: tuple[type[Answer], ...] = (
     JoinTokenOut,
     AuditOut,
     RegisterOut,
+    RenewOut,
+    RevokeOut,
+    CertificateOut,
     EnvelopeOut,
 )

@@ -2,16 +2,18 @@
 
 Every answer is JSON. Errors are ``{"error": CODE, "message": TEXT}`` with the error's status;
 an invalid configuration answers 422 with every problem and its field path in ``problems``;
-nothing ever answers a traceback. Admin calls need the admin token, a service's own calls
-its secret (both ``Authorization: Bearer``). The routes are described in :mod:`.openapi`.
+nothing ever answers a traceback. Admin calls need the admin token (``Authorization:
+Bearer``); a service's own calls its client certificate (the TLS peer, which must name the
+service in the path and not be revoked). The routes are described in :mod:`.openapi`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from functools import wraps
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel
 from starlette.applications import Starlette
@@ -28,7 +30,8 @@ from gatehouse.config.loader import validate
 from gatehouse.errors import ConfigError
 from gatehouse.internal.endpoint import bad_request, json_endpoint, parse_json_object
 from gatehouse.internal.errors import Code, ServiceError, json_response
-from gatehouse.internal.hosting import on_stop_signal
+from gatehouse.internal.hosting import on_stop_signal, scope_peer
+from gatehouse.trust.identity import Peer
 
 Handler = Callable[[Request], Awaitable[Response]]
 M = TypeVar("M", bound=BaseModel)
@@ -91,16 +94,20 @@ def admin(handler: Handler) -> Handler:
 
 
 def own_service(handler: Handler) -> Handler:
-    """An endpoint for the service named in the path, with its secret."""
+    """An endpoint for the service named in the path, with its certificate."""
 
     @endpoint
     @wraps(handler)
     async def wrapped(request: Request) -> Response:
         service_id = request.path_params["service_id"]
-        await _service(request).authorize_service(service_id, request.headers.get("authorization"))
+        await _service(request).authorize_service(service_id, _peer(request))
         return await handler(request)
 
     return wrapped
+
+
+def _peer(request: Request) -> Peer | None:
+    return scope_peer(request.scope)[1]
 
 
 async def read_body(request: Request, model: type[M]) -> M:
@@ -161,6 +168,15 @@ async def openapi(request: Request) -> Response:
     return json_response(openapi_document())
 
 
+async def ca_certificate(request: Request) -> Response:
+    """The CA certificate, to anyone: a joining service checks it against its token."""
+    return Response(
+        _service(request).ca.certificate_pem,
+        media_type="application/x-pem-file",
+        headers={"Cache-Control": "no-store"},
+    )
+
+
 # --- the admin token -----------------------------------------------------------------------
 
 
@@ -219,6 +235,11 @@ async def join_tokens(request: Request) -> Response:
 
 
 @admin
+async def revoke(request: Request) -> Response:
+    return answer(await _service(request).revoke(request.path_params["service_id"]))
+
+
+@admin
 async def audit(request: Request) -> Response:
     limit = query_int(request, "limit", 100, 1, MAX_LIMIT)
     before = query_int(request, "before", None, 1, 2**63 - 1)
@@ -235,13 +256,22 @@ async def register(request: Request) -> Response:
     return answer(await _service(request).register(body))
 
 
+@endpoint
+async def renew(request: Request) -> Response:
+    peer = await _service(request).authorize_service(None, _peer(request))
+    body = await read_body(request, api.RenewIn)
+    return answer(await _service(request).renew(peer, body))
+
+
 @own_service
 async def config(request: Request) -> Response:
     after = query_int(request, "after", 0, 0, 2**31 - 1)
     wait = query_seconds(request, "wait", MAX_WAIT)
     assert after is not None
     service_id = request.path_params["service_id"]
-    envelope = await _service(request).config_for(service_id, after, wait)
+    peer = _peer(request)
+    serial = peer.serial if peer else None
+    envelope = await _service(request).config_for(service_id, after, wait, serial)
     if envelope is None:
         return Response(status_code=204, headers={"Cache-Control": "no-store"})
     response = json_response(envelope)
@@ -259,6 +289,7 @@ async def ack(request: Request) -> Response:
 ROUTES = [
     Route("/api/v1/health", health, methods=["GET"]),
     Route("/api/v1/openapi.json", openapi, methods=["GET"]),
+    Route("/api/v1/ca", ca_certificate, methods=["GET"]),
     Route("/api/v1/draft", get_draft, methods=["GET"]),
     Route("/api/v1/draft", put_draft, methods=["PUT"]),
     Route("/api/v1/diff", diff, methods=["GET"]),
@@ -268,8 +299,10 @@ ROUTES = [
     Route("/api/v1/versions/{number:int}", version, methods=["GET"]),
     Route("/api/v1/services", services, methods=["GET"]),
     Route("/api/v1/join-tokens", join_tokens, methods=["POST"]),
+    Route("/api/v1/services/{service_id}/revoke", revoke, methods=["POST"]),
     Route("/api/v1/audit", audit, methods=["GET"]),
     Route("/api/v1/register", register, methods=["POST"]),
+    Route("/api/v1/certificates/renew", renew, methods=["POST"]),
     Route("/api/v1/config/{service_id}", config, methods=["GET"]),
     Route("/api/v1/config/{service_id}/ack", ack, methods=["POST"]),
 ]
@@ -278,7 +311,7 @@ ROUTES = [
 # --- errors outside the handlers (404, 405) ------------------------------------------------
 
 
-_STATUS_CODES = {404: Code.NOT_FOUND, 401: Code.UNAUTHORIZED}
+_STATUS_CODES = {404: Code.NOT_FOUND, 401: Code.UNAUTHORIZED, 403: Code.FORBIDDEN}
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -297,17 +330,28 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 # --- shutdown: answer the parked long polls promptly ---------------------------------------
 
 
-def create_app(make_service: Callable[[], AdministrationService]) -> Starlette:
-    """The app; ``make_service`` builds the service on start, on the server's loop."""
+def create_app(
+    make_service: Callable[[], AdministrationService],
+    background: Callable[[], Coroutine[Any, Any, None]] | None = None,
+) -> Starlette:
+    """The app; ``make_service`` builds the service on start, on the server's loop;
+    ``background`` runs as a task for as long as the app (renewing Admin's certificate)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         service = make_service()
         app.state.service = service
+        task: asyncio.Task[None] | None = None
+        if background is not None:
+            task = asyncio.create_task(background())
         try:
             with on_stop_signal(service.watch.close):
                 yield
         finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             service.watch.close()
             await service.store.close()
 

@@ -1,5 +1,5 @@
 """``gatehouse administration`` (run the service), ``gatehouse config ...`` and
-``gatehouse nodes token`` (talk to it).
+``gatehouse nodes token|revoke`` (talk to it).
 
 Only argparse at import time: the service and the commands import what they need when they
 run, so ``gatehouse --help`` stays fast.
@@ -46,13 +46,33 @@ def register(sub: Sub) -> None:
     export = _action(actions, "export", "print a published version's configuration", "export")
     export.add_argument("--version", type=int, metavar="N", help="default: the newest")
 
-    nodes = sub.add_parser("nodes", help="let services join the installation")
+    nodes = sub.add_parser("nodes", help="let services join the installation, or revoke them")
     node_actions = nodes.add_subparsers(dest="nodes_command", required=True, metavar="ACTION")
-    token = _action(node_actions, "token", "make a one-time join token", "nodes_token")
+    token = _action(
+        node_actions, "token", "make a one-time join token for one service", "nodes_token"
+    )
     token.add_argument(
         "--role", required=True, choices=("access_point", "policy", "authentication")
     )
-    token.add_argument("--ttl", default="1h", help="how long it is valid (default: 1h)")
+    token.add_argument(
+        "--id", required=True, metavar="ID", help="the id of the service that joins with it"
+    )
+    token.add_argument(
+        "--ttl", default="1h", help="how long it is valid (default: 1h, at most 24h)"
+    )
+    token.add_argument(
+        "--replace",
+        action="store_true",
+        help="enrol the service again although it is enrolled (a new machine, a lost state "
+        "directory): its certificates in use are revoked",
+    )
+    revoke = _action(
+        node_actions,
+        "revoke",
+        "revoke a service's certificates; every service refuses it at once",
+        "nodes_revoke",
+    )
+    revoke.add_argument("id", metavar="ID", help="the service's id")
 
 
 def _allow_removal_arg(parser: argparse.ArgumentParser) -> None:
@@ -99,7 +119,8 @@ def _lazy(command: str) -> Callable[[argparse.Namespace], int]:
 
 def run(args: argparse.Namespace) -> int:
     """Become the installation's Administration service: take the lock, migrate, load or
-    make the signing key and the admin token, then serve until SIGTERM."""
+    make the signing key, the admin token and the internal CA, then serve over TLS (with a
+    certificate from that CA) until SIGTERM."""
     import asyncio
     import os
     import signal
@@ -133,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
         raise GatehouseError(already_running(error)) from None
     try:
         from gatehouse.administration.app import create_app
+        from gatehouse.administration.credentials import admin_tls
         from gatehouse.internal.hosting import serve
 
         latest = asyncio.run(prepare_database(settings.database))
@@ -140,13 +162,20 @@ def run(args: argparse.Namespace) -> int:
         if ensure_admin_token(settings.token_file):
             print(f"admin token written to {settings.token_file} (mode 0600)", flush=True)
         token = read_token(settings.token_file)
+        tls = admin_tls(home, settings.id, settings.host, settings.certificate_lifetime)
 
         def make_service() -> AdministrationService:
             return AdministrationService(
-                AdminStore(Database(settings.database)), key, token, latest
+                AdminStore(Database(settings.database)),
+                key,
+                token,
+                latest,
+                tls.ca,
+                certificate_lifetime=settings.certificate_lifetime,
             )
 
-        code = serve(create_app(make_service), settings.host, settings.port)
+        app = create_app(make_service, tls.keep_renewed)
+        code = serve(app, settings.host, settings.port, tls=tls.context)
     finally:
         keeper.stop()
     if keeper.lost:

@@ -1,32 +1,40 @@
 """The commands that talk to the Administration service: ``gatehouse config ...`` and
-``gatehouse nodes token``.
+``gatehouse nodes token|revoke``.
 
 They find the service through ``--admin URL`` (default: the listen address in
-HOME/administration.yaml, else 127.0.0.1:8001) and read the admin token from the home. Every
-failure is one line on stderr and exit status 2; an invalid configuration is one line per
-problem (``gatehouse: resources[2].backends[0]: not a URL``).
+HOME/administration.yaml, else 127.0.0.1:8001) and read the admin token from the home. They
+speak HTTPS: the service must show a certificate of the installation's CA (HOME/ca/ca.pem)
+naming the ``administration`` role, and the command presents the operator's certificate
+(HOME/tls/operator, made from the CA on first use). Every failure is one line on stderr and
+exit status 2; an invalid configuration is one line per problem
+(``gatehouse: resources[2].backends[0]: not a URL``).
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import socket
+import ssl
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import wraps
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
+from gatehouse.administration.credentials import operator_context
 from gatehouse.administration.model import ROLE_NAMES, InstallationConfig
 from gatehouse.administration.service import CONFIG_FILE, load_settings, read_token
 from gatehouse.errors import ConfigError, GatehouseError
+from gatehouse.trust.ca import renew_at
+from gatehouse.trust.identity import ADMINISTRATION
+from gatehouse.trust.tls import PeerRefused, check_server
 
 TIMEOUT = 15.0
 POLL_INTERVAL = 0.1
@@ -49,13 +57,49 @@ class Invalid(GatehouseError):
 
 
 class AdminClient:
-    """JSON calls to the Administration service with the admin token."""
+    """JSON calls to the Administration service with the admin token.
 
-    def __init__(self, url: str, token: str, token_file: Path, timeout: float = TIMEOUT) -> None:
+    ``tls``: the operator's client context (:func:`operator_context`); an ``https`` URL
+    needs it, and the server must then show an ``administration`` certificate of the CA.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        token_file: Path,
+        timeout: float = TIMEOUT,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.url = url.rstrip("/")
         self.token = token
         self.token_file = token_file
         self.timeout = timeout
+        self.tls = tls
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise GatehouseError(f"not an http(s) URL of the Administration service: {url!r}")
+        if parts.scheme == "https" and tls is None:
+            raise GatehouseError(f"{self.url}: HTTPS needs the operator's TLS context")
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname
+        self._port = parts.port or (443 if self._https else 80)
+        self._prefix = parts.path.rstrip("/")
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if not self._https:
+            return http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
+        conn = http.client.HTTPSConnection(
+            self._host, self._port, timeout=self.timeout, context=self.tls
+        )
+        conn.connect()
+        try:
+            assert isinstance(conn.sock, ssl.SSLSocket)
+            check_server(conn.sock, {ADMINISTRATION})
+        except PeerRefused as exc:
+            conn.close()
+            raise GatehouseError(f"{self.url} is not the Administration service: {exc}") from None
+        return conn
 
     def call(self, method: str, path: str, body: object = None) -> Any:
         """The decoded answer (None for 204); every failure as one :class:`GatehouseError`."""
@@ -63,18 +107,25 @@ class AdminClient:
         headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
         if data is not None:
             headers["Content-Type"] = "application/json"
-        request = urllib.request.Request(self.url + path, data, headers, method=method)
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            conn = self._connection()
+            try:
+                conn.request(method, self._prefix + path, data, headers)
+                response = conn.getresponse()
                 status, raw = response.status, response.read()
-        except urllib.error.HTTPError as error:
-            with error:
-                raise self._refused(error.code, error.read()) from None
-        except (urllib.error.URLError, OSError) as error:
-            reason = error.reason if isinstance(error, urllib.error.URLError) else error
+            finally:
+                conn.close()
+        except ssl.SSLCertVerificationError as error:
             raise GatehouseError(
-                f"cannot reach the Administration service at {self.url}: {_why(reason)}"
+                f"the Administration service at {self.url} showed a certificate that is not "
+                f"of this installation's CA: {error.verify_message}"
             ) from None
+        except (OSError, http.client.HTTPException) as error:
+            raise GatehouseError(
+                f"cannot reach the Administration service at {self.url}: {_why(error)}"
+            ) from None
+        if status >= 400:
+            raise self._refused(status, raw)
         if status == 204:
             return None
         try:
@@ -111,9 +162,13 @@ def _why(reason: object) -> str:
         return "timed out"
     if isinstance(reason, socket.gaierror):
         return "unknown host"
+    if isinstance(reason, ssl.SSLError):
+        return f"TLS: {reason.reason or reason}"
     if isinstance(reason, OSError) and reason.strerror:
         return reason.strerror.lower()
-    return str(reason)
+    if isinstance(reason, http.client.RemoteDisconnected):
+        return "the connection was closed"
+    return str(reason) or type(reason).__name__
 
 
 def connect(args: argparse.Namespace) -> AdminClient:
@@ -129,9 +184,7 @@ def connect(args: argparse.Namespace) -> AdminClient:
         host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(
             settings.host, settings.host
         )
-        url = (
-            f"http://[{host}]:{settings.port}" if ":" in host else f"http://{host}:{settings.port}"
-        )
+        url = admin_url(host, settings.port)
     if not settings.token_file.exists():
         raise GatehouseError(
             f"no admin token at {settings.token_file}: the Administration service writes it "
@@ -141,7 +194,12 @@ def connect(args: argparse.Namespace) -> AdminClient:
         token = read_token(settings.token_file)
     except ConfigError as error:
         raise GatehouseError(error.problems[0][1] + f" ({settings.token_file})") from None
-    return AdminClient(url, token, settings.token_file)
+    return AdminClient(url, token, settings.token_file, tls=operator_context(home))
+
+
+def admin_url(host: str, port: int) -> str:
+    """The Administration service's URL (it speaks HTTPS only)."""
+    return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
 
 
 def command(handler: Callable[[argparse.Namespace, AdminClient], int]) -> Command:
@@ -281,15 +339,70 @@ def status(args: argparse.Namespace, admin: AdminClient) -> int:
             str(s["running_version"]) if s["running_version"] is not None else "-",
             _ago(s["last_seen_at"], now),
             "yes" if s["healthy"] else "no",
+            _expiry(s.get("certificate"), now),
         )
         for s in services
     ]
-    print(table(("SERVICE", "ROLE", "NODE", "VERSION", "LAST SEEN", "HEALTHY"), rows), end="")
+    headers = ("SERVICE", "ROLE", "NODE", "VERSION", "LAST SEEN", "HEALTHY", "CERTIFICATE")
+    print(table(headers, rows), end="")
     for s in services:
         if s["last_error"]:
             print(f"{s['id']}: last error: {s['last_error']}")
+    for s in services:
+        warning = certificate_warning(s["id"], s.get("certificate"), now)
+        if warning:
+            print(f"gatehouse: warning: {warning}", file=sys.stderr)
     print(f"newest version: {newest[0]['version'] if newest else 'none published'}")
     return 0
+
+
+def _expiry(certificate: dict[str, Any] | None, now: datetime) -> str:
+    """``expires 2030-01-02 03:04Z (in 6d 23h)``; ``revoked``; ``-`` without one."""
+    if not certificate:
+        return "-"
+    if certificate.get("revoked"):
+        return "revoked"
+    not_after = datetime.fromisoformat(certificate["not_after"])
+    when = not_after.strftime("%Y-%m-%d %H:%MZ")
+    if not_after <= now:
+        return f"expired {when}"
+    return f"expires {when} (in {_span(not_after - now)})"
+
+
+def certificate_warning(
+    service_id: str, certificate: dict[str, Any] | None, now: datetime
+) -> str | None:
+    """What ``config status`` warns about a certificate: expired, or less than a third of
+    its life left (its service renews it at about two thirds)."""
+    if not certificate or certificate.get("revoked"):
+        return None
+    not_before = datetime.fromisoformat(certificate["not_before"])
+    not_after = datetime.fromisoformat(certificate["not_after"])
+    if not_after <= now:
+        return (
+            f"the certificate of {service_id} expired at {certificate['not_after']}: other "
+            "services refuse it; enrol it again (gatehouse nodes token --id "
+            f"{service_id} --replace)"
+        )
+    if now >= renew_at(not_before, not_after):
+        return (
+            f"the certificate of {service_id} expires at {certificate['not_after']} (in "
+            f"{_span(not_after - now)}, less than a third of its life): it has not renewed "
+            "it; is it running and able to reach the Administration service?"
+        )
+    return None
+
+
+def _span(delta: Any) -> str:
+    seconds = max(0, int(delta.total_seconds()))
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            parts.append(f"{seconds // size}{unit}")
+            seconds %= size
+        if len(parts) == 2:
+            break
+    return " ".join(parts) or f"{seconds}s"
 
 
 def _ago(when: str | None, now: datetime) -> str:
@@ -344,15 +457,41 @@ def with_every_section(text: str) -> str:
     return text + "# Not set in this version (empty); add to them here:\n" + "".join(missing)
 
 
-# --- gatehouse nodes token -----------------------------------------------------------------
+# --- gatehouse nodes token|revoke ----------------------------------------------------------
+
+
+def join_token(
+    admin: AdminClient, role: str, service_id: str, ttl: float | str, replace: bool = False
+) -> str:
+    """A one-time join token for the service ``service_id`` (a ``role``)."""
+    body = {"role": role, "service_id": service_id, "ttl": ttl, "replace": replace}
+    token: str = admin.call("POST", "/api/v1/join-tokens", body)["token"]
+    return token
 
 
 @command
 def nodes_token(args: argparse.Namespace, admin: AdminClient) -> int:
-    answer = admin.call("POST", "/api/v1/join-tokens", {"role": args.role, "ttl": args.ttl})
+    body = {"role": args.role, "service_id": args.id, "ttl": args.ttl, "replace": args.replace}
+    answer = admin.call("POST", "/api/v1/join-tokens", body)
     print(answer["token"])
+    replacing = ", replacing its enrolment" if args.replace else ""
     print(
-        f"one-time join token for {ROLE_NAMES[args.role]}s, valid until {answer['expires_at']}",
+        f"one-time join token for {ROLE_NAMES[args.role]} {args.id!r}{replacing}, valid until "
+        f"{answer['expires_at']} (CA {answer['ca_fingerprint']})",
         file=sys.stderr,
     )
+    return 0
+
+
+@command
+def nodes_revoke(args: argparse.Namespace, admin: AdminClient) -> int:
+    answer = admin.call("POST", f"/api/v1/services/{args.id}/revoke", {})
+    serials = answer["revoked"]
+    listed = ", ".join(serials) if serials else "none left to revoke"
+    print(f"revoked the certificates of {args.id}: {listed}")
+    if answer["version"]:
+        print(
+            f"published version {answer['version']}: every service refuses them from now on; "
+            f"{args.id} can join again only with a new join token"
+        )
     return 0

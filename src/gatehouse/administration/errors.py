@@ -12,7 +12,9 @@ GatehouseError
       ├── AdminAlreadyRunning another Administration service holds the lock    409
       ├── AdminLockLost       this Admin no longer holds its lock              503
       ├── KeyFileError        the signing key file is missing, unsafe, broken  500
-      └── SignatureInvalid    a signed envelope is malformed or not Admin's    400
+      ├── SignatureInvalid    a signed envelope is malformed or not Admin's    400
+      ├── AlreadyEnrolled     enrolling an enrolled service without replace    409
+      └── Forbidden           a certificate that is not the caller's, revoked  403
 """
 
 from __future__ import annotations
@@ -90,3 +92,17 @@ class KeyFileError(AdminError):
 class SignatureInvalid(AdminError):
     code = Code.BAD_REQUEST
     status = 400
+
+
+class AlreadyEnrolled(AdminError):
+    """A join token without ``replace`` for a service that is enrolled (and not revoked)."""
+
+    code = Code.CONFLICT
+    status = 409
+
+
+class Forbidden(AdminError):
+    """A service call whose certificate is not that service's, or is revoked."""
+
+    code = Code.FORBIDDEN
+    status = 403

@@ -53,6 +53,16 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "get", "/api/v1/openapi.json", "This document", "anyone", None, extra={200: "OpenAPI 3.1"}
     ),
+    Operation(
+        "get",
+        "/api/v1/ca",
+        "The installation's internal CA certificate (PEM)",
+        "anyone",
+        None,
+        extra={200: "application/x-pem-file"},
+        description="A joining service fetches it first and checks its fingerprint against "
+        "the one in its join token.",
+    ),
     Operation("get", "/api/v1/draft", "The draft", "admin", api.DraftOut, errors=(409,)),
     Operation(
         "put",
@@ -122,6 +132,17 @@ OPERATIONS: tuple[Operation, ...] = (
         api.JoinTokenOut,
         body=api.JoinTokenIn,
         errors=(400,),
+        description="The token names one service (role and id), works once and expires "
+        "(default 1 h, at most 24 h); it carries the CA's fingerprint.",
+    ),
+    Operation(
+        "post",
+        "/api/v1/services/{service_id}/revoke",
+        "Revoke every certificate of a service and publish the list at once",
+        "admin",
+        api.RevokeOut,
+        params=(Param("service_id", "path", _SERVICE_ID, "the service"),),
+        errors=(404,),
     ),
     Operation(
         "get",
@@ -138,12 +159,23 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "post",
         "/api/v1/register",
-        "Join with a join token; answers Admin's public key and this service's secret",
+        "Enrol with a join token and a CSR; answers the certificate, the CA and Admin's public key",
         "anyone",
         api.RegisterOut,
         body=api.RegisterIn,
-        errors=(400, 401),
-        description="The token works once, before it expires, for the role it was made for.",
+        errors=(400, 401, 409),
+        description="The token works once, before it expires, for the service it was made for; "
+        "the certificate names that service. 409: the service is enrolled and the token was "
+        "not made with `replace`.",
+    ),
+    Operation(
+        "post",
+        "/api/v1/certificates/renew",
+        "A new certificate for the calling service's new key",
+        "service",
+        api.RenewOut,
+        body=api.RenewIn,
+        errors=(400, 403),
     ),
     Operation(
         "get",
@@ -161,7 +193,7 @@ OPERATIONS: tuple[Operation, ...] = (
                 "seconds to wait for a newer version (default 0)",
             ),
         ),
-        errors=(400, 404, 409),
+        errors=(400, 403, 404, 409),
         extra={204: "no newer version within `wait` seconds"},
         description="409: `after` is above every published version (another installation's, "
         "or a restored database). 404: the service is not in the newest version.",
@@ -174,13 +206,14 @@ OPERATIONS: tuple[Operation, ...] = (
         api.OkOut,
         body=api.AckIn,
         params=(Param("service_id", "path", _SERVICE_ID, "the calling service"),),
-        errors=(400, 404),
+        errors=(400, 403, 404),
     ),
 )
 
 _ERROR_TEXT = {
     400: "malformed request",
     401: "missing or wrong credentials",
+    403: "a client certificate that is not the service's, or is revoked",
     404: "not found",
     409: "conflict",
     422: "invalid configuration: every problem with its path",
@@ -188,7 +221,7 @@ _ERROR_TEXT = {
 }
 _SECURITY: dict[Who, list[dict[str, list[str]]]] = {
     "admin": [{"adminToken": []}],
-    "service": [{"serviceSecret": []}],
+    "service": [{"serviceCertificate": []}],
     "anyone": [],
 }
 
@@ -212,7 +245,7 @@ def _operation(op: Operation) -> dict[str, Any]:
             responses["200"] = _json({"type": "object"}, text)
         else:
             responses[str(status)] = {"description": text}
-    errors = set(op.errors) | ({401} if op.who != "anyone" else set()) | {500}
+    errors = set(op.errors) | ({401} if op.who == "admin" else set()) | {500}
     for status in sorted(errors):
         responses[str(status)] = _json(_ref(api.ErrorOut), _ERROR_TEXT.get(status, "error"))
     result: dict[str, Any] = {
@@ -273,10 +306,10 @@ def _document() -> dict[str, Any]:
                     "scheme": "bearer",
                     "description": "the token in the Administration service's admin token file",
                 },
-                "serviceSecret": {
-                    "type": "http",
-                    "scheme": "bearer",
-                    "description": "the secret a service received when it registered",
+                "serviceCertificate": {
+                    "type": "mutualTLS",
+                    "description": "the client certificate a service was issued by the "
+                    "installation's internal CA when it registered (or renewed)",
                 },
             },
         },

@@ -6,8 +6,10 @@ requests into its calls and answers into JSON. The newest version is kept in mem
 services' long polls are answered without touching the database.
 
 Credentials: the admin token is a file under the home (mode 0600, made on first start);
-a service's secret is issued when it registers and only its SHA-256 is stored, in
-``admin_service_secrets`` (migration branch ``admin_secrets``).
+the installation's internal CA (HOME/ca, :mod:`gatehouse.trust.ca`) issues every service its
+certificate at enrolment (the identity from the join token, the key from the service's CSR)
+and at renewal; a service's own calls are authenticated by that certificate (the TLS peer),
+and a revoked one is refused.
 """
 
 from __future__ import annotations
@@ -27,11 +29,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
-from alembic import command
-from alembic.config import Config
-from pydantic import Field
-from sqlalchemy import Column, MetaData, String, Table, delete, insert, select, text
-from sqlalchemy.engine import Connection
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from pydantic import Field, field_validator
 
 from gatehouse.administration import api_models as api
 from gatehouse.administration.canonical import timestamp
@@ -40,7 +40,7 @@ from gatehouse.administration.document import config_document, parse_config
 from gatehouse.administration.errors import (
     AdminAlreadyRunning,
     AdminError,
-    JoinTokenInvalid,
+    Forbidden,
     NoDraft,
     UnknownService,
     VersionNotFound,
@@ -48,7 +48,13 @@ from gatehouse.administration.errors import (
 from gatehouse.administration.lock import acquire_admin_lock
 from gatehouse.administration.model import ROLE_NAMES, Listen, ServiceId
 from gatehouse.administration.signing import Ed25519PrivateKey, public_key_pem
-from gatehouse.administration.store import AdminStore, ServiceStatus, Version, token_hash
+from gatehouse.administration.store import (
+    AdminStore,
+    IssuedCertificate,
+    ServiceStatus,
+    Version,
+    token_hash,
+)
 from gatehouse.administration.waiters import VersionWatch
 from gatehouse.config.access_point import parse_listen
 from gatehouse.config.base import Strict
@@ -56,12 +62,13 @@ from gatehouse.config.loader import load_file
 from gatehouse.config.policy import Duration
 from gatehouse.errors import ConfigError
 from gatehouse.internal.errors import Code
-from gatehouse.storage.engine import Database, create_engine, translate_errors
+from gatehouse.storage.engine import Database
 from gatehouse.storage.errors import DatabaseUnavailable
 from gatehouse.storage.home import DatabaseURL, database_urls, resolve_relative_sqlite
-from gatehouse.storage.migrate import PG_MIGRATION_LOCK, alembic_config, upgrade
-from gatehouse.storage.models import NAMING
-from gatehouse.storage.types import UTCDateTime, utcnow
+from gatehouse.storage.migrate import upgrade
+from gatehouse.storage.types import utcnow
+from gatehouse.trust.ca import DEFAULT_LIFETIME, MAX_LIFETIME, CertificateAuthority, CsrInvalid
+from gatehouse.trust.identity import SERVICE_ROLES, Identity, Peer
 
 log = logging.getLogger("gatehouse.administration")
 
@@ -94,6 +101,16 @@ class AdministrationSettings(Strict):
     key_file: str | None = Field(default=None, description=f"default: HOME/{KEY_FILE}")
     admin_token_file: str | None = Field(default=None, description=f"default: HOME/{TOKEN_FILE}")
     lock_check_interval: Duration = 5.0
+    #: How long the internal certificates this service issues are valid; services renew
+    #: theirs at about two thirds (the default, 7 days, lets Admin be down two days).
+    certificate_lifetime: Duration = DEFAULT_LIFETIME.total_seconds()
+
+    @field_validator("certificate_lifetime")
+    @classmethod
+    def _lifetime(cls, value: float) -> float:
+        if value > MAX_LIFETIME.total_seconds():
+            raise ValueError(f"must be at most {MAX_LIFETIME.days} days")
+        return value
 
 
 class AdministrationConfig(Strict):
@@ -111,6 +128,7 @@ class Settings:
     key_file: Path
     token_file: Path
     lock_check_interval: float
+    certificate_lifetime: timedelta = DEFAULT_LIFETIME
 
 
 def _resolve(path: str | None, base: Path, default: Path) -> Path:
@@ -146,6 +164,7 @@ def load_settings(
         key_file=_resolve(own.key_file, base, home / KEY_FILE),
         token_file=_resolve(own.admin_token_file, base, home / TOKEN_FILE),
         lock_check_interval=own.lock_check_interval,
+        certificate_lifetime=timedelta(seconds=own.certificate_lifetime),
     )
 
 
@@ -207,39 +226,9 @@ class VersionConflict(AdminError):
     status = 409
 
 
-_secret_tables = MetaData(naming_convention=NAMING)
-SERVICE_SECRETS = Table(
-    "admin_service_secrets",
-    _secret_tables,
-    Column("service_id", String(64), primary_key=True),
-    Column("secret_hash", String(64), nullable=False),
-    Column("issued_at", UTCDateTime, nullable=False),
-)
-SECRETS_BRANCH = "admin_secrets@head"
-
-
-def _upgrade_secrets(connection: Connection, config: Config) -> None:
-    config.attributes["connection"] = connection
-    command.upgrade(config, SECRETS_BRANCH)
-
-
 async def migrate(url: str) -> None:
-    """Create or migrate every table of the Administration service (``admin`` and the
-    secrets branch), serialised like :func:`gatehouse.storage.migrate.upgrade`."""
+    """Create or migrate every table of the Administration service (branch ``admin``)."""
     await upgrade(url, "admin")
-    engine = create_engine(url)
-    try:
-        async with translate_errors(), engine.connect() as conn:
-            if conn.dialect.name == "postgresql":
-                await conn.execute(
-                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_MIGRATION_LOCK}
-                )
-            else:
-                await conn.exec_driver_sql("BEGIN IMMEDIATE")
-            await conn.run_sync(_upgrade_secrets, alembic_config(url))
-            await conn.commit()
-    finally:
-        await engine.dispose()
 
 
 async def prepare_database(url: str) -> Version | None:
@@ -254,6 +243,20 @@ async def prepare_database(url: str) -> Version | None:
 
 def _a(noun: str) -> str:
     return f"an {noun}" if noun[0] in "aeiou" else f"a {noun}"
+
+
+def _pem(certificate: x509.Certificate) -> str:
+    return certificate.public_bytes(serialization.Encoding.PEM).decode("ascii")
+
+
+def _issued(certificate: x509.Certificate, service_id: str, role: str) -> IssuedCertificate:
+    return IssuedCertificate(
+        certificate.serial_number,
+        service_id,
+        role,
+        certificate.not_valid_before_utc,
+        certificate.not_valid_after_utc,
+    )
 
 
 # --- the service ---------------------------------------------------------------------------
@@ -275,19 +278,23 @@ class AdministrationService:
         key: Ed25519PrivateKey,
         admin_token: str,
         latest: Version | None,
+        ca: CertificateAuthority,
         clock: Callable[[], datetime] = utcnow,
+        certificate_lifetime: timedelta = DEFAULT_LIFETIME,
     ) -> None:
         self.store = store
         self.key = key
         self.public_key = public_key_pem(key)
+        self.ca = ca
+        self.certificate_lifetime = certificate_lifetime
         self._admin_hash = token_hash(admin_token)
         self._latest = latest
         self.watch = VersionWatch(latest.number if latest else 0)
         self.clock = clock
         self._polled: dict[str, datetime] = {}
         self._reports: dict[str, _Report] = {}
-        # Only this process writes secrets (it holds the one-Admin lock), so they are cached.
-        self._secret_hashes: dict[str, str] = {}
+        # Only this process revokes (it holds the one-Admin lock), so the set is cached.
+        self._revoked: set[int] | None = None
 
     # credentials
 
@@ -296,35 +303,41 @@ class AdministrationService:
         if given is None or not hmac.compare_digest(token_hash(given), self._admin_hash):
             raise Unauthorized("a valid admin bearer token is required")
 
-    async def authorize_service(self, service_id: str, header: str | None) -> None:
-        given = bearer(header)
-        if given is not None:
-            stored = self._secret_hashes.get(service_id)
-            if stored is None:
-                query = select(SERVICE_SECRETS.c.secret_hash).where(
-                    SERVICE_SECRETS.c.service_id == service_id
-                )
-                async with self.store.db.connect() as conn:
-                    stored = (await conn.execute(query)).scalar_one_or_none()
-                if stored is not None:
-                    self._secret_hashes[service_id] = stored
-            if stored is not None and hmac.compare_digest(token_hash(given), stored):
-                return
-        raise Unauthorized(f"the service secret of {service_id!r} is required")
+    async def revoked(self) -> set[int]:
+        """Serials of the revoked certificates that have not expired."""
+        if self._revoked is None:
+            self._revoked = await self.store.revoked_serials()
+        return self._revoked
 
-    async def _issue_secret(self, service_id: str) -> str:
-        secret = secrets.token_urlsafe(SECRET_BYTES)
-        table = SERVICE_SECRETS
-        digest = token_hash(secret)
-        async with self.store.db.connect() as conn:
-            await conn.execute(delete(table).where(table.c.service_id == service_id))
-            await conn.execute(
-                insert(table).values(
-                    service_id=service_id, secret_hash=digest, issued_at=self.clock()
-                )
+    async def authorize_service(self, service_id: str | None, peer: Peer | None) -> Peer:
+        """The calling service, when its certificate names ``service_id`` (None: any
+        service) and is not revoked.
+
+        Raises:
+            Forbidden: no certificate, another's, or a revoked one (403).
+        """
+        if peer is None:
+            whose = f"of {service_id!r}" if service_id else "of a service"
+            raise Forbidden(
+                f"this call needs the client certificate {whose} (issued when it registered)"
             )
-        self._secret_hashes[service_id] = digest
-        return secret
+        if peer.role not in SERVICE_ROLES or (
+            service_id is not None and peer.service_id != service_id
+        ):
+            expected = f"{service_id!r}'s" if service_id else "a service's"
+            raise Forbidden(f"the client certificate is {peer.identity}'s, not {expected}")
+        if peer.serial in await self.revoked():
+            raise Forbidden(
+                f"the certificate of {peer.service_id!r} (serial {peer.serial:x}) is revoked; "
+                "enrol the service again with a new join token"
+            )
+        return peer
+
+    def _issue(self, csr: str, identity: Identity) -> x509.Certificate:
+        try:
+            return self.ca.issue(csr, identity, lifetime=self.certificate_lifetime)
+        except CsrInvalid as exc:
+            raise BadRequest(str(exc)) from None
 
     # anyone
 
@@ -410,9 +423,15 @@ class AdministrationService:
 
     async def services(self) -> list[api.ServiceOut]:
         now = self.clock()
-        return [self._service_out(status, now) for status in await self.store.list_services()]
+        certificates = await self.store.certificates()
+        return [
+            self._service_out(status, now, certificates.get(status.id))
+            for status in await self.store.list_services()
+        ]
 
-    def _service_out(self, status: ServiceStatus, now: datetime) -> api.ServiceOut:
+    def _service_out(
+        self, status: ServiceStatus, now: datetime, certificate: IssuedCertificate | None = None
+    ) -> api.ServiceOut:
         seen = [t for t in (status.last_seen_at, self._polled.get(status.id)) if t is not None]
         last_seen = max(seen) if seen else None
         healthy = (
@@ -436,13 +455,45 @@ class AdministrationService:
             )
             if report
             else None,
+            certificate=api.CertificateOut(
+                serial=f"{certificate.serial:x}",
+                not_before=timestamp(certificate.not_before),
+                not_after=timestamp(certificate.not_after),
+                revoked=certificate.revoked_at is not None,
+            )
+            if certificate
+            else None,
         )
 
     async def join_token(self, request: api.JoinTokenIn) -> api.JoinTokenOut:
         ttl = timedelta(seconds=request.ttl)
         expires = self.clock() + ttl
-        token = await self.store.create_join_token(request.role, ADMIN, ttl)
-        return api.JoinTokenOut(token=token, expires_at=timestamp(expires))
+        fingerprint = self.ca.fingerprint
+        token = await self.store.create_join_token(
+            request.role, request.service_id, ADMIN, ttl, fingerprint, request.replace
+        )
+        return api.JoinTokenOut(
+            token=token, expires_at=timestamp(expires), ca_fingerprint=fingerprint
+        )
+
+    async def revoke(self, service_id: str) -> api.RevokeOut:
+        """Revoke every certificate of ``service_id`` and publish the list at once."""
+        serials = await self.store.revoke_service(service_id, ADMIN)
+        (await self.revoked()).update(serials)
+        number = await self._republish(f"revoked the certificates of {service_id!r}")
+        log.warning(
+            "revoked the certificates of %r (%s)",
+            service_id,
+            ", ".join(f"{s:x}" for s in serials) or "none left",
+        )
+        return api.RevokeOut(revoked=[f"{s:x}" for s in serials], version=number)
+
+    async def _republish(self, reason: str) -> int:
+        """Publish the newest configuration again, with today's revocations; the number."""
+        version = await self.store.republish(ADMIN, self.key, reason)
+        if version is None:
+            return self.watch.latest
+        return self._published(version)
 
     async def audit(self, limit: int, before: int | None) -> list[api.AuditOut]:
         return [
@@ -460,24 +511,45 @@ class AdministrationService:
     # calls of the services themselves
 
     async def register(self, request: api.RegisterIn) -> api.RegisterOut:
-        """Join with a one-time token for the same role; a new secret replaces any old one."""
+        """Enrol with a one-time token made for this service: its certificate names the
+        token's role and id (the CSR only proves the key)."""
         configured = self._configured_role(request.service_id)
         if configured is not None and configured != request.role:
             raise BadRequest(
                 f"role: {request.service_id!r} is {_a(ROLE_NAMES[configured])} in version "
                 f"{self.watch.latest}, not {_a(ROLE_NAMES[request.role])}"
             )
-        role = await self.store.redeem_join_token(request.token, request.service_id)
-        if role != request.role:
-            raise JoinTokenInvalid(
-                f"the join token was made for {_a(ROLE_NAMES[role])}, "
-                f"not {_a(ROLE_NAMES[request.role])}"
-            )
-        await self.store.register_service(
-            request.service_id, request.role, request.node, request.endpoint, request.service_id
+        certificate = self._issue(request.csr, Identity(request.role, request.service_id))
+        enrolment = await self.store.enrol(
+            request.token,
+            request.service_id,
+            request.role,
+            request.node,
+            request.endpoint,
+            _issued(certificate, request.service_id, request.role),
         )
-        secret = await self._issue_secret(request.service_id)
-        return api.RegisterOut(public_key=self.public_key, service_secret=secret)
+        if enrolment.replaced:
+            log.warning(
+                "enrolled %r again (--replace); revoked its old certificates: %s",
+                request.service_id,
+                ", ".join(f"{s:x}" for s in enrolment.revoked) or "none in use",
+            )
+            if enrolment.revoked:
+                (await self.revoked()).update(enrolment.revoked)
+                await self._republish(f"enrolled {request.service_id!r} again")
+        return api.RegisterOut(
+            certificate=_pem(certificate),
+            ca=self.ca.certificate_pem.decode("ascii"),
+            public_key=self.public_key,
+        )
+
+    async def renew(self, peer: Peer, request: api.RenewIn) -> api.RenewOut:
+        """A new certificate for the calling service's new key: the same identity."""
+        certificate = self._issue(request.csr, peer.identity)
+        await self.store.record_certificate(_issued(certificate, peer.service_id, peer.role))
+        return api.RenewOut(
+            certificate=_pem(certificate), ca=self.ca.certificate_pem.decode("ascii")
+        )
 
     def _configured_role(self, service_id: str) -> str | None:
         """The role the newest version gives ``service_id`` (None: not in it)."""
@@ -487,10 +559,11 @@ class AdministrationService:
         return next((s.get("role") for s in listed if s.get("id") == service_id), None)
 
     async def config_for(
-        self, service_id: str, after: int, wait: float
+        self, service_id: str, after: int, wait: float, serial: int | None = None
     ) -> dict[str, object] | None:
         """The newest signed envelope of a service once it is newer than ``after``; None
-        when ``wait`` seconds pass without one."""
+        when ``wait`` seconds pass without one. ``serial``: the caller's certificate, checked
+        again after the wait (a revocation publishes a version, which ends the wait)."""
         self._polled[service_id] = self.clock()
         if after > self.watch.latest:
             raise VersionConflict(
@@ -501,6 +574,8 @@ class AdministrationService:
             self._polled[service_id] = self.clock()
             return None
         self._polled[service_id] = self.clock()
+        if serial is not None and serial in await self.revoked():
+            raise Forbidden(f"the certificate of {service_id!r} (serial {serial:x}) is revoked")
         latest = self._latest
         if latest is None:  # pragma: no cover - the watch says a version exists
             raise VersionNotFound("no version has been published yet")

@@ -5,6 +5,10 @@ Every service gets its view in a signed envelope::
     {"version": 7, "service": "ap1", "created_at": "2030-01-02T03:04:05Z",
      "view": {...}, "signature": "<base64 of 64 bytes>"}
 
+Since the internal CA, an envelope also carries ``"revoked": ["<hex serial>", ...]``, the
+serial numbers of every internal certificate revoked and not yet expired, signed with the
+rest; an envelope without it (signed before) still verifies and revokes nothing.
+
 The signature covers ``DOMAIN`` followed by the canonical JSON (:mod:`.canonical`) of the
 envelope without ``signature``, so the version number, the service id and the time are as
 protected as the view: an envelope cannot be replayed to another service or passed off as
@@ -19,7 +23,8 @@ from __future__ import annotations
 import base64
 import binascii
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +39,11 @@ from gatehouse.administration.errors import KeyFileError, SignatureInvalid
 
 DOMAIN = b"gatehouse signed config view v1\n"
 ENVELOPE_FIELDS = frozenset({"version", "service", "created_at", "view", "signature"})
+#: Optional: absent from envelopes signed before revocations were published.
+OPTIONAL_FIELDS = frozenset({"revoked"})
+#: At most this many revoked serials in one envelope.
+MAX_REVOKED = 100_000
+_HEX_SERIAL = re.compile(r"[0-9a-f]{1,40}\Z")
 SIGNATURE_BYTES = 64
 
 __all__ = [
@@ -47,6 +57,7 @@ __all__ = [
     "load_private_key",
     "load_public_key",
     "public_key_pem",
+    "revoked_list",
     "save_private_key",
     "sign_version",
     "sign_view",
@@ -74,6 +85,8 @@ class VerifiedView:
     service: str
     created_at: str
     view: dict[str, Any]
+    #: Serial numbers of the revoked internal certificates (empty for an older envelope).
+    revoked: frozenset[int] = frozenset()
 
 
 # Keys
@@ -157,10 +170,29 @@ def load_or_create_private_key(path: str | Path) -> Ed25519PrivateKey:
 # Signing and verifying
 
 
-def signing_input(version: int, service: str, created_at: str, view: Mapping[str, Any]) -> bytes:
-    """The exact bytes signed for one envelope."""
-    document = {"version": version, "service": service, "created_at": created_at, "view": view}
+def signing_input(
+    version: int,
+    service: str,
+    created_at: str,
+    view: Mapping[str, Any],
+    revoked: list[str] | None = None,
+) -> bytes:
+    """The exact bytes signed for one envelope (``revoked`` None: an envelope without the
+    field, as signed before revocations were published)."""
+    document: dict[str, Any] = {
+        "version": version,
+        "service": service,
+        "created_at": created_at,
+        "view": view,
+    }
+    if revoked is not None:
+        document["revoked"] = revoked
     return DOMAIN + canonical_json(document)
+
+
+def revoked_list(serials: Collection[int]) -> list[str]:
+    """Serial numbers as an envelope lists them: lowercase hex, sorted."""
+    return sorted(f"{serial:x}" for serial in serials)
 
 
 def sign_view(
@@ -169,16 +201,21 @@ def sign_view(
     service: str,
     created_at: str,
     view: Mapping[str, Any],
+    revoked: Collection[int] | None = None,
 ) -> dict[str, Any]:
-    """One service's signed envelope."""
-    signature = private_key.sign(signing_input(version, service, created_at, view))
-    return {
+    """One service's signed envelope; ``revoked``: the revoked certificates' serials."""
+    listed = None if revoked is None else revoked_list(revoked)
+    signature = private_key.sign(signing_input(version, service, created_at, view, listed))
+    envelope: dict[str, Any] = {
         "version": version,
         "service": service,
         "created_at": created_at,
         "view": dict(view),
-        "signature": base64.b64encode(signature).decode("ascii"),
     }
+    if listed is not None:
+        envelope["revoked"] = listed
+    envelope["signature"] = base64.b64encode(signature).decode("ascii")
+    return envelope
 
 
 def sign_version(
@@ -186,12 +223,14 @@ def sign_version(
     version: int,
     created_at: str,
     views: Mapping[str, Mapping[str, Any]],
+    revoked: Collection[int] = (),
 ) -> SignedVersion:
-    """Sign every service's view (``views``: service id -> view) as version ``version``."""
+    """Sign every service's view (``views``: service id -> view) as version ``version``,
+    each with the serials of the ``revoked`` certificates."""
     if version < 1:
         raise ValueError(f"versions start at 1, not {version}")
     envelopes = {
-        service: sign_view(private_key, version, service, created_at, view)
+        service: sign_view(private_key, version, service, created_at, view, revoked)
         for service, view in views.items()
     }
     return SignedVersion(version, created_at, public_key_pem(private_key), envelopes)
@@ -227,15 +266,17 @@ def verify(
         envelope["created_at"],
         envelope["view"],
     )
+    listed = envelope.get("revoked")
     try:
-        key.verify(signature, signing_input(version, name, created_at, view))
+        key.verify(signature, signing_input(version, name, created_at, view, listed))
     except (InvalidSignature, NotCanonical):
         raise SignatureInvalid(
             f"signature of version {version} for {name!r} does not verify with Admin's key"
         ) from None
     if service is not None and name != service:
         raise SignatureInvalid(f"version {version} is addressed to {name!r}, not {service!r}")
-    return VerifiedView(version, name, created_at, view)
+    revoked = frozenset(int(serial, 16) for serial in listed or ())
+    return VerifiedView(version, name, created_at, view, revoked)
 
 
 def _parse_envelope(signed: Mapping[str, Any] | str | bytes) -> Mapping[str, Any]:
@@ -247,9 +288,18 @@ def _parse_envelope(signed: Mapping[str, Any] | str | bytes) -> Mapping[str, Any
     if not isinstance(signed, Mapping):
         raise SignatureInvalid("envelope is not a JSON object")
     fields = set(signed)
-    if fields != ENVELOPE_FIELDS:
-        extra, absent = sorted(fields - ENVELOPE_FIELDS), sorted(ENVELOPE_FIELDS - fields)
+    if not ENVELOPE_FIELDS <= fields <= ENVELOPE_FIELDS | OPTIONAL_FIELDS:
+        known = ENVELOPE_FIELDS | OPTIONAL_FIELDS
+        extra, absent = sorted(fields - known), sorted(ENVELOPE_FIELDS - fields)
         raise SignatureInvalid(f"envelope fields: unexpected {extra}, missing {absent}")
+    if "revoked" in signed:
+        listed = signed["revoked"]
+        if (
+            not isinstance(listed, list)
+            or len(listed) > MAX_REVOKED
+            or not all(isinstance(s, str) and _HEX_SERIAL.match(s) for s in listed)
+        ):
+            raise SignatureInvalid("envelope revoked is not a list of hexadecimal serial numbers")
     checks = (
         ("version", int, "a positive integer"),
         ("service", str, "a string"),

@@ -16,7 +16,7 @@ import secrets
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import exc, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -30,6 +30,7 @@ from gatehouse.administration.diff import (
 )
 from gatehouse.administration.document import config_document, parse_config
 from gatehouse.administration.errors import (
+    AlreadyEnrolled,
     JoinTokenInvalid,
     NoDraft,
     NothingChanged,
@@ -42,6 +43,7 @@ from gatehouse.administration.model import ROLE_NAMES, InstallationConfig, Role
 from gatehouse.administration.signing import Ed25519PrivateKey, sign_version
 from gatehouse.administration.tables import (
     AuditRow,
+    CertificateRow,
     DraftRow,
     JoinTokenRow,
     ServiceRow,
@@ -58,9 +60,11 @@ DRAFT_ID = 1
 #: Attempts at taking the next version number when another writer took it first.
 PUBLISH_ATTEMPTS = 3
 JOIN_TOKEN_BYTES = 32
-#: Join tokens start with this, so a token never starts with "-" (a command-line option to
-#: argparse) and a secret scanner can recognise one.
-JOIN_TOKEN_PREFIX = "ghj_"
+#: Join tokens are ``ghj1.<CA fingerprint>.<secret>``: the prefix keeps a token from starting
+#: with "-" (a command-line option to argparse) and lets a secret scanner recognise one; the
+#: fingerprint (the 43 base64url characters after ``sha256:``) is the CA the joining service
+#: pins.
+JOIN_TOKEN_PREFIX = "ghj1."
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +115,36 @@ class ServiceStatus:
     last_seen_at: datetime | None
     running_version: int | None
     last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedCertificate:
+    """A certificate the CA issued to a service, as Admin records it."""
+
+    serial: int
+    service_id: str
+    role: str
+    not_before: datetime
+    not_after: datetime
+    revoked_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JoinToken:
+    """What a join token allows (its row, once redeemed)."""
+
+    role: Role
+    service_id: str
+    replace: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Enrolment:
+    """A service enrolled: its status, and the certificates a ``replace`` revoked."""
+
+    service: ServiceStatus
+    replaced: bool
+    revoked: tuple[int, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,6 +315,7 @@ class AdminStore:
         comment: str,
         rollback_of: int | None,
         allow_removal: Collection[str] = (),
+        republish: str | None = None,
     ) -> Version:
         config = parse_config(source)
         content = config_document(config)
@@ -298,6 +333,7 @@ class AdminStore:
                         comment,
                         rollback_of,
                         allow_removal,
+                        republish,
                     )
                 except exc.IntegrityError:
                     # Another writer took the number between our read and our insert.
@@ -316,19 +352,25 @@ class AdminStore:
         comment: str,
         rollback_of: int | None,
         allow_removal: Collection[str],
+        republish: str | None = None,
     ) -> Version:
         async with self.db.session() as session:
             latest = await self._latest_row(session)
-            if latest is not None and latest.content == content:
-                raise NothingChanged(
-                    f"version {latest.number} already says this; nothing to publish"
-                )
-            # Checked again here, in the transaction that takes the number: the newest version
-            # (or the registered services) may have changed since the draft was saved.
-            allowed = _allowed_removals(await self._removals(session, content, allow_removal))
+            if republish is not None:
+                allowed = ""
+            else:
+                if latest is not None and latest.content == content:
+                    raise NothingChanged(
+                        f"version {latest.number} already says this; nothing to publish"
+                    )
+                # Checked again here, in the transaction that takes the number: the newest
+                # version (or the registered services) may have changed since the draft was
+                # saved.
+                allowed = _allowed_removals(await self._removals(session, content, allow_removal))
             number = latest.number + 1 if latest else 1
             now = self.clock()
-            signed = sign_version(private_key, number, timestamp(now), views)
+            revoked = await self._revoked_serials(session, now)
+            signed = sign_version(private_key, number, timestamp(now), views, revoked)
             row = VersionRow(
                 number=number,
                 content=content,
@@ -342,7 +384,10 @@ class AdminStore:
             )
             session.add(row)
             change = _diff_from(latest, config, f"version {number}")
-            if rollback_of is not None:
+            if republish is not None:
+                what = f"published version {number}: {republish}"
+                self._audit(session, who, "version.republish", what, change)
+            elif rollback_of is not None:
                 await self._put_draft(session, source, who)
                 what = f"published version {number}: rollback to version {rollback_of}"
                 self._audit(session, who, "version.rollback", what + allowed, change)
@@ -351,6 +396,19 @@ class AdminStore:
                 self._audit(session, who, "version.publish", what + allowed, change)
             await session.flush()
             return _version(row)
+
+    async def republish(
+        self, who: str, private_key: Ed25519PrivateKey, reason: str
+    ) -> Version | None:
+        """Publish the newest version's configuration again as the next version, signed with
+        today's revocations (``reason`` goes into its comment and the audit log); None when
+        nothing is published yet (the first version will carry them)."""
+        latest = await self.latest_version()
+        if latest is None:
+            return None
+        return await self._publish(
+            latest.source, who, private_key, reason, None, (), republish=reason
+        )
 
     async def _latest_row(self, session: AsyncSession) -> VersionRow | None:
         query = select(VersionRow).order_by(VersionRow.number.desc()).limit(1)
@@ -459,51 +517,207 @@ class AdminStore:
             rows = (await session.execute(select(ServiceRow).order_by(ServiceRow.id))).scalars()
             return [_service(row) for row in rows]
 
-    # Join tokens
+    # Join tokens and certificates
 
-    async def create_join_token(self, role: Role, who: str, ttl: timedelta) -> str:
-        """A new one-time token for a node joining as ``role``; only its hash is stored,
-        so this is the only time it is seen."""
-        token = JOIN_TOKEN_PREFIX + secrets.token_urlsafe(JOIN_TOKEN_BYTES)
+    async def create_join_token(
+        self,
+        role: Role,
+        service_id: str,
+        who: str,
+        ttl: timedelta,
+        ca_fingerprint: str,
+        replace: bool = False,
+    ) -> str:
+        """A new one-time token for the service ``service_id`` to join as ``role``; only its
+        hash is stored, so this is the only time it is seen. ``ca_fingerprint``
+        (``sha256:...``) goes into the token: the service pins that CA."""
+        pinned = ca_fingerprint.removeprefix("sha256:")
+        token = f"{JOIN_TOKEN_PREFIX}{pinned}.{secrets.token_urlsafe(JOIN_TOKEN_BYTES)}"
         digest = token_hash(token)
         now = self.clock()
         async with self.db.session() as session:
             session.add(
                 JoinTokenRow(
-                    hash=digest, role=role, created_at=now, created_by=who, expires_at=now + ttl
+                    hash=digest,
+                    role=role,
+                    service_id=service_id,
+                    replace=replace,
+                    created_at=now,
+                    created_by=who,
+                    expires_at=now + ttl,
                 )
             )
             what = (
-                f"created a join token for a {role} ({digest[:12]}), expires {timestamp(now + ttl)}"
+                f"created a join token for {role} {service_id!r} ({digest[:12]}), expires "
+                f"{timestamp(now + ttl)}" + (", replacing its enrolment" if replace else "")
             )
             self._audit(session, who, "join_token.create", what, "")
         return token
 
-    async def redeem_join_token(self, token: str, service_id: str) -> Role:
-        """Use a token once; return the role it was issued for.
+    async def enrol(
+        self,
+        token: str,
+        service_id: str,
+        role: Role,
+        node: str,
+        endpoint: str,
+        certificate: IssuedCertificate,
+    ) -> Enrolment:
+        """Use a join token once and record the service and its first certificate, in one
+        transaction. A service that is enrolled (it registered and is not revoked) needs a
+        token made with ``replace``: its old certificates are then revoked.
 
         Raises:
-            JoinTokenInvalid: unknown, expired or already used (the same answer for each).
+            JoinTokenInvalid: unknown, expired or used (the same answer for each), or made
+                for another service or role (the token stays unused).
+            AlreadyEnrolled: enrolled, and the token was not made with ``replace`` (the
+                token stays unused).
         """
         digest = token_hash(token)
         now = self.clock()
         async with self.db.session() as session:
-            result = await session.execute(
-                update(JoinTokenRow)
-                .where(
-                    JoinTokenRow.hash == digest,
-                    JoinTokenRow.used_at.is_(None),
-                    JoinTokenRow.expires_at > now,
-                )
-                .values(used_at=now, used_by=service_id)
-                .returning(JoinTokenRow.role)
-            )
-            role = result.scalar_one_or_none()
-            if role not in ROLE_NAMES:
+            row = await session.get(JoinTokenRow, digest, with_for_update=True)
+            if row is None or row.used_at is not None or row.expires_at <= now:
                 raise JoinTokenInvalid("join token unknown, expired or already used")
-            what = f"join token {digest[:12]} used by {service_id!r} ({role})"
-            self._audit(session, service_id, "join_token.use", what, "")
-        return cast(Role, role)
+            if (row.service_id, row.role) != (service_id, role):
+                made_for = (
+                    f"{_a(ROLE_NAMES[row.role])} {row.service_id!r}"
+                    if row.service_id and row.role in ROLE_NAMES
+                    else "no service (an old token)"
+                )
+                raise JoinTokenInvalid(
+                    f"the join token was made for {made_for}, not {_a(ROLE_NAMES[role])} "
+                    f"{service_id!r}"
+                )
+            service = await session.get(ServiceRow, service_id, with_for_update=True)
+            current = await self._unrevoked_certificates(session, service_id)
+            # Registered and not revoked (a service registered before certificates has none).
+            enrolled = service is not None and (
+                bool(current) or not await self._has_certificates(session, service_id)
+            )
+            if enrolled and not row.replace:
+                raise AlreadyEnrolled(
+                    f"{service_id!r} is enrolled already; to enrol it again (a new machine, a "
+                    f"lost state directory) make a join token with --replace: 'gatehouse nodes "
+                    f"token --role {role} --id {service_id} --replace' (its certificates in "
+                    "use are then revoked)"
+                )
+            row.used_at, row.used_by = now, service_id
+            revoked: list[int] = []
+            if enrolled:
+                for old in current:
+                    old.revoked_at = now
+                    revoked.append(int(old.serial, 16))
+            if service is None:
+                service = ServiceRow(
+                    id=service_id, role=role, node=node, endpoint=endpoint, registered_at=now
+                )
+                session.add(service)
+            else:
+                service.role, service.node, service.endpoint = role, node, endpoint
+                service.registered_at = now
+            session.add(_certificate_row(certificate, now))
+            serial = f"{certificate.serial:x}"
+            what = (
+                f"enrolled {role} {service_id!r} on node {node!r} at {endpoint} with join token "
+                f"{digest[:12]} (certificate {serial}, valid until "
+                f"{timestamp(certificate.not_after)})"
+            )
+            if enrolled:
+                listed = ", ".join(f"{s:x}" for s in revoked) or "none in use"
+                what += f", replacing its enrolment (revoked: {listed})"
+                self._audit(session, service_id, "service.replace", what, "")
+            else:
+                self._audit(session, service_id, "service.register", what, "")
+            await session.flush()
+            return Enrolment(_service(service), enrolled, tuple(revoked))
+
+    async def record_certificate(self, certificate: IssuedCertificate) -> None:
+        """A renewed certificate of a service."""
+        now = self.clock()
+        async with self.db.session() as session:
+            session.add(_certificate_row(certificate, now))
+            what = (
+                f"renewed the certificate of {certificate.role} {certificate.service_id!r} "
+                f"(certificate {certificate.serial:x}, valid until "
+                f"{timestamp(certificate.not_after)})"
+            )
+            self._audit(session, certificate.service_id, "certificate.renew", what, "")
+
+    async def revoke_service(self, service_id: str, who: str) -> list[int]:
+        """Revoke every certificate of ``service_id`` not yet revoked; their serials.
+
+        Raises:
+            UnknownService: no certificate was ever issued to it.
+        """
+        now = self.clock()
+        async with self.db.session() as session:
+            if not await self._has_certificates(session, service_id):
+                raise UnknownService(f"no certificate was issued to {service_id!r}")
+            rows = await self._unrevoked_certificates(session, service_id)
+            for row in rows:
+                row.revoked_at = now
+            serials = sorted(int(row.serial, 16) for row in rows)
+            listed = ", ".join(f"{s:x}" for s in serials) or "none left to revoke"
+            what = f"revoked the certificates of {service_id!r}: {listed}"
+            self._audit(session, who, "certificate.revoke", what, "")
+        return serials
+
+    async def revoked_serials(self) -> set[int]:
+        """Serials of every revoked certificate that has not expired."""
+        async with self.db.session() as session:
+            return await self._revoked_serials(session, self.clock())
+
+    async def certificates(self) -> dict[str, IssuedCertificate]:
+        """The newest certificate issued to each service."""
+        query = select(CertificateRow).order_by(CertificateRow.issued_at)
+        async with self.db.session() as session:
+            rows = (await session.execute(query)).scalars().all()
+        return {row.service_id: _issued(row) for row in rows}
+
+    async def _revoked_serials(self, session: AsyncSession, now: datetime) -> set[int]:
+        query = select(CertificateRow.serial).where(
+            CertificateRow.revoked_at.is_not(None), CertificateRow.not_after > now
+        )
+        return {int(serial, 16) for serial in (await session.execute(query)).scalars()}
+
+    async def _unrevoked_certificates(
+        self, session: AsyncSession, service_id: str
+    ) -> list[CertificateRow]:
+        query = select(CertificateRow).where(
+            CertificateRow.service_id == service_id, CertificateRow.revoked_at.is_(None)
+        )
+        return list((await session.execute(query)).scalars())
+
+    async def _has_certificates(self, session: AsyncSession, service_id: str) -> bool:
+        query = select(func.count()).where(CertificateRow.service_id == service_id)
+        return bool((await session.execute(query)).scalar_one())
+
+
+def _a(noun: str) -> str:
+    return f"an {noun}" if noun[0] in "aeiou" else f"a {noun}"
+
+
+def _certificate_row(certificate: IssuedCertificate, now: datetime) -> CertificateRow:
+    return CertificateRow(
+        serial=f"{certificate.serial:x}",
+        service_id=certificate.service_id,
+        role=certificate.role,
+        not_before=certificate.not_before,
+        not_after=certificate.not_after,
+        issued_at=now,
+    )
+
+
+def _issued(row: CertificateRow) -> IssuedCertificate:
+    return IssuedCertificate(
+        int(row.serial, 16),
+        row.service_id,
+        row.role,
+        row.not_before,
+        row.not_after,
+        row.revoked_at,
+    )
 
 
 def _diff_from(latest: VersionRow | None, config: InstallationConfig, label: str) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Integer, MetaData, String, Text
+from sqlalchemy import JSON, Boolean, Integer, MetaData, String, Text, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from gatehouse.storage.models import NAMING, BigId
@@ -75,17 +75,38 @@ class ServiceRow(AdminBase):
 
 
 class JoinTokenRow(AdminBase):
-    """A one-time token a node joins with; only its SHA-256 is stored."""
+    """A one-time token a node joins with; only its SHA-256 is stored. It names the one
+    service (role and id) that may join with it; ``replace``: that service may be enrolled
+    again although it is (its old certificates are revoked)."""
 
     __tablename__ = "admin_join_tokens"
 
     hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     role: Mapped[str] = mapped_column(String(32))
+    #: None only for tokens made before enrolment named the service (they are refused).
+    service_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    replace: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     created_by: Mapped[str] = mapped_column(String(WHO_LENGTH))
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     used_by: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+
+
+class CertificateRow(AdminBase):
+    """A certificate the internal CA issued to a service (at enrolment or renewal); a
+    revoked one is published in every view until it expires."""
+
+    __tablename__ = "admin_certificates"
+
+    #: The serial number in lowercase hexadecimal.
+    serial: Mapped[str] = mapped_column(String(40), primary_key=True)
+    service_id: Mapped[str] = mapped_column(String(ID_LENGTH), index=True)
+    role: Mapped[str] = mapped_column(String(32))
+    not_before: Mapped[datetime] = mapped_column(UTCDateTime)
+    not_after: Mapped[datetime] = mapped_column(UTCDateTime)
+    issued_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class AuditRow(AdminBase):
@@ -101,4 +122,12 @@ class AuditRow(AdminBase):
     diff: Mapped[str] = mapped_column(Text, default="")
 
 
-__all__ = ["AdminBase", "AuditRow", "DraftRow", "JoinTokenRow", "ServiceRow", "VersionRow"]
+__all__ = [
+    "AdminBase",
+    "AuditRow",
+    "CertificateRow",
+    "DraftRow",
+    "JoinTokenRow",
+    "ServiceRow",
+    "VersionRow",
+]

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from gatehouse.administration.config_cli import AdminClient
+from gatehouse.administration.credentials import operator_context
 from gatehouse.administration.document import render_yaml
 from gatehouse.administration.service import TOKEN_FILE, read_token
 from gatehouse.cluster import db_access
@@ -20,8 +21,7 @@ from gatehouse.cluster.installation import installation_document
 from gatehouse.cluster.members import Kind
 from gatehouse.cluster.topology import Topology
 from gatehouse.errors import ConfigError, GatehouseError
-from gatehouse.internal.lkg import ADMIN_FILE, atomic_write
-from gatehouse.node import ADMIN_TOKEN_FILE, JOIN_TOKEN_TTL
+from gatehouse.node import ADMIN_TOKEN_FILE, make_join_token
 
 DEMO_USER = "demo"
 
@@ -32,9 +32,11 @@ def admin_client(home: Path, admin_url: str, timeout: float = 15.0) -> AdminClie
 
     Raises:
         ConfigError: no readable admin token (Admin never started in this home).
+        GatehouseError: no internal CA in ``home`` (likewise).
     """
     token_file = home / TOKEN_FILE
-    return AdminClient(admin_url, read_token(token_file), token_file, timeout)
+    tls = operator_context(home) if admin_url.startswith("https://") else None
+    return AdminClient(admin_url, read_token(token_file), token_file, timeout, tls=tls)
 
 
 def answering_admin(home: Path, admin_url: str) -> AdminClient | None:
@@ -88,14 +90,11 @@ def publish(
 
 
 def prepare_state(state: Path, kind: Kind, admin: Callable[[], AdminClient]) -> None:
-    """A service's state directory, with a join token for ``kind`` unless it registered
-    before; ``admin`` is called only when a token is needed."""
+    """A service's state directory (named after the service's id), with a join token for
+    that service unless it enrolled before; ``admin`` is called only when a token is
+    needed."""
     state.mkdir(mode=0o700, parents=True, exist_ok=True)
-    token_file = state / "join.token"
-    if (state / ADMIN_FILE).exists() or token_file.exists():
-        return
-    answer = admin().call("POST", "/api/v1/join-tokens", {"role": kind, "ttl": JOIN_TOKEN_TTL})
-    atomic_write(token_file, (answer["token"] + "\n").encode())
+    make_join_token(state, admin, kind)
 
 
 def add_demo_user(home: Path) -> str | None:

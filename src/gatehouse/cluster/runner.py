@@ -203,7 +203,7 @@ class Cluster:
     @property
     def admin_url(self) -> str:
         admin = self.topology.administration
-        return "http://" + host_port(*self._address(admin.id))
+        return "https://" + host_port(*self._address(admin.id))
 
     @property
     def stats_socket(self) -> Path:

@@ -136,8 +136,9 @@ def member_health(cluster: Cluster, name: str, timeout: float = PROBE_TIMEOUT) -
     if member.kind == "load_balancer":
         return _load_balancer_health(cluster)
     assert member.address is not None
-    tls = member.kind == "access_point" and any(
-        ap.id == name and ap.tls is not None for ap in cluster.topology.access_points
+    tls = member.kind == "administration" or (
+        member.kind == "access_point"
+        and any(ap.id == name and ap.tls is not None for ap in cluster.topology.access_points)
     )
     return probe(member.address, HEALTH_PATHS[member.kind], timeout, tls)
 

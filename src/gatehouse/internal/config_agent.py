@@ -1,6 +1,18 @@
 """The config agent: how a service follows the Administration service.
 
-A service registers once with a join token (:meth:`ConfigAgent.register`), starts from its
+A service enrols once with a join token (:meth:`ConfigAgent.register`): the token names the
+service and carries the fingerprint of the installation's internal CA, so the agent fetches
+Admin's CA certificate (``GET /api/v1/ca``, the one unverified exchange), checks it against
+the token, and from then on speaks to Admin only over TLS verified against that CA (the
+server must be an ``administration`` certificate). It makes its key pair here and sends a CSR
+with the token; Admin answers its certificate (role and id from the token), the CA and the
+config-signing public key. Every later call (poll, ack, renewal) is authenticated by that
+certificate, which the agent renews at about two thirds of its life (:meth:`ConfigAgent.run`)
+and reloads into the same TLS contexts (:attr:`ConfigAgent.credentials`), so new handshakes
+use it at once. Each applied envelope's list of revoked certificates goes to
+:attr:`ConfigAgent.revocations`, which closes the connections they made.
+
+A service starts from its
 last-known-good snapshot when it has one, else from Admin's first version
 (:meth:`ConfigAgent.initial`), then runs :meth:`ConfigAgent.run` as a background task: one long poll
 ``GET /api/v1/config/{id}?after=N&wait=30`` is always open, so Admin answers it the moment it
@@ -26,21 +38,30 @@ Exceptions::
      │    ├── NotRegistered        no admin.json: register first
      │    └── LastKnownGoodInvalid lkg.json is damaged or not signed by Admin for this service
      └── RegistrationFailed        Admin unreachable, or it refused the registration
-          └── JoinTokenRefused     the join token is unknown, expired, used or for another role
+          ├── JoinTokenRefused     the join token is malformed, unknown, expired, used or for
+          │                        another service
+          ├── CaMismatch           Admin shows another CA than the join token names
+          └── SigningKeyChanged    Admin's config-signing key is not the one registered with
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
+import random
 import re
+import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 
 from gatehouse.administration.errors import AdminError, SignatureInvalid
 from gatehouse.administration.signing import (
@@ -61,12 +82,17 @@ from gatehouse.internal.lkg import (
     StateError,
     check_service_id,
 )
+from gatehouse.trust.ca import fingerprint, key_pem, make_csr, make_key, renew_at
+from gatehouse.trust.identity import ADMINISTRATION, Identity, IdentityError, identity_of
+from gatehouse.trust.revocation import Revocations
+from gatehouse.trust.tls import CERT_FILE, ClientTLS, Credentials, write_credentials
 
 __all__ = [
     "Accepted",
     "AgentStatus",
     "Apply",
     "Backoff",
+    "CaMismatch",
     "ConfigAgent",
     "JoinTokenRefused",
     "Judgement",
@@ -74,6 +100,7 @@ __all__ = [
     "NotRegistered",
     "Refused",
     "RegistrationFailed",
+    "SigningKeyChanged",
     "Snapshot",
     "StateError",
     "Validate",
@@ -92,7 +119,13 @@ Validate = Callable[[dict[str, Any]], object]
 Apply = Callable[[int, dict[str, Any]], Awaitable[None] | None]
 
 ERROR_LIMIT = 500
-_SECRET = re.compile(r"[\x21-\x7e]+\Z")
+#: ``ghj1.<43 base64url characters of the CA's SHA-256>.<secret>``
+_JOIN_TOKEN = re.compile(r"ghj1\.(?P<ca>[A-Za-z0-9_-]{43})\.(?P<secret>[A-Za-z0-9_-]{16,})\Z")
+#: Renewal: at this fraction of a certificate's life, give or take the jitter.
+RENEW_FRACTION = 2 / 3
+RENEW_JITTER = 0.04
+#: Seconds between tries of a renewal that failed (at most; less for short lifetimes).
+RENEW_RETRY = 30.0
 
 
 class RegistrationFailed(GatehouseError):
@@ -100,7 +133,32 @@ class RegistrationFailed(GatehouseError):
 
 
 class JoinTokenRefused(RegistrationFailed):
-    """Admin refused the join token: unknown, expired, already used or for another role."""
+    """Admin refused the join token: unknown, expired, already used or for another service
+    (or the token is not one at all)."""
+
+
+class CaMismatch(RegistrationFailed):
+    """The Administration service shows another CA than the one the join token pins."""
+
+
+class SigningKeyChanged(RegistrationFailed):
+    """Admin's config-signing key differs from the one this service registered with."""
+
+
+def pinned_fingerprint(token: str) -> str:
+    """The CA fingerprint (``sha256:...``) a join token pins.
+
+    Raises:
+        JoinTokenRefused: not a join token of this Gatehouse (``ghj1.<CA>.<secret>``).
+    """
+    match = _JOIN_TOKEN.match(token.strip())
+    if match is None:
+        raise JoinTokenRefused(
+            "not a join token: it is ghj1.<CA fingerprint>.<secret>, as 'gatehouse nodes "
+            "token --role ROLE --id ID' prints it (a token made before internal TLS no longer "
+            "works: make a new one)"
+        )
+    return "sha256:" + match["ca"]
 
 
 # pure logic ------------------------------------------------------------------------------------
@@ -124,10 +182,12 @@ class Backoff:
 
 @dataclass(frozen=True, slots=True)
 class Accepted:
-    """Apply this view: Admin signed it for this service, newer than the running version."""
+    """Apply this view: Admin signed it for this service, newer than the running version.
+    ``revoked``: the serials of the revoked internal certificates it lists."""
 
     version: int
     view: dict[str, Any]
+    revoked: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +227,7 @@ def judge(
             verified.version,
             f"version {verified.version} is not newer than the running version {running}",
         )
-    return Accepted(verified.version, verified.view)
+    return Accepted(verified.version, verified.view, verified.revoked)
 
 
 def one_line(text: str, limit: int = ERROR_LIMIT) -> str:
@@ -261,6 +321,16 @@ class ConfigAgent:
         self.connect_timeout = connect_timeout
         self._state = self.state_dir.load_admin()
         self._key = None if self._state is None else load_public_key(self._state.public_key)
+        #: This service's internal TLS credentials (``STATE_DIR/tls``), None before it
+        #: enrolled. The agent renews the certificate and reloads it into these contexts.
+        self.credentials: Credentials | None = None
+        if (self.state_dir.tls_path / CERT_FILE).exists():
+            self.credentials = Credentials(self.state_dir.tls_path)
+        #: The revoked certificates Admin publishes, as of the newest envelope applied.
+        #: Updated on the loop :meth:`run` runs on (the service's).
+        self.revocations = Revocations()
+        #: Called (on the agent's loop) after a renewed certificate is loaded.
+        self.renewal_listeners: list[Callable[[], None]] = []
         #: The version the service runs (0: none).
         self.version = 0
         # Poll for versions after this one: the running version, or a newer one Admin signed
@@ -290,13 +360,17 @@ class ConfigAgent:
         node: str,
         endpoint: str,
     ) -> AdminState:
-        """Join Admin with a one-time token; store its key and the service secret.
+        """Enrol with Admin: pin its CA by the join token's fingerprint, send a CSR for a key
+        made here, store the certificate (``STATE_DIR/tls``) and Admin's public key.
 
-        A registration with another key or as another service discards the last-known-good
-        snapshot: it belongs to another installation and could never verify again.
+        Registering again (a state directory that has a registration) keeps the
+        last-known-good snapshot, but never a new config-signing key: that is refused.
 
         Raises:
-            JoinTokenRefused: the token is unknown, expired or already used.
+            JoinTokenRefused: the token is malformed, unknown, expired, already used or made
+                for another service.
+            CaMismatch: Admin shows another CA than the token names.
+            SigningKeyChanged: Admin's public key is not the one this service registered with.
             RegistrationFailed: Admin is unreachable, refused otherwise, or answered nonsense.
             StateError: the state cannot be written.
             ValueError: a malformed id, role or URL list.
@@ -305,15 +379,20 @@ class ConfigAgent:
         if role not in ROLES:
             raise ValueError(f"role {role!r} is not one of {', '.join(ROLES)}")
         urls = tuple(admin_urls)
+        pinned = pinned_fingerprint(join_token)
+        ca_pem = await self._fetch_ca(urls, pinned, service_id)
+        key = make_key()
         body = {
-            "token": join_token,
+            "token": join_token.strip(),
             "service_id": service_id,
             "role": role,
             "node": node,
             "endpoint": endpoint,
+            "csr": make_csr(key).decode("ascii"),
         }
+        tls = ClientTLS(_verifying_context(ca_pem), frozenset({ADMINISTRATION}))
         async with FailoverClient(
-            urls, connect_timeout=self.connect_timeout, timeout=10.0
+            urls, connect_timeout=self.connect_timeout, timeout=10.0, tls=tls
         ) as client:
             try:
                 # A token works once: resend only what was never sent.
@@ -325,13 +404,26 @@ class ConfigAgent:
         if response.status == 401:
             raise JoinTokenRefused(
                 f"Admin refused the join token for {service_id!r} ({_error_of(response)}): a "
-                "join token works once and expires; create a new one (POST /api/v1/join-tokens)"
+                "join token works once, for the service it names, and expires; make a new "
+                f"one (gatehouse nodes token --role {role} --id {service_id})"
             )
         if response.status != 200:
             raise RegistrationFailed(
                 f"Admin refused to register {service_id!r} as {role}: {_error_of(response)}"
             )
-        public_key, secret = _registration_answer(response)
+        public_key, cert_pem = _registration_answer(
+            response, ca_pem, Identity(role, service_id), key
+        )
+        previous = self._state
+        if previous is not None and previous.public_key != public_key:
+            raise SigningKeyChanged(
+                f"Admin's configuration-signing key is not the one {service_id!r} registered "
+                f"with ({self.state_dir.admin_path}): this service does not trust a new key "
+                "silently. If the installation's signing key was replaced on purpose, move "
+                f"{self.state_dir.path} aside and start the service with a new join token "
+                "(--replace); otherwise this is not the Administration service it registered "
+                "with"
+            )
         state = AdminState(
             admin_urls=urls,
             service_id=service_id,
@@ -339,27 +431,197 @@ class ConfigAgent:
             node=node,
             endpoint=endpoint,
             public_key=public_key,
-            service_secret=secret,
             registered_at=timestamp(),
         )
-        previous = self._state
-        await asyncio.to_thread(self._save_registration, state, previous)
-        if previous is None or (previous.public_key, previous.service_id) != (
-            public_key,
-            service_id,
-        ):
+        await asyncio.to_thread(self._save_registration, state, previous, ca_pem, cert_pem, key)
+        if previous is None or previous.service_id != service_id:
             self.version = self._after = 0
         self._state, self._key = state, load_public_key(public_key)
-        log.info("registered %s %r with Admin at %s", role, service_id, ", ".join(urls))
+        log.info(
+            "registered %s %r with Admin at %s (certificate valid until %s)",
+            role,
+            service_id,
+            ", ".join(urls),
+            self._require_credentials().info.not_after.isoformat(timespec="seconds"),
+        )
         return state
 
-    def _save_registration(self, state: AdminState, previous: AdminState | None) -> None:
-        if previous is None or (previous.public_key, previous.service_id) != (
-            state.public_key,
-            state.service_id,
-        ):
+    async def _fetch_ca(self, urls: tuple[str, ...], pinned: str, service_id: str) -> bytes:
+        """Admin's CA certificate, once it is the one the join token pins."""
+        tls = ClientTLS(_unverified_context(), frozenset({ADMINISTRATION}))
+        async with FailoverClient(
+            urls, connect_timeout=self.connect_timeout, timeout=10.0, tls=tls
+        ) as client:
+            try:
+                response = await client.call("GET", "/api/v1/ca", retry_safe=True)
+            except InternalCallError as exc:
+                raise RegistrationFailed(
+                    f"cannot register {service_id!r}: Admin unreachable ({exc})"
+                ) from exc
+        if response.status != 200:
+            raise RegistrationFailed(
+                f"cannot register {service_id!r}: Admin answered GET /api/v1/ca with "
+                f"{_answer_of(response)}"
+            )
+        try:
+            shown = fingerprint(x509.load_pem_x509_certificate(response.body))
+        except ValueError:
+            raise RegistrationFailed(
+                f"cannot register {service_id!r}: Admin's CA certificate cannot be read"
+            ) from None
+        if shown != pinned:
+            raise CaMismatch(
+                f"refusing to register {service_id!r}: the Administration service at "
+                f"{', '.join(urls)} shows the CA {shown}, but the join token names {pinned}. "
+                "It is not this installation's Administration service (or the token is "
+                "another installation's): check --join and the token"
+            )
+        return response.body
+
+    def _save_registration(
+        self,
+        state: AdminState,
+        previous: AdminState | None,
+        ca_pem: bytes,
+        cert_pem: bytes,
+        key: Any,
+    ) -> None:
+        if previous is None or previous.service_id != state.service_id:
             self.state_dir.remove_lkg()
+        self.state_dir.create()
+        try:
+            write_credentials(self.state_dir.tls_path, ca_pem, cert_pem, key_pem(key))
+        except OSError as exc:
+            raise StateError(
+                f"cannot write {self.state_dir.tls_path}: {exc.strerror or exc}"
+            ) from None
+        if self.credentials is None:
+            self.credentials = Credentials(self.state_dir.tls_path)
+        else:
+            self.credentials.reload()
         self.state_dir.save_admin(state)
+
+    def _require_credentials(self) -> Credentials:
+        if self.credentials is None:
+            state = self._state
+            who = f" of {state.service_id!r}" if state else ""
+            raise NotRegistered(
+                f"{self.state_dir.tls_path} holds no certificate{who}: the service registered "
+                "before internal TLS, or the directory was removed. Make a join token with "
+                "--replace (gatehouse nodes token --role ROLE --id ID --replace) and start the "
+                "service once with --join ADMIN_URL --token TOKEN"
+            )
+        return self.credentials
+
+    # renewal -------------------------------------------------------------------------------
+    async def renew(self, client: FailoverClient | None = None) -> datetime:
+        """Renew the certificate now: a new key, a CSR authenticated by the current
+        certificate; the files written, then loaded into the same contexts. Returns the new
+        certificate's expiry.
+
+        Raises:
+            RegistrationFailed: Admin unreachable, refused, or answered nonsense.
+            StateError: the files cannot be written.
+        """
+        state = self._require_state()
+        credentials = self._require_credentials()
+        key = make_key()
+        own = client is None
+        if client is None:
+            client = self._client(state, credentials, timeout=10.0)
+        try:
+            response = await client.call(
+                "POST",
+                "/api/v1/certificates/renew",
+                {"csr": make_csr(key).decode("ascii")},
+                retry_safe=True,  # a certificate more, for a key only we hold: harmless
+            )
+        except InternalCallError as exc:
+            raise RegistrationFailed(
+                f"cannot renew the certificate: Admin unreachable ({exc})"
+            ) from exc
+        finally:
+            if own:
+                await client.aclose()
+        if response.status != 200:
+            raise RegistrationFailed(
+                f"Admin refused to renew the certificate: {_error_of(response)}"
+            )
+        ca_pem = credentials.ca_path.read_bytes()
+        cert_pem = _certificate_answer(response, ca_pem, credentials.identity, key)
+        try:
+            await asyncio.to_thread(
+                write_credentials, credentials.directory, ca_pem, cert_pem, key_pem(key)
+            )
+        except OSError as exc:
+            raise StateError(
+                f"cannot write {credentials.directory}: {exc.strerror or exc}"
+            ) from None
+        info = credentials.reload()
+        for listener in list(self.renewal_listeners):
+            try:
+                listener()
+            except Exception:
+                log.exception("a listener of the certificate renewal failed")
+        return info.not_after
+
+    async def _keep_renewed(self, state: AdminState) -> None:
+        """Renew at about two thirds of the certificate's life (with jitter, so services
+        issued together do not all come at once); retry until it works."""
+        credentials = self._require_credentials()
+        client = self._client(state, credentials, timeout=10.0)
+        try:
+            while True:
+                info = credentials.info
+                fraction = RENEW_FRACTION + random.uniform(-RENEW_JITTER, RENEW_JITTER)
+                due = renew_at(info.not_before, info.not_after, fraction)
+                await asyncio.sleep(max(0.0, (due - datetime.now(UTC)).total_seconds()))
+                failures = 0
+                while True:
+                    try:
+                        not_after = await self.renew(client)
+                    except GatehouseError as exc:
+                        failures += 1
+                        left = (credentials.info.not_after - datetime.now(UTC)).total_seconds()
+                        retry = min(RENEW_RETRY, max(0.2, left / 10), self.backoff.delay(failures))
+                        log.warning(
+                            "certificate renewal failed (valid until %s), trying again in "
+                            "%.3g s: %s",
+                            credentials.info.not_after.isoformat(timespec="seconds"),
+                            retry,
+                            describe(exc),
+                        )
+                        await asyncio.sleep(retry)
+                    else:
+                        log.info(
+                            "renewed the internal certificate (valid until %s)",
+                            not_after.isoformat(timespec="seconds"),
+                        )
+                        break
+        finally:
+            await client.aclose()
+
+    def _client(
+        self, state: AdminState, credentials: Credentials, timeout: float
+    ) -> FailoverClient:
+        """A client of Admin over mutual TLS: Admin must show an ``administration``
+        certificate of the pinned CA; this service shows its own."""
+        return FailoverClient(
+            state.admin_urls,
+            connect_timeout=self.connect_timeout,
+            timeout=timeout,
+            tls=ClientTLS(credentials.client, frozenset({ADMINISTRATION})),
+        )
+
+    def _revoke(self, serials: frozenset[int]) -> None:
+        if serials != self.revocations.serials:
+            closed = self.revocations.update(serials)
+            log.info(
+                "revoked certificates: %d listed (%d connection%s closed)",
+                len(serials),
+                closed,
+                "" if closed == 1 else "s",
+            )
 
     # start-up ------------------------------------------------------------------------------
     def load_last_known_good(self) -> Snapshot | None:
@@ -373,8 +635,10 @@ class ConfigAgent:
             LastKnownGoodInvalid: the file is damaged or not Admin's: do not start.
         """
         state = self._require_state()
-        snapshot = self.state_dir.load_last_known_good(state)
-        if snapshot is not None:
+        verified = self.state_dir.load_verified(state)
+        snapshot = None if verified is None else Snapshot(verified.version, verified.view)
+        if verified is not None and snapshot is not None:
+            self._revoke(verified.revoked)
             self.version = snapshot.version
             self._after = max(self._after, snapshot.version)
             log.info(
@@ -423,28 +687,34 @@ class ConfigAgent:
     async def run(self, apply: Apply, validate: Validate) -> None:
         """Follow Admin until cancelled: run this as a task next to the service.
 
+        Also renews the certificate at about two thirds of its life.
+
         Never raises because of Admin, the network or a bad version: those are logged,
         acknowledged and retried. Raises :class:`NotRegistered` at once without a
-        registration.
+        registration (or without a certificate).
         """
-        await self._follow(apply, validate)
+        state = self._require_state()
+        self._require_credentials()
+        renewer = asyncio.create_task(self._keep_renewed(state))
+        try:
+            await self._follow(apply, validate)
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
 
     async def _follow(
         self, apply: Apply, validate: Validate, until: Callable[[], bool] | None = None
     ) -> None:
         state = self._require_state()
+        credentials = self._require_credentials()
         if self._running:
             raise RuntimeError("ConfigAgent is already following Admin")
         self._running = True
         if self.version and self._pending_ack is None:
             self._pending_ack = (self.version, None)  # tell Admin what runs after a restart
         failures = 0
-        client = FailoverClient(
-            state.admin_urls,
-            connect_timeout=self.connect_timeout,
-            timeout=self.wait + 5.0,
-            bearer_token=state.service_secret,
-        )
+        client = self._client(state, credentials, timeout=self.wait + 5.0)
         try:
             while until is None or not until():
                 if await self._exchange(client, state, apply, validate):
@@ -493,6 +763,8 @@ class ConfigAgent:
             self._refuse(verdict.version, verdict.error)
             return False
         version, view = verdict.version, verdict.view
+        # Admin signed this list: it holds whatever becomes of the view.
+        self._revoke(verdict.revoked)
         try:
             validate(view)
         except Exception as exc:
@@ -589,21 +861,75 @@ class ConfigAgent:
         return self._state
 
 
-def _registration_answer(response: Response) -> tuple[str, str]:
-    """The public key and service secret from Admin's answer, checked."""
+def _unverified_context() -> ssl.SSLContext:
+    """For ``GET /api/v1/ca`` only: the CA is checked against the join token afterwards."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _verifying_context(ca_pem: bytes) -> ssl.SSLContext:
+    """Admin verified against the pinned CA; no client certificate yet."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    context.check_hostname = False  # the identity is checked instead (ClientTLS)
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.load_verify_locations(cadata=ca_pem.decode("ascii"))
+    return context
+
+
+def _json_object(response: Response, what: str) -> dict[str, Any]:
     try:
         data = response.json()
     except ValueError:
         data = None
     if not isinstance(data, dict):
-        raise RegistrationFailed("Admin's registration answer is not a JSON object")
-    public_key, secret = data.get("public_key"), data.get("service_secret")
+        raise RegistrationFailed(f"Admin's {what} answer is not a JSON object")
+    return data
+
+
+def _certificate_answer(response: Response, ca_pem: bytes, identity: Identity, key: Any) -> bytes:
+    """The certificate from a registration or renewal answer, once it is the pinned CA's,
+    names ``identity`` and is for ``key``."""
+    data = _json_object(response, "certificate")
+    cert_pem, ca = data.get("certificate"), data.get("ca")
+    if not isinstance(cert_pem, str) or not isinstance(ca, str):
+        raise RegistrationFailed("Admin's answer has no certificate and ca")
+    try:
+        pinned = x509.load_pem_x509_certificate(ca_pem)
+        answered = x509.load_pem_x509_certificate(ca.encode("ascii"))
+        certificate = x509.load_pem_x509_certificate(cert_pem.encode("ascii"))
+        named = identity_of(certificate)
+    except (ValueError, IdentityError) as exc:
+        raise RegistrationFailed(f"Admin's certificate cannot be used: {exc}") from None
+    if fingerprint(answered) != fingerprint(pinned):
+        raise CaMismatch(
+            f"Admin answered with the CA {fingerprint(answered)}, not the pinned "
+            f"{fingerprint(pinned)}"
+        )
+    try:
+        certificate.verify_directly_issued_by(pinned)
+    except (ValueError, TypeError, InvalidSignature) as exc:
+        raise RegistrationFailed(f"Admin's certificate is not issued by the CA: {exc}") from None
+    if named != identity:
+        raise RegistrationFailed(f"Admin's certificate names {named}, not {identity}")
+    if certificate.public_key() != key.public_key():
+        raise RegistrationFailed("Admin's certificate is not for the key this service made")
+    return cert_pem.encode("ascii")
+
+
+def _registration_answer(
+    response: Response, ca_pem: bytes, identity: Identity, key: Any
+) -> tuple[str, bytes]:
+    """The public key and the certificate from Admin's registration answer, checked."""
+    data = _json_object(response, "registration")
+    public_key = data.get("public_key")
     if not isinstance(public_key, str):
         raise RegistrationFailed("Admin's registration answer has no public_key")
     try:
         load_public_key(public_key)
     except AdminError as exc:
         raise RegistrationFailed(f"Admin's public key is unusable: {exc}") from None
-    if not isinstance(secret, str) or not _SECRET.match(secret):
-        raise RegistrationFailed("Admin's registration answer has no usable service_secret")
-    return public_key, secret
+    return public_key, _certificate_answer(response, ca_pem, identity, key)

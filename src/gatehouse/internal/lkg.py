@@ -4,9 +4,13 @@ configuration it applied (its last-known-good snapshot, the one it starts from w
 ::
 
     STATE_DIR/            mode 0700
-      admin.json          0600  Admin's URLs, this service's id and role, Admin's public key,
-                                the service secret issued at registration
+      admin.json          0600  Admin's URLs, this service's id and role, Admin's public key
+                                (the one that signs configurations, pinned at registration)
       lkg.json            0600  the last applied signed envelope, byte for byte as received
+      tls/                0700  this service's internal TLS credentials (gatehouse.trust.tls):
+        ca.pem            0644  the installation's CA, pinned by the join token's fingerprint
+        cert.pem          0644  the certificate Admin issued (role and id), renewed at 2/3
+        key.pem           0600  its key, made here and never sent
 
 ``lkg.json`` is mode 0600 because a Policy or Authentication view holds database URLs with
 passwords. Every write is atomic: a temporary file in the same directory, fsync, rename,
@@ -28,13 +32,14 @@ from typing import Any, NamedTuple
 import orjson
 
 from gatehouse.administration.errors import AdminError
-from gatehouse.administration.signing import load_public_key, verify
+from gatehouse.administration.signing import VerifiedView, load_public_key, verify
 from gatehouse.errors import GatehouseError
 
 __all__ = [
     "ADMIN_FILE",
     "LKG_FILE",
     "ROLES",
+    "TLS_DIR",
     "AdminState",
     "LastKnownGoodInvalid",
     "NotRegistered",
@@ -47,6 +52,8 @@ __all__ = [
 
 ADMIN_FILE = "admin.json"
 LKG_FILE = "lkg.json"
+#: The internal TLS credentials directory inside a state directory.
+TLS_DIR = "tls"
 ROLES = ("access_point", "policy", "authentication")
 # As Admin's model spells ids (administration/model.py); the id goes into URL paths.
 _SERVICE_ID = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}\Z")
@@ -116,7 +123,6 @@ class AdminState:
     node: str
     endpoint: str
     public_key: str
-    service_secret: str
     registered_at: str
 
     def to_json(self) -> bytes:
@@ -127,7 +133,6 @@ class AdminState:
             "node": self.node,
             "endpoint": self.endpoint,
             "public_key": self.public_key,
-            "service_secret": self.service_secret,
             "registered_at": self.registered_at,
         }
         return orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n"
@@ -141,7 +146,8 @@ class AdminState:
             raise StateError(f"{source}: not JSON ({exc})") from None
         if not isinstance(data, dict):
             raise StateError(f"{source}: not a JSON object")
-        strings = ("service_id", "role", "node", "endpoint", "public_key", "service_secret")
+        # (A "service_secret" of a registration made before certificates is ignored.)
+        strings = ("service_id", "role", "node", "endpoint", "public_key")
         for name in (*strings, "registered_at"):
             if not isinstance(data.get(name), str) or (name in strings and not data[name]):
                 raise StateError(f"{source}: {name} is missing or not a non-empty string")
@@ -165,7 +171,6 @@ class AdminState:
             node=data["node"],
             endpoint=data["endpoint"],
             public_key=data["public_key"],
-            service_secret=data["service_secret"],
             registered_at=data["registered_at"],
         )
 
@@ -178,6 +183,7 @@ class StateDir:
         self.path = Path(path)
         self.admin_path = self.path / ADMIN_FILE
         self.lkg_path = self.path / LKG_FILE
+        self.tls_path = self.path / TLS_DIR
 
     def __repr__(self) -> str:
         return f"StateDir({str(self.path)!r})"
@@ -233,18 +239,23 @@ class StateDir:
             NotRegistered: no ``admin.json`` (and no ``state`` given).
             LastKnownGoodInvalid: the file is not an envelope signed by Admin for this service.
         """
+        verified = self.load_verified(state)
+        return None if verified is None else Snapshot(verified.version, verified.view)
+
+    def load_verified(self, state: AdminState | None = None) -> VerifiedView | None:
+        """:meth:`load_last_known_good` with all the envelope says (its revocations too).
+        An envelope written before revocations were published loads with none."""
         state = state or self.require_admin()
         data = self.read_lkg()
         if data is None:
             return None
         try:
-            verified = verify(state.public_key, data, service=state.service_id)
+            return verify(state.public_key, data, service=state.service_id)
         except AdminError as exc:
             raise LastKnownGoodInvalid(
                 f"{self.lkg_path} refused, the service must not start from it: {exc}. "
                 "Remove the file to start from Admin's current version instead."
             ) from None
-        return Snapshot(verified.version, verified.view)
 
     # helpers -------------------------------------------------------------------------------
     def _read_private(self, path: Path) -> bytes | None:

@@ -5,15 +5,17 @@ Every service command (``gatehouse access-point``, ``policy``, ``authentication`
 - ``--config FILE``: the service reads its configuration from a file it owns (the AP re-reads
   it on SIGHUP), as on a node without Admin;
 - ``--state DIR``: the service follows Admin through a
-  :class:`~gatehouse.internal.config_agent.ConfigAgent`. The first start registers with a
-  one-time join token::
+  :class:`~gatehouse.internal.config_agent.ConfigAgent`. The first start enrols with a
+  one-time join token made for this service (``gatehouse nodes token --role policy --id
+  ps1``)::
 
       gatehouse policy --state /var/lib/gatehouse/ps1 \\
-          --join http://admin:8001 --token TOKEN --id ps1 --endpoint http://10.0.1.11:8101
+          --join https://admin:8001 --token TOKEN --id ps1 --endpoint http://10.0.1.11:8101
 
-  and stores Admin's public key, the service's secret and, from then on, its last-known-good
-  configuration in DIR. Later starts need only ``--state DIR`` (a ``--join``/``--token`` given
-  again is ignored once registered, so one command line works for every start).
+  and stores Admin's public key, its certificate (DIR/tls, renewed by the agent) and, from
+  then on, its last-known-good configuration in DIR. Later starts need only ``--state DIR``
+  (a ``--join``/``--token`` given again is ignored once enrolled, so one command line works
+  for every start).
 
 The service then starts from its last-known-good version, or waits for Admin's first version,
 and runs :meth:`ConfigAgent.run` next to its work to apply each new version.
@@ -37,11 +39,13 @@ from gatehouse.config.loader import validate
 from gatehouse.errors import GatehouseError
 from gatehouse.internal.config_agent import Apply, ConfigAgent, Validate
 from gatehouse.internal.lkg import ROLES, check_service_id
+from gatehouse.trust.tls import Credentials
 
 __all__ = [
     "Joining",
     "Managed",
     "add_source_arguments",
+    "credentials_of_agent",
     "default_node",
     "follow_admin",
     "joining_of",
@@ -197,8 +201,16 @@ async def start_managed(
         raise ValueError(f"role {role!r} is not one of {', '.join(ROLES)}")
     agent = ConfigAgent(state_dir)
     state = agent.state
-    if state is None:
+    if state is None or agent.credentials is None:
         if joining is None:
+            if state is not None:
+                raise GatehouseError(
+                    f"{state_dir}/tls holds no certificate of {state.service_id!r} (it "
+                    "registered before internal TLS, or the directory was removed): make a "
+                    f"join token with 'gatehouse nodes token --role {state.role} --id "
+                    f"{state.service_id} --replace' and start once with --join ADMIN_URL "
+                    "--token TOKEN --id ID --endpoint URL"
+                )
             raise GatehouseError(
                 f"{state_dir} holds no registration with Admin: start once with "
                 "--join ADMIN_URL --token TOKEN --id ID --endpoint URL"
@@ -224,3 +236,10 @@ async def start_managed(
         log.info("waiting for Admin's first configuration version for %r", state.service_id)
     snapshot = await agent.initial(check)
     return Managed(agent, snapshot.version, snapshot.view)
+
+
+def credentials_of_agent(agent: ConfigAgent) -> Credentials:
+    """The agent's credentials (after :func:`start_managed` it always has them)."""
+    if agent.credentials is None:  # pragma: no cover - start_managed enrolled it
+        raise GatehouseError(f"{agent.state_dir.tls_path} holds no certificate")
+    return agent.credentials

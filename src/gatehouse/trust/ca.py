@@ -46,6 +46,8 @@ __all__ = [
     "load_certificate",
     "make_csr",
     "make_key",
+    "needs_renewal",
+    "renew_at",
 ]
 
 CA_DIR = "ca"
@@ -90,6 +92,23 @@ def fingerprint(certificate: x509.Certificate) -> str:
     """``sha256:`` and the URL-safe base64 (no padding) of the DER's SHA-256."""
     digest = hashlib.sha256(certificate.public_bytes(serialization.Encoding.DER)).digest()
     return "sha256:" + base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def issued_at(not_before: datetime, not_after: datetime) -> datetime:
+    """When a certificate was issued: its start without the few minutes it is backdated."""
+    start = not_before + BACKDATE
+    return start if start < not_after else not_before
+
+
+def renew_at(not_before: datetime, not_after: datetime, fraction: float = 2 / 3) -> datetime:
+    """When ``fraction`` of a certificate's life (from its issue) has passed."""
+    start = issued_at(not_before, not_after)
+    return start + (not_after - start) * fraction
+
+
+def needs_renewal(not_before: datetime, not_after: datetime, now: datetime | None = None) -> bool:
+    """Less than a third of the certificate's life is left (or it has expired)."""
+    return (now or datetime.now(UTC)) >= renew_at(not_before, not_after)
 
 
 def load_certificate(pem: bytes) -> x509.Certificate:

@@ -1,4 +1,5 @@
-"""Admin DB: the hash of each registered service's secret (gatehouse.administration.service).
+"""Admin DB (superseded by admin_0003, which drops the table): the hash of each registered
+service's secret, from before services authenticated with certificates.
 
 A branch of its own (``admin_secrets``, needing ``admin_0001``) rather than a step of the
 ``admin`` branch, so that ``upgrade(url, "admin")`` still creates exactly the tables of
