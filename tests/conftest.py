@@ -39,10 +39,14 @@ def start_ap(tmp_path: Path) -> Iterator[StartAP]:
         settings: dict[str, Any] | None = None,
         workers: int = 1,
         name: str = "ap",
+        status: bool = False,
     ) -> Service:
+        """``status``: with a status listener on a free port (``svc.status_port``)."""
         port = free_port()
+        status_port = free_port() if status else None
+        more = {} if status_port is None else {"status_listen": f"127.0.0.1:{status_port}"}
         config = {
-            "access_point": {"listen": f"127.0.0.1:{port}", **(settings or {})},
+            "access_point": {"listen": f"127.0.0.1:{port}", **more, **(settings or {})},
             "resources": resources,
         }
         path = write_config(tmp_path / f"{name}.yaml", config)
@@ -53,6 +57,7 @@ def start_ap(tmp_path: Path) -> Iterator[StartAP]:
             port,
         )
         svc.config_path = path  # type: ignore[attr-defined]
+        svc.status_port = status_port  # type: ignore[attr-defined]
         started.append(svc)
         return svc.wait_ready()
 

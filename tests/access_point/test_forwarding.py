@@ -425,7 +425,7 @@ def test_health(start_ap: StartAP, recording: RecordingBackend) -> None:
     status, headers, body = request(ap, "GET", "/_gatehouse/health")
     assert status == 200
     assert dict(headers)["Content-Type"] == "application/json"
-    assert json.loads(body)["status"] == "ok"
+    assert body == b'{"status":"ok"}'  # up or down only: details on the status listener
     status, _, body = request(ap, "HEAD", "/_gatehouse/health")
     assert (status, body) == (200, b"")
     status, _, _ = request(ap, "GET", "/_gatehouse/nothing")

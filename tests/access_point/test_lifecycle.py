@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support.ap_status import ap_status
 from tests.support.http_wire import Response, WireClient, request_bytes
 from tests.support.processes import GATEHOUSE, Service
 
@@ -33,9 +34,14 @@ def get(ap: Service, target: str) -> Response:
 
 
 def rewrite_config(ap: Service, resources: list[dict[str, Any]]) -> None:
-    """Replace the AP's config file atomically, keeping its listen address."""
+    """Replace the AP's config file atomically, keeping its listen address (and its status
+    listener's)."""
     path: Path = ap.config_path  # type: ignore[attr-defined]
-    config = {"access_point": {"listen": f"{ap.host}:{ap.port}"}, "resources": resources}
+    settings: dict[str, Any] = {"listen": f"{ap.host}:{ap.port}"}
+    status: int | None = getattr(ap, "status_port", None)
+    if status is not None:
+        settings["status_listen"] = f"127.0.0.1:{status}"
+    config = {"access_point": settings, "resources": resources}
     tmp = path.with_suffix(".tmp")
     tmp.write_text(yaml.safe_dump(config, sort_keys=False))
     os.replace(tmp, path)
@@ -282,10 +288,10 @@ def test_sighup_reload_under_load_loses_nothing(
 def test_a_file_reloaded_by_sighup_is_a_local_version_not_a_published_one(
     start_ap: StartAP, demo_backend: Service
 ) -> None:
-    """``--config``: the health answer never presents the worker's reload count as a version
-    the Administration service published."""
-    ap = start_ap(route_config(demo_backend, 0))
-    answer = get(ap, "/_gatehouse/health").json()
+    """``--config``: the health answer (on the status listener) never presents the worker's
+    reload count as a version the Administration service published."""
+    ap = start_ap(route_config(demo_backend, 0), status=True)
+    answer = ap_status(ap)
     assert answer == {
         "status": "ok",
         "id": "ap1",
@@ -297,7 +303,7 @@ def test_a_file_reloaded_by_sighup_is_a_local_version_not_a_published_one(
         rewrite_config(ap, route_config(demo_backend, version))
         ap.signal(signal.SIGHUP)
         wait_route(ap, f"/v{version}/probe", "/probe")
-    answer = get(ap, "/_gatehouse/health").json()
+    answer = ap_status(ap)
     assert (answer["config_version"], answer["config_source"]) == (None, "file")
     assert answer["local_version"] == 3
     assert "local version 3, not published by the Administration service" in ap.output()

@@ -39,6 +39,7 @@ from gatehouse.internal.config_agent import ConfigAgent
 from gatehouse.internal.lkg import atomic_write
 from tests.access_point.test_lifecycle import alive, children, wait_workers
 from tests.support.admin import RealAdmin, real_admin
+from tests.support.ap_status import ap_status
 from tests.support.http_wire import WireClient
 from tests.support.processes import GATEHOUSE, Service, free_port, write_config
 
@@ -96,6 +97,12 @@ CHECKS: list[tuple[str, dict[str, Any], str | None]] = [
         ap_config(resource("app"), resource("app")),
         "duplicate resource id 'app'",
     ),
+    ("status on loopback", ap_config(resource("app"), status_listen="127.0.0.1:8090"), None),
+    (
+        "plaintext status off loopback",
+        ap_config(resource("app"), status_listen="0.0.0.0:8090"),
+        "access_point.status_listen: 0.0.0.0 is not a loopback address",
+    ),
 ]
 
 
@@ -117,6 +124,18 @@ def test_view_check_applies_the_overrides() -> None:
     check = ViewCheck(Overrides(listen=("127.0.0.1", 9999), workers=3))
     config = check(ap_config(resource("app"), listen="10.0.0.1:80", workers=1))
     assert (config.access_point.listen, config.access_point.workers) == ("127.0.0.1:9999", 3)
+
+
+def test_view_check_takes_a_status_listener_off_loopback_with_credentials(
+    tmp_path: Path,
+) -> None:
+    view = ap_config(resource("app"), status_listen="10.0.0.1:8090")
+    assert ViewCheck(Overrides(internal_tls=tmp_path / "tls"))(view).access_point.status_listen
+    with pytest.raises(ConfigError, match="not a loopback address"):
+        ViewCheck(Overrides(), tmp_path)(view)
+    (tmp_path / "tls").mkdir()
+    (tmp_path / "tls" / "cert.pem").write_text("enrolled")
+    assert ViewCheck(Overrides(), tmp_path)(view).access_point.status_listen == "10.0.0.1:8090"
 
 
 def test_check_usable_has_no_side_effects_on_a_valid_config() -> None:
@@ -155,9 +174,15 @@ def test_the_managed_file_carries_the_published_version_next_to_the_view(
 # the worker's side, in process -----------------------------------------------------------------
 
 
-def write_view_file(path: Path, version: int, *names: str, port: int, **extra: Any) -> None:
-    """What the supervisor's agent writes: the view published as ``version``."""
-    document = ap_config(*(resource(n, **extra) for n in names), listen=f"127.0.0.1:{port}")
+def write_view_file(
+    path: Path, version: int, *names: str, port: int, status: int | None = None, **extra: Any
+) -> None:
+    """What the supervisor's agent writes: the view published as ``version`` (with a status
+    listener on ``status`` when given)."""
+    settings: dict[str, Any] = {"listen": f"127.0.0.1:{port}"}
+    if status is not None:
+        settings["status_listen"] = f"127.0.0.1:{status}"
+    document = ap_config(*(resource(n, **extra) for n in names), **settings)
     atomic_write(path, orjson.dumps({"published_version": version, "view": document}))
 
 
@@ -167,11 +192,19 @@ def managed_worker(path: Path) -> Worker:
     return Worker(path, Overrides(), config, loaded, published_version=version)
 
 
-def serve_briefly(worker: Worker, port: int, then: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    """Run ``worker`` on ``port``, await ``then()``, stop it with SIGTERM as a supervisor would."""
+def serve_briefly(
+    worker: Worker,
+    port: int,
+    then: Callable[[], Coroutine[Any, Any, None]],
+    status: int | None = None,
+) -> None:
+    """Run ``worker`` on ``port`` (its status listener on ``status``), await ``then()``, stop
+    it with SIGTERM as a supervisor would."""
 
     async def scenario() -> None:
-        serving = asyncio.create_task(worker.serve(listening_socket("127.0.0.1", port, False)))
+        status_sock = None if status is None else listening_socket("127.0.0.1", status, False)
+        sock = listening_socket("127.0.0.1", port, False)
+        serving = asyncio.create_task(worker.serve(sock, None, status_sock))
         try:
             await asyncio.wait_for(then(), 5)
         finally:
@@ -244,21 +277,18 @@ def test_a_worker_keeps_its_configuration_when_a_reload_cannot_compile(
     assert (worker.published_version, resource_ids(worker)) == (3, ["app", "docs"])
 
 
-def health_of(port: int) -> dict[str, Any]:
-    with WireClient("127.0.0.1", port, timeout=5) as client:
-        response = client.request("GET", "/_gatehouse/health")
-    assert response.status == 200
-    answer: dict[str, Any] = response.json()
-    return answer
+def health_of(status_port: int) -> dict[str, Any]:
+    """The health answer of the status listener on ``status_port``."""
+    return ap_status(status_port)
 
 
 def test_a_sighup_finding_the_running_version_changes_nothing(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level("INFO", "gatehouse.access_point")
-    port = free_port()
+    port, status = free_port(), free_port()
     path = tmp_path / VIEW_FILE
-    write_view_file(path, 6, "app", port=port)
+    write_view_file(path, 6, "app", port=port, status=status)
     worker = managed_worker(path)
 
     async def reloads() -> None:
@@ -267,16 +297,16 @@ def test_a_sighup_finding_the_running_version_changes_nothing(
             os.kill(os.getpid(), signal.SIGHUP)
         while caplog.text.count("runs already; nothing to do") < 2:
             await asyncio.sleep(0.01)
-        answer = await asyncio.to_thread(health_of, port)
+        answer = await asyncio.to_thread(health_of, status)
         assert (answer["config_version"], answer["config_source"]) == (6, "admin")
         assert "local_version" not in answer
-        write_view_file(path, 5, "app", "docs", port=port)  # older: never runs
+        write_view_file(path, 5, "app", "docs", port=port, status=status)  # older: never runs
         os.kill(os.getpid(), signal.SIGHUP)
         while "older than the running" not in caplog.text:
             await asyncio.sleep(0.01)
-        assert (await asyncio.to_thread(health_of, port))["config_version"] == 6
+        assert (await asyncio.to_thread(health_of, status))["config_version"] == 6
 
-    serve_briefly(worker, port, reloads)
+    serve_briefly(worker, port, reloads, status)
     assert (worker.published_version, resource_ids(worker)) == (6, ["app"])
 
 
@@ -377,7 +407,12 @@ def test_first_start_registers_waits_for_the_first_version_and_serves_it(
     with pytest.raises(ConnectionRefusedError):
         WireClient("127.0.0.1", port, timeout=1).close()
 
-    first = sync(real_admin.publish(installation(port, demo_backend.url, "app")))
+    status = free_port()
+    first = sync(
+        real_admin.publish(
+            installation(port, demo_backend.url, "app", status_listen=f"127.0.0.1:{status}")
+        )
+    )
     ap.wait_ready()
     assert status_of(port, "/app/x") == 200
     assert status_of(port, "/other") == 404
@@ -391,7 +426,7 @@ def test_first_start_registers_waits_for_the_first_version_and_serves_it(
     version, view = read_published(state / VIEW_FILE)
     assert version == first
     assert [r.id for r in view.resources] == ["app"]
-    assert health_of(port)["config_version"] == first
+    assert health_of(status)["config_version"] == first
     assert ap.stop() == 0
 
 
@@ -425,29 +460,32 @@ def test_a_new_version_reaches_both_workers_without_a_restart(
 def test_health_says_the_version_admin_published_and_sighups_do_not_change_it(
     tmp_path: Path, real_admin: RealAdmin, demo_backend: Service, start_managed: StartManaged
 ) -> None:
-    port = free_port()
+    port, status = free_port(), free_port()
+    ap_settings = {"workers": 2, "status_listen": f"127.0.0.1:{status}"}
     # Versions before the AP's first: Admin's numbers are not the AP's count of reloads.
-    sync(real_admin.publish(installation(port, demo_backend.url, "early", workers=2)))
-    first = sync(real_admin.publish(installation(port, demo_backend.url, "app", workers=2)))
+    sync(real_admin.publish(installation(port, demo_backend.url, "early", **ap_settings)))
+    first = sync(real_admin.publish(installation(port, demo_backend.url, "app", **ap_settings)))
     token = sync(real_admin.join_token())
     ap = start_managed(port, *join_args(real_admin, token, port)).wait_ready()
     workers = wait_workers(ap, 2)
 
     def health_says(version: int) -> bool:
         # Each GET on a new connection: the kernel spreads them over both workers.
-        return all(health_of(port)["config_version"] == version for _ in range(10))
+        return all(health_of(status)["config_version"] == version for _ in range(10))
 
     def admin_says() -> int:
         return int(sync(real_admin.service())["running_version"])
 
     assert sync(real_admin.reported(first))["running_version"] == first
     eventually(lambda: health_says(first), 5, f"health says version {first}", ap)
-    answer = health_of(port)
+    answer = health_of(status)
     assert (answer["config_version"], answer["config_source"]) == (admin_says(), "admin")
     assert "local_version" not in answer
+    with WireClient("127.0.0.1", port, timeout=5) as client:  # the public one: up, no more
+        assert client.request("GET", "/_gatehouse/health").body == b'{"status":"ok"}'
 
     second = sync(
-        real_admin.publish(installation(port, demo_backend.url, "app", "docs", workers=2))
+        real_admin.publish(installation(port, demo_backend.url, "app", "docs", **ap_settings))
     )
     assert second == first + 1
     sync(real_admin.reported(second))

@@ -1,12 +1,11 @@
 """An Access Point with two Policy services, preferred one first: the preferred one killed
 with SIGKILL costs no request (decisions move to the other within the request), the AP's
-health says which one it uses, and once the killed one is back and has passed ``rise``
-probes in a row, decisions go to it again (fail-back). Real processes on loopback."""
+health details (on its status listener) say which one it uses, and once the killed one is
+back and has passed ``rise`` probes in a row, decisions go to it again (fail-back). Real
+processes on loopback."""
 
 from __future__ import annotations
 
-import http.client
-import json
 import os
 import signal
 import time
@@ -16,20 +15,16 @@ from typing import Any
 
 import yaml
 
+from tests.support.ap_status import ap_status
 from tests.support.gateway import add_user, start_gateway
 from tests.support.processes import Service, free_port, write_config
 
 PASSWORD = "correct horse battery staple"
 
 
-def health(port: int) -> dict[str, Any]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        conn.request("GET", "/_gatehouse/health")
-        answer: dict[str, Any] = json.loads(conn.getresponse().read())
-        return answer
-    finally:
-        conn.close()
+def health(ap: Service) -> dict[str, Any]:
+    """The AP's health details, from its status listener."""
+    return ap_status(ap)
 
 
 def eventually(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
@@ -69,8 +64,8 @@ def test_decisions_fail_over_to_the_next_policy_service_and_back(tmp_path: Path)
         ap_doc["access_point"]["policy_services"] = [first_url, second.url]
         write_config(gw.ap_configs[0], ap_doc)
         gw.ap.signal(signal.SIGHUP)
-        eventually(lambda: len(health(gw.ap.port)["policy"]["endpoints"]) == 2, "reloaded")
-        assert health(gw.ap.port)["policy"]["using"] == first_url
+        eventually(lambda: len(health(gw.ap)["policy"]["endpoints"]) == 2, "reloaded")
+        assert health(gw.ap)["policy"]["using"] == first_url
 
         browser = gw.browser()
         assert browser.login("alice", PASSWORD, rd="/demo/").status == 303
@@ -82,7 +77,7 @@ def test_decisions_fail_over_to_the_next_policy_service_and_back(tmp_path: Path)
         # Policy service within itself, the next ones go there directly.
         statuses = [browser.get("/demo/").status for _ in range(50)]
         assert statuses == [200] * 50
-        routing = health(gw.ap.port)["policy"]
+        routing = health(gw.ap)["policy"]
         assert routing["using"] == second.url
         assert routing["endpoints"][0] == {"url": first_url, "up": False}
         assert routing["counters"]["down"] == 1  # counted in the worker's metrics
@@ -91,7 +86,7 @@ def test_decisions_fail_over_to_the_next_policy_service_and_back(tmp_path: Path)
         gw.policy.stop()
         gw.policy = Service(gw.policy.args, tmp_path / "policy1b.log", "127.0.0.1", gw.policy.port)
         gw.policy.wait_ready(30)
-        eventually(lambda: health(gw.ap.port)["policy"]["using"] == first_url, "fail-back")
+        eventually(lambda: health(gw.ap)["policy"]["using"] == first_url, "fail-back")
         assert browser.get("/demo/").status == 200
         # The AP logs each transition once.
         log = gw.ap.output()

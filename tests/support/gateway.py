@@ -218,6 +218,9 @@ def start_gateway(
         "policy": {
             "listen": f"127.0.0.1:{policy_port}",
             "authentication": [f"http://127.0.0.1:{auth_port}"],
+            # Plaintext on loopback: the APs' forwarded fields are believed by address (over
+            # mutual TLS an AP's are believed because of its certificate).
+            "trusted_proxies": ["127.0.0.0/8"],
             **(policy_extra or {}),
         },
         **{k: v for k, v in rules.items() if k in ("rules", "global_rule", "identity_assertion")},
@@ -240,13 +243,15 @@ def start_gateway(
     started_aps: list[Service] = []
     configs: list[Path] = []
     for i in range(aps):
-        port = free_port()
+        port, status_port = free_port(), free_port()
         cfg = write_config(
             tmp / f"ap{i + 1}.yaml",
             {
                 "access_point": {
                     "id": f"ap{i + 1}",
                     "listen": f"127.0.0.1:{port}",
+                    # The details (version, Policy routing): tests.support.ap_status.
+                    "status_listen": f"127.0.0.1:{status_port}",
                     "policy_services": [f"http://127.0.0.1:{policy_port}"],
                     **(ap_settings or {}),
                 },
@@ -254,14 +259,14 @@ def start_gateway(
             },
         )
         configs.append(cfg)
-        started_aps.append(
-            Service(
-                ["access-point", "--config", str(cfg), *tls_args("access_point", f"ap{i + 1}")],
-                tmp / f"ap{i + 1}.log",
-                "127.0.0.1",
-                port,
-            )
+        ap = Service(
+            ["access-point", "--config", str(cfg), *tls_args("access_point", f"ap{i + 1}")],
+            tmp / f"ap{i + 1}.log",
+            "127.0.0.1",
+            port,
         )
+        ap.status_port = status_port  # type: ignore[attr-defined]
+        started_aps.append(ap)
     gateway = Gateway(home, auth, policy, backend, started_aps, configs)
     try:
         for svc in [backend, auth, policy, *started_aps]:
@@ -274,7 +279,8 @@ def start_gateway(
 
 
 def wait_events(gateway: Gateway, timeout: float = 10.0) -> None:
-    """Wait until every AP follows the Policy event stream (its decision cache is live)."""
+    """Wait until every AP answers its (public) health check, then a moment for it to follow
+    the Policy event stream (its decision cache is live)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         ok = 0

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from gatehouse.access_point import pages
 from gatehouse.config.access_point import AccessPointSettings, parse_listen
@@ -112,13 +112,14 @@ class StatusProtocol(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        tcp = cast(asyncio.Transport, transport)
         if len(self.connections) >= MAX_CONNECTIONS:
-            transport.abort()
+            tcp.abort()
             return
-        self.transport = transport
-        self.connections.add(transport)
-        self.timer = self.state.loop.call_later(READ_TIMEOUT, transport.abort)
+        self.transport = tcp
+        self.connections.add(tcp)
+        self.timer = self.state.loop.call_later(READ_TIMEOUT, tcp.abort)
 
     def data_received(self, data: bytes) -> None:
         if self.answered:
