@@ -42,6 +42,14 @@ def test_admin_accepts_it_and_views_follow_the_topology_order() -> None:
     assert ps2["listen"] == "127.0.0.1:8102"
 
 
+def test_a_status_listener_reaches_the_access_point_view() -> None:
+    data = topology_data()
+    data["access_points"][0]["status_listen"] = "127.0.0.1:8091"
+    config = config_of(data)
+    assert view_for(config, "ap1")["access_point"]["status_listen"] == "127.0.0.1:8091"
+    assert view_for(config, "ap2")["access_point"]["status_listen"] is None
+
+
 def test_the_crossing_is_the_default() -> None:
     config = installation_config(validate(Topology, topology_data()))
     orders = [view_for(config, ap)["access_point"]["policy_services"] for ap in ("ap1", "ap2")]

@@ -195,6 +195,14 @@ INVALID = {
         _set("load_balancer.stats", "127.0.0.1:8080"),
         "load_balancer.stats: same address as the load balancer (127.0.0.1:8080)",
     ),
+    "status listener on its AP's port": (
+        _set("access_points.0.status_listen", "127.0.0.1:8081"),
+        "access_points[0].status_listen: port 8081 is taken on node dmz1 by ap1",
+    ),
+    "status listener on another service's address": (
+        _set("access_points.1.status_listen", "127.0.0.1:8101"),
+        "access_points[1].status_listen: same address as ps1 (127.0.0.1:8101)",
+    ),
     "wildcard without node address": (
         _set("access_points.0.listen", "0.0.0.0:8081"),
         "access_points[0].listen: listens on every address: set nodes[0].address so the other "
@@ -274,6 +282,20 @@ def test_nodes_with_addresses_give_endpoints_and_share_ports() -> None:
     assert problems(data) == [
         "authentication_services[0].listen: port 8100 is taken on node int1 by ps1"
     ]
+
+
+def test_the_status_listener_is_read_at_the_node_address() -> None:
+    data = topology_data()
+    data["nodes"][0]["address"] = "10.0.0.11"
+    data["access_points"][0]["listen"] = "0.0.0.0:8081"
+    data["access_points"][0]["status_listen"] = "0.0.0.0:8091"
+    data["access_points"][1]["status_listen"] = "127.0.0.1:8092"
+    topology = validate(Topology, data)
+    ap1, ap2 = topology.access_points
+    assert topology.status_address(ap1) == ("10.0.0.11", 8091)
+    assert topology.status_address(ap2) == ("127.0.0.1", 8092)
+    plain = validate(Topology, topology_data())
+    assert plain.status_address(plain.access_points[0]) is None
 
 
 def test_local_databases_are_one_multi_host_url() -> None:

@@ -45,6 +45,8 @@ def on_free_ports(source: Path, destination: Path) -> Path:
     for section in ("access_points", "policy_services", "authentication_services"):
         for service in data[section]:
             service["listen"] = free()
+            if service.get("status_listen"):
+                service["status_listen"] = free()
     data["load_balancer"]["listen"] = free()
     if data["load_balancer"].get("stats"):
         data["load_balancer"]["stats"] = free()

@@ -50,6 +50,8 @@ def installation_document(topology: Topology) -> dict[str, Any]:
         }
         if lb_sources:
             entry["trusted_proxies"] = lb_sources
+        if ap.status_listen is not None:
+            entry["status_listen"] = ap.status_listen
         if ap.tls is not None:
             # Paths on the AP's node: the view names the key file, never holds the key.
             entry["tls"] = ap.tls.model_dump(mode="json")

@@ -3,11 +3,14 @@ health answer, the configuration version it runs, and whom it prefers to call.
 
 Sources: the pid files, each service's own health endpoint (Access Point
 ``/_gatehouse/health``, Policy and Authentication ``/internal/v1/health``, Admin
-``/api/v1/health``), Admin's ``/api/v1/services`` (the version each service acknowledged,
-used when a service does not answer), HAProxy's stats socket (which Access Point it sends
-traffic to) and PostgreSQL itself (primary or standby, replication state).
+``/api/v1/health``), an Access Point's status listener (``status_listen`` in the topology:
+its configuration version and Policy routing, which its public health answer does not show;
+mutual TLS with the operator's certificate once the AP is enrolled), Admin's
+``/api/v1/services`` (the version each service acknowledged, used when a service does not
+answer), HAProxy's stats socket (which Access Point it sends traffic to) and PostgreSQL
+itself (primary or standby, replication state).
 
-An Access Point's health answer says which Policy service its decisions go to now
+An Access Point's status listener says which Policy service its decisions go to now
 (``"policy": {"using": URL}``), and a Policy service's which Authentication service its
 logins use: the status shows that one ("uses"). For a member that does not answer, it shows
 the one it would prefer: the first of its ordered list that is healthy now.
@@ -25,11 +28,15 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from gatehouse.administration.config_cli import table
+from gatehouse.administration.credentials import operator_context
 from gatehouse.cluster.haproxy import HEALTH_PATH as AP_HEALTH_PATH
 from gatehouse.cluster.haproxy import access_point_states
 from gatehouse.cluster.topology import AuthenticationService, PolicyService, Topology
 from gatehouse.errors import ConfigError, GatehouseError
+from gatehouse.internal.service_tls import TLS_DIR
+from gatehouse.node import STATE_DIR
 from gatehouse.storage.postgres_ha.node import NodeStatus
+from gatehouse.trust.tls import CERT_FILE
 
 if TYPE_CHECKING:
     from gatehouse.cluster.members import Kind
@@ -67,13 +74,20 @@ class Health:
 
 
 def probe(
-    address: tuple[str, int], path: str, timeout: float = PROBE_TIMEOUT, tls: bool = False
+    address: tuple[str, int],
+    path: str,
+    timeout: float = PROBE_TIMEOUT,
+    tls: bool = False,
+    context: ssl.SSLContext | None = None,
 ) -> Health:
     """``GET path`` at ``address``: healthy on 200 (the demo backend: any answer below 500).
-    ``tls``: over TLS, the certificate not verified (a health answer carries no secret)."""
+    ``tls``: over TLS, the certificate not verified (a health answer carries no secret);
+    ``context``: over TLS with this client context (an operator's certificate)."""
     host, port = address
     conn: http.client.HTTPConnection
-    if tls:
+    if context is not None:
+        conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=context)
+    elif tls:
         context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
@@ -140,7 +154,29 @@ def member_health(cluster: Cluster, name: str, timeout: float = PROBE_TIMEOUT) -
         member.kind == "access_point"
         and any(ap.id == name and ap.tls is not None for ap in cluster.topology.access_points)
     )
-    return probe(member.address, HEALTH_PATHS[member.kind], timeout, tls)
+    health = probe(member.address, HEALTH_PATHS[member.kind], timeout, tls)
+    if member.kind == "access_point" and health.ok:
+        details = _access_point_details(cluster, name, timeout)
+        if details is not None:
+            return Health(health.ok, health.text, details)
+    return health
+
+
+def _access_point_details(cluster: Cluster, name: str, timeout: float) -> dict[str, Any] | None:
+    """What an AP's status listener says (its version, its Policy routing); None when it has
+    none or does not answer. The public health answer says only up or down."""
+    ap = next(a for a in cluster.topology.access_points if a.id == name)
+    address = cluster.topology.status_address(ap)
+    if address is None:
+        return None
+    context = None
+    if (cluster.home / STATE_DIR / name / TLS_DIR / CERT_FILE).exists():
+        # Enrolled: the status listener is mutual TLS and answers operator certificates.
+        try:
+            context = operator_context(cluster.home)
+        except GatehouseError:
+            return None
+    return probe(address, AP_HEALTH_PATH, timeout, context=context).answer
 
 
 @dataclass(frozen=True, slots=True)

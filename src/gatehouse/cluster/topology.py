@@ -12,6 +12,8 @@ Example (``examples/ha-cluster.yaml`` is the same on loopback)::
     access_points:                                                   # on DMZ nodes
       - {id: ap1, node: dmz1, listen: "0.0.0.0:8080"}     # policy_services: [ps1, ps2]
       - {id: ap2, node: dmz2, listen: "0.0.0.0:8080"}     # policy_services: [ps2, ps1]
+      # optional on each AP: status_listen: "0.0.0.0:8090" (its version and Policy routing
+      # for `gatehouse cluster status`; mutual TLS once enrolled, else loopback only)
     policy_services:                                      # on internal nodes
       - {id: ps1, node: int1, listen: "0.0.0.0:8101"}     # authentication: [auth1, auth2]
       - {id: ps2, node: int2, listen: "0.0.0.0:8101", authentication: [auth2, auth1]}
@@ -160,6 +162,12 @@ class AccessPoint(PlacedService):
         default=None,
         description="re-encryption: the name HAProxy sends as SNI and requires in the AP's "
         "certificate; default: the AP's id",
+    )
+    status_listen: ListenAddress | None = Field(
+        default=None,
+        description="the AP's status listener: its configuration version and Policy routing "
+        "for `gatehouse cluster status` (the public health says only up or down); mutual TLS "
+        "once the AP is enrolled, else loopback only",
     )
 
     @property
@@ -359,6 +367,17 @@ class Topology(Strict):
         if node is not None and node.address is not None:
             return node.address, port
         return host, port
+
+    def status_address(self, access_point: AccessPoint) -> tuple[str, int] | None:
+        """Where ``gatehouse cluster status`` reads the AP's details (None: no
+        ``status_listen``)."""
+        if access_point.status_listen is None:
+            return None
+        host, port = parse_listen(access_point.status_listen)
+        node = self.node(access_point.node)
+        if host in WILDCARD_HOSTS and node is not None and node.address is not None:
+            return node.address, port
+        return dialable(host), port
 
     def endpoint(self, service: PlacedService) -> str:
         """The service's URL for its clients (https for an AP with TLS)."""

@@ -206,6 +206,19 @@ def _address_problems(topology: Topology) -> Iterator[tuple[Loc, str]]:
         ports_on_node[node.name, port] = service.id
         yield from claim(loc, topology.address(service), service.id)
 
+    for index, ap in enumerate(topology.access_points):
+        status = topology.status_address(ap)
+        if ap.status_listen is None or status is None or topology.node(ap.node) is None:
+            continue
+        loc = ("access_points", index, "status_listen")
+        port = parse_listen(ap.status_listen)[1]
+        if (ap.node, port) in ports_on_node:
+            yield loc, f"port {port} is taken on node {ap.node} by {ports_on_node[ap.node, port]}"
+            continue
+        owner = f"{ap.id}'s status listener"
+        ports_on_node[ap.node, port] = owner
+        yield from claim(loc, status, owner)
+
     lb = topology.load_balancer
     yield from claim(("load_balancer", "listen"), parse_listen(lb.listen), "the load balancer")
     if lb.stats is not None:
