@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import exc, text
+from sqlalchemy import text
 
 from gatehouse.authentication import audit
 from gatehouse.cluster import db_access
@@ -27,7 +28,7 @@ from gatehouse.storage.postgres_ha.node import SERVER_CERT, SERVER_KEY, SUPERUSE
 from gatehouse.trust.ca import CertificateAuthority
 from gatehouse.trust.identity import DATABASE, Identity
 from tests.support.postgres import require_bindir
-from tests.support.processes import free_port
+from tests.support.processes import GATEHOUSE, free_port
 
 ADMIN_TABLES = [
     "admin_drafts",
@@ -85,11 +86,12 @@ def run_sql(url: str, statement: str) -> list[tuple[object, ...]]:
 
 
 def denied(url: str, statement: str) -> str:
-    """The error of a statement the role may not run (permission denied)."""
-    with pytest.raises(exc.ProgrammingError) as raised:
+    """The error of a statement the role may not run (permission denied: a sentence, as the
+    database being unavailable to this role)."""
+    with pytest.raises(DatabaseUnavailable) as raised:
         run_sql(url, statement)
-    message = str(raised.value.orig)
-    assert "permission denied" in message, message
+    message = str(raised.value)
+    assert "permission denied for" in message, message
     return message
 
 
@@ -246,3 +248,33 @@ def test_role_passwords_are_private_files_in_the_home(secured: Secured) -> None:
         assert len(password) >= 32
         assert password not in secured.url(role)
     assert (secured.home / "pgpass").stat().st_mode & 0o777 == 0o700
+
+
+def test_the_users_cli_with_a_role_that_may_not_read_users_says_so(
+    secured: Secured, tmp_path: Path
+) -> None:
+    (tmp_path / "databases.yaml").write_text(f"user_db: '{secured.url(POLICY_ROLE)}'\n")
+    done = subprocess.run(
+        [*GATEHOUSE, "users", "list", "--home", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "permission denied for table users" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_failover_and_rewind_over_tls(secured: Secured) -> None:
+    """Last in this file: the old primary comes back (pg_rewind over TLS as the superuser)."""
+    databases = secured.databases
+    old = databases.primary()
+    promoted = databases.failover(kill=True)
+    assert promoted is not old
+    assert run_sql(secured.url(AUTH_ROLE), "SELECT count(*) FROM users") == [(0,)]
+    assert databases.rejoin() == "rewound"
+    assert promoted.sql(
+        "SELECT r.application_name, r.sync_state, s.ssl FROM pg_stat_replication r "
+        "JOIN pg_stat_ssl s USING (pid)"
+    ) == [[old.name, "sync", "t"]]

@@ -63,9 +63,10 @@ SQLITE_BUSY_TIMEOUT_MS = 5000
 # SQLSTATE classes and codes that mean "the server cannot serve us now", not "bad query":
 # 08 connection exception, 53 insufficient resources, 57P01-03 shutting down / starting,
 # 25006 read-only transaction (we reached a standby while the primary switches),
-# 28 bad credentials and 3D000 no such database (misconfigured, but still "cannot serve").
+# 28 bad credentials, 3D000 no such database and 42501 a grant the role lacks (misconfigured,
+# but still "cannot serve"; a command line says so in a sentence).
 _UNAVAILABLE_SQLSTATE_PREFIXES = ("08", "28", "53", "57P0")
-_UNAVAILABLE_SQLSTATES = ("25006", "3D000")
+_UNAVAILABLE_SQLSTATES = ("25006", "3D000", "42501")
 # asyncpg's "none of the hosts match target_session_attrs": only standbys answer (a failover).
 _NO_WRITABLE_SERVER = "TargetServerAttributeNotMatched"
 _SQLITE_UNAVAILABLE = ("database is locked", "unable to open database", "disk i/o error")
