@@ -235,6 +235,9 @@ class NodeAddresses:
     policy: tuple[str, int]
     authentication: tuple[str, int]
     admin: tuple[str, int] = ("127.0.0.1", 8001)
+    #: The Access Point's status listener (its version and Policy routing; mutual TLS for
+    #: operator certificates once enrolled): the public health says only up or down.
+    status: tuple[str, int] = ("127.0.0.1", 8090)
 
 
 DEMO_USER = "demo"
@@ -291,7 +294,12 @@ def installation(addresses: NodeAddresses, home: Path, node: str) -> dict[str, o
             },
         ],
         "access_points": [
-            {"id": "ap1", "listen": host_port(*addresses.listen), "policy_services": ["ps1"]}
+            {
+                "id": "ap1",
+                "listen": host_port(*addresses.listen),
+                "status_listen": host_port(*addresses.status),
+                "policy_services": ["ps1"],
+            }
         ],
         "policy_services": [
             {
@@ -504,6 +512,7 @@ def run_up(
     policy_listen: tuple[str, int] = ("127.0.0.1", 8101),
     auth_listen: tuple[str, int] = ("127.0.0.1", 8201),
     admin_listen: tuple[str, int] = ("127.0.0.1", 8001),
+    status_listen: tuple[str, int] = ("127.0.0.1", 8090),
 ) -> int:
     """Run the node until SIGTERM or Ctrl-C; return the exit code.
 
@@ -517,7 +526,9 @@ def run_up(
     from gatehouse.storage.home import prepare_home  # 0700; an existing home is tightened
 
     prepare_home(home)
-    addresses = NodeAddresses(listen, backend_listen, policy_listen, auth_listen, admin_listen)
+    addresses = NodeAddresses(
+        listen, backend_listen, policy_listen, auth_listen, admin_listen, status_listen
+    )
     built_in = installation(addresses, home, default_node())
     admin_config = home / CONFIG_FILE
     admin_config.write_text(

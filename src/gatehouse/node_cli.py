@@ -28,6 +28,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     up.add_argument(
         "--admin-listen", type=listen_arg, default=("127.0.0.1", 8001), metavar="HOST:PORT"
     )
+    up.add_argument(
+        "--status-listen",
+        type=listen_arg,
+        default=("127.0.0.1", 8090),
+        metavar="HOST:PORT",
+        help="the Access Point's status listener: its configuration version and Policy "
+        "routing (the public /_gatehouse/health says only up or down)",
+    )
     add_home(up)
     up.set_defaults(handler=run)
 
@@ -43,4 +51,5 @@ def run(args: argparse.Namespace) -> int:
         policy_listen=args.policy_listen,
         auth_listen=args.auth_listen,
         admin_listen=args.admin_listen,
+        status_listen=args.status_listen,
     )

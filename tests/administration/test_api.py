@@ -179,7 +179,10 @@ def test_the_example_is_the_single_node_of_gatehouse_up(tmp_path: Path) -> None:
         ("127.0.0.1", 8080), ("127.0.0.1", 9000), ("127.0.0.1", 8101), ("127.0.0.1", 8201)
     )
     up = parse_config(as_yaml(installation(addresses, tmp_path, "local")))
-    assert view_for(up, "ap1") == view_for(config, "ap1")
+    up_ap, ap = view_for(up, "ap1"), view_for(config, "ap1")
+    assert up_ap["access_point"].pop("status_listen") == "127.0.0.1:8090"
+    assert ap["access_point"].pop("status_listen") is None
+    assert up_ap == ap
     assert view_for(up, "auth1") == view_for(config, "auth1")
     up_policy, policy = view_for(up, "ps1"), view_for(config, "ps1")
     assert up_policy["policy"].pop("admin_token_file") == str(tmp_path / "policy-admin.token")

@@ -68,11 +68,11 @@ def test_a_change_shows_on_its_lines() -> None:
         "   - ps1",
         "-  - ps2",
         "   send_timeout: 60.0",
+        "   status_listen: null",
         "   tls: null",
-        "   trusted_proxies: []",
         # one line per AP entry (tls) and per default identity header list (the assertion),
-        # one per auth entry (verify_queue)
-        "@@ -128,7 +128,7 @@",
+        # one per auth entry (verify_queue), per AP entry (status_listen)
+        "@@ -131,7 +131,7 @@",
         "   verify_queue: null",
         " databases:",
         "   session_db: null",
