@@ -131,10 +131,12 @@ def test_every_role_connects_over_tls_1_3_with_full_verification(secured: Secure
 
 
 def test_plain_text_is_refused_by_the_server(secured: Secured) -> None:
-    url = single_host(secured, CLI_ROLE, secured.local.primary_port, sslmode="disable")
-    url = url.replace(f"&sslrootcert={db_access.ca_file(secured.home)}", "")
-    with pytest.raises(DatabaseUnavailable, match="no encryption"):
-        run_sql(url, "SELECT 1")
+    passfile = db_access.passfile(secured.home, CLI_ROLE)
+    base = f"postgresql+asyncpg://{CLI_ROLE}@127.0.0.1:{secured.local.primary_port}/gatehouse"
+    for mode in ("ssl=disable", "sslmode=disable"):
+        url = f"{base}?{mode}&passfile={passfile}"
+        with pytest.raises(DatabaseUnavailable, match=r"pg_hba.conf rejects .* no encryption"):
+            run_sql(url, "SELECT 1")
 
 
 def test_a_client_refuses_a_server_whose_certificate_is_from_another_ca(

@@ -103,8 +103,8 @@ class ClusterDatabases:
             if not (node.tls_dir / PASSFILE).exists():
                 raise ReplicationError(
                     f"{node.datadir} was created before the cluster's PostgreSQL took TLS "
-                    f"connections only: stop the cluster and remove {self.directory} to "
-                    "create it again"
+                    "connections only, with a role per service: stop this cluster "
+                    "('gatehouse cluster down') and bring one up in a new --home"
                 )
         self._certificates(pair.nodes)
         if not existing:
