@@ -9,9 +9,11 @@ from __future__ import annotations
 import http.client
 import json
 import signal
+import ssl
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +21,18 @@ import pytest
 import yaml
 
 from gatehouse.administration.app import ROUTES
+from gatehouse.administration.credentials import operator_context
 from gatehouse.administration.document import parse_config
 from gatehouse.administration.openapi import openapi_document
 from gatehouse.administration.signing import verify
 from gatehouse.administration.views import view_for
 from gatehouse.node import NodeAddresses, installation
+from gatehouse.trust.ca import key_pem, make_csr, make_key
+from gatehouse.trust.tls import Credentials, write_credentials
 from tests.support.processes import Service, free_port, write_config
 
 ADMIN_TOKEN = object()  # "use the admin token" (the default of Admin.call)
+OPERATOR = object()  # "present the operator's certificate" (the default of Admin.call)
 Answer = tuple[int, Any]
 
 
@@ -96,7 +102,16 @@ class Admin:
     def start(self) -> Admin:
         self.process.wait_ready()
         self.token = (self.home / "admin.token").read_text().strip()
+        self.operator = operator_context(self.home)
+        ca = (self.home / "ca" / "ca.pem").read_text()
+        self.anonymous = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies Admin, no cert
+        self.anonymous.check_hostname = False
+        self.anonymous.load_verify_locations(cadata=ca)
         return self
+
+    @property
+    def ca_pem(self) -> str:
+        return (self.home / "ca" / "ca.pem").read_text()
 
     @property
     def url(self) -> str:
@@ -109,8 +124,10 @@ class Admin:
         body: object = None,
         token: object = ADMIN_TOKEN,
         timeout: float = 10.0,
+        cert: object = OPERATOR,
     ) -> Answer:
-        """(status, decoded JSON or None); ``token=None`` sends no Authorization."""
+        """(status, decoded JSON or None); ``token=None`` sends no Authorization; ``cert``:
+        the operator's certificate, None for none, or a service's client context."""
         headers = {}
         secret = self.token if token is ADMIN_TOKEN else token
         if secret is not None:
@@ -119,7 +136,9 @@ class Admin:
         if body is not None:
             data = body if isinstance(body, bytes) else json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        context = self.operator if cert is OPERATOR else cert or self.anonymous
+        assert isinstance(context, ssl.SSLContext)
+        conn = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=timeout, context=context)
         try:
             conn.request(method, path, data, headers)
             response = conn.getresponse()
@@ -129,8 +148,15 @@ class Admin:
         assert response.getheader("content-type", "application/json") == "application/json"
         return response.status, json.loads(raw) if raw else None
 
-    def ok(self, method: str, path: str, body: object = None, token: object = ADMIN_TOKEN) -> Any:
-        status, answer = self.call(method, path, body, token)
+    def ok(
+        self,
+        method: str,
+        path: str,
+        body: object = None,
+        token: object = ADMIN_TOKEN,
+        cert: object = OPERATOR,
+    ) -> Any:
+        status, answer = self.call(method, path, body, token, cert=cert)
         assert status == 200, answer
         return answer
 
@@ -156,18 +182,48 @@ def admin(tmp_path: Path) -> Iterator[Admin]:
         process.stop()
 
 
-def join(admin: Admin, service_id: str, role: str = "access_point") -> dict[str, Any]:
-    """Register a service with a fresh join token; its registration answer."""
-    token = admin.ok("POST", "/api/v1/join-tokens", {"role": role, "ttl": "5m"})["token"]
+@dataclass
+class Joined:
+    """A service that enrolled: Admin's answer and its credentials (``context``: its client
+    TLS context, ``credentials``: the whole directory)."""
+
+    answer: dict[str, Any]
+    credentials: Credentials
+
+    @property
+    def context(self) -> ssl.SSLContext:
+        return self.credentials.client
+
+    @property
+    def public_key(self) -> str:
+        return str(self.answer["public_key"])
+
+
+def register_body(token: str, service_id: str, role: str) -> tuple[dict[str, Any], bytes]:
+    """A registration request with a CSR for a fresh key; the body and the key's PEM."""
+    key = make_key()
     body = {
         "token": token,
         "service_id": service_id,
         "role": role,
         "node": "local",
         "endpoint": f"http://127.0.0.1:{free_port()}",
+        "csr": make_csr(key).decode(),
     }
-    answer: dict[str, Any] = admin.ok("POST", "/api/v1/register", body, token=None)
-    return answer
+    return body, key_pem(key)
+
+
+def join(
+    admin: Admin, service_id: str, role: str = "access_point", replace: bool = False
+) -> Joined:
+    """Enrol a service with a fresh join token made for it."""
+    made = {"role": role, "service_id": service_id, "ttl": "5m", "replace": replace}
+    token = admin.ok("POST", "/api/v1/join-tokens", made)["token"]
+    body, key = register_body(token, service_id, role)
+    answer: dict[str, Any] = admin.ok("POST", "/api/v1/register", body, token=None, cert=None)
+    directory = admin.home / "services" / f"{service_id}-{time.monotonic_ns()}"
+    write_credentials(directory, answer["ca"].encode(), answer["certificate"].encode(), key)
+    return Joined(answer, Credentials(directory))
 
 
 # --- the example configuration -------------------------------------------------------------
@@ -203,6 +259,7 @@ ADMIN_CALLS = [
     ("GET", "/api/v1/versions/1", None),
     ("GET", "/api/v1/services", None),
     ("POST", "/api/v1/join-tokens", {"role": "policy"}),
+    ("POST", "/api/v1/services/ps1/revoke", {}),
     ("GET", "/api/v1/audit", None),
 ]
 
@@ -234,7 +291,8 @@ def test_errors_are_json_never_a_traceback(admin: Admin) -> None:
         "text: required field missing; txt: unknown field; did you mean 'text'?"
     )
     assert admin.call("POST", "/api/v1/join-tokens", {"role": "dba"})[0] == 400
-    status, answer = admin.call("POST", "/api/v1/join-tokens", {"role": "policy", "ttl": "soon"})
+    body = {"role": "policy", "service_id": "ps1", "ttl": "soon"}
+    status, answer = admin.call("POST", "/api/v1/join-tokens", body)
     assert (status, answer["message"]) == (
         400,
         "ttl: not a duration: 'soon' (use e.g. 30, 30s, 250ms, 5m)",
@@ -353,75 +411,95 @@ def test_rollback_publishes_an_old_version_again_as_a_new_one(admin: Admin) -> N
     assert admin.ok("POST", "/api/v1/rollback", {"version": 2, "comment": "back"}) == {"version": 4}
 
 
-# --- services: join, secrets, config, acks -------------------------------------------------
+# --- services: join tokens, enrolment, certificates, config, acks ---------------------------
 
 
-def test_a_join_token_registers_once_for_its_role_until_it_expires(admin: Admin) -> None:
-    made = admin.ok("POST", "/api/v1/join-tokens", {"role": "policy", "ttl": 600})
-    assert len(made["token"]) >= 40
+def test_a_join_token_enrols_once_the_service_it_names_until_it_expires(admin: Admin) -> None:
+    made = admin.ok("POST", "/api/v1/join-tokens", {"role": "policy", "service_id": "ps1"})
+    fingerprint = made["ca_fingerprint"]
+    assert fingerprint.startswith("sha256:")
+    assert len(fingerprint) == 7 + 43
+    assert made["token"].startswith(f"ghj1.{fingerprint[7:]}.")
     assert made["expires_at"].endswith("Z")
-    body = {
-        "token": made["token"],
-        "service_id": "ps1",
-        "role": "policy",
-        "node": "local",
-        "endpoint": "http://127.0.0.1:8101",
-    }
+    body, _ = register_body(made["token"], "ps1", "policy")
     assert admin.call("POST", "/api/v1/register", {**body, "role": "bogus"}, token=None)[0] == 400
     assert (
         admin.call("POST", "/api/v1/register", {**body, "endpoint": "nope"}, token=None)[0] == 400
     )
-    registered = admin.ok("POST", "/api/v1/register", body, token=None)
+    assert admin.call("POST", "/api/v1/register", {**body, "csr": "nope"}, token=None) == (
+        400,
+        {"error": "bad_request", "message": "csr: not a PEM certificate signing request"},
+    )
+    # Made for ps1 as a policy service: another id or role is refused, the token kept.
+    for other in ({"service_id": "ps2"}, {"role": "authentication", "service_id": "ps1"}):
+        status, answer = admin.call("POST", "/api/v1/register", {**body, **other}, token=None)
+        assert status == 401, answer
+        assert answer["message"].startswith("the join token was made for a policy service 'ps1'")
+    registered = admin.ok("POST", "/api/v1/register", body, token=None, cert=None)
     assert registered["public_key"].startswith("-----BEGIN PUBLIC KEY-----")
-    assert len(registered["service_secret"]) >= 40
+    assert registered["ca"] == admin.ca_pem
+    assert registered["certificate"].startswith("-----BEGIN CERTIFICATE-----")
+    assert "service_secret" not in registered
     refused = (
         401,
         {"error": "unauthorized", "message": "join token unknown, expired or already used"},
     )
     assert admin.call("POST", "/api/v1/register", body, token=None) == refused
 
-    for_ap = admin.ok("POST", "/api/v1/join-tokens", {"role": "access_point"})["token"]
-    status, answer = admin.call(
-        "POST", "/api/v1/register", {**body, "token": for_ap, "service_id": "ps2"}, token=None
-    )
-    assert (status, answer["message"]) == (
-        401,
-        "the join token was made for an access point, not a policy service",
-    )
-    short = admin.ok("POST", "/api/v1/join-tokens", {"role": "policy", "ttl": "1s"})["token"]
+    made = {"role": "policy", "service_id": "ps3", "ttl": "1s"}
+    short = admin.ok("POST", "/api/v1/join-tokens", made)["token"]
     time.sleep(1.1)
-    assert admin.call("POST", "/api/v1/register", {**body, "token": short}, token=None) == refused
+    late, _ = register_body(short, "ps3", "policy")
+    assert admin.call("POST", "/api/v1/register", late, token=None) == refused
     services = admin.ok("GET", "/api/v1/services")
     assert [(s["id"], s["role"], s["endpoint"]) for s in services] == [
-        ("ps1", "policy", "http://127.0.0.1:8101")
+        ("ps1", "policy", body["endpoint"])
     ]
+    certificate = services[0]["certificate"]
+    assert certificate["revoked"] is False
+    assert certificate["not_after"] > certificate["not_before"]
 
 
-def test_config_and_ack_need_the_services_own_secret(admin: Admin) -> None:
+def test_join_tokens_live_at_most_a_day(admin: Admin) -> None:
+    body = {"role": "policy", "service_id": "ps1", "ttl": "25h"}
+    assert admin.call("POST", "/api/v1/join-tokens", body) == (
+        400,
+        {
+            "error": "bad_request",
+            "message": "ttl: a join token lives at most 24h, not 90000 seconds",
+        },
+    )
+    made = admin.ok("POST", "/api/v1/join-tokens", {**body, "ttl": "24h"})
+    assert (
+        made["expires_at"]
+        > admin.ok("POST", "/api/v1/join-tokens", body | {"ttl": 60})["expires_at"]
+    )
+
+
+def test_config_and_ack_need_the_services_own_certificate(admin: Admin) -> None:
     ap = join(admin, "ap1")
     ps = join(admin, "ps1", "policy")
     version = admin.publish(single_node())
     path = "/api/v1/config/ap1"
-    for token in (None, admin.token, ps["service_secret"], ap["service_secret"] + "x"):
-        status, answer = admin.call("GET", path, token=token)
-        assert (status, answer["error"]) == (401, "unauthorized")
-        assert admin.call("POST", f"{path}/ack", {"version": 1}, token=token)[0] == 401
-    status, envelope = admin.call("GET", path, token=ap["service_secret"])
+    for cert in (None, admin.operator, ps.context):
+        status, answer = admin.call("GET", path, token=None, cert=cert)
+        assert (status, answer["error"]) == (403, "forbidden"), answer
+        assert admin.call("POST", f"{path}/ack", {"version": 1}, token=None, cert=cert)[0] == 403
+    assert admin.call("GET", path, token=None, cert=ps.context)[1]["message"] == (
+        "the client certificate is policy 'ps1''s, not 'ap1''s"
+    )
+    status, envelope = admin.call("GET", path, token=None, cert=ap.context)
     assert status == 200
-    verified = verify(ap["public_key"], envelope, service="ap1")
+    verified = verify(ap.public_key, envelope, service="ap1")
     assert verified.version == version
     assert verified.view == view_for(parse_config(as_yaml(single_node())), "ap1")
+    assert verified.revoked == frozenset()
     assert "rules" not in verified.view  # an AP's view only
 
-    # A secret issued again (a new registration) replaces the old one.
-    again = join(admin, "ap1")
-    assert admin.call("GET", path, token=ap["service_secret"])[0] == 401
-    assert admin.call("GET", path, token=again["service_secret"])[0] == 200
-
     # A service joins as what the configuration says it is; a refusal keeps the token.
-    token = admin.ok("POST", "/api/v1/join-tokens", {"role": "access_point"})["token"]
-    body = {"token": token, "service_id": "ps1", "role": "access_point", "node": "local"}
-    body["endpoint"] = "http://127.0.0.1:8101"
+    made = {"role": "access_point", "service_id": "ps1", "replace": True}
+    token = admin.ok("POST", "/api/v1/join-tokens", made)["token"]
+    body, _ = register_body(token, "ps1", "access_point")
     assert admin.call("POST", "/api/v1/register", body, token=None) == (
         400,
         {
@@ -429,24 +507,152 @@ def test_config_and_ack_need_the_services_own_secret(admin: Admin) -> None:
             "message": "role: 'ps1' is a policy service in version 1, not an access point",
         },
     )
-    assert admin.ok("POST", "/api/v1/register", {**body, "service_id": "ap2"}, token=None)
 
     # A registered service that the newest version leaves out is told so.
-    secret = join(admin, "ap9")["service_secret"]
-    assert admin.call("GET", "/api/v1/config/ap9", token=secret) == (
+    stray = join(admin, "ap9")
+    assert admin.call("GET", "/api/v1/config/ap9", token=None, cert=stray.context) == (
         404,
         {"error": "not_found", "message": "service 'ap9' is not in version 1"},
     )
 
 
+def test_the_certificate_names_the_token_not_the_csr(admin: Admin) -> None:
+    """A CSR naming another service and role is only a proof of its key."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import NameOID
+
+    from gatehouse.trust.identity import Identity, identity_of
+
+    token = admin.ok("POST", "/api/v1/join-tokens", {"role": "access_point", "service_id": "ap1"})
+    body, key_file = register_body(token["token"], "ap1", "access_point")
+    key = serialization.load_pem_private_key(key_file, None)
+    forged = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ps1")]))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.UniformResourceIdentifier("spiffe://gatehouse/administration/admin")]
+            ),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())  # type: ignore[arg-type]
+        .public_bytes(serialization.Encoding.PEM)
+    )
+    answer = admin.ok("POST", "/api/v1/register", {**body, "csr": forged.decode()}, token=None)
+    certificate = x509.load_pem_x509_certificate(answer["certificate"].encode())
+    assert identity_of(certificate) == Identity("access_point", "ap1")
+    uris = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    assert uris.value.get_values_for_type(x509.UniformResourceIdentifier) == [
+        "spiffe://gatehouse/access_point/ap1"
+    ]
+
+
+def test_enrolling_again_needs_replace_which_revokes_the_old_certificate(admin: Admin) -> None:
+    first = join(admin, "ap1")
+    admin.publish(single_node())
+    token = admin.ok("POST", "/api/v1/join-tokens", {"role": "access_point", "service_id": "ap1"})
+    body, _ = register_body(token["token"], "ap1", "access_point")
+    status, answer = admin.call("POST", "/api/v1/register", body, token=None)
+    assert (status, answer["error"]) == (409, "conflict")
+    assert answer["message"].startswith("'ap1' is enrolled already; to enrol it again")
+    assert "--replace" in answer["message"]
+    assert admin.call("GET", "/api/v1/config/ap1", token=None, cert=first.context)[0] == 200
+
+    second = join(admin, "ap1", replace=True)
+    serial = f"{first.credentials.info.serial:x}"
+    replaced = admin.ok("GET", "/api/v1/audit?limit=5")
+    entry = next(e for e in replaced if e["action"] == "service.replace")
+    assert f"replacing its enrolment (revoked: {serial})" in entry["what"]
+    # The old certificate is refused and published as revoked, in a new version.
+    status, answer = admin.call("GET", "/api/v1/config/ap1", token=None, cert=first.context)
+    assert (status, answer["error"]) == (403, "forbidden")
+    assert "is revoked" in answer["message"]
+    status, envelope = admin.call("GET", "/api/v1/config/ap1", token=None, cert=second.context)
+    assert (status, envelope["version"], envelope["revoked"]) == (200, 2, [serial])
+
+
+def test_revoking_a_service_refuses_it_and_publishes_its_serials(admin: Admin) -> None:
+    ap = join(admin, "ap1")
+    ps = join(admin, "ps1", "policy")
+    admin.publish(single_node())
+    assert admin.call("POST", "/api/v1/services/nope/revoke", {}) == (
+        404,
+        {"error": "not_found", "message": "no certificate was issued to 'nope'"},
+    )
+    # ps1's poll is parked when the revocation comes: it is answered 403, not the envelope.
+    results: list[tuple[float, Answer]] = []
+    waiter = threading.Thread(
+        target=lambda: results.append(
+            (
+                0.0,
+                admin.call("GET", "/api/v1/config/ps1?after=1&wait=20", None, None, 30, ps.context),
+            )
+        )
+    )
+    waiter.start()
+    time.sleep(0.3)
+    answer = admin.ok("POST", "/api/v1/services/ps1/revoke", {})
+    serial = f"{ps.credentials.info.serial:x}"
+    assert answer == {"revoked": [serial], "version": 2}
+    waiter.join(5)
+    assert [(status, body["error"]) for _, (status, body) in results] == [(403, "forbidden")]
+    status, envelope = admin.call("GET", "/api/v1/config/ap1?after=1", token=None, cert=ap.context)
+    assert (status, envelope["version"], envelope["revoked"]) == (200, 2, [serial])
+    assert verify(ap.public_key, envelope).revoked == {ps.credentials.info.serial}
+    status, refused = admin.call(
+        "POST", "/api/v1/config/ps1/ack", {"version": 1}, None, cert=ps.context
+    )
+    assert status == 403
+    renew, _ = register_body("x", "ps1", "policy")
+    status, refused = admin.call(
+        "POST", "/api/v1/certificates/renew", {"csr": renew["csr"]}, None, cert=ps.context
+    )
+    assert (status, refused["error"]) == (403, "forbidden")
+    ps_row = {s["id"]: s for s in admin.ok("GET", "/api/v1/services")}["ps1"]
+    assert ps_row["certificate"]["revoked"] is True
+    audit = admin.ok("GET", "/api/v1/audit?limit=3")
+    assert [e["action"] for e in audit][:2] == ["version.republish", "certificate.revoke"]
+    # Revoked, ps1 may enrol again with a plain token (no --replace needed).
+    again = join(admin, "ps1", "policy")
+    assert admin.call("GET", "/api/v1/config/ps1", token=None, cert=again.context)[0] == 200
+
+
+def test_a_service_renews_its_certificate_with_the_current_one(admin: Admin) -> None:
+    ap = join(admin, "ap1")
+    body, _ = register_body("x", "ap1", "access_point")
+    assert (
+        admin.call("POST", "/api/v1/certificates/renew", {"csr": body["csr"]}, None, cert=None)[0]
+        == 403
+    )
+    assert (
+        admin.call(
+            "POST", "/api/v1/certificates/renew", {"csr": body["csr"]}, None, cert=admin.operator
+        )[1]["message"]
+        == "the client certificate is operator 'cli''s, not a service's"
+    )
+    renewed = admin.ok(
+        "POST", "/api/v1/certificates/renew", {"csr": body["csr"]}, token=None, cert=ap.context
+    )
+    assert renewed["ca"] == admin.ca_pem
+    from gatehouse.trust.ca import load_certificate
+    from gatehouse.trust.identity import identity_of
+
+    certificate = load_certificate(renewed["certificate"].encode())
+    assert str(identity_of(certificate)) == "access_point 'ap1'"
+    assert certificate.serial_number != ap.credentials.info.serial
+    row = {s["id"]: s for s in admin.ok("GET", "/api/v1/services")}["ap1"]
+    assert row["certificate"]["serial"] == f"{certificate.serial_number:x}"
+
+
 def test_acks_are_recorded_in_services(admin: Admin) -> None:
-    secret = join(admin, "ap1")["service_secret"]
+    cert = join(admin, "ap1").context
     join(admin, "ps1", "policy")
     admin.publish(single_node())
     ap = {s["id"]: s for s in admin.ok("GET", "/api/v1/services")}["ap1"]
     assert (ap["running_version"], ap["healthy"], ap["last_report"]) == (None, False, None)
 
-    assert admin.ok("POST", "/api/v1/config/ap1/ack", {"version": 1}, token=secret) == {"ok": True}
+    assert admin.ok("POST", "/api/v1/config/ap1/ack", {"version": 1}, None, cert) == {"ok": True}
     services = {s["id"]: s for s in admin.ok("GET", "/api/v1/services")}
     ap, ps = services["ap1"], services["ps1"]
     assert (ap["running_version"], ap["last_error"], ap["healthy"]) == (1, None, True)
@@ -456,32 +662,35 @@ def test_acks_are_recorded_in_services(admin: Admin) -> None:
 
     admin.publish(single_node("http://127.0.0.1:9001"))
     body = {"version": 2, "error": "resources[0].backends[0]: refused"}
-    admin.ok("POST", "/api/v1/config/ap1/ack", body, token=secret)
+    admin.ok("POST", "/api/v1/config/ap1/ack", body, None, cert)
     ap = {s["id"]: s for s in admin.ok("GET", "/api/v1/services")}["ap1"]
     assert (ap["running_version"], ap["last_error"], ap["healthy"]) == (1, body["error"], False)
     assert ap["last_report"]["version"] == 2
 
-    status, answer = admin.call("POST", "/api/v1/config/ap1/ack", {"version": 3}, token=secret)
+    status, answer = admin.call("POST", "/api/v1/config/ap1/ack", {"version": 3}, None, cert=cert)
     assert (status, answer["message"]) == (400, "version: there is no version 3 to run")
-    assert admin.call("POST", "/api/v1/config/ap1/ack", {}, token=secret)[0] == 400
+    assert admin.call("POST", "/api/v1/config/ap1/ack", {}, None, cert=cert)[0] == 400
 
 
 # --- the long poll -------------------------------------------------------------------------
 
 
 def poll(
-    admin: Admin, secret: str, after: int, wait: float, out: list[tuple[float, Answer]]
+    admin: Admin, cert: ssl.SSLContext, after: int, wait: float, out: list[tuple[float, Answer]]
 ) -> None:
     answer = admin.call(
-        "GET", f"/api/v1/config/ap1?after={after}&wait={wait}", token=secret, timeout=wait + 10
+        "GET", f"/api/v1/config/ap1?after={after}&wait={wait}", None, None, wait + 10, cert
     )
     out.append((time.monotonic(), answer))
 
 
 def test_a_waiting_config_request_wakes_within_100ms_of_a_publish(admin: Admin) -> None:
-    secret = join(admin, "ap1")["service_secret"]
+    secret = join(admin, "ap1").context
     started = time.monotonic()
-    assert admin.call("GET", "/api/v1/config/ap1?after=0&wait=0.3", token=secret) == (204, None)
+    assert admin.call("GET", "/api/v1/config/ap1?after=0&wait=0.3", token=None, cert=secret) == (
+        204,
+        None,
+    )
     assert 0.3 <= time.monotonic() - started < 1.5
 
     assert admin.publish(single_node()) == 1
@@ -490,15 +699,17 @@ def test_a_waiting_config_request_wakes_within_100ms_of_a_publish(admin: Admin) 
         ("after=1&wait=61", "wait: must be a number of seconds from 0 to 60, not '61'"),
         ("after=1&wait=soon", "wait: must be a number of seconds from 0 to 60, not 'soon'"),
     ):
-        status, answer = admin.call("GET", f"/api/v1/config/ap1?{query}", token=secret)
+        status, answer = admin.call("GET", f"/api/v1/config/ap1?{query}", token=None, cert=secret)
         assert (status, answer["message"]) == (400, message)
-    status, answer = admin.call("GET", "/api/v1/config/ap1?after=5", token=secret)
+    status, answer = admin.call("GET", "/api/v1/config/ap1?after=5", token=None, cert=secret)
     assert (status, answer["error"]) == (409, "conflict")
     assert "runs version 5, but the newest version here is 1" in answer["message"]
 
     # A newer version than `after` is answered at once, however long the wait asked for.
     started = time.monotonic()
-    status, envelope = admin.call("GET", "/api/v1/config/ap1?after=0&wait=60", token=secret)
+    status, envelope = admin.call(
+        "GET", "/api/v1/config/ap1?after=0&wait=60", token=None, cert=secret
+    )
     assert (status, envelope["version"]) == (200, 1)
     assert time.monotonic() - started < 0.5
 
@@ -527,7 +738,7 @@ def test_a_waiting_config_request_wakes_within_100ms_of_a_publish(admin: Admin) 
 
 
 def test_stopping_answers_the_parked_requests_at_once(admin: Admin) -> None:
-    secret = join(admin, "ap1")["service_secret"]
+    secret = join(admin, "ap1").context
     results: list[tuple[float, Answer]] = []
     waiter = threading.Thread(target=poll, args=(admin, secret, 0, 60, results))
     waiter.start()
@@ -545,8 +756,8 @@ def test_stopping_answers_the_parked_requests_at_once(admin: Admin) -> None:
 
 def test_every_write_is_audited_with_who_and_the_diff(admin: Admin) -> None:
     admin.publish(single_node(), "first")
-    secret = join(admin, "ap1")["service_secret"]
-    admin.ok("POST", "/api/v1/config/ap1/ack", {"version": 1}, token=secret)
+    secret = join(admin, "ap1").context
+    admin.ok("POST", "/api/v1/config/ap1/ack", {"version": 1}, token=None, cert=secret)
     admin.publish(single_node("http://127.0.0.1:9001"))
     admin.ok("POST", "/api/v1/rollback", {"version": 1})
     entries = admin.ok("GET", "/api/v1/audit")
@@ -554,7 +765,6 @@ def test_every_write_is_audited_with_who_and_the_diff(admin: Admin) -> None:
         ("admin-token", "draft.save"),
         ("admin-token", "version.publish"),
         ("admin-token", "join_token.create"),
-        ("ap1", "join_token.use"),
         ("ap1", "service.register"),
         ("ap1", "service.ack"),
         ("admin-token", "draft.save"),
@@ -617,13 +827,16 @@ def test_the_openapi_document_describes_every_route_and_nothing_else(admin: Admi
             assert named == {part[1:-1] for part in path.split("/") if part.startswith("{")}
             assert (method in ("put", "post")) == ("requestBody" in op), (method, path)
             if op["security"]:
-                assert "401" in op["responses"], (method, path)
+                assert ("401" if op["security"] == [{"adminToken": []}] else "403") in op[
+                    "responses"
+                ], (method, path)
     assert set(schemas["RegisterIn"]["required"]) == {
         "token",
         "service_id",
         "role",
         "node",
         "endpoint",
+        "csr",
     }
     try:
         from openapi_spec_validator import validate  # type: ignore[import-not-found]

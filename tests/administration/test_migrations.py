@@ -21,8 +21,17 @@ ADMIN_TABLES = {
     "admin_services",
     "admin_join_tokens",
     "admin_audit",
+    "admin_certificates",
 }
-OTHER_TABLES = {"users", "groups", "memberships", "login_failures", "audit_events", "sessions"}
+OTHER_TABLES = {
+    "users",
+    "groups",
+    "memberships",
+    "login_failures",
+    "audit_events",
+    "sessions",
+    "assertion_keys",
+}
 
 
 def tables(url: str) -> set[str]:

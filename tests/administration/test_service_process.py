@@ -70,7 +70,12 @@ def test_first_start_writes_the_token_and_key_and_a_restart_keeps_them(
     assert f"admin token written to {token_file} (mode 0600)" in first.process.output()
     assert mode(token_file) == 0o600
     assert mode(home / "admin-signing.pem") == 0o600
+    assert mode(home / "ca" / "ca.key") == 0o600
+    assert mode(home / "ca") == 0o700
+    assert mode(home / "tls" / "administration" / "key.pem") == 0o600
     assert len(first.token) >= 40
+    ca_pem = (home / "ca" / "ca.pem").read_bytes()
+    served = (home / "tls" / "administration" / "cert.pem").read_bytes()
     registered = join(first, "ap1")
     assert first.publish(single_node()) == 1
     assert first.stop() == 0
@@ -78,13 +83,16 @@ def test_first_start_writes_the_token_and_key_and_a_restart_keeps_them(
     again = start(admins, home, name="again")
     assert "admin token written" not in again.process.output()
     assert again.token == first.token
+    # The same CA, and its own certificate kept (it has most of its life left).
+    assert (home / "ca" / "ca.pem").read_bytes() == ca_pem
+    assert (home / "tls" / "administration" / "cert.pem").read_bytes() == served
     assert again.ok("GET", "/api/v1/health")["version"] == 1
-    # The same signing key and the same service secret: the service needs no new join.
+    # The same signing key and CA: the service's certificate works, it needs no new join.
     status, envelope = again.call(
-        "GET", "/api/v1/config/ap1?after=0", token=registered["service_secret"]
+        "GET", "/api/v1/config/ap1?after=0", token=None, cert=registered.context
     )
     assert status == 200
-    assert verify(registered["public_key"], envelope, service="ap1").version == 1
+    assert verify(registered.public_key, envelope, service="ap1").version == 1
     assert again.publish(single_node("http://127.0.0.1:9001")) == 2
 
 
@@ -164,3 +172,39 @@ def test_on_postgresql_exactly_one_admin_runs_and_losing_the_lock_stops_it(
     # Another one takes over, on another node's home, with the versions in the database.
     third = start(admins, tmp_path / "two", database=postgres_url, name="third")
     assert third.ok("GET", "/api/v1/health")["version"] == 1
+
+
+def test_no_plaintext_listener_and_the_ca_key_is_never_served(
+    tmp_path: Path, admins: list[Admin]
+) -> None:
+    import http.client
+
+    admin = start(admins, tmp_path / "home")
+    conn = http.client.HTTPConnection("127.0.0.1", admin.port, timeout=5)
+
+    def plaintext() -> None:
+        conn.request("GET", "/api/v1/health")
+        conn.getresponse().read()
+
+    try:
+        with pytest.raises((ConnectionError, http.client.HTTPException, OSError)):
+            plaintext()
+    finally:
+        conn.close()
+    key = (tmp_path / "home" / "ca" / "ca.key").read_text()
+    secret_line = key.splitlines()[1]
+    served = http.client.HTTPSConnection(
+        "127.0.0.1", admin.port, timeout=5, context=admin.anonymous
+    )
+    served.request("GET", "/api/v1/ca")
+    answer = served.getresponse()
+    assert (answer.status, answer.read()) == (
+        200,
+        (tmp_path / "home" / "ca" / "ca.pem").read_bytes(),
+    )
+    served.close()
+    # Every answer about the installation: no part of the CA key in any of them.
+    admin.publish(single_node())
+    join(admin, "ap1")
+    for path in ("/api/v1/versions/1", "/api/v1/services", "/api/v1/audit", "/api/v1/draft"):
+        assert secret_line not in str(admin.ok("GET", path))

@@ -14,6 +14,7 @@ from sqlalchemy import text
 
 from gatehouse.administration.document import parse_config
 from gatehouse.administration.errors import (
+    AlreadyEnrolled,
     JoinTokenInvalid,
     NoDraft,
     NothingChanged,
@@ -26,7 +27,7 @@ from gatehouse.administration.signing import (
     public_key_pem,
     verify,
 )
-from gatehouse.administration.store import AdminStore, token_hash
+from gatehouse.administration.store import AdminStore, IssuedCertificate, token_hash
 from gatehouse.administration.views import view_for
 from gatehouse.errors import ConfigError
 from tests.administration.samples import ha, minimal
@@ -240,31 +241,85 @@ def test_services_report_what_they_run(harness: Harness) -> None:
         harness.run(store.record_ack("ap7", 1))
 
 
-def test_join_tokens_work_once_and_expire(harness: Harness) -> None:
+FINGERPRINT = "sha256:" + "A" * 43
+
+
+def issued(service_id: str, role: str, serial: int) -> IssuedCertificate:
+    return IssuedCertificate(serial, service_id, role, START, START + timedelta(days=7))
+
+
+def test_join_tokens_work_once_for_their_service_and_expire(harness: Harness) -> None:
     store = harness.store
-    token = harness.run(store.create_join_token("policy", "admin", timedelta(minutes=10)))
-    assert len(token) >= 40
-    assert token.startswith("ghj_")  # never "-": it must survive `--token TOKEN`
-    assert harness.run(store.redeem_join_token(token, "ps3")) == "policy"
+    minutes = timedelta(minutes=10)
+    token = harness.run(store.create_join_token("policy", "ps3", "admin", minutes, FINGERPRINT))
+    assert token.startswith(f"ghj1.{'A' * 43}.")  # never "-": it must survive `--token TOKEN`
+    assert len(token) >= 90
+    enrol = store.enrol
+    with pytest.raises(JoinTokenInvalid, match="made for a policy service 'ps3', not"):
+        harness.run(enrol(token, "ps4", "policy", "n", "http://x:1", issued("ps4", "policy", 1)))
+    enrolment = harness.run(
+        enrol(token, "ps3", "policy", "n", "http://x:1", issued("ps3", "policy", 2))
+    )
+    assert (enrolment.service.id, enrolment.replaced, enrolment.revoked) == ("ps3", False, ())
     with pytest.raises(JoinTokenInvalid, match="unknown, expired or already used"):
-        harness.run(store.redeem_join_token(token, "ps4"))
+        harness.run(enrol(token, "ps3", "policy", "n", "http://x:1", issued("ps3", "policy", 3)))
     with pytest.raises(JoinTokenInvalid):
-        harness.run(store.redeem_join_token("made-up", "ps4"))
-    late = harness.run(store.create_join_token("access_point", "admin", timedelta(minutes=10)))
-    harness.clock.now = START + timedelta(minutes=10)
+        harness.run(enrol("made-up", "ps4", "policy", "n", "x", issued("ps4", "policy", 4)))
+    late = harness.run(
+        store.create_join_token("access_point", "ap4", "admin", minutes, FINGERPRINT)
+    )
+    harness.clock.now = START + minutes
     with pytest.raises(JoinTokenInvalid):
-        harness.run(store.redeem_join_token(late, "ap4"))
+        harness.run(enrol(late, "ap4", "access_point", "n", "x", issued("ap4", "access_point", 5)))
 
     async def stored() -> list[str]:
         async with store.db.connect() as conn:
-            rows = await conn.execute(text("SELECT hash FROM admin_join_tokens"))
-            return [row[0] for row in rows]
+            rows = await conn.execute(text("SELECT * FROM admin_join_tokens"))
+            return [str(tuple(row)) for row in rows]
 
-    hashes = harness.run(stored())
-    assert sorted(hashes) == sorted([token_hash(token), token_hash(late)])
+    rows = harness.run(stored())
+    assert len(rows) == 2
+    assert token_hash(token) in rows[0] + rows[1]
+    assert all(token not in row and late not in row for row in rows)  # hashed at rest
+    assert all(token.rsplit(".", 1)[1] not in row for row in rows)
     log = harness.run(store.audit_log())
-    assert [e.action for e in log] == ["join_token.create", "join_token.use", "join_token.create"]
+    assert [e.action for e in log] == [
+        "join_token.create",
+        "service.register",
+        "join_token.create",
+    ]
     assert all(token not in e.what and late not in e.what for e in log)
+
+
+def test_enrolling_again_needs_replace_and_revokes(harness: Harness) -> None:
+    store = harness.store
+    minutes = timedelta(minutes=10)
+
+    def token(replace: bool = False) -> str:
+        return harness.run(
+            store.create_join_token("policy", "ps1", "admin", minutes, FINGERPRINT, replace)
+        )
+
+    harness.run(store.enrol(token(), "ps1", "policy", "n", "x", issued("ps1", "policy", 0xA1)))
+    plain = token()
+    with pytest.raises(AlreadyEnrolled, match="--replace"):
+        harness.run(store.enrol(plain, "ps1", "policy", "n", "x", issued("ps1", "policy", 0xA2)))
+    again = harness.run(
+        store.enrol(token(True), "ps1", "policy", "n2", "x", issued("ps1", "policy", 0xA3))
+    )
+    assert (again.replaced, again.revoked, again.service.node) == (True, (0xA1,), "n2")
+    assert harness.run(store.revoked_serials()) == {0xA1}
+    assert harness.run(store.revoke_service("ps1", "admin", "stolen")) == [0xA3]
+    assert harness.run(store.revoked_serials()) == {0xA1, 0xA3}
+    # Revoked, it enrols with the token refused before (it was kept unused).
+    harness.run(store.enrol(plain, "ps1", "policy", "n", "x", issued("ps1", "policy", 0xA4)))
+    assert harness.run(store.certificates())["ps1"].serial == 0xA4
+    # Expired revocations are no longer listed.
+    harness.clock.now = START + timedelta(days=8)
+    assert harness.run(store.revoked_serials()) == set()
+    actions = [e.action for e in harness.run(store.audit_log())]
+    assert actions.count("service.replace") == 1
+    assert "certificate.revoke" in actions
 
 
 def test_two_stores_publishing_at_once_make_one_version(postgres_url: str) -> None:

@@ -120,6 +120,10 @@ class RegisterIn(Request):
     )
 
 
+class RevokeIn(Request):
+    reason: Comment = Field(default="", description="why, for the audit log")
+
+
 class RenewIn(Request):
     csr: Pem = Field(description="PEM certificate signing request for the service's new key")
 
@@ -278,6 +282,7 @@ REQUEST_MODELS: tuple[type[Request], ...] = (
     JoinTokenIn,
     RegisterIn,
     RenewIn,
+    RevokeIn,
     AckIn,
 )
 ANSWER_MODELS: tuple[type[Answer], ...] = (

@@ -236,7 +236,8 @@ async def join_tokens(request: Request) -> Response:
 
 @admin
 async def revoke(request: Request) -> Response:
-    return answer(await _service(request).revoke(request.path_params["service_id"]))
+    body = await read_body(request, api.RevokeIn)
+    return answer(await _service(request).revoke(request.path_params["service_id"], body.reason))
 
 
 @admin

@@ -73,6 +73,7 @@ def register(sub: Sub) -> None:
         "nodes_revoke",
     )
     revoke.add_argument("id", metavar="ID", help="the service's id")
+    revoke.add_argument("--reason", default="", metavar="TEXT", help="why, for the audit log")
 
 
 def _allow_removal_arg(parser: argparse.ArgumentParser) -> None:

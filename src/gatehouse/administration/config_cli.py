@@ -485,7 +485,7 @@ def nodes_token(args: argparse.Namespace, admin: AdminClient) -> int:
 
 @command
 def nodes_revoke(args: argparse.Namespace, admin: AdminClient) -> int:
-    answer = admin.call("POST", f"/api/v1/services/{args.id}/revoke", {})
+    answer = admin.call("POST", f"/api/v1/services/{args.id}/revoke", {"reason": args.reason})
     serials = answer["revoked"]
     listed = ", ".join(serials) if serials else "none left to revoke"
     print(f"revoked the certificates of {args.id}: {listed}")

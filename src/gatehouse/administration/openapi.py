@@ -141,6 +141,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "Revoke every certificate of a service and publish the list at once",
         "admin",
         api.RevokeOut,
+        body=api.RevokeIn,
         params=(Param("service_id", "path", _SERVICE_ID, "the service"),),
         errors=(404,),
     ),

@@ -476,9 +476,9 @@ class AdministrationService:
             token=token, expires_at=timestamp(expires), ca_fingerprint=fingerprint
         )
 
-    async def revoke(self, service_id: str) -> api.RevokeOut:
+    async def revoke(self, service_id: str, reason: str = "") -> api.RevokeOut:
         """Revoke every certificate of ``service_id`` and publish the list at once."""
-        serials = await self.store.revoke_service(service_id, ADMIN)
+        serials = await self.store.revoke_service(service_id, ADMIN, reason)
         (await self.revoked()).update(serials)
         number = await self._republish(f"revoked the certificates of {service_id!r}")
         log.warning(

@@ -644,7 +644,7 @@ class AdminStore:
             )
             self._audit(session, certificate.service_id, "certificate.renew", what, "")
 
-    async def revoke_service(self, service_id: str, who: str) -> list[int]:
+    async def revoke_service(self, service_id: str, who: str, reason: str = "") -> list[int]:
         """Revoke every certificate of ``service_id`` not yet revoked; their serials.
 
         Raises:
@@ -660,6 +660,8 @@ class AdminStore:
             serials = sorted(int(row.serial, 16) for row in rows)
             listed = ", ".join(f"{s:x}" for s in serials) or "none left to revoke"
             what = f"revoked the certificates of {service_id!r}: {listed}"
+            if reason:
+                what += f" ({reason})"
             self._audit(session, who, "certificate.revoke", what, "")
         return serials
 
