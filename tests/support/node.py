@@ -71,6 +71,7 @@ class Node:
         args += ["--auth-listen", f"127.0.0.1:{free_port()}"]
         self.admin_port = free_port()
         args += ["--admin-listen", f"127.0.0.1:{self.admin_port}"]
+        args += ["--status-listen", f"127.0.0.1:{free_port()}"]
         self.home = tmp_path / "var"
         args += ["--home", str(self.home)]
         self.proc = subprocess.Popen(
