@@ -14,19 +14,28 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import yaml
 from sqlalchemy import text
 
+from gatehouse.administration.model import InstallationConfig
 from gatehouse.authentication import audit
 from gatehouse.cluster import db_access
+from gatehouse.cluster.commands import member_argv
 from gatehouse.cluster.databases import ClusterDatabases
 from gatehouse.cluster.db_access import ADMIN_ROLE, AUTH_ROLE, CLI_ROLE, POLICY_ROLE, role_url
-from gatehouse.cluster.topology import LocalDatabases
+from gatehouse.cluster.home import POLICY_HOME, write_home
+from gatehouse.cluster.runner import Cluster
+from gatehouse.cluster.topology import LocalDatabases, load_topology
+from gatehouse.config.loader import validate
 from gatehouse.storage.engine import Database
 from gatehouse.storage.errors import DatabaseUnavailable
+from gatehouse.storage.home import database_urls
 from gatehouse.storage.migrate import upgrade
+from gatehouse.storage.postgres_ha.errors import ReplicationError
 from gatehouse.storage.postgres_ha.node import SERVER_CERT, SERVER_KEY, SUPERUSER
 from gatehouse.trust.ca import CertificateAuthority
 from gatehouse.trust.identity import DATABASE, Identity
+from tests.support.cluster import EXAMPLE
 from tests.support.postgres import require_bindir
 from tests.support.processes import GATEHOUSE, free_port
 
@@ -280,3 +289,39 @@ def test_failover_and_rewind_over_tls(secured: Secured) -> None:
         "SELECT r.application_name, r.sync_state, s.ssl FROM pg_stat_replication r "
         "JOIN pg_stat_ssl s USING (pid)"
     ) == [[old.name, "sync", "t"]]
+
+
+# --- without PostgreSQL ------------------------------------------------------------------------
+
+
+def test_each_service_is_handed_the_url_of_its_own_role(tmp_path: Path) -> None:
+    home = tmp_path.absolute()
+    cluster = Cluster(home, load_topology(EXAMPLE))
+    local = cluster.topology.databases.local
+    assert local is not None
+    document = cluster.installation_document()
+    config = validate(InstallationConfig, document, "test")
+    assert config.database_of("auth1") == role_url(home, local, AUTH_ROLE)
+    assert config.database_of("ps1") == role_url(home, local, POLICY_ROLE)
+    assert config.database_of("ps2") == role_url(home, local, POLICY_ROLE)
+    assert str(db_access.ca_file(home)) in role_url(home, local, AUTH_ROLE)
+
+    write_home(home, cluster.topology, stats_socket=home / "s.sock", source="test")
+    assert database_urls(home).user_db == role_url(home, local, CLI_ROLE)
+    assert database_urls(home / POLICY_HOME).user_db == role_url(home, local, POLICY_ROLE)
+    admin = yaml.safe_load((home / "administration.yaml").read_text())["administration"]
+    assert admin["database"] == role_url(home, local, ADMIN_ROLE)
+    argv = member_argv(cluster.member("ps1"), cluster.topology, home, cluster.admin_url)
+    assert argv[argv.index("--home") + 1] == str(home / POLICY_HOME)
+    argv = member_argv(cluster.member("auth1"), cluster.topology, home, cluster.admin_url)
+    assert argv[argv.index("--home") + 1] == str(home)
+
+
+def test_a_pair_made_before_tls_is_refused_with_a_sentence(tmp_path: Path) -> None:
+    local = LocalDatabases(primary_port=free_port(), standby_port=free_port())
+    databases = ClusterDatabases(tmp_path / "postgres", local)
+    for node in databases.nodes:
+        node.datadir.mkdir(parents=True)
+        (node.datadir / "PG_VERSION").write_text("15\n")
+    with pytest.raises(ReplicationError, match=r"before .* TLS .* bring one up in a new --home"):
+        databases.start_all()
