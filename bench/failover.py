@@ -18,7 +18,8 @@ go unnoticed. Then:
    connection errors, timeouts), and p50/p99/max latency in the failover window (the kill
    to 2 s later) against before the kill.
 3. ``WINDOW`` seconds after the kill, ps1 is started again (the cluster waits until its
-   health check answers); ap1's ``/_gatehouse/health`` is polled every 20 ms until its
+   health check answers); ap1's status listener (``status_listen``: its health answer with
+   the Policy routing) is polled every 20 ms until its
    decisions go to ps1 again (fail-back: ``rise`` passed probes, one every
    ``probe_interval``), and the load goes on ``AFTER_FAILBACK`` seconds more.
 
@@ -36,9 +37,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import http.client
 import json
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -53,8 +54,10 @@ import yaml
 from signals import terminate_on_signals
 
 from gatehouse.cluster.drill import Connection, get_request, login, on_free_ports
+from gatehouse.cluster.haproxy import HEALTH_PATH as AP_HEALTH_PATH
 from gatehouse.cluster.haproxy import find_haproxy
 from gatehouse.cluster.runner import Cluster
+from gatehouse.cluster.status import access_point_status, probe
 from gatehouse.config.failover import PROBE_INTERVAL, RISE, FailoverSettings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -308,27 +311,24 @@ class Load:
             conn.close()
 
 
-def policy_using(address: tuple[str, int]) -> str | None:
-    """The Policy service ap1's decisions go to now, from its health answer (None: no
-    answer)."""
-    conn = http.client.HTTPConnection(*address, timeout=1.0)
-    try:
-        conn.request("GET", "/_gatehouse/health")
-        response = conn.getresponse()
-        data = json.loads(response.read())
-    except (OSError, ValueError, http.client.HTTPException):
-        return None
-    finally:
-        conn.close()
+#: Where ap1's status listener is, and the operator's TLS context for it once enrolled.
+StatusListener = tuple[tuple[str, int], ssl.SSLContext | None]
+
+
+def policy_using(status: StatusListener) -> str | None:
+    """The Policy service ap1's decisions go to now, from the health answer of its status
+    listener (None: no answer). The public health answer says only up or down."""
+    address, context = status
+    data = probe(address, AP_HEALTH_PATH, 1.0, context=context).answer or {}
     using = (data.get("policy") or {}).get("using")
     return using.rstrip("/") if isinstance(using, str) else None
 
 
-def wait_using(address: tuple[str, int], url: str, timeout: float) -> float | None:
+def wait_using(status: StatusListener, url: str, timeout: float) -> float | None:
     """Poll until ap1 uses ``url``; the monotonic time it first did (None: not in time)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if policy_using(address) == url:
+        if policy_using(status) == url:
             return time.monotonic()
         time.sleep(HEALTH_POLL)
     return None
@@ -390,7 +390,10 @@ def measure(cluster: Cluster, result: FailoverResult, cookies: list[str]) -> Non
     address = cluster.member(ACCESS_POINT).address
     assert address is not None
     host, port = address
-    if policy_using(address) != urls[PRIMARY]:
+    status = access_point_status(cluster, ACCESS_POINT)
+    if status is None:
+        raise RuntimeError(f"{ACCESS_POINT} has no status_listen in the topology")
+    if policy_using(status) != urls[PRIMARY]:
         raise RuntimeError(f"{ACCESS_POINT} does not use {PRIMARY} before the kill")
 
     load = Load(host, port, cookies, result.rate)
@@ -401,7 +404,7 @@ def measure(cluster: Cluster, result: FailoverResult, cookies: list[str]) -> Non
         kill = time.monotonic()
         cluster.kill(PRIMARY)
         log(f"[failover] {PRIMARY} killed {kill - start:.2f}s into the load")
-        down = wait_using(address, urls[SECONDARY], WINDOW)
+        down = wait_using(status, urls[SECONDARY], WINDOW)
         if down is not None:
             result.marked_down_ms = (down - kill) * 1000
         at(kill + WINDOW)
@@ -410,7 +413,7 @@ def measure(cluster: Cluster, result: FailoverResult, cookies: list[str]) -> Non
         healthy = time.monotonic()
         result.restart_s = healthy - restarted
         log(f"[failover] {PRIMARY} healthy again after {result.restart_s:.2f}s")
-        failback = wait_using(address, urls[PRIMARY], FAILBACK_TIMEOUT)
+        failback = wait_using(status, urls[PRIMARY], FAILBACK_TIMEOUT)
         if failback is None:
             raise RuntimeError(
                 f"{ACCESS_POINT} did not fail back to {PRIMARY} within {FAILBACK_TIMEOUT:g}s"
@@ -551,7 +554,7 @@ def render(result: FailoverResult) -> str:
         f"ap2 gets no load, so {SECONDARY} takes over cold: it has served no decision before "
         "the kill. "
         f"{PRIMARY} is started again {WINDOW:g} s after the kill; fail-back is when "
-        f"{ACCESS_POINT}'s `/_gatehouse/health` (polled every 20 ms) says its decisions go to "
+        f"{ACCESS_POINT}'s status listener (polled every 20 ms) says its decisions go to "
         f"{PRIMARY} again.\n\n"
         "| | kill → first request served by the secondary | failed requests | "
         "latency in the failover window | fail-back after the primary is healthy |\n"

@@ -162,20 +162,33 @@ def member_health(cluster: Cluster, name: str, timeout: float = PROBE_TIMEOUT) -
     return health
 
 
-def _access_point_details(cluster: Cluster, name: str, timeout: float) -> dict[str, Any] | None:
-    """What an AP's status listener says (its version, its Policy routing); None when it has
-    none or does not answer. The public health answer says only up or down."""
+def access_point_status(
+    cluster: Cluster, name: str
+) -> tuple[tuple[str, int], ssl.SSLContext | None] | None:
+    """Where and how to read an AP's details: its status listener's address, and the
+    operator's client context once the AP is enrolled (its status listener is then mutual
+    TLS); None without a ``status_listen`` (or without the operator's certificate).
+    The public health answer says only up or down."""
     ap = next(a for a in cluster.topology.access_points if a.id == name)
     address = cluster.topology.status_address(ap)
     if address is None:
         return None
     context = None
     if (cluster.home / STATE_DIR / name / TLS_DIR / CERT_FILE).exists():
-        # Enrolled: the status listener is mutual TLS and answers operator certificates.
         try:
             context = operator_context(cluster.home)
         except GatehouseError:
             return None
+    return address, context
+
+
+def _access_point_details(cluster: Cluster, name: str, timeout: float) -> dict[str, Any] | None:
+    """What an AP's status listener says (its version, its Policy routing); None when it has
+    none or does not answer."""
+    where = access_point_status(cluster, name)
+    if where is None:
+        return None
+    address, context = where
     return probe(address, AP_HEALTH_PATH, timeout, context=context).answer
 
 
