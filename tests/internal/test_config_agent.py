@@ -8,8 +8,9 @@ it to keep the agent from Admin, or let it rewrite what Admin sends.
 
 What a real Admin never sends (an envelope for another service, an old version replayed,
 garbage, a field the service's model does not know) comes from a stand-in: Starlette +
-uvicorn in the test's loop implementing the contract's service endpoints (register, long-poll
-config, ack, docs/internal-api.md) with keys and views from ``gatehouse.administration``.
+uvicorn in the test's loop, over TLS with a CA of its own, implementing the contract's
+service endpoints (CA, register, long-poll config, ack, renew, docs/internal-api.md) with keys
+and views from ``gatehouse.administration``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import base64
 import contextlib
 import logging
 import secrets
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -53,18 +55,24 @@ from gatehouse.internal.config_agent import (
     Accepted,
     AgentStatus,
     Backoff,
+    CaMismatch,
     ConfigAgent,
     JoinTokenRefused,
     LastKnownGoodInvalid,
     NotRegistered,
     Refused,
     RegistrationFailed,
+    SigningKeyChanged,
     describe,
     judge,
     one_line,
     poll_path,
 )
+from gatehouse.internal.hosting import scope_peer, server_config
 from gatehouse.internal.lkg import StateError
+from gatehouse.trust.ca import CertificateAuthority
+from gatehouse.trust.identity import ADMINISTRATION, Identity
+from gatehouse.trust.tls import Credentials, write_credentials
 from tests.support.admin import RealAdmin, real_admin
 from tests.support.processes import free_port
 
@@ -224,13 +232,17 @@ class Served:
 
 @dataclass
 class FakeAdmin:
-    """Register, long-poll and ack as in the contract, with state that survives restarts."""
+    """CA, register, long-poll, ack and renew as in the contract, over TLS with a CA of its
+    own, with state that survives restarts."""
 
     key: Ed25519PrivateKey = field(default_factory=generate_private_key)
+    ca: CertificateAuthority = field(default_factory=CertificateAuthority.create)
     port: int = field(default_factory=free_port)
     version: int = 0
-    tokens: dict[str, str] = field(default_factory=dict)
-    secrets: dict[str, str] = field(default_factory=dict)
+    tokens: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: Serials whose calls are refused (403).
+    revoked: set[int] = field(default_factory=set)
+    renewals: int = 0
     served: dict[str, Served] = field(default_factory=dict)
     acks: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     polls: list[tuple[str, int, float]] = field(default_factory=list)
@@ -242,12 +254,12 @@ class FakeAdmin:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"https://127.0.0.1:{self.port}"
 
     # what tests drive
-    def join_token(self, role: str = "access_point") -> str:
-        token = secrets.token_urlsafe(16)
-        self.tokens[token] = role
+    def join_token(self, role: str = "access_point", service_id: str = "ap1") -> str:
+        token = f"ghj1.{self.ca.fingerprint.removeprefix('sha256:')}.{secrets.token_urlsafe(16)}"
+        self.tokens[token] = (role, service_id)
         return token
 
     def publish(self, config: dict[str, Any]) -> int:
@@ -267,24 +279,49 @@ class FakeAdmin:
         return [body for who, body in self.acks if who == service]
 
     # the endpoints
+    async def ca_pem(self, request: Request) -> Response:
+        return Response(self.ca.certificate_pem, media_type="application/x-pem-file")
+
+    def answer(self, certificate: Any) -> dict[str, str]:
+        from cryptography.hazmat.primitives import serialization
+
+        return {
+            "certificate": certificate.public_bytes(serialization.Encoding.PEM).decode(),
+            "ca": self.ca.certificate_pem.decode(),
+        }
+
     async def register(self, request: Request) -> Response:
         data = await request.json()
-        role = self.tokens.pop(data["token"], None)
-        if role is None:
+        made_for = self.tokens.pop(data["token"], None)
+        if made_for is None:
             return error(401, "unauthorized", "join token unknown, expired or already used")
-        if role != data["role"]:
-            return error(409, "conflict", f"the token is for a {role}, not a {data['role']}")
-        secret = self.secrets[data["service_id"]] = secrets.token_urlsafe(32)
-        return JSONResponse({"public_key": public_key_pem(self.key), "service_secret": secret})
+        if made_for != (data["role"], data["service_id"]):
+            return error(401, "unauthorized", f"the token is for {made_for}")
+        certificate = self.ca.issue(data["csr"], Identity(*made_for), lifetime=self.lifetime)
+        return JSONResponse({**self.answer(certificate), "public_key": public_key_pem(self.key)})
+
+    lifetime: Any = field(default_factory=lambda: __import__("datetime").timedelta(days=7))
 
     def authorised(self, request: Request) -> bool:
-        secret = self.secrets.get(request.path_params["service_id"])
-        return secret is not None and request.headers.get("authorization") == f"Bearer {secret}"
+        peer = scope_peer(request.scope)[1]
+        return (
+            peer is not None
+            and peer.service_id == request.path_params["service_id"]
+            and peer.serial not in self.revoked
+        )
+
+    async def renew(self, request: Request) -> Response:
+        peer = scope_peer(request.scope)[1]
+        if peer is None or peer.serial in self.revoked:
+            return error(403, "forbidden", "no certificate, or a revoked one")
+        self.renewals += 1
+        data = await request.json()
+        return JSONResponse(self.answer(self.ca.issue(data["csr"], peer.identity)))
 
     async def config(self, request: Request) -> Response:
         service = request.path_params["service_id"]
         if not self.authorised(request):
-            return error(401, "unauthorized", "bad service secret")
+            return error(403, "forbidden", "the certificate is revoked")
         after = int(request.query_params.get("after", "0"))
         wait = float(request.query_params.get("wait", "30"))
         self.polls.append((service, after, time.monotonic()))
@@ -303,7 +340,7 @@ class FakeAdmin:
 
     async def ack(self, request: Request) -> Response:
         if not self.authorised(request):
-            return error(401, "unauthorized", "bad service secret")
+            return error(403, "forbidden", "the certificate is revoked")
         self.acks.append((request.path_params["service_id"], await request.json()))
         return JSONResponse({"ok": True})
 
@@ -311,23 +348,18 @@ class FakeAdmin:
     async def start(self) -> FakeAdmin:
         app = Starlette(
             routes=[
+                Route("/api/v1/ca", self.ca_pem),
                 Route("/api/v1/register", self.register, methods=["POST"]),
+                Route("/api/v1/certificates/renew", self.renew, methods=["POST"]),
                 Route("/api/v1/config/{service_id}", self.config),
                 Route("/api/v1/config/{service_id}/ack", self.ack, methods=["POST"]),
             ]
         )
-        config = uvicorn.Config(
-            app,
-            host="127.0.0.1",
-            port=self.port,
-            loop="none",
-            http="httptools",
-            ws="none",
-            lifespan="off",
-            log_config=None,
-            access_log=False,
-        )
-        self.server = uvicorn.Server(config)
+        directory = Path(tempfile.mkdtemp()) / "tls"
+        key, cert = self.ca.issue_key_pair(Identity(ADMINISTRATION, "admin"))
+        write_credentials(directory, self.ca.certificate_pem, cert, key)
+        context = Credentials(directory).optional_client_server_context()
+        self.server = uvicorn.Server(server_config(app, "127.0.0.1", self.port, tls=context))
         self.task = asyncio.create_task(self.server.serve())
         while not self.server.started:
             if self.task.done():
@@ -555,9 +587,12 @@ def test_a_publish_wakes_the_agent_at_once(
     run(scenario())
 
 
-def test_an_envelope_tampered_in_transit_is_refused_and_reported(
-    run: Run[None], tmp_path: Path, real_admin: RealAdmin, caplog: pytest.LogCaptureFixture
+def test_traffic_tampered_in_transit_never_reaches_the_service(
+    run: Run[None], tmp_path: Path, real_admin: RealAdmin
 ) -> None:
+    """TLS: a changed byte on the way from Admin breaks the connection; nothing is applied,
+    and the agent catches up once the path is clean."""
+
     async def scenario() -> None:
         relay = await Relay(real_admin.port).start()
         try:
@@ -566,27 +601,163 @@ def test_an_envelope_tampered_in_transit_is_refused_and_reported(
             async with following(agent) as service:
                 await real_admin.reported(first)
                 lkg = agent.state_dir.read_lkg()
-                # Someone in the path sends wiki's traffic elsewhere (same length, so the
-                # HTTP framing still holds).
-                relay.rewrite = lambda data: data.replace(b'"/wiki"', b'"/evil"')
+                relay.rewrite = lambda data: data[:-1] + bytes([data[-1] ^ 1])
                 second = await real_admin.publish(installation("wiki", "docs"))
-                row = await real_admin.reported(first, "does not verify with Admin's key")
-                assert f"signature of version {second} for 'ap1'" in row["last_error"]
+                await eventually(lambda: not agent.status().connected)
                 assert service.version == first
                 assert len(service.applied) == 1
-                assert agent.version == first
                 assert agent.state_dir.read_lkg() == lkg
-                assert "does not verify" in agent.status().refused
-                # The path is clean again: the agent's next try gets Admin's real version.
                 relay.rewrite = None
                 await real_admin.reported(second)
-                assert service.version == second
                 assert service.resources() == ["wiki", "docs"]
         finally:
             await relay.cut()
-        assert any(
-            "configuration refused, keeping version 1" in r.getMessage() for r in caplog.records
+
+    run(scenario())
+
+
+def test_an_admin_with_another_ca_is_refused(
+    run: Run[None], tmp_path: Path, real_admin: RealAdmin
+) -> None:
+    """The join token pins the CA: an Administration service showing another is refused
+    before anything is sent to it (no trust on first use)."""
+    impostor = RealAdmin(tmp_path / "impostor").start()
+    try:
+
+        async def scenario() -> None:
+            token = await real_admin.join_token()
+            agent = ConfigAgent(tmp_path / "state", backoff=FAST)
+            args = ("ap1", "access_point", "n1", "http://127.0.0.1:8080")
+            with pytest.raises(CaMismatch) as caught:
+                await agent.register([impostor.url], token, *args)
+            message = str(caught.value)
+            assert f"the Administration service at {impostor.url} shows the CA sha256:" in message
+            assert f"but the join token names sha256:{token.split('.')[1]}" in message
+            assert agent.state is None
+            assert agent.credentials is None
+            assert not (tmp_path / "state" / "admin.json").exists()
+            assert (await impostor.call("GET", "/api/v1/services")) == []  # nothing reached it
+            # The token is still good for the real one.
+            await agent.register([real_admin.url], token, *args)
+            assert agent.credentials is not None
+
+        run(scenario())
+    finally:
+        impostor.stop()
+
+
+def test_the_certificate_is_renewed_and_new_handshakes_use_it_without_a_restart(
+    run: Run[None], tmp_path: Path
+) -> None:
+    """A short certificate lifetime: the agent renews at about two thirds, keeps following,
+    and a new connection presents the new certificate."""
+    from starlette.routing import Route as StarletteRoute
+
+    from gatehouse.administration.credentials import load_ca
+    from gatehouse.internal.client import FailoverClient
+    from gatehouse.trust.identity import POLICY
+    from gatehouse.trust.tls import ClientTLS
+
+    admin = RealAdmin(tmp_path / "admin", certificate_lifetime=4).start()
+    try:
+
+        async def who(request: Request) -> Response:
+            peer = scope_peer(request.scope)[1]
+            return JSONResponse({"serial": f"{peer.serial:x}" if peer else None})
+
+        async def scenario() -> None:
+            # A server of the installation the agent's service calls (a Policy service).
+            ca = load_ca(admin.home)
+            key, cert = ca.issue_key_pair(Identity(POLICY, "ps1"))
+            write_credentials(tmp_path / "ps1", ca.certificate_pem, cert, key)
+            port = free_port()
+            app = Starlette(routes=[StarletteRoute("/who", who)])
+            context = Credentials(tmp_path / "ps1").server
+            server = uvicorn.Server(server_config(app, "127.0.0.1", port, tls=context))
+            served = asyncio.create_task(server.serve())
+
+            async def serial_seen() -> int:
+                assert agent.credentials is not None
+                tls = ClientTLS(agent.credentials.client, frozenset({POLICY}))
+                async with FailoverClient([f"https://127.0.0.1:{port}"], tls=tls) as client:
+                    answer = await client.call("GET", "/who", retry_safe=True)
+                    return int(answer.json()["serial"], 16)
+
+            try:
+                first = await admin.publish(installation("wiki"))
+                agent = await joined_agent(admin, tmp_path / "state", wait=1.0)
+                assert agent.credentials is not None
+                original = agent.credentials.info
+                while not server.started:
+                    await asyncio.sleep(0.01)
+                assert await serial_seen() == original.serial
+                async with following(agent) as service:
+                    await admin.reported(first)
+                    await eventually(
+                        lambda: (
+                            agent.credentials is not None
+                            and agent.credentials.info.serial != original.serial
+                        ),
+                        timeout=6.0,
+                    )
+                    renewed = agent.credentials.info
+                    assert renewed.not_after > original.not_after
+                    assert await serial_seen() == renewed.serial
+                    row = await admin.service("ap1")
+                    assert row["certificate"]["serial"] == f"{renewed.serial:x}"
+                    # Still following Admin, with no restart.
+                    second = await admin.publish(installation("wiki", "docs"))
+                    await admin.reported(second)
+                    assert service.version == second
+                    assert agent.status().connected
+            finally:
+                server.should_exit = True
+                await served
+
+        run(scenario())
+    finally:
+        admin.stop()
+
+
+def test_a_revoked_service_is_refused_and_its_serial_reaches_the_others_at_once(
+    run: Run[None], tmp_path: Path, real_admin: RealAdmin
+) -> None:
+    async def scenario() -> None:
+        first = await real_admin.publish(installation("wiki"))
+        ap = await joined_agent(real_admin, tmp_path / "ap1")
+        ps = ConfigAgent(tmp_path / "ps1", backoff=FAST)
+        await ps.register(
+            [real_admin.url],
+            await real_admin.join_token("policy"),
+            "ps1",
+            "policy",
+            "n1",
+            "http://127.0.0.1:8101",
         )
+        assert ps.credentials is not None
+        serial = ps.credentials.info.serial
+        ap_service, ps_service = Service(), Service()
+        ap_task = asyncio.create_task(ap.run(ap_service.apply, ap_model))
+        ps_task = asyncio.create_task(ps.run(ps_service.apply, lambda view: None))
+        try:
+            await real_admin.reported(first)
+            await real_admin.reported(first, service_id="ps1")
+            await asyncio.sleep(0.2)  # both in their long polls
+            revoked_at = time.monotonic()
+            answer = await real_admin.revoke("ps1")
+            assert answer["revoked"] == [f"{serial:x}"]
+            await eventually(lambda: serial in ap.revocations.serials, timeout=1.0)
+            assert time.monotonic() - revoked_at < 1.0
+            assert ap.version == answer["version"]
+            await eventually(lambda: "403 forbidden" in ps.status().admin_error)
+            assert "is revoked" in ps.status().admin_error
+            assert ps.version == first  # it never got the version that revokes it
+            assert serial not in ps.revocations.serials
+        finally:
+            for task in (ap_task, ps_task):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     run(scenario())
 
@@ -770,12 +941,12 @@ def test_join_token_reuse_is_refused(run: Run[None], tmp_path: Path, real_admin:
             await agent.register([real_admin.url], token, *args)
         text = str(caught.value)
         assert "join token unknown, expired or already used" in text
-        assert "create a new one" in text
+        assert "make a new one (gatehouse nodes token --role access_point --id ap1)" in text
         assert agent.state is None
         assert not (tmp_path / "two" / "admin.json").exists()
         # A token made for another role.
         policy_token = await real_admin.join_token("policy")
-        with pytest.raises(JoinTokenRefused, match="policy"):
+        with pytest.raises(JoinTokenRefused, match="made for a policy service 'ps1'"):
             await agent.register([real_admin.url], policy_token, *args)
 
     run(scenario())
@@ -959,8 +1130,11 @@ def test_registration_errors(run: Run[None], tmp_path: Path) -> None:
     async def scenario() -> None:
         agent = ConfigAgent(tmp_path / "state", connect_timeout=0.2)
         args = ("access_point", "n1", "http://127.0.0.1:8080")
+        token = f"ghj1.{'A' * 43}.{'b' * 22}"
         with pytest.raises(RegistrationFailed, match="Admin unreachable"):
-            await agent.register([f"http://127.0.0.1:{free_port()}"], "t", "ap1", *args)
+            await agent.register([f"https://127.0.0.1:{free_port()}"], token, "ap1", *args)
+        with pytest.raises(JoinTokenRefused, match=r"not a join token: it is ghj1\."):
+            await agent.register(["https://127.0.0.1:1"], "ghj_old", "ap1", *args)
         with pytest.raises(ValueError, match="not a service id"):
             await agent.register(["http://127.0.0.1:1"], "t", "AP 1", *args)
         with pytest.raises(ValueError, match="role 'dist' is not one of"):
@@ -973,53 +1147,70 @@ def test_registration_errors(run: Run[None], tmp_path: Path) -> None:
     run(scenario())
 
 
-def test_registering_with_another_admin_drops_the_old_snapshot(
+def test_registering_again_keeps_the_snapshot_but_never_a_new_signing_key(
     run: Run[None], tmp_path: Path
 ) -> None:
     async def scenario() -> None:
         admin = await FakeAdmin().start()
-        other = await FakeAdmin().start()
+        # The same CA, another configuration-signing key (a restored or rebuilt Admin).
+        rekeyed = await FakeAdmin(ca=admin.ca).start()
         try:
             version = admin.publish(installation("wiki"))
             agent = await registered_agent(admin, tmp_path / "state")
             async with following(agent):
                 await acked(admin, version)
-            # The same Admin again (a new secret): the snapshot stays valid and kept.
+            first_serial = agent.credentials.info.serial if agent.credentials else 0
+            # The same Admin again: a new certificate, the snapshot stays valid and kept.
             await agent.register(
                 [admin.url], admin.join_token(), "ap1", "access_point", "n1", "http://x:1"
             )
+            assert agent.credentials is not None
+            assert agent.credentials.info.serial != first_serial
             assert agent.version == version
             assert agent.state_dir.load_last_known_good() is not None
-            # Another installation: its key could never verify the old snapshot.
-            await agent.register(
-                [other.url], other.join_token(), "ap1", "access_point", "n1", "http://x:1"
-            )
-            assert agent.version == 0
-            assert agent.state_dir.read_lkg() is None
-            assert agent.load_last_known_good() is None
+            state = (tmp_path / "state" / "admin.json").read_bytes()
+            with pytest.raises(SigningKeyChanged) as caught:
+                await agent.register(
+                    [rekeyed.url], rekeyed.join_token(), "ap1", "access_point", "n1", "http://x"
+                )
+            message = str(caught.value)
+            assert "configuration-signing key is not the one 'ap1' registered with" in message
+            assert "does not trust a new key silently" in message
+            assert f"move {tmp_path / 'state'} aside" in message
+            assert (tmp_path / "state" / "admin.json").read_bytes() == state
+            assert agent.load_last_known_good() is not None
         finally:
             await admin.kill()
-            await other.kill()
+            await rekeyed.kill()
 
     run(scenario())
 
 
-def test_a_refused_secret_is_retried_with_backoff_without_disturbing_the_service(
+def test_a_renewal_loads_the_new_certificate_and_a_revoked_one_is_refused(
     run: Run[None], tmp_path: Path
 ) -> None:
     async def scenario() -> None:
         admin = await FakeAdmin().start()
         try:
-            first = admin.publish(installation("wiki"))
+            version = admin.publish(installation("wiki"))
             agent = await registered_agent(admin, tmp_path / "state", wait=0.2)
-            async with following(agent) as service:
-                await acked(admin, first)
-                admin.secrets["ap1"] = "rotated"
+            assert agent.credentials is not None
+            before = agent.credentials.info.serial
+            renewed: list[int] = []
+            agent.renewal_listeners.append(lambda: renewed.append(1))
+            not_after = await agent.renew()
+            assert agent.credentials.info.serial != before
+            assert agent.credentials.info.not_after == not_after
+            assert renewed == [1]
+            on_disk = Credentials(tmp_path / "state" / "tls")
+            assert on_disk.info.serial == agent.credentials.info.serial
+            async with following(agent):
+                await acked(admin, version)
+                admin.revoked.add(agent.credentials.info.serial)
                 await eventually(lambda: agent.status().admin_error)
                 status = agent.status()
-                assert "401 unauthorized: bad service secret" in status.admin_error
+                assert "403 forbidden: the certificate is revoked" in status.admin_error
                 assert status.connected  # Admin answers: it refuses, it is not unreachable
-                assert service.version == first
         finally:
             await admin.kill()
 

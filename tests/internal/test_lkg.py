@@ -37,7 +37,6 @@ def admin_state(**changes: Any) -> AdminState:
         "node": "n1",
         "endpoint": "http://127.0.0.1:8080",
         "public_key": public_key_pem(KEY),
-        "service_secret": "s3cret-SERVICE",
         "registered_at": CREATED,
     }
     values.update(changes)
@@ -135,7 +134,7 @@ def test_a_readable_admin_file_is_refused(tmp_path: Path) -> None:
     [
         (lambda d: b"{not json", "not JSON"),
         (lambda d: b"[]", "not a JSON object"),
-        (lambda d: {**d, "service_secret": ""}, "service_secret is missing"),
+        (lambda d: {**d, "endpoint": ""}, "endpoint is missing"),
         (lambda d: {k: v for k, v in d.items() if k != "role"}, "role is missing"),
         (lambda d: {**d, "role": "distribution"}, "role: 'distribution' is not one of"),
         (lambda d: {**d, "service_id": "AP 1"}, "service_id: not a service id"),
@@ -236,3 +235,21 @@ def test_a_readable_last_known_good_is_refused(tmp_path: Path) -> None:
     state_dir.lkg_path.chmod(0o640)
     with pytest.raises(StateError, match="readable by others"):
         state_dir.load_last_known_good()
+
+
+def test_an_admin_file_from_before_certificates_still_loads(tmp_path: Path) -> None:
+    """A registration written with a service secret: the secret is ignored."""
+    state_dir = registered(tmp_path)
+    data = orjson.loads(state_dir.admin_path.read_bytes())
+    state_dir.admin_path.write_bytes(orjson.dumps({**data, "service_secret": "old"}))
+    assert state_dir.load_admin() == admin_state()
+    assert b"service_secret" not in admin_state().to_json()
+
+
+def test_a_last_known_good_signed_before_revocations_still_loads(tmp_path: Path) -> None:
+    state_dir = registered(tmp_path)
+    state_dir.write_lkg(envelope())  # sign_view without revoked: as written before
+    verified = state_dir.load_verified()
+    assert verified is not None
+    assert (verified.version, verified.revoked) == (3, frozenset())
+    assert state_dir.load_last_known_good() == (3, VIEW)

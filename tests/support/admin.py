@@ -14,20 +14,28 @@ from typing import Any
 import pytest
 import yaml
 
+from gatehouse.administration.credentials import operator_context
 from gatehouse.internal.client import FailoverClient
+from gatehouse.trust.identity import ADMINISTRATION
+from gatehouse.trust.tls import ClientTLS
 from tests.support.processes import Service as Process
 from tests.support.processes import free_port, write_config
 
+#: The service id a join token names by default, per role.
+DEFAULT_IDS = {"access_point": "ap1", "policy": "ps1", "authentication": "auth1"}
+
 
 class RealAdmin:
-    """``gatehouse administration`` as a process on loopback, driven through its API with the
-    admin token it writes under its home."""
+    """``gatehouse administration`` as a process on loopback, driven through its API over
+    HTTPS with the admin token it writes under its home and the operator's certificate.
 
-    def __init__(self, directory: Path) -> None:
+    ``settings``: more of its ``administration:`` settings (``certificate_lifetime``)."""
+
+    def __init__(self, directory: Path, **settings: Any) -> None:
         directory.mkdir()
         self.directory = directory
         self.port = free_port()
-        listen = {"administration": {"listen": f"127.0.0.1:{self.port}"}}
+        listen = {"administration": {"listen": f"127.0.0.1:{self.port}", **settings}}
         self.config = write_config(directory / "administration.yaml", listen)
         self.home = directory / "home"
         self.process: Process | None = None
@@ -35,7 +43,7 @@ class RealAdmin:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"https://127.0.0.1:{self.port}"
 
     def start(self) -> RealAdmin:
         args = ["administration", "--config", str(self.config), "--home", str(self.home)]
@@ -58,14 +66,32 @@ class RealAdmin:
             self.process = None
 
     async def call(self, method: str, path: str, body: Any = None) -> Any:
-        async with FailoverClient([self.url], bearer_token=self.token, timeout=10.0) as client:
+        tls = ClientTLS(operator_context(self.home), frozenset({ADMINISTRATION}))
+        async with FailoverClient(
+            [self.url], bearer_token=self.token, timeout=10.0, tls=tls
+        ) as client:
             response = await client.call(method, path, body, retry_safe=method == "GET")
         assert response.status == 200, f"{method} {path}: {response.status} {response.body!r}"
         return response.json()
 
-    async def join_token(self, role: str = "access_point") -> str:
-        answer = await self.call("POST", "/api/v1/join-tokens", {"role": role, "ttl": 600})
+    async def join_token(
+        self, role: str = "access_point", service_id: str | None = None, replace: bool = False
+    ) -> str:
+        """A join token for ``service_id`` (default: ap1, ps1 or auth1 by ``role``)."""
+        body = {
+            "role": role,
+            "service_id": service_id or DEFAULT_IDS[role],
+            "ttl": 600,
+            "replace": replace,
+        }
+        answer = await self.call("POST", "/api/v1/join-tokens", body)
         return str(answer["token"])
+
+    async def revoke(self, service_id: str) -> dict[str, Any]:
+        answer: dict[str, Any] = await self.call(
+            "POST", f"/api/v1/services/{service_id}/revoke", {}
+        )
+        return answer
 
     async def publish(self, config: dict[str, Any]) -> int:
         await self.call("PUT", "/api/v1/draft", {"text": yaml.safe_dump(config)})
