@@ -131,6 +131,10 @@ def test_the_example_topology_survives_a_killed_policy_service(home: Path) -> No
     assert rows["pg2"]["state"] == "standby"
     assert rows["ap1"]["prefers"] == "ps1"
     assert rows["ap2"]["prefers"] == "ps2"
+    # "uses": read from each AP's status listener (mutual TLS, the operator's certificate);
+    # the public health answer says only up or down.
+    assert rows["ap1"]["detail"] == "uses ps1 of ps1, ps2; HAProxy: UP", rows["ap1"]
+    assert rows["ap2"]["detail"] == "uses ps2 of ps2, ps1; HAProxy: UP", rows["ap2"]
     text = cluster_cli(home, "status")
     assert text.returncode == 0, text.stdout + text.stderr
     assert "all healthy" in text.stdout
@@ -153,6 +157,7 @@ def test_the_example_topology_survives_a_killed_policy_service(home: Path) -> No
     assert status["ps1"].state == "stopped"
     assert not status["ps1"].healthy
     assert status["ap1"].prefers == "ps2"
+    assert status["ap1"].detail.startswith("uses ps2 of ps1, ps2"), status["ap1"]
 
     started = cluster_cli(home, "start", "ps1")
     assert started.returncode == 0, started.stdout + started.stderr

@@ -154,7 +154,14 @@ def member_health(cluster: Cluster, name: str, timeout: float = PROBE_TIMEOUT) -
         member.kind == "access_point"
         and any(ap.id == name and ap.tls is not None for ap in cluster.topology.access_points)
     )
-    health = probe(member.address, HEALTH_PATHS[member.kind], timeout, tls)
+    context = None
+    if member.kind in ("policy", "authentication") and _enrolled(cluster, name):
+        # Its internal listener is mutual TLS: the operator's certificate may read health.
+        try:
+            context = operator_context(cluster.home)
+        except GatehouseError as exc:
+            return Health(False, f"no operator certificate ({exc})")
+    health = probe(member.address, HEALTH_PATHS[member.kind], timeout, tls, context)
     if member.kind == "access_point" and health.ok:
         details = _access_point_details(cluster, name, timeout)
         if details is not None:
@@ -174,12 +181,17 @@ def access_point_status(
     if address is None:
         return None
     context = None
-    if (cluster.home / STATE_DIR / name / TLS_DIR / CERT_FILE).exists():
+    if _enrolled(cluster, name):
         try:
             context = operator_context(cluster.home)
         except GatehouseError:
             return None
     return address, context
+
+
+def _enrolled(cluster: Cluster, name: str) -> bool:
+    """Whether a service enrolled with Admin (its internal listeners are then mutual TLS)."""
+    return (cluster.home / STATE_DIR / name / TLS_DIR / CERT_FILE).exists()
 
 
 def _access_point_details(cluster: Cluster, name: str, timeout: float) -> dict[str, Any] | None:
