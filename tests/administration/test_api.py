@@ -81,6 +81,7 @@ class Admin:
         lock_check_interval: float = 5.0,
         name: str = "admin",
         port: int | None = None,
+        **extra: object,
     ) -> None:
         self.home = home
         home.mkdir(parents=True, exist_ok=True)
@@ -91,6 +92,7 @@ class Admin:
         }
         if database is not None:
             settings["database"] = database
+        settings.update(extra)
         self.config = write_config(home / "administration.yaml", {"administration": settings})
         self.process = Service(
             ["administration", "--config", str(self.config), "--home", str(home)],
@@ -115,7 +117,7 @@ class Admin:
 
     @property
     def url(self) -> str:
-        return self.process.url
+        return f"https://127.0.0.1:{self.port}"
 
     def call(
         self,

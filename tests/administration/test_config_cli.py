@@ -1,4 +1,5 @@
-"""``gatehouse config ...`` and ``gatehouse nodes token`` against a real Administration service.
+"""``gatehouse config ...`` and ``gatehouse nodes token|revoke`` against a real Administration
+service (over HTTPS, with the operator's certificate).
 
 The commands run in-process through the CLI's ``main`` (same parsing, same error rendering,
 much faster); a few run as real commands to check exit codes and the absence of tracebacks.
@@ -8,8 +9,11 @@ Services are played by threads that long-poll and acknowledge like a service's a
 from __future__ import annotations
 
 import re
+import shutil
+import ssl
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +21,14 @@ import pytest
 import yaml
 
 from gatehouse.cli import main
-from tests.administration.test_api import Admin, admin, as_yaml, join, single_node
+from tests.administration.test_api import (
+    Admin,
+    admin,
+    as_yaml,
+    join,
+    register_body,
+    single_node,
+)
 from tests.support.processes import GATEHOUSE, free_port
 
 FIXTURES = (admin,)
@@ -60,19 +71,21 @@ def config_file(tmp_path: Path, config: dict[str, object], name: str = "install.
 class Agent(threading.Thread):
     """One long poll and one acknowledgement, as a service's config agent does them."""
 
-    def __init__(self, admin: Admin, secret: str, service_id: str, error: str | None = None):
+    def __init__(
+        self, admin: Admin, cert: ssl.SSLContext, service_id: str, error: str | None = None
+    ):
         super().__init__()
-        self.admin, self.secret, self.service_id, self.error = admin, secret, service_id, error
+        self.admin, self.cert, self.service_id, self.error = admin, cert, service_id, error
 
     def run(self) -> None:
         path = f"/api/v1/config/{self.service_id}"
         after = self.admin.ok("GET", "/api/v1/health")["version"]
         status, envelope = self.admin.call(
-            "GET", f"{path}?after={after}&wait=20", token=self.secret, timeout=30
+            "GET", f"{path}?after={after}&wait=20", None, None, 30, self.cert
         )
         assert status == 200
         body = {"version": envelope["version"], "error": self.error}
-        self.admin.ok("POST", f"{path}/ack", body, token=self.secret)
+        self.admin.ok("POST", f"{path}/ack", body, token=None, cert=self.cert)
 
 
 @pytest.fixture
@@ -138,7 +151,7 @@ def test_publish_prints_each_services_acknowledgement(
     cli: CLI, tmp_path: Path, agents: list[Agent]
 ) -> None:
     secrets = {
-        sid: join(cli.admin, sid, role)["service_secret"]
+        sid: join(cli.admin, sid, role).context
         for sid, role in (("ap1", "access_point"), ("ps1", "policy"), ("auth1", "authentication"))
     }
     cli.ok("config", "apply", config_file(tmp_path, single_node()))
@@ -163,10 +176,13 @@ def test_publish_prints_each_services_acknowledgement(
 
     status = cli.ok("config", "status")
     rows = status.splitlines()
-    assert re.fullmatch(r"SERVICE  ROLE +NODE   VERSION  LAST SEEN  HEALTHY", rows[0])
-    assert re.fullmatch(r"ap1 +access_point +local  1 +\ds ago +yes", rows[1])
-    assert re.fullmatch(r"auth1 +authentication +local  - +never +no", rows[2])
-    assert re.fullmatch(r"ps1 +policy +local  - +\ds ago +no", rows[3])
+    assert re.fullmatch(
+        r"SERVICE  ROLE +NODE   VERSION  LAST SEEN  HEALTHY  CERTIFICATE", rows[0]
+    ), rows[0]
+    expires = r"expires \d{4}-\d\d-\d\d \d\d:\d\dZ \(in 6d 23h\)"
+    assert re.fullmatch(rf"ap1 +access_point +local  1 +\ds ago +yes +{expires}", rows[1])
+    assert re.fullmatch(rf"auth1 +authentication +local  - +never +no +{expires}", rows[2])
+    assert re.fullmatch(rf"ps1 +policy +local  - +\ds ago +no +{expires}", rows[3])
     assert rows[4:] == [
         "ps1: last error: resources.demo: no such rule",
         "newest version: 1",
@@ -183,7 +199,7 @@ def test_rollback_and_export(cli: CLI, tmp_path: Path, agents: list[Agent]) -> N
     cli.ok("config", "apply", config_file(tmp_path, single_node("http://127.0.0.1:9001")))
     cli.ok("config", "publish", "--wait", "0")
 
-    secret = join(cli.admin, "ap1")["service_secret"]
+    secret = join(cli.admin, "ap1").context
     agents.append(Agent(cli.admin, secret, "ap1"))
     agents[0].start()
     assert cli.ok("config", "rollback", "1", "--comment", "back", "--wait", "5") == (
@@ -211,31 +227,87 @@ def test_rollback_and_export(cli: CLI, tmp_path: Path, agents: list[Agent]) -> N
     assert cli.fails("config", "export", "--version", "9") == "gatehouse: there is no version 9\n"
 
 
-# --- nodes token ---------------------------------------------------------------------------
+# --- nodes token, nodes revoke -----------------------------------------------------------
 
 
-def test_nodes_token_makes_a_one_time_token_for_a_role(cli: CLI) -> None:
-    code, out, err = cli("nodes", "token", "--role", "policy", "--ttl", "10m")
+def test_nodes_token_makes_a_one_time_token_for_one_service(cli: CLI) -> None:
+    code, out, err = cli("nodes", "token", "--role", "policy", "--id", "ps1", "--ttl", "10m")
     assert code == 0
     token = out.strip()
-    assert len(token) >= 40
+    assert token.startswith("ghj1.")
     assert out == token + "\n"
-    assert re.fullmatch(r"one-time join token for policy services, valid until \S+Z\n", err), err
-    body = {
-        "token": token,
-        "service_id": "ps1",
-        "role": "policy",
-        "node": "local",
-        "endpoint": "http://127.0.0.1:8101",
-    }
+    assert re.fullmatch(
+        r"one-time join token for policy service 'ps1', valid until \S+Z \(CA sha256:\S{43}\)\n",
+        err,
+    ), err
+    body, _ = register_body(token, "ps1", "policy")
     assert cli.admin.call("POST", "/api/v1/register", body, token=None)[0] == 200
     assert cli.admin.call("POST", "/api/v1/register", body, token=None)[0] == 401
-    assert cli.fails("nodes", "token", "--role", "policy", "--ttl", "soon") == (
+    assert cli.fails("nodes", "token", "--role", "policy", "--id", "ps1", "--ttl", "soon") == (
         "gatehouse: ttl: not a duration: 'soon' (use e.g. 30, 30s, 250ms, 5m)\n"
     )
-    assert cli.fails("nodes", "token", "--role", "policy", "--ttl", "0") == (
+    assert cli.fails("nodes", "token", "--role", "policy", "--id", "ps1", "--ttl", "0") == (
         "gatehouse: ttl: must be at least 1, got '0'\n"
     )
+    assert cli.fails("nodes", "token", "--role", "policy", "--id", "ps1", "--ttl", "25h") == (
+        "gatehouse: ttl: a join token lives at most 24h, not 90000 seconds\n"
+    )
+    # ps1 is enrolled: enrolling it again takes a token made with --replace.
+    again, _ = register_body(out.strip(), "ps1", "policy")
+    token = cli("nodes", "token", "--role", "policy", "--id", "ps1")[1].strip()
+    status, answer = cli.admin.call("POST", "/api/v1/register", {**again, "token": token})
+    assert status == 409
+    assert "gatehouse nodes token --role policy --id ps1 --replace" in answer["message"]
+    code, out, err = cli("nodes", "token", "--role", "policy", "--id", "ps1", "--replace")
+    assert code == 0
+    assert "replacing its enrolment" in err
+    assert cli.admin.call("POST", "/api/v1/register", {**again, "token": out.strip()})[0] == 200
+
+
+def test_nodes_revoke_refuses_the_service_at_once(cli: CLI, tmp_path: Path) -> None:
+    cli.ok("config", "apply", config_file(tmp_path, single_node()))
+    cli.ok("config", "publish", "--wait", "0")
+    ps = join(cli.admin, "ps1", "policy")
+    serial = f"{ps.credentials.info.serial:x}"
+    assert cli.ok("nodes", "revoke", "ps1", "--reason", "laptop stolen") == (
+        f"revoked the certificates of ps1: {serial}\n"
+        "published version 2: every service refuses them from now on; ps1 can join again "
+        "only with a new join token\n"
+    )
+    assert cli.admin.call("GET", "/api/v1/config/ps1", None, None, cert=ps.context)[0] == 403
+    audit = cli.admin.ok("GET", "/api/v1/audit?limit=2")
+    assert audit[1]["what"] == f"revoked the certificates of 'ps1': {serial} (laptop stolen)"
+    assert cli.fails("nodes", "revoke", "nope") == (
+        "gatehouse: no certificate was issued to 'nope'\n"
+    )
+    rows = cli.ok("config", "status").splitlines()
+    assert re.fullmatch(r"ps1 +policy +local +- +never +no +revoked", rows[1]), rows
+
+
+def test_status_warns_about_certificates_not_renewed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A certificate with less than a third of its life left, or expired, is named."""
+    admin = Admin(tmp_path / "home", certificate_lifetime=3).start()
+    try:
+        cli = CLI(admin, capsys)
+        join(admin, "ap1")
+        time.sleep(2.2)  # past two thirds: it should have been renewed
+        code, out, err = cli("config", "status")
+        assert code == 0
+        assert re.fullmatch(
+            r"gatehouse: warning: the certificate of ap1 expires at \S+Z \(in \ds, less than a "
+            r"third of its life\): it has not renewed it; is it running and able to reach the "
+            r"Administration service\?\n",
+            err,
+        ), err
+        time.sleep(1.0)
+        code, out, err = cli("config", "status")
+        assert re.fullmatch(r"ap1 .* expired \S+ \S+Z", out.splitlines()[1]), out
+        assert err.startswith("gatehouse: warning: the certificate of ap1 expired at ")
+        assert "--id ap1 --replace" in err
+    finally:
+        admin.stop()
 
 
 # --- finding the Administration service ----------------------------------------------------
@@ -243,12 +315,16 @@ def test_nodes_token_makes_a_one_time_token_for_a_role(cli: CLI) -> None:
 
 def test_errors_finding_the_service_are_one_line(cli: CLI, tmp_path: Path) -> None:
     port = free_port()
-    assert cli.fails("config", "status", "--admin", f"http://127.0.0.1:{port}") == (
-        f"gatehouse: cannot reach the Administration service at http://127.0.0.1:{port}: "
+    assert cli.fails("config", "status", "--admin", f"https://127.0.0.1:{port}") == (
+        f"gatehouse: cannot reach the Administration service at https://127.0.0.1:{port}: "
         "connection refused\n"
     )
     assert cli.fails("config", "status", "--admin", "127.0.0.1:1") == (
-        "gatehouse: --admin: not an http(s) URL: '127.0.0.1:1'\n"
+        "gatehouse: --admin: not an https URL: '127.0.0.1:1'\n"
+    )
+    assert cli.fails("config", "status", "--admin", "http://127.0.0.1:1") == (
+        "gatehouse: --admin: the Administration service speaks HTTPS only: "
+        "'https://127.0.0.1:1', not 'http://127.0.0.1:1'\n"
     )
     other = tmp_path / "other"
     other.mkdir()
@@ -258,16 +334,22 @@ def test_errors_finding_the_service_are_one_line(cli: CLI, tmp_path: Path) -> No
     )
     (other / "admin.token").write_text("w" * 43 + "\n")
     assert cli.fails("config", "status", "--admin", cli.admin.url, home=other) == (
+        f"gatehouse: no internal CA in {other / 'ca'}: the Administration service makes it "
+        "when it first starts (is --home the Administration service's home?)\n"
+    )
+    shutil.copytree(cli.admin.home / "ca", other / "ca")
+    assert cli.fails("config", "status", "--admin", cli.admin.url, home=other) == (
         f"gatehouse: the Administration service at {cli.admin.url} refused the admin token in "
         f"{other / 'admin.token'}\n"
     )
     # Without --admin, the listen address comes from HOME/administration.yaml (default 8001).
     (other / "administration.yaml").write_text(f"administration: {{listen: '127.0.0.1:{port}'}}")
-    assert f"at http://127.0.0.1:{port}: connection refused" in cli.fails(
+    assert f"at https://127.0.0.1:{port}: connection refused" in cli.fails(
         "config", "status", home=other
     )
     assert cli.ok("config", "status") == (
-        "SERVICE  ROLE  NODE  VERSION  LAST SEEN  HEALTHY\nnewest version: none published\n"
+        "SERVICE  ROLE  NODE  VERSION  LAST SEEN  HEALTHY  CERTIFICATE\n"
+        "newest version: none published\n"
     )
 
 

@@ -177,8 +177,13 @@ def connect(args: argparse.Namespace) -> AdminClient:
     config = home / CONFIG_FILE
     settings = load_settings(config if config.exists() else None, home)
     if args.admin:
-        if not args.admin.startswith(("http://", "https://")):
-            raise GatehouseError(f"--admin: not an http(s) URL: {args.admin!r}")
+        if args.admin.startswith("http://"):
+            raise GatehouseError(
+                f"--admin: the Administration service speaks HTTPS only: "
+                f"{'https://' + args.admin.removeprefix('http://')!r}, not {args.admin!r}"
+            )
+        if not args.admin.startswith("https://"):
+            raise GatehouseError(f"--admin: not an https URL: {args.admin!r}")
         url = args.admin
     else:
         host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(
