@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import signal
+import ssl
 import stat
 import subprocess
 import time
@@ -32,6 +33,7 @@ from gatehouse.access_point.server import (
     read_config,
     read_published,
 )
+from gatehouse.administration.credentials import operator_context
 from gatehouse.config.access_point import AccessPointConfig
 from gatehouse.config.loader import validate
 from gatehouse.errors import ConfigError
@@ -277,9 +279,10 @@ def test_a_worker_keeps_its_configuration_when_a_reload_cannot_compile(
     assert (worker.published_version, resource_ids(worker)) == (3, ["app", "docs"])
 
 
-def health_of(status_port: int) -> dict[str, Any]:
-    """The health answer of the status listener on ``status_port``."""
-    return ap_status(status_port)
+def health_of(status_port: int, context: ssl.SSLContext | None = None) -> dict[str, Any]:
+    """The health answer of the status listener on ``status_port`` (``context``: the
+    operator's, for an enrolled AP's mutual TLS)."""
+    return ap_status(status_port, context)
 
 
 def test_a_sighup_finding_the_running_version_changes_nothing(
@@ -421,12 +424,16 @@ def test_first_start_registers_waits_for_the_first_version_and_serves_it(
 
     state = tmp_path / "state"
     assert stat.S_IMODE(state.stat().st_mode) == 0o700
-    assert {p.name for p in state.iterdir()} == {"admin.json", "lkg.json", VIEW_FILE}
+    assert {p.name for p in state.iterdir()} == {"admin.json", "lkg.json", "tls", VIEW_FILE}
     # The workers' file is the AP view with the version Admin published it as.
     version, view = read_published(state / VIEW_FILE)
     assert version == first
     assert [r.id for r in view.resources] == ["app"]
-    assert health_of(status)["config_version"] == first
+    # Enrolled: the status listener is mutual TLS and answers the operator's certificate.
+    operator = operator_context(real_admin.home)
+    assert health_of(status, operator)["config_version"] == first
+    with pytest.raises(ConnectionError):
+        health_of(status)  # plaintext
     assert ap.stop() == 0
 
 
@@ -468,17 +475,18 @@ def test_health_says_the_version_admin_published_and_sighups_do_not_change_it(
     token = sync(real_admin.join_token())
     ap = start_managed(port, *join_args(real_admin, token, port)).wait_ready()
     workers = wait_workers(ap, 2)
+    operator = operator_context(real_admin.home)
 
     def health_says(version: int) -> bool:
         # Each GET on a new connection: the kernel spreads them over both workers.
-        return all(health_of(status)["config_version"] == version for _ in range(10))
+        return all(health_of(status, operator)["config_version"] == version for _ in range(10))
 
     def admin_says() -> int:
         return int(sync(real_admin.service())["running_version"])
 
     assert sync(real_admin.reported(first))["running_version"] == first
     eventually(lambda: health_says(first), 5, f"health says version {first}", ap)
-    answer = health_of(status)
+    answer = health_of(status, operator)
     assert (answer["config_version"], answer["config_source"]) == (admin_says(), "admin")
     assert "local_version" not in answer
     with WireClient("127.0.0.1", port, timeout=5) as client:  # the public one: up, no more
