@@ -307,6 +307,9 @@ def installation(addresses: NodeAddresses, home: Path, node: str) -> dict[str, o
                 "listen": host_port(*addresses.policy),
                 "authentication": ["auth1"],
                 "admin_token_file": str(home / ADMIN_TOKEN_FILE),
+                # The AP relays the portal from this machine: on a plaintext link its
+                # X-Forwarded-For is believed by address (over mutual TLS, by certificate).
+                "trusted_proxies": ["127.0.0.0/8"],
             }
         ],
         "authentication_services": [

@@ -23,6 +23,7 @@ from gatehouse.access_point.decisions import (
 from gatehouse.access_point.runtime import OriginRegistry, compile_config
 from gatehouse.access_point.upstream import UpstreamConnection
 from gatehouse.config.access_point import DEFAULT_IDENTITY_HEADERS, AccessPointConfig
+from gatehouse.policy.calls import DecisionRequest
 
 SID = "s3cr3t-session-id"
 OTHER = "another-session-id"
@@ -54,7 +55,7 @@ class AP:
     def __init__(self, loop: asyncio.AbstractEventLoop, **settings: Any) -> None:
         self.loop = loop
         self.settings = settings
-        self.asked: list[dict[str, object]] = []
+        self.asked: list[DecisionRequest] = []
         self.answer = ALICE
         self.decider = Decider(["http://127.0.0.1:9"], "ap1", DEFAULT_IDENTITY_HEADERS, 1.0, 1000)
         self.decider.decide = self._decide  # type: ignore[method-assign]
@@ -84,7 +85,7 @@ class AP:
     def reload(self) -> None:
         self.state.runtime = self._compile(2)
 
-    async def _decide(self, request: dict[str, object]) -> Decision:
+    async def _decide(self, request: DecisionRequest) -> Decision:
         self.asked.append(request)
         return self.answer
 
@@ -211,8 +212,8 @@ def test_the_memo_is_for_the_same_cookie_and_method(
     status, head = ap.get(cookie, method)
     assert (status, head) == (403, b"")
     assert len(ap.asked) == 2
-    assert ap.asked[1]["session"] == cookie
-    assert ap.asked[1]["method"] == method
+    assert ap.asked[1].session == cookie
+    assert ap.asked[1].method == method
 
 
 def test_a_new_configuration_version_looks_up_the_cache_again(ap: AP) -> None:
@@ -233,7 +234,7 @@ def test_no_memo_behind_a_trusted_proxy(loop: asyncio.AbstractEventLoop) -> None
     for ip in ("10.0.0.1", "10.0.0.1", "10.0.0.2"):
         assert ap.get(SID, "GET", f"X-Forwarded-For: {ip}")[0] == 200
     assert ap.conn.decision_memo is None
-    assert [r["client_ip"] for r in ap.asked] == ["10.0.0.1", "10.0.0.2"]
+    assert [r.client_ip for r in ap.asked] == ["10.0.0.1", "10.0.0.2"]
 
 
 def test_no_memo_with_decision_headers(loop: asyncio.AbstractEventLoop) -> None:
@@ -241,7 +242,7 @@ def test_no_memo_with_decision_headers(loop: asyncio.AbstractEventLoop) -> None:
     for team in ("blue", "blue", "red"):
         assert ap.get(SID, "GET", f"X-Team: {team}")[0] == 200
     assert ap.conn.decision_memo is None
-    assert [r["headers"] for r in ap.asked] == [{"x-team": "blue"}, {"x-team": "red"}]
+    assert [r.headers for r in ap.asked] == [{"x-team": "blue"}, {"x-team": "red"}]
 
 
 def test_cache_generation_changes_whenever_an_entry_may_go() -> None:

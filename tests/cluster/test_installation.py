@@ -122,5 +122,6 @@ def test_trust_between_load_balancer_access_points_and_policy_services() -> None
     assert config.endpoint("ap1") == "http://gw1.dmz.example:8081"
     # A wildcard load balancer address says nothing about where it connects from.
     assert view_for(config, "ap1")["access_point"]["trusted_proxies"] == []
-    # An AP known by name only: the Policy services keep their default.
-    assert view_for(config, "ps1")["policy"]["trusted_proxies"] == ["127.0.0.0/8"]
+    # An AP known by name only: the Policy services keep their default (none: over mutual
+    # TLS an AP's forwarded fields are believed because of its certificate).
+    assert view_for(config, "ps1")["policy"]["trusted_proxies"] == []

@@ -57,7 +57,7 @@ def test_defaults() -> None:
     assert config.policy.listen == "127.0.0.1:8101"
     assert config.policy.authentication == ["http://127.0.0.1:8201"]
     assert config.policy.session_db is None
-    assert config.policy.trusted_proxies == [ipaddress.ip_network("127.0.0.0/8")]
+    assert config.policy.trusted_proxies == []  # over mTLS an AP is believed by certificate
     assert config.policy.admin_token_file is None
     assert config.policy.decision_ttl == 30.0
     assert config.sessions.cookie_name == "gatehouse_session"

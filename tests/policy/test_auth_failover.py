@@ -8,9 +8,10 @@ import asyncio
 
 import orjson
 
+from gatehouse.authentication.calls import VERIFY
 from gatehouse.config.failover import FailoverSettings
 from gatehouse.internal.client import FailoverClient
-from gatehouse.policy.service import VERIFY_PATH, AuthServiceChecker
+from gatehouse.policy.service import AuthServiceChecker
 
 
 async def dies_after_reading(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -57,5 +58,5 @@ def test_a_check_in_flight_on_a_dying_authentication_service_is_answered_by_the_
                 server.close()
                 await server.wait_closed()
 
-    assert VERIFY_PATH.startswith("/internal/")
+    assert VERIFY.path.startswith("/internal/")
     asyncio.run(scenario())

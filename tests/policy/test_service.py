@@ -216,6 +216,8 @@ class Stack:
                 "authentication": [f"http://127.0.0.1:{self.auth_port}"],
                 "admin_token_file": str(self.tmp / "token"),
                 "decision_ttl": 30,
+                # The tests play the Access Point from loopback, over plaintext.
+                "trusted_proxies": ["127.0.0.0/8"],
                 **(policy or {}),
             },
             "sessions": {"idle_timeout": 600, "absolute_timeout": 3600, **(sessions or {})},

@@ -23,6 +23,7 @@ from gatehouse.access_point.decisions import (
 )
 from gatehouse.access_point.headers import client_address, session_cookie
 from gatehouse.cookies import TWO_SESSION_COOKIES, TwoSessionCookies
+from gatehouse.policy.calls import DecisionRequest
 
 if TYPE_CHECKING:
     from gatehouse.access_point.connection import ClientConnection
@@ -110,15 +111,16 @@ class Authorization:
         self.route = route  # the body limit applies while the decision is pending
         if not self.request_done:
             self.body_since = conn.state.now
-        request: dict[str, object] = {
-            "session": session,
-            "resource": route.resource.id,
-            "method": head.method.decode("latin-1"),
-            "path": head.path,
-            "url": self._original_url(trusted),
-            "client_ip": client_ip,
-            "headers": dict(zip((n.decode() for n in wanted), selected, strict=True)),
-        }
+        request = DecisionRequest(
+            session,
+            route.resource.id,
+            head.method.decode("latin-1"),
+            head.path,
+            self._original_url(trusted),
+            client_ip,
+            dict(zip((n.decode() for n in wanted), selected, strict=True)),
+            decider.access_point,
+        )
         self.connect_task = conn.loop.create_task(self._ask(route, decider, key, request))
 
     def _original_url(self, trusted: bool) -> str:
@@ -134,7 +136,7 @@ class Authorization:
         return f"{scheme}://{head.authority.decode('latin-1')}{head.path}{query}"
 
     async def _ask(
-        self, route: Route, decider: Decider, key: CacheKey, request: dict[str, object]
+        self, route: Route, decider: Decider, key: CacheKey, request: DecisionRequest
     ) -> None:
         try:
             decision = await decider.decide(request)

@@ -24,7 +24,9 @@ import orjson
 from gatehouse.access_point.headers import field_line
 from gatehouse.config.failover import FailoverSettings
 from gatehouse.errors import GatehouseError
+from gatehouse.internal.calls import CallRefused
 from gatehouse.internal.client import FailoverClient
+from gatehouse.policy.calls import DECIDE, EVENTS, HEALTH, DecisionRequest
 from gatehouse.trust.tls import ClientTLS
 
 if TYPE_CHECKING:
@@ -38,7 +40,7 @@ _FORBIDDEN_IN_VALUES = str.maketrans("", "", "\r\n\x00")
 
 
 #: What the failover client probes on a down Policy service.
-POLICY_HEALTH_PATH = "/internal/v1/health"
+POLICY_HEALTH_PATH = HEALTH.path
 
 
 class DecisionUnavailable(GatehouseError):
@@ -251,19 +253,15 @@ class Decider:
             self._events = None
         await self.client.aclose()
 
-    async def decide(self, request: dict[str, object]) -> Decision:
-        request["ap"] = self.access_point
+    async def decide(self, request: DecisionRequest) -> Decision:
+        """Ask for the decision on ``request`` (``DECIDE``; its ``ap`` is this AP's id)."""
         try:
-            response = await self.client.call(
-                "POST", "/internal/v1/decide", json=request, retry_safe=True
-            )
+            data = await DECIDE.invoke(self.client, request)
         except GatehouseError as exc:
             raise DecisionUnavailable(str(exc)) from exc
-        if response.status != 200:
-            raise DecisionUnavailable(f"policy service answered {response.status}")
-        try:
-            data = orjson.loads(response.body)
-        except orjson.JSONDecodeError:
+        except CallRefused as exc:
+            raise DecisionUnavailable(f"policy service answered {exc.status}: {exc}") from None
+        except ValueError:
             raise DecisionUnavailable("policy service sent invalid JSON") from None
         return parse_decision(data, self.allowed_headers)
 
@@ -272,7 +270,7 @@ class Decider:
         delay = 0.2
         while True:
             try:
-                async for line in self.client.stream_lines("/internal/v1/events"):
+                async for line in EVENTS.stream_lines(self.client):
                     event = orjson.loads(line) if line.strip() else {}
                     kind = event.get("type") if isinstance(event, dict) else None
                     if kind == "hello":

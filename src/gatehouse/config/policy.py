@@ -9,7 +9,6 @@ is described in :mod:`gatehouse.policy.rules_compile`.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from typing import Annotated
 from urllib.parse import urlsplit
@@ -100,9 +99,9 @@ class PolicySettings(Strict):
         default_factory=lambda: ["http://127.0.0.1:8201"], min_length=1
     )
     session_db: Annotated[str, AfterValidator(_db_url)] | None = None
-    trusted_proxies: list[IPNetwork] = Field(
-        default_factory=lambda: [ipaddress.ip_network("127.0.0.0/8")]
-    )
+    #: Proxies whose X-Forwarded-* the portal believes: none by default. Over mutual TLS an
+    #: Access Point's are believed because its certificate says it is one.
+    trusted_proxies: list[IPNetwork] = Field(default_factory=list)
     admin_token_file: str | None = None
     decision_ttl: Duration = 30.0
     #: Lifetime of a signed identity assertion (resources in ``identity_assertion``).

@@ -1,10 +1,12 @@
 """The Policy service's admin API: list sessions and revoke them.
 
-Callers present ``Authorization: Bearer TOKEN`` with the token from ``policy.admin_token_file``
-(mutual TLS replaces this with roadmap item 6). Without a configured token file the admin API
-does not exist (404). Every revocation ends up on the event stream through the session
-store's end hook, and in the audit log with its reason (``DELETE ?user=U&reason=R``, and
-``&except=HASH`` to keep one session: the one that changed its own password).
+Callers present ``Authorization: Bearer TOKEN`` with the token from ``policy.admin_token_file``;
+over mutual TLS they must also hold an operator or Administration certificate (the roles of
+the declarations in policy/calls.py), the token staying a second factor. Without a configured
+token file the admin API does not exist (404). Every revocation ends up on the event stream
+through the session store's end hook, and in the audit log with its reason
+(``DELETE ?user=U&reason=R``, and ``&except=HASH`` to keep one session: the one that changed
+its own password).
 """
 
 from __future__ import annotations
@@ -15,9 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from starlette.requests import Request
-from starlette.responses import Response
 
-from gatehouse.internal.errors import Code, ServiceError, json_response
+from gatehouse.internal.errors import Code, ServiceError
 from gatehouse.policy.sessions import END_REASONS, SessionRecord, SessionStore, well_formed_hash
 from gatehouse.storage.models import USERNAME_LENGTH
 
@@ -47,7 +48,9 @@ def bearer_ok(header: str | None, token: str) -> bool:
 
 
 class AdminAPI:
-    """Handlers of ``/internal/v1/sessions``."""
+    """Handlers of ``/internal/v1/sessions`` (``SESSIONS``, ``END_SESSIONS``,
+    ``REVOKE_SESSION``): each checks the bearer token and returns what its declaration's
+    answer codec encodes."""
 
     def __init__(
         self,
@@ -67,14 +70,23 @@ class AdminAPI:
         if not bearer_ok(request.headers.get("authorization"), self._token):
             raise ServiceError(Code.UNAUTHORIZED, "a valid admin bearer token is required", 401)
 
-    async def collection(self, request: Request) -> Response:
-        self._authorize(request)
+    @staticmethod
+    def _user(request: Request) -> str | None:
         user = request.query_params.get("user")
         if user is not None and not 0 < len(user) <= USERNAME_LENGTH:
             raise ServiceError(Code.BAD_REQUEST, "user: not a user name", 400)
-        if request.method == "GET":
-            records = await self._sessions.live(self._clock(), user)
-            return json_response({"sessions": [r.info() for r in records]})
+        return user
+
+    async def sessions(self, request: Request) -> list[dict[str, object]]:
+        """``GET /internal/v1/sessions[?user=NAME]``: the live sessions."""
+        self._authorize(request)
+        records = await self._sessions.live(self._clock(), self._user(request))
+        return [r.info() for r in records]
+
+    async def end_sessions(self, request: Request) -> int:
+        """``DELETE /internal/v1/sessions?user=NAME[&reason=R][&except=HASH]``: how many."""
+        self._authorize(request)
+        user = self._user(request)
         if user is None:
             raise ServiceError(Code.BAD_REQUEST, "user: required to revoke sessions", 400)
         reason = request.query_params.get("reason", "revoked")
@@ -87,16 +99,17 @@ class AdminAPI:
             raise ServiceError(Code.BAD_REQUEST, "except: not a session hash (32 hex digits)", 400)
         ended = await self._sessions.end_sessions(user, reason=reason, except_session=keep)
         await self._record(ended, request, reason)
-        return json_response({"revoked": len(ended)})
+        return len(ended)
 
-    async def one(self, request: Request) -> Response:
+    async def revoke(self, request: Request) -> int:
+        """``DELETE /internal/v1/sessions/{id_hash}``: how many (0 or 1)."""
         self._authorize(request)
         id_hash = request.path_params["id_hash"]
         if not well_formed_hash(id_hash):
             raise ServiceError(Code.BAD_REQUEST, "not a session hash (32 hex digits)", 400)
         ended = await self._sessions.revoke_hashes([id_hash])
         await self._record(ended, request)
-        return json_response({"revoked": len(ended)})
+        return len(ended)
 
     async def _record(
         self, ended: list[SessionRecord], request: Request, reason: str = "revoked"

@@ -23,9 +23,20 @@ from gatehouse.internal.config_agent import config_fields
 from gatehouse.internal.endpoint import json_endpoint
 from gatehouse.internal.errors import Code, ServiceError, json_response
 from gatehouse.internal.hosting import on_stop_signal
+from gatehouse.policy.calls import (
+    DECIDE,
+    END_SESSIONS,
+    EVENTS,
+    HEALTH,
+    PORTAL,
+    REVOKE_SESSION,
+    SESSIONS,
+    DecisionRequest,
+)
 from gatehouse.policy.portal import Pages, Portal, unavailable_page
-from gatehouse.policy.service import MAX_DECISION_BODY, PolicyService
+from gatehouse.policy.service import PolicyService
 from gatehouse.storage.errors import DatabaseUnavailable
+from gatehouse.trust.identity import Peer
 
 log = logging.getLogger("gatehouse.policy")
 
@@ -75,36 +86,20 @@ def _internal_error_page(pages: Pages) -> Response:
     return pages.error(500, "Something went wrong", "Something went wrong on our side. Sorry.")
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise ServiceError(Code.BAD_REQUEST, f"body larger than {limit} bytes", 400)
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise ServiceError(Code.BAD_REQUEST, f"body larger than {limit} bytes", 400)
-    return bytes(body)
-
-
 # --- internal endpoints ----------------------------------------------------------------------
 
 
-@endpoint
-async def health(request: Request) -> Response:
+async def health(request: Request, peer: Peer | None, body: None) -> dict[str, object]:
     """The service's health; ``config_version`` / ``config_source`` as every service says
     them (:func:`config_fields`), next to the agent's ``config`` status when managed."""
     service = _service(request)
     answer = await service.health()
     answer.update(config_fields(service.agent))
-    return json_response(answer)
+    return answer
 
 
-@endpoint
-async def decide(request: Request) -> Response:
-    service = _service(request)
-    body = await _read_body(request, MAX_DECISION_BODY)
-    return json_response(await service.decide(body))
+async def decide(request: Request, peer: Peer | None, body: DecisionRequest) -> dict[str, object]:
+    return await _service(request).decide(body, peer)
 
 
 @endpoint
@@ -115,7 +110,7 @@ async def jwks(request: Request) -> Response:
     return response
 
 
-async def events(request: Request) -> Response:
+async def events(request: Request, peer: Peer | None, body: None) -> Response:
     hub = _service(request).hub
     return StreamingResponse(
         hub.stream(),
@@ -171,31 +166,40 @@ def _portal(name: str) -> Handler:
     return handler
 
 
-def _admin(name: str) -> Handler:
-    @endpoint
-    async def handler(request: Request) -> Response:
-        service = _service(request)
-        service.require_ready()
-        method: Handler = getattr(service.runtime.admin, name)
-        return await method(request)
+async def list_sessions(request: Request, peer: Peer | None, body: None) -> list[dict[str, object]]:
+    service = _service(request)
+    service.require_ready()
+    return await service.runtime.admin.sessions(request)
 
-    handler.__name__ = f"admin_{name}"
-    return handler
+
+async def end_sessions(request: Request, peer: Peer | None, body: None) -> int:
+    service = _service(request)
+    service.require_ready()
+    return await service.runtime.admin.end_sessions(request)
+
+
+async def revoke_session(request: Request, peer: Peer | None, body: None) -> int:
+    service = _service(request)
+    service.require_ready()
+    return await service.runtime.admin.revoke(request)
 
 
 def routes(prefix: str) -> list[Route]:
+    # The portal's pages (HTML) are for Access Points only, as the portal declaration says.
+    portal = PORTAL.guard
     return [
-        Route("/internal/v1/health", health, methods=["GET"]),
-        Route("/internal/v1/decide", decide, methods=["POST"]),
-        Route("/internal/v1/events", events, methods=["GET"]),
-        Route("/internal/v1/sessions", _admin("collection"), methods=["GET", "DELETE"]),
-        Route("/internal/v1/sessions/{id_hash}", _admin("one"), methods=["DELETE"]),
-        Route(f"{prefix}login", _portal("login_page"), methods=["GET"]),
-        Route(f"{prefix}login", _portal("login_submit"), methods=["POST"]),
-        Route(f"{prefix}logout", _portal("logout_page"), methods=["GET"]),
-        Route(f"{prefix}logout", _portal("logout_submit"), methods=["POST"]),
-        Route(f"{prefix}static/gatehouse.css", _portal("stylesheet"), methods=["GET"]),
-        Route(f"{prefix}jwks.json", jwks, methods=["GET"]),
+        HEALTH.route(health),
+        DECIDE.route(decide),
+        EVENTS.route(events),
+        SESSIONS.route(list_sessions),
+        END_SESSIONS.route(end_sessions),
+        REVOKE_SESSION.route(revoke_session),
+        Route(f"{prefix}login", portal(_portal("login_page")), methods=["GET"]),
+        Route(f"{prefix}login", portal(_portal("login_submit")), methods=["POST"]),
+        Route(f"{prefix}logout", portal(_portal("logout_page")), methods=["GET"]),
+        Route(f"{prefix}logout", portal(_portal("logout_submit")), methods=["POST"]),
+        Route(f"{prefix}static/gatehouse.css", portal(_portal("stylesheet")), methods=["GET"]),
+        Route(f"{prefix}jwks.json", portal(jwks), methods=["GET"]),
     ]
 
 

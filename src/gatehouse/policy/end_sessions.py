@@ -7,15 +7,19 @@ installation answers, the sessions are deleted from the session DB directly; on 
 the Policy services are told with NOTIFY as if one of them had done it, so Access Points still
 drop their cached decisions at once; on SQLite they stop letting the sessions in when their
 cached decisions expire (``decision_ttl``).
+
+The call is ``END_SESSIONS`` (policy/calls.py), with the admin bearer token. Over mutual TLS
+it also needs the operator's client certificate: ``end_user_sessions(..., tls=CONTEXT)`` takes
+its client context (made from the operator credentials under HOME, by the command line); with
+it the Policy service is called over HTTPS and must present a Policy certificate with the id
+the configuration names. Without one, plaintext (development on one machine).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import urllib.error
+import ssl
 import urllib.parse
-import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -23,20 +27,28 @@ from gatehouse.config.access_point import parse_listen
 from gatehouse.config.loader import load_file, validate
 from gatehouse.config.policy import PolicyConfig
 from gatehouse.errors import GatehouseError
+from gatehouse.internal.calls import CallRefused
+from gatehouse.internal.client import FailoverClient, InternalCallError
 from gatehouse.internal.lkg import ADMIN_FILE, StateDir
 from gatehouse.policy.admin_api import read_token
+from gatehouse.policy.calls import END_SESSIONS
 from gatehouse.policy.events import notify_revoked
 from gatehouse.policy.service import resolve
 from gatehouse.policy.sessions import END_REASONS, SessionRecord, SessionStore, Timeouts
 from gatehouse.storage.engine import Database
 from gatehouse.storage.home import database_urls
 from gatehouse.storage.migrate import upgrade
+from gatehouse.trust.identity import POLICY
+from gatehouse.trust.tls import ClientTLS
 
 POLICY_CONFIG = "policy.yaml"
 #: The ``from`` of the CLI's NOTIFY payloads: no Policy instance has this name.
 CLI_INSTANCE = "gatehouse-cli"
 #: Where ``gatehouse up`` keeps its services' state directories (node.STATE_DIR).
 STATE_DIR = "state"
+#: Seconds to connect to a Policy service, and for its answer.
+CONNECT_TIMEOUT = 2.0
+TIMEOUT = 5.0
 
 
 def _policy_configs(home: Path) -> Iterator[tuple[PolicyConfig, Path]]:
@@ -62,17 +74,35 @@ def _policy_configs(home: Path) -> Iterator[tuple[PolicyConfig, Path]]:
             continue
 
 
-def _via_policy_service(home: Path, query: dict[str, str]) -> int | None:
+async def _via_policy_service(
+    home: Path, query: dict[str, str], tls: ssl.SSLContext | None = None
+) -> int | None:
     """Revoke through one of the installation's Policy services; None when that is not
     possible."""
     for config, base in _policy_configs(home):
-        revoked = _revoke_through(config, base, query)
+        revoked = await revoke_through(config, base, query, tls)
         if revoked is not None:
             return revoked
     return None
 
 
-def _revoke_through(config: PolicyConfig, base: Path, query: dict[str, str]) -> int | None:
+def policy_url(config: PolicyConfig, tls: bool) -> str:
+    """Where this machine reaches the Policy service ``config`` describes."""
+    host, port = parse_listen(config.policy.listen)
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return f"{'https' if tls else 'http'}://{netloc}"
+
+
+async def revoke_through(
+    config: PolicyConfig,
+    base: Path,
+    query: dict[str, str],
+    tls: ssl.SSLContext | None = None,
+) -> int | None:
+    """``END_SESSIONS`` on the Policy service ``config`` describes, with its admin token;
+    None when it has no admin API or does not answer. ``tls``: the operator's client context
+    (the server must then be that Policy service: its role and id are checked)."""
     token_file = config.policy.admin_token_file
     if not token_file:
         return None
@@ -80,21 +110,19 @@ def _revoke_through(config: PolicyConfig, base: Path, query: dict[str, str]) -> 
         token = read_token(resolve(token_file, base))
     except ValueError:
         return None
-    host, port = parse_listen(config.policy.listen)
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
-    netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    request = urllib.request.Request(
-        f"http://{netloc}/internal/v1/sessions?{urllib.parse.urlencode(query)}",
-        method="DELETE",
-        headers={"Authorization": f"Bearer {token}"},
+    client_tls = None if tls is None else ClientTLS(tls, frozenset({POLICY}), (config.policy.id,))
+    client = FailoverClient(
+        [policy_url(config, tls is not None)],
+        connect_timeout=CONNECT_TIMEOUT,
+        timeout=TIMEOUT,
+        bearer_token=token,
+        tls=client_tls,
     )
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            answer = json.loads(response.read())
-    except (OSError, urllib.error.URLError, ValueError):
-        return None
-    revoked = answer.get("revoked") if isinstance(answer, dict) else None
-    return revoked if isinstance(revoked, int) else None
+    async with client:
+        try:
+            return await END_SESSIONS.invoke(client, None, query=urllib.parse.urlencode(query))
+        except (InternalCallError, CallRefused, ValueError):
+            return None
 
 
 def _session_db(home: Path) -> str:
@@ -131,16 +159,22 @@ async def _in_session_db(
 
 
 def end_user_sessions(
-    home: Path, username: str, reason: str = "revoked", except_session: str | None = None
+    home: Path,
+    username: str,
+    reason: str = "revoked",
+    except_session: str | None = None,
+    *,
+    tls: ssl.SSLContext | None = None,
 ) -> str:
     """End every session of ``username`` (but the one whose id hash is ``except_session``);
-    return a line saying what happened."""
+    return a line saying what happened. ``tls``: the operator's client context, for Policy
+    services on mutual TLS (see the module docstring)."""
     if reason not in END_REASONS:
         raise ValueError(f"unknown reason {reason!r}")
     query = {"user": username, "reason": reason}
     if except_session is not None:
         query["except"] = except_session
-    revoked = _via_policy_service(home, query)
+    revoked = asyncio.run(_via_policy_service(home, query, tls))
     if revoked is not None:
         return f"ended {revoked} session(s) of {username!r}; every Access Point was told"
     count, told = asyncio.run(_in_session_db(home, username, reason, except_session))

@@ -26,6 +26,7 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
+from gatehouse.internal.hosting import scope_peer
 from gatehouse.policy.csrf import COOKIE_NAME as CSRF_COOKIE
 from gatehouse.policy.csrf import FIELD_NAME as CSRF_FIELD
 from gatehouse.policy.csrf import CsrfGuard
@@ -34,6 +35,7 @@ from gatehouse.policy.devices import DeviceCookies
 from gatehouse.policy.redirects import HostPatterns, safe_return_url
 from gatehouse.policy.sessions import Identity, SessionStore, session_cookie
 from gatehouse.storage.errors import DatabaseUnavailable
+from gatehouse.trust.identity import ACCESS_POINT
 
 log = logging.getLogger(__name__)
 
@@ -109,16 +111,31 @@ def _trusted(ip: str, networks: Sequence[Network]) -> bool:
 
 
 def request_origin(
-    peer_ip: str, headers: Callable[[str], str | None], trusted: Sequence[Network]
+    peer_ip: str,
+    headers: Callable[[str], str | None],
+    trusted: Sequence[Network],
+    *,
+    access_point: bool = False,
 ) -> Origin:
     """Client address, scheme and host of a request, believing forwarded fields only from
-    trusted proxies. The client is the right-most X-Forwarded-For entry not itself trusted."""
+    trusted proxies. The client is the right-most X-Forwarded-For entry not itself trusted.
+
+    ``access_point``: the peer is an Access Point, as its certificate says (mutual TLS), so
+    its forwarded fields are believed whatever its address. Its X-Forwarded-For ends with the
+    address it saw; before that comes the chain of a load balancer it trusts, if any (an
+    Access Point keeps no chain from anyone else), whose last entry the Access Point takes for
+    the client, and so does this: further left only through ``trusted``.
+    """
     host = headers("host")
-    if not _trusted(peer_ip, trusted):
+    if not access_point and not _trusted(peer_ip, trusted):
         return Origin(peer_ip, False, host)
     client = peer_ip
-    chain = [part.strip() for part in (headers("x-forwarded-for") or "").split(",")]
-    for hop in reversed([p for p in chain if p]):
+    chain = [
+        p for p in (part.strip() for part in (headers("x-forwarded-for") or "").split(",")) if p
+    ]
+    if access_point and len(chain) > 1:
+        chain.pop()  # the load balancer the Access Point trusts: the one before is the client
+    for hop in reversed(chain):
         if _ip(hop) is None:
             break
         client = str(_ip(hop))
@@ -328,8 +345,14 @@ class Portal:
     # helpers
 
     def origin(self, request: Request) -> Origin:
+        """Where the browser's request came from: forwarded fields are believed from an
+        Access Point's certificate (mutual TLS), from ``trusted_proxies`` otherwise."""
         peer = request.client.host if request.client else ""
-        return request_origin(peer, request.headers.get, self.settings.trusted_proxies)
+        _tls, caller = scope_peer(request.scope)
+        relay = caller is not None and caller.role == ACCESS_POINT
+        return request_origin(
+            peer, request.headers.get, self.settings.trusted_proxies, access_point=relay
+        )
 
     def return_url(self, rd: str | None, origin: Origin) -> str:
         return safe_return_url(rd, request_host=origin.host, allowed=self.settings.redirect_hosts)

@@ -39,12 +39,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import os
-import re
 import secrets
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,17 +50,20 @@ from typing import Any
 from urllib.parse import quote
 
 from gatehouse.authentication import audit
+from gatehouse.authentication.calls import HEALTH as AUTH_HEALTH
+from gatehouse.authentication.calls import VERIFY, VerifyAnswer, VerifyRequest
 from gatehouse.config.loader import validate
 from gatehouse.config.policy import PolicyConfig
 from gatehouse.errors import ConfigError
+from gatehouse.internal.calls import CallRefused
 from gatehouse.internal.client import FailoverClient, InternalCallError
 from gatehouse.internal.client import Response as InternalResponse
 from gatehouse.internal.config_agent import AgentStatus, ConfigAgent
-from gatehouse.internal.endpoint import bad_request, parse_json_object
 from gatehouse.internal.managed import follow_admin
 from gatehouse.policy.admin_api import AdminAPI, read_token
 from gatehouse.policy.assertion_keys import KEY_FILE as ASSERTION_KEY_FILE
 from gatehouse.policy.assertion_keys import KeyRegistry, load_or_create_signing_key
+from gatehouse.policy.calls import DecisionRequest
 from gatehouse.policy.csrf import CsrfGuard, load_or_create_key
 from gatehouse.policy.decision import (
     Allow,
@@ -87,21 +88,17 @@ from gatehouse.policy.sessions import Identity, SessionRecord, SessionStore, Tim
 from gatehouse.storage.engine import Database
 from gatehouse.storage.errors import DatabaseUnavailable
 from gatehouse.storage.migrate import start_migrations
-from gatehouse.trust.identity import AUTHENTICATION
+from gatehouse.trust.identity import AUTHENTICATION, Peer
 from gatehouse.trust.tls import ClientTLS, Credentials
 
 log = logging.getLogger("gatehouse.policy")
 
 ROLE = "policy"
-MAX_DECISION_BODY = 64 * 1024
 PURGE_INTERVAL = 60.0
 HEALTH_DB_TIMEOUT = 2.0
 CSRF_KEY_FILE = "policy-csrf.key"
-VERIFY_PATH = "/internal/v1/password/verify"
-#: A trusted-device id as the Authentication service issues it.
-DEVICE_ID = re.compile(r"[A-Za-z0-9_-]{11}")
 #: What the failover client probes on a down Authentication service.
-AUTH_HEALTH_PATH = "/internal/v1/health"
+AUTH_HEALTH_PATH = AUTH_HEALTH.path
 #: The longest a replaced failover client waits for the requests still holding it.
 RETIRE_GRACE = 30.0
 #: Settings read once at start (see the module docstring).
@@ -113,68 +110,24 @@ RESTART_ONLY = (
 )
 
 
-# --- the decision call: wire format ---------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class DecisionRequest:
-    """A parsed ``DECISION_REQUEST``; ``url`` is the original URL (our addition)."""
-
-    session: str | None
-    url: str | None
-    input: DecisionInput
-
-
-_bad = bad_request
+# --- the decision call ---------------------------------------------------------------------
 
 #: How long a session read from the DB answers decisions without another read. Revocations
 #: this instance hears (its own, and other instances' through LISTEN/NOTIFY) drop it at once.
 SESSION_CACHE_TTL = 2.0
 
 
-def _required(data: Mapping[str, object], name: str) -> str:
-    value = data.get(name)
-    if not isinstance(value, str):
-        raise _bad(f"{name}: {'missing' if value is None else 'must be a string'}")
-    return value
-
-
-def _optional(data: Mapping[str, object], name: str) -> str | None:
-    return None if data.get(name) is None else _required(data, name)
-
-
-def parse_decision_request(body: bytes) -> DecisionRequest:
-    """Parse and check a ``DECISION_REQUEST``; errors name the field at fault."""
-    data = parse_json_object(body, MAX_DECISION_BODY)
-    resource = _required(data, "resource")
-    method = _required(data, "method")
-    path = _required(data, "path")
-    client_ip = _required(data, "client_ip")
-    if not path.startswith("/"):
-        raise _bad("path: must start with '/'")
-    try:
-        client_ip = ipaddress.ip_address(client_ip).compressed
-    except ValueError:
-        raise _bad(f"client_ip: not an IP address: {client_ip[:64]!r}") from None
-    headers = data.get("headers") or {}
-    if not isinstance(headers, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
-    ):
-        raise _bad("headers: must be an object of strings")
-    url = _optional(data, "url")
-    if url is not None and not url.startswith(("http://", "https://", "/")):
-        raise _bad("url: must be an absolute http(s) URL")
-    return DecisionRequest(
-        session=_optional(data, "session") or None,
-        url=url,
-        input=DecisionInput(
-            resource=resource,
-            method=method.upper(),
-            path=path,
-            client_ip=client_ip,
-            headers={k.lower(): v for k, v in headers.items()},
-            access_point=_optional(data, "ap") or "",
-        ),
+def decision_input(request: DecisionRequest, peer: Peer | None) -> DecisionInput:
+    """What the rules see of a decision request. Over mutual TLS the Access Point is the one
+    the caller's certificate names (only Access Points may ask: ``DECIDE``'s roles), whatever
+    the body's ``ap`` says; on a plaintext listener (development) the body says it."""
+    return DecisionInput(
+        resource=request.resource,
+        method=request.method,
+        path=request.path,
+        client_ip=request.client_ip,
+        headers=request.headers,
+        access_point=request.ap if peer is None else peer.service_id,
     )
 
 
@@ -197,34 +150,20 @@ def session_view(record: SessionRecord) -> SessionView:
 # --- the Authentication service ------------------------------------------------------------
 
 
-def parse_verdict(data: Any) -> Verdict:
-    """The answer of ``POST /internal/v1/password/verify``; ``ValueError`` if malformed."""
-    if not isinstance(data, dict):
-        raise ValueError("answer is not an object")
-    result = data.get("result")
-    if result == "invalid":
-        return Verdict("invalid")
-    if result == "locked":
-        retry = data.get("retry_after")
-        seconds = float(retry) if isinstance(retry, int | float) and retry > 0 else 60.0
-        return Verdict("locked", retry_after=seconds)
-    if result == "ok":
-        user = data.get("user")
-        if not isinstance(user, dict) or not isinstance(user.get("username"), str):
-            raise ValueError("ok without a user")
-        groups = user.get("groups") or []
-        email = user.get("email")
-        display = user.get("display_name")
-        identity = Identity(
-            username=user["username"],
-            display_name=display if isinstance(display, str) else "",
-            email=email if isinstance(email, str) else None,
-            groups=tuple(g for g in groups if isinstance(g, str)),
-        )
-        device = data.get("device")
-        valid = isinstance(device, str) and DEVICE_ID.fullmatch(device) is not None
-        return Verdict("ok", identity, device=device if valid else None)
-    raise ValueError(f"unknown result {result!r}")
+def verdict_of(answer: VerifyAnswer) -> Verdict:
+    """A password check's answer as the portal uses it."""
+    if answer.result != "ok":
+        return Verdict(answer.result, retry_after=answer.retry_after)
+    user = answer.user
+    if user is None:
+        raise ValueError("ok without a user")
+    identity = Identity(
+        username=user.username,
+        display_name=user.display_name,
+        email=user.email,
+        groups=user.groups,
+    )
+    return Verdict("ok", identity, device=answer.device)
 
 
 class AuthServiceChecker:
@@ -261,24 +200,22 @@ class AuthServiceChecker:
     async def verify(
         self, username: str, password: str, client_ip: str, device: str | None = None
     ) -> Verdict:
-        body = {"username": username, "password": password, "client_ip": client_ip}
-        if device is not None:
-            body["device"] = device
+        request = VerifyRequest(username, password, client_ip, device)
         try:
-            # Retry-safe: a password check changes nothing but the shared lockout counters. If
-            # an Authentication service dies after counting a failure and before answering,
-            # the next one counts that attempt again: at worst one extra failure (erring
-            # towards locking), while a right password resets the counters. The user never
-            # sees the crash, which is what HA is for.
-            response = await self.client.call("POST", VERIFY_PATH, json=body, retry_safe=True)
+            # Retry-safe (``VERIFY``): a password check changes nothing but the shared
+            # lockout counters. If an Authentication service dies after counting a failure
+            # and before answering, the next one counts that attempt again: at worst one
+            # extra failure (erring towards locking), while a right password resets the
+            # counters. The user never sees the crash, which is what HA is for.
+            answer = await VERIFY.invoke(self.client, request)
         except InternalCallError as exc:
             if any(_overloaded(failure.response) for failure in exc.failures):
                 raise AuthOverloaded(str(exc)) from exc
             raise AuthUnavailable(str(exc)) from exc
-        if response.status != 200:
-            raise AuthUnavailable(f"authentication service answered {response.status}")
+        except CallRefused as exc:
+            raise AuthUnavailable(f"authentication service answered {exc.status}") from None
         try:
-            return parse_verdict(response.json())
+            return verdict_of(answer)
         except ValueError as exc:
             raise AuthUnavailable(f"authentication service answer: {exc}") from None
 
@@ -606,8 +543,8 @@ class PolicyService:
             answer["config"] = _status_json(self.agent.status())
         return answer
 
-    async def decide(self, body: bytes) -> dict[str, object]:
-        request = parse_decision_request(body)
+    async def decide(self, request: DecisionRequest, peer: Peer | None = None) -> dict[str, object]:
+        """The ``DECISION`` for ``request`` from ``peer`` (None: a plaintext listener)."""
         runtime = self.runtime
         now = datetime.now(UTC)
         record = None
@@ -616,15 +553,15 @@ class PolicyService:
             record = await runtime.sessions.lookup(request.session, now, cached=self.hub.live)
         decision = decide(
             runtime.policy,
-            request.input,
+            decision_input(request, peer),
             session_view(record) if record is not None else None,
             now,
         )
         if isinstance(decision, Authenticate):
-            original = request.url or request.input.path
+            original = request.url or request.path
             return decision.to_json(login_url(runtime.portal_prefix, original))
         if isinstance(decision, Allow) and runtime.assertions is not None:
-            decision = runtime.assertions.stamp(decision, record, request.input.resource, now)
+            decision = runtime.assertions.stamp(decision, record, request.resource, now)
         return decision.to_json()
 
     async def jwks(self) -> dict[str, object]:

@@ -1,0 +1,245 @@
+"""The role matrix: every declared internal call (gatehouse.internal.catalog), with every
+certificate role, against the real Policy and Authentication apps served over mutual TLS.
+
+A pair the declaration does not allow is refused with 403 ``forbidden`` and audited on
+``gatehouse.audit``; an allowed pair is not refused by role; a certificate from another CA
+fails the handshake. Then the facts that come from the certificate: the Access Point of a
+decision is the one the certificate names, whatever the body says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import socket
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import uvicorn
+import uvloop
+
+from gatehouse.authentication.app import create_app as authentication_app
+from gatehouse.authentication.calls import VerifyRequest
+from gatehouse.authentication.config import AuthenticationSettings
+from gatehouse.config.loader import validate
+from gatehouse.config.policy import PolicyConfig
+from gatehouse.internal import catalog
+from gatehouse.internal.calls import Call
+from gatehouse.internal.client import AllEndpointsFailed, FailoverClient, StreamRefused
+from gatehouse.internal.client import Response as Answer
+from gatehouse.internal.hosting import server_config
+from gatehouse.policy.app import create_app as policy_app
+from gatehouse.policy.calls import DECIDE, PORTAL, DecisionRequest
+from gatehouse.policy.service import PolicyService
+from gatehouse.trust.ca import CertificateAuthority
+from gatehouse.trust.identity import ACCESS_POINT, AUTHENTICATION, POLICY, ROLES
+from gatehouse.trust.revocation import Revocations
+from gatehouse.trust.tls import ClientTLS, Credentials
+
+from .conftest import MakeCredentials
+
+TOKEN = "matrix-admin-token-0123456789"
+SAMPLES: dict[str, Any] = {
+    "decide": DecisionRequest(None, "app", "GET", "/", "https://app.test/", "192.0.2.1", {}, "x"),
+    "verify_password": VerifyRequest("nobody", "not the password", "192.0.2.1"),
+}
+PARAMS = {"revoke_session": {"id_hash": "0" * 32}}
+QUERIES = {"list_sessions": "user=nobody", "end_sessions": "user=nobody"}
+
+
+def on_uvloop(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
+    @functools.wraps(test)
+    def run(*args: Any, **kwargs: Any) -> None:
+        async def bounded() -> None:
+            async with asyncio.timeout(120):
+                await test(*args, **kwargs)
+
+        uvloop.run(bounded())
+
+    return run
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Stack:
+    urls: dict[str, str]
+
+
+@contextlib.asynccontextmanager
+async def _serve(app: Any, credentials: Credentials) -> AsyncIterator[str]:
+    port = _free_port()
+    server = uvicorn.Server(
+        server_config(app, "127.0.0.1", port, tls=credentials.server, revocations=Revocations())
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    try:
+        yield f"https://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+@contextlib.asynccontextmanager
+async def _stack(tmp: Path, make_credentials: MakeCredentials) -> AsyncIterator[Stack]:
+    """The Authentication and Policy services, each on mutual TLS, sharing one SQLite DB."""
+    db = f"sqlite+aiosqlite:///{tmp / 'gatehouse.db'}"
+    token = tmp / "admin.token"
+    token.write_text(TOKEN + "\n")
+    home = tmp / "home"
+    home.mkdir(mode=0o700)
+    auth_app = authentication_app(AuthenticationSettings(), db)
+    async with _serve(auth_app, make_credentials(AUTHENTICATION, "auth1")) as auth_url:
+        policy_creds = make_credentials(POLICY, "ps1")
+        config = validate(
+            PolicyConfig,
+            {
+                "policy": {
+                    "id": "ps1",
+                    "authentication": [auth_url],
+                    "admin_token_file": str(token),
+                },
+                "resources": {"app": "public", "ap7_only": {"access_point": ["ap7"]}},
+            },
+        )
+
+        def make_service() -> PolicyService:
+            return PolicyService(
+                config,
+                session_db=db,
+                user_db=db,
+                home=home,
+                config_dir=tmp,
+                credentials=policy_creds,
+            )
+
+        app = policy_app(config.login.portal_prefix, make_service)
+        async with _serve(app, policy_creds) as policy_url:
+            stack = Stack({"policy": policy_url, "authentication": auth_url})
+            await _until_ready(stack, make_credentials)
+            yield stack
+
+
+async def _until_ready(stack: Stack, make_credentials: MakeCredentials) -> None:
+    """Both services answer their health (their databases are migrated)."""
+    operator = make_credentials("operator", "ready")
+    for service, url in stack.urls.items():
+        async with _client(url, operator, service) as client:
+            for _ in range(500):
+                answer = await client.call_raw("GET", "/internal/v1/health", None, retry_safe=True)
+                if answer.status == 200:
+                    break
+                await asyncio.sleep(0.02)
+            else:
+                raise AssertionError(f"{service} never became healthy")
+
+
+def _client(url: str, credentials: Credentials, service: str) -> FailoverClient:
+    return FailoverClient(
+        [url],
+        tls=ClientTLS(credentials.client, frozenset({service})),
+        connect_timeout=2,
+        timeout=10,
+        bearer_token=TOKEN,
+    )
+
+
+async def _make(call: Call[Any, Any], client: FailoverClient) -> Answer:
+    """Make ``call`` (its first method) and return the answer, or the start of a stream."""
+    if call.stream:
+        try:
+            async with contextlib.aclosing(call.stream_lines(client)) as lines:
+                async for line in lines:
+                    return Answer(200, {}, line)
+        except StreamRefused as refused:
+            return refused.response
+        raise AssertionError(f"{call.name}: the stream ended at once")
+    if call is PORTAL:
+        return await client.call_raw("GET", "/_gatehouse/login", None, retry_safe=True)
+    return await call.send(
+        client,
+        SAMPLES.get(call.name),
+        params=PARAMS.get(call.name),
+        query=QUERIES.get(call.name, ""),
+    )
+
+
+@on_uvloop
+async def test_every_call_by_every_role(
+    tmp_path: Path, make_credentials: MakeCredentials, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="gatehouse.audit")
+    certificates = {role: make_credentials(role, f"{role.replace('_', '-')}1") for role in ROLES}
+    async with _stack(tmp_path, make_credentials) as stack:
+        outcomes: dict[tuple[str, str], int] = {}
+        for call in catalog.ALL:
+            url = stack.urls[call.service]
+            for role, credentials in certificates.items():
+                caplog.clear()
+                async with _client(url, credentials, call.service) as client:
+                    answer = await _make(call, client)
+                outcomes[(call.name, role)] = answer.status
+                who = f"{role} '{role.replace('_', '-')}1'"
+                refusals = [r.getMessage() for r in caplog.records if r.name == "gatehouse.audit"]
+                if call.allows(role):
+                    assert answer.status != 403, (call.name, role, answer.body)
+                    assert not refusals, (call.name, role, refusals)
+                else:
+                    assert answer.status == 403, (call.name, role, answer.status)
+                    assert orjson.loads(answer.body)["error"] == "forbidden"
+                    assert any(
+                        m.startswith(f"refused {call.method} ") and f"({call.name}) to {who}" in m
+                        for m in refusals
+                    ), (call.name, role, refusals)
+    # What the allowed pairs got: the real answers, not just "not refused".
+    allowed = {pair: status for pair, status in outcomes.items() if status != 403}
+    assert set(allowed.values()) == {200}, allowed
+    assert len(allowed) == sum(len(c.roles) for c in catalog.ALL)
+
+
+@on_uvloop
+async def test_a_certificate_from_another_ca_fails_the_handshake(
+    tmp_path: Path, make_credentials: MakeCredentials
+) -> None:
+    stranger = CertificateAuthority.create()
+    async with _stack(tmp_path, make_credentials) as stack:
+        for service, url in stack.urls.items():
+            credentials = make_credentials(
+                POLICY if service == AUTHENTICATION else ACCESS_POINT, "x1", stranger
+            )
+            async with _client(url, credentials, service) as client:
+                with pytest.raises(AllEndpointsFailed):
+                    await client.call_raw("GET", "/internal/v1/health", None, retry_safe=True)
+
+
+@on_uvloop
+async def test_the_access_point_of_a_decision_is_the_certificates(
+    tmp_path: Path, make_credentials: MakeCredentials
+) -> None:
+    async with _stack(tmp_path, make_credentials) as stack:
+        url = stack.urls["policy"]
+
+        async def decision(cert_id: str, body_ap: str) -> str:
+            request = DecisionRequest(
+                None, "ap7_only", "GET", "/", "https://app.test/", "192.0.2.1", {}, body_ap
+            )
+            async with _client(url, make_credentials(ACCESS_POINT, cert_id), POLICY) as client:
+                answer = await DECIDE.invoke(client, request)
+            return str(answer["decision"])
+
+        assert await decision("ap7", "ap1") == "allow"
+        assert await decision("ap1", "ap7") == "deny"
