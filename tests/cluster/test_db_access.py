@@ -277,6 +277,31 @@ def test_the_users_cli_with_a_role_that_may_not_read_users_says_so(
     assert "Traceback" not in done.stderr
 
 
+def test_a_role_password_is_rotated_by_removing_its_file(secured: Secured, tmp_path: Path) -> None:
+    path = db_access.passfile(secured.home, CLI_ROLE)
+    old = tmp_path / "old-pgpass"
+    old.write_bytes(path.read_bytes())
+    old.chmod(0o600)
+    path.unlink()
+    db_access.secure_database(
+        secured.databases.primary(), secured.home, secured.local, secured.said.append
+    )
+    assert path.read_bytes() != old.read_bytes()
+    assert run_sql(secured.url(CLI_ROLE), "SELECT current_user") == [(CLI_ROLE,)]
+    stale = secured.url(CLI_ROLE).replace(str(path), str(old))
+    with pytest.raises(DatabaseUnavailable, match="password authentication failed"):
+        run_sql(stale, "SELECT 1")
+
+
+def test_the_superusers_password_file_is_taken_back_from_the_nodes(secured: Secured) -> None:
+    path = db_access.passfile(secured.home, SUPERUSER)
+    kept = path.read_bytes()
+    path.unlink()
+    secured.databases._certificates(secured.databases.nodes)
+    assert path.read_bytes() == kept
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
 def test_failover_and_rewind_over_tls(secured: Secured) -> None:
     """Last in this file: the old primary comes back (pg_rewind over TLS as the superuser)."""
     databases = secured.databases

@@ -81,6 +81,10 @@ class ClusterDatabases:
         """Current certificates and the superuser's password file for ``nodes`` (made before
         they are created, renewed before they start)."""
         ca = db_access.load_ca(self.home)
+        made = [node for node in self.pair.nodes if (node.tls_dir / PASSFILE).exists()]
+        if made and not db_access.passfile(self.home, SUPERUSER).exists():
+            # The servers keep the superuser's password they were made with: take it back.
+            db_access.write_password(self.home, SUPERUSER, made[0].superuser_password())
         password = db_access.ensure_password(self.home, SUPERUSER)
         db_access.ensure_certificates(nodes, ca, password, self._say)
 

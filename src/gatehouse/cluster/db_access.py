@@ -92,10 +92,16 @@ def ensure_password(home: Path, role: str) -> str:
     path = passfile(home, role)
     if path.exists():
         return read_password(path, role)
-    private_directory(path.parent)
     password = secrets.token_urlsafe(32)
-    atomic_write(path, pgpass_line(role, password).encode(), 0o600)
+    write_password(home, role, password)
     return password
+
+
+def write_password(home: Path, role: str, password: str) -> None:
+    """Write the role's password file (0600, in a 0700 directory)."""
+    path = passfile(home, role)
+    private_directory(path.parent)
+    atomic_write(path, pgpass_line(role, password).encode(), 0o600)
 
 
 def read_password(path: Path, role: str) -> str:

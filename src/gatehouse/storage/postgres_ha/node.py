@@ -223,8 +223,12 @@ class PgNode:
         self._write_bytes(self.tls_dir / ROOT_CERT, ca_pem)
         self._write_file(self.tls_dir / PASSFILE, pgpass_line(self.superuser, superuser_password))
 
-    def _superuser_password(self) -> str:
-        """The password in the node's password file (for initdb)."""
+    def superuser_password(self) -> str:
+        """The superuser's password in the node's password file.
+
+        Raises:
+            ReplicationError: there is none (:meth:`install_tls` writes it).
+        """
         try:
             line = (self.tls_dir / PASSFILE).read_text().splitlines()[0]
         except (OSError, IndexError):
@@ -395,7 +399,7 @@ class PgNode:
             args.append("--no-sync")
         pwfile = self.tls_dir / "initdb.pw"
         if self.tls:
-            self._write_file(pwfile, self._superuser_password() + "\n")
+            self._write_file(pwfile, self.superuser_password() + "\n")
             args.append(f"--pwfile={pwfile}")
         try:
             self._check("initdb", *args, what="initdb")
