@@ -2,8 +2,10 @@
 
 ``gatehouse cluster`` uses this to run the databases of a one-machine HA cluster. Each node is
 a data directory with its own port; the server binaries run as the ``postgres`` user when we
-are root. Nodes listen on 127.0.0.1 only, without Unix sockets, and trust every loopback
-connection (no passwords): a development and test cluster, not a production one.
+are root. Nodes listen on 127.0.0.1 only, without Unix sockets. With ``tls`` (what
+``gatehouse cluster`` uses) they take TLS 1.3 connections with SCRAM passwords only, replication
+included; without it they trust every loopback connection (no passwords: for tests). A
+development and test cluster either way, not a production one.
 
 :mod:`.binaries` finds the PostgreSQL server binaries; :mod:`.node` is one server
 (:class:`~.node.PgNode`: initdb, start, stop, kill, promote, status); :mod:`.pair` is the
