@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import ssl
 from typing import Any
 
 from tests.support.processes import Service
@@ -12,7 +13,13 @@ from tests.support.processes import Service
 def call(
     svc: Service, method: str, path: str, body: bytes | None = None
 ) -> tuple[int, bytes, dict[str, Any]]:
-    conn = http.client.HTTPConnection(svc.host, svc.port, timeout=15)
+    # An enrolled service listens with mutual TLS: the test gives it the caller's context.
+    context: ssl.SSLContext | None = getattr(svc, "tls_context", None)
+    conn: http.client.HTTPConnection
+    if context is not None:
+        conn = http.client.HTTPSConnection(svc.host, svc.port, timeout=15, context=context)
+    else:
+        conn = http.client.HTTPConnection(svc.host, svc.port, timeout=15)
     try:
         headers = {"Content-Type": "application/json"} if body is not None else {}
         conn.request(method, path, body=body, headers=headers)

@@ -111,7 +111,10 @@ def start_auth(tmp_path: Path, port: int, admin: RealAdmin, started: list[Proces
     ]
     process = Process(args, tmp_path / "auth.log", "127.0.0.1", port)
     started.append(process)
-    return process.wait_ready(30)
+    process.wait_ready(30)
+    # Enrolled: it listens with mutual TLS; the test calls it as the Policy service does.
+    process.tls_context = admin.client_context("policy", "ps1")  # type: ignore[attr-defined]
+    return process
 
 
 def attempts(auth: Process, username: str, client_ip: str, *passwords: str) -> list[str]:

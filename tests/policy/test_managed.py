@@ -13,6 +13,7 @@ import asyncio
 import http.client
 import json
 import os
+import ssl
 import subprocess
 import time
 from collections.abc import Callable, Coroutine, Iterator
@@ -88,6 +89,10 @@ class ManagedPolicy:
         self.home = tmp / "ps-home"
         self.process: Service | None = None
         self.starts = 0
+        #: Enrolled, it listens with mutual TLS: the test calls it as an Access Point does.
+        self.tls: ssl.SSLContext | None = None
+        #: ... and its session admin API as the operator's command line does.
+        self.operator_tls: ssl.SSLContext | None = None
 
     def start(self, *extra: str) -> ManagedPolicy:
         self.starts += 1
@@ -101,6 +106,8 @@ class ManagedPolicy:
         return self
 
     def join(self, admin: RealAdmin) -> ManagedPolicy:
+        self.tls = admin.client_context("access_point", "ap1")
+        self.operator_tls = admin.client_context("operator", "cli")
         token = sync(admin.join_token("policy"))
         endpoint = f"http://127.0.0.1:{self.port}"
         return self.start(
@@ -116,7 +123,12 @@ class ManagedPolicy:
         return self.process.output() if self.process is not None else ""
 
     def call(self, method: str, path: str, body: Any = None, token: str | None = None) -> Any:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        conn: http.client.HTTPConnection
+        tls = self.operator_tls if path.startswith("/internal/v1/sessions") else self.tls
+        if tls is not None:
+            conn = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=10, context=tls)
+        else:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
         headers = {"Content-Type": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"

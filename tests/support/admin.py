@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import ssl
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,10 +15,10 @@ from typing import Any
 import pytest
 import yaml
 
-from gatehouse.administration.credentials import operator_context
+from gatehouse.administration.credentials import load_ca, operator_context
 from gatehouse.internal.client import FailoverClient
-from gatehouse.trust.identity import ADMINISTRATION
-from gatehouse.trust.tls import ClientTLS
+from gatehouse.trust.identity import ADMINISTRATION, Identity
+from gatehouse.trust.tls import ClientTLS, Credentials, write_credentials
 from tests.support.processes import Service as Process
 from tests.support.processes import free_port, write_config
 
@@ -86,6 +87,15 @@ class RealAdmin:
         }
         answer = await self.call("POST", "/api/v1/join-tokens", body)
         return str(answer["token"])
+
+    def client_context(self, role: str, service_id: str) -> ssl.SSLContext:
+        """A client TLS context with a certificate of ``role`` from this Admin's CA, to call
+        an enrolled service's mutual-TLS listener as one of its callers would."""
+        directory = self.directory / "callers" / f"{role}-{service_id}"
+        ca = load_ca(self.home)
+        key, cert = ca.issue_key_pair(Identity(role, service_id))
+        write_credentials(directory, ca.certificate_pem, cert, key)
+        return Credentials(directory).client
 
     async def revoke(self, service_id: str) -> dict[str, Any]:
         answer: dict[str, Any] = await self.call(
