@@ -251,6 +251,21 @@ def test_each_service_owns_the_tables_it_migrates(secured: Secured) -> None:
     assert owners["alembic_version"] == SUPERUSER
 
 
+def test_an_owner_writes_only_its_own_branchs_migration_rows(secured: Secured) -> None:
+    policy = secured.url(POLICY_ROLE)
+    everything = run_sql(policy, "SELECT version_num FROM alembic_version ORDER BY 1")
+    heads = [row[0] for row in everything]
+    assert [h.split("_")[0] for h in heads] == ["admin", "session", "user"]
+    run_sql(policy, "DELETE FROM alembic_version WHERE version_num LIKE 'user%'")
+    run_sql(
+        policy, "UPDATE alembic_version SET version_num = 'session_9' WHERE version_num LIKE 'a%'"
+    )
+    with pytest.raises(DatabaseUnavailable, match="violates row-level security policy"):
+        run_sql(policy, "INSERT INTO alembic_version VALUES ('user_9999')")
+    assert run_sql(policy, "SELECT version_num FROM alembic_version ORDER BY 1") == everything
+    denied(secured.url(CLI_ROLE), "DELETE FROM alembic_version")
+
+
 def test_role_passwords_are_private_files_in_the_home(secured: Secured) -> None:
     for role in (*db_access.SERVICE_ROLES, SUPERUSER):
         path = db_access.passfile(secured.home, role)

@@ -68,6 +68,9 @@ RENEW_BEFORE = timedelta(days=30)
 CERT_HOSTS = ("127.0.0.1", "localhost")
 #: The table every Alembic branch records its revision in (shared by the owners).
 VERSION_TABLE = "alembic_version"
+#: The start of the revision ids of each owner's migration branches (``admin_0003``,
+#: ``admin_secrets_0001``, ``user_0002``, ``session_0002``).
+BRANCH_PREFIXES = {ADMIN_ROLE: "admin_", AUTH_ROLE: "user_", POLICY_ROLE: "session_"}
 SCRAM_ITERATIONS = 4096
 
 
@@ -241,6 +244,7 @@ def role_statements(home: Path, database: str) -> str:
         f"REVOKE ALL ON {VERSION_TABLE} FROM PUBLIC",
         f"GRANT SELECT, INSERT, UPDATE, DELETE ON {VERSION_TABLE} TO {owners}",
         f"GRANT SELECT ON {VERSION_TABLE} TO {cli}",
+        *_version_row_policies(),
         # Tables a later migration of the Authentication service adds are the CLI's too.
         f"ALTER DEFAULT PRIVILEGES FOR ROLE {auth} IN SCHEMA public "
         f"GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {cli}",
@@ -248,6 +252,25 @@ def role_statements(home: Path, database: str) -> str:
         f"GRANT USAGE, SELECT ON SEQUENCES TO {cli}",
     ]
     return ";\n".join(statements)
+
+
+def _version_row_policies() -> list[str]:
+    """Row security on the shared version table: everyone reads every branch's revision
+    (Alembic looks at all heads), an owner writes only its own branch's rows (revision ids
+    start with the branch name), so no service can make another one migrate again."""
+    statements = [f"ALTER TABLE {VERSION_TABLE} ENABLE ROW LEVEL SECURITY"]
+    readers = _roles(SERVICE_ROLES)
+    policies: list[tuple[str, str]] = [("gatehouse_read", f"FOR SELECT TO {readers} USING (true)")]
+    for role, prefix in BRANCH_PREFIXES.items():
+        pattern = prefix.replace("_", "\\_") + "%"  # LIKE: the underscore itself
+        own = f"version_num LIKE {_literal(pattern)}"
+        policies.append(
+            (f"{role}_writes", f"FOR ALL TO {_ident(role)} USING ({own}) WITH CHECK ({own})")
+        )
+    for name, rule in policies:
+        statements.append(f"DROP POLICY IF EXISTS {_ident(name)} ON {VERSION_TABLE}")
+        statements.append(f"CREATE POLICY {_ident(name)} ON {VERSION_TABLE} {rule}")
+    return statements
 
 
 def _present(primary: PgNode, database: str, tables: Iterable[str]) -> list[str]:
