@@ -57,6 +57,7 @@ __all__ = [
     "ensure_credentials",
     "load_ca",
     "operator_context",
+    "operator_tls",
 ]
 
 ADMIN_TLS_DIR = Path("tls") / "administration"
@@ -184,6 +185,19 @@ def operator_context(home: Path) -> ssl.SSLContext:
             )
     ensure_credentials(home / OPERATOR_TLS_DIR, directory, OPERATOR_IDENTITY)
     return Credentials(home / OPERATOR_TLS_DIR).client
+
+
+def operator_tls(home: Path) -> ssl.SSLContext | None:
+    """:func:`operator_context` when ``home`` holds the installation's CA (this is the
+    Administration service's machine), else None (a home without an Administration
+    service: plaintext development services).
+
+    Raises:
+        GatehouseError: the CA is there but the credentials cannot be made or read.
+    """
+    if not (ca_dir(home) / CA_CERT_FILE).exists():
+        return None
+    return operator_context(home)
 
 
 def certificate_pem(certificate: x509.Certificate) -> str:

@@ -152,10 +152,13 @@ def _end_sessions(home: Path, username: str, reason: str) -> None:
     password it was opened with, nor carry groups the user no longer has (sessions store
     the groups of their login). Run after the user DB change is committed, so every login
     checked from then on sees the change."""
+    from gatehouse.administration.credentials import operator_tls
     from gatehouse.policy.end_sessions import end_user_sessions
 
     try:
-        print(end_user_sessions(home, username, reason))
+        # On the Administration service's machine, the operator's certificate reaches
+        # Policy services on mutual TLS.
+        print(end_user_sessions(home, username, reason, tls=operator_tls(home)))
     except GatehouseError as exc:
         raise GatehouseError(
             f"the sessions of {username!r} were NOT ended ({exc}); once the session database "
