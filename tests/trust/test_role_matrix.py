@@ -36,9 +36,10 @@ from gatehouse.internal.client import Response as Answer
 from gatehouse.internal.hosting import server_config
 from gatehouse.policy.app import create_app as policy_app
 from gatehouse.policy.calls import DECIDE, PORTAL, DecisionRequest
+from gatehouse.policy.end_sessions import revoke_through
 from gatehouse.policy.service import PolicyService
 from gatehouse.trust.ca import CertificateAuthority
-from gatehouse.trust.identity import ACCESS_POINT, AUTHENTICATION, POLICY, ROLES
+from gatehouse.trust.identity import ACCESS_POINT, AUTHENTICATION, OPERATOR, POLICY, ROLES
 from gatehouse.trust.revocation import Revocations
 from gatehouse.trust.tls import ClientTLS, Credentials
 
@@ -243,3 +244,31 @@ async def test_the_access_point_of_a_decision_is_the_certificates(
 
         assert await decision("ap7", "ap1") == "allow"
         assert await decision("ap1", "ap7") == "deny"
+
+
+@on_uvloop
+async def test_the_operator_cli_ends_sessions_through_the_declaration(
+    tmp_path: Path, make_credentials: MakeCredentials
+) -> None:
+    """``gatehouse users`` asks a Policy service on mutual TLS with the operator's client
+    context (end_sessions.revoke_through): refused for another role, the server checked."""
+    async with _stack(tmp_path, make_credentials) as stack:
+        port = int(stack.urls["policy"].rsplit(":", 1)[1])
+
+        def config(policy_id: str) -> PolicyConfig:
+            settings = {
+                "id": policy_id,
+                "listen": f"127.0.0.1:{port}",
+                "admin_token_file": str(tmp_path / "admin.token"),
+            }
+            return validate(PolicyConfig, {"policy": settings})
+
+        query = {"user": "nobody", "reason": "revoked"}
+        operator = make_credentials(OPERATOR, "cli").client
+        assert await revoke_through(config("ps1"), tmp_path, query, operator) == 0
+        # An AP's certificate is refused (403); plaintext gets no answer from a TLS listener;
+        # a server that is not the configured Policy service is not believed.
+        ap = make_credentials(ACCESS_POINT, "ap1").client
+        assert await revoke_through(config("ps1"), tmp_path, query, ap) is None
+        assert await revoke_through(config("ps1"), tmp_path, query) is None
+        assert await revoke_through(config("ps2"), tmp_path, query, operator) is None
