@@ -263,9 +263,16 @@ def after_smuggle(tour: Tour, done: subprocess.CompletedProcess[str] | None) -> 
 def after_health_and_download(tour: Tour, done: subprocess.CompletedProcess[str] | None) -> None:
     assert done is not None
     lines = done.stdout.splitlines()
-    health, status, download = lines[0], "\n".join(lines[1:-1]), lines[-1]
+    health, status, download = lines[0], lines[1:-1], lines[-1]
     assert json.loads(health) == {"status": "ok"}  # up, and nothing more on the public port
-    assert status.endswith("3 of 3 services run version 3"), status
+    # The versions are in `gatehouse config status`: every service runs version 3.
+    rows = [line.split() for line in status[1:4]]
+    assert sorted((row[0], row[3]) for row in rows) == [
+        ("ap1", "3"),
+        ("auth1", "3"),
+        ("ps1", "3"),
+    ], status
+    assert status[-1] == "newest version: 3", status
     assert download == "200 1000000000 bytes"
 
 
