@@ -220,7 +220,9 @@ def after_publish(tour: Tour, done: subprocess.CompletedProcess[str] | None) -> 
 def after_status_and_rollback(tour: Tour, done: subprocess.CompletedProcess[str] | None) -> None:
     assert done is not None
     rows = [line.split() for line in done.stdout.splitlines()[1:4]]
-    assert sorted((row[0], row[3], row[-1]) for row in rows) == [
+    # SERVICE ROLE NODE VERSION LAST SEEN(2) HEALTHY CERTIFICATE (expires ...)
+    assert all(row[7] == "expires" for row in rows), done.stdout
+    assert sorted((row[0], row[3], row[6]) for row in rows) == [
         ("ap1", "2", "yes"),
         ("auth1", "2", "yes"),
         ("ps1", "2", "yes"),
