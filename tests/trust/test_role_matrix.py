@@ -47,7 +47,16 @@ from .conftest import MakeCredentials
 
 TOKEN = "matrix-admin-token-0123456789"
 SAMPLES: dict[str, Any] = {
-    "decide": DecisionRequest(None, "app", "GET", "/", "https://app.test/", "192.0.2.1", {}, "x"),
+    "decide": DecisionRequest(
+        session=None,
+        resource="app",
+        method="GET",
+        path="/",
+        url="https://app.test/",
+        client_ip="192.0.2.1",
+        headers={},
+        ap="x",
+    ),
     "verify_password": VerifyRequest("nobody", "not the password", "192.0.2.1"),
 }
 PARAMS = {"revoke_session": {"id_hash": "0" * 32}}
@@ -235,9 +244,11 @@ async def test_the_access_point_of_a_decision_is_the_certificates(
         url = stack.urls["policy"]
 
         async def decision(cert_id: str, body_ap: str) -> str:
-            request = DecisionRequest(
-                None, "ap7_only", "GET", "/", "https://app.test/", "192.0.2.1", {}, body_ap
-            )
+            request: DecisionRequest = {
+                **SAMPLES["decide"],
+                "resource": "ap7_only",
+                "ap": body_ap,
+            }
             async with _client(url, make_credentials(ACCESS_POINT, cert_id), POLICY) as client:
                 answer = await DECIDE.invoke(client, request)
             return str(answer["decision"])

@@ -111,16 +111,16 @@ class Authorization:
         self.route = route  # the body limit applies while the decision is pending
         if not self.request_done:
             self.body_since = conn.state.now
-        request = DecisionRequest(
-            session,
-            route.resource.id,
-            head.method.decode("latin-1"),
-            head.path,
-            self._original_url(trusted),
-            client_ip,
-            dict(zip((n.decode() for n in wanted), selected, strict=True)),
-            decider.access_point,
-        )
+        request: DecisionRequest = {
+            "session": session,
+            "resource": route.resource.id,
+            "method": head.method.decode("latin-1"),
+            "path": head.path,
+            "url": self._original_url(trusted),
+            "client_ip": client_ip,
+            "headers": dict(zip((n.decode() for n in wanted), selected, strict=True)),
+            "ap": decider.access_point,
+        }
         self.connect_task = conn.loop.create_task(self._ask(route, decider, key, request))
 
     def _original_url(self, trusted: bool) -> str:

@@ -122,12 +122,12 @@ def decision_input(request: DecisionRequest, peer: Peer | None) -> DecisionInput
     the caller's certificate names (only Access Points may ask: ``DECIDE``'s roles), whatever
     the body's ``ap`` says; on a plaintext listener (development) the body says it."""
     return DecisionInput(
-        resource=request.resource,
-        method=request.method,
-        path=request.path,
-        client_ip=request.client_ip,
-        headers=request.headers,
-        access_point=request.ap if peer is None else peer.service_id,
+        resource=request["resource"],
+        method=request["method"],
+        path=request["path"],
+        client_ip=request["client_ip"],
+        headers=request["headers"],
+        access_point=request["ap"] if peer is None else peer.service_id,
     )
 
 
@@ -548,9 +548,10 @@ class PolicyService:
         runtime = self.runtime
         now = datetime.now(UTC)
         record = None
-        if request.session is not None:
+        session = request["session"]
+        if session is not None:
             self.require_ready()
-            record = await runtime.sessions.lookup(request.session, now, cached=self.hub.live)
+            record = await runtime.sessions.lookup(session, now, cached=self.hub.live)
         decision = decide(
             runtime.policy,
             decision_input(request, peer),
@@ -558,10 +559,10 @@ class PolicyService:
             now,
         )
         if isinstance(decision, Authenticate):
-            original = request.url or request.path
+            original = request["url"] or request["path"]
             return decision.to_json(login_url(runtime.portal_prefix, original))
         if isinstance(decision, Allow) and runtime.assertions is not None:
-            decision = runtime.assertions.stamp(decision, record, request.resource, now)
+            decision = runtime.assertions.stamp(decision, record, request["resource"], now)
         return decision.to_json()
 
     async def jwks(self) -> dict[str, object]:
