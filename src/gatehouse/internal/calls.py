@@ -220,6 +220,9 @@ class Call(Generic[Req, Ans]):
     # the client ------------------------------------------------------------------------
     def target(self, params: Mapping[str, str] | None = None, query: str = "") -> str:
         """The request target for ``params`` (each quoted as one path segment)."""
+        if not self.params:
+            # The usual case, on the hot path (decisions): nothing to fill in.
+            return f"{self.path}?{query}" if query else self.path
         values = params or {}
         missing = [p for p in self.params if p not in values]
         if missing:
