@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import stat
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -208,3 +209,37 @@ def test_no_plaintext_listener_and_the_ca_key_is_never_served(
     join(admin, "ap1")
     for path in ("/api/v1/versions/1", "/api/v1/services", "/api/v1/audit", "/api/v1/draft"):
         assert secret_line not in str(admin.ok("GET", path))
+
+
+def _served_serial(admin: Admin) -> int:
+    """The serial of the certificate a new handshake with Admin shows."""
+    import http.client
+
+    from cryptography import x509
+
+    conn = http.client.HTTPSConnection("127.0.0.1", admin.port, timeout=5, context=admin.anonymous)
+    try:
+        conn.connect()
+        assert conn.sock is not None
+        der = conn.sock.getpeercert(binary_form=True)  # type: ignore[attr-defined]
+    finally:
+        conn.close()
+    return x509.load_der_x509_certificate(der).serial_number
+
+
+def test_admins_own_certificate_is_renewed_at_start_and_while_running(
+    tmp_path: Path, admins: list[Admin]
+) -> None:
+    home = tmp_path / "home"
+    admin = start(admins, home, certificate_lifetime=3)
+    first = _served_serial(admin)
+    assert admin.stop() == 0
+    time.sleep(2.2)  # less than a third of its life left: a new one at the next start
+    again = start(admins, home, name="again", certificate_lifetime=3)
+    second = _served_serial(again)
+    assert second != first
+    deadline = time.monotonic() + 6
+    while _served_serial(again) == second:  # renewed while serving, no restart
+        assert time.monotonic() < deadline, "not renewed while running"
+        time.sleep(0.2)
+    assert again.ok("GET", "/api/v1/health")["status"] == "ok"

@@ -1261,3 +1261,36 @@ def test_unusable_state_is_a_clear_error(tmp_path: Path) -> None:
     (state / "admin.json").chmod(0o600)
     with pytest.raises(StateError, match=r"admin\.json: service_id is missing"):
         ConfigAgent(state)
+
+
+def test_a_registration_from_before_certificates_is_told_how_to_enrol(
+    run: Run[None], tmp_path: Path, real_admin: RealAdmin
+) -> None:
+    """A state directory with admin.json but no tls/ (registered with a service secret):
+    without --join the start names the command; with a --replace token it enrols again and
+    keeps its last-known-good."""
+    from gatehouse.errors import GatehouseError
+    from gatehouse.internal.managed import Joining, start_managed
+
+    async def scenario() -> None:
+        first = await real_admin.publish(installation("wiki"))
+        agent = await joined_agent(real_admin, tmp_path / "state")
+        assert await agent.initial(ap_model) == (first, ANY)
+        # As it was before internal TLS: no certificate in the state directory.
+        for name in ("ca.pem", "cert.pem", "key.pem"):
+            (tmp_path / "state" / "tls" / name).unlink()
+        with pytest.raises(GatehouseError) as caught:
+            await start_managed(tmp_path / "state", "access_point", None, ap_model)
+        assert str(caught.value) == (
+            f"{tmp_path / 'state'}/tls holds no certificate of 'ap1' (it registered before "
+            "internal TLS, or the directory was removed): make a join token with 'gatehouse "
+            "nodes token --role access_point --id ap1 --replace' and start once with --join "
+            "ADMIN_URL --token TOKEN --id ID --endpoint URL"
+        )
+        token = await real_admin.join_token(replace=True)
+        joining = Joining((real_admin.url,), token, "ap1", "http://127.0.0.1:8080", "n1")
+        managed = await start_managed(tmp_path / "state", "access_point", joining, ap_model)
+        assert managed.version == first  # from its last-known-good
+        assert managed.agent.credentials is not None
+
+    run(scenario())
