@@ -24,6 +24,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 from unittest.mock import ANY
@@ -70,7 +71,7 @@ from gatehouse.internal.config_agent import (
 )
 from gatehouse.internal.hosting import scope_peer, server_config
 from gatehouse.internal.lkg import StateError
-from gatehouse.trust.ca import CertificateAuthority
+from gatehouse.trust.ca import DEFAULT_LIFETIME, CertificateAuthority
 from gatehouse.trust.identity import ADMINISTRATION, Identity
 from gatehouse.trust.tls import Credentials, write_credentials
 from tests.support.admin import RealAdmin, real_admin
@@ -243,6 +244,7 @@ class FakeAdmin:
     #: Serials whose calls are refused (403).
     revoked: set[int] = field(default_factory=set)
     renewals: int = 0
+    lifetime: timedelta = DEFAULT_LIFETIME
     served: dict[str, Served] = field(default_factory=dict)
     acks: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     polls: list[tuple[str, int, float]] = field(default_factory=list)
@@ -299,8 +301,6 @@ class FakeAdmin:
             return error(401, "unauthorized", f"the token is for {made_for}")
         certificate = self.ca.issue(data["csr"], Identity(*made_for), lifetime=self.lifetime)
         return JSONResponse({**self.answer(certificate), "public_key": public_key_pem(self.key)})
-
-    lifetime: Any = field(default_factory=lambda: __import__("datetime").timedelta(days=7))
 
     def authorised(self, request: Request) -> bool:
         peer = scope_peer(request.scope)[1]

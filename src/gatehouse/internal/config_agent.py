@@ -584,6 +584,20 @@ class ConfigAgent:
                         failures += 1
                         left = (credentials.info.not_after - datetime.now(UTC)).total_seconds()
                         retry = min(RENEW_RETRY, max(0.2, left / 10), self.backoff.delay(failures))
+                        if left <= 0:
+                            retry = RENEW_RETRY
+                            log.error(
+                                "the internal certificate of %r expired at %s: the other "
+                                "services refuse it and it cannot be renewed with it; enrol "
+                                "the service again (gatehouse nodes token --role %s --id %s "
+                                "--replace, then start it once with --join and --token)",
+                                state.service_id,
+                                credentials.info.not_after.isoformat(timespec="seconds"),
+                                state.role,
+                                state.service_id,
+                            )
+                            await asyncio.sleep(retry)
+                            continue
                         log.warning(
                             "certificate renewal failed (valid until %s), trying again in "
                             "%.3g s: %s",
