@@ -99,6 +99,7 @@ async def health(request: Request, peer: Peer | None, body: None) -> dict[str, o
 
 
 async def decide(request: Request, peer: Peer | None, body: DecisionRequest) -> dict[str, object]:
+    """``DECIDE``: over mutual TLS ``peer`` is the Access Point (the body's ``ap`` unread)."""
     return await _service(request).decide(body, peer)
 
 
