@@ -281,7 +281,10 @@ class Call(Generic[Req, Ans]):
         answer = await self.send(client, body, params=params, query=query, timeout=timeout)
         if answer.status >= 400:
             raise refused(answer)
-        return self.answer.decode(answer.body)
+        try:
+            return self.answer.decode(answer.body)
+        except ServiceError as exc:  # the server-side wording of a body that does not decode
+            raise ValueError(f"{self.name} answer: {exc.message}") from None
 
 
 async def read_body(request: Request, limit: int) -> bytes:

@@ -214,6 +214,8 @@ class AuthServiceChecker:
             raise AuthUnavailable(str(exc)) from exc
         except CallRefused as exc:
             raise AuthUnavailable(f"authentication service answered {exc.status}") from None
+        except ValueError as exc:  # an answer that does not decode
+            raise AuthUnavailable(f"authentication service answer: {exc}") from None
         try:
             return verdict_of(answer)
         except ValueError as exc:
