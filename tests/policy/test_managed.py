@@ -261,6 +261,46 @@ def test_keeps_serving_without_admin_restarts_from_last_known_good_and_converges
     reported(real_admin, second, timeout=10.0)
 
 
+def test_a_renewed_certificate_is_served_without_a_restart(tmp_path: Path) -> None:
+    """The config agent renews the certificate (a short lifetime here) and the listener,
+    built on the agent's credentials, shows the new one to new handshakes."""
+    from cryptography import x509
+
+    admin = RealAdmin(tmp_path / "admin", certificate_lifetime=4).start()
+    policy = ManagedPolicy(tmp_path, free_port())
+    try:
+        first = sync(admin.publish(installation(policy.port, V1_RULES)))
+        policy.join(admin)
+        reported(admin, first)
+
+        def served() -> int:
+            conn = http.client.HTTPSConnection(
+                "127.0.0.1", policy.port, timeout=5, context=policy.tls
+            )
+            try:
+                conn.connect()
+                assert isinstance(conn.sock, ssl.SSLSocket)
+                der = conn.sock.getpeercert(binary_form=True)
+            finally:
+                conn.close()
+            assert der is not None
+            return x509.load_der_x509_certificate(der).serial_number
+
+        before = served()
+        pid = policy.process.pid if policy.process else 0
+        deadline = time.monotonic() + 8
+        while served() == before:
+            assert time.monotonic() < deadline, policy.output()
+            time.sleep(0.2)
+        assert policy.process is not None
+        assert policy.process.pid == pid  # no restart
+        assert policy.decision("pub") == "allow"
+        assert "renewed the internal certificate" in policy.output()
+    finally:
+        policy.stop()
+        admin.stop()
+
+
 def test_a_version_the_service_cannot_use_is_refused_and_the_running_one_kept(
     real_admin: RealAdmin, policy: ManagedPolicy, tmp_path: Path
 ) -> None:

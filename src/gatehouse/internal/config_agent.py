@@ -104,6 +104,7 @@ __all__ = [
     "Snapshot",
     "StateError",
     "Validate",
+    "agent_credentials",
     "config_fields",
     "describe",
     "judge",
@@ -126,6 +127,23 @@ RENEW_FRACTION = 2 / 3
 RENEW_JITTER = 0.04
 #: Seconds between tries of a renewal that failed (at most; less for short lifetimes).
 RENEW_RETRY = 30.0
+
+
+#: The credentials each agent of this process keeps (and reloads when it renews), by
+#: directory: what the service's own listener and clients must use too.
+_CREDENTIALS: dict[Path, Credentials] = {}
+
+
+def agent_credentials(directory: str | Path) -> Credentials | None:
+    """The :class:`Credentials` a config agent of this process keeps in ``directory``
+    (``STATE_DIR/tls``), None if none does. The agent reloads them in place when it renews
+    the certificate, so a listener built on them serves the new one with no restart."""
+    return _CREDENTIALS.get(Path(directory).resolve())
+
+
+def _keep(credentials: Credentials) -> Credentials:
+    _CREDENTIALS[credentials.directory.resolve()] = credentials
+    return credentials
 
 
 class RegistrationFailed(GatehouseError):
@@ -325,7 +343,7 @@ class ConfigAgent:
         #: enrolled. The agent renews the certificate and reloads it into these contexts.
         self.credentials: Credentials | None = None
         if (self.state_dir.tls_path / CERT_FILE).exists():
-            self.credentials = Credentials(self.state_dir.tls_path)
+            self.credentials = _keep(Credentials(self.state_dir.tls_path))
         #: The revoked certificates Admin publishes, as of the newest envelope applied.
         #: Updated on the loop :meth:`run` runs on (the service's).
         self.revocations = Revocations()
@@ -496,7 +514,7 @@ class ConfigAgent:
                 f"cannot write {self.state_dir.tls_path}: {exc.strerror or exc}"
             ) from None
         if self.credentials is None:
-            self.credentials = Credentials(self.state_dir.tls_path)
+            self.credentials = _keep(Credentials(self.state_dir.tls_path))
         else:
             self.credentials.reload()
         self.state_dir.save_admin(state)

@@ -38,11 +38,14 @@ def add_tls_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def state_credentials(state_dir: Path) -> Credentials | None:
-    """The credentials a managed service enrolled, None before enrolment."""
+    """The credentials a managed service enrolled, None before enrolment: those its config
+    agent keeps (and reloads when it renews the certificate) when it runs in this process."""
+    from gatehouse.internal.config_agent import agent_credentials
+
     directory = Path(state_dir) / TLS_DIR
     if not (directory / "cert.pem").exists():
         return None
-    return Credentials(directory)
+    return agent_credentials(directory) or Credentials(directory)
 
 
 def credentials_of(args: argparse.Namespace, host: str) -> Credentials | None:
