@@ -778,7 +778,7 @@ class ConfigAgent:
             self._reachable()
             return True
         if response.status != 200:
-            # Admin is there and said no (the service unknown to it, a secret it refuses, an
+            # Admin is there and said no (the service unknown to it, a certificate it refuses, an
             # error of its own): say so; back off as for an outage, but it is not one.
             self._reachable(f"Admin answered the poll with {_answer_of(response)}")
             return False

@@ -199,7 +199,7 @@ class StateDir:
     def load_admin(self) -> AdminState | None:
         """The registration, or ``None`` when there is none yet.
 
-        A file that group or others may read is refused: it holds the service secret.
+        A file that group or others may read is refused: the state directory is private.
         """
         data = self._read_private(self.admin_path)
         return None if data is None else AdminState.from_json(data, str(self.admin_path))
