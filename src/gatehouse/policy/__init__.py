@@ -12,24 +12,69 @@ The configuration model is :class:`gatehouse.config.policy.PolicyConfig`. Typica
     decision = decide(policy, DecisionInput(...), session_view_or_none, now)
 """
 
-from gatehouse.policy.decision import (
-    PRIMARY_METHOD,
-    Allow,
-    Authenticate,
-    CompiledPolicy,
-    Decision,
-    DecisionInput,
-    Deny,
-    IdentityHeaderNames,
-    SessionView,
-    compile_policy,
-    decide,
-    header_safe,
-    identity_headers,
-)
-from gatehouse.policy.rules import Condition, EvalContext, Principal, Tri, Verdict, evaluate
-from gatehouse.policy.rules_compile import RuleSet, check_rule_set, compile_rule_set
-from gatehouse.policy.rules_time import TimeWindow
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gatehouse.policy.decision import (
+        PRIMARY_METHOD,
+        Allow,
+        Authenticate,
+        CompiledPolicy,
+        Decision,
+        DecisionInput,
+        Deny,
+        IdentityHeaderNames,
+        SessionView,
+        compile_policy,
+        decide,
+        header_safe,
+        identity_headers,
+    )
+    from gatehouse.policy.rules import Condition, EvalContext, Principal, Tri, Verdict, evaluate
+    from gatehouse.policy.rules_compile import RuleSet, check_rule_set, compile_rule_set
+    from gatehouse.policy.rules_time import TimeWindow
+
+#: Where each name lives: imported at first use, so that importing one module of the package
+#: (the Access Point imports ``gatehouse.policy.calls``, the wire formats) does not load the
+#: rules engine and its regular expression library.
+_HOMES = {
+    **dict.fromkeys(
+        (
+            "PRIMARY_METHOD",
+            "Allow",
+            "Authenticate",
+            "CompiledPolicy",
+            "Decision",
+            "DecisionInput",
+            "Deny",
+            "IdentityHeaderNames",
+            "SessionView",
+            "compile_policy",
+            "decide",
+            "header_safe",
+            "identity_headers",
+        ),
+        "decision",
+    ),
+    **dict.fromkeys(
+        ("Condition", "EvalContext", "Principal", "Tri", "Verdict", "evaluate"), "rules"
+    ),
+    **dict.fromkeys(("RuleSet", "check_rule_set", "compile_rule_set"), "rules_compile"),
+    "TimeWindow": "rules_time",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "PRIMARY_METHOD",
