@@ -15,12 +15,14 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import yaml
 
 from gatehouse.cli import main
+from gatehouse.trust.ca import renew_at
 from tests.administration.test_api import (
     Admin,
     admin,
@@ -284,15 +286,22 @@ def test_nodes_revoke_refuses_the_service_at_once(cli: CLI, tmp_path: Path) -> N
     assert re.fullmatch(r"ps1 +policy +local +- +never +no +revoked", rows[1]), rows
 
 
+def wait_until(moment: datetime) -> None:
+    time.sleep(max(0.0, (moment - datetime.now(UTC)).total_seconds()))
+
+
 def test_status_warns_about_certificates_not_renewed(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A certificate with less than a third of its life left, or expired, is named."""
-    admin = Admin(tmp_path / "home", certificate_lifetime=3).start()
+    admin = Admin(tmp_path / "home", certificate_lifetime=6).start()
     try:
         cli = CLI(admin, capsys)
-        join(admin, "ap1")
-        time.sleep(2.2)  # past two thirds: it should have been renewed
+        info = join(admin, "ap1").credentials.info
+        code, out, err = cli("config", "status")
+        assert (code, err) == (0, "")  # plenty of life left
+        # Past two thirds: it should have been renewed.
+        wait_until(renew_at(info.not_before, info.not_after) + timedelta(seconds=0.1))
         code, out, err = cli("config", "status")
         assert code == 0
         assert re.fullmatch(
@@ -301,7 +310,7 @@ def test_status_warns_about_certificates_not_renewed(
             r"Administration service\?\n",
             err,
         ), err
-        time.sleep(1.0)
+        wait_until(info.not_after + timedelta(seconds=0.1))
         code, out, err = cli("config", "status")
         assert re.fullmatch(r"ap1 .* expired \S+ \S+Z", out.splitlines()[1]), out
         assert err.startswith("gatehouse: warning: the certificate of ap1 expired at ")
