@@ -425,3 +425,58 @@ def test_its_disk_and_environment_hold_no_secrets(
             found.append(f"{name.decode()} in the process's environment")
     assert found == []
     assert os.stat(owned.state / "tls" / "key.pem").st_mode & 0o077 == 0
+
+
+# --- revocation: what the operator does once an AP is known to be owned ---------------------
+# These run last: they change the cluster the tests above share.
+
+
+def _nodes_revoke(cluster: Cluster, service: str) -> None:
+    done = subprocess.run(
+        [*GATEHOUSE, "nodes", "revoke", service, "--reason", "owned", "--home", str(cluster.home)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_revoked_policy_service_is_dropped_by_the_access_points(
+    cluster: Cluster, alice: Browser
+) -> None:
+    assert cluster.status()["ap1"].prefers == "ps1"
+    _nodes_revoke(cluster, "ps1")
+    began = time.monotonic()
+    while cluster.status()["ap1"].prefers != "ps2":
+        assert time.monotonic() - began < 5, cluster.status()
+        time.sleep(0.1)
+    # No request fails meanwhile or after: ap1's decisions and portal go to ps2.
+    assert [alice.get(f"/after-revoke/{i}").status for i in range(10)] == [200] * 10
+
+
+def test_a_revoked_access_point_certificate_opens_nothing_within_a_second(
+    owned: Owned, cluster: Cluster, alice: Browser
+) -> None:
+    session = alice.cookies["gatehouse_session"]
+    body = {
+        "session": session,
+        "resource": "demo",
+        "method": "GET",
+        "path": "/",
+        "url": "http://x/",
+        "client_ip": "127.0.0.1",
+        "headers": {},
+        "ap": "ap1",
+    }
+    assert owned.call("ps2", "POST", "/internal/v1/decide", body)[0] == 200
+    _nodes_revoke(cluster, "ap1")
+    began = time.monotonic()
+    while True:
+        status, answer = owned.call("ps2", "POST", "/internal/v1/decide", body)
+        if status != 200:
+            break
+        assert time.monotonic() - began < 1.0, "the revoked certificate still decides"
+        time.sleep(0.05)
+    assert status in (0, 403), answer
+    assert owned.call("admin", "GET", "/api/v1/config/ap1?after=0&wait=0")[0] in (0, 403)

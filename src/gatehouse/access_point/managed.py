@@ -39,6 +39,7 @@ import dataclasses
 import logging
 import signal
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ import orjson
 
 from gatehouse.access_point.runtime import OriginRegistry, compile_config
 from gatehouse.access_point.server import (
+    PUBLISHED_REVOKED,
     PUBLISHED_VERSION,
     PUBLISHED_VIEW,
     Overrides,
@@ -64,6 +66,7 @@ from gatehouse.internal.lkg import atomic_write
 from gatehouse.internal.managed import Joining, Managed, model_check, start_managed
 from gatehouse.internal.service_tls import TLS_DIR, state_credentials
 from gatehouse.logs import setup_logging
+from gatehouse.trust.revocation import Revocations
 from gatehouse.trust.tls import CERT_FILE
 
 __all__ = [
@@ -139,10 +142,12 @@ class ViewCheck:
         return self.state_dir is not None and (self.state_dir / TLS_DIR / CERT_FILE).exists()
 
 
-def write_view(path: Path, version: int, view: dict[str, Any]) -> None:
-    """Replace the workers' file with ``view``, published by Admin as ``version``
-    (atomically: they read the old or the new); read by :func:`.server.read_published`."""
-    document = {PUBLISHED_VERSION: version, PUBLISHED_VIEW: view}
+def write_view(path: Path, version: int, view: dict[str, Any], revoked: Iterable[int] = ()) -> None:
+    """Replace the workers' file with ``view``, published by Admin as ``version``, and the
+    serials revoked as of it (atomically: they read the old or the new); read by
+    :func:`.server.read_published` and :func:`.server.read_revoked`."""
+    document: dict[str, Any] = {PUBLISHED_VERSION: version, PUBLISHED_VIEW: view}
+    document[PUBLISHED_REVOKED] = [f"{serial:x}" for serial in sorted(revoked)]
     atomic_write(path, orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n", 0o600)
 
 
@@ -223,9 +228,12 @@ class Follower:
         self.overrides = overrides
         self.workers = workers
         self.supervisor: Supervisor | None = None
+        #: The agent's revocation list, written next to every version for the workers.
+        self.revocations: Revocations | None = None
 
     def apply(self, version: int, view: dict[str, Any]) -> None:
-        write_view(self.path, version, view)
+        revoked = self.revocations.serials if self.revocations is not None else ()
+        write_view(self.path, version, view, revoked)
         if self.supervisor is not None:
             self.supervisor.signal_workers(signal.SIGHUP)
         log.info(
@@ -281,7 +289,7 @@ def run_managed(state_dir: Path, joining: Joining | None, overrides: Overrides) 
         return 0
     path = Path(state_dir) / VIEW_FILE
     try:
-        write_view(path, managed.version, managed.view)
+        write_view(path, managed.version, managed.view, managed.agent.revocations.serials)
     except OSError as exc:
         raise GatehouseError(f"cannot write {path}: {exc.strerror or exc}") from None
     if state_credentials(Path(state_dir)) is not None:
@@ -298,6 +306,7 @@ def run_managed(state_dir: Path, joining: Joining | None, overrides: Overrides) 
         listening_socket(*status, reuse_port=True, listen=False).close()
     count = config.access_point.workers
     follower = Follower(path, overrides, count)
+    follower.revocations = managed.agent.revocations
     agent = AgentThread(managed.agent, follower.apply, check)
     supervisor = Supervisor(
         count,

@@ -50,6 +50,7 @@ from gatehouse.config.loader import load_file, validate
 from gatehouse.errors import ConfigError, GatehouseError
 from gatehouse.logs import setup_logging
 from gatehouse.trust.identity import POLICY
+from gatehouse.trust.revocation import Revocations
 from gatehouse.trust.tls import ClientTLS, Credentials
 
 log = logging.getLogger("gatehouse.access_point")
@@ -106,6 +107,9 @@ def load_config(path: str | Path, overrides: Overrides) -> AccessPointConfig:
 #: The fields of a managed worker's file (written by :func:`.managed.write_view`).
 PUBLISHED_VERSION = "published_version"
 PUBLISHED_VIEW = "view"
+#: The serials (hex) of the certificates the Administration service revoked, as of that
+#: version: the worker refuses them (a Policy service's, an operator's on the status listener).
+PUBLISHED_REVOKED = "revoked"
 
 
 def read_published(path: str | Path) -> tuple[int, AccessPointConfig]:
@@ -127,6 +131,25 @@ def read_published(path: str | Path) -> tuple[int, AccessPointConfig]:
     if not isinstance(view, dict):
         raise ConfigError([(PUBLISHED_VIEW, "missing or not an object")], str(path))
     return version, validate(AccessPointConfig, view, str(path))
+
+
+def read_revoked(path: str | Path) -> frozenset[int]:
+    """The revoked serials in a managed worker's file (none when absent or unreadable: the
+    configuration itself is checked by :func:`read_published`)."""
+    try:
+        data = _read_json(Path(path))
+    except ConfigError:
+        return frozenset()
+    listed = data.get(PUBLISHED_REVOKED) if isinstance(data, dict) else None
+    if not isinstance(listed, list):
+        return frozenset()
+    serials = set()
+    for item in listed:
+        try:
+            serials.add(int(item, 16))
+        except (TypeError, ValueError):
+            continue
+    return frozenset(serials)
 
 
 def load_published(path: str | Path, overrides: Overrides) -> tuple[int, AccessPointConfig]:
@@ -195,10 +218,12 @@ class Worker:
         self.credentials = (
             None if overrides.internal_tls is None else Credentials(overrides.internal_tls)
         )
+        #: Revoked certificates (managed: from the supervisor's file at every reload).
+        self.revocations = Revocations(read_revoked(path) if published_version else ())
         self.internal = (
             None
             if self.credentials is None
-            else ClientTLS(self.credentials.client, frozenset({POLICY}))
+            else ClientTLS(self.credentials.client, frozenset({POLICY}), (), self.revocations)
         )
         self.registry = OriginRegistry(self.internal)
         self.managed = published_version is not None
@@ -274,6 +299,10 @@ class Worker:
         operator's SIGHUP) or an older one changes nothing. A renewed internal certificate
         is loaded in every case: new connections to the Policy services use it."""
         self.reload_credentials()
+        if self.managed:
+            closed = self.revocations.update(read_revoked(self.path))
+            if closed:
+                log.warning("closed %d connection(s) to revoked services", closed)
         loaded = file_identity(self.path)
         published: int | None = None
         try:
@@ -435,7 +464,7 @@ class Worker:
         loop = asyncio.get_running_loop()
         tls = self.credentials is not None
         server = await loop.create_server(
-            lambda: StatusProtocol(state, tls, connections),
+            lambda: StatusProtocol(state, tls, connections, self.revocations),
             sock=sock,
             ssl=self.credentials.server if self.credentials is not None else None,
             ssl_handshake_timeout=READ_TIMEOUT if tls else None,

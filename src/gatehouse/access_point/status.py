@@ -32,6 +32,7 @@ from gatehouse.access_point import pages
 from gatehouse.config.access_point import AccessPointSettings, parse_listen
 from gatehouse.errors import ConfigError
 from gatehouse.trust.identity import ADMINISTRATION, OPERATOR
+from gatehouse.trust.revocation import Revocations
 from gatehouse.trust.tls import peer_of_ssl
 
 if TYPE_CHECKING:
@@ -102,9 +103,17 @@ def _error(status: int, message: str) -> bytes:
 class StatusProtocol(asyncio.Protocol):
     """One connection to the status listener: read one request head, answer, close."""
 
-    def __init__(self, state: WorkerState, tls: bool, connections: set[asyncio.Transport]) -> None:
+    def __init__(
+        self,
+        state: WorkerState,
+        tls: bool,
+        connections: set[asyncio.Transport],
+        revocations: Revocations | None = None,
+    ) -> None:
         self.state = state
         self.tls = tls
+        #: Certificates the Administration service revoked: refused like a missing one.
+        self.revocations = revocations
         self.connections = connections
         self.transport: asyncio.Transport | None = None
         self.buffer = b""
@@ -155,8 +164,10 @@ class StatusProtocol(asyncio.Protocol):
         if self.tls:
             assert self.transport is not None
             peer = peer_of_ssl(self.transport.get_extra_info("ssl_object"))
+            if self.revocations is not None and self.revocations.revoked(peer):
+                peer = None
             if peer is None or peer.role not in READERS:
-                who = "no Gatehouse certificate" if peer is None else str(peer.identity)
+                who = "no valid Gatehouse certificate" if peer is None else str(peer.identity)
                 return _error(
                     403, f"The status is for operator and administration certificates, not {who}."
                 )
