@@ -44,6 +44,7 @@ ADMIN_TABLES = [
     "admin_versions",
     "admin_services",
     "admin_join_tokens",
+    "admin_certificates",
     "admin_audit",
 ]
 
