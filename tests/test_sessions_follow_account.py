@@ -90,6 +90,7 @@ class Installation:
         )
         self.extra.append(ps2)
         ap_doc = yaml.safe_load((tmp / "ap1.yaml").read_text())
+        ap_doc["access_point"].pop("status_listen", None)  # ap1's port
         ap_port = free_port()
         ap_doc["access_point"].update(
             id="ap2", listen=f"127.0.0.1:{ap_port}", policy_services=[ps2.url]

@@ -307,9 +307,8 @@ def installation(addresses: NodeAddresses, home: Path, node: str) -> dict[str, o
                 "listen": host_port(*addresses.policy),
                 "authentication": ["auth1"],
                 "admin_token_file": str(home / ADMIN_TOKEN_FILE),
-                # The AP relays the portal from this machine: on a plaintext link its
-                # X-Forwarded-For is believed by address (over mutual TLS, by certificate).
-                "trusted_proxies": ["127.0.0.0/8"],
+                # No trusted_proxies: the AP relays the portal over mutual TLS, and its
+                # X-Forwarded-For is believed because its certificate says it is an AP.
             }
         ],
         "authentication_services": [

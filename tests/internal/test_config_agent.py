@@ -69,8 +69,9 @@ from gatehouse.internal.config_agent import (
     one_line,
     poll_path,
 )
-from gatehouse.internal.hosting import scope_peer, server_config
+from gatehouse.internal.hosting import server_config
 from gatehouse.internal.lkg import StateError
+from gatehouse.internal.peer import scope_peer
 from gatehouse.trust.ca import DEFAULT_LIFETIME, CertificateAuthority
 from gatehouse.trust.identity import ADMINISTRATION, Identity
 from gatehouse.trust.tls import Credentials, write_credentials

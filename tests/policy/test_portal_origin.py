@@ -11,7 +11,7 @@ from typing import Any
 from starlette.requests import Request
 
 from gatehouse.config.policy import PolicySettings
-from gatehouse.internal.hosting import PEER_KEY
+from gatehouse.internal.peer import PEER_KEY
 from gatehouse.policy.portal import Origin, Portal
 from gatehouse.trust.identity import ACCESS_POINT, OPERATOR, Identity, Peer
 

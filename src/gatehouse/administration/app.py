@@ -30,7 +30,8 @@ from gatehouse.config.loader import validate
 from gatehouse.errors import ConfigError
 from gatehouse.internal.endpoint import bad_request, json_endpoint, parse_json_object
 from gatehouse.internal.errors import Code, ServiceError, json_response
-from gatehouse.internal.hosting import on_stop_signal, scope_peer
+from gatehouse.internal.hosting import on_stop_signal
+from gatehouse.internal.peer import scope_peer
 from gatehouse.trust.identity import Peer
 
 Handler = Callable[[Request], Awaitable[Response]]

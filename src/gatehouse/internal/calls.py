@@ -27,19 +27,16 @@ import logging
 import re
 from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from urllib.parse import quote
 
 import orjson
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from gatehouse.internal.client import FailoverClient
 from gatehouse.internal.client import Response as Answer
 from gatehouse.internal.endpoint import bad_request, json_endpoint, parse_json_object
 from gatehouse.internal.errors import Code, ServiceError
-from gatehouse.internal.hosting import scope_peer
+from gatehouse.internal.peer import scope_peer
 from gatehouse.trust.identity import (
     ACCESS_POINT,
     ADMINISTRATION,
@@ -60,6 +57,11 @@ __all__ = [
     "Handler",
     "json_codec",
 ]
+
+if TYPE_CHECKING:  # the server half needs Starlette; an Access Point, a client only, never loads it
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
 
 audit = logging.getLogger("gatehouse.audit")
 
@@ -114,7 +116,7 @@ JSON_OBJECT: Codec[dict[str, Any]] = json_codec(lambda data: data, lambda data: 
 
 #: ``handler(request, peer, body)``: what a route calls; returns the answer to encode, or a
 #: ready :class:`Response` (a stream, an error with a status of its own).
-Handler = Callable[[Request, Peer | None, Req], Awaitable[Ans | Response]]
+Handler = Callable[["Request", Peer | None, Req], Awaitable["Ans | Response"]]
 
 
 class CallRefused(ServiceError):
@@ -180,6 +182,9 @@ class Call(Generic[Req, Ans]):
         return peer
 
     def route(self, handler: Handler[Req, Ans]) -> Route:
+        from starlette.responses import Response
+        from starlette.routing import Route
+
         """The Starlette route serving this call with ``handler``."""
         has_body = self.request is not EMPTY
 

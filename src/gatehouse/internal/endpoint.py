@@ -5,17 +5,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from functools import wraps
+from typing import TYPE_CHECKING
 
 import orjson
-from starlette.requests import Request
-from starlette.responses import Response
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+    from starlette.responses import Response
 
 from gatehouse.internal.errors import Code, ServiceError
 from gatehouse.storage.errors import DatabaseUnavailable
 
 log = logging.getLogger("gatehouse.internal")
 
-Handler = Callable[[Request], Awaitable[Response]]
+Handler = Callable[["Request"], Awaitable["Response"]]
 
 
 def json_endpoint(handler: Handler) -> Handler:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 import orjson
-from starlette.responses import Response
+
+if TYPE_CHECKING:
+    from starlette.responses import Response
 
 
 class Code(StrEnum):
@@ -34,4 +37,6 @@ class ServiceError(Exception):
 
 
 def json_response(data: object, status: int = 200) -> Response:
+    from starlette.responses import Response
+
     return Response(orjson.dumps(data), status_code=status, media_type="application/json")

@@ -12,26 +12,14 @@ from types import FrameType
 from typing import Any
 
 import uvicorn
-from starlette.types import ASGIApp, Scope
+from starlette.types import ASGIApp
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from gatehouse.internal.peer import PEER_KEY
 from gatehouse.logs import setup_logging
 from gatehouse.trust.identity import Peer
 from gatehouse.trust.revocation import Revocations
 from gatehouse.trust.tls import peer_of_ssl
-
-#: Where an internal server puts the authenticated peer (``Peer``, or None without a
-#: Gatehouse certificate) in each request's ASGI scope. Absent: a plaintext listener.
-PEER_KEY = "gatehouse.peer"
-
-
-def scope_peer(scope: Scope) -> tuple[bool, Peer | None]:
-    """``(tls, peer)`` of a request: whether it came over an authenticated listener, and
-    who its certificate names."""
-    if PEER_KEY not in scope:
-        return False, None
-    peer: Peer | None = scope[PEER_KEY]
-    return True, peer
 
 
 class _PeerProtocol(HttpToolsProtocol):

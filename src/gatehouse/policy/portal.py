@@ -26,7 +26,7 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
-from gatehouse.internal.hosting import scope_peer
+from gatehouse.internal.peer import scope_peer
 from gatehouse.policy.csrf import COOKIE_NAME as CSRF_COOKIE
 from gatehouse.policy.csrf import FIELD_NAME as CSRF_FIELD
 from gatehouse.policy.csrf import CsrfGuard
