@@ -35,6 +35,7 @@ from typing import Any
 import yaml
 
 from gatehouse.administration.config_cli import AdminClient
+from gatehouse.administration.credentials import operator_context
 from gatehouse.administration.service import read_token
 
 REPO = Path(__file__).resolve().parent.parent
@@ -70,7 +71,7 @@ class Planned:
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"https://127.0.0.1:{self.port}"
 
 
 def plan(count: int) -> list[Planned]:
@@ -197,8 +198,14 @@ def start_admin(lab: Lab) -> AdminClient:
     token_file = home / "admin.token"
     while True:
         lab.check_alive()
-        if token_file.exists():
-            client = AdminClient(f"http://127.0.0.1:{port}", read_token(token_file), token_file)
+        if token_file.exists() and (home / "ca" / "ca.pem").exists():
+            # Over HTTPS, verified against the installation's CA, as the operator's CLI.
+            client = AdminClient(
+                f"https://127.0.0.1:{port}",
+                read_token(token_file),
+                token_file,
+                tls=operator_context(home),
+            )
             with contextlib.suppress(Exception):
                 client.call("GET", "/api/v1/health")
                 return client
@@ -248,7 +255,9 @@ def run(python: str, services: int = 20, publishes: int = 30, keep: bool = False
         started = time.monotonic()
         admin_url = admin.url
         for s in planned:
-            token = admin.call("POST", "/api/v1/join-tokens", {"role": s.role, "ttl": 600})
+            token = admin.call(
+                "POST", "/api/v1/join-tokens", {"role": s.role, "service_id": s.id, "ttl": 600}
+            )
             args = [COMMANDS[s.role], "--state", str(directory / s.id / "state")]
             args += ["--join", admin_url, "--token", token["token"], "--id", s.id]
             args += ["--endpoint", s.endpoint, "--node", "bench"]

@@ -48,6 +48,7 @@ from typing import Any
 
 import failover
 import login
+import mtls
 import protected
 import publish
 import tls_edge
@@ -67,6 +68,7 @@ DOCS_HEADINGS = {
     DOCS_FAILOVER: "## Latest results: failover",
     login.DOCS: login.HEADING,
     tls_edge.DOCS: tls_edge.HEADING,
+    mtls.DOCS: mtls.HEADING,
 }
 
 # What the backend answers: exactly 100 bytes, no characters that need escaping in nginx.
@@ -597,7 +599,7 @@ PROTECTED_TABLE = {
 # Measurements of the protected section that are not wrk rows (group "protected").
 PUBLISH_SERVICES = 20
 PUBLISH_COUNT = 50
-STEPS = ("open-loop", "decide", "logins", "publish", "failover", "login-node", "tls")
+STEPS = ("open-loop", "decide", "logins", "publish", "failover", "login-node", "tls", "mtls")
 #: The steps of the protected section (the others stand alone).
 PROTECTED_STEPS = ("open-loop", "decide", "logins")
 
@@ -1614,6 +1616,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         settings.wrk,
                     )
                     sections[tls_edge.DOCS] = tls_table
+                if "mtls" in steps:  # bench/mtls.py: internal links on mTLS vs plaintext
+                    log("[mtls] the same stack with plaintext and with mutual TLS links")
+                    _, mtls_table = mtls.run(settings.python)
+                    sections[mtls.DOCS] = mtls_table
     except KeyboardInterrupt:
         log("bench: interrupted; all servers stopped")
         return 130

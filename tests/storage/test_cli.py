@@ -55,7 +55,11 @@ def test_upgrade_uses_databases_yaml(tmp_path: Path, postgres_url: str) -> None:
         "login_failures",
         "audit_events",
     }
-    assert table_names(f"sqlite+aiosqlite:///{sessions}") == {"alembic_version", "sessions"}
+    assert table_names(f"sqlite+aiosqlite:///{sessions}") == {
+        "alembic_version",
+        "sessions",
+        "assertion_keys",
+    }
 
 
 def test_unreachable_database_is_one_line(tmp_path: Path) -> None:
