@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
+import os
 import ssl
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, cast
@@ -280,6 +282,24 @@ class BackendGroup:
 
 
 def make_ssl_context(verify: bool, ca_file: str | None) -> ssl.SSLContext:
+    """The client context for HTTPS backends; shared by every origin and every configuration
+    version with the same settings while the CA file stays the same (loading the system's CA
+    store takes tens of milliseconds: a publish or reload must not pay it per origin)."""
+    stamp: tuple[int, int] | None = None
+    if ca_file is not None:
+        try:
+            stat = os.stat(ca_file)
+        except OSError:
+            stamp = None  # loading it raises the error the caller reports
+        else:
+            stamp = (stat.st_mtime_ns, stat.st_ino)
+    return _ssl_context(verify, ca_file, stamp)
+
+
+@functools.lru_cache(maxsize=64)
+def _ssl_context(
+    verify: bool, ca_file: str | None, stamp: tuple[int, int] | None
+) -> ssl.SSLContext:
     context = ssl.create_default_context(cafile=ca_file)
     if not verify:
         context.check_hostname = False

@@ -31,12 +31,18 @@ def mask_url_passwords(value: Any) -> Any:
     return value
 
 
+#: libyaml's emitter when PyYAML has it: the same text, several times faster (a publish
+#: renders the old and the new installation to diff them).
+_DUMPER: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
 def canonical_yaml(document: Any) -> str:
     """Sorted keys, block style, Unicode as is, URL passwords masked; ``""`` for None."""
     if document is None:
         return ""
-    return yaml.safe_dump(
+    return yaml.dump(
         mask_url_passwords(document),
+        Dumper=_DUMPER,
         sort_keys=True,
         default_flow_style=False,
         allow_unicode=True,

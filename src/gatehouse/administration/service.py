@@ -588,13 +588,12 @@ class AdministrationService:
         version, error = request.version, request.error
         if error is None and version is not None and version > self.watch.latest:
             raise BadRequest(f"version: there is no version {version} to run")
-        await self.store.record_ack(service_id, version, error)
-        self._reports[service_id] = _Report(version, error, self.clock())
         if error is None:
             what = f"{service_id} runs version {version}" if version else f"{service_id} runs none"
         else:
             what = f"{service_id} failed to apply version {version}: {error}"
-        await self.store.record_audit(service_id, "service.ack", what)
+        await self.store.record_ack(service_id, version, error, audit=what)
+        self._reports[service_id] = _Report(version, error, self.clock())
 
 
 # --- the one-Admin lock --------------------------------------------------------------------

@@ -492,12 +492,18 @@ class AdminStore:
             return _service(row)
 
     async def record_ack(
-        self, service_id: str, version: int | None, error: str | None = None
+        self,
+        service_id: str,
+        version: int | None,
+        error: str | None = None,
+        audit: str | None = None,
     ) -> None:
         """A service reports in: it runs ``version``, or failed to apply one (``error``).
 
         With an error, ``running_version`` is left as it was (the service kept its
         last-known-good version) and the error is kept until a report without one.
+        ``audit``: the audit log's line for it, written in the same transaction (one commit
+        per acknowledgement: a publish to N services is N commits, not 2N).
 
         Raises:
             UnknownService: the service never registered.
@@ -511,6 +517,8 @@ class AdminStore:
             )
             if _rowcount(result) != 1:
                 raise UnknownService(f"service {service_id!r} has not registered")
+            if audit is not None:
+                self._audit(session, service_id, "service.ack", audit, "")
 
     async def list_services(self) -> list[ServiceStatus]:
         async with self.db.session() as session:
