@@ -24,12 +24,11 @@ answer is that worker's (the kernel picks one).
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 from typing import TYPE_CHECKING, cast
 
 from gatehouse.access_point import pages
-from gatehouse.config.access_point import AccessPointSettings, parse_listen
+from gatehouse.config.access_point import AccessPointSettings, is_loopback, parse_listen
 from gatehouse.errors import ConfigError
 from gatehouse.trust.identity import ADMINISTRATION, OPERATOR
 from gatehouse.trust.revocation import Revocations
@@ -61,15 +60,6 @@ STATUS_PATHS = frozenset({b"/_gatehouse/health", b"/internal/v1/health"})
 READERS = frozenset({OPERATOR, ADMINISTRATION})
 
 _JSON = b"application/json"
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_status_listen(settings: AccessPointSettings, tls: bool, source: str) -> None:

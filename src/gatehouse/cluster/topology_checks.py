@@ -8,7 +8,6 @@ two listeners share, databases both local and remote. :class:`~.topology.Topolog
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterator
 
 from gatehouse.cluster.topology import (
@@ -22,7 +21,7 @@ from gatehouse.cluster.topology import (
     dialable,
     host_port,
 )
-from gatehouse.config.access_point import parse_listen
+from gatehouse.config.access_point import is_loopback, parse_listen
 
 
 def topology_problems(topology: Topology) -> Iterator[tuple[Loc, str]]:
@@ -196,7 +195,7 @@ def _address_problems(topology: Topology) -> Iterator[tuple[Loc, str]]:
                 ),
             )
             continue
-        if _is_loopback(host) and node.address is not None and not _is_loopback(node.address):
+        if is_loopback(host) and node.address is not None and not is_loopback(node.address):
             yield loc, f"listens on loopback only: unreachable at {node.name}'s {node.address}"
             continue
         if (node.name, port) in ports_on_node:
@@ -238,15 +237,6 @@ def _address_problems(topology: Topology) -> Iterator[tuple[Loc, str]]:
             (local.HOST, local.standby_port),
             "the PostgreSQL standby",
         )
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _database_problems(databases: Databases) -> Iterator[tuple[Loc, str]]:

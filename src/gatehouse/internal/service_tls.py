@@ -11,10 +11,10 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
 from pathlib import Path
 
+from gatehouse.config.access_point import is_loopback
 from gatehouse.errors import GatehouseError
 from gatehouse.trust.revocation import Revocations
 from gatehouse.trust.tls import Credentials
@@ -63,7 +63,7 @@ def credentials_of(args: argparse.Namespace, host: str) -> Credentials | None:
     else:
         credentials = None if given is None else Credentials(given)
     if credentials is None:
-        if not _loopback(host):
+        if not is_loopback(host):
             raise GatehouseError(
                 f"an internal listener on {host} needs mutual TLS: follow the Administration "
                 "service (--state DIR) or give --tls DIR; without TLS a service listens on "
@@ -78,12 +78,3 @@ def revocations_of(agent: object) -> Revocations:
     a service started from a file)."""
     revocations = getattr(agent, "revocations", None)
     return revocations if isinstance(revocations, Revocations) else Revocations()
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
