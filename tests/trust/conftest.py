@@ -2,16 +2,34 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import functools
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import pytest
+import uvloop
 
 from gatehouse.trust.ca import CertificateAuthority
 from gatehouse.trust.identity import Identity
 from gatehouse.trust.tls import Credentials, write_credentials
 
 MakeCredentials = Callable[..., Credentials]
+
+
+def on_uvloop(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
+    """Run an async test on a fresh uvloop, bounded in time (a hung one fails)."""
+
+    @functools.wraps(test)
+    def run(*args: Any, **kwargs: Any) -> None:
+        async def bounded() -> None:
+            async with asyncio.timeout(120):
+                await test(*args, **kwargs)
+
+        uvloop.run(bounded())
+
+    return run
 
 
 @pytest.fixture(scope="session")

@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import socket
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import uvicorn
-import uvloop
 from starlette.applications import Starlette
 from starlette.requests import Request
 
@@ -23,8 +20,9 @@ from gatehouse.trust.ca import CertificateAuthority
 from gatehouse.trust.identity import ACCESS_POINT, AUTHENTICATION, POLICY, Peer
 from gatehouse.trust.revocation import Revocations
 from gatehouse.trust.tls import ClientTLS
+from tests.support.processes import free_port
 
-from .conftest import MakeCredentials
+from .conftest import MakeCredentials, on_uvloop
 
 WHO = Call(
     "policy",
@@ -44,33 +42,13 @@ async def _who(request: Request, peer: Peer | None, body: dict[str, Any]) -> dic
     return {"role": peer.role, "id": peer.service_id, "echo": body}
 
 
-def on_uvloop(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
-    """Run an async test on a fresh uvloop, bounded in time."""
-
-    @functools.wraps(test)
-    def run(*args: Any, **kwargs: Any) -> None:
-        async def bounded() -> None:
-            async with asyncio.timeout(30):
-                await test(*args, **kwargs)
-
-        uvloop.run(bounded())
-
-    return run
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.asynccontextmanager
 async def _server(
     make_credentials: MakeCredentials, revocations: Revocations | None = None
 ) -> AsyncIterator[tuple[str, Revocations]]:
     creds = make_credentials(POLICY, "ps1")
     revocations = revocations or Revocations()
-    port = _free_port()
+    port = free_port()
     app = Starlette(routes=[WHO.route(_who)])
     server = uvicorn.Server(
         server_config(app, "127.0.0.1", port, tls=creds.server, revocations=revocations)

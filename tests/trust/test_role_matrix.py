@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
-import socket
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,6 @@ from typing import Any
 import orjson
 import pytest
 import uvicorn
-import uvloop
 
 from gatehouse.authentication.app import create_app as authentication_app
 from gatehouse.authentication.calls import VerifyRequest
@@ -42,8 +39,9 @@ from gatehouse.trust.ca import CertificateAuthority
 from gatehouse.trust.identity import ACCESS_POINT, AUTHENTICATION, OPERATOR, POLICY, ROLES
 from gatehouse.trust.revocation import Revocations
 from gatehouse.trust.tls import ClientTLS, Credentials
+from tests.support.processes import free_port
 
-from .conftest import MakeCredentials
+from .conftest import MakeCredentials, on_uvloop
 
 TOKEN = "matrix-admin-token-0123456789"
 SAMPLES: dict[str, Any] = {
@@ -63,24 +61,6 @@ PARAMS = {"revoke_session": {"id_hash": "0" * 32}}
 QUERIES = {"list_sessions": "user=nobody", "end_sessions": "user=nobody"}
 
 
-def on_uvloop(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
-    @functools.wraps(test)
-    def run(*args: Any, **kwargs: Any) -> None:
-        async def bounded() -> None:
-            async with asyncio.timeout(120):
-                await test(*args, **kwargs)
-
-        uvloop.run(bounded())
-
-    return run
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass
 class Stack:
     urls: dict[str, str]
@@ -88,7 +68,7 @@ class Stack:
 
 @contextlib.asynccontextmanager
 async def _serve(app: Any, credentials: Credentials) -> AsyncIterator[str]:
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(
         server_config(app, "127.0.0.1", port, tls=credentials.server, revocations=Revocations())
     )
