@@ -80,6 +80,7 @@ def test_an_installation_keeps_the_admin_tables_in_the_user_db(tmp_path: Path) -
     urls = DatabaseURLs(
         f"sqlite+aiosqlite:///{tmp_path / 'users.db'}",
         f"sqlite+aiosqlite:///{tmp_path / 'sessions.db'}",
+        f"sqlite+aiosqlite:///{tmp_path / 'oath.db'}",
     )
     asyncio.run(upgrade_installation(urls, "admin"))
     assert tables(urls.user_db) == ADMIN_TABLES

@@ -19,7 +19,8 @@ def write(home: Path, text: str) -> None:
 def test_default_is_one_sqlite_file_in_home(tmp_path: Path) -> None:
     urls = database_urls(tmp_path)
     expected = f"sqlite+aiosqlite:///{tmp_path / 'gatehouse.db'}"
-    assert urls == DatabaseURLs(expected, expected)
+    oath = f"sqlite+aiosqlite:///{tmp_path / 'oath.db'}"
+    assert urls == DatabaseURLs(expected, expected, oath)
     assert urls.shared
 
 
@@ -30,14 +31,15 @@ def test_relative_home_becomes_absolute(tmp_path: Path, monkeypatch: pytest.Monk
 
 def test_session_db_defaults_to_user_db(tmp_path: Path) -> None:
     write(tmp_path, f"user_db: {PG}\n")
-    assert database_urls(tmp_path) == DatabaseURLs(PG, PG)
+    oath = f"sqlite+aiosqlite:///{tmp_path / 'oath.db'}"
+    assert database_urls(tmp_path) == DatabaseURLs(PG, PG, oath)
 
 
 def test_multi_host_url_kept_as_given(tmp_path: Path) -> None:
     other = "postgresql+asyncpg://gh@sessions:5432/sessions"
     write(tmp_path, f"user_db: {PG}\nsession_db: {other}\n")
     urls = database_urls(tmp_path)
-    assert urls == DatabaseURLs(PG, other)
+    assert urls == DatabaseURLs(PG, other, f"sqlite+aiosqlite:///{tmp_path / 'oath.db'}")
     assert not urls.shared
 
 

@@ -85,6 +85,7 @@ def test_separate_urls_get_their_own_tables(tmp_path: Path) -> None:
     urls = DatabaseURLs(
         f"sqlite+aiosqlite:///{tmp_path / 'users.db'}",
         f"sqlite+aiosqlite:///{tmp_path / 'sessions.db'}",
+        f"sqlite+aiosqlite:///{tmp_path / 'oath.db'}",
     )
     asyncio.run(upgrade_installation(urls))
     assert tables(urls.user_db) == USER_TABLES

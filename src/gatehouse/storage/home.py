@@ -4,6 +4,7 @@
 
     user_db: postgresql+asyncpg://gatehouse@/gatehouse?host=db1,db2&port=5432,5432
     session_db: postgresql+asyncpg://...     # optional, defaults to user_db
+    oath_db: postgresql+asyncpg://...        # optional, defaults to the SQLite file HOME/oath.db
 
 Relative SQLite paths (``sqlite+aiosqlite:///gatehouse.db``) are relative to HOME.
 """
@@ -24,6 +25,8 @@ from gatehouse.storage.permissions import private_directory, tighten_sqlite_file
 
 FILE_NAME = "databases.yaml"
 DEFAULT_SQLITE_NAME = "gatehouse.db"
+#: The OATH DB is a database of its own, never the user DB's file.
+DEFAULT_OATH_SQLITE_NAME = "oath.db"
 
 
 def _database_url(value: str) -> str:
@@ -40,12 +43,14 @@ DatabaseURL = Annotated[str, AfterValidator(_database_url)]
 class DatabasesFile(Strict):
     user_db: DatabaseURL
     session_db: DatabaseURL | None = None
+    oath_db: DatabaseURL | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class DatabaseURLs:
     user_db: str
     session_db: str
+    oath_db: str
 
     @property
     def shared(self) -> bool:
@@ -68,11 +73,12 @@ def resolve_relative_sqlite(url: str, home: Path) -> str:
 
 
 def database_urls(home: Path) -> DatabaseURLs:
-    """The user and session DB URLs of the installation in ``home``."""
+    """The user, session and OATH DB URLs of the installation in ``home``."""
     path = home / FILE_NAME
+    default_oath = sqlite_url((home / DEFAULT_OATH_SQLITE_NAME).absolute())
     if not path.exists():
         url = sqlite_url((home / DEFAULT_SQLITE_NAME).absolute())
-        return DatabaseURLs(url, url)
+        return DatabaseURLs(url, url, default_oath)
     data = load_yaml(path)
     if not isinstance(data, dict) or not data:
         raise ConfigError(
@@ -81,13 +87,14 @@ def database_urls(home: Path) -> DatabaseURLs:
     parsed = validate(DatabasesFile, data, str(path))
     user_db = resolve_relative_sqlite(parsed.user_db, home)
     session_db = resolve_relative_sqlite(parsed.session_db or parsed.user_db, home)
-    return DatabaseURLs(user_db, session_db)
+    oath_db = resolve_relative_sqlite(parsed.oath_db, home) if parsed.oath_db else default_oath
+    return DatabaseURLs(user_db, session_db, oath_db)
 
 
 def prepare_home(home: Path) -> Path:
     """Create the installation directory if needed (the default SQLite file goes there).
 
-    The home is owner-only (0700); an existing one, and its default SQLite file, are tightened
+    The home is owner-only (0700); an existing one, and its default SQLite files, are tightened
     with a log line (:mod:`gatehouse.storage.permissions`).
     """
     try:
@@ -97,4 +104,5 @@ def prepare_home(home: Path) -> Path:
             [("", f"cannot create home directory {home}: {error.strerror}")]
         ) from None
     tighten_sqlite_files(home / DEFAULT_SQLITE_NAME)
+    tighten_sqlite_files(home / DEFAULT_OATH_SQLITE_NAME)
     return home

@@ -2,8 +2,9 @@
 
 The user DB and the session DB are two Alembic branches (``user``, ``session``) so each can
 be migrated on its own server; on one shared database both branches live side by side. The
-Administration service's tables are a third branch (``admin``), migrated only when asked for
-by name: ``all`` means the user and session databases.
+Administration service's tables are a third branch (``admin``), and the OATH DB's a fourth
+(``oath``); both are migrated only when asked for by name: ``all`` means the user and session
+databases.
 Concurrent starts are serialised: a PostgreSQL advisory lock, or ``BEGIN IMMEDIATE`` on
 SQLite, is held while the migrations run.
 """
@@ -24,13 +25,14 @@ from gatehouse.storage.engine import create_engine, parse_url, translate_errors
 from gatehouse.storage.errors import DatabaseUnavailable
 from gatehouse.storage.home import DatabaseURLs
 
-Which = Literal["user", "session", "admin", "all"]
+Which = Literal["user", "session", "admin", "oath", "all"]
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 TARGETS: dict[str, tuple[str, ...]] = {
     "user": ("user@head",),
     "session": ("session@head",),
     "admin": ("admin@head",),
+    "oath": ("oath@head",),
     "all": ("user@head", "session@head"),
 }
 #: Arbitrary constant naming Gatehouse's migration lock among PostgreSQL advisory locks.
@@ -73,9 +75,13 @@ async def upgrade(url: str | URL, which: Which = "all") -> None:
 async def upgrade_installation(urls: DatabaseURLs, which: Which = "all") -> None:
     """Migrate an installation's databases: one run when they share a URL, else one each.
 
-    The Administration service's tables (``admin``) live in the user DB."""
+    The Administration service's tables (``admin``) live in the user DB; ``oath`` migrates
+    the OATH DB (its own URL)."""
     if which == "admin":
         await upgrade(urls.user_db, "admin")
+        return
+    if which == "oath":
+        await upgrade(urls.oath_db, "oath")
         return
     if urls.shared:
         await upgrade(urls.user_db, which)

@@ -11,11 +11,12 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
+from gatehouse.oath.models import OathBase
 from gatehouse.storage.engine import create_engine
 from gatehouse.storage.models import SessionBase, UserBase
 
 config = context.config
-target_metadata = [UserBase.metadata, SessionBase.metadata]
+target_metadata = [UserBase.metadata, SessionBase.metadata, OathBase.metadata]
 
 
 def run_on(connection: Connection) -> None:

@@ -1,0 +1,100 @@
+"""The table of the OATH DB: one row per HOTP/TOTP token (its seed only as ciphertext).
+
+The OATH DB may be a database of its own (``oath_db`` in ``databases.yaml``), so it has its
+own metadata and migration branch (``oath``), and ``owner`` is a username without a foreign
+key to the user DB.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Final, Literal
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from gatehouse.storage.models import NAMING, USERNAME_LENGTH, BigId
+from gatehouse.storage.types import UTCDateTime, utcnow
+
+TokenType = Literal["hotp", "totp"]
+Algorithm = Literal["sha1", "sha256", "sha512"]
+TokenState = Literal["active", "disabled", "locked", "pending"]
+
+TOKEN_TYPES: Final = ("hotp", "totp")
+ALGORITHMS: Final = ("sha1", "sha256", "sha512")
+TOKEN_STATES: Final = ("active", "disabled", "locked", "pending")
+DIGITS: Final = (6, 8)
+PERIODS: Final = (30, 60)
+
+SERIAL_LENGTH = 64
+KEY_ID_LENGTH = 64
+#: ``last_step`` of a TOTP token that never accepted a code: every real step is above it.
+NO_STEP = -1
+
+
+def _one_of(column: str, values: tuple[str, ...] | tuple[int, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class OathBase(DeclarativeBase):
+    """Tables of the OATH DB."""
+
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class OathToken(OathBase):
+    """A token. ``counter`` is the next HOTP counter expected; ``last_step`` the last TOTP time
+    step accepted (a step at or before it is never accepted again); ``drift`` in steps."""
+
+    __tablename__ = "oath_tokens"
+    __table_args__ = (
+        CheckConstraint(_one_of("type", TOKEN_TYPES), name="type"),
+        CheckConstraint(_one_of("algorithm", ALGORITHMS), name="algorithm"),
+        CheckConstraint(_one_of("digits", DIGITS), name="digits"),
+        CheckConstraint(_one_of("period", PERIODS), name="period"),
+        CheckConstraint(_one_of("state", TOKEN_STATES), name="state"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    serial: Mapped[str] = mapped_column(String(SERIAL_LENGTH), unique=True)
+    # NULL: not assigned to anyone.
+    owner: Mapped[str | None] = mapped_column(String(USERNAME_LENGTH), index=True)
+    type: Mapped[str] = mapped_column(String(8))
+    algorithm: Mapped[str] = mapped_column(String(8))
+    digits: Mapped[int] = mapped_column(Integer)
+    period: Mapped[int] = mapped_column(Integer, default=30)
+    #: Names the key (outside the DB) that encrypted the seed, so keys can be rotated.
+    seed_key_id: Mapped[str] = mapped_column(String(KEY_ID_LENGTH))
+    seed_ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    counter: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_step: Mapped[int] = mapped_column(BigInteger, default=NO_STEP)
+    drift: Mapped[int] = mapped_column(Integer, default=0)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    state: Mapped[str] = mapped_column(String(16), default="active")
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+__all__ = [
+    "ALGORITHMS",
+    "DIGITS",
+    "NO_STEP",
+    "PERIODS",
+    "TOKEN_STATES",
+    "TOKEN_TYPES",
+    "Algorithm",
+    "OathBase",
+    "OathToken",
+    "TokenState",
+    "TokenType",
+]

@@ -1,0 +1,604 @@
+"""The OATH DB's tokens: the admin operations, and the atomic updates that validation relies on.
+
+A code is used once across every Authentication service sharing the database: the accepted
+TOTP step or HOTP counter is consumed by one conditional ``UPDATE`` (``... WHERE id = :id AND
+last_step < :step``), committed before the method returns, and the row count says whether this
+caller won. PostgreSQL re-checks the condition of a row a concurrent transaction changed, and
+SQLite runs one writer at a time, so of any number of simultaneous callers exactly one wins.
+Failures are counted and the token locked in the same way: one ``UPDATE ... RETURNING``.
+
+A token *answers* (:func:`usable`) when it is ``active``, or ``locked`` with a lock that has
+run out (``locked_until`` passed; NULL means until an administrator unlocks it). A success
+clears the failures and an expired lock; a failure after an expired lock locks again at once.
+``pending`` tokens (enrolment not confirmed) only answer :meth:`TokenStore.activate_totp` and
+never lock, so unlocking cannot skip a confirmation. Seeds are stored as the caller's
+ciphertext with the id of the key that made it; this module never sees a seed.
+
+GatehouseError
+ └── TokenStoreError      a token operation cannot be done
+      ├── TokenExists     the serial is taken
+      ├── TokenNotFound   no token has that serial (or id)
+      ├── TokenAssigned   the token belongs to someone else
+      └── InvalidToken    a field is out of range (type, digits, serial, ...)
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    and_,
+    case,
+    delete,
+    insert,
+    literal,
+    null,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.engine import CursorResult
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from gatehouse.errors import GatehouseError
+from gatehouse.oath.models import (
+    ALGORITHMS,
+    DIGITS,
+    KEY_ID_LENGTH,
+    NO_STEP,
+    PERIODS,
+    SERIAL_LENGTH,
+    TOKEN_STATES,
+    TOKEN_TYPES,
+    Algorithm,
+    OathToken,
+    TokenState,
+    TokenType,
+)
+from gatehouse.storage.directory import valid_username
+from gatehouse.storage.engine import translate_errors
+from gatehouse.storage.types import UTCDateTime, utcnow
+
+#: A counter is stored as the next one expected, so the last usable one is one below the top.
+MAX_COUNTER = 2**63 - 2
+_SERIAL = re.compile(r"^[!-~]+$")  # printable ASCII, no spaces
+
+
+class TokenStoreError(GatehouseError):
+    """A token operation that cannot be done."""
+
+
+class TokenExists(TokenStoreError):
+    """A token with that serial exists already."""
+
+
+class TokenNotFound(TokenStoreError):
+    """No token has that serial (or id)."""
+
+
+class TokenAssigned(TokenStoreError):
+    """The token is assigned to another user (unassign it first)."""
+
+
+class InvalidToken(TokenStoreError):
+    """A token field is out of range."""
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRow:
+    """A token as stored; ``seed_ciphertext`` is left out of the repr."""
+
+    id: int
+    serial: str
+    owner: str | None
+    type: TokenType
+    algorithm: Algorithm
+    digits: int
+    period: int
+    seed_key_id: str
+    seed_ciphertext: bytes = field(repr=False)
+    counter: int
+    last_step: int
+    drift: int
+    failures: int
+    state: TokenState
+    locked_until: datetime | None
+    description: str
+    created_at: datetime
+    last_used_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class FailureResult:
+    """A token's count after one more failure, and whether it is locked now."""
+
+    failures: int
+    state: TokenState
+    locked_until: datetime | None
+
+    @property
+    def locked(self) -> bool:
+        return self.state == "locked"
+
+
+# -- pure helpers --------------------------------------------------------------------------
+
+
+def row_to_token(row: Mapping[Any, Any]) -> TokenRow:
+    """A :class:`TokenRow` from a row of ``oath_tokens`` (a result's ``_mapping``)."""
+    return TokenRow(
+        id=int(row["id"]),
+        serial=row["serial"],
+        owner=row["owner"],
+        type=cast(TokenType, row["type"]),
+        algorithm=cast(Algorithm, row["algorithm"]),
+        digits=int(row["digits"]),
+        period=int(row["period"]),
+        seed_key_id=row["seed_key_id"],
+        seed_ciphertext=bytes(row["seed_ciphertext"]),
+        counter=int(row["counter"]),
+        last_step=int(row["last_step"]),
+        drift=int(row["drift"]),
+        failures=int(row["failures"]),
+        state=cast(TokenState, row["state"]),
+        locked_until=row["locked_until"],
+        description=row["description"],
+        created_at=row["created_at"],
+        last_used_at=row["last_used_at"],
+    )
+
+
+def usable(token: TokenRow, now: datetime) -> bool:
+    """Does the token answer at ``now``: active, or locked by a lock that has run out?
+    (The SQL of :meth:`TokenStore.consume_totp` and :meth:`TokenStore.active_for`.)"""
+    if token.state == "active":
+        return True
+    return token.state == "locked" and token.locked_until is not None and token.locked_until <= now
+
+
+def check_serial(serial: str) -> str:
+    if not (1 <= len(serial) <= SERIAL_LENGTH and _SERIAL.match(serial)):
+        raise InvalidToken(
+            f"invalid serial {serial!r}: use 1-{SERIAL_LENGTH} printable ASCII characters "
+            "without spaces"
+        )
+    return serial
+
+
+def check_owner(owner: str) -> str:
+    if not valid_username(owner):
+        raise InvalidToken(f"invalid owner {owner!r}: not a valid username")
+    return owner
+
+
+def check_state(state: str) -> TokenState:
+    if state not in TOKEN_STATES:
+        raise InvalidToken(f"invalid state {state!r}: one of {', '.join(TOKEN_STATES)}")
+    return cast(TokenState, state)
+
+
+def check_fields(
+    *,
+    serial: str,
+    type: str,
+    algorithm: str,
+    digits: int,
+    period: int,
+    seed_key_id: str,
+    owner: str | None,
+    state: str,
+    counter: int,
+) -> None:
+    """Raise :class:`InvalidToken` naming the first field out of range."""
+    check_serial(serial)
+    if type not in TOKEN_TYPES:
+        raise InvalidToken(f"invalid type {type!r}: one of {', '.join(TOKEN_TYPES)}")
+    if algorithm not in ALGORITHMS:
+        raise InvalidToken(f"invalid algorithm {algorithm!r}: one of {', '.join(ALGORITHMS)}")
+    if digits not in DIGITS:
+        raise InvalidToken(f"invalid digits {digits!r}: 6 or 8")
+    if period not in PERIODS:
+        raise InvalidToken(f"invalid period {period!r}: 30 or 60 seconds")
+    if not 1 <= len(seed_key_id) <= KEY_ID_LENGTH:
+        raise InvalidToken(f"invalid seed key id: 1-{KEY_ID_LENGTH} characters")
+    if owner is not None:
+        check_owner(owner)
+    check_state(state)
+    if not 0 <= counter <= MAX_COUNTER:
+        raise InvalidToken(f"invalid counter {counter}: 0 to {MAX_COUNTER}")
+
+
+# -- statements ----------------------------------------------------------------------------
+
+_T = OathToken
+_COLUMNS = tuple(OathToken.__table__.columns)
+
+
+def _at(moment: datetime) -> ColumnElement[datetime]:
+    return literal(moment, UTCDateTime())
+
+
+def _usable_at(now: datetime) -> ColumnElement[bool]:
+    """:func:`usable` in SQL."""
+    expired_lock = and_(
+        _T.state == "locked", _T.locked_until.is_not(None), _T.locked_until <= _at(now)
+    )
+    return or_(_T.state == "active", expired_lock)
+
+
+def _rowcount(result: CursorResult[Any]) -> int:
+    return int(result.rowcount or 0)
+
+
+class TokenStore:
+    """The ``oath_tokens`` table of one OATH DB. Every method is one transaction, committed
+    before it returns; driver errors that mean "database unavailable" are raised as
+    :class:`~gatehouse.storage.errors.DatabaseUnavailable`."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[AsyncConnection]:
+        async with translate_errors(), self.engine.begin() as conn:
+            yield conn
+
+    # -- administration --------------------------------------------------------------------
+
+    async def add(
+        self,
+        serial: str,
+        *,
+        type: TokenType,
+        seed_key_id: str,
+        seed_ciphertext: bytes,
+        algorithm: Algorithm = "sha1",
+        digits: int = 6,
+        period: int = 30,
+        owner: str | None = None,
+        state: TokenState = "active",
+        counter: int = 0,
+        description: str = "",
+        now: datetime | None = None,
+    ) -> TokenRow:
+        """Store a new token.
+
+        Raises:
+            TokenExists: the serial is taken.
+            InvalidToken: a field is out of range.
+        """
+        check_fields(
+            serial=serial,
+            type=type,
+            algorithm=algorithm,
+            digits=digits,
+            period=period,
+            seed_key_id=seed_key_id,
+            owner=owner,
+            state=state,
+            counter=counter,
+        )
+        statement = (
+            insert(_T)
+            .values(
+                serial=serial,
+                owner=owner,
+                type=type,
+                algorithm=algorithm,
+                digits=digits,
+                period=period,
+                seed_key_id=seed_key_id,
+                seed_ciphertext=seed_ciphertext,
+                counter=counter,
+                last_step=NO_STEP,
+                drift=0,
+                failures=0,
+                state=state,
+                locked_until=None,
+                description=description,
+                created_at=now or utcnow(),
+                last_used_at=None,
+            )
+            .returning(*_COLUMNS)
+        )
+        try:
+            async with self._transaction() as conn:
+                row = (await conn.execute(statement)).one()
+        except IntegrityError as error:
+            if "serial" in str(error.orig):
+                raise TokenExists(f"a token with serial {serial!r} exists already") from None
+            raise InvalidToken(f"token {serial!r} refused by the database: {error.orig}") from None
+        return row_to_token(row._mapping)
+
+    async def find(self, serial: str) -> TokenRow | None:
+        async with self._transaction() as conn:
+            row = (await conn.execute(select(*_COLUMNS).where(_T.serial == serial))).first()
+        return None if row is None else row_to_token(row._mapping)
+
+    async def get(self, serial: str) -> TokenRow:
+        """Raises :class:`TokenNotFound`."""
+        token = await self.find(serial)
+        if token is None:
+            raise _not_found(serial)
+        return token
+
+    async def by_id(self, token_id: int) -> TokenRow | None:
+        async with self._transaction() as conn:
+            row = (await conn.execute(select(*_COLUMNS).where(_T.id == token_id))).first()
+        return None if row is None else row_to_token(row._mapping)
+
+    async def list_tokens(
+        self, owner: str | None = None, *, unassigned: bool = False
+    ) -> list[TokenRow]:
+        """Every token by serial; only ``owner``'s, or only the unassigned ones."""
+        query = select(*_COLUMNS).order_by(_T.serial)
+        if owner is not None:
+            query = query.where(_T.owner == owner)
+        elif unassigned:
+            query = query.where(_T.owner.is_(None))
+        async with self._transaction() as conn:
+            rows = (await conn.execute(query)).all()
+        return [row_to_token(row._mapping) for row in rows]
+
+    async def active_for(self, owner: str, *, now: datetime | None = None) -> list[TokenRow]:
+        """``owner``'s tokens that may answer a code now (:func:`usable`), oldest first."""
+        query = (
+            select(*_COLUMNS).where(_T.owner == owner, _usable_at(now or utcnow())).order_by(_T.id)
+        )
+        async with self._transaction() as conn:
+            rows = (await conn.execute(query)).all()
+        return [row_to_token(row._mapping) for row in rows]
+
+    async def assign(self, serial: str, owner: str) -> TokenRow:
+        """Give the token to ``owner`` (a no-op if it is theirs already).
+
+        Raises:
+            TokenAssigned: it belongs to someone else.
+            TokenNotFound: no such token.
+        """
+        check_owner(owner)
+        statement = (
+            update(_T)
+            .where(_T.serial == serial, or_(_T.owner.is_(None), _T.owner == owner))
+            .values(owner=owner)
+            .returning(*_COLUMNS)
+        )
+        current = None
+        async with self._transaction() as conn:
+            row = (await conn.execute(statement)).first()
+            if row is None:
+                query = select(_T.owner).where(_T.serial == serial)
+                current = (await conn.execute(query)).first()
+        if row is not None:
+            return row_to_token(row._mapping)
+        if current is None:
+            raise _not_found(serial)
+        raise TokenAssigned(f"token {serial!r} is assigned to {current.owner!r}; unassign it first")
+
+    async def unassign(self, serial: str) -> TokenRow:
+        """Raises :class:`TokenNotFound`."""
+        return await self._update(serial, owner=None)
+
+    async def set_state(self, serial: str, state: TokenState) -> TokenRow:
+        """Set the state by hand. Any lock time is cleared (an administrator's ``locked``
+        lasts until unlocked), and ``active`` also clears the failures.
+
+        Raises:
+            TokenNotFound: no such token.
+            InvalidToken: not a state.
+        """
+        check_state(state)
+        values: dict[str, Any] = {"state": state, "locked_until": None}
+        if state == "active":
+            values["failures"] = 0
+        return await self._update(serial, **values)
+
+    async def unlock(self, serial: str) -> TokenRow:
+        """Clear the failures and any lock: a locked token becomes active, a disabled or
+        pending one keeps its state. Raises :class:`TokenNotFound`."""
+        return await self._update(
+            serial,
+            state=case((_T.state == "locked", "active"), else_=_T.state),
+            failures=0,
+            locked_until=None,
+        )
+
+    async def delete(self, serial: str) -> None:
+        """Raises :class:`TokenNotFound`."""
+        async with self._transaction() as conn:
+            result = await conn.execute(delete(_T).where(_T.serial == serial))
+        if _rowcount(result) == 0:
+            raise _not_found(serial)
+
+    async def replace_seed(
+        self,
+        serial: str,
+        key_id: str,
+        ciphertext: bytes,
+        *,
+        old_key_id: str,
+        old_ciphertext: bytes | None = None,
+    ) -> bool:
+        """Store a seed re-encrypted under ``key_id`` (a rekey), if the token's seed is still
+        the one read (encrypted under ``old_key_id``, and ``old_ciphertext`` when given).
+        False when it changed meanwhile or the token is gone."""
+        if not 1 <= len(key_id) <= KEY_ID_LENGTH:
+            raise InvalidToken(f"invalid seed key id: 1-{KEY_ID_LENGTH} characters")
+        statement = (
+            update(_T)
+            .where(_T.serial == serial, _T.seed_key_id == old_key_id)
+            .values(seed_key_id=key_id, seed_ciphertext=ciphertext)
+        )
+        if old_ciphertext is not None:
+            statement = statement.where(_T.seed_ciphertext == old_ciphertext)
+        async with self._transaction() as conn:
+            result = await conn.execute(statement)
+        return _rowcount(result) == 1
+
+    # -- validation: each one conditional statement ------------------------------------------
+
+    async def consume_totp(
+        self, token_id: int, step: int, drift: int, *, now: datetime | None = None
+    ) -> bool:
+        """Accept TOTP time step ``step`` once: True for the one caller that moved
+        ``last_step`` up to it (the token answering, see :func:`usable`), False when that step
+        or a later one was accepted already, or the token does not answer."""
+        when = now or utcnow()
+        statement = (
+            update(_T)
+            .where(
+                _T.id == token_id,
+                _T.type == "totp",
+                _T.last_step < literal(step, BigInteger()),
+                _usable_at(when),
+            )
+            .values(
+                last_step=step,
+                drift=drift,
+                failures=0,
+                state="active",
+                locked_until=None,
+                last_used_at=when,
+            )
+        )
+        async with self._transaction() as conn:
+            result = await conn.execute(statement)
+        return _rowcount(result) == 1
+
+    async def consume_hotp(
+        self, token_id: int, counter: int, *, now: datetime | None = None
+    ) -> bool:
+        """Accept HOTP counter ``counter`` once (the next one expected becomes
+        ``counter + 1``): True for the one caller that did, False when that counter or a later
+        one was accepted already, or the token does not answer."""
+        if not 0 <= counter <= MAX_COUNTER:
+            raise ValueError(f"counter {counter} out of range")
+        when = now or utcnow()
+        statement = (
+            update(_T)
+            .where(
+                _T.id == token_id,
+                _T.type == "hotp",
+                _T.counter <= literal(counter, BigInteger()),
+                _usable_at(when),
+            )
+            .values(
+                counter=counter + 1,
+                failures=0,
+                state="active",
+                locked_until=None,
+                last_used_at=when,
+            )
+        )
+        async with self._transaction() as conn:
+            result = await conn.execute(statement)
+        return _rowcount(result) == 1
+
+    async def activate_totp(
+        self, token_id: int, step: int, drift: int, *, now: datetime | None = None
+    ) -> bool:
+        """Confirm a pending TOTP enrolment with the code of ``step``: the token becomes
+        active and ``step`` is consumed, once (as :meth:`consume_totp`)."""
+        when = now or utcnow()
+        statement = (
+            update(_T)
+            .where(
+                _T.id == token_id,
+                _T.type == "totp",
+                _T.state == "pending",
+                _T.last_step < literal(step, BigInteger()),
+            )
+            .values(
+                state="active",
+                last_step=step,
+                drift=drift,
+                failures=0,
+                locked_until=None,
+                last_used_at=when,
+            )
+        )
+        async with self._transaction() as conn:
+            result = await conn.execute(statement)
+        return _rowcount(result) == 1
+
+    async def record_failure(
+        self,
+        token_id: int,
+        max_failures: int,
+        lock_seconds: float | None,
+        *,
+        now: datetime | None = None,
+    ) -> FailureResult:
+        """Count one failed code. The failure that makes the count reach ``max_failures``
+        locks the token (active, or locked with an expired lock) for ``lock_seconds`` (None:
+        until an administrator unlocks it), in the same statement. A lock still running is
+        left as it is; disabled and pending tokens count but never lock.
+
+        Raises:
+            TokenNotFound: no token has that id.
+        """
+        if max_failures < 1:
+            raise ValueError("max_failures must be at least 1")
+        when = now or utcnow()
+        at = _at(when)
+        failures = _T.failures + 1
+        lock_running = and_(
+            _T.state == "locked", or_(_T.locked_until.is_(None), _T.locked_until > at)
+        )
+        locks = and_(_T.state.in_(("active", "locked")), failures >= max_failures)
+        until = _at(when + timedelta(seconds=lock_seconds)) if lock_seconds is not None else null()
+        statement = (
+            update(_T)
+            .where(_T.id == token_id)
+            .values(
+                failures=failures,
+                state=case((locks, "locked"), else_=_T.state),
+                locked_until=case(
+                    (lock_running, _T.locked_until), (locks, until), else_=_T.locked_until
+                ),
+            )
+            .returning(_T.failures, _T.state, _T.locked_until)
+        )
+        async with self._transaction() as conn:
+            row = (await conn.execute(statement)).first()
+        if row is None:
+            raise TokenNotFound(f"no token has id {token_id}")
+        return FailureResult(int(row.failures), cast(TokenState, row.state), row.locked_until)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    async def _update(self, serial: str, **values: Any) -> TokenRow:
+        statement = update(_T).where(_T.serial == serial).values(**values).returning(*_COLUMNS)
+        async with self._transaction() as conn:
+            row = (await conn.execute(statement)).first()
+        if row is None:
+            raise _not_found(serial)
+        return row_to_token(row._mapping)
+
+
+def _not_found(serial: str) -> TokenNotFound:
+    return TokenNotFound(f"no token has serial {serial!r}")
+
+
+__all__ = [
+    "MAX_COUNTER",
+    "FailureResult",
+    "InvalidToken",
+    "TokenAssigned",
+    "TokenExists",
+    "TokenNotFound",
+    "TokenRow",
+    "TokenStore",
+    "TokenStoreError",
+    "check_fields",
+    "row_to_token",
+    "usable",
+]
