@@ -30,6 +30,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from gatehouse.oath.errors import KeyringError, SeedError
 
 #: Seeds are generated at 160 bits (RFC 4226 section 4 recommends it) and refused under 128.
+#: The installation's seed keyring: ``HOME/oath-seeds.key`` unless configured elsewhere.
+KEYRING_FILE = "oath-seeds.key"
 SEED_BYTES = 20
 MIN_SEED_BYTES = 16
 KEY_BYTES = 32
