@@ -35,7 +35,7 @@ from gatehouse.config.loader import validate
 from gatehouse.internal.config_agent import ConfigAgent, config_fields
 from gatehouse.internal.errors import Code, ServiceError, json_response
 from gatehouse.internal.managed import follow_admin
-from gatehouse.storage.engine import Database
+from gatehouse.storage.engine import Database, warm_when_ready
 from gatehouse.storage.errors import DatabaseUnavailable
 from gatehouse.storage.migrate import start_migrations
 from gatehouse.storage.types import utcnow
@@ -100,6 +100,7 @@ class Service:
         if migrating is not None:
             self._tasks.append(migrating)
         self._tasks.append(asyncio.create_task(self._purge_forever()))
+        self._tasks.append(asyncio.create_task(warm_when_ready(self.ready, self.db)))
         if self.agent is not None:
             follow = follow_admin(self.agent, self.apply, check_view)
             self._tasks.append(asyncio.create_task(follow))

@@ -68,6 +68,10 @@ log = logging.getLogger("gatehouse.internal")
 #: Where Policy and Authentication answer health probes; Administration uses
 #: ``/api/v1/health``.
 DEFAULT_HEALTH_PATH = "/internal/v1/health"
+#: Warm connections kept to each backup endpoint (``standby``) by clients built from settings.
+STANDBY_CONNECTIONS = 2
+#: Standby connections are refreshed every this fraction of the idle timeout.
+STANDBY_REFRESH = 0.6
 
 _METHOD = re.compile(r"[A-Z]{1,20}\Z")
 # Bytes that must never reach a request line: controls, space, non-ASCII, and '#'.
@@ -190,6 +194,9 @@ class FailoverClient:
         probe_timeout: seconds for a probe's whole answer.
         tls: mutual TLS to every endpoint (whatever the URL's scheme says), checking each
             server's identity right after the handshake; None: plaintext.
+        standby: connections kept open and warm to every up endpoint but the preferred one,
+            once :meth:`start_probing` runs, so that a failover's first requests find a
+            connection already through its TLS handshake (0: none).
     """
 
     def __init__(
@@ -205,6 +212,7 @@ class FailoverClient:
         probe_interval: float | None = None,
         probe_timeout: float = defaults.PROBE_TIMEOUT,
         tls: ClientTLS | None = None,
+        standby: int = 0,
     ) -> None:
         if not isinstance(endpoints, Endpoints):
             endpoints = Endpoints(endpoints)
@@ -218,13 +226,17 @@ class FailoverClient:
         ):
             if not 0 < value < float("inf"):
                 raise ValueError(f"{what} must be a positive number of seconds")
+        if standby < 0 or standby > max_idle:
+            raise ValueError("standby must be between 0 and max_idle connections")
         self._health_start = _check_request_start("GET", health_path)
         self.endpoints = endpoints
+        self.standby = standby
         self.connect_timeout = connect_timeout
         self.timeout = timeout
         self.health_path = health_path
         self.probe_interval = probe_interval
         self.probe_timeout = probe_timeout
+        self.idle_timeout = idle_timeout
         auth = (
             b"" if bearer_token is None else b"Authorization: Bearer %s\r\n" % bearer_token.encode()
         )
@@ -253,6 +265,7 @@ class FailoverClient:
         self._prober: asyncio.Task[None] | None = None
         self._probes: dict[int, asyncio.Task[bool]] = {}
         self._wake: asyncio.Event | None = None
+        self._keeper: asyncio.Task[None] | None = None
 
     @classmethod
     def from_settings(
@@ -265,6 +278,7 @@ class FailoverClient:
         bearer_token: str | None = None,
         clock: Clock = time.monotonic,
         tls: ClientTLS | None = None,
+        standby: int = STANDBY_CONNECTIONS,
     ) -> FailoverClient:
         """A client for the service at ``urls`` (most preferred first), tuned by ``settings``.
 
@@ -284,6 +298,7 @@ class FailoverClient:
             probe_interval=settings.probe_interval,
             probe_timeout=settings.probe_timeout,
             tls=tls,
+            standby=standby,
         )
 
     # calls ------------------------------------------------------------------------------------
@@ -373,7 +388,9 @@ class FailoverClient:
                     raise
                 # The server closed this idle connection as the request went out (keep-alive
                 # timeout, restart): once more on a fresh connection to the same endpoint.
-        conn = await pool.connect(self.connect_timeout)
+            conn = await pool.connect(self.connect_timeout)
+        else:
+            conn = await pool.checkout(self.connect_timeout)
         return await conn.exchange(data, timeout, head_request)
 
     def _encode(self, ep: Endpoint, start: bytes, body: bytes | None) -> bytes:
@@ -484,17 +501,20 @@ class FailoverClient:
             self._prober = loop.create_task(
                 self._probe_loop(self.probe_interval, self._wake), name=f"probe {label}"
             )
+            if self.standby and len(self.endpoints.all) > 1:
+                self._keeper = loop.create_task(self._standby_loop(), name=f"standby {label}")
         return True
 
     async def stop_probing(self) -> None:
         """Stop the background probes and wait until they are gone; fail-back goes back to
         ``retry_after`` trials."""
         prober, self._prober = self._prober, None
+        keeper, self._keeper = self._keeper, None
         if prober is None:
             return
         self.endpoints.unwatch(self._on_transition)
         self.endpoints.probes_stopped()
-        tasks = [prober, *self._probes.values()]
+        tasks = [prober, *self._probes.values(), *([keeper] if keeper else [])]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -548,6 +568,39 @@ class FailoverClient:
         ok = 200 <= response.status < 300
         endpoints.probe_result(ep, ok, f"probe answered {response.status}", started)
         return ok
+
+    async def _standby_loop(self) -> None:
+        """Keep ``standby`` connections warm to each up endpoint after the preferred one.
+
+        A failover sends every request at once to an endpoint that had none: without warm
+        connections each of them waits for a new TLS handshake, on a machine busy with the
+        same burst. A health request on each standby connection, more often than the idle
+        timeout (ours and the server's keep-alive), keeps them open; one that fails is
+        evidence like a failed probe, so a dead secondary is known before a failover needs it.
+        """
+        endpoints = self.endpoints
+        while True:
+            await asyncio.sleep(self.idle_timeout * STANDBY_REFRESH)
+            down = endpoints.down()
+            backups = [ep for ep in endpoints.all if ep not in down][1:]
+            await asyncio.gather(
+                *(self._keep_warm(ep) for ep in backups for _ in range(self.standby))
+            )
+
+    async def _keep_warm(self, ep: Endpoint) -> None:
+        started = self.endpoints.clock()
+        try:
+            response = await self._attempt(
+                ep, self._encode(ep, self._health_start, None), self.probe_timeout, True, False
+            )
+        except WireError as exc:
+            if not self._closed:
+                self.endpoints.probe_result(ep, False, f"standby connection: {exc}", started)
+            return
+        if not 200 <= response.status < 300:
+            self.endpoints.probe_result(
+                ep, False, f"standby connection answered {response.status}", started
+            )
 
     async def probe(self, path: str | None = None, *, include_up: bool = False) -> dict[str, bool]:
         """Probe every down endpoint (every endpoint with ``include_up``) now, in parallel,

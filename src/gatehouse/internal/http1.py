@@ -11,7 +11,9 @@ waits on one future, woken by the protocol callbacks or by one timer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -27,6 +29,9 @@ from gatehouse.trust.tls import ClientTLS, PeerRefused
 MAX_LINE = 1 << 20
 #: Buffered, unread stream lines above which reading from the socket pauses.
 MAX_PENDING_LINES = 1024
+#: New connections a pool opens at once to one endpoint; more callers wait for one of them,
+#: or for a busy connection to come free, whichever is first.
+MAX_CONNECTING = 2
 
 _WANT_COMPLETE, _WANT_HEAD, _WANT_DATA = 0, 1, 2
 
@@ -390,7 +395,14 @@ class Connection(asyncio.Protocol):
 
 class Pool:
     """Connections to one endpoint: a LIFO stack of idle ones (the most recently used is the
-    most likely to still be open), with an idle timeout and a size cap."""
+    most likely to still be open), with an idle timeout and a size cap.
+
+    :meth:`checkout` opens at most ``max_connecting`` connections at once: a burst (the
+    first requests after a failover, all at the same instant) would otherwise pay one TLS
+    handshake per request on both sides, on the same busy CPUs, each slowing all the
+    others; a request that waits instead gets the first connection that comes free, from a
+    finished exchange (handed over directly) or a finished handshake.
+    """
 
     def __init__(
         self,
@@ -402,6 +414,7 @@ class Pool:
         idle_timeout: float,
         tls: ClientTLS | None = None,
         index: int = 0,
+        max_connecting: int = MAX_CONNECTING,
     ) -> None:
         self.host = host
         #: TLS to this endpoint (None: plaintext), and its place in the configured order
@@ -417,6 +430,12 @@ class Pool:
         self.open: set[Connection] = set()
         #: Connections ever opened (for tests and metrics).
         self.opened = 0
+        self.max_connecting = max_connecting
+        #: Connections being opened by :meth:`checkout` now.
+        self.connecting = 0
+        #: Callers of :meth:`checkout` waiting: each gets a free connection, or ``None``
+        #: (a handshake ended: try again).
+        self._waiters: deque[asyncio.Future[Connection | None]] = deque()
 
     def take(self) -> Connection | None:
         idle = self.idle
@@ -431,8 +450,61 @@ class Pool:
             return conn
         return None
 
+    async def checkout(self, timeout: float) -> Connection:
+        """An idle connection, else a new one unless ``max_connecting`` are being opened,
+        else the first that comes free; raises :class:`WireError` (nothing sent) when no
+        connection is had within ``timeout`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            conn = self.take()
+            if conn is not None:
+                return conn
+            if self.connecting < self.max_connecting:
+                self.connecting += 1
+                try:
+                    return await self.connect(max(0.0, deadline - loop.time()))
+                finally:
+                    self.connecting -= 1
+                    self._hand_over(None)
+            waiter: asyncio.Future[Connection | None] = loop.create_future()
+            self._waiters.append(waiter)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    conn = await waiter
+            except BaseException as exc:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+                if not waiter.done():
+                    waiter.cancel()
+                elif not waiter.cancelled() and (handed := waiter.result()) is not None:
+                    self.release(handed)  # handed over just as this caller gave up
+                if isinstance(exc, TimeoutError):
+                    raise WireError(
+                        FailureKind.CONNECT_TIMEOUT,
+                        f"no connection within {timeout:g} s",
+                        sent=False,
+                    ) from None
+                raise
+            if conn is not None:
+                return conn
+
+    def _hand_over(self, conn: Connection | None) -> bool:
+        """Give ``conn`` (or the news that a handshake ended) to the first waiting caller."""
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                if conn is not None:
+                    conn.reused = True
+                waiter.set_result(conn)
+                return True
+        return False
+
     def release(self, conn: Connection) -> None:
         conn.active = False
+        if not conn.closed and self._waiters and self._hand_over(conn):
+            return
         idle = self.idle
         if conn.closed or len(idle) >= self.max_idle:
             conn.close()
@@ -500,6 +572,8 @@ class Pool:
 
     async def aclose(self) -> None:
         """Close every connection and wait until the transports are gone."""
+        while self._hand_over(None):
+            pass
         conns = list(self.open)
         for conn in conns:
             if conn.active:

@@ -85,7 +85,7 @@ from gatehouse.policy.portal import (
 )
 from gatehouse.policy.redirects import HostPatterns
 from gatehouse.policy.sessions import Identity, SessionRecord, SessionStore, Timeouts
-from gatehouse.storage.engine import Database
+from gatehouse.storage.engine import Database, warm_when_ready
 from gatehouse.storage.errors import DatabaseUnavailable
 from gatehouse.storage.migrate import start_migrations
 from gatehouse.trust.identity import AUTHENTICATION, Peer
@@ -473,6 +473,8 @@ class PolicyService:
             await self.bridge.start(timeout=2.0)
         self._tasks.append(asyncio.create_task(self._purge_forever()))
         self._tasks.append(asyncio.create_task(self._publish_key_forever()))
+        databases = {id(db): db for db in (self.session_db, self.user_db)}.values()
+        self._tasks.append(asyncio.create_task(warm_when_ready(self.ready, *databases)))
         # Down Authentication services are probed in the background; fail-back after `rise`.
         self.runtime.checker.client.start_probing()
         if self.agent is not None:

@@ -35,6 +35,7 @@ multi-host URL, and for the LISTEN/NOTIFY connections of :func:`asyncpg_connect_
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -232,6 +233,10 @@ def _discard_closed(dbapi_connection: Any, _record: object, _proxy: object) -> N
         raise exc.DisconnectionError("the server closed this pooled connection")
 
 
+#: Connections a PostgreSQL engine keeps open (more, up to 10, while a burst needs them).
+POOL_SIZE = 5
+
+
 def create_engine(url: str | URL) -> AsyncEngine:
     """An AsyncEngine for a SQLite file or a PostgreSQL server (one or several hosts)."""
     parsed = parse_url(url)
@@ -245,7 +250,7 @@ def create_engine(url: str | URL) -> AsyncEngine:
         return engine
     engine = create_async_engine(
         _without_tls(parsed),
-        pool_size=5,
+        pool_size=POOL_SIZE,
         max_overflow=10,
         pool_timeout=CONNECT_TIMEOUT,
         connect_args=_pg_connect_args(parsed),
@@ -339,5 +344,31 @@ class Database:
         async with self.connect() as conn:
             await conn.execute(text("SELECT 1"))
 
+    async def warm(self, count: int = POOL_SIZE) -> None:
+        """Open ``count`` pooled connections now (PostgreSQL; SQLite has nothing to warm).
+
+        Each new PostgreSQL connection costs a TLS handshake, a password exchange and a
+        server process; a service that takes over from a failed one gets its whole burst at
+        once, and without warm connections every request of it pays that on a busy machine.
+        """
+        if self.dialect != "postgresql":
+            return
+
+        async def one() -> None:
+            async with self.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+
+        await asyncio.gather(*(one() for _ in range(count)))
+
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+async def warm_when_ready(ready: asyncio.Event, *databases: Database) -> None:
+    """Once ``ready`` is set (the service's databases are migrated), warm their pools."""
+    await ready.wait()
+    for database in databases:
+        try:
+            await database.warm()
+        except DatabaseUnavailable as error:
+            logging.getLogger("gatehouse.storage").warning("could not warm the pool: %s", error)
