@@ -4,14 +4,32 @@
 
 A leaf module (the Policy service imports it): the wire formats and nothing of the service.
 
-Roles: a password check for Policy services only (the client address it carries is believed
-because the caller is one); health for every role.
+Roles: a password check and the one-time password calls for Policy services only (the client
+address they carry is believed because the caller is one); health for every role.
+
+One-time passwords (issue 15):
+
+- ``OTP_VERIFY`` checks a code against the user's active tokens. ``attempt`` is a random id the
+  Policy service makes per submission by the user (16-64 URL-safe characters) and sends again
+  when it retries the same submission: the consumed step or counter is recorded with it, so a
+  retry on the other Authentication service after the first died between its commit and its
+  answer is answered ``ok`` again without a second acceptance; any other attempt with that
+  code is a replay (``invalid``). ``no_token``: the user has no active token.
+- ``OTP_ENROL`` makes a pending TOTP token (replacing the user's earlier pending one) and
+  answers its seed once; 403 ``forbidden`` when ``otp.self_enrolment`` is false.
+- ``OTP_CONFIRM`` activates the pending token with a current code (idempotent per attempt as
+  above); ``locked`` when the pending token has had too many wrong codes (enrol again).
+- ``OTP_STATUS``: how many active tokens the user has, the pending one, and whether an
+  administrator requires enrolment.
+
+Every OTP call answers 503 ``unavailable`` while the OATH DB or the seed keyring cannot be
+used (the caller fails over; password checks keep working).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from gatehouse.authentication.lockout import canonical_ip
@@ -21,10 +39,22 @@ from gatehouse.trust.identity import POLICY
 
 __all__ = [
     "ALL",
+    "ATTEMPT",
     "HEALTH",
     "MAX_BODY",
+    "OTP_CONFIRM",
+    "OTP_ENROL",
+    "OTP_STATUS",
+    "OTP_VERIFY",
     "VERIFY",
     "Account",
+    "ConfirmRequest",
+    "EnrolAnswer",
+    "EnrolRequest",
+    "OtpAnswer",
+    "OtpRequest",
+    "StatusAnswer",
+    "StatusRequest",
     "VerifyAnswer",
     "VerifyRequest",
 ]
@@ -34,6 +64,14 @@ MAX_BODY = 16 * 1024
 #: A trusted-device id as the Policy service sends it (from a device cookie it verified) and
 #: as this service issues it.
 DEVICE_ID = re.compile(r"[A-Za-z0-9_-]{11}\Z")
+#: An OTP submission's id (made by the Policy service, sent again with a retry of it).
+ATTEMPT = re.compile(r"[A-Za-z0-9_-]{16,64}\Z")
+#: Longest username an OTP call takes (the user DB's is 64; longer ones own no token).
+MAX_USERNAME = 256
+#: Longest code read (anything longer is as wrong as any malformed code, and cut here).
+MAX_CODE = 64
+MAX_ISSUER = 64
+MAX_SERIAL = 64
 
 
 # --- POST /internal/v1/password/verify ---------------------------------------------------------
@@ -166,6 +204,245 @@ VERIFY_ANSWER = json_codec(
 )
 
 
+# --- the one-time password calls ---------------------------------------------------------------
+
+
+def _username(data: dict[str, Any]) -> str:
+    username = _string(data, "username")
+    if not username:
+        raise bad_request("username: empty")
+    if len(username) > MAX_USERNAME:
+        raise bad_request(f"username: longer than {MAX_USERNAME} characters")
+    return username
+
+
+def _client_ip(data: dict[str, Any]) -> str:
+    client_ip = _string(data, "client_ip")
+    try:
+        return canonical_ip(client_ip)
+    except ValueError:
+        raise bad_request(f"client_ip: not an IP address: {client_ip[:64]!r}") from None
+
+
+def _attempt(data: dict[str, Any]) -> str:
+    attempt = _string(data, "attempt")
+    if not ATTEMPT.match(attempt):
+        raise bad_request("attempt: must be 16-64 URL-safe characters (A-Z a-z 0-9 _ -)")
+    return attempt
+
+
+def _code(data: dict[str, Any]) -> str:
+    # Any string: a malformed code is a wrong code (same answer, same work), not a 400.
+    return _string(data, "code")[:MAX_CODE]
+
+
+@dataclass(frozen=True, slots=True)
+class OtpRequest:
+    """``OTP_VERIFY``'s request. ``code`` is what the user typed, checked as it is."""
+
+    username: str
+    code: str
+    client_ip: str
+    attempt: str
+
+
+def parse_otp(data: dict[str, Any]) -> OtpRequest:
+    """``{"username", "code", "client_ip", "attempt"}``; errors name the field at fault."""
+    return OtpRequest(_username(data), _code(data), _client_ip(data), _attempt(data))
+
+
+def render_otp(request: OtpRequest) -> dict[str, object]:
+    return {
+        "username": request.username,
+        "code": request.code,
+        "client_ip": request.client_ip,
+        "attempt": request.attempt,
+    }
+
+
+OtpResult = Literal["ok", "invalid", "locked", "no_token"]
+
+
+@dataclass(frozen=True, slots=True)
+class OtpAnswer:
+    """``ok`` (with the serial of the token that answered), ``invalid``, ``locked`` (with
+    ``retry_after`` seconds when the lock runs out by itself) or ``no_token``."""
+
+    result: OtpResult
+    serial: str | None = None
+    retry_after: float | None = None
+
+
+def parse_otp_answer(data: dict[str, Any]) -> OtpAnswer:
+    """``ValueError`` if malformed; a bad ``retry_after`` reads as none."""
+    result = data.get("result")
+    if result == "ok":
+        serial = data.get("serial")
+        return OtpAnswer("ok", serial if isinstance(serial, str) else None)
+    if result == "locked":
+        retry = data.get("retry_after")
+        if isinstance(retry, int | float) and not isinstance(retry, bool) and retry > 0:
+            return OtpAnswer("locked", retry_after=float(retry))
+        return OtpAnswer("locked")
+    if result in ("invalid", "no_token"):
+        return OtpAnswer(result)
+    raise ValueError(f"unknown result {result!r}")
+
+
+def render_otp_answer(answer: OtpAnswer) -> dict[str, object]:
+    if answer.result == "ok":
+        return {"result": "ok", "serial": answer.serial}
+    if answer.result == "locked" and answer.retry_after is not None:
+        retry = answer.retry_after
+        return {"result": "locked", "retry_after": int(retry) if retry == int(retry) else retry}
+    return {"result": answer.result}
+
+
+@dataclass(frozen=True, slots=True)
+class EnrolRequest:
+    username: str
+    issuer: str
+
+
+def parse_enrol(data: dict[str, Any]) -> EnrolRequest:
+    """``{"username", "issuer"}``: the issuer an authenticator app shows (no ``:``)."""
+    username = _username(data)
+    issuer = _string(data, "issuer")
+    if len(issuer) > MAX_ISSUER or ":" in issuer:
+        raise bad_request(f"issuer: at most {MAX_ISSUER} characters, without ':'")
+    return EnrolRequest(username, issuer)
+
+
+@dataclass(frozen=True, slots=True)
+class EnrolAnswer:
+    """The pending token: its serial, the otpauth:// URI to show as a QR code and the seed in
+    base32 (shown once, never stored in the clear)."""
+
+    serial: str
+    uri: str
+    secret: str = field(repr=False)
+
+
+def parse_enrol_answer(data: dict[str, Any]) -> EnrolAnswer:
+    values = [data.get(name) for name in ("serial", "uri", "secret")]
+    if not all(isinstance(value, str) and value for value in values):
+        raise ValueError("serial, uri and secret: must be strings")
+    serial, uri, secret = (str(value) for value in values)
+    return EnrolAnswer(serial, uri, secret)
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmRequest:
+    username: str
+    serial: str
+    code: str
+    client_ip: str
+    attempt: str
+
+
+def parse_confirm(data: dict[str, Any]) -> ConfirmRequest:
+    """``{"username", "serial", "code", "client_ip", "attempt"}``."""
+    serial = _string(data, "serial")
+    if not 1 <= len(serial) <= MAX_SERIAL:
+        raise bad_request(f"serial: 1-{MAX_SERIAL} characters")
+    return ConfirmRequest(_username(data), serial, _code(data), _client_ip(data), _attempt(data))
+
+
+def render_confirm(request: ConfirmRequest) -> dict[str, object]:
+    return {
+        "username": request.username,
+        "serial": request.serial,
+        "code": request.code,
+        "client_ip": request.client_ip,
+        "attempt": request.attempt,
+    }
+
+
+def parse_confirm_answer(data: dict[str, Any]) -> OtpAnswer:
+    answer = parse_otp_answer(data)
+    if answer.result == "no_token":
+        raise ValueError("unknown result 'no_token'")
+    return answer
+
+
+@dataclass(frozen=True, slots=True)
+class StatusRequest:
+    username: str
+
+
+@dataclass(frozen=True, slots=True)
+class StatusAnswer:
+    """The user's active tokens (a count), the serial of the pending one, and whether an
+    administrator requires the user to enrol a token."""
+
+    active: int
+    pending: str | None
+    enrol_required: bool
+
+
+def parse_status_answer(data: dict[str, Any]) -> StatusAnswer:
+    active = data.get("active")
+    pending = data.get("pending")
+    required = data.get("enrol_required")
+    if not isinstance(active, int) or isinstance(active, bool) or active < 0:
+        raise ValueError("active: must be a count")
+    if pending is not None and not isinstance(pending, str):
+        raise ValueError("pending: must be null or a serial")
+    if not isinstance(required, bool):
+        raise ValueError("enrol_required: must be true or false")
+    return StatusAnswer(active, pending, required)
+
+
+def render_status_answer(answer: StatusAnswer) -> dict[str, object]:
+    return {
+        "active": answer.active,
+        "pending": answer.pending,
+        "enrol_required": answer.enrol_required,
+    }
+
+
+OTP_REQUEST = json_codec(
+    parse_otp, render_otp, '`{"username", "code", "client_ip", "attempt"}`', MAX_BODY
+)
+OTP_ANSWER = json_codec(
+    parse_otp_answer,
+    render_otp_answer,
+    '`{"result": "ok", "serial"}` / `{"result": "invalid"}` / '
+    '`{"result": "locked", "retry_after"?}` / `{"result": "no_token"}`',
+)
+ENROL_REQUEST = json_codec(
+    parse_enrol,
+    lambda request: {"username": request.username, "issuer": request.issuer},
+    '`{"username", "issuer"}`',
+    MAX_BODY,
+)
+ENROL_ANSWER = json_codec(
+    parse_enrol_answer,
+    lambda answer: {"serial": answer.serial, "uri": answer.uri, "secret": answer.secret},
+    '`{"serial", "uri", "secret"}`',
+)
+CONFIRM_REQUEST = json_codec(
+    parse_confirm,
+    render_confirm,
+    '`{"username", "serial", "code", "client_ip", "attempt"}`',
+    MAX_BODY,
+)
+CONFIRM_ANSWER = json_codec(
+    parse_confirm_answer, render_otp_answer, '`{"result": "ok"|"invalid"|"locked"}`'
+)
+STATUS_REQUEST = json_codec(
+    lambda data: StatusRequest(_username(data)),
+    lambda request: {"username": request.username},
+    '`{"username"}`',
+    MAX_BODY,
+)
+STATUS_ANSWER = json_codec(
+    parse_status_answer,
+    render_status_answer,
+    '`{"active": n, "pending": serial|null, "enrol_required": bool}`',
+)
+
+
 def _health(data: dict[str, Any]) -> dict[str, Any]:
     if data.get("status") != "ok":
         raise ValueError(f"status: {data.get('status')!r}")
@@ -205,4 +482,64 @@ VERIFY = Call(
     max_body=MAX_BODY,
 )
 
-ALL: tuple[Call[Any, Any], ...] = (HEALTH, VERIFY)
+OTP_VERIFY = Call(
+    SERVICE,
+    "verify_otp",
+    "POST",
+    "/internal/v1/otp/verify",
+    OTP_REQUEST,
+    OTP_ANSWER,
+    roles=frozenset({POLICY}),
+    # Idempotent per attempt: the step or counter is consumed with the attempt's id, and the
+    # same attempt asking again is answered ok without a second acceptance.
+    retry_safe=True,
+    summary="check a one-time password against the user's tokens (single use everywhere)",
+    max_body=MAX_BODY,
+)
+OTP_ENROL = Call(
+    SERVICE,
+    "enrol_otp",
+    "POST",
+    "/internal/v1/otp/enrol",
+    ENROL_REQUEST,
+    ENROL_ANSWER,
+    roles=frozenset({POLICY}),
+    # A retry makes a new pending token replacing the first: the answer received is the one
+    # that stands.
+    retry_safe=True,
+    summary="start a self-enrolment: a pending TOTP token and its otpauth:// URI",
+    max_body=MAX_BODY,
+)
+OTP_CONFIRM = Call(
+    SERVICE,
+    "confirm_otp",
+    "POST",
+    "/internal/v1/otp/confirm",
+    CONFIRM_REQUEST,
+    CONFIRM_ANSWER,
+    roles=frozenset({POLICY}),
+    retry_safe=True,
+    summary="activate the pending token with a current code (idempotent per attempt)",
+    max_body=MAX_BODY,
+)
+OTP_STATUS = Call(
+    SERVICE,
+    "otp_status",
+    "POST",
+    "/internal/v1/otp/status",
+    STATUS_REQUEST,
+    STATUS_ANSWER,
+    roles=frozenset({POLICY}),
+    retry_safe=True,
+    summary="a user's active tokens, pending enrolment and whether enrolment is required",
+    max_body=MAX_BODY,
+)
+
+ALL: tuple[Call[Any, Any], ...] = (
+    HEALTH,
+    VERIFY,
+    OTP_VERIFY,
+    OTP_ENROL,
+    OTP_CONFIRM,
+    OTP_STATUS,
+)
