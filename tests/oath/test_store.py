@@ -308,6 +308,70 @@ def test_a_pending_enrolment_is_confirmed_once(oath_db: str) -> None:
     with_store(oath_db, go)
 
 
+def test_the_same_attempt_is_accepted_again_and_no_other(oath_db: str) -> None:
+    """A retry of one submission (the answer was lost) is accepted again without moving the
+    step or counter; another submission of the same code is a replay."""
+
+    async def go(store: TokenStore) -> None:
+        totp, hotp = await add_totp(store), await add_hotp(store)
+        first, second = "attempt-0000000001", "attempt-0000000002"
+        assert await store.consume_totp(totp.id, 1000, 0, now=NOW, attempt=first)
+        assert await store.consume_totp(totp.id, 1000, 0, now=NOW, attempt=first)
+        assert not await store.consume_totp(totp.id, 1000, 0, now=NOW, attempt=second)
+        assert not await store.consume_totp(totp.id, 1000, 0, now=NOW)
+        assert not await store.consume_totp(totp.id, 999, 0, now=NOW, attempt=first)
+        assert (await store.get("T1")).last_attempt == first
+        assert await store.consume_totp(totp.id, 1001, 0, now=NOW, attempt=second)
+        assert not await store.consume_totp(totp.id, 1000, 0, now=NOW, attempt=first)
+        assert not await store.consume_totp(totp.id, 1001, 0, now=NOW, attempt=first)
+
+        assert await store.consume_hotp(hotp.id, 4, now=NOW, attempt=first)
+        assert await store.consume_hotp(hotp.id, 4, now=NOW, attempt=first)
+        assert (await store.get("H1")).counter == 5
+        assert not await store.consume_hotp(hotp.id, 4, now=NOW, attempt=second)
+        assert not await store.consume_hotp(hotp.id, 3, now=NOW, attempt=first)
+        # A consumption without an attempt forgets the last one.
+        assert await store.consume_hotp(hotp.id, 5, now=NOW)
+        assert not await store.consume_hotp(hotp.id, 5, now=NOW, attempt=first)
+        assert (await store.get("H1")).last_attempt is None
+
+    with_store(oath_db, go)
+
+
+def test_a_pending_token_replaces_the_earlier_one_and_confirms_idempotently(oath_db: str) -> None:
+    async def go(store: TokenStore) -> None:
+        await store.require_enrolment("al", True)
+        assert await store.enrolment_required("al")
+        assert not await store.enrolment_required("bob")
+        active = await add_totp(store, "A1", owner="al")
+        one = await store.replace_pending("al", "P1", seed_key_id="k1", seed_ciphertext=SEED)
+        two = await store.replace_pending("al", "P2", seed_key_id="k1", seed_ciphertext=SEED)
+        assert (one.state, two.state, two.type) == ("pending", "pending", "totp")
+        assert await store.find("P1") is None
+        assert (await store.pending_for("al")) == two
+        assert await store.pending_for("bob") is None
+        with pytest.raises(TokenExists):
+            await store.replace_pending("bob", "A1", seed_key_id="k1", seed_ciphertext=SEED)
+        with pytest.raises(InvalidToken):
+            await store.replace_pending("no one", "X1", seed_key_id="k1", seed_ciphertext=SEED)
+        attempt = "attempt-0000000001"
+        assert await store.activate_totp(two.id, 77, 0, now=NOW, attempt=attempt)
+        assert not await store.enrolment_required("al")  # cleared with the confirmation
+        assert await store.activate_totp(two.id, 77, 0, now=NOW, attempt=attempt)  # a retry
+        assert not await store.activate_totp(two.id, 77, 0, now=NOW, attempt="other-attempt-00")
+        assert not await store.activate_totp(two.id, 78, 0, now=NOW, attempt=attempt)
+        assert not await store.activate_totp(active.id, 79, 0, now=NOW)  # not pending
+        assert await store.pending_for("al") is None
+        assert (await store.get("A1")).state == "active"
+        await store.require_enrolment("al", True)
+        await store.require_enrolment("al", True)
+        assert await store.enrolment_required("al")
+        await store.require_enrolment("al", False)
+        assert not await store.enrolment_required("al")
+
+    with_store(oath_db, go)
+
+
 # -- failures and locks ----------------------------------------------------------------------
 
 
@@ -481,9 +545,9 @@ def table_names(url: str) -> set[str]:
 def test_the_oath_branch_creates_its_table_once(tmp_path: Path) -> None:
     url = sqlite_url(tmp_path / "oath.db")
     asyncio.run(upgrade(url, "oath"))
-    assert table_names(url) == {"oath_tokens"}
+    assert table_names(url) == {"oath_tokens", "oath_users"}
     asyncio.run(upgrade(url, "oath"))  # a no-op now
-    assert table_names(url) == {"oath_tokens"}
+    assert table_names(url) == {"oath_tokens", "oath_users"}
     asyncio.run(upgrade(url, "all"))  # the other branches beside it, if one DB holds all
     assert "oath_tokens" in table_names(url)
     assert "users" in table_names(url)
@@ -508,7 +572,7 @@ def test_an_installation_migrates_the_oath_db_at_its_own_url(tmp_path: Path) -> 
         sqlite_url(tmp_path / "oath.db"),
     )
     asyncio.run(upgrade_installation(urls, "oath"))
-    assert table_names(urls.oath_db) == {"oath_tokens"}
+    assert table_names(urls.oath_db) == {"oath_tokens", "oath_users"}
     assert table_names(urls.user_db) == set()
     asyncio.run(upgrade_installation(urls))  # "all" leaves the OATH DB alone
     assert "oath_tokens" not in table_names(urls.user_db)

@@ -12,6 +12,7 @@ from typing import Final, Literal
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Integer,
     LargeBinary,
@@ -36,6 +37,8 @@ PERIODS: Final = (30, 60)
 
 SERIAL_LENGTH = 64
 KEY_ID_LENGTH = 64
+#: The id of the submission that consumed ``last_step`` / the counter (see ``last_attempt``).
+ATTEMPT_LENGTH = 64
 #: ``last_step`` of a TOTP token that never accepted a code: every real step is above it.
 NO_STEP = -1
 
@@ -83,6 +86,20 @@ class OathToken(OathBase):
     description: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: The id of the submission (the Policy service's attempt) that consumed ``last_step`` or
+    #: the last counter: that same submission asking again (a retry on another service after
+    #: the first died between commit and answer) is answered ok without a second acceptance.
+    last_attempt: Mapped[str | None] = mapped_column(String(ATTEMPT_LENGTH))
+
+
+class OathUser(OathBase):
+    """What the OATH DB knows of a user apart from tokens: an administrator may require the
+    user to enrol a token at the next login (cleared when the user confirms one)."""
+
+    __tablename__ = "oath_users"
+
+    username: Mapped[str] = mapped_column(String(USERNAME_LENGTH), primary_key=True)
+    enrol_required: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 __all__ = [
@@ -95,6 +112,7 @@ __all__ = [
     "Algorithm",
     "OathBase",
     "OathToken",
+    "OathUser",
     "TokenState",
     "TokenType",
 ]

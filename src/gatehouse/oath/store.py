@@ -11,8 +11,14 @@ A token *answers* (:func:`usable`) when it is ``active``, or ``locked`` with a l
 run out (``locked_until`` passed; NULL means until an administrator unlocks it). A success
 clears the failures and an expired lock; a failure after an expired lock locks again at once.
 ``pending`` tokens (enrolment not confirmed) only answer :meth:`TokenStore.activate_totp` and
-never lock, so unlocking cannot skip a confirmation. Seeds are stored as the caller's
-ciphertext with the id of the key that made it; this module never sees a seed.
+never lock, so unlocking cannot skip a confirmation; a user has at most one pending token
+(:meth:`TokenStore.replace_pending`). Seeds are stored as the caller's ciphertext with the id of
+the key that made it; this module never sees a seed.
+
+Validation may name the submission (``attempt``) that consumes a step or counter; it is kept
+with the token (``last_attempt``), and the same submission asking again is accepted again
+without moving anything (a retry after the first answer was lost), any other is refused.
+``oath_users`` holds an administrator's "enrol at the next login" flag per user.
 
 GatehouseError
  └── TokenStoreError      a token operation cannot be done
@@ -60,6 +66,7 @@ from gatehouse.oath.models import (
     TOKEN_TYPES,
     Algorithm,
     OathToken,
+    OathUser,
     TokenState,
     TokenType,
 )
@@ -114,6 +121,8 @@ class TokenRow:
     description: str
     created_at: datetime
     last_used_at: datetime | None
+    #: The submission that consumed ``last_step`` or the last counter (None: none named).
+    last_attempt: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +162,7 @@ def row_to_token(row: Mapping[Any, Any]) -> TokenRow:
         description=row["description"],
         created_at=row["created_at"],
         last_used_at=row["last_used_at"],
+        last_attempt=row.get("last_attempt"),
     )
 
 
@@ -236,6 +246,13 @@ def _usable_at(now: datetime) -> ColumnElement[bool]:
 
 def _rowcount(result: CursorResult[Any]) -> int:
     return int(result.rowcount or 0)
+
+
+def _same_attempt(attempt: str | None) -> ColumnElement[bool]:
+    """The token's last consumption was made by ``attempt`` (never true for None)."""
+    if attempt is None:
+        return literal(False)
+    return _T.last_attempt == attempt
 
 
 class TokenStore:
@@ -446,18 +463,26 @@ class TokenStore:
     # -- validation: each one conditional statement ------------------------------------------
 
     async def consume_totp(
-        self, token_id: int, step: int, drift: int, *, now: datetime | None = None
+        self,
+        token_id: int,
+        step: int,
+        drift: int,
+        *,
+        now: datetime | None = None,
+        attempt: str | None = None,
     ) -> bool:
         """Accept TOTP time step ``step`` once: True for the one caller that moved
         ``last_step`` up to it (the token answering, see :func:`usable`), False when that step
-        or a later one was accepted already, or the token does not answer."""
+        or a later one was accepted already, or the token does not answer. With ``attempt``,
+        also True when ``step`` was consumed by that same attempt (a retry of it)."""
         when = now or utcnow()
+        at_step = literal(step, BigInteger())
         statement = (
             update(_T)
             .where(
                 _T.id == token_id,
                 _T.type == "totp",
-                _T.last_step < literal(step, BigInteger()),
+                or_(_T.last_step < at_step, and_(_T.last_step == at_step, _same_attempt(attempt))),
                 _usable_at(when),
             )
             .values(
@@ -467,6 +492,7 @@ class TokenStore:
                 state="active",
                 locked_until=None,
                 last_used_at=when,
+                last_attempt=attempt,
             )
         )
         async with self._transaction() as conn:
@@ -474,20 +500,27 @@ class TokenStore:
         return _rowcount(result) == 1
 
     async def consume_hotp(
-        self, token_id: int, counter: int, *, now: datetime | None = None
+        self,
+        token_id: int,
+        counter: int,
+        *,
+        now: datetime | None = None,
+        attempt: str | None = None,
     ) -> bool:
         """Accept HOTP counter ``counter`` once (the next one expected becomes
         ``counter + 1``): True for the one caller that did, False when that counter or a later
-        one was accepted already, or the token does not answer."""
+        one was accepted already, or the token does not answer. With ``attempt``, also True
+        when ``counter`` was the last one accepted, by that same attempt (a retry of it)."""
         if not 0 <= counter <= MAX_COUNTER:
             raise ValueError(f"counter {counter} out of range")
         when = now or utcnow()
+        retried = and_(_T.counter == literal(counter + 1, BigInteger()), _same_attempt(attempt))
         statement = (
             update(_T)
             .where(
                 _T.id == token_id,
                 _T.type == "hotp",
-                _T.counter <= literal(counter, BigInteger()),
+                or_(_T.counter <= literal(counter, BigInteger()), retried),
                 _usable_at(when),
             )
             .values(
@@ -496,6 +529,7 @@ class TokenStore:
                 state="active",
                 locked_until=None,
                 last_used_at=when,
+                last_attempt=attempt,
             )
         )
         async with self._transaction() as conn:
@@ -503,19 +537,25 @@ class TokenStore:
         return _rowcount(result) == 1
 
     async def activate_totp(
-        self, token_id: int, step: int, drift: int, *, now: datetime | None = None
+        self,
+        token_id: int,
+        step: int,
+        drift: int,
+        *,
+        now: datetime | None = None,
+        attempt: str | None = None,
     ) -> bool:
         """Confirm a pending TOTP enrolment with the code of ``step``: the token becomes
-        active and ``step`` is consumed, once (as :meth:`consume_totp`)."""
+        active and ``step`` is consumed, once (as :meth:`consume_totp`; with ``attempt``, the
+        same attempt asking again is True again). The owner's enrolment requirement
+        (:meth:`require_enrolment`) is cleared in the same transaction."""
         when = now or utcnow()
+        at_step = literal(step, BigInteger())
+        confirms = and_(_T.state == "pending", _T.last_step < at_step)
+        retried = and_(_T.state == "active", _T.last_step == at_step, _same_attempt(attempt))
         statement = (
             update(_T)
-            .where(
-                _T.id == token_id,
-                _T.type == "totp",
-                _T.state == "pending",
-                _T.last_step < literal(step, BigInteger()),
-            )
+            .where(_T.id == token_id, _T.type == "totp", or_(confirms, retried))
             .values(
                 state="active",
                 last_step=step,
@@ -523,11 +563,120 @@ class TokenStore:
                 failures=0,
                 locked_until=None,
                 last_used_at=when,
+                last_attempt=attempt,
             )
+            .returning(_T.owner)
+        )
+        _U = OathUser
+        async with self._transaction() as conn:
+            row = (await conn.execute(statement)).first()
+            if row is not None and row.owner is not None:
+                clear = update(_U).where(_U.username == row.owner).values(enrol_required=False)
+                await conn.execute(clear)
+        return row is not None
+
+    # -- self-enrolment and the per-user flag -------------------------------------------------
+
+    async def replace_pending(
+        self,
+        owner: str,
+        serial: str,
+        *,
+        seed_key_id: str,
+        seed_ciphertext: bytes,
+        algorithm: Algorithm = "sha1",
+        digits: int = 6,
+        period: int = 30,
+        description: str = "",
+        now: datetime | None = None,
+    ) -> TokenRow:
+        """Store a new pending TOTP token for ``owner`` and delete the owner's earlier pending
+        ones, in one transaction (a user has one enrolment in progress at most).
+
+        Raises:
+            TokenExists: the serial is taken.
+            InvalidToken: a field is out of range.
+        """
+        check_fields(
+            serial=serial,
+            type="totp",
+            algorithm=algorithm,
+            digits=digits,
+            period=period,
+            seed_key_id=seed_key_id,
+            owner=owner,
+            state="pending",
+            counter=0,
+        )
+        statement = (
+            insert(_T)
+            .values(
+                serial=serial,
+                owner=owner,
+                type="totp",
+                algorithm=algorithm,
+                digits=digits,
+                period=period,
+                seed_key_id=seed_key_id,
+                seed_ciphertext=seed_ciphertext,
+                counter=0,
+                last_step=NO_STEP,
+                drift=0,
+                failures=0,
+                state="pending",
+                locked_until=None,
+                description=description,
+                created_at=now or utcnow(),
+                last_used_at=None,
+                last_attempt=None,
+            )
+            .returning(*_COLUMNS)
+        )
+        earlier = delete(_T).where(_T.owner == owner, _T.state == "pending")
+        try:
+            async with self._transaction() as conn:
+                await conn.execute(earlier)
+                row = (await conn.execute(statement)).one()
+        except IntegrityError as error:
+            if "serial" in str(error.orig):
+                raise TokenExists(f"a token with serial {serial!r} exists already") from None
+            raise InvalidToken(f"token {serial!r} refused by the database: {error.orig}") from None
+        return row_to_token(row._mapping)
+
+    async def pending_for(self, owner: str) -> TokenRow | None:
+        """``owner``'s pending token (the newest, should there be several)."""
+        query = (
+            select(*_COLUMNS)
+            .where(_T.owner == owner, _T.state == "pending")
+            .order_by(_T.id.desc())
+            .limit(1)
         )
         async with self._transaction() as conn:
-            result = await conn.execute(statement)
-        return _rowcount(result) == 1
+            row = (await conn.execute(query)).first()
+        return None if row is None else row_to_token(row._mapping)
+
+    async def require_enrolment(self, username: str, required: bool) -> None:
+        """Set (or clear) the administrator's "enrol a token at the next login" flag."""
+        check_owner(username)
+        _U = OathUser
+        change = update(_U).where(_U.username == username).values(enrol_required=required)
+        for _ in range(2):  # a concurrent first insert makes ours fail: update it then
+            try:
+                async with self._transaction() as conn:
+                    if _rowcount(await conn.execute(change)) == 0:
+                        row = {"username": username, "enrol_required": required}
+                        await conn.execute(insert(_U).values(**row))
+                return
+            except IntegrityError:
+                continue
+        raise TokenStoreError(f"could not set the enrolment flag of {username!r}")
+
+    async def enrolment_required(self, username: str) -> bool:
+        """Does an administrator require ``username`` to enrol a token?"""
+        query = select(OathUser.enrol_required).where(OathUser.username == username)
+        async with self._transaction() as conn:
+            value = (await conn.execute(query)).scalar()
+        return bool(value)
 
     async def record_failure(
         self,

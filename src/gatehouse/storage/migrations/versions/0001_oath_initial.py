@@ -1,4 +1,4 @@
-"""OATH DB: oath_tokens (gatehouse.oath.models).
+"""OATH DB: oath_tokens and oath_users (gatehouse.oath.models).
 
 Revision ID: oath_0001
 Revises:
@@ -41,6 +41,7 @@ def upgrade() -> None:
         sa.Column("description", sa.Text(), nullable=False),
         sa.Column("created_at", TS, nullable=False),
         sa.Column("last_used_at", TS, nullable=True),
+        sa.Column("last_attempt", sa.String(64), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_oath_tokens")),
         sa.UniqueConstraint("serial", name=op.f("uq_oath_tokens_serial")),
         sa.CheckConstraint("type IN ('hotp', 'totp')", name=op.f("ck_oath_tokens_type")),
@@ -55,8 +56,15 @@ def upgrade() -> None:
         ),
     )
     op.create_index(op.f("ix_oath_tokens_owner"), "oath_tokens", ["owner"])
+    op.create_table(
+        "oath_users",
+        sa.Column("username", sa.String(64), nullable=False),
+        sa.Column("enrol_required", sa.Boolean(), nullable=False),
+        sa.PrimaryKeyConstraint("username", name=op.f("pk_oath_users")),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("oath_users")
     op.drop_index(op.f("ix_oath_tokens_owner"), table_name="oath_tokens")
     op.drop_table("oath_tokens")
