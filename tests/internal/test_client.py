@@ -43,7 +43,7 @@ from gatehouse.internal.client import (
     StreamRefused,
 )
 from gatehouse.internal.endpoints import Endpoints
-from gatehouse.internal.http1 import MAX_LINE
+from gatehouse.internal.http1 import MAX_CONNECTING, MAX_LINE, Pool, WireError
 from tests.support.processes import free_port, wait_port
 
 T = TypeVar("T")
@@ -1107,6 +1107,101 @@ def test_probe_brings_back_an_endpoint_that_passes(run: Run[None]) -> None:
                 results = await client.probe("/internal/v1/health", include_up=True)
                 assert results == {f"http://127.0.0.1:{port}": False, second.url: True}
                 assert endpoints.status()[0].reason.startswith("probe: connection refused")
+
+    run(scenario())
+
+
+# bursts and standby connections --------------------------------------------------------------
+
+
+def test_a_burst_opens_few_connections_and_reuses_those_that_come_free(
+    run: Run[None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At most ``MAX_CONNECTING`` handshakes at once; callers waiting meanwhile get the
+    connections of finished exchanges instead of a handshake each."""
+    connecting = peak = 0
+    real_connect = Pool.connect
+
+    async def slow_connect(self: Pool, timeout: float) -> Any:
+        nonlocal connecting, peak
+        connecting += 1
+        peak = max(peak, connecting)
+        try:
+            await asyncio.sleep(0.05)  # a handshake on a busy machine
+            return await real_connect(self, timeout)
+        finally:
+            connecting -= 1
+
+    monkeypatch.setattr(Pool, "connect", slow_connect)
+
+    async def scenario() -> None:
+        async with Server() as server, FailoverClient([server.url]) as client:
+            calls = [client.call("GET", f"/{i}", retry_safe=True) for i in range(30)]
+            responses = await asyncio.gather(*calls)
+            assert sorted(r.json()["path"] for r in responses) == sorted(f"/{i}" for i in range(30))
+            assert peak == MAX_CONNECTING
+            assert server.connections < 10  # not one per caller
+            assert len(server.requests) == 30
+
+    run(scenario())
+
+
+def test_a_waiting_caller_gives_up_after_the_connect_timeout(
+    run: Run[None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def never(self: Pool, timeout: float) -> Any:
+        await asyncio.sleep(timeout)
+        raise WireError(FailureKind.CONNECT_TIMEOUT, "slow", sent=False)
+
+    monkeypatch.setattr(Pool, "connect", never)
+
+    async def scenario() -> None:
+        async with Server() as server, FailoverClient([server.url], connect_timeout=0.1) as client:
+            calls = [client.call("GET", "/", retry_safe=True) for _ in range(5)]
+            outcomes = await asyncio.gather(*calls, return_exceptions=True)
+            assert all(isinstance(o, AllEndpointsFailed) for o in outcomes)
+            kinds = {f.kind for o in outcomes for f in o.failures}  # type: ignore[union-attr]
+            assert kinds == {FailureKind.CONNECT_TIMEOUT}
+            assert server.connections == 0
+
+    run(scenario())
+
+
+def test_standby_connections_stay_warm_to_the_backup_endpoint(run: Run[None]) -> None:
+    async def scenario() -> None:
+        async with Server() as first, Server() as second:
+            client = FailoverClient(
+                [first.url, second.url], idle_timeout=0.25, probe_interval=0.05, standby=2
+            )
+            async with client:
+                client.start_probing()
+                await client.call("GET", "/work", retry_safe=True)
+                await asyncio.sleep(0.5)  # three refreshes (every 0.6 x idle_timeout)
+                assert {r.path for r in second.requests} == {"/internal/v1/health"}
+                assert second.connections == 2  # the same two, kept open
+                assert len(second.requests) >= 4
+                assert [r.path for r in first.requests] == ["/work"]  # the preferred: none
+                await first.stop()
+                burst = [client.call("GET", "/after", retry_safe=True) for _ in range(2)]
+                for response in await asyncio.gather(*burst):
+                    assert response.json()["path"] == "/after"
+                assert second.connections == 2  # the failover found them open: no handshake
+
+    run(scenario())
+
+
+def test_a_dead_backup_is_found_by_its_standby_connections(run: Run[None]) -> None:
+    async def scenario() -> None:
+        async with Server() as first:
+            dead = refusing_url()
+            client = FailoverClient(
+                [first.url, dead], idle_timeout=0.1, probe_interval=10.0, standby=1
+            )
+            async with client:
+                client.start_probing()
+                await asyncio.sleep(0.2)
+                assert [ep.url for ep in client.endpoints.down()] == [dead]
+                assert client.endpoints.status()[1].reason.startswith("standby connection")
 
     run(scenario())
 

@@ -85,7 +85,7 @@ from gatehouse.policy.portal import (
 )
 from gatehouse.policy.redirects import HostPatterns
 from gatehouse.policy.sessions import Identity, SessionRecord, SessionStore, Timeouts
-from gatehouse.storage.engine import Database, warm_when_ready
+from gatehouse.storage.engine import POOL_SIZE, Database, warm_when_ready
 from gatehouse.storage.errors import DatabaseUnavailable
 from gatehouse.storage.migrate import start_migrations
 from gatehouse.trust.identity import AUTHENTICATION, Peer
@@ -131,8 +131,11 @@ def decision_input(request: DecisionRequest, peer: Peer | None) -> DecisionInput
     )
 
 
-def login_url(prefix: str, original: str) -> str:
-    return f"{prefix}login?rd={quote(original, safe='')}"
+def login_url(prefix: str, original: str, step: str | None = None) -> str:
+    """The portal's login page for ``original``; ``step=otp`` when the rule asks for a one-time
+    password too (the portal then asks for it after the password, or alone for a step-up)."""
+    url = f"{prefix}login?rd={quote(original, safe='')}"
+    return f"{url}&step={step}" if step else url
 
 
 def session_view(record: SessionRecord) -> SessionView:
@@ -473,13 +476,21 @@ class PolicyService:
             await self.bridge.start(timeout=2.0)
         self._tasks.append(asyncio.create_task(self._purge_forever()))
         self._tasks.append(asyncio.create_task(self._publish_key_forever()))
-        databases = {id(db): db for db in (self.session_db, self.user_db)}.values()
-        self._tasks.append(asyncio.create_task(warm_when_ready(self.ready, *databases)))
+        self._tasks.append(asyncio.create_task(self._warm()))
         # Down Authentication services are probed in the background; fail-back after `rise`.
         self.runtime.checker.client.start_probing()
         if self.agent is not None:
             follow = follow_admin(self.agent, self.apply, check_view)
             self._tasks.append(asyncio.create_task(follow))
+
+    async def _warm(self) -> None:
+        """Once migrated: open the database pools and prepare the session lookup on them."""
+        databases = {id(db): db for db in (self.session_db, self.user_db)}.values()
+        await warm_when_ready(self.ready, *databases)
+        try:
+            await self.runtime.sessions.warm(POOL_SIZE)
+        except DatabaseUnavailable as exc:
+            log.warning("could not warm the session lookup: %s", exc)
 
     async def _purge_forever(self) -> None:
         while True:
@@ -564,7 +575,7 @@ class PolicyService:
         )
         if isinstance(decision, Authenticate):
             original = request["url"] or request["path"]
-            return decision.to_json(login_url(runtime.portal_prefix, original))
+            return decision.to_json(login_url(runtime.portal_prefix, original, decision.step))
         if isinstance(decision, Allow) and runtime.assertions is not None:
             decision = runtime.assertions.stamp(decision, record, request["resource"], now)
         return decision.to_json()

@@ -10,13 +10,14 @@ Points to drop cached decisions.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from sqlalchemy import ColumnElement, delete, select, update
@@ -298,6 +299,17 @@ class SessionStore:
         if cached and epoch == self._epoch:
             self._remember(record)
         return record
+
+    async def warm(self, count: int) -> None:
+        """Look up ``count`` unknown sessions at once, each on its own pooled connection.
+
+        A Policy service that takes over from a failed one gets the whole burst at once;
+        with the lookup compiled and prepared on every pooled connection beforehand, none of
+        those requests pays for it. Changes nothing: unknown ids are not found."""
+        now = datetime.now(UTC)
+        await asyncio.gather(
+            *(self.lookup(new_session_id(), now, touch=False, cached=False) for _ in range(count))
+        )
 
     async def end(self, session_id: str | None, reason: str = "logout") -> SessionRecord | None:
         """Delete the session with this id (logout); returns it if it existed."""
