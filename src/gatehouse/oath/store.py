@@ -31,7 +31,7 @@ GatehouseError
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -732,6 +732,124 @@ class TokenStore:
             raise _not_found(serial)
         return row_to_token(row._mapping)
 
+    # -- administration: several tokens at once, resynchronisation -------------------------
+
+    async def add_many(self, tokens: Sequence[NewToken], *, now: datetime | None = None) -> int:
+        """Store every token in one transaction, or none (an import is the whole file).
+
+        Raises:
+            TokenExists: a serial is taken (the first one found is named).
+            InvalidToken: a field is out of range (naming the serial).
+        """
+        if not tokens:
+            return 0
+        when = now or utcnow()
+        for token in tokens:
+            check_fields(
+                serial=token.serial,
+                type=token.type,
+                algorithm=token.algorithm,
+                digits=token.digits,
+                period=token.period,
+                seed_key_id=token.seed_key_id,
+                owner=token.owner,
+                state=token.state,
+                counter=token.counter,
+            )
+        serials = [token.serial for token in tokens]
+        rows = [
+            {
+                "serial": t.serial,
+                "owner": t.owner,
+                "type": t.type,
+                "algorithm": t.algorithm,
+                "digits": t.digits,
+                "period": t.period,
+                "seed_key_id": t.seed_key_id,
+                "seed_ciphertext": t.seed_ciphertext,
+                "counter": t.counter,
+                "last_step": NO_STEP,
+                "drift": 0,
+                "failures": 0,
+                "state": t.state,
+                "locked_until": None,
+                "description": t.description,
+                "created_at": when,
+                "last_used_at": None,
+            }
+            for t in tokens
+        ]
+        try:
+            async with self._transaction() as conn:
+                taken = (
+                    await conn.execute(select(_T.serial).where(_T.serial.in_(serials)))
+                ).first()
+                if taken is not None:
+                    raise TokenExists(f"a token with serial {taken.serial!r} exists already")
+                await conn.execute(insert(_T), rows)
+        except IntegrityError as error:
+            raise TokenExists(f"a token of the import exists already: {error.orig}") from None
+        return len(rows)
+
+    async def resync_counter(self, serial: str, counter_next: int) -> bool:
+        """Move an HOTP token's next expected counter forward to ``counter_next`` (a resync
+        from two consecutive codes); False when it is there or beyond already (the codes were
+        used meanwhile). Raises :class:`TokenNotFound`."""
+        if not 0 <= counter_next <= MAX_COUNTER + 1:
+            raise InvalidToken(f"invalid counter {counter_next}: 0 to {MAX_COUNTER + 1}")
+        statement = (
+            update(_T)
+            .where(
+                _T.serial == serial,
+                _T.type == "hotp",
+                _T.counter < literal(counter_next, BigInteger()),
+            )
+            .values(counter=counter_next, failures=0)
+        )
+        return await self._conditional(serial, statement)
+
+    async def resync_step(self, serial: str, step: int, drift: int) -> bool:
+        """Record a TOTP token's clock drift found from two consecutive codes, consuming
+        their steps (``last_step`` = ``step``); False when ``step`` or a later one was
+        accepted already. Raises :class:`TokenNotFound`."""
+        statement = (
+            update(_T)
+            .where(
+                _T.serial == serial,
+                _T.type == "totp",
+                _T.last_step < literal(step, BigInteger()),
+            )
+            .values(last_step=step, drift=drift, failures=0)
+        )
+        return await self._conditional(serial, statement)
+
+    async def _conditional(self, serial: str, statement: Any) -> bool:
+        async with self._transaction() as conn:
+            result = await conn.execute(statement)
+            if _rowcount(result) == 1:
+                return True
+            exists = (await conn.execute(select(_T.id).where(_T.serial == serial))).first()
+        if exists is None:
+            raise _not_found(serial)
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class NewToken:
+    """A token to store with :meth:`TokenStore.add_many` (its seed already encrypted)."""
+
+    serial: str
+    type: TokenType
+    seed_key_id: str
+    seed_ciphertext: bytes = field(repr=False)
+    algorithm: Algorithm = "sha1"
+    digits: int = 6
+    period: int = 30
+    owner: str | None = None
+    state: TokenState = "active"
+    counter: int = 0
+    description: str = ""
+
 
 def _not_found(serial: str) -> TokenNotFound:
     return TokenNotFound(f"no token has serial {serial!r}")
@@ -741,6 +859,7 @@ __all__ = [
     "MAX_COUNTER",
     "FailureResult",
     "InvalidToken",
+    "NewToken",
     "TokenAssigned",
     "TokenExists",
     "TokenNotFound",

@@ -1,0 +1,93 @@
+"""Argument parsing of ``gatehouse tokens ...``: the OATH tokens of the installation's OATH DB.
+
+Only argparse here, like :mod:`gatehouse.authentication.users_cli`: the commands
+(:mod:`.tokens_commands`) import the database stack and the crypto when they run.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import TypeAlias
+
+from gatehouse.cli_support import add_home
+
+Sub: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+def register(sub: Sub) -> None:
+    tokens = sub.add_parser("tokens", help="manage OATH (HOTP/TOTP) tokens in the OATH DB")
+    actions = tokens.add_subparsers(dest="tokens_command", required=True, metavar="ACTION")
+
+    listing = _action(actions, "list", "list tokens (never their seeds)", "tokens_list")
+    listing.add_argument("--user", metavar="USER", help="only this user's tokens")
+
+    add = _action(actions, "add", "add an active token for a user", "tokens_add")
+    add.add_argument("user", metavar="USER")
+    add.add_argument("--type", choices=("totp", "hotp"), default="totp")
+    add.add_argument(
+        "--secret", metavar="BASE32", help="the seed, in base32 (else 160 bits are generated)"
+    )
+    add.add_argument("--algorithm", choices=("sha1", "sha256", "sha512"), default="sha1")
+    add.add_argument("--digits", type=int, choices=(6, 8), default=6)
+    add.add_argument("--period", type=int, choices=(30, 60), help="TOTP only (default: 30)")
+    add.add_argument("--description", default="", metavar="TEXT")
+
+    imp = _action(
+        actions, "import", "import tokens from a PSKC, CSV or otpauth:// file", "tokens_import"
+    )
+    imp.add_argument("file", metavar="FILE")
+    imp.add_argument(
+        "--format", choices=("pskc", "csv", "uri"), help="default: guessed from the content"
+    )
+    psk = imp.add_mutually_exclusive_group()
+    psk.add_argument("--psk", metavar="HEX", help="the pre-shared key of a protected PSKC file")
+    psk.add_argument("--psk-file", metavar="F", help="a file holding that key in hex")
+    imp.add_argument("--assign", metavar="USER", help="give every imported token to USER")
+
+    assign = _action(actions, "assign", "give a token to a user", "tokens_assign")
+    assign.add_argument("serial", metavar="SERIAL")
+    assign.add_argument("user", metavar="USER")
+
+    for name, help_text, handler in (
+        ("unassign", "take a token from its user", "tokens_unassign"),
+        ("disable", "make a token answer no code", "tokens_disable"),
+        ("enable", "make a token active again (clears its failures)", "tokens_enable"),
+        ("unlock", "clear a token's failures and lock", "tokens_unlock"),
+        ("delete", "delete a token", "tokens_delete"),
+    ):
+        _action(actions, name, help_text, handler).add_argument("serial", metavar="SERIAL")
+
+    resync = _action(
+        actions,
+        "resync",
+        "resynchronise a token from two consecutive codes (HOTP counter, TOTP clock drift)",
+        "tokens_resync",
+    )
+    resync.add_argument("serial", metavar="SERIAL")
+    resync.add_argument("code1", metavar="CODE1")
+    resync.add_argument("code2", metavar="CODE2")
+
+    _action(
+        actions,
+        "rekey",
+        "add a new seed key and re-encrypt every seed under it (old keys are kept)",
+        "tokens_rekey",
+    )
+
+
+def _action(actions: Sub, name: str, help_text: str, command: str) -> argparse.ArgumentParser:
+    parser = actions.add_parser(name, help=help_text)
+    add_home(parser)
+    parser.set_defaults(handler=_lazy(command))
+    return parser
+
+
+def _lazy(command: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        from gatehouse.oath import tokens_commands
+
+        handler: Callable[[argparse.Namespace], int] = getattr(tokens_commands, command)
+        return handler(args)
+
+    return run

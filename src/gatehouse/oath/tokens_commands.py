@@ -1,0 +1,207 @@
+"""The ``gatehouse tokens ...`` commands (parsed in :mod:`.tokens_cli`).
+
+Every command acts on the installation in ``--home DIR``: it migrates the OATH DB and the user
+DB if needed, opens the seed keyring ``HOME/oath-seeds.key`` (made, 0600, the first time), and
+reports problems as a GatehouseError: one line, exit 2. Changes are audit events in the user
+DB's audit log (``by: cli``), written after the change is committed; seeds and codes never are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from pathlib import Path
+from typing import TypeVar
+
+from gatehouse.authentication import audit
+from gatehouse.authentication.users_commands import table
+from gatehouse.errors import GatehouseError
+from gatehouse.oath.errors import OathImportError
+from gatehouse.oath.seeds import KEYRING_FILE, Keyring
+from gatehouse.oath.store import TokenRow, TokenStore
+from gatehouse.oath.token_admin import (
+    TokenAdmin,
+    parse_import,
+    parse_psk,
+    parse_secret,
+)
+from gatehouse.oath.token_spec import TokenParams
+from gatehouse.storage import directory
+from gatehouse.storage.engine import Database, create_engine
+from gatehouse.storage.home import database_urls, prepare_home
+from gatehouse.storage.migrate import upgrade
+
+T = TypeVar("T")
+
+
+def with_tokens(home: Path, work: Callable[[TokenAdmin], Awaitable[T]]) -> T:
+    """Run ``work`` with the installation's (migrated) OATH DB, keyring and user DB."""
+
+    async def go() -> T:
+        home_dir = prepare_home(home)
+        urls = database_urls(home_dir)
+        await upgrade(urls.user_db, "user")
+        await upgrade(urls.oath_db, "oath")
+        keyring = Keyring.load_or_create(home_dir / KEYRING_FILE)
+        user_db = Database(urls.user_db)
+        engine = create_engine(urls.oath_db)
+
+        async def user_exists(username: str) -> bool:
+            async with user_db.session() as session:
+                return await directory.find_user(session, username) is not None
+
+        async def record(event: str, username: str | None, detail: dict[str, object]) -> None:
+            await audit.record(user_db, event, username, None, {**detail, "by": "cli"})
+
+        try:
+            return await work(TokenAdmin(TokenStore(engine), keyring, user_exists, record))
+        finally:
+            await engine.dispose()
+            await user_db.dispose()
+
+    return asyncio.run(go())
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%SZ") if moment else "never"
+
+
+def token_table(tokens: list[TokenRow]) -> str:
+    headers = [
+        "SERIAL",
+        "OWNER",
+        "TYPE",
+        "ALGORITHM",
+        "DIGITS",
+        "PERIOD",
+        "STATE",
+        "FAILURES",
+        "LAST USED",
+    ]
+    rows = [
+        [
+            t.serial,
+            t.owner or "-",
+            t.type,
+            t.algorithm,
+            str(t.digits),
+            f"{t.period}s" if t.type == "totp" else "-",
+            t.state,
+            str(t.failures),
+            _when(t.last_used_at),
+        ]
+        for t in tokens
+    ]
+    return table(headers, rows)
+
+
+def tokens_list(args: argparse.Namespace) -> int:
+    user = directory.check_username(args.user) if args.user else None
+    tokens = with_tokens(args.home, lambda admin: admin.list_tokens(user))
+    print(token_table(tokens), end="")
+    return 0
+
+
+def tokens_add(args: argparse.Namespace) -> int:
+    user = directory.check_username(args.user)
+    if args.type == "hotp" and args.period is not None:
+        raise GatehouseError("--period applies to TOTP tokens only")
+    params = TokenParams(args.type, args.algorithm, args.digits, args.period or 30)
+    secret = parse_secret(args.secret) if args.secret is not None else None
+    added = with_tokens(args.home, lambda admin: admin.add(user, params, secret, args.description))
+    print(f"token {added.token.serial} added for {user!r}")
+    print(f"serial: {added.token.serial}")
+    if added.uri is not None:
+        print(f"uri: {added.uri}")
+    return 0
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise GatehouseError(f"cannot read {what} {path}: {exc.strerror}") from None
+
+
+def tokens_import(args: argparse.Namespace) -> int:
+    owner = directory.check_username(args.assign) if args.assign else None
+    psk: bytes | None = None
+    if args.psk is not None:
+        psk = parse_psk(args.psk)
+    elif args.psk_file is not None:
+        psk = parse_psk(_read(args.psk_file, "pre-shared key file").decode("ascii", "replace"))
+    data = _read(args.file, "import file")
+    try:
+        tokens = parse_import(data, args.format, psk)
+    except OathImportError as exc:
+        raise GatehouseError(f"{args.file}: {exc}; nothing was imported") from None
+    serials = with_tokens(
+        args.home, lambda admin: admin.import_tokens(tokens, owner, Path(args.file).name)
+    )
+    whose = f" for {owner!r}" if owner else ""
+    print(f"{len(serials)} token{'s' if len(serials) != 1 else ''} imported{whose}")
+    for serial in serials:
+        print(serial)
+    return 0
+
+
+def tokens_assign(args: argparse.Namespace) -> int:
+    user = directory.check_username(args.user)
+    with_tokens(args.home, lambda admin: admin.assign(args.serial, user))
+    print(f"token {args.serial} assigned to {user!r}")
+    return 0
+
+
+def tokens_unassign(args: argparse.Namespace) -> int:
+    with_tokens(args.home, lambda admin: admin.unassign(args.serial))
+    print(f"token {args.serial} unassigned")
+    return 0
+
+
+def tokens_disable(args: argparse.Namespace) -> int:
+    with_tokens(args.home, lambda admin: admin.disable(args.serial))
+    print(f"token {args.serial} disabled")
+    return 0
+
+
+def tokens_enable(args: argparse.Namespace) -> int:
+    with_tokens(args.home, lambda admin: admin.enable(args.serial))
+    print(f"token {args.serial} enabled")
+    return 0
+
+
+def tokens_unlock(args: argparse.Namespace) -> int:
+    token = with_tokens(args.home, lambda admin: admin.unlock(args.serial))
+    print(f"token {args.serial} unlocked (state: {token.state})")
+    return 0
+
+
+def tokens_delete(args: argparse.Namespace) -> int:
+    with_tokens(args.home, lambda admin: admin.delete(args.serial))
+    print(f"token {args.serial} deleted")
+    return 0
+
+
+def tokens_resync(args: argparse.Namespace) -> int:
+    token = with_tokens(args.home, lambda admin: admin.resync(args.serial, args.code1, args.code2))
+    if token.type == "hotp":
+        print(f"token {token.serial} resynchronised: next counter {token.counter}")
+    else:
+        print(f"token {token.serial} resynchronised: drift {token.drift} steps")
+    return 0
+
+
+def tokens_rekey(args: argparse.Namespace) -> int:
+    result = with_tokens(args.home, lambda admin: admin.rekey())
+    print(f"new seed key {result.key_id} (the old keys are kept)")
+    print(f"{result.rekeyed} re-encrypted, {result.current} already under it")
+    if result.changed:
+        print(f"{result.changed} changed meanwhile: run 'gatehouse tokens rekey' again")
+    if result.failed:
+        raise GatehouseError(
+            f"{len(result.failed)} seeds did not decrypt and keep their key: "
+            + ", ".join(result.failed)
+        )
+    return 0
