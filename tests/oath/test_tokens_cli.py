@@ -436,3 +436,29 @@ def test_errors_of_the_real_command_exit_non_zero_without_a_traceback(tmp_path: 
     assert result.returncode == 0
     assert result.stdout.startswith("SERIAL")
     assert json.loads((home / KEYRING_FILE).read_text())["version"] == 1
+
+
+def test_db_upgrade_migrates_the_oath_db(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home = tmp_path / "home"
+    assert main(["db", "upgrade", "--which", "oath", "--home", str(home)]) == 0
+    out = capsys.readouterr().out
+    assert out == f"databases up to date (OATH DB: sqlite+aiosqlite:///{home / 'oath.db'})\n"
+    assert not (home / "gatehouse.db").exists()
+
+    async def tables() -> set[str]:
+        db = Database(database_urls(home).oath_db)
+        try:
+            async with db.connect() as conn:
+                rows = await conn.exec_driver_sql("SELECT name FROM sqlite_master")
+                return {row[0] for row in rows}
+        finally:
+            await db.dispose()
+
+    assert "oath_tokens" in asyncio.run(tables())
+    (home / "oath.db").unlink()
+    assert main(["db", "upgrade", "--home", str(home)]) == 0
+    assert "OATH DB" in capsys.readouterr().out
+    assert "oath_tokens" in asyncio.run(tables())
+    assert (home / "gatehouse.db").exists()

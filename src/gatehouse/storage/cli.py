@@ -11,11 +11,13 @@ from gatehouse.cli_support import add_home
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     db = sub.add_parser("db", help="manage the installation's databases")
     actions = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
-    up = actions.add_parser("upgrade", help="create or migrate the user and session databases")
+    up = actions.add_parser(
+        "upgrade", help="create or migrate the user, session and OATH databases"
+    )
     add_home(up)
     up.add_argument(
         "--which",
-        choices=("user", "session", "all"),
+        choices=("user", "session", "oath", "all"),
         default="all",
         help="which database to migrate (default: all)",
     )
@@ -27,9 +29,16 @@ def run_upgrade(args: argparse.Namespace) -> int:
     from gatehouse.storage.migrate import upgrade_installation
 
     urls = database_urls(prepare_home(args.home))
-    asyncio.run(upgrade_installation(urls, args.which))
-    user_db, session_db = redact(urls.user_db), redact(urls.session_db)
-    print(f"databases up to date (user DB: {user_db}, session DB: {session_db})")
+    if args.which != "oath":
+        asyncio.run(upgrade_installation(urls, args.which))
+    if args.which in ("oath", "all"):
+        asyncio.run(upgrade_installation(urls, "oath"))
+    parts = []
+    if args.which != "oath":
+        parts += [f"user DB: {redact(urls.user_db)}", f"session DB: {redact(urls.session_db)}"]
+    if args.which in ("oath", "all"):
+        parts.append(f"OATH DB: {redact(urls.oath_db)}")
+    print(f"databases up to date ({', '.join(parts)})")
     return 0
 
 
