@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from functools import wraps
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import BaseModel
 from starlette.applications import Starlette
@@ -33,6 +33,9 @@ from gatehouse.internal.errors import Code, ServiceError, json_response
 from gatehouse.internal.hosting import on_stop_signal
 from gatehouse.internal.peer import scope_peer
 from gatehouse.trust.identity import Peer
+
+if TYPE_CHECKING:
+    from gatehouse.administration.tokens_api import HomeTokens
 
 Handler = Callable[[Request], Awaitable[Response]]
 M = TypeVar("M", bound=BaseModel)
@@ -335,14 +338,19 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 def create_app(
     make_service: Callable[[], AdministrationService],
     background: Callable[[], Coroutine[Any, Any, None]] | None = None,
+    tokens: Callable[[], HomeTokens] | None = None,
 ) -> Starlette:
     """The app; ``make_service`` builds the service on start, on the server's loop;
-    ``background`` runs as a task for as long as the app (renewing Admin's certificate)."""
+    ``background`` runs as a task for as long as the app (renewing Admin's certificate);
+    ``tokens`` makes the backend of the token routes (:mod:`.tokens_api`; None: they
+    answer 404)."""
+    from gatehouse.administration.tokens_api import ROUTES as TOKEN_ROUTES
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         service = make_service()
         app.state.service = service
+        app.state.tokens = tokens() if tokens is not None else None
         task: asyncio.Task[None] | None = None
         if background is not None:
             task = asyncio.create_task(background())
@@ -355,10 +363,12 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             service.watch.close()
+            if app.state.tokens is not None:
+                await app.state.tokens.close()
             await service.store.close()
 
     return Starlette(
-        routes=ROUTES,
+        routes=[*ROUTES, *TOKEN_ROUTES],
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error, Exception: _unexpected},
     )

@@ -175,7 +175,9 @@ def run(args: argparse.Namespace) -> int:
                 certificate_lifetime=settings.certificate_lifetime,
             )
 
-        app = create_app(make_service, tls.keep_renewed)
+        from gatehouse.administration.tokens_api import HomeTokens
+
+        app = create_app(make_service, tls.keep_renewed, tokens=lambda: HomeTokens(home))
         code = serve(app, settings.host, settings.port, tls=tls.context)
     finally:
         keeper.stop()

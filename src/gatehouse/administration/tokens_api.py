@@ -1,0 +1,370 @@
+"""The Administration service's token routes: ``gatehouse tokens ...`` over its REST API.
+
+Every route needs the admin token (``Authorization: Bearer``), like every other admin route
+of :mod:`.app`. The operations are :class:`~gatehouse.oath.token_admin.TokenAdmin`'s, on the
+OATH DB, seed keyring and user DB of Admin's home (``HOME/databases.yaml``,
+``HOME/oath-seeds.key``): what ``gatehouse tokens --home`` uses on the same machine. Each
+change is in Admin's audit log (``GET /api/v1/audit``, who ``admin-token``) and in the user
+DB's audit events (``by: admin-api``). No answer carries a seed, except the otpauth:// URI of
+a token whose secret the call itself generated.
+
+==========================================  ======  =============================================
+``/api/v1/tokens``                          GET     every token (``?user=U``: U's)
+``/api/v1/tokens``                          POST    add one: ``{user, type, secret?, algorithm,
+                                                    digits, period?, description}``
+``/api/v1/tokens/import``                   POST    ``{content, format?, psk?, assign?}``
+``/api/v1/tokens/rekey``                    POST    new seed key, every seed re-encrypted
+``/api/v1/tokens/{serial}``                 GET     one token
+``/api/v1/tokens/{serial}``                 DELETE  delete it
+``/api/v1/tokens/{serial}/assign``          POST    ``{user}``
+``/api/v1/tokens/{serial}/{action}``        POST    unassign, disable, enable, unlock
+``/api/v1/tokens/{serial}/resync``          POST    ``{code1, code2}``
+==========================================  ======  =============================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gatehouse.administration.app import OK, admin, answer, read_body
+from gatehouse.administration.service import ADMIN
+from gatehouse.authentication import audit
+from gatehouse.config.base import Strict
+from gatehouse.errors import GatehouseError
+from gatehouse.internal.errors import Code, ServiceError
+from gatehouse.oath.errors import KeyringError, OathError
+from gatehouse.oath.seeds import KEYRING_FILE, Keyring
+from gatehouse.oath.store import (
+    TokenAssigned,
+    TokenExists,
+    TokenNotFound,
+    TokenRow,
+    TokenStore,
+    TokenStoreError,
+)
+from gatehouse.oath.token_admin import (
+    TokenAdmin,
+    TokenAdminError,
+    UnknownUser,
+    parse_import,
+    parse_psk,
+    parse_secret,
+)
+from gatehouse.oath.token_spec import TokenParams
+from gatehouse.storage import directory
+from gatehouse.storage.engine import Database, create_engine
+from gatehouse.storage.home import database_urls
+from gatehouse.storage.migrate import upgrade
+
+#: Admin's audit action of each token event.
+ACTIONS = {
+    "token_added": "token.add",
+    "tokens_imported": "token.import",
+    "token_assigned": "token.assign",
+    "token_unassigned": "token.unassign",
+    "token_disabled": "token.disable",
+    "token_enabled": "token.enable",
+    "token_unlocked": "token.unlock",
+    "token_resynced": "token.resync",
+    "token_deleted": "token.delete",
+    "tokens_rekeyed": "token.rekey",
+}
+
+
+# -- bodies and answers ----------------------------------------------------------------------
+
+
+class TokenIn(Strict):
+    user: str
+    type: Literal["totp", "hotp"] = "totp"
+    secret: str | None = Field(default=None, description="base32; else 160 bits are generated")
+    algorithm: Literal["sha1", "sha256", "sha512"] = "sha1"
+    digits: Literal[6, 8] = 6
+    period: Literal[30, 60] | None = Field(default=None, description="TOTP only; default 30")
+    description: str = Field(default="", max_length=1000)
+
+
+class ImportIn(Strict):
+    content: str = Field(description="the file: PSKC XML, CSV, or otpauth:// URIs, one a line")
+    format: Literal["pskc", "csv", "uri"] | None = None
+    psk: str | None = Field(default=None, description="a protected PSKC file's key, in hex")
+    assign: str | None = None
+    name: str = Field(default="", max_length=200, description="the file's name, for the audit")
+
+
+class AssignIn(Strict):
+    user: str
+
+
+class ResyncIn(Strict):
+    code1: str = Field(max_length=16)
+    code2: str = Field(max_length=16)
+
+
+class TokenOut(Strict):
+    serial: str
+    owner: str | None
+    type: str
+    algorithm: str
+    digits: int
+    period: int | None
+    state: str
+    failures: int
+    counter: int | None
+    drift: int | None
+    description: str
+    seed_key_id: str
+    created_at: datetime
+    last_used_at: datetime | None
+
+
+class AddedOut(Strict):
+    token: TokenOut
+    uri: str | None = None
+
+
+class ImportedOut(Strict):
+    serials: list[str]
+
+
+class RekeyOut(Strict):
+    key_id: str
+    rekeyed: int
+    current: int
+    changed: int
+    failed: list[str]
+
+
+def token_out(token: TokenRow) -> TokenOut:
+    totp = token.type == "totp"
+    return TokenOut(
+        serial=token.serial,
+        owner=token.owner,
+        type=token.type,
+        algorithm=token.algorithm,
+        digits=token.digits,
+        period=token.period if totp else None,
+        state=token.state,
+        failures=token.failures,
+        counter=None if totp else token.counter,
+        drift=token.drift if totp else None,
+        description=token.description,
+        seed_key_id=token.seed_key_id,
+        created_at=token.created_at,
+        last_used_at=token.last_used_at,
+    )
+
+
+# -- the backend: Admin's home ---------------------------------------------------------------
+
+
+class HomeTokens:
+    """The token operations on the databases and keyring of one installation home, opened
+    (and the OATH and user DBs migrated) at first use."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self._admin: TokenAdmin | None = None
+        self._user_db: Database | None = None
+        self._engine: AsyncEngine | None = None
+        self._lock = asyncio.Lock()
+        self.audit_log: Callable[[str, str, str], Awaitable[None]] | None = None
+
+    async def admin(self) -> TokenAdmin:
+        async with self._lock:
+            if self._admin is None:
+                self._admin = await self._open()
+            return self._admin
+
+    async def _open(self) -> TokenAdmin:
+        urls = database_urls(self.home)
+        await upgrade(urls.user_db, "user")
+        await upgrade(urls.oath_db, "oath")
+        keyring = Keyring.load_or_create(self.home / KEYRING_FILE)
+        user_db = self._user_db = Database(urls.user_db)
+        engine = self._engine = create_engine(urls.oath_db)
+
+        async def user_exists(username: str) -> bool:
+            async with user_db.session() as session:
+                return await directory.find_user(session, username) is not None
+
+        async def record(event: str, username: str | None, detail: dict[str, object]) -> None:
+            await audit.record(user_db, event, username, None, {**detail, "by": "admin-api"})
+            if self.audit_log is not None:
+                what = json.dumps({"user": username, **detail}, sort_keys=True)
+                await self.audit_log(ADMIN, ACTIONS.get(event, event), what)
+
+        return TokenAdmin(TokenStore(engine), keyring, user_exists, record)
+
+    async def close(self) -> None:
+        if self._engine is not None:
+            await self._engine.dispose()
+        if self._user_db is not None:
+            await self._user_db.dispose()
+
+
+# -- routes ----------------------------------------------------------------------------------
+
+
+async def _tokens(request: Request) -> TokenAdmin:
+    backend: HomeTokens | None = getattr(request.app.state, "tokens", None)
+    if backend is None:
+        raise ServiceError(Code.NOT_FOUND, "token administration is not set up here", 404)
+    if backend.audit_log is None:
+        backend.audit_log = request.app.state.service.store.record_audit
+    try:
+        return await backend.admin()
+    except KeyringError as exc:
+        raise ServiceError(Code.INTERNAL, str(exc), 500) from None
+
+
+def _errors(
+    handler: Callable[[Request], Awaitable[Response]],
+) -> Callable[[Request], Awaitable[Response]]:
+    """The token errors as their status: unknown token or user 404, taken serial or
+    another's token 409, bad input 400."""
+
+    async def wrapped(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except (TokenNotFound, UnknownUser) as exc:
+            raise ServiceError(Code.NOT_FOUND, str(exc), 404) from None
+        except (TokenExists, TokenAssigned) as exc:
+            raise ServiceError(Code.CONFLICT, str(exc), 409) from None
+        except KeyringError as exc:
+            raise ServiceError(Code.INTERNAL, str(exc), 500) from None
+        except (TokenStoreError, TokenAdminError, OathError, directory.DirectoryError) as exc:
+            raise ServiceError(Code.BAD_REQUEST, str(exc), 400) from None
+
+    wrapped.__name__ = handler.__name__
+    return wrapped
+
+
+def _user(name: str) -> str:
+    try:
+        return directory.check_username(name)
+    except GatehouseError as exc:
+        raise ServiceError(Code.BAD_REQUEST, f"user: {exc}", 400) from None
+
+
+@admin
+@_errors
+async def list_tokens(request: Request) -> Response:
+    user = request.query_params.get("user")
+    tokens = await (await _tokens(request)).list_tokens(_user(user) if user else None)
+    return answer([token_out(t) for t in tokens])
+
+
+@admin
+@_errors
+async def add_token(request: Request) -> Response:
+    body = await read_body(request, TokenIn)
+    if body.type == "hotp" and body.period is not None:
+        raise ServiceError(Code.BAD_REQUEST, "period: applies to TOTP tokens only", 400)
+    params = TokenParams(body.type, body.algorithm, body.digits, body.period or 30)
+    secret = parse_secret(body.secret) if body.secret is not None else None
+    tokens = await _tokens(request)
+    added = await tokens.add(_user(body.user), params, secret, body.description)
+    return answer(AddedOut(token=token_out(added.token), uri=added.uri))
+
+
+@admin
+@_errors
+async def import_tokens(request: Request) -> Response:
+    body = await read_body(request, ImportIn)
+    psk = parse_psk(body.psk) if body.psk is not None else None
+    owner = _user(body.assign) if body.assign else None
+    try:
+        parsed = parse_import(body.content.encode("utf-8"), body.format, psk)
+    except OathError as exc:
+        raise ServiceError(Code.BAD_REQUEST, f"{exc}; nothing was imported", 400) from None
+    serials = await (await _tokens(request)).import_tokens(parsed, owner, body.name)
+    return answer(ImportedOut(serials=serials))
+
+
+@admin
+@_errors
+async def rekey(request: Request) -> Response:
+    result = await (await _tokens(request)).rekey()
+    return answer(
+        RekeyOut(
+            key_id=result.key_id,
+            rekeyed=result.rekeyed,
+            current=result.current,
+            changed=result.changed,
+            failed=list(result.failed),
+        )
+    )
+
+
+@admin
+@_errors
+async def get_token(request: Request) -> Response:
+    tokens = await _tokens(request)
+    return answer(token_out(await tokens.store.get(request.path_params["serial"])))
+
+
+@admin
+@_errors
+async def delete_token(request: Request) -> Response:
+    await (await _tokens(request)).delete(request.path_params["serial"])
+    return answer(OK)
+
+
+@admin
+@_errors
+async def assign(request: Request) -> Response:
+    body = await read_body(request, AssignIn)
+    tokens = await _tokens(request)
+    return answer(token_out(await tokens.assign(request.path_params["serial"], _user(body.user))))
+
+
+@admin
+@_errors
+async def resync(request: Request) -> Response:
+    body = await read_body(request, ResyncIn)
+    tokens = await _tokens(request)
+    token = await tokens.resync(request.path_params["serial"], body.code1, body.code2)
+    return answer(token_out(token))
+
+
+@admin
+@_errors
+async def state_action(request: Request) -> Response:
+    tokens = await _tokens(request)
+    serial = request.path_params["serial"]
+    actions = {
+        "unassign": tokens.unassign,
+        "disable": tokens.disable,
+        "enable": tokens.enable,
+        "unlock": tokens.unlock,
+    }
+    action = actions.get(request.path_params["action"])
+    if action is None:
+        name = request.path_params["action"]
+        raise ServiceError(Code.NOT_FOUND, f"no token action {name!r}", 404)
+    return answer(token_out(await action(serial)))
+
+
+ROUTES = [
+    Route("/api/v1/tokens", list_tokens, methods=["GET"]),
+    Route("/api/v1/tokens", add_token, methods=["POST"]),
+    Route("/api/v1/tokens/import", import_tokens, methods=["POST"]),
+    Route("/api/v1/tokens/rekey", rekey, methods=["POST"]),
+    Route("/api/v1/tokens/{serial}", get_token, methods=["GET"]),
+    Route("/api/v1/tokens/{serial}", delete_token, methods=["DELETE"]),
+    Route("/api/v1/tokens/{serial}/assign", assign, methods=["POST"]),
+    Route("/api/v1/tokens/{serial}/resync", resync, methods=["POST"]),
+    Route("/api/v1/tokens/{serial}/{action}", state_action, methods=["POST"]),
+]
