@@ -311,3 +311,22 @@ def test_errors_name_what_is_wrong(home: Path) -> None:
         assert "assigned to 'alice'" in answer["message"]
 
     run(home, body)
+
+
+def test_the_operator_requires_enrolment(home: Path) -> None:
+    async def body(client: Client) -> None:
+        path = "/api/v1/token-enrolment/alice"
+        assert await client.ok("GET", path) == {"user": "alice", "required": False}
+        status, _ = await client("PUT", path, {"required": True}, token=None)
+        assert status == 401
+        assert await client.ok("PUT", path, {"required": True}) == {
+            "user": "alice",
+            "required": True,
+        }
+        assert await client.ok("GET", path) == {"user": "alice", "required": True}
+        status, answer = await client("PUT", "/api/v1/token-enrolment/carol", {})
+        assert (status, answer["message"]) == (404, "user 'carol' does not exist")
+        audit = await client.ok("GET", "/api/v1/audit?limit=10")
+        assert audit[0]["action"] == "token.require_enrolment"
+
+    run(home, body)

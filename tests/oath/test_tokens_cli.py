@@ -462,3 +462,18 @@ def test_db_upgrade_migrates_the_oath_db(
     assert "OATH DB" in capsys.readouterr().out
     assert "oath_tokens" in asyncio.run(tables())
     assert (home / "gatehouse.db").exists()
+
+
+def test_require_enrolment_sets_and_clears_the_flag(cli: CLI) -> None:
+    assert cli.ok("tokens", "require-enrolment", "alice") == (
+        "'alice' must enrol a token at their next login\n"
+    )
+    assert cli.store(lambda store: store.enrolment_required("alice")) is True
+    assert cli.store(lambda store: store.enrolment_required("bob")) is False
+    cli.ok("tokens", "require-enrolment", "alice", "--off")
+    assert cli.store(lambda store: store.enrolment_required("alice")) is False
+    assert cli.fails("tokens", "require-enrolment", "carol") == (
+        "gatehouse: user 'carol' does not exist"
+    )
+    events = [(e, u) for e, u, _ in cli.audit()]
+    assert events == [("enrolment_required", "alice"), ("enrolment_not_required", "alice")]

@@ -19,6 +19,8 @@ a token whose secret the call itself generated.
 ``/api/v1/tokens/{serial}/assign``          POST    ``{user}``
 ``/api/v1/tokens/{serial}/{action}``        POST    unassign, disable, enable, unlock
 ``/api/v1/tokens/{serial}/resync``          POST    ``{code1, code2}``
+``/api/v1/token-enrolment/{user}``          GET     must the user enrol a token at next login
+``/api/v1/token-enrolment/{user}``          PUT     ``{required}``: set or clear that
 ==========================================  ======  =============================================
 """
 
@@ -79,6 +81,8 @@ ACTIONS = {
     "token_resynced": "token.resync",
     "token_deleted": "token.delete",
     "tokens_rekeyed": "token.rekey",
+    "enrolment_required": "token.require_enrolment",
+    "enrolment_not_required": "token.require_enrolment_off",
 }
 
 
@@ -105,6 +109,15 @@ class ImportIn(Strict):
 
 class AssignIn(Strict):
     user: str
+
+
+class EnrolmentIn(Strict):
+    required: bool = True
+
+
+class EnrolmentOut(Strict):
+    user: str
+    required: bool
 
 
 class ResyncIn(Strict):
@@ -357,7 +370,22 @@ async def state_action(request: Request) -> Response:
     return answer(token_out(await action(serial)))
 
 
+@admin
+@_errors
+async def enrolment(request: Request) -> Response:
+    user = _user(request.path_params["user"])
+    tokens = await _tokens(request)
+    if request.method == "PUT":
+        body = await read_body(request, EnrolmentIn)
+        await tokens.require_enrolment(user, body.required)
+    else:
+        await tokens.check_user(user)
+    required = await tokens.store.enrolment_required(user)
+    return answer(EnrolmentOut(user=user, required=required))
+
+
 ROUTES = [
+    Route("/api/v1/token-enrolment/{user}", enrolment, methods=["GET", "PUT"]),
     Route("/api/v1/tokens", list_tokens, methods=["GET"]),
     Route("/api/v1/tokens", add_token, methods=["POST"]),
     Route("/api/v1/tokens/import", import_tokens, methods=["POST"]),

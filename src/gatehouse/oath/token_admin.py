@@ -54,6 +54,8 @@ TOKEN_UNLOCKED = "token_unlocked"
 TOKEN_RESYNCED = "token_resynced"
 TOKEN_DELETED = "token_deleted"
 TOKENS_REKEYED = "tokens_rekeyed"
+ENROLMENT_REQUIRED = "enrolment_required"
+ENROLMENT_NOT_REQUIRED = "enrolment_not_required"
 
 
 class TokenAdminError(GatehouseError):
@@ -335,6 +337,13 @@ class TokenAdmin:
             raise ResyncFailed(f"token {serial!r}: these codes were used already")
         await self._audit(TOKEN_RESYNCED, token.owner, detail)
         return await self.store.get(serial)
+
+    async def require_enrolment(self, username: str, required: bool = True) -> None:
+        """Make ``username`` enrol a token at their next login (or no longer)."""
+        await self.check_user(username)
+        await self.store.require_enrolment(username, required)
+        event = ENROLMENT_REQUIRED if required else ENROLMENT_NOT_REQUIRED
+        await self._audit(event, username, {})
 
     async def rekey(self) -> Rekeyed:
         """A new current key, then every seed re-encrypted under it (each row only if it is

@@ -68,6 +68,15 @@ def register(sub: Sub) -> None:
     resync.add_argument("code1", metavar="CODE1")
     resync.add_argument("code2", metavar="CODE2")
 
+    enrol = _action(
+        actions,
+        "require-enrolment",
+        "make a user enrol a token at their next login",
+        "tokens_require_enrolment",
+    )
+    enrol.add_argument("user", metavar="USER")
+    enrol.add_argument("--off", action="store_true", help="no longer require it")
+
     _action(
         actions,
         "rekey",

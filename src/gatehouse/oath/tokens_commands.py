@@ -205,3 +205,14 @@ def tokens_rekey(args: argparse.Namespace) -> int:
             + ", ".join(result.failed)
         )
     return 0
+
+
+def tokens_require_enrolment(args: argparse.Namespace) -> int:
+    user = directory.check_username(args.user)
+    required = not args.off
+    with_tokens(args.home, lambda admin: admin.require_enrolment(user, required))
+    if required:
+        print(f"{user!r} must enrol a token at their next login")
+    else:
+        print(f"{user!r} no longer has to enrol a token")
+    return 0
