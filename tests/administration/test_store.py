@@ -27,7 +27,7 @@ from gatehouse.administration.signing import (
     public_key_pem,
     verify,
 )
-from gatehouse.administration.store import AdminStore, IssuedCertificate, token_hash
+from gatehouse.administration.store import Ack, AdminStore, IssuedCertificate, token_hash
 from gatehouse.administration.views import view_for
 from gatehouse.errors import ConfigError
 from tests.administration.samples import ha, minimal
@@ -239,6 +239,35 @@ def test_services_report_what_they_run(harness: Harness) -> None:
     )
     with pytest.raises(UnknownService, match="'ap7' has not registered"):
         harness.run(store.record_ack("ap7", 1))
+
+
+def test_acks_written_together_are_one_transaction_each_with_its_own_outcome(
+    harness: Harness,
+) -> None:
+    store = harness.store
+    for n in range(1, 4):
+        harness.run(
+            store.register_service(f"ap{n}", "access_point", "dmz", f"http://10.0.0.{n}:80", "a")
+        )
+    batch = [
+        Ack("ap1", 3, None, "ap1 runs version 3"),
+        Ack("ap7", 3, None, "ap7 runs version 3"),
+        Ack("ap2", 3, "bad view", "ap2 failed"),
+        Ack("ap3", 3),
+    ]
+    outcomes = harness.run(store.record_acks(batch))
+    assert [type(o).__name__ if o else None for o in outcomes] == [
+        None,
+        "UnknownService",
+        None,
+        None,
+    ]
+    services = {s.id: s for s in harness.run(store.list_services())}
+    assert (services["ap1"].running_version, services["ap1"].last_error) == (3, None)
+    assert (services["ap2"].running_version, services["ap2"].last_error) == (None, "bad view")
+    assert services["ap3"].running_version == 3
+    acks = [e for e in harness.run(store.audit_log(limit=20)) if e.action == "service.ack"]
+    assert sorted(e.what for e in acks) == ["ap1 runs version 3", "ap2 failed"]
 
 
 FINGERPRINT = "sha256:" + "A" * 43

@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives import serialization
 from pydantic import Field, field_validator
 
 from gatehouse.administration import api_models as api
+from gatehouse.administration.acks import AckWriter
 from gatehouse.administration.canonical import timestamp
 from gatehouse.administration.diff import diff_configs, diff_documents
 from gatehouse.administration.document import config_document, parse_config
@@ -49,6 +50,7 @@ from gatehouse.administration.lock import acquire_admin_lock
 from gatehouse.administration.model import ROLE_NAMES, Listen, ServiceId
 from gatehouse.administration.signing import Ed25519PrivateKey, public_key_pem
 from gatehouse.administration.store import (
+    Ack,
     AdminStore,
     IssuedCertificate,
     ServiceStatus,
@@ -293,6 +295,7 @@ class AdministrationService:
         self.clock = clock
         self._polled: dict[str, datetime] = {}
         self._reports: dict[str, _Report] = {}
+        self.acks = AckWriter(store.record_acks)
         # Only this process revokes (it holds the one-Admin lock), so the set is cached.
         self._revoked: set[int] | None = None
 
@@ -592,7 +595,7 @@ class AdministrationService:
             what = f"{service_id} runs version {version}" if version else f"{service_id} runs none"
         else:
             what = f"{service_id} failed to apply version {version}: {error}"
-        await self.store.record_ack(service_id, version, error, audit=what)
+        await self.acks.record(Ack(service_id, version, error, audit=what))
         self._reports[service_id] = _Report(version, error, self.clock())
 
 

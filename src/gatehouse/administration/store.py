@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -65,6 +65,16 @@ JOIN_TOKEN_BYTES = 32
 #: fingerprint (the 43 base64url characters after ``sha256:``) is the CA the joining service
 #: pins.
 JOIN_TOKEN_PREFIX = "ghj1."
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """A service's report: it runs ``version``, or failed to apply one (``error``)."""
+
+    service_id: str
+    version: int | None
+    error: str | None = None
+    audit: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -502,23 +512,39 @@ class AdminStore:
 
         With an error, ``running_version`` is left as it was (the service kept its
         last-known-good version) and the error is kept until a report without one.
-        ``audit``: the audit log's line for it, written in the same transaction (one commit
-        per acknowledgement: a publish to N services is N commits, not 2N).
+        ``audit``: the audit log's line for it, written in the same transaction.
 
         Raises:
             UnknownService: the service never registered.
         """
-        values: dict[str, Any] = {"last_seen_at": self.clock(), "last_error": error}
-        if error is None and version is not None:
-            values["running_version"] = version
+        (outcome,) = await self.record_acks([Ack(service_id, version, error, audit)])
+        if outcome is not None:
+            raise outcome
+
+    async def record_acks(self, acks: Sequence[Ack]) -> list[UnknownService | None]:
+        """Several reports in one transaction (one commit for all: a publish to N services
+        that answer together is not N commits queued on the database's write lock).
+
+        Returns, per report, ``None`` or the :class:`UnknownService` it met; the others are
+        recorded all the same."""
+        now = self.clock()
+        outcomes: list[UnknownService | None] = []
         async with self.db.session() as session:
-            result = await session.execute(
-                update(ServiceRow).where(ServiceRow.id == service_id).values(**values)
-            )
-            if _rowcount(result) != 1:
-                raise UnknownService(f"service {service_id!r} has not registered")
-            if audit is not None:
-                self._audit(session, service_id, "service.ack", audit, "")
+            for ack in acks:
+                values: dict[str, Any] = {"last_seen_at": now, "last_error": ack.error}
+                if ack.error is None and ack.version is not None:
+                    values["running_version"] = ack.version
+                result = await session.execute(
+                    update(ServiceRow).where(ServiceRow.id == ack.service_id).values(**values)
+                )
+                if _rowcount(result) != 1:
+                    unknown = UnknownService(f"service {ack.service_id!r} has not registered")
+                    outcomes.append(unknown)
+                    continue
+                outcomes.append(None)
+                if ack.audit is not None:
+                    self._audit(session, ack.service_id, "service.ack", ack.audit, "")
+        return outcomes
 
     async def list_services(self) -> list[ServiceStatus]:
         async with self.db.session() as session:
