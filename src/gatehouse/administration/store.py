@@ -528,23 +528,34 @@ class AdminStore:
         Returns, per report, ``None`` or the :class:`UnknownService` it met; the others are
         recorded all the same."""
         now = self.clock()
-        outcomes: list[UnknownService | None] = []
+        ids = {ack.service_id for ack in acks}
         async with self.db.session() as session:
+            known = set(
+                (await session.execute(select(ServiceRow.id).where(ServiceRow.id.in_(ids))))
+                .scalars()
+                .all()
+            )
+            # The last report of a service wins (they are in arrival order).
+            rows: dict[str, dict[str, Any]] = {}
             for ack in acks:
-                values: dict[str, Any] = {"last_seen_at": now, "last_error": ack.error}
-                if ack.error is None and ack.version is not None:
-                    values["running_version"] = ack.version
-                result = await session.execute(
-                    update(ServiceRow).where(ServiceRow.id == ack.service_id).values(**values)
-                )
-                if _rowcount(result) != 1:
-                    unknown = UnknownService(f"service {ack.service_id!r} has not registered")
-                    outcomes.append(unknown)
+                if ack.service_id not in known:
                     continue
-                outcomes.append(None)
-                if ack.audit is not None:
+                row = rows.setdefault(ack.service_id, {"id": ack.service_id})
+                row.update(last_seen_at=now, last_error=ack.error)
+                if ack.error is None and ack.version is not None:
+                    row["running_version"] = ack.version
+            if rows:
+                # One executemany per shape (with or without running_version).
+                await session.execute(update(ServiceRow), list(rows.values()))
+            for ack in acks:
+                if ack.service_id in known and ack.audit is not None:
                     self._audit(session, ack.service_id, "service.ack", ack.audit, "")
-        return outcomes
+        return [
+            None
+            if ack.service_id in known
+            else UnknownService(f"service {ack.service_id!r} has not registered")
+            for ack in acks
+        ]
 
     async def list_services(self) -> list[ServiceStatus]:
         async with self.db.session() as session:
