@@ -51,7 +51,7 @@ RULES = {
                 {"time": {"days": ["tue"], "from": "00:00", "to": "00:00:01", "timezone": "UTC"}},
             ]
         },
-        "step-up": {"all": ["authenticated", {"auth_methods": ["password", "totp"]}]},
+        "step-up": {"all": ["authenticated", {"auth_methods": ["password", "otp"]}]},
         "open": "public",
     },
 }

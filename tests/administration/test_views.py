@@ -193,6 +193,7 @@ def test_access_point_views() -> None:
         "Remote-Email",
         "Remote-Name",
         "Gatehouse-Assertion",
+        "Remote-Auth-Methods",
         "X-Auth-User",
         "X-Auth-Groups",
     ]
@@ -203,6 +204,7 @@ def test_access_point_views() -> None:
         "Remote-Email",
         "Remote-Name",
         "Gatehouse-Assertion",
+        "Remote-Auth-Methods",
     ]
 
 

@@ -85,11 +85,17 @@ def session(
 
 ALICE = session()
 BOB = session("bob", frozenset({"ops"}), email=None, name=None)
+BOB_HEADERS = (
+    ("Remote-User", "bob"),
+    ("Remote-Groups", "ops"),
+    ("Remote-Auth-Methods", "password"),
+)
 ALICE_HEADERS = (
     ("Remote-User", "alice"),
     ("Remote-Groups", "dev,staff"),
     ("Remote-Email", "alice@example.org"),
     ("Remote-Name", "Alice Andersson"),
+    ("Remote-Auth-Methods", "password"),
 )
 
 
@@ -114,7 +120,7 @@ def ask(
         ("demo", None, {}, Authenticate(("password",), step_up=False)),
         ("demo", ALICE, {}, Allow(ALICE_HEADERS, 30.0)),
         ("default", None, {}, Authenticate(("password",), step_up=False)),
-        ("default", BOB, {}, Allow((("Remote-User", "bob"), ("Remote-Groups", "ops")), 30.0)),
+        ("default", BOB, {}, Allow(BOB_HEADERS, 30.0)),
         ("open", None, {}, Allow((), 30.0)),
         ("open", ALICE, {}, Allow(ALICE_HEADERS, 30.0)),
         ("nope", None, {}, Deny(30.0)),
@@ -124,7 +130,12 @@ def ask(
         ("admin-app", BOB, {}, Deny(30.0)),
         ("secure", None, {}, Authenticate(("password", "otp"), step_up=False)),
         ("secure", ALICE, {}, Authenticate(("otp",), step_up=True)),
-        ("secure", session(methods=frozenset({"password", "otp"})), {}, Allow(ALICE_HEADERS, 30)),
+        (
+            "secure",
+            session(methods=frozenset({"password", "otp"})),
+            {},
+            Allow((*ALICE_HEADERS[:-1], ("Remote-Auth-Methods", "password,otp")), 30),
+        ),
         ("otp-only", None, {}, Authenticate(("password", "otp"), step_up=False)),
         ("cert", None, {"headers": {"x-client-cert": "CN=alice"}}, Allow((), 30.0)),
         ("cert", None, {"headers": {"x-client-cert": "CN=alice\nX"}}, Deny(30.0)),
@@ -147,8 +158,8 @@ def test_decisions(
 
 
 def test_step_up_lists_only_the_missing_methods() -> None:
-    p = policy(resources={"r": {"auth_methods": ["password", "otp", "webauthn"]}})
-    partial = session(methods=frozenset({"password", "webauthn"}))
+    p = policy(resources={"r": {"auth_methods": ["otp", "password"]}})
+    partial = session(methods=frozenset({"password"}))
     assert ask("r", partial, policy=p) == Authenticate(("otp",), step_up=True)
 
 
@@ -260,7 +271,8 @@ def test_session_times_in_a_dst_zone_are_compared_as_instants() -> None:
         datetime(2024, 10, 28, tzinfo=zone),
     )
     p = policy(policy={"decision_ttl": "3h"})
-    assert ask("demo", who, policy=p, now=now) == Allow((("Remote-User", "alice"),), 3600.0)
+    expected = (("Remote-User", "alice"), ("Remote-Auth-Methods", "password"))
+    assert ask("demo", who, policy=p, now=now) == Allow(expected, 3600.0)
 
 
 def test_expired_session_counts_as_none() -> None:
@@ -295,6 +307,7 @@ def test_identity_header_values_are_sanitised() -> None:
         ("Remote-Groups", "admin,ops,staff"),
         ("Remote-Email", "m@example.org"),
         ("Remote-Name", "Målle\tRy"),
+        ("Remote-Auth-Methods", "password"),
     )
     for _, value in decision.headers:
         assert not any(ch in value for ch in "\r\n\x00")
@@ -317,17 +330,25 @@ def test_header_safe(raw: str, clean: str) -> None:
 
 
 def test_absent_identity_values_are_left_out() -> None:
-    who = session(groups=frozenset(), email=None, name="")
+    who = session(groups=frozenset(), email=None, name="", methods=frozenset())
     assert ask("demo", who) == Allow((("Remote-User", "alice"),), 30.0)
 
 
 def test_configured_identity_header_names() -> None:
-    p = policy(identity_headers={"user": "X-User", "groups": None, "name": "X-Display-Name"})
+    p = policy(
+        identity_headers={
+            "user": "X-User",
+            "groups": None,
+            "name": "X-Display-Name",
+            "auth_methods": "X-Auth-Methods",
+        }
+    )
     assert ask("demo", ALICE, policy=p) == Allow(
         (
             ("X-User", "alice"),
             ("Remote-Email", "alice@example.org"),
             ("X-Display-Name", "Alice Andersson"),
+            ("X-Auth-Methods", "password"),
         ),
         30.0,
     )

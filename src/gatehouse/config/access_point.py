@@ -41,13 +41,15 @@ def _network(value: object) -> Network:
 IPNetwork = Annotated[Network, PlainValidator(_network)]
 
 #: Identity headers a backend may trust: only the Policy service sets them, the Access Point
-#: strips them from clients. The last is the signed identity assertion (policy.assertions).
+#: strips them from clients. The fifth is the signed identity assertion (policy.assertions),
+#: the sixth the authentication methods the session ran (``password,otp``).
 DEFAULT_IDENTITY_HEADERS = (
     "Remote-User",
     "Remote-Groups",
     "Remote-Email",
     "Remote-Name",
     "Gatehouse-Assertion",
+    "Remote-Auth-Methods",
 )
 
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")

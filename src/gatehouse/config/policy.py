@@ -174,8 +174,10 @@ class IdentityHeaders(Strict):
     name: HeaderName | None = DEFAULT_IDENTITY_HEADERS[3]
     #: The signed identity assertion, for resources listed in ``identity_assertion``.
     assertion: HeaderName | None = DEFAULT_IDENTITY_HEADERS[4]
+    #: The authentication methods the session ran, e.g. ``password,otp``.
+    auth_methods: HeaderName | None = DEFAULT_IDENTITY_HEADERS[5]
 
-    @field_validator("groups", "email", "name", "assertion")
+    @field_validator("groups", "email", "name", "assertion", "auth_methods")
     @classmethod
     def _distinct(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None:

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from gatehouse.policy.rules import EvalContext, Tri
-from gatehouse.policy.rules_compile import RuleSet, compile_rule_set
+from gatehouse.policy.rules_compile import AUTH_METHODS, RuleSet, compile_rule_set
 
 if TYPE_CHECKING:  # config.policy imports the rules compiler; avoid the import cycle
     from gatehouse.config.policy import PolicyConfig
@@ -94,6 +94,11 @@ class Authenticate:
     methods: tuple[str, ...]
     step_up: bool
 
+    @property
+    def step(self) -> str | None:
+        """The portal's marker for a login that must also run a second factor: ``otp``."""
+        return "otp" if "otp" in self.methods else None
+
     def to_json(self, login_url: str) -> dict[str, object]:
         return {
             "decision": "authenticate",
@@ -114,6 +119,8 @@ class IdentityHeaderNames:
     groups: str | None = "Remote-Groups"
     email: str | None = "Remote-Email"
     name: str | None = "Remote-Name"
+    #: The session's authentication methods, comma-separated (``password,otp``).
+    methods: str | None = "Remote-Auth-Methods"
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +138,9 @@ class CompiledPolicy:
         return cls(
             rules=compile_rule_set(config.rules, config.global_rule, config.resources, source),
             decision_ttl=config.policy.decision_ttl,
-            identity_headers=IdentityHeaderNames(names.user, names.groups, names.email, names.name),
+            identity_headers=IdentityHeaderNames(
+                names.user, names.groups, names.email, names.name, names.auth_methods
+            ),
         )
 
     @property
@@ -164,8 +173,17 @@ def identity_headers(
         (names.groups, ",".join(groups)),
         (names.email, header_safe(session.email or "")),
         (names.name, header_safe(session.display_name or "")),
+        (names.methods, ",".join(ordered_methods(session.methods))),
     )
     return tuple((name, value) for name, value in values if name and value)
+
+
+def ordered_methods(methods: frozenset[str]) -> list[str]:
+    """A session's methods in a stable order: the known ones as :data:`AUTH_METHODS` lists
+    them, then any other (header-safe) name alphabetically."""
+    known = [m for m in AUTH_METHODS if m in methods]
+    others = sorted({m for m in (header_safe(m) for m in methods) if m and m not in known})
+    return [*known, *(m for m in others if "," not in m)]
 
 
 def decide(

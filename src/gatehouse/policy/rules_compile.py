@@ -12,6 +12,9 @@ key::
     all: [COND, ...]                any: [COND, ...]
     not: COND                       rule: NAME
 
+``auth_methods`` names the methods Gatehouse runs (:data:`AUTH_METHODS`: ``password``, ``otp``
+— a one-time password from an OATH token); a session has them when it signed in with them.
+
 ``time`` defaults: every day, the whole day (``to`` may be ``"24:00"``), zone UTC. ``header``
 searches with RE2 in the value's first 8 KiB (:mod:`gatehouse.policy.rules_regex`; anchor the
 pattern to match the whole value; backreferences and lookaround are refused); an absent header
@@ -27,7 +30,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -65,6 +68,8 @@ MAX_DEPTH = 64
 
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _AUTH_METHOD = re.compile(r"^[a-z][a-z0-9_-]*$")
+#: The authentication methods a rule may ask for: the ones the portal can run.
+AUTH_METHODS: tuple[str, ...] = ("password", "otp")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,13 +93,17 @@ def compile_rule_set(
     global_rule: object = "public",
     resources: Mapping[str, object] | None = None,
     source: str = "",
+    methods: Sequence[str] | None = AUTH_METHODS,
 ) -> RuleSet:
     """Compile everything; a resource rule of ``None`` means ``authenticated``.
+
+    ``methods``: the authentication methods rules may name (None: any well-formed name, for
+    the engine's own tests).
 
     Raises:
         ConfigError: with one ``(field path, message)`` per problem.
     """
-    rule_set, problems = check_rule_set(rules, global_rule, resources)
+    rule_set, problems = check_rule_set(rules, global_rule, resources, methods)
     if rule_set is None:
         raise ConfigError([(field_path(loc), msg) for loc, msg in problems], source)
     return rule_set
@@ -104,9 +113,10 @@ def check_rule_set(
     rules: Mapping[str, object],
     global_rule: object = "public",
     resources: Mapping[str, object] | None = None,
+    methods: Sequence[str] | None = AUTH_METHODS,
 ) -> tuple[RuleSet | None, list[Problem]]:
     """Like :func:`compile_rule_set`, but returns the problems with their locations as tuples."""
-    compiler = _Compiler(rules)
+    compiler = _Compiler(rules, methods)
     named = {name: compiler.named(name, ("rules", name)) for name in rules}
     global_condition = compiler.condition(global_rule, ("global_rule",))
     own: dict[str, Condition | None] = {}
@@ -135,8 +145,9 @@ class _Invalid(Exception):
 
 
 class _Compiler:
-    def __init__(self, specs: Mapping[str, object]) -> None:
+    def __init__(self, specs: Mapping[str, object], methods: Sequence[str] | None) -> None:
         self.specs = specs
+        self.known_methods = methods
         self.problems: list[Problem] = []
         self.header_names: set[str] = set()
         self.done: dict[str, Condition] = {}
@@ -291,6 +302,17 @@ class _Compiler:
     def _auth_methods(self, value: object, loc: Loc) -> Condition:
         msg = "not an authentication method: {!r} (lowercase letters, digits, '_' or '-')"
         items = self._matching(value, loc, "authentication methods", _AUTH_METHOD, msg)
+        known = self.known_methods
+        if known is not None:
+            unknown = [i for i, item in enumerate(items) if item not in known]
+            for i in unknown:
+                expected = ", ".join(known)
+                self.fail(
+                    (*loc, i),
+                    f"unknown authentication method {items[i]!r} (expected one of: {expected})",
+                )
+            if unknown:
+                raise _Invalid()
         return AuthMethods(tuple(dict.fromkeys(items)))
 
     def _ip(self, value: object, loc: Loc) -> Condition:
