@@ -22,7 +22,13 @@ import pytest
 import uvicorn
 
 from gatehouse.authentication.app import create_app as authentication_app
-from gatehouse.authentication.calls import VerifyRequest
+from gatehouse.authentication.calls import (
+    ConfirmRequest,
+    EnrolRequest,
+    OtpRequest,
+    StatusRequest,
+    VerifyRequest,
+)
 from gatehouse.authentication.config import AuthenticationSettings
 from gatehouse.config.loader import validate
 from gatehouse.config.policy import PolicyConfig
@@ -56,6 +62,10 @@ SAMPLES: dict[str, Any] = {
         ap="x",
     ),
     "verify_password": VerifyRequest("nobody", "not the password", "192.0.2.1"),
+    "verify_otp": OtpRequest("nobody", "123456", "192.0.2.1", "matrix-attempt-0001"),
+    "enrol_otp": EnrolRequest("nobody", "Gatehouse"),
+    "confirm_otp": ConfirmRequest("nobody", "TOTP0", "123456", "192.0.2.1", "matrix-attempt-02"),
+    "otp_status": StatusRequest("nobody"),
 }
 PARAMS = {"revoke_session": {"id_hash": "0" * 32}}
 QUERIES = {"list_sessions": "user=nobody", "end_sessions": "user=nobody"}
@@ -92,7 +102,9 @@ async def _stack(tmp: Path, make_credentials: MakeCredentials) -> AsyncIterator[
     token.write_text(TOKEN + "\n")
     home = tmp / "home"
     home.mkdir(mode=0o700)
-    auth_app = authentication_app(AuthenticationSettings(), db)
+    auth_app = authentication_app(
+        AuthenticationSettings(), db, oath_db=db, oath_keyring=home / "oath-seeds.key"
+    )
     async with _serve(auth_app, make_credentials(AUTHENTICATION, "auth1")) as auth_url:
         policy_creds = make_credentials(POLICY, "ps1")
         config = validate(

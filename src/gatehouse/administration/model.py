@@ -42,7 +42,7 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field, model_validator
 
-from gatehouse.authentication.config import Lockout, PasswordHash
+from gatehouse.authentication.config import Lockout, OtpSettings, PasswordHash
 from gatehouse.config.access_point import AccessPointSettings, Resource, parse_listen
 from gatehouse.config.base import Strict
 from gatehouse.config.loader import problems_error
@@ -127,6 +127,10 @@ class AuthenticationEntry(Strict):
     #: Password checks that may wait for an argon2 slot on this service (its capacity);
     #: None: the service's default.
     verify_queue: int | None = Field(default=None, ge=0, le=100_000)
+    #: This service's OATH DB, overriding ``databases.oath_db``.
+    oath_db: DatabaseURL | None = None
+    #: This service's seed key file (None: its node's HOME/oath-seeds.key).
+    oath_keyring: str | None = None
 
 
 class AuthenticationPolicy(Strict):
@@ -134,6 +138,7 @@ class AuthenticationPolicy(Strict):
 
     lockout: Lockout = Field(default_factory=Lockout)
     password_hash: PasswordHash = Field(default_factory=PasswordHash)
+    otp: OtpSettings = Field(default_factory=OtpSettings)
 
 
 #: AP settings that are derived from installation-wide settings and may not be set per AP.

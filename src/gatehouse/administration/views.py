@@ -114,6 +114,10 @@ def _authentication_view(config: InstallationConfig, service_id: str) -> View:
         user_db=config.database_of(service_id),
         lockout=config.authentication.lockout,
         password_hash=config.authentication.password_hash,
+        oath_db=(entry.oath_db if entry else None)
+        or (config.databases.oath_db if config.databases else None),
+        oath_keyring=entry.oath_keyring if entry else None,
+        otp=config.authentication.otp,
     )
     if entry is not None and entry.verify_queue is not None:
         settings = settings.model_copy(update={"verify_queue": entry.verify_queue})

@@ -8,9 +8,14 @@ anyway, answers 503 and keeps retrying in the background.
 Following the Administration service (``--state``), :meth:`Service.apply` applies each new
 version: ``lockout`` and ``password_hash`` live, swapped as one value (an attempt under way
 finishes under the rules it started with; stored hashes with other parameters are upgraded
-at the user's next successful login). ``id``, ``listen`` and ``user_db`` are read once at
-start: a version changing them is still applied, acknowledged and saved as last-known-good,
-they take effect at the next start, and a warning names them.
+at the user's next successful login); ``otp`` live too. ``id``, ``listen``, ``user_db``,
+``oath_db`` and ``oath_keyring`` are read once at start: a version changing them is still
+applied, acknowledged and saved as last-known-good, they take effect at the next start, and a
+warning names them.
+
+One-time passwords (:mod:`gatehouse.authentication.otp`) need the OATH DB, migrated on start
+like the user DB (branch ``oath``), and the seed key file (created 0600 if missing). While
+either cannot be used the OTP calls answer 503 saying why, and password checks keep working.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -27,14 +33,34 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gatehouse.authentication import lockout
-from gatehouse.authentication.calls import HEALTH, VERIFY, Account, VerifyAnswer, VerifyRequest
+from gatehouse.authentication.calls import (
+    HEALTH,
+    OTP_CONFIRM,
+    OTP_ENROL,
+    OTP_STATUS,
+    OTP_VERIFY,
+    VERIFY,
+    Account,
+    ConfirmRequest,
+    EnrolAnswer,
+    EnrolRequest,
+    OtpAnswer,
+    OtpRequest,
+    StatusAnswer,
+    StatusRequest,
+    VerifyAnswer,
+    VerifyRequest,
+)
 from gatehouse.authentication.config import AuthenticationConfig, AuthenticationSettings
+from gatehouse.authentication.otp import OtpChecker, SeedKeys
+from gatehouse.authentication.otp import Rules as OtpRules
 from gatehouse.authentication.passwords import Overloaded, Passwords
 from gatehouse.authentication.verifier import Invalid, Limits, Locked, Ok, Outcome, Rules, Verifier
 from gatehouse.config.loader import validate
 from gatehouse.internal.config_agent import ConfigAgent, config_fields
 from gatehouse.internal.errors import Code, ServiceError, json_response
 from gatehouse.internal.managed import follow_admin
+from gatehouse.oath.store import TokenStore
 from gatehouse.storage.engine import Database, warm_when_ready
 from gatehouse.storage.errors import DatabaseUnavailable
 from gatehouse.storage.migrate import start_migrations
@@ -46,7 +72,7 @@ log = logging.getLogger("gatehouse.authentication")
 ROLE = "authentication"
 HEALTH_DB_TIMEOUT = 2.0
 #: Settings read once at start (see the module docstring).
-RESTART_ONLY = ("id", "listen", "user_db")
+RESTART_ONLY = ("id", "listen", "user_db", "oath_db", "oath_keyring")
 #: Seconds between purges of expired login counters (the first runs once the DB is ready).
 PURGE_INTERVAL = 60.0
 
@@ -71,17 +97,26 @@ def restart_only_changes(started: AuthenticationSettings, new: AuthenticationSet
 
 
 class Service:
-    """The running service's parts; ``ready`` once the user DB is migrated.
+    """The running service's parts; ``ready`` once the user DB is migrated, ``oath_ready``
+    once the OATH DB is.
 
     Args:
         settings: the settings to start with.
         user_db: the user DB URL (read once).
         agent: the config agent when following Admin; it runs next to the service and
             applies each new version with :meth:`apply`.
+        oath_db: the OATH DB URL; None: no one-time passwords (their calls answer 503).
+        oath_keyring: the seed key file (created if missing); None as for ``oath_db``.
     """
 
     def __init__(
-        self, settings: AuthenticationSettings, user_db: str, agent: ConfigAgent | None = None
+        self,
+        settings: AuthenticationSettings,
+        user_db: str,
+        agent: ConfigAgent | None = None,
+        *,
+        oath_db: str | None = None,
+        oath_keyring: Path | None = None,
     ) -> None:
         self.started = settings
         self.settings = settings
@@ -90,6 +125,15 @@ class Service:
         self.db = Database(user_db)
         self.verifier = Verifier(self.db, _passwords(settings), Limits.of(settings.lockout))
         self.ready = asyncio.Event()
+        self.oath_url = oath_db
+        self.oath_db: Database | None = None
+        self.oath_ready = asyncio.Event()
+        self.otp: OtpChecker | None = None
+        if oath_db is not None and oath_keyring is not None:
+            self.oath_db = self.db if oath_db == user_db else Database(oath_db)
+            keys = SeedKeys(oath_keyring)
+            rules = OtpRules.of(settings.otp)
+            self.otp = OtpChecker(TokenStore(self.oath_db.engine), keys, self.db, rules)
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -101,6 +145,14 @@ class Service:
             self._tasks.append(migrating)
         self._tasks.append(asyncio.create_task(self._purge_forever()))
         self._tasks.append(asyncio.create_task(warm_when_ready(self.ready, self.db)))
+        if self.otp is not None and self.oath_url is not None and self.oath_db is not None:
+            self.otp.keys.load()
+            migrating = await start_migrations(self.oath_url, "oath", self.oath_ready)
+            if migrating is not None:
+                self._tasks.append(migrating)
+            if self.oath_db is not self.db:
+                warming = warm_when_ready(self.oath_ready, self.oath_db)
+                self._tasks.append(asyncio.create_task(warming))
         if self.agent is not None:
             follow = follow_admin(self.agent, self.apply, check_view)
             self._tasks.append(asyncio.create_task(follow))
@@ -117,6 +169,8 @@ class Service:
             else _passwords(settings)
         )
         self.verifier.use(Rules(passwords, Limits.of(settings.lockout)))
+        if self.otp is not None:
+            self.otp.use(OtpRules.of(settings.otp))
         self.settings = settings
         later = restart_only_changes(self.started, settings)
         if later:
@@ -154,11 +208,24 @@ class Service:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.oath_db is not None and self.oath_db is not self.db:
+            await self.oath_db.dispose()
         await self.db.dispose()
 
     def require_ready(self) -> None:
         if not self.ready.is_set():
             raise DatabaseUnavailable("database unavailable: user DB not reachable yet")
+
+    def require_otp(self) -> OtpChecker:
+        """The OTP checks, if they can run now (else 503 saying why)."""
+        if self.otp is None:
+            raise ServiceError(
+                Code.UNAVAILABLE, "one-time passwords are not configured on this service", 503
+            )
+        self.require_ready()  # the audit log is in the user DB
+        if not self.oath_ready.is_set():
+            raise DatabaseUnavailable("database unavailable: OATH DB not reachable yet")
+        return self.otp
 
 
 def _passwords(settings: AuthenticationSettings) -> Passwords:
@@ -220,6 +287,29 @@ async def verify_password(
     return answer_of(outcome)
 
 
+async def verify_otp(request: Request, peer: Peer | None, parsed: OtpRequest) -> OtpAnswer:
+    """A one-time password check; over mutual TLS only a Policy service gets here."""
+    otp = _service(request).require_otp()
+    return await otp.verify(parsed.username, parsed.code, parsed.client_ip, parsed.attempt)
+
+
+async def enrol_otp(request: Request, peer: Peer | None, parsed: EnrolRequest) -> EnrolAnswer:
+    otp = _service(request).require_otp()
+    return await otp.enrol(parsed.username, parsed.issuer)
+
+
+async def confirm_otp(request: Request, peer: Peer | None, parsed: ConfirmRequest) -> OtpAnswer:
+    otp = _service(request).require_otp()
+    return await otp.confirm(
+        parsed.username, parsed.serial, parsed.code, parsed.client_ip, parsed.attempt
+    )
+
+
+async def otp_status(request: Request, peer: Peer | None, parsed: StatusRequest) -> StatusAnswer:
+    otp = _service(request).require_otp()
+    return await otp.status(parsed.username)
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = Code.NOT_FOUND if exc.status_code == 404 else Code.BAD_REQUEST
@@ -231,13 +321,19 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 
 def create_app(
-    settings: AuthenticationSettings, user_db: str, agent: ConfigAgent | None = None
+    settings: AuthenticationSettings,
+    user_db: str,
+    agent: ConfigAgent | None = None,
+    *,
+    oath_db: str | None = None,
+    oath_keyring: Path | None = None,
 ) -> Starlette:
-    """The app; with ``agent``, the service follows Admin while it runs."""
+    """The app; with ``agent``, the service follows Admin while it runs. Without ``oath_db``
+    and ``oath_keyring`` the OTP calls answer 503."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        service = Service(settings, user_db, agent)
+        service = Service(settings, user_db, agent, oath_db=oath_db, oath_keyring=oath_keyring)
         app.state.service = service
         await service.start()
         try:
@@ -245,7 +341,14 @@ def create_app(
         finally:
             await service.stop()
 
-    routes = [HEALTH.route(health), VERIFY.route(verify_password)]
+    routes = [
+        HEALTH.route(health),
+        VERIFY.route(verify_password),
+        OTP_VERIFY.route(verify_otp),
+        OTP_ENROL.route(enrol_otp),
+        OTP_CONFIRM.route(confirm_otp),
+        OTP_STATUS.route(otp_status),
+    ]
     return Starlette(
         routes=routes,
         lifespan=lifespan,

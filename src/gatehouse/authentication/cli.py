@@ -28,6 +28,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import asyncio
+    from pathlib import Path
 
     from gatehouse.authentication.app import ROLE, check_view, create_app
     from gatehouse.authentication.config import AuthenticationConfig
@@ -38,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from gatehouse.internal.managed import joining_of, start_managed
     from gatehouse.internal.service_tls import credentials_of, revocations_of
     from gatehouse.logs import setup_logging
+    from gatehouse.oath.seeds import KEYRING_FILE
     from gatehouse.storage.home import database_urls, prepare_home
 
     joining = joining_of(args)
@@ -49,10 +51,14 @@ def run(args: argparse.Namespace) -> int:
         agent = managed.agent
     else:
         settings = load_file(AuthenticationConfig, args.config).authentication
-    user_db = settings.user_db or database_urls(prepare_home(args.home)).user_db
+    home = prepare_home(args.home) if not (settings.user_db and settings.oath_db) else args.home
+    user_db = settings.user_db or database_urls(home).user_db
+    oath_db = settings.oath_db or database_urls(home).oath_db
+    # A relative key file is relative to the installation home, like relative SQLite paths.
+    keyring = Path(args.home) / (settings.oath_keyring or KEYRING_FILE)
     host, port = args.listen or parse_listen(settings.listen)
     credentials = credentials_of(args, host)
-    app = create_app(settings, user_db, agent)
+    app = create_app(settings, user_db, agent, oath_db=oath_db, oath_keyring=keyring)
     if credentials is None:
         return serve(app, host, port)
     return serve(app, host, port, tls=credentials.server, revocations=revocations_of(agent))

@@ -11,6 +11,10 @@
                 ip_lock_max: 1h}
       password_hash: {memory_kib: 47104, time_cost: 1, parallelism: 1}
       verify_queue: 64        # checks that may wait for an argon2 slot; more answer 503
+      oath_db: postgresql+asyncpg://...   # optional: else the installation's (HOME/oath.db)
+      oath_keyring: /etc/gatehouse/oath-seeds.key   # optional: else HOME/oath-seeds.key
+      otp: {self_enrolment: true, totp_window: 1, hotp_look_ahead: 10, max_failures: 10,
+            lock_seconds: 300}   # lock_seconds 0: locked until an administrator unlocks
 """
 
 from __future__ import annotations
@@ -131,6 +135,21 @@ class PasswordHash(Strict):
         return value
 
 
+class OtpSettings(Strict):
+    """One-time passwords (:mod:`gatehouse.authentication.otp`); applied live."""
+
+    #: May a signed-in user enrol a TOTP token in the portal?
+    self_enrolment: bool = True
+    #: TOTP steps accepted either side of now (at most 3: each one more is a guess more).
+    totp_window: int = Field(default=1, ge=0, le=3)
+    #: HOTP counters tried past the next one expected.
+    hotp_look_ahead: int = Field(default=10, ge=0, le=100)
+    #: Consecutive wrong codes that lock a token.
+    max_failures: int = Field(default=10, ge=1, le=1000)
+    #: How long a token stays locked; 0: until an administrator unlocks it.
+    lock_seconds: Seconds = Field(default=300.0, ge=0)
+
+
 class AuthenticationSettings(Strict):
     id: str = "auth1"
     listen: Annotated[str, AfterValidator(_listen)] = "127.0.0.1:8201"
@@ -140,6 +159,11 @@ class AuthenticationSettings(Strict):
     #: Password checks that may wait for an argon2 slot (one per CPU); past that a check is
     #: answered 503 ``overloaded`` at once instead of queueing without bound.
     verify_queue: int = Field(default=64, ge=0, le=100_000)
+    #: The OATH DB (tokens); None: the installation's (``HOME/oath.db`` or databases.yaml).
+    oath_db: DatabaseURL | None = None
+    #: The seed key file; None: ``HOME/oath-seeds.key`` (created 0600 at start if missing).
+    oath_keyring: str | None = None
+    otp: OtpSettings = Field(default_factory=OtpSettings)
 
     @field_validator("id")
     @classmethod
