@@ -18,10 +18,15 @@ Roles (each with its own random password in ``HOME/pgpass/ROLE``, a libpq passwo
 ``gatehouse_policy`` the Policy services: owns the session tables; may only add audit events
                      (INSERT) to the user tables; reads no user row, no password hash, no
                      admin table
-``gatehouse_cli``    ``gatehouse users|groups --home`` on the admin machine: reads and writes
-                     the user tables, reads and deletes sessions (ending them when no Policy
-                     service answers); no admin table; cannot create tables
+``gatehouse_cli``    ``gatehouse users|groups|tokens --home`` on the admin machine (and the
+                     Administration service's token routes): reads and writes the user
+                     tables and the OATH tokens, reads and deletes sessions (ending them when
+                     no Policy service answers); no admin table; cannot create tables
 ===================  ========================================================================
+
+The OATH DB is a database of its own on the same servers (``<database>_oath``): only
+``gatehouse_auth`` (its owner: it migrates the ``oath`` branch) and ``gatehouse_cli`` may
+connect to it; the Policy and Administration roles may not.
 
 The owners' migrations run at ``cluster up`` (as the owners) before any service starts, so the
 grants between roles can be given on tables that exist; services migrate again at start, as
@@ -46,6 +51,7 @@ from cryptography.exceptions import InvalidSignature
 from gatehouse.cluster.errors import ClusterError
 from gatehouse.cluster.topology import LocalDatabases
 from gatehouse.internal.lkg import atomic_write
+from gatehouse.oath.models import OathBase
 from gatehouse.storage.errors import DatabaseUnavailable
 from gatehouse.storage.models import SessionBase, UserBase
 from gatehouse.storage.permissions import private_directory
@@ -72,6 +78,10 @@ VERSION_TABLE = "alembic_version"
 #: ``admin_secrets_0001``, ``user_0002``, ``session_0002``).
 BRANCH_PREFIXES = {ADMIN_ROLE: "admin_", AUTH_ROLE: "user_", POLICY_ROLE: "session_"}
 SCRAM_ITERATIONS = 4096
+#: The OATH DB's name is the cluster database's with this suffix.
+OATH_SUFFIX = "_oath"
+#: The roles that may connect to the OATH DB: its owner and the operator's command line.
+OATH_ROLES = (AUTH_ROLE, CLI_ROLE)
 
 
 # --- files in HOME -----------------------------------------------------------------------------
@@ -121,13 +131,19 @@ def read_password(path: Path, role: str) -> str:
     return fields[4]
 
 
-def role_url(home: Path, local: LocalDatabases, role: str) -> str:
-    """The multi-host URL a service connects with as ``role``: TLS with full verification
-    against the home's CA, the password from the role's password file."""
+def oath_database(local: LocalDatabases) -> str:
+    """The name of the cluster's OATH DB (next to the user DB, on the same servers)."""
+    return local.database[: 63 - len(OATH_SUFFIX)] + OATH_SUFFIX
+
+
+def role_url(home: Path, local: LocalDatabases, role: str, database: str | None = None) -> str:
+    """The multi-host URL a service connects with as ``role`` (to ``database``, by default
+    the cluster's): TLS with full verification against the home's CA, the password from the
+    role's password file."""
     hosts = ",".join(local.HOST for _ in local.ports())
     ports = ",".join(str(port) for port in local.ports())
     return (
-        f"postgresql+asyncpg://{role}@/{local.database}"
+        f"postgresql+asyncpg://{role}@/{database or local.database}"
         f"?host={hosts}&port={ports}&target_session_attrs=read-write"
         f"&sslmode=verify-full&sslrootcert={quote(str(ca_file(home)))}"
         f"&passfile={quote(str(passfile(home, role)))}"
@@ -254,6 +270,54 @@ def role_statements(home: Path, database: str) -> str:
     return ";\n".join(statements)
 
 
+def oath_role_statements(database: str) -> str:
+    """What each role may do in the OATH DB ``database`` before its tables exist (SQL, one
+    batch, run in that database): connect only as the Authentication role (which creates and
+    migrates its tables) or the CLI role (which reads and writes the tokens)."""
+    owner, cli = _ident(AUTH_ROLE), _ident(CLI_ROLE)
+    return ";\n".join(
+        [
+            f"REVOKE ALL ON DATABASE {_ident(database)} FROM PUBLIC",
+            f"GRANT CONNECT ON DATABASE {_ident(database)} TO {_roles(OATH_ROLES)}",
+            "REVOKE ALL ON SCHEMA public FROM PUBLIC",
+            f"GRANT USAGE, CREATE ON SCHEMA public TO {owner}",
+            f"GRANT USAGE ON SCHEMA public TO {cli}",
+            f"CREATE TABLE IF NOT EXISTS {VERSION_TABLE} (version_num VARCHAR(32) NOT NULL, "
+            f"CONSTRAINT {VERSION_TABLE}_pkc PRIMARY KEY (version_num))",
+            f"REVOKE ALL ON {VERSION_TABLE} FROM PUBLIC",
+            f"GRANT SELECT, INSERT, UPDATE, DELETE ON {VERSION_TABLE} TO {owner}",
+            f"GRANT SELECT ON {VERSION_TABLE} TO {cli}",
+            # Tables a later OATH migration adds are the CLI's too.
+            f"ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public "
+            f"GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {cli}",
+            f"ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public "
+            f"GRANT USAGE, SELECT ON SEQUENCES TO {cli}",
+        ]
+    )
+
+
+def oath_grant_statements(primary: PgNode, database: str) -> str:
+    """The CLI role's grants on the OATH tables that exist (SQL; empty when none do)."""
+    tables = _present(primary, database, OathBase.metadata.tables)
+    if not tables:
+        return ""
+    cli = _ident(CLI_ROLE)
+    statements = [f"GRANT SELECT, INSERT, UPDATE, DELETE ON {_roles(tables)} TO {cli}"]
+    for sequence in _sequences_of(primary, database, tables):
+        statements.append(f"GRANT USAGE, SELECT ON SEQUENCE {sequence} TO {cli}")
+    return ";\n".join(statements)
+
+
+def ensure_oath_database(primary: PgNode, local: LocalDatabases) -> str:
+    """Create the OATH DB on the primary if it is missing (a cluster made before it had
+    one); its name."""
+    name = oath_database(local)
+    exists = primary.sql(f"SELECT 1 FROM pg_database WHERE datname = {_literal(name)}")
+    if not exists:
+        primary.sql(f"CREATE DATABASE {_ident(name)} OWNER {_ident(local.user)}")
+    return name
+
+
 def _version_row_policies() -> list[str]:
     """Row security on the shared version table: everyone reads every branch's revision
     (Alembic looks at all heads), an owner writes only its own branch's rows (revision ids
@@ -325,13 +389,15 @@ async def _migrate_owners(home: Path, local: LocalDatabases) -> None:
 
     await upgrade(role_url(home, local, AUTH_ROLE), "user")
     await upgrade(role_url(home, local, POLICY_ROLE), "session")
+    await upgrade(role_url(home, local, AUTH_ROLE, oath_database(local)), "oath")
 
 
 def secure_database(
     primary: PgNode, home: Path, local: LocalDatabases, say: Callable[[str], None]
 ) -> None:
-    """Roles, passwords and grants on the running primary; the user and session tables
-    migrated by their owners (over TLS, with the URLs the services get).
+    """Roles, passwords and grants on the running primary; the OATH DB made if missing; the
+    user, session and OATH tables migrated by their owners (over TLS, with the URLs the
+    services get).
 
     Raises:
         ClusterError: a role's connection failed (the reason is in the message).
@@ -339,7 +405,9 @@ def secure_database(
     """
     database = local.database
     primary.sql(role_statements(home, database), database)
-    say("migrating the user and session tables as their owners")
+    oath = ensure_oath_database(primary, local)
+    primary.sql(oath_role_statements(oath), oath)
+    say("migrating the user, session and OATH tables as their owners")
     try:
         asyncio.run(_migrate_owners(home, local))
     except DatabaseUnavailable as exc:
@@ -347,3 +415,6 @@ def secure_database(
     grants = grant_statements(primary, database)
     if grants:
         primary.sql(grants, database)
+    oath_grants = oath_grant_statements(primary, oath)
+    if oath_grants:
+        primary.sql(oath_grants, oath)

@@ -5,8 +5,11 @@ every process of the cluster to read.
 
     topology.yaml          the topology this home runs (saved by the first ``up``)
     administration.yaml    Admin's settings: listen address, the cluster's PostgreSQL
-    databases.yaml         the multi-host URL, so ``gatehouse users ... --home`` works (as
-                           the CLI's PostgreSQL role, over TLS)
+    databases.yaml         the multi-host URLs of the user DB and the OATH DB, so
+                           ``gatehouse users|tokens ... --home`` works (as the CLI's
+                           PostgreSQL role, over TLS)
+    oath-seeds.key         the OATH seed keyring (``gatehouse tokens``, the Authentication
+                           services: they run with this home)
     ca/                    the installation's internal CA (PostgreSQL's server certificates)
     pgpass/ROLE            each PostgreSQL role's password (libpq password files, 0600)
     policy/                the Policy services' home: databases.yaml with their own role's
@@ -69,10 +72,14 @@ def write_home(home: Path, topology: Topology, *, stats_socket: Path, source: st
         atomic_write(saved, text.encode(), 0o644)
     user_db, session_db = topology.databases.urls()
     admin_db = user_db
+    oath_db = topology.databases.oath_db
     local = topology.databases.local
     if local is not None:
         # Each its own PostgreSQL role (db_access): the CLI here, Admin, the Policy services.
         user_db = db_access.role_url(home, local, db_access.CLI_ROLE)
+        oath_db = db_access.role_url(
+            home, local, db_access.CLI_ROLE, db_access.oath_database(local)
+        )
         admin_db = db_access.role_url(home, local, db_access.ADMIN_ROLE)
         private_directory(home / POLICY_HOME)
         policy_db = {"user_db": db_access.role_url(home, local, db_access.POLICY_ROLE)}
@@ -80,6 +87,8 @@ def write_home(home: Path, topology: Topology, *, stats_socket: Path, source: st
     databases: dict[str, str] = {"user_db": user_db}
     if session_db is not None:
         databases["session_db"] = session_db
+    if oath_db is not None:
+        databases["oath_db"] = oath_db
     atomic_write(home / DATABASES_FILE, yaml.safe_dump(databases).encode(), 0o644)
     admin = topology.administration
     settings = {"administration": {"id": admin.id, "listen": admin.listen, "database": admin_db}}

@@ -71,6 +71,8 @@ def installation_document(topology: Topology) -> dict[str, Any]:
     databases = {"user_db": user_db}
     if session_db is not None:
         databases["session_db"] = session_db
+    if topology.databases.oath_db is not None:
+        databases["oath_db"] = topology.databases.oath_db
     document: dict[str, Any] = {
         "services": services,
         "access_points": access_points,

@@ -26,6 +26,7 @@ Example (``examples/ha-cluster.yaml`` is the same on loopback)::
       health_check: {interval: 1s, timeout: 1s, fall: 2, rise: 2}
     databases:
       user_db: postgresql+asyncpg://gatehouse@/gatehouse?host=db1:5432&host=db2:5432&target_session_attrs=read-write
+      oath_db: postgresql+asyncpg://gatehouse@/gatehouse_oath?host=db1:5432&host=db2:5432&target_session_attrs=read-write
       # or, for `gatehouse cluster up` on one machine:
       # local: {primary_port: 5432, standby_port: 5433}
     demo_backend: {listen: "10.0.2.5:9000"}                          # optional
@@ -294,6 +295,10 @@ class Databases(Strict):
     local: LocalDatabases | None = None
     user_db: PostgresURL | None = None
     session_db: PostgresURL | None = Field(default=None, description="default: user_db")
+    oath_db: PostgresURL | None = Field(
+        default=None,
+        description="the OATH DB (tokens); with local, cluster up makes it next to the user DB",
+    )
 
     def urls(self) -> tuple[str, str | None]:
         """The user DB URL and the session DB URL (None: in the user DB)."""
