@@ -330,3 +330,28 @@ def test_the_operator_requires_enrolment(home: Path) -> None:
         assert audit[0]["action"] == "token.require_enrolment"
 
     run(home, body)
+
+
+def test_a_real_administration_service_serves_the_token_routes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.administration.test_api import Admin
+
+    home = tmp_path / "home"
+    assert main(["users", "add", "alice", "--home", str(home)]) == 0
+    process = Admin(home)
+    try:
+        admin = process.start()
+        status, _ = admin.call("GET", "/api/v1/tokens", token=None)
+        assert status == 401
+        added = admin.ok("POST", "/api/v1/tokens", {"user": "alice", "type": "hotp"})
+        serial = added["token"]["serial"]
+        assert parse_uri(added["uri"]).params.type == "hotp"
+        assert [t["serial"] for t in admin.ok("GET", "/api/v1/tokens")] == [serial]
+    finally:
+        process.stop()
+    # The CLI on the same home sees the token the service made, under the same keyring.
+    capsys.readouterr()
+    assert main(["tokens", "list", "--home", str(home)]) == 0
+    assert serial in capsys.readouterr().out
+    assert len(Keyring.load(home / KEYRING_FILE).keys) == 1
