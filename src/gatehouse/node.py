@@ -278,8 +278,10 @@ def _url(address: tuple[str, int]) -> str:
 def installation(addresses: NodeAddresses, home: Path, node: str) -> dict[str, object]:
     """The single node as one installation configuration, published through Admin.
 
-    The demo backend is reachable at ``/public/`` by anyone and everywhere else by any
-    signed-in user; identity headers tell it who that is.
+    The demo backend is reachable at ``/public/`` by anyone, at ``/secure/`` by a user signed
+    in with a password and a one-time password (``otp``: the portal offers to enrol an
+    authenticator app), and everywhere else by any signed-in user; identity headers tell it
+    who that is and how they signed in.
     """
     backend = _url(addresses.backend)
     return {
@@ -317,9 +319,14 @@ def installation(addresses: NodeAddresses, home: Path, node: str) -> dict[str, o
         "resources": [
             {"id": "demo", "hosts": ["*"], "path_prefix": "/", "backends": [backend]},
             {"id": "demo-public", "hosts": ["*"], "path_prefix": "/public", "backends": [backend]},
+            {"id": "demo-secure", "hosts": ["*"], "path_prefix": "/secure", "backends": [backend]},
         ],
         "global_rule": "public",
-        "resource_rules": {"demo": "authenticated", "demo-public": "public"},
+        "resource_rules": {
+            "demo": "authenticated",
+            "demo-public": "public",
+            "demo-secure": {"auth_methods": ["password", "otp"]},
+        },
     }
 
 

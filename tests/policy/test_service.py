@@ -45,7 +45,7 @@ RESOURCES: dict[str, Any] = {
     "app": "authenticated",
     "pub": "public",
     "staff-only": {"groups_any": ["staff"]},
-    "strong": {"auth_methods": ["password", "totp"]},
+    "strong": {"auth_methods": ["password", "otp"]},
     "office": {"all": ["authenticated", {"ip": ["10.0.0.0/8"]}]},
 }
 
@@ -506,6 +506,7 @@ def test_a_session_is_allowed_with_identity_headers(ps: Policy) -> None:
         "Remote-Groups": "staff",
         "Remote-Email": "alice@example.com",
         "Remote-Name": "Alice",
+        "Remote-Auth-Methods": "password",
     }
     assert 0 < answer["ttl"] <= 30
 
@@ -525,12 +526,12 @@ def test_step_up_names_the_missing_methods(ps: Policy) -> None:
     alice = logged_in(ps, "alice")
     assert ps.decision(alice, "strong", url="https://app.example/s") == {
         "decision": "authenticate",
-        "methods": ["totp"],
+        "methods": ["otp"],
         "step_up": True,
-        "login_url": "/_gatehouse/login?rd=https%3A%2F%2Fapp.example%2Fs",
+        "login_url": "/_gatehouse/login?rd=https%3A%2F%2Fapp.example%2Fs&step=otp",
     }
     answer = ps.decision(None, "strong")
-    assert answer["methods"] == ["password", "totp"]
+    assert answer["methods"] == ["password", "otp"]
     assert answer["step_up"] is False
 
 

@@ -152,7 +152,9 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 
 #: Portal handlers that need the session DB (the others render without it).
-_NEEDS_DB = frozenset({"login_submit", "logout_submit"})
+_NEEDS_DB = frozenset(
+    {"login_submit", "logout_submit", "otp_page", "otp_submit", "otp_enrol", "otp_confirm"}
+)
 
 
 def _portal(name: str) -> Handler:
@@ -199,6 +201,10 @@ def routes(prefix: str) -> list[Route]:
         Route(f"{prefix}login", portal(_portal("login_submit")), methods=["POST"]),
         Route(f"{prefix}logout", portal(_portal("logout_page")), methods=["GET"]),
         Route(f"{prefix}logout", portal(_portal("logout_submit")), methods=["POST"]),
+        Route(f"{prefix}otp", portal(_portal("otp_page")), methods=["GET"]),
+        Route(f"{prefix}otp", portal(_portal("otp_submit")), methods=["POST"]),
+        Route(f"{prefix}otp/enrol", portal(_portal("otp_enrol")), methods=["POST"]),
+        Route(f"{prefix}otp/confirm", portal(_portal("otp_confirm")), methods=["POST"]),
         Route(f"{prefix}static/gatehouse.css", portal(_portal("stylesheet")), methods=["GET"]),
         Route(f"{prefix}jwks.json", portal(jwks), methods=["GET"]),
     ]

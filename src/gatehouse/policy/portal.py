@@ -4,7 +4,8 @@ Plain HTML forms that work without JavaScript, one inlined stylesheet, no extern
 Every form is protected by a signed double-submit token (:mod:`gatehouse.policy.csrf`); every
 return URL passes :func:`gatehouse.policy.redirects.safe_return_url`. A login always creates
 a new session id (a session cookie the browser already had is ended first), so a planted id
-can never become an authenticated one.
+can never become an authenticated one. A login whose rule asks for a one-time password too
+(``step=otp``), or whose user must enrol a token, continues in :mod:`gatehouse.policy.otp_flow`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 from urllib.parse import quote
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -36,6 +37,9 @@ from gatehouse.policy.redirects import HostPatterns, safe_return_url
 from gatehouse.policy.sessions import Identity, SessionStore, session_cookie
 from gatehouse.storage.errors import DatabaseUnavailable
 from gatehouse.trust.identity import ACCESS_POINT
+
+if TYPE_CHECKING:
+    from gatehouse.policy.otp_flow import OtpChecker, OtpStatus
 
 log = logging.getLogger(__name__)
 
@@ -329,7 +333,10 @@ class Portal:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         tz: tzinfo | None = None,
         devices: DeviceCookies | None = None,
+        otp: OtpChecker | None = None,
     ) -> None:
+        from gatehouse.policy.otp_flow import OtpSteps  # it builds on this module
+
         self.settings = settings
         #: Trusted-device cookies (None: none are set or read).
         self.devices = devices
@@ -341,6 +348,8 @@ class Portal:
         #: The zone lock ends are shown in; None: this process's local time zone.
         self.tz = tz
         self.pages = Pages(settings)
+        #: The second factor's pages (None checker: logins never ask for one).
+        self.otp = OtpSteps(self, otp)
 
     # helpers
 
@@ -389,6 +398,7 @@ class Portal:
         *,
         username: str = "",
         error: str | Markup = "",
+        step: str = "",
     ) -> Response:
         token = self.csrf.token_for(request.cookies.get(origin.cookie(CSRF_COOKIE)))
         response = self.pages.render(
@@ -398,6 +408,7 @@ class Portal:
             rd=rd,
             username=username,
             error=error,
+            step=step,
         )
         self._csrf_cookie(response, token, origin)
         return response
@@ -448,7 +459,24 @@ class Portal:
     async def login_page(self, request: Request) -> Response:
         origin = self.origin(request)
         rd = self.return_url(request.query_params.get("rd"), origin)
-        return self._login_form(request, origin, rd)
+        step = _step(request.query_params.get("step"))
+        if step and self.otp.checker is not None:
+            # A step-up: a session that has a password but not the second factor the
+            # rule asks for gets the code page alone.
+            flow = await self.otp.flow(request, origin)
+            if flow is not None and flow[1].pending is None:
+                record = flow[1]
+                if "otp" in record.methods:
+                    return Response(status_code=303, headers={**page_headers(), "Location": rd})
+                try:
+                    status = await self.otp.checker.otp_status(record.username)
+                except AuthUnavailable as exc:
+                    log.warning(
+                        "step-up of %r: authentication unavailable: %s", record.username, exc
+                    )
+                    return self._unavailable()
+                return await self.otp.begin(request, origin, rd, record, status)
+        return self._login_form(request, origin, rd, step=step)
 
     async def login_submit(self, request: Request) -> Response:
         origin = self.origin(request)
@@ -456,16 +484,22 @@ class Portal:
         if form is None:
             return self._forbidden(f"{self.settings.prefix}login")
         rd = self.return_url(_field(form, "rd"), origin)
+        step = _step(_field(form, "step"))
         if not self._csrf_ok(request, _field(form, CSRF_FIELD), origin):
             return self._forbidden(_login_link(self.settings.prefix, rd))
         username = (_field(form, "username") or "").strip()
         password = _field(form, "password") or ""
         if not username or not password:
             return self._login_form(
-                request, origin, rd, username=username[:MAX_USERNAME], error=MISSING_CREDENTIALS
+                request,
+                origin,
+                rd,
+                username=username[:MAX_USERNAME],
+                error=MISSING_CREDENTIALS,
+                step=step,
             )
         if len(username) > MAX_USERNAME or len(password) > MAX_PASSWORD:
-            return self._login_form(request, origin, rd, error=WRONG_CREDENTIALS)
+            return self._login_form(request, origin, rd, error=WRONG_CREDENTIALS, step=step)
         device = (
             self.devices.device(request.cookies.get(DEVICE_COOKIE), username, self.clock())
             if self.devices is not None
@@ -484,9 +518,18 @@ class Portal:
             return self._unavailable()
         if verdict.result == "locked":
             message = locked_message(verdict.retry_after, self.clock(), self.tz)
-            return self._login_form(request, origin, rd, username=username, error=message)
+            return self._login_form(
+                request, origin, rd, username=username, error=message, step=step
+            )
         if verdict.result != "ok" or verdict.identity is None:
-            return self._login_form(request, origin, rd, username=username, error=WRONG_CREDENTIALS)
+            return self._login_form(
+                request, origin, rd, username=username, error=WRONG_CREDENTIALS, step=step
+            )
+        status = await self._otp_status(verdict.identity.username, required=bool(step))
+        if status is None and step:
+            return self._unavailable()
+        second_factor = status is not None and (bool(step) or status.enrol_required)
+        pending = {"enrol": status.enrol_required, "device": verdict.device} if status else None
         try:
             # A new id at every login: whatever session the browser had ends here.
             await self.sessions.end(
@@ -498,10 +541,23 @@ class Portal:
                 self.clock(),
                 client_ip=origin.client_ip,
                 user_agent=request.headers.get("user-agent"),
+                pending=pending if second_factor else None,
             )
         except DatabaseUnavailable as exc:
             log.warning("login of %r: session DB unavailable: %s", username, exc)
             return self._unavailable()
+        if second_factor and status is not None:
+            # The password was right; the sign-in waits in the session DB for the code.
+            await self._audit(
+                "password_accepted", record.username, origin, {"pending": record.id_hash}
+            )
+            try:
+                response = await self.otp.begin(request, origin, rd, record, status)
+            except AuthUnavailable as exc:
+                log.warning("login of %r: authentication unavailable: %s", username, exc)
+                response = self._unavailable()
+            self._session_cookie(response, session_id, origin)
+            return response
         await self._audit("session_created", record.username, origin, {"session": record.id_hash})
         response = Response(status_code=303, headers={**page_headers(), "Location": rd})
         self._session_cookie(response, session_id, origin)
@@ -509,6 +565,40 @@ class Portal:
             value = self.devices.issue(record.username, verdict.device, self.clock())
             self._device_cookie(response, value, origin)
         return response
+
+    async def _otp_status(self, username: str, *, required: bool) -> OtpStatus | None:
+        """The user's tokens; None when no one-time password service is configured or (logged)
+        none answers. A login that needs no second factor goes on without it."""
+        checker = self.otp.checker
+        if checker is None:
+            return None
+        try:
+            return await checker.otp_status(username)
+        except AuthUnavailable as exc:
+            level = logging.WARNING if required else logging.INFO
+            log.log(level, "login of %r: one-time password status unavailable: %s", username, exc)
+            return None
+
+    async def otp_page(self, request: Request) -> Response:
+        return await self._otp_call(self.otp.page, request)
+
+    async def otp_submit(self, request: Request) -> Response:
+        return await self._otp_call(self.otp.submit, request)
+
+    async def otp_enrol(self, request: Request) -> Response:
+        return await self._otp_call(self.otp.enrol_submit, request)
+
+    async def otp_confirm(self, request: Request) -> Response:
+        return await self._otp_call(self.otp.confirm_submit, request)
+
+    async def _otp_call(
+        self, handler: Callable[[Request], Awaitable[Response]], request: Request
+    ) -> Response:
+        try:
+            return await handler(request)
+        except AuthUnavailable as exc:
+            log.warning("%s: authentication unavailable: %s", request.url.path, exc)
+            return self._unavailable()
 
     async def logout_page(self, request: Request) -> Response:
         origin = self.origin(request)
@@ -572,6 +662,11 @@ class Portal:
             media_type="text/css",
             headers={"Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"},
         )
+
+
+def _step(value: str | None) -> str:
+    """The login URL's ``step`` marker: ``otp`` or nothing."""
+    return "otp" if value == "otp" else ""
 
 
 def _field(form: FormData, name: str) -> str | None:

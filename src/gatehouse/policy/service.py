@@ -46,16 +46,28 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from gatehouse.authentication import audit
 from gatehouse.authentication.calls import HEALTH as AUTH_HEALTH
-from gatehouse.authentication.calls import VERIFY, VerifyAnswer, VerifyRequest
+from gatehouse.authentication.calls import (
+    OTP_CONFIRM,
+    OTP_ENROL,
+    OTP_STATUS,
+    OTP_VERIFY,
+    VERIFY,
+    ConfirmRequest,
+    EnrolRequest,
+    OtpRequest,
+    StatusRequest,
+    VerifyAnswer,
+    VerifyRequest,
+)
 from gatehouse.config.loader import validate
 from gatehouse.config.policy import PolicyConfig
 from gatehouse.errors import ConfigError
-from gatehouse.internal.calls import CallRefused
+from gatehouse.internal.calls import Call, CallRefused
 from gatehouse.internal.client import FailoverClient, InternalCallError
 from gatehouse.internal.client import Response as InternalResponse
 from gatehouse.internal.config_agent import AgentStatus, ConfigAgent
@@ -76,6 +88,7 @@ from gatehouse.policy.decision import (
 from gatehouse.policy.devices import DeviceCookies
 from gatehouse.policy.events import EventHub, PostgresBridge
 from gatehouse.policy.identity_assertion import AssertionIssuer
+from gatehouse.policy.otp_flow import Enrolment, EnrolmentRefused, OtpResult, OtpStatus
 from gatehouse.policy.portal import (
     AuthOverloaded,
     AuthUnavailable,
@@ -92,6 +105,9 @@ from gatehouse.trust.identity import AUTHENTICATION, Peer
 from gatehouse.trust.tls import ClientTLS, Credentials
 
 log = logging.getLogger("gatehouse.policy")
+
+Req = TypeVar("Req")
+Ans = TypeVar("Ans")
 
 ROLE = "policy"
 PURGE_INTERVAL = 60.0
@@ -223,6 +239,44 @@ class AuthServiceChecker:
             return verdict_of(answer)
         except ValueError as exc:
             raise AuthUnavailable(f"authentication service answer: {exc}") from None
+
+    # One-time passwords. Every call is retry-safe by its declaration: a code is sent with
+    # the attempt id of the form it came from, so the next Authentication service answers a
+    # retry of an accepted code ok without accepting it twice.
+
+    async def _invoke(self, call: Call[Req, Ans], request: Req) -> Ans:
+        try:
+            return await call.invoke(self.client, request)
+        except InternalCallError as exc:
+            if any(_overloaded(failure.response) for failure in exc.failures):
+                raise AuthOverloaded(str(exc)) from exc
+            raise AuthUnavailable(str(exc)) from exc
+        except CallRefused as exc:
+            if exc.status == 403 and call is OTP_ENROL:
+                raise EnrolmentRefused(exc.message) from None
+            raise AuthUnavailable(f"authentication service answered {exc.status}") from None
+        except ValueError as exc:
+            raise AuthUnavailable(f"authentication service answer: {exc}") from None
+
+    async def otp_status(self, username: str) -> OtpStatus:
+        answer = await self._invoke(OTP_STATUS, StatusRequest(username))
+        return OtpStatus(answer.active, answer.pending, answer.enrol_required)
+
+    async def otp_verify(self, username: str, code: str, client_ip: str, attempt: str) -> OtpResult:
+        answer = await self._invoke(OTP_VERIFY, OtpRequest(username, code, client_ip, attempt))
+        return OtpResult(answer.result, answer.retry_after)
+
+    async def otp_enrol(self, username: str, issuer: str) -> Enrolment:
+        answer = await self._invoke(OTP_ENROL, EnrolRequest(username, issuer))
+        return Enrolment(answer.serial, answer.uri, answer.secret)
+
+    async def otp_confirm(
+        self, username: str, serial: str, code: str, client_ip: str, attempt: str
+    ) -> OtpResult:
+        answer = await self._invoke(
+            OTP_CONFIRM, ConfirmRequest(username, serial, code, client_ip, attempt)
+        )
+        return OtpResult(answer.result, answer.retry_after)
 
 
 def _overloaded(response: InternalResponse | None) -> bool:
@@ -433,6 +487,7 @@ class PolicyService:
             CsrfGuard(files.csrf_key),
             self.audit,
             devices=DeviceCookies(files.csrf_key),
+            otp=checker,
         )
         admin = AdminAPI(files.admin_token, sessions, self.audit)
         assertions = AssertionIssuer.from_config(config, self.keys.key)

@@ -6,6 +6,13 @@ used, at most once per few seconds to spare the database) and its absolute expir
 expired session found on lookup is deleted and treated as absent. Every session that ends
 (logout, revocation, expiry) is reported to ``on_end`` so the caller can tell the Access
 Points to drop cached decisions.
+
+A sign-in whose second factor is still to come is a row too, marked ``pending`` and short-lived
+(:data:`PENDING_LIFETIME`): decisions never see it (:meth:`SessionStore.lookup` answers None
+for it unless asked), and any Policy service can finish it. When a session's methods change
+(a sign-in completes, a step-up adds ``otp``) it gets a new id: :meth:`SessionStore.rotate`
+inserts the new row and deletes the old one in one transaction, and the old id ends like any
+revoked session, so every Access Point drops what it cached for it.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import hashlib
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -37,6 +44,9 @@ CACHE_MAX = 100_000
 END_REASONS = frozenset(
     {"revoked", "user_disabled", "user_deleted", "password_changed", "groups_changed"}
 )
+#: How long a sign-in may wait between its password and its one-time password (or the end
+#: of a token enrolment), seconds.
+PENDING_LIFETIME = 600.0
 _SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{43}$")
 _ID_HASH = re.compile(r"^[0-9a-f]{32}$")
 
@@ -117,6 +127,8 @@ class SessionRecord:
     absolute_expires_at: datetime
     client_ip: str | None
     user_agent: str | None
+    #: A sign-in under way (see the module docstring); None for a session.
+    pending: Mapping[str, object] | None = None
 
     @property
     def expires_at(self) -> datetime:
@@ -143,7 +155,12 @@ class SessionRecord:
             absolute_expires_at=row.absolute_expires_at,
             client_ip=row.client_ip,
             user_agent=row.user_agent,
+            pending=dict(row.pending) if row.pending is not None else None,
         )
+
+    @property
+    def identity(self) -> Identity:
+        return Identity(self.username, self.display_name, self.email, self.groups)
 
     def info(self) -> dict[str, object]:
         """The admin API's ``SESSION_INFO``."""
@@ -161,6 +178,7 @@ class SessionRecord:
             "absolute_expires_at": _iso(self.absolute_expires_at),
             "client_ip": self.client_ip,
             "user_agent": self.user_agent,
+            "pending": self.pending is not None,
         }
 
 
@@ -234,27 +252,90 @@ class SessionStore:
         *,
         client_ip: str | None = None,
         user_agent: str | None = None,
+        pending: Mapping[str, object] | None = None,
     ) -> tuple[str, SessionRecord]:
-        """A new session; returns its id (for the cookie only) and its record."""
+        """A new session; returns its id (for the cookie only) and its record. With
+        ``pending``, a sign-in under way instead, living :data:`PENDING_LIFETIME` at most."""
         session_id = new_session_id()
-        absolute = now + timedelta(seconds=self.timeouts.absolute)
-        row = SessionRow(
+        row = self._row(session_id, identity, methods, now, client_ip, user_agent, pending)
+        record = SessionRecord.of(row)
+        async with self._db.session() as db:
+            db.add(row)
+        return session_id, record
+
+    def _row(
+        self,
+        session_id: str,
+        identity: Identity,
+        methods: Sequence[str],
+        now: datetime,
+        client_ip: str | None,
+        user_agent: str | None,
+        pending: Mapping[str, object] | None,
+        absolute: datetime | None = None,
+        created_at: datetime | None = None,
+    ) -> SessionRow:
+        if absolute is None:
+            lifetime = self.timeouts.absolute if pending is None else PENDING_LIFETIME
+            absolute = now + timedelta(seconds=min(lifetime, self.timeouts.absolute))
+        return SessionRow(
             id_hash=hash_session_id(session_id),
             username=identity.username,
             display_name=identity.display_name,
             email=identity.email,
             groups=list(identity.groups),
             methods=list(methods),
-            created_at=now,
+            created_at=now if created_at is None else created_at,
             last_seen_at=now,
             idle_expires_at=self.timeouts.idle_expiry(now, absolute),
             absolute_expires_at=absolute,
             client_ip=client_ip,
             user_agent=(user_agent or "")[:512] or None,
+            pending=dict(pending) if pending is not None else None,
+        )
+
+    async def rotate(
+        self,
+        old: SessionRecord,
+        methods: Sequence[str],
+        now: datetime,
+        *,
+        reason: str = "rotated",
+        client_ip: str | None = None,
+        user_agent: str | None = None,
+    ) -> tuple[str, SessionRecord] | None:
+        """Replace ``old`` by a session with a new id and ``methods`` (no longer pending), in
+        one transaction; the old id ends (``on_end`` with ``reason``). A session keeps its
+        absolute expiry; a finished sign-in starts its lifetime now. None when ``old`` is
+        gone (ended, or another request rotated it first)."""
+        session_id = new_session_id()
+        if old.pending is None:
+            absolute, created = old.absolute_expires_at, old.created_at
+        else:
+            absolute, created = now + timedelta(seconds=self.timeouts.absolute), now
+        row = self._row(
+            session_id,
+            old.identity,
+            methods,
+            now,
+            client_ip if client_ip is not None else old.client_ip,
+            user_agent if user_agent is not None else old.user_agent,
+            None,
+            absolute,
+            created,
         )
         record = SessionRecord.of(row)
+        deleted = delete(SessionRow).where(SessionRow.id_hash == old.id_hash)
         async with self._db.session() as db:
+            gone = await db.scalars(
+                deleted.returning(SessionRow).execution_options(synchronize_session=False)
+            )
+            ended = [SessionRecord.of(r) for r in gone.all()]
+            if not ended:
+                return None
             db.add(row)
+        self.forget([old.id_hash])
+        await self._ended(ended, reason)
         return session_id, record
 
     async def lookup(
@@ -264,11 +345,13 @@ class SessionStore:
         *,
         touch: bool = True,
         cached: bool = True,
+        pending: bool = False,
     ) -> SessionRecord | None:
         """The live session with this id, touched; ``None`` if unknown or expired.
 
         ``cached=False`` reads the database even when a fresh copy is cached (use it while
-        revocations from other instances may be missed)."""
+        revocations from other instances may be missed). A sign-in under way is None unless
+        ``pending`` (the portal finishing it)."""
         if not well_formed_id(session_id):
             return None
         assert session_id is not None
@@ -283,6 +366,8 @@ class SessionStore:
             if row is None:
                 return None
             record = SessionRecord.of(row)
+            if record.pending is not None and not pending:
+                return None  # a sign-in under way is no session
             expired = not record.live(now)
             if not expired and touch and record.needs_touch(now, self.timeouts):
                 idle = self.timeouts.idle_expiry(now, record.absolute_expires_at)
@@ -296,7 +381,7 @@ class SessionStore:
         if expired:
             await self._delete_where(SessionRow.id_hash == id_hash, "expired")
             return None
-        if cached and epoch == self._epoch:
+        if cached and epoch == self._epoch and record.pending is None:
             self._remember(record)
         return record
 

@@ -137,6 +137,10 @@ class Session(SessionBase):
     absolute_expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     client_ip: Mapped[str | None] = mapped_column(String(64))
     user_agent: Mapped[str | None] = mapped_column(Text)
+    #: A sign-in still under way (``{"enrol": bool, "device": id|null}``): the password is
+    #: checked, a second factor is not yet. Such a row is no session for decisions; null
+    #: for a session.
+    pending: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), default=None)
 
 
 class AssertionKey(SessionBase):
