@@ -26,7 +26,10 @@ from gatehouse.storage.engine import Database, create_engine
 from gatehouse.storage.home import database_urls
 from gatehouse.storage.models import AuditEvent
 from tests.oath.test_pskc import FIGURE_6, PSK, SECRET
+from tests.support.postgres import PostgresCluster, postgres_cluster, postgres_url
 from tests.support.processes import GATEHOUSE
+
+__all__ = ["postgres_cluster", "postgres_url"]
 
 T = TypeVar("T")
 SEED = bytes(range(1, 21))
@@ -477,3 +480,34 @@ def test_require_enrolment_sets_and_clears_the_flag(cli: CLI) -> None:
     )
     events = [(e, u) for e, u, _ in cli.audit()]
     assert events == [("enrolment_required", "alice"), ("enrolment_not_required", "alice")]
+
+
+def test_on_postgresql_import_is_all_or_nothing_and_rekey_keeps_every_seed(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    postgres_cluster: PostgresCluster,
+) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    user_db = postgres_cluster.url(postgres_cluster.create_database())
+    oath_db = postgres_cluster.url(postgres_cluster.create_database())
+    (home / "databases.yaml").write_text(f"user_db: {user_db}\noath_db: {oath_db}\n")
+    cli = CLI(home, capsys, monkeypatch)
+    cli.ok("users", "add", "alice")
+    good = tmp_path / "good.csv"
+    good.write_text(f"pg-1, {SEED.hex()}, hotp\npg-2, {bytes(range(50, 70)).hex()}, totp\n")
+    assert cli.ok("tokens", "import", str(good), "--assign", "alice").startswith("2 tokens")
+    clash = tmp_path / "clash.csv"
+    clash.write_text(f"pg-3, {SEED.hex()}, hotp\npg-2, {SEED.hex()}, hotp\n")
+    assert "'pg-2' exists already" in cli.fails("tokens", "import", str(clash))
+    assert sorted(t.serial for t in cli.tokens()) == ["pg-1", "pg-2"]
+    code1, code2 = otp.hotp(SEED, 30, 6, "sha1"), otp.hotp(SEED, 31, 6, "sha1")
+    cli.ok("tokens", "resync", "pg-1", code1, code2)
+    assert cli.token("pg-1").counter == 32
+    cli.ok("tokens", "rekey")
+    current = Keyring.load(home / KEYRING_FILE).current
+    assert {t.seed_key_id for t in cli.tokens()} == {current}
+    assert cli.seed("pg-1") == SEED
+    assert cli.seed("pg-2") == bytes(range(50, 70))
+    assert [e for e, _, _ in cli.audit()] == ["tokens_imported", "token_resynced", "tokens_rekeyed"]
