@@ -11,6 +11,7 @@ from pathlib import Path
 import yaml
 
 from gatehouse.administration.model import InstallationConfig
+from gatehouse.administration.views import view_for
 from gatehouse.cluster import db_access
 from gatehouse.cluster.db_access import (
     ADMIN_ROLE,
@@ -146,6 +147,9 @@ def test_the_services_and_the_cli_are_handed_the_oath_db_of_their_role(tmp_path:
     config = validate(InstallationConfig, cluster.installation_document(), "test")
     assert config.databases is not None
     assert config.databases.oath_db == role_url(home, local, AUTH_ROLE, oath_database(local))
+    for auth in ("auth1", "auth2"):
+        view = view_for(config, auth)["authentication"]
+        assert view["oath_db"] == role_url(home, local, AUTH_ROLE, oath_database(local))
     write_home(home, cluster.topology, stats_socket=home / "s.sock", source="test")
     assert database_urls(home).oath_db == role_url(home, local, CLI_ROLE, oath_database(local))
     assert str(db_access.ca_file(home)) in database_urls(home).oath_db
