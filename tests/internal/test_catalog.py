@@ -52,6 +52,10 @@ def test_names_are_unique_and_the_roles_are_as_designed() -> None:
         ("policy", "portal"): {ACCESS_POINT},
         ("authentication", "authentication_health"): HEALTH_ROLES,
         ("authentication", "verify_password"): {POLICY},
+        ("authentication", "verify_otp"): {POLICY},
+        ("authentication", "enrol_otp"): {POLICY},
+        ("authentication", "confirm_otp"): {POLICY},
+        ("authentication", "otp_status"): {POLICY},
     }
 
 
