@@ -60,7 +60,7 @@ def test_a_change_shows_on_its_lines() -> None:
     assert diff.splitlines() == [
         "--- version 3",
         "+++ draft",
-        "@@ -27,8 +27,8 @@",  # the failover settings and the identity headers come first
+        "@@ -28,8 +28,8 @@",  # the failover settings and the identity headers come first
         "   max_pipelined: 32",
         "   max_request_line: 8192",
         "   policy_services:",
@@ -71,10 +71,11 @@ def test_a_change_shows_on_its_lines() -> None:
         "   status_listen: null",
         "   tls: null",
         # one line per AP entry (tls) and per default identity header list (the assertion),
-        # one per auth entry (verify_queue), per AP entry (status_listen)
-        "@@ -131,7 +131,7 @@",
-        "   verify_queue: null",
+        # one per auth entry (verify_queue), per AP entry (status_listen); two per auth entry
+        # (oath_db, oath_keyring), the otp settings and databases.oath_db
+        "@@ -142,7 +142,7 @@",
         " databases:",
+        "   oath_db: null",
         "   session_db: null",
         "-  user_db: postgresql+asyncpg://gatehouse:***@db1.internal:5432/gatehouse",
         "+  user_db: postgresql+asyncpg://gatehouse:***@db3/gatehouse",
