@@ -372,8 +372,9 @@ class StatusRequest:
 
 @dataclass(frozen=True, slots=True)
 class StatusAnswer:
-    """The user's active tokens (a count), the serial of the pending one, and whether an
-    administrator requires the user to enrol a token."""
+    """How many tokens the user has enrolled (active, or locked: a locked token still asks for
+    its code, not for an enrolment; disabled ones are not counted), the serial of the pending
+    one, and whether an administrator requires the user to enrol a token."""
 
     active: int
     pending: str | None

@@ -12,7 +12,8 @@
       password_hash: {memory_kib: 47104, time_cost: 1, parallelism: 1}
       verify_queue: 64        # checks that may wait for an argon2 slot; more answer 503
       oath_db: postgresql+asyncpg://...   # optional: else the installation's (HOME/oath.db)
-      oath_keyring: /etc/gatehouse/oath-seeds.key   # optional: else HOME/oath-seeds.key
+      oath_keyring: /etc/gatehouse/oath-seeds.key   # optional: else HOME/oath-seeds.key;
+                                                    # a relative path is relative to HOME
       otp: {self_enrolment: true, totp_window: 1, hotp_look_ahead: 10, max_failures: 10,
             lock_seconds: 300}   # lock_seconds 0: locked until an administrator unlocks
 """
@@ -161,7 +162,8 @@ class AuthenticationSettings(Strict):
     verify_queue: int = Field(default=64, ge=0, le=100_000)
     #: The OATH DB (tokens); None: the installation's (``HOME/oath.db`` or databases.yaml).
     oath_db: DatabaseURL | None = None
-    #: The seed key file; None: ``HOME/oath-seeds.key`` (created 0600 at start if missing).
+    #: The seed key file (relative: to HOME); None: ``HOME/oath-seeds.key``. Created 0600 at
+    #: start if missing; every Authentication service sharing an OATH DB needs the same one.
     oath_keyring: str | None = None
     otp: OtpSettings = Field(default_factory=OtpSettings)
 
