@@ -232,7 +232,14 @@ def join(
 
 
 def test_the_example_is_the_single_node_of_gatehouse_up(tmp_path: Path) -> None:
-    config = parse_config(as_yaml(single_node()))
+    example = single_node()
+    # gatehouse up's demo also has /secure/, for password + one-time password (issue 15).
+    backend = example["resources"][0]["backends"]
+    example["resources"].append(
+        {"id": "demo-secure", "hosts": ["*"], "path_prefix": "/secure", "backends": backend}
+    )
+    example["resource_rules"]["demo-secure"] = {"auth_methods": ["password", "otp"]}
+    config = parse_config(as_yaml(example))
     addresses = NodeAddresses(
         ("127.0.0.1", 8080), ("127.0.0.1", 9000), ("127.0.0.1", 8101), ("127.0.0.1", 8201)
     )

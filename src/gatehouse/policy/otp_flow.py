@@ -186,8 +186,8 @@ class OtpSteps:
     # state
 
     async def flow(self, request: Request, origin: Origin) -> tuple[str, SessionRecord] | None:
-        """The sign-in or session behind the browser's session cookie, if it still needs the
-        second factor: its id and record."""
+        """The sign-in under way or the session behind the browser's session cookie (its id
+        and record); the callers check whether it still needs the second factor."""
         portal = self.portal
         cookie = session_cookie(request.headers, origin.cookie(portal.settings.cookie_name))
         if cookie is None:
