@@ -514,3 +514,52 @@ def test_a_keyring_others_may_read_is_refused(tmp_path: Path) -> None:
         assert "readable by others" in answer["message"]
 
     run(tmp_path, second)
+
+
+# -- the same work whatever the code or the user -----------------------------------------------
+
+
+def test_wrong_malformed_and_tokenless_checks_do_the_same_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each path computes as many HMACs and decrypts as many seeds: their time tells nothing
+    the answer does not."""
+    from gatehouse.oath import otp, seeds
+
+    counts = {"hmac": 0, "decrypt": 0}
+    real_code = otp._code
+    real_decrypt = seeds.Keyring.decrypt
+
+    def counting_code(*args: Any) -> str:
+        counts["hmac"] += 1
+        return real_code(*args)
+
+    def counting_decrypt(self: seeds.Keyring, *args: Any) -> bytes:
+        counts["decrypt"] += 1
+        return real_decrypt(self, *args)
+
+    monkeypatch.setattr(otp, "_code", counting_code)
+    monkeypatch.setattr(seeds.Keyring, "decrypt", counting_decrypt)
+
+    async def body(app: App) -> None:
+        await app.add_token("T1", "alice", SHA1_SEED)
+        await app.add_token("T2", "bob", SHA1_SEED)
+        app.clock.now += 30
+        assert (await verify(app, "bob", code_now(app, SHA1_SEED)))["result"] == "ok"
+        await verify(app, "nobody", "000000")  # the dummy token made once, beforehand
+        wrong = "000000" if code_now(app, SHA1_SEED) != "000000" else "111111"
+        work = {}
+        for label, user, typed in [
+            ("wrong", "alice", wrong),
+            ("malformed", "alice", "abc"),
+            ("empty", "alice", ""),
+            ("used token, wrong", "bob", wrong),
+            ("no token", "nobody", wrong),
+            ("no token, malformed", "nobody", "x"),
+        ]:
+            counts.update(hmac=0, decrypt=0)
+            await verify(app, user, typed)
+            work[label] = dict(counts)
+        assert {str(w) for w in work.values()} == {str({"hmac": 6, "decrypt": 1})}, work
+
+    run(tmp_path, body)

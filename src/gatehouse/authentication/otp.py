@@ -166,6 +166,32 @@ def well_formed(code: str, tokens: Sequence[TokenRow]) -> bool:
     return code.isascii() and code.isdigit() and len(code) in digits
 
 
+def dummy_token(key_id: str, blob: bytes) -> TokenRow:
+    """A TOTP token that used a step once, as most do: what a user without one is checked
+    against (never stored)."""
+    epoch = datetime.fromtimestamp(0, UTC)
+    return TokenRow(
+        id=0,
+        serial=_DUMMY_SERIAL,
+        owner=None,
+        type="totp",
+        algorithm="sha1",
+        digits=6,
+        period=30,
+        seed_key_id=key_id,
+        seed_ciphertext=blob,
+        counter=0,
+        last_step=0,
+        drift=0,
+        failures=0,
+        state="active",
+        locked_until=None,
+        description="",
+        created_at=epoch,
+        last_used_at=None,
+    )
+
+
 def new_serial() -> str:
     """A self-enrolled token's serial: ``TOTP`` and 48 random bits in hex."""
     return f"TOTP{secrets.token_hex(6).upper()}"
@@ -232,7 +258,7 @@ class OtpChecker:
         self.audit_db = audit_db
         self.rules = rules
         self.clock = clock
-        self._dummy: tuple[str, bytes] | None = None
+        self._dummy: TokenRow | None = None
 
     def use(self, rules: Rules) -> None:
         self.rules = rules
@@ -249,12 +275,14 @@ class OtpChecker:
             return None
 
     def _dummy_work(self, ring: Keyring, code: str, attempt: str, now: float) -> None:
-        """What checking one token costs, for a user who has none."""
-        if self._dummy is None or self._dummy[0] not in ring.keys:
-            self._dummy = ring.encrypt(generate_seed(), _DUMMY_SERIAL.encode())
-        key_id, blob = self._dummy
-        secret = ring.decrypt(key_id, blob, _DUMMY_SERIAL.encode())
-        match_totp(secret, code, time_step(now, 30), self.rules.window, None, 6, "sha1")
+        """What checking one token costs (a seed decrypted, :func:`examine`), for a user who
+        has none."""
+        if self._dummy is None or self._dummy.seed_key_id not in ring.keys:
+            key_id, blob = ring.encrypt(generate_seed(), _DUMMY_SERIAL.encode())
+            self._dummy = dummy_token(key_id, blob)
+        secret = self._secret(ring, self._dummy)
+        if secret is not None:
+            examine(self._dummy, secret, code, attempt, now, self.rules)
 
     async def _audit(
         self, event: str, username: str, client_ip: str | None, detail: dict[str, object]
