@@ -563,3 +563,47 @@ def test_wrong_malformed_and_tokenless_checks_do_the_same_work(
         assert {str(w) for w in work.values()} == {str({"hmac": 6, "decrypt": 1})}, work
 
     run(tmp_path, body)
+
+
+def test_an_answer_lost_after_the_commit_is_ok_on_the_retry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first service consumes the code and fails before answering (here: its audit write
+    finds the user DB gone, so it answers 503 and the caller retries elsewhere); the retry of
+    the same attempt on the second service is ok, and the code is still used once."""
+    from gatehouse.authentication import audit
+    from gatehouse.storage.errors import DatabaseUnavailable
+
+    real_record = audit.record
+    failing = {"left": 1}
+
+    async def flaky_record(*args: Any, **kwargs: Any) -> None:
+        if failing["left"]:
+            failing["left"] -= 1
+            raise DatabaseUnavailable("database unavailable: connection lost")
+        await real_record(*args, **kwargs)
+
+    async def go() -> None:
+        clock = Clock()
+        shared: dict[str, Any] = {"oath_db": sqlite(tmp_path / "oath.db"), "clock": clock}
+        for name in ("a", "b"):
+            (tmp_path / name).mkdir()
+        async with running(tmp_path / "a", **shared) as first:
+            keyring = first.service.otp.keys.path  # type: ignore[union-attr]
+            async with running(tmp_path / "b", keyring=keyring, **shared) as second:
+                await first.add_token("T1", "alice", SHA1_SEED)
+                code, submission = code_now(first, SHA1_SEED), attempt()
+                body = {"username": "alice", "code": code, "client_ip": IP, "attempt": submission}
+                monkeypatch.setattr(audit, "record", flaky_record)
+                status, answer = await first.call(OTP_VERIFY, body)
+                assert (status, answer["error"]) == (503, "unavailable")
+                consumed = await first.store.get("T1")
+                assert consumed.last_attempt == submission
+                assert await verify(second, "alice", code, submission) == {
+                    "result": "ok",
+                    "serial": "T1",
+                }
+                assert await verify(second, "alice", code) == {"result": "invalid"}
+                assert (await first.store.get("T1")).last_step == consumed.last_step
+
+    asyncio.run(go())
