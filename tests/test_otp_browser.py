@@ -115,6 +115,13 @@ def test_enrol_then_step_up_in_a_browser(gateway: Gateway, browser: Any, tmp_pat
         assert echoed(page)["remote-auth-methods"] == "password,otp"
         stepped = {c["name"]: c["value"] for c in context.cookies()}["gatehouse_session"]
         assert stepped != password_only  # a new id when the methods change
+        # The old id was revoked: the Access Point dropped the allow it had cached for it.
+        old = gateway.browser()
+        old.cookies["gatehouse_session"] = password_only
+        deadline = time.monotonic() + 1.0
+        while old.get("/hello").status != 303:
+            assert time.monotonic() < deadline, "the old session id still works"
+            time.sleep(0.05)
         page.screenshot(path=str(tmp_path / "stepped-up.png"))
     finally:
         context.close()
