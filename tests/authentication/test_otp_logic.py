@@ -202,3 +202,23 @@ def test_the_published_view_carries_the_otp_settings_and_the_oath_db() -> None:
         "authentication.oath_keyring",
     ]
     assert restart_only_changes(first, first.model_copy(update={"otp": second.otp})) == []
+
+
+def test_a_sqlite_oath_db_for_services_on_several_nodes_is_refused() -> None:
+    doc = ha()
+    doc["databases"]["oath_db"] = "sqlite+aiosqlite:///oath.db"
+    with pytest.raises(
+        ConfigError,
+        match=r"databases\.oath_db: SQLite cannot be shared across "
+        r"nodes \(auth1 on int1, auth2 on int2\); use PostgreSQL",
+    ):
+        validate(InstallationConfig, doc)
+    # One node each: fine (each its own file); PostgreSQL: fine.
+    doc["databases"]["oath_db"] = "postgresql+asyncpg://gatehouse@db1/oath"
+    validate(InstallationConfig, doc)
+    entries = [e for e in doc["authentication_services"] if e["id"] != "auth2"]
+    doc["authentication_services"] = [
+        *entries,
+        {"id": "auth2", "oath_db": "sqlite+aiosqlite:///o.db"},
+    ]
+    validate(InstallationConfig, doc)

@@ -239,6 +239,7 @@ def cross_field_problems(config: InstallationConfig) -> Iterator[tuple[Loc, str]
         needing = [rid for rid, cond in effective.items() if not isinstance(cond, Public)]
     yield from _ordered_list_problems(config, roles, needing)
     yield from _database_problems(config)
+    yield from _oath_db_problems(config)
 
 
 def _service_problems(config: InstallationConfig) -> Iterator[tuple[Loc, str]]:
@@ -402,6 +403,27 @@ def database_of(config: InstallationConfig, service_id: str) -> tuple[Loc, str |
         if auth.id == service_id and auth.user_db is not None:
             return ("authentication_services", index, "user_db"), auth.user_db
     return ("databases", "user_db"), dbs.user_db if dbs else None
+
+
+def _oath_db_problems(config: InstallationConfig) -> Iterator[tuple[Loc, str]]:
+    """A one-time password is accepted once per OATH DB: Authentication services on several
+    nodes cannot each have a SQLite file. (Unset, each node's HOME/databases.yaml says.)"""
+    dbs = config.databases
+    groups: dict[tuple[Loc, str], list[Service]] = {}
+    for service in config.services:
+        if service.role != "authentication":
+            continue
+        loc: Loc = ("databases", "oath_db")
+        url = dbs.oath_db if dbs else None
+        for index, auth in enumerate(config.authentication_services):
+            if auth.id == service.id and auth.oath_db is not None:
+                loc, url = ("authentication_services", index, "oath_db"), auth.oath_db
+        if url is not None and url.startswith("sqlite"):
+            groups.setdefault((loc, url), []).append(service)
+    for (loc, _url), services in groups.items():
+        if len({s.node for s in services}) > 1:
+            where = ", ".join(f"{s.id} on {s.node}" for s in services)
+            yield loc, f"SQLite cannot be shared across nodes ({where}); use PostgreSQL"
 
 
 def _database_problems(config: InstallationConfig) -> Iterator[tuple[Loc, str]]:
