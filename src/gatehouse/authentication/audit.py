@@ -1,7 +1,9 @@
 """The audit log: one ``audit_events`` row per authentication or session event.
 
-The Authentication service writes ``login_ok``, ``login_failed`` and ``login_locked``; the
-Policy service writes ``logout`` and ``session_revoked`` through :func:`record`.
+The Authentication service writes ``login_ok``, ``login_failed`` and ``login_locked``, and for
+one-time passwords ``otp_ok``, ``otp_failed``, ``otp_replay``, ``otp_locked``,
+``otp_enrolled`` and ``otp_confirmed`` (:mod:`gatehouse.authentication.otp`; never a code or a
+seed); the Policy service writes ``logout`` and ``session_revoked`` through :func:`record`.
 """
 
 from __future__ import annotations
