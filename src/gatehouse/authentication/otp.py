@@ -334,7 +334,7 @@ class OtpChecker:
         if isinstance(found, Replay):
             await self._audit(OTP_REPLAY, username, client_ip, {"serial": found.token.serial})
             return OtpAnswer("invalid")
-        return await self._failed(username, client_ip, code, answering, tokens, now)
+        return await self._failed(username, client_ip, code, answering, now)
 
     async def _failed(
         self,
@@ -342,9 +342,9 @@ class OtpChecker:
         client_ip: str,
         code: str,
         answering: Sequence[TokenRow],
-        tokens: Sequence[TokenRow],
         now: datetime,
     ) -> OtpAnswer:
+        """Count the failure on every token that answered; ``locked`` when none answers now."""
         rules = self.rules
         still: list[str] = []
         for token in answering:
