@@ -505,3 +505,28 @@ def test_a_session_id_finished_twice_is_finished_once(site: Site) -> None:
     assert hash_session_id(pending or "") not in {
         r.id_hash for r in site.run(site.sessions.live(datetime.now(UTC)))
     }
+
+
+def test_a_token_gone_before_the_code_leads_to_enrolment(site: Site) -> None:
+    browser = Browser(site)
+    page = browser.login("frank")
+    assert "Enter your one-time code" in page.body
+    site.auth.status["frank"] = OtpStatus(0, None, False)  # an administrator deleted it
+    reply = browser.submit(page, "otp", code=GOOD)
+    assert reply.status == 200
+    assert "Set up your authenticator app" in reply.body
+
+
+def test_too_many_wrong_codes_for_a_new_token_start_over(site: Site) -> None:
+    site.auth.status["gina"] = OtpStatus(0, None, False)
+    browser = Browser(site)
+    page = browser.login("gina")
+
+    async def locked(*_: object) -> OtpResult:
+        return OtpResult("locked")
+
+    site.auth.otp_confirm = locked  # type: ignore[method-assign]
+    reply = browser.submit(page, "otp/confirm", code="000000")
+    assert "Please start again" in reply.body
+    again = browser.submit(reply, "otp/enrol")
+    assert "<svg " in again.body
