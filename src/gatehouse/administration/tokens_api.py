@@ -8,6 +8,10 @@ change is in Admin's audit log (``GET /api/v1/audit``, who ``admin-token``) and 
 DB's audit events (``by: admin-api``). No answer carries a seed, except the otpauth:// URI of
 a token whose secret the call itself generated.
 
+Disabling, unassigning or deleting a token ends its owner's sessions on every Access Point
+(:func:`~gatehouse.oath.token_admin.home_session_ender`, as ``gatehouse tokens`` does); when
+they cannot be ended the change stays made and the answer is 503 saying so and how to retry.
+
 ==========================================  ======  =============================================
 ``/api/v1/tokens``                          GET     every token (``?user=U``: U's)
 ``/api/v1/tokens``                          POST    add one: ``{user, type, secret?, algorithm,
@@ -56,9 +60,11 @@ from gatehouse.oath.store import (
     TokenStoreError,
 )
 from gatehouse.oath.token_admin import (
+    SessionsNotEnded,
     TokenAdmin,
     TokenAdminError,
     UnknownUser,
+    home_session_ender,
     parse_import,
     parse_psk,
     parse_secret,
@@ -218,7 +224,13 @@ class HomeTokens:
                 what = json.dumps({"user": username, **detail}, sort_keys=True)
                 await self.audit_log(ADMIN, ACTIONS.get(event, event), what)
 
-        return TokenAdmin(TokenStore(engine), keyring, user_exists, record)
+        return TokenAdmin(
+            TokenStore(engine),
+            keyring,
+            user_exists,
+            record,
+            end_sessions=home_session_ender(self.home),
+        )
 
     async def close(self) -> None:
         if self._engine is not None:
@@ -246,7 +258,8 @@ def _errors(
     handler: Callable[[Request], Awaitable[Response]],
 ) -> Callable[[Request], Awaitable[Response]]:
     """The token errors as their status: unknown token or user 404, taken serial or
-    another's token 409, bad input 400."""
+    another's token 409, bad input 400, the owner's sessions not ended (the change made)
+    503."""
 
     async def wrapped(request: Request) -> Response:
         try:
@@ -257,6 +270,8 @@ def _errors(
             raise ServiceError(Code.CONFLICT, str(exc), 409) from None
         except KeyringError as exc:
             raise ServiceError(Code.INTERNAL, str(exc), 500) from None
+        except SessionsNotEnded as exc:
+            raise ServiceError(Code.UNAVAILABLE, str(exc), 503) from None
         except (TokenStoreError, TokenAdminError, OathError, directory.DirectoryError) as exc:
             raise ServiceError(Code.BAD_REQUEST, str(exc), 400) from None
 

@@ -6,14 +6,21 @@ serial as associated data) before they reach :class:`~gatehouse.oath.store.Token
 answer of this module carries a seed, except the otpauth:// URI of a token whose secret
 :meth:`TokenAdmin.add` generated itself (it must be shown once to be enrolled). Every change is
 handed to the caller's audit hook (never with a seed or a code).
+
+A token taken from its owner (disabled, unassigned or deleted) ends the owner's sessions on
+every Access Point, through the caller's :data:`SessionEnder` (:func:`home_session_ender`
+for the CLI and the Administration service), as ``gatehouse users passwd|disable`` do: a
+session must not outlive the second factor it was opened with.
 """
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from gatehouse.errors import GatehouseError
 from gatehouse.oath import otp
@@ -43,6 +50,11 @@ _SERIAL_ATTEMPTS = 8
 AuditHook = Callable[[str, str | None, dict[str, object]], Awaitable[None]]
 #: ``user_exists(username)``: is there such a user in the user DB.
 UserCheck = Callable[[str], Awaitable[bool]]
+#: ``end_sessions(username, reason)``: end every session of the user on every Access Point;
+#: a line saying what happened. Raises GatehouseError when it could not.
+SessionEnder = Callable[[str, str], Awaitable[str]]
+#: The reason the owner's sessions end with (one of the session DB's END_REASONS).
+SESSIONS_REASON = "revoked"
 
 TOKEN_ADDED = "token_added"
 TOKENS_IMPORTED = "tokens_imported"
@@ -68,6 +80,31 @@ class UnknownUser(TokenAdminError):
 
 class ResyncFailed(TokenAdminError):
     """The two codes were not found as consecutive codes of the token."""
+
+
+class SessionsNotEnded(TokenAdminError):
+    """The token was taken from its owner (committed and audited), but the owner's sessions
+    could not be ended; the message says how to retry."""
+
+
+def home_session_ender(home: Path) -> SessionEnder:
+    """End a user's sessions the way ``gatehouse users passwd|disable`` do, for the
+    installation in ``home``: through one of its Policy services (every Access Point is told
+    at once), else in its session DB (:func:`gatehouse.policy.end_sessions.end_user_sessions`).
+    On the Administration service's machine the operator's certificate reaches Policy
+    services on mutual TLS."""
+
+    async def end(username: str, reason: str) -> str:
+        from gatehouse.administration.credentials import operator_tls
+        from gatehouse.policy.end_sessions import end_user_sessions
+
+        # end_user_sessions runs its own event loops: off this one.
+        def run() -> str:
+            return end_user_sessions(home, username, reason, tls=operator_tls(home))
+
+        return await asyncio.to_thread(run)
+
+    return end
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,12 +208,14 @@ class TokenAdmin:
         user_exists: UserCheck,
         audit: AuditHook,
         clock: Callable[[], float] = time.time,
+        end_sessions: SessionEnder | None = None,
     ) -> None:
         self.store = store
         self.keyring = keyring
         self._user_exists = user_exists
         self._audit = audit
         self._clock = clock
+        self._end_sessions = end_sessions
 
     async def check_user(self, username: str) -> None:
         if not await self._user_exists(username):
@@ -269,15 +308,22 @@ class TokenAdmin:
         await self._audit(TOKEN_ASSIGNED, owner, {"serial": serial})
         return token
 
-    async def unassign(self, serial: str) -> TokenRow:
+    async def unassign(self, serial: str, ended: list[str] | None = None) -> TokenRow:
+        """Take the token from its owner, whose sessions end (see :meth:`take_away`)."""
         before = await self.store.get(serial)
         token = await self.store.unassign(serial)
         await self._audit(TOKEN_UNASSIGNED, before.owner, {"serial": serial})
+        await self.take_away(before.owner, f"token {serial} unassigned", ended)
         return token
 
-    async def disable(self, serial: str) -> TokenRow:
+    async def disable(self, serial: str, ended: list[str] | None = None) -> TokenRow:
+        """Make the token answer no code; its owner's sessions end (see :meth:`take_away`)
+        unless it was disabled already."""
+        before = await self.store.get(serial)
         token = await self.store.set_state(serial, "disabled")
         await self._audit(TOKEN_DISABLED, token.owner, {"serial": serial})
+        if before.state != "disabled":
+            await self.take_away(token.owner, f"token {serial} disabled", ended)
         return token
 
     async def enable(self, serial: str) -> TokenRow:
@@ -290,10 +336,33 @@ class TokenAdmin:
         await self._audit(TOKEN_UNLOCKED, token.owner, {"serial": serial})
         return token
 
-    async def delete(self, serial: str) -> None:
+    async def delete(self, serial: str, ended: list[str] | None = None) -> None:
+        """Delete the token; its owner's sessions end (see :meth:`take_away`)."""
         before = await self.store.get(serial)
         await self.store.delete(serial)
         await self._audit(TOKEN_DELETED, before.owner, {"serial": serial})
+        await self.take_away(before.owner, f"token {serial} deleted", ended)
+
+    async def take_away(self, owner: str | None, done: str, ended: list[str] | None) -> None:
+        """After a token was taken from ``owner`` (committed, so every sign-in checked from
+        now on sees it), end their sessions on every Access Point: a session must not outlive
+        the second factor it was opened with. What the ender says is appended to ``ended``.
+
+        Raises:
+            SessionsNotEnded: they could not be ended; ``done`` (what was changed) and the
+                retry command are in the message.
+        """
+        if owner is None or self._end_sessions is None:
+            return
+        try:
+            line = await self._end_sessions(owner, SESSIONS_REASON)
+        except GatehouseError as exc:
+            raise SessionsNotEnded(
+                f"{done}, but the sessions of {owner!r} were NOT ended ({exc}); once the "
+                f"session database answers again, run: gatehouse users end-sessions {owner}"
+            ) from None
+        if ended is not None:
+            ended.append(line)
 
     async def resync(self, serial: str, code1: str, code2: str) -> TokenRow:
         """Find two consecutive codes: HOTP past the look-ahead window (the next counter
@@ -401,11 +470,14 @@ __all__ = [
     "AuditHook",
     "Rekeyed",
     "ResyncFailed",
+    "SessionEnder",
+    "SessionsNotEnded",
     "TokenAdmin",
     "TokenAdminError",
     "TokenNotFound",
     "UnknownUser",
     "guess_format",
+    "home_session_ender",
     "new_serial",
     "parse_import",
     "parse_psk",

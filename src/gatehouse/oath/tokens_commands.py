@@ -4,6 +4,10 @@ Every command acts on the installation in ``--home DIR``: it migrates the OATH D
 DB if needed, opens the seed keyring ``HOME/oath-seeds.key`` (made, 0600, the first time), and
 reports problems as a GatehouseError: one line, exit 2. Changes are audit events in the user
 DB's audit log (``by: cli``), written after the change is committed; seeds and codes never are.
+
+``disable``, ``unassign`` and ``delete`` take a token from its owner and then end the owner's
+sessions on every Access Point, as ``gatehouse users passwd|disable`` do; when the session DB
+cannot be reached they say so (exit 2) and how to retry.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from gatehouse.oath.seeds import KEYRING_FILE, Keyring
 from gatehouse.oath.store import TokenRow, TokenStore
 from gatehouse.oath.token_admin import (
     TokenAdmin,
+    home_session_ender,
     parse_import,
     parse_psk,
     parse_secret,
@@ -56,7 +61,14 @@ def with_tokens(home: Path, work: Callable[[TokenAdmin], Awaitable[T]]) -> T:
             await audit.record(user_db, event, username, None, {**detail, "by": "cli"})
 
         try:
-            return await work(TokenAdmin(TokenStore(engine), keyring, user_exists, record))
+            admin = TokenAdmin(
+                TokenStore(engine),
+                keyring,
+                user_exists,
+                record,
+                end_sessions=home_session_ender(home_dir),
+            )
+            return await work(admin)
         finally:
             await engine.dispose()
             await user_db.dispose()
@@ -154,15 +166,25 @@ def tokens_assign(args: argparse.Namespace) -> int:
     return 0
 
 
+def _say_ended(ended: list[str]) -> None:
+    """What ending the owner's sessions did (as ``gatehouse users passwd`` prints it)."""
+    for line in ended:
+        print(line)
+
+
 def tokens_unassign(args: argparse.Namespace) -> int:
-    with_tokens(args.home, lambda admin: admin.unassign(args.serial))
+    ended: list[str] = []
+    with_tokens(args.home, lambda admin: admin.unassign(args.serial, ended))
     print(f"token {args.serial} unassigned")
+    _say_ended(ended)
     return 0
 
 
 def tokens_disable(args: argparse.Namespace) -> int:
-    with_tokens(args.home, lambda admin: admin.disable(args.serial))
+    ended: list[str] = []
+    with_tokens(args.home, lambda admin: admin.disable(args.serial, ended))
     print(f"token {args.serial} disabled")
+    _say_ended(ended)
     return 0
 
 
@@ -179,8 +201,10 @@ def tokens_unlock(args: argparse.Namespace) -> int:
 
 
 def tokens_delete(args: argparse.Namespace) -> int:
-    with_tokens(args.home, lambda admin: admin.delete(args.serial))
+    ended: list[str] = []
+    with_tokens(args.home, lambda admin: admin.delete(args.serial, ended))
     print(f"token {args.serial} deleted")
+    _say_ended(ended)
     return 0
 
 
