@@ -2,14 +2,17 @@
 
 The command blocks of the tour section are read from README.md itself and run in order by
 bash, in a fresh directory where ``.venv`` is this virtual environment, against a real
-``gatehouse up``; after each block the test checks what the tour promises. Only two things
+``gatehouse up``; after each block the test checks what the tour promises. Only three things
 are translated: ``make run`` becomes the Makefile's own ``run`` command (without the install
-step) with free ports, and the tour's port 8080 becomes the node's. Editing the README so that
-a step no longer works, or adding, removing or reordering a command block, fails this test.
+step) with free ports, the tour's port 8080 becomes the node's, and ``'KEY FROM THE PAGE'``
+becomes the key the enrolment page showed (the test reads the pages a person would, with
+the demo user's browser). Editing the README so that a step no longer works, or adding,
+removing or reordering a command block, fails this test.
 """
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -20,6 +23,7 @@ import sys
 import tempfile
 import textwrap
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,8 +33,10 @@ import pytest
 from gatehouse.cluster.haproxy import find_haproxy
 from gatehouse.cluster.runner import Cluster
 from gatehouse.cluster.status import ClusterStatus
+from gatehouse.oath import otp
+from gatehouse.oath.keyuri import parse_uri
 from tests.support.cluster import free_topology
-from tests.support.gateway import Browser, echoed_headers
+from tests.support.gateway import Browser, Response, echoed_headers
 from tests.support.postgres import missing, require_bindir
 from tests.support.processes import free_port
 
@@ -41,6 +47,11 @@ TOUR_HEADING = "## A five-minute tour"
 HA_STEP = "**Break things**"
 TOUR_PORT = "127.0.0.1:8080"
 LOGOUT = "/_gatehouse/logout"
+#: Where the tour says to paste the key the enrolment page shows.
+KEY_FROM_THE_PAGE = "'KEY FROM THE PAGE'"
+FORM = re.compile(r'<form method="post" action="([^"]+)"[^>]*>(.*?)</form>', re.S)
+HIDDEN = re.compile(r'type="hidden" name="([^"]+)" value="([^"]*)"')
+SECRET_SHOWN = re.compile(r'<code class="secret" id="secret">([A-Z2-7 ]+)</code>')
 
 
 def tour_blocks(readme: str, ha: bool = False) -> list[str]:
@@ -83,6 +94,9 @@ class Tour:
     passwords: dict[str, str] = field(default_factory=dict)
     demo: Browser | None = None
     log_path: Path | None = None
+    #: The key the enrolment page showed, and that page.
+    key: str | None = None
+    enrol_page: Response | None = None
 
     def browser(self) -> Browser:
         return Browser("127.0.0.1", self.port)
@@ -118,6 +132,8 @@ class Tour:
 
     def run(self, block: str) -> subprocess.CompletedProcess[str]:
         script = block.replace(TOUR_PORT, f"127.0.0.1:{self.port}")
+        if self.key is not None:
+            script = script.replace(KEY_FROM_THE_PAGE, f"'{self.key}'")
         return subprocess.run(
             ["bash", "-c", script],
             cwd=self.cwd,
@@ -150,6 +166,29 @@ def signed_in(tour: Tour, user: str, rd: str = "/hello") -> Browser:
     assert answer.status == 303, answer.body[:500]
     assert answer.location.endswith(rd)
     return browser
+
+
+def submit(browser: Browser, page: Response, action: str, **fields: str) -> Response:
+    """Post the form of ``page`` whose action ends with ``action``, with its hidden fields."""
+    for url, inner in FORM.findall(page.body.decode()):
+        if url.endswith(f"/{action}"):
+            hidden = {k: html.unescape(v) for k, v in HIDDEN.findall(inner)}
+            form = urllib.parse.urlencode(hidden | fields).encode()
+            return browser.request(
+                "POST", url, form, {"Content-Type": "application/x-www-form-urlencoded"}
+            )
+    raise AssertionError(f"no {action} form in {page.status}: {page.body[:2000]!r}")
+
+
+def follow(browser: Browser, path: str) -> Response:
+    """GET ``path`` and the redirects after it, as a browser does."""
+    for _ in range(5):
+        response = browser.get(path)
+        if response.status not in (302, 303):
+            return response
+        parts = urllib.parse.urlsplit(response.location)
+        path = urllib.parse.urlunsplit(("", "", parts.path, parts.query, ""))
+    raise AssertionError(f"too many redirects at {path}")
 
 
 # --- what each block of the tour promises ---------------------------------------------------
@@ -250,6 +289,62 @@ def after_unlock(tour: Tour, done: subprocess.CompletedProcess[str] | None) -> N
     signed_in(tour, "demo")
 
 
+def before_oathtool(tour: Tour) -> None:
+    """demo, signed in with the password, opens /secure/: the portal offers to set up an
+    authenticator app and shows the key."""
+    assert tour.demo is not None
+    hello = tour.demo.get("/hello")
+    assert echoed_headers(hello)["remote-auth-methods"] == "password"
+    page = follow(tour.demo, "/secure/")
+    assert page.status == 200, page.body[:500]
+    if SECRET_SHOWN.search(page.body.decode()) is None:  # the offer: one button to set up
+        page = submit(tour.demo, page, "otp/enrol")
+    assert page.status == 200, page.body[:500]
+    shown = SECRET_SHOWN.search(page.body.decode())
+    assert shown, page.body[:2000]
+    tour.key, tour.enrol_page = shown.group(1), page
+
+
+def after_oathtool(tour: Tour, done: subprocess.CompletedProcess[str] | None) -> None:
+    assert done is not None
+    code = done.stdout.strip()
+    assert re.fullmatch(r"\d{6}", code), done.stdout
+    assert tour.demo is not None
+    assert tour.enrol_page is not None
+    let_in = submit(tour.demo, tour.enrol_page, "otp/confirm", code=code)
+    assert let_in.status == 303, let_in.body[:1000]
+    assert let_in.location.endswith("/secure/"), let_in.location
+    page = tour.demo.get("/secure/")
+    assert page.status == 200, page.body[:300]
+    headers = echoed_headers(page)
+    assert headers["remote-user"] == "demo"
+    assert headers["remote-auth-methods"] == "password,otp"
+
+
+def after_tokens_add(tour: Tour, done: subprocess.CompletedProcess[str] | None) -> None:
+    assert done is not None
+    added = re.match(
+        r"token (\S+) added for 'alice'\nserial: (\S+)\nuri: (otpauth://totp/\S+)\n", done.stdout
+    )
+    assert added, done.stdout
+    serial, uri = added.group(1), added.group(3)
+    assert added.group(2) == serial
+    rows = [line.split() for line in done.stdout.splitlines() if line.startswith(serial)]
+    assert [row[1:3] + row[6:7] for row in rows] == [["alice", "totp", "active"]], done.stdout
+    # alice's app, given the URI, lets her into /secure/ after her password.
+    token = parse_uri(uri)
+    alice = tour.browser()
+    login = follow(alice, "/secure/")
+    assert login.status == 200, login.body[:300]
+    code_page = submit(alice, login, "login", username="alice", password=tour.passwords["alice"])
+    assert b"Enter your one-time code" in code_page.body, code_page.body[:1000]
+    params = token.params
+    code = otp.totp(token.secret, time.time(), params.period, params.digits, params.algorithm)
+    let_in = submit(alice, code_page, "otp", code=code)
+    assert let_in.status == 303, let_in.body[:1000]
+    assert echoed_headers(alice.get("/secure/"))["remote-auth-methods"] == "password,otp"
+
+
 def after_spoof(tour: Tour, done: subprocess.CompletedProcess[str] | None) -> None:
     assert done is not None
     assert (done.returncode, done.stdout) == (1, "")  # grep found nothing
@@ -288,6 +383,8 @@ STEPS: list[tuple[str, Callable[[Tour], None] | None, Check]] = [
     (".venv/bin/gatehouse config apply mine.yaml --home var", None, after_publish),
     (".venv/bin/gatehouse config status --home var", None, after_status_and_rollback),
     (".venv/bin/gatehouse users unlock demo --home var", before_unlock, after_unlock),
+    ("oathtool --totp -b", before_oathtool, after_oathtool),
+    (".venv/bin/gatehouse tokens add alice --home var", None, after_tokens_add),
     ("curl -s -H 'Remote-User: admin'", None, after_spoof),
     ("printf 'POST / HTTP/1.1", None, after_smuggle),
     ("curl -s -w '\\n' http://127.0.0.1:8080/_gatehouse/health", None, after_health_and_download),
@@ -298,6 +395,8 @@ STEPS: list[tuple[str, Callable[[Tour], None] | None, Check]] = [
 def tour(tmp_path: Path) -> Iterator[Tour]:
     if shutil.which("curl") is None:
         missing("curl is not installed (apt-get install curl)")
+    if shutil.which("oathtool") is None:
+        missing("oathtool is not installed (apt-get install oathtool): the tour computes a code")
     (tmp_path / ".venv").symlink_to(Path(sys.prefix))
     started = Tour(tmp_path, free_port())
     try:
@@ -326,13 +425,13 @@ def test_the_readme_tour_works_as_written(tour: Tour) -> None:
         if after not in (after_spoof,):
             assert done.returncode == 0, f"{block}\n{done.stdout}\n{done.stderr}"
         after(tour, done)
-    # Ctrl-C stops everything (step 8 begins with it).
+    # Ctrl-C stops everything (step 9 begins with it).
     tour.stop()
     assert tour.proc is not None
     assert tour.proc.returncode == 0, tour.output()
 
 
-# --- step 8: the HA cluster ------------------------------------------------------------------
+# --- step 9: the HA cluster ------------------------------------------------------------------
 
 
 @dataclass
