@@ -49,6 +49,7 @@ from typing import Any
 import failover
 import login
 import mtls
+import otp
 import protected
 import publish
 import tls_edge
@@ -69,6 +70,7 @@ DOCS_HEADINGS = {
     login.DOCS: login.HEADING,
     tls_edge.DOCS: tls_edge.HEADING,
     mtls.DOCS: mtls.HEADING,
+    otp.DOCS: otp.HEADING,
 }
 
 # What the backend answers: exactly 100 bytes, no characters that need escaping in nginx.
@@ -599,7 +601,17 @@ PROTECTED_TABLE = {
 # Measurements of the protected section that are not wrk rows (group "protected").
 PUBLISH_SERVICES = 20
 PUBLISH_COUNT = 50
-STEPS = ("open-loop", "decide", "logins", "publish", "failover", "login-node", "tls", "mtls")
+STEPS = (
+    "open-loop",
+    "decide",
+    "logins",
+    "publish",
+    "failover",
+    "login-node",
+    "tls",
+    "mtls",
+    "otp",
+)
 #: The steps of the protected section (the others stand alone).
 PROTECTED_STEPS = ("open-loop", "decide", "logins")
 
@@ -1620,6 +1632,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     log("[mtls] the same stack with plaintext and with mutual TLS links")
                     _, mtls_table = mtls.run(settings.python)
                     sections[mtls.DOCS] = mtls_table
+                if "otp" in steps:  # bench/otp.py: OTP validations vs privacyIDEA
+                    log("[otp] OTP validations: Gatehouse and privacyIDEA side by side")
+                    _, otp_table = otp.run(settings.python, seconds=settings.duration)
+                    sections[otp.DOCS] = otp_table
     except KeyboardInterrupt:
         log("bench: interrupted; all servers stopped")
         return 130
