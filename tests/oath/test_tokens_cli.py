@@ -312,7 +312,8 @@ def test_assign_unassign_disable_enable_unlock_delete(cli: CLI) -> None:
     assert cli.fails("tokens", "assign", serial, "bob") == (
         f"gatehouse: token {serial!r} is assigned to 'alice'; unassign it first"
     )
-    assert cli.ok("tokens", "unassign", serial) == f"token {serial} unassigned\n"
+    # The second line says what became of alice's sessions (none here: no Policy service).
+    assert cli.ok("tokens", "unassign", serial).startswith(f"token {serial} unassigned\n")
     assert cli.token(serial).owner is None
     assert (
         cli.fails("tokens", "assign", serial, "carol") == "gatehouse: user 'carol' does not exist"
