@@ -17,6 +17,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ from gatehouse.internal.client import (
 )
 from gatehouse.internal.endpoints import Endpoints
 from gatehouse.internal.http1 import MAX_CONNECTING, MAX_LINE, Pool, WireError
+from gatehouse.internal.liveness import peer_has_closed
 from tests.support.processes import free_port, wait_port
 
 T = TypeVar("T")
@@ -1204,6 +1206,81 @@ def test_a_dead_backup_is_found_by_its_standby_connections(run: Run[None]) -> No
                 assert client.endpoints.status()[1].reason.startswith("standby connection")
 
     run(scenario())
+
+
+class OneAnswerServer:
+    """A server on a thread of its own: one answer per connection, then, once told, it
+    closes the connection (FIN) while the client's event loop is busy and cannot see it."""
+
+    def __init__(self) -> None:
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen()
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.connections = 0
+        self.close_now = threading.Event()
+        self.closed = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+            self.close_now.wait(5)
+            conn.close()
+            self.closed.set()
+
+
+def test_a_call_that_cannot_be_resent_does_not_take_a_connection_the_server_closed(
+    run: Run[None],
+) -> None:
+    """The server closed the idle connection and the event loop has not seen it yet: a call
+    that is not retry-safe checks with the kernel and takes a new connection."""
+
+    async def scenario() -> None:
+        server = OneAnswerServer()
+        try:
+            async with FailoverClient([server.url]) as client:
+                await client.call("POST", "/first", {}, retry_safe=False)
+                server.close_now.set()
+                assert server.closed.wait(5)
+                time.sleep(0.05)  # the FIN is in; the loop is busy and has not read it
+                response = await client.call("POST", "/second", {}, retry_safe=False)
+                assert response.status == 200
+                assert server.connections == 2
+        finally:
+            server.listener.close()
+
+    run(scenario())
+
+
+def test_peer_has_closed_asks_the_kernel() -> None:
+    async def scenario() -> None:
+        server = OneAnswerServer()
+        try:
+            loop = asyncio.get_running_loop()
+            host, port = server.url.removeprefix("http://").split(":")
+            transport, _ = await loop.create_connection(asyncio.Protocol, host, int(port))
+            assert peer_has_closed(transport) is False
+            transport.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            await asyncio.sleep(0.05)
+            server.close_now.set()
+            assert server.closed.wait(5)
+            time.sleep(0.05)
+            assert peer_has_closed(transport) is True  # unread answer and FIN: unusable
+            transport.close()
+            assert peer_has_closed(transport) is True
+            assert peer_has_closed(None) is True
+        finally:
+            server.listener.close()
+
+    uvloop.run(scenario())
+    asyncio.run(scenario())
 
 
 # real uvicorn servers -----------------------------------------------------------------------

@@ -153,11 +153,17 @@ class ProxyExchange(Authorization):
             self.body_since = self.conn.state.now
         now = self.conn.loop.time()
         order = route.group.order(now)
-        upstream = order[0].take_idle(now)
+        upstream = order[0].take_idle(now, check=not self._resendable())
         if upstream is not None:
             self._attach(upstream)
         else:
             self.connect_task = self.conn.loop.create_task(self._connect(order))
+
+    def _resendable(self) -> bool:
+        """The request can go again on a new connection if a pooled one fails: idempotent
+        and without a body (a body is streamed, not kept)."""
+        head = self.head
+        return head.method in IDEMPOTENT and not head.chunked and not head.content_length
 
     def _reserved(self) -> None:
         rest = self.head.path[len(self.rt.reserved) :]
@@ -487,9 +493,7 @@ class ProxyExchange(Authorization):
                 upstream.reused
                 and not upstream.got_bytes
                 and not self.retried
-                and self.head.method in IDEMPOTENT
-                and not self.head.chunked
-                and not self.head.content_length
+                and self._resendable()
                 and self.route is not None
             ):
                 # A pooled connection the backend had closed: safe to retry on a new one.

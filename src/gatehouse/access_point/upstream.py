@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import httptools
 
+from gatehouse.internal.liveness import peer_has_closed
 from gatehouse.trust.tls import PeerRefused
 
 if TYPE_CHECKING:
@@ -188,11 +189,17 @@ class Origin:
         self.failed_until = 0.0
         self.host_header = backend.host_header.encode("ascii")
 
-    def take_idle(self, now: float) -> UpstreamConnection | None:
+    def take_idle(self, now: float, check: bool = False) -> UpstreamConnection | None:
+        """The most recently used idle connection; ``check``: only one whose backend has not
+        closed it already (:func:`peer_has_closed`: for a request that could not be resent)."""
         idle = self.idle
         while idle:
             conn = idle.pop()
-            if conn.closed or now - conn.idle_since > self.idle_timeout:
+            if (
+                conn.closed
+                or now - conn.idle_since > self.idle_timeout
+                or (check and peer_has_closed(conn.transport))
+            ):
                 conn.close()
                 continue
             conn.reused = True

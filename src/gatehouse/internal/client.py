@@ -379,7 +379,7 @@ class FailoverClient:
         self, ep: Endpoint, data: bytes, timeout: float, retry_safe: bool, head_request: bool
     ) -> Response:
         pool = self._pools[ep.index]
-        conn = pool.take()
+        conn = pool.take(check=not retry_safe)
         if conn is not None:
             try:
                 return await conn.exchange(data, timeout, head_request)
@@ -390,7 +390,7 @@ class FailoverClient:
                 # timeout, restart): once more on a fresh connection to the same endpoint.
             conn = await pool.connect(self.connect_timeout)
         else:
-            conn = await pool.checkout(self.connect_timeout)
+            conn = await pool.checkout(self.connect_timeout, check=not retry_safe)
         return await conn.exchange(data, timeout, head_request)
 
     def _encode(self, ep: Endpoint, start: bytes, body: bytes | None) -> bytes:

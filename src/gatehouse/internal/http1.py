@@ -22,6 +22,7 @@ from typing import Any, cast
 import httptools
 import orjson
 
+from gatehouse.internal.liveness import peer_has_closed
 from gatehouse.trust.identity import Peer
 from gatehouse.trust.tls import ClientTLS, PeerRefused
 
@@ -437,11 +438,16 @@ class Pool:
         #: (a handshake ended: try again).
         self._waiters: deque[asyncio.Future[Connection | None]] = deque()
 
-    def take(self) -> Connection | None:
+    def take(self, check: bool = False) -> Connection | None:
+        """The most recently used idle connection; ``check``: only one whose server has not
+        closed it already (:func:`peer_has_closed`: for a request that could not be resent)."""
         idle = self.idle
         while idle:
             conn = idle.pop()
             if conn.closed:
+                continue
+            if check and peer_has_closed(conn.transport):
+                conn.close()
                 continue
             if self.clock() - conn.idle_since > self.idle_timeout:
                 conn.close()
@@ -450,14 +456,14 @@ class Pool:
             return conn
         return None
 
-    async def checkout(self, timeout: float) -> Connection:
+    async def checkout(self, timeout: float, check: bool = False) -> Connection:
         """An idle connection, else a new one unless ``max_connecting`` are being opened,
         else the first that comes free; raises :class:`WireError` (nothing sent) when no
         connection is had within ``timeout`` seconds."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            conn = self.take()
+            conn = self.take(check)
             if conn is not None:
                 return conn
             if self.connecting < self.max_connecting:
