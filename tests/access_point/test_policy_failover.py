@@ -79,7 +79,9 @@ def test_decisions_fail_over_to_the_next_policy_service_and_back(tmp_path: Path)
         assert statuses == [200] * 50
         routing = health(gw.ap)["policy"]
         assert routing["using"] == second.url
-        assert routing["endpoints"][0] == {"url": first_url, "up": False}
+        assert routing["endpoints"][0]["url"] == first_url
+        assert routing["endpoints"][0]["up"] is False
+        assert time.time() - 30 < routing["endpoints"][0]["since"] <= time.time()  # when
         assert routing["counters"]["down"] == 1  # counted in the worker's metrics
 
         # The preferred one back: decisions return to it after `rise` passed probes.

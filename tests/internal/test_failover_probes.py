@@ -407,9 +407,15 @@ def test_metrics_snapshot(run: Run[None]) -> None:
             await eventually(lambda: client.endpoints.counters["probes_failed"] >= 1)
             snapshot = client.metrics()
             routing = client.routing()
+            down_since = routing["endpoints"][0]["since"]
+            assert isinstance(down_since, float)
+            assert abs(down_since - snapshot["endpoints"][0]["since"]) < 0.01
             assert routing == {
                 "using": second.url,
-                "endpoints": [{"url": dead, "up": False}, {"url": second.url, "up": True}],
+                "endpoints": [
+                    {"url": dead, "up": False, "since": down_since},
+                    {"url": second.url, "up": True, "since": None},
+                ],
                 "counters": snapshot["counters"],
             }
             assert routing["counters"]["failovers"] == 1

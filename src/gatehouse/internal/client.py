@@ -673,15 +673,27 @@ class FailoverClient:
     def routing(self) -> dict[str, Any]:
         """Where calls go now, for health answers and ``gatehouse cluster status``: ``using``
         is the endpoint the next call tries first (the first one up, in configured order;
-        ``None`` when every one is down), ``endpoints`` each one's URL and state, and
-        ``counters`` the client's transitions, failovers and probes so far (the full
-        snapshot is :meth:`metrics`)."""
+        ``None`` when every one is down), ``endpoints`` each one's URL, state and ``since``
+        (UNIX time of its last transition, ``None`` if it never changed), and ``counters``
+        the client's transitions, failovers and probes so far (the full snapshot is
+        :meth:`metrics`)."""
         endpoints = self.endpoints
         states = endpoints.status()
+        now = endpoints.clock()
+        wall = time.time()
         using = next((st.url for st in states if st.up), None)
         return {
             "using": using,
-            "endpoints": [{"url": st.url, "up": st.up} for st in states],
+            "endpoints": [
+                {
+                    "url": st.url,
+                    "up": st.up,
+                    "since": None
+                    if st.since is None
+                    else round(wall - max(0.0, now - st.since), 3),
+                }
+                for st in states
+            ],
             "counters": dict(endpoints.counters),
         }
 
