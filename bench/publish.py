@@ -6,8 +6,8 @@ Policy and Authentication services in the proportions of :func:`plan`), each sta
 a resource (every service's view changes: the APs route it, the Policy services decide on
 it), ``POST /api/v1/publish``, and wait until Admin's services table shows every service
 running the new version. The time of a publish is from just before the publish call to the
-moment the services table (polled every 5 ms) shows the last acknowledgement: Admin's own
-timestamps are to the second.
+moment the services table (polled every 5 ms on one kept-alive connection) shows the last
+acknowledgement: Admin's own timestamps are to the second.
 
     .venv/bin/python bench/publish.py                     # 20 services, 50 publishes
     .venv/bin/python bench/publish.py --services 20 --publishes 50
@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import http.client
+import json
 import os
 import shutil
 import signal
@@ -40,6 +42,7 @@ from gatehouse.administration.service import read_token
 
 REPO = Path(__file__).resolve().parent.parent
 GOAL_P99_SECONDS = 1.0
+GOAL_MTLS_P99_SECONDS = 0.25  # issue 14: publishing with every internal link on mutual TLS
 STARTUP_TIMEOUT = 120.0
 ACK_TIMEOUT = 30.0
 POLL_INTERVAL = 0.005
@@ -223,12 +226,49 @@ def publish(admin: AdminClient, config: dict[str, Any], comment: str) -> tuple[i
     return number, start, time.perf_counter() - start
 
 
-def wait_all(admin: AdminClient, lab: Lab, ids: set[str], number: int, timeout: float) -> float:
+class ServicesTable:
+    """``GET /api/v1/services`` on one kept-alive connection: polled every 5 ms, a new
+    mutual TLS connection per poll would cost Admin, the process under measurement, about
+    200 handshakes a second while it answers the services."""
+
+    def __init__(self, admin: AdminClient) -> None:
+        self.admin = admin
+        self.conn: http.client.HTTPConnection | None = None
+
+    def rows(self) -> list[dict[str, Any]]:
+        for attempt in (1, 2):
+            if self.conn is None:
+                self.conn = self.admin.connect()
+            try:
+                self.conn.request(
+                    "GET", self.admin.prefix + "/api/v1/services", None, self.admin.headers()
+                )
+                response = self.conn.getresponse()
+                raw = response.read()
+            except (OSError, http.client.HTTPException):
+                self.conn.close()
+                self.conn = None
+                if attempt == 2:
+                    raise
+                continue
+            if response.status != 200:
+                raise RuntimeError(f"services table: HTTP {response.status}: {raw[:200]!r}")
+            rows: list[dict[str, Any]] = json.loads(raw)
+            return rows
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
+def wait_all(table: ServicesTable, lab: Lab, ids: set[str], number: int, timeout: float) -> float:
     """Wait until every service in ``ids`` runs ``number``; the ``perf_counter`` time when
     the services table first showed it."""
     deadline = time.monotonic() + timeout
     while True:
-        rows = {row["id"]: row for row in admin.call("GET", "/api/v1/services")}
+        rows = {row["id"]: row for row in table.rows()}
         done = [rows[i] for i in ids if i in rows and (rows[i]["running_version"] or 0) >= number]
         if len(done) == len(ids):
             failed = [r for r in done if r["last_error"]]
@@ -265,14 +305,19 @@ def run(python: str, services: int = 20, publishes: int = 30, keep: bool = False
                 args += ["--home", str(directory / s.id / "home")]
             lab.start(s.id, args)
         ids = {s.id for s in planned}
-        wait_all(admin, lab, ids, 1, STARTUP_TIMEOUT)
-        result.startup = time.monotonic() - started
-        log(f"[publish] {len(ids)} services run version 1 after {result.startup:.1f}s")
-        for n in range(1, publishes + 1):
-            number, start, call = publish(admin, installation(planned, n), f"bench: publish {n}")
-            last_ack = wait_all(admin, lab, ids, number, ACK_TIMEOUT)
-            result.seconds.append(last_ack - start)
-            result.publish_call.append(call)
+        table = ServicesTable(admin)
+        try:
+            wait_all(table, lab, ids, 1, STARTUP_TIMEOUT)
+            result.startup = time.monotonic() - started
+            log(f"[publish] {len(ids)} services run version 1 after {result.startup:.1f}s")
+            for n in range(1, publishes + 1):
+                config = installation(planned, n)
+                number, start, call = publish(admin, config, f"bench: publish {n}")
+                last_ack = wait_all(table, lab, ids, number, ACK_TIMEOUT)
+                result.seconds.append(last_ack - start)
+                result.publish_call.append(call)
+        finally:
+            table.close()
         lab.check_alive()
     except Exception as exc:  # a failed measurement is reported, not a traceback
         result.failure = str(exc)
@@ -293,15 +338,17 @@ def render(result: PublishResult) -> str:
         return f"Publish to {total} services: FAILED: {result.failure}\n"
     s = result.summary()
     ok = "✓" if s["p99_ms"] < GOAL_P99_SECONDS * 1000 else "✗"
+    ok_mtls = "✓" if s["p99_ms"] < GOAL_MTLS_P99_SECONDS * 1000 else "✗"
     return (
         "Time from `POST /api/v1/publish` to the last acknowledgement (Admin's services table "
-        f"polled every 5 ms), {total} real services "
-        f"on loopback ({roles}), {s['publishes']} publishes one after the other, each adding "
-        "a resource (every view changes):\n\n"
-        "| services | publishes | p50 | p99 | max | publish call p50 | goal p99 < 1 s |\n"
-        "|---|---|---|---|---|---|---|\n"
+        f"polled every 5 ms on one kept-alive connection), {total} real services "
+        f"on loopback ({roles}), every internal link on mutual TLS, {s['publishes']} publishes "
+        "one after the other, each adding a resource (every view changes):\n\n"
+        "| services | publishes | p50 | p99 | max | publish call p50 | goal p99 < 1 s "
+        "| issue 14: p99 < 250 ms |\n"
+        "|---|---|---|---|---|---|---|---|\n"
         f"| {total} | {s['publishes']} | {s['p50_ms']:.0f} ms | {s['p99_ms']:.0f} ms | "
-        f"{s['max_ms']:.0f} ms | {s['publish_call_p50_ms']:.0f} ms | {ok} |\n\n"
+        f"{s['max_ms']:.0f} ms | {s['publish_call_p50_ms']:.0f} ms | {ok} | {ok_mtls} |\n\n"
         f"All {total} services registered and ran version 1 {s['startup_s']:.1f} s after they "
         "were started.\n"
     )

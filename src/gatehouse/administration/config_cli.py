@@ -101,10 +101,22 @@ class AdminClient:
             raise GatehouseError(f"{self.url} is not the Administration service: {exc}") from None
         return conn
 
+    def connect(self) -> http.client.HTTPConnection:
+        """A connection to Admin (server checked) for callers that keep it open for many
+        requests, with :meth:`headers` and the URL's path prefix (``prefix``)."""
+        return self._connection()
+
+    @property
+    def prefix(self) -> str:
+        return self._prefix
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
+
     def call(self, method: str, path: str, body: object = None) -> Any:
         """The decoded answer (None for 204); every failure as one :class:`GatehouseError`."""
         data = None if body is None else json.dumps(body).encode("utf-8")
-        headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
+        headers = self.headers()
         if data is not None:
             headers["Content-Type"] = "application/json"
         try:
