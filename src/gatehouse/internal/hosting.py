@@ -7,9 +7,9 @@ import contextlib
 import signal
 import ssl
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -22,7 +22,57 @@ from gatehouse.trust.revocation import Revocations
 from gatehouse.trust.tls import peer_of_ssl
 
 
-class _PeerProtocol(HttpToolsProtocol):
+class CorkedTransport:
+    """A transport whose writes of one loop turn go out as one.
+
+    uvicorn writes a response's head and its body separately: two sends, and over TLS two
+    records (an encryption and a send each, in Python's memory-BIO TLS). Held until the end
+    of the current loop turn, the two are one. Everything else is the transport's own;
+    closing sends what is held first, aborting drops it."""
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._held: list[bytes] = []
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not self._held:
+            self._loop.call_soon(self._flush)
+        self._held.append(bytes(data))
+
+    def writelines(self, lines: Iterable[bytes | bytearray | memoryview]) -> None:
+        for data in lines:
+            self.write(data)
+
+    def _flush(self) -> None:
+        held, self._held = self._held, []
+        if held and not self._transport.is_closing():
+            self._transport.write(held[0] if len(held) == 1 else b"".join(held))
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size() + sum(map(len, self._held))
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._held = []
+        self._transport.abort()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+class CorkedProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol on a :class:`CorkedTransport`."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        corked = CorkedTransport(transport, asyncio.get_running_loop())
+        super().connection_made(cast(asyncio.Transport, corked))
+
+
+class _PeerProtocol(CorkedProtocol):
     """uvicorn's httptools protocol that knows its TLS peer: it adds it to every request's
     scope, refuses revoked certificates and lets :class:`Revocations` close it later."""
 
@@ -91,7 +141,7 @@ def server_config(
     ``revocations`` refuses and closes connections of revoked certificates.
     """
     extra: dict[str, Any] = {}
-    http: str | type[asyncio.Protocol] = "httptools"
+    http: type[asyncio.Protocol] = CorkedProtocol
     if tls is not None:
         context = tls
         extra["ssl_context_factory"] = lambda _config, _default: context
