@@ -351,9 +351,10 @@ class OtpSteps:
 
     async def _posted(
         self, request: Request
-    ) -> tuple[Origin, str, dict[str, str], tuple[str, SessionRecord] | None] | Response:
-        """A second-factor form's origin, return URL, fields and flow; or the page to answer
-        (an expired form)."""
+    ) -> tuple[Origin, str, dict[str, str], SessionRecord] | Response:
+        """A second-factor form's origin, return URL, fields and the sign-in that needs the
+        second factor; or the page to answer (an expired form, a sign-in that has ended or
+        needs no second factor any more)."""
         portal = self.portal
         origin = portal.origin(request)
         form = await portal._form(request)
@@ -363,7 +364,13 @@ class OtpSteps:
         rd = portal.return_url(fields.get("rd"), origin)
         if not portal._csrf_ok(request, fields.get(CSRF_FIELD), origin):
             return portal._forbidden(_login_link(portal.settings.prefix, rd))
-        return origin, rd, fields, await self.flow(request, origin)
+        flow = await self.flow(request, origin)
+        if flow is None:
+            return self.ended_page(rd)
+        record = flow[1]
+        if not needs_otp(record):
+            return _see_other(rd)
+        return origin, rd, fields, record
 
     async def page(self, request: Request) -> Response:
         """GET ``otp``: the code form for the sign-in under way (after a reload or Back)."""
@@ -382,12 +389,7 @@ class OtpSteps:
         posted = await self._posted(request)
         if isinstance(posted, Response):
             return posted
-        origin, rd, fields, flow = posted
-        if flow is None:
-            return self.ended_page(rd)
-        _, record = flow
-        if not needs_otp(record):
-            return _see_other(rd)
+        origin, rd, fields, record = posted
         code = clean_code(fields.get("code"))
         if not code:
             return self.code_page(request, origin, rd, MISSING_CODE)
@@ -408,12 +410,7 @@ class OtpSteps:
         posted = await self._posted(request)
         if isinstance(posted, Response):
             return posted
-        origin, rd, _fields, flow = posted
-        if flow is None:
-            return self.ended_page(rd)
-        _, record = flow
-        if not needs_otp(record):
-            return _see_other(rd)
+        origin, rd, _fields, record = posted
         status = await self._checker().otp_status(record.username)
         if not (status.active == 0 or status.enrol_required):
             # A password alone never adds a token next to the user's own.
@@ -425,12 +422,7 @@ class OtpSteps:
         posted = await self._posted(request)
         if isinstance(posted, Response):
             return posted
-        origin, rd, fields, flow = posted
-        if flow is None:
-            return self.ended_page(rd)
-        _, record = flow
-        if not needs_otp(record):
-            return _see_other(rd)
+        origin, rd, fields, record = posted
         serial = fields.get("serial") or ""
         if not _SERIAL.match(serial):
             return self.ended_page(rd)
