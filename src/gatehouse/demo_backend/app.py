@@ -14,6 +14,10 @@ With an :class:`~gatehouse.demo_backend.assertion_check.AssertionCheck` (``--jwk
 every request must carry a valid signed identity assertion: without one the answer is 401
 ``{"error": "assertion", "message": ...}`` (a WebSocket is refused), with one the echo
 carries its verified claims as ``"assertion"``.
+
+With a :class:`~gatehouse.demo_backend.mail_sink.MailSink` (``--smtp HOST:PORT``), the
+process also runs the demo SMTP sink, and ``GET …/mail`` (a page) and ``GET …/mail.json``
+list the messages it received, newest first.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from urllib.parse import parse_qs
 import uvicorn
 
 from gatehouse.demo_backend.assertion_check import AssertionCheck, KeySetUnavailable
+from gatehouse.demo_backend.mail_sink import MailBox, MailSink, mail_json, mail_page
 from gatehouse.internal.hosting import Server
 from gatehouse.policy.assertions import AssertionInvalid
 
@@ -219,8 +224,8 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-def checking(check: AssertionCheck) -> ASGIApp:
-    """:func:`app`, answering only requests that carry a valid identity assertion."""
+def checking(check: AssertionCheck, inner: ASGIApp = app) -> ASGIApp:
+    """``inner`` (:func:`app`), answering only requests that carry a valid identity assertion."""
 
     async def checked_app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -236,9 +241,70 @@ def checking(check: AssertionCheck) -> ASGIApp:
                 await _drain(receive)
                 await _respond(send, status, _dumps({"error": "assertion", "message": str(exc)}))
             return
-        await app({**scope, ASSERTION_SCOPE_KEY: claims}, receive, send)
+        await inner({**scope, ASSERTION_SCOPE_KEY: claims}, receive, send)
 
     return checked_app
+
+
+_PAGE_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"content-security-policy", b"default-src 'none'; style-src 'unsafe-inline'"),
+    (b"cache-control", b"no-store"),
+]
+
+
+def with_mail(inner: ASGIApp, box: MailBox) -> ASGIApp:
+    """``inner``, except that ``GET …/mail`` and ``GET …/mail.json`` list ``box``'s messages."""
+
+    async def mail_app(scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "")
+        if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD"):
+            await inner(scope, receive, send)
+        elif path.endswith("/mail"):
+            body = mail_page(box).encode()
+            await _answer(scope, receive, send, b"text/html; charset=utf-8", body)
+        elif path.endswith("/mail.json"):
+            body = _dumps(mail_json(box))
+            await _answer(scope, receive, send, b"application/json", body)
+        else:
+            await inner(scope, receive, send)
+
+    return mail_app
+
+
+async def _answer(scope: Scope, receive: Receive, send: Send, kind: bytes, body: bytes) -> None:
+    try:
+        await _drain(receive)
+    except _Disconnected:
+        return
+    headers = [(b"content-type", kind), (b"content-length", b"%d" % len(body)), *_PAGE_HEADERS]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
+
+
+def with_sink(inner: ASGIApp, sink: MailSink) -> ASGIApp:
+    """``inner``, with ``sink`` started at the lifespan's startup and stopped at its end."""
+
+    async def lifespan_app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await inner(scope, receive, send)
+            return
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await sink.start()
+                except OSError as exc:
+                    text = f"demo mail sink: cannot listen on {sink.host}:{sink.port}: {exc}"
+                    await send({"type": "lifespan.startup.failed", "message": text})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await sink.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    return lifespan_app
 
 
 def serve(
@@ -248,17 +314,24 @@ def serve(
     certfile: str | None = None,
     keyfile: str | None = None,
     check: AssertionCheck | None = None,
+    sink: MailSink | None = None,
 ) -> None:
     """Serve the demo backend until SIGTERM or SIGINT; HTTPS when a certificate is given;
-    with ``check``, only requests with a valid identity assertion."""
+    with ``check``, only requests with a valid identity assertion; with ``sink``, the demo
+    SMTP sink too, its mail listed at ``…/mail`` and ``…/mail.json``."""
+    served: ASGIApp = app if sink is None else with_mail(app, sink.box)
+    if check is not None:
+        served = checking(check, served)
+    if sink is not None:
+        served = with_sink(served, sink)
     config = uvicorn.Config(
-        app if check is None else checking(check),
+        served,
         host=host,
         port=port,
         loop="uvloop",
         http="httptools",
         ws="websockets-sansio",  # the "websockets" one is deprecated by uvicorn
-        lifespan="off",
+        lifespan="off" if sink is None else "on",
         access_log=False,
         server_header=False,
         # Show the peer as it connected, not what X-Forwarded-For claims.

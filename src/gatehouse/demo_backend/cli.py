@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gatehouse.cli_support import listen_arg
+from gatehouse.cli_support import listen_arg, positive_int
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -22,6 +22,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     demo.add_argument("--audience", metavar="RESOURCE", help="the resource id assertions name")
     demo.add_argument(
         "--assertion-header", default="Gatehouse-Assertion", metavar="NAME", help="its header"
+    )
+    demo.add_argument(
+        "--smtp",
+        type=listen_arg,
+        metavar="HOST:PORT",
+        help="also run the demo SMTP sink there; its mail is listed at .../mail and .../mail.json",
+    )
+    demo.add_argument(
+        "--mail-keep",
+        type=positive_int,
+        default=200,
+        metavar="N",
+        help="how many received messages the sink keeps (default 200)",
     )
     demo.set_defaults(handler=run)
 
@@ -40,6 +53,12 @@ def run(args: argparse.Namespace) -> int:
         from gatehouse.demo_backend.assertion_check import AssertionCheck
 
         check = AssertionCheck(args.jwks_url, args.audience, args.assertion_header)
+    sink = None
+    if args.smtp:
+        from gatehouse.demo_backend.mail_sink import MailBox, MailSink
+
+        smtp_host, smtp_port = args.smtp
+        sink = MailSink(smtp_host, smtp_port, MailBox(args.mail_keep))
     host, port = args.listen
-    serve(host, port, certfile=args.tls_cert, keyfile=args.tls_key, check=check)
+    serve(host, port, certfile=args.tls_cert, keyfile=args.tls_key, check=check, sink=sink)
     return 0
