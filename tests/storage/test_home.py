@@ -20,7 +20,8 @@ def test_default_is_one_sqlite_file_in_home(tmp_path: Path) -> None:
     urls = database_urls(tmp_path)
     expected = f"sqlite+aiosqlite:///{tmp_path / 'gatehouse.db'}"
     oath = f"sqlite+aiosqlite:///{tmp_path / 'oath.db'}"
-    assert urls == DatabaseURLs(expected, expected, oath)
+    outbox = f"sqlite+aiosqlite:///{tmp_path / 'outbox.db'}"
+    assert urls == DatabaseURLs(expected, expected, oath, outbox)
     assert urls.shared
 
 
@@ -32,14 +33,17 @@ def test_relative_home_becomes_absolute(tmp_path: Path, monkeypatch: pytest.Monk
 def test_session_db_defaults_to_user_db(tmp_path: Path) -> None:
     write(tmp_path, f"user_db: {PG}\n")
     oath = f"sqlite+aiosqlite:///{tmp_path / 'oath.db'}"
-    assert database_urls(tmp_path) == DatabaseURLs(PG, PG, oath)
+    outbox = f"sqlite+aiosqlite:///{tmp_path / 'outbox.db'}"
+    assert database_urls(tmp_path) == DatabaseURLs(PG, PG, oath, outbox)
 
 
 def test_multi_host_url_kept_as_given(tmp_path: Path) -> None:
     other = "postgresql+asyncpg://gh@sessions:5432/sessions"
     write(tmp_path, f"user_db: {PG}\nsession_db: {other}\n")
     urls = database_urls(tmp_path)
-    assert urls == DatabaseURLs(PG, other, f"sqlite+aiosqlite:///{tmp_path / 'oath.db'}")
+    oath = f"sqlite+aiosqlite:///{tmp_path / 'oath.db'}"
+    outbox = f"sqlite+aiosqlite:///{tmp_path / 'outbox.db'}"
+    assert urls == DatabaseURLs(PG, other, oath, outbox)
     assert not urls.shared
 
 

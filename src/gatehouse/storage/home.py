@@ -5,6 +5,7 @@
     user_db: postgresql+asyncpg://gatehouse@/gatehouse?host=db1,db2&port=5432,5432
     session_db: postgresql+asyncpg://...     # optional, defaults to user_db
     oath_db: postgresql+asyncpg://...        # optional, defaults to the SQLite file HOME/oath.db
+    outbox_db: postgresql+asyncpg://...      # optional, defaults to the SQLite file HOME/outbox.db
 
 Relative SQLite paths (``sqlite+aiosqlite:///gatehouse.db``) are relative to HOME.
 """
@@ -27,6 +28,8 @@ FILE_NAME = "databases.yaml"
 DEFAULT_SQLITE_NAME = "gatehouse.db"
 #: The OATH DB is a database of its own, never the user DB's file.
 DEFAULT_OATH_SQLITE_NAME = "oath.db"
+#: The Distribution service's outbox, a database of its own too.
+DEFAULT_OUTBOX_SQLITE_NAME = "outbox.db"
 
 
 def _database_url(value: str) -> str:
@@ -44,6 +47,7 @@ class DatabasesFile(Strict):
     user_db: DatabaseURL
     session_db: DatabaseURL | None = None
     oath_db: DatabaseURL | None = None
+    outbox_db: DatabaseURL | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +55,8 @@ class DatabaseURLs:
     user_db: str
     session_db: str
     oath_db: str
+    #: The Distribution service's outbox ("" in a value made by hand: not given).
+    outbox_db: str = ""
 
     @property
     def shared(self) -> bool:
@@ -73,12 +79,13 @@ def resolve_relative_sqlite(url: str, home: Path) -> str:
 
 
 def database_urls(home: Path) -> DatabaseURLs:
-    """The user, session and OATH DB URLs of the installation in ``home``."""
+    """The user, session, OATH and outbox DB URLs of the installation in ``home``."""
     path = home / FILE_NAME
     default_oath = sqlite_url((home / DEFAULT_OATH_SQLITE_NAME).absolute())
+    default_outbox = sqlite_url((home / DEFAULT_OUTBOX_SQLITE_NAME).absolute())
     if not path.exists():
         url = sqlite_url((home / DEFAULT_SQLITE_NAME).absolute())
-        return DatabaseURLs(url, url, default_oath)
+        return DatabaseURLs(url, url, default_oath, default_outbox)
     data = load_yaml(path)
     if not isinstance(data, dict) or not data:
         raise ConfigError(
@@ -88,7 +95,10 @@ def database_urls(home: Path) -> DatabaseURLs:
     user_db = resolve_relative_sqlite(parsed.user_db, home)
     session_db = resolve_relative_sqlite(parsed.session_db or parsed.user_db, home)
     oath_db = resolve_relative_sqlite(parsed.oath_db, home) if parsed.oath_db else default_oath
-    return DatabaseURLs(user_db, session_db, oath_db)
+    outbox_db = (
+        resolve_relative_sqlite(parsed.outbox_db, home) if parsed.outbox_db else default_outbox
+    )
+    return DatabaseURLs(user_db, session_db, oath_db, outbox_db)
 
 
 def prepare_home(home: Path) -> Path:
@@ -105,4 +115,5 @@ def prepare_home(home: Path) -> Path:
         ) from None
     tighten_sqlite_files(home / DEFAULT_SQLITE_NAME)
     tighten_sqlite_files(home / DEFAULT_OATH_SQLITE_NAME)
+    tighten_sqlite_files(home / DEFAULT_OUTBOX_SQLITE_NAME)
     return home

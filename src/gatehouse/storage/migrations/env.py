@@ -11,12 +11,18 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
+from gatehouse.distribution.models import OutboxBase
 from gatehouse.oath.models import OathBase
 from gatehouse.storage.engine import create_engine
 from gatehouse.storage.models import SessionBase, UserBase
 
 config = context.config
-target_metadata = [UserBase.metadata, SessionBase.metadata, OathBase.metadata]
+target_metadata = [
+    UserBase.metadata,
+    SessionBase.metadata,
+    OathBase.metadata,
+    OutboxBase.metadata,
+]
 
 
 def run_on(connection: Connection) -> None:

@@ -1,0 +1,366 @@
+"""The outbox: accepted messages in the outbox DB, and the atomic updates delivery relies on.
+
+A message is accepted once its row is committed (:meth:`Outbox.submit` returns after the
+commit). A caller's key is unique: a second submit with it answers the existing message.
+
+Delivery workers of any number of Distribution services share the table through leases.
+:meth:`Outbox.claim` takes due messages and sets ``lease_owner``/``lease_until`` in one
+statement: on PostgreSQL the candidates are selected ``FOR UPDATE SKIP LOCKED`` (two services
+never wait on each other nor take the same row), on SQLite the one conditional ``UPDATE`` runs
+alone (one writer at a time). A message whose lease ran out (its service died) is due again.
+Every later change of a claimed row names the lease owner, so a service that lost its lease
+changes nothing but the ``sent`` mark (a message it did deliver was delivered).
+
+Bodies are erased (``body_ciphertext`` NULL) in the same update that marks a message sent or
+expired.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import ColumnElement, and_, delete, func, insert, literal, null, or_, select, update
+from sqlalchemy.engine import CursorResult
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from gatehouse.distribution.calls import Status
+from gatehouse.distribution.models import ERROR_LENGTH, PENDING, OutboxMessage
+from gatehouse.storage.engine import translate_errors
+from gatehouse.storage.types import UTCDateTime
+
+__all__ = ["MessageRow", "NewMessage", "Outbox"]
+
+_M = OutboxMessage
+_COLUMNS = tuple(OutboxMessage.__table__.columns)
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    id: str
+    key: str
+    purpose: str
+    username: str | None
+    email: str | None
+    phone: str | None
+    body_key_id: str
+    body_ciphertext: bytes = field(repr=False)
+    #: The caller's order of channel kinds, or None for the configured order.
+    channels: tuple[str, ...] | None
+    created_at: datetime
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRow:
+    """A message as stored (``body_ciphertext`` left out of the repr)."""
+
+    id: str
+    key: str
+    purpose: str
+    username: str | None
+    email: str | None
+    phone: str | None
+    body_key_id: str | None
+    body_ciphertext: bytes | None = field(repr=False)
+    channels: tuple[str, ...] | None
+    status: Status
+    attempts: int
+    rounds: int
+    next_attempt_at: datetime
+    expires_at: datetime
+    lease_owner: str | None
+    lease_until: datetime | None
+    sent_channel: str | None
+    last_error: str | None
+    created_at: datetime
+    sent_at: datetime | None
+
+
+def row_to_message(row: Mapping[Any, Any]) -> MessageRow:
+    channels = row["channels"]
+    blob = row["body_ciphertext"]
+    return MessageRow(
+        id=row["id"],
+        key=row["key"],
+        purpose=row["purpose"],
+        username=row["username"],
+        email=row["email"],
+        phone=row["phone"],
+        body_key_id=row["body_key_id"],
+        body_ciphertext=bytes(blob) if blob is not None else None,
+        channels=tuple(channels.split(",")) if channels else None,
+        status=cast(Status, row["status"]),
+        attempts=int(row["attempts"]),
+        rounds=int(row["rounds"]),
+        next_attempt_at=row["next_attempt_at"],
+        expires_at=row["expires_at"],
+        lease_owner=row["lease_owner"],
+        lease_until=row["lease_until"],
+        sent_channel=row["sent_channel"],
+        last_error=row["last_error"],
+        created_at=row["created_at"],
+        sent_at=row["sent_at"],
+    )
+
+
+def _at(moment: datetime) -> ColumnElement[datetime]:
+    return literal(moment, UTCDateTime())
+
+
+def _free(now: datetime) -> ColumnElement[bool]:
+    """Not leased, or leased by a service whose lease ran out."""
+    return or_(_M.lease_until.is_(None), _M.lease_until <= _at(now))
+
+
+def _due(now: datetime) -> ColumnElement[bool]:
+    return and_(
+        _M.status.in_(PENDING),
+        _M.next_attempt_at <= _at(now),
+        _M.expires_at > _at(now),
+        _free(now),
+    )
+
+
+def _short(error: str) -> str:
+    return error if len(error) <= ERROR_LENGTH else error[: ERROR_LENGTH - 3] + "..."
+
+
+def _rowcount(result: CursorResult[Any]) -> int:
+    return int(result.rowcount or 0)
+
+
+class Outbox:
+    """The ``outbox_messages`` table of one outbox DB. Every method is one transaction,
+    committed before it returns; "database unavailable" driver errors are raised as
+    :class:`~gatehouse.storage.errors.DatabaseUnavailable`."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[AsyncConnection]:
+        async with translate_errors(), self.engine.begin() as conn:
+            yield conn
+
+    # -- accepting -------------------------------------------------------------------------
+
+    async def submit(self, message: NewMessage) -> tuple[MessageRow, bool]:
+        """Store ``message`` (due now), or find the one stored with its key.
+
+        Returns:
+            The stored row and whether it is new (False: the key was known; the row is the
+            earlier message's, whatever this one says).
+        """
+        values = {
+            "id": message.id,
+            "key": message.key,
+            "purpose": message.purpose,
+            "username": message.username,
+            "email": message.email,
+            "phone": message.phone,
+            "body_key_id": message.body_key_id,
+            "body_ciphertext": message.body_ciphertext,
+            "channels": ",".join(message.channels) if message.channels is not None else None,
+            "status": "accepted",
+            "attempts": 0,
+            "rounds": 0,
+            "next_attempt_at": message.created_at,
+            "expires_at": message.expires_at,
+            "created_at": message.created_at,
+        }
+        try:
+            async with self._transaction() as conn:
+                row = (await conn.execute(insert(_M).values(**values).returning(*_COLUMNS))).one()
+            return row_to_message(row._mapping), True
+        except IntegrityError:
+            existing = await self.by_key(message.key)
+            if existing is None:  # not the key: the id (a 128-bit random collision) or worse
+                raise
+            return existing, False
+
+    async def by_key(self, key: str) -> MessageRow | None:
+        async with self._transaction() as conn:
+            row = (await conn.execute(select(*_COLUMNS).where(_M.key == key))).first()
+        return None if row is None else row_to_message(row._mapping)
+
+    async def get(self, message_id: str) -> MessageRow | None:
+        async with self._transaction() as conn:
+            row = (await conn.execute(select(*_COLUMNS).where(_M.id == message_id))).first()
+        return None if row is None else row_to_message(row._mapping)
+
+    async def list_messages(
+        self, *, status: str | None = None, limit: int = 100
+    ) -> list[MessageRow]:
+        """The newest messages first (only those with ``status`` if given)."""
+        query = select(*_COLUMNS).order_by(_M.created_at.desc(), _M.id).limit(limit)
+        if status is not None:
+            query = query.where(_M.status == status)
+        async with self._transaction() as conn:
+            rows = (await conn.execute(query)).all()
+        return [row_to_message(row._mapping) for row in rows]
+
+    async def counts(self) -> dict[str, int]:
+        """Messages per status."""
+        query = select(_M.status, func.count()).group_by(_M.status)
+        async with self._transaction() as conn:
+            rows = (await conn.execute(query)).all()
+        return {str(status): int(count) for status, count in rows}
+
+    # -- delivery --------------------------------------------------------------------------
+
+    async def claim(self, owner: str, limit: int, lease: float, now: datetime) -> list[MessageRow]:
+        """Lease up to ``limit`` due messages (oldest due first) to ``owner`` until
+        ``now + lease``; the rows as leased."""
+        if limit <= 0:
+            return []
+        candidates = (
+            select(_M.id)
+            .where(_due(now))
+            .order_by(_M.next_attempt_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)  # PostgreSQL; SQLite has one writer anyway
+        )
+        statement = (
+            update(_M)
+            .where(_M.id.in_(candidates.scalar_subquery()), _due(now))
+            .values(lease_owner=owner, lease_until=_at(now + timedelta(seconds=lease)))
+            .returning(*_COLUMNS)
+        )
+        async with self._transaction() as conn:
+            rows = (await conn.execute(statement)).all()
+        return sorted((row_to_message(row._mapping) for row in rows), key=_due_order)
+
+    async def next_due(self) -> datetime | None:
+        """When the earliest pending message is due (None: nothing pending)."""
+        query = select(func.min(_M.next_attempt_at)).where(_M.status.in_(PENDING))
+        async with self._transaction() as conn:
+            value: datetime | None = (await conn.execute(query)).scalar()
+        return value
+
+    async def mark_sent(self, message_id: str, channel: str, attempts: int, now: datetime) -> bool:
+        """The message went out over ``channel`` after ``attempts`` more channel attempts:
+        sent, body erased. Whoever holds the lease: it was delivered. False if it was marked
+        sent already (by another service that delivered it too)."""
+        statement = (
+            update(_M)
+            .where(_M.id == message_id, _M.status != "sent")
+            .values(
+                status="sent",
+                sent_channel=channel,
+                sent_at=_at(now),
+                attempts=_M.attempts + attempts,
+                body_ciphertext=null(),
+                lease_owner=null(),
+                lease_until=null(),
+                last_error=null(),
+            )
+        )
+        async with self._transaction() as conn:
+            return _rowcount(await conn.execute(statement)) == 1
+
+    async def mark_failed(
+        self,
+        message_id: str,
+        owner: str,
+        attempts: int,
+        error: str,
+        next_attempt_at: datetime,
+    ) -> bool:
+        """Every channel failed this round: due again at ``next_attempt_at``. Only while
+        ``owner`` holds the lease."""
+        statement = (
+            update(_M)
+            .where(_M.id == message_id, _M.lease_owner == owner, _M.status.in_(PENDING))
+            .values(
+                status="failed",
+                attempts=_M.attempts + attempts,
+                rounds=_M.rounds + 1,
+                last_error=_short(error),
+                next_attempt_at=_at(next_attempt_at),
+                lease_owner=null(),
+                lease_until=null(),
+            )
+        )
+        async with self._transaction() as conn:
+            return _rowcount(await conn.execute(statement)) == 1
+
+    async def release(self, message_id: str, owner: str, attempts: int = 0) -> bool:
+        """Give a claimed message back untried (this service stops, or a channel that was
+        tried is counted in ``attempts``): due again at once for any service."""
+        statement = (
+            update(_M)
+            .where(_M.id == message_id, _M.lease_owner == owner, _M.status.in_(PENDING))
+            .values(attempts=_M.attempts + attempts, lease_owner=null(), lease_until=null())
+        )
+        async with self._transaction() as conn:
+            return _rowcount(await conn.execute(statement)) == 1
+
+    async def expire(
+        self, now: datetime, *, owner: str | None = None, message_id: str | None = None
+    ) -> list[MessageRow]:
+        """Dead-letter pending messages whose expiry has passed and that nobody else is
+        delivering (free, or leased to ``owner``; only ``message_id`` if given): status
+        ``expired``, body erased. The rows expired, each returned to one caller only (for
+        the one audit event)."""
+        free = _free(now) if owner is None else or_(_free(now), _M.lease_owner == owner)
+        condition = and_(_M.status.in_(PENDING), _M.expires_at <= _at(now), free)
+        if message_id is not None:
+            condition = and_(condition, _M.id == message_id)
+        statement = (
+            update(_M)
+            .where(condition)
+            .values(
+                status="expired",
+                body_ciphertext=null(),
+                lease_owner=null(),
+                lease_until=null(),
+            )
+            .returning(*_COLUMNS)
+        )
+        async with self._transaction() as conn:
+            rows = (await conn.execute(statement)).all()
+        return [row_to_message(row._mapping) for row in rows]
+
+    async def retry(self, message_id: str, now: datetime) -> MessageRow | None:
+        """An administrator's retry: a ``failed`` message due again now, its backoff reset.
+        Only before its expiry (a code is useless after it, and an expired message's body is
+        erased); None if the message is not pending (or does not exist)."""
+        statement = (
+            update(_M)
+            .where(
+                _M.id == message_id,
+                _M.status.in_(PENDING),
+                _M.expires_at > _at(now),
+            )
+            .values(next_attempt_at=_at(now), rounds=0)
+            .returning(*_COLUMNS)
+        )
+        async with self._transaction() as conn:
+            row = (await conn.execute(statement)).first()
+        return None if row is None else row_to_message(row._mapping)
+
+    async def purge(self, before: datetime, batch: int = 1000) -> int:
+        """Delete sent and expired messages created before ``before`` (at most ``batch``)."""
+        old = (
+            select(_M.id)
+            .where(_M.status.in_(("sent", "expired")), _M.created_at < _at(before))
+            .limit(batch)
+        )
+        statement = delete(_M).where(_M.id.in_(old.scalar_subquery()))
+        async with self._transaction() as conn:
+            return _rowcount(await conn.execute(statement))
+
+    async def bodies(self) -> Sequence[tuple[str, bytes | None]]:
+        """Every message id and its ciphertext (tests: erased bodies)."""
+        async with self._transaction() as conn:
+            rows = (await conn.execute(select(_M.id, _M.body_ciphertext))).all()
+        return [(str(r[0]), bytes(r[1]) if r[1] is not None else None) for r in rows]
+
+
+def _due_order(message: MessageRow) -> tuple[datetime, str]:
+    return message.next_attempt_at, message.id
