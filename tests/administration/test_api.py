@@ -340,7 +340,9 @@ def test_an_invalid_configuration_is_refused_with_every_path_and_changes_nothing
         "problems": [
             {
                 "path": "services[1].role",
-                "message": "must be one of: access_point, policy, authentication; got 'dba'",
+                "message": (
+                    "must be one of: access_point, policy, authentication, distribution; got 'dba'"
+                ),
             },
             {
                 "path": "resources[1].backends[1]",

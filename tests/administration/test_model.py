@@ -233,7 +233,8 @@ CASES: list[tuple[str, Callable[[Doc], None], list[str]]] = [
         "a bad role",
         set_path("services.0.role", "gateway"),
         [
-            "services[0].role: must be one of: access_point, policy, authentication; got 'gateway'",
+            "services[0].role: must be one of: access_point, policy, authentication, "
+            "distribution; got 'gateway'",
         ],
     ),
     (

@@ -136,7 +136,7 @@ def test_a_readable_admin_file_is_refused(tmp_path: Path) -> None:
         (lambda d: b"[]", "not a JSON object"),
         (lambda d: {**d, "endpoint": ""}, "endpoint is missing"),
         (lambda d: {k: v for k, v in d.items() if k != "role"}, "role is missing"),
-        (lambda d: {**d, "role": "distribution"}, "role: 'distribution' is not one of"),
+        (lambda d: {**d, "role": "mailer"}, "role: 'mailer' is not one of"),
         (lambda d: {**d, "service_id": "AP 1"}, "service_id: not a service id"),
         (lambda d: {**d, "admin_urls": []}, "admin_urls is not a non-empty list"),
         (lambda d: {**d, "admin_urls": "http://a:1"}, "admin_urls is not a non-empty list"),

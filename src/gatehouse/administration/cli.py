@@ -52,7 +52,9 @@ def register(sub: Sub) -> None:
         node_actions, "token", "make a one-time join token for one service", "nodes_token"
     )
     token.add_argument(
-        "--role", required=True, choices=("access_point", "policy", "authentication")
+        "--role",
+        required=True,
+        choices=("access_point", "policy", "authentication", "distribution"),
     )
     token.add_argument(
         "--id", required=True, metavar="ID", help="the id of the service that joins with it"

@@ -60,13 +60,14 @@ from gatehouse.policy.rules import Public
 from gatehouse.policy.rules_compile import RuleSet, check_rule_set
 from gatehouse.storage.home import DatabasesFile, DatabaseURL
 
-Role = Literal["access_point", "policy", "authentication"]
+Role = Literal["access_point", "policy", "authentication", "distribution"]
 Loc = tuple[str | int, ...]
 
 ROLE_NAMES: Mapping[str, str] = {
     "access_point": "access point",
     "policy": "policy service",
     "authentication": "authentication service",
+    "distribution": "distribution service",
 }
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")

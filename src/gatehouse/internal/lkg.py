@@ -54,7 +54,7 @@ ADMIN_FILE = "admin.json"
 LKG_FILE = "lkg.json"
 #: The internal TLS credentials directory inside a state directory.
 TLS_DIR = "tls"
-ROLES = ("access_point", "policy", "authentication")
+ROLES = ("access_point", "policy", "authentication", "distribution")
 # As Admin's model spells ids (administration/model.py); the id goes into URL paths.
 _SERVICE_ID = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}\Z")
 

@@ -18,6 +18,7 @@ __all__ = [
     "ADMINISTRATION",
     "AUTHENTICATION",
     "DATABASE",
+    "DISTRIBUTION",
     "OPERATOR",
     "POLICY",
     "ROLES",
@@ -32,6 +33,8 @@ __all__ = [
 ACCESS_POINT = "access_point"
 POLICY = "policy"
 AUTHENTICATION = "authentication"
+#: The Distribution service: delivers one-time codes and invitations (e-mail, SMS).
+DISTRIBUTION = "distribution"
 ADMINISTRATION = "administration"
 #: The operator's command line (``gatehouse users``, ``gatehouse cluster status``): its
 #: certificate is made on the Administration service's machine, from the CA there.
@@ -39,7 +42,7 @@ OPERATOR = "operator"
 #: A PostgreSQL server of the installation (its server certificate, for ``verify-full``).
 DATABASE = "database"
 #: The roles services register with (join tokens name one of them).
-SERVICE_ROLES = (ACCESS_POINT, POLICY, AUTHENTICATION)
+SERVICE_ROLES = (ACCESS_POINT, POLICY, AUTHENTICATION, DISTRIBUTION)
 ROLES = (*SERVICE_ROLES, ADMINISTRATION, OPERATOR, DATABASE)
 
 URI_PREFIX = "spiffe://gatehouse/"
