@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "gatehouse.access_point.cli",
     "gatehouse.policy.cli",
     "gatehouse.authentication.cli",
+    "gatehouse.distribution.cli",
     "gatehouse.oath.tokens_cli",
     "gatehouse.administration.cli",
     "gatehouse.storage.cli",

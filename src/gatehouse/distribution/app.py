@@ -1,0 +1,121 @@
+"""The Distribution service's HTTP app (Starlette): the routes of its internal calls
+(:mod:`gatehouse.distribution.calls`), nothing else. Every answer is JSON; an outbox DB that
+is down answers 503 ``unavailable`` so the caller fails over; a request that cannot be parsed
+answers 400 naming the field.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gatehouse.distribution.calls import (
+    HEALTH,
+    MESSAGE_ID,
+    STATUS,
+    SUBMIT,
+    MessageStatus,
+    SubmitAnswer,
+    SubmitRequest,
+)
+from gatehouse.distribution.config import DistributionSettings
+from gatehouse.distribution.service import ROLE, Service
+from gatehouse.internal.config_agent import ConfigAgent, config_fields
+from gatehouse.internal.endpoint import bad_request
+from gatehouse.internal.errors import Code, ServiceError, json_response
+from gatehouse.storage.errors import DatabaseUnavailable
+from gatehouse.trust.identity import Peer
+
+__all__ = ["create_app"]
+
+HEALTH_DB_TIMEOUT = 2.0
+
+
+def _service(request: Request) -> Service:
+    service: Service = request.app.state.service
+    return service
+
+
+async def health(request: Request, peer: Peer | None, body: None) -> dict[str, object]:
+    service = _service(request)
+    service.require_ready()
+    try:
+        await asyncio.wait_for(service.db.ping(), HEALTH_DB_TIMEOUT)
+    except TimeoutError:
+        raise DatabaseUnavailable("database unavailable: health check timed out") from None
+    stats = service.deliverer.stats
+    answer: dict[str, object] = {
+        "status": "ok",
+        "role": ROLE,
+        "id": service.started.id,
+        **config_fields(service.agent),
+        "channels": [sender.name for sender in service.deliverer.senders],
+        "channel_problems": service.channel_problems,
+        "delivering": service.deliverer.busy,
+        "sent": stats.sent,
+        "expired": stats.expired,
+    }
+    if service.agent is not None:
+        status = service.agent.status()
+        answer["config"] = {
+            "version": status.version,
+            "connected": status.connected,
+            "admin_error": status.admin_error,
+            "refused": status.refused,
+        }
+    return answer
+
+
+async def submit(request: Request, peer: Peer | None, parsed: SubmitRequest) -> SubmitAnswer:
+    """Accept a message; over mutual TLS only Policy and Authentication services get here."""
+    return await _service(request).submit(parsed)
+
+
+async def status(request: Request, peer: Peer | None, body: None) -> MessageStatus:
+    message_id = request.path_params["id"]
+    if not MESSAGE_ID.match(message_id):
+        raise bad_request("id: not a message id")
+    return await _service(request).status(message_id)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = Code.NOT_FOUND if exc.status_code == 404 else Code.BAD_REQUEST
+    return json_response({"error": code.value, "message": str(exc.detail)}, exc.status_code)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    return ServiceError(Code.INTERNAL, "internal error", 500).response()
+
+
+def create_app(
+    settings: DistributionSettings,
+    outbox_db: str,
+    keyring: Path,
+    home: Path,
+    agent: ConfigAgent | None = None,
+) -> Starlette:
+    """The app; with ``agent``, the service follows Admin while it runs."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        service = Service(settings, outbox_db, keyring, home, agent)
+        app.state.service = service
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    return Starlette(
+        routes=[HEALTH.route(health), SUBMIT.route(submit), STATUS.route(status)],
+        lifespan=lifespan,
+        exception_handlers={HTTPException: _http_error, Exception: _unexpected},
+    )

@@ -1,0 +1,327 @@
+"""The delivery workers: claim due messages from the outbox with a lease, try their channels in
+order, and record the outcome.
+
+One dispatcher per service claims as many due messages as it has free workers (``workers``)
+and delivers each in a task of its own. It claims again at once when a message is submitted to
+this service (:meth:`Deliverer.wake`: no wait for the poll), when a delivery ends, and every
+``poll_interval`` (messages other services accepted, retries that came due, leases that ran
+out). A message goes out over the first channel that takes it; when every channel failed it is
+due again after an exponential backoff (:func:`backoff`), until its expiry: then it is
+dead-lettered (``expired``) with an event on ``gatehouse.audit``. A message is never handed to a
+channel at or after its expiry, nor while this service's lease on it is about to run out
+(another service may be delivering it by then).
+
+Delivery is at least once: a service that dies after a channel took a message and before it
+was marked sent leaves a message another service delivers again after the lease. Every
+delivery of one message carries the same idempotency key (``Message-ID: <ID@gatehouse>``,
+``Idempotency-Key: ID``). Nothing here logs or stores a message's text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from gatehouse.distribution.bodies import BodyKeys, KeyringError
+from gatehouse.distribution.channels import ChannelFailure, Outgoing, Sender, plan
+from gatehouse.distribution.config import DeliverySettings
+from gatehouse.distribution.outbox import MessageRow, Outbox
+from gatehouse.storage.errors import DatabaseUnavailable
+from gatehouse.storage.types import utcnow
+
+__all__ = ["Deliverer", "Stats", "backoff", "lease_owner"]
+
+log = logging.getLogger("gatehouse.distribution")
+audit = logging.getLogger("gatehouse.audit")
+
+#: Seconds of lease a channel attempt must have left to start (beyond the channel's timeout).
+LEASE_MARGIN = 1.0
+#: How often sent and expired messages older than :data:`RETENTION` are deleted.
+PURGE_INTERVAL = 600.0
+RETENTION = timedelta(days=7)
+#: Tries to record a delivery while the outbox DB is briefly unavailable.
+MARK_TRIES = 5
+
+
+def backoff(rounds: int, initial: float, maximum: float) -> float:
+    """Seconds before the next round after ``rounds`` earlier rounds all failed (0: the first
+    failed round): ``initial``, doubled each round, at most ``maximum``."""
+    return float(min(maximum, initial * 2 ** min(rounds, 40)))
+
+
+def lease_owner(service_id: str) -> str:
+    """A lease owner name unique to this process: the service id, the pid, a random part."""
+    return f"{service_id}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+@dataclass(slots=True)
+class Stats:
+    sent: int = 0
+    failed_rounds: int = 0
+    expired: int = 0
+    attempts: int = 0
+
+
+class Deliverer:
+    """The delivery workers of one service."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        keys: BodyKeys | None,
+        owner: str,
+        settings: DeliverySettings,
+        senders: Sequence[Sender],
+        *,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.outbox = outbox
+        self.keys = keys
+        self.owner = owner
+        self.settings = settings
+        self.senders: tuple[Sender, ...] = tuple(senders)
+        self.clock = clock
+        self.stats = Stats()
+        self._wake = asyncio.Event()
+        self._busy: dict[str, asyncio.Task[None]] = {}
+        self._stopping = False
+        self._db_error: str | None = None
+        self._last_expiry_sweep = 0.0
+        self._last_purge = 0.0
+        self._retired: list[asyncio.Task[None]] = []
+
+    # -- configuration ----------------------------------------------------------------------
+
+    def configure(self, settings: DeliverySettings, senders: Sequence[Sender]) -> None:
+        """Use ``settings`` and ``senders`` from now on; deliveries under way finish with the
+        channels they started with, which are closed once they are done."""
+        old = self.senders
+        self.settings = settings
+        self.senders = tuple(senders)
+        in_flight = list(self._busy.values())
+        self._retired.append(asyncio.create_task(_close_after(old, in_flight)))
+        self.wake()
+
+    def wake(self) -> None:
+        """Look for due messages now (a message was just accepted here)."""
+        self._wake.set()
+
+    @property
+    def busy(self) -> int:
+        return len(self._busy)
+
+    # -- the dispatcher ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Claim and deliver until :meth:`stop`."""
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            self._wake.clear()
+            full_claim = False
+            try:
+                now_mono = loop.time()
+                if now_mono - self._last_expiry_sweep >= self.settings.poll_interval:
+                    self._last_expiry_sweep = now_mono
+                    await self._expire_due()
+                if now_mono - self._last_purge >= PURGE_INTERVAL:
+                    self._last_purge = now_mono
+                    gone = await self.outbox.purge(self.clock() - RETENTION)
+                    if gone:
+                        log.info("deleted %d sent or expired messages older than 7 days", gone)
+                free = self.settings.workers - len(self._busy)
+                if free > 0:
+                    claimed = await self.outbox.claim(
+                        self.owner, free, self.settings.lease, self.clock()
+                    )
+                    for message in claimed:
+                        self._start(message)
+                    full_claim = len(claimed) == free
+                self._db_ok()
+            except DatabaseUnavailable as error:
+                self._db_down(error)
+            except Exception:
+                log.exception("the delivery dispatcher failed; trying again")
+            if full_claim and len(self._busy) < self.settings.workers:
+                continue
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.poll_interval):
+                    await self._wake.wait()
+
+    def _start(self, message: MessageRow) -> None:
+        if message.id in self._busy:  # our own lease ran out and we claimed it again
+            return
+        task = asyncio.create_task(self._deliver_safely(message))
+        self._busy[message.id] = task
+        task.add_done_callback(functools.partial(self._done, message.id))
+
+    def _done(self, message_id: str, _task: asyncio.Task[None]) -> None:
+        self._busy.pop(message_id, None)
+        self._wake.set()
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop claiming; let deliveries under way finish for ``grace`` seconds, then give the
+        rest back (due at once for the other services) and close the channels."""
+        self._stopping = True
+        self._wake.set()
+        busy = list(self._busy.values())
+        if busy:
+            _done, pending = await asyncio.wait(busy, timeout=grace)
+            for task in pending:
+                task.cancel()
+            for task in pending:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        for task in self._retired:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for sender in self.senders:
+            with contextlib.suppress(Exception):
+                await sender.aclose()
+
+    # -- one message ------------------------------------------------------------------------
+
+    async def _deliver_safely(self, message: MessageRow) -> None:
+        try:
+            await self.deliver(message)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.outbox.release(message.id, self.owner))
+            raise
+        except DatabaseUnavailable as error:
+            self._db_down(error)
+        except Exception:
+            log.exception("delivering message %s failed", message.id)
+
+    async def deliver(self, message: MessageRow) -> None:
+        """Try ``message``'s channels in order (it is leased to this service)."""
+        if self.clock() >= message.expires_at:
+            await self._expire_due(message.id)
+            return
+        if self.keys is None:  # not loaded yet: give it back for now
+            await self.outbox.release(message.id, self.owner)
+            return
+        if message.body_ciphertext is None or message.body_key_id is None:
+            await self._fail(message, 0, "the message has no body (erased)")
+            return
+        try:
+            body = self.keys.open(message.id, message.body_key_id, message.body_ciphertext)
+        except KeyringError as error:
+            log.error("message %s: the body cannot be opened: %s", message.id, error)
+            await self._fail(message, 0, "the body cannot be opened with the outbox key file")
+            return
+        steps = plan(self.senders, message.channels, message.email, message.phone)
+        if not steps:
+            await self._fail(message, 0, "no configured channel for the message's recipients")
+            return
+        lease_until = message.lease_until or self.clock()
+        attempts = 0
+        errors: list[str] = []
+        for sender, to in steps:
+            now = self.clock()
+            if now >= message.expires_at:
+                errors.append("expired before the next channel")
+                break
+            left = (lease_until - now).total_seconds()
+            if left < sender.timeout * 2 + LEASE_MARGIN and attempts:
+                # Another service may take the message once the lease runs out: give it back
+                # rather than have two deliver it at once.
+                await self.outbox.release(message.id, self.owner, attempts)
+                self.stats.attempts += attempts
+                return
+            attempts += 1
+            try:
+                await sender.send(Outgoing(message.id, to, body.subject, body.text))
+            except ChannelFailure as failure:
+                errors.append(str(failure))
+                log.info("message %s: channel %s failed: %s", message.id, sender.name, failure)
+                continue
+            except Exception as error:  # a bug in a channel must not stop the others
+                errors.append(f"{sender.name}: internal error ({type(error).__name__})")
+                log.error(
+                    "message %s: channel %s failed unexpectedly: %s",
+                    message.id,
+                    sender.name,
+                    type(error).__name__,
+                )
+                continue
+            await self._mark_sent(message, sender.name, attempts)
+            return
+        self.stats.attempts += attempts
+        await self._fail(message, attempts, "; ".join(errors))
+
+    async def _mark_sent(self, message: MessageRow, channel: str, attempts: int) -> None:
+        self.stats.sent += 1
+        self.stats.attempts += attempts
+        for attempt in range(MARK_TRIES):
+            try:
+                await self.outbox.mark_sent(message.id, channel, attempts, self.clock())
+                break
+            except DatabaseUnavailable as error:
+                if attempt == MARK_TRIES - 1:
+                    # Delivered but not recorded: after the lease it is delivered again (at
+                    # least once; the same Message-ID / Idempotency-Key).
+                    log.warning("message %s sent but not recorded: %s", message.id, error)
+                    return
+                await asyncio.sleep(0.2 * 2**attempt)
+        log.info(
+            "message %s (%s) sent via %s after %d attempt(s), %.0f ms after acceptance",
+            message.id,
+            message.purpose,
+            channel,
+            message.attempts + attempts,
+            (self.clock() - message.created_at).total_seconds() * 1000,
+        )
+
+    async def _fail(self, message: MessageRow, attempts: int, error: str) -> None:
+        self.stats.failed_rounds += 1
+        wait = backoff(message.rounds, self.settings.backoff_initial, self.settings.backoff_max)
+        due = self.clock() + timedelta(seconds=wait)
+        await self.outbox.mark_failed(message.id, self.owner, attempts, error, due)
+        log.warning(
+            "message %s: every channel failed (%s); next round in %.1f s%s",
+            message.id,
+            error,
+            wait,
+            " (after its expiry: it will expire)" if due >= message.expires_at else "",
+        )
+
+    async def _expire_due(self, message_id: str | None = None) -> None:
+        # A sweep takes only messages nobody is delivering; a message of this service's own
+        # (``message_id``) is one it holds and found expired.
+        owner = self.owner if message_id is not None else None
+        expired = await self.outbox.expire(self.clock(), owner=owner, message_id=message_id)
+        for message in expired:
+            self.stats.expired += 1
+            audit.warning(
+                "message %s (%s%s) expired undelivered after %d attempt(s): %s",
+                message.id,
+                message.purpose,
+                f" for {message.username}" if message.username else "",
+                message.attempts,
+                message.last_error or "never tried",
+            )
+
+    def _db_down(self, error: DatabaseUnavailable) -> None:
+        if str(error) != self._db_error:
+            log.warning("outbox DB unavailable, delivery waits: %s", error)
+        self._db_error = str(error)
+
+    def _db_ok(self) -> None:
+        if self._db_error is not None:
+            log.info("outbox DB available again, delivery resumes")
+            self._db_error = None
+
+
+async def _close_after(senders: Sequence[Sender], in_flight: list[asyncio.Task[None]]) -> None:
+    if in_flight:
+        await asyncio.wait(in_flight)
+    for sender in senders:
+        with contextlib.suppress(Exception):
+            await sender.aclose()
