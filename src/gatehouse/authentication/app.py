@@ -16,6 +16,11 @@ warning names them.
 One-time passwords (:mod:`gatehouse.authentication.otp`) need the OATH DB, migrated on start
 like the user DB (branch ``oath``), and the seed key file (created 0600 if missing). While
 either cannot be used the OTP calls answer 503 saying why, and password checks keep working.
+
+One-time codes by e-mail or SMS (:mod:`gatehouse.authentication.code_checks`) need the same
+two and the Distribution services (``distribution``: URLs preferred first, over mutual TLS
+with this service's credentials); ``codes`` and ``distribution`` apply live (a new list gets
+a new failover client, the old one is closed once the calls using it are done).
 """
 
 from __future__ import annotations
@@ -32,8 +37,11 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gatehouse.authentication import lockout
+from gatehouse.authentication import invitations, lockout
 from gatehouse.authentication.calls import (
+    CODE_SEND,
+    CODE_STATUS,
+    CODE_VERIFY,
     HEALTH,
     OTP_CONFIRM,
     OTP_ENROL,
@@ -41,6 +49,12 @@ from gatehouse.authentication.calls import (
     OTP_VERIFY,
     VERIFY,
     Account,
+    CodeSendAnswer,
+    CodeSendRequest,
+    CodeStatusAnswer,
+    CodeStatusRequest,
+    CodeVerifyAnswer,
+    CodeVerifyRequest,
     ConfirmRequest,
     EnrolAnswer,
     EnrolRequest,
@@ -51,7 +65,10 @@ from gatehouse.authentication.calls import (
     VerifyAnswer,
     VerifyRequest,
 )
+from gatehouse.authentication.code_checks import CodeChecks
+from gatehouse.authentication.code_store import CodeStore
 from gatehouse.authentication.config import AuthenticationConfig, AuthenticationSettings
+from gatehouse.authentication.distribution_client import RETIRE_GRACE, FailoverDistribution
 from gatehouse.authentication.otp import OtpChecker, SeedKeys
 from gatehouse.authentication.otp import Rules as OtpRules
 from gatehouse.authentication.passwords import Overloaded, Passwords
@@ -66,6 +83,7 @@ from gatehouse.storage.errors import DatabaseUnavailable
 from gatehouse.storage.migrate import start_migrations
 from gatehouse.storage.types import utcnow
 from gatehouse.trust.identity import Peer
+from gatehouse.trust.tls import Credentials
 
 log = logging.getLogger("gatehouse.authentication")
 
@@ -107,6 +125,8 @@ class Service:
             applies each new version with :meth:`apply`.
         oath_db: the OATH DB URL; None: no one-time passwords (their calls answer 503).
         oath_keyring: the seed key file (created if missing); None as for ``oath_db``.
+        credentials: this service's internal TLS credentials (its calls to Distribution are
+            mutual TLS with them); None: plaintext.
     """
 
     def __init__(
@@ -117,8 +137,10 @@ class Service:
         *,
         oath_db: str | None = None,
         oath_keyring: Path | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         self.started = settings
+        self.credentials = credentials
         self.settings = settings
         self.user_db = user_db
         self.agent = agent
@@ -129,15 +151,32 @@ class Service:
         self.oath_db: Database | None = None
         self.oath_ready = asyncio.Event()
         self.otp: OtpChecker | None = None
+        self.codes: CodeChecks | None = None
+        self.distribution: FailoverDistribution | None = None
         if oath_db is not None and oath_keyring is not None:
             self.oath_db = self.db if oath_db == user_db else Database(oath_db)
             keys = SeedKeys(oath_keyring)
             rules = OtpRules.of(settings.otp)
             self.otp = OtpChecker(TokenStore(self.oath_db.engine), keys, self.db, rules)
+            self.codes = CodeChecks(
+                CodeStore(self.oath_db.engine),
+                keys,
+                self.db,
+                settings.codes,
+                self._distribution(settings.distribution),
+            )
         self._tasks: list[asyncio.Task[None]] = []
+        self._retiring: set[asyncio.Task[None]] = set()
+
+    def _distribution(self, urls: list[str]) -> FailoverDistribution | None:
+        """The client of the Distribution services at ``urls`` (None: none configured)."""
+        self.distribution = FailoverDistribution.of(list(urls), self.credentials) if urls else None
+        return self.distribution
 
     async def start(self) -> None:
         """Migrate now, or keep trying in the background while answering 503."""
+        if self.distribution is not None:
+            self.distribution.client.start_probing()
         if self.settings.lockout.insecure_no_rate_cap:
             log.warning("lockout.insecure_no_rate_cap is set: the ASVS rate cap is OFF")
         migrating = await start_migrations(self.user_db, "user", self.ready)
@@ -153,6 +192,7 @@ class Service:
             if self.oath_db is not self.db:
                 warming = warm_when_ready(self.oath_ready, self.oath_db)
                 self._tasks.append(asyncio.create_task(warming))
+            self._tasks.append(asyncio.create_task(invitations.send_forever(self)))
         if self.agent is not None:
             follow = follow_admin(self.agent, self.apply, check_view)
             self._tasks.append(asyncio.create_task(follow))
@@ -171,6 +211,18 @@ class Service:
         self.verifier.use(Rules(passwords, Limits.of(settings.lockout)))
         if self.otp is not None:
             self.otp.use(OtpRules.of(settings.otp))
+        if self.codes is not None:
+            previous = self.distribution
+            distribution = previous
+            if settings.distribution != self.settings.distribution:
+                distribution = self._distribution(settings.distribution)
+                if distribution is not None:
+                    distribution.client.start_probing()
+                if previous is not None:
+                    task = asyncio.create_task(previous.aclose(RETIRE_GRACE))
+                    self._retiring.add(task)
+                    task.add_done_callback(self._retiring.discard)
+            self.codes.use(settings.codes, distribution)
         self.settings = settings
         later = restart_only_changes(self.started, settings)
         if later:
@@ -200,14 +252,24 @@ class Service:
             else:
                 if gone:
                     log.info("purged %d expired login counters", gone)
+            if self.codes is not None and self.oath_ready.is_set():
+                try:
+                    await self.codes.purge()
+                except DatabaseUnavailable as exc:
+                    log.warning("purging expired one-time codes: %s", exc)
+                except Exception:
+                    log.exception("purging expired one-time codes failed")
             await asyncio.sleep(PURGE_INTERVAL)
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        tasks = [*self._tasks, *self._retiring]
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.distribution is not None:
+            await self.distribution.aclose()
         if self.oath_db is not None and self.oath_db is not self.db:
             await self.oath_db.dispose()
         await self.db.dispose()
@@ -226,6 +288,15 @@ class Service:
         if not self.oath_ready.is_set():
             raise DatabaseUnavailable("database unavailable: OATH DB not reachable yet")
         return self.otp
+
+    def require_codes(self) -> CodeChecks:
+        """The code calls, if they can run now (else 503 saying why)."""
+        if self.codes is None:
+            raise ServiceError(
+                Code.UNAVAILABLE, "one-time codes are not configured on this service", 503
+            )
+        self.require_otp()
+        return self.codes
 
 
 def _passwords(settings: AuthenticationSettings) -> Passwords:
@@ -310,6 +381,28 @@ async def otp_status(request: Request, peer: Peer | None, parsed: StatusRequest)
     return await otp.status(parsed.username)
 
 
+async def send_code(request: Request, peer: Peer | None, parsed: CodeSendRequest) -> CodeSendAnswer:
+    """Send a one-time code; answered once a Distribution service accepted its message."""
+    codes = _service(request).require_codes()
+    return await codes.send(parsed.username, parsed.method, parsed.key, parsed.client_ip)
+
+
+async def code_status(
+    request: Request, peer: Peer | None, parsed: CodeStatusRequest
+) -> CodeStatusAnswer:
+    codes = _service(request).require_codes()
+    return await codes.status(parsed.username, parsed.id)
+
+
+async def verify_code(
+    request: Request, peer: Peer | None, parsed: CodeVerifyRequest
+) -> CodeVerifyAnswer:
+    codes = _service(request).require_codes()
+    return await codes.verify(
+        parsed.username, parsed.method, parsed.code, parsed.client_ip, parsed.attempt
+    )
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = Code.NOT_FOUND if exc.status_code == 404 else Code.BAD_REQUEST
@@ -327,13 +420,21 @@ def create_app(
     *,
     oath_db: str | None = None,
     oath_keyring: Path | None = None,
+    credentials: Credentials | None = None,
 ) -> Starlette:
     """The app; with ``agent``, the service follows Admin while it runs. Without ``oath_db``
     and ``oath_keyring`` the OTP calls answer 503."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        service = Service(settings, user_db, agent, oath_db=oath_db, oath_keyring=oath_keyring)
+        service = Service(
+            settings,
+            user_db,
+            agent,
+            oath_db=oath_db,
+            oath_keyring=oath_keyring,
+            credentials=credentials,
+        )
         app.state.service = service
         await service.start()
         try:
@@ -348,6 +449,10 @@ def create_app(
         OTP_ENROL.route(enrol_otp),
         OTP_CONFIRM.route(confirm_otp),
         OTP_STATUS.route(otp_status),
+        CODE_SEND.route(send_code),
+        CODE_STATUS.route(code_status),
+        CODE_VERIFY.route(verify_code),
+        *invitations.routes(),
     ]
     return Starlette(
         routes=routes,

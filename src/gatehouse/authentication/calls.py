@@ -24,6 +24,21 @@ One-time passwords (issue 15):
 
 Every OTP call answers 503 ``unavailable`` while the OATH DB or the seed keyring cannot be
 used (the caller fails over; password checks keep working).
+
+One-time codes out of band (issue 16; :mod:`gatehouse.authentication.code_checks`):
+
+- ``CODE_SEND`` makes a code for ``email_otp`` or ``sms_otp`` and hands it to a Distribution
+  service; it answers ``accepted`` (with the message id and the masked recipient) only once
+  Distribution has accepted the message, ``throttled`` (with ``retry_after``) or
+  ``no_contact`` (with a message the portal shows). ``key`` is made by the Policy service per
+  send and sent again with a retry: the same key never makes a second code or message.
+  503 when no Distribution service accepts the message.
+- ``CODE_STATUS``: where the message of one of the user's codes is (``accepted``, ``sent``,
+  ``failed``: every channel failed and it waits for a retry, ``expired``; ``unknown``: no
+  code of this user has that message).
+- ``CODE_VERIFY`` checks a code like ``OTP_VERIFY`` (``attempt`` makes it idempotent): ``ok``,
+  ``invalid``, ``expired`` (no live code) or ``locked`` (too many wrong codes: the code is
+  dead, a new one must be sent).
 """
 
 from __future__ import annotations
@@ -40,6 +55,9 @@ from gatehouse.trust.identity import POLICY
 __all__ = [
     "ALL",
     "ATTEMPT",
+    "CODE_SEND",
+    "CODE_STATUS",
+    "CODE_VERIFY",
     "HEALTH",
     "MAX_BODY",
     "OTP_CONFIRM",
@@ -48,6 +66,12 @@ __all__ = [
     "OTP_VERIFY",
     "VERIFY",
     "Account",
+    "CodeSendAnswer",
+    "CodeSendRequest",
+    "CodeStatusAnswer",
+    "CodeStatusRequest",
+    "CodeVerifyAnswer",
+    "CodeVerifyRequest",
     "ConfirmRequest",
     "EnrolAnswer",
     "EnrolRequest",
@@ -444,6 +468,227 @@ STATUS_ANSWER = json_codec(
 )
 
 
+# --- the one-time code calls (out of band) ---------------------------------------------------
+
+CodeMethod = Literal["email_otp", "sms_otp"]
+CODE_METHODS: tuple[str, ...] = ("email_otp", "sms_otp")
+#: A Distribution message id as CODE_SEND answers it.
+MESSAGE_ID = re.compile(r"[A-Za-z0-9_-]{16,64}\Z")
+MAX_HINT = 256
+MAX_MESSAGE = 512
+
+
+def _method(data: dict[str, Any]) -> CodeMethod:
+    method = _string(data, "method")
+    if method not in CODE_METHODS:
+        raise bad_request(f"method: must be one of {', '.join(CODE_METHODS)}")
+    return method  # type: ignore[return-value]  # checked against CODE_METHODS
+
+
+def _send_key(data: dict[str, Any]) -> str:
+    key = _string(data, "key")
+    if not ATTEMPT.match(key):
+        raise bad_request("key: must be 16-64 URL-safe characters (A-Z a-z 0-9 _ -)")
+    return key
+
+
+def _message_id(data: dict[str, Any], name: str = "id") -> str:
+    value = _string(data, name)
+    if not MESSAGE_ID.match(value):
+        raise bad_request(f"{name}: not a message id")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class CodeSendRequest:
+    username: str
+    method: CodeMethod
+    key: str
+    client_ip: str
+
+
+def parse_code_send(data: dict[str, Any]) -> CodeSendRequest:
+    """``{"username", "method", "key", "client_ip"}``; errors name the field at fault."""
+    return CodeSendRequest(_username(data), _method(data), _send_key(data), _client_ip(data))
+
+
+SendResult = Literal["accepted", "throttled", "no_contact"]
+CodeStatusValue = Literal["accepted", "sent", "failed", "expired", "unknown"]
+CODE_STATUSES: tuple[str, ...] = ("accepted", "sent", "failed", "expired", "unknown")
+
+
+@dataclass(frozen=True, slots=True)
+class CodeSendAnswer:
+    """``accepted`` (the message id, its status then, the masked recipient), ``throttled``
+    (``retry_after`` seconds) or ``no_contact`` (``message`` says what is missing)."""
+
+    result: SendResult
+    id: str | None = None
+    status: CodeStatusValue | None = None
+    recipient_hint: str = ""
+    retry_after: float | None = None
+    message: str = ""
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+        return float(value)
+    return None
+
+
+def _status_value(value: object) -> CodeStatusValue:
+    if value not in CODE_STATUSES:
+        raise ValueError(f"status: unknown {value!r}")
+    return value  # type: ignore[return-value]  # checked against CODE_STATUSES
+
+
+def parse_code_send_answer(data: dict[str, Any]) -> CodeSendAnswer:
+    result = data.get("result")
+    if result == "accepted":
+        message_id = data.get("id")
+        hint = data.get("recipient_hint")
+        if not isinstance(message_id, str) or not MESSAGE_ID.match(message_id):
+            raise ValueError("id: must be a message id")
+        return CodeSendAnswer(
+            "accepted",
+            message_id,
+            _status_value(data.get("status")),
+            hint[:MAX_HINT] if isinstance(hint, str) else "",
+        )
+    if result == "throttled":
+        return CodeSendAnswer("throttled", retry_after=_number(data.get("retry_after")) or 30.0)
+    if result == "no_contact":
+        message = data.get("message")
+        return CodeSendAnswer(
+            "no_contact", message=message[:MAX_MESSAGE] if isinstance(message, str) else ""
+        )
+    raise ValueError(f"unknown result {result!r}")
+
+
+def render_code_send_answer(answer: CodeSendAnswer) -> dict[str, object]:
+    if answer.result == "accepted":
+        return {
+            "result": "accepted",
+            "id": answer.id,
+            "status": answer.status,
+            "recipient_hint": answer.recipient_hint,
+        }
+    if answer.result == "throttled":
+        return {"result": "throttled", "retry_after": answer.retry_after}
+    return {"result": answer.result, "message": answer.message}
+
+
+@dataclass(frozen=True, slots=True)
+class CodeStatusRequest:
+    username: str
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class CodeStatusAnswer:
+    """Where the message of one of the user's codes is; ``error`` the last channel's
+    failure (short, never the text)."""
+
+    id: str
+    status: CodeStatusValue
+    recipient_hint: str = ""
+    error: str | None = None
+
+
+def parse_code_status_answer(data: dict[str, Any]) -> CodeStatusAnswer:
+    message_id = data.get("id")
+    if not isinstance(message_id, str):
+        raise ValueError("id: must be a string")
+    hint = data.get("recipient_hint")
+    error = data.get("error")
+    return CodeStatusAnswer(
+        message_id,
+        _status_value(data.get("status")),
+        hint[:MAX_HINT] if isinstance(hint, str) else "",
+        error[:MAX_MESSAGE] if isinstance(error, str) else None,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class CodeVerifyRequest:
+    """``CODE_VERIFY``'s request: the code as the user typed it, for ``method``."""
+
+    username: str
+    method: CodeMethod
+    code: str = field(repr=False)
+    client_ip: str
+    attempt: str
+
+
+def parse_code_verify(data: dict[str, Any]) -> CodeVerifyRequest:
+    """``{"username", "method", "code", "client_ip", "attempt"}``."""
+    return CodeVerifyRequest(
+        _username(data), _method(data), _code(data), _client_ip(data), _attempt(data)
+    )
+
+
+CodeResult = Literal["ok", "invalid", "expired", "locked"]
+
+
+@dataclass(frozen=True, slots=True)
+class CodeVerifyAnswer:
+    result: CodeResult
+
+
+def parse_code_verify_answer(data: dict[str, Any]) -> CodeVerifyAnswer:
+    result = data.get("result")
+    if result not in ("ok", "invalid", "expired", "locked"):
+        raise ValueError(f"unknown result {result!r}")
+    return CodeVerifyAnswer(result)
+
+
+CODE_SEND_REQUEST = json_codec(
+    parse_code_send,
+    lambda r: {"username": r.username, "method": r.method, "key": r.key, "client_ip": r.client_ip},
+    '`{"username", "method": "email_otp"|"sms_otp", "key", "client_ip"}`',
+    MAX_BODY,
+)
+CODE_SEND_ANSWER = json_codec(
+    parse_code_send_answer,
+    render_code_send_answer,
+    '`{"result": "accepted", "id", "status", "recipient_hint"}` / '
+    '`{"result": "throttled", "retry_after"}` / `{"result": "no_contact", "message"}`',
+)
+CODE_STATUS_REQUEST = json_codec(
+    lambda data: CodeStatusRequest(_username(data), _message_id(data)),
+    lambda r: {"username": r.username, "id": r.id},
+    '`{"username", "id"}`',
+    MAX_BODY,
+)
+CODE_STATUS_ANSWER = json_codec(
+    parse_code_status_answer,
+    lambda a: {
+        "id": a.id,
+        "status": a.status,
+        "recipient_hint": a.recipient_hint,
+        "error": a.error,
+    },
+    '`{"id", "status": "accepted"|"sent"|"failed"|"expired"|"unknown", "recipient_hint", "error"}`',
+)
+CODE_VERIFY_REQUEST = json_codec(
+    parse_code_verify,
+    lambda r: {
+        "username": r.username,
+        "method": r.method,
+        "code": r.code,
+        "client_ip": r.client_ip,
+        "attempt": r.attempt,
+    },
+    '`{"username", "method", "code", "client_ip", "attempt"}`',
+    MAX_BODY,
+)
+CODE_VERIFY_ANSWER = json_codec(
+    parse_code_verify_answer,
+    lambda a: {"result": a.result},
+    '`{"result": "ok"|"invalid"|"expired"|"locked"}`',
+)
+
+
 def _health(data: dict[str, Any]) -> dict[str, Any]:
     if data.get("status") != "ok":
         raise ValueError(f"status: {data.get('status')!r}")
@@ -536,6 +781,46 @@ OTP_STATUS = Call(
     max_body=MAX_BODY,
 )
 
+CODE_SEND = Call(
+    SERVICE,
+    "send_code",
+    "POST",
+    "/internal/v1/codes/send",
+    CODE_SEND_REQUEST,
+    CODE_SEND_ANSWER,
+    roles=frozenset({POLICY}),
+    # Idempotent by key: a retry finds the code the first try made, and submits its message
+    # with the same Distribution key (never a second code nor a second message).
+    retry_safe=True,
+    summary="send a one-time code by e-mail or SMS (answered once Distribution accepted it)",
+    max_body=MAX_BODY,
+)
+CODE_STATUS = Call(
+    SERVICE,
+    "code_status",
+    "POST",
+    "/internal/v1/codes/status",
+    CODE_STATUS_REQUEST,
+    CODE_STATUS_ANSWER,
+    roles=frozenset({POLICY}),
+    retry_safe=True,
+    summary="the delivery status of a one-time code's message",
+    max_body=MAX_BODY,
+)
+CODE_VERIFY = Call(
+    SERVICE,
+    "verify_code",
+    "POST",
+    "/internal/v1/codes/verify",
+    CODE_VERIFY_REQUEST,
+    CODE_VERIFY_ANSWER,
+    roles=frozenset({POLICY}),
+    # Idempotent per attempt, as OTP_VERIFY.
+    retry_safe=True,
+    summary="check a one-time code sent out of band (single use everywhere)",
+    max_body=MAX_BODY,
+)
+
 ALL: tuple[Call[Any, Any], ...] = (
     HEALTH,
     VERIFY,
@@ -543,4 +828,7 @@ ALL: tuple[Call[Any, Any], ...] = (
     OTP_ENROL,
     OTP_CONFIRM,
     OTP_STATUS,
+    CODE_SEND,
+    CODE_STATUS,
+    CODE_VERIFY,
 )

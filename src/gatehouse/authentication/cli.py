@@ -58,7 +58,14 @@ def run(args: argparse.Namespace) -> int:
     keyring = Path(args.home) / (settings.oath_keyring or KEYRING_FILE)
     host, port = args.listen or parse_listen(settings.listen)
     credentials = credentials_of(args, host)
-    app = create_app(settings, user_db, agent, oath_db=oath_db, oath_keyring=keyring)
+    app = create_app(
+        settings,
+        user_db,
+        agent,
+        oath_db=oath_db,
+        oath_keyring=keyring,
+        credentials=credentials,
+    )
     if credentials is None:
         return serve(app, host, port)
     return serve(app, host, port, tls=credentials.server, revocations=revocations_of(agent))

@@ -16,6 +16,11 @@
                                                     # a relative path is relative to HOME
       otp: {self_enrolment: true, totp_window: 1, hotp_look_ahead: 10, max_failures: 10,
             lock_seconds: 300}   # lock_seconds 0: locked until an administrator unlocks
+      distribution: [https://10.0.0.1:8301, https://10.0.0.2:8301]  # preferred first
+      codes: {length: 6, lifetime: 5m, max_attempts: 5, resend_interval: 30s,
+              resend_max: 5, resend_window: 15m}   # one-time codes by e-mail / SMS
+      invitations: {base_url: "https://gate.example.org", portal_prefix: /_gatehouse/}
+                    # where e-mailed token invitation links point
 """
 
 from __future__ import annotations
@@ -151,6 +156,51 @@ class OtpSettings(Strict):
     lock_seconds: Seconds = Field(default=300.0, ge=0)
 
 
+class CodeSettings(Strict):
+    """One-time codes sent out of band (``email_otp``, ``sms_otp``:
+    :mod:`gatehouse.authentication.codes`); applied live."""
+
+    #: Digits of a code (6-8).
+    length: int = Field(default=6, ge=6, le=8)
+    #: How long a code is accepted (and its message delivered); at most 10 minutes.
+    lifetime: Seconds = Field(default=300.0, ge=30.0, le=600.0)
+    #: Wrong codes typed while a code is live; then it is dead (a new one must be sent).
+    max_attempts: int = Field(default=5, ge=1, le=20)
+    #: The least time between two codes sent to one user.
+    resend_interval: Seconds = Field(default=30.0, ge=0.0, le=3600.0)
+    #: At most this many codes sent to one user per ``resend_window``.
+    resend_max: int = Field(default=5, ge=1, le=100)
+    resend_window: Seconds = Field(default=900.0, gt=0.0, le=86400.0)
+
+
+def _distribution_url(value: str) -> str:
+    if not re.match(r"^https?://[^/\s]+/?$", value):
+        raise ValueError(f"not a service URL (http(s)://HOST:PORT): {value[:80]!r}")
+    return value
+
+
+def _base_url(value: str) -> str:
+    if not re.match(r"^https?://[^/\s?#]+/?$", value):
+        raise ValueError(f"not a base URL (http(s)://HOST[:PORT], no path): {value[:80]!r}")
+    return value.rstrip("/")
+
+
+def _portal_prefix(value: str) -> str:
+    if not re.match(r"^/([A-Za-z0-9._~-]+/)*$", value):
+        raise ValueError(f"a path that starts and ends with '/' (e.g. /_gatehouse/): {value!r}")
+    return value
+
+
+class InvitationSettings(Strict):
+    """Token invitations (:mod:`gatehouse.authentication.invitations`): where the e-mailed
+    link points, ``{base_url}{portal_prefix}enrol/invite?t=...``; applied live."""
+
+    #: How users reach the Access Points (scheme, host and port, no path).
+    base_url: Annotated[str, AfterValidator(_base_url)] = "http://127.0.0.1:8080"
+    #: The Policy portal's prefix (``login.portal_prefix``).
+    portal_prefix: Annotated[str, AfterValidator(_portal_prefix)] = "/_gatehouse/"
+
+
 class AuthenticationSettings(Strict):
     id: str = "auth1"
     listen: Annotated[str, AfterValidator(_listen)] = "127.0.0.1:8201"
@@ -166,6 +216,13 @@ class AuthenticationSettings(Strict):
     #: start if missing; every Authentication service sharing an OATH DB needs the same one.
     oath_keyring: str | None = None
     otp: OtpSettings = Field(default_factory=OtpSettings)
+    #: The Distribution services' URLs, preferred first: where one-time codes are handed over
+    #: for delivery. Empty: ``email_otp`` / ``sms_otp`` are unavailable (their calls answer 503).
+    distribution: list[Annotated[str, AfterValidator(_distribution_url)]] = Field(
+        default_factory=list
+    )
+    codes: CodeSettings = Field(default_factory=CodeSettings)
+    invitations: InvitationSettings = Field(default_factory=InvitationSettings)
 
     @field_validator("id")
     @classmethod

@@ -22,7 +22,8 @@ def register(sub: Sub) -> None:
     add = _action(actions, "add", "add a user", "users_add")
     add.add_argument("name", metavar="NAME")
     add.add_argument("--group", action="append", default=[], metavar="G", help="repeatable")
-    add.add_argument("--email", metavar="E")
+    add.add_argument("--email", metavar="ADDR", help="e-mail address (codes by e-mail)")
+    add.add_argument("--phone", metavar="E164", help="phone number, e.g. +4915112345678")
     add.add_argument("--display-name", metavar="D", help="default: NAME")
     add.add_argument("--password-stdin", action="store_true", help="else one is generated")
 
@@ -31,6 +32,13 @@ def register(sub: Sub) -> None:
     )
     passwd.add_argument("name", metavar="NAME")
     passwd.add_argument("--password-stdin", action="store_true", help="else one is generated")
+
+    contact = _action(
+        actions, "set", "set a user's contact data (for codes by e-mail or SMS)", "users_set"
+    )
+    contact.add_argument("name", metavar="NAME")
+    contact.add_argument("--email", metavar="ADDR", help="e-mail address; '' removes it")
+    contact.add_argument("--phone", metavar="E164", help="e.g. +4915112345678; '' removes it")
 
     for name, help_text, handler in (
         ("disable", "refuse a user's logins (ends their sessions)", "users_disable"),

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gatehouse.authentication import lockout, passwords
 from gatehouse.authentication.config import PasswordHash
+from gatehouse.distribution import calls as contact_checks
 from gatehouse.errors import GatehouseError
 from gatehouse.storage import directory
 from gatehouse.storage.engine import Database
@@ -67,12 +68,24 @@ def read_password(from_stdin: bool) -> tuple[str, bool]:
 
 
 def check_email(email: str | None) -> str | None:
+    """The ``--email`` given, checked as the Distribution service checks a recipient (so an
+    address stored here is one a code can be sent to)."""
     if email is None:
         return None
-    local, at, domain = email.partition("@")
-    if not (at and local and domain) or len(email) > MAX_EMAIL or any(c.isspace() for c in email):
-        raise GatehouseError(f"invalid e-mail address {email!r}")
+    why = contact_checks.check_email(email)
+    if why is not None:
+        raise GatehouseError(f"--email: invalid e-mail address {email[:MAX_EMAIL]!r}: {why}")
     return email
+
+
+def check_phone(phone: str | None) -> str | None:
+    """The ``--phone`` given: an E.164 number (``+4915112345678``)."""
+    if phone is None:
+        return None
+    why = contact_checks.check_phone(phone)
+    if why is not None:
+        raise GatehouseError(f"--phone: invalid phone number {phone[:32]!r}: {why}")
+    return phone
 
 
 def check_display_name(name: str) -> str:
@@ -95,6 +108,7 @@ def hash_password(password: str) -> str:
 def users_add(args: argparse.Namespace) -> int:
     name = directory.check_username(args.name)
     email = check_email(args.email)
+    phone = check_phone(args.phone)
     display_name = check_display_name(args.display_name if args.display_name else name)
     for group in args.group:
         directory.check_group_name(group)
@@ -108,6 +122,7 @@ def users_add(args: argparse.Namespace) -> int:
             password_hash,
             display_name=display_name,
             email=email,
+            phone=phone,
             groups=args.group,
         )
 
@@ -132,6 +147,25 @@ def users_passwd(args: argparse.Namespace) -> int:
         print(f"password: {password}")
     # Whoever knew the old password must not stay signed in with it.
     _end_sessions(args.home, name, "password_changed")
+    return 0
+
+
+def users_set(args: argparse.Namespace) -> int:
+    """``users set NAME --email ADDR --phone E164``: '' removes one; at least one is given."""
+    name = directory.check_username(args.name)
+    if args.email is None and args.phone is None:
+        raise GatehouseError("give --email ADDR and/or --phone E164 ('' removes one)")
+    changes: dict[str, str | None] = {}
+    if args.email is not None:
+        changes["email"] = check_email(args.email) if args.email else None
+    if args.phone is not None:
+        changes["phone"] = check_phone(args.phone) if args.phone else None
+
+    async def work(session: AsyncSession) -> tuple[str | None, str | None]:
+        return await directory.set_contact(session, name, changes)
+
+    email, phone = in_user_db(args.home, work)
+    print(f"user {name!r}: e-mail {email or '-'}, phone {phone or '-'}")
     return 0
 
 

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Final, Literal
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Boolean,
     CheckConstraint,
@@ -102,8 +103,55 @@ class OathUser(OathBase):
     enrol_required: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
+#: The out-of-band methods a code row is for (issue 16).
+CODE_METHODS: Final = ("email_otp", "sms_otp")
+CODE_HASH_LENGTH = 32
+MESSAGE_ID_LENGTH = 64
+
+
+class OathCode(OathBase):
+    """A one-time code sent out of band (:mod:`gatehouse.authentication.codes`): only its
+    keyed hash (HMAC-SHA256 under a key derived from the seed keyring, ``key_id``) and expiry.
+    ``sealed`` holds the code AES-GCM encrypted under the keyring only until the Distribution
+    service accepted its message (so a retry of the send re-submits the same code), then it
+    is erased. Accepted once: ``consumed_at`` and the submission that did (``attempt``) are set
+    by one conditional ``UPDATE``."""
+
+    __tablename__ = "oath_codes"
+    __table_args__ = (CheckConstraint(_one_of("method", CODE_METHODS), name="method"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    username: Mapped[str] = mapped_column(String(USERNAME_LENGTH), index=True)
+    method: Mapped[str] = mapped_column(String(16))
+    #: The caller's key of this send (its idempotency key; the message's key derives from it).
+    send_key: Mapped[str] = mapped_column(String(ATTEMPT_LENGTH), unique=True)
+    key_id: Mapped[str] = mapped_column(String(KEY_ID_LENGTH))
+    code_hash: Mapped[bytes] = mapped_column(LargeBinary(CODE_HASH_LENGTH))
+    sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    digits: Mapped[int] = mapped_column(Integer)
+    message_id: Mapped[str | None] = mapped_column(String(MESSAGE_ID_LENGTH))
+    recipient_hint: Mapped[str] = mapped_column(String(256), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    consumed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    attempt: Mapped[str | None] = mapped_column(String(ATTEMPT_LENGTH))
+
+
+class OathCodeSends(OathBase):
+    """When codes were last sent to a user (Unix times, newest last): the resend throttle,
+    changed by compare-and-set on ``version``."""
+
+    __tablename__ = "oath_code_sends"
+
+    username: Mapped[str] = mapped_column(String(USERNAME_LENGTH), primary_key=True)
+    sends: Mapped[list[float]] = mapped_column(JSON, default=list)
+    version: Mapped[int] = mapped_column(Integer, default=0)
+
+
 __all__ = [
     "ALGORITHMS",
+    "CODE_METHODS",
     "DIGITS",
     "NO_STEP",
     "PERIODS",
@@ -111,6 +159,8 @@ __all__ = [
     "TOKEN_TYPES",
     "Algorithm",
     "OathBase",
+    "OathCode",
+    "OathCodeSends",
     "OathToken",
     "OathUser",
     "TokenState",

@@ -9,7 +9,7 @@ GatehouseError
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import delete, func, select
@@ -125,6 +125,7 @@ async def add_user(
     *,
     display_name: str = "",
     email: str | None = None,
+    phone: str | None = None,
     groups: Sequence[str] = (),
 ) -> User:
     check_username(username)
@@ -135,6 +136,7 @@ async def add_user(
         username=username,
         display_name=display_name,
         email=email,
+        phone=phone,
         password_hash=password_hash,
         enabled=True,
         groups=members_of,
@@ -148,6 +150,23 @@ async def set_password_hash(session: AsyncSession, username: str, password_hash:
     user = await get_user(session, username)
     user.password_hash = password_hash
     user.updated_at = utcnow()
+
+
+async def set_contact(
+    session: AsyncSession, username: str, changes: Mapping[str, str | None]
+) -> tuple[str | None, str | None]:
+    """Set the user's ``email`` and/or ``phone`` (the keys of ``changes``; None removes one;
+    the caller has checked them); returns both as they are now."""
+    unknown = set(changes) - {"email", "phone"}
+    if unknown:
+        raise ValueError(f"not contact data: {sorted(unknown)}")
+    user = await get_user(session, username)
+    if "email" in changes:
+        user.email = changes["email"]
+    if "phone" in changes:
+        user.phone = changes["phone"]
+    user.updated_at = utcnow()
+    return user.email, user.phone
 
 
 async def set_enabled(session: AsyncSession, username: str, enabled: bool) -> bool:

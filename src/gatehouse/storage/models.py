@@ -34,6 +34,8 @@ NAMING = {
 
 USERNAME_LENGTH = 64
 GROUP_NAME_LENGTH = 64
+#: "+" and at most 15 digits (E.164).
+PHONE_LENGTH = 16
 # ``user:`` or ``ip:`` plus a username or an IPv6 address.
 FAILURE_KEY_LENGTH = 80
 
@@ -60,6 +62,8 @@ class User(UserBase):
     username: Mapped[str] = mapped_column(String(USERNAME_LENGTH), unique=True)
     display_name: Mapped[str] = mapped_column(String(256), default="")
     email: Mapped[str | None] = mapped_column(String(320))
+    #: An E.164 number (``+4915112345678``) for codes by SMS; NULL: none on file.
+    phone: Mapped[str | None] = mapped_column(String(PHONE_LENGTH))
     # NULL: the user cannot log in with a password.
     password_hash: Mapped[str | None] = mapped_column(String(512))
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
