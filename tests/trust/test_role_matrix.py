@@ -30,6 +30,11 @@ from gatehouse.authentication.calls import (
     VerifyRequest,
 )
 from gatehouse.authentication.config import AuthenticationSettings
+from gatehouse.authentication.invitation_calls import (
+    InvitationConfirm,
+    InvitationEnrol,
+    InvitationRequest,
+)
 from gatehouse.config.loader import validate
 from gatehouse.config.policy import PolicyConfig
 from gatehouse.internal import catalog
@@ -66,6 +71,11 @@ SAMPLES: dict[str, Any] = {
     "enrol_otp": EnrolRequest("nobody", "Gatehouse"),
     "confirm_otp": ConfirmRequest("nobody", "TOTP0", "123456", "192.0.2.1", "matrix-attempt-02"),
     "otp_status": StatusRequest("nobody"),
+    "check_invitation": InvitationRequest("x" * 43),
+    "enrol_invitation": InvitationEnrol("x" * 43, "nobody", "Gatehouse"),
+    "confirm_invitation": InvitationConfirm(
+        "x" * 43, "nobody", "TOTP0", "123456", "192.0.2.1", "matrix-attempt-03"
+    ),
 }
 PARAMS = {"revoke_session": {"id_hash": "0" * 32}}
 QUERIES = {"list_sessions": "user=nobody", "end_sessions": "user=nobody"}

@@ -369,8 +369,10 @@ class OtpChecker:
 
     # -- OTP_ENROL, OTP_CONFIRM, OTP_STATUS ----------------------------------------------------
 
-    async def enrol(self, username: str, issuer: str) -> EnrolAnswer:
-        if not self.rules.self_enrolment:
+    async def enrol(self, username: str, issuer: str, *, invited: bool = False) -> EnrolAnswer:
+        """A pending TOTP token; ``invited``: by an administrator's invitation, which works
+        even where self-enrolment is off."""
+        if not invited and not self.rules.self_enrolment:
             raise ServiceError(
                 Code.FORBIDDEN, "self-enrolment is disabled (otp.self_enrolment: false)", 403
             )
@@ -391,7 +393,7 @@ class OtpChecker:
                     algorithm=ENROL_PARAMS.algorithm,
                     digits=ENROL_PARAMS.digits,
                     period=ENROL_PARAMS.period,
-                    description="self-enrolled",
+                    description="invited" if invited else "self-enrolled",
                     now=self._now()[1],
                 )
             except TokenExists:

@@ -149,10 +149,49 @@ class OathCodeSends(OathBase):
     version: Mapped[int] = mapped_column(Integer, default=0)
 
 
+#: What became of an invitation (issue 16): ``unsent`` (its link still sealed in the row, for
+#: an Authentication service to hand to Distribution), ``sent`` (accepted by Distribution; the
+#: sealed link erased), ``used`` (a token was enrolled with it), ``expired`` (never sent in its
+#: lifetime), ``revoked`` (by an administrator).
+INVITATION_STATES: Final = ("unsent", "sent", "used", "expired", "revoked")
+INVITATION_ID_LENGTH = 32
+SECRET_HASH_LENGTH = 32
+
+
+class OathInvitation(OathBase):
+    """An invitation to enrol a TOTP token through a single-use, time-limited e-mailed link
+    (:mod:`gatehouse.oath.invitations`). Only the SHA-256 of the link's secret is kept for
+    good; ``sealed`` holds the secret AES-GCM encrypted under the seed keyring (``key_id``,
+    the id as associated data) only until the Distribution service accepted the message."""
+
+    __tablename__ = "oath_invitations"
+    __table_args__ = (CheckConstraint(_one_of("state", INVITATION_STATES), name="state"),)
+
+    id: Mapped[str] = mapped_column(String(INVITATION_ID_LENGTH), primary_key=True)
+    username: Mapped[str] = mapped_column(String(USERNAME_LENGTH), index=True)
+    email: Mapped[str] = mapped_column(String(256))
+    secret_hash: Mapped[bytes] = mapped_column(LargeBinary(SECRET_HASH_LENGTH), unique=True)
+    key_id: Mapped[str | None] = mapped_column(String(KEY_ID_LENGTH))
+    sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    state: Mapped[str] = mapped_column(String(16), default="unsent")
+    created_by: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    #: An Authentication service's claim on an unsent row: no other submits it before then.
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    message_id: Mapped[str | None] = mapped_column(String(MESSAGE_ID_LENGTH))
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: The submission that used it (a retry of that same submission is answered ok again).
+    used_attempt: Mapped[str | None] = mapped_column(String(ATTEMPT_LENGTH))
+    serial: Mapped[str | None] = mapped_column(String(SERIAL_LENGTH))
+
+
 __all__ = [
     "ALGORITHMS",
     "CODE_METHODS",
     "DIGITS",
+    "INVITATION_STATES",
     "NO_STEP",
     "PERIODS",
     "TOKEN_STATES",
@@ -161,6 +200,7 @@ __all__ = [
     "OathBase",
     "OathCode",
     "OathCodeSends",
+    "OathInvitation",
     "OathToken",
     "OathUser",
     "TokenState",

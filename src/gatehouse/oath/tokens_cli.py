@@ -77,12 +77,45 @@ def register(sub: Sub) -> None:
     enrol.add_argument("user", metavar="USER")
     enrol.add_argument("--off", action="store_true", help="no longer require it")
 
+    invite = _action(
+        actions,
+        "invite",
+        "e-mail USER a single-use link to enrol a TOTP token (sent by the Distribution service)",
+        "tokens_invite",
+    )
+    invite.add_argument("user", metavar="USER")
+    invite.add_argument(
+        "--lifetime",
+        type=_duration,
+        default=72 * 3600.0,
+        metavar="DURATION",
+        help="how long the link works, e.g. 72h, 30m (default 72h; 5m to 720h)",
+    )
+    invitations = _action(
+        actions, "invitations", "list token invitations (never their links)", "tokens_invitations"
+    )
+    invitations.add_argument("--user", metavar="USER", help="only this user's invitations")
+    _action(
+        actions, "revoke-invitation", "withdraw an open invitation", "tokens_revoke_invitation"
+    ).add_argument("id", metavar="ID")
+
     _action(
         actions,
         "rekey",
         "add a new seed key and re-encrypt every seed under it (old keys are kept)",
         "tokens_rekey",
     )
+
+
+def _duration(value: str) -> float:
+    from gatehouse.config.units import parse_duration
+
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    assert isinstance(seconds, float)
+    return seconds
 
 
 def _action(actions: Sub, name: str, help_text: str, command: str) -> argparse.ArgumentParser:

@@ -15,14 +15,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
 from gatehouse.authentication import audit
 from gatehouse.authentication.users_commands import table
+from gatehouse.distribution.calls import mask_email
 from gatehouse.errors import GatehouseError
 from gatehouse.oath.errors import OathImportError
+from gatehouse.oath.invitation_admin import InvitationAdmin
+from gatehouse.oath.invitations import InvitationRow, InvitationStore
 from gatehouse.oath.seeds import KEYRING_FILE, Keyring
 from gatehouse.oath.store import TokenRow, TokenStore
 from gatehouse.oath.token_admin import (
@@ -69,6 +72,35 @@ def with_tokens(home: Path, work: Callable[[TokenAdmin], Awaitable[T]]) -> T:
                 end_sessions=home_session_ender(home_dir),
             )
             return await work(admin)
+        finally:
+            await engine.dispose()
+            await user_db.dispose()
+
+    return asyncio.run(go())
+
+
+def with_invitations(home: Path, work: Callable[[InvitationAdmin], Awaitable[T]]) -> T:
+    """Run ``work`` with the installation's (migrated) OATH DB, keyring and user DB."""
+
+    async def go() -> T:
+        home_dir = prepare_home(home)
+        urls = database_urls(home_dir)
+        await upgrade(urls.user_db, "user")
+        await upgrade(urls.oath_db, "oath")
+        keyring = Keyring.load_or_create(home_dir / KEYRING_FILE)
+        user_db = Database(urls.user_db)
+        engine = create_engine(urls.oath_db)
+
+        async def contact(username: str) -> tuple[bool, str | None]:
+            async with user_db.session() as session:
+                user = await directory.find_user(session, username)
+            return (False, None) if user is None else (True, user.email)
+
+        async def record(event: str, username: str | None, detail: dict[str, object]) -> None:
+            await audit.record(user_db, event, username, None, {**detail, "by": "cli"})
+
+        try:
+            return await work(InvitationAdmin(InvitationStore(engine), keyring, contact, record))
         finally:
             await engine.dispose()
             await user_db.dispose()
@@ -228,6 +260,49 @@ def tokens_rekey(args: argparse.Namespace) -> int:
             f"{len(result.failed)} seeds did not decrypt and keep their key: "
             + ", ".join(result.failed)
         )
+    return 0
+
+
+def tokens_invite(args: argparse.Namespace) -> int:
+    user = directory.check_username(args.user)
+    row = with_invitations(args.home, lambda admin: admin.invite(user, args.lifetime, by="cli"))
+    to = mask_email(row.email)
+    print(f"invitation {row.id} for {user!r} ({to}) until {_when(row.expires_at)}")
+    print(
+        "An Authentication service hands it to the Distribution service for e-mail within "
+        "seconds; see 'gatehouse tokens invitations'."
+    )
+    return 0
+
+
+def invitation_table(rows: list[InvitationRow], now: datetime) -> str:
+    headers = ["ID", "USER", "TO", "STATE", "EXPIRES", "SENT", "USED", "TOKEN"]
+    body = [
+        [
+            row.id,
+            row.username,
+            mask_email(row.email),
+            row.state if row.link_state(now) != "expired" else "expired",
+            _when(row.expires_at),
+            _when(row.sent_at),
+            _when(row.used_at),
+            row.serial or "-",
+        ]
+        for row in rows
+    ]
+    return table(headers, body)
+
+
+def tokens_invitations(args: argparse.Namespace) -> int:
+    user = directory.check_username(args.user) if args.user else None
+    rows = with_invitations(args.home, lambda admin: admin.list_invitations(user))
+    print(invitation_table(rows, datetime.now(UTC)), end="")
+    return 0
+
+
+def tokens_revoke_invitation(args: argparse.Namespace) -> int:
+    row = with_invitations(args.home, lambda admin: admin.revoke(args.id))
+    print(f"invitation {row.id} for {row.username!r} withdrawn")
     return 0
 
 

@@ -154,6 +154,8 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 #: Portal handlers that need the session DB (the others render without it).
 _NEEDS_DB = frozenset(
     {"login_submit", "logout_submit", "otp_page", "otp_submit", "otp_enrol", "otp_confirm"}
+    | {"invite_page", "invite_enrol", "invite_confirm"}
+    | {"code_page", "code_submit", "code_send"}
 )
 
 
@@ -205,6 +207,12 @@ def routes(prefix: str) -> list[Route]:
         Route(f"{prefix}otp", portal(_portal("otp_submit")), methods=["POST"]),
         Route(f"{prefix}otp/enrol", portal(_portal("otp_enrol")), methods=["POST"]),
         Route(f"{prefix}otp/confirm", portal(_portal("otp_confirm")), methods=["POST"]),
+        Route(f"{prefix}enrol/invite", portal(_portal("invite_page")), methods=["GET"]),
+        Route(f"{prefix}enrol/invite", portal(_portal("invite_enrol")), methods=["POST"]),
+        Route(f"{prefix}enrol/invite/confirm", portal(_portal("invite_confirm")), methods=["POST"]),
+        Route(f"{prefix}code", portal(_portal("code_page")), methods=["GET"]),
+        Route(f"{prefix}code", portal(_portal("code_submit")), methods=["POST"]),
+        Route(f"{prefix}code/send", portal(_portal("code_send")), methods=["POST"]),
         Route(f"{prefix}static/gatehouse.css", portal(_portal("stylesheet")), methods=["GET"]),
         Route(f"{prefix}jwks.json", portal(jwks), methods=["GET"]),
     ]

@@ -39,6 +39,7 @@ from gatehouse.storage.errors import DatabaseUnavailable
 from gatehouse.trust.identity import ACCESS_POINT
 
 if TYPE_CHECKING:
+    from gatehouse.policy.invitation_flow import InvitationChecker
     from gatehouse.policy.otp_flow import OtpChecker, OtpStatus
 
 log = logging.getLogger(__name__)
@@ -334,7 +335,9 @@ class Portal:
         tz: tzinfo | None = None,
         devices: DeviceCookies | None = None,
         otp: OtpChecker | None = None,
+        invitations: InvitationChecker | None = None,
     ) -> None:
+        from gatehouse.policy.invitation_flow import InvitationSteps  # it builds on this module
         from gatehouse.policy.otp_flow import OtpSteps  # it builds on this module
 
         self.settings = settings
@@ -350,6 +353,8 @@ class Portal:
         self.pages = Pages(settings)
         #: The second factor's pages (None checker: logins never ask for one).
         self.otp = OtpSteps(self, otp)
+        #: The enrolment by token invitation (None checker: every link is unavailable).
+        self.invitations = InvitationSteps(self, invitations)
 
     # helpers
 
@@ -590,6 +595,15 @@ class Portal:
 
     async def otp_confirm(self, request: Request) -> Response:
         return await self._otp_call(self.otp.confirm_submit, request)
+
+    async def invite_page(self, request: Request) -> Response:
+        return await self._otp_call(self.invitations.page, request)
+
+    async def invite_enrol(self, request: Request) -> Response:
+        return await self._otp_call(self.invitations.enrol, request)
+
+    async def invite_confirm(self, request: Request) -> Response:
+        return await self._otp_call(self.invitations.confirm, request)
 
     async def _otp_call(
         self, handler: Callable[[Request], Awaitable[Response]], request: Request

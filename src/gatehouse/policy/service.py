@@ -64,6 +64,17 @@ from gatehouse.authentication.calls import (
     VerifyAnswer,
     VerifyRequest,
 )
+from gatehouse.authentication.invitation_calls import (
+    INVITATION_CHECK,
+    INVITATION_CONFIRM,
+    INVITATION_ENROL,
+    InvitationAnswer,
+    InvitationCheck,
+    InvitationConfirm,
+    InvitationEnrol,
+    InvitationEnrolAnswer,
+    InvitationRequest,
+)
 from gatehouse.config.loader import validate
 from gatehouse.config.policy import PolicyConfig
 from gatehouse.errors import ConfigError
@@ -279,6 +290,23 @@ class AuthServiceChecker:
         return OtpResult(answer.result, answer.retry_after)
 
 
+    # Token invitations (gatehouse.policy.invitation_flow); retry-safe as the OTP calls.
+
+    async def invitation_check(self, secret: str) -> InvitationCheck:
+        return await self._invoke(INVITATION_CHECK, InvitationRequest(secret))
+
+    async def invitation_enrol(
+        self, secret: str, username: str, issuer: str
+    ) -> InvitationEnrolAnswer:
+        return await self._invoke(INVITATION_ENROL, InvitationEnrol(secret, username, issuer))
+
+    async def invitation_confirm(
+        self, secret: str, username: str, serial: str, code: str, client_ip: str, attempt: str
+    ) -> InvitationAnswer:
+        request = InvitationConfirm(secret, username, serial, code, client_ip, attempt)
+        return await self._invoke(INVITATION_CONFIRM, request)
+
+
 def _overloaded(response: InternalResponse | None) -> bool:
     """An Authentication service's 503 ``overloaded``: up, but too busy for this check."""
     if response is None or response.status != 503:
@@ -488,6 +516,7 @@ class PolicyService:
             self.audit,
             devices=DeviceCookies(files.csrf_key),
             otp=checker,
+            invitations=checker,
         )
         admin = AdminAPI(files.admin_token, sessions, self.audit)
         assertions = AssertionIssuer.from_config(config, self.keys.key)
