@@ -7,6 +7,7 @@ from typing import Any
 
 PG = "postgresql+asyncpg://gatehouse:s3cret-pw@db1.internal:5432/gatehouse"
 SESSION_PG = "postgresql+asyncpg://gatehouse:other-pw@db2.internal:5432/sessions"
+OUTBOX_PG = "postgresql+asyncpg://gatehouse_dist:outbox-pw@db1.internal:5432/gatehouse_outbox"
 
 #: User names that appear in rules; they must never reach an Access Point.
 RULE_USERS = ("alice.ops", "bob.admin", "carol.finance")
@@ -35,6 +36,18 @@ HA: dict[str, Any] = {
             "endpoint": "http://10.0.1.12:8201",
             "node": "int2",
         },
+        {
+            "id": "dist1",
+            "role": "distribution",
+            "endpoint": "http://10.0.1.11:8301",
+            "node": "int1",
+        },
+        {
+            "id": "dist2",
+            "role": "distribution",
+            "endpoint": "http://10.0.1.12:8301",
+            "node": "int2",
+        },
     ],
     "access_points": [
         {"id": "ap1", "policy_services": ["ps1", "ps2"], "workers": 4},
@@ -56,8 +69,32 @@ HA: dict[str, Any] = {
         },
     ],
     "authentication_services": [{"id": "auth2", "listen": "0.0.0.0:8201"}],
-    "databases": {"user_db": PG},
+    "distribution_services": [{"id": "dist2", "listen": "0.0.0.0:8301"}],
+    "databases": {"user_db": PG, "outbox_db": OUTBOX_PG},
     "authentication": {"lockout": {"account_max_failures": 5}},
+    "distribution": {
+        "channels": [
+            {
+                "type": "smtp",
+                "name": "mail",
+                "host": "smtp.example",
+                "port": 587,
+                "security": "starttls",
+                "username": "gatehouse",
+                "password_file": "/etc/gatehouse/smtp-password",
+                "sender": "Gatehouse <noreply@example.org>",
+            },
+            {
+                "type": "http_sms",
+                "name": "sms",
+                "url": "https://sms.example/api/send",
+                "body_template": '{"to": "{to}", "text": "{text}", "ref": "{id}"}',
+                "auth": "bearer",
+                "token_file": "sms-token",
+            },
+        ],
+        "delivery": {"workers": 2, "lease": "20s"},
+    },
     "resources": [
         {"id": "wiki", "hosts": ["wiki.example"], "backends": ["http://10.0.2.5:8000"]},
         {"id": "intranet", "path_prefix": "/", "backends": ["http://10.0.2.6:80"]},

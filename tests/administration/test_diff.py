@@ -72,19 +72,21 @@ def test_a_change_shows_on_its_lines() -> None:
         "   tls: null",
         # one line per AP entry (tls) and per default identity header list (the assertion),
         # one per auth entry (verify_queue), per AP entry (status_listen); two per auth entry
-        # (oath_db, oath_keyring), the otp settings and databases.oath_db
-        "@@ -142,7 +142,7 @@",
-        " databases:",
+        # (oath_db, oath_keyring), the otp settings and databases.oath_db; one per auth
+        # entry (distribution)
+        "@@ -144,7 +144,7 @@",
         "   oath_db: null",
+        "   outbox_db: postgresql+asyncpg://gatehouse_dist:***@db1.internal:5432/gatehouse_outbox",
         "   session_db: null",
         "-  user_db: postgresql+asyncpg://gatehouse:***@db1.internal:5432/gatehouse",
         "+  user_db: postgresql+asyncpg://gatehouse:***@db3/gatehouse",
-        " global_rule: public",
-        " identity_headers:",
-        "   assertion: Gatehouse-Assertion",
+        " distribution:",
+        "   channels:",
+        "   - ca_file: null",
     ]
     assert "new-pw" not in diff
     assert "s3cret-pw" not in diff
+    assert "outbox-pw" not in diff
 
 
 def test_derived_access_point_settings_are_not_in_the_diffed_document() -> None:

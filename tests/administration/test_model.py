@@ -7,10 +7,15 @@ from typing import Any
 
 import pytest
 
-from gatehouse.administration.model import InstallationConfig, listen_from_endpoint
+from gatehouse.administration.model import (
+    InstallationConfig,
+    distribution_of,
+    listen_from_endpoint,
+    outbox_db_of,
+)
 from gatehouse.config.loader import validate
 from gatehouse.errors import ConfigError
-from tests.administration.samples import PG, SESSION_PG, ha, minimal
+from tests.administration.samples import OUTBOX_PG, PG, SESSION_PG, ha, minimal
 
 Doc = dict[str, Any]
 
@@ -23,13 +28,17 @@ def problems(doc: Doc) -> list[str]:
 
 def test_the_ha_sample_is_valid() -> None:
     config = validate(InstallationConfig, ha())
-    assert [s.id for s in config.services] == ["ap1", "ap2", "ap3", "ps1", "ps2", "auth1", "auth2"]
+    assert [s.id for s in config.services] == [
+        *("ap1", "ap2", "ap3", "ps1", "ps2", "auth1", "auth2", "dist1", "dist2")
+    ]
     assert config.access_points[1].policy_services == ["ps2", "ps1"]
     assert config.policy_services[1].authentication == ["auth2", "auth1"]
     assert config.public_resources() == {"status"}
     assert config.database_of("ps1") == PG
     assert config.database_of("ps2") == SESSION_PG
     assert config.database_of("auth1") == PG
+    assert outbox_db_of(config, "dist1") == (("databases", "outbox_db"), OUTBOX_PG)
+    assert [c.name for c in config.distribution.channels] == ["mail", "sms"]
 
 
 def test_an_empty_installation_is_valid() -> None:
@@ -104,7 +113,7 @@ CASES: list[tuple[str, Callable[[Doc], None], list[str]]] = [
         lambda doc: doc["services"].append(
             {"id": "auth1", "role": "authentication", "endpoint": "http://h:1", "node": "int2"}
         ),
-        ["services[7].id: duplicate service id 'auth1'"],
+        ["services[9].id: duplicate service id 'auth1'"],
     ),
     (
         "two services on one endpoint",
@@ -243,6 +252,59 @@ CASES: list[tuple[str, Callable[[Doc], None], list[str]]] = [
         ["services[0].id: not an id: 'AP 1' (lowercase letters, digits, '.', '_', '-')"],
     ),
     (
+        "a distribution entry for another role",
+        set_path("distribution_services.0.id", "auth1"),
+        [
+            "distribution_services[0].id: 'auth1' is an authentication service, "
+            "not a distribution service"
+        ],
+    ),
+    (
+        "an unknown distribution service for an authentication service",
+        set_path("authentication_services.0.distribution", ["dist9"]),
+        ["authentication_services[0].distribution[0]: unknown distribution service 'dist9'"],
+    ),
+    (
+        "a policy service as an authentication service's distribution service",
+        set_path("authentication_services.0.distribution", ["dist1", "ps1", "dist1"]),
+        [
+            "authentication_services[0].distribution[1]: 'ps1' is a policy service, "
+            "not a distribution service",
+            "authentication_services[0].distribution[2]: 'dist1' is listed twice",
+        ],
+    ),
+    (
+        "one SQLite outbox for distribution services on several nodes",
+        set_path("databases.outbox_db", "sqlite+aiosqlite:///outbox.db"),
+        [
+            "databases.outbox_db: SQLite cannot be shared across nodes (dist1 on int1, dist2 "
+            "on int2); use PostgreSQL"
+        ],
+    ),
+    (
+        "a channel password inline (credentials are files on the Distribution node)",
+        set_path("distribution.channels.0.password", "hunter2"),
+        ["distribution.channels[0].smtp.password: unknown field"],
+    ),
+    (
+        "an SMS gateway token inline",
+        set_path("distribution.channels.1.token", "tok-123"),
+        ["distribution.channels[1].http_sms.token: unknown field"],
+    ),
+    (
+        "an Authorization header on an SMS channel",
+        set_path("distribution.channels.1.headers", {"Authorization": "Bearer tok-123"}),
+        [
+            "distribution.channels[1].http_sms.headers: Authorization: set by the channel "
+            "(auth, the idempotency key)"
+        ],
+    ),
+    (
+        "two channels of one name",
+        set_path("distribution.channels.1.name", "mail"),
+        ["distribution.channels: channel names given twice: mail"],
+    ),
+    (
         "a PS without authentication services",
         set_path("policy_services.0.authentication", []),
         ["policy_services[0].authentication: must have at least 1 item, got 0"],
@@ -313,3 +375,26 @@ def test_the_error_message_lists_every_problem() -> None:
 )
 def test_listen_from_endpoint(endpoint: str, listen: str) -> None:
     assert listen_from_endpoint(endpoint) == listen
+
+
+def test_distribution_services_per_authentication_service() -> None:
+    doc = ha()
+    config = validate(InstallationConfig, doc)
+    assert distribution_of(config, "auth1") == ["dist1", "dist2"]  # services order
+    doc["authentication_services"].append({"id": "auth1", "distribution": ["dist2"]})
+    doc["authentication_services"][0]["distribution"] = []  # auth2: sends no codes
+    config = validate(InstallationConfig, doc)
+    assert (distribution_of(config, "auth1"), distribution_of(config, "auth2")) == (["dist2"], [])
+
+
+def test_a_distribution_service_may_override_its_outbox() -> None:
+    doc = ha()
+    doc["distribution_services"][0]["outbox_db"] = "sqlite+aiosqlite:///mine.db"
+    config = validate(InstallationConfig, doc)
+    assert outbox_db_of(config, "dist2") == (
+        ("distribution_services", 0, "outbox_db"),
+        "sqlite+aiosqlite:///mine.db",
+    )
+    assert outbox_db_of(config, "dist1")[1] == OUTBOX_PG
+    del doc["databases"]["outbox_db"]  # dist1: its node's own default
+    assert outbox_db_of(validate(InstallationConfig, doc), "dist1")[1] is None

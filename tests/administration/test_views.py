@@ -17,13 +17,15 @@ from gatehouse.authentication.config import AuthenticationConfig
 from gatehouse.config.access_point import AccessPointConfig
 from gatehouse.config.loader import validate
 from gatehouse.config.policy import PolicyConfig
+from gatehouse.distribution.config import DistributionConfig, SmtpChannel
 from gatehouse.errors import ConfigError
-from tests.administration.samples import PG, RULE_USERS, SESSION_PG, ha, minimal
+from tests.administration.samples import OUTBOX_PG, PG, RULE_USERS, SESSION_PG, ha, minimal
 
 MODELS = {
     "access_point": AccessPointConfig,
     "policy": PolicyConfig,
     "authentication": AuthenticationConfig,
+    "distribution": DistributionConfig,
 }
 
 
@@ -33,7 +35,33 @@ def everything_set() -> dict[str, Any]:
     doc["login"]["csrf_key_file"] = "/etc/gatehouse/csrf.key"
     doc["login"]["allowed_redirect_hosts"] = ["*.example"]
     doc["policy_services"][0]["admin_token_file"] = "/etc/gatehouse/admin.token"
-    doc["authentication_services"].append({"id": "auth1", "user_db": SESSION_PG, "verify_queue": 8})
+    doc["authentication_services"].append(
+        {"id": "auth1", "user_db": SESSION_PG, "verify_queue": 8, "distribution": ["dist2"]}
+    )
+    doc["distribution_services"].append(
+        {"id": "dist1", "outbox_keyring": "/etc/gatehouse/outbox.key"}
+    )
+    doc["distribution"]["channels"][1].update(
+        auth="basic",
+        username="gw",
+        password_file="sms-password",
+        token_file=None,
+        headers={"X-Account": "corp"},
+        success_pattern='"ok": ?true',
+    )
+    doc["distribution"]["channels"].append(
+        {
+            "type": "smtp",
+            "name": "backup",
+            "host": "10.0.3.1",
+            "port": 465,
+            "security": "tls",
+            "username": "relay",
+            "password_file": "relay-password",
+            "sender": "sso@example.org",
+            "ca_file": "/etc/ssl/relay-ca.pem",
+        }
+    )
     doc["authentication"] = {
         "lockout": {"account_max_failures": 3, "account_lock": "30m"},
         "password_hash": {"memory_kib": 65536, "time_cost": 2},
@@ -152,8 +180,100 @@ def test_no_access_point_view_holds_secrets_users_or_database_urls(
         text = orjson.dumps(view).decode()
         for secret in ("s3cret-pw", "other-pw", "admin.token", "csrf.key", "mallory"):
             assert secret not in text
+        for distribution in CHANNEL_TRACES:
+            assert distribution not in text
         assert "rules" not in text
         assert "sessions" not in view
+
+
+#: What a channel configuration leaves in a document: only Distribution views may hold it.
+CHANNEL_TRACES = (
+    "channels",
+    "smtp.example",
+    "sms.example",
+    "smtp-password",
+    "sms-password",
+    "relay-password",
+    "sms-token",
+    "noreply@",
+    "outbox",
+    "gatehouse_dist",
+)
+
+
+def test_only_distribution_views_hold_channels_and_the_outbox(config: InstallationConfig) -> None:
+    for service in config.services:
+        text = orjson.dumps(view_for(config, service.id)).decode()
+        if service.role == "distribution":
+            assert set(view_for(config, service.id)) == {"distribution"}
+            continue
+        assert [t for t in CHANNEL_TRACES if t in text] == [], service.id
+        assert "delivery" not in text, service.id
+
+
+def test_distribution_views() -> None:
+    config = validate(InstallationConfig, everything_set())
+    dist1, dist2 = (
+        validate(DistributionConfig, view_for(config, d)).distribution for d in ("dist1", "dist2")
+    )
+    assert (dist1.id, dist1.listen, dist1.outbox_db) == ("dist1", "10.0.1.11:8301", OUTBOX_PG)
+    assert (dist2.id, dist2.listen, dist2.outbox_db) == ("dist2", "0.0.0.0:8301", OUTBOX_PG)
+    assert (dist1.outbox_keyring, dist2.outbox_keyring) == ("/etc/gatehouse/outbox.key", None)
+    for dist in (dist1, dist2):
+        assert [c.name for c in dist.channels] == ["mail", "sms", "backup"]  # the order given
+        assert (dist.delivery.workers, dist.delivery.lease) == (2, 20.0)
+        mail = dist.channels[0]
+        assert isinstance(mail, SmtpChannel)
+        assert (mail.username, mail.password_file) == ("gatehouse", "/etc/gatehouse/smtp-password")
+    plain = validate(
+        InstallationConfig, ha() | {"distribution_services": [], "databases": {"user_db": PG}}
+    )
+    view = view_for(plain, "dist1")["distribution"]
+    assert (view["outbox_db"], view["listen"]) == (None, "10.0.1.11:8301")  # the node's default
+
+
+def test_authentication_views_name_the_distribution_services_preferred_first() -> None:
+    config = validate(InstallationConfig, everything_set())
+    urls = {a: view_for(config, a)["authentication"]["distribution"] for a in ("auth1", "auth2")}
+    # auth1 lists dist2 only; auth2 has no list: every distribution service, services order.
+    assert urls == {
+        "auth1": ["http://10.0.1.12:8301"],
+        "auth2": ["http://10.0.1.11:8301", "http://10.0.1.12:8301"],
+    }
+    assert (
+        view_for(validate(InstallationConfig, minimal()), "auth1")["authentication"]["distribution"]
+        == []
+    )
+
+
+def test_no_view_and_no_stored_document_holds_a_channel_secret() -> None:
+    """Channel credentials are file names on the Distribution nodes: the installation
+    document (what the Admin DB stores) and every view carry where, never what."""
+    config = validate(InstallationConfig, everything_set())
+    documents = [config.model_dump(mode="json"), *all_views(config).values()]
+    for document in documents:
+        for path, value in secret_fields(document):
+            assert path.endswith(("password_file", "token_file", "keyring")), path
+            assert value is None or (isinstance(value, str) and "\n" not in value), path
+    fields = {p.rsplit(".", 1)[-1] for d in documents for p, _ in secret_fields(d)}
+    assert {"password_file", "token_file"} <= fields
+
+
+def secret_fields(value: Any, path: str = "$") -> list[tuple[str, Any]]:
+    """Every key in a channel (or anywhere below ``distribution``) that names a credential."""
+    found: list[tuple[str, Any]] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            here = f"{path}.{key}"
+            if "distribution" in path and any(
+                p in key.lower() for p in ("password", "token", "secret", "key")
+            ):
+                found.append((here, item))
+            found += secret_fields(item, here)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found += secret_fields(item, f"{path}[{index}]")
+    return found
 
 
 def test_the_leak_walk_finds_what_policy_and_authentication_views_hold() -> None:

@@ -14,9 +14,12 @@ configuration each service loads. Example::
     policy_services:                  # one entry per policy service
       - id: ps1
         authentication: [auth1]       # preferred first
-    authentication_services: []       # optional per-service overrides (listen, user_db)
+    authentication_services: []       # optional per-service overrides (listen, user_db,
+                                      # distribution: [dist1] preferred first; default: all)
+    distribution_services: []         # optional per-service overrides (listen, outbox_db)
     databases: {user_db: "postgresql+asyncpg://gatehouse@db1/gatehouse"}
     authentication: {lockout: {...}, password_hash: {...}}
+    distribution: {channels: [...], delivery: {...}}   # only the Distribution services see it
     resources:                        # what the APs route (no `public`: rules decide)
       - {id: wiki, path_prefix: /wiki, backends: ["http://10.0.2.5:8000"]}
     sessions: {...}                   # as in the Policy config
@@ -40,7 +43,7 @@ from collections.abc import Iterator, Mapping
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from gatehouse.authentication.config import Lockout, OtpSettings, PasswordHash
 from gatehouse.config.access_point import AccessPointSettings, Resource, parse_listen
@@ -56,12 +59,19 @@ from gatehouse.config.policy import (
     RuleSpec,
     SessionSettings,
 )
+from gatehouse.distribution.config import (
+    Channel,
+    DeliverySettings,
+    HttpSmsChannel,
+    SmtpChannel,
+)
 from gatehouse.policy.rules import Public
 from gatehouse.policy.rules_compile import RuleSet, check_rule_set
 from gatehouse.storage.home import DatabasesFile, DatabaseURL
 
 Role = Literal["access_point", "policy", "authentication", "distribution"]
 Loc = tuple[str | int, ...]
+Channels = SmtpChannel | HttpSmsChannel
 
 ROLE_NAMES: Mapping[str, str] = {
     "access_point": "access point",
@@ -132,6 +142,39 @@ class AuthenticationEntry(Strict):
     oath_db: DatabaseURL | None = None
     #: This service's seed key file (None: its node's HOME/oath-seeds.key).
     oath_keyring: str | None = None
+    #: The Distribution services it sends codes through, by id, preferred first;
+    #: None: every distribution service, in the order of ``services``.
+    distribution: list[ServiceId] | None = None
+
+
+class DistributionEntry(Strict):
+    """Per-service overrides of a Distribution service (every field optional)."""
+
+    id: ServiceId
+    listen: Listen = ""
+    #: This service's outbox, overriding ``databases.outbox_db``.
+    outbox_db: DatabaseURL | None = None
+    #: This service's message body key file (None: its node's HOME/outbox.key). Services
+    #: sharing an outbox DB need the same key.
+    outbox_keyring: str | None = None
+
+
+class DistributionShared(Strict):
+    """What every Distribution service delivers with: its channels (tried in this order) and
+    its delivery settings. Channel credentials are file names on the Distribution nodes
+    (``password_file``, ``token_file``), never the secrets themselves."""
+
+    channels: list[Channel] = Field(default_factory=list)
+    delivery: DeliverySettings = Field(default_factory=DeliverySettings)
+
+    @field_validator("channels")
+    @classmethod
+    def _unique(cls, value: list[Channels]) -> list[Channels]:
+        names = [channel.name for channel in value]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"channel names given twice: {', '.join(twice)}")
+        return value
 
 
 class AuthenticationPolicy(Strict):
@@ -165,8 +208,10 @@ class InstallationConfig(Strict):
     access_points: list[AccessPointEntry] = Field(default_factory=list)
     policy_services: list[PolicyEntry] = Field(default_factory=list)
     authentication_services: list[AuthenticationEntry] = Field(default_factory=list)
+    distribution_services: list[DistributionEntry] = Field(default_factory=list)
     databases: DatabasesFile | None = None
     authentication: AuthenticationPolicy = Field(default_factory=AuthenticationPolicy)
+    distribution: DistributionShared = Field(default_factory=DistributionShared)
     resources: list[InstallationResource] = Field(default_factory=list)
     sessions: SessionSettings = Field(default_factory=SessionSettings)
     login: LoginSettings = Field(default_factory=LoginSettings)
@@ -241,6 +286,7 @@ def cross_field_problems(config: InstallationConfig) -> Iterator[tuple[Loc, str]
     yield from _ordered_list_problems(config, roles, needing)
     yield from _database_problems(config)
     yield from _oath_db_problems(config)
+    yield from _outbox_db_problems(config)
 
 
 def _service_problems(config: InstallationConfig) -> Iterator[tuple[Loc, str]]:
@@ -286,6 +332,12 @@ def _entry_problems(
             [e.id for e in config.authentication_services],
             False,
         ),
+        (
+            "distribution_services",
+            "distribution",
+            [e.id for e in config.distribution_services],
+            False,
+        ),
     )
     for section, role, ids, required in sections:
         seen: set[str] = set()
@@ -326,6 +378,11 @@ def _ordered_list_problems(
     lists += [
         (("policy_services", i, "authentication"), ps.authentication, "authentication")
         for i, ps in enumerate(config.policy_services)
+    ]
+    lists += [
+        (("authentication_services", i, "distribution"), auth.distribution, "distribution")
+        for i, auth in enumerate(config.authentication_services)
+        if auth.distribution is not None
     ]
     for loc, listed, role in lists:
         for index, service_id in enumerate(listed):
@@ -421,6 +478,40 @@ def _oath_db_problems(config: InstallationConfig) -> Iterator[tuple[Loc, str]]:
                 loc, url = ("authentication_services", index, "oath_db"), auth.oath_db
         if url is not None and url.startswith("sqlite"):
             groups.setdefault((loc, url), []).append(service)
+    for (loc, _url), services in groups.items():
+        if len({s.node for s in services}) > 1:
+            where = ", ".join(f"{s.id} on {s.node}" for s in services)
+            yield loc, f"SQLite cannot be shared across nodes ({where}); use PostgreSQL"
+
+
+def outbox_db_of(config: InstallationConfig, service_id: str) -> tuple[Loc, str | None]:
+    """Where a Distribution service's outbox DB is set, and its URL (None: its node's
+    default, HOME/databases.yaml's outbox_db or HOME/outbox.db)."""
+    for index, entry in enumerate(config.distribution_services):
+        if entry.id == service_id and entry.outbox_db is not None:
+            return ("distribution_services", index, "outbox_db"), entry.outbox_db
+    dbs = config.databases
+    return ("databases", "outbox_db"), dbs.outbox_db if dbs else None
+
+
+def distribution_of(config: InstallationConfig, service_id: str) -> list[str]:
+    """The ids of the Distribution services an Authentication service sends through,
+    preferred first: its entry's ``distribution``, else every one in ``services`` order."""
+    for entry in config.authentication_services:
+        if entry.id == service_id and entry.distribution is not None:
+            return list(entry.distribution)
+    return [s.id for s in config.services if s.role == "distribution"]
+
+
+def _outbox_db_problems(config: InstallationConfig) -> Iterator[tuple[Loc, str]]:
+    """Distribution services share their outbox (the work, the idempotency keys) only through
+    one database: a SQLite URL on several nodes would be several outboxes."""
+    groups: dict[tuple[Loc, str], list[Service]] = {}
+    for service in config.services:
+        if service.role == "distribution":
+            loc, url = outbox_db_of(config, service.id)
+            if url is not None and url.startswith("sqlite"):
+                groups.setdefault((loc, url), []).append(service)
     for (loc, _url), services in groups.items():
         if len({s.node for s in services}) > 1:
             where = ", ".join(f"{s.id} on {s.node}" for s in services)

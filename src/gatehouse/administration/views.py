@@ -1,12 +1,16 @@
 """Cut the installation's configuration into what each service loads.
 
 A view is the document the service reads today from its ``--config`` file (an
-``AccessPointConfig``, ``PolicyConfig`` or ``AuthenticationConfig``), as plain JSON data.
+``AccessPointConfig``, ``PolicyConfig``, ``AuthenticationConfig`` or ``DistributionConfig``),
+as plain JSON data.
 Each view is built through the service's own model, so it is valid by construction.
 
 An Access Point's view holds no secrets, user data or database URLs: its own settings, its
 Policy services' URLs and the resources (``public`` when the effective rule is ``public``).
 Rules, sessions, users and databases are the Policy and Authentication services' business.
+Only a Distribution service's view holds the channels and delivery settings (credentials in
+them are file names on its node); an Authentication service's view gets the Distribution
+services' URLs, preferred first.
 """
 
 from __future__ import annotations
@@ -18,11 +22,14 @@ from gatehouse.administration.model import (
     AccessPointEntry,
     InstallationConfig,
     PolicyEntry,
+    distribution_of,
     listen_from_endpoint,
+    outbox_db_of,
 )
 from gatehouse.authentication.config import AuthenticationConfig, AuthenticationSettings
 from gatehouse.config.access_point import AccessPointConfig, AccessPointSettings, Resource
 from gatehouse.config.policy import PolicyConfig, PolicySettings
+from gatehouse.distribution.config import DistributionConfig, DistributionSettings
 
 View = dict[str, Any]
 
@@ -40,6 +47,8 @@ def view_for(config: InstallationConfig, service_id: str) -> View:
         return _access_point_view(config, service_id)
     if service.role == "policy":
         return _policy_view(config, service_id)
+    if service.role == "distribution":
+        return _distribution_view(config, service_id)
     return _authentication_view(config, service_id)
 
 
@@ -118,7 +127,21 @@ def _authentication_view(config: InstallationConfig, service_id: str) -> View:
         or (config.databases.oath_db if config.databases else None),
         oath_keyring=entry.oath_keyring if entry else None,
         otp=config.authentication.otp,
+        distribution=[config.endpoint(d) for d in distribution_of(config, service_id)],
     )
     if entry is not None and entry.verify_queue is not None:
         settings = settings.model_copy(update={"verify_queue": entry.verify_queue})
     return AuthenticationConfig(authentication=settings).model_dump(mode="json")
+
+
+def _distribution_view(config: InstallationConfig, service_id: str) -> View:
+    entry = next((e for e in config.distribution_services if e.id == service_id), None)
+    settings = DistributionSettings(
+        id=service_id,
+        listen=_listen(config, service_id, entry.listen if entry else ""),
+        outbox_db=outbox_db_of(config, service_id)[1],
+        outbox_keyring=entry.outbox_keyring if entry else None,
+        channels=config.distribution.channels,
+        delivery=config.distribution.delivery,
+    )
+    return DistributionConfig(distribution=settings).model_dump(mode="json")
