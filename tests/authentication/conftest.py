@@ -60,6 +60,7 @@ def add_user(
     enabled: bool = True,
     email: str | None = None,
     display_name: str = "",
+    phone: str | None = None,
 ) -> None:
     """Put a user (and any missing groups) straight into the user DB."""
     password_hash = Passwords(PasswordHash()).hash_sync(password) if password else None
@@ -78,6 +79,7 @@ def add_user(
                     password_hash,
                     display_name=display_name,
                     email=email,
+                    phone=phone,
                     groups=groups,
                 )
                 if not enabled:

@@ -74,7 +74,8 @@ def test_password_and_otp_are_the_methods_a_rule_may_ask_for() -> None:
             {"secure": {"auth_methods": ["password", "totp"]}},
             {},
             "resources.secure.auth_methods[1]",
-            "unknown authentication method 'totp' (expected one of: password, otp)",
+            "unknown authentication method 'totp' (expected one of: password, otp, "
+            "email_otp, sms_otp)",
         ),
         (
             {"x": {"rule": "strong"}},

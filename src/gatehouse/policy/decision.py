@@ -87,6 +87,10 @@ class Deny:
         return {"decision": "deny", "ttl": self.ttl}
 
 
+#: The methods the portal runs after the password, each its own ``step``.
+SECOND_FACTORS = frozenset({"otp", "email_otp", "sms_otp"})
+
+
 @dataclass(frozen=True, slots=True)
 class Authenticate:
     """Send the user to the login portal to run ``methods`` (in order)."""
@@ -96,8 +100,13 @@ class Authenticate:
 
     @property
     def step(self) -> str | None:
-        """The portal's marker for a login that must also run a second factor: ``otp``."""
-        return "otp" if "otp" in self.methods else None
+        """The portal's marker for a login that must also run a second factor: the first of
+        ``otp``, ``email_otp``, ``sms_otp`` the rule asks for (a rule asking for two gets the
+        second as a step-up once the first is done)."""
+        for method in self.methods:
+            if method in SECOND_FACTORS:
+                return method
+        return None
 
     def to_json(self, login_url: str) -> dict[str, object]:
         return {

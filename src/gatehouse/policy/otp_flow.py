@@ -24,7 +24,7 @@ import io
 import logging
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -164,8 +164,9 @@ def grouped(secret: str) -> str:
     return " ".join(plain[i : i + 4] for i in range(0, len(plain), 4))
 
 
-def with_otp(methods: Sequence[str]) -> list[str]:
-    return [*dict.fromkeys([*methods, OTP])]
+def with_otp(methods: Sequence[str], method: str = OTP) -> list[str]:
+    """``methods`` and the second factor just run (``otp``, or a code method)."""
+    return [*dict.fromkeys([*methods, method])]
 
 
 def needs_otp(record: SessionRecord) -> bool:
@@ -317,14 +318,21 @@ class OtpSteps:
         return self.enrol_page(request, origin, rd, enrolment, enrolment.serial)
 
     async def finish(
-        self, request: Request, origin: Origin, rd: str, record: SessionRecord, serial: str | None
+        self,
+        request: Request,
+        origin: Origin,
+        rd: str,
+        record: SessionRecord,
+        serial: str | None,
+        method: str = OTP,
     ) -> Response:
-        """The code was right: the session gets ``otp`` and a new id; back to ``rd``."""
+        """The code was right: the session gets ``method`` (``otp``, or ``email_otp`` /
+        ``sms_otp`` from :mod:`gatehouse.policy.code_flow`) and a new id; back to ``rd``."""
         portal = self.portal
         now = portal.clock()
         rotated = await portal.sessions.rotate(
             record,
-            with_otp(record.methods),
+            with_otp(record.methods, method),
             now,
             reason="signed_in" if record.pending is not None else "step_up",
             client_ip=origin.client_ip,
@@ -350,11 +358,11 @@ class OtpSteps:
     # handlers
 
     async def _posted(
-        self, request: Request
+        self, request: Request, needed: Callable[[SessionRecord], bool] = needs_otp
     ) -> tuple[Origin, str, dict[str, str], SessionRecord] | Response:
         """A second-factor form's origin, return URL, fields and the sign-in that needs the
-        second factor; or the page to answer (an expired form, a sign-in that has ended or
-        needs no second factor any more)."""
+        second factor (``needed``); or the page to answer (an expired form, a sign-in that
+        has ended or needs no second factor any more)."""
         portal = self.portal
         origin = portal.origin(request)
         form = await portal._form(request)
@@ -368,7 +376,7 @@ class OtpSteps:
         if flow is None:
             return self.ended_page(rd)
         record = flow[1]
-        if not needs_otp(record):
+        if not needed(record):
             return _see_other(rd)
         return origin, rd, fields, record
 

@@ -5,7 +5,9 @@ Every form is protected by a signed double-submit token (:mod:`gatehouse.policy.
 return URL passes :func:`gatehouse.policy.redirects.safe_return_url`. A login always creates
 a new session id (a session cookie the browser already had is ended first), so a planted id
 can never become an authenticated one. A login whose rule asks for a one-time password too
-(``step=otp``), or whose user must enrol a token, continues in :mod:`gatehouse.policy.otp_flow`.
+(``step=otp``), or whose user must enrol a token, continues in :mod:`gatehouse.policy.otp_flow`;
+one asking for a code by e-mail or SMS (``step=email_otp`` / ``sms_otp``) in
+:mod:`gatehouse.policy.code_flow`.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from gatehouse.storage.errors import DatabaseUnavailable
 from gatehouse.trust.identity import ACCESS_POINT
 
 if TYPE_CHECKING:
+    from gatehouse.policy.code_flow import CodeChecker
     from gatehouse.policy.invitation_flow import InvitationChecker
     from gatehouse.policy.otp_flow import OtpChecker, OtpStatus
 
@@ -336,7 +339,9 @@ class Portal:
         devices: DeviceCookies | None = None,
         otp: OtpChecker | None = None,
         invitations: InvitationChecker | None = None,
+        codes: CodeChecker | None = None,
     ) -> None:
+        from gatehouse.policy.code_flow import CodeSteps  # it builds on this module
         from gatehouse.policy.invitation_flow import InvitationSteps  # it builds on this module
         from gatehouse.policy.otp_flow import OtpSteps  # it builds on this module
 
@@ -353,6 +358,8 @@ class Portal:
         self.pages = Pages(settings)
         #: The second factor's pages (None checker: logins never ask for one).
         self.otp = OtpSteps(self, otp)
+        #: The pages of codes sent by e-mail or SMS (None checker: never asked for).
+        self.codes = CodeSteps(self.otp, codes)
         #: The enrolment by token invitation (None checker: every link is unavailable).
         self.invitations = InvitationSteps(self, invitations)
 
@@ -465,7 +472,14 @@ class Portal:
         origin = self.origin(request)
         rd = self.return_url(request.query_params.get("rd"), origin)
         step = _step(request.query_params.get("step"))
-        if step and self.otp.checker is not None:
+        if step in CODE_STEPS and self.codes.checker is not None:
+            # A step-up to a code by e-mail or SMS: the page that sends one.
+            flow = await self.otp.flow(request, origin)
+            if flow is not None and flow[1].pending is None:
+                if step in flow[1].methods:
+                    return Response(status_code=303, headers={**page_headers(), "Location": rd})
+                return await self.codes.begin(request, origin, rd, flow[1], step)
+        elif step and self.otp.checker is not None:
             # A step-up: a session that has a password but not the second factor the
             # rule asks for gets the code page alone.
             flow = await self.otp.flow(request, origin)
@@ -530,11 +544,15 @@ class Portal:
             return self._login_form(
                 request, origin, rd, username=username, error=WRONG_CREDENTIALS, step=step
             )
-        status = await self._otp_status(verdict.identity.username, required=bool(step))
-        if status is None and step:
+        code_step = step in CODE_STEPS and self.codes.checker is not None
+        status = await self._otp_status(verdict.identity.username, required=step == "otp")
+        if status is None and step == "otp":
             return self._unavailable()
-        second_factor = status is not None and (bool(step) or status.enrol_required)
-        pending = {"enrol": status.enrol_required, "device": verdict.device} if status else None
+        second_factor = code_step or (
+            status is not None and (step == "otp" or status.enrol_required)
+        )
+        enrol = status is not None and status.enrol_required
+        pending = {"enrol": enrol, "device": verdict.device} if second_factor else None
         try:
             # A new id at every login: whatever session the browser had ends here.
             await self.sessions.end(
@@ -546,18 +564,22 @@ class Portal:
                 self.clock(),
                 client_ip=origin.client_ip,
                 user_agent=request.headers.get("user-agent"),
-                pending=pending if second_factor else None,
+                pending=pending,
             )
         except DatabaseUnavailable as exc:
             log.warning("login of %r: session DB unavailable: %s", username, exc)
             return self._unavailable()
-        if second_factor and status is not None:
+        if second_factor:
             # The password was right; the sign-in waits in the session DB for the code.
             await self._audit(
                 "password_accepted", record.username, origin, {"pending": record.id_hash}
             )
             try:
-                response = await self.otp.begin(request, origin, rd, record, status)
+                if code_step:
+                    response = await self.codes.begin(request, origin, rd, record, step)
+                else:
+                    assert status is not None
+                    response = await self.otp.begin(request, origin, rd, record, status)
             except AuthUnavailable as exc:
                 log.warning("login of %r: authentication unavailable: %s", username, exc)
                 response = self._unavailable()
@@ -604,6 +626,15 @@ class Portal:
 
     async def invite_confirm(self, request: Request) -> Response:
         return await self._otp_call(self.invitations.confirm, request)
+
+    async def code_page(self, request: Request) -> Response:
+        return await self._otp_call(self.codes.page, request)
+
+    async def code_submit(self, request: Request) -> Response:
+        return await self._otp_call(self.codes.submit, request)
+
+    async def code_send(self, request: Request) -> Response:
+        return await self._otp_call(self.codes.send_submit, request)
 
     async def _otp_call(
         self, handler: Callable[[Request], Awaitable[Response]], request: Request
@@ -678,9 +709,13 @@ class Portal:
         )
 
 
+#: The ``step`` markers of codes sent out of band.
+CODE_STEPS = ("email_otp", "sms_otp")
+
+
 def _step(value: str | None) -> str:
-    """The login URL's ``step`` marker: ``otp`` or nothing."""
-    return "otp" if value == "otp" else ""
+    """The login URL's ``step`` marker: ``otp``, ``email_otp``, ``sms_otp`` or nothing."""
+    return value if value is not None and value in ("otp", *CODE_STEPS) else ""
 
 
 def _field(form: FormData, name: str) -> str | None:

@@ -13,7 +13,8 @@ key::
     not: COND                       rule: NAME
 
 ``auth_methods`` names the methods Gatehouse runs (:data:`AUTH_METHODS`: ``password``, ``otp``
-— a one-time password from an OATH token); a session has them when it signed in with them.
+— a one-time password from an OATH token —, ``email_otp`` and ``sms_otp`` — a one-time code
+sent by e-mail or by SMS); a session has them when it signed in with them.
 
 ``time`` defaults: every day, the whole day (``to`` may be ``"24:00"``), zone UTC. ``header``
 searches with RE2 in the value's first 8 KiB (:mod:`gatehouse.policy.rules_regex`; anchor the
@@ -69,7 +70,7 @@ MAX_DEPTH = 64
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _AUTH_METHOD = re.compile(r"^[a-z][a-z0-9_-]*$")
 #: The authentication methods a rule may ask for: the ones the portal can run.
-AUTH_METHODS: tuple[str, ...] = ("password", "otp")
+AUTH_METHODS: tuple[str, ...] = ("password", "otp", "email_otp", "sms_otp")
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,17 +46,22 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 from urllib.parse import quote
 
 from gatehouse.authentication import audit
-from gatehouse.authentication.calls import HEALTH as AUTH_HEALTH
 from gatehouse.authentication.calls import (
+    CODE_SEND,
+    CODE_STATUS,
+    CODE_VERIFY,
     OTP_CONFIRM,
     OTP_ENROL,
     OTP_STATUS,
     OTP_VERIFY,
     VERIFY,
+    CodeSendRequest,
+    CodeStatusRequest,
+    CodeVerifyRequest,
     ConfirmRequest,
     EnrolRequest,
     OtpRequest,
@@ -64,6 +69,7 @@ from gatehouse.authentication.calls import (
     VerifyAnswer,
     VerifyRequest,
 )
+from gatehouse.authentication.calls import HEALTH as AUTH_HEALTH
 from gatehouse.authentication.invitation_calls import (
     INVITATION_CHECK,
     INVITATION_CONFIRM,
@@ -87,6 +93,7 @@ from gatehouse.policy.admin_api import AdminAPI, read_token
 from gatehouse.policy.assertion_keys import KEY_FILE as ASSERTION_KEY_FILE
 from gatehouse.policy.assertion_keys import KeyRegistry, load_or_create_signing_key
 from gatehouse.policy.calls import DecisionRequest
+from gatehouse.policy.code_flow import Delivery, SendOutcome
 from gatehouse.policy.csrf import CsrfGuard, load_or_create_key
 from gatehouse.policy.decision import (
     Allow,
@@ -289,7 +296,6 @@ class AuthServiceChecker:
         )
         return OtpResult(answer.result, answer.retry_after)
 
-
     # Token invitations (gatehouse.policy.invitation_flow); retry-safe as the OTP calls.
 
     async def invitation_check(self, secret: str) -> InvitationCheck:
@@ -305,6 +311,31 @@ class AuthServiceChecker:
     ) -> InvitationAnswer:
         request = InvitationConfirm(secret, username, serial, code, client_ip, attempt)
         return await self._invoke(INVITATION_CONFIRM, request)
+
+    # One-time codes by e-mail or SMS (gatehouse.policy.code_flow): a send is idempotent by
+    # its key (a retry never sends a second code), a check by its attempt id.
+
+    async def code_send(self, username: str, method: str, key: str, client_ip: str) -> SendOutcome:
+        request = CodeSendRequest(username, method, key, client_ip)  # type: ignore[arg-type]
+        answer = await self._invoke(CODE_SEND, request)
+        return SendOutcome(
+            answer.result,
+            answer.id,
+            answer.status,
+            answer.recipient_hint,
+            answer.retry_after,
+            answer.message,
+        )
+
+    async def code_status(self, username: str, message_id: str) -> Delivery:
+        answer = await self._invoke(CODE_STATUS, CodeStatusRequest(username, message_id))
+        return Delivery(answer.status, answer.recipient_hint)
+
+    async def code_verify(
+        self, username: str, method: str, code: str, client_ip: str, attempt: str
+    ) -> Literal["ok", "invalid", "expired", "locked"]:
+        request = CodeVerifyRequest(username, method, code, client_ip, attempt)  # type: ignore[arg-type]
+        return (await self._invoke(CODE_VERIFY, request)).result
 
 
 def _overloaded(response: InternalResponse | None) -> bool:
@@ -516,6 +547,7 @@ class PolicyService:
             self.audit,
             devices=DeviceCookies(files.csrf_key),
             otp=checker,
+            codes=checker,
             invitations=checker,
         )
         admin = AdminAPI(files.admin_token, sessions, self.audit)

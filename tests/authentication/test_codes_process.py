@@ -1,0 +1,210 @@
+"""One-time codes by e-mail and SMS through real processes: two Authentication services
+sharing a user DB and an OATH DB, a real Distribution service, an aiosmtpd SMTP server and an
+HTTP SMS gateway on loopback. The code is read from the mail (or SMS) that arrived."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.authentication.conftest import StartAuth, add_user
+from tests.authentication.http import call
+from tests.support.processes import Service, free_port
+
+support = pytest.importorskip("tests.distribution.support", reason="Distribution test support")
+MailSink = support.MailSink
+SmsGateway = support.SmsGateway
+
+IP = "192.0.2.30"
+CODE = re.compile(r"\b(\d{6,8})\b")
+
+
+def post(auth: Service, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    status, _raw, data = call(auth, "POST", f"/internal/v1/codes/{path}", json.dumps(body).encode())
+    return status, data
+
+
+def send(
+    auth: Service, user: str = "alice", method: str = "email_otp", key: str | None = None
+) -> tuple[int, dict[str, Any]]:
+    body = {
+        "username": user,
+        "method": method,
+        "key": key or f"send-{time.monotonic_ns()}",
+        "client_ip": IP,
+    }
+    return post(auth, "send", body)
+
+
+def verify(
+    auth: Service, code: str, attempt: str, user: str = "alice", method: str = "email_otp"
+) -> str:
+    body = {"username": user, "method": method, "code": code, "client_ip": IP, "attempt": attempt}
+    status, data = post(auth, "verify", body)
+    assert status == 200, data
+    return str(data["result"])
+
+
+def code_in(text: str) -> str:
+    match = CODE.search(text)
+    assert match, text
+    return match.group(1)
+
+
+@pytest.fixture
+def sink() -> Iterator[Any]:
+    server = MailSink().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def sms() -> Iterator[Any]:
+    gateway = SmsGateway().start()
+    yield gateway
+    gateway.stop()
+
+
+@pytest.fixture
+def dist(tmp_path: Path, sink: Any, sms: Any) -> Iterator[Service]:
+    svc = support.start_distribution(
+        tmp_path,
+        "dist1",
+        [support.smtp_channel(sink.port), support.sms_channel(sms.url)],
+        home=tmp_path / "dist-home",
+    )
+    yield svc
+    svc.stop()
+
+
+FAST_CODES = {"resend_interval": "1s", "resend_max": 3, "resend_window": "1m", "max_attempts": 3}
+
+
+def test_a_code_by_mail_is_accepted_once_and_a_retry_on_the_other_service_is_ok(
+    sqlite_user_db: str, start_auth: StartAuth, dist: Service, sink: Any, tmp_path: Path
+) -> None:
+    add_user(sqlite_user_db, "alice", "pw-alice-1", email="alice@example.org")
+    urls = [f"http://127.0.0.1:{dist.port}"]
+    auth1 = start_auth(sqlite_user_db, "auth1", distribution=urls, codes=FAST_CODES)
+    auth2 = start_auth(sqlite_user_db, "auth2", distribution=urls, codes=FAST_CODES)
+    status, sent = send(auth1, key="first-send-key-0001")
+    assert status == 200, sent
+    assert sent["result"] == "accepted"
+    assert sent["recipient_hint"] == "a***@example.org"
+    # A retry of the same send (the same key) on the other service: the same message, no
+    # second code, no second mail.
+    status, again = send(auth2, key="first-send-key-0001")
+    assert (status, again["id"]) == (200, sent["id"])
+    mail = sink.wait_for(1)[0]
+    assert mail.recipients == ("alice@example.org",)
+    code = code_in(mail.text)
+    assert len(code) == 6
+    status, state = post(auth1, "status", {"username": "alice", "id": sent["id"]})
+    assert (status, state["status"], state["recipient_hint"]) == (200, "sent", "a***@example.org")
+    # Another user cannot ask about this message.
+    assert post(auth1, "status", {"username": "bob", "id": sent["id"]})[1]["status"] == "unknown"
+    time.sleep(0.5)
+    assert len(sink.mails()) == 1
+
+    assert verify(auth1, code, "attempt-one-000001") == "ok"
+    # The same submission retried on the other service (the first died before answering).
+    assert verify(auth2, code, "attempt-one-000001") == "ok"
+    # Any other submission of that code: single use.
+    assert verify(auth2, code, "attempt-two-000002") == "invalid"
+    assert verify(auth1, code, "attempt-thr-000003", method="sms_otp") == "expired"
+    # Nothing stored holds the code in clear, nothing logged holds it.
+    oath = (tmp_path / "home" / "oath.db").read_bytes()
+    assert code.encode() not in oath
+    for log in (auth1.log_path, auth2.log_path, dist.log_path):
+        assert code not in Path(log).read_text(errors="replace"), log
+
+
+def test_wrong_codes_are_bounded_and_resends_throttled(
+    sqlite_user_db: str, start_auth: StartAuth, dist: Service, sink: Any
+) -> None:
+    add_user(sqlite_user_db, "alice", "pw-alice-1", email="alice@example.org")
+    auth = start_auth(
+        sqlite_user_db, distribution=[f"http://127.0.0.1:{dist.port}"], codes=FAST_CODES
+    )
+    assert send(auth)[1]["result"] == "accepted"
+    code = code_in(sink.wait_for(1)[0].text)
+    wrong = f"{(int(code) + 1) % 1_000_000:06d}"
+    assert verify(auth, wrong, "wrong-attempt-0001") == "invalid"
+    assert verify(auth, wrong, "wrong-attempt-0002") == "invalid"
+    assert verify(auth, wrong, "wrong-attempt-0003") == "locked"
+    # Dead: the right code no longer works either.
+    assert verify(auth, code, "right-attempt-0001") == "locked"
+    # Throttled: at once again is too soon (one per second here)...
+    status, throttled = send(auth)
+    assert (status, throttled["result"]) == (200, "throttled")
+    assert throttled["retry_after"] >= 1
+    time.sleep(1.1)
+    assert send(auth)[1]["result"] == "accepted"
+    fresh = code_in(sink.wait_for(2)[-1].text)
+    time.sleep(1.1)
+    assert send(auth)[1]["result"] == "accepted"
+    time.sleep(1.1)
+    # ... and three per minute at most.
+    status, throttled = send(auth)
+    assert throttled["result"] == "throttled"
+    assert throttled["retry_after"] > 30
+    # The second code still works (every live code of the user answers).
+    assert verify(auth, fresh, "fresh-attempt-0001") == "ok"
+
+
+def test_an_expired_code_is_refused(
+    sqlite_user_db: str, start_auth: StartAuth, dist: Service, sink: Any
+) -> None:
+    add_user(sqlite_user_db, "alice", "pw-alice-1", email="alice@example.org")
+    auth = start_auth(
+        sqlite_user_db,
+        distribution=[f"http://127.0.0.1:{dist.port}"],
+        codes={**FAST_CODES, "lifetime": "30s"},
+    )
+    assert send(auth)[1]["result"] == "accepted"
+    mail = sink.wait_for(1)[0]
+    code = code_in(mail.text)
+    assert "valid for 1 minute" in mail.text
+    time.sleep(31)
+    assert verify(auth, code, "late-attempt-00001") == "expired"
+
+
+def test_sms_first_for_sms_otp_and_no_contact_data(
+    sqlite_user_db: str, start_auth: StartAuth, dist: Service, sink: Any, sms: Any
+) -> None:
+    add_user(
+        sqlite_user_db, "alice", "pw-alice-1", email="alice@example.org", phone="+4915112345612"
+    )
+    add_user(sqlite_user_db, "nobody", "pw-nobody-1")
+    auth = start_auth(sqlite_user_db, distribution=[f"http://127.0.0.1:{dist.port}"])
+    status, sent = send(auth, method="sms_otp")
+    assert (status, sent["result"], sent["recipient_hint"]) == (200, "accepted", "+49*********12")
+    request = sms.wait_for(1)[0]
+    body = json.loads(request.body)
+    assert body["to"] == "+4915112345612"
+    assert verify(auth, code_in(body["text"]), "sms-attempt-00001", method="sms_otp") == "ok"
+    assert sink.mails() == []
+    status, none = send(auth, user="nobody")
+    assert (status, none["result"]) == (200, "no_contact")
+    assert "no e-mail address" in none["message"]
+
+
+def test_no_distribution_service_accepting_is_a_503(
+    sqlite_user_db: str, start_auth: StartAuth
+) -> None:
+    add_user(sqlite_user_db, "alice", "pw-alice-1", email="alice@example.org")
+    down = free_port()
+    auth = start_auth(sqlite_user_db, distribution=[f"http://127.0.0.1:{down}"])
+    status, data = send(auth)
+    assert status == 503, data
+    assert data["error"] == "unavailable"
+    none = start_auth(sqlite_user_db, "auth-none")
+    status, data = send(none)
+    assert status == 503
+    assert "authentication.distribution" in data["message"]
