@@ -174,6 +174,7 @@ def start_gateway(
     auth_extra: dict[str, Any] | None = None,
     ap_settings: dict[str, Any] | None = None,
     internal_tls: CertificateAuthority | None = None,
+    ap_ports: list[int] | None = None,
 ) -> Gateway:
     """Start Auth, Policy, ``aps`` Access Points and the demo backend on free ports.
 
@@ -181,6 +182,7 @@ def start_gateway(
     ``rules``/``global_rule``/``identity_assertion`` keys; ``resources`` are the AP's resources
     (``backends`` filled in with the demo backend when absent). With ``internal_tls`` (a
     CA), every internal link is mutual TLS with certificates from it (``--tls DIR``).
+    ``ap_ports``: the Access Points' ports, when a setting must name them (else free ones).
     """
     home = tmp / "home"
     home.mkdir(exist_ok=True)
@@ -243,7 +245,7 @@ def start_gateway(
     started_aps: list[Service] = []
     configs: list[Path] = []
     for i in range(aps):
-        port, status_port = free_port(), free_port()
+        port, status_port = (ap_ports[i] if ap_ports else free_port()), free_port()
         cfg = write_config(
             tmp / f"ap{i + 1}.yaml",
             {

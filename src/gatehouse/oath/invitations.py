@@ -52,8 +52,9 @@ def new_secret() -> str:
 
 
 def new_id() -> str:
-    """An invitation id (shown to administrators; it opens nothing)."""
-    return secrets.token_urlsafe(16)
+    """An invitation id (shown to administrators; it opens nothing): hex, so it never starts
+    with '-' on a command line."""
+    return secrets.token_hex(12)
 
 
 def secret_hash(secret: str) -> bytes | None:
