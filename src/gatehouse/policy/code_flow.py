@@ -53,6 +53,7 @@ _MESSAGE_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 
 HEADING = {EMAIL_OTP: "Enter the code we e-mailed you", SMS_OTP: "Enter the code we texted you"}
 SEND_HEADING = {EMAIL_OTP: "Get a code by e-mail", SMS_OTP: "Get a code by text message"}
+NOT_DELIVERED = "Code not delivered"
 MISSING_CODE = "Type the code from the message we sent you."
 WRONG_CODE = "That code is not right. Check the message we sent and type its code."
 EXPIRED_CODE = "That code has expired. Send a new code."
@@ -179,6 +180,7 @@ class CodeSteps:
         check_url: str = "",
         status: int = 200,
         send_label: str = "",
+        heading: str = "",
     ) -> Response:
         """The page without a code field: a button to send (or send again), the other
         methods, and what went wrong if anything did."""
@@ -186,7 +188,7 @@ class CodeSteps:
             request,
             origin,
             "code_send.html",
-            SEND_HEADING[method],
+            heading or SEND_HEADING[method],
             status,
             rd=rd,
             method=method,
@@ -331,11 +333,20 @@ class CodeSteps:
             )
             check = code_url(prefix, method, message_id, rd)
             return await self.send_page(
-                request, origin, rd, record, method, error=message, check_url=check
+                request,
+                origin,
+                rd,
+                record,
+                method,
+                error=message,
+                check_url=check,
+                heading=NOT_DELIVERED,
             )
         if found.status == "expired":
             message = f"The code could not be delivered{to} in time."
-            return await self.send_page(request, origin, rd, record, method, error=message)
+            return await self.send_page(
+                request, origin, rd, record, method, error=message, heading=NOT_DELIVERED
+            )
         return await self.send_page(request, origin, rd, record, method)
 
     # handlers
