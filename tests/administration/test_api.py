@@ -239,11 +239,27 @@ def test_the_example_is_the_single_node_of_gatehouse_up(tmp_path: Path) -> None:
         {"id": "demo-secure", "hosts": ["*"], "path_prefix": "/secure", "backends": backend}
     )
     example["resource_rules"]["demo-secure"] = {"auth_methods": ["password", "otp"]}
+    # ... and /secure-email/, for password + a code by e-mail through its Distribution
+    # service, which delivers to the demo mail server (issue 16).
+    example["resources"].append(
+        {"id": "demo-secure-email", "hosts": ["*"], "path_prefix": "/secure-email"}
+        | {"backends": backend}
+    )
+    example["resource_rules"]["demo-secure-email"] = {"auth_methods": ["password", "email_otp"]}
+    example["services"].append(
+        {"id": "dist1", "role": "distribution", "endpoint": "http://127.0.0.1:8301"}
+        | {"node": "local"}
+    )
+    mail = {"type": "smtp", "name": "demo-mail", "host": "127.0.0.1", "port": 8025}
+    mail |= {"security": "none", "sender": "Gatehouse <gatehouse@localhost>"}
+    example["distribution"] = {"channels": [mail]}
     config = parse_config(as_yaml(example))
     addresses = NodeAddresses(
         ("127.0.0.1", 8080), ("127.0.0.1", 9000), ("127.0.0.1", 8101), ("127.0.0.1", 8201)
     )
     up = parse_config(as_yaml(installation(addresses, tmp_path, "local")))
+    assert view_for(up, "dist1") == view_for(config, "dist1")
+    assert view_for(up, "auth1")["authentication"]["distribution"] == ["http://127.0.0.1:8301"]
     up_ap, ap = view_for(up, "ap1"), view_for(config, "ap1")
     assert up_ap["access_point"].pop("status_listen") == "127.0.0.1:8090"
     assert ap["access_point"].pop("status_listen") is None

@@ -73,8 +73,8 @@ def test_a_change_shows_on_its_lines() -> None:
         # one line per AP entry (tls) and per default identity header list (the assertion),
         # one per auth entry (verify_queue), per AP entry (status_listen); two per auth entry
         # (oath_db, oath_keyring), the otp settings and databases.oath_db; one per auth
-        # entry (distribution)
-        "@@ -144,7 +144,7 @@",
+        # entry (distribution), the codes and invitations settings
+        "@@ -154,7 +154,7 @@",
         "   oath_db: null",
         "   outbox_db: postgresql+asyncpg://gatehouse_dist:***@db1.internal:5432/gatehouse_outbox",
         "   session_db: null",

@@ -246,6 +246,28 @@ def test_authentication_views_name_the_distribution_services_preferred_first() -
     )
 
 
+def test_authentication_views_carry_the_code_and_invitation_settings() -> None:
+    doc = ha()
+    doc["authentication"]["codes"] = {"length": 8, "lifetime": "10m", "resend_interval": "1m"}
+    doc["authentication"]["invitations"] = {"base_url": "https://sso.example"}
+    config = validate(InstallationConfig, doc)
+    for auth_id in ("auth1", "auth2"):
+        auth = validate(AuthenticationConfig, view_for(config, auth_id)).authentication
+        assert (auth.codes.length, auth.codes.lifetime, auth.codes.resend_interval) == (
+            8,
+            600.0,
+            60.0,
+        )
+        # The link's path is the portal's: login.portal_prefix, written once.
+        assert (auth.invitations.base_url, auth.invitations.portal_prefix) == (
+            "https://sso.example",
+            "/_sso/",
+        )
+    doc["authentication"]["invitations"]["portal_prefix"] = "/_sso/"
+    with pytest.raises(ConfigError, match=r"authentication.invitations.portal_prefix: set for"):
+        validate(InstallationConfig, doc)
+
+
 def test_no_view_and_no_stored_document_holds_a_channel_secret() -> None:
     """Channel credentials are file names on the Distribution nodes: the installation
     document (what the Admin DB stores) and every view carry where, never what."""

@@ -43,9 +43,15 @@ from collections.abc import Iterator, Mapping
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
 
-from gatehouse.authentication.config import Lockout, OtpSettings, PasswordHash
+from gatehouse.authentication.config import (
+    CodeSettings,
+    InvitationSettings,
+    Lockout,
+    OtpSettings,
+    PasswordHash,
+)
 from gatehouse.config.access_point import AccessPointSettings, Resource, parse_listen
 from gatehouse.config.base import Strict
 from gatehouse.config.loader import problems_error
@@ -183,6 +189,11 @@ class AuthenticationPolicy(Strict):
     lockout: Lockout = Field(default_factory=Lockout)
     password_hash: PasswordHash = Field(default_factory=PasswordHash)
     otp: OtpSettings = Field(default_factory=OtpSettings)
+    #: One-time codes by e-mail and SMS (their length, lifetime, attempts, resend limits).
+    codes: CodeSettings = Field(default_factory=CodeSettings)
+    #: Token invitations: ``base_url`` is how users reach the Access Points (the link's
+    #: host); its ``portal_prefix`` is ``login.portal_prefix``.
+    invitations: InvitationSettings = Field(default_factory=InvitationSettings)
 
 
 #: AP settings that are derived from installation-wide settings and may not be set per AP.
@@ -287,6 +298,7 @@ def cross_field_problems(config: InstallationConfig) -> Iterator[tuple[Loc, str]
     yield from _database_problems(config)
     yield from _oath_db_problems(config)
     yield from _outbox_db_problems(config)
+    yield from _invitation_problems(config)
 
 
 def _service_problems(config: InstallationConfig) -> Iterator[tuple[Loc, str]]:
@@ -501,6 +513,17 @@ def distribution_of(config: InstallationConfig, service_id: str) -> list[str]:
         if entry.id == service_id and entry.distribution is not None:
             return list(entry.distribution)
     return [s.id for s in config.services if s.role == "distribution"]
+
+
+def _invitation_problems(config: InstallationConfig) -> Iterator[tuple[Loc, str]]:
+    """An invitation link's path is the Policy portal's: written once, in login."""
+    if "portal_prefix" in config.authentication.invitations.model_fields_set:
+        message = "set for every Authentication service by login.portal_prefix; remove it here"
+        yield ("authentication", "invitations", "portal_prefix"), message
+    try:
+        InvitationSettings(portal_prefix=config.login.portal_prefix)
+    except ValidationError as exc:
+        yield ("login", "portal_prefix"), str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
 
 
 def _outbox_db_problems(config: InstallationConfig) -> Iterator[tuple[Loc, str]]:

@@ -26,7 +26,11 @@ from gatehouse.administration.model import (
     listen_from_endpoint,
     outbox_db_of,
 )
-from gatehouse.authentication.config import AuthenticationConfig, AuthenticationSettings
+from gatehouse.authentication.config import (
+    AuthenticationConfig,
+    AuthenticationSettings,
+    InvitationSettings,
+)
 from gatehouse.config.access_point import AccessPointConfig, AccessPointSettings, Resource
 from gatehouse.config.policy import PolicyConfig, PolicySettings
 from gatehouse.distribution.config import DistributionConfig, DistributionSettings
@@ -127,6 +131,11 @@ def _authentication_view(config: InstallationConfig, service_id: str) -> View:
         or (config.databases.oath_db if config.databases else None),
         oath_keyring=entry.oath_keyring if entry else None,
         otp=config.authentication.otp,
+        codes=config.authentication.codes,
+        invitations=InvitationSettings(
+            base_url=config.authentication.invitations.base_url,
+            portal_prefix=config.login.portal_prefix,
+        ),
         distribution=[config.endpoint(d) for d in distribution_of(config, service_id)],
     )
     if entry is not None and entry.verify_queue is not None:
