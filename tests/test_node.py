@@ -151,7 +151,8 @@ def test_node_serves_restarts_and_stops(node: Node) -> None:
 def test_node_stops_on_ctrl_c(node: Node) -> None:
     node.wait_for("Gatehouse is up")
     started = children(node.proc.pid)
-    assert len(started) == 5  # backend, administration, authentication, policy, access point
+    # backend, administration, distribution, authentication, policy, access point
+    assert len(started) == 6, started
     # A terminal's Ctrl-C reaches the whole foreground process group, children included.
     os.killpg(node.proc.pid, signal.SIGINT)
     assert node.proc.wait(30) == 0
@@ -177,6 +178,10 @@ def test_node_gives_up_when_a_child_cannot_start(tmp_path: Path) -> None:
                 "--policy-listen",
                 f"127.0.0.1:{free_port()}",
                 "--auth-listen",
+                f"127.0.0.1:{free_port()}",
+                "--distribution-listen",
+                f"127.0.0.1:{free_port()}",
+                "--smtp-listen",
                 f"127.0.0.1:{free_port()}",
                 "--home",
                 str(tmp_path / "var"),

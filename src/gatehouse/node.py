@@ -3,8 +3,10 @@
 Every service runs as a child process of this one, which restarts any that exits (with a
 growing delay), and stops them all on SIGTERM or Ctrl-C. The Administration service starts
 first and owns the configuration: ``up`` publishes the single node's configuration through it
-the first time, then starts the Authentication, Policy and Access Point services of the
-published configuration, each following Admin from its state directory (HOME/state/ID).
+the first time, then starts the Distribution, Authentication, Policy and Access Point services
+of the published configuration, each following Admin from its state directory (HOME/state/ID).
+The demo backend also runs the demo mail server (an SMTP sink) that the Distribution service
+delivers codes to; it lists what it received at ``/public/mail``.
 """
 
 from __future__ import annotations
@@ -238,16 +240,24 @@ class NodeAddresses:
     #: The Access Point's status listener (its version and Policy routing; mutual TLS for
     #: operator certificates once enrolled): the public health says only up or down.
     status: tuple[str, int] = ("127.0.0.1", 8090)
+    distribution: tuple[str, int] = ("127.0.0.1", 8301)
+    #: The demo mail server (in the demo backend's process): the Distribution service's channel.
+    smtp: tuple[str, int] = ("127.0.0.1", 8025)
 
 
 DEMO_USER = "demo"
+#: The demo user's address: its codes by e-mail arrive in the demo mail server.
+DEMO_EMAIL = "demo@example.org"
+#: The sender of the codes the single node sends.
+DEMO_SENDER = "Gatehouse <gatehouse@localhost>"
 #: The Policy service's session admin token, in the home directory (used by the users CLI).
 ADMIN_TOKEN_FILE = "policy-admin.token"
 #: The services' state directories (registration, last-known-good), one per service id.
 STATE_DIR = "state"
 #: Where each role's command and its state directory come from, in start order.
-ROLE_ORDER = ("authentication", "policy", "access_point")
+ROLE_ORDER = ("distribution", "authentication", "policy", "access_point")
 _COMMANDS = {
+    "distribution": "distribution",
     "authentication": "authentication",
     "policy": "policy",
     "access_point": "access-point",
@@ -280,8 +290,10 @@ def installation(addresses: NodeAddresses, home: Path, node: str) -> dict[str, o
 
     The demo backend is reachable at ``/public/`` by anyone, at ``/secure/`` by a user signed
     in with a password and a one-time password (``otp``: the portal offers to enrol an
-    authenticator app), and everywhere else by any signed-in user; identity headers tell it
-    who that is and how they signed in.
+    authenticator app), at ``/secure-email/`` with a password and a code sent by e-mail
+    (``email_otp``: the Distribution service delivers it to the demo mail server, whose
+    inbox is ``/public/mail``), and everywhere else by any signed-in user; identity headers
+    tell it who that is and how they signed in.
     """
     backend = _url(addresses.backend)
     return {
@@ -292,6 +304,12 @@ def installation(addresses: NodeAddresses, home: Path, node: str) -> dict[str, o
                 "id": "auth1",
                 "role": "authentication",
                 "endpoint": _url(addresses.authentication),
+                "node": node,
+            },
+            {
+                "id": "dist1",
+                "role": "distribution",
+                "endpoint": _url(addresses.distribution),
                 "node": node,
             },
         ],
@@ -316,16 +334,38 @@ def installation(addresses: NodeAddresses, home: Path, node: str) -> dict[str, o
         "authentication_services": [
             {"id": "auth1", "listen": host_port(*addresses.authentication)}
         ],
+        "distribution_services": [{"id": "dist1", "listen": host_port(*addresses.distribution)}],
+        # Invitation links point at the Access Point.
+        "authentication": {"invitations": {"base_url": _url(addresses.listen)}},
+        "distribution": {
+            "channels": [
+                {
+                    "type": "smtp",
+                    "name": "demo-mail",
+                    "host": _dialable(addresses.smtp)[0],
+                    "port": addresses.smtp[1],
+                    "security": "none",
+                    "sender": DEMO_SENDER,
+                }
+            ]
+        },
         "resources": [
             {"id": "demo", "hosts": ["*"], "path_prefix": "/", "backends": [backend]},
             {"id": "demo-public", "hosts": ["*"], "path_prefix": "/public", "backends": [backend]},
             {"id": "demo-secure", "hosts": ["*"], "path_prefix": "/secure", "backends": [backend]},
+            {
+                "id": "demo-secure-email",
+                "hosts": ["*"],
+                "path_prefix": "/secure-email",
+                "backends": [backend],
+            },
         ],
         "global_rule": "public",
         "resource_rules": {
             "demo": "authenticated",
             "demo-public": "public",
             "demo-secure": {"auth_methods": ["password", "otp"]},
+            "demo-secure-email": {"auth_methods": ["password", "email_otp"]},
         },
     }
 
@@ -373,6 +413,8 @@ def _ensure_demo_user(home: Path) -> str | None:
             "--password-stdin",
             "--display-name",
             "Demo User",
+            "--email",
+            DEMO_EMAIL,
             "--home",
             str(home),
         ],
@@ -522,6 +564,8 @@ def run_up(
     auth_listen: tuple[str, int] = ("127.0.0.1", 8201),
     admin_listen: tuple[str, int] = ("127.0.0.1", 8001),
     status_listen: tuple[str, int] = ("127.0.0.1", 8090),
+    distribution_listen: tuple[str, int] = ("127.0.0.1", 8301),
+    smtp_listen: tuple[str, int] = ("127.0.0.1", 8025),
 ) -> int:
     """Run the node until SIGTERM or Ctrl-C; return the exit code.
 
@@ -536,7 +580,14 @@ def run_up(
 
     prepare_home(home)
     addresses = NodeAddresses(
-        listen, backend_listen, policy_listen, auth_listen, admin_listen, status_listen
+        listen,
+        backend_listen,
+        policy_listen,
+        auth_listen,
+        admin_listen,
+        status_listen,
+        distribution_listen,
+        smtp_listen,
     )
     built_in = installation(addresses, home, default_node())
     admin_config = home / CONFIG_FILE
@@ -552,7 +603,16 @@ def run_up(
         _log(str(exc))
         return 2
     with _StopRequest().installed() as stop:
-        backend = _Child("demo backend", ["demo-backend", "--listen", host_port(*backend_listen)])
+        backend = _Child(
+            "demo backend",
+            [
+                "demo-backend",
+                "--listen",
+                host_port(*backend_listen),
+                "--smtp",
+                host_port(*smtp_listen),
+            ],
+        )
         admin = _Child(
             "administration",
             ["administration", "--config", str(admin_config), "--home", str(home)],

@@ -36,6 +36,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="the Access Point's status listener: its configuration version and Policy "
         "routing (the public /_gatehouse/health says only up or down)",
     )
+    up.add_argument(
+        "--distribution-listen",
+        type=listen_arg,
+        default=("127.0.0.1", 8301),
+        metavar="HOST:PORT",
+        help="the Distribution service (codes by e-mail)",
+    )
+    up.add_argument(
+        "--smtp-listen",
+        type=listen_arg,
+        default=("127.0.0.1", 8025),
+        metavar="HOST:PORT",
+        help="the demo mail server (SMTP, in the demo backend): the codes by e-mail go there",
+    )
     add_home(up)
     up.set_defaults(handler=run)
 
@@ -52,4 +66,6 @@ def run(args: argparse.Namespace) -> int:
         auth_listen=args.auth_listen,
         admin_listen=args.admin_listen,
         status_listen=args.status_listen,
+        distribution_listen=args.distribution_listen,
+        smtp_listen=args.smtp_listen,
     )

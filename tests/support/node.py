@@ -72,6 +72,11 @@ class Node:
         self.admin_port = free_port()
         args += ["--admin-listen", f"127.0.0.1:{self.admin_port}"]
         args += ["--status-listen", f"127.0.0.1:{free_port()}"]
+        self.distribution_port = free_port()
+        args += ["--distribution-listen", f"127.0.0.1:{self.distribution_port}"]
+        #: The demo mail server (SMTP) in the demo backend.
+        self.smtp_port = free_port()
+        args += ["--smtp-listen", f"127.0.0.1:{self.smtp_port}"]
         self.home = tmp_path / "var"
         args += ["--home", str(self.home)]
         self.proc = subprocess.Popen(
