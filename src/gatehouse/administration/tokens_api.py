@@ -25,7 +25,15 @@ they cannot be ended the change stays made and the answer is 503 saying so and h
 ``/api/v1/tokens/{serial}/resync``          POST    ``{code1, code2}``
 ``/api/v1/token-enrolment/{user}``          GET     must the user enrol a token at next login
 ``/api/v1/token-enrolment/{user}``          PUT     ``{required}``: set or clear that
+``/api/v1/token-invitations``               GET     invitations (``?user=U``: U's), never links
+``/api/v1/token-invitations``               POST    ``{user, lifetime?}``: e-mail U a single-use
+                                                    link to enrol a TOTP token (default 72h)
+``/api/v1/token-invitations/{id}/revoke``   POST    withdraw an open invitation
 ==========================================  ======  =============================================
+
+An invitation is written to the OATH DB (:mod:`gatehouse.oath.invitation_admin`); an
+Authentication service hands its link to the Distribution service within seconds (Admin does
+not call Distribution). No answer carries the link or its secret.
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -47,9 +55,13 @@ from gatehouse.administration.app import OK, admin, answer, read_body
 from gatehouse.administration.service import ADMIN
 from gatehouse.authentication import audit
 from gatehouse.config.base import Strict
+from gatehouse.config.units import Seconds
+from gatehouse.distribution.calls import mask_email
 from gatehouse.errors import GatehouseError
 from gatehouse.internal.errors import Code, ServiceError
 from gatehouse.oath.errors import KeyringError, OathError
+from gatehouse.oath.invitation_admin import DEFAULT_LIFETIME, InvitationAdmin, InvitationError
+from gatehouse.oath.invitations import InvitationRow, InvitationStore
 from gatehouse.oath.seeds import KEYRING_FILE, Keyring
 from gatehouse.oath.store import (
     TokenAssigned,
@@ -89,6 +101,8 @@ ACTIONS = {
     "tokens_rekeyed": "token.rekey",
     "enrolment_required": "token.require_enrolment",
     "enrolment_not_required": "token.require_enrolment_off",
+    "token_invitation_created": "token.invite",
+    "token_invitation_revoked": "token.revoke_invitation",
 }
 
 
@@ -115,6 +129,40 @@ class ImportIn(Strict):
 
 class AssignIn(Strict):
     user: str
+
+
+class InvitationIn(Strict):
+    user: str
+    lifetime: Seconds = Field(
+        default=DEFAULT_LIFETIME, description="how long the link works (5m to 720h)"
+    )
+
+
+class InvitationOut(Strict):
+    id: str
+    user: str
+    to: str = Field(description="the e-mail address, masked")
+    state: str = Field(description="unsent, sent, used, expired or revoked")
+    created_at: datetime
+    expires_at: datetime
+    sent_at: datetime | None
+    used_at: datetime | None
+    serial: str | None = Field(description="the token enrolled with it")
+
+
+def invitation_out(row: InvitationRow) -> InvitationOut:
+    now = datetime.now(UTC)
+    return InvitationOut(
+        id=row.id,
+        user=row.username,
+        to=mask_email(row.email),
+        state="expired" if row.link_state(now) == "expired" else row.state,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        sent_at=row.sent_at,
+        used_at=row.used_at,
+        serial=row.serial,
+    )
 
 
 class EnrolmentIn(Strict):
@@ -199,6 +247,7 @@ class HomeTokens:
         self._engine: AsyncEngine | None = None
         self._lock = asyncio.Lock()
         self.audit_log: Callable[[str, str, str], Awaitable[None]] | None = None
+        self._invitations: InvitationAdmin | None = None
 
     async def admin(self) -> TokenAdmin:
         async with self._lock:
@@ -231,6 +280,35 @@ class HomeTokens:
             record,
             end_sessions=home_session_ender(self.home),
         )
+
+    async def invitations(self) -> InvitationAdmin:
+        """Token invitations on the same databases and keyring (opened with :meth:`admin`)."""
+        tokens = await self.admin()
+        async with self._lock:
+            if self._invitations is None:
+                user_db, engine = self._user_db, self._engine
+                assert user_db is not None
+                assert engine is not None
+
+                async def contact(username: str) -> tuple[bool, str | None]:
+                    async with user_db.session() as session:
+                        user = await directory.find_user(session, username)
+                    return (False, None) if user is None else (True, user.email)
+
+                async def record(
+                    event: str, username: str | None, detail: dict[str, object]
+                ) -> None:
+                    await audit.record(
+                        user_db, event, username, None, {**detail, "by": "admin-api"}
+                    )
+                    if self.audit_log is not None:
+                        what = json.dumps({"user": username, **detail}, sort_keys=True)
+                        await self.audit_log(ADMIN, ACTIONS.get(event, event), what)
+
+                self._invitations = InvitationAdmin(
+                    InvitationStore(engine), tokens.keyring, contact, record
+                )
+            return self._invitations
 
     async def close(self) -> None:
         if self._engine is not None:
@@ -399,7 +477,61 @@ async def enrolment(request: Request) -> Response:
     return answer(EnrolmentOut(user=user, required=required))
 
 
+async def _invitations(request: Request) -> InvitationAdmin:
+    await _tokens(request)  # set up, and the same errors
+    backend: HomeTokens = request.app.state.tokens
+    return await backend.invitations()
+
+
+def _invitation_errors(
+    handler: Callable[[Request], Awaitable[Response]],
+) -> Callable[[Request], Awaitable[Response]]:
+    """Unknown user or invitation 404, the rest of the refusals 400."""
+
+    async def wrapped(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except InvitationError as exc:
+            status = 404 if "does not exist" in str(exc) or "no invitation" in str(exc) else 400
+            code = Code.NOT_FOUND if status == 404 else Code.BAD_REQUEST
+            raise ServiceError(code, str(exc), status) from None
+
+    wrapped.__name__ = handler.__name__
+    return wrapped
+
+
+@admin
+@_errors
+@_invitation_errors
+async def list_invitations(request: Request) -> Response:
+    user = request.query_params.get("user")
+    invitations = await _invitations(request)
+    rows = await invitations.list_invitations(_user(user) if user else None)
+    return answer([invitation_out(row) for row in rows])
+
+
+@admin
+@_errors
+@_invitation_errors
+async def invite(request: Request) -> Response:
+    body = await read_body(request, InvitationIn)
+    invitations = await _invitations(request)
+    row = await invitations.invite(_user(body.user), body.lifetime, by="admin-api")
+    return answer(invitation_out(row))
+
+
+@admin
+@_errors
+@_invitation_errors
+async def revoke_invitation(request: Request) -> Response:
+    invitations = await _invitations(request)
+    return answer(invitation_out(await invitations.revoke(request.path_params["id"])))
+
+
 ROUTES = [
+    Route("/api/v1/token-invitations", list_invitations, methods=["GET"]),
+    Route("/api/v1/token-invitations", invite, methods=["POST"]),
+    Route("/api/v1/token-invitations/{id}/revoke", revoke_invitation, methods=["POST"]),
     Route("/api/v1/token-enrolment/{user}", enrolment, methods=["GET", "PUT"]),
     Route("/api/v1/tokens", list_tokens, methods=["GET"]),
     Route("/api/v1/tokens", add_token, methods=["POST"]),
