@@ -56,6 +56,12 @@ def test_names_are_unique_and_the_roles_are_as_designed() -> None:
         ("authentication", "enrol_otp"): {POLICY},
         ("authentication", "confirm_otp"): {POLICY},
         ("authentication", "otp_status"): {POLICY},
+        ("authentication", "send_code"): {POLICY},
+        ("authentication", "code_status"): {POLICY},
+        ("authentication", "verify_code"): {POLICY},
+        ("authentication", "check_invitation"): {POLICY},
+        ("authentication", "enrol_invitation"): {POLICY},
+        ("authentication", "confirm_invitation"): {POLICY},
     }
 
 

@@ -23,6 +23,9 @@ import uvicorn
 
 from gatehouse.authentication.app import create_app as authentication_app
 from gatehouse.authentication.calls import (
+    CodeSendRequest,
+    CodeStatusRequest,
+    CodeVerifyRequest,
     ConfirmRequest,
     EnrolRequest,
     OtpRequest,
@@ -71,6 +74,11 @@ SAMPLES: dict[str, Any] = {
     "enrol_otp": EnrolRequest("nobody", "Gatehouse"),
     "confirm_otp": ConfirmRequest("nobody", "TOTP0", "123456", "192.0.2.1", "matrix-attempt-02"),
     "otp_status": StatusRequest("nobody"),
+    "send_code": CodeSendRequest("nobody", "email_otp", "matrix-send-key-01", "192.0.2.1"),
+    "code_status": CodeStatusRequest("nobody", "matrix-message-id-01"),
+    "verify_code": CodeVerifyRequest(
+        "nobody", "email_otp", "123456", "192.0.2.1", "matrix-attempt-04"
+    ),
     "check_invitation": InvitationRequest("x" * 43),
     "enrol_invitation": InvitationEnrol("x" * 43, "nobody", "Gatehouse"),
     "confirm_invitation": InvitationConfirm(

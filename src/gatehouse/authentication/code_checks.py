@@ -195,7 +195,6 @@ class CodeChecks:
     async def send(
         self, username: str, method: str, key: str, client_ip: str | None
     ) -> CodeSendAnswer:
-        distribution = self._distribution()
         ring = self.keys.get()
         settings = self.settings
         unix, now = self._now()
@@ -203,6 +202,7 @@ class CodeChecks:
         if contact is None or not (contact.email or contact.phone):
             await self._audit(CODE_FAILED, username, client_ip, {"reason": "no_contact"})
             return CodeSendAnswer("no_contact", message=NO_CONTACT[method])
+        distribution = self._distribution()
         code = new_code(settings.length)
         key_id, sealed = ring.encrypt(code.encode(), key.encode())
         new = NewCode(
