@@ -362,11 +362,20 @@ def test_a_failed_submission_is_retried(sqlite_url: str, tmp_path: Path) -> None
     run(sqlite_url, tmp_path, body)
 
 
-def test_without_distribution_invitations_wait(sqlite_url: str, tmp_path: Path) -> None:
+def test_without_distribution_invitations_wait(
+    sqlite_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     async def body(setup: Setup) -> None:
         row = await setup.admin.invite("alice", 3600)
         sender = setup.sender()
-        assert await sender.send_due(None, "http://gw.test", "/_gatehouse/") == 0
+        for _ in range(3):
+            assert await sender.send_due(None, "http://gw.test", "/_gatehouse/") == 0
+            setup.clock.advance(60)
+        said = [r.getMessage() for r in caplog.records if "wait to be sent" in r.getMessage()]
+        assert said == [
+            "1 token invitations wait to be sent, and no Distribution service is configured "
+            "(authentication.distribution)"
+        ]
         waiting = await setup.store.get(row.id)
         assert waiting is not None
         assert waiting.state == "unsent"

@@ -63,6 +63,9 @@ LEASE = 30.0
 RETRY = 5.0
 #: Invitations claimed per look.
 BATCH = 10
+#: Seconds between two sweeps of unsent invitations whose time ran out (and, with no
+#: Distribution service configured, two looks for invitations that wait).
+SWEEP_INTERVAL = 60.0
 SUBJECT = "Set up your authenticator app"
 
 INVITATION_SENT = "token_invitation_sent"
@@ -112,6 +115,7 @@ class InvitationSender:
         self._keyring = keyring
         self._clock = clock
         self._idle_warned = False
+        self._next_sweep = 0.0
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), UTC)
@@ -121,18 +125,22 @@ class InvitationSender:
     ) -> int:
         """One look: expire what ran out, hand over what is due; how many were accepted."""
         now = self._now()
-        expired = await self.store.expire_unsent(now)
-        if expired:
-            log.warning("%d token invitations expired before they could be sent", expired)
+        sweep = self._clock() >= self._next_sweep
+        if sweep:
+            self._next_sweep = self._clock() + SWEEP_INTERVAL
+            expired = await self.store.expire_unsent(now)
+            if expired:
+                log.warning("%d token invitations expired before they could be sent", expired)
         if distribution is None:
-            waiting = [row for row in await self.store.list_invitations() if row.state == "unsent"]
-            if waiting and not self._idle_warned:
-                log.warning(
-                    "%d token invitations wait to be sent, and no Distribution service is "
-                    "configured (authentication.distribution)",
-                    len(waiting),
-                )
-                self._idle_warned = True
+            if sweep and not self._idle_warned:
+                waiting = await self.store.count_unsent()
+                if waiting:
+                    log.warning(
+                        "%d token invitations wait to be sent, and no Distribution service is "
+                        "configured (authentication.distribution)",
+                        waiting,
+                    )
+                    self._idle_warned = True
             return 0
         self._idle_warned = False
         sent = 0

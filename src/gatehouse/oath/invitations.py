@@ -26,7 +26,7 @@ from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import quote
 
-from sqlalchemy import ColumnElement, and_, case, insert, literal, or_, select, update
+from sqlalchemy import ColumnElement, and_, case, func, insert, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gatehouse.oath.models import OathInvitation
@@ -189,6 +189,11 @@ class InvitationStore:
         return None if found is None else _row(found)
 
     # -- sending -------------------------------------------------------------------------
+
+    async def count_unsent(self) -> int:
+        async with self._transaction() as conn:
+            statement = select(func.count()).select_from(_I).where(_I.state == "unsent")
+            return int((await conn.execute(statement)).scalar_one())
 
     async def expire_unsent(self, now: datetime) -> int:
         """Unsent invitations whose time ran out: ``expired``, their sealed secret erased."""
