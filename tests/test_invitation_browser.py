@@ -195,6 +195,11 @@ def test_invite_by_mail_then_enrol_once(stack: Stack, browser: Any, tmp_path: Pa
     for name in ("oath.db", "outbox.db", "gatehouse.db"):
         for path in stack.gateway.home.glob(f"{name}*"):
             assert secret.encode() not in path.read_bytes(), path
+    # Nor in any service's log (AP, Policy, Authentication, Distribution, the sink aside).
+    logs = [p for p in stack.gateway.home.parent.glob("*.log") if p.name != "sink.log"]
+    assert {p.name for p in logs} >= {"ap1.log", "policy.log", "auth.log", "dist.log"}
+    for path in logs:
+        assert secret not in path.read_text(errors="replace"), path
     with sqlite3.connect(stack.gateway.home / "oath.db") as db:
         rows = db.execute("SELECT state, sealed, key_id FROM oath_invitations").fetchall()
     assert ("used", None, None) in rows
