@@ -56,6 +56,18 @@ def topology_data(
     }
 
 
+def with_distribution(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with two Distribution services (one per internal node) and the demo
+    backend's mail server."""
+    data["distribution_services"] = [
+        {"id": "dist1", "node": "int1", "listen": "127.0.0.1:8301"},
+        {"id": "dist2", "node": "int2", "listen": "127.0.0.1:8302"},
+    ]
+    if "demo_backend" in data:
+        data["demo_backend"]["smtp"] = "127.0.0.1:8025"
+    return data
+
+
 class HAProxy:
     """``haproxy -db -f FILE`` in the foreground, its log in the work directory."""
 

@@ -31,7 +31,7 @@ from tests.support.processes import GATEHOUSE
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ha-cluster.yaml"
 LINUX_PROC = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
-SERVICES = ["admin", "auth1", "auth2", "ps1", "ps2", "ap1", "ap2"]
+SERVICES = ["admin", "dist1", "dist2", "auth1", "auth2", "ps1", "ps2", "ap1", "ap2"]
 EVERYTHING = ["pg1", "pg2", "demo-backend", *SERVICES, "haproxy"]
 
 
@@ -135,6 +135,25 @@ def test_the_example_topology_survives_a_killed_policy_service(home: Path) -> No
     # the public health answer says only up or down.
     assert rows["ap1"]["detail"] == "uses ps1 of ps1, ps2; HAProxy: UP", rows["ap1"]
     assert rows["ap2"]["detail"] == "uses ps2 of ps2, ps1; HAProxy: UP", rows["ap2"]
+    # Two Distribution services, each an Authentication service's first choice on its node,
+    # delivering over the demo mail server; they share the outbox DB, as their own role.
+    assert rows["auth1"]["detail"] == "codes via dist1 of dist1, dist2", rows["auth1"]
+    assert rows["auth2"]["detail"] == "codes via dist2 of dist2, dist1", rows["auth2"]
+    for dist in ("dist1", "dist2"):
+        assert rows[dist]["role"] == "Distribution"
+        assert rows[dist]["detail"].startswith("channels demo-mail"), rows[dist]
+    sessions = cluster.databases.primary().sql(
+        "SELECT DISTINCT datname FROM pg_stat_activity WHERE usename = 'gatehouse_dist'"
+    )
+    assert {row[0] for row in sessions} <= {"gatehouse_outbox"}
+    listed = subprocess.run(
+        [*GATEHOUSE, "outbox", "list", "--home", str(home)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert listed.returncode == 0, listed.stderr  # the CLI role reads the outbox
     text = cluster_cli(home, "status")
     assert text.returncode == 0, text.stdout + text.stderr
     assert "all healthy" in text.stdout

@@ -35,7 +35,11 @@ def test_the_example_is_the_local_ha_topology() -> None:
         ("ps2", "int2"),
         ("auth1", "int1"),
         ("auth2", "int2"),
+        ("dist1", "int1"),
+        ("dist2", "int2"),
     ]
+    assert topology.demo_backend is not None
+    assert topology.demo_backend.smtp == "127.0.0.1:8025"
 
 
 def test_its_installation_is_accepted_by_admin() -> None:
@@ -53,6 +57,11 @@ def test_its_installation_is_accepted_by_admin() -> None:
         "http://127.0.0.1:8201",
     ]
     assert [r.id for r in config.resources] == ["demo", "demo-public"]
+    assert view_for(config, "auth2")["authentication"]["distribution"] == [
+        "http://127.0.0.1:8302",
+        "http://127.0.0.1:8301",
+    ]
+    assert [c.name for c in config.distribution.channels] == ["demo-mail"]
 
 
 def test_its_haproxy_config_is_valid(haproxy_bin: str, tmp_path: Path, short_dir: Path) -> None:

@@ -10,7 +10,7 @@ from gatehouse.administration.views import view_for
 from gatehouse.cluster.installation import installation_config, installation_document
 from gatehouse.cluster.topology import Topology
 from gatehouse.config.loader import validate
-from tests.cluster.support import PG_URL, topology_data
+from tests.cluster.support import PG_URL, topology_data, with_distribution
 
 
 def config_of(data: dict[str, Any]) -> InstallationConfig:
@@ -125,3 +125,39 @@ def test_trust_between_load_balancer_access_points_and_policy_services() -> None
     # An AP known by name only: the Policy services keep their default (none: over mutual
     # TLS an AP's forwarded fields are believed because of its certificate).
     assert view_for(config, "ps1")["policy"]["trusted_proxies"] == []
+
+
+def test_distribution_services_their_views_and_the_authentication_services_order() -> None:
+    data = with_distribution(topology_data())
+    data["databases"]["outbox_db"] = PG_URL + "&application_name=outbox"
+    config = config_of(data)
+    assert [(s.id, s.role, s.endpoint) for s in config.services][-2:] == [
+        ("dist1", "distribution", "http://127.0.0.1:8301"),
+        ("dist2", "distribution", "http://127.0.0.1:8302"),
+    ]
+    # Each Authentication service prefers the Distribution service on its own node.
+    assert view_for(config, "auth1")["authentication"]["distribution"] == [
+        "http://127.0.0.1:8301",
+        "http://127.0.0.1:8302",
+    ]
+    assert view_for(config, "auth2")["authentication"]["distribution"] == [
+        "http://127.0.0.1:8302",
+        "http://127.0.0.1:8301",
+    ]
+    for dist, listen in (("dist1", "127.0.0.1:8301"), ("dist2", "127.0.0.1:8302")):
+        view = view_for(config, dist)["distribution"]
+        assert (view["id"], view["listen"]) == (dist, listen)
+        assert view["outbox_db"] == PG_URL + "&application_name=outbox"
+        # The demo backend's mail server is the channel.
+        assert [(c["name"], c["host"], c["port"], c["security"]) for c in view["channels"]] == [
+            ("demo-mail", "127.0.0.1", 8025, "none")
+        ]
+    for other in ("ap1", "ps1", "auth1"):
+        assert "demo-mail" not in str(view_for(config, other))
+        assert "outbox" not in str(view_for(config, other))
+
+
+def test_without_distribution_services_nobody_sends_codes() -> None:
+    config = config_of(topology_data())
+    assert view_for(config, "auth1")["authentication"]["distribution"] == []
+    assert config.distribution.channels == []

@@ -13,7 +13,8 @@ import yaml
 from gatehouse.cluster.topology import Topology, load_topology, rotated
 from gatehouse.config.loader import validate
 from gatehouse.errors import ConfigError
-from tests.cluster.support import topology_data
+from tests.cluster.support import PG_URL as PG
+from tests.cluster.support import topology_data, with_distribution
 
 Data = dict[str, Any]
 
@@ -61,6 +62,18 @@ def test_default_orders_rotate_with_more_services() -> None:
     assert topology.authentication_order(topology.policy_services[2]) == ["auth1", "auth2"]
 
 
+def test_authentication_services_prefer_the_distribution_service_on_their_node() -> None:
+    data = with_distribution(topology_data())
+    topology = validate(Topology, data)
+    orders = [topology.distribution_order(a) for a in topology.authentication_services]
+    assert orders == [["dist1", "dist2"], ["dist2", "dist1"]]
+    data["authentication_services"][1]["distribution"] = ["dist1"]
+    topology = validate(Topology, data)
+    assert topology.distribution_order(topology.authentication_services[1]) == ["dist1"]
+    roles = [(p.role, p.service.id) for p in topology.placements()][-2:]
+    assert roles == [("distribution", "dist1"), ("distribution", "dist2")]
+
+
 @pytest.mark.parametrize(
     ("items", "by", "expected"),
     [
@@ -91,8 +104,60 @@ def _set(path: str, value: Any) -> Callable[[Data], None]:
     return change
 
 
+def _dist(change: Callable[[Data], None]) -> Callable[[Data], None]:
+    """``change`` on the topology with two Distribution services."""
+
+    def changed(data: Data) -> None:
+        with_distribution(data)
+        change(data)
+
+    return changed
+
+
 SQLITE = "sqlite+aiosqlite:////var/lib/gatehouse/gatehouse.db"
 INVALID = {
+    "one distribution service": (
+        _dist(_set("distribution_services.1", "-")),
+        "distribution_services: an HA topology needs at least two Distribution services on "
+        "two internal nodes (or none)",
+    ),
+    "distribution services on one node": (
+        _dist(_set("distribution_services.1.node", "int1")),
+        "distribution_services: an HA topology needs at least two Distribution services on "
+        "two internal nodes (or none)",
+    ),
+    "distribution in the DMZ": (
+        _dist(_set("distribution_services.0.node", "dmz1")),
+        "distribution_services[0].node: 'dmz1' is a DMZ node; Distribution services run on "
+        "internal nodes",
+    ),
+    "a policy service as distribution": (
+        _dist(_set("authentication_services.0.distribution", ["dist2", "ps1"])),
+        "authentication_services[0].distribution[1]: 'ps1' is a Policy service, "
+        "not a Distribution service",
+    ),
+    "sqlite outbox": (
+        _dist(_set("databases.outbox_db", SQLITE)),
+        "databases.outbox_db: an HA topology needs PostgreSQL: SQLite lives on one node",
+    ),
+    "local and an outbox URL": (
+        _dist(
+            _set(
+                "databases",
+                {"local": {"primary_port": 55432, "standby_port": 55433}, "outbox_db": PG},
+            )
+        ),
+        "databases.outbox_db: either local or PostgreSQL URLs, not both: the local databases "
+        "hold users and sessions",
+    ),
+    "mail server on the backend's address": (
+        _dist(_set("demo_backend.smtp", "127.0.0.1:9000")),
+        "demo_backend.smtp: same address as the demo backend (127.0.0.1:9000)",
+    ),
+    "distribution on a policy service's address": (
+        _dist(_set("distribution_services.1.listen", "127.0.0.1:8102")),
+        "distribution_services[1].listen: port 8102 is taken on node int2 by ps2",
+    ),
     "unknown policy service": (
         _set("access_points.1.policy_services", ["ps9"]),
         "access_points[1].policy_services[0]: no policy service 'ps9'",

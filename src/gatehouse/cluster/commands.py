@@ -16,6 +16,7 @@ from gatehouse.node import STATE_DIR
 
 #: The services that follow Admin from a state directory, in start order, and their command.
 SERVICE_COMMANDS: dict[Kind, str] = {
+    "distribution": "distribution",
     "authentication": "authentication",
     "policy": "policy",
     "access_point": "access-point",
@@ -37,7 +38,9 @@ def member_argv(member: Member, topology: Topology, home: Path, admin_url: str) 
         return [binary, "-db", "-f", str(home / HAPROXY_CONFIG)]
     if member.kind == "demo_backend":
         assert topology.demo_backend is not None
-        return [*gatehouse, "demo-backend", "--listen", topology.demo_backend.listen]
+        demo = topology.demo_backend
+        smtp = ["--smtp", demo.smtp] if demo.smtp is not None else []
+        return [*gatehouse, "demo-backend", "--listen", demo.listen, *smtp]
     if member.kind == "administration":
         config = str(home / CONFIG_FILE)
         return [*gatehouse, "administration", "--config", config, "--home", str(home)]

@@ -18,15 +18,20 @@ Roles (each with its own random password in ``HOME/pgpass/ROLE``, a libpq passwo
 ``gatehouse_policy`` the Policy services: owns the session tables; may only add audit events
                      (INSERT) to the user tables; reads no user row, no password hash, no
                      admin table
-``gatehouse_cli``    ``gatehouse users|groups|tokens --home`` on the admin machine (and the
-                     Administration service's token routes): reads and writes the user
+``gatehouse_cli``    ``gatehouse users|groups|tokens|outbox --home`` on the admin machine (and
+                     the Administration service's token routes): reads and writes the user
                      tables and the OATH tokens, reads and deletes sessions (ending them when
-                     no Policy service answers); no admin table; cannot create tables
+                     no Policy service answers), reads the outbox and retries a message
+                     (SELECT, UPDATE); no admin table; cannot create tables
+``gatehouse_dist``   the Distribution services: owns the outbox (its migrations); connects to
+                     the outbox DB only, never to the user, session, admin or OATH tables
 ===================  ========================================================================
 
 The OATH DB is a database of its own on the same servers (``<database>_oath``): only
 ``gatehouse_auth`` (its owner: it migrates the ``oath`` branch) and ``gatehouse_cli`` may
-connect to it; the Policy and Administration roles may not.
+connect to it; the Policy and Administration roles may not. The outbox DB
+(``<database>_outbox``) likewise: only ``gatehouse_dist`` (its owner: the ``outbox`` branch)
+and ``gatehouse_cli``; the Distribution role may connect to no other database.
 
 The owners' migrations run at ``cluster up`` (as the owners) before any service starts, so the
 grants between roles can be given on tables that exist; services migrate again at start, as
@@ -50,6 +55,7 @@ from cryptography.exceptions import InvalidSignature
 
 from gatehouse.cluster.errors import ClusterError
 from gatehouse.cluster.topology import LocalDatabases
+from gatehouse.distribution.models import OutboxBase
 from gatehouse.internal.lkg import atomic_write
 from gatehouse.oath.models import OathBase
 from gatehouse.storage.errors import DatabaseUnavailable
@@ -64,7 +70,11 @@ ADMIN_ROLE = "gatehouse_admin"
 AUTH_ROLE = "gatehouse_auth"
 POLICY_ROLE = "gatehouse_policy"
 CLI_ROLE = "gatehouse_cli"
+DIST_ROLE = "gatehouse_dist"
+#: The roles that connect to the cluster's main database (users, sessions, admin).
 SERVICE_ROLES = (ADMIN_ROLE, AUTH_ROLE, POLICY_ROLE, CLI_ROLE)
+#: Every role, the Distribution services' too (whose database is the outbox DB only).
+ALL_ROLES = (*SERVICE_ROLES, DIST_ROLE)
 #: The roles whose services migrate their own tables (CREATE on the schema).
 OWNER_ROLES = (ADMIN_ROLE, AUTH_ROLE, POLICY_ROLE)
 
@@ -82,6 +92,10 @@ SCRAM_ITERATIONS = 4096
 OATH_SUFFIX = "_oath"
 #: The roles that may connect to the OATH DB: its owner and the operator's command line.
 OATH_ROLES = (AUTH_ROLE, CLI_ROLE)
+#: The outbox DB's name is the cluster database's with this suffix.
+OUTBOX_SUFFIX = "_outbox"
+#: The roles that may connect to the outbox DB: its owner and the operator's command line.
+OUTBOX_ROLES = (DIST_ROLE, CLI_ROLE)
 
 
 # --- files in HOME -----------------------------------------------------------------------------
@@ -134,6 +148,11 @@ def read_password(path: Path, role: str) -> str:
 def oath_database(local: LocalDatabases) -> str:
     """The name of the cluster's OATH DB (next to the user DB, on the same servers)."""
     return local.database[: 63 - len(OATH_SUFFIX)] + OATH_SUFFIX
+
+
+def outbox_database(local: LocalDatabases) -> str:
+    """The name of the cluster's outbox DB (next to the user DB, on the same servers)."""
+    return local.database[: 63 - len(OUTBOX_SUFFIX)] + OUTBOX_SUFFIX
 
 
 def role_url(home: Path, local: LocalDatabases, role: str, database: str | None = None) -> str:
@@ -237,7 +256,7 @@ def role_statements(home: Path, database: str) -> str:
     """The roles with their passwords, what each may do in ``database`` before any table
     exists, and the shared migration version table (SQL, one batch)."""
     statements: list[str] = []
-    for role in SERVICE_ROLES:
+    for role in ALL_ROLES:
         verifier = scram_verifier(ensure_password(home, role))
         statements.append(
             "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = "
@@ -294,6 +313,48 @@ def oath_role_statements(database: str) -> str:
             f"GRANT USAGE, SELECT ON SEQUENCES TO {cli}",
         ]
     )
+
+
+def outbox_role_statements(database: str) -> str:
+    """What each role may do in the outbox DB ``database`` before its table exists (SQL, one
+    batch, run in that database): connect only as the Distribution role (which creates and
+    migrates the outbox) or the CLI role (``gatehouse outbox``: reads, retries)."""
+    owner, cli = _ident(DIST_ROLE), _ident(CLI_ROLE)
+    return ";\n".join(
+        [
+            f"REVOKE ALL ON DATABASE {_ident(database)} FROM PUBLIC",
+            f"GRANT CONNECT ON DATABASE {_ident(database)} TO {_roles(OUTBOX_ROLES)}",
+            "REVOKE ALL ON SCHEMA public FROM PUBLIC",
+            f"GRANT USAGE, CREATE ON SCHEMA public TO {owner}",
+            f"GRANT USAGE ON SCHEMA public TO {cli}",
+            f"CREATE TABLE IF NOT EXISTS {VERSION_TABLE} (version_num VARCHAR(32) NOT NULL, "
+            f"CONSTRAINT {VERSION_TABLE}_pkc PRIMARY KEY (version_num))",
+            f"REVOKE ALL ON {VERSION_TABLE} FROM PUBLIC",
+            f"GRANT SELECT, INSERT, UPDATE, DELETE ON {VERSION_TABLE} TO {owner}",
+            f"GRANT SELECT ON {VERSION_TABLE} TO {cli}",
+            # Tables a later outbox migration adds: the CLI reads them and retries messages.
+            f"ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public "
+            f"GRANT SELECT, UPDATE ON TABLES TO {cli}",
+        ]
+    )
+
+
+def outbox_grant_statements(primary: PgNode, database: str) -> str:
+    """The CLI role's grants on the outbox tables that exist (SQL; empty when none do)."""
+    tables = _present(primary, database, OutboxBase.metadata.tables)
+    if not tables:
+        return ""
+    return f"GRANT SELECT, UPDATE ON {_roles(tables)} TO {_ident(CLI_ROLE)}"
+
+
+def ensure_outbox_database(primary: PgNode, local: LocalDatabases) -> str:
+    """Create the outbox DB on the primary if it is missing (a cluster made before it had
+    one); its name."""
+    name = outbox_database(local)
+    exists = primary.sql(f"SELECT 1 FROM pg_database WHERE datname = {_literal(name)}")
+    if not exists:
+        primary.sql(f"CREATE DATABASE {_ident(name)} OWNER {_ident(local.user)}")
+    return name
 
 
 def oath_grant_statements(primary: PgNode, database: str) -> str:
@@ -390,14 +451,15 @@ async def _migrate_owners(home: Path, local: LocalDatabases) -> None:
     await upgrade(role_url(home, local, AUTH_ROLE), "user")
     await upgrade(role_url(home, local, POLICY_ROLE), "session")
     await upgrade(role_url(home, local, AUTH_ROLE, oath_database(local)), "oath")
+    await upgrade(role_url(home, local, DIST_ROLE, outbox_database(local)), "outbox")
 
 
 def secure_database(
     primary: PgNode, home: Path, local: LocalDatabases, say: Callable[[str], None]
 ) -> None:
-    """Roles, passwords and grants on the running primary; the OATH DB made if missing; the
-    user, session and OATH tables migrated by their owners (over TLS, with the URLs the
-    services get).
+    """Roles, passwords and grants on the running primary; the OATH and outbox DBs made if
+    missing; the user, session, OATH and outbox tables migrated by their owners (over TLS,
+    with the URLs the services get).
 
     Raises:
         ClusterError: a role's connection failed (the reason is in the message).
@@ -407,7 +469,9 @@ def secure_database(
     primary.sql(role_statements(home, database), database)
     oath = ensure_oath_database(primary, local)
     primary.sql(oath_role_statements(oath), oath)
-    say("migrating the user, session and OATH tables as their owners")
+    outbox = ensure_outbox_database(primary, local)
+    primary.sql(outbox_role_statements(outbox), outbox)
+    say("migrating the user, session, OATH and outbox tables as their owners")
     try:
         asyncio.run(_migrate_owners(home, local))
     except DatabaseUnavailable as exc:
@@ -418,3 +482,6 @@ def secure_database(
     oath_grants = oath_grant_statements(primary, oath)
     if oath_grants:
         primary.sql(oath_grants, oath)
+    outbox_grants = outbox_grant_statements(primary, outbox)
+    if outbox_grants:
+        primary.sql(outbox_grants, outbox)

@@ -42,8 +42,9 @@ def on_free_ports(source: Path, destination: Path) -> Path:
         return f"127.0.0.1:{free_port()}"
 
     data["administration"]["listen"] = free()
-    for section in ("access_points", "policy_services", "authentication_services"):
-        for service in data[section]:
+    sections = ("access_points", "policy_services", "authentication_services")
+    for section in (*sections, "distribution_services"):
+        for service in data.get(section) or []:
             service["listen"] = free()
             if service.get("status_listen"):
                 service["status_listen"] = free()
@@ -53,6 +54,8 @@ def on_free_ports(source: Path, destination: Path) -> Path:
     data["databases"]["local"] = {"primary_port": free_port(), "standby_port": free_port()}
     if data.get("demo_backend"):
         data["demo_backend"]["listen"] = free()
+        if data["demo_backend"].get("smtp"):
+            data["demo_backend"]["smtp"] = free()
     destination.write_text(yaml.safe_dump(data, sort_keys=False))
     return destination
 

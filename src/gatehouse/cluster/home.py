@@ -73,12 +73,16 @@ def write_home(home: Path, topology: Topology, *, stats_socket: Path, source: st
     user_db, session_db = topology.databases.urls()
     admin_db = user_db
     oath_db = topology.databases.oath_db
+    outbox_db = topology.databases.outbox_db
     local = topology.databases.local
     if local is not None:
         # Each its own PostgreSQL role (db_access): the CLI here, Admin, the Policy services.
         user_db = db_access.role_url(home, local, db_access.CLI_ROLE)
         oath_db = db_access.role_url(
             home, local, db_access.CLI_ROLE, db_access.oath_database(local)
+        )
+        outbox_db = db_access.role_url(
+            home, local, db_access.CLI_ROLE, db_access.outbox_database(local)
         )
         admin_db = db_access.role_url(home, local, db_access.ADMIN_ROLE)
         private_directory(home / POLICY_HOME)
@@ -89,6 +93,8 @@ def write_home(home: Path, topology: Topology, *, stats_socket: Path, source: st
         databases["session_db"] = session_db
     if oath_db is not None:
         databases["oath_db"] = oath_db
+    if outbox_db is not None:
+        databases["outbox_db"] = outbox_db
     atomic_write(home / DATABASES_FILE, yaml.safe_dump(databases).encode(), 0o644)
     admin = topology.administration
     settings = {"administration": {"id": admin.id, "listen": admin.listen, "database": admin_db}}

@@ -2,7 +2,9 @@
 
 The topology says where services run and in which order they call each other; the
 installation document adds what every installation of the demo holds: the demo backend at
-``/`` for any signed-in user and at ``/public`` for anyone. From then on the configuration is
+``/`` for any signed-in user and at ``/public`` for anyone, and, when the demo backend runs its
+mail server (``demo_backend.smtp``), that server as the Distribution services' channel. From
+then on the configuration is
 Admin's (``gatehouse config apply|publish``); the topology only matters to start processes
 and to write the load balancer's configuration.
 """
@@ -19,6 +21,8 @@ from gatehouse.config.loader import validate
 
 #: The resource ids of the demo, and the rule each gets.
 DEMO_RULES = {"demo": "authenticated", "demo-public": "public"}
+#: The sender of the codes the demo mail server receives.
+DEMO_SENDER = "Gatehouse <gatehouse@localhost>"
 
 
 def installation_document(topology: Topology) -> dict[str, Any]:
@@ -73,12 +77,21 @@ def installation_document(topology: Topology) -> dict[str, Any]:
         databases["session_db"] = session_db
     if topology.databases.oath_db is not None:
         databases["oath_db"] = topology.databases.oath_db
+    if topology.databases.outbox_db is not None:
+        databases["outbox_db"] = topology.databases.outbox_db
+    authentication_services: list[dict[str, Any]] = []
+    for auth in topology.authentication_services:
+        entry = {"id": auth.id, "listen": auth.listen}
+        if topology.distribution_services:
+            entry["distribution"] = topology.distribution_order(auth)
+        authentication_services.append(entry)
     document: dict[str, Any] = {
         "services": services,
         "access_points": access_points,
         "policy_services": policy_services,
-        "authentication_services": [
-            {"id": auth.id, "listen": auth.listen} for auth in topology.authentication_services
+        "authentication_services": authentication_services,
+        "distribution_services": [
+            {"id": dist.id, "listen": dist.listen} for dist in topology.distribution_services
         ],
         "databases": databases,
         "resources": [],
@@ -92,7 +105,22 @@ def installation_document(topology: Topology) -> dict[str, Any]:
             {"id": "demo-public", "hosts": ["*"], "path_prefix": "/public", "backends": [backend]},
         ]
         document["resource_rules"] = dict(DEMO_RULES)
+        if topology.demo_backend.smtp is not None:
+            document["distribution"] = {"channels": [demo_mail_channel(topology.demo_backend.smtp)]}
     return document
+
+
+def demo_mail_channel(smtp: str) -> dict[str, Any]:
+    """The demo mail server (plain SMTP on the demo backend) as a Distribution channel."""
+    host, port = parse_listen(smtp)
+    return {
+        "type": "smtp",
+        "name": "demo-mail",
+        "host": dialable(host),
+        "port": port,
+        "security": "none",
+        "sender": DEMO_SENDER,
+    }
 
 
 def installation_config(topology: Topology, source: str = "topology") -> InstallationConfig:

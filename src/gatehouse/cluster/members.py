@@ -23,6 +23,7 @@ Kind = Literal[
     "authentication",
     "policy",
     "access_point",
+    "distribution",
     "load_balancer",
 ]
 KIND_NAMES: dict[Kind, str] = {
@@ -32,6 +33,7 @@ KIND_NAMES: dict[Kind, str] = {
     "authentication": "Authentication",
     "policy": "Policy",
     "access_point": "Access Point",
+    "distribution": "Distribution",
     "load_balancer": "load balancer",
 }
 #: ``down`` stops in this order (the reverse of the dependencies); PostgreSQL comes last.
@@ -40,12 +42,20 @@ STOP_ORDER: tuple[Kind, ...] = (
     "access_point",
     "policy",
     "authentication",
+    "distribution",
     "administration",
     "demo_backend",
 )
 #: Start order of the topology's services (Admin first; an Access Point needs a Policy
-#: service to be of use, a Policy service an Authentication service).
-_START_RANK = {"administration": 0, "authentication": 1, "policy": 2, "access_point": 3}
+#: service to be of use, a Policy service an Authentication service, which sends codes
+#: through a Distribution service).
+_START_RANK = {
+    "administration": 0,
+    "distribution": 1,
+    "authentication": 2,
+    "policy": 3,
+    "access_point": 4,
+}
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,9 +16,9 @@ CLI (:mod:`.cli`) and the chaos tests drive the same methods::
 
 ``up`` starts PostgreSQL (created the first time), the demo backend and Admin; publishes the
 installation from the topology through Admin the first time (from then on the configuration
-is Admin's: ``gatehouse config apply|publish``); starts the Authentication, Policy and Access
-Point services, each following Admin from its state directory; waits until each answers its
-health check; then starts HAProxy.
+is Admin's: ``gatehouse config apply|publish``); starts the Distribution, Authentication,
+Policy and Access Point services, each following Admin from its state directory; waits until
+each answers its health check; then starts HAProxy.
 
 The parts: :mod:`.members` (names, kinds, start order), :mod:`.home` (the home directory's
 layout and files), :mod:`.preflight` (what ``up`` checks first), :mod:`.commands` (each
@@ -299,7 +299,7 @@ class Cluster:
             self._spawn(admin_id)
             admin = self._wait_for_admin()
             bootstrap.publish(admin, self.installation_document(), self.source, self._say)
-            services = self.names("authentication", "policy", "access_point")
+            services = self.names("distribution", "authentication", "policy", "access_point")
             for name in services:
                 self._prepare_state(name, admin)
             self._say(f"starting {', '.join(services)}")

@@ -2,7 +2,7 @@
 health answer, the configuration version it runs, and whom it prefers to call.
 
 Sources: the pid files, each service's own health endpoint (Access Point
-``/_gatehouse/health``, Policy and Authentication ``/internal/v1/health``, Admin
+``/_gatehouse/health``, Policy, Authentication and Distribution ``/internal/v1/health``, Admin
 ``/api/v1/health``), an Access Point's status listener (``status_listen`` in the topology:
 its configuration version and Policy routing, which its public health answer does not show;
 mutual TLS with the operator's certificate once the AP is enrolled), Admin's
@@ -13,7 +13,9 @@ itself (primary or standby, replication state).
 An Access Point's status listener says which Policy service its decisions go to now
 (``"policy": {"using": URL}``), and a Policy service's which Authentication service its
 logins use: the status shows that one ("uses"). For a member that does not answer, it shows
-the one it would prefer: the first of its ordered list that is healthy now.
+the one it would prefer: the first of its ordered list that is healthy now. An Authentication
+service shows the Distribution service it prefers; a Distribution service its channels and
+what it delivered.
 """
 
 from __future__ import annotations
@@ -31,7 +33,12 @@ from gatehouse.administration.config_cli import table
 from gatehouse.administration.credentials import operator_context
 from gatehouse.cluster.haproxy import HEALTH_PATH as AP_HEALTH_PATH
 from gatehouse.cluster.haproxy import access_point_states
-from gatehouse.cluster.topology import AuthenticationService, PolicyService, Topology
+from gatehouse.cluster.topology import (
+    AuthenticationService,
+    DistributionService,
+    PolicyService,
+    Topology,
+)
 from gatehouse.errors import ConfigError, GatehouseError
 from gatehouse.internal.service_tls import TLS_DIR
 from gatehouse.node import STATE_DIR
@@ -48,6 +55,7 @@ HEALTH_PATHS: dict[str, str] = {
     "access_point": AP_HEALTH_PATH,
     "policy": INTERNAL_HEALTH_PATH,
     "authentication": INTERNAL_HEALTH_PATH,
+    "distribution": INTERNAL_HEALTH_PATH,
     "administration": "/api/v1/health",
     "demo_backend": "/",
 }
@@ -155,7 +163,7 @@ def member_health(cluster: Cluster, name: str, timeout: float = PROBE_TIMEOUT) -
         and any(ap.id == name and ap.tls is not None for ap in cluster.topology.access_points)
     )
     context = None
-    if member.kind in ("policy", "authentication") and _enrolled(cluster, name):
+    if member.kind in _INTERNAL and _enrolled(cluster, name):
         # Its internal listener is mutual TLS: the operator's certificate may read health.
         try:
             context = operator_context(cluster.home)
@@ -302,7 +310,9 @@ def _pg_detail(status: NodeStatus, names: dict[int, str]) -> str:
 
 
 #: The services that follow Admin and report the version they run.
-_FOLLOW = ("access_point", "policy", "authentication")
+_FOLLOW = ("access_point", "policy", "authentication", "distribution")
+#: The services whose health is on their internal (mutual TLS once enrolled) listener.
+_INTERNAL = ("policy", "authentication", "distribution")
 
 
 def collect(cluster: Cluster) -> ClusterStatus:
@@ -395,13 +405,41 @@ def _relations(
     if kind == "policy":
         ps = next(p for p in topology.policy_services if p.id == name)
         return relation(topology.authentication_order(ps), "authentication")
+    if kind == "authentication" and topology.distribution_services:
+        auth = next(a for a in topology.authentication_services if a.id == name)
+        prefers = first_healthy(topology.distribution_order(auth))
+        order = ", ".join(topology.distribution_order(auth))
+        return prefers, f"codes via {prefers or 'none healthy'} of {order}"
+    if kind == "distribution":
+        return None, _distribution_detail(answer)
     if kind == "load_balancer":
         return None, cluster.url
     return None, ""
 
 
-def _services(topology: Topology) -> list[PolicyService | AuthenticationService]:
-    return [*topology.policy_services, *topology.authentication_services]
+def _distribution_detail(answer: dict[str, Any] | None) -> str:
+    """A Distribution service's channels (in order) and what it delivered since it started."""
+    if not isinstance(answer, dict):
+        return ""
+    channels = answer.get("channels")
+    names = ", ".join(str(c) for c in channels) if isinstance(channels, list) else ""
+    detail = f"channels {names}" if names else "no channels"
+    problems = answer.get("channel_problems")
+    if isinstance(problems, list | dict) and problems:
+        detail += f" ({len(problems)} with problems)"
+    if isinstance(answer.get("sent"), int):
+        detail += f"; sent {answer['sent']}, expired {answer.get('expired', 0)}"
+    return detail
+
+
+def _services(
+    topology: Topology,
+) -> list[PolicyService | AuthenticationService | DistributionService]:
+    return [
+        *topology.policy_services,
+        *topology.authentication_services,
+        *topology.distribution_services,
+    ]
 
 
 def render(status: ClusterStatus) -> str:

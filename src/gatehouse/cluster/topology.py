@@ -18,8 +18,11 @@ Example (``examples/ha-cluster.yaml`` is the same on loopback)::
       - {id: ps1, node: int1, listen: "0.0.0.0:8101"}     # authentication: [auth1, auth2]
       - {id: ps2, node: int2, listen: "0.0.0.0:8101", authentication: [auth2, auth1]}
     authentication_services:
-      - {id: auth1, node: int1, listen: "0.0.0.0:8201"}
+      - {id: auth1, node: int1, listen: "0.0.0.0:8201"}     # distribution: [dist1, dist2]
       - {id: auth2, node: int2, listen: "0.0.0.0:8201"}
+    distribution_services:                                # optional; two on two internal nodes
+      - {id: dist1, node: int1, listen: "0.0.0.0:8301"}
+      - {id: dist2, node: int2, listen: "0.0.0.0:8301"}
     load_balancer:
       listen: "0.0.0.0:443"
       tls_certificate: /etc/haproxy/gatehouse.pem    # optional: HAProxy terminates TLS
@@ -27,15 +30,18 @@ Example (``examples/ha-cluster.yaml`` is the same on loopback)::
     databases:
       user_db: postgresql+asyncpg://gatehouse@/gatehouse?host=db1:5432&host=db2:5432&target_session_attrs=read-write
       oath_db: postgresql+asyncpg://gatehouse@/gatehouse_oath?host=db1:5432&host=db2:5432&target_session_attrs=read-write
+      outbox_db: postgresql+asyncpg://gatehouse_dist@/gatehouse_outbox?host=db1:5432&host=db2:5432&target_session_attrs=read-write
       # or, for `gatehouse cluster up` on one machine:
       # local: {primary_port: 5432, standby_port: 5433}
-    demo_backend: {listen: "10.0.2.5:9000"}                          # optional
+    demo_backend: {listen: "10.0.2.5:9000", smtp: "10.0.2.5:8025"}  # optional; smtp: its
+                                    # demo mail server, the Distribution services' channel
 
 An Access Point without ``policy_services`` gets every Policy service, rotated by its
 position (the first AP prefers the first PS, the second AP the second, ...), so two APs and
 two PSs cross: AP1 → PS1, PS2 and AP2 → PS2, PS1. A Policy service without
 ``authentication`` prefers the Authentication services on its own node, then the others,
-rotated by its position the same way.
+rotated by its position the same way. An Authentication service without ``distribution``
+prefers the Distribution services on its own node, then the others, likewise.
 """
 
 from __future__ import annotations
@@ -59,13 +65,14 @@ from gatehouse.storage.engine import parse_url
 
 Loc = tuple[str | int, ...]
 Zone = Literal["dmz", "internal"]
-Role = Literal["administration", "access_point", "policy", "authentication"]
+Role = Literal["administration", "access_point", "policy", "authentication", "distribution"]
 
 ROLE_NAMES = {
     "administration": "Administration service",
     "access_point": "Access Point",
     "policy": "Policy service",
     "authentication": "Authentication service",
+    "distribution": "Distribution service",
 }
 #: Listen hosts meaning "every address": the others need the node's address to reach them.
 WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", "*"})
@@ -184,6 +191,13 @@ class PolicyService(PlacedService):
 
 
 class AuthenticationService(PlacedService):
+    distribution: list[ServiceId] | None = Field(
+        default=None,
+        description="Distribution services by id, preferred first; default: same node first",
+    )
+
+
+class DistributionService(PlacedService):
     pass
 
 
@@ -299,6 +313,11 @@ class Databases(Strict):
         default=None,
         description="the OATH DB (tokens); with local, cluster up makes it next to the user DB",
     )
+    outbox_db: PostgresURL | None = Field(
+        default=None,
+        description="the Distribution services' outbox; with local, cluster up makes it next "
+        "to the user DB",
+    )
 
     def urls(self) -> tuple[str, str | None]:
         """The user DB URL and the session DB URL (None: in the user DB)."""
@@ -312,6 +331,8 @@ class DemoBackend(Strict):
     """The demo backend the installation's two demo resources point to."""
 
     listen: ListenAddress
+    #: Its demo mail server (SMTP, plain): the Distribution services' channel.
+    smtp: ListenAddress | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,6 +353,7 @@ class Topology(Strict):
     access_points: list[AccessPoint] = Field(min_length=1)
     policy_services: list[PolicyService] = Field(min_length=1)
     authentication_services: list[AuthenticationService] = Field(min_length=1)
+    distribution_services: list[DistributionService] = Field(default_factory=list)
     load_balancer: LoadBalancer
     databases: Databases
     demo_backend: DemoBackend | None = None
@@ -357,6 +379,7 @@ class Topology(Strict):
             ("access_point", "access_points", self.access_points),
             ("policy", "policy_services", self.policy_services),
             ("authentication", "authentication_services", self.authentication_services),
+            ("distribution", "distribution_services", self.distribution_services),
         )
         for role, section, services in sections:
             out += [Placement(role, (section, i), s) for i, s in enumerate(services)]
@@ -403,6 +426,15 @@ class Topology(Strict):
         local = [a.id for a in self.authentication_services if a.node == policy.node]
         others = [a.id for a in self.authentication_services if a.node != policy.node]
         return local + rotated(others, self.policy_services.index(policy))
+
+    def distribution_order(self, authentication: AuthenticationService) -> list[str]:
+        """The Authentication service's Distribution services, preferred first."""
+        if authentication.distribution is not None:
+            return list(authentication.distribution)
+        services = self.distribution_services
+        local = [d.id for d in services if d.node == authentication.node]
+        others = [d.id for d in services if d.node != authentication.node]
+        return local + rotated(others, self.authentication_services.index(authentication))
 
 
 def host_port(host: str, port: int) -> str:

@@ -84,6 +84,7 @@ _ZONE_OF_ROLE: dict[Role, Zone] = {
     "access_point": "dmz",
     "policy": "internal",
     "authentication": "internal",
+    "distribution": "internal",
 }
 _ZONE_NAMES: dict[Zone, str] = {"dmz": "DMZ", "internal": "internal"}
 
@@ -126,6 +127,13 @@ def _high_availability_problems(topology: Topology) -> Iterator[tuple[Loc, str]]
             "an HA topology needs at least two internal nodes each running a Policy and an "
             f"Authentication service (found: {found})",
         )
+    distribution = topology.distribution_services
+    if distribution and (len(distribution) < 2 or len({d.node for d in distribution}) < 2):
+        yield (
+            ("distribution_services",),
+            "an HA topology needs at least two Distribution services on two internal nodes "
+            "(or none)",
+        )
     dmz_nodes = {ap.node for ap in topology.access_points}
     if len(topology.access_points) < 2 or len(dmz_nodes) < 2:
         yield (
@@ -144,6 +152,10 @@ def _ordered_list_problems(topology: Topology) -> Iterator[tuple[Loc, str]]:
     lists += [
         (("policy_services", i, "authentication"), ps.authentication, "authentication")
         for i, ps in enumerate(topology.policy_services)
+    ]
+    lists += [
+        (("authentication_services", i, "distribution"), auth.distribution, "distribution")
+        for i, auth in enumerate(topology.authentication_services)
     ]
     for loc, listed, role in lists:
         if listed is None:
@@ -225,6 +237,9 @@ def _address_problems(topology: Topology) -> Iterator[tuple[Loc, str]]:
     if topology.demo_backend is not None:
         demo = parse_listen(topology.demo_backend.listen)
         yield from claim(("demo_backend", "listen"), demo, "the demo backend")
+        if topology.demo_backend.smtp is not None:
+            smtp = parse_listen(topology.demo_backend.smtp)
+            yield from claim(("demo_backend", "smtp"), smtp, "the demo mail server")
     local = topology.databases.local
     if local is not None:
         yield from claim(
@@ -246,7 +261,7 @@ def _database_problems(databases: Databases) -> Iterator[tuple[Loc, str]]:
             "set user_db (PostgreSQL URL) or local (PostgreSQL created by the cluster command)",
         )
     elif databases.local is not None:
-        for name in ("user_db", "session_db", "oath_db"):
+        for name in ("user_db", "session_db", "oath_db", "outbox_db"):
             if getattr(databases, name) is not None:
                 yield (
                     ("databases", name),
