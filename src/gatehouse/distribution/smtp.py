@@ -109,7 +109,7 @@ class SmtpSender:
             try:
                 await self._transaction(smtp, mail, sender, message.to)
             except _Stale:
-                smtp.close()
+                await _discard(smtp)
             else:
                 self._give_back(smtp)
                 return
@@ -118,15 +118,15 @@ class SmtpSender:
             async with asyncio.timeout(self.config.timeout):
                 await smtp.connect()
         except aiosmtplib.SMTPAuthenticationError as error:
-            smtp.close()
+            await _discard(smtp)
             raise ChannelFailure(f"{self.name}: authentication refused ({error.code})") from None
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as error:
-            smtp.close()
+            await _discard(smtp)
             raise ChannelFailure(f"{self.name}: {_reason(error, connecting=True)}") from None
         try:
             await self._transaction(smtp, mail, sender, message.to)
         except _Stale as stale:
-            smtp.close()
+            await _discard(smtp)
             raise ChannelFailure(f"{self.name}: {stale}") from None
         self._give_back(smtp)
 
@@ -139,7 +139,7 @@ class SmtpSender:
         except (aiosmtplib.SMTPServerDisconnected, ConnectionError, OSError) as error:
             raise _Stale(_reason(error)) from None
         except (aiosmtplib.SMTPException, TimeoutError) as error:
-            smtp.close()
+            await _discard(smtp)
             raise ChannelFailure(f"{self.name}: {_reason(error)}") from None
 
     async def aclose(self) -> None:
@@ -149,7 +149,16 @@ class SmtpSender:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(1.0):
                     await smtp.quit()
-            smtp.close()
+            await _discard(smtp)
+        if idle:
+            # A TLS connection's close runs its shutdown over a few loop turns.
+            await asyncio.sleep(0.05)
+
+
+async def _discard(smtp: aiosmtplib.SMTP) -> None:
+    """Close a connection and let the loop release its socket now."""
+    smtp.close()
+    await asyncio.sleep(0)
 
 
 class _Stale(Exception):
