@@ -208,3 +208,64 @@ def test_no_distribution_service_accepting_is_a_503(
     status, data = send(none)
     assert status == 503
     assert "authentication.distribution" in data["message"]
+
+
+def test_over_mutual_tls_with_the_distribution_role(
+    sqlite_user_db: str, sink: Any, tmp_path: Path
+) -> None:
+    """The Authentication service calls Distribution with its own certificate (role
+    authentication, allowed to submit) and checks the server is a Distribution service."""
+    from gatehouse.trust.ca import CertificateAuthority
+    from gatehouse.trust.identity import Identity
+    from gatehouse.trust.tls import Credentials, write_credentials
+    from tests.support.processes import write_config
+
+    ca = CertificateAuthority.create()
+
+    def credentials(role: str, name: str) -> Path:
+        directory = tmp_path / "tls" / name
+        key, cert = ca.issue_key_pair(Identity(role, name))
+        write_credentials(directory, ca.certificate_pem, cert, key)
+        return directory
+
+    add_user(sqlite_user_db, "alice", "pw-alice-1", email="alice@example.org")
+    dist = support.start_distribution(
+        tmp_path,
+        "dist1",
+        [support.smtp_channel(sink.port)],
+        home=tmp_path / "dist-home",
+        tls=credentials("distribution", "dist1"),
+    )
+    port = free_port()
+    config = write_config(
+        tmp_path / "auth-tls.yaml",
+        {
+            "authentication": {
+                "id": "auth1",
+                "listen": f"127.0.0.1:{port}",
+                "user_db": sqlite_user_db,
+                "distribution": [f"https://127.0.0.1:{dist.port}"],
+            }
+        },
+    )
+    args = ["authentication", "--config", str(config), "--home", str(tmp_path / "home")]
+    auth = Service(
+        [*args, "--tls", str(credentials("authentication", "auth1"))],
+        tmp_path / "auth-tls.log",
+        "127.0.0.1",
+        port,
+    ).wait_ready()
+    try:
+        policy = Credentials(credentials("policy", "ps1"))
+        auth.tls_context = policy.client  # type: ignore[attr-defined]
+        status, sent = send(auth)
+        assert (status, sent["result"]) == (200, "accepted"), sent
+        code = code_in(sink.wait_for(1)[0].text)
+        assert verify(auth, code, "tls-attempt-000001") == "ok"
+        # An Access Point's certificate may not ask for codes.
+        auth.tls_context = Credentials(credentials("access_point", "ap1")).client  # type: ignore[attr-defined]
+        status, _raw, refused = call(auth, "POST", "/internal/v1/codes/send", b"{}")
+        assert (status, refused["error"]) == (403, "forbidden")
+    finally:
+        auth.stop()
+        dist.stop()
