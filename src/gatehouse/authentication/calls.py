@@ -35,7 +35,8 @@ One-time codes out of band (issue 16; :mod:`gatehouse.authentication.code_checks
   503 when no Distribution service accepts the message.
 - ``CODE_STATUS``: where the message of one of the user's codes is (``accepted``, ``sent``,
   ``failed``: every channel failed and it waits for a retry, ``expired``; ``unknown``: no
-  code of this user has that message).
+  code of this user has that message; ``accepted`` too while no Distribution service answers,
+  which is all that is known then: never a 503, so pollers do not take this service for down).
 - ``CODE_VERIFY`` checks a code like ``OTP_VERIFY`` (``attempt`` makes it idempotent): ``ok``,
   ``invalid``, ``expired`` (no live code) or ``locked`` (too many wrong codes: the code is
   dead, a new one must be sent).

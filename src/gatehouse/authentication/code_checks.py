@@ -296,12 +296,17 @@ class CodeChecks:
         row = await self.store.by_message(username, message_id)
         if row is None:
             return CodeStatusAnswer(message_id, "unknown")
+        distribution = self.distribution
+        if distribution is None:
+            return CodeStatusAnswer(message_id, "accepted", row.recipient_hint)
         try:
-            found = await self._distribution().status(message_id)
+            found = await distribution.status(message_id)
         except DistributionUnavailable as exc:
-            raise ServiceError(
-                Code.UNAVAILABLE, f"no Distribution service answered: {exc}", 503
-            ) from None
+            # The message was accepted; where it is now cannot be told. That is the answer
+            # (not a 503, which would make the caller take this service for down while it
+            # polls: the Distribution services, not this one, are out of reach).
+            log.warning("status of code message %s unavailable: %s", message_id, exc)
+            return CodeStatusAnswer(message_id, "accepted", row.recipient_hint)
         return CodeStatusAnswer(message_id, found.status, row.recipient_hint, found.error)
 
     # -- CODE_VERIFY -------------------------------------------------------------------------
