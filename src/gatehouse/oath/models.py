@@ -140,7 +140,7 @@ class OathCode(OathBase):
 
 class OathCodeSends(OathBase):
     """When codes were last sent to a user (Unix times, newest last): the resend throttle,
-    changed by compare-and-set on ``version``."""
+    changed only after a write to ``version`` has locked the row (one send at a time per user)."""
 
     __tablename__ = "oath_code_sends"
 
