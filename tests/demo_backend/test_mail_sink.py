@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from gatehouse.demo_backend.mail_sink import MailBox, parse_mail
+from gatehouse.demo_backend.mail_sink import MailBox, linked, parse_mail
 from tests.support.processes import Service, free_port, wait_port
 
 
@@ -96,6 +96,7 @@ def test_mail_sent_over_smtp_is_listed_newest_first(backend: Backend) -> None:
     page = body.decode()
     assert page.index("bob@example.org") < page.index("alice@example.org")
     assert "Your code is 123456." in page
+    assert 'Open <a href="http://x/enrol/invite?t=abc">http://x/enrol/invite?t=abc</a>' in page
     assert "Invitation" in page
     assert alice["time"] in page
 
@@ -113,6 +114,18 @@ def test_hostile_subject_and_text_are_escaped(backend: Backend) -> None:
     assert "&lt;img src=x onerror=alert(1)&gt; &amp; " in page
     # A browser would not run an inline script even if one slipped through.
     assert "default-src 'none'" in resp.headers["Content-Security-Policy"]
+
+
+def test_urls_in_the_text_are_links_and_nothing_else_is_markup() -> None:
+    text = 'Open http://gw.test/_gatehouse/enrol/invite?t=a-b_c&x=1 now. <b>"javascript:x"</b>'
+    assert linked(text) == (
+        'Open <a href="http://gw.test/_gatehouse/enrol/invite?t=a-b_c&amp;x=1">'
+        "http://gw.test/_gatehouse/enrol/invite?t=a-b_c&amp;x=1</a> now. "
+        "&lt;b&gt;&quot;javascript:x&quot;&lt;/b&gt;"
+    )
+    assert linked('see https://a.test/"onmouseover=x') == (
+        'see <a href="https://a.test/">https://a.test/</a>&quot;onmouseover=x'
+    )
 
 
 def test_other_paths_still_echo(backend: Backend) -> None:
