@@ -14,7 +14,8 @@ from typing import TypeVar
 
 import pytest
 
-from gatehouse.authentication.invitations import InvitationSender, message_key
+from gatehouse.authentication.code_checks import DistributionRefused
+from gatehouse.authentication.invitations import REFUSED_RETRY, InvitationSender, message_key
 from gatehouse.distribution.calls import SubmitAnswer, SubmitRequest, parse_submit, render_submit
 from gatehouse.oath.invitation_admin import InvitationAdmin, InvitationError
 from gatehouse.oath.invitations import (
@@ -52,9 +53,10 @@ class Clock:
 class Recorder:
     """Distribution as the sender sees it: SUBMIT, idempotent by key, through the wire codec."""
 
-    def __init__(self, fail: int = 0) -> None:
+    def __init__(self, fail: int = 0, refuse: int = 0) -> None:
         self.requests: list[SubmitRequest] = []
         self.fail = fail
+        self.refuse = refuse
         self.ids: dict[str, str] = {}
 
     async def submit(self, request: SubmitRequest) -> SubmitAnswer:
@@ -62,6 +64,9 @@ class Recorder:
         if self.fail:
             self.fail -= 1
             raise ConnectionError("distribution unavailable")
+        if self.refuse:
+            self.refuse -= 1
+            raise DistributionRefused("email: the domain after '@' is not a host name")
         self.requests.append(checked)
         message_id = self.ids.setdefault(checked.key, f"msg{len(self.ids):019d}")
         return SubmitAnswer(message_id, "accepted")
@@ -358,6 +363,20 @@ def test_a_failed_submission_is_retried(sqlite_url: str, tmp_path: Path) -> None
         setup.clock.advance(5)
         assert await sender.send_due(recorder, "http://gw.test", "/_gatehouse/") == 1
         assert len(recorder.requests) == 1
+
+    run(sqlite_url, tmp_path, body)
+
+
+def test_a_refused_submission_waits_longer(sqlite_url: str, tmp_path: Path) -> None:
+    async def body(setup: Setup) -> None:
+        await setup.admin.invite("alice", 3600)
+        recorder = Recorder(refuse=1)
+        sender = setup.sender()
+        assert await sender.send_due(recorder, "http://gw.test", "/_gatehouse/") == 0
+        setup.clock.advance(REFUSED_RETRY - 1)
+        assert await sender.send_due(recorder, "http://gw.test", "/_gatehouse/") == 0
+        setup.clock.advance(1)
+        assert await sender.send_due(recorder, "http://gw.test", "/_gatehouse/") == 1
 
     run(sqlite_url, tmp_path, body)
 

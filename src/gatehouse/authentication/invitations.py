@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.routing import Route
 
 from gatehouse.authentication import audit
+from gatehouse.authentication.code_checks import DistributionRefused
 from gatehouse.authentication.invitation_calls import (
     INVITATION_CHECK,
     INVITATION_CONFIRM,
@@ -61,6 +62,8 @@ SEND_INTERVAL = 1.0
 LEASE = 30.0
 #: When a submission that failed is tried again.
 RETRY = 5.0
+#: When a submission Distribution refused (400: the address, say) is tried again.
+REFUSED_RETRY = 300.0
 #: Invitations claimed per look.
 BATCH = 10
 #: Seconds between two sweeps of unsent invitations whose time ran out (and, with no
@@ -174,7 +177,17 @@ class InvitationSender:
         )
         try:
             answer = await distribution.submit(request)
-        except Exception as exc:  # unavailable or refused: tried again after RETRY
+        except DistributionRefused as exc:  # the message itself: no use retrying soon
+            log.error(
+                "token invitation %s for %r refused by Distribution (tried again in %gs): %s",
+                row.id,
+                row.username,
+                REFUSED_RETRY,
+                exc,
+            )
+            await self.store.release(row.id, now + timedelta(seconds=REFUSED_RETRY))
+            return False
+        except Exception as exc:  # unavailable: tried again after RETRY
             log.warning(
                 "token invitation %s for %r not handed to Distribution yet (retried in %gs): %s",
                 row.id,
