@@ -4,9 +4,10 @@ killed with SIGKILL one at a time, every user request's outcome recorded.
 Load: 50 signed-in sessions through HAProxy, 250 requests/s in total, each a protected page
 (any answer but 200 is a failure: a 5xx, or a 303 to the login page — a forced re-login).
 In turn: the primary Policy service of ap1, the Access Point ap1, an Authentication service
-during sign-ins, the Administration service, and the PostgreSQL primary (its synchronous
-standby promoted). Each killed service is started again and traffic must fail back to it.
-Bounded: about two minutes; everything on loopback, stopped at the end.
+during sign-ins, the Distribution services during sign-ins (one, then both: a password
+sign-in never needs them), the Administration service, and the PostgreSQL primary (its
+synchronous standby promoted). Each killed service is started again and traffic must fail
+back to it. Bounded: about two minutes; everything on loopback, stopped at the end.
 """
 
 from __future__ import annotations
@@ -165,6 +166,24 @@ def test_killing_an_authentication_service_during_sign_ins_fails_none(lab: Lab) 
     assert len(logins.outcomes) >= 10, logins.summary()
     assert record.failures() == [], record.summary()
     wait_status(lab, lambda s: s.healthy and s["ps1"].prefers == "auth1", "ps1 back on auth1")
+
+
+def test_killing_the_distribution_services_during_sign_ins_fails_none(lab: Lab) -> None:
+    logins = Record()
+    start = time.monotonic()
+    with load(lab, 10, logins) as record:
+        at(start, 2)
+        lab.cluster.kill("dist1")  # auth1's preferred Distribution service
+        at(start, 3.5)
+        lab.cluster.kill("dist2")  # no Distribution service at all
+        at(start, 6)
+        lab.cluster.start("dist1", wait=False)
+        lab.cluster.start("dist2")
+    assert logins.failures() == [], logins.summary()
+    assert len(logins.outcomes) >= 10, logins.summary()
+    assert record.failures() == [], record.summary()
+    status = wait_status(lab, lambda s: s.healthy, "both Distribution services back")
+    assert status["auth1"].prefers == "dist1", status["auth1"]
 
 
 def test_killing_the_administration_service_fails_no_request(lab: Lab) -> None:
