@@ -43,6 +43,8 @@ class _Handler:
         self.sink = sink
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.sink.delay:  # a slow server: the message is taken only after this
+            await asyncio.sleep(self.sink.delay)
         raw = envelope.original_content or b""
         message = email.message_from_bytes(raw, policy=email.policy.default)
         body = message.get_body(preferencelist=("plain",))
@@ -80,6 +82,8 @@ class MailSink:
         self.auth = auth
         self.received: list[Received] = []
         self.auth_failures = 0
+        #: Seconds each message's DATA waits before it is taken (and answered).
+        self.delay = 0.0
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.AbstractServer | None = None

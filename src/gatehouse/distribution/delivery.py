@@ -8,8 +8,8 @@ this service (:meth:`Deliverer.wake`: no wait for the poll), when a delivery end
 out). A message goes out over the first channel that takes it; when every channel failed it is
 due again after an exponential backoff (:func:`backoff`), until its expiry: then it is
 dead-lettered (``expired``) with an event on ``gatehouse.audit``. A message is never handed to a
-channel at or after its expiry, nor while this service's lease on it is about to run out
-(another service may be delivering it by then).
+channel at or after its expiry, and its lease is lengthened before a channel attempt that could
+outlast it (a service that lost the lease stops).
 
 Delivery is at least once: a service that dies after a channel took a message and before it
 was marked sent leaves a message another service delivers again after the lease. Every
@@ -41,7 +41,7 @@ __all__ = ["Deliverer", "Stats", "backoff", "lease_owner"]
 log = logging.getLogger("gatehouse.distribution")
 audit = logging.getLogger("gatehouse.audit")
 
-#: Seconds of lease a channel attempt must have left to start (beyond the channel's timeout).
+#: Seconds of lease a channel attempt must have left to start (beyond twice its timeout).
 LEASE_MARGIN = 1.0
 #: How often sent and expired messages older than :data:`RETENTION` are deleted.
 PURGE_INTERVAL = 600.0
@@ -228,13 +228,17 @@ class Deliverer:
             if now >= message.expires_at:
                 errors.append("expired before the next channel")
                 break
-            left = (lease_until - now).total_seconds()
-            if left < sender.timeout * 2 + LEASE_MARGIN and attempts:
-                # Another service may take the message once the lease runs out: give it back
-                # rather than have two deliver it at once.
-                await self.outbox.release(message.id, self.owner, attempts)
-                self.stats.attempts += attempts
-                return
+            # A channel may take twice its timeout (connect, then the exchange): the lease
+            # must outlast that, or another service could deliver the message meanwhile.
+            needed = sender.timeout * 2 + LEASE_MARGIN
+            if (lease_until - now).total_seconds() < needed:
+                lease_until = now + timedelta(seconds=max(needed, self.settings.lease))
+                if not await self.outbox.extend(message.id, self.owner, lease_until):
+                    log.warning(
+                        "message %s: lease lost, left to the service holding it", message.id
+                    )
+                    self.stats.attempts += attempts
+                    return
             attempts += 1
             try:
                 await sender.send(Outgoing(message.id, to, body.subject, body.text))

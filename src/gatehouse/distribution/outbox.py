@@ -17,6 +17,7 @@ expired.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -33,10 +34,19 @@ from gatehouse.distribution.models import ERROR_LENGTH, PENDING, OutboxMessage
 from gatehouse.storage.engine import translate_errors
 from gatehouse.storage.types import UTCDateTime
 
-__all__ = ["MessageRow", "NewMessage", "Outbox"]
+__all__ = ["MessageRow", "NewMessage", "Outbox", "new_message_id"]
 
 _M = OutboxMessage
 _COLUMNS = tuple(OutboxMessage.__table__.columns)
+
+
+def new_message_id() -> str:
+    """128 random bits, URL-safe (22 characters); never starting with ``-`` so that it can
+    be given to a command line as it is (``gatehouse outbox show ID``)."""
+    while True:
+        message_id = secrets.token_urlsafe(16)
+        if not message_id.startswith("-"):
+            return message_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,6 +295,16 @@ class Outbox:
                 lease_owner=null(),
                 lease_until=null(),
             )
+        )
+        async with self._transaction() as conn:
+            return _rowcount(await conn.execute(statement)) == 1
+
+    async def extend(self, message_id: str, owner: str, until: datetime) -> bool:
+        """Lengthen ``owner``'s lease on a message it is delivering; False if it lost it."""
+        statement = (
+            update(_M)
+            .where(_M.id == message_id, _M.lease_owner == owner, _M.status.in_(PENDING))
+            .values(lease_until=_at(until))
         )
         async with self._transaction() as conn:
             return _rowcount(await conn.execute(statement)) == 1

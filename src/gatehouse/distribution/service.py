@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,7 @@ from gatehouse.distribution.config import (
     SmtpChannel,
 )
 from gatehouse.distribution.delivery import Deliverer, lease_owner
-from gatehouse.distribution.outbox import MessageRow, NewMessage, Outbox
+from gatehouse.distribution.outbox import MessageRow, NewMessage, Outbox, new_message_id
 from gatehouse.distribution.secrets import SecretFileError
 from gatehouse.distribution.sms import HttpSmsSender
 from gatehouse.distribution.smtp import SmtpSender
@@ -210,7 +209,7 @@ class Service:
         """Accept ``request``: answered once its row is committed (or the key's earlier
         message is found)."""
         keys = self.require_ready()
-        message_id = secrets.token_urlsafe(16)
+        message_id = new_message_id()
         key_id, blob = keys.seal(message_id, Body(request.subject, request.text))
         now = utcnow()
         row, new = await self.outbox.submit(
