@@ -41,9 +41,7 @@ def cleanup() -> Iterator[list[object]]:
     things: list[object] = []
     yield things
     for thing in reversed(things):
-        if isinstance(thing, Service):
-            thing.stop()
-        elif isinstance(thing, MailSink | SmsGateway):
+        if isinstance(thing, Service | MailSink | SmsGateway):
             thing.stop()
 
 
@@ -87,7 +85,7 @@ def test_the_first_channel_delivers_once_per_key(tmp_path: Path, cleanup: list[o
     assert code == 400
     assert refused["message"] == "purpose: missing"
     code, missing = call(svc.url, "GET", "/internal/v1/messages/" + "x" * 22)
-    assert code == 404
+    assert (code, missing["error"]) == (404, "not_found")
     assert len(sink.mails()) == 1
     assert gateway.recorded() == []
     secret_free(home, [svc.output()], "314159")
