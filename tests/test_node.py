@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import html
 import http.client
+import json
 import os
 import re
 import signal
 import socket
 import subprocess
 import time
+import urllib.parse
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -90,6 +94,40 @@ def test_invalid_config_fails_fast(tmp_path: Path) -> None:
 # --- a real node -----------------------------------------------------------------------------
 
 
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+def only_form(page: bytes, field: str | None = None) -> tuple[str, dict[str, str]]:
+    """The action and hidden fields of the page's one form (the one with ``field``)."""
+    text = page.decode()
+    for match in re.finditer(r"<form([^>]*)>(.*?)</form>", text, re.S):
+        inner = match.group(2)
+        if field is not None and f'name="{field}"' not in inner:
+            continue
+        action = re.search(r'action="([^"]*)"', match.group(1))
+        assert action, match.group(0)[:300]
+        hidden = re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', inner)
+        return html.unescape(action.group(1)), {k: html.unescape(v) for k, v in hidden}
+    raise AssertionError(f"no form with {field!r}: {text[:500]}")
+
+
+def encode(fields: dict[str, str]) -> bytes:
+    return urllib.parse.urlencode(fields).encode()
+
+
+def get_json_list(port: int, path: str) -> list[dict[str, Any]]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        body = resp.read()
+    finally:
+        conn.close()
+    assert resp.status == 200, body
+    found: list[dict[str, Any]] = json.loads(body)
+    return found
+
+
 @LINUX_PROC
 def test_node_serves_restarts_and_stops(node: Node) -> None:
     node.wait_for(f"Gatehouse is up: open http://127.0.0.1:{node.port}/\n")
@@ -106,6 +144,25 @@ def test_node_serves_restarts_and_stops(node: Node) -> None:
     assert signed_in.status == 200
     assert echoed_headers(signed_in)["remote-user"] == "demo"
     assert browser.get("/hello").status == 200  # a cached decision now
+    # /secure-email/ needs a code by e-mail: the node's Distribution service delivers it to
+    # the demo mail server, whose inbox is /public/mail.json.
+    step_up = browser.get(browser.get("/secure-email/").headers["location"])
+    assert step_up.status == 200, step_up.body[:300]
+    action, fields = only_form(step_up.body)
+    sent = browser.request("POST", action, encode(fields), FORM)
+    assert sent.status == 303, sent.body[:500]
+    code_page = browser.get(sent.headers["location"])
+    assert b"We sent a code to d***@example.org." in code_page.body, code_page.body[:2000]
+    mails = get_json_list(node.port, "/public/mail.json")
+    assert [m["recipient"] for m in mails] == ["demo@example.org"]
+    code = re.search(r"\b(\d{6})\b", mails[0]["text"])
+    assert code, mails[0]
+    action, fields = only_form(code_page.body, "code")
+    done = browser.request("POST", action, encode({**fields, "code": code.group(1)}), FORM)
+    assert done.status == 303, done.body[:500]
+    secure = browser.get("/secure-email/")
+    assert secure.status == 200, secure.body[:300]
+    assert echoed_headers(secure)["remote-auth-methods"] == "password,email_otp"
     # Disabling a user ends their sessions at once, cached decisions included.
     disabled = subprocess.run(
         [*GATEHOUSE, "users", "disable", "demo", "--home", str(node.home)],
