@@ -384,7 +384,9 @@ def up_banner(url: str, home: Path, password: str | None) -> str:
         f"  {sign_in}\n"
         f"  Forgot it? {command} users passwd {DEMO_USER} --home {home}\n"
         f"  Locked out after wrong passwords? {command} users unlock {DEMO_USER} --home {home}\n"
-        "  /public/ needs no sign-in. Ctrl-C stops everything.\n"
+        "  /public/ needs no sign-in; /secure-email/ asks for a code by e-mail, which arrives at "
+        f"{url}public/mail.\n"
+        "  Ctrl-C stops everything.\n"
     )
 
 
