@@ -61,7 +61,7 @@ def test_the_node_publishes_through_admin_and_keeps_serving_without_it(
 ) -> None:
     node.wait_for("Gatehouse is up")
     eventually(
-        lambda: status_versions(node) == {"ap1": "1", "ps1": "1", "auth1": "1"},
+        lambda: status_versions(node) == {"ap1": "1", "ps1": "1", "auth1": "1", "dist1": "1"},
         "every service runs version 1",
     )
     browser = signed_in(node)
@@ -88,13 +88,13 @@ def test_the_node_publishes_through_admin_and_keeps_serving_without_it(
     }
     out = publish(node, tmp_path, second, "docs and alice")
     assert "published version 2" in out
-    assert "3 of 3 services run version 2" in out
+    assert "4 of 4 services run version 2" in out
     # Acknowledged means applied: the AP's workers reload on the signal the acknowledging
     # supervisor sent them, and the Policy service told the AP to drop cached decisions
     # (made under the old rules, with a 30 s TTL).
     eventually(lambda: Browser("127.0.0.1", node.port).get("/docs/").status == 200, "docs", 2)
     eventually(lambda: browser.get("/hello").status == 403, "the stricter rule", 2)
-    assert status_versions(node) == {"ap1": "2", "ps1": "2", "auth1": "2"}
+    assert status_versions(node) == {"ap1": "2", "ps1": "2", "auth1": "2", "dist1": "2"}
 
     # An invalid configuration is refused with its field path; nothing changes anywhere.
     bad = tmp_path / "bad.yaml"
@@ -104,7 +104,7 @@ def test_the_node_publishes_through_admin_and_keeps_serving_without_it(
     refused = node.cli("config", "apply", str(bad))
     assert refused.returncode == 2
     assert "resources[0].backends[0]" in refused.stderr
-    assert status_versions(node) == {"ap1": "2", "ps1": "2", "auth1": "2"}
+    assert status_versions(node) == {"ap1": "2", "ps1": "2", "auth1": "2", "dist1": "2"}
     assert browser.get("/hello").status == 403
 
     # Admin gone (stopped, not answering): every service keeps serving, and a Policy
@@ -140,6 +140,6 @@ def test_the_node_publishes_through_admin_and_keeps_serving_without_it(
     rolled = node.cli("config", "rollback", "1")
     assert rolled.returncode == 0, rolled.stdout + rolled.stderr
     assert "published version 3" in rolled.stdout
-    assert "3 of 3 services run version 3" in rolled.stdout
+    assert "4 of 4 services run version 3" in rolled.stdout
     eventually(lambda: browser.get("/hello").status == 200, "version 1's rule again", 2)
     eventually(lambda: Browser("127.0.0.1", node.port).get("/docs/").status == 303, "no docs", 2)
