@@ -110,6 +110,8 @@ class Tour:
         flags = ["--listen", f"127.0.0.1:{self.port}", "--backend-listen", ports[0]]
         flags += ["--policy-listen", ports[1], "--auth-listen", ports[2]]
         flags += ["--admin-listen", ports[3], "--status-listen", f"127.0.0.1:{free_port()}"]
+        flags += ["--distribution-listen", f"127.0.0.1:{free_port()}"]
+        flags += ["--smtp-listen", f"127.0.0.1:{free_port()}"]
         self.log_path = self.cwd / "up.log"
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
@@ -245,7 +247,7 @@ def after_publish(tour: Tour, done: subprocess.CompletedProcess[str] | None) -> 
     assert done.stdout.startswith("draft saved from mine.yaml"), done.stdout
     assert "+    rule: staff\n" in done.stdout  # the diff
     assert "published version 2\n" in done.stdout
-    assert done.stdout.endswith("3 of 3 services run version 2\n")
+    assert done.stdout.endswith("4 of 4 services run version 2\n")
     assert tour.demo is not None
     # demo's session now gets 403, with a way to sign out and in as someone else.
     until(lambda: tour.demo is not None and tour.demo.get("/hello").status == 403, "no 403")
@@ -258,16 +260,17 @@ def after_publish(tour: Tour, done: subprocess.CompletedProcess[str] | None) -> 
 
 def after_status_and_rollback(tour: Tour, done: subprocess.CompletedProcess[str] | None) -> None:
     assert done is not None
-    rows = [line.split() for line in done.stdout.splitlines()[1:4]]
+    rows = [line.split() for line in done.stdout.splitlines()[1:5]]
     # SERVICE ROLE NODE VERSION LAST SEEN(2) HEALTHY CERTIFICATE (expires ...)
     assert all(row[7] == "expires" for row in rows), done.stdout
     assert sorted((row[0], row[3], row[6]) for row in rows) == [
         ("ap1", "2", "yes"),
         ("auth1", "2", "yes"),
+        ("dist1", "2", "yes"),
         ("ps1", "2", "yes"),
     ], done.stdout
     assert "published version 3: the configuration of version 1\n" in done.stdout
-    assert done.stdout.endswith("3 of 3 services run version 3\n")
+    assert done.stdout.endswith("4 of 4 services run version 3\n")
     until(lambda: tour.demo is not None and tour.demo.get("/hello").status == 200, "no way back")
 
 
@@ -363,10 +366,11 @@ def after_health_and_download(tour: Tour, done: subprocess.CompletedProcess[str]
     health, status, download = lines[0], lines[1:-1], lines[-1]
     assert json.loads(health) == {"status": "ok"}  # up, and nothing more on the public port
     # The versions are in `gatehouse config status`: every service runs version 3.
-    rows = [line.split() for line in status[1:4]]
+    rows = [line.split() for line in status[1:5]]
     assert sorted((row[0], row[3]) for row in rows) == [
         ("ap1", "3"),
         ("auth1", "3"),
+        ("dist1", "3"),
         ("ps1", "3"),
     ], status
     assert status[-1] == "newest version: 3", status
