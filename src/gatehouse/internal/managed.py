@@ -1,6 +1,7 @@
 """Where a service's configuration comes from: a file, or the Administration service.
 
-Every service command (``gatehouse access-point``, ``policy``, ``authentication``) takes one of
+Every service command (``gatehouse access-point``, ``policy``, ``authentication``,
+``distribution``) takes one of
 
 - ``--config FILE``: the service reads its configuration from a file it owns (the AP re-reads
   it on SIGHUP), as on a node without Admin;
