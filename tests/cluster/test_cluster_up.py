@@ -275,6 +275,23 @@ def test_up_refuses_a_taken_port_before_starting_anything(tmp_path: Path) -> Non
     assert not (tmp_path / "home").exists()
 
 
+def test_up_refuses_a_taken_demo_mail_port(tmp_path: Path) -> None:
+    data = yaml.safe_load(EXAMPLE.read_text())
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        data["demo_backend"]["smtp"] = f"127.0.0.1:{port}"
+        cluster = Cluster(tmp_path / "home", Topology.model_validate(data))
+        if cluster.running():
+            pytest.skip("something runs on the example's PostgreSQL ports")
+        with pytest.raises(
+            ClusterError, match=rf"another process listens .*demo-backend \(127.0.0.1:{port}\)"
+        ):
+            cluster.up()
+    assert not (tmp_path / "home").exists()
+
+
 def test_a_pid_file_does_not_name_a_process_that_reused_the_pid(tmp_path: Path) -> None:
     pid_file = PidFile(tmp_path / "x.pid")
     pid_file.write(os.getpid())

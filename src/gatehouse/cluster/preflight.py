@@ -60,6 +60,10 @@ def preflight(
         if member.kind == "load_balancer" and topology.load_balancer.stats:
             host, port = parse_listen(topology.load_balancer.stats)
             addresses.append((dialable(host), port))
+        demo = topology.demo_backend
+        if member.kind == "demo_backend" and demo is not None and demo.smtp is not None:
+            host, port = parse_listen(demo.smtp)  # its mail server
+            addresses.append((dialable(host), port))
         taken += [f"{member.name} ({host_port(*a)})" for a in addresses if _answers(a, timeout=0.5)]
     if taken:
         raise ClusterError(f"another process listens where the cluster would: {', '.join(taken)}")
