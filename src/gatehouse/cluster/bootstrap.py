@@ -21,7 +21,7 @@ from gatehouse.cluster.installation import installation_document
 from gatehouse.cluster.members import Kind
 from gatehouse.cluster.topology import Topology
 from gatehouse.errors import ConfigError, GatehouseError
-from gatehouse.node import ADMIN_TOKEN_FILE, make_join_token
+from gatehouse.node import ADMIN_TOKEN_FILE, DEMO_EMAIL, make_join_token
 
 DEMO_USER = "demo"
 
@@ -115,6 +115,7 @@ def add_demo_user(home: Path) -> str | None:
         [
             *(sys.executable, "-m", "gatehouse", "users", "add", DEMO_USER),
             *("--password-stdin", "--display-name", "Demo User", "--home", str(home)),
+            *("--email", DEMO_EMAIL),  # codes and invitations reach the demo mail server
         ],
         input=password + "\n",
         capture_output=True,
