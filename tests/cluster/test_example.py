@@ -56,7 +56,8 @@ def test_its_installation_is_accepted_by_admin() -> None:
         "http://127.0.0.1:8202",
         "http://127.0.0.1:8201",
     ]
-    assert [r.id for r in config.resources] == ["demo", "demo-public"]
+    assert [r.id for r in config.resources] == ["demo", "demo-public", "demo-secure-email"]
+    assert config.resource_rules["demo-secure-email"] == {"auth_methods": ["password", "email_otp"]}
     assert view_for(config, "auth2")["authentication"]["distribution"] == [
         "http://127.0.0.1:8302",
         "http://127.0.0.1:8301",

@@ -3,8 +3,8 @@
 The topology says where services run and in which order they call each other; the
 installation document adds what every installation of the demo holds: the demo backend at
 ``/`` for any signed-in user and at ``/public`` for anyone, and, when the demo backend runs its
-mail server (``demo_backend.smtp``), that server as the Distribution services' channel. From
-then on the configuration is
+mail server (``demo_backend.smtp``), that server as the Distribution services' channel and
+``/secure-email`` for a password and a code by e-mail. From then on the configuration is
 Admin's (``gatehouse config apply|publish``); the topology only matters to start processes
 and to write the load balancer's configuration.
 """
@@ -107,6 +107,18 @@ def installation_document(topology: Topology) -> dict[str, Any]:
         document["resource_rules"] = dict(DEMO_RULES)
         if topology.demo_backend.smtp is not None:
             document["distribution"] = {"channels": [demo_mail_channel(topology.demo_backend.smtp)]}
+            # As on the single node: a password and a code by e-mail, read at /public/mail.
+            document["resources"].append(
+                {
+                    "id": "demo-secure-email",
+                    "hosts": ["*"],
+                    "path_prefix": "/secure-email",
+                    "backends": [backend],
+                }
+            )
+            document["resource_rules"]["demo-secure-email"] = {
+                "auth_methods": ["password", "email_otp"]
+            }
     return document
 
 
