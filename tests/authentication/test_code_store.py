@@ -169,3 +169,21 @@ def test_purge_erases_sealed_copies_and_deletes_old_rows(oath_db: str) -> None:
         assert await store.candidates("alice", "email_otp") == []
 
     with_stores(oath_db, go)
+
+
+def test_latest_is_the_newest_usable_code_with_a_message(oath_db: str) -> None:
+    async def go(store: CodeStore, _two: CodeStore) -> None:
+        assert await store.latest("alice", "email_otp", NOW, 3) is None
+        row = (await made(store, "send-key-latest-0001")).row
+        assert await store.latest("alice", "email_otp", NOW, 3) is None  # not accepted yet
+        await store.accepted(row.id, "message-id-latest-01")
+        found = await store.latest("alice", "email_otp", NOW, 3)
+        assert found is not None
+        assert found.message_id == "message-id-latest-01"
+        assert await store.latest("alice", "sms_otp", NOW, 3) is None
+        assert await store.latest("alice", "email_otp", row.expires_at, 3) is None
+        for _ in range(3):
+            await store.fail("alice", "email_otp", NOW, 3)
+        assert await store.latest("alice", "email_otp", NOW, 3) is None  # dead
+
+    with_stores(oath_db, go)

@@ -144,16 +144,19 @@ def test_wrong_codes_are_bounded_and_resends_throttled(
     status, throttled = send(auth)
     assert (status, throttled["result"]) == (200, "throttled")
     assert throttled["retry_after"] >= 1
+    assert throttled["id"] is None  # the only code is dead: none to use instead
     time.sleep(1.1)
     assert send(auth)[1]["result"] == "accepted"
     fresh = code_in(sink.wait_for(2)[-1].text)
     time.sleep(1.1)
-    assert send(auth)[1]["result"] == "accepted"
+    latest = send(auth)[1]
+    assert latest["result"] == "accepted"
     time.sleep(1.1)
     # ... and three per minute at most.
     status, throttled = send(auth)
     assert throttled["result"] == "throttled"
     assert throttled["retry_after"] > 30
+    assert throttled["id"] == latest["id"]  # the newest live code, to use instead
     # The second code still works (every live code of the user answers).
     assert verify(auth, fresh, "fresh-attempt-0001") == "ok"
 

@@ -194,17 +194,27 @@ def test_no_contact_data_and_distribution_down_are_said(site: Site) -> None:
 def test_a_throttled_resend_says_how_long_to_wait(site: Site) -> None:
     browser = Browser(site)
     page = follow(browser, browser.login("carol", "/mail/", step="email_otp"))
-    codes(site).outcome = SendOutcome("throttled", retry_after=24.3)
+    # Too soon after the last code, which is still good: its page, with the reason.
+    codes(site).outcome = SendOutcome("throttled", MESSAGE, retry_after=24.3)
     again = browser.submit(page, "code/send")
-    assert "wait 25 seconds" in again.body
+    assert "use that one, or wait 25 seconds" in again.body
+    assert "We sent a code to c***@example.org." in again.body
+    assert 'name="code"' in again.body
+    # Too many codes lately and none live: no code field, how long to wait.
+    codes(site).outcome = SendOutcome("throttled", retry_after=600)
+    again = browser.submit(page, "code/send")
+    assert "Too many codes were sent to you. Wait 10 minutes" in again.body
+    assert 'name="code"' not in again.body
     # The resend form carries a key made when the page was served: a resubmission of the
     # same form is the same send.
     keys = [key for _u, _m, key in codes(site).sends]
-    assert len(keys) == 2
+    assert len(keys) == 3
     assert keys[0] != keys[1]
+    assert keys[1] == keys[2]  # the same page's form, twice
     browser.submit(again, "code/send")
     browser.submit(again, "code/send")
     assert codes(site).sends[-1][2] == codes(site).sends[-2][2]
+    assert codes(site).sends[-1][2] != keys[2]
 
 
 @pytest.mark.parametrize(("code", "says"), [("000000", "has expired"), ("999999", "Too many")])

@@ -29,7 +29,8 @@ One-time codes out of band (issue 16; :mod:`gatehouse.authentication.code_checks
 
 - ``CODE_SEND`` makes a code for ``email_otp`` or ``sms_otp`` and hands it to a Distribution
   service; it answers ``accepted`` (with the message id and the masked recipient) only once
-  Distribution has accepted the message, ``throttled`` (with ``retry_after``) or
+  Distribution has accepted the message, ``throttled`` (with ``retry_after``, and the id and
+  recipient of the user's latest live code for the method, if any, to check instead) or
   ``no_contact`` (with a message the portal shows). ``key`` is made by the Policy service per
   send and sent again with a retry: the same key never makes a second code or message.
   503 when no Distribution service accepts the message.
@@ -557,7 +558,14 @@ def parse_code_send_answer(data: dict[str, Any]) -> CodeSendAnswer:
             hint[:MAX_HINT] if isinstance(hint, str) else "",
         )
     if result == "throttled":
-        return CodeSendAnswer("throttled", retry_after=_number(data.get("retry_after")) or 30.0)
+        latest = data.get("id")
+        hint = data.get("recipient_hint")
+        return CodeSendAnswer(
+            "throttled",
+            latest if isinstance(latest, str) and MESSAGE_ID.match(latest) else None,
+            recipient_hint=hint[:MAX_HINT] if isinstance(hint, str) else "",
+            retry_after=_number(data.get("retry_after")) or 30.0,
+        )
     if result == "no_contact":
         message = data.get("message")
         return CodeSendAnswer(
@@ -575,7 +583,12 @@ def render_code_send_answer(answer: CodeSendAnswer) -> dict[str, object]:
             "recipient_hint": answer.recipient_hint,
         }
     if answer.result == "throttled":
-        return {"result": "throttled", "retry_after": answer.retry_after}
+        return {
+            "result": "throttled",
+            "retry_after": answer.retry_after,
+            "id": answer.id,
+            "recipient_hint": answer.recipient_hint,
+        }
     return {"result": answer.result, "message": answer.message}
 
 
@@ -653,7 +666,8 @@ CODE_SEND_ANSWER = json_codec(
     parse_code_send_answer,
     render_code_send_answer,
     '`{"result": "accepted", "id", "status", "recipient_hint"}` / '
-    '`{"result": "throttled", "retry_after"}` / `{"result": "no_contact", "message"}`',
+    '`{"result": "throttled", "retry_after", "id", "recipient_hint"}` / '
+    '`{"result": "no_contact", "message"}`',
 )
 CODE_STATUS_REQUEST = json_codec(
     lambda data: CodeStatusRequest(_username(data), _message_id(data)),

@@ -225,7 +225,13 @@ class CodeChecks:
                 client_ip,
                 {"method": method, "retry_after": outcome.retry_after},
             )
-            return CodeSendAnswer("throttled", retry_after=outcome.retry_after)
+            latest = await self.store.latest(username, method, now, settings.max_attempts)
+            return CodeSendAnswer(
+                "throttled",
+                latest.message_id if latest is not None else None,
+                recipient_hint=latest.recipient_hint if latest is not None else "",
+                retry_after=outcome.retry_after,
+            )
         row = outcome.row
         if not outcome.new:
             if (row.username, row.method) != (username, method):

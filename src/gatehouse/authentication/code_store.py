@@ -205,6 +205,28 @@ class CodeStore:
             found = (await conn.execute(query)).first()
         return None if found is None else _row(found._mapping)
 
+    async def latest(
+        self, username: str, method: str, now: datetime, max_attempts: int
+    ) -> CodeRow | None:
+        """The user's newest code for ``method`` whose message was accepted and that can still
+        be used (unconsumed, unexpired, attempts left)."""
+        query = (
+            select(*_COLUMNS)
+            .where(
+                _C.username == username,
+                _C.method == method,
+                _C.message_id.is_not(None),
+                _C.consumed_at.is_(None),
+                _C.expires_at > _at(now),
+                _C.failures < max_attempts,
+            )
+            .order_by(_C.id.desc())
+            .limit(1)
+        )
+        async with self._transaction() as conn:
+            found = (await conn.execute(query)).first()
+        return None if found is None else _row(found._mapping)
+
     # -- checking --------------------------------------------------------------------------
 
     async def candidates(self, username: str, method: str) -> list[CodeRow]:

@@ -281,10 +281,17 @@ class CodeSteps:
             )
         if outcome.result == "throttled":
             wait = wait_words(outcome.retry_after or 30.0)
-            error = (
-                f"A code was sent to you a short while ago. Use the code in that message, or "
-                f"wait {wait} before asking for a new one."
-            )
+            if outcome.message_id is not None:
+                # The code sent a moment ago is still good: its page (which checks that its
+                # message did go out) with the reason no new one was sent.
+                error = (
+                    f"A code was sent to you a short while ago: use that one, or wait {wait} "
+                    "before asking for a new one."
+                )
+                return await self.show(
+                    request, origin, rd, record, method, outcome.message_id, error
+                )
+            error = f"Too many codes were sent to you. Wait {wait} before asking for a new one."
             return await self.send_page(request, origin, rd, record, method, error=error)
         assert outcome.message_id is not None
         location = code_url(self.portal.settings.prefix, method, outcome.message_id, rd)
