@@ -479,7 +479,7 @@ class Portal:
                 if step in flow[1].methods:
                     return Response(status_code=303, headers={**page_headers(), "Location": rd})
                 return await self.codes.begin(request, origin, rd, flow[1], step)
-        elif step and self.otp.checker is not None:
+        elif step == "otp" and self.otp.checker is not None:
             # A step-up: a session that has a password but not the second factor the
             # rule asks for gets the code page alone.
             flow = await self.otp.flow(request, origin)
