@@ -272,3 +272,56 @@ def test_over_mutual_tls_with_the_distribution_role(
     finally:
         auth.stop()
         dist.stop()
+
+
+def test_a_send_resumed_after_its_first_service_died_sends_the_same_code(
+    sqlite_user_db: str, start_auth: StartAuth, dist: Service, sink: Any, tmp_path: Path
+) -> None:
+    """The first Authentication service made the code (the row committed, the code sealed)
+    and died before Distribution had it: the retry on another service submits that very code
+    (unsealed with the shared key file), once."""
+    import asyncio
+    from datetime import UTC, datetime, timedelta
+
+    from gatehouse.authentication.code_store import CodeStore, NewCode
+    from gatehouse.authentication.codes import code_hash, hash_key
+    from gatehouse.authentication.config import CodeSettings
+    from gatehouse.oath.seeds import Keyring
+    from gatehouse.storage.engine import Database
+
+    add_user(sqlite_user_db, "alice", "pw-alice-1", email="alice@example.org")
+    auth = start_auth(sqlite_user_db, distribution=[f"http://127.0.0.1:{dist.port}"])
+    home = tmp_path / "home"
+    ring = Keyring.load(home / "oath-seeds.key")
+    key = "died-before-submit-01"
+    code = "031337"
+    key_id, sealed = ring.encrypt(code.encode(), key.encode())
+    now = datetime.now(UTC)
+    row = NewCode(
+        username="alice",
+        method="email_otp",
+        send_key=key,
+        key_id=key_id,
+        code_hash=code_hash(hash_key(ring.keys[key_id]), "alice", "email_otp", code),
+        sealed=sealed,
+        digits=6,
+        recipient_hint="a***@example.org",
+        created_at=now,
+        expires_at=now + timedelta(minutes=5),
+    )
+
+    async def crashed_first_try() -> None:
+        db = Database(f"sqlite+aiosqlite:///{home / 'oath.db'}")
+        try:
+            await CodeStore(db.engine).create(row, CodeSettings(), now.timestamp())
+        finally:
+            await db.dispose()
+
+    asyncio.run(crashed_first_try())
+    status, sent = send(auth, key=key)
+    assert (status, sent["result"]) == (200, "accepted"), sent
+    assert code_in(sink.wait_for(1)[0].text) == code
+    assert send(auth, key=key)[1]["id"] == sent["id"]
+    time.sleep(0.5)
+    assert len(sink.mails()) == 1
+    assert verify(auth, code, "resumed-attempt-001") == "ok"
