@@ -325,3 +325,35 @@ def test_a_send_resumed_after_its_first_service_died_sends_the_same_code(
     time.sleep(0.5)
     assert len(sink.mails()) == 1
     assert verify(auth, code, "resumed-attempt-001") == "ok"
+
+
+def test_a_hung_distribution_service_is_failed_over(
+    sqlite_user_db: str, start_auth: StartAuth, dist: Service, sink: Any
+) -> None:
+    """The preferred Distribution service accepts connections and never answers: the send
+    goes to the next one within the failover timeout (2 s), well inside the time the Policy
+    service gives a send (8 s)."""
+    import socket
+
+    from gatehouse.policy.service import CODE_CALL_TIMEOUT
+
+    hung = socket.socket()
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(16)
+    try:
+        add_user(sqlite_user_db, "alice", "pw-alice-1", email="alice@example.org")
+        urls = [f"http://127.0.0.1:{hung.getsockname()[1]}", f"http://127.0.0.1:{dist.port}"]
+        auth = start_auth(sqlite_user_db, distribution=urls)
+        started = time.monotonic()
+        status, sent = send(auth)
+        took = time.monotonic() - started
+        assert (status, sent["result"]) == (200, "accepted"), sent
+        assert took < CODE_CALL_TIMEOUT - 2, took
+        sink.wait_for(1)
+        # The hung one is down now: the next call goes straight to the other.
+        started = time.monotonic()
+        status, state = post(auth, "status", {"username": "alice", "id": sent["id"]})
+        assert (status, state["status"]) == (200, "sent")
+        assert time.monotonic() - started < 1.0
+    finally:
+        hung.close()

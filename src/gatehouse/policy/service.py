@@ -133,6 +133,10 @@ HEALTH_DB_TIMEOUT = 2.0
 CSRF_KEY_FILE = "policy-csrf.key"
 #: What the failover client probes on a down Authentication service.
 AUTH_HEALTH_PATH = AUTH_HEALTH.path
+#: How long a code send or status may take: the Authentication service calls a Distribution
+#: service in turn, failing over between them within its own (shorter) timeouts, so the
+#: call to it must outlast one hung Distribution service.
+CODE_CALL_TIMEOUT = 8.0
 #: The longest a replaced failover client waits for the requests still holding it.
 RETIRE_GRACE = 30.0
 #: Settings read once at start (see the module docstring).
@@ -262,9 +266,11 @@ class AuthServiceChecker:
     # the attempt id of the form it came from, so the next Authentication service answers a
     # retry of an accepted code ok without accepting it twice.
 
-    async def _invoke(self, call: Call[Req, Ans], request: Req) -> Ans:
+    async def _invoke(
+        self, call: Call[Req, Ans], request: Req, timeout: float | None = None
+    ) -> Ans:
         try:
-            return await call.invoke(self.client, request)
+            return await call.invoke(self.client, request, timeout=timeout)
         except InternalCallError as exc:
             if any(_overloaded(failure.response) for failure in exc.failures):
                 raise AuthOverloaded(str(exc)) from exc
@@ -317,7 +323,7 @@ class AuthServiceChecker:
 
     async def code_send(self, username: str, method: str, key: str, client_ip: str) -> SendOutcome:
         request = CodeSendRequest(username, method, key, client_ip)  # type: ignore[arg-type]
-        answer = await self._invoke(CODE_SEND, request)
+        answer = await self._invoke(CODE_SEND, request, timeout=CODE_CALL_TIMEOUT)
         return SendOutcome(
             answer.result,
             answer.id,
@@ -328,7 +334,8 @@ class AuthServiceChecker:
         )
 
     async def code_status(self, username: str, message_id: str) -> Delivery:
-        answer = await self._invoke(CODE_STATUS, CodeStatusRequest(username, message_id))
+        request = CodeStatusRequest(username, message_id)
+        answer = await self._invoke(CODE_STATUS, request, timeout=CODE_CALL_TIMEOUT)
         return Delivery(answer.status, answer.recipient_hint)
 
     async def code_verify(
