@@ -46,6 +46,8 @@ LEASE_MARGIN = 1.0
 #: How often sent and expired messages older than :data:`RETENTION` are deleted.
 PURGE_INTERVAL = 600.0
 RETENTION = timedelta(days=7)
+#: Seconds a delivery waits to be written with those that finish right after it.
+RECORD_DELAY = 0.005
 #: Tries to record a delivery while the outbox DB is briefly unavailable.
 MARK_TRIES = 5
 
@@ -96,6 +98,15 @@ class Deliverer:
         self._last_expiry_sweep = 0.0
         self._last_purge = 0.0
         self._retired: list[asyncio.Task[None]] = []
+        #: Workers promised to messages being accepted here (:meth:`reserve`).
+        self._reserved = 0
+        #: Due messages may be waiting for a worker here (the last claim took as many as it
+        #: could, or a message was accepted without one): claim again as workers come free.
+        self._backlog = True
+        #: Deliveries done and not yet recorded: written together by :meth:`_record`.
+        self._marks: list[tuple[MessageRow, str, int]] = []
+        self._marks_waiting = asyncio.Event()
+        self._recorder: asyncio.Task[None] | None = None
 
     # -- configuration ----------------------------------------------------------------------
 
@@ -111,17 +122,37 @@ class Deliverer:
 
     def wake(self) -> None:
         """Look for due messages now (a message was just accepted here)."""
+        self._backlog = True
         self._wake.set()
 
     @property
     def busy(self) -> int:
         return len(self._busy)
 
+    def reserve(self) -> tuple[str, datetime] | None:
+        """A worker for a message being accepted here, if one is free: the lease to store
+        it with (``(owner, until)``); then :meth:`take` (or :meth:`unreserve`) must follow."""
+        if self._stopping or self.keys is None or not self.senders:
+            return None
+        if len(self._busy) + self._reserved >= self.settings.workers:
+            return None
+        self._reserved += 1
+        return self.owner, self.clock() + timedelta(seconds=self.settings.lease)
+
+    def unreserve(self) -> None:
+        self._reserved -= 1
+
+    def take(self, message: MessageRow) -> None:
+        """Deliver ``message``, stored leased to this service with :meth:`reserve`'s lease."""
+        self._reserved -= 1
+        self._start(message)
+
     # -- the dispatcher ---------------------------------------------------------------------
 
     async def run(self) -> None:
         """Claim and deliver until :meth:`stop`."""
         loop = asyncio.get_running_loop()
+        self._recorder = asyncio.create_task(self._record_forever())
         while not self._stopping:
             self._wake.clear()
             full_claim = False
@@ -135,7 +166,7 @@ class Deliverer:
                     gone = await self.outbox.purge(self.clock() - RETENTION)
                     if gone:
                         log.info("deleted %d sent or expired messages older than 7 days", gone)
-                free = self.settings.workers - len(self._busy)
+                free = self.settings.workers - len(self._busy) - self._reserved
                 if free > 0:
                     claimed = await self.outbox.claim(
                         self.owner, free, self.settings.lease, self.clock()
@@ -143,12 +174,13 @@ class Deliverer:
                     for message in claimed:
                         self._start(message)
                     full_claim = len(claimed) == free
+                    self._backlog = full_claim
                 self._db_ok()
             except DatabaseUnavailable as error:
                 self._db_down(error)
             except Exception:
                 log.exception("the delivery dispatcher failed; trying again")
-            if full_claim and len(self._busy) < self.settings.workers:
+            if full_claim and len(self._busy) + self._reserved < self.settings.workers:
                 continue
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.settings.poll_interval):
@@ -163,7 +195,8 @@ class Deliverer:
 
     def _done(self, message_id: str, _task: asyncio.Task[None]) -> None:
         self._busy.pop(message_id, None)
-        self._wake.set()
+        if self._backlog:  # a worker came free and messages may be waiting for one
+            self._wake.set()
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop claiming; let deliveries under way finish for ``grace`` seconds, then give the
@@ -181,6 +214,13 @@ class Deliverer:
         for task in self._retired:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self._recorder is not None:
+            self._recorder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._recorder
+        if self._marks:
+            with contextlib.suppress(DatabaseUnavailable):
+                await self._record()
         for sender in self.senders:
             with contextlib.suppress(Exception):
                 await sender.aclose()
@@ -261,27 +301,55 @@ class Deliverer:
         await self._fail(message, attempts, "; ".join(errors))
 
     async def _mark_sent(self, message: MessageRow, channel: str, attempts: int) -> None:
+        """Record a delivery: queued for :meth:`_record_forever`, which writes every delivery
+        done meanwhile in one transaction (the worker is free at once). A service that dies
+        before the write has its message delivered again after the lease (at least once)."""
         self.stats.sent += 1
         self.stats.attempts += attempts
-        for attempt in range(MARK_TRIES):
-            try:
-                await self.outbox.mark_sent(message.id, channel, attempts, self.clock())
-                break
-            except DatabaseUnavailable as error:
-                if attempt == MARK_TRIES - 1:
-                    # Delivered but not recorded: after the lease it is delivered again (at
-                    # least once; the same Message-ID / Idempotency-Key).
-                    log.warning("message %s sent but not recorded: %s", message.id, error)
-                    return
-                await asyncio.sleep(0.2 * 2**attempt)
-        log.info(
-            "message %s (%s) sent via %s after %d attempt(s), %.0f ms after acceptance",
-            message.id,
-            message.purpose,
-            channel,
-            message.attempts + attempts,
-            (self.clock() - message.created_at).total_seconds() * 1000,
-        )
+        self._marks.append((message, channel, attempts))
+        self._marks_waiting.set()
+
+    async def _record_forever(self) -> None:
+        while True:
+            await self._marks_waiting.wait()
+            # Deliveries finishing within a few milliseconds are written together.
+            await asyncio.sleep(RECORD_DELAY)
+            self._marks_waiting.clear()
+            for attempt in range(MARK_TRIES):
+                try:
+                    await self._record()
+                    break
+                except DatabaseUnavailable as error:
+                    if attempt == MARK_TRIES - 1:
+                        log.warning("deliveries not recorded yet: %s", error)
+                        self._marks_waiting.set()
+                    await asyncio.sleep(0.2 * 2**attempt)
+                except Exception:
+                    log.exception("recording deliveries failed")
+                    await asyncio.sleep(1.0)
+                    self._marks_waiting.set()
+                    break
+
+    async def _record(self) -> None:
+        marks, self._marks = self._marks, []
+        try:
+            await self.outbox.mark_all_sent(
+                [(message.id, channel, attempts) for message, channel, attempts in marks],
+                self.clock(),
+            )
+        except BaseException:
+            self._marks[:0] = marks  # kept for the next try
+            raise
+        now = self.clock()
+        for message, channel, attempts in marks:
+            log.info(
+                "message %s (%s) sent via %s after %d attempt(s), %.0f ms after acceptance",
+                message.id,
+                message.purpose,
+                channel,
+                message.attempts + attempts,
+                (now - message.created_at).total_seconds() * 1000,
+            )
 
     async def _fail(self, message: MessageRow, attempts: int, error: str) -> None:
         self.stats.failed_rounds += 1

@@ -17,6 +17,7 @@ expired.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -24,7 +25,19 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, and_, delete, func, insert, literal, null, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal,
+    null,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -38,6 +51,7 @@ __all__ = ["MessageRow", "NewMessage", "Outbox", "new_message_id"]
 
 _M = OutboxMessage
 _COLUMNS = tuple(OutboxMessage.__table__.columns)
+_INSERT = insert(_M)
 
 
 def new_message_id() -> str:
@@ -151,16 +165,33 @@ class Outbox:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        # SQLite takes one writer at a time and makes the others sleep and retry (the busy
+        # timeout, in steps of milliseconds): the writes of this process go one by one
+        # instead. PostgreSQL needs no such thing.
+        self._sqlite = engine.dialect.name == "sqlite"
+        self._write_lock = asyncio.Lock()
+        self._pending: list[tuple[dict[str, Any], asyncio.Future[bool]]] = []
+        self._inserter: asyncio.Task[None] | None = None
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[AsyncConnection]:
+        if self._sqlite:
+            async with self._write_lock, translate_errors(), self.engine.begin() as conn:
+                yield conn
+            return
         async with translate_errors(), self.engine.begin() as conn:
             yield conn
 
     # -- accepting -------------------------------------------------------------------------
 
-    async def submit(self, message: NewMessage) -> tuple[MessageRow, bool]:
+    async def submit(
+        self, message: NewMessage, lease: tuple[str, datetime] | None = None
+    ) -> tuple[MessageRow, bool]:
         """Store ``message`` (due now), or find the one stored with its key.
+
+        ``lease``: ``(owner, until)``, the message is stored already claimed by ``owner``
+        (the service that accepts it and has a worker free delivers it at once, without a
+        claim of its own; should it die, the lease runs out as for any claim).
 
         Returns:
             The stored row and whether it is new (False: the key was known; the row is the
@@ -182,16 +213,58 @@ class Outbox:
             "next_attempt_at": message.created_at,
             "expires_at": message.expires_at,
             "created_at": message.created_at,
+            "lease_owner": lease[0] if lease is not None else None,
+            "lease_until": lease[1] if lease is not None else None,
         }
-        try:
-            async with self._transaction() as conn:
-                row = (await conn.execute(insert(_M).values(**values).returning(*_COLUMNS))).one()
-            return row_to_message(row._mapping), True
-        except IntegrityError:
+        if not await self._insert(values):
             existing = await self.by_key(message.key)
-            if existing is None:  # not the key: the id (a 128-bit random collision) or worse
-                raise
+            if existing is None:  # not the key: the id (a 128-bit random collision)?
+                raise RuntimeError(f"message {message.id} refused by the outbox DB")
             return existing, False
+        stored: dict[str, Any] = {column.name: None for column in _COLUMNS}
+        stored.update(values)
+        return row_to_message(stored), True
+
+    async def _insert(self, values: dict[str, Any]) -> bool:
+        """Insert one row, committed before this returns; False if its key (or id) exists.
+
+        Group commit: rows submitted while a transaction is under way are inserted together
+        in the next one (one commit for all of them), each caller answered once it is
+        committed. Concurrent submissions pay one commit between them, not one each.
+        """
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._pending.append((values, done))
+        if self._inserter is None or self._inserter.done():
+            self._inserter = asyncio.create_task(self._insert_pending())
+        return await done
+
+    async def _insert_pending(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                async with self._transaction() as conn:
+                    # One statement built once (its compiled form cached), the rows bound.
+                    await conn.execute(_INSERT, [values for values, _ in batch])
+            except IntegrityError:
+                # A key given twice: each row alone, so that only that one is refused.
+                for values, done in batch:
+                    try:
+                        async with self._transaction() as conn:
+                            await conn.execute(_INSERT, values)
+                    except IntegrityError:
+                        _settle(done, False)
+                    except Exception as error:
+                        _settle(done, error)
+                    else:
+                        _settle(done, True)
+            except BaseException as error:
+                for _, done in batch:
+                    _settle(done, error)
+                if isinstance(error, asyncio.CancelledError):
+                    raise
+            else:
+                for _, done in batch:
+                    _settle(done, True)
 
     async def by_key(self, key: str) -> MessageRow | None:
         async with self._transaction() as conn:
@@ -256,22 +329,20 @@ class Outbox:
         """The message went out over ``channel`` after ``attempts`` more channel attempts:
         sent, body erased. Whoever holds the lease: it was delivered. False if it was marked
         sent already (by another service that delivered it too)."""
-        statement = (
-            update(_M)
-            .where(_M.id == message_id, _M.status != "sent")
-            .values(
-                status="sent",
-                sent_channel=channel,
-                sent_at=_at(now),
-                attempts=_M.attempts + attempts,
-                body_ciphertext=null(),
-                lease_owner=null(),
-                lease_until=null(),
-                last_error=null(),
-            )
-        )
+        return await self.mark_all_sent([(message_id, channel, attempts)], now) == 1
+
+    async def mark_all_sent(self, sent: Sequence[tuple[str, str, int]], now: datetime) -> int:
+        """:meth:`mark_sent` for several ``(id, channel, attempts)`` in one transaction (one
+        statement per channel and attempt count); how many were marked."""
+        groups: dict[tuple[str, int], list[str]] = {}
+        for message_id, channel, attempts in sent:
+            groups.setdefault((channel, attempts), []).append(message_id)
+        marked = 0
         async with self._transaction() as conn:
-            return _rowcount(await conn.execute(statement)) == 1
+            for (channel, attempts), ids in groups.items():
+                params = {"ids": ids, "channel": channel, "attempts": attempts, "now": now}
+                marked += _rowcount(await conn.execute(_MARK_SENT, params))
+        return marked
 
     async def mark_failed(
         self,
@@ -380,6 +451,31 @@ class Outbox:
         async with self._transaction() as conn:
             rows = (await conn.execute(select(_M.id, _M.body_ciphertext))).all()
         return [(str(r[0]), bytes(r[1]) if r[1] is not None else None) for r in rows]
+
+
+_MARK_SENT = (
+    update(_M)
+    .where(_M.id.in_(bindparam("ids", expanding=True)), _M.status != "sent")
+    .values(
+        status="sent",
+        sent_channel=bindparam("channel"),
+        sent_at=bindparam("now", type_=UTCDateTime()),
+        attempts=_M.attempts + bindparam("attempts"),
+        body_ciphertext=null(),
+        lease_owner=null(),
+        lease_until=null(),
+        last_error=null(),
+    )
+)
+
+
+def _settle(done: asyncio.Future[bool], outcome: bool | BaseException) -> None:
+    if done.done():
+        return
+    if isinstance(outcome, BaseException):
+        done.set_exception(outcome)
+    else:
+        done.set_result(outcome)
 
 
 def _due_order(message: MessageRow) -> tuple[datetime, str]:

@@ -212,23 +212,35 @@ class Service:
         message_id = new_message_id()
         key_id, blob = keys.seal(message_id, Body(request.subject, request.text))
         now = utcnow()
-        row, new = await self.outbox.submit(
-            NewMessage(
-                id=message_id,
-                key=request.key,
-                purpose=request.purpose,
-                username=request.username,
-                email=request.email,
-                phone=request.phone,
-                body_key_id=key_id,
-                body_ciphertext=blob,
-                channels=tuple(request.channels) if request.channels is not None else None,
-                created_at=now,
-                expires_at=now + timedelta(seconds=request.ttl),
-            )
+        message = NewMessage(
+            id=message_id,
+            key=request.key,
+            purpose=request.purpose,
+            username=request.username,
+            email=request.email,
+            phone=request.phone,
+            body_key_id=key_id,
+            body_ciphertext=blob,
+            channels=tuple(request.channels) if request.channels is not None else None,
+            created_at=now,
+            expires_at=now + timedelta(seconds=request.ttl),
         )
+        # A worker free here takes the message as it is stored (no claim needed).
+        lease = self.deliverer.reserve()
+        try:
+            row, new = await self.outbox.submit(message, lease)
+        except BaseException:
+            if lease is not None:
+                self.deliverer.unreserve()
+            raise
+        if lease is not None:
+            if new:
+                self.deliverer.take(row)
+            else:
+                self.deliverer.unreserve()
         if new:
-            self.deliverer.wake()
+            if lease is None:
+                self.deliverer.wake()
             log.info(
                 "accepted message %s (%s%s) for %s, expires in %d s",
                 row.id,

@@ -21,7 +21,7 @@ import aiosmtplib
 from gatehouse.distribution.channels import ChannelFailure, Kind, Outgoing
 from gatehouse.distribution.config import SmtpChannel
 from gatehouse.distribution.secrets import read_secret
-from gatehouse.distribution.templates import envelope_sender, render_email
+from gatehouse.distribution.templates import email_bytes, envelope_sender
 
 __all__ = ["SmtpSender", "tls_context"]
 
@@ -100,7 +100,7 @@ class SmtpSender:
         self._idle.append((smtp, time.monotonic()))
 
     async def send(self, message: Outgoing) -> None:
-        mail = render_email(
+        mail = email_bytes(
             message.id, self.config.sender, message.to, message.subject, message.text
         )
         sender = envelope_sender(self.config.sender)
@@ -130,12 +130,12 @@ class SmtpSender:
             raise ChannelFailure(f"{self.name}: {stale}") from None
         self._give_back(smtp)
 
-    async def _transaction(self, smtp: aiosmtplib.SMTP, mail: object, sender: str, to: str) -> None:
+    async def _transaction(self, smtp: aiosmtplib.SMTP, mail: bytes, sender: str, to: str) -> None:
         """MAIL, RCPT, DATA on an open connection. ``_Stale`` when the connection failed
         (try another), :class:`ChannelFailure` when the server refused the message."""
         try:
             async with asyncio.timeout(self.config.timeout):
-                await smtp.send_message(mail, sender=sender, recipients=[to])  # type: ignore[arg-type]
+                await smtp.sendmail(sender, [to], mail)
         except (aiosmtplib.SMTPServerDisconnected, ConnectionError, OSError) as error:
             raise _Stale(_reason(error)) from None
         except (aiosmtplib.SMTPException, TimeoutError) as error:

@@ -1,17 +1,22 @@
-"""What a channel sends, made from a message: the e-mail (RFC 5322) and the SMS gateway's
-request body from its template. Pure functions; the channels do the I/O."""
+"""What a channel sends, made from a message: the e-mail (RFC 5322, 2045, 2047) and the SMS
+gateway's request body from its template. Pure functions; the channels do the I/O."""
 
 from __future__ import annotations
 
+import quopri
 import re
-from email.message import EmailMessage
-from email.policy import SMTP
-from email.utils import formatdate, parseaddr
+from email.header import Header
+from email.utils import formataddr, formatdate, parseaddr
 from urllib.parse import quote_plus
 
 import orjson
 
-__all__ = ["envelope_sender", "message_id_header", "render_email", "render_sms_body"]
+__all__ = [
+    "email_bytes",
+    "envelope_sender",
+    "message_id_header",
+    "render_sms_body",
+]
 
 _PLACEHOLDER = re.compile(r"\{(to|text|id)\}")
 #: Content types whose template values are JSON string contents, escaped.
@@ -29,19 +34,49 @@ def envelope_sender(sender: str) -> str:
     return parseaddr(sender)[1] or sender
 
 
-def render_email(
+def _header(value: str) -> str:
+    """A header value as it goes on the wire: as it is when plain ASCII, else RFC 2047."""
+    if value.isascii() and len(value) < 900:
+        return value
+    return Header(value, "utf-8", maxlinelen=76).encode()
+
+
+def _address(value: str) -> str:
+    name, address = parseaddr(value)
+    if not name or name.isascii():
+        return value
+    return formataddr((name, address), charset="utf-8")
+
+
+def email_bytes(
     message_id: str, sender: str, to: str, subject: str, text: str, when: float | None = None
-) -> EmailMessage:
-    """A plain text UTF-8 e-mail with the message's Message-ID."""
-    mail = EmailMessage(policy=SMTP)
-    mail["From"] = sender
-    mail["To"] = to
-    mail["Subject"] = subject
-    mail["Message-ID"] = message_id_header(message_id)
-    mail["Date"] = formatdate(when, usegmt=True)
-    mail["Auto-Submitted"] = "auto-generated"
-    mail.set_content(text, charset="utf-8")
-    return mail
+) -> bytes:
+    """A plain text UTF-8 e-mail with the message's Message-ID, as the bytes sent (CRLF
+    lines). Made directly: the e-mail package's header objects cost about a millisecond per
+    message, more than the rest of a delivery. ASCII text goes as it is (7bit), other text as
+    quoted-printable; non-ASCII subjects and sender names as RFC 2047 encoded words."""
+    lines = [
+        f"From: {_address(sender)}",
+        f"To: {to}",
+        f"Subject: {_header(subject)}",
+        f"Message-ID: {message_id_header(message_id)}",
+        f"Date: {formatdate(when, usegmt=True)}",
+        "Auto-Submitted: auto-generated",
+        "MIME-Version: 1.0",
+    ]
+    body = text.replace("\r\n", "\n").replace("\r", "\n")
+    if body.isascii() and all(len(line) <= 998 for line in body.split("\n")):
+        lines += ['Content-Type: text/plain; charset="utf-8"', "Content-Transfer-Encoding: 7bit"]
+        encoded = body
+    else:
+        lines += [
+            'Content-Type: text/plain; charset="utf-8"',
+            "Content-Transfer-Encoding: quoted-printable",
+        ]
+        encoded = quopri.encodestring(body.encode("utf-8")).decode("ascii")
+    if not encoded.endswith("\n"):
+        encoded += "\n"
+    return ("\r\n".join(lines) + "\r\n\r\n" + encoded.replace("\n", "\r\n")).encode("ascii")
 
 
 def _escape(value: str, content_type: str) -> str:

@@ -1,0 +1,476 @@
+#!/usr/bin/env python3
+"""Distribution service: messages per second and accept-to-delivered latency with two
+Distribution services, beside a bare aiosmtplib loop sending as many messages to the same SMTP
+sink in the same run (the limit; issue 16's benchmark).
+
+- **Sink**: an aiosmtpd SMTP server in a process of its own, writing each message's
+  Message-ID and arrival time (``time.time()``) to a file.
+- **Bare loop**: one aiosmtplib connection, ``--messages`` messages one after the other, each
+  made as the SMTP channel makes it (``email_bytes``).
+- **Gatehouse**: two ``gatehouse distribution`` processes on one home (one SQLite outbox, the
+  single node's default; WAL, one writer at a time), one SMTP channel to the sink, plaintext
+  internal listeners. ``--clients`` callers submit ``--messages`` messages as fast as they are
+  accepted (each a commit), alternating the two services, on kept-alive connections.
+  Messages/s: messages over the time from the first submission to the last arrival.
+  Latency: a second, paced run (``--rate`` per second, ``--paced`` messages): from the moment
+  a submission was sent (``send``) or answered (``accept``) to the mail's arrival.
+
+    .venv/bin/python bench/distribution.py
+    .venv/bin/python bench/run.py --only distribution
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiosmtplib
+import yaml
+
+from gatehouse.distribution.templates import email_bytes
+
+REPO = Path(__file__).resolve().parent.parent
+DOCS = ("<!-- bench:distribution:start -->", "<!-- bench:distribution:end -->")
+HEADING = "## Latest results: Distribution service (outbox to SMTP)"
+GOAL_RATIO = 0.7
+GOAL_P99_MS = 500.0
+
+SINK = r"""
+import asyncio, sys, time
+from aiosmtpd.smtp import SMTP
+
+out = open(sys.argv[2], "a", buffering=1)
+
+class Handler:
+    async def handle_DATA(self, server, session, envelope):
+        arrived = time.time()
+        for line in envelope.content.split(b"\r\n"):
+            if line.lower().startswith(b"message-id:"):
+                out.write(f"{line.split(b':', 1)[1].strip().decode()} {arrived}\n")
+                break
+            if not line:
+                break
+        return "250 OK"
+
+async def main():
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: SMTP(Handler()), "127.0.0.1", int(sys.argv[1]))
+    print("ready", flush=True)
+    await server.serve_forever()
+
+asyncio.run(main())
+"""
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on {port}")
+
+
+def arrivals(path: Path) -> dict[str, float]:
+    seen: dict[str, float] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            mid, _, at = line.rpartition(" ")
+            seen.setdefault(mid, float(at))
+    return seen
+
+
+def wait_arrivals(path: Path, ids: set[str], timeout: float) -> dict[str, float]:
+    deadline = time.monotonic() + timeout
+    while True:
+        seen = arrivals(path)
+        if ids <= seen.keys() or time.monotonic() > deadline:
+            return seen
+        time.sleep(0.05)
+
+
+# -- the bare loop --------------------------------------------------------------------------
+
+
+async def bare_loop(port: int, count: int) -> tuple[float, set[str]]:
+    smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False, timeout=10)
+    await smtp.connect()
+    ids: set[str] = set()
+    started = time.time()
+    for n in range(count):
+        # The same message made the same way as the SMTP channel makes it.
+        name = f"bare{n}-{secrets.token_hex(4)}"
+        mail = email_bytes(
+            name,
+            "Gatehouse <noreply@example.org>",
+            "jane@example.org",
+            "Your sign-in code",
+            f"Your code is {n:06d}",
+        )
+        await smtp.sendmail("noreply@example.org", ["jane@example.org"], mail)
+        ids.add(f"<{name}@gatehouse>")
+    await smtp.quit()
+    return started, ids
+
+
+# -- the load on Gatehouse ------------------------------------------------------------------
+
+
+class Conn:
+    """One kept-alive HTTP/1.1 connection to a Distribution service."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, body: bytes) -> dict[str, object]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        assert self.reader is not None
+        head = (
+            f"POST /internal/v1/messages HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        self.writer.write(head.encode() + body)
+        status_line = await self.reader.readline()
+        length = 0
+        while True:
+            line = await self.reader.readline()
+            if line in (b"\r\n", b""):
+                break
+            name, _, value = line.decode().partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+        data = await self.reader.readexactly(length)
+        if b" 200 " not in status_line:
+            raise RuntimeError(f"submit refused: {status_line!r} {data[:200]!r}")
+        answer: dict[str, object] = json.loads(data)
+        return answer
+
+
+def message(n: int) -> bytes:
+    return json.dumps(
+        {
+            "key": secrets.token_urlsafe(16),
+            "purpose": "code",
+            "email": "jane@example.org",
+            "subject": "Your sign-in code",
+            "text": f"Your code is {n:06d}",
+            "ttl": 300,
+        }
+    ).encode()
+
+
+@dataclass
+class Sent:
+    sent: dict[str, float] = field(default_factory=dict)
+    accepted: dict[str, float] = field(default_factory=dict)
+
+
+async def submit_all(ports: list[int], count: int, clients: int, rate: float | None) -> Sent:
+    result = Sent()
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for n in range(count):
+        queue.put_nowait(n)
+    start = time.time()
+
+    async def client(index: int) -> None:
+        conns = [Conn(port) for port in ports]
+        while not queue.empty():
+            n = queue.get_nowait()
+            if rate is not None:
+                delay = start + n / rate - time.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            sent = time.time()
+            answer = await conns[n % len(conns)].post(message(n))
+            mid = f"<{answer['id']}@gatehouse>"
+            result.sent[mid] = sent
+            result.accepted[mid] = time.time()
+        for conn in conns:
+            if conn.writer is not None:
+                conn.writer.close()
+
+    await asyncio.gather(*(client(i) for i in range(clients)))
+    return result
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))
+    return ordered[index]
+
+
+@dataclass
+class Result:
+    messages: int
+    bare_rate: float
+    gatehouse_rate: float
+    lost: int
+    duplicates: int
+    paced: int
+    rate: float
+    send_p50: float
+    send_p99: float
+    accept_p50: float
+    accept_p99: float
+    load: str
+    services: int = 2
+    outbox: str = "SQLite"
+
+    @property
+    def ratio(self) -> float:
+        return self.gatehouse_rate / self.bare_rate if self.bare_rate else 0.0
+
+
+def start_services(
+    root: Path,
+    python: str,
+    sink_port: int,
+    logs: list[Path],
+    count: int = 2,
+    outbox_db: str | None = None,
+) -> tuple[list[subprocess.Popen[bytes]], list[int]]:
+    home = root / "home"
+    procs, ports = [], []
+    for name in [f"dist{n + 1}" for n in range(count)]:
+        port = free_port()
+        config = root / f"{name}.yaml"
+        channel = {
+            "type": "smtp",
+            "name": "mail",
+            "host": "127.0.0.1",
+            "port": sink_port,
+            "security": "none",
+            "sender": "Gatehouse <noreply@example.org>",
+        }
+        settings = {
+            "id": name,
+            "listen": f"127.0.0.1:{port}",
+            "channels": [channel],
+            "delivery": {"workers": 4, "poll_interval": 1},
+        }
+        if outbox_db is not None:
+            settings["outbox_db"] = outbox_db
+        config.write_text(yaml.safe_dump({"distribution": settings}))
+        logs.append(root / f"{name}.log")
+        with logs[-1].open("ab") as out:
+            proc = subprocess.Popen(
+                [
+                    python,
+                    "-m",
+                    "gatehouse",
+                    "distribution",
+                    "--config",
+                    str(config),
+                    "--home",
+                    str(home),
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        procs.append(proc)
+        ports.append(port)
+        wait_port(port, proc)
+    return procs, ports
+
+
+def stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def run(
+    python: str = sys.executable,
+    messages: int = 1000,
+    clients: int = 8,
+    paced: int = 200,
+    rate: float = 50.0,
+    keep: bool = False,
+    services: int = 2,
+    postgres: bool = False,
+) -> tuple[Result, str]:
+    root = Path(tempfile.mkdtemp(prefix="gatehouse-bench-distribution-"))
+    arrived = root / "arrivals.txt"
+    sink_port = free_port()
+    procs: list[subprocess.Popen[bytes]] = []
+    logs: list[Path] = []
+    cleanups: list[Callable[[], None]] = []
+    try:
+        sink = subprocess.Popen(
+            [python, "-c", SINK, str(sink_port), str(arrived)],
+            stdout=subprocess.PIPE,
+            start_new_session=True,
+        )
+        procs.append(sink)
+        wait_port(sink_port, sink)
+
+        log(f"[distribution] bare aiosmtplib loop: {messages} messages")
+        started, bare_ids = asyncio.run(bare_loop(sink_port, messages))
+        seen = wait_arrivals(arrived, bare_ids, 60)
+        bare_rate = messages / (max(seen[i] for i in bare_ids) - started)
+
+        outbox_db = None
+        if postgres:
+            sys.path.insert(0, str(REPO))
+            from tests.support.postgres import PostgresCluster, find_bindir
+
+            bindir = find_bindir()
+            if bindir is None:
+                raise RuntimeError("--postgres: PostgreSQL server binaries not found")
+            cluster = PostgresCluster(bindir)
+            cleanups.append(cluster.destroy)
+            outbox_db = cluster.url(cluster.create_database())
+        started_services, ports = start_services(root, python, sink_port, logs, services, outbox_db)
+        procs.extend(started_services)
+        time.sleep(1.0)  # both migrated and delivering
+        log(f"[distribution] two Distribution services: {messages} messages, {clients} clients")
+        began = time.time()
+        sent = asyncio.run(submit_all(ports, messages, clients, None))
+        ids = set(sent.sent)
+        log(f"[distribution] all accepted after {max(sent.accepted.values()) - began:.2f} s")
+        seen = wait_arrivals(arrived, ids, 120)
+        if os.environ.get("BENCH_CPU"):
+            for proc in procs:
+                fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+                cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+                log(f"[distribution] pid {proc.pid} cpu {cpu:.2f} s")
+            log(f"[distribution] bench process cpu {time.process_time():.2f} s")
+        got = ids & seen.keys()
+        gatehouse_rate = len(got) / (max(seen[i] for i in got) - began) if got else 0.0
+        raw = [line.rpartition(" ")[0] for line in arrived.read_text().splitlines()]
+        duplicates = sum(1 for mid in raw if mid in ids) - len(got)
+        lost = len(ids - got)
+
+        log(f"[distribution] paced: {paced} messages at {rate:g}/s")
+        paced_sent = asyncio.run(submit_all(ports, paced, clients, rate))
+        paced_ids = set(paced_sent.sent)
+        seen = wait_arrivals(arrived, paced_ids, 60)
+        from_send = [(seen[i] - paced_sent.sent[i]) * 1000 for i in paced_ids if i in seen]
+        from_accept = [
+            max(0.0, seen[i] - paced_sent.accepted[i]) * 1000 for i in paced_ids if i in seen
+        ]
+        lost += len(paced_ids - seen.keys())
+    finally:
+        stop(procs)
+        for cleanup in cleanups:
+            cleanup()
+        if keep:
+            log(f"[distribution] kept {root}")
+        else:
+            import shutil
+
+            shutil.rmtree(root, ignore_errors=True)
+    result = Result(
+        messages=messages,
+        bare_rate=bare_rate,
+        gatehouse_rate=gatehouse_rate,
+        lost=lost,
+        duplicates=duplicates,
+        paced=paced,
+        rate=rate,
+        send_p50=statistics.median(from_send) if from_send else float("nan"),
+        send_p99=percentile(from_send, 99),
+        accept_p50=statistics.median(from_accept) if from_accept else float("nan"),
+        accept_p99=percentile(from_accept, 99),
+        load=" ".join(f"{x:.2f}" for x in os.getloadavg()),
+        services=services,
+        outbox="PostgreSQL" if postgres else "SQLite",
+    )
+    return result, render(result)
+
+
+def render(r: Result) -> str:
+    ratio_ok = "yes" if r.ratio >= GOAL_RATIO else "no"
+    p99_ok = "yes" if r.send_p99 < GOAL_P99_MS else "no"
+    return "\n".join(
+        [
+            f"{r.messages} messages to one local SMTP sink (aiosmtpd); load average at the "
+            f"end {r.load}.",
+            "",
+            "| sender | messages/s | ratio | lost | duplicates |",
+            "|---|---|---|---|---|",
+            f"| bare aiosmtplib loop (one connection) | {r.bare_rate:,.0f} | 1.00x | 0 | 0 |",
+            f"| {r.services} Distribution services ({r.outbox} outbox) | "
+            f"{r.gatehouse_rate:,.0f} | "
+            f"{r.ratio:.2f}x (goal >= {GOAL_RATIO}x: {ratio_ok}) | {r.lost} | "
+            f"{r.duplicates} |",
+            "",
+            f"Latency, {r.paced} messages at {r.rate:g}/s:",
+            "",
+            "| from | p50 | p99 |",
+            "|---|---|---|",
+            f"| submission sent to mail received | {r.send_p50:.1f} ms | {r.send_p99:.1f} ms "
+            f"(goal < {GOAL_P99_MS:.0f} ms: {p99_ok}) |",
+            f"| submission accepted to mail received | {r.accept_p50:.1f} ms | "
+            f"{r.accept_p99:.1f} ms |",
+            "",
+        ]
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=1000)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--paced", type=int, default=200)
+    parser.add_argument("--rate", type=float, default=50.0)
+    parser.add_argument("--services", type=int, default=2)
+    parser.add_argument(
+        "--postgres", action="store_true", help="a throwaway PostgreSQL outbox, not SQLite"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = parser.parse_args()
+    _, table = run(
+        services=args.services,
+        postgres=args.postgres,
+        messages=args.messages,
+        clients=args.clients,
+        paced=args.paced,
+        rate=args.rate,
+        keep=args.keep,
+    )
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
