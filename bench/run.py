@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import distribution
 import failover
 import login
 import mtls
@@ -71,6 +72,7 @@ DOCS_HEADINGS = {
     tls_edge.DOCS: tls_edge.HEADING,
     mtls.DOCS: mtls.HEADING,
     otp.DOCS: otp.HEADING,
+    distribution.DOCS: distribution.HEADING,
 }
 
 # What the backend answers: exactly 100 bytes, no characters that need escaping in nginx.
@@ -611,6 +613,7 @@ STEPS = (
     "tls",
     "mtls",
     "otp",
+    "distribution",
 )
 #: The steps of the protected section (the others stand alone).
 PROTECTED_STEPS = ("open-loop", "decide", "logins")
@@ -1636,6 +1639,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     log("[otp] OTP validations: Gatehouse and privacyIDEA side by side")
                     _, otp_table = otp.run(settings.python, seconds=settings.duration)
                     sections[otp.DOCS] = otp_table
+                if "distribution" in steps:  # bench/distribution.py: outbox to SMTP
+                    log("[distribution] two Distribution services beside a bare SMTP loop")
+                    _, distribution_table = distribution.run(settings.python)
+                    sections[distribution.DOCS] = distribution_table
     except KeyboardInterrupt:
         log("bench: interrupted; all servers stopped")
         return 130
