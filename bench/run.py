@@ -46,7 +46,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import distribution
 import failover
 import login
 import mtls
@@ -55,6 +54,8 @@ import protected
 import publish
 import tls_edge
 from signals import terminate_on_signals
+
+import distribution
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO / "bench" / "results"
