@@ -371,7 +371,11 @@ class CodeChecks:
             )
             return CodeVerifyAnswer("locked" if dead else "expired")
         counts = await self.store.fail(username, method, now, settings.max_attempts)
-        detail = {"method": method, "malformed": not well_formed(code, live[0].digits)}
+        detail = {
+            "method": method,
+            "reason": "wrong",
+            "malformed": not well_formed(code, live[0].digits),
+        }
         await self._audit(CODE_FAILED, username, client_ip, detail)
         if counts and all(count >= settings.max_attempts for count in counts):
             await self._audit(CODE_LOCKED, username, client_ip, {"method": method})
