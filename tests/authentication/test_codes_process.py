@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.authentication.conftest import StartAuth, add_user
+from tests.authentication.dbquery import rows
 from tests.authentication.http import call
 from tests.support.processes import Service, free_port
 
@@ -129,6 +130,13 @@ def test_a_code_by_mail_is_accepted_once_and_a_retry_on_the_other_service_is_ok(
     assert code.encode() not in oath
     for log in (auth1.log_path, auth2.log_path, dist.log_path):
         assert code not in Path(log).read_text(errors="replace"), log
+    # The audit log tells what happened, never the code.
+    events = rows(sqlite_user_db, "SELECT event, detail FROM audit_events ORDER BY id")
+    names = [e["event"] for e in events]
+    assert names.count("code_sent") == 1
+    assert names.count("code_ok") == 2  # the first and its retry (marked so)
+    assert "code_replay" in names
+    assert all(code not in str(e["detail"]) for e in events)
 
 
 def test_wrong_codes_are_bounded_and_resends_throttled(
