@@ -152,6 +152,8 @@ class CodeChecks:
         self.settings = settings
         self.distribution = distribution
         self.clock = clock
+        #: Keyring key -> the code-hashing key derived from it (HKDF once per key).
+        self._derived: dict[bytes, bytes] = {}
 
     def use(self, settings: CodeSettings, distribution: Distribution | None) -> None:
         self.settings = settings
@@ -167,12 +169,18 @@ class CodeChecks:
         await audit.record(self.user_db, event, username, client_ip, detail)
 
     def _hash_key(self, key_id: str) -> bytes | None:
+        """The code-hashing key derived from keyring key ``key_id`` (None: not in the file)."""
         ring = self.keys.get()
         key = ring.keys.get(key_id)
         if key is None:  # another process rotated: read the file again
             reloaded = self.keys.load()
             key = reloaded.keys.get(key_id) if reloaded is not None else None
-        return None if key is None else hash_key(key)
+        if key is None:
+            return None
+        derived = self._derived.get(key)
+        if derived is None:
+            derived = self._derived[key] = hash_key(key)
+        return derived
 
     async def _contact(self, username: str) -> Contact | None:
         async with self.user_db.session() as session:
@@ -205,12 +213,14 @@ class CodeChecks:
         distribution = self._distribution()
         code = new_code(settings.length)
         key_id, sealed = ring.encrypt(code.encode(), key.encode())
+        derived = self._hash_key(key_id)
+        assert derived is not None  # the keyring key that just sealed the code
         new = NewCode(
             username=username,
             method=method,
             send_key=key,
             key_id=key_id,
-            code_hash=code_hash(hash_key(ring.keys[key_id]), username, method, code),
+            code_hash=code_hash(derived, username, method, code),
             sealed=sealed,
             digits=settings.length,
             recipient_hint=recipient_hint(method, contact),
