@@ -141,15 +141,6 @@ def _free(now: datetime) -> ColumnElement[bool]:
     return or_(_M.lease_until.is_(None), _M.lease_until <= _at(now))
 
 
-def _due(now: datetime) -> ColumnElement[bool]:
-    return and_(
-        _M.status.in_(PENDING),
-        _M.next_attempt_at <= _at(now),
-        _M.expires_at > _at(now),
-        _free(now),
-    )
-
-
 def _short(error: str) -> str:
     return error if len(error) <= ERROR_LENGTH else error[: ERROR_LENGTH - 3] + "..."
 
@@ -301,21 +292,14 @@ class Outbox:
         ``now + lease``; the rows as leased."""
         if limit <= 0:
             return []
-        candidates = (
-            select(_M.id)
-            .where(_due(now))
-            .order_by(_M.next_attempt_at)
-            .limit(limit)
-            .with_for_update(skip_locked=True)  # PostgreSQL; SQLite has one writer anyway
-        )
-        statement = (
-            update(_M)
-            .where(_M.id.in_(candidates.scalar_subquery()), _due(now))
-            .values(lease_owner=owner, lease_until=_at(now + timedelta(seconds=lease)))
-            .returning(*_COLUMNS)
-        )
+        params = {
+            "now": now,
+            "limit": limit,
+            "owner": owner,
+            "until": now + timedelta(seconds=lease),
+        }
         async with self._transaction() as conn:
-            rows = (await conn.execute(statement)).all()
+            rows = (await conn.execute(_CLAIM, params)).all()
         return sorted((row_to_message(row._mapping) for row in rows), key=_due_order)
 
     async def next_due(self) -> datetime | None:
@@ -452,6 +436,30 @@ class Outbox:
             rows = (await conn.execute(select(_M.id, _M.body_ciphertext))).all()
         return [(str(r[0]), bytes(r[1]) if r[1] is not None else None) for r in rows]
 
+
+def _due_now() -> ColumnElement[bool]:
+    now = bindparam("now", type_=UTCDateTime())
+    free = or_(_M.lease_until.is_(None), _M.lease_until <= now)
+    return and_(_M.status.in_(PENDING), _M.next_attempt_at <= now, _M.expires_at > now, free)
+
+
+#: :meth:`Outbox.claim`, built once: a statement made per call costs more than running it.
+_CLAIM = (
+    update(_M)
+    .where(
+        _M.id.in_(
+            select(_M.id)
+            .where(_due_now())
+            .order_by(_M.next_attempt_at)
+            .limit(bindparam("limit"))
+            .with_for_update(skip_locked=True)  # PostgreSQL; SQLite has one writer anyway
+            .scalar_subquery()
+        ),
+        _due_now(),
+    )
+    .values(lease_owner=bindparam("owner"), lease_until=bindparam("until", type_=UTCDateTime()))
+    .returning(*_COLUMNS)
+)
 
 _MARK_SENT = (
     update(_M)

@@ -3,6 +3,7 @@ gateway's request body from its template. Pure functions; the channels do the I/
 
 from __future__ import annotations
 
+import functools
 import quopri
 import re
 from email.header import Header
@@ -29,6 +30,7 @@ def message_id_header(message_id: str) -> str:
     return f"<{message_id}@gatehouse>"
 
 
+@functools.lru_cache(maxsize=64)
 def envelope_sender(sender: str) -> str:
     """The address of a ``From`` value (``Name <a@example.org>`` -> ``a@example.org``)."""
     return parseaddr(sender)[1] or sender
@@ -41,6 +43,7 @@ def _header(value: str) -> str:
     return Header(value, "utf-8", maxlinelen=76).encode()
 
 
+@functools.lru_cache(maxsize=64)
 def _address(value: str) -> str:
     name, address = parseaddr(value)
     if not name or name.isascii():
