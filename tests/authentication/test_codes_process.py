@@ -372,3 +372,55 @@ def test_a_hung_distribution_service_is_failed_over(
         assert time.monotonic() - started < 1.0
     finally:
         hung.close()
+
+
+def test_codes_survive_a_rotation_of_the_key_file(
+    sqlite_user_db: str, start_auth: StartAuth, tmp_path: Path
+) -> None:
+    """A code hashed under the key that was current keeps working after ``gatehouse tokens
+    rekey`` adds a new one, and one hashed under a key the running service has not read yet
+    makes it read the file again."""
+    import asyncio
+    from datetime import UTC, datetime, timedelta
+
+    from gatehouse.authentication.code_store import CodeStore, NewCode
+    from gatehouse.authentication.codes import code_hash, hash_key
+    from gatehouse.authentication.config import CodeSettings
+    from gatehouse.oath.seeds import Keyring
+    from gatehouse.storage.engine import Database
+
+    auth = start_auth(sqlite_user_db)
+    home = tmp_path / "home"
+    path = home / "oath-seeds.key"
+
+    def store_code(user: str, code: str) -> None:
+        ring = Keyring.load(path)
+        now = datetime.now(UTC)
+        row = NewCode(
+            username=user,
+            method="email_otp",
+            send_key=f"rotation-{user}-0000001",
+            key_id=ring.current,
+            code_hash=code_hash(hash_key(ring.keys[ring.current]), user, "email_otp", code),
+            sealed=b"-",
+            digits=6,
+            recipient_hint="",
+            created_at=now,
+            expires_at=now + timedelta(minutes=5),
+        )
+
+        async def go() -> None:
+            db = Database(f"sqlite+aiosqlite:///{home / 'oath.db'}")
+            try:
+                await CodeStore(db.engine).create(row, CodeSettings(), now.timestamp())
+            finally:
+                await db.dispose()
+
+        asyncio.run(go())
+
+    store_code("alice", "111222")
+    assert verify(auth, "999999", "warm-attempt-000001", user="nobody") == "expired"
+    Keyring.load(path).rotate()  # what gatehouse tokens rekey does to the file
+    store_code("bob", "333444")
+    assert verify(auth, "111222", "rotation-attempt-01") == "ok"
+    assert verify(auth, "333444", "rotation-attempt-02", user="bob") == "ok"
