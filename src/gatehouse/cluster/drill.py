@@ -38,8 +38,19 @@ def on_free_ports(source: Path, destination: Path) -> Path:
     ``destination`` with every port replaced by a free one; return ``destination``."""
     data: dict[str, Any] = yaml.safe_load(source.read_text())
 
+    used: set[int] = set()
+
+    def port() -> int:
+        # Free now, and not given to another listener of this topology (the kernel may hand
+        # out a port again once its probe socket is closed).
+        found = free_port()
+        while found in used:
+            found = free_port()
+        used.add(found)
+        return found
+
     def free() -> str:
-        return f"127.0.0.1:{free_port()}"
+        return f"127.0.0.1:{port()}"
 
     data["administration"]["listen"] = free()
     sections = ("access_points", "policy_services", "authentication_services")
@@ -51,7 +62,7 @@ def on_free_ports(source: Path, destination: Path) -> Path:
     data["load_balancer"]["listen"] = free()
     if data["load_balancer"].get("stats"):
         data["load_balancer"]["stats"] = free()
-    data["databases"]["local"] = {"primary_port": free_port(), "standby_port": free_port()}
+    data["databases"]["local"] = {"primary_port": port(), "standby_port": port()}
     if data.get("demo_backend"):
         data["demo_backend"]["listen"] = free()
         if data["demo_backend"].get("smtp"):
