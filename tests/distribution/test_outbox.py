@@ -9,6 +9,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
+
 from gatehouse.distribution.bodies import Body, BodyKeys, KeyringError
 from gatehouse.distribution.outbox import NewMessage, Outbox, new_message_id
 from gatehouse.storage.engine import create_engine
@@ -135,12 +137,9 @@ def test_bodies_open_only_for_their_message(tmp_path: Path) -> None:
     assert keys.open("message-1", key_id, blob) == Body("Your code", "Code 123456")
     again = BodyKeys.load_or_create(tmp_path / "outbox.key")  # the same key from the file
     assert again.open("message-1", key_id, blob).text == "Code 123456"
-    try:
+    with pytest.raises(KeyringError) as caught:
         keys.open("message-2", key_id, blob)
-    except KeyringError as error:
-        assert "123456" not in str(error)
-    else:
-        raise AssertionError("a body opened for another message")
+    assert "123456" not in str(caught.value)
 
 
 def test_a_due_time_is_reported(tmp_path: Path) -> None:
