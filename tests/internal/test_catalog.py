@@ -10,11 +10,19 @@ from starlette.routing import Route
 
 from gatehouse.authentication.app import create_app as authentication_app
 from gatehouse.authentication.config import AuthenticationSettings
+from gatehouse.distribution.app import create_app as distribution_app
+from gatehouse.distribution.config import DistributionSettings
 from gatehouse.internal import catalog
 from gatehouse.internal.calls import HEALTH_ROLES
 from gatehouse.policy import calls as policy_calls
 from gatehouse.policy.app import routes as policy_routes
-from gatehouse.trust.identity import ACCESS_POINT, ADMINISTRATION, OPERATOR, POLICY
+from gatehouse.trust.identity import (
+    ACCESS_POINT,
+    ADMINISTRATION,
+    AUTHENTICATION,
+    OPERATOR,
+    POLICY,
+)
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "internal-api.md"
 
@@ -62,6 +70,9 @@ def test_names_are_unique_and_the_roles_are_as_designed() -> None:
         ("authentication", "check_invitation"): {POLICY},
         ("authentication", "enrol_invitation"): {POLICY},
         ("authentication", "confirm_invitation"): {POLICY},
+        ("distribution", "distribution_health"): HEALTH_ROLES,
+        ("distribution", "submit_message"): {POLICY, AUTHENTICATION},
+        ("distribution", "message_status"): {POLICY, AUTHENTICATION},
     }
 
 
@@ -90,6 +101,10 @@ def test_every_internal_route_is_declared() -> None:
     app = authentication_app(AuthenticationSettings(), "sqlite+aiosqlite:///unused.db")
     auth = [r for r in app.routes if isinstance(r, Route)]
     assert _internal(auth) == _declared("authentication")
+    dist = distribution_app(
+        DistributionSettings(), "sqlite+aiosqlite:///unused.db", Path("unused.key"), Path(".")
+    )
+    assert _internal([r for r in dist.routes if isinstance(r, Route)]) == _declared("distribution")
 
 
 def test_every_portal_route_is_guarded() -> None:

@@ -1,5 +1,6 @@
 """The role matrix: every declared internal call (gatehouse.internal.catalog), with every
-certificate role, against the real Policy and Authentication apps served over mutual TLS.
+certificate role, against the real Policy, Authentication and Distribution apps served over
+mutual TLS.
 
 A pair the declaration does not allow is refused with 403 ``forbidden`` and audited on
 ``gatehouse.audit``; an allowed pair is not refused by role; a certificate from another CA
@@ -40,6 +41,9 @@ from gatehouse.authentication.invitation_calls import (
 )
 from gatehouse.config.loader import validate
 from gatehouse.config.policy import PolicyConfig
+from gatehouse.distribution.app import create_app as distribution_app
+from gatehouse.distribution.calls import SUBMIT, SubmitRequest
+from gatehouse.distribution.config import DistributionSettings
 from gatehouse.internal import catalog
 from gatehouse.internal.calls import Call
 from gatehouse.internal.client import AllEndpointsFailed, FailoverClient, StreamRefused
@@ -84,8 +88,13 @@ SAMPLES: dict[str, Any] = {
     "confirm_invitation": InvitationConfirm(
         "x" * 43, "nobody", "TOTP0", "123456", "192.0.2.1", "matrix-attempt-03"
     ),
+    # The same key every time: one message, answered again (idempotent by key).
+    "submit_message": SubmitRequest(
+        "matrix-message-key-01", "notice", "nobody@example.org", None, "Matrix", "text"
+    ),
 }
-PARAMS = {"revoke_session": {"id_hash": "0" * 32}}
+#: ``message_status`` asks for the message the stack submitted (set by ``_stack``).
+PARAMS: dict[str, dict[str, str]] = {"revoke_session": {"id_hash": "0" * 32}}
 QUERIES = {"list_sessions": "user=nobody", "end_sessions": "user=nobody"}
 
 
@@ -114,7 +123,8 @@ async def _serve(app: Any, credentials: Credentials) -> AsyncIterator[str]:
 
 @contextlib.asynccontextmanager
 async def _stack(tmp: Path, make_credentials: MakeCredentials) -> AsyncIterator[Stack]:
-    """The Authentication and Policy services, each on mutual TLS, sharing one SQLite DB."""
+    """The Authentication and Policy services, each on mutual TLS, sharing one SQLite DB, and
+    a Distribution service (without channels) on an outbox of its own."""
     db = f"sqlite+aiosqlite:///{tmp / 'gatehouse.db'}"
     token = tmp / "admin.token"
     token.write_text(TOKEN + "\n")
@@ -148,9 +158,23 @@ async def _stack(tmp: Path, make_credentials: MakeCredentials) -> AsyncIterator[
             )
 
         app = policy_app(config.login.portal_prefix, make_service)
-        async with _serve(app, policy_creds) as policy_url:
-            stack = Stack({"policy": policy_url, "authentication": auth_url})
+        dist_app = distribution_app(
+            DistributionSettings(),
+            f"sqlite+aiosqlite:///{tmp / 'outbox.db'}",
+            home / "outbox.key",
+            home,
+        )
+        async with (
+            _serve(app, policy_creds) as policy_url,
+            _serve(dist_app, make_credentials("distribution", "dist1")) as dist_url,
+        ):
+            stack = Stack(
+                {"policy": policy_url, "authentication": auth_url, "distribution": dist_url}
+            )
             await _until_ready(stack, make_credentials)
+            async with _client(dist_url, policy_creds, "distribution") as client:
+                message = await SUBMIT.invoke(client, SAMPLES["submit_message"])
+            PARAMS["message_status"] = {"id": message.id}
             yield stack
 
 

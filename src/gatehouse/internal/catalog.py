@@ -14,12 +14,18 @@ from typing import Any
 
 from gatehouse.authentication import calls as authentication
 from gatehouse.authentication import invitation_calls
+from gatehouse.distribution import calls as distribution
 from gatehouse.internal.calls import Call, roles_table
 from gatehouse.policy import calls as policy
 
 __all__ = ["ALL", "BEGIN", "END", "render", "with_table"]
 
-ALL: tuple[Call[Any, Any], ...] = (*policy.ALL, *authentication.ALL, *invitation_calls.ALL)
+ALL: tuple[Call[Any, Any], ...] = (
+    *policy.ALL,
+    *authentication.ALL,
+    *invitation_calls.ALL,
+    *distribution.ALL,
+)
 
 BEGIN = "<!-- calls:begin (made by python -m gatehouse.internal.catalog) -->"
 END = "<!-- calls:end -->"
