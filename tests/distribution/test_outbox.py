@@ -149,3 +149,10 @@ def test_a_due_time_is_reported(tmp_path: Path) -> None:
         return await outbox.next_due()
 
     assert run(tmp_path, work) == NOW
+
+
+def test_a_key_file_others_may_read_is_refused(tmp_path: Path) -> None:
+    BodyKeys.load_or_create(tmp_path / "outbox.key")
+    (tmp_path / "outbox.key").chmod(0o644)
+    with pytest.raises(KeyringError, match=r"outbox key file .* readable by others"):
+        BodyKeys.load_or_create(tmp_path / "outbox.key")

@@ -41,6 +41,8 @@ class BodyKeys:
             return cls(Keyring.load_or_create(path))
         except OSError as error:
             raise KeyringError(f"outbox key file {path}: {error.strerror}") from None
+        except KeyringError as error:  # worded for the OATH seeds it was made for
+            raise KeyringError(str(error).replace("seed key", "outbox key")) from None
 
     def seal(self, message_id: str, body: Body) -> tuple[str, bytes]:
         """The key id and ciphertext of ``body`` for the message ``message_id``."""
