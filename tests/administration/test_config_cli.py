@@ -260,10 +260,24 @@ def test_nodes_token_makes_a_one_time_token_for_one_service(cli: CLI) -> None:
     status, answer = cli.admin.call("POST", "/api/v1/register", {**again, "token": token})
     assert status == 409
     assert "gatehouse nodes token --role policy --id ps1 --replace" in answer["message"]
+
     code, out, err = cli("nodes", "token", "--role", "policy", "--id", "ps1", "--replace")
     assert code == 0
     assert "replacing its enrolment" in err
     assert cli.admin.call("POST", "/api/v1/register", {**again, "token": out.strip()})[0] == 200
+
+
+def test_a_distribution_service_gets_a_token_for_its_role_only(cli: CLI) -> None:
+    code, out, err = cli("nodes", "token", "--role", "distribution", "--id", "dist1")
+    assert code == 0
+    assert err.startswith("one-time join token for distribution service 'dist1', valid until")
+    # Made for a distribution service: it cannot enrol an Authentication service.
+    wrong, _ = register_body(out.strip(), "dist1", "authentication")
+    status, answer = cli.admin.call("POST", "/api/v1/register", wrong, token=None)
+    assert status == 401, answer
+    assert "made for a distribution service 'dist1', not an authentication service" in str(answer)
+    body, _ = register_body(out.strip(), "dist1", "distribution")
+    assert cli.admin.call("POST", "/api/v1/register", body, token=None)[0] == 200
 
 
 def test_nodes_revoke_refuses_the_service_at_once(cli: CLI, tmp_path: Path) -> None:
