@@ -65,6 +65,8 @@ def with_distribution(data: dict[str, Any]) -> dict[str, Any]:
     ]
     if "demo_backend" in data:
         data["demo_backend"]["smtp"] = "127.0.0.1:8025"
+    if "local" not in data["databases"]:
+        data["databases"]["outbox_db"] = PG_URL.replace("/gatehouse?", "/gatehouse_outbox?")
     return data
 
 

@@ -136,6 +136,11 @@ INVALID = {
         "authentication_services[0].distribution[1]: 'ps1' is a Policy service, "
         "not a Distribution service",
     ),
+    "distribution services without an outbox": (
+        _dist(_set("databases.outbox_db", "-")),
+        "databases.outbox_db: the Distribution services share one outbox: set outbox_db (a "
+        "PostgreSQL URL)",
+    ),
     "sqlite outbox": (
         _dist(_set("databases.outbox_db", SQLITE)),
         "databases.outbox_db: an HA topology needs PostgreSQL: SQLite lives on one node",

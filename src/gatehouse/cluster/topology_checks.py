@@ -32,6 +32,7 @@ def topology_problems(topology: Topology) -> Iterator[tuple[Loc, str]]:
     yield from _ordered_list_problems(topology)
     yield from _address_problems(topology)
     yield from _database_problems(topology.databases)
+    yield from _outbox_problems(topology)
     yield from _tls_problems(topology)
 
 
@@ -268,3 +269,14 @@ def _database_problems(databases: Databases) -> Iterator[tuple[Loc, str]]:
                     "either local or PostgreSQL URLs, not both: the local databases hold "
                     "users and sessions",
                 )
+
+
+def _outbox_problems(topology: Topology) -> Iterator[tuple[Loc, str]]:
+    """Distribution services share their work and their idempotency keys only through one
+    outbox: with database URLs, that is ``outbox_db`` (``local`` makes one)."""
+    databases = topology.databases
+    if topology.distribution_services and databases.local is None and databases.outbox_db is None:
+        yield (
+            ("databases", "outbox_db"),
+            "the Distribution services share one outbox: set outbox_db (a PostgreSQL URL)",
+        )
