@@ -49,6 +49,9 @@ DOCS = ("<!-- bench:distribution:start -->", "<!-- bench:distribution:end -->")
 HEADING = "## Latest results: Distribution service (outbox to SMTP)"
 GOAL_RATIO = 0.7
 GOAL_P99_MS = 500.0
+#: Seconds of a delivery lease in the run (the default is 30): how long the messages a killed
+#: service held wait for the other.
+LEASE = 5.0
 #: Delivery workers per service (the default is 4).
 WORKERS = int(os.environ.get("BENCH_DISTRIBUTION_WORKERS", "8"))
 
@@ -199,12 +202,22 @@ class Sent:
     accepted: dict[str, float] = field(default_factory=dict)
 
 
-async def submit_all(ports: list[int], count: int, clients: int, rate: float | None) -> Sent:
+async def submit_all(
+    ports: list[int],
+    count: int,
+    clients: int,
+    rate: float | None,
+    halfway: Callable[[], None] | None = None,
+) -> Sent:
+    """Submit ``count`` messages; ``halfway`` is called once half of them were accepted (the
+    kill). A submission whose service fails is sent again, with the same key, to the next
+    one, as the callers' failover client does."""
     result = Sent()
     queue: asyncio.Queue[int] = asyncio.Queue()
     for n in range(count):
         queue.put_nowait(n)
     start = time.time()
+    dead: set[int] = set()
 
     async def client(index: int) -> None:
         conns = [Conn(port) for port in ports]
@@ -215,10 +228,24 @@ async def submit_all(ports: list[int], count: int, clients: int, rate: float | N
                 if delay > 0:
                     await asyncio.sleep(delay)
             sent = time.time()
-            answer = await conns[n % len(conns)].post(message(n))
+            body = message(n)
+            for attempt in range(len(conns)):
+                which = (n + attempt) % len(conns)
+                if which in dead and attempt + 1 < len(conns):
+                    continue
+                try:
+                    answer = await conns[which].post(body)
+                    break
+                except (OSError, asyncio.IncompleteReadError):
+                    dead.add(which)
+                    conns[which] = Conn(ports[which])
+            else:
+                raise RuntimeError(f"message {n}: no service accepted it")
             mid = f"<{answer['id']}@gatehouse>"
             result.sent[mid] = sent
             result.accepted[mid] = time.time()
+            if halfway is not None and len(result.accepted) == count // 2:
+                halfway()
         for conn in conns:
             if conn.writer is not None:
                 conn.writer.close()
@@ -233,6 +260,21 @@ def percentile(values: list[float], q: float) -> float:
         return float("nan")
     index = min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))
     return ordered[index]
+
+
+@dataclass
+class Killed:
+    """One of the services killed (-9) in the middle of a run."""
+
+    messages: int
+    rate: float
+    lost: int
+    duplicates: int
+    #: Messages the killed service had accepted and not delivered: delivered by the other
+    #: once their lease ran out.
+    waited_for_lease: int
+    #: Seconds from the kill to the last arrival.
+    last_after_kill: float
 
 
 @dataclass
@@ -251,6 +293,7 @@ class Result:
     load: str
     services: int = 2
     outbox: str = "SQLite"
+    killed: Killed | None = None
 
     @property
     def ratio(self) -> float:
@@ -282,7 +325,7 @@ def start_services(
             "id": name,
             "listen": f"127.0.0.1:{port}",
             "channels": [channel],
-            "delivery": {"workers": WORKERS, "poll_interval": 1},
+            "delivery": {"workers": WORKERS, "poll_interval": 1, "lease": LEASE},
         }
         if outbox_db is not None:
             settings["outbox_db"] = outbox_db
@@ -331,6 +374,8 @@ def run(
     keep: bool = False,
     services: int = 2,
     postgres: bool = False,
+    kill_messages: int = 500,
+    kill_rate: float = 200.0,
 ) -> tuple[Result, str]:
     root = Path(tempfile.mkdtemp(prefix="gatehouse-bench-distribution-"))
     arrived = root / "arrivals.txt"
@@ -393,6 +438,39 @@ def run(
             max(0.0, seen[i] - paced_sent.accepted[i]) * 1000 for i in paced_ids if i in seen
         ]
         lost += len(paced_ids - seen.keys())
+
+        killed = None
+        if services >= 2 and kill_messages:
+            log(
+                f"[distribution] kill -9 one service after {kill_messages // 2} of "
+                f"{kill_messages} messages at {kill_rate:g}/s"
+            )
+            victim = started_services[-1]
+            killed_at: list[float] = []
+
+            def kill() -> None:
+                os.killpg(victim.pid, signal.SIGKILL)
+                killed_at.append(time.time())
+
+            kill_sent = asyncio.run(submit_all(ports, kill_messages, clients, kill_rate, kill))
+            kill_ids = set(kill_sent.sent)
+            seen = wait_arrivals(arrived, kill_ids, LEASE * 4 + 30)
+            raw = [line.rpartition(" ")[0] for line in arrived.read_text().splitlines()]
+            arrived_ids = kill_ids & seen.keys()
+            after = [seen[i] for i in arrived_ids if seen[i] > killed_at[0]]
+            late = [
+                seen[i] - kill_sent.accepted[i]
+                for i in arrived_ids
+                if kill_sent.accepted[i] < killed_at[0] and seen[i] > killed_at[0] + 1
+            ]
+            killed = Killed(
+                messages=kill_messages,
+                rate=kill_rate,
+                lost=len(kill_ids - seen.keys()),
+                duplicates=sum(1 for mid in raw if mid in kill_ids) - len(arrived_ids),
+                waited_for_lease=len(late),
+                last_after_kill=(max(after) - killed_at[0]) if after else 0.0,
+            )
     finally:
         stop(procs)
         for cleanup in cleanups:
@@ -418,6 +496,7 @@ def run(
         load=" ".join(f"{x:.2f}" for x in os.getloadavg()),
         services=services,
         outbox="PostgreSQL" if postgres else "SQLite",
+        killed=killed,
     )
     return result, render(result)
 
@@ -447,8 +526,24 @@ def render(r: Result) -> str:
             f"| submission accepted to mail received | {r.accept_p50:.1f} ms | "
             f"{r.accept_p99:.1f} ms |",
             "",
+            *killed_lines(r.killed),
         ]
     )
+
+
+def killed_lines(k: Killed | None) -> list[str]:
+    if k is None:
+        return []
+    return [
+        f"One service killed (-9) after half of {k.messages} messages sent at {k.rate:g}/s "
+        f"(a caller whose service fails sends again to the other, same key; lease {LEASE:g} s):",
+        "",
+        "| messages | lost | duplicates | delivered after their lease | last mail after the kill |",
+        "|---|---|---|---|---|",
+        f"| {k.messages} | {k.lost} | {k.duplicates} | {k.waited_for_lease} | "
+        f"{k.last_after_kill:.1f} s |",
+        "",
+    ]
 
 
 def main() -> int:
@@ -458,6 +553,7 @@ def main() -> int:
     parser.add_argument("--paced", type=int, default=200)
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--services", type=int, default=2)
+    parser.add_argument("--kill-messages", type=int, default=500, help="0: no kill phase")
     parser.add_argument(
         "--postgres", action="store_true", help="a throwaway PostgreSQL outbox, not SQLite"
     )
@@ -466,6 +562,7 @@ def main() -> int:
     _, table = run(
         services=args.services,
         postgres=args.postgres,
+        kill_messages=args.kill_messages,
         messages=args.messages,
         clients=args.clients,
         paced=args.paced,
