@@ -1,18 +1,21 @@
 """The delivery workers: claim due messages from the outbox with a lease, try their channels in
 order, and record the outcome.
 
-One dispatcher per service claims as many due messages as it has free workers (``workers``)
-and delivers each in a task of its own. It claims again at once when a message is submitted to
-this service (:meth:`Deliverer.wake`: no wait for the poll), when a delivery ends, and every
-``poll_interval`` (messages other services accepted, retries that came due, leases that ran
-out). A message goes out over the first channel that takes it; when every channel failed it is
-due again after an exponential backoff (:func:`backoff`), until its expiry: then it is
-dead-lettered (``expired``) with an event on ``gatehouse.audit``. A message is never handed to a
-channel at or after its expiry, and its lease is lengthened before a channel attempt that could
-outlast it (a service that lost the lease stops).
+A message accepted by a service with a worker free is stored already leased to that service
+and handed to the worker at once (:meth:`Deliverer.reserve`, :meth:`Deliverer.take`): no claim,
+no wait. Otherwise one dispatcher per service claims as many due messages as it has free
+workers (``workers``) and delivers each in a task of its own; it claims again at once when a
+message was accepted here without a worker (:meth:`Deliverer.wake`), when a worker comes free
+while messages may be waiting, and every ``poll_interval`` (messages other services accepted,
+retries that came due, leases that ran out). A message goes out over the first channel that
+takes it; when every channel failed it is due again after an exponential backoff
+(:func:`backoff`), until its expiry: then it is dead-lettered (``expired``) with an event on
+``gatehouse.audit``. A message is never handed to a channel at or after its expiry, and its
+lease is lengthened before a channel attempt that could outlast it (a service that lost the
+lease stops). Deliveries are recorded (sent, body erased) together, a few milliseconds apart.
 
 Delivery is at least once: a service that dies after a channel took a message and before it
-was marked sent leaves a message another service delivers again after the lease. Every
+was recorded sent leaves a message another service delivers again after the lease. Every
 delivery of one message carries the same idempotency key (``Message-ID: <ID@gatehouse>``,
 ``Idempotency-Key: ID``). Nothing here logs or stores a message's text.
 """
