@@ -156,3 +156,27 @@ def test_a_key_file_others_may_read_is_refused(tmp_path: Path) -> None:
     (tmp_path / "outbox.key").chmod(0o644)
     with pytest.raises(KeyringError, match=r"outbox key file .* readable by others"):
         BodyKeys.load_or_create(tmp_path / "outbox.key")
+
+
+def test_db_upgrade_which_outbox(tmp_path: Path) -> None:
+    import sqlite3
+    import subprocess
+
+    from tests.support.processes import GATEHOUSE
+
+    home = tmp_path / "home"
+    done = subprocess.run(
+        [*GATEHOUSE, "db", "upgrade", "--which", "outbox", "--home", str(home)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert (
+        done.stdout
+        == f"databases up to date (outbox DB: sqlite+aiosqlite:///{home / 'outbox.db'})\n"
+    )
+    with sqlite3.connect(home / "outbox.db") as db:
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert "outbox_messages" in tables
+    assert not (home / "gatehouse.db").exists()  # only the outbox DB was made
