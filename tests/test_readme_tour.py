@@ -97,6 +97,8 @@ class Tour:
     #: The key the enrolment page showed, and that page.
     key: str | None = None
     enrol_page: Response | None = None
+    #: The page asking for the code sent by e-mail.
+    code_page: Response | None = None
 
     def browser(self) -> Browser:
         return Browser("127.0.0.1", self.port)
@@ -348,6 +350,64 @@ def after_tokens_add(tour: Tour, done: subprocess.CompletedProcess[str] | None) 
     assert echoed_headers(alice.get("/secure/"))["remote-auth-methods"] == "password,otp"
 
 
+def mails(tour: Tour) -> list[dict[str, str]]:
+    """What the demo mail server received, newest first, read through the Access Point."""
+    answer = tour.browser().get("/public/mail.json")
+    assert answer.status == 200, answer.body[:300]
+    document: list[dict[str, str]] = answer.json()
+    return document
+
+
+def before_mail_code(tour: Tour) -> None:
+    """demo, signed in, opens /secure-email/ and has a code sent (the page's one button)."""
+    assert tour.demo is not None
+    offer = follow(tour.demo, "/secure-email/")
+    assert offer.status == 200, offer.body[:500]
+    assert b"a one-time code sent to your e-mail address" in offer.body, offer.body[:2000]
+    sent = submit(tour.demo, offer, "code/send")
+    assert sent.status == 303, sent.body[:1000]
+    page = follow(tour.demo, sent.location)
+    assert page.status == 200, page.body[:500]
+    assert b"d***@example.org" in page.body, page.body[:2000]
+    tour.code_page = page
+    until(lambda: bool(mails(tour)), "no mail at /public/mail.json")
+
+
+def after_mail_code(tour: Tour, done: subprocess.CompletedProcess[str] | None) -> None:
+    assert done is not None
+    code = re.fullmatch(r"code is (\d{6})", done.stdout.strip())
+    assert code, done.stdout
+    assert mails(tour)[0]["recipient"] == "demo@example.org"
+    assert tour.demo is not None
+    assert tour.code_page is not None
+    let_in = submit(tour.demo, tour.code_page, "code", code=code.group(1))
+    assert let_in.status == 303, let_in.body[:1000]
+    assert let_in.location.endswith("/secure-email/"), let_in.location
+    page = tour.demo.get("/secure-email/")
+    assert page.status == 200, page.body[:300]
+    headers = echoed_headers(page)
+    assert headers["remote-user"] == "demo"
+    assert "email_otp" in headers["remote-auth-methods"].split(","), headers
+
+
+def after_invite(tour: Tour, done: subprocess.CompletedProcess[str] | None) -> None:
+    assert done is not None
+    assert re.match(r"invitation [0-9a-f]+ for 'demo' \(d\*\*\*@example\.org\) until ", done.stdout)
+    link = re.compile(rf"http://127\.0\.0\.1:{tour.port}(/_gatehouse/enrol/invite\?t=[\w-]+)")
+
+    def invitation() -> re.Match[str] | None:
+        newest = mails(tour)[0]
+        return link.search(newest["text"]) if newest["subject"] != "Your sign-in code" else None
+
+    until(lambda: invitation() is not None, "no invitation at /public/mail.json")
+    found = invitation()
+    assert found is not None
+    assert tour.demo is not None
+    offer = tour.demo.get(found.group(1))
+    assert offer.status == 200, offer.body[:500]
+    assert b'id="invited-user">demo<' in offer.body
+
+
 def after_spoof(tour: Tour, done: subprocess.CompletedProcess[str] | None) -> None:
     assert done is not None
     assert (done.returncode, done.stdout) == (1, "")  # grep found nothing
@@ -389,6 +449,8 @@ STEPS: list[tuple[str, Callable[[Tour], None] | None, Check]] = [
     (".venv/bin/gatehouse users unlock demo --home var", before_unlock, after_unlock),
     ("oathtool --totp -b", before_oathtool, after_oathtool),
     (".venv/bin/gatehouse tokens add alice --home var", None, after_tokens_add),
+    ("curl -s http://127.0.0.1:8080/public/mail.json", before_mail_code, after_mail_code),
+    (".venv/bin/gatehouse tokens invite demo --home var", None, after_invite),
     ("curl -s -H 'Remote-User: admin'", None, after_spoof),
     ("printf 'POST / HTTP/1.1", None, after_smuggle),
     ("curl -s -w '\\n' http://127.0.0.1:8080/_gatehouse/health", None, after_health_and_download),
@@ -429,13 +491,13 @@ def test_the_readme_tour_works_as_written(tour: Tour) -> None:
         if after not in (after_spoof,):
             assert done.returncode == 0, f"{block}\n{done.stdout}\n{done.stderr}"
         after(tour, done)
-    # Ctrl-C stops everything (step 9 begins with it).
+    # Ctrl-C stops everything (step 10 begins with it).
     tour.stop()
     assert tour.proc is not None
     assert tour.proc.returncode == 0, tour.output()
 
 
-# --- step 9: the HA cluster ------------------------------------------------------------------
+# --- step 10: the HA cluster -----------------------------------------------------------------
 
 
 @dataclass
