@@ -42,6 +42,16 @@ class _Handler:
     def __init__(self, sink: MailSink) -> None:
         self.sink = sink
 
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if self.sink.closing_once:  # a server shutting down this connection (RFC 5321 4.2.2)
+            self.sink.closing_once = False
+            return "421 sink.test closing this connection"
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
+
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         if self.sink.delay:  # a slow server: the message is taken only after this
             await asyncio.sleep(self.sink.delay)
@@ -84,6 +94,8 @@ class MailSink:
         self.auth_failures = 0
         #: Seconds each message's DATA waits before it is taken (and answered).
         self.delay = 0.0
+        #: The next MAIL is answered 421 (the server closes that connection).
+        self.closing_once = False
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.AbstractServer | None = None

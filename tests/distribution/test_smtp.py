@@ -178,3 +178,18 @@ def test_the_password_file_must_be_private(home: Path) -> None:
     with pytest.raises(SecretFileError, match="readable by others") as caught:
         SmtpSender(config, home)
     assert PASSWORD not in str(caught.value)
+
+
+def test_a_kept_connection_closed_with_421_is_replaced(home: Path, sinks: list[MailSink]) -> None:
+    sink = MailSink().start()
+    sinks.append(sink)
+    sender = SmtpSender(channel(sink.port), home)
+
+    async def go() -> None:
+        await sender.send(Outgoing("first", "jane@example.org", "Code", TEXT))
+        sink.closing_once = True
+        await sender.send(Outgoing("second", "jane@example.org", "Code", TEXT))
+        await sender.aclose()
+
+    asyncio.run(go())
+    assert [m.message_id for m in sink.wait_for(2)] == ["<first@gatehouse>", "<second@gatehouse>"]

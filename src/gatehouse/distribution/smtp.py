@@ -138,6 +138,11 @@ class SmtpSender:
                 await smtp.sendmail(sender, [to], mail)
         except (aiosmtplib.SMTPServerDisconnected, ConnectionError, OSError) as error:
             raise _Stale(_reason(error)) from None
+        except aiosmtplib.SMTPResponseException as error:
+            if error.code == 421:  # RFC 5321 4.2.2: the server is closing this connection
+                raise _Stale(_reason(error)) from None
+            await _discard(smtp)
+            raise ChannelFailure(f"{self.name}: {_reason(error)}") from None
         except (aiosmtplib.SMTPException, TimeoutError) as error:
             await _discard(smtp)
             raise ChannelFailure(f"{self.name}: {_reason(error)}") from None
