@@ -216,8 +216,9 @@ class SmsGateway:
     """An HTTP SMS gateway on loopback: records every request and answers ``status`` with
     ``reply``."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, cert: Pair | None = None) -> None:
         self.port = port or free_port()
+        self.cert = cert
         self.status = 200
         self.reply = b'{"accepted": true}'
         self.requests: list[Request] = []
@@ -227,7 +228,8 @@ class SmsGateway:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/send"
+        scheme = "https" if self.cert is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}/send"
 
     def recorded(self) -> list[Request]:
         with self._lock:
@@ -256,6 +258,10 @@ class SmsGateway:
                 pass
 
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        if self.cert is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(self.cert.cert, self.cert.key)
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
         return self

@@ -16,6 +16,7 @@ from gatehouse.distribution.channels import ChannelFailure, Outgoing
 from gatehouse.distribution.config import HttpSmsChannel
 from gatehouse.distribution.sms import HttpSmsSender
 from tests.distribution.support import SmsGateway
+from tests.support.certs import TestCA
 from tests.support.processes import free_port
 
 TOKEN = "tok-4f1c9e"
@@ -155,3 +156,16 @@ def test_credentials_are_never_inline() -> None:
                 "headers": {"Authorization": "Bearer x"},
             }
         )
+
+
+def test_https_with_the_gateways_ca(home: Path, tmp_path: Path) -> None:
+    ca = TestCA(tmp_path / "ca")
+    gateway = SmsGateway(cert=ca.issue("gw", ["127.0.0.1"])).start()
+    try:
+        send(sender(gateway.url, home, ca_file=str(ca.path)), "tls-1")
+        assert [r.headers["Idempotency-Key"] for r in gateway.recorded()] == ["tls-1"]
+        with pytest.raises(ChannelFailure, match="TLS failed"):
+            send(sender(gateway.url, home))  # the system's CAs do not know this one
+        assert len(gateway.recorded()) == 1
+    finally:
+        gateway.stop()
