@@ -218,11 +218,15 @@ CASES: list[tuple[str, Callable[[Doc], None], list[str]]] = [
         [
             "databases: authentication services on several nodes (auth1 on int1, auth2 on int2) "
             "must share their users and lockout counters: set user_db to a PostgreSQL URL",
+            "databases.outbox_db: distribution services on several nodes (dist1 on int1, dist2 "
+            "on int2) must share their outbox: set outbox_db to a PostgreSQL URL",
         ],
     ),
     (
         "a SQLite database for services on several nodes",
-        set_path("databases", {"user_db": "sqlite+aiosqlite:///gatehouse.db"}),
+        set_path(
+            "databases", {"user_db": "sqlite+aiosqlite:///gatehouse.db", "outbox_db": OUTBOX_PG}
+        ),
         [
             "databases.user_db: SQLite cannot be shared across nodes (auth1 on int1, auth2 on "
             "int2); use PostgreSQL",
@@ -334,7 +338,11 @@ def test_a_non_public_global_rule_makes_every_resource_protected() -> None:
 def test_policy_services_on_several_nodes_need_a_shared_session_database() -> None:
     doc = ha()
     del doc["policy_services"][1]["session_db"]
-    doc["databases"] = {"user_db": "sqlite+aiosqlite:///users.db", "session_db": None}
+    doc["databases"] = {
+        "user_db": "sqlite+aiosqlite:///users.db",
+        "session_db": None,
+        "outbox_db": OUTBOX_PG,
+    }
     for service in doc["services"]:
         if service["role"] == "authentication":
             service["node"] = "int1"
@@ -385,6 +393,17 @@ def test_distribution_services_per_authentication_service() -> None:
     doc["authentication_services"][0]["distribution"] = []  # auth2: sends no codes
     config = validate(InstallationConfig, doc)
     assert (distribution_of(config, "auth1"), distribution_of(config, "auth2")) == (["dist2"], [])
+
+
+def test_distribution_services_on_several_nodes_share_one_outbox() -> None:
+    doc = ha()
+    del doc["databases"]["outbox_db"]  # each node's own HOME/outbox.db: two outboxes
+    assert problems(doc) == [
+        "databases.outbox_db: distribution services on several nodes (dist1 on int1, dist2 "
+        "on int2) must share their outbox: set outbox_db to a PostgreSQL URL"
+    ]
+    doc["services"][-1]["node"] = "int1"  # one node: one HOME/outbox.db
+    validate(InstallationConfig, doc)
 
 
 def test_a_distribution_service_may_override_its_outbox() -> None:

@@ -527,18 +527,25 @@ def _invitation_problems(config: InstallationConfig) -> Iterator[tuple[Loc, str]
 
 
 def _outbox_db_problems(config: InstallationConfig) -> Iterator[tuple[Loc, str]]:
-    """Distribution services share their outbox (the work, the idempotency keys) only through
-    one database: a SQLite URL on several nodes would be several outboxes."""
-    groups: dict[tuple[Loc, str], list[Service]] = {}
+    """Distribution services share their outbox (the work, the leases, the idempotency keys)
+    only through one database: not through SQLite, nor each node's own default."""
+    groups: dict[tuple[Loc, str | None], list[Service]] = {}
     for service in config.services:
         if service.role == "distribution":
             loc, url = outbox_db_of(config, service.id)
-            if url is not None and url.startswith("sqlite"):
+            if url is None or url.startswith("sqlite"):
                 groups.setdefault((loc, url), []).append(service)
-    for (loc, _url), services in groups.items():
+    for (loc, url), services in groups.items():
         if len({s.node for s in services}) > 1:
             where = ", ".join(f"{s.id} on {s.node}" for s in services)
-            yield loc, f"SQLite cannot be shared across nodes ({where}); use PostgreSQL"
+            if url is None:
+                message = (
+                    f"distribution services on several nodes ({where}) must share their "
+                    "outbox: set outbox_db to a PostgreSQL URL"
+                )
+            else:
+                message = f"SQLite cannot be shared across nodes ({where}); use PostgreSQL"
+            yield loc, message
 
 
 def _database_problems(config: InstallationConfig) -> Iterator[tuple[Loc, str]]:
