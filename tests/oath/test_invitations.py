@@ -444,3 +444,20 @@ def test_a_link_used_before_it_was_marked_sent_stays_used(sqlite_url: str, tmp_p
         assert final.message_id == "m1"
 
     run(sqlite_url, tmp_path, body)
+
+
+def test_the_claim_of_a_service_that_died_runs_out(sqlite_url: str, tmp_path: Path) -> None:
+    async def body(setup: Setup) -> None:
+        row = await setup.admin.invite("alice", 3600)
+        # Another service claimed it, and died (before or after its SUBMIT was accepted).
+        held = await setup.store.claim(now_of(setup), now_of(setup) + timedelta(seconds=30))
+        assert [c.id for c in held] == [row.id]
+        recorder = Recorder()
+        sender = setup.sender()
+        assert await sender.send_due(recorder, "http://gw.test", "/_gatehouse/") == 0
+        setup.clock.advance(30)
+        assert await sender.send_due(recorder, "http://gw.test", "/_gatehouse/") == 1
+        # The same key as the dead service's: Distribution answers its message, no second mail.
+        assert [r.key for r in recorder.requests] == [message_key(row.id)]
+
+    run(sqlite_url, tmp_path, body)
