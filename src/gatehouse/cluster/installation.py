@@ -15,6 +15,7 @@ import ipaddress
 from typing import Any
 
 from gatehouse.administration.model import InstallationConfig
+from gatehouse.cluster.db_access import outbox_database
 from gatehouse.cluster.topology import Topology, dialable, host_port
 from gatehouse.config.access_point import Network, parse_listen
 from gatehouse.config.loader import validate
@@ -77,8 +78,12 @@ def installation_document(topology: Topology) -> dict[str, Any]:
         databases["session_db"] = session_db
     if topology.databases.oath_db is not None:
         databases["oath_db"] = topology.databases.oath_db
+    local = topology.databases.local
     if topology.databases.outbox_db is not None:
         databases["outbox_db"] = topology.databases.outbox_db
+    elif local is not None and topology.distribution_services:
+        # The one cluster up makes next to the user DB (db_access gives each role its own).
+        databases["outbox_db"] = local.url(outbox_database(local))
     authentication_services: list[dict[str, Any]] = []
     for auth in topology.authentication_services:
         entry = {"id": auth.id, "listen": auth.listen}

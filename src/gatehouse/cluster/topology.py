@@ -289,13 +289,14 @@ class LocalDatabases(Strict):
     user: str = Field(default="gatehouse", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
     database: str = Field(default="gatehouse", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
 
-    def url(self) -> str:
-        """A multi-host URL that follows whichever of the two is the writable primary."""
+    def url(self, database: str | None = None) -> str:
+        """A multi-host URL that follows whichever of the two is the writable primary (to
+        ``database``, by default the cluster's)."""
         hosts = ",".join(self.HOST for _ in self.ports())
         ports = ",".join(str(port) for port in self.ports())
         # The comma form: asyncpg's own parser (LISTEN/NOTIFY) reads it like SQLAlchemy.
         return (
-            f"postgresql+asyncpg://{self.user}@/{self.database}"
+            f"postgresql+asyncpg://{self.user}@/{database or self.database}"
             f"?host={hosts}&port={ports}&target_session_attrs=read-write"
         )
 
