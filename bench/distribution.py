@@ -168,6 +168,8 @@ class Conn:
         )
         self.writer.write(head.encode() + body)
         status_line = await self.reader.readline()
+        if not status_line:  # the service went away
+            raise ConnectionResetError("connection closed before an answer")
         length = 0
         while True:
             line = await self.reader.readline()
@@ -320,6 +322,9 @@ def start_services(
             "port": sink_port,
             "security": "none",
             "sender": "Gatehouse <noreply@example.org>",
+            # A local sink: 2 s is plenty, and keeps a claim's lease at LEASE (a lease
+            # shorter than twice the timeout plus 1 s is lengthened before each attempt).
+            "timeout": 2,
         }
         settings = {
             "id": name,
