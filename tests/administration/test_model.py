@@ -278,6 +278,14 @@ CASES: list[tuple[str, Callable[[Doc], None], list[str]]] = [
         ],
     ),
     (
+        "a distribution service's endpoint with a path",
+        set_path("services.7.endpoint", "http://10.0.1.11:8301/dist"),
+        [
+            "services[7].endpoint: a distribution service's endpoint is "
+            "http(s)://HOST[:PORT], no path"
+        ],
+    ),
+    (
         "one SQLite outbox for distribution services on several nodes",
         set_path("databases.outbox_db", "sqlite+aiosqlite:///outbox.db"),
         [

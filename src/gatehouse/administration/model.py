@@ -308,6 +308,10 @@ def _service_problems(config: InstallationConfig) -> Iterator[tuple[Loc, str]]:
         if service.id in ids:
             yield ("services", index, "id"), f"duplicate service id {service.id!r}"
         ids.add(service.id)
+        if service.role == "distribution" and urlsplit(service.endpoint).path not in ("", "/"):
+            # The Authentication services call it at its root (``/internal/v1/...``).
+            message = "a distribution service's endpoint is http(s)://HOST[:PORT], no path"
+            yield ("services", index, "endpoint"), message
         endpoint = service.endpoint.rstrip("/")
         if endpoint in endpoints:
             yield (
