@@ -51,7 +51,7 @@ GOAL_RATIO = 0.7
 GOAL_P99_MS = 500.0
 #: Seconds of a delivery lease in the run (the default is 30): how long the messages a killed
 #: service held wait for the other.
-LEASE = 5.0
+LEASE = 8.0
 #: Delivery workers per service (the default is 4).
 WORKERS = int(os.environ.get("BENCH_DISTRIBUTION_WORKERS", "8"))
 
@@ -103,6 +103,12 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0) -
         except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"nothing listening on {port}")
+
+
+def _cpu(pid: int) -> float:
+    """Seconds of CPU the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def arrivals(path: Path) -> dict[str, float]:
@@ -322,8 +328,8 @@ def start_services(
             "port": sink_port,
             "security": "none",
             "sender": "Gatehouse <noreply@example.org>",
-            # A local sink: 2 s is plenty, and keeps a claim's lease at LEASE (a lease
-            # shorter than twice the timeout plus 1 s is lengthened before each attempt).
+            # A local sink: 2 s is plenty, and LEASE is more than twice that plus 1 s (a
+            # shorter lease is lengthened before each attempt: a write per message).
             "timeout": 2,
         }
         settings = {
@@ -417,6 +423,7 @@ def run(
         procs.extend(started_services)
         time.sleep(1.0)  # both migrated and delivering
         log(f"[distribution] two Distribution services: {messages} messages, {clients} clients")
+        cpu_before = {proc.pid: _cpu(proc.pid) for proc in procs}
         began = time.time()
         sent = asyncio.run(submit_all(ports, messages, clients, None))
         ids = set(sent.sent)
@@ -424,10 +431,15 @@ def run(
         seen = wait_arrivals(arrived, ids, 120)
         if os.environ.get("BENCH_CPU"):
             for proc in procs:
-                fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-                cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-                log(f"[distribution] pid {proc.pid} cpu {cpu:.2f} s")
+                used = _cpu(proc.pid) - cpu_before[proc.pid]
+                log(f"[distribution] pid {proc.pid} cpu {used * 1000 / messages:.2f} ms/message")
             log(f"[distribution] bench process cpu {time.process_time():.2f} s")
+            waits = sorted(seen[i] - sent.accepted[i] for i in ids if i in seen)
+            p90 = waits[len(waits) * 9 // 10]
+            log(f"[distribution] accepted to arrival: max {waits[-1]:.3f} s, p90 {p90:.3f} s")
+            last = max(seen[i] for i in ids) - began
+            log(f"[distribution] last accepted {max(sent.accepted.values()) - began:.3f} s, ")
+            log(f"[distribution] last arrival {last:.3f} s")
         got = ids & seen.keys()
         gatehouse_rate = len(got) / (max(seen[i] for i in got) - began) if got else 0.0
         raw = [line.rpartition(" ")[0] for line in arrived.read_text().splitlines()]
