@@ -21,7 +21,8 @@ def test_default_is_one_sqlite_file_in_home(tmp_path: Path) -> None:
     expected = f"sqlite+aiosqlite:///{tmp_path / 'gatehouse.db'}"
     oath = f"sqlite+aiosqlite:///{tmp_path / 'oath.db'}"
     outbox = f"sqlite+aiosqlite:///{tmp_path / 'outbox.db'}"
-    assert urls == DatabaseURLs(expected, expected, oath, outbox)
+    oauth2 = f"sqlite+aiosqlite:///{tmp_path / 'oauth2.db'}"
+    assert urls == DatabaseURLs(expected, expected, oath, outbox, oauth2)
     assert urls.shared
 
 
@@ -34,7 +35,8 @@ def test_session_db_defaults_to_user_db(tmp_path: Path) -> None:
     write(tmp_path, f"user_db: {PG}\n")
     oath = f"sqlite+aiosqlite:///{tmp_path / 'oath.db'}"
     outbox = f"sqlite+aiosqlite:///{tmp_path / 'outbox.db'}"
-    assert database_urls(tmp_path) == DatabaseURLs(PG, PG, oath, outbox)
+    oauth2 = f"sqlite+aiosqlite:///{tmp_path / 'oauth2.db'}"
+    assert database_urls(tmp_path) == DatabaseURLs(PG, PG, oath, outbox, oauth2)
 
 
 def test_multi_host_url_kept_as_given(tmp_path: Path) -> None:
@@ -43,7 +45,8 @@ def test_multi_host_url_kept_as_given(tmp_path: Path) -> None:
     urls = database_urls(tmp_path)
     oath = f"sqlite+aiosqlite:///{tmp_path / 'oath.db'}"
     outbox = f"sqlite+aiosqlite:///{tmp_path / 'outbox.db'}"
-    assert urls == DatabaseURLs(PG, other, oath, outbox)
+    oauth2 = f"sqlite+aiosqlite:///{tmp_path / 'oauth2.db'}"
+    assert urls == DatabaseURLs(PG, other, oath, outbox, oauth2)
     assert not urls.shared
 
 

@@ -6,6 +6,7 @@
     session_db: postgresql+asyncpg://...     # optional, defaults to user_db
     oath_db: postgresql+asyncpg://...        # optional, defaults to the SQLite file HOME/oath.db
     outbox_db: postgresql+asyncpg://...      # optional, defaults to the SQLite file HOME/outbox.db
+    oauth2_db: postgresql+asyncpg://...      # optional, defaults to the SQLite file HOME/oauth2.db
 
 Relative SQLite paths (``sqlite+aiosqlite:///gatehouse.db``) are relative to HOME.
 """
@@ -30,6 +31,8 @@ DEFAULT_SQLITE_NAME = "gatehouse.db"
 DEFAULT_OATH_SQLITE_NAME = "oath.db"
 #: The Distribution service's outbox, a database of its own too.
 DEFAULT_OUTBOX_SQLITE_NAME = "outbox.db"
+#: The OAuth2 DB (codes, tokens, consents), a database of its own too.
+DEFAULT_OAUTH2_SQLITE_NAME = "oauth2.db"
 
 
 def _database_url(value: str) -> str:
@@ -48,6 +51,7 @@ class DatabasesFile(Strict):
     session_db: DatabaseURL | None = None
     oath_db: DatabaseURL | None = None
     outbox_db: DatabaseURL | None = None
+    oauth2_db: DatabaseURL | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +61,8 @@ class DatabaseURLs:
     oath_db: str
     #: The Distribution service's outbox ("" in a value made by hand: not given).
     outbox_db: str = ""
+    #: The OAuth2 DB ("" in a value made by hand: not given).
+    oauth2_db: str = ""
 
     @property
     def shared(self) -> bool:
@@ -79,13 +85,14 @@ def resolve_relative_sqlite(url: str, home: Path) -> str:
 
 
 def database_urls(home: Path) -> DatabaseURLs:
-    """The user, session, OATH and outbox DB URLs of the installation in ``home``."""
+    """The user, session, OATH, outbox and OAuth2 DB URLs of the installation in ``home``."""
     path = home / FILE_NAME
     default_oath = sqlite_url((home / DEFAULT_OATH_SQLITE_NAME).absolute())
     default_outbox = sqlite_url((home / DEFAULT_OUTBOX_SQLITE_NAME).absolute())
+    default_oauth2 = sqlite_url((home / DEFAULT_OAUTH2_SQLITE_NAME).absolute())
     if not path.exists():
         url = sqlite_url((home / DEFAULT_SQLITE_NAME).absolute())
-        return DatabaseURLs(url, url, default_oath, default_outbox)
+        return DatabaseURLs(url, url, default_oath, default_outbox, default_oauth2)
     data = load_yaml(path)
     if not isinstance(data, dict) or not data:
         raise ConfigError(
@@ -98,7 +105,10 @@ def database_urls(home: Path) -> DatabaseURLs:
     outbox_db = (
         resolve_relative_sqlite(parsed.outbox_db, home) if parsed.outbox_db else default_outbox
     )
-    return DatabaseURLs(user_db, session_db, oath_db, outbox_db)
+    oauth2_db = (
+        resolve_relative_sqlite(parsed.oauth2_db, home) if parsed.oauth2_db else default_oauth2
+    )
+    return DatabaseURLs(user_db, session_db, oath_db, outbox_db, oauth2_db)
 
 
 def prepare_home(home: Path) -> Path:
@@ -116,4 +126,5 @@ def prepare_home(home: Path) -> Path:
     tighten_sqlite_files(home / DEFAULT_SQLITE_NAME)
     tighten_sqlite_files(home / DEFAULT_OATH_SQLITE_NAME)
     tighten_sqlite_files(home / DEFAULT_OUTBOX_SQLITE_NAME)
+    tighten_sqlite_files(home / DEFAULT_OAUTH2_SQLITE_NAME)
     return home

@@ -3,7 +3,8 @@
 The user DB and the session DB are two Alembic branches (``user``, ``session``) so each can
 be migrated on its own server; on one shared database both branches live side by side. The
 Administration service's tables are a third branch (``admin``), and the OATH DB's a fourth
-(``oath``), the Distribution service's outbox a fifth (``outbox``); these three are migrated
+(``oath``), the Distribution service's outbox a fifth (``outbox``), the OAuth2 DB's a sixth
+(``oauth2``); these four are migrated
 only when asked for by name: ``all`` means the user and session databases.
 Concurrent starts are serialised: a PostgreSQL advisory lock, or ``BEGIN IMMEDIATE`` on
 SQLite, is held while the migrations run.
@@ -25,7 +26,7 @@ from gatehouse.storage.engine import create_engine, parse_url, translate_errors
 from gatehouse.storage.errors import DatabaseUnavailable
 from gatehouse.storage.home import DatabaseURLs
 
-Which = Literal["user", "session", "admin", "oath", "outbox", "all"]
+Which = Literal["user", "session", "admin", "oath", "outbox", "oauth2", "all"]
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 TARGETS: dict[str, tuple[str, ...]] = {
@@ -34,6 +35,7 @@ TARGETS: dict[str, tuple[str, ...]] = {
     "admin": ("admin@head",),
     "oath": ("oath@head",),
     "outbox": ("outbox@head",),
+    "oauth2": ("oauth2@head",),
     "all": ("user@head", "session@head"),
 }
 #: Arbitrary constant naming Gatehouse's migration lock among PostgreSQL advisory locks.
@@ -77,7 +79,7 @@ async def upgrade_installation(urls: DatabaseURLs, which: Which = "all") -> None
     """Migrate an installation's databases: one run when they share a URL, else one each.
 
     The Administration service's tables (``admin``) live in the user DB; ``oath`` migrates
-    the OATH DB and ``outbox`` the outbox DB (their own URLs)."""
+    the OATH DB, ``outbox`` the outbox DB and ``oauth2`` the OAuth2 DB (their own URLs)."""
     if which == "admin":
         await upgrade(urls.user_db, "admin")
         return
@@ -88,6 +90,11 @@ async def upgrade_installation(urls: DatabaseURLs, which: Which = "all") -> None
         if not urls.outbox_db:
             raise ValueError("no outbox DB URL")
         await upgrade(urls.outbox_db, "outbox")
+        return
+    if which == "oauth2":
+        if not urls.oauth2_db:
+            raise ValueError("no OAuth2 DB URL")
+        await upgrade(urls.oauth2_db, "oauth2")
         return
     if urls.shared:
         await upgrade(urls.user_db, which)

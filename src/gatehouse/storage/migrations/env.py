@@ -13,6 +13,7 @@ from sqlalchemy.engine import Connection
 
 from gatehouse.distribution.models import OutboxBase
 from gatehouse.oath.models import OathBase
+from gatehouse.oauth2.models import OAuth2Base
 from gatehouse.storage.engine import create_engine
 from gatehouse.storage.models import SessionBase, UserBase
 
@@ -22,6 +23,7 @@ target_metadata = [
     SessionBase.metadata,
     OathBase.metadata,
     OutboxBase.metadata,
+    OAuth2Base.metadata,
 ]
 
 

@@ -1,0 +1,363 @@
+"""The OAuth2 DB: authorization codes, token rows and consents, with the atomic updates.
+
+A code is exchanged once across every Authentication service sharing the database: its
+``used_at`` is set by one conditional ``UPDATE ... WHERE id = :id AND used_at IS NULL AND
+expires_at > :now`` and the row count says whether this caller won; the tokens are inserted
+in the same transaction. PostgreSQL re-checks the condition of a row a concurrent
+transaction changed and SQLite runs one writer at a time, so of any number of simultaneous
+callers exactly one wins. A refresh token is rotated the same way (``rotated_at``).
+
+Secrets never reach this module: codes and refresh tokens arrive as their SHA-256
+(:func:`secret_hash`), access tokens as their JWT id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from gatehouse.oauth2.models import OAuth2Code, OAuth2Consent, OAuth2Token
+from gatehouse.storage.engine import translate_errors
+from gatehouse.storage.types import utcnow
+
+_C = OAuth2Code.__table__.c
+_T = OAuth2Token.__table__.c
+_K = OAuth2Consent.__table__.c
+
+
+def secret_hash(value: str) -> bytes:
+    """The stored form of a code or refresh token."""
+    return hashlib.sha256(value.encode()).digest()
+
+
+def new_id() -> str:
+    return secrets.token_hex(16)
+
+
+@dataclass(frozen=True, slots=True)
+class CodeRow:
+    id: str
+    client_id: str
+    username: str
+    redirect_uri: str
+    scope: str
+    nonce: str | None
+    code_challenge: str | None
+    code_challenge_method: str | None
+    auth_time: int
+    amr: tuple[str, ...]
+    acr: str | None
+    sid: str | None
+    expires_at: datetime
+    used_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRow:
+    id: str
+    family_id: str
+    client_id: str
+    username: str | None
+    scope: str
+    sid: str | None
+    access_jti: str
+    access_expires_at: datetime
+    refresh_hash: bytes | None = None
+    refresh_expires_at: datetime | None = None
+    parent_id: str | None = None
+    rotated_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentRow:
+    username: str
+    client_id: str
+    scopes: tuple[str, ...]
+    granted_at: datetime
+    revoked_at: datetime | None = None
+
+    def covers(self, scopes: Sequence[str]) -> bool:
+        return self.revoked_at is None and set(scopes) <= set(self.scopes)
+
+
+@dataclass(frozen=True, slots=True)
+class NewCode:
+    """What :meth:`OAuth2Store.add_code` stores (``code_hash``, never the code)."""
+
+    code_hash: bytes
+    client_id: str
+    username: str
+    redirect_uri: str
+    scope: str
+    auth_time: int
+    expires_at: datetime
+    attempt: str
+    nonce: str | None = None
+    code_challenge: str | None = None
+    code_challenge_method: str | None = None
+    amr: tuple[str, ...] = ()
+    acr: str | None = None
+    sid: str | None = None
+    id: str = field(default_factory=new_id)
+
+
+def _code(row: Any) -> CodeRow:
+    return CodeRow(
+        id=row.id,
+        client_id=row.client_id,
+        username=row.username,
+        redirect_uri=row.redirect_uri,
+        scope=row.scope,
+        nonce=row.nonce,
+        code_challenge=row.code_challenge,
+        code_challenge_method=row.code_challenge_method,
+        auth_time=row.auth_time,
+        amr=tuple(row.amr or ()),
+        acr=row.acr,
+        sid=row.sid,
+        expires_at=row.expires_at,
+        used_at=row.used_at,
+    )
+
+
+def _token(row: Any) -> TokenRow:
+    return TokenRow(
+        id=row.id,
+        family_id=row.family_id,
+        client_id=row.client_id,
+        username=row.username,
+        scope=row.scope,
+        sid=row.sid,
+        access_jti=row.access_jti,
+        access_expires_at=row.access_expires_at,
+        refresh_hash=row.refresh_hash,
+        refresh_expires_at=row.refresh_expires_at,
+        parent_id=row.parent_id,
+        rotated_at=row.rotated_at,
+        revoked_at=row.revoked_at,
+    )
+
+
+def _token_values(token: TokenRow, now: datetime) -> dict[str, Any]:
+    return {
+        "id": token.id,
+        "family_id": token.family_id,
+        "parent_id": token.parent_id,
+        "client_id": token.client_id,
+        "username": token.username,
+        "scope": token.scope,
+        "sid": token.sid,
+        "access_jti": token.access_jti,
+        "access_expires_at": token.access_expires_at,
+        "refresh_hash": token.refresh_hash,
+        "refresh_expires_at": token.refresh_expires_at,
+        "created_at": now,
+    }
+
+
+class OAuth2Store:
+    """One OAuth2 DB. Every method is one transaction, committed before it returns; driver
+    errors meaning "database unavailable" are raised as
+    :class:`~gatehouse.storage.errors.DatabaseUnavailable`."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[AsyncConnection]:
+        async with translate_errors(), self.engine.begin() as conn:
+            yield conn
+
+    # -- codes -----------------------------------------------------------------------------
+
+    async def add_code(self, code: NewCode, now: datetime | None = None) -> None:
+        """Store a code; an unused code of the same ``attempt`` (whose answer was lost, so it
+        never reached the client) is replaced by it."""
+        async with self._transaction() as conn:
+            await conn.execute(
+                delete(OAuth2Code).where(_C.attempt == code.attempt, _C.used_at.is_(None))
+            )
+            await conn.execute(
+                insert(OAuth2Code).values(
+                    id=code.id,
+                    code_hash=code.code_hash,
+                    client_id=code.client_id,
+                    username=code.username,
+                    redirect_uri=code.redirect_uri,
+                    scope=code.scope,
+                    nonce=code.nonce,
+                    code_challenge=code.code_challenge,
+                    code_challenge_method=code.code_challenge_method,
+                    auth_time=code.auth_time,
+                    amr=list(code.amr),
+                    acr=code.acr,
+                    sid=code.sid,
+                    attempt=code.attempt,
+                    created_at=now or utcnow(),
+                    expires_at=code.expires_at,
+                )
+            )
+
+    async def find_code(self, code_hash: bytes) -> CodeRow | None:
+        async with self._transaction() as conn:
+            row = (await conn.execute(select(OAuth2Code).where(_C.code_hash == code_hash))).first()
+        return None if row is None else _code(row)
+
+    async def exchange_code(self, code_id: str, tokens: TokenRow, now: datetime) -> bool:
+        """Mark the code used and store its tokens, if it is unused and unexpired: whether
+        this caller won (exactly one of any number of concurrent callers does)."""
+        async with self._transaction() as conn:
+            won = await conn.execute(
+                update(OAuth2Code)
+                .where(_C.id == code_id, _C.used_at.is_(None), _C.expires_at > now)
+                .values(used_at=now)
+            )
+            if won.rowcount != 1:
+                return False
+            await conn.execute(insert(OAuth2Token).values(**_token_values(tokens, now)))
+        return True
+
+    async def delete_expired_codes(self, before: datetime) -> int:
+        async with self._transaction() as conn:
+            result = await conn.execute(delete(OAuth2Code).where(_C.expires_at < before))
+        return int(result.rowcount)
+
+    # -- tokens ----------------------------------------------------------------------------
+
+    async def add_tokens(self, tokens: TokenRow, now: datetime) -> None:
+        async with self._transaction() as conn:
+            await conn.execute(insert(OAuth2Token).values(**_token_values(tokens, now)))
+
+    async def find_by_refresh(self, refresh_hash: bytes) -> TokenRow | None:
+        async with self._transaction() as conn:
+            query = select(OAuth2Token).where(_T.refresh_hash == refresh_hash)
+            row = (await conn.execute(query)).first()
+        return None if row is None else _token(row)
+
+    async def find_by_jti(self, jti: str) -> TokenRow | None:
+        async with self._transaction() as conn:
+            row = (await conn.execute(select(OAuth2Token).where(_T.access_jti == jti))).first()
+        return None if row is None else _token(row)
+
+    async def family(self, family_id: str) -> list[TokenRow]:
+        async with self._transaction() as conn:
+            query = select(OAuth2Token).where(_T.family_id == family_id)
+            return [_token(row) for row in await conn.execute(query)]
+
+    async def rotate_refresh(self, old_id: str, new: TokenRow, now: datetime) -> bool:
+        """Mark the old refresh token used and store the new row, if the old one was neither
+        used nor revoked: whether this caller won."""
+        async with self._transaction() as conn:
+            won = await conn.execute(
+                update(OAuth2Token)
+                .where(_T.id == old_id, _T.rotated_at.is_(None), _T.revoked_at.is_(None))
+                .values(rotated_at=now)
+            )
+            if won.rowcount != 1:
+                return False
+            await conn.execute(insert(OAuth2Token).values(**_token_values(new, now)))
+        return True
+
+    async def revoke_family(self, family_id: str, now: datetime) -> int:
+        """Revoke every token of a family (a code or refresh token used twice, a revocation)."""
+        async with self._transaction() as conn:
+            result = await conn.execute(
+                update(OAuth2Token)
+                .where(_T.family_id == family_id, _T.revoked_at.is_(None))
+                .values(revoked_at=now)
+            )
+        return int(result.rowcount)
+
+    async def revoke_session(self, sid: str, now: datetime) -> int:
+        """Revoke the tokens bound to a Gatehouse session (its hash): the count of rows."""
+        async with self._transaction() as conn:
+            result = await conn.execute(
+                update(OAuth2Token)
+                .where(_T.sid == sid, _T.revoked_at.is_(None))
+                .values(revoked_at=now)
+            )
+        return int(result.rowcount)
+
+    # -- consents --------------------------------------------------------------------------
+
+    async def consent(self, username: str, client_id: str) -> ConsentRow | None:
+        async with self._transaction() as conn:
+            query = select(OAuth2Consent).where(_K.username == username, _K.client_id == client_id)
+            row = (await conn.execute(query)).first()
+        return None if row is None else _consent(row)
+
+    async def grant_consent(
+        self, username: str, client_id: str, scopes: Sequence[str], now: datetime
+    ) -> ConsentRow:
+        """Remember that ``username`` allowed ``client_id`` these scopes (added to the scopes
+        of a consent still standing; a revoked one starts over)."""
+        async with self._transaction() as conn:
+            query = select(OAuth2Consent).where(_K.username == username, _K.client_id == client_id)
+            row = (await conn.execute(query)).first()
+            if row is None:
+                values = sorted(set(scopes))
+                await conn.execute(
+                    insert(OAuth2Consent).values(
+                        username=username, client_id=client_id, scopes=values, granted_at=now
+                    )
+                )
+            else:
+                kept = set(row.scopes or ()) if row.revoked_at is None else set()
+                values = sorted(kept | set(scopes))
+                await conn.execute(
+                    update(OAuth2Consent)
+                    .where(_K.username == username, _K.client_id == client_id)
+                    .values(scopes=values, granted_at=now, revoked_at=None)
+                )
+        return ConsentRow(username, client_id, tuple(values), now)
+
+    async def revoke_consent(self, username: str, client_id: str, now: datetime) -> bool:
+        """Withdraw a consent and revoke the user's tokens for that client."""
+        async with self._transaction() as conn:
+            result = await conn.execute(
+                update(OAuth2Consent)
+                .where(_K.username == username, _K.client_id == client_id, _K.revoked_at.is_(None))
+                .values(revoked_at=now)
+            )
+            await conn.execute(
+                update(OAuth2Token)
+                .where(_T.username == username, _T.client_id == client_id, _T.revoked_at.is_(None))
+                .values(revoked_at=now)
+            )
+        return bool(result.rowcount)
+
+    async def consents(self, username: str) -> list[ConsentRow]:
+        """The user's standing consents, by client id."""
+        async with self._transaction() as conn:
+            query = (
+                select(OAuth2Consent)
+                .where(_K.username == username, _K.revoked_at.is_(None))
+                .order_by(_K.client_id)
+            )
+            return [_consent(row) for row in await conn.execute(query)]
+
+
+def _consent(row: Any) -> ConsentRow:
+    return ConsentRow(
+        row.username, row.client_id, tuple(row.scopes or ()), row.granted_at, row.revoked_at
+    )
+
+
+__all__ = [
+    "CodeRow",
+    "ConsentRow",
+    "NewCode",
+    "OAuth2Store",
+    "TokenRow",
+    "new_id",
+    "secret_hash",
+]
