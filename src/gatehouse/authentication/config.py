@@ -21,6 +21,9 @@
               resend_max: 5, resend_window: 15m}   # one-time codes by e-mail / SMS
       invitations: {base_url: "https://gate.example.org", portal_prefix: /_gatehouse/}
                     # where e-mailed token invitation links point
+      oauth2_db: postgresql+asyncpg://...   # optional: else the installation's (HOME/oauth2.db)
+      oauth: {issuer: ..., clients: [...]}  # the OAuth 2.0 / OIDC provider
+                                            # (gatehouse.config.oauth.OAuthSettings)
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from pydantic import AfterValidator, Field, ValidationInfo, field_validator
 
 from gatehouse.config.access_point import parse_listen
 from gatehouse.config.base import Strict
+from gatehouse.config.oauth import OAuthSettings
 from gatehouse.config.units import Seconds
 from gatehouse.storage.home import DatabaseURL
 
@@ -223,6 +227,12 @@ class AuthenticationSettings(Strict):
     )
     codes: CodeSettings = Field(default_factory=CodeSettings)
     invitations: InvitationSettings = Field(default_factory=InvitationSettings)
+    #: The OAuth2 DB (codes, tokens, consents); None: the installation's (``HOME/oauth2.db``
+    #: or databases.yaml). Read once at start.
+    oauth2_db: DatabaseURL | None = None
+    #: The OAuth 2.0 / OpenID Connect provider: issuer, lifetimes, clients (with their secret
+    #: hashes; never private keys). Applied live.
+    oauth: OAuthSettings = Field(default_factory=OAuthSettings)
 
     @field_validator("id")
     @classmethod

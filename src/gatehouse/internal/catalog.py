@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from gatehouse.authentication import calls as authentication
-from gatehouse.authentication import invitation_calls
+from gatehouse.authentication import invitation_calls, oauth_calls
 from gatehouse.distribution import calls as distribution
 from gatehouse.internal.calls import Call, roles_table
 from gatehouse.policy import calls as policy
@@ -24,6 +24,7 @@ ALL: tuple[Call[Any, Any], ...] = (
     *policy.ALL,
     *authentication.ALL,
     *invitation_calls.ALL,
+    *oauth_calls.ALL,
     *distribution.ALL,
 )
 
