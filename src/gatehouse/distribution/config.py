@@ -201,8 +201,8 @@ class DeliverySettings(Strict):
     #: Messages delivered at once by this service.
     workers: int = Field(default=4, ge=1, le=256)
     #: How long a claimed message is this service's: if it dies, another delivers the message
-    #: once the lease has run out. A lease shorter than twice a channel's timeout plus 1 s is
-    #: lengthened to that before the channel is tried.
+    #: once the lease has run out. A lease with less than twice a channel's timeout left is
+    #: lengthened (to that plus 1 s, at least ``lease``) before the channel is tried.
     lease: Seconds = Field(default=30.0, ge=1, le=3600)
     #: The wait before the first retry once every channel failed; doubles with each round.
     backoff_initial: Seconds = Field(default=1.0, gt=0, le=3600)

@@ -44,7 +44,7 @@ __all__ = ["Deliverer", "Stats", "backoff", "lease_owner"]
 log = logging.getLogger("gatehouse.distribution")
 audit = logging.getLogger("gatehouse.audit")
 
-#: Seconds of lease a channel attempt must have left to start (beyond twice its timeout).
+#: Seconds a lease lengthened for a channel attempt lasts beyond twice the channel's timeout.
 LEASE_MARGIN = 1.0
 #: How often sent and expired messages older than :data:`RETENTION` are deleted.
 PURGE_INTERVAL = 600.0
@@ -273,9 +273,10 @@ class Deliverer:
                 break
             # A channel may take twice its timeout (connect, then the exchange): the lease
             # must outlast that, or another service could deliver the message meanwhile.
-            needed = sender.timeout * 2 + LEASE_MARGIN
-            if (lease_until - now).total_seconds() < needed:
-                lease_until = now + timedelta(seconds=max(needed, self.settings.lease))
+            longest = sender.timeout * 2
+            if (lease_until - now).total_seconds() < longest:
+                extra = max(longest + LEASE_MARGIN, self.settings.lease)
+                lease_until = now + timedelta(seconds=extra)
                 if not await self.outbox.extend(message.id, self.owner, lease_until):
                     log.warning(
                         "message %s: lease lost, left to the service holding it", message.id
