@@ -7,12 +7,15 @@ sink in the same run (the limit; issue 16's benchmark).
   Message-ID and arrival time (``time.time()``) to a file.
 - **Bare loop**: one aiosmtplib connection, ``--messages`` messages one after the other, each
   made as the SMTP channel makes it (``email_bytes``).
-- **Gatehouse**: two ``gatehouse distribution`` processes on one home (one SQLite outbox, the
-  single node's default; WAL, one writer at a time), one SMTP channel to the sink, plaintext
-  internal listeners, ``WORKERS`` (8) delivery workers each (the default is 4; more
-  workers let more of the messages accepted at once go straight to a worker without a claim).
-  ``--clients`` callers submit ``--messages`` messages as fast as they are
-  accepted (each a commit), alternating the two services, on kept-alive connections.
+- **Gatehouse**: two ``gatehouse distribution`` processes on one outbox: a throwaway
+  PostgreSQL database (the HA setup) when PostgreSQL is installed, else one SQLite file (the
+  single node's default; ``--sqlite`` / ``--postgres`` choose), one SMTP channel to the sink,
+  plaintext internal listeners, ``WORKERS`` (8) delivery workers each (the default is 4;
+  more workers let more of the messages accepted at once go straight to a worker without a
+  claim). ``--clients`` callers submit ``--messages`` messages as fast as they are accepted
+  (each a commit), alternating the two services, on kept-alive connections.
+- **Kill**: one of the two services killed (-9) halfway through ``--kill-messages`` messages;
+  the callers send what it does not answer to the other (same key).
   Messages/s: messages over the time from the first submission to the last arrival.
   Latency: a second, paced run (``--rate`` per second, ``--paced`` messages): from the moment
   a submission was sent (``send``) or answered (``accept``) to the mail's arrival.
@@ -384,7 +387,7 @@ def run(
     rate: float = 50.0,
     keep: bool = False,
     services: int = 2,
-    postgres: bool = False,
+    postgres: bool | None = None,
     kill_messages: int = 500,
     kill_rate: float = 200.0,
 ) -> tuple[Result, str]:
@@ -409,11 +412,13 @@ def run(
         bare_rate = messages / (max(seen[i] for i in bare_ids) - started)
 
         outbox_db = None
-        if postgres:
-            sys.path.insert(0, str(REPO))
-            from tests.support.postgres import PostgresCluster, find_bindir
+        sys.path.insert(0, str(REPO))
+        from tests.support.postgres import PostgresCluster, find_bindir
 
-            bindir = find_bindir()
+        bindir = find_bindir()
+        if postgres is None:  # the HA setup when PostgreSQL is installed, else one SQLite file
+            postgres = bindir is not None
+        if postgres:
             if bindir is None:
                 raise RuntimeError("--postgres: PostgreSQL server binaries not found")
             cluster = PostgresCluster(bindir)
@@ -571,8 +576,15 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--services", type=int, default=2)
     parser.add_argument("--kill-messages", type=int, default=500, help="0: no kill phase")
-    parser.add_argument(
-        "--postgres", action="store_true", help="a throwaway PostgreSQL outbox, not SQLite"
+    outbox = parser.add_mutually_exclusive_group()
+    outbox.add_argument(
+        "--postgres",
+        action="store_true",
+        default=None,
+        help="a throwaway PostgreSQL outbox (the default when PostgreSQL is installed)",
+    )
+    outbox.add_argument(
+        "--sqlite", dest="postgres", action="store_false", help="one SQLite outbox file"
     )
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args()
