@@ -174,6 +174,9 @@ def test_killing_the_distribution_services_during_sign_ins_fails_none(lab: Lab) 
     with load(lab, 10, logins) as record:
         at(start, 2)
         lab.cluster.kill("dist1")  # auth1's preferred Distribution service
+        status = lab.cluster.status()
+        assert not status["dist1"].healthy
+        assert status["auth1"].prefers == "dist2", status["auth1"]
         at(start, 3.5)
         lab.cluster.kill("dist2")  # no Distribution service at all
         at(start, 6)
