@@ -124,6 +124,11 @@ class ProxyExchange(Authorization):
         if head.path.startswith(rt.reserved):
             self._reserved()
             return
+        if head.path in rt.well_known and rt.portal is not None:
+            # The OAuth discovery documents: the portal's, at the issuer's root.
+            self.prefix = "/"
+            self._proceed(rt.portal)
+            return
         match = rt.router.match(head.host, head.path)
         if match is None:
             self._local(404, pages.DEFAULT_MESSAGES[404])

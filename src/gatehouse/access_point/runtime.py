@@ -121,6 +121,8 @@ class Runtime:
     decision_headers: tuple[bytes, ...]
     #: ``Strict-Transport-Security`` field line for HTTPS responses, or b"".
     hsts: bytes = b""
+    #: Exact paths relayed to the portal besides the reserved prefix (OAuth discovery).
+    well_known: frozenset[str] = frozenset()
 
     def health(self) -> bytes:
         """The status listener's health answer (:mod:`.status`; the public one says only
@@ -134,6 +136,11 @@ class Runtime:
 
 
 PORTAL_ID = "gatehouse-portal"
+#: The OAuth 2.0 / OpenID Connect discovery documents (RFC 8414, OIDC Discovery 1.0): served by
+#: the portal at the issuer's root, so relayed by exact path (``relay_discovery``).
+WELL_KNOWN = frozenset(
+    {"/.well-known/openid-configuration", "/.well-known/oauth-authorization-server"}
+)
 
 
 def health_answer(
@@ -229,6 +236,7 @@ def compile_config(
         session_cookie_name(settings).encode("ascii"),
         tuple(h.lower().encode("ascii") for h in settings.decision_headers),
         hsts_line(settings.tls),
+        WELL_KNOWN if settings.relay_discovery and portal is not None else frozenset(),
     )
 
 

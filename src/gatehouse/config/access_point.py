@@ -235,6 +235,10 @@ class AccessPointSettings(Strict):
     listen: Annotated[str, AfterValidator(_listen)] = "127.0.0.1:8080"
     workers: int = Field(default=1, ge=1, le=64)
     reserved_prefix: str = "/_gatehouse/"
+    #: Relay the OAuth 2.0 / OpenID Connect discovery documents
+    #: (``/.well-known/openid-configuration``, ``/.well-known/oauth-authorization-server``)
+    #: to the portal, as the paths under ``reserved_prefix`` are: exact paths only.
+    relay_discovery: bool = True
     trusted_proxies: list[IPNetwork] = Field(default_factory=list)
     identity_headers: list[HeaderName] = Field(
         default_factory=lambda: list(DEFAULT_IDENTITY_HEADERS)

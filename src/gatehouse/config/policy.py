@@ -32,6 +32,7 @@ from gatehouse.config.access_point import (
 from gatehouse.config.base import Strict
 from gatehouse.config.failover import FailoverSettings
 from gatehouse.config.loader import problems_error
+from gatehouse.config.oauth import PolicyOAuth
 from gatehouse.config.units import Seconds
 from gatehouse.policy.rules_compile import BUILTIN_RULES, check_rule_set
 
@@ -204,6 +205,9 @@ class PolicyConfig(Strict):
         default_factory=list,
         description="resources whose backends get a signed identity assertion on allow",
     )
+    #: The OAuth 2.0 / OpenID Connect provider's pages (gatehouse.policy.oauth_flow): issuer,
+    #: the clients' public facts and the published key set; never a secret.
+    oauth: PolicyOAuth = Field(default_factory=PolicyOAuth)
 
     @model_validator(mode="after")
     def _check_rules(self) -> PolicyConfig:

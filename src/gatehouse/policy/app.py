@@ -33,6 +33,7 @@ from gatehouse.policy.calls import (
     SESSIONS,
     DecisionRequest,
 )
+from gatehouse.policy.oauth_flow import ENDPOINT_PATHS, WELL_KNOWN, OAuthFlow
 from gatehouse.policy.portal import Pages, Portal, unavailable_page
 from gatehouse.policy.service import PolicyService
 from gatehouse.storage.errors import DatabaseUnavailable
@@ -171,6 +172,82 @@ def _portal(name: str) -> Handler:
     return handler
 
 
+# --- the OAuth 2.0 / OpenID Connect provider (gatehouse.policy.oauth_flow) -----------------
+
+OAuthHandler = Callable[[OAuthFlow, Request], Awaitable[Response]]
+
+
+def _oauth_flow(request: Request) -> OAuthFlow:
+    flow = _service(request).runtime.oauth
+    if flow is None:
+        raise HTTPException(404)
+    return flow
+
+
+def _oauth_page(handler: OAuthHandler, needs_db: bool = True) -> Handler:
+    """A provider page: served like the portal's pages (HTML errors)."""
+
+    @page
+    async def wrapped(request: Request, portal: Portal) -> Response:
+        if needs_db:
+            _service(request).require_ready()
+        return await handler(_oauth_flow(request), request)
+
+    wrapped.__name__ = f"oauth_{handler.__name__}"
+    return wrapped
+
+
+def _oauth_json(handler: OAuthHandler) -> Handler:
+    """A client endpoint: JSON answers, errors as RFC 6749 §5.2 says."""
+
+    async def wrapped(request: Request) -> Response:
+        runtime = _service(request).runtime
+        try:
+            with runtime.checker.in_use():
+                return await handler(_oauth_flow(request), request)
+        except HTTPException:
+            raise
+        except Exception:
+            log.exception("%s %s failed", request.method, request.url.path)
+            return json_response(
+                {"error": "server_error", "error_description": "internal error"}, 500
+            )
+
+    wrapped.__name__ = f"oauth_{handler.__name__}"
+    return wrapped
+
+
+def _relay(endpoint: str) -> OAuthHandler:
+    async def relay(flow: OAuthFlow, request: Request) -> Response:
+        return await flow.relay(request, endpoint)
+
+    relay.__name__ = f"relay_{endpoint}"
+    return relay
+
+
+def oauth_routes(prefix: str) -> list[Route]:
+    portal = PORTAL.guard
+    base = f"{prefix}oauth2/"
+    page_methods = ["GET", "POST"]
+    routes = [
+        Route(f"{base}authorize", portal(_oauth_page(OAuthFlow.authorize)), methods=page_methods),
+        Route(f"{base}consent", portal(_oauth_page(OAuthFlow.consent)), methods=["POST"]),
+        Route(
+            f"{base}end_session", portal(_oauth_page(OAuthFlow.end_session)), methods=page_methods
+        ),
+        Route(f"{base}consents", portal(_oauth_page(OAuthFlow.consents)), methods=page_methods),
+        Route(f"{base}jwks", portal(_oauth_json(OAuthFlow.jwks)), methods=["GET"]),
+    ]
+    for endpoint in ENDPOINT_PATHS:
+        methods = ["GET", "POST"] if endpoint == "userinfo" else ["POST"]
+        routes.append(
+            Route(f"{base}{endpoint}", portal(_oauth_json(_relay(endpoint))), methods=methods)
+        )
+    for path in WELL_KNOWN:
+        routes.append(Route(path, portal(_oauth_json(OAuthFlow.well_known)), methods=["GET"]))
+    return routes
+
+
 async def list_sessions(request: Request, peer: Peer | None, body: None) -> list[dict[str, object]]:
     service = _service(request)
     service.require_ready()
@@ -215,6 +292,7 @@ def routes(prefix: str) -> list[Route]:
         Route(f"{prefix}code/send", portal(_portal("code_send")), methods=["POST"]),
         Route(f"{prefix}static/gatehouse.css", portal(_portal("stylesheet")), methods=["GET"]),
         Route(f"{prefix}jwks.json", portal(jwks), methods=["GET"]),
+        *oauth_routes(prefix),
     ]
 
 

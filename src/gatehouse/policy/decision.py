@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from gatehouse.policy.rules import EvalContext, Tri
+from gatehouse.policy.rules import BearerToken, EvalContext, Tri
 from gatehouse.policy.rules_compile import AUTH_METHODS, RuleSet, compile_rule_set
 
 if TYPE_CHECKING:  # config.policy imports the rules compiler; avoid the import cycle
@@ -157,6 +157,11 @@ class CompiledPolicy:
         return frozenset(self.rules.effective)
 
     @property
+    def reads_tokens(self) -> bool:
+        """Whether a rule reads bearer tokens (``token_scopes_any``)."""
+        return "authorization" in self.rules.header_names
+
+    @property
     def decision_headers(self) -> frozenset[str]:
         """Lowercase request headers the rules read: the AP must send these with a request."""
         return self.rules.header_names
@@ -200,8 +205,12 @@ def decide(
     request: DecisionInput,
     session: SessionView | None,
     now: datetime,
+    token: BearerToken | None = None,
+    token_expires_at: datetime | None = None,
 ) -> Decision:
-    """Decide ``request`` at the aware instant ``now``."""
+    """Decide ``request`` at the aware instant ``now``; ``token`` is the request's bearer
+    token as introspected (``token_scopes_any``), its answer cached by the Policy service
+    until ``token_expires_at`` at the latest, which bounds the decision's ``ttl`` too."""
     if now.utcoffset() is None:
         raise ValueError("now must be a timezone-aware datetime")
     now = now.astimezone(UTC)
@@ -219,11 +228,14 @@ def decide(
         client_ip=request.client_ip,
         headers=request.headers,
         access_point=request.access_point,
+        token=token,
     )
     verdict = rule.evaluate(ctx)
     ttl = policy.decision_ttl
     if ctx.changes_at is not None:
         ttl = min(ttl, _seconds_until(ctx.changes_at, now))
+    if token is not None and token_expires_at is not None:
+        ttl = min(ttl, _seconds_until(token_expires_at, now))
     if verdict.value is Tri.TRUE:
         if session is None:
             return Allow(headers=(), ttl=max(0.0, ttl))

@@ -83,6 +83,17 @@ class Principal(Protocol):
     def methods(self) -> frozenset[str]: ...
 
 
+class BearerToken(Protocol):
+    """A bearer token the request carried, as introspection saw it
+    (:class:`gatehouse.authentication.oauth_calls.BearerAnswer` is one)."""
+
+    @property
+    def active(self) -> bool: ...
+
+    @property
+    def scopes(self) -> frozenset[str]: ...
+
+
 class EvalContext:
     """Everything conditions look at, for one evaluation; collects ``changes_at``."""
 
@@ -96,6 +107,7 @@ class EvalContext:
         "method",
         "now",
         "principal",
+        "token",
     )
 
     def __init__(
@@ -107,11 +119,14 @@ class EvalContext:
         client_ip: str = "",
         headers: Mapping[str, str] = _NO_HEADERS,
         access_point: str = "",
+        token: BearerToken | None = None,
     ) -> None:
         if now.utcoffset() is None:
             raise ValueError("now must be a timezone-aware datetime")
         self.now = now
         self.principal = principal
+        #: The request's ``Authorization: Bearer`` token, introspected (None: none sent).
+        self.token = token
         self.method = method
         self.client_ip = client_ip
         self.headers = headers
@@ -214,6 +229,21 @@ class AccessPoints:
 
     def evaluate(self, ctx: EvalContext, /) -> Verdict:
         return TRUE if ctx.access_point in self.ids else FALSE
+
+
+@dataclass(frozen=True, slots=True)
+class TokenScopesAny:
+    """The request carries an active bearer token (``Authorization: Bearer``, issued by this
+    installation's OAuth provider) with at least one of these scopes. No token, an inactive
+    one or one without such a scope: FALSE (a client, not a person: no sign-in helps)."""
+
+    scopes: frozenset[str]
+
+    def evaluate(self, ctx: EvalContext, /) -> Verdict:
+        token = ctx.token
+        if token is None or not token.active:
+            return FALSE
+        return FALSE if self.scopes.isdisjoint(token.scopes) else TRUE
 
 
 # -- identity conditions: NEEDS_AUTH without a session ---------------------------------------

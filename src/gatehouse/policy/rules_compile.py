@@ -9,12 +9,18 @@ key::
     time: {days: [mon, fri], from: "08:00", to: "18:00", timezone: Europe/Stockholm}
     methods: [GET, HEAD]            header: {name: X-Client-Cert, matches: "^CN=.*$"}
     access_point: [ap1, ap2]        auth_methods: [password]
+    token_scopes_any: [api.read, api.write]
     all: [COND, ...]                any: [COND, ...]
     not: COND                       rule: NAME
 
 ``auth_methods`` names the methods Gatehouse runs (:data:`AUTH_METHODS`: ``password``, ``otp``
 — a one-time password from an OATH token —, ``email_otp`` and ``sms_otp`` — a one-time code
 sent by e-mail or by SMS); a session has them when it signed in with them.
+
+``token_scopes_any`` is met by a request whose ``Authorization: Bearer`` token is an active
+access token of this installation's OAuth provider with one of the scopes (the Policy service
+introspects it, cached for at most 30 s); it makes the Access Points send ``Authorization``
+with decision requests.
 
 ``time`` defaults: every day, the whole day (``to`` may be ``"24:00"``), zone UTC. ``header``
 searches with RE2 in the value's first 8 KiB (:mod:`gatehouse.policy.rules_regex`; anchor the
@@ -54,6 +60,7 @@ from gatehouse.policy.rules import (
     Not,
     Public,
     RuleRef,
+    TokenScopesAny,
     Users,
 )
 from gatehouse.policy.rules_regex import UnsupportedRegex, compile_header_regex
@@ -69,6 +76,9 @@ MAX_DEPTH = 64
 
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _AUTH_METHOD = re.compile(r"^[a-z][a-z0-9_-]*$")
+#: The request header a bearer token comes in (``token_scopes_any``).
+AUTHORIZATION = "authorization"
+_SCOPE = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]{1,64}$")
 #: The authentication methods a rule may ask for: the ones the portal can run.
 AUTH_METHODS: tuple[str, ...] = ("password", "otp", "email_otp", "sms_otp")
 
@@ -168,6 +178,7 @@ class _Compiler:
             "header": self._header,
             "access_point": self._access_point,
             "auth_methods": self._auth_methods,
+            "token_scopes_any": self._token_scopes_any,
             "all": self._all,
             "any": self._any,
             "not": self._not,
@@ -315,6 +326,12 @@ class _Compiler:
             if unknown:
                 raise _Invalid()
         return AuthMethods(tuple(dict.fromkeys(items)))
+
+    def _token_scopes_any(self, value: object, loc: Loc) -> Condition:
+        msg = "not an OAuth scope: {!r} (RFC 6749 §3.3 characters, no spaces)"
+        items = self._matching(value, loc, "OAuth scopes", _SCOPE, msg)
+        self.header_names.add(AUTHORIZATION)
+        return TokenScopesAny(frozenset(items))
 
     def _ip(self, value: object, loc: Loc) -> Condition:
         items = self._names(value, loc, "IP networks")

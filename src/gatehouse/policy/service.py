@@ -92,6 +92,7 @@ from gatehouse.internal.managed import follow_admin
 from gatehouse.policy.admin_api import AdminAPI, read_token
 from gatehouse.policy.assertion_keys import KEY_FILE as ASSERTION_KEY_FILE
 from gatehouse.policy.assertion_keys import KeyRegistry, load_or_create_signing_key
+from gatehouse.policy.bearer_tokens import BearerCache
 from gatehouse.policy.calls import DecisionRequest
 from gatehouse.policy.code_flow import Delivery, SendOutcome
 from gatehouse.policy.csrf import CsrfGuard, load_or_create_key
@@ -106,6 +107,7 @@ from gatehouse.policy.decision import (
 from gatehouse.policy.devices import DeviceCookies
 from gatehouse.policy.events import EventHub, PostgresBridge
 from gatehouse.policy.identity_assertion import AssertionIssuer
+from gatehouse.policy.oauth_flow import OAuthFlow, SessionEndNotifier
 from gatehouse.policy.otp_flow import Enrolment, EnrolmentRefused, OtpResult, OtpStatus
 from gatehouse.policy.portal import (
     AuthOverloaded,
@@ -432,6 +434,8 @@ class Runtime:
     admin: AdminAPI
     #: Signs identity assertions; None when no resource asks for one.
     assertions: AssertionIssuer | None = None
+    #: The OAuth 2.0 / OIDC provider's pages and relays (gatehouse.policy.oauth_flow).
+    oauth: OAuthFlow | None = None
 
     @property
     def portal_prefix(self) -> str:
@@ -498,6 +502,10 @@ class PolicyService:
         self.hub.revoke_listeners.append(lambda hashes: self.runtime.sessions.forget(hashes))
         self.hub.reset_listeners.append(lambda: self.runtime.sessions.forget_all())
         self.bridge = PostgresBridge(session_db, self.hub) if shared else None
+        #: Ended sessions' refresh tokens are revoked in the background (OAUTH_SESSION_ENDED).
+        self.oauth_ends = SessionEndNotifier()
+        #: Bearer tokens introspected for ``token_scopes_any`` (by hash, at most 30 s).
+        self.bearer = BearerCache()
         key_path = home / ASSERTION_KEY_FILE
         try:
             # This service's own identity assertion key; its public half goes to the session DB.
@@ -559,7 +567,8 @@ class PolicyService:
         )
         admin = AdminAPI(files.admin_token, sessions, self.audit)
         assertions = AssertionIssuer.from_config(config, self.keys.key)
-        return Runtime(version, config, policy, sessions, checker, portal, admin, assertions)
+        oauth = OAuthFlow(portal, checker.client, config.oauth)
+        return Runtime(version, config, policy, sessions, checker, portal, admin, assertions, oauth)
 
     async def apply(self, version: int, view: dict[str, Any]) -> None:
         """Run ``view`` from now on; raises (keeping the running version) if it cannot be
@@ -646,6 +655,7 @@ class PolicyService:
 
     async def stop(self) -> None:
         self.hub.shutdown()
+        await self.oauth_ends.drain()
         tasks = [*self._tasks, *self._retiring]
         for task in tasks:
             task.cancel()
@@ -690,11 +700,18 @@ class PolicyService:
         if session is not None:
             self.require_ready()
             record = await runtime.sessions.lookup(session, now, cached=self.hub.live)
+        token = None
+        if runtime.policy.reads_tokens and request["headers"].get("authorization"):
+            with runtime.checker.in_use():
+                token = await self.bearer.lookup(
+                    runtime.checker.client, request["headers"]["authorization"], now
+                )
         decision = decide(
             runtime.policy,
             decision_input(request, peer),
             session_view(record) if record is not None else None,
             now,
+            *(token or (None, None)),
         )
         if isinstance(decision, Authenticate):
             original = request["url"] or request["path"]
@@ -722,3 +739,5 @@ class PolicyService:
         self.hub.revoked(hashes)
         if self.bridge is not None:
             await self.bridge.notify(hashes)
+        # The refresh tokens bound to a session that ended die with it.
+        self.oauth_ends.ended(self.runtime.checker.client, records, reason)

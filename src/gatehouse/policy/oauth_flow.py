@@ -1,0 +1,593 @@
+"""The OAuth 2.0 / OpenID Connect provider's browser- and client-facing side (issue 17).
+
+The Policy service is the only layer browsers and clients reach (through the Access Points);
+it holds no signing key and no OAuth2 DB access: every protocol step is an internal call to
+the Authentication services (:mod:`gatehouse.authentication.oauth_calls`), which run Authlib's
+grants. What this module adds is the portal's part:
+
+- ``{P}oauth2/authorize``: the browser's session (from the cookie) goes with the request; the
+  answer says what next: a redirect to the client (code or error, with ``iss``), an error page
+  (a bad client or redirect URI is never redirected to), the portal's sign-in with ``rd`` back
+  here (no session, ``prompt=login``, ``max_age`` exceeded, or a step-up for ``acr_values``),
+  or the consent page (a CSRF-protected form posting to ``{P}oauth2/consent``).
+- ``{P}oauth2/token|introspect|revoke|userinfo``: relayed as they came; Authlib decides.
+- ``/.well-known/openid-configuration`` and ``/.well-known/oauth-authorization-server``
+  (RFC 8414) from the view; ``{P}oauth2/jwks`` the view's public key set.
+- ``{P}oauth2/end_session`` (RP-initiated logout): ends the Gatehouse session like the
+  portal's sign-out (every Access Point drops it within a second) and returns only to a
+  registered ``post_logout_redirect_uri``. Without a valid ``id_token_hint`` naming this
+  browser's session, the user confirms first (a page elsewhere cannot sign anyone out).
+- ``{P}oauth2/consents``: the user's remembered consents, each revocable.
+
+Every page carries the portal's headers (``X-Frame-Options: DENY``, CSP
+``frame-ancestors 'none'``, ``no-store``). A Gatehouse session that ends (logout, revocation,
+a new sign-in) revokes the refresh tokens bound to it (``OAUTH_SESSION_ENDED``), in the
+background so a sign-out never waits for it.
+
+``sid``: a session's id changes when it steps up (:meth:`SessionStore.rotate`), so tokens are
+bound to :func:`oauth_sid`, a hash of the user and the session's creation time, which a
+rotation keeps. It is never the session id nor its stored hash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gatehouse.authentication.oauth_calls import (
+    OAUTH_AUTHORIZE,
+    OAUTH_CONSENTS,
+    OAUTH_ENDPOINT,
+    OAUTH_ID_TOKEN_HINT,
+    OAUTH_SESSION_ENDED,
+    RELAYED_HEADERS,
+    AuthorizeAnswer,
+    AuthorizeRequest,
+    ConsentAnswer,
+    ConsentsRequest,
+    EndpointRequest,
+    HintAnswer,
+    HintRequest,
+    OAuthUser,
+    SessionEnded,
+)
+from gatehouse.config.oauth import PolicyOAuth, PublicClient
+from gatehouse.internal.calls import CallRefused, read_body
+from gatehouse.internal.client import FailoverClient, InternalCallError
+from gatehouse.internal.errors import ServiceError
+from gatehouse.policy.csrf import COOKIE_NAME as CSRF_COOKIE
+from gatehouse.policy.csrf import FIELD_NAME as CSRF_FIELD
+from gatehouse.policy.portal import Origin, Portal, page_headers
+from gatehouse.policy.sessions import SessionRecord, session_cookie
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "ENDPOINT_PATHS",
+    "WELL_KNOWN",
+    "OAuthFlow",
+    "SessionEndNotifier",
+    "discovery",
+    "oauth_sid",
+]
+
+#: The discovery documents the Access Points relay to the portal (exact paths).
+WELL_KNOWN = ("/.well-known/openid-configuration", "/.well-known/oauth-authorization-server")
+#: Relayed client endpoints under ``{P}oauth2/``.
+ENDPOINT_PATHS = ("token", "introspect", "revoke", "userinfo")
+#: The biggest relayed client request body.
+MAX_BODY = 64 * 1024
+#: Session ends that are not a sign-out: the session goes on under a new id (step-up) or a
+#: sign-in under way finished (it never had tokens).
+ROTATIONS = frozenset({"rotated", "step_up", "signed_in"})
+#: Response headers a relayed endpoint answer may carry.
+ANSWER_HEADERS = frozenset({"content-type", "cache-control", "pragma", "www-authenticate"})
+#: The methods acr_values may ask for, as the portal's ``step`` marker names them.
+STEPS = ("otp", "email_otp", "sms_otp")
+#: What the consent page says of well-known scopes.
+SCOPE_TEXT = {
+    "openid": "Know who you are (your user name)",
+    "profile": "See your name",
+    "email": "See your e-mail address",
+    "offline_access": "Stay signed in to it after you sign out of this browser",
+}
+JWKS_MAX_AGE = 300
+DISCOVERY_MAX_AGE = 300
+
+
+def oauth_sid(record: SessionRecord) -> str:
+    """The session's stable hash for the OAuth2 DB (see the module docstring)."""
+    material = f"gatehouse-oauth-sid\0{record.username}\0{record.created_at.isoformat()}"
+    return hashlib.sha256(material.encode()).hexdigest()[:32]
+
+
+def oauth_user(record: SessionRecord) -> OAuthUser:
+    return OAuthUser(
+        record.username,
+        int(record.created_at.timestamp()),
+        tuple(record.methods),
+        oauth_sid(record),
+    )
+
+
+def endpoints(issuer: str, prefix: str) -> dict[str, str]:
+    base = f"{issuer}{prefix}oauth2/"
+    return {
+        "authorization_endpoint": base + "authorize",
+        "token_endpoint": base + "token",
+        "userinfo_endpoint": base + "userinfo",
+        "jwks_uri": base + "jwks",
+        "introspection_endpoint": base + "introspect",
+        "revocation_endpoint": base + "revoke",
+        "end_session_endpoint": base + "end_session",
+    }
+
+
+def discovery(settings: PolicyOAuth, prefix: str) -> dict[str, object]:
+    """OpenID Provider Metadata (OIDC Discovery 1.0 §3) and RFC 8414 metadata: one document."""
+    auth_methods = ["client_secret_basic", "client_secret_post"]
+    return {
+        "issuer": settings.issuer,
+        **endpoints(settings.issuer, prefix),
+        "scopes_supported": list(dict.fromkeys(["openid", *settings.scopes])),
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": list(settings.algorithms),
+        "token_endpoint_auth_methods_supported": [*auth_methods, "none"],
+        "introspection_endpoint_auth_methods_supported": auth_methods,
+        "revocation_endpoint_auth_methods_supported": [*auth_methods, "none"],
+        "code_challenge_methods_supported": ["S256"],
+        "claims_supported": [
+            "sub",
+            "iss",
+            "aud",
+            "exp",
+            "iat",
+            "auth_time",
+            "nonce",
+            "amr",
+            "acr",
+            "sid",
+            "name",
+            "preferred_username",
+            "email",
+            "email_verified",
+        ],
+        "prompt_values_supported": ["none", "login", "consent"],
+        "acr_values_supported": ["password", *STEPS],
+        "claims_parameter_supported": False,
+        "request_parameter_supported": False,
+        "request_uri_parameter_supported": False,
+        "authorization_response_iss_parameter_supported": True,
+        "frontchannel_logout_supported": False,
+        "backchannel_logout_supported": False,
+    }
+
+
+def _json(data: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        orjson.dumps(data),
+        status_code=status,
+        media_type="application/json",
+        headers={"Cache-Control": "no-store", "Pragma": "no-cache", **(headers or {})},
+    )
+
+
+def _see_other(location: str) -> Response:
+    return Response(status_code=303, headers={**page_headers(), "Location": location})
+
+
+def _with_query(url: str, params: dict[str, str]) -> str:
+    parts = urlsplit(url)
+    query = "&".join(q for q in (parts.query, urlencode(params)) if q)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
+
+
+def _single(pairs: Sequence[tuple[str, str]]) -> dict[str, str] | str:
+    """The parameters, each once; the name of one sent twice (RFC 6749 §3.1: an error)."""
+    params: dict[str, str] = {}
+    for name, value in pairs:
+        if name in params:
+            return name
+        params[name] = value
+    return params
+
+
+class SessionEndNotifier:
+    """Tells the Authentication services that sessions ended, in the background."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def ended(self, client: FailoverClient, records: Sequence[SessionRecord], reason: str) -> None:
+        if reason in ROTATIONS:
+            return
+        sids = {oauth_sid(r) for r in records if r.pending is None}
+        for sid in sids:
+            task = asyncio.create_task(self._send(client, sid))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, client: FailoverClient, sid: str) -> None:
+        try:
+            answer = await OAUTH_SESSION_ENDED.invoke(client, SessionEnded(sid))
+        except (InternalCallError, CallRefused, ValueError) as exc:
+            log.warning("refresh tokens of an ended session not revoked: %s", exc)
+        except Exception:
+            log.exception("telling the Authentication services that a session ended failed")
+        else:
+            if answer.revoked:
+                log.info("a session ended: %d refresh token(s) bound to it revoked", answer.revoked)
+
+    async def drain(self, timeout: float = 2.0) -> None:
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout)
+
+
+@dataclass
+class OAuthFlow:
+    """The provider's pages and relays for one configuration version."""
+
+    portal: Portal
+    client: FailoverClient
+    settings: PolicyOAuth
+
+    @property
+    def prefix(self) -> str:
+        return self.portal.settings.prefix
+
+    # helpers -----------------------------------------------------------------------------
+
+    async def _session(self, request: Request, origin: Origin) -> SessionRecord | None:
+        portal = self.portal
+        cookie = session_cookie(request.headers, origin.cookie(portal.settings.cookie_name))
+        if cookie is None:
+            return None
+        return await portal.sessions.lookup(cookie, portal.clock(), cached=False)
+
+    def _error(self, status: int, error: str, description: str) -> Response:
+        text = f"{description} ({error})" if description else error
+        return self.portal.pages.error(status, "Sign-in request refused", text)
+
+    def _unavailable(self) -> Response:
+        return self.portal.pages.error(
+            503,
+            "Sign-in unavailable",
+            "Signing in to this application is not possible right now. Please try again in a "
+            "few minutes.",
+        )
+
+    def _form_page(
+        self, request: Request, origin: Origin, template: str, heading: str, **context: object
+    ) -> Response:
+        portal = self.portal
+        token = portal.csrf.token_for(request.cookies.get(origin.cookie(CSRF_COOKIE)))
+        response = portal.pages.render(
+            template, heading, 200, csrf=portal.csrf.form_value(token, origin.client_ip), **context
+        )
+        portal._csrf_cookie(response, token, origin)
+        return response
+
+    async def _authorize_call(self, request: AuthorizeRequest) -> AuthorizeAnswer | Response:
+        try:
+            return await OAUTH_AUTHORIZE.invoke(self.client, request)
+        except InternalCallError as exc:
+            log.warning("authorization request: no Authentication service answered: %s", exc)
+            return self._unavailable()
+        except CallRefused as exc:
+            log.warning("authorization request refused by Authentication: %s", exc.message)
+            return self._error(400, "invalid_request", exc.message)
+
+    # {P}oauth2/authorize ------------------------------------------------------------------
+
+    async def authorize(self, request: Request) -> Response:
+        """GET or POST (form-encoded parameters, OIDC Core §3.1.2.1) ``{P}oauth2/authorize``."""
+        origin = self.portal.origin(request)
+        if request.method == "POST":
+            form = await self.portal._form(request)
+            if form is None:
+                return self._error(400, "invalid_request", "send the parameters as a form")
+            pairs = [(k, v) for k, v in form.multi_items() if isinstance(v, str)]
+        else:
+            pairs = list(request.query_params.multi_items())
+        params = _single(pairs)
+        if isinstance(params, str):
+            return self._error(400, "invalid_request", f"parameter {params[:40]!r} sent twice")
+        record = await self._session(request, origin)
+        user = oauth_user(record) if record is not None else None
+        answer = await self._authorize_call(
+            AuthorizeRequest(params, user, None, secrets.token_urlsafe(24))
+        )
+        if isinstance(answer, Response):
+            return answer
+        return self._answer(request, origin, params, answer, record)
+
+    def _answer(
+        self,
+        request: Request,
+        origin: Origin,
+        params: dict[str, str],
+        answer: AuthorizeAnswer,
+        record: SessionRecord | None,
+    ) -> Response:
+        if answer.kind == "redirect":
+            return _see_other(answer.location)
+        if answer.kind == "error_page":
+            return self._error(answer.status, answer.error, answer.description)
+        if answer.kind == "login":
+            return _see_other(self._login_url(params, answer, record))
+        scopes = [(scope, SCOPE_TEXT.get(scope, scope)) for scope in answer.scopes]
+        return self._form_page(
+            request,
+            origin,
+            "oauth_consent.html",
+            "Allow access?",
+            client_name=answer.client_name,
+            scopes=scopes,
+            params_text=urlencode(params),
+            attempt=secrets.token_urlsafe(24),
+            username=(record.display_name or record.username) if record else "",
+        )
+
+    def _login_url(
+        self, params: dict[str, str], answer: AuthorizeAnswer, record: SessionRecord | None
+    ) -> str:
+        """The portal's sign-in, back to this authorization request. After a forced sign-in
+        (``prompt=login``, ``max_age``) the request comes back without ``prompt=login``, so
+        the fresh session answers it instead of asking again."""
+        back = dict(params)
+        if answer.force:
+            prompts = [p for p in back.get("prompt", "").split() if p != "login"]
+            if prompts:
+                back["prompt"] = " ".join(prompts)
+            else:
+                back.pop("prompt", None)
+        rd = f"{self.prefix}oauth2/authorize?{urlencode(back)}"
+        url = f"{self.prefix}login?rd={quote(rd, safe='')}"
+        if answer.force:
+            # The sign-in form whatever the session; a second factor the request asks for
+            # comes next as a step-up of the fresh session.
+            return url
+        step = next((m for m in answer.methods if m in STEPS), None)
+        return f"{url}&step={step}" if step else url
+
+    async def consent(self, request: Request) -> Response:
+        """POST ``{P}oauth2/consent``: the user's answer on the consent page."""
+        portal = self.portal
+        origin = portal.origin(request)
+        form = await portal._form(request)
+        if form is None:
+            return portal._forbidden(f"{self.prefix}login")
+        fields = {k: v for k, v in form.items() if isinstance(v, str)}
+        params = _single(parse_qsl(fields.get("request", ""), keep_blank_values=True))
+        if isinstance(params, str) or not params:
+            return self._error(400, "invalid_request", "the consent form was altered")
+        back = f"{self.prefix}oauth2/authorize?{urlencode(params)}"
+        if not portal._csrf_ok(request, fields.get(CSRF_FIELD), origin):
+            return portal._forbidden(back)
+        record = await self._session(request, origin)
+        if record is None:
+            return _see_other(back)  # signed out meanwhile: start again (sign-in first)
+        decision: ConsentAnswer = "granted" if fields.get("decision") == "allow" else "denied"
+        attempt = fields.get("attempt") or secrets.token_urlsafe(24)
+        if not 16 <= len(attempt) <= 64:
+            attempt = secrets.token_urlsafe(24)
+        answer = await self._authorize_call(
+            AuthorizeRequest(params, oauth_user(record), decision, attempt)
+        )
+        if isinstance(answer, Response):
+            return answer
+        return self._answer(request, origin, params, answer, record)
+
+    # client endpoints ---------------------------------------------------------------------
+
+    async def relay(self, request: Request, endpoint: str) -> Response:
+        """A client's request to ``{P}oauth2/<endpoint>``, relayed as it came."""
+        try:
+            body = await read_body(request, MAX_BODY)
+        except ServiceError:
+            return _json({"error": "invalid_request", "error_description": "body too large"}, 413)
+        headers = {name: value for name in RELAYED_HEADERS if (value := request.headers.get(name))}
+        relayed = EndpointRequest(
+            endpoint,  # type: ignore[arg-type]
+            request.method,
+            headers,
+            body.decode("utf-8", "replace"),
+            request.url.query,
+        )
+        try:
+            answer = await OAUTH_ENDPOINT.invoke(self.client, relayed)
+        except InternalCallError as exc:
+            log.warning("%s request: no Authentication service answered: %s", endpoint, exc)
+            return _json(
+                {"error": "temporarily_unavailable", "error_description": "try again later"},
+                503,
+                {"Retry-After": "5"},
+            )
+        except CallRefused as exc:
+            return _json({"error": "invalid_request", "error_description": exc.message}, 400)
+        out = {k: v for k, v in answer.headers.items() if k.lower() in ANSWER_HEADERS}
+        out.setdefault("Cache-Control", "no-store")
+        return Response(answer.body.encode(), status_code=answer.status, headers=out)
+
+    async def jwks(self, request: Request) -> Response:
+        return Response(
+            orjson.dumps(self.settings.jwks),
+            media_type="application/json",
+            headers={"Cache-Control": f"public, max-age={JWKS_MAX_AGE}"},
+        )
+
+    async def well_known(self, request: Request) -> Response:
+        return Response(
+            orjson.dumps(discovery(self.settings, self.prefix)),
+            media_type="application/json",
+            headers={
+                "Cache-Control": f"public, max-age={DISCOVERY_MAX_AGE}",
+                "Access-Control-Allow-Origin": "*",
+            },
+        )
+
+    # {P}oauth2/end_session ----------------------------------------------------------------
+
+    async def end_session(self, request: Request) -> Response:
+        """RP-initiated logout (OpenID Connect RP-Initiated Logout 1.0)."""
+        portal = self.portal
+        origin = portal.origin(request)
+        confirmed = False
+        if request.method == "POST":
+            form = await portal._form(request)
+            if form is None:
+                return self._error(400, "invalid_request", "send the parameters as a form")
+            fields = {k: v for k, v in form.items() if isinstance(v, str)}
+            if CSRF_FIELD in fields:
+                if not portal._csrf_ok(request, fields.get(CSRF_FIELD), origin):
+                    return portal._forbidden(f"{self.prefix}logout")
+                confirmed = fields.get("confirm") == "yes"
+        else:
+            fields = dict(request.query_params)
+        hint_text = fields.get("id_token_hint") or ""
+        client_id = fields.get("client_id") or None
+        hint: HintAnswer | None = None
+        if hint_text:
+            try:
+                hint = await OAUTH_ID_TOKEN_HINT.invoke(
+                    self.client, HintRequest(hint_text, client_id)
+                )
+            except InternalCallError as exc:
+                log.warning("end_session: no Authentication service answered: %s", exc)
+                return self._unavailable()
+            except CallRefused as exc:
+                return self._error(400, "invalid_request", exc.message)
+            if not hint.valid:
+                return self._error(400, "invalid_request", "the id_token_hint is not valid")
+            if client_id is not None and client_id != hint.client_id:
+                return self._error(400, "invalid_request", "client_id does not match the hint")
+            client_id = hint.client_id
+        client = self.settings.client(client_id) if client_id else None
+        target = fields.get("post_logout_redirect_uri") or ""
+        if target:
+            if client is None:
+                return self._error(
+                    400,
+                    "invalid_request",
+                    "post_logout_redirect_uri needs an id_token_hint or client_id",
+                )
+            if target not in client.post_logout_redirect_uris:
+                return self._error(
+                    400, "invalid_request", "post_logout_redirect_uri is not registered"
+                )
+            state = fields.get("state")
+            target = _with_query(target, {"state": state} if state else {})
+        record = await self._session(request, origin)
+        ours = record is not None and hint is not None and hint.sid == oauth_sid(record)
+        if record is not None and not (ours or confirmed):
+            return self._confirm_page(request, origin, record, client, fields)
+        cookie = session_cookie(request.headers, origin.cookie(portal.settings.cookie_name))
+        ended = await portal.sessions.end(cookie, "logout") if record is not None else None
+        if ended is not None:
+            await portal._audit(
+                "logout",
+                ended.username,
+                origin,
+                {"session": ended.id_hash, "client_id": client_id or ""},
+            )
+        if hint is not None and hint.sid and hint.username:
+            await self._end_named(hint)
+        response = (
+            _see_other(target)
+            if target
+            else portal.pages.render(
+                "signed_out.html", "Signed out", login_url=f"{self.prefix}login"
+            )
+        )
+        if origin.cookie(portal.settings.cookie_name) in request.cookies:
+            portal._session_cookie(response, "", origin)
+        return response
+
+    async def _end_named(self, hint: HintAnswer) -> None:
+        """End the hint's session wherever it is (another browser of the same user)."""
+        sessions = self.portal.sessions
+        live = await sessions.live(self.portal.clock(), hint.username)
+        hashes = [r.id_hash for r in live if oauth_sid(r) == hint.sid]
+        if hashes:
+            await sessions.revoke_hashes(hashes, "logout")
+
+    def _confirm_page(
+        self,
+        request: Request,
+        origin: Origin,
+        record: SessionRecord,
+        client: PublicClient | None,
+        fields: dict[str, str],
+    ) -> Response:
+        keep = {
+            k: v
+            for k, v in fields.items()
+            if k in ("id_token_hint", "client_id", "post_logout_redirect_uri", "state")
+        }
+        return self._form_page(
+            request,
+            origin,
+            "oauth_logout.html",
+            "Sign out",
+            username=record.display_name or record.username,
+            client_name=client.display_name if client else "",
+            fields=sorted(keep.items()),
+        )
+
+    # {P}oauth2/consents -------------------------------------------------------------------
+
+    async def consents(self, request: Request) -> Response:
+        """GET: the user's remembered consents; POST: revoke one."""
+        portal = self.portal
+        origin = portal.origin(request)
+        record = await self._session(request, origin)
+        if record is None:
+            rd = quote(f"{self.prefix}oauth2/consents", safe="")
+            return _see_other(f"{self.prefix}login?rd={rd}")
+        revoke: str | None = None
+        if request.method == "POST":
+            form = await portal._form(request)
+            fields = {k: v for k, v in (form or {}).items() if isinstance(v, str)}
+            if not portal._csrf_ok(request, fields.get(CSRF_FIELD), origin):
+                return portal._forbidden(f"{self.prefix}oauth2/consents")
+            revoke = fields.get("client_id") or None
+        try:
+            answer = await OAUTH_CONSENTS.invoke(
+                self.client, ConsentsRequest(record.username, revoke)
+            )
+        except (InternalCallError, CallRefused) as exc:
+            log.warning("consents of %r: %s", record.username, exc)
+            return self._unavailable()
+        if revoke is not None:
+            await portal._audit(
+                "oauth_consent_revoked", record.username, origin, {"client_id": revoke}
+            )
+            return _see_other(f"{self.prefix}oauth2/consents")
+        items: list[dict[str, Any]] = [
+            {
+                "client_id": c.client_id,
+                "client_name": c.client_name,
+                "scopes": list(c.scopes),
+                "granted_at": datetime.fromtimestamp(c.granted_at, UTC).strftime(
+                    "%Y-%m-%d %H:%M UTC"
+                ),
+            }
+            for c in answer.consents
+        ]
+        return self._form_page(
+            request, origin, "oauth_consents.html", "Applications you allowed", consents=items
+        )
