@@ -180,3 +180,18 @@ def test_db_upgrade_which_outbox(tmp_path: Path) -> None:
         tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert "outbox_messages" in tables
     assert not (home / "gatehouse.db").exists()  # only the outbox DB was made
+
+
+def test_old_sent_and_expired_messages_are_purged(tmp_path: Path) -> None:
+    async def work(outbox: Outbox) -> None:
+        sent, _ = await outbox.submit(message("sent"))
+        expired, _ = await outbox.submit(message("expired", ttl=1))
+        pending, _ = await outbox.submit(message("pending", ttl=86400))
+        await outbox.mark_sent(sent.id, "mail", 1, NOW)
+        await outbox.expire(NOW + timedelta(seconds=2))
+        assert await outbox.purge(NOW) == 0  # none older than the cut yet
+        assert await outbox.purge(NOW + timedelta(days=8)) == 2
+        assert [m.id for m in await outbox.list_messages()] == [pending.id]
+        assert expired.id != pending.id
+
+    run(tmp_path, work)
