@@ -29,7 +29,7 @@ from gatehouse.distribution.calls import (
     SubmitRequest,
     recipient_hint,
 )
-from gatehouse.distribution.channels import Sender
+from gatehouse.distribution.channels import ChannelFailure, Sender
 from gatehouse.distribution.config import (
     DistributionConfig,
     DistributionSettings,
@@ -77,7 +77,7 @@ def build_senders(
                 senders.append(SmtpSender(channel, home, max_idle=idle))
             elif isinstance(channel, HttpSmsChannel):
                 senders.append(HttpSmsSender(channel, home))
-        except (SecretFileError, Exception) as error:
+        except (SecretFileError, ChannelFailure, ValueError, OSError) as error:
             problems[channel.name] = str(error)
             log.error("channel %s cannot be used: %s", channel.name, error)
     return senders, problems
