@@ -307,3 +307,29 @@ def test_over_mutual_tls_only_policy_and_authentication_may_submit(
     assert code == 200
     assert health["role"] == "distribution"
     assert len(sink.mails()) == 2
+
+
+def test_an_outbox_db_that_cannot_be_reached_answers_503(
+    tmp_path: Path, cleanup: list[object]
+) -> None:
+    svc = start_distribution(
+        tmp_path,
+        "dist1",
+        [smtp_channel(free_port())],
+        home=tmp_path / "home",
+        outbox_db=f"postgresql+asyncpg://gatehouse@127.0.0.1:{free_port()}/outbox",
+    )
+    cleanup.append(svc)
+    body = {
+        "key": new_key(),
+        "purpose": "code",
+        "email": EMAIL,
+        "subject": "s",
+        "text": "t",
+        "ttl": 60,
+    }
+    code, answer = call(svc.url, "POST", "/internal/v1/messages", body)
+    assert code == 503
+    assert answer["error"] == "unavailable"  # the caller fails over to another service
+    code, _ = call(svc.url, "GET", "/internal/v1/health")
+    assert code == 503
