@@ -34,6 +34,14 @@ from gatehouse.authentication.calls import (
     VerifyRequest,
 )
 from gatehouse.authentication.config import AuthenticationSettings
+from gatehouse.authentication.oauth_calls import (
+    AuthorizeRequest,
+    BearerRequest,
+    ConsentsRequest,
+    EndpointRequest,
+    HintRequest,
+    SessionEnded,
+)
 from gatehouse.authentication.invitation_calls import (
     InvitationConfirm,
     InvitationEnrol,
@@ -88,6 +96,21 @@ SAMPLES: dict[str, Any] = {
     "confirm_invitation": InvitationConfirm(
         "x" * 43, "nobody", "TOTP0", "123456", "192.0.2.1", "matrix-attempt-03"
     ),
+    # An unknown client: an error page, never a redirect.
+    "oauth_authorize": AuthorizeRequest(
+        {"client_id": "nobody", "response_type": "code"}, None, None, "matrix-attempt-05"
+    ),
+    # No client authentication: answered 401 by the provider, relayed in a 200.
+    "oauth_endpoint": EndpointRequest(
+        "introspect",
+        "POST",
+        {"content-type": "application/x-www-form-urlencoded"},
+        "token=nothing",
+    ),
+    "oauth_session_ended": SessionEnded("0" * 32),
+    "oauth_id_token_hint": HintRequest("not.a.token"),
+    "oauth_bearer": BearerRequest("nothing"),
+    "oauth_consents": ConsentsRequest("nobody"),
     # The same key every time: one message, answered again (idempotent by key).
     "submit_message": SubmitRequest(
         "matrix-message-key-01", "notice", "nobody@example.org", None, "Matrix", "text"
@@ -131,7 +154,12 @@ async def _stack(tmp: Path, make_credentials: MakeCredentials) -> AsyncIterator[
     home = tmp / "home"
     home.mkdir(mode=0o700)
     auth_app = authentication_app(
-        AuthenticationSettings(), db, oath_db=db, oath_keyring=home / "oath-seeds.key"
+        AuthenticationSettings(),
+        db,
+        oath_db=db,
+        oath_keyring=home / "oath-seeds.key",
+        oauth2_db=db,
+        oauth_keys=home / "oauth-signing-keys.json",
     )
     async with _serve(auth_app, make_credentials(AUTHENTICATION, "auth1")) as auth_url:
         policy_creds = make_credentials(POLICY, "ps1")

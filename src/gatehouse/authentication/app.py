@@ -37,7 +37,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gatehouse.authentication import invitations, lockout
+from gatehouse.authentication import invitations, lockout, oauth_service
 from gatehouse.authentication.calls import (
     CODE_SEND,
     CODE_STATUS,
@@ -69,6 +69,7 @@ from gatehouse.authentication.code_checks import CodeChecks
 from gatehouse.authentication.code_store import CodeStore
 from gatehouse.authentication.config import AuthenticationConfig, AuthenticationSettings
 from gatehouse.authentication.distribution_client import RETIRE_GRACE, FailoverDistribution
+from gatehouse.authentication.oauth_service import DirectoryUsers, OAuthService
 from gatehouse.authentication.otp import OtpChecker, SeedKeys
 from gatehouse.authentication.otp import Rules as OtpRules
 from gatehouse.authentication.passwords import Overloaded, Passwords
@@ -90,7 +91,15 @@ log = logging.getLogger("gatehouse.authentication")
 ROLE = "authentication"
 HEALTH_DB_TIMEOUT = 2.0
 #: Settings read once at start (see the module docstring).
-RESTART_ONLY = ("id", "listen", "user_db", "oath_db", "oath_keyring")
+RESTART_ONLY = (
+    "id",
+    "listen",
+    "user_db",
+    "oath_db",
+    "oath_keyring",
+    "oauth2_db",
+    "oauth_keys_file",
+)
 #: Seconds between purges of expired login counters (the first runs once the DB is ready).
 PURGE_INTERVAL = 60.0
 
@@ -138,6 +147,8 @@ class Service:
         oath_db: str | None = None,
         oath_keyring: Path | None = None,
         credentials: Credentials | None = None,
+        oauth2_db: str | None = None,
+        oauth_keys: Path | None = None,
     ) -> None:
         self.started = settings
         self.credentials = credentials
@@ -164,6 +175,20 @@ class Service:
                 self.db,
                 settings.codes,
                 self._distribution(settings.distribution),
+            )
+        #: The OAuth 2.0 / OIDC provider (None: not configured, its calls answer 503).
+        self.oauth: OAuthService | None = None
+        if oauth2_db is not None and oauth_keys is not None:
+            shared = {user_db: self.db}
+            if oath_db is not None and self.oath_db is not None:
+                shared[oath_db] = self.oath_db
+            self.oauth = OAuthService(
+                oauth2_db,
+                settings.oauth,
+                settings.invitations.portal_prefix,
+                oauth_keys,
+                DirectoryUsers(self.verifier.user),
+                db=shared.get(oauth2_db),
             )
         self._tasks: list[asyncio.Task[None]] = []
         self._retiring: set[asyncio.Task[None]] = set()
@@ -193,6 +218,8 @@ class Service:
                 warming = warm_when_ready(self.oath_ready, self.oath_db)
                 self._tasks.append(asyncio.create_task(warming))
             self._tasks.append(asyncio.create_task(invitations.send_forever(self)))
+        if self.oauth is not None:
+            await self.oauth.start()
         if self.agent is not None:
             follow = follow_admin(self.agent, self.apply, check_view)
             self._tasks.append(asyncio.create_task(follow))
@@ -223,6 +250,8 @@ class Service:
                     self._retiring.add(task)
                     task.add_done_callback(self._retiring.discard)
             self.codes.use(settings.codes, distribution)
+        if self.oauth is not None:
+            self.oauth.apply(settings.oauth, settings.invitations.portal_prefix)
         self.settings = settings
         later = restart_only_changes(self.started, settings)
         if later:
@@ -270,6 +299,8 @@ class Service:
                 await task
         if self.distribution is not None:
             await self.distribution.aclose()
+        if self.oauth is not None:
+            await self.oauth.stop()
         if self.oath_db is not None and self.oath_db is not self.db:
             await self.oath_db.dispose()
         await self.db.dispose()
@@ -421,9 +452,12 @@ def create_app(
     oath_db: str | None = None,
     oath_keyring: Path | None = None,
     credentials: Credentials | None = None,
+    oauth2_db: str | None = None,
+    oauth_keys: Path | None = None,
 ) -> Starlette:
     """The app; with ``agent``, the service follows Admin while it runs. Without ``oath_db``
-    and ``oath_keyring`` the OTP calls answer 503."""
+    and ``oath_keyring`` the OTP calls answer 503; without ``oauth2_db`` and ``oauth_keys``
+    (the signing key file) the OAuth calls do."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -434,6 +468,8 @@ def create_app(
             oath_db=oath_db,
             oath_keyring=oath_keyring,
             credentials=credentials,
+            oauth2_db=oauth2_db,
+            oauth_keys=oauth_keys,
         )
         app.state.service = service
         await service.start()
@@ -453,6 +489,7 @@ def create_app(
         CODE_STATUS.route(code_status),
         CODE_VERIFY.route(verify_code),
         *invitations.routes(),
+        *oauth_service.routes(),
     ]
     return Starlette(
         routes=routes,

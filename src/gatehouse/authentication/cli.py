@@ -32,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
 
     from gatehouse.authentication.app import ROLE, check_view, create_app
     from gatehouse.authentication.config import AuthenticationConfig
+    from gatehouse.authentication.oauth_service import KEYS_FILE
     from gatehouse.config.access_point import parse_listen
     from gatehouse.config.loader import load_file
     from gatehouse.internal.config_agent import ConfigAgent
@@ -56,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
     oath_db = settings.oath_db or database_urls(home).oath_db
     # A relative key file is relative to the installation home, like relative SQLite paths.
     keyring = Path(args.home) / (settings.oath_keyring or KEYRING_FILE)
+    oauth2_db = settings.oauth2_db or database_urls(home).oauth2_db
+    oauth_keys = Path(args.home) / (settings.oauth_keys_file or KEYS_FILE)
     host, port = args.listen or parse_listen(settings.listen)
     credentials = credentials_of(args, host)
     app = create_app(
@@ -65,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
         oath_db=oath_db,
         oath_keyring=keyring,
         credentials=credentials,
+        oauth2_db=oauth2_db,
+        oauth_keys=oauth_keys,
     )
     if credentials is None:
         return serve(app, host, port)

@@ -230,6 +230,9 @@ class AuthenticationSettings(Strict):
     #: The OAuth2 DB (codes, tokens, consents); None: the installation's (``HOME/oauth2.db``
     #: or databases.yaml). Read once at start.
     oauth2_db: DatabaseURL | None = None
+    #: The signing key set (relative: to HOME); None: ``HOME/oauth-signing-keys.json``, made
+    #: 0600 at first start if missing (gatehouse.authentication.oauth_service).
+    oauth_keys_file: str | None = None
     #: The OAuth 2.0 / OpenID Connect provider: issuer, lifetimes, clients (with their secret
     #: hashes; never private keys). Applied live.
     oauth: OAuthSettings = Field(default_factory=OAuthSettings)

@@ -66,6 +66,8 @@ from gatehouse.config.oauth import PolicyOAuth, PublicClient
 from gatehouse.internal.calls import CallRefused, read_body
 from gatehouse.internal.client import FailoverClient, InternalCallError
 from gatehouse.internal.errors import ServiceError
+from gatehouse.oauth2.discovery import metadata
+from gatehouse.oauth2.settings import ProviderSettings
 from gatehouse.policy.csrf import COOKIE_NAME as CSRF_COOKIE
 from gatehouse.policy.csrf import FIELD_NAME as CSRF_FIELD
 from gatehouse.policy.portal import Origin, Portal, page_headers
@@ -121,60 +123,11 @@ def oauth_user(record: SessionRecord) -> OAuthUser:
     )
 
 
-def endpoints(issuer: str, prefix: str) -> dict[str, str]:
-    base = f"{issuer}{prefix}oauth2/"
-    return {
-        "authorization_endpoint": base + "authorize",
-        "token_endpoint": base + "token",
-        "userinfo_endpoint": base + "userinfo",
-        "jwks_uri": base + "jwks",
-        "introspection_endpoint": base + "introspect",
-        "revocation_endpoint": base + "revoke",
-        "end_session_endpoint": base + "end_session",
-    }
-
-
-def discovery(settings: PolicyOAuth, prefix: str) -> dict[str, object]:
-    """OpenID Provider Metadata (OIDC Discovery 1.0 §3) and RFC 8414 metadata: one document."""
-    auth_methods = ["client_secret_basic", "client_secret_post"]
-    return {
-        "issuer": settings.issuer,
-        **endpoints(settings.issuer, prefix),
-        "scopes_supported": list(dict.fromkeys(["openid", *settings.scopes])),
-        "response_types_supported": ["code"],
-        "response_modes_supported": ["query"],
-        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
-        "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": list(settings.algorithms),
-        "token_endpoint_auth_methods_supported": [*auth_methods, "none"],
-        "introspection_endpoint_auth_methods_supported": auth_methods,
-        "revocation_endpoint_auth_methods_supported": [*auth_methods, "none"],
-        "code_challenge_methods_supported": ["S256"],
-        "claims_supported": [
-            "sub",
-            "iss",
-            "aud",
-            "exp",
-            "iat",
-            "auth_time",
-            "nonce",
-            "amr",
-            "acr",
-            "sid",
-            "name",
-            "preferred_username",
-            "email",
-            "email_verified",
-        ],
-        "prompt_values_supported": ["none", "login", "consent"],
-        "acr_values_supported": ["password", *STEPS],
-        "claims_parameter_supported": False,
-        "request_parameter_supported": False,
-        "request_uri_parameter_supported": False,
-        "authorization_response_iss_parameter_supported": True,
-        "frontchannel_logout_supported": False,
-        "backchannel_logout_supported": False,
-    }
+def discovery(settings: PolicyOAuth, prefix: str) -> dict[str, Any]:
+    """The provider metadata (OIDC Discovery 1.0 §3 and RFC 8414: one document) for the
+    issuer and portal prefix of this view."""
+    provider = ProviderSettings(issuer=settings.issuer, portal_prefix=prefix)
+    return metadata(provider, settings.algorithms)
 
 
 def _json(data: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
