@@ -179,8 +179,8 @@ def start_gateway(
     """Start Auth, Policy, ``aps`` Access Points and the demo backend on free ports.
 
     ``rules`` is the Policy config's ``resources`` mapping (resource id → rule) plus optional
-    ``rules``/``global_rule``/``identity_assertion`` keys; ``resources`` are the AP's resources
-    (``backends`` filled in with the demo backend when absent). With ``internal_tls`` (a
+    ``rules``/``global_rule``/``identity_assertion``/``oauth`` keys; ``resources`` are the AP's
+    resources (``backends`` filled in with the demo backend when absent). With ``internal_tls`` (a
     CA), every internal link is mutual TLS with certificates from it (``--tls DIR``).
     ``ap_ports``: the Access Points' ports, when a setting must name them (else free ones).
     """
@@ -225,7 +225,11 @@ def start_gateway(
             "trusted_proxies": ["127.0.0.0/8"],
             **(policy_extra or {}),
         },
-        **{k: v for k, v in rules.items() if k in ("rules", "global_rule", "identity_assertion")},
+        **{
+            k: v
+            for k, v in rules.items()
+            if k in ("rules", "global_rule", "identity_assertion", "oauth")
+        },
         "resources": rules.get("resources", {}),
     }
     if sessions:

@@ -34,6 +34,11 @@ from gatehouse.authentication.calls import (
     VerifyRequest,
 )
 from gatehouse.authentication.config import AuthenticationSettings
+from gatehouse.authentication.invitation_calls import (
+    InvitationConfirm,
+    InvitationEnrol,
+    InvitationRequest,
+)
 from gatehouse.authentication.oauth_calls import (
     AuthorizeRequest,
     BearerRequest,
@@ -41,11 +46,6 @@ from gatehouse.authentication.oauth_calls import (
     EndpointRequest,
     HintRequest,
     SessionEnded,
-)
-from gatehouse.authentication.invitation_calls import (
-    InvitationConfirm,
-    InvitationEnrol,
-    InvitationRequest,
 )
 from gatehouse.config.loader import validate
 from gatehouse.config.policy import PolicyConfig
