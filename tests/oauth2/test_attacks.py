@@ -189,6 +189,7 @@ def test_wrong_client_secret_or_method(oauth2_db: str) -> None:
         }
         answer = await post(p, "token", form, basic("app1", "wrong"))
         assert (answer.status, body(answer)["error"]) == (401, "invalid_client")
+        assert answer.headers["WWW-Authenticate"].startswith('Basic error="invalid_client"')
         assert answer.headers["Cache-Control"] == "no-store"
         # no authentication at all for a confidential client
         answer = await post(p, "token", {**form, "client_id": "app1"})

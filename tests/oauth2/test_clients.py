@@ -93,3 +93,20 @@ def test_discovery_metadata() -> None:
     assert meta["authorization_response_iss_parameter_supported"] is True
     assert meta["id_token_signing_alg_values_supported"] == ["ES256", "RS256"]
     assert "none" not in meta["introspection_endpoint_auth_methods_supported"]
+
+
+@pytest.mark.parametrize(
+    "issuer",
+    ["http://127.0.0.1:8080", "http://localhost:8080", "http://[::1]:8080", "https://sso.example"],
+)
+def test_issuers_accepted(issuer: str) -> None:
+    assert ProviderSettings(issuer=issuer).url("token").startswith(issuer)
+
+
+@pytest.mark.parametrize(
+    "issuer",
+    ["http://sso.example", "https://sso.example/?x=1", "https://sso.example/#f", "ftp://x", "sso"],
+)
+def test_issuers_refused(issuer: str) -> None:
+    with pytest.raises(ValueError, match="issuer"):
+        ProviderSettings(issuer=issuer)

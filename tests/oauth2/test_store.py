@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -144,6 +145,32 @@ def test_a_retried_attempt_replaces_only_its_unused_code(oauth2_db: str) -> None
             assert await store.find_code(first.code_hash) is None
             assert await store.find_code(second.code_hash) is not None
             assert await store.find_code(other.code_hash) is not None
+        finally:
+            await db.dispose()
+
+    asyncio.run(go())
+
+
+def test_prune_deletes_only_what_can_no_longer_be_presented(oauth2_db: str) -> None:
+    async def go() -> None:
+        db = Database(oauth2_db)
+        try:
+            store = OAuth2Store(db.engine)
+            code = new_code("c")
+            await store.add_code(code, NOW)
+            live = tokens_for("f1")
+            no_refresh = replace(
+                live, id=new_id(), access_jti=new_id(), refresh_hash=None, refresh_expires_at=None
+            )
+            await store.add_tokens(live, NOW)
+            await store.add_tokens(no_refresh, NOW)
+            assert await store.prune(NOW + timedelta(seconds=30)) == 0
+            # code expired (60 s) and the access-only row (10 min); the refresh lives a day
+            assert await store.prune(NOW + timedelta(hours=1)) == 2
+            assert await store.find_code(code.code_hash) is None
+            assert await store.find_by_jti(live.access_jti) is not None
+            assert await store.prune(NOW + timedelta(days=2)) == 1
+            assert await store.find_by_jti(live.access_jti) is None
         finally:
             await db.dispose()
 

@@ -310,6 +310,7 @@ class Provider:
                 typ=None,
                 issuer=self.config.settings.issuer,
                 audience=client_id,
+                now=self._now(),
                 check_exp=False,
             )
         except InvalidJWT:

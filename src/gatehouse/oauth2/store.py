@@ -226,10 +226,18 @@ class OAuth2Store:
             await conn.execute(insert(OAuth2Token).values(**_token_values(tokens, now)))
         return True
 
-    async def delete_expired_codes(self, before: datetime) -> int:
+    async def prune(self, before: datetime) -> int:
+        """Delete codes expired before ``before`` and token rows whose access and refresh
+        tokens both expired before it (nothing can be presented any more): rows deleted."""
         async with self._transaction() as conn:
-            result = await conn.execute(delete(OAuth2Code).where(_C.expires_at < before))
-        return int(result.rowcount)
+            codes = await conn.execute(delete(OAuth2Code).where(_C.expires_at < before))
+            tokens = await conn.execute(
+                delete(OAuth2Token).where(
+                    _T.access_expires_at < before,
+                    (_T.refresh_expires_at.is_(None)) | (_T.refresh_expires_at < before),
+                )
+            )
+        return int(codes.rowcount) + int(tokens.rowcount)
 
     # -- tokens ----------------------------------------------------------------------------
 
