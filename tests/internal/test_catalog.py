@@ -70,6 +70,12 @@ def test_names_are_unique_and_the_roles_are_as_designed() -> None:
         ("authentication", "check_invitation"): {POLICY},
         ("authentication", "enrol_invitation"): {POLICY},
         ("authentication", "confirm_invitation"): {POLICY},
+        ("authentication", "oauth_authorize"): {POLICY},
+        ("authentication", "oauth_endpoint"): {POLICY},
+        ("authentication", "oauth_session_ended"): {POLICY},
+        ("authentication", "oauth_id_token_hint"): {POLICY},
+        ("authentication", "oauth_bearer"): {POLICY},
+        ("authentication", "oauth_consents"): {POLICY},
         ("distribution", "distribution_health"): HEALTH_ROLES,
         ("distribution", "submit_message"): {POLICY, AUTHENTICATION},
         ("distribution", "message_status"): {POLICY, AUTHENTICATION},
@@ -115,3 +121,9 @@ def test_every_portal_route_is_guarded() -> None:
         assert isinstance(route, Route)
         assert route.endpoint.__qualname__.startswith("Call.guard"), route.path
     assert policy_calls.PORTAL.roles == {ACCESS_POINT}
+    # The OAuth discovery documents, at the issuer's root, are the portal's too.
+    well_known = [r for r in policy_routes("/_gatehouse/") if r.path.startswith("/.well-known/")]
+    assert len(well_known) == 2
+    for route in well_known:
+        assert isinstance(route, Route)
+        assert route.endpoint.__qualname__.startswith("Call.guard"), route.path
