@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 from base64 import urlsafe_b64encode
 
+import pytest
+
 from gatehouse.oauth2.authorize import Consent, ErrorPage, Login, Redirect, outcome_dict
 from gatehouse.oauth2.jwt import ACCESS_TOKEN_TYP, verify
 from gatehouse.oauth2.subject import Subject
@@ -326,5 +328,8 @@ def test_unknown_endpoint_and_method(oauth2_db: str) -> None:
         assert (answer.status, answer.headers["Allow"]) == (405, "POST")
         assert (await p.endpoint("nope", "POST", {}, "")).status == 404
         assert isinstance(await p.authorize({}, ALICE, None, "x"), ErrorPage)
+        for attempt in ("", "a" * 129):
+            with pytest.raises(ValueError, match="attempt"):
+                await p.authorize(auth_query(APP1), ALICE, None, attempt)
 
     with_env(oauth2_db, go)

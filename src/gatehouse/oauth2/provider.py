@@ -41,6 +41,7 @@ from gatehouse.oauth2.authorize import (
     login_need,
 )
 from gatehouse.oauth2.jwt import ACCESS_TOKEN_TYP, InvalidJWT, verify
+from gatehouse.oauth2.models import ATTEMPT_LENGTH
 from gatehouse.oauth2.server import ProviderConfig, Server, epoch
 from gatehouse.oauth2.settings import acr_of
 from gatehouse.oauth2.store import ConsentRow, OAuth2Store, TokenRow, secret_hash
@@ -122,6 +123,8 @@ class Provider:
         ``user`` (None: no session). ``consent`` is the user's answer on the consent page;
         ``fresh`` says the user signed in just now because a ``login`` answer forced it.
         A retry with the same ``attempt`` replaces the code the lost answer carried."""
+        if not 0 < len(attempt) <= ATTEMPT_LENGTH:
+            raise ValueError(f"attempt: 1 to {ATTEMPT_LENGTH} characters")
         now = self._now()
         settings = self.config.settings
         work = Work(now, extra={"attempt": attempt})
