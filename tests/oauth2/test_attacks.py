@@ -259,3 +259,26 @@ def test_unsupported_grant_type(oauth2_db: str) -> None:
         assert (answer.status, body(answer)["error"]) == (400, "unsupported_grant_type")
 
     with_env(oauth2_db, go)
+
+
+def test_unprintable_or_quoting_values_are_refused_cleanly(oauth2_db: str) -> None:
+    async def go(env: Env) -> None:
+        p = env.provider
+        for value in (
+            "https://app1.example/cb\x00",
+            'https://app1.example/"cb',
+            "https://é.example",
+        ):
+            query = {**auth_query(APP1), "redirect_uri": value}
+            outcome = await p.authorize(query, ALICE, "granted", "a")
+            assert isinstance(outcome, ErrorPage), (value, outcome)
+            assert outcome.error == "invalid_request"
+        form = {"grant_type": "client_credentials", "scope": "api.read\x07"}
+        answer = await post(p, "token", form, basic("svc"))
+        assert (answer.status, body(answer)["error"]) == (400, "invalid_request")
+        assert body(answer)["error_description"] == "scope: not printable ASCII"
+        form = {"grant_type": 'client"credentials'}
+        answer = await post(p, "token", form, basic("svc"))
+        assert (answer.status, body(answer)["error"]) == (400, "unsupported_grant_type")
+
+    with_env(oauth2_db, go)

@@ -148,3 +148,22 @@ def test_forged_tokens_get_nothing_from_the_provider(oauth2_db: str) -> None:
         assert (await p.bearer(real)).active
 
     with_env(oauth2_db, go)
+
+
+def test_rotation_keeps_verifying_tokens_of_a_retired_key() -> None:
+    old = SigningKeys.generate(["ES256"])
+    token = sign(old, claims(), ACCESS_TOKEN_TYP)
+    fresh = generate_key("ES256")
+    retired = old.jwks()["keys"]
+    rotated = SigningKeys.from_jwks([fresh], {"ES256": fresh["kid"]}, published=retired)
+    assert {k["kid"] for k in rotated.jwks()["keys"]} == {fresh["kid"], *old.keys}
+    options = {"typ": ACCESS_TOKEN_TYP, "issuer": ISSUER, "audience": ISSUER, "now": START}
+    assert verify(token, rotated.public(), **options)["sub"] == "alice"
+    new_token = sign(rotated, claims(), ACCESS_TOKEN_TYP)
+    assert (
+        json.loads(base64.urlsafe_b64decode(new_token.split(".")[0] + "=="))["kid"] == fresh["kid"]
+    )
+    # once the retired key is dropped, its tokens are refused
+    dropped = SigningKeys.from_jwks([fresh], {"ES256": fresh["kid"]})
+    with pytest.raises(InvalidJWT, match="unknown kid"):
+        verify(token, dropped.public(), **options)

@@ -138,6 +138,16 @@ class Request(OAuth2Request):  # type: ignore[misc]
         return None
 
 
+def unprintable(pairs: list[tuple[str, str]]) -> str | None:
+    """The first parameter whose name or value is not printable ASCII (%x20-7E, what RFC 6749
+    Appendix A allows every protocol parameter), if any: refused before Authlib, which would
+    quote it into an error description."""
+    for name, value in pairs:
+        if not all(" " <= c <= "~" for c in name + value):
+            return name if all(" " <= c <= "~" for c in name) else "(a parameter name)"
+    return None
+
+
 def parse_form(headers: Mapping[str, str], body: str) -> list[tuple[str, str]]:
     """The body's parameters when it is a form; empty values count as omitted."""
     content_type = _Headers(headers).get("content-type", "") or ""
@@ -167,4 +177,5 @@ __all__ = [
     "parse_form",
     "parse_query",
     "to_answer",
+    "unprintable",
 ]

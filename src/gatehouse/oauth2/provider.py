@@ -28,6 +28,7 @@ from gatehouse.oauth2.adapter import (
     error_answer,
     parse_form,
     parse_query,
+    unprintable,
 )
 from gatehouse.oauth2.authorize import (
     AuthorizeOutcome,
@@ -129,11 +130,16 @@ class Provider:
         settings = self.config.settings
         work = Work(now, extra={"attempt": attempt})
         work.extra["code_expires_at"] = epoch(now + settings.code_lifetime)
-        request = Request("GET", settings.url("authorize"), {}, parse_query(query), [], work)
+        pairs = parse_query(query)
+        if (name := unprintable(pairs)) is not None:
+            return ErrorPage(400, "invalid_request", f"{name}: not printable ASCII")
+        request = Request("GET", settings.url("authorize"), {}, pairs, [], work)
         try:
             grant = self.server.get_consent_grant(request, end_user=user)
         except OAuth2Error as error:
             return self._refused(error)
+        except ValueError:  # Authlib refusing to quote a value into an error description
+            return ErrorPage(400, "invalid_request", "The request is not valid")
         client, params = request.client, dict(request.payload.data)
         redirect_uri: str = grant.redirect_uri or client.get_default_redirect_uri()
         need = login_need(params, user, now, fresh)
@@ -153,8 +159,8 @@ class Provider:
             pairs = [("error", need.error), ("error_description", need.description)]
             return self._redirect(redirect_uri, pairs, params.get("state"))
         work.extra["acr"] = acr_of(() if user is None else user.amr)
-        answer: HttpAnswer = self.server.create_authorization_response(
-            request, grant_user=user, grant=grant
+        answer = _run(
+            lambda: self.server.create_authorization_response(request, grant_user=user, grant=grant)
         )
         location = answer.headers.get("Location", "")
         if answer.status != 302 or not location:
@@ -197,15 +203,19 @@ class Provider:
             return error_answer(405, "invalid_request", "Use POST", {"Allow": "POST"})
         work = Work(self._now())
         url = self.config.settings.url(name)
-        request = Request("POST", url, headers, parse_query(query), parse_form(headers, body), work)
+        form = parse_form(headers, body)
+        if (bad := unprintable(form)) is not None:
+            return error_answer(400, "invalid_request", f"{bad}: not printable ASCII")
+        request = Request("POST", url, headers, parse_query(query), form, work)
         if repeated := request.repeated():
             return error_answer(400, "invalid_request", f"'{repeated}' is given more than once")
         if name == "token":
             await self._load_grant(request)
-            answer: HttpAnswer = self.server.create_token_response(request)
+            answer = _run(lambda: self.server.create_token_response(request))
             return await self._commit_grant(work, answer)
         await self._load_presented(request)
-        answer = self.server.create_endpoint_response(AUTHLIB_ENDPOINTS[name], request)
+        endpoint = AUTHLIB_ENDPOINTS[name]
+        answer = _run(lambda: self.server.create_endpoint_response(endpoint, request))
         if name == "revoke" and answer.status == 200 and work.revoke_family:
             await self.store.revoke_family(work.revoke_family, epoch(work.now))
         return answer
@@ -343,6 +353,15 @@ class Provider:
     async def revoke_consent(self, username: str, client_id: str) -> bool:
         """Withdraw the consent (the client's tokens for the user are revoked too)."""
         return await self.store.revoke_consent(username, client_id, epoch(self._now()))
+
+
+def _run(call: Callable[[], HttpAnswer]) -> HttpAnswer:
+    """Authlib's answer; its ValueError (refusing to quote a request's value into an error
+    description) becomes ``invalid_request``."""
+    try:
+        return call()
+    except ValueError:
+        return error_answer(400, "invalid_request", "The request is not valid")
 
 
 def bearer_token(headers: Mapping[str, str], body: str) -> str | None:
