@@ -333,8 +333,7 @@ def test_the_whole_flow_through_the_access_point(provider: dict[str, Any]) -> No
 
 
 def _sign_in_and_authorize_again(browser: Browser, provider: dict[str, Any]) -> tuple[str, str]:
-    """Authorize again with the session the browser has: no sign-in, no consent (it is
-    remembered), straight back to the client."""
+    """Authorize again: signed in if need be; no consent page while it is remembered."""
     verifier = secrets.token_urlsafe(48)
     challenge = (
         base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
@@ -356,6 +355,11 @@ def _sign_in_and_authorize_again(browser: Browser, provider: dict[str, Any]) -> 
         rd = parse_qs(urlsplit(answer.location).query)["rd"][0]
         browser.login("alice", PASSWORD, rd=rd)
         answer = browser.get(rd)
+    if answer.status == 200 and b'name="decision"' in answer.body:  # consent withdrawn meanwhile
+        form = {name: _field(answer.body, name) for name in ("csrf", "attempt", "request")} | {
+            "decision": "allow"
+        }
+        answer = browser.request("POST", f"{P}oauth2/consent", urlencode(form).encode(), FORM)
     assert answer.status == 303, answer.body[:400]
     assert answer.location.startswith(provider["redirect_uri"] + "?"), answer.location
     return parse_qs(urlsplit(answer.location).query)["code"][0], verifier
@@ -388,3 +392,154 @@ def test_the_access_point_relays_only_the_exact_discovery_paths(
     other = browser.get("/.well-known/openid-configuration/x")
     assert other.status == 303  # "demo" is a protected resource: sign in first
     assert browser.get("/.well-known/openid-configuration").status == 200
+
+
+def _authorize_query(provider: dict[str, Any], **extra: str) -> str:
+    verifier = secrets.token_urlsafe(48)
+    challenge = (
+        base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    )
+    params = {
+        "response_type": "code",
+        "client_id": CLIENT,
+        "redirect_uri": provider["redirect_uri"],
+        "scope": "openid profile",
+        "state": "st",
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+        **extra,
+    }
+    return urlencode(params)
+
+
+def test_prompt_none_without_a_session_goes_back_with_login_required(
+    provider: dict[str, Any],
+) -> None:
+    browser = provider["gateway"].browser()
+    answer = browser.get(f"{P}oauth2/authorize?{_authorize_query(provider, prompt='none')}")
+    assert answer.status == 303
+    back = parse_qs(urlsplit(answer.location).query)
+    assert answer.location.startswith(provider["redirect_uri"] + "?")
+    assert back["error"] == ["login_required"]
+    assert back["state"] == ["st"]
+    assert back["iss"] == [provider["issuer"]]
+
+
+def test_consent_needs_the_form_token_and_a_denial_goes_back_as_access_denied(
+    provider: dict[str, Any],
+) -> None:
+    browser = provider["gateway"].browser()
+    first = browser.get(f"{P}oauth2/authorize?{_authorize_query(provider, prompt='consent')}")
+    rd = parse_qs(urlsplit(first.location).query)["rd"][0]
+    browser.login("alice", PASSWORD, rd=rd)
+    consent = browser.get(rd)
+    assert consent.status == 200, consent.body[:300]
+    form = {
+        "csrf": _field(consent.body, "csrf"),
+        "attempt": _field(consent.body, "attempt"),
+        "request": _field(consent.body, "request"),
+        "decision": "allow",
+    }
+    forged = browser.request(
+        "POST", f"{P}oauth2/consent", urlencode({**form, "csrf": "x" * 43}).encode(), FORM
+    )
+    assert forged.status == 403
+    assert "location" not in forged.headers
+    cross_site = browser.request(
+        "POST",
+        f"{P}oauth2/consent",
+        urlencode(form).encode(),
+        {**FORM, "Sec-Fetch-Site": "cross-site"},
+    )
+    assert cross_site.status == 403
+    denied = browser.request(
+        "POST", f"{P}oauth2/consent", urlencode({**form, "decision": "deny"}).encode(), FORM
+    )
+    assert denied.status == 303
+    back = parse_qs(urlsplit(denied.location).query)
+    assert back["error"] == ["access_denied"]
+    assert back["iss"] == [provider["issuer"]]
+
+
+def test_a_wrong_client_secret_is_refused(provider: dict[str, Any]) -> None:
+    browser = provider["gateway"].browser()
+    answer = _token(
+        browser,
+        "not-the-secret",
+        {"grant_type": "authorization_code", "code": "x", "redirect_uri": provider["redirect_uri"]},
+    )
+    assert answer.status == 401
+    assert answer.json()["error"] == "invalid_client"
+
+
+def test_the_portal_sign_out_revokes_the_session_refresh_tokens(provider: dict[str, Any]) -> None:
+    browser = provider["gateway"].browser()
+    code, verifier = _sign_in_and_authorize_again(browser, provider)
+    issued = _token(
+        browser,
+        provider["secret"],
+        {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": provider["redirect_uri"],
+            "code_verifier": verifier,
+        },
+    ).json()
+    page = browser.get(f"{P}logout")
+    out = browser.request(
+        "POST", f"{P}logout", urlencode({"csrf": _field(page.body, "csrf")}).encode(), FORM
+    )
+    assert out.status == 200
+    deadline = time.monotonic() + 3
+    while True:
+        late = _token(
+            browser,
+            provider["secret"],
+            {"grant_type": "refresh_token", "refresh_token": issued["refresh_token"]},
+        )
+        if late.status != 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert late.status == 400, late.body
+    assert late.json()["error"] == "invalid_grant"
+
+
+def test_end_session_without_a_hint_asks_first_and_the_consents_page_revokes(
+    provider: dict[str, Any],
+) -> None:
+    browser = provider["gateway"].browser()
+    _sign_in_and_authorize_again(browser, provider)
+    listed = browser.get(f"{P}oauth2/consents")
+    assert listed.status == 200
+    assert b"App One" in listed.body
+    assert listed.headers["x-frame-options"] == "DENY"
+
+    ask = browser.get(f"{P}oauth2/end_session?client_id={CLIENT}")
+    assert ask.status == 200, ask.body[:300]
+    assert b"Sign out" in ask.body
+    assert browser.get("/").status == 200  # nothing ended by a GET without a hint
+    # Consent withdrawn: the next authorization asks again.
+    revoked = browser.request(
+        "POST",
+        f"{P}oauth2/consents",
+        urlencode({"csrf": _field(listed.body, "csrf"), "client_id": CLIENT}).encode(),
+        FORM,
+    )
+    assert revoked.status == 303
+    again = browser.get(f"{P}oauth2/authorize?{_authorize_query(provider)}")
+    assert again.status == 200
+    assert b"Allow" in again.body
+
+    ask = browser.get(f"{P}oauth2/end_session?client_id={CLIENT}")
+    fields = {
+        "csrf": _field(ask.body, "csrf"),
+        "confirm": "yes",
+        "client_id": CLIENT,
+    }
+    done = browser.request("POST", f"{P}oauth2/end_session", urlencode(fields).encode(), FORM)
+    assert done.status == 200
+    assert b"signed out" in done.body
+    deadline = time.monotonic() + 3
+    while browser.get("/").status == 200 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert browser.get("/").status == 303
