@@ -10,6 +10,8 @@ import pytest
 
 from gatehouse.oauth2.authorize import Consent, ErrorPage, Login, Redirect, outcome_dict
 from gatehouse.oauth2.jwt import ACCESS_TOKEN_TYP, verify
+from gatehouse.oauth2.keys import SigningKeys
+from gatehouse.oauth2.server import ProviderConfig
 from gatehouse.oauth2.subject import Subject
 from tests.oauth2.harness import (
     ALICE,
@@ -18,6 +20,7 @@ from tests.oauth2.harness import (
     CHALLENGE,
     ISSUER,
     KEYS,
+    SETTINGS,
     SPA,
     START,
     VERIFIER,
@@ -331,5 +334,22 @@ def test_unknown_endpoint_and_method(oauth2_db: str) -> None:
         for attempt in ("", "a" * 129):
             with pytest.raises(ValueError, match="attempt"):
                 await p.authorize(auth_query(APP1), ALICE, None, attempt)
+
+    with_env(oauth2_db, go)
+
+
+def test_a_new_configuration_version_replaces_clients_and_keys(oauth2_db: str) -> None:
+    async def go(env: Env) -> None:
+        p = env.provider
+        tokens = body(await exchange(p, await code_for(p)))
+        keys = SigningKeys.generate()
+        p.configure(ProviderConfig(SETTINGS, {"spa": SPA}, keys))
+        assert {k["kid"] for k in p.jwks()["keys"]} == set(keys.keys)
+        outcome = await p.authorize(auth_query(APP1), ALICE, "granted", "gone")
+        assert isinstance(outcome, ErrorPage)
+        assert outcome.error == "invalid_client"
+        # tokens signed by a key no longer published are not accepted
+        assert not (await p.bearer(tokens["access_token"])).active
+        assert (await exchange(p, await code_for(p, SPA), SPA)).status == 200
 
     with_env(oauth2_db, go)
