@@ -155,8 +155,13 @@ def client_settings(secret_hash: str, callback: Callback) -> list[dict[str, Any]
     ]
 
 
-def start_provider(tmp: Path, algorithms: tuple[str, ...] = ("ES256", "RS256")) -> Provider:
-    """A single node with both clients, signing with a key per algorithm (the first signs)."""
+def start_provider(
+    tmp: Path,
+    algorithms: tuple[str, ...] = ("ES256", "RS256"),
+    oauth_extra: dict[str, Any] | None = None,
+) -> Provider:
+    """A single node with both clients, signing with a key per algorithm (the first signs).
+    ``oauth_extra``: more of the Authentication service's ``oauth`` (lifetimes, say)."""
     home = tmp / "home"
     home.mkdir()
     made = [generate_key(alg) for alg in algorithms]
@@ -189,6 +194,7 @@ def start_provider(tmp: Path, algorithms: tuple[str, ...] = ("ES256", "RS256")) 
                     "issuer": issuer,
                     "signing": {"algorithms": list(algorithms)},
                     "clients": clients,
+                    **(oauth_extra or {}),
                 }
             },
             ap_ports=[ap_port],
