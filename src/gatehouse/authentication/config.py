@@ -35,7 +35,7 @@ from pydantic import AfterValidator, Field, ValidationInfo, field_validator
 
 from gatehouse.config.access_point import parse_listen
 from gatehouse.config.base import Strict
-from gatehouse.config.oauth import OAuthSettings
+from gatehouse.config.oauth import AuthenticationOAuth
 from gatehouse.config.units import Seconds
 from gatehouse.storage.home import DatabaseURL
 
@@ -235,7 +235,7 @@ class AuthenticationSettings(Strict):
     oauth_keys_file: str | None = None
     #: The OAuth 2.0 / OpenID Connect provider: issuer, lifetimes, clients (with their secret
     #: hashes; never private keys). Applied live.
-    oauth: OAuthSettings = Field(default_factory=OAuthSettings)
+    oauth: AuthenticationOAuth = Field(default_factory=AuthenticationOAuth)
 
     @field_validator("id")
     @classmethod

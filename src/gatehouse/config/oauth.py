@@ -46,10 +46,12 @@ __all__ = [
     "ALGORITHMS",
     "AUTH_METHODS",
     "GRANT_TYPES",
+    "AuthenticationOAuth",
     "ClientSettings",
     "OAuthSettings",
     "PolicyOAuth",
     "PublicClient",
+    "SigningKeyView",
     "SigningSettings",
     "policy_oauth",
     "public_client",
@@ -245,6 +247,50 @@ class OAuthSettings(Strict):
 
     def client(self, client_id: str) -> ClientSettings | None:
         return next((c for c in self.clients if c.client_id == client_id), None)
+
+
+def _check_public_jwks(value: dict[str, JsonValue]) -> dict[str, JsonValue]:
+    keys = value.get("keys")
+    if not isinstance(keys, list):
+        raise ValueError('expected {"keys": [JWK, ...]}')
+    for index, key in enumerate(keys):
+        if not isinstance(key, dict) or not isinstance(key.get("kid"), str):
+            raise ValueError(f"keys[{index}]: a JWK with a kid")
+        private = {"d", "p", "q", "dp", "dq", "qi", "k"} & set(key)
+        if private:
+            raise ValueError(f"keys[{index}]: private key members {sorted(private)}")
+    return value
+
+
+class SigningKeyView(Strict):
+    """The signing keys as an Authentication service's view names them (set by the
+    Administration service, never by hand): the public key set to publish and verify with,
+    and the ``kid`` that signs for each algorithm. The private keys are fetched from the
+    Administration service over mutual TLS (:mod:`gatehouse.authentication.oauth_keys_client`)."""
+
+    jwks: dict[str, JsonValue] = Field(default_factory=_no_keys)
+    #: algorithm -> kid of the key that signs now (each kid is in ``jwks``).
+    current: dict[Algorithm, str] = Field(default_factory=dict)
+
+    @field_validator("jwks")
+    @classmethod
+    def _public(cls, value: dict[str, JsonValue]) -> dict[str, JsonValue]:
+        return _check_public_jwks(value)
+
+    @model_validator(mode="after")
+    def _current_published(self) -> SigningKeyView:
+        kids = {k.get("kid") for k in self.jwks.get("keys") or [] if isinstance(k, dict)}  # type: ignore[union-attr]
+        for alg, kid in self.current.items():
+            if kid not in kids:
+                raise ValueError(f"current {alg} key {kid!r} is not in jwks")
+        return self
+
+
+class AuthenticationOAuth(OAuthSettings):
+    """An Authentication service's ``oauth``: the section, and the signing keys its view
+    names (None: a service configured from a file, which keeps its own key file)."""
+
+    keys: SigningKeyView | None = None
 
 
 class PolicyOAuth(Strict):
