@@ -56,6 +56,7 @@ import tls_edge
 from signals import terminate_on_signals
 
 import distribution
+import oidc
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO / "bench" / "results"
@@ -74,6 +75,7 @@ DOCS_HEADINGS = {
     mtls.DOCS: mtls.HEADING,
     otp.DOCS: otp.HEADING,
     distribution.DOCS: distribution.HEADING,
+    oidc.DOCS: oidc.HEADING,
 }
 
 # What the backend answers: exactly 100 bytes, no characters that need escaping in nginx.
@@ -615,6 +617,7 @@ STEPS = (
     "mtls",
     "otp",
     "distribution",
+    "oidc",
 )
 #: The steps of the protected section (the others stand alone).
 PROTECTED_STEPS = ("open-loop", "decide", "logins")
@@ -1644,6 +1647,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     log("[distribution] two Distribution services beside a bare SMTP loop")
                     _, distribution_table = distribution.run(settings.python)
                     sections[distribution.DOCS] = distribution_table
+                if "oidc" in steps:  # bench/oidc.py: the OpenID Provider vs oidc-provider
+                    log("[oidc] introspection and code exchange: Gatehouse and oidc-provider")
+                    oidc_result, oidc_table = oidc.run(
+                        seconds=settings.duration, connections=16, wrk=settings.wrk
+                    )
+                    sections[oidc.DOCS] = oidc_table
+                    if oidc_result.failure:
+                        step_results.failures["oidc"] = oidc_result.failure
     except KeyboardInterrupt:
         log("bench: interrupted; all servers stopped")
         return 130
