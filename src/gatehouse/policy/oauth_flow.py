@@ -21,8 +21,8 @@ grants. What this module adds is the portal's part:
 
 Every page carries the portal's headers (``X-Frame-Options: DENY``, CSP
 ``frame-ancestors 'none'``, ``no-store``). A Gatehouse session that ends (logout, revocation,
-a new sign-in) revokes the refresh tokens bound to it (``OAUTH_SESSION_ENDED``), in the
-background so a sign-out never waits for it.
+a new sign-in; not a step-up or a time-out: :data:`KEEPS_TOKENS`) revokes the refresh tokens
+bound to it (``OAUTH_SESSION_ENDED``), in the background so a sign-out never waits for it.
 
 ``sid``: a session's id changes when it steps up (:meth:`SessionStore.rotate`), so tokens are
 bound to :func:`oauth_sid`, a hash of the user and the session's creation time, which a
@@ -90,9 +90,12 @@ WELL_KNOWN = ("/.well-known/openid-configuration", "/.well-known/oauth-authoriza
 ENDPOINT_PATHS = ("token", "introspect", "revoke", "userinfo")
 #: The biggest relayed client request body.
 MAX_BODY = 64 * 1024
-#: Session ends that are not a sign-out: the session goes on under a new id (step-up) or a
-#: sign-in under way finished (it never had tokens).
-ROTATIONS = frozenset({"rotated", "step_up", "signed_in"})
+#: Session ends that keep the refresh tokens: the session goes on under a new id (step-up),
+#: a sign-in under way finished (it never had tokens), or the session timed out (refreshing
+#: a token does not use the browser's session, so an idle browser must not end the client's
+#: access; the refresh token's own lifetime bounds it). Everything else (sign-out,
+#: end_session, revocation, account changes, a new sign-in in that browser) revokes them.
+KEEPS_TOKENS = frozenset({"rotated", "step_up", "signed_in", "expired"})
 #: Response headers a relayed endpoint answer may carry.
 ANSWER_HEADERS = frozenset({"content-type", "cache-control", "pragma", "www-authenticate"})
 #: The methods acr_values may ask for, as the portal's ``step`` marker names them.
@@ -166,7 +169,7 @@ class SessionEndNotifier:
         self._tasks: set[asyncio.Task[None]] = set()
 
     def ended(self, client: FailoverClient, records: Sequence[SessionRecord], reason: str) -> None:
-        if reason in ROTATIONS:
+        if reason in KEEPS_TOKENS:
             return
         sids = {oauth_sid(r) for r in records if r.pending is None}
         for sid in sids:
