@@ -25,15 +25,24 @@ from joserfc import jwt
 from joserfc.jwk import KeySet
 
 from gatehouse.authentication.oauth_service import KEYS_FILE
+from gatehouse.oath.otp import totp
 from gatehouse.oauth2.clients import new_secret
 from gatehouse.oauth2.keys import SigningKeys, generate_key
-from tests.support.gateway import Browser, Gateway, Response, add_user, start_gateway
+from tests.support.gateway import (
+    Browser,
+    Gateway,
+    Response,
+    add_user,
+    gatehouse_cli,
+    start_gateway,
+)
 from tests.support.processes import free_port
 
 PASSWORD = "correct horse battery staple"
 P = "/_gatehouse/"
 CLIENT = "app1"
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+OTP_SECRET = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"  # RFC 6238's SHA-1 seed, base32
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +90,9 @@ def provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
     )
     try:
         add_user(gw.home, "alice", PASSWORD)
+        add_user(gw.home, "bob", PASSWORD)
+        added = gatehouse_cli(gw.home, "tokens", "add", "bob", "--secret", OTP_SECRET)
+        assert added.returncode == 0, added.stderr
         yield {
             "gateway": gw,
             "issuer": issuer,
@@ -543,3 +555,126 @@ def test_end_session_without_a_hint_asks_first_and_the_consents_page_revokes(
     while browser.get("/").status == 200 and time.monotonic() < deadline:
         time.sleep(0.1)
     assert browser.get("/").status == 303
+
+
+def _otp(used: set[int]) -> str:
+    """A TOTP code of a time step not used yet (each is accepted once)."""
+    while True:
+        now = time.time()
+        step = int(now // 30)
+        if step not in used and 30 - now % 30 >= 3:
+            used.add(step)
+            return totp(base64.b32decode(OTP_SECRET), now, 30, 6, "sha1")
+        time.sleep(30 - now % 30 + 0.2)
+
+
+def _code_page_submit(browser: Browser, page: Response, used: set[int]) -> Response:
+    assert page.status == 200, page.body[:400]
+    assert b'name="code"' in page.body, page.body[:400]
+    form = {
+        "csrf": _field(page.body, "csrf"),
+        "attempt": _field(page.body, "attempt"),
+        "rd": _field(page.body, "rd"),
+        "code": _otp(used),
+    }
+    return browser.request("POST", f"{P}otp", urlencode(form).encode(), FORM)
+
+
+def _exchange(browser: Browser, provider: dict[str, Any], location: str, verifier: str) -> Any:
+    code = parse_qs(urlsplit(location).query)["code"][0]
+    answer = _token(
+        browser,
+        provider["secret"],
+        {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": provider["redirect_uri"],
+            "code_verifier": verifier,
+        },
+    )
+    assert answer.status == 200, answer.body
+    return answer.json()
+
+
+def _pkce() -> tuple[str, str]:
+    verifier = secrets.token_urlsafe(48)
+    digest = hashlib.sha256(verifier.encode()).digest()
+    return verifier, base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def test_acr_values_mfa_steps_the_session_up_and_its_tokens_survive(
+    provider: dict[str, Any],
+) -> None:
+    browser = provider["gateway"].browser()
+    used: set[int] = set()
+    key_set = KeySet.import_key_set(provider["jwks"])
+    # A password session first, and tokens from it.
+    verifier, challenge = _pkce()
+    query = {
+        "response_type": "code",
+        "client_id": CLIENT,
+        "redirect_uri": provider["redirect_uri"],
+        "scope": "openid",
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+    }
+    first = browser.get(f"{P}oauth2/authorize?{urlencode(query)}")
+    rd = parse_qs(urlsplit(first.location).query)["rd"][0]
+    assert browser.login("bob", PASSWORD, rd=rd).status == 303
+    consent = browser.get(rd)
+    form = {name: _field(consent.body, name) for name in ("csrf", "attempt", "request")}
+    back = browser.request(
+        "POST", f"{P}oauth2/consent", urlencode({**form, "decision": "allow"}).encode(), FORM
+    )
+    early = _exchange(browser, provider, back.location, verifier)
+    claims = jwt.decode(early["id_token"], key_set).claims
+    assert claims["acr"] == "password"
+    assert "otp" not in claims["amr"]
+
+    # The client asks for MFA: the portal steps the session up (the code page alone).
+    verifier, challenge = _pkce()
+    query |= {"code_challenge": challenge, "acr_values": "mfa"}
+    asked = browser.get(f"{P}oauth2/authorize?{urlencode(query)}")
+    assert asked.status == 303
+    login = urlsplit(asked.location)
+    assert login.path == f"{P}login"
+    assert parse_qs(login.query)["step"] == ["otp"]
+    done = _code_page_submit(browser, browser.get(_path(asked.location)), used)
+    assert done.status == 303, done.body[:300]
+    again = browser.get(done.location)
+    assert again.status == 303, again.body[:300]
+    assert again.location.startswith(provider["redirect_uri"] + "?")
+    stepped = _exchange(browser, provider, again.location, verifier)
+    claims = jwt.decode(stepped["id_token"], key_set).claims
+    assert claims["acr"] == "mfa"
+    assert {"password", "otp"} <= set(claims["amr"])
+
+    # The step-up gave the session a new id, not a new sid: the earlier refresh token lives.
+    refreshed = _token(
+        browser,
+        provider["secret"],
+        {"grant_type": "refresh_token", "refresh_token": early["refresh_token"]},
+    )
+    assert refreshed.status == 200, refreshed.body
+
+
+def test_authorization_parameters_may_come_as_a_form(provider: dict[str, Any]) -> None:
+    browser = provider["gateway"].browser()
+    _verifier, challenge = _pkce()
+    params = {
+        "response_type": "code",
+        "client_id": CLIENT,
+        "redirect_uri": provider["redirect_uri"],
+        "scope": "openid",
+        "state": "posted",
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+    }
+    first = browser.request("POST", f"{P}oauth2/authorize", urlencode(params).encode(), FORM)
+    assert first.status == 303
+    rd = parse_qs(urlsplit(first.location).query)["rd"][0]
+    assert parse_qs(urlsplit(rd).query)["state"] == ["posted"]
+    # A parameter sent twice is an error page (RFC 6749 §3.1), never a redirect.
+    twice = browser.get(f"{P}oauth2/authorize?{urlencode(params)}&scope=profile")
+    assert twice.status == 400
+    assert "location" not in twice.headers
