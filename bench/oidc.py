@@ -4,7 +4,9 @@ OpenID-certified provider), in one run on this machine (issue 17's benchmark).
 
 Both providers get the same confidential client (``client_secret_basic``, PKCE S256,
 ``authorization_code`` + ``refresh_token``, scope ``openid profile email offline_access``)
-and sign ID tokens with the same algorithm (ES256; each has an ES256 and an RS256 key):
+and sign ID tokens with the same algorithm (RS256, OpenID Connect's default for a client that
+registered none, which is what Gatehouse signs ID tokens with; each provider has an ES256 and an
+RS256 key):
 
 - **Gatehouse**: a single node's services as real processes on loopback (tests/oidc/support.py:
   one Authentication service, one Policy service, one Access Point worker, the OAuth2 DB on
@@ -68,7 +70,8 @@ GOAL_P99_MS = 20.0
 GOAL_EXCHANGES = 500.0
 EXCHANGE_CLIENTS = 8
 MINT_CLIENTS = 4
-ALG = "ES256"
+#: The ID tokens' algorithm on both sides (Gatehouse: oauth2.server.ID_TOKEN_ALG).
+ALG = "RS256"
 SCOPE = "openid profile email offline_access"
 CLIENT_ID = "rp-confidential"  # tests/oidc/support.py's confidential client
 
@@ -373,7 +376,7 @@ class Gatehouse:
         from tests.oidc.support import Provider, sign_in, start_provider
 
         self.provider: Provider = start_provider(
-            tmp, (ALG, "RS256"), {"code_lifetime": 600, "access_token_lifetime": 3600}
+            tmp, ("ES256", "RS256"), {"code_lifetime": 600, "access_token_lifetime": 3600}
         )
         self.user = self.provider.new_user("bench")
         self.browser = self.provider.browser()
@@ -540,6 +543,10 @@ async def _token(target: Target, code: str, verifier: str, redirect_uri: str) ->
         conn.close()
     if status != 200:
         raise RuntimeError(f"{target.name}: token request answered {status} {answer}")
+    head = answer["id_token"].split(".")[0]
+    alg = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))["alg"]
+    if alg != ALG:  # the same signing algorithm on both sides, or the comparison is off
+        raise RuntimeError(f"{target.name}: ID token signed with {alg}, not {ALG}")
     return str(answer["access_token"])
 
 
