@@ -6,6 +6,7 @@ the role matrix."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import stat
 from pathlib import Path
@@ -16,6 +17,8 @@ from pydantic import ValidationError
 
 from gatehouse.authentication.config import AuthenticationConfig
 from gatehouse.authentication.oauth_service import (
+    DirectoryUsers,
+    OAuthService,
     client_spec,
     load_or_create_keys,
     provider_config,
@@ -24,7 +27,7 @@ from gatehouse.config.loader import validate
 from gatehouse.config.oauth import ClientSettings, OAuthSettings, PolicyOAuth, policy_oauth
 from gatehouse.errors import ConfigError
 from gatehouse.oauth2.clients import new_secret
-from gatehouse.oauth2.keys import SigningKeys
+from gatehouse.oauth2.keys import SigningKeys, generate_key
 
 SECRET, SECRET_HASH = new_secret()
 CLIENT: dict[str, Any] = {
@@ -122,3 +125,35 @@ def test_the_key_file_is_made_once_private_and_kept(tmp_path: Path) -> None:
     path.write_text("{not json")
     with pytest.raises(ValueError, match="not a signing key set"):
         load_or_create_keys(path, ["ES256"])
+
+
+def test_a_delivered_key_set_is_used_and_kept_for_the_next_start(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        path = tmp_path / "oauth-signing-keys.json"
+        oauth = OAuthSettings.model_validate({"clients": [CLIENT]})
+        users = DirectoryUsers(_no_user)
+        service = OAuthService(
+            f"sqlite+aiosqlite:///{tmp_path / 'oauth2.db'}", oauth, "/_gatehouse/", path, users
+        )
+        try:
+            first = service.provider.jwks()
+            made = [generate_key("ES256"), generate_key("RS256")]
+            delivered = {"keys": made, "current": {k["alg"]: k["kid"] for k in made}}
+            service.use_keys(delivered)
+            assert service.provider.jwks() != first
+            assert {k["kid"] for k in service.provider.jwks()["keys"]} == {k["kid"] for k in made}
+            assert json.loads(path.read_text()) == delivered
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600
+            with pytest.raises(ValueError, match="not a signing key set"):
+                service.use_keys({"keys": made, "current": {"ES256": "no-such-kid"}})
+            assert json.loads(path.read_text()) == delivered  # the running set stays
+            restarted = load_or_create_keys(path, ["ES256"])
+            assert restarted.current == delivered["current"]
+        finally:
+            await service.stop()
+
+    asyncio.run(scenario())
+
+
+async def _no_user(username: str) -> None:
+    return None

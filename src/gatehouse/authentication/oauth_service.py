@@ -78,6 +78,7 @@ __all__ = [
     "KEYS_FILE",
     "OAuthService",
     "client_spec",
+    "keys_of",
     "load_or_create_keys",
     "provider_config",
     "routes",
@@ -123,6 +124,34 @@ def _key_document(keys: list[dict[str, Any]]) -> dict[str, Any]:
     return {"keys": keys, "current": {jwk["alg"]: jwk["kid"] for jwk in keys}}
 
 
+def _write_private(path: Path, document: dict[str, Any]) -> None:
+    """Write ``document`` to ``path`` as JSON, 0600, replacing it atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            json.dump(document, out)
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def keys_of(document: dict[str, Any]) -> SigningKeys:
+    """The key set of a key document (see :func:`load_or_create_keys`).
+
+    Raises:
+        ValueError: not a usable key set.
+    """
+    try:
+        return SigningKeys.from_jwks(
+            document["keys"], document["current"], document.get("published", ())
+        )
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise ValueError(f"not a signing key set ({exc})") from None
+
+
 def load_or_create_keys(path: Path, algorithms: list[str]) -> SigningKeys:
     """The key set in ``path`` (``{"keys": [private JWK], "current": {alg: kid},
     "published"?: [public JWK]}``), made (0600, one key per algorithm) if missing.
@@ -135,6 +164,7 @@ def load_or_create_keys(path: Path, algorithms: list[str]) -> SigningKeys:
     except FileNotFoundError:
         document = _key_document([generate_key(alg) for alg in algorithms if alg != "EdDSA"])
         path.parent.mkdir(parents=True, exist_ok=True)
+        # Linked, not replaced: two first starts at once keep one key set.
         temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as out:
@@ -148,11 +178,12 @@ def load_or_create_keys(path: Path, algorithms: list[str]) -> SigningKeys:
         text = path.read_text(encoding="utf-8")
     try:
         document = json.loads(text)
-        return SigningKeys.from_jwks(
-            document["keys"], document["current"], document.get("published", ())
-        )
-    except (KeyError, TypeError, ValueError) as exc:
+    except ValueError as exc:
         raise ValueError(f"{path}: not a signing key set ({exc})") from None
+    try:
+        return keys_of(document)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
 
 
 class DirectoryUsers:
@@ -184,7 +215,9 @@ class OAuthService:
         self.db = db if db is not None else Database(url)
         self._own_db = db is None
         self.ready = asyncio.Event()
+        self.keys_path = keys_path
         self.keys = load_or_create_keys(keys_path, list(oauth.signing.algorithms))
+        self.oauth = oauth
         self.portal_prefix = portal_prefix
         self.provider = Provider(
             OAuth2Store(self.db.engine), provider_config(oauth, portal_prefix, self.keys), users
@@ -200,8 +233,21 @@ class OAuthService:
 
     def apply(self, oauth: OAuthSettings, portal_prefix: str) -> None:
         """A new version's ``oauth`` from now on (the keys stay)."""
-        self.portal_prefix = portal_prefix
+        self.oauth, self.portal_prefix = oauth, portal_prefix
         self.provider.configure(provider_config(oauth, portal_prefix, self.keys))
+
+    def use_keys(self, document: dict[str, Any]) -> None:
+        """Sign with the key set ``document`` from now on (the Administration service's
+        delivery: ``{"keys": [private JWK], "current": {alg: kid}, "published"?: [JWK]}``),
+        kept in the key file for the next start. Blocking file I/O.
+
+        Raises:
+            ValueError: not a usable key set (the running one stays).
+        """
+        keys = keys_of(document)
+        _write_private(self.keys_path, document)
+        self.keys = keys
+        self.provider.configure(provider_config(self.oauth, self.portal_prefix, keys))
 
     async def stop(self) -> None:
         for task in self._tasks:
