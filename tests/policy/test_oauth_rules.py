@@ -89,3 +89,21 @@ def test_an_allowed_decision_lasts_no_longer_than_the_token_answer() -> None:
     assert denied.ttl == pytest.approx(5.0)
     assert policy.reads_tokens
     assert not _policy({"app": "authenticated"}).reads_tokens
+
+
+def test_only_the_resources_whose_rule_reads_a_token_introspect_one() -> None:
+    config = validate(
+        PolicyConfig,
+        {
+            "rules": {"api_client": {"token_scopes_any": ["api.read"]}},
+            "resources": {
+                "api": {"any": ["authenticated", {"rule": "api_client"}]},
+                "negated": {"not": {"token_scopes_any": ["x"]}},
+                "app": "authenticated",
+                "open": "public",
+            },
+        },
+    )
+    policy = compile_policy(config)
+    assert policy.token_resources == {"api", "negated"}
+    assert policy.reads_tokens

@@ -28,7 +28,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from gatehouse.policy.rules import BearerToken, EvalContext, Tri
+from gatehouse.policy.rules import (
+    AllOf,
+    AnyOf,
+    BearerToken,
+    Condition,
+    EvalContext,
+    Not,
+    RuleRef,
+    TokenScopesAny,
+    Tri,
+)
 from gatehouse.policy.rules_compile import AUTH_METHODS, RuleSet, compile_rule_set
 
 if TYPE_CHECKING:  # config.policy imports the rules compiler; avoid the import cycle
@@ -139,6 +149,13 @@ class CompiledPolicy:
     rules: RuleSet
     decision_ttl: float = 30.0
     identity_headers: IdentityHeaderNames = IdentityHeaderNames()
+    #: Resources whose rule reads a bearer token (``token_scopes_any``): only their
+    #: decisions introspect one.
+    token_resources: frozenset[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        reading = frozenset(rid for rid, rule in self.rules.effective.items() if _reads_token(rule))
+        object.__setattr__(self, "token_resources", reading)
 
     @classmethod
     def from_config(cls, config: PolicyConfig, source: str = "") -> CompiledPolicy:
@@ -159,12 +176,22 @@ class CompiledPolicy:
     @property
     def reads_tokens(self) -> bool:
         """Whether a rule reads bearer tokens (``token_scopes_any``)."""
-        return "authorization" in self.rules.header_names
+        return bool(self.token_resources)
 
     @property
     def decision_headers(self) -> frozenset[str]:
         """Lowercase request headers the rules read: the AP must send these with a request."""
         return self.rules.header_names
+
+
+def _reads_token(condition: Condition) -> bool:
+    if isinstance(condition, TokenScopesAny):
+        return True
+    if isinstance(condition, AllOf | AnyOf):
+        return any(_reads_token(part) for part in condition.conditions)
+    if isinstance(condition, Not | RuleRef):
+        return _reads_token(condition.condition)
+    return False
 
 
 def compile_policy(config: PolicyConfig, source: str = "") -> CompiledPolicy:

@@ -701,7 +701,9 @@ class PolicyService:
             self.require_ready()
             record = await runtime.sessions.lookup(session, now, cached=self.hub.live)
         token = None
-        if runtime.policy.reads_tokens and request["headers"].get("authorization"):
+        if request["resource"] in runtime.policy.token_resources and request["headers"].get(
+            "authorization"
+        ):
             with runtime.checker.in_use():
                 token = await self.bearer.lookup(
                     runtime.checker.client, request["headers"]["authorization"], now
