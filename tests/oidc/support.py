@@ -26,12 +26,13 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
+import yaml
 
 from gatehouse.authentication.oauth_service import KEYS_FILE
 from gatehouse.oauth2.clients import new_secret
 from gatehouse.oauth2.keys import SigningKeys, generate_key
 from tests.support.gateway import Browser, Gateway, add_user, start_gateway
-from tests.support.processes import free_port
+from tests.support.processes import Service, free_port, write_config
 
 P = "/_gatehouse/"
 PASSWORD = "correct horse battery staple"
@@ -159,9 +160,13 @@ def start_provider(
     tmp: Path,
     algorithms: tuple[str, ...] = ("ES256", "RS256"),
     oauth_extra: dict[str, Any] | None = None,
+    auth_settings: dict[str, Any] | None = None,
+    more_authentication: list[str] | None = None,
 ) -> Provider:
     """A single node with both clients, signing with a key per algorithm (the first signs).
-    ``oauth_extra``: more of the Authentication service's ``oauth`` (lifetimes, say)."""
+    ``oauth_extra``: more of the Authentication service's ``oauth`` (lifetimes, say);
+    ``auth_settings``: more of its settings (``oauth2_db``); ``more_authentication``: URLs of
+    more Authentication services for the Policy service, after the gateway's own."""
     home = tmp / "home"
     home.mkdir()
     made = [generate_key(alg) for alg in algorithms]
@@ -195,14 +200,58 @@ def start_provider(
                     "signing": {"algorithms": list(algorithms)},
                     "clients": clients,
                     **(oauth_extra or {}),
-                }
+                },
+                **(auth_settings or {}),
             },
             ap_ports=[ap_port],
+            more_authentication=more_authentication,
         )
     except BaseException:
         callback.close()
         raise
     return Provider(gateway, issuer, secret, callback, jwks)
+
+
+@dataclass
+class Pair:
+    """Two Authentication services on one OAuth2 DB behind one Policy service and AP; the
+    second is started by :meth:`start_second` (so the first alone can issue a code)."""
+
+    provider: Provider
+    second_args: list[str]
+    second_log: Path
+    second_port: int
+    second: Service | None = None
+
+    def start_second(self) -> Service:
+        self.second = Service(self.second_args, self.second_log, "127.0.0.1", self.second_port)
+        self.second.wait_ready(30)
+        return self.second
+
+    def stop(self) -> None:
+        if self.second is not None:
+            self.second.stop()
+        self.provider.stop()
+
+
+def start_pair(tmp: Path, oauth2_db: str) -> Pair:
+    """Like :func:`start_provider`, with the OAuth2 DB at ``oauth2_db`` and the Policy service
+    knowing two Authentication services: the gateway's and one more (not started yet) on the
+    same home (keys, users) and OAuth2 DB."""
+    second_port = free_port()
+    provider = start_provider(
+        tmp,
+        auth_settings={"oauth2_db": oauth2_db},
+        more_authentication=[f"http://127.0.0.1:{second_port}"],
+    )
+    config = yaml.safe_load((tmp / "auth.yaml").read_text())
+    config["authentication"]["listen"] = f"127.0.0.1:{second_port}"
+    second_config = write_config(tmp / "auth2.yaml", config)
+    args = [
+        "authentication",
+        *("--config", str(second_config), "--home", str(provider.gateway.home)),
+    ]
+    return Pair(provider, args, tmp / "auth2.log", second_port)
 
 
 def path_of(url: str) -> str:

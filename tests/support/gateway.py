@@ -175,6 +175,7 @@ def start_gateway(
     ap_settings: dict[str, Any] | None = None,
     internal_tls: CertificateAuthority | None = None,
     ap_ports: list[int] | None = None,
+    more_authentication: list[str] | None = None,
 ) -> Gateway:
     """Start Auth, Policy, ``aps`` Access Points and the demo backend on free ports.
 
@@ -183,6 +184,8 @@ def start_gateway(
     resources (``backends`` filled in with the demo backend when absent). With ``internal_tls`` (a
     CA), every internal link is mutual TLS with certificates from it (``--tls DIR``).
     ``ap_ports``: the Access Points' ports, when a setting must name them (else free ones).
+    ``more_authentication``: URLs of more Authentication services (started by the caller) the
+    Policy service knows after the gateway's own.
     """
     home = tmp / "home"
     home.mkdir(exist_ok=True)
@@ -219,7 +222,7 @@ def start_gateway(
     policy_doc: dict[str, Any] = {
         "policy": {
             "listen": f"127.0.0.1:{policy_port}",
-            "authentication": [f"http://127.0.0.1:{auth_port}"],
+            "authentication": [f"http://127.0.0.1:{auth_port}", *(more_authentication or [])],
             # Plaintext on loopback: the APs' forwarded fields are believed by address (over
             # mutual TLS an AP's are believed because of its certificate).
             "trusted_proxies": ["127.0.0.0/8"],
