@@ -17,7 +17,8 @@ RS256 key):
   made process for process. Access tokens are JWTs (RFC 9068); introspection verifies the
   signature and looks the token up in the OAuth2 DB (revocation).
 - **oidc-provider** 9 (tests/oidc/node/op.mjs, ``npm ci`` in tests/oidc/node): one Node
-  process, its default in-memory store, opaque access tokens.
+  process, an in-memory store (a Map; its own development adapter is an LRU of 1,000 entries
+  that drops codes minted ahead), opaque access tokens.
 
 Measurements, the systems taking turns (``--rounds`` rounds, the median round reported, every
 round's figure kept in the JSON):
@@ -644,6 +645,14 @@ def run(
                     exchange_round(target, minted, verifier, gatehouse.redirect_uri, per_round)
                 )
         result.rows += rows.values()
+        wrong = [
+            f"{row.measure}, {row.system}: {sum(r.errors for r in row.rounds)} errors "
+            f"({next((r.note for r in row.rounds if r.note), 'non-2xx answers')})"
+            for row in result.rows
+            if any(r.errors for r in row.rounds)
+        ]
+        if wrong:  # every answer must be the expected one, on both sides
+            result.failure = "; ".join(wrong)
     except Exception as exc:  # the table says why
         result.failure = f"{type(exc).__name__}: {exc}"
         log(f"failed: {result.failure}")

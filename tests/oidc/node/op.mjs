@@ -2,7 +2,8 @@
 // Node process, set up like Gatehouse's provider in bench/oidc.py: the same confidential
 // client (client_secret_basic, PKCE S256, authorization_code + refresh_token), ID tokens
 // signed with the same algorithm (an ES256 and an RS256 key, like Gatehouse's key set),
-// introspection and revocation on, the in-memory adapter (oidc-provider's default store).
+// introspection and revocation on, an in-memory store (a Map: oidc-provider's own development
+// adapter is an LRU of 1,000 entries, which drops codes minted ahead before they are used).
 //
 //   node op.mjs '{"port": P, "mint_port": M, "client_id": ..., "client_secret": ...,
 //                 "redirect_uri": ..., "alg": "ES256"}'
@@ -26,7 +27,40 @@ function signingKey (alg) {
   return { ...privateKey.export({ format: 'jwk' }), alg, use: 'sig', kid: `${alg}-${randomBytes(6).toString('hex')}` }
 }
 
+const store = new Map()
+
+class MapAdapter {
+  constructor (name) { this.name = name }
+  key (id) { return `${this.name}:${id}` }
+  async upsert (id, payload) {
+    store.set(this.key(id), payload)
+    if (payload.grantId) {
+      const grant = `grant:${payload.grantId}`
+      const keys = store.get(grant) ?? []
+      keys.push(this.key(id))
+      store.set(grant, keys)
+    }
+    if (payload.userCode) store.set(`userCode:${payload.userCode}`, id)
+    if (payload.uid) store.set(`uid:${payload.uid}`, id)
+  }
+
+  async find (id) { return store.get(this.key(id)) }
+  async findByUserCode (userCode) { return this.find(store.get(`userCode:${userCode}`)) }
+  async findByUid (uid) { return this.find(store.get(`uid:${uid}`)) }
+  async consume (id) {
+    const payload = store.get(this.key(id))
+    if (payload) payload.consumed = Math.floor(Date.now() / 1000)
+  }
+
+  async destroy (id) { store.delete(this.key(id)) }
+  async revokeByGrantId (grantId) {
+    for (const key of store.get(`grant:${grantId}`) ?? []) store.delete(key)
+    store.delete(`grant:${grantId}`)
+  }
+}
+
 const provider = new Provider(issuer, {
+  adapter: MapAdapter,
   clients: [{
     client_id: options.client_id,
     client_secret: options.client_secret,
