@@ -67,15 +67,15 @@ def test_a_change_shows_on_its_lines() -> None:
         "+  - ps2",
         "   - ps1",
         "-  - ps2",
+        "   relay_discovery: true",
         "   send_timeout: 60.0",
         "   status_listen: null",
-        "   tls: null",
         # one line per AP entry (tls) and per default identity header list (the assertion),
         # one per auth entry (verify_queue), per AP entry (status_listen); two per auth entry
         # (oath_db, oath_keyring), the otp settings and databases.oath_db; one per auth
-        # entry (distribution), the codes and invitations settings
-        "@@ -154,7 +154,7 @@",
-        "   oath_db: null",
+        # entry (distribution), the codes and invitations settings, databases.oauth2_db
+        "@@ -158,7 +158,7 @@",
+        "   oauth2_db: null",
         "   outbox_db: postgresql+asyncpg://gatehouse_dist:***@db1.internal:5432/gatehouse_outbox",
         "   session_db: null",
         "-  user_db: postgresql+asyncpg://gatehouse:***@db1.internal:5432/gatehouse",

@@ -22,6 +22,7 @@ ADMIN_TABLES = {
     "admin_join_tokens",
     "admin_audit",
     "admin_certificates",
+    "admin_oauth_keys",
 }
 OTHER_TABLES = {
     "users",

@@ -344,6 +344,7 @@ def create_app(
     ``background`` runs as a task for as long as the app (renewing Admin's certificate);
     ``tokens`` makes the backend of the token routes (:mod:`.tokens_api`; None: they
     answer 404)."""
+    from gatehouse.administration.oauth_api import ROUTES as OAUTH_ROUTES
     from gatehouse.administration.tokens_api import ROUTES as TOKEN_ROUTES
 
     @contextlib.asynccontextmanager
@@ -354,21 +355,28 @@ def create_app(
         task: asyncio.Task[None] | None = None
         if background is not None:
             task = asyncio.create_task(background())
+        keys: asyncio.Task[None] | None = None
+        if service.oauth_keys is not None:
+            # The keys that are due exist before the first publish can ask for them.
+            with contextlib.suppress(Exception):
+                await service.oauth_keys.step()
+            keys = asyncio.create_task(service.oauth_keys.run())
         try:
             with on_stop_signal(service.watch.close):
                 yield
         finally:
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            for running in (task, keys):
+                if running is not None:
+                    running.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await running
             service.watch.close()
             if app.state.tokens is not None:
                 await app.state.tokens.close()
             await service.store.close()
 
     return Starlette(
-        routes=[*ROUTES, *TOKEN_ROUTES],
+        routes=[*ROUTES, *TOKEN_ROUTES, *OAUTH_ROUTES],
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error, Exception: _unexpected},
     )

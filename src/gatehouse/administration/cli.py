@@ -166,6 +166,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"admin token written to {settings.token_file} (mode 0600)", flush=True)
         token = read_token(settings.token_file)
         tls = admin_tls(home, settings.id, settings.host, settings.certificate_lifetime)
+        from gatehouse.oath.seeds import Keyring
+
+        oauth_keyring = (
+            Keyring.load_or_create(settings.oauth_keyring) if settings.oauth_keyring else None
+        )
 
         def make_service() -> AdministrationService:
             return AdministrationService(
@@ -175,6 +180,7 @@ def run(args: argparse.Namespace) -> int:
                 latest,
                 tls.ca,
                 certificate_lifetime=settings.certificate_lifetime,
+                oauth_keyring=oauth_keyring,
             )
 
         from gatehouse.administration.tokens_api import HomeTokens

@@ -28,6 +28,9 @@ configuration each service loads. Example::
     rules: {staff: {groups_any: [staff]}}
     global_rule: public
     resource_rules: {wiki: {rule: staff}}   # a resource without an entry: authenticated
+    oauth:                            # the OAuth 2.0 / OpenID Connect provider
+      issuer: http://127.0.0.1:8080   # the Access Points' URL (discovery at ISSUER/.well-known/...)
+      clients: [...]                  # `gatehouse oauth clients add|remove|rotate-secret`
 
 Settings that must agree between services are written once and derived: an AP's
 ``session_cookie`` comes from ``sessions.cookie_name``, its ``reserved_prefix`` from
@@ -55,6 +58,7 @@ from gatehouse.authentication.config import (
 from gatehouse.config.access_point import AccessPointSettings, Resource, parse_listen
 from gatehouse.config.base import Strict
 from gatehouse.config.loader import problems_error
+from gatehouse.config.oauth import OAuthSettings
 from gatehouse.config.policy import (
     EndpointURL,
     IdentityHeaders,
@@ -232,6 +236,10 @@ class InstallationConfig(Strict):
     resource_rules: dict[ResourceId, RuleSpec | None] = Field(
         default_factory=dict, description="resource id -> rule; missing or null: authenticated"
     )
+    #: The OAuth 2.0 / OpenID Connect provider: issuer, lifetimes, signing and the clients
+    #: (their secret hashes only). Authentication services get it with the signing keys'
+    #: public half; Policy services without the secret hashes.
+    oauth: OAuthSettings = Field(default_factory=OAuthSettings)
 
     @model_validator(mode="after")
     def _cross_check(self) -> InstallationConfig:
@@ -299,6 +307,7 @@ def cross_field_problems(config: InstallationConfig) -> Iterator[tuple[Loc, str]
     yield from _oath_db_problems(config)
     yield from _outbox_db_problems(config)
     yield from _invitation_problems(config)
+    yield from _oauth_problems(config)
 
 
 def _service_problems(config: InstallationConfig) -> Iterator[tuple[Loc, str]]:
@@ -576,3 +585,19 @@ def _database_problems(config: InstallationConfig) -> Iterator[tuple[Loc, str]]:
             )
         else:
             yield loc, f"SQLite cannot be shared across nodes ({where}); use PostgreSQL"
+
+
+def _oauth_problems(config: InstallationConfig) -> Iterator[tuple[Loc, str]]:
+    """Keys Admin can make; an OAuth2 DB that every Authentication service shares (a code
+    issued by one instance is exchanged at any other)."""
+    for index, alg in enumerate(config.oauth.signing.algorithms):
+        if alg == "EdDSA":
+            message = "EdDSA keys are not made by the Administration service yet: ES256, RS256"
+            yield ("oauth", "signing", "algorithms", index), message
+    url = config.databases.oauth2_db if config.databases else None
+    nodes = {s.node for s in config.services if s.role == "authentication"}
+    if url is not None and url.startswith("sqlite") and len(nodes) > 1:
+        message = (
+            f"SQLite cannot be shared across nodes ({', '.join(sorted(nodes))}); use PostgreSQL"
+        )
+        yield ("databases", "oauth2_db"), message

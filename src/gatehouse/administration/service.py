@@ -48,6 +48,8 @@ from gatehouse.administration.errors import (
 )
 from gatehouse.administration.lock import acquire_admin_lock
 from gatehouse.administration.model import ROLE_NAMES, Listen, ServiceId
+from gatehouse.administration.oauth_admin import SigningKeyKeeper, published_key_view
+from gatehouse.administration.oauth_keys import KEYRING_FILE as OAUTH_KEYRING_FILE
 from gatehouse.administration.signing import Ed25519PrivateKey, public_key_pem
 from gatehouse.administration.store import (
     Ack,
@@ -64,6 +66,7 @@ from gatehouse.config.loader import load_file
 from gatehouse.config.policy import Duration
 from gatehouse.errors import ConfigError
 from gatehouse.internal.errors import Code
+from gatehouse.oath.seeds import Keyring
 from gatehouse.storage.engine import Database
 from gatehouse.storage.errors import DatabaseUnavailable
 from gatehouse.storage.home import DatabaseURL, database_urls, resolve_relative_sqlite
@@ -131,6 +134,8 @@ class Settings:
     token_file: Path
     lock_check_interval: float
     certificate_lifetime: timedelta = DEFAULT_LIFETIME
+    #: The key file the OAuth signing keys are sealed under (HOME/oauth-keys.key).
+    oauth_keyring: Path | None = None
 
 
 def _resolve(path: str | None, base: Path, default: Path) -> Path:
@@ -167,6 +172,7 @@ def load_settings(
         token_file=_resolve(own.admin_token_file, base, home / TOKEN_FILE),
         lock_check_interval=own.lock_check_interval,
         certificate_lifetime=timedelta(seconds=own.certificate_lifetime),
+        oauth_keyring=home / OAUTH_KEYRING_FILE,
     )
 
 
@@ -283,6 +289,7 @@ class AdministrationService:
         ca: CertificateAuthority,
         clock: Callable[[], datetime] = utcnow,
         certificate_lifetime: timedelta = DEFAULT_LIFETIME,
+        oauth_keyring: Keyring | None = None,
     ) -> None:
         self.store = store
         self.key = key
@@ -298,6 +305,17 @@ class AdministrationService:
         self.acks = AckWriter(store.record_acks)
         # Only this process revokes (it holds the one-Admin lock), so the set is cached.
         self._revoked: set[int] | None = None
+        #: The OAuth signing keys (None: this service makes none, e.g. in unit tests).
+        self.oauth_keys: SigningKeyKeeper | None = None
+        if oauth_keyring is not None:
+            self.oauth_keys = SigningKeyKeeper(self, oauth_keyring)
+        if latest is not None and store.published_keys is None:
+            store.published_keys = published_key_view(latest.envelopes)
+
+    @property
+    def latest(self) -> Version | None:
+        """The newest published version."""
+        return self._latest
 
     # credentials
 
@@ -389,7 +407,17 @@ class AdministrationService:
         version = await self.store.rollback(number, ADMIN, self.key, comment, allow_removal)
         return self._published(version)
 
+    async def publish_text(self, source: str, comment: str) -> int:
+        """Publish ``source`` (a change made by the API, not the draft) as the next version."""
+        return self._published(await self.store.publish_text(source, ADMIN, self.key, comment))
+
+    async def republish(self, reason: str) -> int:
+        """Publish the newest configuration again (new signing keys, revocations)."""
+        return await self._republish(reason)
+
     def _published(self, version: Version) -> int:
+        if self.oauth_keys is not None:
+            self.oauth_keys.wake()  # the signing settings may have changed
         if self._latest is None or version.number > self._latest.number:
             self._latest = version
         self.watch.published(version.number)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import exc, func, select, update
+from sqlalchemy import delete, exc, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gatehouse.administration.canonical import timestamp
@@ -40,17 +40,20 @@ from gatehouse.administration.errors import (
 )
 from gatehouse.administration.guard import Registered, Removals, check_removals
 from gatehouse.administration.model import ROLE_NAMES, InstallationConfig, Role
+from gatehouse.administration.oauth_keys import KeyRecord, SealedKey, Timeline, key_view
 from gatehouse.administration.signing import Ed25519PrivateKey, sign_version
 from gatehouse.administration.tables import (
     AuditRow,
     CertificateRow,
     DraftRow,
     JoinTokenRow,
+    OAuthKeyRow,
     ServiceRow,
     VersionRow,
 )
 from gatehouse.administration.views import all_views
 from gatehouse.config.loader import validate
+from gatehouse.config.oauth import SigningKeyView
 from gatehouse.errors import ConfigError
 from gatehouse.storage.engine import Database
 from gatehouse.storage.migrate import upgrade
@@ -178,6 +181,8 @@ class AdminStore:
         self.db = db
         self.clock = clock
         self._publishing = asyncio.Lock()
+        #: The signing keys the newest version published by this process names.
+        self.published_keys: SigningKeyView | None = None
 
     @classmethod
     async def open(cls, url: str, clock: Callable[[], datetime] = utcnow) -> AdminStore:
@@ -329,11 +334,13 @@ class AdminStore:
     ) -> Version:
         config = parse_config(source)
         content = config_document(config)
-        views = all_views(config)
+        records = await self.oauth_keys()
+        keys = key_view(records, self.clock(), Timeline.of(config.oauth)) if records else None
+        views = all_views(config, keys)
         async with self._publishing:
             for attempt in range(PUBLISH_ATTEMPTS):
                 try:
-                    return await self._insert_version(
+                    version = await self._insert_version(
                         source,
                         config,
                         content,
@@ -345,6 +352,8 @@ class AdminStore:
                         allow_removal,
                         republish,
                     )
+                    self.published_keys = keys
+                    return version
                 except exc.IntegrityError:
                     # Another writer took the number between our read and our insert.
                     if attempt == PUBLISH_ATTEMPTS - 1:
@@ -406,6 +415,17 @@ class AdminStore:
                 self._audit(session, who, "version.publish", what + allowed, change)
             await session.flush()
             return _version(row)
+
+    async def publish_text(
+        self, source: str, who: str, private_key: Ed25519PrivateKey, comment: str
+    ) -> Version:
+        """Publish ``source`` (made by an API call, e.g. an OAuth client added) as the next
+        version; the caller keeps the draft in step.
+
+        Raises:
+            ConfigError: ``source`` is invalid. NothingChanged: it says what the newest says.
+        """
+        return await self._publish(source, who, private_key, comment, None)
 
     async def republish(
         self, who: str, private_key: Ed25519PrivateKey, reason: str
@@ -476,6 +496,50 @@ class AdminStore:
         if envelope is None:
             raise UnknownService(f"service {service_id!r} is not in version {version.number}")
         return envelope
+
+    # OAuth signing keys (gatehouse.administration.oauth_keys)
+
+    async def oauth_keys(self) -> list[KeyRecord]:
+        async with self.db.session() as session:
+            rows = (await session.execute(select(OAuthKeyRow))).scalars().all()
+        return [
+            KeyRecord(r.kid, r.alg, dict(r.public_jwk), r.created_at, r.signs_from) for r in rows
+        ]
+
+    async def add_oauth_keys(
+        self, keys: Sequence[SealedKey], who: str, what: str | None = None
+    ) -> None:
+        """Store new keys; ``what``: audit it (an operator's rotation; the scheduled ones
+        are logged only)."""
+        async with self.db.session() as session:
+            for key in keys:
+                record = key.record
+                session.add(
+                    OAuthKeyRow(
+                        kid=record.kid,
+                        alg=record.alg,
+                        public_jwk=record.public,
+                        keyring_id=key.keyring_id,
+                        sealed=key.ciphertext,
+                        created_at=record.created_at,
+                        signs_from=record.signs_from,
+                    )
+                )
+            if what is not None:
+                self._audit(session, who, "oauth.keys.rotate", what, "")
+
+    async def delete_oauth_keys(self, kids: Collection[str]) -> None:
+        if not kids:
+            return
+        async with self.db.session() as session:
+            await session.execute(delete(OAuthKeyRow).where(OAuthKeyRow.kid.in_(list(kids))))
+
+    async def sealed_oauth_keys(self, kids: Collection[str]) -> dict[str, tuple[str, bytes]]:
+        """kid -> (keyring id, ciphertext) of the keys among ``kids`` that exist."""
+        query = select(OAuthKeyRow).where(OAuthKeyRow.kid.in_(list(kids)))
+        async with self.db.session() as session:
+            rows = (await session.execute(query)).scalars().all()
+        return {r.kid: (r.keyring_id, bytes(r.sealed)) for r in rows}
 
     # Services
 

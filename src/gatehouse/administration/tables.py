@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Integer, MetaData, String, Text, false
+from sqlalchemy import JSON, Boolean, Integer, LargeBinary, MetaData, String, Text, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from gatehouse.storage.models import NAMING, BigId
@@ -122,12 +122,29 @@ class AuditRow(AdminBase):
     diff: Mapped[str] = mapped_column(Text, default="")
 
 
+class OAuthKeyRow(AdminBase):
+    """An OAuth signing key (gatehouse.administration.oauth_keys): its public JWK in clear,
+    its private JWK only as AES-256-GCM ciphertext under Admin's key file, bound to the kid."""
+
+    __tablename__ = "admin_oauth_keys"
+
+    kid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    alg: Mapped[str] = mapped_column(String(16))
+    public_jwk: Mapped[dict[str, Any]] = mapped_column(JSON)
+    #: The id of the key (in HOME/oauth-keys.key) that sealed it.
+    keyring_id: Mapped[str] = mapped_column(String(64))
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    signs_from: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 __all__ = [
     "AdminBase",
     "AuditRow",
     "CertificateRow",
     "DraftRow",
     "JoinTokenRow",
+    "OAuthKeyRow",
     "ServiceRow",
     "VersionRow",
 ]

@@ -11,6 +11,11 @@ Rules, sessions, users and databases are the Policy and Authentication services'
 Only a Distribution service's view holds the channels and delivery settings (credentials in
 them are file names on its node); an Authentication service's view gets the Distribution
 services' URLs, preferred first.
+
+OAuth: an Authentication service's view has ``oauth`` with the clients' secret hashes and the
+signing keys' public JWKS and ``current`` kid per algorithm (``oauth.keys``), never a private
+key (those it fetches from Admin over mutual TLS); a Policy service's view has ``oauth``
+without any secret hash (issuer, the clients' ids, names and redirect URIs, the public JWKS).
 """
 
 from __future__ import annotations
@@ -32,14 +37,18 @@ from gatehouse.authentication.config import (
     InvitationSettings,
 )
 from gatehouse.config.access_point import AccessPointConfig, AccessPointSettings, Resource
+from gatehouse.config.oauth import AuthenticationOAuth, SigningKeyView, policy_oauth
 from gatehouse.config.policy import PolicyConfig, PolicySettings
 from gatehouse.distribution.config import DistributionConfig, DistributionSettings
 
 View = dict[str, Any]
 
 
-def view_for(config: InstallationConfig, service_id: str) -> View:
-    """The configuration document of one service.
+def view_for(
+    config: InstallationConfig, service_id: str, keys: SigningKeyView | None = None
+) -> View:
+    """The configuration document of one service; ``keys``: the OAuth signing keys the
+    views name (:func:`gatehouse.administration.oauth_keys.key_view`; None: none yet).
 
     Raises:
         UnknownService: no service with that id.
@@ -50,15 +59,15 @@ def view_for(config: InstallationConfig, service_id: str) -> View:
     if service.role == "access_point":
         return _access_point_view(config, service_id)
     if service.role == "policy":
-        return _policy_view(config, service_id)
+        return _policy_view(config, service_id, keys)
     if service.role == "distribution":
         return _distribution_view(config, service_id)
-    return _authentication_view(config, service_id)
+    return _authentication_view(config, service_id, keys)
 
 
-def all_views(config: InstallationConfig) -> dict[str, View]:
+def all_views(config: InstallationConfig, keys: SigningKeyView | None = None) -> dict[str, View]:
     """Every service's view, keyed by service id, in the order of ``services``."""
-    return {service.id: view_for(config, service.id) for service in config.services}
+    return {service.id: view_for(config, service.id, keys) for service in config.services}
 
 
 def _listen(config: InstallationConfig, service_id: str, listen: str) -> str:
@@ -98,7 +107,7 @@ def _access_point_view(config: InstallationConfig, service_id: str) -> View:
     return document.model_dump(mode="json")
 
 
-def _policy_view(config: InstallationConfig, service_id: str) -> View:
+def _policy_view(config: InstallationConfig, service_id: str, keys: SigningKeyView | None) -> View:
     entry = next(e for e in config.policy_services if e.id == service_id)
     settings = _entry_settings(entry, set(PolicySettings.model_fields))
     settings.update(
@@ -115,11 +124,14 @@ def _policy_view(config: InstallationConfig, service_id: str) -> View:
         global_rule=config.global_rule,
         resources=config.resource_rules_of_all(),
         identity_assertion=[res.id for res in config.resources if res.identity_assertion],
+        oauth=policy_oauth(config.oauth, keys.jwks if keys else {"keys": []}),
     )
     return document.model_dump(mode="json")
 
 
-def _authentication_view(config: InstallationConfig, service_id: str) -> View:
+def _authentication_view(
+    config: InstallationConfig, service_id: str, keys: SigningKeyView | None
+) -> View:
     entry = next((e for e in config.authentication_services if e.id == service_id), None)
     settings = AuthenticationSettings(
         id=service_id,
@@ -137,6 +149,10 @@ def _authentication_view(config: InstallationConfig, service_id: str) -> View:
             portal_prefix=config.login.portal_prefix,
         ),
         distribution=[config.endpoint(d) for d in distribution_of(config, service_id)],
+        oauth2_db=config.databases.oauth2_db if config.databases else None,
+        oauth=AuthenticationOAuth.model_validate(
+            config.oauth.model_dump() | {"keys": keys.model_dump() if keys else None}
+        ),
     )
     if entry is not None and entry.verify_queue is not None:
         settings = settings.model_copy(update={"verify_queue": entry.verify_queue})
