@@ -77,6 +77,10 @@ def register(sub: Sub) -> None:
     revoke.add_argument("id", metavar="ID", help="the service's id")
     revoke.add_argument("--reason", default="", metavar="TEXT", help="why, for the audit log")
 
+    from gatehouse.administration import oauth_args
+
+    oauth_args.register(sub)
+
 
 def _allow_removal_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
