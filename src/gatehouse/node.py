@@ -367,6 +367,10 @@ def installation(addresses: NodeAddresses, home: Path, node: str) -> dict[str, o
             "demo-secure": {"auth_methods": ["password", "otp"]},
             "demo-secure-email": {"auth_methods": ["password", "email_otp"]},
         },
+        # The OpenID Provider's issuer is the Access Point: discovery at
+        # http://127.0.0.1:8080/.well-known/openid-configuration out of the box; clients
+        # with 'gatehouse oauth clients add'.
+        "oauth": {"issuer": _url(addresses.listen)},
     }
 
 

@@ -275,6 +275,68 @@ class EnvelopeOut(Answer):
     )
 
 
+# OAuth (gatehouse.administration.oauth_api)
+
+
+class ClientIn(Request):
+    """A client to register; no secret: a confidential client's is made by Admin."""
+
+    client_id: str
+    name: str = ""
+    public: bool = False
+    redirect_uris: list[str] = Field(default_factory=list)
+    post_logout_redirect_uris: list[str] = Field(default_factory=list)
+    grant_types: list[str] | None = None
+    scopes: list[str] | None = None
+    token_endpoint_auth_method: str | None = None
+    consent: bool = True
+
+
+class EmptyIn(Request):
+    """No fields: ``{}``."""
+
+
+class ClientOut(Answer):
+    """A registered client (never its secret hash)."""
+
+    client_id: str
+    name: str
+    public: bool
+    redirect_uris: list[str]
+    post_logout_redirect_uris: list[str]
+    grant_types: list[str]
+    scopes: list[str]
+    token_endpoint_auth_method: str
+    consent: bool
+
+
+class ClientChangeOut(Answer):
+    version: int
+    client: ClientOut | None = None
+    secret: str | None = Field(
+        default=None,
+        description="a confidential client's new secret: answered this once, never stored",
+    )
+
+
+class KeyOut(Answer):
+    kid: str
+    alg: str
+    state: Literal["upcoming", "current", "retired"]
+    created_at: Timestamp
+    signs_from: Timestamp
+    drop_at: Timestamp | None = Field(description="when it leaves the published key set")
+
+
+class RotateOut(Answer):
+    made: list[str]
+    version: int | None
+
+
+class SigningKeysOut(Answer):
+    keys: list[dict[str, Any]] = Field(description="private JWKs (kid, alg, use: sig)")
+
+
 REQUEST_MODELS: tuple[type[Request], ...] = (
     DraftIn,
     PublishIn,
@@ -284,6 +346,8 @@ REQUEST_MODELS: tuple[type[Request], ...] = (
     RenewIn,
     RevokeIn,
     AckIn,
+    ClientIn,
+    EmptyIn,
 )
 ANSWER_MODELS: tuple[type[Answer], ...] = (
     ErrorOut,
@@ -302,4 +366,9 @@ ANSWER_MODELS: tuple[type[Answer], ...] = (
     RevokeOut,
     CertificateOut,
     EnvelopeOut,
+    ClientOut,
+    ClientChangeOut,
+    KeyOut,
+    RotateOut,
+    SigningKeysOut,
 )

@@ -18,13 +18,21 @@ Every route but the last needs the admin token.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import Field, JsonValue, ValidationError
+from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from gatehouse.administration.api_models import (
+    ClientChangeOut,
+    ClientIn,
+    ClientOut,
+    KeyOut,
+    RotateOut,
+    SigningKeysOut,
+)
 from gatehouse.administration.app import _peer, _service, admin, answer, endpoint, read_body
 from gatehouse.administration.canonical import timestamp
 from gatehouse.administration.errors import Forbidden
@@ -36,7 +44,6 @@ from gatehouse.administration.oauth_admin import (
     remove_client,
     rotate_secret,
 )
-from gatehouse.config.base import Strict
 from gatehouse.config.oauth import ClientSettings
 from gatehouse.errors import ConfigError
 from gatehouse.internal.endpoint import bad_request
@@ -44,57 +51,6 @@ from gatehouse.internal.errors import Code, ServiceError, json_response
 from gatehouse.trust.identity import AUTHENTICATION
 
 MAX_KIDS = 16
-
-
-class ClientIn(Strict):
-    """A client to register (no secret: a confidential client's is made here)."""
-
-    client_id: str
-    name: str = ""
-    public: bool = False
-    redirect_uris: list[str] = Field(default_factory=list)
-    post_logout_redirect_uris: list[str] = Field(default_factory=list)
-    grant_types: list[str] | None = None
-    scopes: list[str] | None = None
-    token_endpoint_auth_method: str | None = None
-    consent: bool = True
-
-
-class ClientOut(Strict):
-    client_id: str
-    name: str
-    public: bool
-    redirect_uris: list[str]
-    post_logout_redirect_uris: list[str]
-    grant_types: list[str]
-    scopes: list[str]
-    token_endpoint_auth_method: str
-    consent: bool
-
-
-class ClientChangeOut(Strict):
-    version: int
-    client: ClientOut | None = None
-    #: A confidential client's new secret: shown this once, never stored.
-    secret: str | None = None
-
-
-class KeyOut(Strict):
-    kid: str
-    alg: str
-    state: Literal["upcoming", "current", "retired"]
-    created_at: str
-    signs_from: str
-    drop_at: str | None
-
-
-class RotateOut(Strict):
-    made: list[str]
-    version: int | None
-
-
-class SigningKeysOut(Strict):
-    keys: list[dict[str, JsonValue]]
 
 
 def client_out(client: ClientSettings) -> ClientOut:
@@ -197,4 +153,4 @@ ROUTES = [
     Route("/api/v1/oauth/signing-keys", signing_keys, methods=["GET"]),
 ]
 
-__all__ = ["ROUTES", "ClientIn", "ClientOut", "KeyOut", "client_out"]
+__all__ = ["ROUTES", "client_out"]

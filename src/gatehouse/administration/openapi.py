@@ -211,6 +211,63 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
 )
 
+_CLIENT_ID = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._~-]{0,127}$"}
+_CLIENT = Param("client_id", "path", _CLIENT_ID, "the client's id")
+
+#: The OpenID Provider's routes (gatehouse.administration.oauth_api).
+OAUTH_OPERATIONS: tuple[Operation, ...] = (
+    Operation("get", "/api/v1/oauth/clients", "The OAuth clients", "admin", (api.ClientOut,)),
+    Operation(
+        "post",
+        "/api/v1/oauth/clients",
+        "Register an OAuth client and publish the next version",
+        "admin",
+        api.ClientChangeOut,
+        body=api.ClientIn,
+        errors=(400, 409, 422),
+        description="A confidential client's secret is made here and answered this once; only "
+        "its hash is published.",
+    ),
+    Operation(
+        "delete",
+        "/api/v1/oauth/clients/{client_id}",
+        "Remove an OAuth client and publish the next version",
+        "admin",
+        api.ClientChangeOut,
+        params=(_CLIENT,),
+        errors=(404,),
+    ),
+    Operation(
+        "post",
+        "/api/v1/oauth/clients/{client_id}/secret",
+        "A new secret for a confidential client (answered once); publishes the next version",
+        "admin",
+        api.ClientChangeOut,
+        body=api.EmptyIn,
+        params=(_CLIENT,),
+        errors=(400, 404),
+    ),
+    Operation("get", "/api/v1/oauth/keys", "The signing keys", "admin", (api.KeyOut,)),
+    Operation(
+        "post",
+        "/api/v1/oauth/keys/rotate",
+        "A new signing key per algorithm (published now, signing after publish_before)",
+        "admin",
+        api.RotateOut,
+        body=api.EmptyIn,
+    ),
+    Operation(
+        "get",
+        "/api/v1/oauth/signing-keys",
+        "The private signing keys, for authentication services only",
+        "service",
+        api.SigningKeysOut,
+        params=(Param("kid", "query", {"type": "string"}, "a key id (repeatable)"),),
+        errors=(400, 403),
+        description="Only an authentication service's certificate (mutual TLS) is answered.",
+    ),
+)
+
 _ERROR_TEXT = {
     400: "malformed request",
     401: "missing or wrong credentials",
@@ -288,7 +345,7 @@ def _document() -> dict[str, Any]:
     models += [(m, "serialization") for m in api.ANSWER_MODELS]
     _, schemas = models_json_schema(models, ref_template=REF)
     paths: dict[str, dict[str, Any]] = {}
-    for op in OPERATIONS:
+    for op in (*OPERATIONS, *OAUTH_OPERATIONS):
         paths.setdefault(op.path, {})[op.method] = _operation(op)
     return {
         "openapi": "3.1.0",
