@@ -194,6 +194,8 @@ def test_the_whole_flow_through_the_access_point(provider: dict[str, Any]) -> No
     assert keys.status == 200
     assert keys.json() == provider["jwks"]
     assert all("d" not in key for key in keys.json()["keys"])
+    assert keys.headers["access-control-allow-origin"] == "*"
+    assert found.headers["access-control-allow-origin"] == "*"
     key_set = KeySet.import_key_set(keys.json())
 
     # No bearer token, or a made-up one: the API refuses.

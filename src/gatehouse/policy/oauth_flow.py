@@ -383,7 +383,11 @@ class OAuthFlow:
         return Response(
             orjson.dumps(self.settings.jwks),
             media_type="application/json",
-            headers={"Cache-Control": f"public, max-age={JWKS_MAX_AGE}"},
+            # Public data a browser-based client may fetch from its own origin.
+            headers={
+                "Cache-Control": f"public, max-age={JWKS_MAX_AGE}",
+                "Access-Control-Allow-Origin": "*",
+            },
         )
 
     async def well_known(self, request: Request) -> Response:
