@@ -680,3 +680,36 @@ def test_authorization_parameters_may_come_as_a_form(provider: dict[str, Any]) -
     twice = browser.get(f"{P}oauth2/authorize?{urlencode(params)}&scope=profile")
     assert twice.status == 400
     assert "location" not in twice.headers
+
+
+@pytest.mark.parametrize("extra", [{"prompt": "login"}, {"max_age": "0"}])
+def test_a_forced_sign_in_signs_in_again_once(
+    provider: dict[str, Any], extra: dict[str, str]
+) -> None:
+    browser = provider["gateway"].browser()
+    key_set = KeySet.import_key_set(provider["jwks"])
+    _sign_in_and_authorize_again(browser, provider)
+    time.sleep(1.1)  # auth_time has a resolution of a second
+    verifier, challenge = _pkce()
+    query = {
+        "response_type": "code",
+        "client_id": CLIENT,
+        "redirect_uri": provider["redirect_uri"],
+        "scope": "openid",
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+        **extra,
+    }
+    asked = browser.get(f"{P}oauth2/authorize?{urlencode(query)}")
+    assert asked.status == 303
+    login = urlsplit(asked.location)
+    assert login.path == f"{P}login"  # although the browser has a session
+    assert "step" not in parse_qs(login.query)
+    rd = parse_qs(login.query)["rd"][0]
+    signed_in = browser.login("alice", PASSWORD, rd=rd)
+    assert signed_in.status == 303
+    back = browser.get(rd)
+    assert back.status == 303, back.body[:300]
+    assert back.location.startswith(provider["redirect_uri"] + "?")
+    claims = jwt.decode(_exchange(browser, provider, back.location, verifier)["id_token"], key_set)
+    assert claims.claims["auth_time"] >= time.time() - 5

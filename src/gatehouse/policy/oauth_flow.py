@@ -302,8 +302,11 @@ class OAuthFlow:
         self, params: dict[str, str], answer: AuthorizeAnswer, record: SessionRecord | None
     ) -> str:
         """The portal's sign-in, back to this authorization request. After a forced sign-in
-        (``prompt=login``, ``max_age``) the request comes back without ``prompt=login``, so
-        the fresh session answers it instead of asking again."""
+        (``prompt=login``, ``max_age``) the request comes back without ``prompt=login`` and
+        ``max_age``, so the fresh session answers it instead of asking again (``max_age=0``
+        would ask forever). That takes nothing from the client: anyone at the browser can edit
+        the URL as well, which is why OIDC Core §3.1.2.1 has the client check ``auth_time``
+        in the ID token, and the ID token carries the fresh sign-in's ``auth_time``."""
         back = dict(params)
         if answer.force:
             prompts = [p for p in back.get("prompt", "").split() if p != "login"]
@@ -311,6 +314,7 @@ class OAuthFlow:
                 back["prompt"] = " ".join(prompts)
             else:
                 back.pop("prompt", None)
+            back.pop("max_age", None)
         rd = f"{self.prefix}oauth2/authorize?{urlencode(back)}"
         url = f"{self.prefix}login?rd={quote(rd, safe='')}"
         if answer.force:
