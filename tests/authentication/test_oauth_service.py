@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from gatehouse.authentication.config import AuthenticationConfig
+from gatehouse.authentication.app import Service, check_view, restart_only_changes
+from gatehouse.authentication.config import AuthenticationConfig, AuthenticationSettings
 from gatehouse.authentication.oauth_service import (
     DirectoryUsers,
     OAuthService,
@@ -157,3 +158,32 @@ def test_a_delivered_key_set_is_used_and_kept_for_the_next_start(tmp_path: Path)
 
 async def _no_user(username: str) -> None:
     return None
+
+
+def test_the_service_applies_a_new_oauth_version_live(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        db = f"sqlite+aiosqlite:///{tmp_path / 'gatehouse.db'}"
+        service = Service(
+            AuthenticationSettings(),
+            db,
+            oauth2_db=f"sqlite+aiosqlite:///{tmp_path / 'oauth2.db'}",
+            oauth_keys=tmp_path / "keys.json",
+        )
+        try:
+            assert service.oauth is not None
+            assert dict(service.oauth.provider.config.clients) == {}
+            view = {
+                "authentication": {"oauth": {"issuer": "https://gate.example", "clients": [CLIENT]}}
+            }
+            service.apply(2, view)
+            config = service.oauth.provider.config
+            assert set(config.clients) == {"app1"}
+            assert config.settings.issuer == "https://gate.example"
+            moved = {"authentication": {"oauth2_db": "sqlite+aiosqlite:///elsewhere.db"}}
+            assert restart_only_changes(service.started, check_view(moved).authentication) == [
+                "authentication.oauth2_db"
+            ]
+        finally:
+            await service.stop()
+
+    asyncio.run(scenario())
