@@ -2,7 +2,7 @@
 service), a confidential client registered with ``gatehouse oauth clients add`` (its secret
 printed once, on a line of its own; the client published to the services), then Authlib's
 client through the node's Access Point: discovery at the AP's URL, code + PKCE, the ID token
-checked with the JWKS, UserInfo, refresh.
+checked with the JWKS, UserInfo, refresh; then panva's openid-client with the same client.
 
 Marked as an expected failure (strict) while the Authentication service of ``gatehouse up``
 signs with keys the node does not publish; remove the mark when it passes."""
@@ -24,6 +24,7 @@ from joserfc.errors import InvalidKeyIdError
 from joserfc.jwk import KeySet
 
 from tests.oidc.support import PASSWORD, Callback, P, sign_in
+from tests.oidc.test_openid_client import NodeRP, check_result
 from tests.support.gateway import Browser
 from tests.support.node import Node, node
 
@@ -66,8 +67,25 @@ def test_gatehouse_up_with_a_client_added_by_the_cli(node: Node) -> None:
         user = node.cli("users", "add", "olivia", "--password-stdin", stdin=PASSWORD + "\n")
         assert user.returncode == 0, user.stderr
         asyncio.run(flow(issuer, secret, callback))
+        with_openid_client(issuer, secret, callback)
     finally:
         callback.close()
+
+
+def with_openid_client(issuer: str, secret: str, callback: Callback) -> None:
+    """panva's openid-client with the same client (the consent is remembered by now)."""
+    browser = Browser("127.0.0.1", int(urlsplit(issuer).port or 80))
+    jwks = browser.get(f"{P}oauth2/jwks").json()
+    target = SimpleNamespace(
+        issuer=issuer, redirect_uri=callback.redirect_uri, callback=callback, jwks=jwks
+    )
+    rp = NodeRP(target, "node-rp", secret)  # type: ignore[arg-type]
+    try:
+        first = rp.read()
+        rp.send(sign_in(target, browser, first["authorize_url"], "olivia"))  # type: ignore[arg-type]
+        check_result(target, rp.read(), "node-rp", "olivia")  # type: ignore[arg-type]
+    finally:
+        rp.close()
 
 
 async def flow(issuer: str, secret: str, callback: Callback) -> None:
