@@ -10,7 +10,8 @@ keys and the clock (:func:`key_view`):
 - it signs (it is ``current`` for its algorithm) from ``signs_from`` until a newer key of
   its algorithm starts signing (its ``retired_at``);
 - it stays in the JWKS for the longest token lifetime plus ``keep_after`` after that
-  (``drop_at``), so every token it signed still verifies until it expires, then it goes.
+  (``drop_at``), so every token it signed still verifies until it expires, then it goes;
+- an algorithm taken out of ``oauth.signing.algorithms`` takes its keys with it at once.
 
 A new key is due ``publish_before`` before the current one has signed for ``rotate_every``
 (:func:`due`). The very first key of an algorithm signs at once: nothing was signed before.
@@ -105,9 +106,12 @@ def drop_at(record: KeyRecord, records: Iterable[KeyRecord], timeline: Timeline)
 
 
 def published(records: Sequence[KeyRecord], now: datetime, timeline: Timeline) -> list[KeyRecord]:
-    """The keys in the JWKS at ``now``: every key not dropped yet (upcoming ones too)."""
+    """The keys in the JWKS at ``now``: every key not dropped yet (upcoming ones too) of an
+    algorithm in ``oauth.signing.algorithms`` (taking one out drops its keys at once)."""
     kept = []
     for record in records:
+        if record.alg not in timeline.algorithms:
+            continue
         gone = drop_at(record, records, timeline)
         if gone is None or now < gone:
             kept.append(record)
