@@ -56,7 +56,7 @@ def cluster_installation(topology: Topology, home: Path) -> dict[str, Any]:
     """What the first ``up`` publishes: the topology's installation, each Policy service
     with the home's session admin token (so ``gatehouse users disable --home`` ends
     sessions through a running Policy service). With the cluster's own PostgreSQL, the
-    Authentication services' user DB and OATH DB, the Policy services' session DB and the
+    Authentication services' user DB, OATH DB and OAuth2 DB, the Policy services' session DB and the
     Distribution services' outbox DB are URLs with their own roles (:mod:`.db_access`)."""
     document = installation_document(topology)
     token = str(home / ADMIN_TOKEN_FILE)
@@ -68,6 +68,9 @@ def cluster_installation(topology: Topology, home: Path) -> dict[str, Any]:
             "oath_db": db_access.role_url(home, local, db_access.AUTH_ROLE, oath),
             "outbox_db": db_access.role_url(
                 home, local, db_access.DIST_ROLE, db_access.outbox_database(local)
+            ),
+            "oauth2_db": db_access.role_url(
+                home, local, db_access.AUTH_ROLE, db_access.oauth2_database(local)
             ),
         }
     for entry in document["policy_services"]:

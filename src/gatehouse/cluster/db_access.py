@@ -31,7 +31,10 @@ The OATH DB is a database of its own on the same servers (``<database>_oath``): 
 ``gatehouse_auth`` (its owner: it migrates the ``oath`` branch) and ``gatehouse_cli`` may
 connect to it; the Policy and Administration roles may not. The outbox DB
 (``<database>_outbox``) likewise: only ``gatehouse_dist`` (its owner: the ``outbox`` branch)
-and ``gatehouse_cli``; the Distribution role may connect to no other database.
+and ``gatehouse_cli``; the Distribution role may connect to no other database. The OAuth2
+DB (``<database>_oauth2``: authorization codes, tokens, consents) likewise: ``gatehouse_auth``
+owns it (the ``oauth2`` branch); ``gatehouse_cli`` may read, revoke and prune (SELECT, UPDATE,
+DELETE), never add a row; the Policy, Administration and Distribution roles may not connect.
 
 The owners' migrations run at ``cluster up`` (as the owners) before any service starts, so the
 grants between roles can be given on tables that exist; services migrate again at start, as
@@ -58,6 +61,7 @@ from gatehouse.cluster.topology import LocalDatabases
 from gatehouse.distribution.models import OutboxBase
 from gatehouse.internal.lkg import atomic_write
 from gatehouse.oath.models import OathBase
+from gatehouse.oauth2.models import OAuth2Base
 from gatehouse.storage.errors import DatabaseUnavailable
 from gatehouse.storage.models import SessionBase, UserBase
 from gatehouse.storage.permissions import private_directory
@@ -96,6 +100,10 @@ OATH_ROLES = (AUTH_ROLE, CLI_ROLE)
 OUTBOX_SUFFIX = "_outbox"
 #: The roles that may connect to the outbox DB: its owner and the operator's command line.
 OUTBOX_ROLES = (DIST_ROLE, CLI_ROLE)
+#: The OAuth2 DB's name is the cluster database's with this suffix.
+OAUTH2_SUFFIX = "_oauth2"
+#: The roles that may connect to the OAuth2 DB: its owner and the operator's command line.
+OAUTH2_ROLES = (AUTH_ROLE, CLI_ROLE)
 
 
 # --- files in HOME -----------------------------------------------------------------------------
@@ -153,6 +161,11 @@ def oath_database(local: LocalDatabases) -> str:
 def outbox_database(local: LocalDatabases) -> str:
     """The name of the cluster's outbox DB (next to the user DB, on the same servers)."""
     return local.database[: 63 - len(OUTBOX_SUFFIX)] + OUTBOX_SUFFIX
+
+
+def oauth2_database(local: LocalDatabases) -> str:
+    """The name of the cluster's OAuth2 DB (next to the user DB, on the same servers)."""
+    return local.database[: 63 - len(OAUTH2_SUFFIX)] + OAUTH2_SUFFIX
 
 
 def role_url(home: Path, local: LocalDatabases, role: str, database: str | None = None) -> str:
@@ -379,6 +392,48 @@ def ensure_oath_database(primary: PgNode, local: LocalDatabases) -> str:
     return name
 
 
+def oauth2_role_statements(database: str) -> str:
+    """What each role may do in the OAuth2 DB ``database`` before its tables exist (SQL, one
+    batch, run in that database): connect only as the Authentication role (which creates and
+    migrates its tables) or the CLI role (reads, revokes, prunes)."""
+    owner, cli = _ident(AUTH_ROLE), _ident(CLI_ROLE)
+    return ";\n".join(
+        [
+            f"REVOKE ALL ON DATABASE {_ident(database)} FROM PUBLIC",
+            f"GRANT CONNECT ON DATABASE {_ident(database)} TO {_roles(OAUTH2_ROLES)}",
+            "REVOKE ALL ON SCHEMA public FROM PUBLIC",
+            f"GRANT USAGE, CREATE ON SCHEMA public TO {owner}",
+            f"GRANT USAGE ON SCHEMA public TO {cli}",
+            f"CREATE TABLE IF NOT EXISTS {VERSION_TABLE} (version_num VARCHAR(32) NOT NULL, "
+            f"CONSTRAINT {VERSION_TABLE}_pkc PRIMARY KEY (version_num))",
+            f"REVOKE ALL ON {VERSION_TABLE} FROM PUBLIC",
+            f"GRANT SELECT, INSERT, UPDATE, DELETE ON {VERSION_TABLE} TO {owner}",
+            f"GRANT SELECT ON {VERSION_TABLE} TO {cli}",
+            # Tables a later OAuth2 migration adds: the CLI reads, revokes and prunes them.
+            f"ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public "
+            f"GRANT SELECT, UPDATE, DELETE ON TABLES TO {cli}",
+        ]
+    )
+
+
+def oauth2_grant_statements(primary: PgNode, database: str) -> str:
+    """The CLI role's grants on the OAuth2 tables that exist (SQL; empty when none do)."""
+    tables = _present(primary, database, OAuth2Base.metadata.tables)
+    if not tables:
+        return ""
+    return f"GRANT SELECT, UPDATE, DELETE ON {_roles(tables)} TO {_ident(CLI_ROLE)}"
+
+
+def ensure_oauth2_database(primary: PgNode, local: LocalDatabases) -> str:
+    """Create the OAuth2 DB on the primary if it is missing (a cluster made before it had
+    one); its name."""
+    name = oauth2_database(local)
+    exists = primary.sql(f"SELECT 1 FROM pg_database WHERE datname = {_literal(name)}")
+    if not exists:
+        primary.sql(f"CREATE DATABASE {_ident(name)} OWNER {_ident(local.user)}")
+    return name
+
+
 def _version_row_policies() -> list[str]:
     """Row security on the shared version table: everyone reads every branch's revision
     (Alembic looks at all heads), an owner writes only its own branch's rows (revision ids
@@ -452,14 +507,15 @@ async def _migrate_owners(home: Path, local: LocalDatabases) -> None:
     await upgrade(role_url(home, local, POLICY_ROLE), "session")
     await upgrade(role_url(home, local, AUTH_ROLE, oath_database(local)), "oath")
     await upgrade(role_url(home, local, DIST_ROLE, outbox_database(local)), "outbox")
+    await upgrade(role_url(home, local, AUTH_ROLE, oauth2_database(local)), "oauth2")
 
 
 def secure_database(
     primary: PgNode, home: Path, local: LocalDatabases, say: Callable[[str], None]
 ) -> None:
-    """Roles, passwords and grants on the running primary; the OATH and outbox DBs made if
-    missing; the user, session, OATH and outbox tables migrated by their owners (over TLS,
-    with the URLs the services get).
+    """Roles, passwords and grants on the running primary; the OATH, outbox and OAuth2 DBs
+    made if missing; the user, session, OATH, outbox and OAuth2 tables migrated by their
+    owners (over TLS, with the URLs the services get).
 
     Raises:
         ClusterError: a role's connection failed (the reason is in the message).
@@ -471,7 +527,9 @@ def secure_database(
     primary.sql(oath_role_statements(oath), oath)
     outbox = ensure_outbox_database(primary, local)
     primary.sql(outbox_role_statements(outbox), outbox)
-    say("migrating the user, session, OATH and outbox tables as their owners")
+    oauth2 = ensure_oauth2_database(primary, local)
+    primary.sql(oauth2_role_statements(oauth2), oauth2)
+    say("migrating the user, session, OATH, outbox and OAuth2 tables as their owners")
     try:
         asyncio.run(_migrate_owners(home, local))
     except DatabaseUnavailable as exc:
@@ -485,3 +543,6 @@ def secure_database(
     outbox_grants = outbox_grant_statements(primary, outbox)
     if outbox_grants:
         primary.sql(outbox_grants, outbox)
+    oauth2_grants = oauth2_grant_statements(primary, oauth2)
+    if oauth2_grants:
+        primary.sql(oauth2_grants, oauth2)

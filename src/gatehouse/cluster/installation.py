@@ -78,6 +78,8 @@ def installation_document(topology: Topology) -> dict[str, Any]:
         databases["session_db"] = session_db
     if topology.databases.oath_db is not None:
         databases["oath_db"] = topology.databases.oath_db
+    if topology.databases.oauth2_db is not None:
+        databases["oauth2_db"] = topology.databases.oauth2_db
     local = topology.databases.local
     if topology.databases.outbox_db is not None:
         databases["outbox_db"] = topology.databases.outbox_db

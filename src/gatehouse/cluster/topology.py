@@ -31,6 +31,7 @@ Example (``examples/ha-cluster.yaml`` is the same on loopback)::
       user_db: postgresql+asyncpg://gatehouse@/gatehouse?host=db1:5432&host=db2:5432&target_session_attrs=read-write
       oath_db: postgresql+asyncpg://gatehouse@/gatehouse_oath?host=db1:5432&host=db2:5432&target_session_attrs=read-write
       outbox_db: postgresql+asyncpg://gatehouse_dist@/gatehouse_outbox?host=db1:5432&host=db2:5432&target_session_attrs=read-write
+      oauth2_db: postgresql+asyncpg://gatehouse@/gatehouse_oauth2?host=db1:5432&host=db2:5432&target_session_attrs=read-write
       # or, for `gatehouse cluster up` on one machine:
       # local: {primary_port: 5432, standby_port: 5433}
     demo_backend: {listen: "10.0.2.5:9000", smtp: "10.0.2.5:8025"}  # optional; smtp: its
@@ -318,6 +319,11 @@ class Databases(Strict):
         default=None,
         description="the Distribution services' outbox; with local, cluster up makes it next "
         "to the user DB",
+    )
+    oauth2_db: PostgresURL | None = Field(
+        default=None,
+        description="the OAuth2 DB (codes, tokens, consents of the OpenID Provider); with "
+        "local, cluster up makes it next to the user DB",
     )
 
     def urls(self) -> tuple[str, str | None]:

@@ -262,7 +262,7 @@ def _database_problems(databases: Databases) -> Iterator[tuple[Loc, str]]:
             "set user_db (PostgreSQL URL) or local (PostgreSQL created by the cluster command)",
         )
     elif databases.local is not None:
-        for name in ("user_db", "session_db", "oath_db", "outbox_db"):
+        for name in ("user_db", "session_db", "oath_db", "outbox_db", "oauth2_db"):
             if getattr(databases, name) is not None:
                 yield (
                     ("databases", name),
