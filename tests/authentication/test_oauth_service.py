@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from gatehouse.authentication.app import Service, check_view, restart_only_changes
 from gatehouse.authentication.config import AuthenticationConfig, AuthenticationSettings
+from gatehouse.authentication.oauth_keys_client import KeysUnavailable
 from gatehouse.authentication.oauth_service import (
     DirectoryUsers,
     OAuthService,
@@ -25,10 +26,18 @@ from gatehouse.authentication.oauth_service import (
     provider_config,
 )
 from gatehouse.config.loader import validate
-from gatehouse.config.oauth import ClientSettings, OAuthSettings, PolicyOAuth, policy_oauth
+from gatehouse.config.oauth import (
+    AuthenticationOAuth,
+    ClientSettings,
+    OAuthSettings,
+    PolicyOAuth,
+    policy_oauth,
+)
 from gatehouse.errors import ConfigError
+from gatehouse.internal.errors import ServiceError
 from gatehouse.oauth2.clients import new_secret
 from gatehouse.oauth2.keys import SigningKeys, generate_key
+from gatehouse.oauth2.provider import Provider
 
 SECRET, SECRET_HASH = new_secret()
 CLIENT: dict[str, Any] = {
@@ -137,12 +146,12 @@ def test_a_delivered_key_set_is_used_and_kept_for_the_next_start(tmp_path: Path)
             f"sqlite+aiosqlite:///{tmp_path / 'oauth2.db'}", oauth, "/_gatehouse/", path, users
         )
         try:
-            first = service.provider.jwks()
+            first = _running(service).jwks()
             made = [generate_key("ES256"), generate_key("RS256")]
             delivered = {"keys": made, "current": {k["alg"]: k["kid"] for k in made}}
             service.use_keys(delivered)
-            assert service.provider.jwks() != first
-            assert {k["kid"] for k in service.provider.jwks()["keys"]} == {k["kid"] for k in made}
+            assert _running(service).jwks() != first
+            assert {k["kid"] for k in _running(service).jwks()["keys"]} == {k["kid"] for k in made}
             assert json.loads(path.read_text()) == delivered
             assert stat.S_IMODE(path.stat().st_mode) == 0o600
             with pytest.raises(ValueError, match="not a signing key set"):
@@ -171,12 +180,12 @@ def test_the_service_applies_a_new_oauth_version_live(tmp_path: Path) -> None:
         )
         try:
             assert service.oauth is not None
-            assert dict(service.oauth.provider.config.clients) == {}
+            assert dict(_running(service.oauth).config.clients) == {}
             view = {
                 "authentication": {"oauth": {"issuer": "https://gate.example", "clients": [CLIENT]}}
             }
             service.apply(2, view)
-            config = service.oauth.provider.config
+            config = _running(service.oauth).config
             assert set(config.clients) == {"app1"}
             assert config.settings.issuer == "https://gate.example"
             moved = {"authentication": {"oauth2_db": "sqlite+aiosqlite:///elsewhere.db"}}
@@ -187,3 +196,81 @@ def test_the_service_applies_a_new_oauth_version_live(tmp_path: Path) -> None:
             await service.stop()
 
     asyncio.run(scenario())
+
+
+def _view(made: list[dict[str, Any]]) -> dict[str, Any]:
+    public = SigningKeys.from_jwks(made, {k["alg"]: k["kid"] for k in made}).jwks()
+    return {"jwks": public, "current": {k["alg"]: k["kid"] for k in made}}
+
+
+def test_a_view_s_keys_are_fetched_once_kept_and_followed(tmp_path: Path) -> None:
+    """With ``oauth.keys`` (Admin's view) the private keys come from the state file or,
+    missing there, from Admin; 503 until they are here; a new view's keys replace them."""
+
+    async def scenario() -> None:
+        first = [generate_key("ES256"), generate_key("RS256")]
+        second = [generate_key("ES256"), generate_key("RS256")]
+        held = {k["kid"]: k for k in [*first, *second]}
+        asked: list[list[str]] = []
+        admin_up = asyncio.Event()
+
+        async def fetch(kids: Any) -> list[dict[str, Any]]:  # Admin's key API, as it answers
+            asked.append(list(kids))
+            if not admin_up.is_set():
+                raise KeysUnavailable("Admin unreachable")
+            return [held[kid] for kid in kids]
+
+        path = tmp_path / "state" / "oauth-signing-keys.json"
+        oauth = AuthenticationOAuth.model_validate({"clients": [CLIENT], "keys": _view(first)})
+        service = OAuthService(
+            f"sqlite+aiosqlite:///{tmp_path / 'oauth2.db'}",
+            oauth,
+            "/_gatehouse/",
+            path,
+            DirectoryUsers(_no_user),
+            fetch=fetch,
+        )
+        try:
+            await service.start()
+            await asyncio.wait_for(service.ready.wait(), 10)
+            with pytest.raises(ServiceError) as caught:
+                service.require()
+            assert caught.value.status == 503
+            admin_up.set()
+            for _ in range(100):
+                if service.provider is not None:
+                    break
+                await asyncio.sleep(0.05)
+            provider = service.require()
+            assert provider.config.keys.current == {k["alg"]: k["kid"] for k in first}
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600
+            # A new version names new keys: fetched, then used.
+            newer = AuthenticationOAuth.model_validate({"clients": [CLIENT], "keys": _view(second)})
+            service.apply(newer, "/_gatehouse/")
+            for _ in range(100):
+                if provider.config.keys.current == newer.keys.current:  # type: ignore[union-attr]
+                    break
+                await asyncio.sleep(0.05)
+            assert provider.config.keys.current == {k["alg"]: k["kid"] for k in second}
+        finally:
+            await service.stop()
+        # A restart signs at once from the state file: Admin is not asked again.
+        count = len(asked)
+        again = OAuthService(
+            f"sqlite+aiosqlite:///{tmp_path / 'oauth2.db'}",
+            newer,
+            "/_gatehouse/",
+            path,
+            DirectoryUsers(_no_user),
+            fetch=fetch,
+        )
+        assert again.provider is not None
+        assert len(asked) == count
+        await again.stop()
+
+    asyncio.run(scenario())
+
+
+def _running(service: OAuthService) -> Provider:
+    assert service.provider is not None
+    return service.provider

@@ -16,11 +16,9 @@ from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-import pytest
 from authlib.common.security import generate_token
 from authlib.integrations.httpx_client import AsyncOAuth2Client
 from joserfc import jwt
-from joserfc.errors import InvalidKeyIdError
 from joserfc.jwk import KeySet
 
 from tests.oidc.support import PASSWORD, Callback, P, sign_in
@@ -31,14 +29,6 @@ from tests.support.node import Node, node
 __all__ = ["node"]
 
 
-@pytest.mark.xfail(
-    reason="gatehouse up: the Authentication service signs with the key set of its own key "
-    "file, not the keys the Administration service made and publishes (the view's "
-    "oauth.keys / KeyFollower is not wired into authentication/oauth_service.py yet): the ID "
-    "token's kid is not in the published JWKS (see /work/notes/contract17.md, H's findings)",
-    raises=InvalidKeyIdError,
-    strict=True,
-)
 def test_gatehouse_up_with_a_client_added_by_the_cli(node: Node) -> None:
     node.wait_for("Gatehouse is up")
     issuer = f"http://127.0.0.1:{node.port}"

@@ -69,6 +69,7 @@ from gatehouse.authentication.code_checks import CodeChecks
 from gatehouse.authentication.code_store import CodeStore
 from gatehouse.authentication.config import AuthenticationConfig, AuthenticationSettings
 from gatehouse.authentication.distribution_client import RETIRE_GRACE, FailoverDistribution
+from gatehouse.authentication.oauth_keys_client import Fetch
 from gatehouse.authentication.oauth_service import DirectoryUsers, OAuthService
 from gatehouse.authentication.otp import OtpChecker, SeedKeys
 from gatehouse.authentication.otp import Rules as OtpRules
@@ -149,6 +150,7 @@ class Service:
         credentials: Credentials | None = None,
         oauth2_db: str | None = None,
         oauth_keys: Path | None = None,
+        oauth_fetch: Fetch | None = None,
     ) -> None:
         self.started = settings
         self.credentials = credentials
@@ -189,6 +191,7 @@ class Service:
                 oauth_keys,
                 DirectoryUsers(self.verifier.user),
                 db=shared.get(oauth2_db),
+                fetch=oauth_fetch,
             )
         self._tasks: list[asyncio.Task[None]] = []
         self._retiring: set[asyncio.Task[None]] = set()
@@ -454,10 +457,12 @@ def create_app(
     credentials: Credentials | None = None,
     oauth2_db: str | None = None,
     oauth_keys: Path | None = None,
+    oauth_fetch: Fetch | None = None,
 ) -> Starlette:
     """The app; with ``agent``, the service follows Admin while it runs. Without ``oath_db``
     and ``oath_keyring`` the OTP calls answer 503; without ``oauth2_db`` and ``oauth_keys``
-    (the signing key file) the OAuth calls do."""
+    (the signing key file) the OAuth calls do; ``oauth_fetch`` asks Admin for the private
+    signing keys a view names (then ``oauth_keys`` is the state directory's key file)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -470,6 +475,7 @@ def create_app(
             credentials=credentials,
             oauth2_db=oauth2_db,
             oauth_keys=oauth_keys,
+            oauth_fetch=oauth_fetch,
         )
         app.state.service = service
         await service.start()

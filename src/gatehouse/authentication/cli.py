@@ -32,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
 
     from gatehouse.authentication.app import ROLE, check_view, create_app
     from gatehouse.authentication.config import AuthenticationConfig
+    from gatehouse.authentication.oauth_keys_client import STATE_FILE, admin_fetch
     from gatehouse.authentication.oauth_service import KEYS_FILE
     from gatehouse.config.access_point import parse_listen
     from gatehouse.config.loader import load_file
@@ -58,7 +59,13 @@ def run(args: argparse.Namespace) -> int:
     # A relative key file is relative to the installation home, like relative SQLite paths.
     keyring = Path(args.home) / (settings.oath_keyring or KEYRING_FILE)
     oauth2_db = settings.oauth2_db or database_urls(home).oauth2_db
-    oauth_keys = Path(args.home) / (settings.oauth_keys_file or KEYS_FILE)
+    oauth_fetch = None
+    if agent is not None:
+        # Admin's keys (the view's oauth.keys), kept in the state directory.
+        oauth_keys = Path(args.state) / STATE_FILE
+        oauth_fetch = admin_fetch(agent)
+    else:
+        oauth_keys = Path(args.home) / (settings.oauth_keys_file or KEYS_FILE)
     host, port = args.listen or parse_listen(settings.listen)
     credentials = credentials_of(args, host)
     app = create_app(
@@ -70,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         credentials=credentials,
         oauth2_db=oauth2_db,
         oauth_keys=oauth_keys,
+        oauth_fetch=oauth_fetch,
     )
     if credentials is None:
         return serve(app, host, port)

@@ -7,13 +7,15 @@ reachable every OAuth call answers 503 so the Policy service fails over. ``oauth
 lifetimes, clients) applies live: :meth:`OAuthService.apply` hands the provider a new
 configuration in one assignment.
 
-Signing keys: the Administration service makes and rotates them and hands them to this
-service only (never in a view). The service keeps the set it signs with in a key file in its
-home (``HOME/oauth-signing-keys.json``, 0600), read at start, so it restarts while Admin is
-down; without one (a service started from a file, development) it makes one with a key per
-``oauth.signing.algorithms`` on first start. Every Authentication service behind the same
-Policy services must sign with keys the Policy services publish (``oauth.jwks`` of their
-view).
+Signing keys: the Administration service makes and rotates them; a view names the ones to
+sign with (``oauth.keys``: the public key set and the kid per algorithm, never a private key)
+and the service gets their private halves from Admin over mutual TLS
+(:mod:`gatehouse.authentication.oauth_keys_client`), keeping them in its state directory
+(``oauth-signing-keys.json``, 0600) so it restarts, and signs, while Admin is down. A service
+started from a file keeps a key file of its own in its home
+(``HOME/oauth-signing-keys.json``, made with a key per ``oauth.signing.algorithms`` on first
+start); every Authentication service behind the same Policy services must then sign with keys
+the Policy services publish (``oauth.jwks`` of their view).
 """
 
 from __future__ import annotations
@@ -52,7 +54,8 @@ from gatehouse.authentication.oauth_calls import (
     SessionEnded,
     SessionEndedAnswer,
 )
-from gatehouse.config.oauth import ClientSettings, OAuthSettings
+from gatehouse.authentication.oauth_keys_client import Fetch, KeyFollower, KeysUnavailable
+from gatehouse.config.oauth import ClientSettings, OAuthSettings, SigningKeyView
 from gatehouse.internal.errors import Code, ServiceError
 from gatehouse.oauth2.authorize import Consent as ConsentOutcome
 from gatehouse.oauth2.authorize import ErrorPage, Login, Redirect
@@ -86,6 +89,8 @@ __all__ = [
 
 #: The signing key set in the service's home (private keys: 0600).
 KEYS_FILE = "oauth-signing-keys.json"
+#: The longest wait between two attempts to fetch the signing keys from Admin, seconds.
+KEYS_RETRY_MAX = 30.0
 
 
 # --- configuration -----------------------------------------------------------------------------
@@ -200,7 +205,16 @@ class DirectoryUsers:
 
 
 class OAuthService:
-    """The provider of one Authentication service process."""
+    """The provider of one Authentication service process.
+
+    Signing keys: with ``oauth.keys`` (a view from the Administration service) the private
+    keys it names come from ``keys_path`` (the state directory's file) or, when missing, from
+    Admin (``fetch``, :class:`~gatehouse.authentication.oauth_keys_client.KeyFollower`);
+    until they are here the OAuth calls answer 503 and the fetch is retried. A new version
+    naming other keys keeps signing with the old ones (still published) until the new ones
+    are here. Without ``oauth.keys`` (a configuration file) the service keeps its own key
+    file (:func:`load_or_create_keys`, :meth:`use_keys`).
+    """
 
     def __init__(
         self,
@@ -210,19 +224,31 @@ class OAuthService:
         keys_path: Path,
         users: DirectoryUsers,
         db: Database | None = None,
+        fetch: Fetch | None = None,
     ) -> None:
         self.url = url
         self.db = db if db is not None else Database(url)
         self._own_db = db is None
         self.ready = asyncio.Event()
         self.keys_path = keys_path
-        self.keys = load_or_create_keys(keys_path, list(oauth.signing.algorithms))
+        self.follower = KeyFollower(keys_path, fetch)
         self.oauth = oauth
         self.portal_prefix = portal_prefix
-        self.provider = Provider(
-            OAuth2Store(self.db.engine), provider_config(oauth, portal_prefix, self.keys), users
+        self.users = users
+        self.store = OAuth2Store(self.db.engine)
+        view = _key_view(oauth)
+        keys = (
+            load_or_create_keys(keys_path, list(oauth.signing.algorithms))
+            if view is None
+            else self.follower.cached(view)
         )
+        self.keys: SigningKeys | None = keys
+        self.provider: Provider | None = None
+        if keys is not None:
+            self.provider = Provider(self.store, provider_config(oauth, portal_prefix, keys), users)
         self._tasks: list[asyncio.Task[None]] = []
+        self._following: asyncio.Task[None] | None = None
+        self._wanted = view
 
     async def start(self) -> None:
         migrating = await start_migrations(self.url, "oauth2", self.ready)
@@ -230,16 +256,60 @@ class OAuthService:
             self._tasks.append(migrating)
         if self._own_db:
             self._tasks.append(asyncio.create_task(warm_when_ready(self.ready, self.db)))
+        if self._wanted is not None and self.keys is None:
+            self._follow(self._wanted)
 
     def apply(self, oauth: OAuthSettings, portal_prefix: str) -> None:
-        """A new version's ``oauth`` from now on (the keys stay)."""
+        """A new version's ``oauth`` from now on; new signing keys once they are here."""
         self.oauth, self.portal_prefix = oauth, portal_prefix
-        self.provider.configure(provider_config(oauth, portal_prefix, self.keys))
+        view = _key_view(oauth)
+        if view is not None and view != self._wanted:
+            self._wanted = view
+            cached = self.follower.cached(view)
+            if cached is not None:
+                self.keys = cached
+            else:
+                self._follow(view)
+        self._configure()
+
+    def _configure(self) -> None:
+        if self.keys is None:
+            return
+        config = provider_config(self.oauth, self.portal_prefix, self.keys)
+        if self.provider is None:
+            self.provider = Provider(self.store, config, self.users)
+        else:
+            self.provider.configure(config)
+
+    def _follow(self, view: SigningKeyView) -> None:
+        """Fetch ``view``'s keys in the background (retrying), then sign with them."""
+        if self._following is not None:
+            self._following.cancel()
+        self._following = asyncio.create_task(self._fetch_forever(view))
+        self._tasks.append(self._following)
+
+    async def _fetch_forever(self, view: SigningKeyView) -> None:
+        delay = 1.0
+        while True:
+            try:
+                keys = await self.follower.keys_for(view)
+            except KeysUnavailable as exc:
+                log.warning("OAuth signing keys not available yet: %s", exc)
+            except Exception:
+                log.exception("fetching the OAuth signing keys failed")
+            else:
+                if view == self._wanted:
+                    self.keys = keys
+                    self._configure()
+                    log.info("signing OAuth tokens with keys %s", sorted(view.current.values()))
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, KEYS_RETRY_MAX)
 
     def use_keys(self, document: dict[str, Any]) -> None:
-        """Sign with the key set ``document`` from now on (the Administration service's
-        delivery: ``{"keys": [private JWK], "current": {alg: kid}, "published"?: [JWK]}``),
-        kept in the key file for the next start. Blocking file I/O.
+        """Sign with the key set ``document`` from now on (``{"keys": [private JWK],
+        "current": {alg: kid}, "published"?: [JWK]}``), kept in the key file for the next
+        start. Blocking file I/O.
 
         Raises:
             ValueError: not a usable key set (the running one stays).
@@ -247,7 +317,7 @@ class OAuthService:
         keys = keys_of(document)
         _write_private(self.keys_path, document)
         self.keys = keys
-        self.provider.configure(provider_config(self.oauth, self.portal_prefix, keys))
+        self._configure()
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -261,7 +331,16 @@ class OAuthService:
     def require(self) -> Provider:
         if not self.ready.is_set():
             raise DatabaseUnavailable("database unavailable: OAuth2 DB not reachable yet")
+        if self.provider is None:
+            raise ServiceError(
+                Code.UNAVAILABLE, "the OAuth signing keys are not here yet (asked of Admin)", 503
+            )
         return self.provider
+
+
+def _key_view(oauth: OAuthSettings) -> SigningKeyView | None:
+    view = getattr(oauth, "keys", None)
+    return view if isinstance(view, SigningKeyView) else None
 
 
 # --- the routes ------------------------------------------------------------------------------
