@@ -21,6 +21,7 @@ from gatehouse.authentication.oauth_calls import (
 )
 from gatehouse.internal.client import FailoverClient
 from gatehouse.policy.oauth_flow import SessionEndNotifier, oauth_sid
+from gatehouse.policy.service import AuthServiceChecker
 from gatehouse.policy.sessions import Identity, SessionRecord, SessionStore, Timeouts
 from gatehouse.storage.engine import Database
 from gatehouse.storage.migrate import upgrade
@@ -83,13 +84,14 @@ def test_only_sessions_that_are_ended_revoke_their_tokens(tmp_path: Path) -> Non
         )
         try:
             async with FailoverClient([f"http://127.0.0.1:{port}"], timeout=2) as client:
+                caller = AuthServiceChecker(client)
                 notifier = SessionEndNotifier()
                 for reason in ("rotated", "step_up", "signed_in", "expired"):
-                    notifier.ended(client, [record], reason)
+                    notifier.ended(caller, [record], reason)
                 await notifier.drain()
                 assert seen == []
                 for reason in ("logout", "revoked", "password_changed", "login"):
-                    notifier.ended(client, [record, pending], reason)
+                    notifier.ended(caller, [record, pending], reason)
                 await notifier.drain()
                 assert seen == [oauth_sid(record)] * 4  # never the pending sign-in's
         finally:

@@ -36,9 +36,10 @@ import hashlib
 import logging
 import secrets
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import orjson
@@ -162,24 +163,36 @@ def _single(pairs: Sequence[tuple[str, str]]) -> dict[str, str] | str:
     return params
 
 
+class Caller(Protocol):
+    """The Authentication services' client of a configuration version, held while in use
+    (:class:`gatehouse.policy.service.AuthServiceChecker`)."""
+
+    client: FailoverClient
+
+    def in_use(self) -> AbstractContextManager[None]: ...
+
+
 class SessionEndNotifier:
-    """Tells the Authentication services that sessions ended, in the background."""
+    """Tells the Authentication services that sessions ended, in the background. Not
+    durable: with every Authentication service down the revocation is logged as not done."""
 
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def ended(self, client: FailoverClient, records: Sequence[SessionRecord], reason: str) -> None:
+    def ended(self, caller: Caller, records: Sequence[SessionRecord], reason: str) -> None:
         if reason in KEEPS_TOKENS:
             return
         sids = {oauth_sid(r) for r in records if r.pending is None}
         for sid in sids:
-            task = asyncio.create_task(self._send(client, sid))
+            task = asyncio.create_task(self._send(caller, sid))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _send(self, client: FailoverClient, sid: str) -> None:
+    async def _send(self, caller: Caller, sid: str) -> None:
         try:
-            answer = await OAUTH_SESSION_ENDED.invoke(client, SessionEnded(sid))
+            # Held, so a new configuration closes this client only once the call is done.
+            with caller.in_use():
+                answer = await OAUTH_SESSION_ENDED.invoke(caller.client, SessionEnded(sid))
         except (InternalCallError, CallRefused, ValueError) as exc:
             log.warning("refresh tokens of an ended session not revoked: %s", exc)
         except Exception:

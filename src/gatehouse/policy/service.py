@@ -742,4 +742,4 @@ class PolicyService:
         if self.bridge is not None:
             await self.bridge.notify(hashes)
         # The refresh tokens bound to a session that ended die with it.
-        self.oauth_ends.ended(self.runtime.checker.client, records, reason)
+        self.oauth_ends.ended(self.runtime.checker, records, reason)
