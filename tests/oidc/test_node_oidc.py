@@ -96,12 +96,13 @@ async def flow(issuer: str, secret: str, callback: Callback) -> None:
         ).json()
         assert meta["issuer"] == issuer  # the AP's URL, out of the box
         assert meta["authorization_endpoint"] == f"{issuer}{P}oauth2/authorize"
-        # The published client reaches the services (a moment after the CLI returned).
+        # The published client reaches the services (a moment after the CLI returned; the
+        # Authentication service answers 503 until it has the signing keys the version names).
         probe = f"{meta['authorization_endpoint']}?" + urlencode(
             {"response_type": "code", "client_id": "node-rp", "redirect_uri": callback.redirect_uri}
         )
         deadline = time.monotonic() + 10
-        while browser.get(urlsplit(probe).path + "?" + urlsplit(probe).query).status == 400:
+        while browser.get(urlsplit(probe).path + "?" + urlsplit(probe).query).status in (400, 503):
             assert time.monotonic() < deadline, "the client never reached the services"
             await asyncio.sleep(0.3)
 
