@@ -226,6 +226,19 @@ async def _test_rotation_publishes_before_signing_and_keeps_after(
     assert [r.kid for r in await service.store.oauth_keys()] == [k2]  # its row is gone
     assert await keeper.private_keys([k1]) == []
 
+    # A restarted Admin (a new service on the same database) publishes nothing new.
+    again = AdministrationService(
+        service.store,
+        service.key,
+        "t" * 32,
+        service.latest,
+        service.ca,
+        clock=clock,
+        oauth_keyring=keeper.keyring,
+    )
+    assert again.oauth_keys is not None
+    assert await again.oauth_keys.step() is None
+
 
 def test_a_manual_rotation_is_published_at_once_and_signs_later(tmp_path: Path) -> None:
     run(tmp_path, _test_a_manual_rotation_is_published_at_once_and_signs_later)

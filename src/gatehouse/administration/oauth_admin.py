@@ -36,7 +36,8 @@ from gatehouse.administration.oauth_keys import (
     open_key,
     published,
 )
-from gatehouse.config.oauth import ClientSettings, OAuthSettings, SigningKeyView
+from gatehouse.administration.views import all_views
+from gatehouse.config.oauth import ClientSettings, OAuthSettings
 from gatehouse.internal.errors import Code
 from gatehouse.oath.seeds import Keyring
 from gatehouse.oauth2.clients import new_secret
@@ -297,8 +298,14 @@ class SigningKeyKeeper:
             if gone:
                 log.info("dropped OAuth signing keys no longer published: %s", ", ".join(gone))
             records = [r for r in records if r.kid not in gone]
-            view = key_view(records, now, timeline)
-            if self.service.latest is None or view == self.service.store.published_keys:
+            latest = self.service.latest
+            if latest is None:
+                return None
+            view = key_view(records, now, timeline) if records else None
+            # Publish when a service's view would change: the key set it names (also after
+            # an upgrade that changed what views hold).
+            views = all_views(latest.config(), view)
+            if views == {sid: env.get("view") for sid, env in latest.envelopes.items()}:
                 return None
             reason = "OAuth signing keys changed"
             if made:
@@ -361,20 +368,6 @@ class SigningKeyKeeper:
                 pass
 
 
-def published_key_view(envelopes: dict[str, Any]) -> SigningKeyView | None:
-    """The key set an Authentication service's envelope of a version names (None: none)."""
-    for envelope in envelopes.values():
-        view = envelope.get("view") if isinstance(envelope, dict) else None
-        section = view.get("authentication") if isinstance(view, dict) else None
-        oauth = section.get("oauth") if isinstance(section, dict) else None
-        if isinstance(oauth, dict) and oauth.get("keys") is not None:
-            try:
-                return SigningKeyView.model_validate(oauth["keys"])
-            except ValueError:
-                return None
-    return None
-
-
 __all__ = [
     "CHECK_INTERVAL",
     "ClientChange",
@@ -388,7 +381,6 @@ __all__ = [
     "key_states",
     "list_clients",
     "new_client",
-    "published_key_view",
     "remove_client",
     "replace_section",
     "rotate_secret",

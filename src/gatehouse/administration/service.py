@@ -48,7 +48,7 @@ from gatehouse.administration.errors import (
 )
 from gatehouse.administration.lock import acquire_admin_lock
 from gatehouse.administration.model import ROLE_NAMES, Listen, ServiceId
-from gatehouse.administration.oauth_admin import SigningKeyKeeper, published_key_view
+from gatehouse.administration.oauth_admin import SigningKeyKeeper
 from gatehouse.administration.oauth_keys import KEYRING_FILE as OAUTH_KEYRING_FILE
 from gatehouse.administration.signing import Ed25519PrivateKey, public_key_pem
 from gatehouse.administration.store import (
@@ -309,8 +309,6 @@ class AdministrationService:
         self.oauth_keys: SigningKeyKeeper | None = None
         if oauth_keyring is not None:
             self.oauth_keys = SigningKeyKeeper(self, oauth_keyring)
-        if latest is not None and store.published_keys is None:
-            store.published_keys = published_key_view(latest.envelopes)
 
     @property
     def latest(self) -> Version | None:

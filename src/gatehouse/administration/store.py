@@ -53,7 +53,6 @@ from gatehouse.administration.tables import (
 )
 from gatehouse.administration.views import all_views
 from gatehouse.config.loader import validate
-from gatehouse.config.oauth import SigningKeyView
 from gatehouse.errors import ConfigError
 from gatehouse.storage.engine import Database
 from gatehouse.storage.migrate import upgrade
@@ -181,8 +180,6 @@ class AdminStore:
         self.db = db
         self.clock = clock
         self._publishing = asyncio.Lock()
-        #: The signing keys the newest version published by this process names.
-        self.published_keys: SigningKeyView | None = None
 
     @classmethod
     async def open(cls, url: str, clock: Callable[[], datetime] = utcnow) -> AdminStore:
@@ -352,7 +349,6 @@ class AdminStore:
                         allow_removal,
                         republish,
                     )
-                    self.published_keys = keys
                     return version
                 except exc.IntegrityError:
                     # Another writer took the number between our read and our insert.
