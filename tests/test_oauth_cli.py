@@ -100,6 +100,12 @@ def test_clients_and_keys_from_the_command_line(node: Node) -> None:
     answer = eventually(lambda: works(first))
     assert answer["token_type"].lower() == "bearer"
     assert answer["scope"] == "api.read"
+    # Signed (kid in the header) by a key Admin made and publishes: the current ES256 one.
+    header = json.loads(base64.urlsafe_b64decode(answer["access_token"].split(".")[0] + "=="))
+    jwks = get_json(node.port, "/_gatehouse/oauth2/jwks")
+    assert header["kid"] in {k["kid"] for k in jwks["keys"]}
+    current = node.cli("oauth", "keys", "list").stdout
+    assert re.search(rf"^{re.escape(header['kid'])}\s+{header['alg']}\s+current\s", current, re.M)
     status, refused = token(node.port, "api-client", first + "x", "api.read")
     assert (status, refused["error"]) == (401, "invalid_client")
 
