@@ -713,3 +713,33 @@ def test_a_forced_sign_in_signs_in_again_once(
     assert back.location.startswith(provider["redirect_uri"] + "?")
     claims = jwt.decode(_exchange(browser, provider, back.location, verifier)["id_token"], key_set)
     assert claims.claims["auth_time"] >= time.time() - 5
+
+
+def test_a_browser_based_client_of_a_registered_origin_may_call_the_endpoints(
+    provider: dict[str, Any],
+) -> None:
+    browser = provider["gateway"].browser()
+    registered = "http://127.0.0.1:9"  # the origin of the client's redirect URI
+    for origin, allowed in ((registered, True), ("https://evil.example", False)):
+        preflight = browser.request(
+            "OPTIONS",
+            f"{P}oauth2/token",
+            headers={
+                "Origin": origin,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization, content-type",
+            },
+        )
+        assert preflight.status == 204
+        granted = preflight.headers.get("access-control-allow-origin")
+        assert granted == (origin if allowed else None)
+        if allowed:
+            assert "POST" in preflight.headers["access-control-allow-methods"]
+        refused = browser.request(
+            "POST",
+            f"{P}oauth2/token",
+            urlencode({"grant_type": "authorization_code", "code": "x"}).encode(),
+            {**FORM, "Origin": origin},
+        )
+        assert refused.status in (400, 401)
+        assert refused.headers.get("access-control-allow-origin") == (origin if allowed else None)

@@ -239,7 +239,7 @@ def oauth_routes(prefix: str) -> list[Route]:
         Route(f"{base}jwks", portal(_oauth_json(OAuthFlow.jwks)), methods=["GET"]),
     ]
     for endpoint in ENDPOINT_PATHS:
-        methods = ["GET", "POST"] if endpoint == "userinfo" else ["POST"]
+        methods = ["GET", "POST", "OPTIONS"] if endpoint == "userinfo" else ["POST", "OPTIONS"]
         routes.append(
             Route(f"{base}{endpoint}", portal(_oauth_json(_relay(endpoint))), methods=methods)
         )

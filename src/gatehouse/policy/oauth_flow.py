@@ -32,6 +32,7 @@ rotation keeps. It is never the session id nor its stored hash.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import secrets
@@ -132,6 +133,17 @@ def discovery(settings: PolicyOAuth, prefix: str) -> dict[str, Any]:
     issuer and portal prefix of this view."""
     provider = ProviderSettings(issuer=settings.issuer, portal_prefix=prefix)
     return metadata(provider, settings.algorithms)
+
+
+def client_origins(settings: PolicyOAuth) -> frozenset[str]:
+    """The web origins (``scheme://host[:port]``) of the clients' redirect URIs."""
+    origins = set()
+    for client in settings.clients:
+        for uri in client.redirect_uris:
+            parts = urlsplit(uri)
+            if parts.scheme in ("http", "https") and parts.netloc:
+                origins.add(f"{parts.scheme}://{parts.netloc}".lower())
+    return frozenset(origins)
 
 
 def _json(data: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -367,8 +379,43 @@ class OAuthFlow:
 
     # client endpoints ---------------------------------------------------------------------
 
+    def _cors(self, request: Request) -> dict[str, str]:
+        """CORS for a browser-based client (a public client's single-page app): its origin is
+        allowed when it is the origin of one of a registered client's redirect URIs."""
+        origin = request.headers.get("origin")
+        if not origin or origin not in self.origins:
+            return {"Vary": "Origin"}
+        return {
+            "Access-Control-Allow-Origin": origin,
+            "Access-Control-Expose-Headers": "WWW-Authenticate",
+            "Vary": "Origin",
+        }
+
+    @functools.cached_property
+    def origins(self) -> frozenset[str]:
+        return client_origins(self.settings)
+
+    async def preflight(self, request: Request, endpoint: str) -> Response:
+        """``OPTIONS`` for a client endpoint (CORS preflight): allowed origins only."""
+        headers = self._cors(request)
+        if "Access-Control-Allow-Origin" in headers:
+            methods = "GET, POST" if endpoint == "userinfo" else "POST"
+            headers |= {
+                "Access-Control-Allow-Methods": methods,
+                "Access-Control-Allow-Headers": "Authorization, Content-Type, DPoP",
+                "Access-Control-Max-Age": "600",
+            }
+        return Response(status_code=204, headers=headers)
+
     async def relay(self, request: Request, endpoint: str) -> Response:
         """A client's request to ``{P}oauth2/<endpoint>``, relayed as it came."""
+        if request.method == "OPTIONS":
+            return await self.preflight(request, endpoint)
+        response = await self._relay(request, endpoint)
+        response.headers.update(self._cors(request))
+        return response
+
+    async def _relay(self, request: Request, endpoint: str) -> Response:
         try:
             body = await read_body(request, MAX_BODY)
         except ServiceError:
