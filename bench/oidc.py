@@ -385,6 +385,7 @@ class Gatehouse:
         first = sign_in(self.provider, self.browser, self.authorize_url(), self.user)
         self.first_code = parse_qs(urlsplit(first).query)["code"][0]
         gateway = self.provider.gateway
+        assert gateway is not None
         auth = basic(CLIENT_ID, self.provider.secret)
         self.through_ap = Target(
             "Gatehouse, through the AP",
@@ -424,7 +425,7 @@ class Gatehouse:
     def mint(self, count: int) -> list[str]:
         """``count`` codes from real authorization requests of the signed-in browser."""
         cookie = "; ".join(f"{k}={v}" for k, v in self.browser.cookies.items())
-        port = self.provider.gateway.ap.port
+        port = self.provider.ap_port
 
         async def run() -> list[str]:
             codes: list[str] = []

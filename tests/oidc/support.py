@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -32,6 +33,7 @@ from gatehouse.authentication.oauth_service import KEYS_FILE
 from gatehouse.oauth2.clients import new_secret
 from gatehouse.oauth2.keys import SigningKeys, generate_key
 from tests.support.gateway import Browser, Gateway, add_user, start_gateway
+from tests.support.node import Node
 from tests.support.processes import Service, free_port, write_config
 
 P = "/_gatehouse/"
@@ -107,11 +109,17 @@ class Callback:
 
 @dataclass
 class Provider:
-    gateway: Gateway
+    """A running provider: the services from files (``gateway``) or ``gatehouse up``
+    (``node``), reached at ``issuer`` (an Access Point)."""
+
     issuer: str
     secret: str
     callback: Callback
     jwks: dict[str, Any]
+    home: Path
+    ap_port: int
+    gateway: Gateway | None = None
+    node: Node | None = None
     users: list[str] = field(default_factory=list)
 
     @property
@@ -119,16 +127,19 @@ class Provider:
         return self.callback.redirect_uri
 
     def browser(self) -> Browser:
-        return self.gateway.browser()
+        return Browser("127.0.0.1", self.ap_port)
 
     def new_user(self, name: str) -> str:
         """A user of its own for a test (consents are remembered per user and client)."""
-        add_user(self.gateway.home, name, PASSWORD)
+        add_user(self.home, name, PASSWORD)
         self.users.append(name)
         return name
 
     def stop(self) -> None:
-        self.gateway.stop()
+        if self.gateway is not None:
+            self.gateway.stop()
+        if self.node is not None:
+            self.node.close()
         self.callback.close()
 
 
@@ -209,7 +220,50 @@ def start_provider(
     except BaseException:
         callback.close()
         raise
-    return Provider(gateway, issuer, secret, callback, jwks)
+    return Provider(issuer, secret, callback, jwks, home, ap_port, gateway=gateway)
+
+
+def start_node_provider(tmp: Path) -> Provider:
+    """``gatehouse up`` (a single node with its Administration service) and both clients
+    registered with ``gatehouse oauth clients add``, published to the services."""
+    node = Node(tmp)
+    callback = Callback()
+    try:
+        node.wait_for("Gatehouse is up")
+        secret = ""
+        for client_id, extra in (
+            (CONFIDENTIAL, ["--name", "Confidential RP"]),
+            (PUBLIC, ["--name", "Public RP", "--public"]),
+        ):
+            added = node.cli(
+                *("oauth", "clients", "add", client_id),
+                *("--redirect-uri", callback.redirect_uri),
+                *("--post-logout-redirect-uri", callback.post_logout_uri),
+                *("--scope", " ".join(SCOPES)),
+                *extra,
+                *("--wait", "30"),
+            )
+            assert added.returncode == 0, added.stdout + added.stderr
+            if client_id == CONFIDENTIAL:  # the secret alone on the first line, once
+                secret = added.stdout.splitlines()[0].strip()
+        issuer = f"http://127.0.0.1:{node.port}"
+        browser = Browser("127.0.0.1", node.port)
+        # The version is running; the Authentication service answers 503 until it has the
+        # signing keys it names.
+        probe = f"{P}oauth2/authorize?" + urlencode(
+            {"response_type": "code", "client_id": PUBLIC, "redirect_uri": callback.redirect_uri}
+        )
+        deadline = time.monotonic() + 30
+        while browser.get(probe).status in (400, 503):
+            assert time.monotonic() < deadline, f"the clients never worked:\n{node.output()}"
+            time.sleep(0.3)
+        jwks = browser.get(f"{P}oauth2/jwks").json()
+        assert jwks["keys"], jwks
+    except BaseException:
+        node.close()
+        callback.close()
+        raise
+    return Provider(issuer, secret, callback, jwks, node.home, node.port, node=node)
 
 
 @dataclass
@@ -244,12 +298,13 @@ def start_pair(tmp: Path, oauth2_db: str) -> Pair:
         auth_settings={"oauth2_db": oauth2_db},
         more_authentication=[f"http://127.0.0.1:{second_port}"],
     )
+    assert provider.gateway is not None
     config = yaml.safe_load((tmp / "auth.yaml").read_text())
     config["authentication"]["listen"] = f"127.0.0.1:{second_port}"
     second_config = write_config(tmp / "auth2.yaml", config)
     args = [
         "authentication",
-        *("--config", str(second_config), "--home", str(provider.gateway.home)),
+        *("--config", str(second_config), "--home", str(provider.home)),
     ]
     return Pair(provider, args, tmp / "auth2.log", second_port)
 
@@ -303,5 +358,6 @@ __all__ = [
     "path_of",
     "require_node_modules",
     "sign_in",
+    "start_node_provider",
     "start_provider",
 ]
