@@ -297,7 +297,7 @@ async def _test_clients_are_added_removed_and_rekeyed_as_versions(
     service, _, _ = admin
     assert service.oauth_keys is not None
     await service.oauth_keys.step()
-    await publish(service, config_text())
+    await publish(service, config_text(access_token_lifetime="1h"))
     public, none = new_client(
         {"client_id": "spa", "public": True, "redirect_uris": ["http://127.0.0.1:9/cb"]}
     )
@@ -311,6 +311,7 @@ async def _test_clients_are_added_removed_and_rekeyed_as_versions(
     await add_client(service, confidential, secret)
     assert service.latest is not None
     assert service.latest.source.startswith("# the installation\n")  # comments kept
+    assert "access_token_lifetime: 1h\n" in service.latest.source  # as written
     assert [c.client_id for c in service.latest.config().oauth.clients] == ["spa", "app1"]
 
     change = await rotate_secret(service, "app1")

@@ -58,6 +58,7 @@ def test_only_an_authentication_certificate_gets_the_private_keys(
             "policy": real_admin.client_context("policy", "ps1"),
             "distribution": real_admin.client_context("distribution", "dist1"),
             "operator": operator_context(real_admin.home),
+            "administration": real_admin.client_context("administration", "admin2"),
         }
         for role, context in refused.items():
             status, answer = await get(real_admin, context, f"{PATH}?{query}")

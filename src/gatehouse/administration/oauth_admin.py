@@ -196,15 +196,20 @@ Change = Callable[[list[dict[str, Any]], OAuthSettings], str]
 async def _edit_clients(service: AdministrationService, change: Change) -> int:
     """Apply ``change`` to the newest version's clients and publish; the same to a draft
     with pending edits. Returns the new version's number."""
-    from gatehouse.administration.document import parse_config, render_yaml
+    from gatehouse.administration.document import parse_config, parse_text, render_yaml
 
     latest = service.latest
     if latest is None:
         raise VersionNotFound("nothing is published yet: publish a configuration first")
     config = latest.config()
-    clients = [dict(c) for c in (latest.content.get("oauth") or {}).get("clients") or []]
+    # The section as written (durations as the operator wrote them, "1h" not 3600.0).
+    raw = parse_text(latest.source, f"version {latest.number}")
+    written = raw if isinstance(raw, dict) else latest.content
+    if not isinstance(written.get("oauth") or {}, dict):
+        written = latest.content
+    clients = [dict(c) for c in (written.get("oauth") or {}).get("clients") or []]
     comment = change(clients, config.oauth)
-    rendered = render_yaml({"oauth": oauth_document(latest.content, clients)})
+    rendered = render_yaml({"oauth": oauth_document(written, clients)})
     text = replace_section(latest.source, "oauth", rendered)
     parse_config(text, "the changed configuration")  # ConfigError: 422 with the field paths
     draft = await service.store.get_draft()
