@@ -39,6 +39,7 @@ from gatehouse.administration.oauth_keys import (
 from gatehouse.administration.views import all_views
 from gatehouse.config.oauth import ClientSettings, OAuthSettings
 from gatehouse.internal.errors import Code
+from gatehouse.oath.errors import KeyringError
 from gatehouse.oath.seeds import Keyring
 from gatehouse.oauth2.clients import new_secret
 from gatehouse.storage.errors import DatabaseUnavailable
@@ -65,6 +66,13 @@ class UnknownClient(AdminError):
 class NotConfidential(AdminError):
     code = Code.BAD_REQUEST
     status = 400
+
+
+class KeysUnreadable(AdminError):
+    """The sealed keys do not open under the key file (a database restored without it)."""
+
+    code = Code.UNAVAILABLE
+    status = 503
 
 
 # --- editing the oauth block of a configuration text -----------------------------------------
@@ -349,7 +357,13 @@ class SigningKeyKeeper:
                 r.kid for r in records if r.signs_from > now or current(records, r.alg, now) == r
             ]
         sealed = await self.service.store.sealed_oauth_keys(kids)
-        return [open_key(kid, self.keyring, *sealed[kid]) for kid in sorted(sealed)]
+        try:
+            return [open_key(kid, self.keyring, *sealed[kid]) for kid in sorted(sealed)]
+        except KeyringError as exc:
+            raise KeysUnreadable(
+                f"the OAuth signing keys do not open under {self.keyring.path}: {exc} (restore "
+                "the key file that sealed them, or 'gatehouse oauth keys rotate')"
+            ) from None
 
     async def run(self) -> None:
         """Step at every change of the key set, at least every CHECK_INTERVAL."""
