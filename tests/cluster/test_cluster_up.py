@@ -146,6 +146,11 @@ def test_the_example_topology_survives_a_killed_policy_service(home: Path) -> No
         "SELECT DISTINCT datname FROM pg_stat_activity WHERE usename = 'gatehouse_dist'"
     )
     assert {row[0] for row in sessions} <= {"gatehouse_outbox"}
+    # The Authentication services use the OAuth2 DB as their own role; nobody else does.
+    oauth2 = cluster.databases.primary().sql(
+        "SELECT DISTINCT usename FROM pg_stat_activity WHERE datname = 'gatehouse_oauth2'"
+    )
+    assert {row[0] for row in oauth2} == {"gatehouse_auth"}
     listed = subprocess.run(
         [*GATEHOUSE, "outbox", "list", "--home", str(home)],
         capture_output=True,
