@@ -341,4 +341,6 @@ def test_the_oauth_block_is_replaced_and_the_rest_kept() -> None:
     out = replace_section(text, "oauth", "oauth:\n  clients: [x]\n")
     assert out == "# head\nservices: []\noauth:\n  clients: [x]\n# tail\nrules: {}\n"
     assert replace_section("services: []", "oauth", "oauth: {}\n") == "services: []\noauth: {}\n"
+    margin = "oauth:\n  clients:\n# app one\n  - client_id: a\n# after\nrules: {}\n"
+    assert replace_section(margin, "oauth", "oauth: {}\n") == "oauth: {}\n# after\nrules: {}\n"
     parse_config(config_text())  # the samples stay valid

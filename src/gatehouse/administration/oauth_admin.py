@@ -68,6 +68,11 @@ class NotConfidential(AdminError):
     status = 400
 
 
+class CannotEdit(AdminError):
+    code = Code.CONFLICT
+    status = 409
+
+
 class KeysUnreadable(AdminError):
     """The sealed keys do not open under the key file (a database restored without it)."""
 
@@ -97,9 +102,14 @@ def replace_section(text: str, name: str, rendered: str) -> str:
     end = start + 1
     while end < len(lines):
         line = lines[end]
-        if line.strip() and not line[0].isspace() and not line.lstrip().startswith("#"):
-            break
         if line.startswith("#"):
+            # A comment at the margin belongs to the block only if the block goes on after it.
+            following = next(
+                (x for x in lines[end + 1 :] if x.strip() and not x.startswith("#")), ""
+            )
+            if not following[:1].isspace():
+                break
+        elif line.strip() and not line[0].isspace():
             break
         end += 1
     return "".join(lines[:start]) + rendered + "".join(lines[end:])
@@ -220,6 +230,13 @@ async def _edit_clients(service: AdministrationService, change: Change) -> int:
     rendered = render_yaml({"oauth": oauth_document(written, clients)})
     text = replace_section(latest.source, "oauth", rendered)
     parse_config(text, "the changed configuration")  # ConfigError: 422 with the field paths
+    changed = parse_text(text, "the changed configuration")
+    meant = {"oauth": oauth_document(written, clients)}
+    if not isinstance(changed, dict) or changed.get("oauth") != meant["oauth"]:
+        raise CannotEdit(
+            "cannot rewrite the oauth section of the newest version's text (its layout is "
+            "unusual): change it with 'gatehouse config export', edit, 'config apply'"
+        )
     draft = await service.store.get_draft()
     number = await service.publish_text(text, comment)
     if draft is not None and draft.source != latest.source:
