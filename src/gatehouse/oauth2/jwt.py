@@ -72,13 +72,15 @@ def verify(
     except (JoseError, ValueError, TypeError) as error:
         raise InvalidJWT("bad signature") from error
     claims = dict(decoded.claims)
-    _check_claims(claims, issuer, audience, now, check_exp)
+    check_claims(claims, issuer, audience, now, check_exp)
     return claims
 
 
-def _check_claims(
+def check_claims(
     claims: dict[str, Any], issuer: str, audience: str | None, now: int | None, check_exp: bool
 ) -> None:
+    """The checks of :func:`verify` after the signature (``iss``, ``aud``, ``exp``, ``iat``):
+    also run on every use of claims verified earlier (:mod:`gatehouse.oauth2.verified`)."""
     if claims.get("iss") != issuer:
         raise InvalidJWT("wrong iss")
     if audience is not None:
@@ -165,6 +167,7 @@ __all__ = [
     "ID_TOKEN_TYP",
     "InvalidJWT",
     "access_token_claims",
+    "check_claims",
     "header_of",
     "id_token_claims",
     "sign",

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from authlib.common.urls import add_params_to_uri
@@ -41,13 +41,14 @@ from gatehouse.oauth2.authorize import (
     consent_need,
     login_need,
 )
-from gatehouse.oauth2.jwt import ACCESS_TOKEN_TYP, InvalidJWT, verify
+from gatehouse.oauth2.jwt import ACCESS_TOKEN_TYP, LEEWAY, InvalidJWT, check_claims, verify
 from gatehouse.oauth2.models import ATTEMPT_LENGTH
 from gatehouse.oauth2.server import ProviderConfig, Server, epoch
 from gatehouse.oauth2.settings import acr_of
 from gatehouse.oauth2.store import ConsentRow, OAuth2Store, TokenRow, secret_hash
 from gatehouse.oauth2.subject import Subject
 from gatehouse.oauth2.userinfo import UserSource, claims_for
+from gatehouse.oauth2.verified import Verified, VerifiedTokens
 
 ENDPOINTS = ("token", "introspect", "revoke", "userinfo")
 AUTHLIB_ENDPOINTS = {"introspect": "introspection", "revoke": "revocation"}
@@ -92,6 +93,7 @@ class Provider:
         self.clock = clock
         self.server = Server(config)
         self._public = config.keys.public()
+        self._verified = VerifiedTokens()
 
     @property
     def config(self) -> ProviderConfig:
@@ -102,6 +104,7 @@ class Provider:
         """A new configuration version (clients, keys, lifetimes)."""
         self.server.config = config
         self._public = config.keys.public()
+        self._verified.clear()
 
     def jwks(self) -> dict[str, Any]:
         return self.config.keys.jwks()
@@ -260,8 +263,22 @@ class Provider:
             work.token = row
 
     async def _access(self, token: str, check_exp: bool = True) -> _Access | None:
-        """A JWT access token of ours with its row (revoked ones too), or None."""
-        issuer = self.config.settings.issuer
+        """A JWT access token of ours with its row (revoked ones too), or None. The
+        signature is checked once per token (:mod:`gatehouse.oauth2.verified`); the row's
+        revocation is read from the DB every time."""
+        issuer, now = self.config.settings.issuer, self._now()
+        key = secret_hash(token)
+        known = self._verified.get(key, now)
+        if known is not None:
+            try:
+                check_claims(known.claims, issuer, issuer, now, check_exp)
+            except InvalidJWT:
+                return None
+            found, revoked_at = await self.store.revocation(known.row.id)
+            if not found:
+                self._verified.drop(key)
+                return None
+            return _Access(known.claims, replace(known.row, revoked_at=revoked_at))
         try:
             claims = verify(
                 token,
@@ -269,13 +286,16 @@ class Provider:
                 typ=ACCESS_TOKEN_TYP,
                 issuer=issuer,
                 audience=issuer,
-                now=self._now(),
+                now=now,
                 check_exp=check_exp,
             )
         except InvalidJWT:
             return None
         row = await self.store.find_by_jti(str(claims.get("jti", "")))
-        return None if row is None else _Access(claims, row)
+        if row is None:
+            return None
+        self._verified.put(key, Verified(claims, row, int(claims["exp"]) + LEEWAY), now)
+        return _Access(claims, row)
 
     async def _active(self, token: str) -> _Access | None:
         access = await self._access(token)

@@ -256,6 +256,14 @@ class OAuth2Store:
             row = (await conn.execute(select(OAuth2Token).where(_T.access_jti == jti))).first()
         return None if row is None else _token(row)
 
+    async def revocation(self, token_id: str) -> tuple[bool, datetime | None]:
+        """Whether the token row ``token_id`` still exists, and its ``revoked_at``: one
+        primary-key SELECT of one column, outside an explicit transaction (a read needs
+        none), for the per-request revocation check of a cached access token."""
+        async with translate_errors(), self.engine.connect() as conn:
+            row = (await conn.execute(select(_T.revoked_at).where(_T.id == token_id))).first()
+        return (False, None) if row is None else (True, row.revoked_at)
+
     async def family(self, family_id: str) -> list[TokenRow]:
         async with self._transaction() as conn:
             query = select(OAuth2Token).where(_T.family_id == family_id)

@@ -1,0 +1,82 @@
+"""Access tokens verified once (gatehouse.oauth2.verified): revocation by another instance
+still counts at once, expiry and a key withdrawn by a new configuration too."""
+
+from __future__ import annotations
+
+from gatehouse.oauth2.keys import SigningKeys
+from gatehouse.oauth2.provider import Provider
+from gatehouse.oauth2.server import ProviderConfig
+from gatehouse.oauth2.store import OAuth2Store
+from gatehouse.oauth2.verified import Verified, VerifiedTokens
+from gatehouse.storage.engine import Database
+from tests.oauth2.harness import (
+    CLIENTS,
+    KEYS,
+    SETTINGS,
+    Env,
+    Users,
+    basic,
+    code_for,
+    exchange,
+    post,
+    with_env,
+)
+
+
+async def _active(p: Provider, token: str) -> bool:
+    answer = await post(p, "introspect", {"token": token}, basic("app1"))
+    assert answer.status == 200, answer.body
+    return bool(answer.json()["active"])
+
+
+def test_a_cached_token_revoked_by_another_instance_is_inactive_at_once(oauth2_db: str) -> None:
+    async def go(env: Env) -> None:
+        p = env.provider
+        token = (await exchange(p, await code_for(p))).json()["access_token"]
+        other_db = Database(oauth2_db)
+        try:
+            other = Provider(
+                OAuth2Store(other_db.engine),
+                ProviderConfig(SETTINGS, CLIENTS, KEYS),
+                Users(),
+                env.clock,
+            )
+            assert await _active(p, token) and await _active(p, token)
+            assert len(p._verified) == 1
+            assert (await p.bearer(token)).active
+            assert (await post(other, "revoke", {"token": token}, basic("app1"))).status == 200
+            assert not await _active(p, token)
+            assert not (await p.bearer(token)).active
+        finally:
+            await other_db.dispose()
+
+    with_env(oauth2_db, go)
+
+
+def test_a_cached_token_expires_and_a_withdrawn_key_stops_verifying(oauth2_db: str) -> None:
+    async def go(env: Env) -> None:
+        p = env.provider
+        token = (await exchange(p, await code_for(p))).json()["access_token"]
+        assert (await p.bearer(token)).active
+        env.clock.now += 3600
+        assert not (await p.bearer(token)).active
+        assert not await _active(p, token)
+        env.clock.now -= 3600
+        assert (await p.bearer(token)).active
+        p.configure(ProviderConfig(SETTINGS, CLIENTS, SigningKeys.generate()))
+        assert not (await p.bearer(token)).active
+        assert not await _active(p, token)
+
+    with_env(oauth2_db, go)
+
+
+def test_the_cache_is_bounded_and_drops_expired_entries_first() -> None:
+    cache = VerifiedTokens(capacity=2)
+    row = object()
+    cache.put(b"a", Verified({}, row, 10), 0)  # type: ignore[arg-type]
+    cache.put(b"b", Verified({}, row, 100), 0)  # type: ignore[arg-type]
+    cache.put(b"c", Verified({}, row, 100), 50)  # type: ignore[arg-type]
+    assert cache.get(b"a", 50) is None and cache.get(b"b", 50) and cache.get(b"c", 50)
+    cache.put(b"d", Verified({}, row, 100), 50)  # type: ignore[arg-type]
+    assert cache.get(b"b", 50) is None and len(cache) == 2
+    assert cache.get(b"c", 101) is None
