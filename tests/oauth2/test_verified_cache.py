@@ -41,7 +41,8 @@ def test_a_cached_token_revoked_by_another_instance_is_inactive_at_once(oauth2_d
                 Users(),
                 env.clock,
             )
-            assert await _active(p, token) and await _active(p, token)
+            assert await _active(p, token)
+            assert await _active(p, token)
             assert len(p._verified) == 1
             assert (await p.bearer(token)).active
             assert (await post(other, "revoke", {"token": token}, basic("app1"))).status == 200
@@ -76,7 +77,10 @@ def test_the_cache_is_bounded_and_drops_expired_entries_first() -> None:
     cache.put(b"a", Verified({}, row, 10), 0)  # type: ignore[arg-type]
     cache.put(b"b", Verified({}, row, 100), 0)  # type: ignore[arg-type]
     cache.put(b"c", Verified({}, row, 100), 50)  # type: ignore[arg-type]
-    assert cache.get(b"a", 50) is None and cache.get(b"b", 50) and cache.get(b"c", 50)
+    assert cache.get(b"a", 50) is None
+    assert cache.get(b"b", 50)
+    assert cache.get(b"c", 50)
     cache.put(b"d", Verified({}, row, 100), 50)  # type: ignore[arg-type]
-    assert cache.get(b"b", 50) is None and len(cache) == 2
+    assert cache.get(b"b", 50) is None
+    assert len(cache) == 2
     assert cache.get(b"c", 101) is None
