@@ -13,6 +13,7 @@ Secrets never reach this module: codes and refresh tokens arrive as their SHA-25
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 from collections.abc import AsyncIterator, Sequence
@@ -171,10 +172,28 @@ class OAuth2Store:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        #: SQLite runs one writer at a time; a second connection of this process that wants
+        #: to write meanwhile gets SQLITE_BUSY and sleeps in SQLite's busy handler (up to
+        #: 100 ms a turn), which made the p99 of concurrent code exchanges hundreds of ms.
+        #: Write transactions of this process queue on this lock instead (other processes
+        #: sharing the file still meet the busy timeout). PostgreSQL needs none.
+        self._writer: asyncio.Lock | None = (
+            asyncio.Lock() if engine.dialect.name == "sqlite" else None
+        )
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[AsyncConnection]:
         async with translate_errors(), self.engine.begin() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncConnection]:
+        """A transaction that writes (queued behind this process's other writers on SQLite)."""
+        if self._writer is None:
+            async with self._transaction() as conn:
+                yield conn
+            return
+        async with self._writer, self._transaction() as conn:
             yield conn
 
     # -- codes -----------------------------------------------------------------------------
@@ -182,7 +201,7 @@ class OAuth2Store:
     async def add_code(self, code: NewCode, now: datetime | None = None) -> None:
         """Store a code; an unused code of the same ``attempt`` (whose answer was lost, so it
         never reached the client) is replaced by it."""
-        async with self._transaction() as conn:
+        async with self._write() as conn:
             await conn.execute(
                 delete(OAuth2Code).where(_C.attempt == code.attempt, _C.used_at.is_(None))
             )
@@ -215,7 +234,7 @@ class OAuth2Store:
     async def exchange_code(self, code_id: str, tokens: TokenRow, now: datetime) -> bool:
         """Mark the code used and store its tokens, if it is unused and unexpired: whether
         this caller won (exactly one of any number of concurrent callers does)."""
-        async with self._transaction() as conn:
+        async with self._write() as conn:
             won = await conn.execute(
                 update(OAuth2Code)
                 .where(_C.id == code_id, _C.used_at.is_(None), _C.expires_at > now)
@@ -229,7 +248,7 @@ class OAuth2Store:
     async def prune(self, before: datetime) -> int:
         """Delete codes expired before ``before`` and token rows whose access and refresh
         tokens both expired before it (nothing can be presented any more): rows deleted."""
-        async with self._transaction() as conn:
+        async with self._write() as conn:
             codes = await conn.execute(delete(OAuth2Code).where(_C.expires_at < before))
             tokens = await conn.execute(
                 delete(OAuth2Token).where(
@@ -242,7 +261,7 @@ class OAuth2Store:
     # -- tokens ----------------------------------------------------------------------------
 
     async def add_tokens(self, tokens: TokenRow, now: datetime) -> None:
-        async with self._transaction() as conn:
+        async with self._write() as conn:
             await conn.execute(insert(OAuth2Token).values(**_token_values(tokens, now)))
 
     async def find_by_refresh(self, refresh_hash: bytes) -> TokenRow | None:
@@ -272,7 +291,7 @@ class OAuth2Store:
     async def rotate_refresh(self, old_id: str, new: TokenRow, now: datetime) -> bool:
         """Mark the old refresh token used and store the new row, if the old one was neither
         used nor revoked: whether this caller won."""
-        async with self._transaction() as conn:
+        async with self._write() as conn:
             won = await conn.execute(
                 update(OAuth2Token)
                 .where(_T.id == old_id, _T.rotated_at.is_(None), _T.revoked_at.is_(None))
@@ -285,7 +304,7 @@ class OAuth2Store:
 
     async def revoke_family(self, family_id: str, now: datetime) -> int:
         """Revoke every token of a family (a code or refresh token used twice, a revocation)."""
-        async with self._transaction() as conn:
+        async with self._write() as conn:
             result = await conn.execute(
                 update(OAuth2Token)
                 .where(_T.family_id == family_id, _T.revoked_at.is_(None))
@@ -295,7 +314,7 @@ class OAuth2Store:
 
     async def revoke_session(self, sid: str, now: datetime) -> int:
         """Revoke the tokens bound to a Gatehouse session (its hash): the count of rows."""
-        async with self._transaction() as conn:
+        async with self._write() as conn:
             result = await conn.execute(
                 update(OAuth2Token)
                 .where(_T.sid == sid, _T.revoked_at.is_(None))
@@ -316,7 +335,7 @@ class OAuth2Store:
     ) -> ConsentRow:
         """Remember that ``username`` allowed ``client_id`` these scopes (added to the scopes
         of a consent still standing; a revoked one starts over)."""
-        async with self._transaction() as conn:
+        async with self._write() as conn:
             query = select(OAuth2Consent).where(_K.username == username, _K.client_id == client_id)
             row = (await conn.execute(query)).first()
             if row is None:
@@ -338,7 +357,7 @@ class OAuth2Store:
 
     async def revoke_consent(self, username: str, client_id: str, now: datetime) -> bool:
         """Withdraw a consent and revoke the user's tokens for that client."""
-        async with self._transaction() as conn:
+        async with self._write() as conn:
             result = await conn.execute(
                 update(OAuth2Consent)
                 .where(_K.username == username, _K.client_id == client_id, _K.revoked_at.is_(None))
