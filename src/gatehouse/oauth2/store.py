@@ -29,6 +29,9 @@ from gatehouse.oauth2.models import OAuth2Code, OAuth2Consent, OAuth2Token
 from gatehouse.storage.engine import translate_errors
 from gatehouse.storage.types import utcnow
 
+#: SQLite connections one store uses at once (SQLAlchemy's pool keeps 5 open).
+SQLITE_CONNECTIONS = 4
+
 _C = OAuth2Code.__table__.c
 _T = OAuth2Token.__table__.c
 _K = OAuth2Consent.__table__.c
@@ -195,13 +198,27 @@ class OAuth2Store:
         #: 100 ms a turn), which made the p99 of concurrent code exchanges hundreds of ms.
         #: Write transactions of this process queue on this lock instead (other processes
         #: sharing the file still meet the busy timeout). PostgreSQL needs none.
-        self._writer: asyncio.Lock | None = (
-            asyncio.Lock() if engine.dialect.name == "sqlite" else None
+        sqlite = engine.dialect.name == "sqlite"
+        self._writer: asyncio.Lock | None = asyncio.Lock() if sqlite else None
+        #: And at most this many SQLite connections at once: beyond the pool's size each
+        #: request would open (a thread, the file, the pragmas) and close its own connection.
+        self._slots: asyncio.Semaphore | None = (
+            asyncio.Semaphore(SQLITE_CONNECTIONS) if sqlite else None
         )
 
     @asynccontextmanager
+    async def _connection(self, begin: bool = True) -> AsyncIterator[AsyncConnection]:
+        opened = self.engine.begin() if begin else self.engine.connect()
+        if self._slots is None:
+            async with translate_errors(), opened as conn:
+                yield conn
+            return
+        async with self._slots, translate_errors(), opened as conn:
+            yield conn
+
+    @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[AsyncConnection]:
-        async with translate_errors(), self.engine.begin() as conn:
+        async with self._connection() as conn:
             yield conn
 
     @asynccontextmanager
@@ -292,7 +309,7 @@ class OAuth2Store:
         """Whether the token row ``token_id`` still exists, and its ``revoked_at``: one
         primary-key SELECT of one column, outside an explicit transaction (a read needs
         none), for the per-request revocation check of a cached access token."""
-        async with translate_errors(), self.engine.connect() as conn:
+        async with self._connection(begin=False) as conn:
             row = (await conn.execute(_REVOKED_AT, {"token_id_": token_id})).first()
         return (False, None) if row is None else (True, row.revoked_at)
 
