@@ -84,3 +84,26 @@ def test_the_cache_is_bounded_and_drops_expired_entries_first() -> None:
     assert cache.get(b"b", 50) is None
     assert len(cache) == 2
     assert cache.get(b"c", 101) is None
+
+
+def test_the_revocation_check_reads_sqlite_synchronously_and_agrees(oauth2_db: str) -> None:
+    async def go(env: Env) -> None:
+        p, store = env.provider, env.store
+        token = (await exchange(p, await code_for(p))).json()["access_token"]
+        assert await _active(p, token)
+        assert await _active(p, token)
+        assert store._reader is not None
+        row_id = next(iter(p._verified._entries.values())).row.id
+        assert await store.revocation(row_id) == (True, None)
+        assert await store.revocation("no-such-row") == (False, None)
+        assert (await post(p, "revoke", {"token": token}, basic("app1"))).status == 200
+        found, revoked_at = await store.revocation(row_id)
+        assert found
+        assert revoked_at is not None
+        assert revoked_at.utcoffset() is not None
+        store.close()
+        assert await store.revocation(row_id) == (found, revoked_at)  # reopened
+        store._reader_path = None  # the async way says the same
+        assert await store.revocation(row_id) == (found, revoked_at)
+
+    with_env(oauth2_db, go)

@@ -325,6 +325,7 @@ class OAuthService:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        self.store.close()
         if self._own_db:
             await self.db.dispose()
 

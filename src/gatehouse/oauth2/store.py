@@ -16,10 +16,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
+import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import bindparam, delete, insert, select, update
@@ -48,11 +49,22 @@ _INSERT_TOKEN = insert(OAuth2Token)
 _FIND_BY_REFRESH = select(OAuth2Token).where(_T.refresh_hash == bindparam("refresh_hash_"))
 _FIND_BY_JTI = select(OAuth2Token).where(_T.access_jti == bindparam("jti_"))
 _REVOKED_AT = select(_T.revoked_at).where(_T.id == bindparam("token_id_"))
+_REVOKED_AT_SQL = "SELECT revoked_at FROM oauth2_tokens WHERE id = ?"
 _ROTATE = (
     update(OAuth2Token)
     .where(_T.id == bindparam("old_id_"), _T.rotated_at.is_(None), _T.revoked_at.is_(None))
     .values(rotated_at=bindparam("now_"))
 )
+
+
+def _sqlite_file(engine: AsyncEngine) -> str | None:
+    """The path of the engine's SQLite file (None: PostgreSQL, memory, a URI with options)."""
+    url = engine.url
+    if engine.dialect.name != "sqlite" or url.query:
+        return None
+    if not url.database or url.database == ":memory:":
+        return None
+    return url.database
 
 
 def secret_hash(value: str) -> bytes:
@@ -206,6 +218,45 @@ class OAuth2Store:
             asyncio.Semaphore(SQLITE_CONNECTIONS) if sqlite else None
         )
 
+        #: The revocation check of every introspection, userinfo and bearer request reads
+        #: one row by primary key. On a SQLite file it is read with a synchronous, read-only
+        #: connection of this thread: a page-cached B-tree lookup takes microseconds, less
+        #: than the hand-over to aiosqlite's thread it replaces. In WAL mode a reader never
+        #: waits for a writer and sees every transaction committed before it (by any
+        #: process), so a revocation still counts at once. On any SQLite error the check
+        #: goes the usual (async) way.
+        self._reader_path = _sqlite_file(engine)
+        self._reader: sqlite3.Connection | None = None
+
+    def close(self) -> None:
+        """Close the synchronous reader (the engine is the caller's to dispose of)."""
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+    def _read_revocation(self, token_id: str) -> tuple[bool, datetime | None] | None:
+        if self._reader_path is None:
+            return None
+        try:
+            if self._reader is None:
+                self._reader = sqlite3.connect(
+                    f"file:{self._reader_path}?mode=ro",
+                    uri=True,
+                    timeout=0.05,
+                    check_same_thread=False,
+                    isolation_level=None,
+                )
+            row = self._reader.execute(_REVOKED_AT_SQL, (token_id,)).fetchone()
+        except sqlite3.Error:
+            self.close()
+            return None
+        if row is None:
+            return False, None
+        text = row[0]
+        if text is None:
+            return True, None
+        return True, datetime.fromisoformat(str(text)).replace(tzinfo=UTC)
+
     @asynccontextmanager
     async def _connection(self, begin: bool = True) -> AsyncIterator[AsyncConnection]:
         opened = self.engine.begin() if begin else self.engine.connect()
@@ -309,6 +360,9 @@ class OAuth2Store:
         """Whether the token row ``token_id`` still exists, and its ``revoked_at``: one
         primary-key SELECT of one column, outside an explicit transaction (a read needs
         none), for the per-request revocation check of a cached access token."""
+        known = self._read_revocation(token_id)
+        if known is not None:
+            return known
         async with self._connection(begin=False) as conn:
             row = (await conn.execute(_REVOKED_AT, {"token_id_": token_id})).first()
         return (False, None) if row is None else (True, row.revoked_at)
