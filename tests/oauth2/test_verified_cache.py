@@ -6,7 +6,7 @@ from __future__ import annotations
 from gatehouse.oauth2.keys import SigningKeys
 from gatehouse.oauth2.provider import Provider
 from gatehouse.oauth2.server import ProviderConfig
-from gatehouse.oauth2.store import OAuth2Store
+from gatehouse.oauth2.store import OAuth2Store, secret_hash
 from gatehouse.oauth2.verified import Verified, VerifiedTokens
 from gatehouse.storage.engine import Database
 from tests.oauth2.harness import (
@@ -105,5 +105,26 @@ def test_the_revocation_check_reads_sqlite_synchronously_and_agrees(oauth2_db: s
         assert await store.revocation(row_id) == (found, revoked_at)  # reopened
         store._reader_path = None  # the async way says the same
         assert await store.revocation(row_id) == (found, revoked_at)
+
+    with_env(oauth2_db, go)
+
+
+def test_a_code_read_synchronously_equals_the_async_read(oauth2_db: str) -> None:
+    async def go(env: Env) -> None:
+        p, store = env.provider, env.store
+        code = await code_for(p)
+        fresh = await store.find_code(secret_hash(code))
+        assert store._reader is not None
+        assert fresh is not None
+        assert fresh.amr == ("password",)
+        assert fresh.used_at is None
+        assert (await exchange(p, code)).status == 200
+        used = await store.find_code(secret_hash(code))
+        store._reader_path = None
+        assert used == await store.find_code(secret_hash(code))
+        assert used is not None
+        assert used.used_at is not None
+        assert used.expires_at == fresh.expires_at
+        assert (await exchange(p, code)).status == 400
 
     with_env(oauth2_db, go)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import secrets
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
@@ -49,6 +50,11 @@ _INSERT_TOKEN = insert(OAuth2Token)
 _FIND_BY_REFRESH = select(OAuth2Token).where(_T.refresh_hash == bindparam("refresh_hash_"))
 _FIND_BY_JTI = select(OAuth2Token).where(_T.access_jti == bindparam("jti_"))
 _REVOKED_AT = select(_T.revoked_at).where(_T.id == bindparam("token_id_"))
+_FIND_CODE_SQL = (
+    "SELECT id, client_id, username, redirect_uri, scope, nonce, code_challenge,"
+    " code_challenge_method, auth_time, amr, acr, sid, expires_at, used_at"
+    " FROM oauth2_codes WHERE code_hash = ?"
+)
 _REVOKED_AT_SQL = "SELECT revoked_at FROM oauth2_tokens WHERE id = ?"
 _ROTATE = (
     update(OAuth2Token)
@@ -163,6 +169,33 @@ def _code(row: Any) -> CodeRow:
     )
 
 
+def _sqlite_time(text: Any) -> datetime | None:
+    """A UTCDateTime as SQLite stores it (naive UTC text), read back as aware UTC."""
+    return None if text is None else datetime.fromisoformat(str(text)).replace(tzinfo=UTC)
+
+
+def _sqlite_code(row: tuple[Any, ...]) -> CodeRow:
+    """A row of :data:`_FIND_CODE_SQL` read by the synchronous SQLite reader."""
+    expires_at = _sqlite_time(row[12])
+    assert expires_at is not None
+    return CodeRow(
+        id=row[0],
+        client_id=row[1],
+        username=row[2],
+        redirect_uri=row[3],
+        scope=row[4],
+        nonce=row[5],
+        code_challenge=row[6],
+        code_challenge_method=row[7],
+        auth_time=int(row[8]),
+        amr=tuple(json.loads(row[9]) if row[9] else ()),
+        acr=row[10],
+        sid=row[11],
+        expires_at=expires_at,
+        used_at=_sqlite_time(row[13]),
+    )
+
+
 def _token(row: Any) -> TokenRow:
     return TokenRow(
         id=row.id,
@@ -219,11 +252,12 @@ class OAuth2Store:
         )
 
         #: The revocation check of every introspection, userinfo and bearer request reads
-        #: one row by primary key. On a SQLite file it is read with a synchronous, read-only
+        #: one row by primary key, a code exchange its code by unique hash. On a SQLite
+        #: file these are read with a synchronous, read-only
         #: connection of this thread: a page-cached B-tree lookup takes microseconds, less
         #: than the hand-over to aiosqlite's thread it replaces. In WAL mode a reader never
         #: waits for a writer and sees every transaction committed before it (by any
-        #: process), so a revocation still counts at once. On any SQLite error the check
+        #: process), so a revocation still counts at once. On any SQLite error the read
         #: goes the usual (async) way.
         self._reader_path = _sqlite_file(engine)
         self._reader: sqlite3.Connection | None = None
@@ -234,9 +268,10 @@ class OAuth2Store:
             self._reader.close()
             self._reader = None
 
-    def _read_revocation(self, token_id: str) -> tuple[bool, datetime | None] | None:
+    def _read_one(self, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | bool | None:
+        """One row read synchronously (None: no such row), or False: ask the async way."""
         if self._reader_path is None:
-            return None
+            return False
         try:
             if self._reader is None:
                 self._reader = sqlite3.connect(
@@ -246,16 +281,19 @@ class OAuth2Store:
                     check_same_thread=False,
                     isolation_level=None,
                 )
-            row = self._reader.execute(_REVOKED_AT_SQL, (token_id,)).fetchone()
+            row: tuple[Any, ...] | None = self._reader.execute(sql, params).fetchone()
         except sqlite3.Error:
             self.close()
+            return False
+        return row
+
+    def _read_revocation(self, token_id: str) -> tuple[bool, datetime | None] | None:
+        row = self._read_one(_REVOKED_AT_SQL, (token_id,))
+        if row is False:
             return None
-        if row is None:
+        if row is None or row is True:
             return False, None
-        text = row[0]
-        if text is None:
-            return True, None
-        return True, datetime.fromisoformat(str(text)).replace(tzinfo=UTC)
+        return True, _sqlite_time(row[0])
 
     @asynccontextmanager
     async def _connection(self, begin: bool = True) -> AsyncIterator[AsyncConnection]:
@@ -313,6 +351,11 @@ class OAuth2Store:
             )
 
     async def find_code(self, code_hash: bytes) -> CodeRow | None:
+        row = self._read_one(_FIND_CODE_SQL, (code_hash,))
+        if row is None:
+            return None
+        if isinstance(row, tuple):
+            return _sqlite_code(row)
         async with self._transaction() as conn:
             row = (await conn.execute(_FIND_CODE, {"code_hash_": code_hash})).first()
         return None if row is None else _code(row)
