@@ -3,6 +3,8 @@ still counts at once, expiry and a key withdrawn by a new configuration too."""
 
 from __future__ import annotations
 
+import sqlite3
+
 from gatehouse.oauth2.keys import SigningKeys
 from gatehouse.oauth2.provider import Provider
 from gatehouse.oauth2.server import ProviderConfig
@@ -126,5 +128,46 @@ def test_a_code_read_synchronously_equals_the_async_read(oauth2_db: str) -> None
         assert used.used_at is not None
         assert used.expires_at == fresh.expires_at
         assert (await exchange(p, code)).status == 400
+
+    with_env(oauth2_db, go)
+
+
+def test_the_synchronous_exchange_writes_what_the_async_one_writes(oauth2_db: str) -> None:
+    async def go(env: Env) -> None:
+        p, store = env.provider, env.store
+        fast = (await exchange(p, await code_for(p, attempt="s1"))).json()
+        assert store._sync_writer is not None
+        store._reader_path = None  # the SQLAlchemy way
+        slow = (await exchange(p, await code_for(p, attempt="s2"))).json()
+        path = oauth2_db.removeprefix("sqlite+aiosqlite:///")
+        with sqlite3.connect(path) as db:
+            rows = db.execute(
+                "SELECT access_expires_at, refresh_expires_at, created_at, typeof(refresh_hash)"
+                " FROM oauth2_tokens ORDER BY created_at"
+            ).fetchall()
+            used = db.execute("SELECT used_at FROM oauth2_codes ORDER BY used_at").fetchall()
+        assert len(rows) == 2
+        assert rows[0] == rows[1]  # same clock, same text
+        assert used[0] == used[1]
+        for token in (fast, slow):
+            assert (
+                await post(p, "introspect", {"token": token["access_token"]}, basic("app1"))
+            ).json()["active"]
+            refreshed = await post(
+                p,
+                "token",
+                {"grant_type": "refresh_token", "refresh_token": token["refresh_token"]},
+                basic("app1"),
+            )
+            assert refreshed.status == 200, refreshed.body
+        store._reader_path = oauth2_db.removeprefix("sqlite+aiosqlite:///")
+        again = await post(
+            p,
+            "token",
+            {"grant_type": "refresh_token", "refresh_token": fast["refresh_token"]},
+            basic("app1"),
+        )
+        assert again.status == 400  # a rotated refresh token is refused, and its family revoked
+        assert not (await p.bearer(fast["access_token"])).active
 
     with_env(oauth2_db, go)

@@ -8,9 +8,10 @@ it to the request as :class:`Work`, and the hooks read it and *record* their eff
 to store, a code to consume, a family to revoke) in the same :class:`Work`. After Authlib
 answered, the provider commits the effects with one atomic statement each and, when a
 concurrent request won the race, replaces the answer by the RFC's error. So the event loop
-is never blocked by a database call, no thread pool sits in the request path (the code
-exchange goal is 500/s), and Authlib decides everything the RFCs say from a consistent
-snapshot.
+never waits for a database (on a SQLite file the hot reads and the exchange's two writes
+are synchronous but never wait for a lock: see :mod:`gatehouse.oauth2.store`), no thread
+pool sits in the request path (the code exchange goal is 500/s), and Authlib decides
+everything the RFCs say from a consistent snapshot.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ Secrets never reach this module: codes and refresh tokens arrive as their SHA-25
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import secrets
@@ -54,6 +55,18 @@ _FIND_CODE_SQL = (
     "SELECT id, client_id, username, redirect_uri, scope, nonce, code_challenge,"
     " code_challenge_method, auth_time, amr, acr, sid, expires_at, used_at"
     " FROM oauth2_codes WHERE code_hash = ?"
+)
+_USE_CODE_SQL = (
+    "UPDATE oauth2_codes SET used_at = ? WHERE id = ? AND used_at IS NULL AND expires_at > ?"
+)
+_ROTATE_SQL = (
+    "UPDATE oauth2_tokens SET rotated_at = ?"
+    " WHERE id = ? AND rotated_at IS NULL AND revoked_at IS NULL"
+)
+_INSERT_TOKEN_SQL = (
+    "INSERT INTO oauth2_tokens (id, family_id, parent_id, client_id, username, scope, sid,"
+    " access_jti, access_expires_at, refresh_hash, refresh_expires_at, created_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _REVOKED_AT_SQL = "SELECT revoked_at FROM oauth2_tokens WHERE id = ?"
 _ROTATE = (
@@ -174,6 +187,34 @@ def _sqlite_time(text: Any) -> datetime | None:
     return None if text is None else datetime.fromisoformat(str(text)).replace(tzinfo=UTC)
 
 
+def _sqlite_text(moment: datetime) -> str:
+    """A UTCDateTime as SQLAlchemy stores it in SQLite (fixed-width naive UTC text)."""
+    d = moment.astimezone(UTC)
+    return (
+        f"{d.year:04d}-{d.month:02d}-{d.day:02d} "
+        f"{d.hour:02d}:{d.minute:02d}:{d.second:02d}.{d.microsecond:06d}"
+    )
+
+
+def _sqlite_token(token: TokenRow, now: datetime) -> tuple[Any, ...]:
+    """The parameters of :data:`_INSERT_TOKEN_SQL`."""
+    refresh_expires = token.refresh_expires_at
+    return (
+        token.id,
+        token.family_id,
+        token.parent_id,
+        token.client_id,
+        token.username,
+        token.scope,
+        token.sid,
+        token.access_jti,
+        _sqlite_text(token.access_expires_at),
+        token.refresh_hash,
+        None if refresh_expires is None else _sqlite_text(refresh_expires),
+        _sqlite_text(now),
+    )
+
+
 def _sqlite_code(row: tuple[Any, ...]) -> CodeRow:
     """A row of :data:`_FIND_CODE_SQL` read by the synchronous SQLite reader."""
     expires_at = _sqlite_time(row[12])
@@ -261,12 +302,55 @@ class OAuth2Store:
         #: goes the usual (async) way.
         self._reader_path = _sqlite_file(engine)
         self._reader: sqlite3.Connection | None = None
+        #: The two writes of a code exchange or a refresh (the conditional UPDATE and the
+        #: INSERT of the tokens) go the same synchronous way on SQLite, under the writer
+        #: lock, in one ``BEGIN IMMEDIATE`` transaction that never waits: if another process
+        #: holds the write lock, or on any other SQLite error, it is rolled back and the
+        #: usual async transaction (with the busy timeout) runs instead. A commit in WAL
+        #: mode with ``synchronous = NORMAL`` (as every Gatehouse SQLite connection) does
+        #: not wait for the disk.
+        self._sync_writer: sqlite3.Connection | None = None
 
     def close(self) -> None:
-        """Close the synchronous reader (the engine is the caller's to dispose of)."""
+        """Close the synchronous connections (the engine is the caller's to dispose of)."""
         if self._reader is not None:
             self._reader.close()
             self._reader = None
+        if self._sync_writer is not None:
+            self._sync_writer.close()
+            self._sync_writer = None
+
+    def _write_now(
+        self, condition: str, params: tuple[Any, ...], token: tuple[Any, ...]
+    ) -> bool | None:
+        """Run ``condition`` (an UPDATE of one row) and, if it changed that row, insert the
+        token row, synchronously in one transaction: whether it won, None: ask the async
+        way (not SQLite, or the file is busy or failing). Call it holding the writer lock."""
+        if self._reader_path is None:
+            return None
+        conn = self._sync_writer
+        try:
+            if conn is None:
+                conn = sqlite3.connect(
+                    self._reader_path, timeout=0, isolation_level=None, check_same_thread=False
+                )
+                conn.execute("PRAGMA synchronous = NORMAL")
+                conn.execute("PRAGMA foreign_keys = ON")
+                self._sync_writer = conn
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error:
+            return None
+        try:
+            if conn.execute(condition, params).rowcount != 1:
+                conn.execute("ROLLBACK")
+                return False
+            conn.execute(_INSERT_TOKEN_SQL, token)
+            conn.execute("COMMIT")
+        except sqlite3.Error:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            return None
+        return True
 
     def _read_one(self, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | bool | None:
         """One row read synchronously (None: no such row), or False: ask the async way."""
@@ -320,6 +404,26 @@ class OAuth2Store:
         async with self._writer, self._transaction() as conn:
             yield conn
 
+    async def _conditional_insert(
+        self,
+        condition: Any,
+        condition_params: dict[str, Any],
+        sync: tuple[str, tuple[Any, ...]],
+        token: TokenRow,
+        now: datetime,
+    ) -> bool:
+        """``condition`` (an UPDATE of one row) and, if it changed it, the token row's
+        INSERT, in one transaction: whether this caller won."""
+        if self._writer is None:
+            async with self._transaction() as conn:
+                return await _conditional_insert(conn, condition, condition_params, token, now)
+        async with self._writer:
+            won = self._write_now(sync[0], sync[1], _sqlite_token(token, now))
+            if won is not None:
+                return won
+            async with self._transaction() as conn:
+                return await _conditional_insert(conn, condition, condition_params, token, now)
+
     # -- codes -----------------------------------------------------------------------------
 
     async def add_code(self, code: NewCode, now: datetime | None = None) -> None:
@@ -363,12 +467,9 @@ class OAuth2Store:
     async def exchange_code(self, code_id: str, tokens: TokenRow, now: datetime) -> bool:
         """Mark the code used and store its tokens, if it is unused and unexpired: whether
         this caller won (exactly one of any number of concurrent callers does)."""
-        async with self._write() as conn:
-            won = await conn.execute(_USE_CODE, {"code_id_": code_id, "now_": now})
-            if won.rowcount != 1:
-                return False
-            await conn.execute(_INSERT_TOKEN, _token_values(tokens, now))
-        return True
+        sync = (_USE_CODE_SQL, (_sqlite_text(now), code_id, _sqlite_text(now)))
+        params = {"code_id_": code_id, "now_": now}
+        return await self._conditional_insert(_USE_CODE, params, sync, tokens, now)
 
     async def prune(self, before: datetime) -> int:
         """Delete codes expired before ``before`` and token rows whose access and refresh
@@ -418,12 +519,9 @@ class OAuth2Store:
     async def rotate_refresh(self, old_id: str, new: TokenRow, now: datetime) -> bool:
         """Mark the old refresh token used and store the new row, if the old one was neither
         used nor revoked: whether this caller won."""
-        async with self._write() as conn:
-            won = await conn.execute(_ROTATE, {"old_id_": old_id, "now_": now})
-            if won.rowcount != 1:
-                return False
-            await conn.execute(_INSERT_TOKEN, _token_values(new, now))
-        return True
+        sync = (_ROTATE_SQL, (_sqlite_text(now), old_id))
+        params = {"old_id_": old_id, "now_": now}
+        return await self._conditional_insert(_ROTATE, params, sync, new, now)
 
     async def revoke_family(self, family_id: str, now: datetime) -> int:
         """Revoke every token of a family (a code or refresh token used twice, a revocation)."""
@@ -502,6 +600,16 @@ class OAuth2Store:
                 .order_by(_K.client_id)
             )
             return [_consent(row) for row in await conn.execute(query)]
+
+
+async def _conditional_insert(
+    conn: AsyncConnection, condition: Any, params: dict[str, Any], token: TokenRow, now: datetime
+) -> bool:
+    won = await conn.execute(condition, params)
+    if won.rowcount != 1:
+        return False
+    await conn.execute(_INSERT_TOKEN, _token_values(token, now))
+    return True
 
 
 def _consent(row: Any) -> ConsentRow:
