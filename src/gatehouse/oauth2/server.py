@@ -42,7 +42,13 @@ from gatehouse.oauth2.store import CodeRow, TokenRow, new_id, secret_hash
 from gatehouse.oauth2.subject import Subject
 
 REFRESH_TOKEN_BYTES = 32
-#: ID tokens use the algorithm every OpenID relying party accepts without registering one.
+#: ID tokens use the algorithm every OpenID relying party accepts without registering one:
+#: OpenID Connect Registration makes RS256 the default of ``id_token_signed_response_alg``,
+#: and a client that registered nothing must be able to verify them. An RSA-2048 signature
+#: costs about ten times an ES256 one (the largest single cost of a code exchange); clients
+#: cannot register another algorithm yet (no ``id_token_signed_response_alg`` in the
+#: client configuration), so RS256 stays the default for all. Access tokens are ES256
+#: (the first current algorithm): only Gatehouse verifies them, and once per token.
 ID_TOKEN_ALG = "RS256"
 
 
