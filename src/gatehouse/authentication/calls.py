@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from gatehouse.authentication.lockout import canonical_ip
-from gatehouse.internal.calls import EMPTY, HEALTH_ROLES, Call, json_codec
+from gatehouse.internal.calls import Call, health_call, json_codec
 from gatehouse.internal.endpoint import bad_request
 from gatehouse.trust.identity import POLICY
 
@@ -704,29 +704,10 @@ CODE_VERIFY_ANSWER = json_codec(
 )
 
 
-def _health(data: dict[str, Any]) -> dict[str, Any]:
-    if data.get("status") != "ok":
-        raise ValueError(f"status: {data.get('status')!r}")
-    return data
-
-
-HEALTH_ANSWER = json_codec(_health, lambda data: data, "`{status, role, config_version, ...}`")
-
-
 # --- the declarations --------------------------------------------------------------------------
 
 
-HEALTH = Call(
-    SERVICE,
-    "authentication_health",
-    "GET",
-    "/internal/v1/health",
-    EMPTY,
-    HEALTH_ANSWER,
-    roles=HEALTH_ROLES,
-    retry_safe=True,
-    summary="the service's health and configuration version",
-)
+HEALTH = health_call(SERVICE)
 VERIFY = Call(
     SERVICE,
     "verify_password",

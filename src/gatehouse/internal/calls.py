@@ -49,12 +49,14 @@ from gatehouse.trust.identity import (
 
 __all__ = [
     "EMPTY",
+    "HEALTH_PATH",
     "HEALTH_ROLES",
     "JSON_OBJECT",
     "Call",
     "CallRefused",
     "Codec",
     "Handler",
+    "health_call",
     "json_codec",
 ]
 
@@ -303,6 +305,34 @@ async def read_body(request: Request, limit: int) -> bytes:
         if len(body) > limit:
             raise bad_request(f"body larger than {limit} bytes")
     return body
+
+
+#: Every service's health, at the same path.
+HEALTH_PATH = "/internal/v1/health"
+
+
+def _healthy(data: dict[str, Any]) -> dict[str, Any]:
+    if data.get("status") != "ok":
+        raise ValueError(f"status: {data.get('status')!r}")
+    return data
+
+
+def health_call(
+    service: str, shape: str = "`{status, role, config_version, ...}`"
+) -> Call[None, dict[str, Any]]:
+    """The health call of ``service`` (``GET /internal/v1/health``, every caller's role): an
+    answer is taken only when its ``status`` is ``ok``."""
+    return Call(
+        service,
+        f"{service}_health",
+        "GET",
+        HEALTH_PATH,
+        EMPTY,
+        json_codec(_healthy, lambda data: data, shape),
+        roles=HEALTH_ROLES,
+        retry_safe=True,
+        summary="the service's health and configuration version",
+    )
 
 
 def refused(answer: Answer) -> CallRefused:

@@ -18,7 +18,7 @@ from typing import Any, TypedDict
 
 import orjson
 
-from gatehouse.internal.calls import EMPTY, HEALTH_ROLES, Call, Codec, json_codec
+from gatehouse.internal.calls import EMPTY, Call, Codec, health_call, json_codec
 from gatehouse.internal.endpoint import bad_request, parse_json_object
 from gatehouse.trust.identity import ACCESS_POINT, ADMINISTRATION, OPERATOR
 
@@ -127,12 +127,6 @@ DECISION: Codec[dict[str, Any]] = Codec(_decode_object, orjson.dumps, "`DECISION
 # --- other bodies ------------------------------------------------------------------------------
 
 
-def _health(data: dict[str, Any]) -> dict[str, Any]:
-    if data.get("status") != "ok":
-        raise ValueError(f"status: {data.get('status')!r}")
-    return data
-
-
 def _sessions(data: dict[str, Any]) -> list[dict[str, Any]]:
     sessions = data.get("sessions")
     if not isinstance(sessions, list) or not all(isinstance(s, dict) for s in sessions):
@@ -147,7 +141,6 @@ def _revoked(data: dict[str, Any]) -> int:
     return revoked
 
 
-HEALTH_ANSWER = json_codec(_health, lambda data: data, "`{status, role, instance, ...}`")
 SESSION_LIST = json_codec(
     _sessions, lambda sessions: {"sessions": sessions}, "`{sessions: [SESSION_INFO]}`"
 )
@@ -160,17 +153,7 @@ PAGE: Codec[bytes] = Codec(lambda body: body, lambda body: body, "HTML / form")
 
 # --- the declarations --------------------------------------------------------------------------
 
-HEALTH = Call(
-    SERVICE,
-    "policy_health",
-    "GET",
-    "/internal/v1/health",
-    EMPTY,
-    HEALTH_ANSWER,
-    roles=HEALTH_ROLES,
-    retry_safe=True,
-    summary="the service's health and configuration version",
-)
+HEALTH = health_call(SERVICE, "`{status, role, instance, ...}`")
 DECIDE = Call(
     SERVICE,
     "decide",
