@@ -11,23 +11,17 @@ from __future__ import annotations
 import argparse
 
 from gatehouse.authentication import users_cli
-from gatehouse.cli_support import add_home, listen_arg
-from gatehouse.internal.managed import add_source_arguments
-from gatehouse.internal.service_tls import add_tls_argument
+from gatehouse.internal.managed import add_service_arguments
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     auth = sub.add_parser("authentication", help="run an Authentication service")
-    add_source_arguments(auth)
-    add_tls_argument(auth)
-    auth.add_argument("--listen", type=listen_arg, metavar="HOST:PORT", help="override listen")
-    add_home(auth)
+    add_service_arguments(auth)
     auth.set_defaults(handler=run)
     users_cli.register(sub)
 
 
 def run(args: argparse.Namespace) -> int:
-    import asyncio
     from pathlib import Path
 
     from gatehouse.authentication.app import ROLE, check_view, create_app
@@ -35,24 +29,14 @@ def run(args: argparse.Namespace) -> int:
     from gatehouse.authentication.oauth_keys_client import STATE_FILE, admin_fetch
     from gatehouse.authentication.oauth_service import KEYS_FILE
     from gatehouse.config.access_point import parse_listen
-    from gatehouse.config.loader import load_file
-    from gatehouse.internal.config_agent import ConfigAgent
     from gatehouse.internal.hosting import serve
-    from gatehouse.internal.managed import joining_of, start_managed
+    from gatehouse.internal.managed import load_configuration
     from gatehouse.internal.service_tls import credentials_of, revocations_of
-    from gatehouse.logs import setup_logging
     from gatehouse.oath.seeds import KEYRING_FILE
     from gatehouse.storage.home import database_urls, prepare_home
 
-    joining = joining_of(args)
-    agent: ConfigAgent | None = None
-    if args.state is not None:
-        setup_logging()
-        managed = asyncio.run(start_managed(args.state, ROLE, joining, check_view))
-        settings = check_view(managed.view).authentication
-        agent = managed.agent
-    else:
-        settings = load_file(AuthenticationConfig, args.config).authentication
+    config, agent = load_configuration(args, ROLE, check_view, AuthenticationConfig)
+    settings = config.authentication
     home = prepare_home(args.home) if not (settings.user_db and settings.oath_db) else args.home
     user_db = settings.user_db or database_urls(home).user_db
     oath_db = settings.oath_db or database_urls(home).oath_db

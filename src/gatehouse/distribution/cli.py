@@ -10,50 +10,34 @@ from __future__ import annotations
 
 import argparse
 
-from gatehouse.cli_support import add_home, listen_arg
 from gatehouse.distribution import outbox_cli
-from gatehouse.internal.managed import add_source_arguments
-from gatehouse.internal.service_tls import add_tls_argument
+from gatehouse.internal.managed import add_service_arguments
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     dist = sub.add_parser(
         "distribution", help="run a Distribution service (codes by e-mail and SMS)"
     )
-    add_source_arguments(dist)
-    add_tls_argument(dist)
-    dist.add_argument("--listen", type=listen_arg, metavar="HOST:PORT", help="override listen")
-    add_home(dist)
+    add_service_arguments(dist)
     dist.set_defaults(handler=run)
     outbox_cli.register(sub)
 
 
 def run(args: argparse.Namespace) -> int:
-    import asyncio
     from pathlib import Path
 
     from gatehouse.config.access_point import parse_listen
-    from gatehouse.config.loader import load_file
     from gatehouse.distribution.app import create_app
     from gatehouse.distribution.bodies import KEY_FILE
     from gatehouse.distribution.config import DistributionConfig
     from gatehouse.distribution.service import ROLE, check_view
-    from gatehouse.internal.config_agent import ConfigAgent
     from gatehouse.internal.hosting import serve
-    from gatehouse.internal.managed import joining_of, start_managed
+    from gatehouse.internal.managed import load_configuration
     from gatehouse.internal.service_tls import credentials_of, revocations_of
-    from gatehouse.logs import setup_logging
     from gatehouse.storage.home import database_urls, prepare_home
 
-    joining = joining_of(args)
-    agent: ConfigAgent | None = None
-    if args.state is not None:
-        setup_logging()
-        managed = asyncio.run(start_managed(args.state, ROLE, joining, check_view))
-        settings = check_view(managed.view).distribution
-        agent = managed.agent
-    else:
-        settings = load_file(DistributionConfig, args.config).distribution
+    config, agent = load_configuration(args, ROLE, check_view, DistributionConfig)
+    settings = config.distribution
     home = prepare_home(args.home)
     outbox_db = settings.outbox_db or database_urls(home).outbox_db
     # A relative key file is relative to the installation home, like relative SQLite paths.

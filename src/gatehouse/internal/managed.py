@@ -25,6 +25,7 @@ and runs :meth:`ConfigAgent.run` next to its work to apply each new version.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import re
@@ -36,20 +37,25 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from gatehouse.config.loader import validate
+from gatehouse.cli_support import add_home, listen_arg
+from gatehouse.config.loader import load_file, validate
 from gatehouse.errors import GatehouseError
 from gatehouse.internal.config_agent import Apply, ConfigAgent, Validate
 from gatehouse.internal.lkg import ROLES, check_service_id
+from gatehouse.internal.service_tls import add_tls_argument
+from gatehouse.logs import setup_logging
 from gatehouse.trust.tls import Credentials
 
 __all__ = [
     "Joining",
     "Managed",
+    "add_service_arguments",
     "add_source_arguments",
     "credentials_of_agent",
     "default_node",
     "follow_admin",
     "joining_of",
+    "load_configuration",
     "model_check",
     "start_managed",
 ]
@@ -237,6 +243,34 @@ async def start_managed(
         log.info("waiting for Admin's first configuration version for %r", state.service_id)
     snapshot = await agent.initial(check)
     return Managed(agent, snapshot.version, snapshot.view)
+
+
+def add_service_arguments(parser: argparse.ArgumentParser) -> None:
+    """What every internal service's command takes: the configuration source, ``--tls``,
+    ``--listen`` (overriding the configuration's) and ``--home``."""
+    add_source_arguments(parser)
+    add_tls_argument(parser)
+    parser.add_argument("--listen", type=listen_arg, metavar="HOST:PORT", help="override listen")
+    add_home(parser)
+
+
+def load_configuration(
+    args: argparse.Namespace, role: str, check: Callable[[dict[str, Any]], M], model: type[M]
+) -> tuple[M, ConfigAgent | None]:
+    """The service's configuration document and, when it follows Admin (``--state``), its
+    agent: from Admin's version to start from (registering first with ``--join``), else
+    from ``--config FILE``.
+
+    Raises:
+        GatehouseError: the source options do not fit, or the registration failed.
+        ConfigError: the file is not a valid configuration (the message names the field).
+    """
+    joining = joining_of(args)
+    if args.state is None:
+        return load_file(model, args.config), None
+    setup_logging()
+    managed = asyncio.run(start_managed(args.state, role, joining, check))
+    return check(managed.view), managed.agent
 
 
 def credentials_of_agent(agent: ConfigAgent) -> Credentials:

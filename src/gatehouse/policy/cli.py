@@ -10,17 +10,12 @@ from __future__ import annotations
 
 import argparse
 
-from gatehouse.cli_support import add_home, listen_arg
-from gatehouse.internal.managed import add_source_arguments
-from gatehouse.internal.service_tls import add_tls_argument
+from gatehouse.internal.managed import add_service_arguments
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ps = sub.add_parser("policy", help="run a Policy service (decisions and the login portal)")
-    add_source_arguments(ps)
-    add_tls_argument(ps)
-    ps.add_argument("--listen", type=listen_arg, metavar="HOST:PORT", help="override listen")
-    add_home(ps)
+    add_service_arguments(ps)
     ps.set_defaults(handler=run)
 
 
