@@ -279,6 +279,7 @@ class FailoverClient:
         clock: Clock = time.monotonic,
         tls: ClientTLS | None = None,
         standby: int = STANDBY_CONNECTIONS,
+        max_idle: int = 8,
     ) -> FailoverClient:
         """A client for the service at ``urls`` (most preferred first), tuned by ``settings``.
 
@@ -299,6 +300,7 @@ class FailoverClient:
             probe_timeout=settings.probe_timeout,
             tls=tls,
             standby=standby,
+            max_idle=max_idle,
         )
 
     # calls ------------------------------------------------------------------------------------

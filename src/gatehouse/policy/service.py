@@ -135,6 +135,8 @@ HEALTH_DB_TIMEOUT = 2.0
 CSRF_KEY_FILE = "policy-csrf.key"
 #: What the failover client probes on a down Authentication service.
 AUTH_HEALTH_PATH = AUTH_HEALTH.path
+#: Idle connections kept to each Authentication service (see where the client is made).
+AUTH_MAX_IDLE = 32
 #: How long a code send or status may take: the Authentication service calls a Distribution
 #: service in turn, failing over between them within its own (shorter) timeouts, so the
 #: call to it must outlast one hung Distribution service.
@@ -542,8 +544,15 @@ class PolicyService:
                 if self.credentials is None
                 else ClientTLS(self.credentials.client, frozenset({AUTHENTICATION}))
             )
+            # max_idle: the OAuth2 endpoints relayed here come as many at once as the Access
+            # Points send; fewer idle connections than that opens and closes one per call.
             client = FailoverClient.from_settings(
-                endpoints, failover, name="authentication", health_path=AUTH_HEALTH_PATH, tls=tls
+                endpoints,
+                failover,
+                name="authentication",
+                health_path=AUTH_HEALTH_PATH,
+                tls=tls,
+                max_idle=AUTH_MAX_IDLE,
             )
             checker = AuthServiceChecker(client)
         login = config.login
