@@ -14,6 +14,16 @@ sink in the same run (the limit; issue 16's benchmark).
   more workers let more of the messages accepted at once go straight to a worker without a
   claim). ``--clients`` callers submit ``--messages`` messages as fast as they are accepted
   (each a commit), alternating the two services, on kept-alive connections.
+- **'Send code'**: the whole path of a one-time code by e-mail, as the Policy service asks
+  for it: a ``gatehouse authentication`` process (its user DB in the same PostgreSQL cluster,
+  else a SQLite file; ``--code-sends`` users with e-mail addresses) handing codes to the two
+  Distribution services. The bench, in the Policy service's place, calls CODE_SEND
+  (``POST /internal/v1/codes/send``: username, ``email_otp``, a fresh key) ``--code-sends``
+  times at ``--code-rate`` per second, each for another user (one code per user per 30 s is
+  the throttle), on kept-alive connections; latency from the call sent to the arrival of the
+  mail whose Message-ID is the message id CODE_SEND answered. Plaintext loopback listeners,
+  as tests/authentication/test_codes_process.py runs them (mutual TLS, which checks the
+  caller's Policy role, is not in this measure).
 - **Kill**: one of the two services killed (-9) halfway through ``--kill-messages`` messages;
   the callers send what it does not answer to the other (same key).
   Messages/s: messages over the time from the first submission to the last arrival.
@@ -160,10 +170,11 @@ async def bare_loop(port: int, count: int) -> tuple[float, set[str]]:
 
 
 class Conn:
-    """One kept-alive HTTP/1.1 connection to a Distribution service."""
+    """One kept-alive HTTP/1.1 connection to a Distribution (or Authentication) service."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, path: str = "/internal/v1/messages") -> None:
         self.port = port
+        self.path = path
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
@@ -172,7 +183,7 @@ class Conn:
             self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
         assert self.reader is not None
         head = (
-            f"POST /internal/v1/messages HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
+            f"POST {self.path} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
         )
         self.writer.write(head.encode() + body)
@@ -192,6 +203,11 @@ class Conn:
             raise RuntimeError(f"submit refused: {status_line!r} {data[:200]!r}")
         answer: dict[str, object] = json.loads(data)
         return answer
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
 
 
 def message(n: int) -> bytes:
@@ -265,6 +281,189 @@ async def submit_all(
     return result
 
 
+# -- 'send code': CODE_SEND through an Authentication service -------------------------------
+
+CODE_PATH = "/internal/v1/codes/send"
+#: Seconds the bench waits for one CODE_SEND answer (the Policy service gives a send 8 s).
+CODE_TIMEOUT = 10.0
+#: Sends before the measured ones (other users): the service's connections opened, as a
+#: running service has them.
+CODE_WARMUP = 3
+
+
+def code_user(n: int) -> str:
+    return f"bench{n:04d}"
+
+
+def add_code_users(url: str, count: int) -> None:
+    """A migrated user DB with ``count`` users with e-mail addresses (no password)."""
+    from gatehouse.storage import directory
+    from gatehouse.storage.engine import Database
+    from gatehouse.storage.migrate import upgrade
+
+    async def go() -> None:
+        await upgrade(url, "user")
+        db = Database(url)
+        try:
+            async with db.session() as session:
+                for n in range(count):
+                    name = code_user(n)
+                    await directory.add_user(session, name, None, email=f"{name}@example.org")
+        finally:
+            await db.dispose()
+
+    asyncio.run(go())
+
+
+def start_authentication(
+    root: Path, python: str, user_db: str, dist_ports: list[int], logs: list[Path]
+) -> tuple[subprocess.Popen[bytes], int]:
+    """One ``gatehouse authentication`` handing codes to the Distribution services."""
+    port = free_port()
+    config = root / "auth1.yaml"
+    settings = {
+        "id": "auth1",
+        "listen": f"127.0.0.1:{port}",
+        "user_db": user_db,
+        "distribution": [f"http://127.0.0.1:{p}" for p in dist_ports],
+    }
+    config.write_text(yaml.safe_dump({"authentication": settings}))
+    logs.append(root / "auth1.log")
+    with logs[-1].open("ab") as out:
+        proc = subprocess.Popen(
+            [
+                python,
+                "-m",
+                "gatehouse",
+                "authentication",
+                "--config",
+                str(config),
+                "--home",
+                str(root / "auth-home"),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return proc, port
+
+
+@dataclass
+class CodeSends:
+    #: Message-ID -> when its CODE_SEND was sent, and when it was answered ``accepted``.
+    sent: dict[str, float] = field(default_factory=dict)
+    answered: dict[str, float] = field(default_factory=dict)
+    #: Sends not answered ``accepted`` (user: what came instead).
+    failed: list[str] = field(default_factory=list)
+
+
+async def send_codes(port: int, users: range, clients: int, rate: float | None) -> CodeSends:
+    """CODE_SEND once for each user number in ``users``, ``rate`` per second."""
+    result = CodeSends()
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for n in users:
+        queue.put_nowait(n)
+    start = time.time()
+
+    async def client() -> None:
+        conn = Conn(port, CODE_PATH)
+        try:
+            while not queue.empty():
+                n = queue.get_nowait()
+                if rate is not None:
+                    delay = start + (n - users.start) / rate - time.time()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                body = json.dumps(
+                    {
+                        "username": code_user(n),
+                        "method": "email_otp",
+                        "key": f"bench-send-{n:04d}-{secrets.token_hex(8)}",
+                        "client_ip": "192.0.2.40",
+                    }
+                ).encode()
+                sent = time.time()
+                try:
+                    answer = await asyncio.wait_for(conn.post(body), CODE_TIMEOUT)
+                except (OSError, RuntimeError, asyncio.IncompleteReadError, TimeoutError) as exc:
+                    result.failed.append(f"{code_user(n)}: {type(exc).__name__} {exc}"[:300])
+                    conn.close()
+                    conn = Conn(port, CODE_PATH)
+                    continue
+                if answer.get("result") != "accepted":
+                    result.failed.append(f"{code_user(n)}: {answer}"[:300])
+                    continue
+                mid = f"<{answer['id']}@gatehouse>"
+                result.sent[mid] = sent
+                result.answered[mid] = time.time()
+        finally:
+            conn.close()
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return result
+
+
+@dataclass
+class CodeLatency:
+    """The 'send code' phase: CODE_SEND to mail received."""
+
+    sends: int
+    rate: float
+    user_db: str
+    p50: float
+    p99: float
+    answer_p50: float
+    answer_p99: float
+    #: Sends not answered ``accepted``; accepted ones whose mail did not arrive.
+    failed: int
+    lost: int
+
+
+def code_phase(
+    root: Path,
+    python: str,
+    dist_ports: list[int],
+    procs: list[subprocess.Popen[bytes]],
+    logs: list[Path],
+    arrived: Path,
+    user_db: str,
+    sends: int,
+    rate: float,
+    clients: int,
+) -> CodeLatency:
+    add_code_users(user_db, sends + CODE_WARMUP)
+    auth, port = start_authentication(root, python, user_db, dist_ports, logs)
+    procs.append(auth)  # stopped with the others, also on failure
+    wait_port(port, auth)
+    warm = asyncio.run(send_codes(port, range(sends, sends + CODE_WARMUP), 1, None))
+    if warm.failed:
+        raise RuntimeError(f"'send code' warm-up failed: {warm.failed[0]}")
+    wait_arrivals(arrived, set(warm.sent), 30)
+    log(f"[distribution] 'send code': {sends} CODE_SEND calls at {rate:g}/s, one per user")
+    result = asyncio.run(send_codes(port, range(sends), clients, rate))
+    for failure in result.failed[:3]:
+        log(f"[distribution] 'send code' failed: {failure}")
+    ids = set(result.sent)
+    seen = wait_arrivals(arrived, ids, 60)
+    missing = float("inf")  # a send not accepted or its mail not arrived: no latency met
+    failed = [missing] * len(result.failed)
+    to_mail = [(seen[i] - result.sent[i]) * 1000 if i in seen else missing for i in ids]
+    answered = [(result.answered[i] - result.sent[i]) * 1000 for i in ids]
+    to_mail += failed
+    answered += failed
+    return CodeLatency(
+        sends=sends,
+        rate=rate,
+        user_db="PostgreSQL" if user_db.startswith("postgresql") else "SQLite",
+        p50=statistics.median(to_mail) if to_mail else float("nan"),
+        p99=percentile(to_mail, 99),
+        answer_p50=statistics.median(answered) if answered else float("nan"),
+        answer_p99=percentile(answered, 99),
+        failed=len(result.failed),
+        lost=len(ids - seen.keys()),
+    )
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     if not ordered:
@@ -305,6 +504,7 @@ class Result:
     services: int = 2
     outbox: str = "SQLite"
     killed: Killed | None = None
+    code: CodeLatency | None = None
     bare_rates: list[float] = field(default_factory=list)
     gatehouse_rates: list[float] = field(default_factory=list)
 
@@ -393,6 +593,8 @@ def run(
     kill_messages: int = 500,
     kill_rate: float = 200.0,
     rounds: int = 3,
+    code_sends: int = 200,
+    code_rate: float = 20.0,
 ) -> tuple[Result, str]:
     root = Path(tempfile.mkdtemp(prefix="gatehouse-bench-distribution-"))
     arrived = root / "arrivals.txt"
@@ -469,6 +671,16 @@ def run(
         ]
         lost += len(paced_ids - seen.keys())
 
+        code = None
+        if code_sends:
+            if postgres:
+                user_db = cluster.url(cluster.create_database())
+            else:
+                user_db = f"sqlite+aiosqlite:///{root / 'users.db'}"
+            code = code_phase(
+                root, python, ports, procs, logs, arrived, user_db, code_sends, code_rate, clients
+            )
+
         killed = None
         if services >= 2 and kill_messages:
             log(
@@ -527,6 +739,7 @@ def run(
         services=services,
         outbox="PostgreSQL" if postgres else "SQLite",
         killed=killed,
+        code=code,
         bare_rates=bare_rates,
         gatehouse_rates=gatehouse_rates,
     )
@@ -561,10 +774,36 @@ def render(r: Result) -> str:
             f"(goal < {GOAL_P99_MS:.0f} ms: {p99_ok}) |",
             f"| submission accepted to mail received | {r.accept_p50:.1f} ms | "
             f"{r.accept_p99:.1f} ms |",
+            *code_rows(r.code),
             "",
+            *code_note(r.code),
             *killed_lines(r.killed),
         ]
     )
+
+
+def code_rows(c: CodeLatency | None) -> list[str]:
+    if c is None:
+        return []
+    ok = "yes" if c.p99 < GOAL_P99_MS else "no"
+    return [
+        f"| 'send code' (CODE_SEND) to mail received | {c.p50:.1f} ms | {c.p99:.1f} ms "
+        f"(goal < {GOAL_P99_MS:.0f} ms: {ok}) |",
+        f"| 'send code' (CODE_SEND) answered accepted | {c.answer_p50:.1f} ms | "
+        f"{c.answer_p99:.1f} ms |",
+    ]
+
+
+def code_note(c: CodeLatency | None) -> list[str]:
+    if c is None:
+        return []
+    return [
+        f"'send code': {c.sends} CODE_SEND calls (email_otp) at {c.rate:g}/s, each for another "
+        f"user, to one Authentication service ({c.user_db} user DB) handing the codes to the "
+        f"Distribution services, plaintext loopback; {c.failed} not accepted, {c.lost} mails "
+        "missing (either counts as over the goal).",
+        "",
+    ]
 
 
 def _rates(rates: list[float]) -> str:
@@ -595,6 +834,10 @@ def main() -> int:
     parser.add_argument("--services", type=int, default=2)
     parser.add_argument("--kill-messages", type=int, default=500, help="0: no kill phase")
     parser.add_argument("--rounds", type=int, default=3, help="bare loop and services in turn")
+    parser.add_argument(
+        "--code-sends", type=int, default=200, help="'send code' calls, one per user; 0: none"
+    )
+    parser.add_argument("--code-rate", type=float, default=20.0, help="'send code' calls/s")
     outbox = parser.add_mutually_exclusive_group()
     outbox.add_argument(
         "--postgres",
@@ -612,6 +855,8 @@ def main() -> int:
         postgres=args.postgres,
         kill_messages=args.kill_messages,
         rounds=args.rounds,
+        code_sends=args.code_sends,
+        code_rate=args.code_rate,
         messages=args.messages,
         clients=args.clients,
         paced=args.paced,
