@@ -192,6 +192,30 @@ def test_add_with_a_secret_and_parameters_prints_no_uri(cli: CLI) -> None:
     assert cli.ok("tokens", "list", "--user", "bob").count("\n") == 2  # header and bob's
 
 
+def test_add_reads_the_seed_from_a_file_or_stdin(cli: CLI, tmp_path: Path) -> None:
+    """--secret-file keeps the seed out of the process list and the shell history."""
+    seed_file = tmp_path / "seed"
+    seed_file.write_text(f"  {SEED_B32}\n")
+    serial = added_serial(cli.ok("tokens", "add", "bob", "--secret-file", str(seed_file)))
+    assert cli.seed(serial) == SEED
+    cli.mp.setattr("sys.stdin", io.StringIO(SEED_B32 + "\n"))
+    code = main(["tokens", "add", "alice", "--secret-file", "-", "--home", str(cli.home)])
+    out, err = cli.capsys.readouterr()
+    assert (code, err) == (0, "")
+    assert cli.seed(added_serial(out)) == SEED
+    short = tmp_path / "short"
+    short.write_text("JBSWY3DPEHPK3PXP")
+    assert cli.fails("tokens", "add", "alice", "--secret-file", str(short)) == (
+        f"gatehouse: --secret-file {short}: seed is 80 bits; at least 128 bits are needed "
+        "(160 recommended)"
+    )
+    missing = tmp_path / "missing"
+    assert cli.fails("tokens", "add", "alice", "--secret-file", str(missing)) == (
+        f"gatehouse: cannot read the seed file {missing}: No such file or directory"
+    )
+    assert len(cli.tokens()) == 2
+
+
 def test_add_errors_are_one_line(cli: CLI) -> None:
     assert cli.fails("tokens", "add", "carol") == "gatehouse: user 'carol' does not exist"
     assert cli.fails("tokens", "add", "alice", "--secret", "JBSWY3DPEHPK3PXP") == (

@@ -132,13 +132,14 @@ def new_serial(token_type: str) -> str:
     return f"{token_type.upper()}{secrets.token_hex(4).upper()}"
 
 
-def parse_secret(text: str) -> bytes:
-    """A seed typed by hand in base32; refused under 128 bits."""
+def parse_secret(text: str, source: str = "--secret") -> bytes:
+    """A seed typed by hand in base32; refused under 128 bits. ``source`` names where it
+    came from in the error."""
     try:
         secret = decode_base32(text, "secret")
         check_seed_length(secret)
     except (OathImportError, SeedError) as exc:
-        raise TokenAdminError(f"--secret: {exc}") from None
+        raise TokenAdminError(f"{source}: {exc}") from None
     return secret
 
 

@@ -25,8 +25,15 @@ def register(sub: Sub) -> None:
     add = _action(actions, "add", "add an active token for a user", "tokens_add")
     add.add_argument("user", metavar="USER")
     add.add_argument("--type", choices=("totp", "hotp"), default="totp")
-    add.add_argument(
+    seed = add.add_mutually_exclusive_group()
+    seed.add_argument(
         "--secret", metavar="BASE32", help="the seed, in base32 (else 160 bits are generated)"
+    )
+    seed.add_argument(
+        "--secret-file",
+        metavar="FILE",
+        help="read the base32 seed from FILE ('-': standard input), so that it is not in the "
+        "process list or the shell history",
     )
     add.add_argument("--algorithm", choices=("sha1", "sha256", "sha512"), default="sha1")
     add.add_argument("--digits", type=int, choices=(6, 8), default=6)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -153,13 +154,27 @@ def tokens_add(args: argparse.Namespace) -> int:
     if args.type == "hotp" and args.period is not None:
         raise GatehouseError("--period applies to TOTP tokens only")
     params = TokenParams(args.type, args.algorithm, args.digits, args.period or 30)
-    secret = parse_secret(args.secret) if args.secret is not None else None
+    secret: bytes | None = None
+    if args.secret is not None:
+        secret = parse_secret(args.secret)
+    elif args.secret_file is not None:
+        secret = parse_secret(_secret_text(args.secret_file), f"--secret-file {args.secret_file}")
     added = with_tokens(args.home, lambda admin: admin.add(user, params, secret, args.description))
     print(f"token {added.token.serial} added for {user!r}")
     print(f"serial: {added.token.serial}")
     if added.uri is not None:
         print(f"uri: {added.uri}")
     return 0
+
+
+def _secret_text(path: str) -> str:
+    """The seed in ``path`` ('-': standard input), surrounding blanks removed."""
+    if path == "-":
+        return sys.stdin.read().strip()
+    try:
+        return _read(path, "the seed file").decode("ascii").strip()
+    except UnicodeDecodeError:
+        raise GatehouseError(f"--secret-file {path}: not base32 text") from None
 
 
 def _read(path: str, what: str) -> bytes:
