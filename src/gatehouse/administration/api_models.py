@@ -7,6 +7,7 @@ from the wire. Times are ISO 8601 UTC to the second, ending in ``Z``.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -21,6 +22,8 @@ from pydantic import (
 from gatehouse.administration.model import NodeName, Role, ServiceId
 from gatehouse.config.policy import EndpointURL
 from gatehouse.config.units import parse_duration
+from gatehouse.oath.invitation_admin import DEFAULT_LIFETIME, MAX_LIFETIME, MIN_LIFETIME
+from gatehouse.storage.models import USERNAME_LENGTH
 
 #: Join tokens live between a second and 24 hours (default: one hour).
 MAX_TTL = 24 * 3600.0
@@ -337,6 +340,143 @@ class SigningKeysOut(Answer):
     keys: list[dict[str, Any]] = Field(description="private JWKs (kid, alg, use: sig)")
 
 
+# OATH tokens and token invitations (gatehouse.administration.tokens_api). The handlers
+# validate with their own models (tokens_api.TokenIn, ...); these have the same fields,
+# types and defaults (a test compares them) and say more in the document.
+
+#: A user of the user DB (400 naming the field when the name is malformed, 404 when unknown).
+Username = str
+_NAMED = f"1-{USERNAME_LENGTH} letters, digits, '.', '_', '@' or '-'"
+
+#: How long an invitation's link works: seconds or a duration, 5m to 720h (checked by the
+#: handler: 400 naming ``lifetime`` otherwise).
+InvitationLifetime = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": MIN_LIFETIME, "maximum": MAX_LIFETIME},
+                {"type": "string", "examples": ["30m", "72h", "720h"]},
+            ],
+            "description": "how long the link works: seconds, or a duration such as '72h'; "
+            "5m to 720h",
+        },
+        mode="validation",
+    ),
+]
+
+
+class TokenIn(Request):
+    """A token to add (the ``POST /api/v1/tokens`` body)."""
+
+    user: Username = Field(description=f"its owner ({_NAMED})")
+    type: Literal["totp", "hotp"] = "totp"
+    secret: str | None = Field(
+        default=None,
+        description="the seed in base32, at least 128 bits; without it 160 bits are generated "
+        "and the answer carries the otpauth:// URI, this once",
+    )
+    algorithm: Literal["sha1", "sha256", "sha512"] = "sha1"
+    digits: Literal[6, 8] = 6
+    period: Literal[30, 60] | None = Field(
+        default=None, description="TOTP only (400 for HOTP); default 30"
+    )
+    description: str = Field(default="", max_length=1000)
+
+
+class TokenImportIn(Request):
+    """Tokens to import from a file (``POST /api/v1/tokens/import``); all or nothing."""
+
+    content: str = Field(description="the file: PSKC XML, CSV, or otpauth:// URIs, one a line")
+    format: Literal["pskc", "csv", "uri"] | None = Field(
+        default=None, description="default: guessed from the content"
+    )
+    psk: str | None = Field(
+        default=None, description="a protected PSKC file's AES key in hex (16, 24 or 32 bytes)"
+    )
+    assign: Username | None = Field(default=None, description="a user to own every imported token")
+    name: str = Field(default="", max_length=200, description="the file's name, for the audit")
+
+
+class TokenAssignIn(Request):
+    user: Username = Field(description=f"the token's new owner ({_NAMED})")
+
+
+class TokenResyncIn(Request):
+    code1: str = Field(max_length=16, description="a code the token shows")
+    code2: str = Field(max_length=16, description="the next code it shows")
+
+
+class EnrolmentIn(Request):
+    required: bool = Field(
+        default=True, description="true: the user must enrol a token at next login"
+    )
+
+
+class InvitationIn(Request):
+    user: Username = Field(description=f"whom to e-mail, at the address in the user DB ({_NAMED})")
+    lifetime: InvitationLifetime = DEFAULT_LIFETIME
+
+
+class TokenOut(Answer):
+    """A token (never its seed)."""
+
+    serial: str
+    owner: str | None = Field(description="its user; null: unassigned")
+    type: str = Field(description="totp or hotp")
+    algorithm: str = Field(description="sha1, sha256 or sha512")
+    digits: int
+    period: int | None = Field(description="seconds; null for HOTP")
+    state: str = Field(description="active, disabled, locked or pending")
+    failures: int = Field(description="wrong codes in a row")
+    counter: int | None = Field(description="HOTP's counter; null for TOTP")
+    drift: int | None = Field(description="TOTP's clock drift in steps; null for HOTP")
+    description: str
+    seed_key_id: str = Field(description="the seed key its seed is encrypted with")
+    created_at: datetime
+    last_used_at: datetime | None
+
+
+class TokenAddedOut(Answer):
+    token: TokenOut
+    uri: str | None = Field(
+        default=None,
+        description="otpauth:// URI with the seed, only when the call generated it: shown once",
+    )
+
+
+class TokensImportedOut(Answer):
+    serials: list[str] = Field(description="the serials imported")
+
+
+class RekeyOut(Answer):
+    key_id: str = Field(description="the new seed key")
+    rekeyed: int
+    current: int
+    changed: int
+    failed: list[str] = Field(description="serials whose seed could not be re-encrypted")
+
+
+class EnrolmentOut(Answer):
+    user: str
+    required: bool = Field(description="must the user enrol a token at next login")
+
+
+class InvitationOut(Answer):
+    """An invitation (never its link or secret)."""
+
+    id: str
+    user: str
+    to: str = Field(description="the e-mail address, masked")
+    state: str = Field(description="unsent, sent, used, expired or revoked")
+    created_at: datetime
+    expires_at: datetime
+    sent_at: datetime | None
+    used_at: datetime | None
+    serial: str | None = Field(description="the token enrolled with it")
+
+
 REQUEST_MODELS: tuple[type[Request], ...] = (
     DraftIn,
     PublishIn,
@@ -348,6 +488,12 @@ REQUEST_MODELS: tuple[type[Request], ...] = (
     AckIn,
     ClientIn,
     EmptyIn,
+    TokenIn,
+    TokenImportIn,
+    TokenAssignIn,
+    TokenResyncIn,
+    EnrolmentIn,
+    InvitationIn,
 )
 ANSWER_MODELS: tuple[type[Answer], ...] = (
     ErrorOut,
@@ -371,4 +517,10 @@ ANSWER_MODELS: tuple[type[Answer], ...] = (
     KeyOut,
     RotateOut,
     SigningKeysOut,
+    TokenOut,
+    TokenAddedOut,
+    TokensImportedOut,
+    RekeyOut,
+    EnrolmentOut,
+    InvitationOut,
 )
