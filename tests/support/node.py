@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.processes import GATEHOUSE, free_port
+from tests.support.processes import GATEHOUSE, free_ports
 
 
 def children(pid: int) -> dict[int, str]:
@@ -61,21 +61,21 @@ def get_json(port: int, path: str) -> dict[str, Any]:
 
 class Node:
     def __init__(self, tmp_path: Path) -> None:
-        self.port = free_port()
-        self.backend_port = free_port()
+        ports = free_ports(8)
+        self.port, self.backend_port = ports[0], ports[1]
         self.log_path = tmp_path / "up.log"
         self._log = self.log_path.open("wb")
         args = ["up", "--listen", f"127.0.0.1:{self.port}"]
         args += ["--backend-listen", f"127.0.0.1:{self.backend_port}"]
-        args += ["--policy-listen", f"127.0.0.1:{free_port()}"]
-        args += ["--auth-listen", f"127.0.0.1:{free_port()}"]
-        self.admin_port = free_port()
+        args += ["--policy-listen", f"127.0.0.1:{ports[2]}"]
+        args += ["--auth-listen", f"127.0.0.1:{ports[3]}"]
+        self.admin_port = ports[4]
         args += ["--admin-listen", f"127.0.0.1:{self.admin_port}"]
-        args += ["--status-listen", f"127.0.0.1:{free_port()}"]
-        self.distribution_port = free_port()
+        args += ["--status-listen", f"127.0.0.1:{ports[5]}"]
+        self.distribution_port = ports[6]
         args += ["--distribution-listen", f"127.0.0.1:{self.distribution_port}"]
         #: The demo mail server (SMTP) in the demo backend.
-        self.smtp_port = free_port()
+        self.smtp_port = ports[7]
         args += ["--smtp-listen", f"127.0.0.1:{self.smtp_port}"]
         self.home = tmp_path / "var"
         args += ["--home", str(self.home)]

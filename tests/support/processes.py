@@ -22,6 +22,19 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct free ports: every probe socket is held until all are chosen (one
+    :func:`free_port` after another may get back the port it just closed)."""
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind((host, 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
 def wait_port(
     host: str, port: int, timeout: float = 15.0, proc: subprocess.Popen[bytes] | None = None
 ) -> None:
