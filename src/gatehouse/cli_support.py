@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from gatehouse.config.access_point import parse_listen
@@ -31,3 +33,34 @@ def add_home(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="installation directory (default: $GATEHOUSE_HOME or ./var)",
     )
+
+
+def lazy_handler(module: str, command: str) -> Callable[[argparse.Namespace], int]:
+    """A handler that imports ``module`` only when the command runs (``gatehouse --help``
+    and the other commands do not pay for it) and calls its ``command``."""
+
+    def run_command(args: argparse.Namespace) -> int:
+        handler: Callable[[argparse.Namespace], int] = getattr(
+            importlib.import_module(module), command
+        )
+        return handler(args)
+
+    return run_command
+
+
+def admin_action(
+    actions: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    help_text: str,
+    module: str,
+    command: str,
+) -> argparse.ArgumentParser:
+    """A subcommand that talks to the Administration service (``--admin URL``, ``--home``),
+    run by ``module.command``."""
+    parser = actions.add_parser(name, help=help_text)
+    parser.add_argument(
+        "--admin", metavar="URL", help="default: from HOME/administration.yaml's listen"
+    )
+    add_home(parser)
+    parser.set_defaults(handler=lazy_handler(module, command))
+    return parser

@@ -8,10 +8,9 @@ run, so ``gatehouse --help`` stays fast.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from typing import TypeAlias
 
-from gatehouse.cli_support import add_home, listen_arg
+from gatehouse.cli_support import add_home, admin_action, listen_arg
 
 Sub: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
@@ -105,23 +104,7 @@ def _wait_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def _action(actions: Sub, name: str, help_text: str, command: str) -> argparse.ArgumentParser:
-    parser = actions.add_parser(name, help=help_text)
-    parser.add_argument(
-        "--admin", metavar="URL", help="default: from HOME/administration.yaml's listen"
-    )
-    add_home(parser)
-    parser.set_defaults(handler=_lazy(command))
-    return parser
-
-
-def _lazy(command: str) -> Callable[[argparse.Namespace], int]:
-    def run_command(args: argparse.Namespace) -> int:
-        from gatehouse.administration import config_cli
-
-        handler: Callable[[argparse.Namespace], int] = getattr(config_cli, command)
-        return handler(args)
-
-    return run_command
+    return admin_action(actions, name, help_text, "gatehouse.administration.config_cli", command)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,10 +4,10 @@ fast); the commands are in :mod:`.oauth_cli`."""
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TypeAlias
 
-from gatehouse.cli_support import add_home
+from gatehouse.cli_support import admin_action
 
 Sub: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
@@ -107,20 +107,4 @@ def _wait(parser: argparse.ArgumentParser) -> None:
 
 
 def _action(actions: Sub, name: str, help_text: str, command: str) -> argparse.ArgumentParser:
-    parser = actions.add_parser(name, help=help_text)
-    parser.add_argument(
-        "--admin", metavar="URL", help="default: from HOME/administration.yaml's listen"
-    )
-    add_home(parser)
-    parser.set_defaults(handler=_lazy(command))
-    return parser
-
-
-def _lazy(command: str) -> Callable[[argparse.Namespace], int]:
-    def run_command(args: argparse.Namespace) -> int:
-        from gatehouse.administration import oauth_cli
-
-        handler: Callable[[argparse.Namespace], int] = getattr(oauth_cli, command)
-        return handler(args)
-
-    return run_command
+    return admin_action(actions, name, help_text, "gatehouse.administration.oauth_cli", command)
