@@ -52,6 +52,7 @@ import mtls
 import otp
 import protected
 import publish
+import scale
 import tls_edge
 from signals import terminate_on_signals
 
@@ -76,6 +77,7 @@ DOCS_HEADINGS = {
     otp.DOCS: otp.HEADING,
     distribution.DOCS: distribution.HEADING,
     oidc.DOCS: oidc.HEADING,
+    scale.DOCS: scale.HEADING,
 }
 
 # What the backend answers: exactly 100 bytes, no characters that need escaping in nginx.
@@ -618,6 +620,7 @@ STEPS = (
     "otp",
     "distribution",
     "oidc",
+    "scale",
 )
 #: The steps of the protected section (the others stand alone).
 PROTECTED_STEPS = ("open-loop", "decide", "logins")
@@ -1514,6 +1517,55 @@ def _non_negative_int(value: str) -> int:
     return int(value)
 
 
+def run_scale(lab: Lab) -> scale.ScaleResult:
+    """bench/scale.py's measurements; the routing rows are wrk scenarios of this harness."""
+    settings = lab.settings
+    result = scale.ScaleResult()
+    for backend in ("sqlite", "postgresql"):
+        try:
+            result.sessions += scale.sessions_at_sizes(
+                lab, settings.python, backend, startup_timeout=settings.startup_timeout
+            )
+        except (BenchError, RuntimeError, OSError) as exc:
+            result.failures.append(f"decisions on {backend}: {exc}")
+
+    def routes(count: int) -> Starter:
+        def start(lab: Lab, workers: int) -> Server:
+            resources = scale.route_resources(count, lab.get_backend().port)
+            config = access_point_config(resources)
+            return start_access_point(lab, f"access-point-routes-{count}", workers, config)
+
+        return start
+
+    for count in scale.ROUTE_SIZES:
+        scenario = Scenario(
+            f"routes-{count}",
+            "scale",
+            f"AP, {count} resources",
+            1,
+            routes(count),
+            path=scale.ROUTE_PATH,
+            table="scale",
+        )
+        log(f"[routes-{count}] {scenario.label}")
+        row = run_scenario(lab, scenario)
+        r = row.result
+        result.routes.append(
+            scale.RouteRow(
+                count, r.rps if r else 0.0, row.p50, row.p99, r.errors if r else 0, row.failure
+            )
+        )
+        if row.failure:
+            result.failures.append(f"routes-{count}: {row.failure}")
+    result.publish = scale.publish_at_sizes(settings.python)
+    result.failures += [
+        f"publish to {row.services}: {row.result.failure}"
+        for row in result.publish
+        if row.result.failure
+    ]
+    return result
+
+
 def build_parser() -> argparse.ArgumentParser:
     names = ", ".join(
         dict.fromkeys([s.group for s in SCENARIOS] + [s.name for s in SCENARIOS] + list(STEPS))
@@ -1655,6 +1707,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     sections[oidc.DOCS] = oidc_table
                     if oidc_result.failure:
                         step_results.failures["oidc"] = oidc_result.failure
+                if "scale" in steps:  # bench/scale.py: sessions, resources, services
+                    log("[scale] decisions, routing and publishing at several sizes")
+                    scale_result = run_scale(lab)
+                    sections[scale.DOCS] = scale.render(scale_result)
+                    if scale_result.failures:
+                        step_results.failures["scale"] = "; ".join(scale_result.failures)
     except KeyboardInterrupt:
         log("bench: interrupted; all servers stopped")
         return 130
