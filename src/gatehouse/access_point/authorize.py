@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from time import perf_counter
 from typing import TYPE_CHECKING
 
 from gatehouse.access_point import pages
@@ -23,6 +24,7 @@ from gatehouse.access_point.decisions import (
 )
 from gatehouse.access_point.headers import client_address, session_cookie
 from gatehouse.cookies import TWO_SESSION_COOKIES, TwoSessionCookies
+from gatehouse.metrics.access_point import COUNTERS, outcome_name
 from gatehouse.policy.calls import DecisionRequest
 
 if TYPE_CHECKING:
@@ -40,13 +42,15 @@ class Authorization:
     """Decides whether a request to a protected resource may proceed."""
 
     # The attributes this step sets; ProxyExchange sets them up and declares the rest.
-    __slots__ = ("body_since", "close_after", "connect_task", "identity", "route")
+    __slots__ = ("body_since", "close_after", "connect_task", "identity", "route", "status")
     body_since: float
     close_after: bool
     connect_task: asyncio.Task[None] | None
     #: The identity header lines of an allowed request (Decision.lines).
     identity: bytes
     route: Route | None
+    #: The status answered (for metrics).
+    status: int
 
     if TYPE_CHECKING:
         conn: ClientConnection
@@ -138,22 +142,26 @@ class Authorization:
     async def _ask(
         self, route: Route, decider: Decider, key: CacheKey, request: DecisionRequest
     ) -> None:
+        started = perf_counter()
         try:
             decision = await decider.decide(request)
         except asyncio.CancelledError:
             raise
         except DecisionUnavailable as exc:
+            COUNTERS.decision("error", perf_counter() - started)
             log.warning("no access decision: %s", exc)
             self.connect_task = None
             self._fail(503, POLICY_DOWN)
             self.conn.flush()
             return
         except Exception:
+            COUNTERS.decision("error", perf_counter() - started)
             log.exception("asking for an access decision failed")
             self.connect_task = None
             self._fail(503, POLICY_DOWN)
             self.conn.flush()
             return
+        COUNTERS.decision(outcome_name(decision.kind), perf_counter() - started)
         self.connect_task = None
         if self.done:
             return
@@ -166,6 +174,7 @@ class Authorization:
             self.identity = decision.lines
             self._proceed(route)
         elif decision.kind == AUTHENTICATE:
+            self.status = 303
             close = self.close_after or not self.request_done
             self.conn.out.append(
                 pages.redirect(decision.location, close, self.head.method == b"HEAD")
@@ -173,6 +182,7 @@ class Authorization:
             self.close_after = close
             self._finish_local()
         else:
+            self.status = 403
             close = self.close_after or not self.request_done
             page = pages.forbidden_page(FORBIDDEN, self.rt.reserved, self.head, close)
             self.conn.out.append(page)

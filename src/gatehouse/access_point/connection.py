@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from time import perf_counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, cast
 
@@ -26,6 +27,7 @@ from gatehouse.access_point.decisions import DecisionMemo, session_hash
 from gatehouse.access_point.exchange import LocalReply, ProxyExchange
 from gatehouse.access_point.headers import HeaderPolicy, field_line, forwarded_fields
 from gatehouse.access_point.request import BadRequest, RequestHead, parse_head
+from gatehouse.metrics.access_point import COUNTERS
 
 if TYPE_CHECKING:
     from gatehouse.access_point.runtime import Runtime
@@ -266,6 +268,11 @@ class ClientConnection(asyncio.Protocol):
         return None
 
     def exchange_finished(self, exchange: Exchange, close: bool) -> None:
+        if type(exchange) is ProxyExchange:
+            seconds = perf_counter() - exchange.t0
+            COUNTERS.request(exchange.resource, exchange.head.method, exchange.status, seconds)
+        else:
+            COUNTERS.request("", b"", exchange.status, perf_counter() - exchange.t0)
         if self.queue and self.queue[0] is exchange:
             self.queue.popleft()
         if close or self.closed:

@@ -119,6 +119,8 @@ class DecisionCache:
         self.generation = next(_generations)
         self.hits = 0
         self.misses = 0
+        #: Entries dropped to stay within ``max_entries`` (read by metrics).
+        self.evictions = 0
 
     @property
     def usable(self) -> bool:
@@ -160,6 +162,7 @@ class DecisionCache:
         while len(self._entries) > self.max_entries:
             oldest = next(iter(self._entries))
             self._drop(oldest)
+            self.evictions += 1
 
     def revoke(self, session: str) -> None:
         self.generation = next(_generations)
@@ -236,6 +239,8 @@ class Decider:
         self._events: asyncio.Task[None] | None = None
         #: What it was built from; the worker reuses it across reloads while this is equal.
         self.key: object = None
+        #: Times the event stream broke (read by metrics).
+        self.reconnects = 0
 
     def start(self) -> None:
         if self._events is None:
@@ -286,6 +291,7 @@ class Decider:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the stream broke: stop trusting the cache
+                self.reconnects += 1
                 log.info("policy event stream interrupted: %s", exc)
             self.cache.usable = False
             self.cache.clear()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from time import perf_counter
 from typing import TYPE_CHECKING
 
 from gatehouse.access_point import pages
@@ -24,6 +25,7 @@ from gatehouse.access_point.headers import (
 )
 from gatehouse.access_point.routing import strip_prefix
 from gatehouse.access_point.upstream import ConnectFailed, Origin, UpstreamConnection
+from gatehouse.metrics.access_point import COUNTERS
 
 if TYPE_CHECKING:
     from gatehouse.access_point.connection import ClientConnection
@@ -45,13 +47,22 @@ NO_POLICY = (
 class LocalReply:
     """A response the Access Point gives itself."""
 
-    __slots__ = ("close", "conn", "data", "started")
+    __slots__ = ("close", "conn", "data", "started", "t0")
 
     def __init__(self, conn: ClientConnection, data: bytes, close: bool) -> None:
         self.conn = conn
         self.data = data
         self.close = close
         self.started = False
+        #: For metrics: when it was made (the status is in ``data``).
+        self.t0 = perf_counter()
+
+    @property
+    def status(self) -> int:
+        try:
+            return int(self.data[9:12])
+        except ValueError:
+            return 0
 
     def start(self) -> None:
         self.started = True
@@ -80,9 +91,12 @@ class ProxyExchange(Authorization):
         "resp_headers",
         "resp_started",
         "resp_upgrade",
+        "resource",
         "retried",
         "rt",
+        "sent_at",
         "started",
+        "t0",
         "until_close",
         "upstream",
     )
@@ -114,6 +128,12 @@ class ProxyExchange(Authorization):
         self.read_since = 0.0
         self.body_since = 0.0
         self.identity = b""
+        # For metrics: when the head was complete, the status answered, the resource's id,
+        # and when the request went to the backend.
+        self.t0 = perf_counter()
+        self.status = 0
+        self.resource = ""
+        self.sent_at = 0.0
 
     # the request ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -134,6 +154,7 @@ class ProxyExchange(Authorization):
             self._local(404, pages.DEFAULT_MESSAGES[404])
             return
         route, self.prefix = match
+        self.resource = route.resource.id
         if not route.public:
             decider = rt.decider
             if decider is None:
@@ -152,6 +173,7 @@ class ProxyExchange(Authorization):
             self._local(413, pages.DEFAULT_MESSAGES[413])
             return
         self.route = route
+        self.resource = route.resource.id
         if not self.request_done:
             if head.expect_continue:
                 self.conn.out.append(CONTINUE)
@@ -175,6 +197,7 @@ class ProxyExchange(Authorization):
         if rest == "health" and self.head.method in (b"GET", b"HEAD"):
             # Up or down only: the details are on the status listener (status.py).
             draining = self.conn.state.draining
+            self.status = 503 if draining else 200
             body = pages.HEALTH_DRAINING if draining else pages.HEALTH_OK
             self.conn.out.append(
                 pages.response(
@@ -194,6 +217,7 @@ class ProxyExchange(Authorization):
         self._local(404, "There is nothing at this address.")
 
     def _local(self, status: int, message: str) -> None:
+        self.status = status
         close = self.close_after or not self.request_done
         page = pages.error_page(status, message, close, self.head.method == b"HEAD")
         self.conn.out.append(page)
@@ -215,6 +239,7 @@ class ProxyExchange(Authorization):
                     upstream = await origin.connect(route.connect_timeout)
                 except ConnectFailed as exc:
                     route.group.mark_failed(origin, self.conn.loop.time())
+                    COUNTERS.upstream_error(origin.backend.url, "connect")
                     log.warning("backend %s: %s", origin.backend.url, exc)
                     failure = exc
                     continue
@@ -281,6 +306,7 @@ class ProxyExchange(Authorization):
             self.conn.resume(2)  # PAUSE_BUFFER
         if self.request_done and self.head.chunked:
             parts.append(b"0\r\n\r\n")
+        self.sent_at = perf_counter()
         upstream.write(b"".join(parts))
         if self.request_done:
             self._start_read_timer()
@@ -354,6 +380,8 @@ class ProxyExchange(Authorization):
             # answered the client's Expect itself.
             self.resp_headers = []
             return
+        self.status = code
+        COUNTERS.upstream_time(upstream.origin.backend.url, perf_counter() - self.sent_at)
         head = self.head
         framing = split_response(self.resp_headers)
         lines = [pages.status_line(code)]
@@ -449,6 +477,7 @@ class ProxyExchange(Authorization):
         self.resp_started = True
         self._cancel_timers()
         upstream.tunnel = True
+        COUNTERS.request(self.resource, self.head.method, 101, perf_counter() - self.t0)
         conn.enter_tunnel(self)
         if self.early_data:
             upstream.write(b"".join(self.early_data))
@@ -486,6 +515,8 @@ class ProxyExchange(Authorization):
                 self._response_complete()
                 return
             log.warning("backend failed mid-response: %s", reason)
+            if upstream is not None:
+                COUNTERS.upstream_error(upstream.origin.backend.url, "failed")
             self.done = True
             self._cancel_timers()
             if upstream is not None:
@@ -508,6 +539,8 @@ class ProxyExchange(Authorization):
                 )
                 return
         log.warning("backend failed: %s", reason)
+        if upstream is not None:
+            COUNTERS.upstream_error(upstream.origin.backend.url, "failed")
         self._fail(502, pages.DEFAULT_MESSAGES[502])
 
     def _upstream_broken(self, reason: str) -> None:
@@ -528,6 +561,7 @@ class ProxyExchange(Authorization):
         """Answer with an error page before any of the response was sent."""
         if self.done:
             return
+        self.status = status
         self.done = True
         self._cancel_timers()
         upstream, self.upstream = self.upstream, None
@@ -582,6 +616,8 @@ class ProxyExchange(Authorization):
         self.read_since = 0.0
         if self.done:
             return
+        if self.upstream is not None:
+            COUNTERS.upstream_error(self.upstream.origin.backend.url, "timeout")
         if self.resp_started:
             log.warning("backend stopped sending mid-response")
             self.client_gone()

@@ -308,11 +308,17 @@ def run_managed(state_dir: Path, joining: Joining | None, overrides: Overrides) 
     follower = Follower(path, overrides, count)
     follower.revocations = managed.agent.revocations
     agent = AgentThread(managed.agent, follower.apply, check)
+    from gatehouse.metrics.workers import supervisor_metrics
+
+    links, on_start, on_stop = supervisor_metrics(
+        config.access_point.metrics.listen, managed.agent, agent.start, agent.stop
+    )
     supervisor = Supervisor(
         count,
         lambda: run_worker(path, overrides, reuse_port=True, managed=True),
-        on_start=agent.start,
-        on_stop=agent.stop,
+        on_start=on_start,
+        on_stop=on_stop,
+        links=links,
     )
     follower.supervisor = supervisor
     log.info(

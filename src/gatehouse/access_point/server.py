@@ -30,8 +30,10 @@ import logging
 import os
 import signal
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 import uvloop
@@ -49,6 +51,7 @@ from gatehouse.config.access_point import (
 from gatehouse.config.loader import load_file, validate
 from gatehouse.errors import ConfigError, GatehouseError
 from gatehouse.logs import setup_logging
+from gatehouse.metrics.access_point import COUNTERS
 from gatehouse.trust.identity import POLICY
 from gatehouse.trust.revocation import Revocations
 from gatehouse.trust.tls import ClientTLS, Credentials
@@ -234,6 +237,9 @@ class Worker:
         self.decider: Decider | None = None
         #: The TLS listener's certificates (None: plain HTTP); reloaded on SIGHUP.
         self.tls: ServerTLS | None = None
+        #: A worker without a supervisor serves ``metrics.listen`` itself; a supervised one
+        #: answers the supervisor's metrics thread (:mod:`gatehouse.metrics.workers`).
+        self.own_metrics = False
 
     def describe(self) -> str:
         """The running configuration, for a log line."""
@@ -281,6 +287,7 @@ class Worker:
         if decider is old:
             return
         if old is not None:
+            COUNTERS.retire(old)  # its counts stay in the worker's metrics
             asyncio.get_running_loop().create_task(old.aclose())
         if decider is not None:
             decider.start()
@@ -402,6 +409,7 @@ class Worker:
             # Replaced (and SIGHUP sent, then ignored) while this worker was starting.
             self.reload(state)
         state.sweep()
+        stop_metrics = await self._start_metrics(state)
         watch = loop.create_task(self._watch_credentials()) if self.credentials else None
         if self.tls is not None:
             server = await loop.create_server(
@@ -450,11 +458,37 @@ class Worker:
             for status_transport in list(status_open):
                 status_transport.abort()
         self.registry.close_all()
+        if stop_metrics is not None:
+            stop_metrics()
         if watch is not None:
             watch.cancel()
         if self.decider is not None:
             await self.decider.aclose()
         log.info("stopped")
+
+    async def _start_metrics(self, state: WorkerState) -> Callable[[], None] | None:
+        """Answer the supervisor's snapshot requests, or (no supervisor) serve
+        ``metrics.listen``; returns what stops it."""
+        from gatehouse.metrics import workers
+        from gatehouse.metrics.access_point import merge, render_snapshot, worker_snapshot
+
+        def snapshot() -> dict[str, Any]:
+            return worker_snapshot(self, state)
+
+        if workers.LINK is not None:
+            transport = await workers.serve_link(snapshot)
+            return None if transport is None else transport.close
+        listen = self.config.access_point.metrics.listen
+        if listen is None or not self.own_metrics:
+            return None
+        from gatehouse.metrics.listener import MetricsListener
+
+        async def render() -> bytes:
+            return render_snapshot(merge([snapshot()]))
+
+        listener = MetricsListener(render)
+        await listener.start(*parse_listen(listen))
+        return listener.close
 
     async def _serve_status(
         self, state: WorkerState, sock: socket.socket, connections: set[asyncio.Transport]
@@ -512,6 +546,7 @@ def run_worker(
     status = status_socket(config, overrides, str(path), reuse_port)
     worker = Worker(path, overrides, config, loaded, published)
     worker.tls = server_tls
+    worker.own_metrics = not reuse_port
     uvloop.run(worker.serve(sock, redirect, status))
     return 0
 
@@ -536,7 +571,8 @@ def run_access_point(
     count = config.access_point.workers
     if count == 1:
         return run_worker(config_path, overrides, reuse_port=False)
-    from gatehouse.access_point.supervisor import supervise
+    from gatehouse.access_point.supervisor import Supervisor
+    from gatehouse.metrics.workers import supervisor_metrics
 
     # Bind (without listening, so the kernel sends it no connections) to report a port that
     # is taken before any worker starts; the workers bind their own sockets.
@@ -548,4 +584,12 @@ def run_access_point(
     if config.access_point.status_listen is not None:
         status = parse_listen(config.access_point.status_listen)
         listening_socket(*status, reuse_port=True, listen=False).close()
-    return supervise(count, lambda: run_worker(config_path, overrides, reuse_port=True))
+    links, on_start, on_stop = supervisor_metrics(config.access_point.metrics.listen)
+    supervisor = Supervisor(
+        count,
+        lambda: run_worker(config_path, overrides, reuse_port=True),
+        on_start=on_start,
+        on_stop=on_stop,
+        links=links,
+    )
+    return supervisor.run()

@@ -15,6 +15,10 @@ import signal
 import time
 from collections.abc import Callable
 from types import FrameType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gatehouse.metrics.workers import WorkerLinks
 
 log = logging.getLogger("gatehouse.access_point")
 
@@ -51,6 +55,7 @@ class Supervisor:
             agent thread there, so the first forks happen in a single-threaded process).
         on_stop: called (from the signal handler, in the main thread) when SIGTERM or
             SIGINT arrives; it must not block.
+        links: a socket pair per worker for the metrics thread (None: no metrics).
     """
 
     def __init__(
@@ -59,8 +64,10 @@ class Supervisor:
         run_worker: Callable[[], int],
         on_start: Callable[[], None] | None = None,
         on_stop: Callable[[], None] | None = None,
+        links: WorkerLinks | None = None,
     ) -> None:
         self.count = count
+        self.links = links
         self.run_worker = run_worker
         self.on_start = on_start
         self.on_stop = on_stop
@@ -86,10 +93,14 @@ class Supervisor:
         # Until the child resets them, the supervisor's handlers would run in it (a SIGTERM
         # there would make the child stop its siblings): keep the signals blocked over fork.
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
+        pair = self.links.before_fork() if self.links is not None else None
         try:
             pid = os.fork()
         except BaseException:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+            if pair is not None:
+                for sock in pair:
+                    sock.close()
             raise
         if pid == 0:
             code = 1
@@ -99,6 +110,8 @@ class Supervisor:
                 # Until the worker's loop handles SIGHUP, a reload must not kill it.
                 signal.signal(signal.SIGHUP, signal.SIG_IGN)
                 signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+                if self.links is not None and pair is not None:
+                    self.links.in_child(pair)
                 _die_with_parent()
                 code = self.run_worker()
             except BaseException:
@@ -106,6 +119,8 @@ class Supervisor:
             finally:
                 os._exit(code)
         self._children[pid] = slot
+        if self.links is not None and pair is not None:
+            self.links.in_parent(slot, pair)
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
     def _forward(self, signum: int, _frame: FrameType | None) -> None:

@@ -58,6 +58,7 @@ from gatehouse.authentication.config import (
 from gatehouse.config.access_point import AccessPointSettings, Resource, parse_listen
 from gatehouse.config.base import Strict
 from gatehouse.config.loader import problems_error
+from gatehouse.metrics.settings import MetricsSettings
 from gatehouse.config.oauth import OAuthSettings
 from gatehouse.config.policy import (
     EndpointURL,
@@ -144,6 +145,7 @@ class AuthenticationEntry(Strict):
 
     id: ServiceId
     listen: Listen = ""
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     user_db: DatabaseURL | None = None
     #: Password checks that may wait for an argon2 slot on this service (its capacity);
     #: None: the service's default.
@@ -162,6 +164,7 @@ class DistributionEntry(Strict):
 
     id: ServiceId
     listen: Listen = ""
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     #: This service's outbox, overriding ``databases.outbox_db``.
     outbox_db: DatabaseURL | None = None
     #: This service's message body key file (None: its node's HOME/outbox.key). Services

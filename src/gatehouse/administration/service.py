@@ -48,6 +48,7 @@ from gatehouse.administration.errors import (
 )
 from gatehouse.administration.lock import acquire_admin_lock
 from gatehouse.administration.model import ROLE_NAMES, Listen, ServiceId
+from gatehouse.metrics.settings import MetricsSettings
 from gatehouse.administration.oauth_admin import SigningKeyKeeper
 from gatehouse.administration.oauth_keys import KEYRING_FILE as OAUTH_KEYRING_FILE
 from gatehouse.administration.signing import Ed25519PrivateKey, public_key_pem
@@ -106,6 +107,8 @@ class AdministrationSettings(Strict):
     key_file: str | None = Field(default=None, description=f"default: HOME/{KEY_FILE}")
     admin_token_file: str | None = Field(default=None, description=f"default: HOME/{TOKEN_FILE}")
     lock_check_interval: Duration = 5.0
+    #: The metrics listener (``GET /metrics``); read at start.
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     #: How long the internal certificates this service issues are valid; services renew
     #: theirs at about two thirds (the default, 7 days, lets Admin be down two days).
     certificate_lifetime: Duration = DEFAULT_LIFETIME.total_seconds()
@@ -136,6 +139,8 @@ class Settings:
     certificate_lifetime: timedelta = DEFAULT_LIFETIME
     #: The key file the OAuth signing keys are sealed under (HOME/oauth-keys.key).
     oauth_keyring: Path | None = None
+    #: The metrics listener's ``HOST:PORT`` (None: none).
+    metrics_listen: str | None = None
 
 
 def _resolve(path: str | None, base: Path, default: Path) -> Path:
@@ -173,6 +178,7 @@ def load_settings(
         lock_check_interval=own.lock_check_interval,
         certificate_lifetime=timedelta(seconds=own.certificate_lifetime),
         oauth_keyring=home / OAUTH_KEYRING_FILE,
+        metrics_listen=own.metrics.listen,
     )
 
 

@@ -40,6 +40,7 @@ from gatehouse.config.access_point import AccessPointConfig, AccessPointSettings
 from gatehouse.config.oauth import AuthenticationOAuth, SigningKeyView, policy_oauth
 from gatehouse.config.policy import PolicyConfig, PolicySettings
 from gatehouse.distribution.config import DistributionConfig, DistributionSettings
+from gatehouse.metrics.settings import MetricsSettings
 
 View = dict[str, Any]
 
@@ -136,6 +137,7 @@ def _authentication_view(
     settings = AuthenticationSettings(
         id=service_id,
         listen=_listen(config, service_id, entry.listen if entry else ""),
+        metrics=entry.metrics if entry else MetricsSettings(),
         user_db=config.database_of(service_id),
         lockout=config.authentication.lockout,
         password_hash=config.authentication.password_hash,
@@ -164,6 +166,7 @@ def _distribution_view(config: InstallationConfig, service_id: str) -> View:
     settings = DistributionSettings(
         id=service_id,
         listen=_listen(config, service_id, entry.listen if entry else ""),
+        metrics=entry.metrics if entry else MetricsSettings(),
         outbox_db=outbox_db_of(config, service_id)[1],
         outbox_keyring=entry.outbox_keyring if entry else None,
         channels=config.distribution.channels,

@@ -37,6 +37,7 @@ from gatehouse.config.access_point import parse_listen
 from gatehouse.config.base import Strict
 from gatehouse.config.oauth import AuthenticationOAuth
 from gatehouse.config.units import Seconds
+from gatehouse.metrics.settings import MetricsSettings
 from gatehouse.storage.home import DatabaseURL
 
 #: OWASP / ASVS 5 minimum argon2id settings: 46 MiB, 1 iteration, 1 lane.
@@ -208,6 +209,8 @@ class InvitationSettings(Strict):
 class AuthenticationSettings(Strict):
     id: str = "auth1"
     listen: Annotated[str, AfterValidator(_listen)] = "127.0.0.1:8201"
+    #: The metrics listener (``GET /metrics``); read at start.
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     user_db: DatabaseURL | None = None
     lockout: Lockout = Field(default_factory=Lockout)
     password_hash: PasswordHash = Field(default_factory=PasswordHash)

@@ -25,6 +25,7 @@ from gatehouse.config.base import Strict
 from gatehouse.config.failover import FailoverSettings
 from gatehouse.config.loader import problems_error
 from gatehouse.config.units import ByteSize, Seconds
+from gatehouse.metrics.settings import MetricsSettings
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -265,6 +266,8 @@ class AccessPointSettings(Strict):
     #: ``/_gatehouse/health`` says only up or down. Mutual TLS (operator or Administration
     #: certificates) when the AP has internal credentials, else loopback only. Null: none.
     status_listen: Annotated[str, AfterValidator(_listen)] | None = None
+    #: The metrics listener (``GET /metrics``; every worker's counts added up). Read at start.
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     decision_timeout: Seconds = Field(default=2.0, gt=0)
     decision_cache_entries: int = Field(default=100_000, ge=0)
     #: How decision calls fail over between the Policy services (connect timeout, probes of

@@ -32,6 +32,7 @@ from gatehouse.config.access_point import (
 from gatehouse.config.base import Strict
 from gatehouse.config.failover import FailoverSettings
 from gatehouse.config.loader import problems_error
+from gatehouse.metrics.settings import MetricsSettings
 from gatehouse.config.oauth import PolicyOAuth
 from gatehouse.config.units import Seconds
 from gatehouse.policy.rules_compile import BUILTIN_RULES, check_rule_set
@@ -96,6 +97,8 @@ class PolicySettings(Strict):
 
     id: str = "ps1"
     listen: Annotated[str, AfterValidator(_listen)] = "127.0.0.1:8101"
+    #: The metrics listener (``GET /metrics``); read at start.
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     authentication: list[EndpointURL] = Field(
         default_factory=lambda: ["http://127.0.0.1:8201"], min_length=1
     )

@@ -42,6 +42,7 @@ from pydantic import AfterValidator, Field, field_validator, model_validator
 from gatehouse.config.access_point import parse_listen
 from gatehouse.config.base import Strict
 from gatehouse.config.units import Seconds
+from gatehouse.metrics.settings import MetricsSettings
 from gatehouse.storage.home import DatabaseURL
 
 __all__ = [
@@ -220,6 +221,8 @@ class DeliverySettings(Strict):
 class DistributionSettings(Strict):
     id: Name = "dist1"
     listen: Annotated[str, AfterValidator(_listen)] = "127.0.0.1:8301"
+    #: The metrics listener (``GET /metrics``); read at start.
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     #: The outbox; None: the installation's (``HOME/outbox.db`` or databases.yaml's outbox_db).
     outbox_db: DatabaseURL | None = None
     #: The message body key file (relative: to HOME); None: ``HOME/outbox.key``. Every

@@ -53,6 +53,7 @@ import logging
 import random
 import re
 import ssl
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -351,6 +352,10 @@ class ConfigAgent:
         self.renewal_listeners: list[Callable[[], None]] = []
         #: The version the service runs (0: none).
         self.version = 0
+        #: For metrics (UNIX time, 0: not yet): when the running version was taken (at
+        #: start: when it was loaded) and when Admin accepted its acknowledgement.
+        self.applied_at = 0.0
+        self.acknowledged_at = 0.0
         # Poll for versions after this one: the running version, or a newer one Admin signed
         # that the service refused (it is not asked for again).
         self._after = 0
@@ -706,6 +711,7 @@ class ConfigAgent:
                 )
                 self.version = self._after = 0
             else:
+                self.applied_at = time.time()
                 return snapshot
         received: list[Snapshot] = []
 
@@ -813,6 +819,7 @@ class ConfigAgent:
             self._after = max(self._after, version)
             return True
         self.version = version
+        self.applied_at = time.time()
         self._after = max(self._after, version)
         error = None
         try:
@@ -852,6 +859,8 @@ class ConfigAgent:
         if response.status != 200:
             # Retrying would get the same answer; the next ack says it again anyway.
             log.warning("Admin refused the ack of version %s: %s", version, _error_of(response))
+        elif error is None and version == self.version:
+            self.acknowledged_at = time.time()
         self._pending_ack = None
 
     def _unreachable(self, message: str) -> None:

@@ -9,7 +9,7 @@ import ssl
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from types import FrameType
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -20,6 +20,10 @@ from gatehouse.logs import setup_logging
 from gatehouse.trust.identity import Peer
 from gatehouse.trust.revocation import Revocations
 from gatehouse.trust.tls import peer_of_ssl
+
+if TYPE_CHECKING:
+    from gatehouse.metrics.listener import MetricsListener
+    from gatehouse.metrics.service import ServiceMetrics
 
 
 class CorkedTransport:
@@ -125,6 +129,25 @@ class Server(uvicorn.Server):
         self.force_exit = self.should_exit and sig == signal.SIGINT
         self.should_exit = True
 
+    #: The service's metrics and their listener (``metrics.listen``), started with the server.
+    metrics: ServiceMetrics | None = None
+    _metrics_listener: MetricsListener | None = None
+
+    async def startup(self, sockets: list[Any] | None = None) -> None:
+        await super().startup(sockets)
+        metrics = self.metrics
+        if metrics is not None and metrics.listen is not None and not self.should_exit:
+            from gatehouse.config.access_point import parse_listen
+            from gatehouse.metrics.listener import MetricsListener
+
+            self._metrics_listener = MetricsListener(metrics.render)
+            await self._metrics_listener.start(*parse_listen(metrics.listen))
+
+    async def shutdown(self, sockets: list[Any] | None = None) -> None:
+        if self._metrics_listener is not None:
+            self._metrics_listener.close()
+        await super().shutdown(sockets)
+
 
 def server_config(
     app: ASGIApp,
@@ -173,10 +196,17 @@ def serve(
     *,
     tls: ssl.SSLContext | None = None,
     revocations: Revocations | None = None,
+    metrics: ServiceMetrics | None = None,
 ) -> int:
-    """Serve until SIGTERM or SIGINT; returns the exit code (0 on a clean stop)."""
+    """Serve until SIGTERM or SIGINT; returns the exit code (0 on a clean stop). With
+    ``metrics`` (and its ``listen``), requests are counted and a metrics listener runs."""
     setup_logging()
+    if metrics is not None and metrics.listen is not None:
+        from gatehouse.metrics.asgi import RequestMetrics
+
+        app = RequestMetrics(app)
     server = Server(server_config(app, host, port, tls=tls, revocations=revocations))
+    server.metrics = metrics
     server.run()
     return 0 if server.started else 1
 
