@@ -23,6 +23,9 @@ ADMIN_TABLES = {
     "admin_audit",
     "admin_certificates",
     "admin_oauth_keys",
+    "admin_administrators",
+    "admin_personal_tokens",
+    "admin_console_sessions",
 }
 OTHER_TABLES = {
     "users",

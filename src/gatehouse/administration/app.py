@@ -23,7 +23,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gatehouse.administration import api_models as api
-from gatehouse.administration.errors import AdminError, RemovalRefused
+from gatehouse.administration.admins import acting_as
+from gatehouse.administration.admins_roles import allows, rest_permission
+from gatehouse.administration.errors import AdminError, Forbidden, RemovalRefused
 from gatehouse.administration.openapi import openapi_document
 from gatehouse.administration.service import MAX_WAIT, AdministrationService
 from gatehouse.config.loader import validate
@@ -86,13 +88,24 @@ def endpoint(handler: Handler) -> Handler:
 
 
 def admin(handler: Handler) -> Handler:
-    """An endpoint for the admin token only."""
+    """An endpoint for administrators: a personal token whose role has the route's
+    permission (:func:`~.admins_roles.rest_permission`), or the home's admin token (the
+    break-glass identity). Everything audited while it runs names that person."""
 
     @endpoint
     @wraps(handler)
     async def wrapped(request: Request) -> Response:
-        _service(request).authorize_admin(request.headers.get("authorization"))
-        return await handler(request)
+        actor = await _service(request).authenticate(request.headers.get("authorization"))
+        route = request.scope.get("route")
+        path = getattr(route, "path", None) or request.url.path
+        permission = rest_permission(request.method, path)
+        if permission and not allows(actor.role, permission):
+            raise Forbidden(
+                f"{actor.name} ({actor.role}) lacks the permission {permission} for "
+                f"{request.method} {path}"
+            )
+        with acting_as(actor):
+            return await handler(request)
 
     return wrapped
 
@@ -344,6 +357,8 @@ def create_app(
     ``background`` runs as a task for as long as the app (renewing Admin's certificate);
     ``tokens`` makes the backend of the token routes (:mod:`.tokens_api`; None: they
     answer 404)."""
+    from gatehouse.administration.admins_api import ROUTES as ADMINS_ROUTES
+    from gatehouse.administration.console.app import console_routes
     from gatehouse.administration.oauth_api import ROUTES as OAUTH_ROUTES
     from gatehouse.administration.tokens_api import ROUTES as TOKEN_ROUTES
 
@@ -371,12 +386,14 @@ def create_app(
                     with contextlib.suppress(asyncio.CancelledError):
                         await running
             service.watch.close()
+            if service.checker is not None:
+                await service.checker.aclose()
             if app.state.tokens is not None:
                 await app.state.tokens.close()
             await service.store.close()
 
     return Starlette(
-        routes=[*ROUTES, *TOKEN_ROUTES, *OAUTH_ROUTES],
+        routes=[*ROUTES, *TOKEN_ROUTES, *OAUTH_ROUTES, *ADMINS_ROUTES, *console_routes()],
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error, Exception: _unexpected},
     )

@@ -159,8 +159,13 @@ def run(args: argparse.Namespace) -> int:
             Keyring.load_or_create(settings.oauth_keyring) if settings.oauth_keyring else None
         )
 
+        from gatehouse.administration.admins_signin import (
+            AuthServiceChecker,
+            authentication_endpoints,
+        )
+
         def make_service() -> AdministrationService:
-            return AdministrationService(
+            service = AdministrationService(
                 AdminStore(Database(settings.database)),
                 key,
                 token,
@@ -169,6 +174,16 @@ def run(args: argparse.Namespace) -> int:
                 certificate_lifetime=settings.certificate_lifetime,
                 oauth_keyring=oauth_keyring,
             )
+            # Console sign-ins are checked by the newest version's Authentication services,
+            # over mutual TLS with Admin's own certificate.
+            service.client_context = tls.credentials.client
+            service.checker = AuthServiceChecker(
+                lambda: authentication_endpoints(
+                    service.latest.content if service.latest else None
+                ),
+                lambda: tls.credentials.client,
+            )
+            return service
 
         from gatehouse.administration.tokens_api import HomeTokens
 

@@ -22,6 +22,7 @@ import logging
 import os
 import re
 import secrets
+import ssl
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -35,6 +36,9 @@ from pydantic import Field, field_validator
 
 from gatehouse.administration import api_models as api
 from gatehouse.administration.acks import AckWriter
+from gatehouse.administration.admins import BREAK_GLASS, BREAK_GLASS_ACTOR, Actor, actor_name
+from gatehouse.administration.admins_signin import CredentialChecker
+from gatehouse.administration.admins_store import AdminAccounts
 from gatehouse.administration.canonical import timestamp
 from gatehouse.administration.diff import diff_configs, diff_documents
 from gatehouse.administration.document import config_document, parse_config
@@ -48,7 +52,6 @@ from gatehouse.administration.errors import (
 )
 from gatehouse.administration.lock import acquire_admin_lock
 from gatehouse.administration.model import ROLE_NAMES, Listen, ServiceId
-from gatehouse.metrics.settings import MetricsSettings
 from gatehouse.administration.oauth_admin import SigningKeyKeeper
 from gatehouse.administration.oauth_keys import KEYRING_FILE as OAUTH_KEYRING_FILE
 from gatehouse.administration.signing import Ed25519PrivateKey, public_key_pem
@@ -67,6 +70,7 @@ from gatehouse.config.loader import load_file
 from gatehouse.config.policy import Duration
 from gatehouse.errors import ConfigError
 from gatehouse.internal.errors import Code
+from gatehouse.metrics.settings import MetricsSettings
 from gatehouse.oath.seeds import Keyring
 from gatehouse.storage.engine import Database
 from gatehouse.storage.errors import DatabaseUnavailable
@@ -79,7 +83,7 @@ from gatehouse.trust.identity import SERVICE_ROLES, Identity, Peer
 log = logging.getLogger("gatehouse.administration")
 
 ROLE: Literal["administration"] = "administration"
-ADMIN = "admin-token"
+ADMIN = BREAK_GLASS
 KEY_FILE = "admin-signing.pem"
 TOKEN_FILE = "admin.token"
 CONFIG_FILE = "administration.yaml"
@@ -315,6 +319,13 @@ class AdministrationService:
         self.oauth_keys: SigningKeyKeeper | None = None
         if oauth_keyring is not None:
             self.oauth_keys = SigningKeyKeeper(self, oauth_keyring)
+        #: Named administrators, their personal tokens and console sessions.
+        self.admins = AdminAccounts(store.db, clock)
+        #: Checks console sign-ins with the Authentication services (None: no console
+        #: sign-in here, e.g. in unit tests).
+        self.checker: CredentialChecker | None = None
+        #: Admin's own client context (its certificate), to read the Access Points' status.
+        self.client_context: ssl.SSLContext | None = None
 
     @property
     def latest(self) -> Version | None:
@@ -327,6 +338,24 @@ class AdministrationService:
         given = bearer(header)
         if given is None or not hmac.compare_digest(token_hash(given), self._admin_hash):
             raise Unauthorized("a valid admin bearer token is required")
+
+    async def authenticate(self, header: str | None) -> Actor:
+        """Who calls the admin API: the home's admin token (break-glass) or an
+        administrator's personal token.
+
+        Raises:
+            Unauthorized: neither (401).
+        """
+        given = bearer(header)
+        if given is not None and hmac.compare_digest(token_hash(given), self._admin_hash):
+            return BREAK_GLASS_ACTOR
+        actor = await self.admins.authenticate_token(given) if given is not None else None
+        if actor is None:
+            raise Unauthorized(
+                "a valid bearer token is required: a personal token ('gatehouse admins tokens "
+                "create') or the home's admin token"
+            )
+        return actor
 
     async def revoked(self) -> set[int]:
         """Serials of the revoked certificates that have not expired."""
@@ -387,7 +416,7 @@ class AdministrationService:
         """Save a draft that is valid (an invalid one changes nothing: ConfigError) and
         removes nothing that runs unless ``allow_removal`` names it (RemovalRefused)."""
         parse_config(source)
-        await self.store.save_draft(source, ADMIN, allow_removal)
+        await self.store.save_draft(source, actor_name(), allow_removal)
 
     async def diff(self, since: int | None) -> str:
         draft = await self.store.get_draft()
@@ -405,15 +434,17 @@ class AdministrationService:
         return diff_configs(old, new, label, "draft")
 
     async def publish(self, comment: str) -> int:
-        return self._published(await self.store.publish(ADMIN, self.key, comment))
+        return self._published(await self.store.publish(actor_name(), self.key, comment))
 
     async def rollback(self, number: int, comment: str, allow_removal: Sequence[str] = ()) -> int:
-        version = await self.store.rollback(number, ADMIN, self.key, comment, allow_removal)
+        version = await self.store.rollback(number, actor_name(), self.key, comment, allow_removal)
         return self._published(version)
 
     async def publish_text(self, source: str, comment: str) -> int:
         """Publish ``source`` (a change made by the API, not the draft) as the next version."""
-        return self._published(await self.store.publish_text(source, ADMIN, self.key, comment))
+        return self._published(
+            await self.store.publish_text(source, actor_name(), self.key, comment)
+        )
 
     async def republish(self, reason: str) -> int:
         """Publish the newest configuration again (new signing keys, revocations)."""
@@ -505,7 +536,7 @@ class AdministrationService:
         expires = self.clock() + ttl
         fingerprint = self.ca.fingerprint
         token = await self.store.create_join_token(
-            request.role, request.service_id, ADMIN, ttl, fingerprint, request.replace
+            request.role, request.service_id, actor_name(), ttl, fingerprint, request.replace
         )
         return api.JoinTokenOut(
             token=token, expires_at=timestamp(expires), ca_fingerprint=fingerprint
@@ -513,7 +544,7 @@ class AdministrationService:
 
     async def revoke(self, service_id: str, reason: str = "") -> api.RevokeOut:
         """Revoke every certificate of ``service_id`` and publish the list at once."""
-        serials = await self.store.revoke_service(service_id, ADMIN, reason)
+        serials = await self.store.revoke_service(service_id, actor_name(), reason)
         (await self.revoked()).update(serials)
         number = await self._republish(f"revoked the certificates of {service_id!r}")
         log.warning(
@@ -525,7 +556,7 @@ class AdministrationService:
 
     async def _republish(self, reason: str) -> int:
         """Publish the newest configuration again, with today's revocations; the number."""
-        version = await self.store.republish(ADMIN, self.key, reason)
+        version = await self.store.republish(actor_name(), self.key, reason)
         if version is None:
             return self.watch.latest
         return self._published(version)

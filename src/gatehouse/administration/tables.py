@@ -140,11 +140,54 @@ class OAuthKeyRow(AdminBase):
 
 __all__ = [
     "AdminBase",
+    "AdministratorRow",
     "AuditRow",
     "CertificateRow",
+    "ConsoleSessionRow",
     "DraftRow",
     "JoinTokenRow",
     "OAuthKeyRow",
+    "PersonalTokenRow",
     "ServiceRow",
     "VersionRow",
 ]
+
+
+class AdministratorRow(AdminBase):
+    """A named administrator (issue 19): a user of the user directory and the role bound to
+    them here (gatehouse.administration.admins_roles)."""
+
+    __tablename__ = "admin_administrators"
+
+    name: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    role: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(WHO_LENGTH))
+
+
+class PersonalTokenRow(AdminBase):
+    """An administrator's personal API token: only its SHA-256 is stored; ``id`` is the
+    public part that names it in listings and the audit log."""
+
+    __tablename__ = "admin_personal_tokens"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(ID_LENGTH), index=True)
+    description: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ConsoleSessionRow(AdminBase):
+    """A signed-in console session: only the SHA-256 of the cookie's value is stored."""
+
+    __tablename__ = "admin_console_sessions"
+
+    hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(ID_LENGTH), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -5,7 +5,9 @@
 A leaf module (the Policy service imports it): the wire formats and nothing of the service.
 
 Roles: a password check and the one-time password calls for Policy services only (the client
-address they carry is believed because the caller is one); health for every role.
+address they carry is believed because the caller is one); health for every role. The
+password check and ``OTP_VERIFY`` also for the Administration service, which signs its
+administrators in to the console with them (issue 19).
 
 One-time passwords (issue 15):
 
@@ -52,7 +54,7 @@ from typing import Any, Literal
 from gatehouse.authentication.lockout import canonical_ip
 from gatehouse.internal.calls import Call, health_call, json_codec
 from gatehouse.internal.endpoint import bad_request
-from gatehouse.trust.identity import POLICY
+from gatehouse.trust.identity import ADMINISTRATION, POLICY
 
 __all__ = [
     "ALL",
@@ -715,7 +717,8 @@ VERIFY = Call(
     "/internal/v1/password/verify",
     VERIFY_REQUEST,
     VERIFY_ANSWER,
-    roles=frozenset({POLICY}),
+    # The Administration service checks its administrators' console sign-ins here too.
+    roles=frozenset({POLICY, ADMINISTRATION}),
     # A password check changes nothing but the shared lockout counters: an Authentication
     # service that dies after counting a failure and before answering makes the next one
     # count it again, at worst one extra failure (erring towards locking).
@@ -731,7 +734,7 @@ OTP_VERIFY = Call(
     "/internal/v1/otp/verify",
     OTP_REQUEST,
     OTP_ANSWER,
-    roles=frozenset({POLICY}),
+    roles=frozenset({POLICY, ADMINISTRATION}),
     # Idempotent per attempt: the step or counter is consumed with the attempt's id, and the
     # same attempt asking again is answered ok without a second acceptance.
     retry_safe=True,
