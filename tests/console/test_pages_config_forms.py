@@ -7,7 +7,6 @@ import copy
 from typing import Any
 
 import pytest
-from tests.administration.samples import HA
 
 from gatehouse.administration.console import config_forms as forms
 from gatehouse.administration.console.config_forms import (
@@ -24,6 +23,7 @@ from gatehouse.administration.console.config_forms import (
 )
 from gatehouse.administration.document import parse_config, render_yaml
 from gatehouse.errors import ConfigError
+from tests.administration.samples import HA
 
 
 def doc() -> dict[str, Any]:

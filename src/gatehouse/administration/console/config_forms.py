@@ -99,7 +99,7 @@ class ResourceForm:
     @classmethod
     def of(cls, document: Mapping[str, Any], resource_id: str) -> ResourceForm:
         """The form of the draft's resource ``resource_id`` (KeyError: none)."""
-        entry = next(r for r in _resources(document) if r.get("id") == resource_id)
+        entry = next(r for r in resources_of(document) if r.get("id") == resource_id)
         rules = document.get("resource_rules") or {}
         rule = rules.get(resource_id) if isinstance(rules, dict) else None
         hosts = entry.get("hosts")
@@ -114,7 +114,7 @@ class ResourceForm:
         )
 
 
-def _resources(document: Mapping[str, Any]) -> list[dict[str, Any]]:
+def resources_of(document: Mapping[str, Any]) -> list[dict[str, Any]]:
     resources = document.get("resources") or []
     if not isinstance(resources, list):
         return []

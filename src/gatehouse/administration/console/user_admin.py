@@ -36,6 +36,8 @@ from gatehouse.storage.migrate import upgrade
 from gatehouse.storage.types import utcnow
 
 T = TypeVar("T")
+#: User DBs migrated by this process (a page opens the DB per request).
+_MIGRATED: set[str] = set()
 #: Admin's audit log: (who, action, what).
 AuditLog = Callable[[str, str, str], Awaitable[None]]
 
@@ -75,7 +77,9 @@ class HomeUsers:
         async with self._lock:
             if self._db is None:
                 url = database_urls(self.home).user_db
-                await upgrade(url, "user")
+                if url not in _MIGRATED:
+                    await upgrade(url, "user")
+                    _MIGRATED.add(url)
                 self._db = Database(url)
             return self._db
 
