@@ -17,7 +17,8 @@
               element = fresh;
             }
           }
-          refresh(element);
+          // A region that is done (e.g. every service acknowledged) stops asking.
+          if (element.hasAttribute("data-refresh")) { refresh(element); }
         })
         .catch(function () { refresh(element); });
     }, seconds * 1000);
