@@ -228,6 +228,17 @@ def _supervise(
     return 0
 
 
+#: Where ``gatehouse up`` puts its metrics listeners by default: this port and the next four.
+METRICS_LISTEN = ("127.0.0.1", 9461)
+#: The order of the metrics ports from ``--metrics-listen`` on.
+METRICS_ORDER = ("administration", "access_point", "policy", "authentication", "distribution")
+
+
+def _metrics(addresses: NodeAddresses, role: str) -> dict[str, object]:
+    listen = addresses.metrics_listen(METRICS_ORDER.index(role))
+    return {} if listen is None else {"metrics": {"listen": listen}}
+
+
 @dataclass(frozen=True, slots=True)
 class NodeAddresses:
     """Where each service of the single node listens."""
@@ -243,6 +254,16 @@ class NodeAddresses:
     distribution: tuple[str, int] = ("127.0.0.1", 8301)
     #: The demo mail server (in the demo backend's process): the Distribution service's channel.
     smtp: tuple[str, int] = ("127.0.0.1", 8025)
+    #: The first of five metrics listeners (Admin, AP, Policy, Authentication, Distribution,
+    #: on consecutive ports); None: no metrics.
+    metrics: tuple[str, int] | None = METRICS_LISTEN
+
+    def metrics_listen(self, offset: int) -> str | None:
+        """The ``metrics.listen`` of the service at ``offset`` (:data:`METRICS_ORDER`)."""
+        if self.metrics is None:
+            return None
+        host, port = self.metrics
+        return host_port(host, port + offset)
 
 
 DEMO_USER = "demo"
@@ -319,6 +340,7 @@ def installation(addresses: NodeAddresses, home: Path, node: str) -> dict[str, o
                 "listen": host_port(*addresses.listen),
                 "status_listen": host_port(*addresses.status),
                 "policy_services": ["ps1"],
+                **_metrics(addresses, "access_point"),
             }
         ],
         "policy_services": [
@@ -327,14 +349,25 @@ def installation(addresses: NodeAddresses, home: Path, node: str) -> dict[str, o
                 "listen": host_port(*addresses.policy),
                 "authentication": ["auth1"],
                 "admin_token_file": str(home / ADMIN_TOKEN_FILE),
+                **_metrics(addresses, "policy"),
                 # No trusted_proxies: the AP relays the portal over mutual TLS, and its
                 # X-Forwarded-For is believed because its certificate says it is an AP.
             }
         ],
         "authentication_services": [
-            {"id": "auth1", "listen": host_port(*addresses.authentication)}
+            {
+                "id": "auth1",
+                "listen": host_port(*addresses.authentication),
+                **_metrics(addresses, "authentication"),
+            }
         ],
-        "distribution_services": [{"id": "dist1", "listen": host_port(*addresses.distribution)}],
+        "distribution_services": [
+            {
+                "id": "dist1",
+                "listen": host_port(*addresses.distribution),
+                **_metrics(addresses, "distribution"),
+            }
+        ],
         # Invitation links point at the Access Point.
         "authentication": {"invitations": {"base_url": _url(addresses.listen)}},
         "distribution": {
@@ -559,6 +592,25 @@ def _service_children(
     return planned
 
 
+def write_node_scrape_config(
+    home: Path, config: InstallationConfig, addresses: NodeAddresses, node: str
+) -> Path:
+    """``HOME/prometheus.yml`` listing the metrics listener of Admin and of every service of
+    the published configuration (those with ``metrics.listen``)."""
+    from gatehouse.metrics.scrape_config import Target, write_scrape_config
+
+    targets = []
+    admin = addresses.metrics_listen(METRICS_ORDER.index("administration"))
+    if admin is not None:
+        targets.append(Target("admin", "administration", node, *parse_listen(admin)))
+    for service in config.services:
+        settings = next(iter(view_for(config, service.id).values()))
+        listen = (settings.get("metrics") or {}).get("listen")
+        if listen:
+            targets.append(Target(service.id, service.role, service.node, *parse_listen(listen)))
+    return write_scrape_config(home, targets, "gatehouse up")
+
+
 def run_up(
     config_path: str | None,
     listen: tuple[str, int],
@@ -572,6 +624,7 @@ def run_up(
     status_listen: tuple[str, int] = ("127.0.0.1", 8090),
     distribution_listen: tuple[str, int] = ("127.0.0.1", 8301),
     smtp_listen: tuple[str, int] = ("127.0.0.1", 8025),
+    metrics_listen: tuple[str, int] | None = METRICS_LISTEN,
 ) -> int:
     """Run the node until SIGTERM or Ctrl-C; return the exit code.
 
@@ -594,12 +647,20 @@ def run_up(
         status_listen,
         distribution_listen,
         smtp_listen,
+        metrics_listen,
     )
     built_in = installation(addresses, home, default_node())
     admin_config = home / CONFIG_FILE
     admin_config.write_text(
         "# Written by 'gatehouse up' at every start.\n"
-        + yaml.safe_dump({"administration": {"listen": host_port(*admin_listen)}}),
+        + yaml.safe_dump(
+            {
+                "administration": {
+                    "listen": host_port(*admin_listen),
+                    **_metrics(addresses, "administration"),
+                }
+            }
+        ),
         encoding="utf-8",
     )
     _ensure_admin_token(home)
@@ -636,6 +697,8 @@ def run_up(
             try:
                 config = publish_node_config(client, built_in, config_path)
                 planned = _service_children(client, config, home, _admin_url(admin_listen))
+                scrape = write_node_scrape_config(home, config, addresses, default_node())
+                _log(f"Prometheus scrape configuration: {_shown(scrape)}")
             except Invalid as exc:
                 for path, message in exc.problems:
                     _log(f"{path}: {message}" if path else message)

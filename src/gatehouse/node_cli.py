@@ -50,8 +50,26 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="HOST:PORT",
         help="the demo mail server (SMTP, in the demo backend): the codes by e-mail go there",
     )
+    up.add_argument(
+        "--metrics-listen",
+        type=_metrics_arg,
+        default=("127.0.0.1", 9461),
+        metavar="HOST:PORT|off",
+        help="the first of five consecutive ports for the services' metrics listeners "
+        "(Administration, Access Point, Policy, Authentication, Distribution; GET /metrics; "
+        "default 127.0.0.1:9461); HOME/prometheus.yml lists them. 'off': no metrics",
+    )
     add_home(up)
     up.set_defaults(handler=run)
+
+
+def _metrics_arg(value: str) -> tuple[str, int] | None:
+    if value == "off":
+        return None
+    host, port = listen_arg(value)
+    if port + 4 > 65535:
+        raise argparse.ArgumentTypeError("the port and the next four must be below 65536")
+    return host, port
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,4 +86,5 @@ def run(args: argparse.Namespace) -> int:
         status_listen=args.status_listen,
         distribution_listen=args.distribution_listen,
         smtp_listen=args.smtp_listen,
+        metrics_listen=args.metrics_listen,
     )

@@ -188,7 +188,10 @@ def run(args: argparse.Namespace) -> int:
         from gatehouse.administration.tokens_api import HomeTokens
 
         app = create_app(make_service, tls.keep_renewed, tokens=lambda: HomeTokens(home))
-        code = serve(app, settings.host, settings.port, tls=tls.context)
+        from gatehouse.metrics.roles import administration_metrics
+
+        metrics = administration_metrics(app, tls, settings.metrics_listen)
+        code = serve(app, settings.host, settings.port, tls=tls.context, metrics=metrics)
     finally:
         keeper.stop()
     if keeper.lost:

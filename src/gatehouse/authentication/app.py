@@ -79,6 +79,7 @@ from gatehouse.config.loader import validate
 from gatehouse.internal.config_agent import ConfigAgent, config_fields
 from gatehouse.internal.errors import Code, ServiceError, json_response
 from gatehouse.internal.managed import follow_admin
+from gatehouse.metrics.service import count_authentication
 from gatehouse.oath.store import TokenStore
 from gatehouse.storage.engine import Database, warm_when_ready
 from gatehouse.storage.errors import DatabaseUnavailable
@@ -389,13 +390,17 @@ async def verify_password(
     except Overloaded as exc:
         # Nothing was counted: the caller may try another Authentication service.
         return json_response({"error": OVERLOADED, "message": str(exc)}, 503)
-    return answer_of(outcome)
+    answer = answer_of(outcome)
+    count_authentication("password", answer.result)
+    return answer
 
 
 async def verify_otp(request: Request, peer: Peer | None, parsed: OtpRequest) -> OtpAnswer:
     """A one-time password check; over mutual TLS only a Policy service gets here."""
     otp = _service(request).require_otp()
-    return await otp.verify(parsed.username, parsed.code, parsed.client_ip, parsed.attempt)
+    answer = await otp.verify(parsed.username, parsed.code, parsed.client_ip, parsed.attempt)
+    count_authentication("otp", answer.result)
+    return answer
 
 
 async def enrol_otp(request: Request, peer: Peer | None, parsed: EnrolRequest) -> EnrolAnswer:
@@ -432,9 +437,11 @@ async def verify_code(
     request: Request, peer: Peer | None, parsed: CodeVerifyRequest
 ) -> CodeVerifyAnswer:
     codes = _service(request).require_codes()
-    return await codes.verify(
+    answer = await codes.verify(
         parsed.username, parsed.method, parsed.code, parsed.client_ip, parsed.attempt
     )
+    count_authentication(parsed.method, answer.result)
+    return answer
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -63,6 +63,16 @@ def run(args: argparse.Namespace) -> int:
         oauth_keys=oauth_keys,
         oauth_fetch=oauth_fetch,
     )
+    from gatehouse.metrics.roles import authentication_metrics
+
+    metrics = authentication_metrics(app, agent, settings.metrics.listen)
     if credentials is None:
-        return serve(app, host, port)
-    return serve(app, host, port, tls=credentials.server, revocations=revocations_of(agent))
+        return serve(app, host, port, metrics=metrics)
+    return serve(
+        app,
+        host,
+        port,
+        tls=credentials.server,
+        revocations=revocations_of(agent),
+        metrics=metrics,
+    )

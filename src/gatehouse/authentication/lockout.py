@@ -270,7 +270,21 @@ async def reserve(
         .returning(*_COLUMNS, _F.attempt)
     )
     count_, first_at, locked_until_, expires_at_, attempt = (await conn.execute(statement)).one()
-    return Counter(count_, first_at, locked_until_, expires_at_), attempt == token
+    counter = Counter(count_, first_at, locked_until_, expires_at_)
+    if attempt == token and check(counter, now).locked:
+        note_lockout(key)
+    return counter, attempt == token
+
+
+#: The lockout metric's scope label of each kind of key (by its prefix).
+_SCOPES = {"ip": "ip", "user": "account", "unknown": "account", "dev": "device"}
+
+
+def note_lockout(key: str) -> None:
+    """Count a counted attempt that locked ``key`` (``gatehouse_authentication_lockouts``)."""
+    from gatehouse.metrics.service import LOCKOUTS
+
+    LOCKOUTS.labels(_SCOPES.get(key.split(":", 1)[0], "other")).inc()
 
 
 async def record_failure(conn: AsyncConnection, key: str, now: datetime, rule: Rule) -> Counter:

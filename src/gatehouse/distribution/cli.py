@@ -45,6 +45,16 @@ def run(args: argparse.Namespace) -> int:
     host, port = args.listen or parse_listen(settings.listen)
     credentials = credentials_of(args, host)
     app = create_app(settings, outbox_db, keyring, Path(args.home), agent)
+    from gatehouse.metrics.roles import distribution_metrics
+
+    metrics = distribution_metrics(app, agent, credentials, settings.metrics.listen)
     if credentials is None:
-        return serve(app, host, port)
-    return serve(app, host, port, tls=credentials.server, revocations=revocations_of(agent))
+        return serve(app, host, port, metrics=metrics)
+    return serve(
+        app,
+        host,
+        port,
+        tls=credentials.server,
+        revocations=revocations_of(agent),
+        metrics=metrics,
+    )

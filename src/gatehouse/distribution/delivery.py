@@ -36,6 +36,7 @@ from gatehouse.distribution.bodies import BodyKeys, KeyringError
 from gatehouse.distribution.channels import ChannelFailure, Outgoing, Sender, plan
 from gatehouse.distribution.config import DeliverySettings
 from gatehouse.distribution.outbox import MessageRow, Outbox
+from gatehouse.metrics.service import DELIVERIES
 from gatehouse.storage.errors import DatabaseUnavailable
 from gatehouse.storage.types import utcnow
 
@@ -287,10 +288,12 @@ class Deliverer:
             try:
                 await sender.send(Outgoing(message.id, to, body.subject, body.text))
             except ChannelFailure as failure:
+                DELIVERIES.labels(sender.name, "failed").inc()
                 errors.append(str(failure))
                 log.info("message %s: channel %s failed: %s", message.id, sender.name, failure)
                 continue
             except Exception as error:  # a bug in a channel must not stop the others
+                DELIVERIES.labels(sender.name, "failed").inc()
                 errors.append(f"{sender.name}: internal error ({type(error).__name__})")
                 log.error(
                     "message %s: channel %s failed unexpectedly: %s",
@@ -299,6 +302,7 @@ class Deliverer:
                     type(error).__name__,
                 )
                 continue
+            DELIVERIES.labels(sender.name, "sent").inc()
             await self._mark_sent(message, sender.name, attempts)
             return
         self.stats.attempts += attempts

@@ -64,6 +64,16 @@ def run(args: argparse.Namespace) -> int:
         credentials=credentials,
     )
     app = create_app(config.login.portal_prefix, lambda: service)
+    from gatehouse.metrics.roles import policy_metrics
+
+    metrics = policy_metrics(service, config.policy.metrics.listen)
     if credentials is None:
-        return serve(app, host, port)
-    return serve(app, host, port, tls=credentials.server, revocations=revocations_of(agent))
+        return serve(app, host, port, metrics=metrics)
+    return serve(
+        app,
+        host,
+        port,
+        tls=credentials.server,
+        revocations=revocations_of(agent),
+        metrics=metrics,
+    )

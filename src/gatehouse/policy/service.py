@@ -42,6 +42,7 @@ import contextlib
 import logging
 import os
 import secrets
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -89,6 +90,7 @@ from gatehouse.internal.client import FailoverClient, InternalCallError
 from gatehouse.internal.client import Response as InternalResponse
 from gatehouse.internal.config_agent import AgentStatus, ConfigAgent
 from gatehouse.internal.managed import follow_admin
+from gatehouse.metrics.service import observe_decision
 from gatehouse.policy.admin_api import AdminAPI, read_token
 from gatehouse.policy.assertion_keys import KEY_FILE as ASSERTION_KEY_FILE
 from gatehouse.policy.assertion_keys import KeyRegistry, load_or_create_signing_key
@@ -701,7 +703,18 @@ class PolicyService:
         return answer
 
     async def decide(self, request: DecisionRequest, peer: Peer | None = None) -> dict[str, object]:
-        """The ``DECISION`` for ``request`` from ``peer`` (None: a plaintext listener)."""
+        """The ``DECISION`` for ``request`` from ``peer`` (None: a plaintext listener),
+        counted in the metrics by outcome, with its duration."""
+        started = time.perf_counter()
+        try:
+            answer = await self._decide(request, peer)
+        except Exception:
+            observe_decision("error", started)
+            raise
+        observe_decision(str(answer.get("decision", "error")), started)
+        return answer
+
+    async def _decide(self, request: DecisionRequest, peer: Peer | None) -> dict[str, object]:
         runtime = self.runtime
         now = datetime.now(UTC)
         record = None
