@@ -37,7 +37,7 @@ from gatehouse.storage.postgres_ha.errors import ReplicationError
 from gatehouse.storage.postgres_ha.node import SERVER_CERT, SERVER_KEY, SUPERUSER
 from gatehouse.trust.ca import CertificateAuthority
 from gatehouse.trust.identity import DATABASE, Identity
-from tests.support.cluster import EXAMPLE
+from tests.support.cluster import EXAMPLE, free_local_databases
 from tests.support.postgres import require_bindir
 from tests.support.processes import GATEHOUSE, free_port
 
@@ -72,9 +72,11 @@ def secured() -> Iterator[Secured]:
     home = root / "home"
     home.mkdir()
     home.chmod(0o755)
-    local = LocalDatabases(primary_port=free_port(), standby_port=free_port())
+    local, etcd = free_local_databases()
     said: list[str] = []
-    databases = ClusterDatabases(home / "postgres", local, fsync=False, progress=said.append)
+    databases = ClusterDatabases(
+        home / "postgres", local, fsync=False, progress=said.append, etcd=etcd
+    )
     try:
         databases.start_all()
         asyncio.run(upgrade(role_url(home, local, ADMIN_ROLE), "admin"))

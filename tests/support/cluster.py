@@ -10,6 +10,9 @@ from pathlib import Path
 
 from gatehouse.cluster.drill import on_free_ports
 from gatehouse.cluster.runner import Cluster
+from gatehouse.cluster.topology import LocalDatabases
+from gatehouse.cluster.topology_patroni import EtcdMember
+from tests.support.processes import free_ports
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ha-cluster.yaml"
 
@@ -31,3 +34,17 @@ def cluster_home(prefix: str = "gh-cluster-") -> Iterator[Path]:
         if (path / "home" / "topology.yaml").exists():
             Cluster.open(path / "home").down()
         shutil.rmtree(path, ignore_errors=True)
+
+
+def free_local_databases() -> tuple[LocalDatabases, list[EtcdMember]]:
+    """PostgreSQL, Patroni REST and etcd ports on loopback for a :class:`ClusterDatabases`,
+    every one free (each probe socket held until all are chosen)."""
+    ports = free_ports(10)
+    local = LocalDatabases(
+        primary_port=ports[0], standby_port=ports[1], rest_ports=(ports[2], ports[3])
+    )
+    etcd = [
+        EtcdMember(name=f"etcd{i + 1}", client_port=ports[4 + 2 * i], peer_port=ports[5 + 2 * i])
+        for i in range(3)
+    ]
+    return local, etcd

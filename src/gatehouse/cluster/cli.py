@@ -1,5 +1,6 @@
-"""``gatehouse haproxy-config TOPOLOGY`` and ``gatehouse cluster up|status|down|kill|start|
-stop|failover-db|rejoin-db``: a topology run on this machine (:mod:`.runner`).
+"""``gatehouse haproxy-config TOPOLOGY``, ``gatehouse patroni-config TOPOLOGY`` and
+``gatehouse cluster up|status|down|kill|start|stop|switchover|failover-db|rejoin-db``: a
+topology run on this machine (:mod:`.runner`).
 
 Only argparse at import time, so ``gatehouse --help`` stays fast.
 """
@@ -36,6 +37,24 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="also open HAProxy's runtime API on this Unix socket (which AP is up)",
     )
     haproxy.set_defaults(handler=haproxy_config)
+    patroni = sub.add_parser(
+        "patroni-config",
+        help="write Patroni's configuration (one YAML per PostgreSQL node) for a topology file",
+        description="Write pg1.yml and pg2.yml: Patroni on etcd with synchronous_mode, "
+        "failsafe_mode, TLS-only PostgreSQL and the topology's timing (databases.patroni). "
+        "Passwords are not written: Patroni reads them from its environment "
+        "(PATRONI_SUPERUSER_PASSWORD, PATRONI_REPLICATION_PASSWORD, PATRONI_RESTAPI_PASSWORD). "
+        "Check one with: patroni --validate-config FILE",
+    )
+    patroni.add_argument("topology", metavar="TOPOLOGY", help="topology file (YAML)")
+    patroni.add_argument(
+        "--output-dir",
+        "-o",
+        metavar="DIR",
+        default=".",
+        help="write NODE.yml files here (default: the current directory)",
+    )
+    patroni.set_defaults(handler=patroni_config)
     _register_cluster(sub)
 
 
@@ -111,23 +130,25 @@ def _register_cluster(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
             )
         one.set_defaults(handler=handler)
 
-    failover = actions.add_parser(
-        "failover-db",
-        help="SIGKILL the PostgreSQL primary and promote its standby",
-        description="The services follow the promoted node through their multi-host URL. "
-        "The old primary stays down until 'gatehouse cluster rejoin-db'.",
-    )
-    _add_home(failover)
-    failover.add_argument(
-        "--graceful",
-        action="store_true",
-        help="stop the primary with a fast shutdown instead of SIGKILL",
-    )
-    failover.set_defaults(handler=cluster_failover_db)
+    for name in ("switchover", "failover-db"):
+        switch = actions.add_parser(
+            name,
+            help="a planned switch of the PostgreSQL primary through Patroni"
+            + (" (an alias of switchover)" if name == "failover-db" else ""),
+            description="Patroni stops the primary cleanly and promotes its synchronous "
+            "standby; the old primary follows it as the new standby. The services follow "
+            "through their multi-host URL. To lose the primary instead: "
+            "'gatehouse cluster kill pgN' (SIGKILL of its postmaster; Patroni fails over).",
+        )
+        _add_home(switch)
+        switch.add_argument(
+            "--graceful", action="store_true", help=argparse.SUPPRESS
+        )  # accepted for old scripts: every switchover is graceful
+        switch.set_defaults(handler=cluster_switchover)
 
     rejoin = actions.add_parser(
         "rejoin-db",
-        help="bring the old PostgreSQL primary back as the new one's synchronous standby",
+        help="wait until the old PostgreSQL primary streams as the synchronous standby",
     )
     _add_home(rejoin)
     rejoin.set_defaults(handler=cluster_rejoin_db)
@@ -230,13 +251,34 @@ def cluster_start(args: argparse.Namespace) -> int:
     return 0
 
 
-def cluster_failover_db(args: argparse.Namespace) -> int:
+def patroni_config(args: argparse.Namespace) -> int:
+    from gatehouse.administration.document import render_yaml
+    from gatehouse.cluster.patroni import PRODUCTION_HEADER, PRODUCTION_TLS_DIR, production_configs
+    from gatehouse.cluster.topology import load_topology
+    from gatehouse.internal.lkg import atomic_write
+
+    topology = load_topology(args.topology)
+    documents = production_configs(topology)
+    directory = Path(args.output_dir)
+    for name, document in documents.items():
+        path = directory / f"{name}.yml"
+        header = PRODUCTION_HEADER.format(name=name, source=args.topology, tls=PRODUCTION_TLS_DIR)
+        try:
+            atomic_write(path, (header + render_yaml(document)).encode(), 0o644)
+        except OSError as exc:
+            print(f"gatehouse: cannot write {path}: {exc.strerror}", file=sys.stderr)
+            return 1
+        print(f"wrote {path}")
+    return 0
+
+
+def cluster_switchover(args: argparse.Namespace) -> int:
     from gatehouse.cluster.runner import Cluster
 
     cluster = Cluster.open(args.home, progress=_progress)
     old = cluster.pg_primary()
-    new = cluster.failover_db(kill=not args.graceful)
-    print(f"{new} is the primary now; {old} stays down until 'gatehouse cluster rejoin-db'")
+    new = cluster.switchover_db()
+    print(f"{new} is the primary now; {old} follows it as the synchronous standby")
     return 0
 
 

@@ -1,10 +1,21 @@
-"""The cluster's PostgreSQL: a :class:`~gatehouse.storage.postgres_ha.pair.Pair` in HOME/postgres
-and the record of which node is the primary.
+"""The cluster's PostgreSQL: two nodes under Patroni (Debian ``patroni``) with three etcd
+members (:mod:`.etcd`), in ``HOME/postgres``.
 
-After a failover both data directories look like primaries (neither has ``standby.signal``)
-until the old one rejoins, so the promoted node's name is written to ``postgres/primary``:
-the next start starts that one and brings the other back as its standby (``pg_rewind``, else a
-fresh base backup) rather than starting a second primary.
+Patroni does what the home-made pair used to do by hand: it creates the primary (``initdb``)
+and its synchronous standby (a base backup), promotes the synchronous standby when the
+primary is lost (a killed postmaster, a frozen or unreachable node), and brings a failed
+primary back as a standby (``pg_rewind``). This module writes each node's Patroni
+configuration (:mod:`.patroni`, with the passwords of ``HOME/pgpass``), runs the etcd members
+and the two Patroni daemons as detached processes (Patroni as the ``postgres`` user when we
+are root), reads who leads through Patroni's REST API (:mod:`.patroni_rest`) and asks it for
+planned switchovers.
+
+Files: ``postgres/pgN/patroni.yml`` (0600, the server's: it holds the passwords),
+``postgres/pgN/data``, ``postgres/pgN/tls`` (certificate, key, CA, the superuser's password
+file), ``postgres/pgN/postgres.log``; ``postgres/primary`` names the last leader (started
+first next time); ``logs/patroni-pgN.log``, ``run/patroni-pgN.pid``. Passwords are generated
+at the first ``up``: ``pgpass/gatehouse`` (superuser), ``pgpass/replicator`` (replication),
+``pgpass/patroni`` (the REST API's unsafe endpoints), all 0600.
 
 The nodes take TLS connections only, with passwords; each start gives them current
 certificates from the installation's CA and the services' roles their grants
@@ -13,27 +24,79 @@ certificates from the installation's CA and the services' roles their grants
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import os
+import shutil
+import signal
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
 
-from gatehouse.cluster import db_access
+import yaml
+
+from gatehouse.cluster import db_access, processes
+from gatehouse.cluster.etcd import Etcd
+from gatehouse.cluster.patroni import (
+    REPLICATION_USER,
+    REST_USER,
+    Layout,
+    NodeFiles,
+    PgMember,
+    Secrets,
+    node_config,
+)
+from gatehouse.cluster.patroni_rest import PatroniView, read_cluster, switchover
 from gatehouse.cluster.topology import LocalDatabases
+from gatehouse.cluster.topology_patroni import EtcdMember, PatroniSettings
+from gatehouse.errors import GatehouseError
 from gatehouse.internal.lkg import atomic_write
+from gatehouse.storage.postgres_ha.binaries import require_bindir
 from gatehouse.storage.postgres_ha.errors import ReplicationError
-from gatehouse.storage.postgres_ha.node import PASSFILE, SUPERUSER, PgNode
-from gatehouse.storage.postgres_ha.pair import Pair
+from gatehouse.storage.postgres_ha.node import (
+    PASSFILE,
+    ROOT_CERT,
+    SERVER_CERT,
+    SERVER_KEY,
+    SERVER_USER,
+    SUPERUSER,
+    PgNode,
+)
 
 NAMES = ("pg1", "pg2")
 PRIMARY_FILE = "primary"
+PATRONI_CONFIG = "patroni.yml"
+PATRONI_BINARIES = ("/usr/bin/patroni",)
+#: How long a first bootstrap (initdb, base backup) or a restart may take.
+START_TIMEOUT = 120.0
+#: How long a failover or a switchover may take before we give up waiting.
+FAILOVER_TIMEOUT = 60.0
+_POLL = 0.1
+
+
+def find_patroni() -> str | None:
+    found = shutil.which("patroni")
+    if found:
+        return found
+    return next((b for b in PATRONI_BINARIES if os.access(b, os.X_OK)), None)
+
+
+def require_patroni() -> str:
+    binary = find_patroni()
+    if binary is None:
+        raise ReplicationError("Patroni is not installed (apt-get install patroni)")
+    return binary
 
 
 class ClusterDatabases:
-    """The PostgreSQL pair of one cluster home (``directory`` is ``HOME/postgres``).
+    """The PostgreSQL nodes of one cluster home (``directory`` is ``HOME/postgres``) under
+    Patroni, and the etcd members Patroni keeps its leader key in.
 
     Args:
         fsync: ``False`` for throwaway clusters (tests): nothing is flushed to disk.
         progress: called with a line for each step.
+        etcd: the etcd members (default: ``local``'s default ones).
+        settings: Patroni's timing (default: the tuned defaults).
     """
 
     def __init__(
@@ -43,169 +106,403 @@ class ClusterDatabases:
         *,
         fsync: bool = True,
         progress: Callable[[str], None] | None = None,
+        etcd: Sequence[EtcdMember] | None = None,
+        settings: PatroniSettings | None = None,
     ) -> None:
         self.directory = directory
         self.home = directory.parent
         self.local = local
-        self.pair = Pair(directory, local.ports(), names=NAMES, fsync=fsync, tls=True)
+        self.fsync = fsync
+        self.settings = settings or PatroniSettings()
+        self.etcd = Etcd(self.home, etcd if etcd is not None else local.default_etcd())
+        first, second = (
+            PgNode(name, directory / name, port, fsync=fsync, tls=True)
+            for name, port in zip(NAMES, local.ports(), strict=True)
+        )
+        self._nodes = (first, second)
+        self.rest_ports = dict(zip(NAMES, local.patroni_ports(), strict=True))
         self._say = progress or (lambda _message: None)
+
+    # -- nodes ----------------------------------------------------------------------------
 
     @property
     def nodes(self) -> tuple[PgNode, PgNode]:
-        return self.pair.nodes
+        return self._nodes
 
     def node(self, name: str) -> PgNode:
-        for node in self.pair.nodes:
+        for node in self._nodes:
             if node.name == name:
                 return node
         raise ReplicationError(f"no PostgreSQL node {name!r}")
 
+    def other(self, node: PgNode) -> PgNode:
+        return self._nodes[1] if node is self._nodes[0] else self._nodes[0]
+
+    def rest_address(self, name: str) -> tuple[str, int]:
+        return (self.local.HOST, self.rest_ports[name])
+
+    def view(self, timeout: float = 1.0) -> PatroniView | None:
+        """Patroni's view of the cluster (leader, synchronous standby, lag); None when no
+        Patroni answers."""
+        return read_cluster([self.rest_address(name) for name in NAMES], timeout)
+
     def primary(self) -> PgNode:
-        """The node that is (or, stopped, was last) the primary."""
+        """The node Patroni says leads; else the one that led last (recorded)."""
+        view = self.view()
+        if view is not None and view.leader in NAMES:
+            return self.node(view.leader)
         try:
             name = (self.directory / PRIMARY_FILE).read_text().strip()
         except OSError:
             name = ""
-        if name in NAMES:
-            return self.node(name)
-        primaries = [n for n in self.pair.nodes if n.exists and not n.standby_on_disk]
-        return primaries[0] if len(primaries) == 1 else self.pair.nodes[0]
+        return self.node(name) if name in NAMES else self._nodes[0]
 
     def standby(self) -> PgNode:
-        return self.pair.other(self.primary())
+        return self.other(self.primary())
 
-    def _record_primary(self, node: PgNode) -> None:
-        atomic_write(self.directory / PRIMARY_FILE, (node.name + "\n").encode(), 0o644)
+    def _record_primary(self, name: str) -> None:
+        atomic_write(self.directory / PRIMARY_FILE, (name + "\n").encode(), 0o644)
+
+    # -- files ----------------------------------------------------------------------------
 
     def _certificates(self, nodes: tuple[PgNode, ...]) -> None:
         """Current certificates and the superuser's password file for ``nodes`` (made before
         they are created, renewed before they start)."""
         ca = db_access.load_ca(self.home)
-        made = [node for node in self.pair.nodes if (node.tls_dir / PASSFILE).exists()]
+        made = [node for node in self._nodes if (node.tls_dir / PASSFILE).exists()]
         if made and not db_access.passfile(self.home, SUPERUSER).exists():
             # The servers keep the superuser's password they were made with: take it back.
             db_access.write_password(self.home, SUPERUSER, made[0].superuser_password())
         password = db_access.ensure_password(self.home, SUPERUSER)
         db_access.ensure_certificates(nodes, ca, password, self._say)
 
+    def _secrets(self) -> Secrets:
+        return Secrets(
+            superuser=db_access.ensure_password(self.home, SUPERUSER),
+            replication=db_access.ensure_password(self.home, REPLICATION_USER),
+            rest=db_access.ensure_password(self.home, REST_USER),
+        )
+
+    def rest_auth(self) -> tuple[str, str]:
+        """The REST API's user and password (its unsafe endpoints: switchover...)."""
+        return REST_USER, db_access.ensure_password(self.home, REST_USER)
+
+    def members(self) -> list[PgMember]:
+        return [
+            PgMember(node.name, node.host, node.port, self.rest_ports[node.name], str(node.datadir))
+            for node in self._nodes
+        ]
+
+    def config_path(self, name: str) -> Path:
+        return self.node(name).directory / PATRONI_CONFIG
+
+    def write_config(self, node: PgNode) -> Path:
+        """Write the node's Patroni configuration (0600, the server's); its path."""
+        node._prepare_directory()
+        layout = Layout(
+            self.settings,
+            self.etcd.members,
+            self.members(),
+            str(require_bindir()),
+            fsync=self.fsync,
+        )
+        files = NodeFiles(
+            cert=str(node.tls_dir / SERVER_CERT),
+            key=str(node.tls_dir / SERVER_KEY),
+            ca=str(node.tls_dir / ROOT_CERT),
+            pgpass=str(node.directory / "patroni.pgpass"),
+            log_dir=str(node.directory),
+        )
+        member = next(m for m in self.members() if m.name == node.name)
+        document = node_config(layout, member, files, self._secrets())
+        text = "# Written by 'gatehouse cluster up' at every start; holds passwords (0600).\n"
+        text += yaml.safe_dump(document, sort_keys=False)
+        path = self.config_path(node.name)
+        node._write_file(path, text)
+        return path
+
+    # -- Patroni processes ----------------------------------------------------------------
+
+    def _pid_file(self, name: str) -> processes.PidFile:
+        return processes.PidFile(self.home / "run" / f"patroni-{name}.pid")
+
+    def patroni_log(self, name: str) -> Path:
+        return self.home / "logs" / f"patroni-{name}.log"
+
+    def patroni_pid(self, name: str) -> int | None:
+        return self._pid_file(name).running()
+
+    def _spawn_patroni(self, node: PgNode) -> int:
+        binary = require_patroni()
+        config = self.write_config(node)
+        argv = [binary, str(config)]
+        env = {**os.environ, "HOME": str(node.directory), "PYTHONUNBUFFERED": "1"}
+        if os.geteuid() == 0:
+            setpriv = shutil.which("setpriv") or "/usr/bin/setpriv"
+            argv = [
+                setpriv,
+                f"--reuid={SERVER_USER}",
+                f"--regid={SERVER_USER}",
+                "--init-groups",
+                "--",
+                *argv,
+            ]
+        try:
+            pid = processes.spawn(argv, self.patroni_log(node.name), env)
+        except GatehouseError as exc:
+            raise ReplicationError(str(exc)) from None
+        self._pid_file(node.name).write(pid)
+        return pid
+
+    def _failure(self, name: str, what: str) -> ReplicationError:
+        log = self.patroni_log(name)
+        try:
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
+        except OSError:
+            tail = ""
+        shown = f"\n--- last lines of {log} ---\n{tail}" if tail else ""
+        return ReplicationError(f"PostgreSQL node {name}: {what}{shown}")
+
+    def wait_leader(self, timeout: float = START_TIMEOUT, *, not_: str | None = None) -> str:
+        """Wait until a node (other than ``not_``) leads and runs read-write; its name."""
+        deadline = time.monotonic() + timeout
+        while True:
+            view = self.view()
+            if view is not None and view.leader is not None and view.leader != not_:
+                leader = view.member(view.leader)
+                if leader is not None and leader.state == "running":
+                    node = self.node(view.leader)
+                    with contextlib.suppress(ReplicationError):
+                        if node.sql("SELECT pg_is_in_recovery()", timeout=5)[0][0] == "f":
+                            return view.leader
+            if time.monotonic() > deadline:
+                name = not_ or NAMES[0]
+                raise self._failure(
+                    name, f"no leader after {timeout:g}s ({view and view.to_json()})"
+                )
+            time.sleep(_POLL)
+
+    def wait_sync(self, standby: str, timeout: float = START_TIMEOUT) -> None:
+        """Wait until ``standby`` streams as the synchronous standby."""
+        deadline = time.monotonic() + timeout
+        while True:
+            view = self.view()
+            member = view.member(standby) if view is not None else None
+            in_sync = view is not None and view.sync_standby == standby
+            if in_sync and member is not None and member.state in ("running", "streaming"):
+                return
+            if time.monotonic() > deadline:
+                raise self._failure(
+                    standby,
+                    f"not the synchronous standby after {timeout:g}s ({view and view.to_json()})",
+                )
+            time.sleep(_POLL)
+
+    # -- the whole ------------------------------------------------------------------------
+
     def start_all(self) -> None:
-        """Create the pair the first time (and the database of the multi-host URL); else start
-        the primary, then its standby, rejoining an old primary left by a failover. Then the
-        services' roles and grants (:func:`.db_access.secure_database`).
+        """Start etcd, then Patroni on the node that led last (it creates the cluster the
+        first time), then on the other (a base backup the first time) and wait until it is
+        the synchronous standby; then the cluster's database, the services' roles and grants
+        (:func:`.db_access.secure_database`).
 
         Raises:
-            ReplicationError: a step failed; the nodes were made before TLS.
+            ReplicationError: a step failed (Patroni's log's tail is in the message); the
+                nodes were made before TLS or before Patroni.
             ClusterError: a service's role cannot connect.
         """
-        self._start_all()
-        db_access.secure_database(self.primary(), self.home, self.local, self._say)
-
-    def _start_all(self) -> None:
-        pair = self.pair
-        existing = [node for node in pair.nodes if node.exists]
-        for node in existing:
-            if not (node.tls_dir / PASSFILE).exists():
+        for node in self._nodes:
+            if node.exists and not (node.tls_dir / PASSFILE).exists():
                 raise ReplicationError(
                     f"{node.datadir} was created before the cluster's PostgreSQL took TLS "
                     "connections only, with a role per service: stop this cluster "
                     "('gatehouse cluster down') and bring one up in a new --home"
                 )
-        self._certificates(pair.nodes)
-        if not existing:
-            primary, standby = pair.nodes
-            self._say(
-                f"creating PostgreSQL: primary {primary.name} (port {primary.port}) and its "
-                f"synchronous standby {standby.name} (port {standby.port})"
-            )
-            self.directory.mkdir(parents=True, exist_ok=True)
-            pair.create()
-            self._record_primary(primary)
-            user, database = self.local.user, self.local.database
-            if user != SUPERUSER:
-                primary.sql(f'CREATE ROLE "{user}" LOGIN SUPERUSER')
+            if node.exists and not self.config_path(node.name).exists():
+                raise ReplicationError(
+                    f"{node.datadir} was created before the cluster's PostgreSQL ran under "
+                    "Patroni: stop this cluster ('gatehouse cluster down') and bring one up "
+                    "in a new --home"
+                )
+        require_patroni()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._certificates(self._nodes)
+        self._say(f"starting etcd ({', '.join(m.name for m in self.etcd.members)})")
+        self.etcd.start_all()
+        first = self.primary()
+        second = self.other(first)
+        created = not first.exists
+        self._say(
+            f"{'creating' if created else 'starting'} PostgreSQL under Patroni: {first.name} "
+            f"(port {first.port}) first, then {second.name} (port {second.port}) as its "
+            "synchronous standby"
+        )
+        if self.patroni_pid(first.name) is None:
+            self._spawn_patroni(first)
+        leader = self.wait_leader()
+        if self.patroni_pid(second.name) is None:
+            self._spawn_patroni(second)
+        standby = self.other(self.node(leader))
+        self.wait_sync(standby.name)
+        self._record_primary(leader)
+        primary = self.node(leader)
+        self._ensure_database(primary)
+        db_access.secure_database(primary, self.home, self.local, self._say)
+
+    def _ensure_database(self, primary: PgNode) -> None:
+        user, database = self.local.user, self.local.database
+        if user != SUPERUSER and not primary.sql(
+            f"SELECT 1 FROM pg_roles WHERE rolname = '{user}'"
+        ):
+            primary.sql(f'CREATE ROLE "{user}" LOGIN SUPERUSER')
+        if not primary.sql(f"SELECT 1 FROM pg_database WHERE datname = '{database}'"):
             primary.sql(f'CREATE DATABASE "{database}" OWNER "{user}"')
-            return
-        if len(existing) != len(pair.nodes):
-            raise ReplicationError(
-                f"{self.directory} holds only {existing[0].name}: its creation was "
-                "interrupted; remove the directory to create both nodes again"
-            )
-        primary = self.primary()
-        standby = pair.other(primary)
-        self._say(f"starting PostgreSQL: primary {primary.name}, standby {standby.name}")
-        if not primary.running():
-            primary.start()
-        if not standby.standby_on_disk:
-            self._say(
-                f"{standby.name} was the primary before the failover to {primary.name}: "
-                "rejoining it as its standby"
-            )
-            pair.rejoin()
-        elif not standby.running():
-            standby.start()
+
+    def running(self) -> list[str]:
+        """The nodes whose postmaster runs."""
+        return [node.name for node in self._nodes if node.running()]
+
+    def daemons_running(self) -> list[str]:
+        """The Patroni daemons (``patroni-pgN``) and etcd members that run."""
+        patroni = [f"patroni-{name}" for name in NAMES if self.patroni_pid(name) is not None]
+        return patroni + self.etcd.running()
+
+    def stop_all(self) -> None:
+        """Stop Patroni on the standby, then on the primary (each stops its PostgreSQL: no
+        failover), then etcd; kill whatever does not stop."""
+        view = self.view()
+        leader = view.leader if view is not None else None
+        if leader in NAMES:
+            self._record_primary(leader)
+        order = sorted(NAMES, key=lambda name: name == leader)
+        for name in order:
+            self._stop_patroni(name)
+        for node in self._nodes:
+            if node.running():
+                self._say(f"PostgreSQL {node.name} outlived Patroni: stopping it")
+                try:
+                    node.stop("immediate", timeout=10)
+                except ReplicationError:
+                    node.kill()
+        self.etcd.stop_all()
+
+    def _stop_patroni(self, name: str) -> None:
+        pid = self.patroni_pid(name)
+        if pid is not None:
+            # A frozen Patroni (a test's SIGSTOP) must be able to take SIGTERM.
+            processes.signal_group(pid, signal.SIGCONT)
+            killed = processes.stop_groups([pid], timeout=20)
+            if killed:
+                self._say(f"Patroni on {name} did not stop within 20s: killed")
+        self._pid_file(name).remove()
+
+    # -- one node -------------------------------------------------------------------------
 
     def start(self, name: str) -> int:
-        """Start one node; return its postmaster's pid.
+        """Start Patroni on one node (it starts PostgreSQL, as a standby of the leader when
+        there is one); return the postmaster's pid once it runs.
 
         Raises:
-            ReplicationError: it is the old primary of a failover (it would be a second
-                primary: :meth:`rejoin` it), or it did not start.
+            ReplicationError: it did not start.
         """
         node = self.node(name)
         self._certificates((node,))
-        primary = self.primary()
-        if node is not primary and not node.standby_on_disk:
-            raise ReplicationError(
-                f"{name} was the primary before the failover to {primary.name}: started, it "
-                "would be a second primary; 'gatehouse cluster rejoin-db' brings it back as "
-                f"{primary.name}'s standby"
-            )
-        node.start()
-        pid = node.postmaster_pid()
-        if pid is None:
-            raise ReplicationError(f"PostgreSQL node {name!r} exited right after starting")
+        if self.patroni_pid(name) is None:
+            self._spawn_patroni(node)
+        deadline = time.monotonic() + START_TIMEOUT
+        while (pid := node.postmaster_pid()) is None:
+            if self.patroni_pid(name) is None:
+                raise self._failure(name, "Patroni exited")
+            if time.monotonic() > deadline:
+                raise self._failure(name, f"PostgreSQL not running after {START_TIMEOUT:g}s")
+            time.sleep(_POLL)
         return pid
 
-    def running(self) -> list[str]:
-        return [node.name for node in self.pair.nodes if node.running()]
+    def stop(self, name: str) -> None:
+        """Stop Patroni on one node and with it its PostgreSQL (a leader hands over first)."""
+        self._stop_patroni(name)
+        node = self.node(name)
+        if node.running():
+            node.stop("fast")
 
-    def stop_all(self) -> None:
-        """Stop both nodes, the primary first (see :meth:`Pair.stop`); kill them if that
-        fails."""
-        try:
-            self.pair.stop("fast")
-        except ReplicationError as exc:
-            self._say(f"PostgreSQL did not stop cleanly, killing it: {exc}")
-            for node in self.pair.nodes:
-                node.kill()
+    def kill(self, name: str) -> None:
+        """SIGKILL the node's postmaster, nothing else (its Patroni notices the crash)."""
+        self.node(name).kill()
+
+    def freeze(self, name: str) -> None:
+        """SIGSTOP the node's Patroni and its PostgreSQL (every backend): a frozen machine."""
+        self._signal_node(name, signal.SIGSTOP)
+
+    def thaw(self, name: str) -> None:
+        """SIGCONT what :meth:`freeze` stopped."""
+        self._signal_node(name, signal.SIGCONT)
+
+    def _signal_node(self, name: str, sig: signal.Signals) -> None:
+        pid = self.patroni_pid(name)
+        postmaster = self.node(name).postmaster_pid()
+        groups = [pid] if pid is not None else []
+        if postmaster is not None:
+            with contextlib.suppress(ProcessLookupError):
+                groups.append(os.getpgid(postmaster))
+        for group in groups:
+            processes.signal_group(group, sig)
 
     def failover(self, *, kill: bool = True) -> PgNode:
-        """Lose the primary (SIGKILL with ``kill``, else a fast shutdown) and promote the
-        standby; return the new primary. The old one stays down until :meth:`rejoin`.
+        """Lose the primary and let Patroni promote its synchronous standby; return the new
+        primary once it takes writes. ``kill``: SIGKILL of the postmaster (a crash: Patroni
+        fails over by itself); else a planned :meth:`switchover`.
 
         Raises:
-            ReplicationError: the standby is not running.
+            ReplicationError: the standby is not the synchronous one, or no promotion.
+        """
+        if not kill:
+            return self.switchover()
+        primary = self.primary()
+        standby = self.other(primary)
+        view = self.view()
+        if view is None or view.sync_standby != standby.name:
+            raise ReplicationError(
+                f"the standby {standby.name} is not the synchronous standby: Patroni would not "
+                "promote it"
+            )
+        self._say(f"killing the primary {primary.name}'s postmaster")
+        primary.kill()
+        leader = self.wait_leader(FAILOVER_TIMEOUT, not_=primary.name)
+        self._record_primary(leader)
+        return self.node(leader)
+
+    def switchover(self, candidate: str | None = None) -> PgNode:
+        """A planned switch: Patroni stops the primary cleanly and promotes the synchronous
+        standby (or ``candidate``); return the new primary once it takes writes.
+
+        Raises:
+            ReplicationError: Patroni refused (the standby is not in sync, no standby).
         """
         primary = self.primary()
-        standby = self.pair.other(primary)
-        if not standby.running() or not standby.standby_on_disk:
-            raise ReplicationError(f"the standby {standby.name} is not running: nothing to promote")
-        if kill and primary.running():
-            self._say(f"killing the primary {primary.name}")
-            primary.kill()
-        self._say(f"promoting {standby.name}")
-        promoted = self.pair.failover()
-        self._record_primary(promoted)
-        return promoted
+        target = candidate or self.other(primary).name
+        self._say(f"switching over from {primary.name} to {target}")
+        switchover(self.rest_address(primary.name), primary.name, target, self.rest_auth())
+        leader = self.wait_leader(FAILOVER_TIMEOUT, not_=primary.name)
+        self._record_primary(leader)
+        return self.node(leader)
 
     def rejoin(self) -> Literal["rewound", "rebuilt"]:
-        """Bring the node that is not the primary back as its synchronous standby.
+        """Wait until the node that is not the primary streams as its synchronous standby
+        again (Patroni rewinds a failed primary by itself: ``rewound``; ``rebuilt`` when
+        Patroni was not running there and had to be started).
 
         Raises:
-            ReplicationError: the primary is not running.
+            ReplicationError: the primary is not running, or the standby did not come back.
         """
         primary = self.primary()
         if not primary.running():
             raise ReplicationError(f"the primary {primary.name} is not running")
-        self._say(f"rejoining {self.pair.other(primary).name} as the standby of {primary.name}")
-        return self.pair.rejoin()
+        other = self.other(primary)
+        how: Literal["rewound", "rebuilt"] = "rewound"
+        if self.patroni_pid(other.name) is None:
+            self._say(f"starting Patroni on {other.name}")
+            self._spawn_patroni(other)
+            how = "rebuilt"
+        self._say(f"waiting for {other.name} to stream as {primary.name}'s synchronous standby")
+        self.wait_sync(other.name)
+        return how

@@ -62,7 +62,14 @@ def on_free_ports(source: Path, destination: Path) -> Path:
     data["load_balancer"]["listen"] = free()
     if data["load_balancer"].get("stats"):
         data["load_balancer"]["stats"] = free()
-    data["databases"]["local"] = {"primary_port": port(), "standby_port": port()}
+    data["databases"]["local"] = {
+        "primary_port": port(),
+        "standby_port": port(),
+        "rest_ports": [port(), port()],  # Patroni's REST API
+    }
+    data["databases"]["etcd"] = [
+        {"name": f"etcd{i}", "client_port": port(), "peer_port": port()} for i in (1, 2, 3)
+    ]
     if data.get("demo_backend"):
         data["demo_backend"]["listen"] = free()
         if data["demo_backend"].get("smtp"):

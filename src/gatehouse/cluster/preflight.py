@@ -1,5 +1,6 @@
-"""What ``gatehouse cluster up`` checks before it creates anything: HAProxy and PostgreSQL
-installed, a home path short enough for a Unix socket, every port free."""
+"""What ``gatehouse cluster up`` checks before it creates anything: HAProxy, PostgreSQL,
+Patroni and etcd installed, a home path short enough for a Unix socket, every port free
+(Patroni's REST API and etcd's included)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import socket
 from collections.abc import Sequence
 from pathlib import Path
 
-from gatehouse.cluster.databases import ClusterDatabases
+from gatehouse.cluster.databases import ClusterDatabases, require_patroni
 from gatehouse.cluster.errors import ClusterError
+from gatehouse.cluster.etcd import find_etcd
 from gatehouse.cluster.haproxy import find_haproxy
 from gatehouse.cluster.members import Member
 from gatehouse.cluster.topology import Topology, dialable, host_port
@@ -44,6 +46,9 @@ def preflight(
         raise ClusterError("HAProxy is not installed (apt-get install haproxy)")
     if databases is not None:
         require_bindir()
+        require_patroni()
+        if find_etcd() is None:
+            raise ClusterError("etcd is not installed (apt-get install etcd-server)")
     if len(str(stats_socket)) > MAX_SOCKET_PATH:
         raise ClusterError(
             f"{home} is too long a path for HAProxy's stats socket "
@@ -56,7 +61,7 @@ def preflight(
         if member.kind == "database":
             assert databases is not None
             node = databases.node(member.name)
-            addresses = [(node.host, node.port)]
+            addresses = [(node.host, node.port), databases.rest_address(member.name)]
         if member.kind == "load_balancer" and topology.load_balancer.stats:
             host, port = parse_listen(topology.load_balancer.stats)
             addresses.append((dialable(host), port))
@@ -65,5 +70,10 @@ def preflight(
             host, port = parse_listen(demo.smtp)  # its mail server
             addresses.append((dialable(host), port))
         taken += [f"{member.name} ({host_port(*a)})" for a in addresses if _answers(a, timeout=0.5)]
+    if databases is not None and not databases.daemons_running():
+        for etcd in databases.etcd.members:
+            for port in (etcd.client_port, etcd.peer_port):
+                if _answers((etcd.host, port), timeout=0.5):
+                    taken.append(f"{etcd.name} ({host_port(etcd.host, port)})")
     if taken:
         raise ClusterError(f"another process listens where the cluster would: {', '.join(taken)}")

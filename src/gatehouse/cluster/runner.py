@@ -10,8 +10,9 @@ CLI (:mod:`.cli`) and the chaos tests drive the same methods::
     cluster.kill("ps1")            # SIGKILL to its process group
     cluster.start("ps1")           # started again, waits until it is healthy
     cluster.status()               # a ClusterStatus (gatehouse.cluster.status)
-    cluster.failover_db()          # SIGKILL the PostgreSQL primary, promote the standby
-    cluster.rejoin_db()            # the old primary back as the new one's sync standby
+    cluster.kill("pg1")            # SIGKILL of the primary's postmaster: Patroni promotes pg2
+    cluster.switchover_db()        # a planned switch through Patroni
+    cluster.rejoin_db()            # wait until the old primary streams as the sync standby
     cluster.down()                 # reverse dependency order, PostgreSQL last
 
 ``up`` starts PostgreSQL (created the first time), the demo backend and Admin; publishes the
@@ -112,7 +113,14 @@ class Cluster:
         self._say = progress or (lambda _message: None)
         local = topology.databases.local
         self.databases = (
-            ClusterDatabases(self.home / PG_DIR, local, fsync=fsync, progress=self._say)
+            ClusterDatabases(
+                self.home / PG_DIR,
+                local,
+                fsync=fsync,
+                progress=self._say,
+                etcd=topology.databases.etcd_members(),
+                settings=topology.databases.patroni,
+            )
             if local is not None
             else None
         )
@@ -433,7 +441,7 @@ class Cluster:
         if pid is None:
             raise ClusterError(f"{name} is not running")
         if member.kind == "database":
-            self._pg_node(name).stop("fast")
+            self._require_databases().stop(name)  # its Patroni, which stops PostgreSQL
         else:
             processes.stop_groups([pid])
             self._pid_file(name).remove()
@@ -485,8 +493,8 @@ class Cluster:
                 self._pid_file(name).remove()
         if self.databases is not None:
             live_pg = self.databases.running()
-            if live_pg:
-                self._say(f"stopping PostgreSQL ({', '.join(live_pg)})")
+            if live_pg or self.databases.daemons_running():
+                self._say(f"stopping PostgreSQL ({', '.join(live_pg)}), Patroni and etcd")
                 self.databases.stop_all()
                 stopped += live_pg
         return stopped
@@ -513,29 +521,43 @@ class Cluster:
         return self._require_databases().standby().name
 
     def failover_db(self, *, kill: bool = True) -> str:
-        """Lose the PostgreSQL primary and promote its standby; return the new primary.
+        """Lose the PostgreSQL primary and let Patroni promote its synchronous standby; return
+        the new primary once it takes writes.
 
-        With ``kill`` the primary gets SIGKILL (a crash); otherwise a fast shutdown hands the
-        standby its last WAL first. The old primary stays down until :meth:`rejoin_db`. The
-        services follow through their multi-host URL (``target_session_attrs=read-write``).
-        Admin's one-Admin lock is a session on the old primary: Admin stops when it notices
-        the lock is gone (within ``lock_check_interval``, 5 s) and is started again with
-        ``start("admin")``.
+        With ``kill`` the primary's postmaster gets SIGKILL (a crash: Patroni fails over by
+        itself, like ``kill("pg1")``); otherwise a planned :meth:`switchover_db`. Patroni
+        brings the old primary back as the standby (``pg_rewind``); :meth:`rejoin_db` waits
+        for that. The services follow through their multi-host URL
+        (``target_session_attrs=read-write``). Admin's one-Admin lock is a session on the old
+        primary: Admin stops when it notices the lock is gone (within
+        ``lock_check_interval``, 5 s) and is started again with ``start("admin")``.
 
         Raises:
-            ClusterError: the standby is not running.
+            ClusterError: the standby is not the synchronous one, or no promotion.
         """
         try:
             return self._require_databases().failover(kill=kill).name
         except ReplicationError as exc:
             raise ClusterError(str(exc)) from None
 
-    def rejoin_db(self) -> Literal["rewound", "rebuilt"]:
-        """Bring the PostgreSQL node that is not the primary back as its synchronous standby
-        (``pg_rewind``, else a fresh base backup); return which happened.
+    def switchover_db(self, candidate: str | None = None) -> str:
+        """A planned switch through Patroni (the primary stopped cleanly, the synchronous
+        standby promoted); return the new primary.
 
         Raises:
-            ClusterError: the primary is not running.
+            ClusterError: Patroni refused (no synchronous standby).
+        """
+        try:
+            return self._require_databases().switchover(candidate).name
+        except ReplicationError as exc:
+            raise ClusterError(str(exc)) from None
+
+    def rejoin_db(self) -> Literal["rewound", "rebuilt"]:
+        """Wait until the PostgreSQL node that is not the primary streams as its synchronous
+        standby again (Patroni rewinds it by itself); return how it came back.
+
+        Raises:
+            ClusterError: the primary is not running, or the standby did not come back.
         """
         try:
             return self._require_databases().rejoin()

@@ -7,8 +7,9 @@ Sources: the pid files, each service's own health endpoint (Access Point
 its configuration version and Policy routing, which its public health answer does not show;
 mutual TLS with the operator's certificate once the AP is enrolled), Admin's
 ``/api/v1/services`` (the version each service acknowledged, used when a service does not
-answer), HAProxy's stats socket (which Access Point it sends traffic to) and PostgreSQL
-itself (primary or standby, replication state).
+answer), HAProxy's stats socket (which Access Point it sends traffic to), PostgreSQL
+itself (primary or standby) and Patroni's REST API (the leader, the synchronous standby and
+its lag: :class:`DatabaseHA`), with the health of each etcd member.
 
 An Access Point's status listener says which Policy service its decisions go to now
 (``"policy": {"using": URL}``), and a Policy service's which Authentication service its
@@ -236,11 +237,40 @@ class ServiceStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class DatabaseHA:
+    """Patroni's view of the PostgreSQL nodes, and etcd's health."""
+
+    leader: str | None
+    sync_standby: str | None
+    lag: int | None
+    """Bytes the synchronous standby is behind the leader (None: unknown)."""
+    patroni: dict[str, Any] | None
+    """Patroni's ``GET /cluster`` members (None: no Patroni answered)."""
+    etcd: dict[str, bool]
+    failsafe: bool = False
+
+    def summary(self) -> str:
+        if self.patroni is None:
+            head = "database: Patroni does not answer"
+        else:
+            standby = self.sync_standby or "none"
+            lag = f", lag {self.lag} B" if self.lag is not None else ""
+            leader = self.leader or "none"
+            head = f"database: Patroni leader {leader}, synchronous standby {standby}{lag}"
+            if self.failsafe:
+                head += " (failsafe mode: etcd has no majority)"
+        up = [name for name, ok in self.etcd.items() if ok]
+        return f"{head}; etcd {len(up)} of {len(self.etcd)} healthy ({', '.join(up) or 'none'})"
+
+
+@dataclass(frozen=True, slots=True)
 class ClusterStatus:
     url: str
     services: tuple[ServiceStatus, ...]
     newest_version: int | None
     """The newest version Admin published (None when Admin did not answer)."""
+    database: DatabaseHA | None = None
+    """Patroni and etcd (None: the topology's databases are not local)."""
 
     def __getitem__(self, name: str) -> ServiceStatus:
         for service in self.services:
@@ -268,6 +298,7 @@ class ClusterStatus:
             "newest_version": self.newest_version,
             "healthy": self.healthy,
             "services": [asdict(s) for s in self.services],
+            "database": asdict(self.database) if self.database is not None else None,
         }
 
 
@@ -293,6 +324,40 @@ def _admin_view(cluster: Cluster) -> _AdminView | None:
 def _pg_status(cluster: Cluster, name: str) -> NodeStatus:
     assert cluster.databases is not None
     return cluster.databases.node(name).status()
+
+
+def _database_ha(cluster: Cluster) -> DatabaseHA | None:
+    databases = cluster.databases
+    if databases is None:
+        return None
+    view = databases.view(timeout=PROBE_TIMEOUT)
+    etcd = databases.etcd.health()
+    if view is None:
+        return DatabaseHA(None, None, None, None, etcd)
+    standby = view.member(view.sync_standby) if view.sync_standby else None
+    return DatabaseHA(
+        view.leader,
+        view.sync_standby,
+        standby.lag if standby is not None else None,
+        view.to_json(),
+        etcd,
+        view.failsafe,
+    )
+
+
+def _patroni_detail(ha: DatabaseHA | None, name: str) -> str | None:
+    """A PostgreSQL row's detail from Patroni's view; None when Patroni did not answer."""
+    if ha is None or ha.patroni is None:
+        return None
+    member = next((m for m in ha.patroni["members"] if m["name"] == name), None)
+    if member is None:
+        return "Patroni: not a member"
+    if member["role"] == "leader":
+        standby = f"sync standby {ha.sync_standby}" if ha.sync_standby else "no sync standby"
+        return f"Patroni leader ({member['state']}); {standby}"
+    lag = f", lag {member['lag']} B" if member["lag"] is not None else ""
+    role = "sync standby" if member["role"] == "sync_standby" else member["role"]
+    return f"Patroni {role} of {ha.leader or 'no leader'} ({member['state']}{lag})"
 
 
 def _pg_detail(status: NodeStatus, names: dict[int, str]) -> str:
@@ -324,9 +389,11 @@ def collect(cluster: Cluster) -> ClusterStatus:
         admin_future = pool.submit(_admin_view, cluster)
         health_futures = {name: pool.submit(member_health, cluster, name) for name in services}
         pg_futures = {name: pool.submit(_pg_status, cluster, name) for name in databases}
+        ha_future = pool.submit(_database_ha, cluster)
         admin = admin_future.result()
         healths = {name: future.result() for name, future in health_futures.items()}
         pg = {name: future.result() for name, future in pg_futures.items()}
+        ha = ha_future.result()
     pg_ports = {status.port: name for name, status in pg.items()}
     healths.update({name: _database_health(status) for name, status in pg.items()})
     lb_answer = healths["haproxy"].answer if "haproxy" in healths else None
@@ -346,7 +413,7 @@ def collect(cluster: Cluster) -> ClusterStatus:
         if member.kind == "database":
             status = pg[name]
             state = status.role
-            detail = _pg_detail(status, pg_ports)
+            detail = _patroni_detail(ha, name) or _pg_detail(status, pg_ports)
             pid = cluster.pid(name) if status.running else None
         else:
             pid = cluster.pid(name)
@@ -372,7 +439,7 @@ def collect(cluster: Cluster) -> ClusterStatus:
                 detail=detail,
             )
         )
-    return ClusterStatus(cluster.url, tuple(rows), admin.newest if admin else None)
+    return ClusterStatus(cluster.url, tuple(rows), admin.newest if admin else None, ha)
 
 
 def _relations(
@@ -461,7 +528,10 @@ def render(status: ClusterStatus) -> str:
     newest = status.newest_version
     published = str(newest) if newest is not None else "unknown (Admin did not answer)"
     summary = "all healthy" if status.healthy else f"not healthy: {', '.join(status.unhealthy())}"
+    database = status.database.summary() + "\n" if status.database is not None else ""
     return (
         table(headers, rows)
-        + f"load balancer: {status.url}\nnewest configuration version: {published}\n{summary}\n"
+        + f"load balancer: {status.url}\nnewest configuration version: {published}\n"
+        + database
+        + f"{summary}\n"
     )

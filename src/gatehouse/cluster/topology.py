@@ -57,6 +57,7 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from gatehouse.administration.model import NodeName, ServiceId
+from gatehouse.cluster.topology_patroni import EtcdMember, PatroniSettings, default_etcd
 from gatehouse.config.access_point import IPNetwork, Network, TLSSettings, parse_listen
 from gatehouse.config.base import Strict
 from gatehouse.config.loader import load_file, problems_error
@@ -289,6 +290,11 @@ class LocalDatabases(Strict):
     standby_port: Port
     user: str = Field(default="gatehouse", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
     database: str = Field(default="gatehouse", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    rest_ports: tuple[Port, Port] | None = Field(
+        default=None,
+        description="Patroni's REST API of the first and second node; default: the two "
+        "ports after the higher PostgreSQL port",
+    )
 
     def url(self, database: str | None = None) -> str:
         """A multi-host URL that follows whichever of the two is the writable primary (to
@@ -303,6 +309,18 @@ class LocalDatabases(Strict):
 
     def ports(self) -> tuple[int, int]:
         return self.primary_port, self.standby_port
+
+    def patroni_ports(self) -> tuple[int, int]:
+        """Patroni's REST API port of each node."""
+        if self.rest_ports is not None:
+            return self.rest_ports
+        after = max(self.ports())
+        return after + 1, after + 2
+
+    def default_etcd(self) -> list[EtcdMember]:
+        """Three etcd members on the six ports after the REST API's (when the topology
+        names none)."""
+        return default_etcd(max(*self.ports(), *self.patroni_ports()) + 1, self.HOST)
 
 
 class Databases(Strict):
@@ -325,6 +343,26 @@ class Databases(Strict):
         description="the OAuth2 DB (codes, tokens, consents of the OpenID Provider); with "
         "local, cluster up makes it next to the user DB",
     )
+    etcd: list[EtcdMember] | None = Field(
+        default=None,
+        min_length=3,
+        max_length=3,
+        description="the etcd cluster Patroni keeps its leader key in (three members); with "
+        "local, default: on loopback after the REST API's ports",
+    )
+    patroni: PatroniSettings = Field(default_factory=PatroniSettings)
+
+    def etcd_members(self) -> list[EtcdMember]:
+        """The etcd members: the topology's, else (with local) the default ones.
+
+        Raises:
+            ConfigError: neither (database URLs without ``etcd``).
+        """
+        if self.etcd is not None:
+            return list(self.etcd)
+        if self.local is not None:
+            return self.local.default_etcd()
+        raise ConfigError([("databases.etcd", "list the three etcd members")], "topology")
 
     def urls(self) -> tuple[str, str | None]:
         """The user DB URL and the session DB URL (None: in the user DB)."""

@@ -253,6 +253,19 @@ def _address_problems(topology: Topology) -> Iterator[tuple[Loc, str]]:
             (local.HOST, local.standby_port),
             "the PostgreSQL standby",
         )
+        for index, port in enumerate(local.patroni_ports()):
+            yield from claim(
+                ("databases", "local", "rest_ports", index),
+                (local.HOST, port),
+                f"Patroni's REST API of pg{index + 1}",
+            )
+    if local is not None or topology.databases.etcd is not None:
+        for index, member in enumerate(topology.databases.etcd_members()):
+            where: Loc = ("databases", "etcd", index)
+            yield from claim(
+                (*where, "client_port"), (member.host, member.client_port), member.name
+            )
+            yield from claim((*where, "peer_port"), (member.host, member.peer_port), member.name)
 
 
 def _database_problems(databases: Databases) -> Iterator[tuple[Loc, str]]:
