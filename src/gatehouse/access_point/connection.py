@@ -16,8 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from time import perf_counter
 from dataclasses import dataclass, field
+from time import perf_counter
 from typing import TYPE_CHECKING, cast
 
 import httptools
