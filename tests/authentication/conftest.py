@@ -96,7 +96,11 @@ def start_auth(tmp_path: Path) -> Iterator[StartAuth]:
     started: list[Service] = []
 
     def start(
-        user_db: str, name: str = "auth", lockout: dict[str, Any] | None = None, **settings: Any
+        user_db: str,
+        name: str = "auth",
+        lockout: dict[str, Any] | None = None,
+        database: dict[str, Any] | None = None,
+        **settings: Any,
     ) -> Service:
         port = free_port()
         config: dict[str, object] = {
@@ -108,6 +112,8 @@ def start_auth(tmp_path: Path) -> Iterator[StartAuth]:
                 **settings,
             }
         }
+        if database is not None:
+            config["database"] = database
         path = write_config(tmp_path / f"{name}.yaml", config)
         svc = Service(
             ["authentication", "--config", str(path), "--home", str(tmp_path / "home")],

@@ -136,6 +136,10 @@ class Runtime:
 
 
 PORTAL_ID = "gatehouse-portal"
+#: How long a portal page (a sign-in, a logout) may take the Policy service, seconds. It
+#: outlasts ``database.failover_wait`` (20 s by default) twice over, for a password check and
+#: a session write that each wait for a new database primary: the browser waits, no error.
+PORTAL_READ_TIMEOUT = 60.0
 #: The OAuth 2.0 / OpenID Connect discovery documents (RFC 8414, OIDC Discovery 1.0): served by
 #: the portal at the issuer's root, so relayed by exact path (``relay_discovery``).
 WELL_KNOWN = frozenset(
@@ -206,7 +210,7 @@ def compile_config(
             public=True,
             preserve_host=True,
             connect_timeout=settings.decision_timeout,
-            read_timeout=10.0,
+            read_timeout=PORTAL_READ_TIMEOUT,
             max_body_size=64 << 10,
         )
         portal = _route(portal_resource, settings, registry, ordered=True)

@@ -57,8 +57,8 @@ from gatehouse.authentication.config import (
 )
 from gatehouse.config.access_point import AccessPointSettings, Resource, parse_listen
 from gatehouse.config.base import Strict
+from gatehouse.config.database import DatabaseSettings
 from gatehouse.config.loader import problems_error
-from gatehouse.metrics.settings import MetricsSettings
 from gatehouse.config.oauth import OAuthSettings
 from gatehouse.config.policy import (
     EndpointURL,
@@ -76,6 +76,7 @@ from gatehouse.distribution.config import (
     HttpSmsChannel,
     SmtpChannel,
 )
+from gatehouse.metrics.settings import MetricsSettings
 from gatehouse.policy.rules import Public
 from gatehouse.policy.rules_compile import RuleSet, check_rule_set
 from gatehouse.storage.home import DatabasesFile, DatabaseURL
@@ -243,6 +244,9 @@ class InstallationConfig(Strict):
     #: (their secret hashes only). Authentication services get it with the signing keys'
     #: public half; Policy services without the secret hashes.
     oauth: OAuthSettings = Field(default_factory=OAuthSettings)
+    #: How long the Policy and Authentication services wait for their databases through a
+    #: failover (``failover_wait``), as in their own configurations.
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
 
     @model_validator(mode="after")
     def _cross_check(self) -> InstallationConfig:

@@ -126,6 +126,7 @@ def _policy_view(config: InstallationConfig, service_id: str, keys: SigningKeyVi
         resources=config.resource_rules_of_all(),
         identity_assertion=[res.id for res in config.resources if res.identity_assertion],
         oauth=policy_oauth(config.oauth, keys.jwks if keys else {"keys": []}),
+        database=config.database,
     )
     return document.model_dump(mode="json")
 
@@ -158,7 +159,9 @@ def _authentication_view(
     )
     if entry is not None and entry.verify_queue is not None:
         settings = settings.model_copy(update={"verify_queue": entry.verify_queue})
-    return AuthenticationConfig(authentication=settings).model_dump(mode="json")
+    return AuthenticationConfig(authentication=settings, database=config.database).model_dump(
+        mode="json"
+    )
 
 
 def _distribution_view(config: InstallationConfig, service_id: str) -> View:

@@ -152,13 +152,15 @@ class Service:
         oauth2_db: str | None = None,
         oauth_keys: Path | None = None,
         oauth_fetch: Fetch | None = None,
+        failover_wait: float = 0.0,
     ) -> None:
         self.started = settings
         self.credentials = credentials
         self.settings = settings
         self.user_db = user_db
         self.agent = agent
-        self.db = Database(user_db)
+        # Sign-ins wait for the user DB through a failover (lockout counters, audit).
+        self.db = Database(user_db, failover_wait=failover_wait)
         self.verifier = Verifier(self.db, _passwords(settings), Limits.of(settings.lockout))
         self.ready = asyncio.Event()
         self.oath_url = oath_db
@@ -360,10 +362,14 @@ def answer_of(outcome: Outcome) -> VerifyAnswer:
 async def health(request: Request, peer: Peer | None, body: None) -> dict[str, object]:
     service = _service(request)
     service.require_ready()
-    try:
-        await asyncio.wait_for(service.db.ping(), HEALTH_DB_TIMEOUT)
-    except TimeoutError:
-        raise DatabaseUnavailable("database unavailable: health check timed out") from None
+    outage = service.db.outage
+    # While the user DB is waited for (a failover), password checks wait for it: this service
+    # is up, and its callers must not replay their checks on another one that waits too.
+    if not (outage.active and outage.age() < service.db.failover_wait):
+        try:
+            await asyncio.wait_for(service.db.ping(), HEALTH_DB_TIMEOUT)
+        except TimeoutError:
+            raise DatabaseUnavailable("database unavailable: health check timed out") from None
     answer: dict[str, object] = {"status": "ok", "role": ROLE, **config_fields(service.agent)}
     if service.agent is not None:
         status = service.agent.status()
@@ -465,6 +471,7 @@ def create_app(
     oauth2_db: str | None = None,
     oauth_keys: Path | None = None,
     oauth_fetch: Fetch | None = None,
+    failover_wait: float = 0.0,
 ) -> Starlette:
     """The app; with ``agent``, the service follows Admin while it runs. Without ``oath_db``
     and ``oath_keyring`` the OTP calls answer 503; without ``oauth2_db`` and ``oauth_keys``
@@ -483,6 +490,7 @@ def create_app(
             oauth2_db=oauth2_db,
             oauth_keys=oauth_keys,
             oauth_fetch=oauth_fetch,
+            failover_wait=failover_wait,
         )
         app.state.service = service
         await service.start()

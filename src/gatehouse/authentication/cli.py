@@ -62,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         oauth2_db=oauth2_db,
         oauth_keys=oauth_keys,
         oauth_fetch=oauth_fetch,
+        failover_wait=config.database.failover_wait,
     )
     from gatehouse.metrics.roles import authentication_metrics
 

@@ -35,6 +35,7 @@ from pydantic import AfterValidator, Field, ValidationInfo, field_validator
 
 from gatehouse.config.access_point import parse_listen
 from gatehouse.config.base import Strict
+from gatehouse.config.database import DatabaseSettings
 from gatehouse.config.oauth import AuthenticationOAuth
 from gatehouse.config.units import Seconds
 from gatehouse.metrics.settings import MetricsSettings
@@ -252,3 +253,5 @@ class AuthenticationConfig(Strict):
     """A whole Authentication service configuration file."""
 
     authentication: AuthenticationSettings = Field(default_factory=AuthenticationSettings)
+    #: How long work on the user DB waits for it through a failover (read at start).
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)

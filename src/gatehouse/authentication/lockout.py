@@ -221,12 +221,24 @@ async def check_keys(conn: AsyncConnection, keys: Iterable[str], now: datetime) 
     return combine(check(counter, now) for counter in counters.values())
 
 
+def new_attempt() -> str:
+    """An attempt id: what a reservation writes on the counters it counts."""
+    return secrets.token_urlsafe(12)
+
+
+async def attempts(conn: AsyncConnection, keys: Iterable[str]) -> dict[str, tuple[int, str]]:
+    """``key -> (count, last counted attempt id)`` of the keys that have a row."""
+    query = select(_F.key, _F.count, _F.attempt).where(_F.key.in_(list(keys)))
+    return {key: (count, attempt) for key, count, attempt in (await conn.execute(query)).all()}
+
+
 async def reserve(
-    conn: AsyncConnection, key: str, now: datetime, rule: Rule
+    conn: AsyncConnection, key: str, now: datetime, rule: Rule, token: str | None = None
 ) -> tuple[Counter, bool]:
     """:func:`reserve_rule` as one atomic upsert: the new state, and whether this attempt
-    was counted (it may check a password) or refused (the key is locked)."""
-    token = secrets.token_urlsafe(12)
+    was counted (it may check a password) or refused (the key is locked). ``token``: the
+    attempt's id (:func:`new_attempt`; a new one when None), left on a counted key's row."""
+    token = token or new_attempt()
     now_ = _at(now)
     locked = and_(_F.locked_until.is_not(None), _F.locked_until > now_)
     expired = _F.expires_at <= now_
@@ -321,6 +333,13 @@ async def trusted(conn: AsyncConnection, username: str, device: str, now: dateti
     query = select(_F.expires_at).where(_F.key == trust_key(username, device))
     expires_at = (await conn.execute(query)).scalar_one_or_none()
     return expires_at is not None and expires_at > now
+
+
+async def trusted_until(conn: AsyncConnection, username: str, device: str) -> datetime | None:
+    """Until when ``device`` is trusted for ``username`` (None: it is not)."""
+    query = select(_F.expires_at).where(_F.key == trust_key(username, device))
+    value: datetime | None = (await conn.execute(query)).scalar_one_or_none()
+    return value
 
 
 async def trust(conn: AsyncConnection, username: str, device: str, now: datetime) -> None:

@@ -15,6 +15,13 @@ for nothing, whoever sends it.
 The password-hash parameters and the lockout limits are one :class:`Rules` value: a new
 configuration replaces it in one assignment (:meth:`Verifier.use`), and an attempt reads it
 once, so it is checked and counted under the old rules or the new ones, never a mix.
+
+Through a database failover each transaction waits for the new primary
+(:meth:`~gatehouse.storage.engine.Database.run_core`) and is never counted twice: the
+reservation carries an attempt id chosen before it is written (the counters' ``attempt``
+column), and the success's marks its trusted-device row with its own time, so a commit that
+was cut off is resolved by reading those back. The audit rows of a failure are written at
+least once (a lost commit may leave one twice).
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import delete, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from gatehouse.authentication import audit, lockout
 from gatehouse.authentication.config import Lockout
@@ -85,6 +92,15 @@ class Rules:
 
 
 @dataclass(frozen=True, slots=True)
+class _Reserved:
+    """A reservation: the keys counted (``kind, key, rule``), their counts, or the lock."""
+
+    keys: list[tuple[str, str, Rule]]
+    counts: dict[str, int]
+    locked: Locked | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class _Candidate:
     """What a login attempt needs from the user row, read before the slow hash check."""
 
@@ -118,9 +134,11 @@ class Verifier:
         self.rules = rules
 
     async def user(self, username: str) -> UserInfo | None:
-        async with self.db.session() as session:
+        async def read(session: AsyncSession) -> UserInfo | None:
             user = await find_user(session, username)
             return UserInfo.of(user) if user is not None else None
+
+        return await self.db.run(read)
 
     async def verify(
         self, username: str, password: str, client_ip: str, device: str | None = None
@@ -135,24 +153,11 @@ class Verifier:
         with rules.passwords.admission():
             # Names that cannot exist are only counted against the IP.
             candidate = await self._candidate(username) if valid_username(username) else None
-            now = self.clock()
-            async with self.db.connect() as conn:
-                if device is not None and (
-                    candidate is None or not await lockout.trusted(conn, username, device, now)
-                ):
-                    device = None
-                keys = self._keys(username, client_ip, device, candidate)
-                counts: dict[str, int] = {}
-                for kind, key, rule in keys:
-                    counter, counted = await lockout.reserve(conn, key, now, rule)
-                    if not counted:
-                        retry_after = lockout.check(counter, now).retry_after
-                        detail = {"retry_after": retry_after, "key": kind}
-                        await audit.write(
-                            conn, audit.LOGIN_LOCKED, username, client_ip, detail, at=now
-                        )
-                        return Locked(retry_after)
-                    counts[kind] = counter.count
+            reserved = await self._reserve(username, client_ip, device, candidate)
+            if reserved.locked is not None:
+                return reserved.locked
+            keys, counts = reserved.keys, reserved.counts
+            device = device if keys[0][0] == "device" else None
             if candidate is None or not candidate.info.enabled or candidate.password_hash is None:
                 await rules.passwords.verify_dummy(password)
                 ok, new_hash = False, None
@@ -190,12 +195,55 @@ class Verifier:
             keys.append(("account", lockout.unknown_key(username), limits.account))
         return keys
 
+    async def _reserve(
+        self, username: str, client_ip: str, device: str | None, candidate: _Candidate | None
+    ) -> _Reserved:
+        """Count the attempt on its keys (one transaction), or find the key that is locked."""
+        now = self.clock()
+        token = lockout.new_attempt()
+        planned: list[tuple[str, str, Rule]] = []
+
+        async def write(conn: AsyncConnection) -> _Reserved:
+            trusted_device = device
+            if trusted_device is not None and (
+                candidate is None or not await lockout.trusted(conn, username, trusted_device, now)
+            ):
+                trusted_device = None
+            keys = self._keys(username, client_ip, trusted_device, candidate)
+            planned[:] = keys
+            counts: dict[str, int] = {}
+            for kind, key, rule in keys:
+                counter, counted = await lockout.reserve(conn, key, now, rule, token)
+                if not counted:
+                    retry_after = lockout.check(counter, now).retry_after
+                    detail = {"retry_after": retry_after, "key": kind}
+                    await audit.write(conn, audit.LOGIN_LOCKED, username, client_ip, detail, at=now)
+                    return _Reserved(keys, counts, Locked(retry_after))
+                counts[kind] = counter.count
+            return _Reserved(keys, counts)
+
+        async def resolve(conn: AsyncConnection) -> _Reserved | None:
+            # The commit was cut off: did it count this attempt (its id on the counters)?
+            attempts = await lockout.attempts(conn, [key for _, key, _ in planned])
+            mine = [kind for kind, key, _ in planned if attempts.get(key, (0, ""))[1] == token]
+            if not mine:
+                return None  # not committed: reserve again
+            counts = {kind: attempts[key][0] for kind, key, _ in planned if kind in mine}
+            if len(mine) == len(planned):
+                return _Reserved(list(planned), counts)
+            verdict = await lockout.check_keys(conn, [key for _, key, _ in planned], now)
+            return _Reserved(list(planned), counts, Locked(verdict.retry_after))
+
+        return await self.db.run_core(write, resolve=resolve)
+
     async def _candidate(self, username: str) -> _Candidate | None:
-        async with self.db.session() as session:
+        async def read(session: AsyncSession) -> _Candidate | None:
             user = await find_user(session, username)
             if user is None:
                 return None
             return _Candidate(user.id, UserInfo.of(user), user.password_hash)
+
+        return await self.db.run(read)
 
     async def _succeeded(
         self,
@@ -206,7 +254,7 @@ class Verifier:
         device: str,
         now: datetime,
     ) -> None:
-        async with self.db.connect() as conn:
+        async def write(conn: AsyncConnection) -> bool:
             for kind, key, rule in keys:
                 if kind == "ip":
                     await lockout.release(conn, key, rule)
@@ -227,6 +275,15 @@ class Verifier:
             await audit.write(
                 conn, audit.LOGIN_OK, candidate.info.username, client_ip, detail, at=now
             )
+            return True
+
+        async def resolve(conn: AsyncConnection) -> bool | None:
+            # Releasing the address's reservation twice would be wrong: the trusted-device row
+            # this success renewed carries its time, so it tells whether the commit happened.
+            renewed = await lockout.trusted_until(conn, candidate.info.username, device)
+            return True if renewed == now + lockout.DEVICE_LIFETIME else None
+
+        await self.db.run_core(write, resolve=resolve)
 
     async def _failed(
         self,
@@ -243,8 +300,11 @@ class Verifier:
             detail[f"{kind}_failures"] = counts[kind]
             if counts[kind] >= rule.max_failures:
                 detail[f"{kind}_locked"] = True
-        async with self.db.connect() as conn:
+
+        async def write(conn: AsyncConnection) -> None:
             await audit.write(conn, audit.LOGIN_FAILED, username, client_ip, detail, at=now)
+
+        await self.db.run_core(write)
 
 
 async def _forget(conn: AsyncConnection, key: str) -> None:

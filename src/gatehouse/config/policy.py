@@ -30,11 +30,12 @@ from gatehouse.config.access_point import (
     parse_listen,
 )
 from gatehouse.config.base import Strict
+from gatehouse.config.database import DatabaseSettings
 from gatehouse.config.failover import FailoverSettings
 from gatehouse.config.loader import problems_error
-from gatehouse.metrics.settings import MetricsSettings
 from gatehouse.config.oauth import PolicyOAuth
 from gatehouse.config.units import Seconds
+from gatehouse.metrics.settings import MetricsSettings
 from gatehouse.policy.rules_compile import BUILTIN_RULES, check_rule_set
 
 RuleSpec = JsonValue
@@ -211,6 +212,8 @@ class PolicyConfig(Strict):
     #: The OAuth 2.0 / OpenID Connect provider's pages (gatehouse.policy.oauth_flow): issuer,
     #: the clients' public facts and the published key set; never a secret.
     oauth: PolicyOAuth = Field(default_factory=PolicyOAuth)
+    #: How long work on the session DB waits for it through a failover (read at start).
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
 
     @model_validator(mode="after")
     def _check_rules(self) -> PolicyConfig:

@@ -218,10 +218,17 @@ class AuthServiceChecker:
 
     Requests that may call it hold it (:meth:`in_use`), so a checker replaced by a new
     configuration closes its client only once they are done (:meth:`aclose`).
+
+    ``db_wait``: how long an Authentication service may wait for its database through a
+    failover (``database.failover_wait``). Every call here may write there (lockout counters,
+    one-time password state), so each attempt's timeout is the client's plus that: a waiting
+    Authentication service is not taken for a dead one, and the call is not replayed on
+    another that would wait as well.
     """
 
-    def __init__(self, client: FailoverClient) -> None:
+    def __init__(self, client: FailoverClient, db_wait: float = 0.0) -> None:
         self.client = client
+        self.db_wait = db_wait
         self._users = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -254,7 +261,7 @@ class AuthServiceChecker:
             # and before answering, the next one counts that attempt again: at worst one
             # extra failure (erring towards locking), while a right password resets the
             # counters. The user never sees the crash, which is what HA is for.
-            answer = await VERIFY.invoke(self.client, request)
+            answer = await VERIFY.invoke(self.client, request, timeout=self._timeout())
         except InternalCallError as exc:
             if any(_overloaded(failure.response) for failure in exc.failures):
                 raise AuthOverloaded(str(exc)) from exc
@@ -272,11 +279,14 @@ class AuthServiceChecker:
     # the attempt id of the form it came from, so the next Authentication service answers a
     # retry of an accepted code ok without accepting it twice.
 
+    def _timeout(self, timeout: float | None = None) -> float:
+        return (self.client.timeout if timeout is None else timeout) + self.db_wait
+
     async def _invoke(
         self, call: Call[Req, Ans], request: Req, timeout: float | None = None
     ) -> Ans:
         try:
-            return await call.invoke(self.client, request, timeout=timeout)
+            return await call.invoke(self.client, request, timeout=self._timeout(timeout))
         except InternalCallError as exc:
             if any(_overloaded(failure.response) for failure in exc.failures):
                 raise AuthOverloaded(str(exc)) from exc
@@ -499,8 +509,11 @@ class PolicyService:
         shared = session_db.startswith("postgresql")
         # With other instances on the same DB, streams wait until their revocations are heard.
         self.hub = EventHub(self.instance, live=not shared)
-        self.session_db = Database(session_db)
-        self.user_db = self.session_db if user_db == session_db else Database(user_db)
+        wait = config.database.failover_wait
+        self.session_db = Database(session_db, failover_wait=wait)
+        self.user_db = (
+            self.session_db if user_db == session_db else Database(user_db, failover_wait=wait)
+        )
         # Revocations heard from anywhere (this instance's stores, other instances) drop the
         # session from the running configuration's cache.
         self.hub.revoke_listeners.append(lambda hashes: self.runtime.sessions.forget(hashes))
@@ -556,7 +569,7 @@ class PolicyService:
                 tls=tls,
                 max_idle=AUTH_MAX_IDLE,
             )
-            checker = AuthServiceChecker(client)
+            checker = AuthServiceChecker(client, self.started.database.failover_wait)
         login = config.login
         portal = Portal(
             PortalSettings(
@@ -688,12 +701,19 @@ class PolicyService:
 
     async def health(self) -> dict[str, object]:
         self.require_ready()
-        try:
-            await asyncio.wait_for(self.session_db.ping(), HEALTH_DB_TIMEOUT)
-        except TimeoutError:
-            raise DatabaseUnavailable("database unavailable: health check timed out") from None
+        outage = self.session_db.outage
+        waiting = outage.active and outage.age() < self.session_db.failover_wait
+        if not waiting:
+            # While the database is waited for (a failover), this service still answers
+            # decisions and holds sign-ins until it is back: it is up, not dead, and its
+            # callers must not move their work to another Policy service that waits as well.
+            try:
+                await asyncio.wait_for(self.session_db.ping(), HEALTH_DB_TIMEOUT)
+            except TimeoutError:
+                raise DatabaseUnavailable("database unavailable: health check timed out") from None
         answer: dict[str, object] = {
             "status": "ok",
+            "database": "waiting" if waiting else "ok",
             "role": ROLE,
             "instance": self.instance,
             "authentication": self.runtime.checker.client.routing(),
@@ -721,7 +741,11 @@ class PolicyService:
         session = request["session"]
         if session is not None:
             self.require_ready()
-            record = await runtime.sessions.lookup(session, now, cached=self.hub.live)
+            # stale_ok: while the database is being waited for, sessions read recently are
+            # answered from that read (gatehouse.policy.sessions).
+            record = await runtime.sessions.lookup(
+                session, now, cached=self.hub.live, stale_ok=True
+            )
         token = None
         if request["resource"] in runtime.policy.token_resources and request["headers"].get(
             "authorization"

@@ -13,6 +13,16 @@ for it unless asked), and any Policy service can finish it. When a session's met
 (a sign-in completes, a step-up adds ``otp``) it gets a new id: :meth:`SessionStore.rotate`
 inserts the new row and deletes the old one in one transaction, and the old id ends like any
 revoked session, so every Access Point drops what it cached for it.
+
+Through a database failover every write waits for the new primary
+(:meth:`~gatehouse.storage.engine.Database.run`) and is never applied twice: a session's id is
+chosen before its row is written, so a sign-in or rotation whose commit was cut off is
+resolved by reading whether that row is there; deletes are run again (harmless) and report
+every row any attempt deleted. Decisions (:meth:`SessionStore.lookup` with ``stale_ok``) do
+not wait for sessions read in the last :data:`LAST_KNOWN_LIMIT` seconds: while the database
+is unavailable they are answered from that last read (bounded staleness: a revocation
+committed just before the outage and not yet heard may be missed until the database is back,
+when the next lookup reads it again).
 """
 
 from __future__ import annotations
@@ -28,10 +38,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from sqlalchemy import ColumnElement, delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.exceptions import HTTPException
 
 from gatehouse.cookies import TWO_SESSION_COOKIES, TwoSessionCookies, session_value
 from gatehouse.storage.engine import Database
+from gatehouse.storage.errors import DatabaseUnavailable
 from gatehouse.storage.models import Session as SessionRow
 
 ID_BYTES = 32
@@ -47,8 +59,16 @@ END_REASONS = frozenset(
 #: How long a sign-in may wait between its password and its one-time password (or the end
 #: of a token enrolment), seconds.
 PENDING_LIFETIME = 600.0
+#: How old a session's last read from the database may be to answer decisions while the
+#: database is unavailable, seconds.
+LAST_KNOWN_LIMIT = 120.0
+#: How long a decision on a session not read recently waits for an unavailable database:
+#: less than the Access Points' decision timeout (2 s), so that an unanswered one can be
+#: asked of another Policy service (one that knows the session, e.g. the one that made it).
+DECISION_WAIT = 1.5
 _SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{43}$")
 _ID_HASH = re.compile(r"^[0-9a-f]{32}$")
+_COLUMNS = tuple(column.key for column in SessionRow.__table__.columns)
 
 
 def new_session_id() -> str:
@@ -214,6 +234,9 @@ class SessionStore:
         #: (see :meth:`forget`), and the cache is cleared when revocations may have been missed.
         self.cache_ttl = cache_ttl
         self._cache: dict[str, tuple[float, SessionRecord]] = {}
+        #: Every live session read or written recently, by id hash: answers decisions while
+        #: the database is unavailable (:data:`LAST_KNOWN_LIMIT`); revocations drop entries.
+        self._known: dict[str, tuple[float, SessionRecord]] = {}
         # Bumped by every forget: a read that started before a revocation must not cache
         # what it read.
         self._epoch = 0
@@ -222,10 +245,31 @@ class SessionStore:
         self._epoch += 1
         for id_hash in id_hashes:
             self._cache.pop(id_hash, None)
+            self._known.pop(id_hash, None)
 
     def forget_all(self) -> None:
+        """Revocations may have been missed (the LISTEN connection was lost, with the
+        database most often): no decision without a database read while it answers; the
+        last-known copies stay for the outage (:data:`LAST_KNOWN_LIMIT`)."""
         self._epoch += 1
         self._cache.clear()
+
+    def _last_known(self, id_hash: str, now: datetime) -> SessionRecord | None:
+        entry = self._known.get(id_hash)
+        if entry is None:
+            return None
+        read, record = entry
+        if time.monotonic() - read >= LAST_KNOWN_LIMIT or not record.live(now):
+            del self._known[id_hash]
+            return None
+        return record
+
+    def _know(self, record: SessionRecord) -> None:
+        if record.pending is not None:
+            return
+        if len(self._known) >= CACHE_MAX:
+            self._known.clear()
+        self._known[record.id_hash] = (time.monotonic(), record)
 
     def _cached(self, id_hash: str, now: datetime, touch: bool) -> SessionRecord | None:
         entry = self._cache.get(id_hash)
@@ -257,11 +301,27 @@ class SessionStore:
         """A new session; returns its id (for the cookie only) and its record. With
         ``pending``, a sign-in under way instead, living :data:`PENDING_LIFETIME` at most."""
         session_id = new_session_id()
-        row = self._row(session_id, identity, methods, now, client_ip, user_agent, pending)
-        record = SessionRecord.of(row)
-        async with self._db.session() as db:
-            db.add(row)
+        record = SessionRecord.of(
+            self._row(session_id, identity, methods, now, client_ip, user_agent, pending)
+        )
+
+        async def write(db: AsyncSession) -> bool:
+            db.add(self._row(session_id, identity, methods, now, client_ip, user_agent, pending))
+            return True
+
+        await self._db.run(write, resolve=self._exists(record.id_hash))
+        self._know(record)
         return session_id, record
+
+    @staticmethod
+    def _exists(id_hash: str) -> Callable[[AsyncSession], Awaitable[bool | None]]:
+        """A write's ``resolve``: whether the row with this id hash is there (True), else None."""
+
+        async def check(db: AsyncSession) -> bool | None:
+            found = await db.scalar(select(SessionRow.id_hash).where(SessionRow.id_hash == id_hash))
+            return True if found is not None else None
+
+        return check
 
     def _row(
         self,
@@ -326,15 +386,27 @@ class SessionStore:
         )
         record = SessionRecord.of(row)
         deleted = delete(SessionRow).where(SessionRow.id_hash == old.id_hash)
-        async with self._db.session() as db:
+
+        async def write(db: AsyncSession) -> list[SessionRecord] | None:
             gone = await db.scalars(
                 deleted.returning(SessionRow).execution_options(synchronize_session=False)
             )
             ended = [SessionRecord.of(r) for r in gone.all()]
             if not ended:
                 return None
-            db.add(row)
+            db.add(SessionRow(**{c: getattr(row, c) for c in _COLUMNS}))
+            return ended
+
+        check = self._exists(record.id_hash)
+
+        async def resolve(db: AsyncSession) -> list[SessionRecord] | None:
+            return [old] if await check(db) else None
+
+        ended = await self._db.run(write, resolve=resolve)
+        if ended is None:
+            return None
         self.forget([old.id_hash])
+        self._know(record)
         await self._ended(ended, reason)
         return session_id, record
 
@@ -346,12 +418,16 @@ class SessionStore:
         touch: bool = True,
         cached: bool = True,
         pending: bool = False,
+        stale_ok: bool = False,
     ) -> SessionRecord | None:
         """The live session with this id, touched; ``None`` if unknown or expired.
 
         ``cached=False`` reads the database even when a fresh copy is cached (use it while
         revocations from other instances may be missed). A sign-in under way is None unless
-        ``pending`` (the portal finishing it)."""
+        ``pending`` (the portal finishing it). An unavailable database is waited for
+        (``failover_wait``); with ``stale_ok`` (decisions) a session read in the last
+        :data:`LAST_KNOWN_LIMIT` seconds is answered from that read instead, untouched, and
+        another waits only :data:`DECISION_WAIT`."""
         if not well_formed_id(session_id):
             return None
         assert session_id is not None
@@ -360,8 +436,12 @@ class SessionStore:
             hit = self._cached(id_hash, now, touch)
             if hit is not None:
                 return hit
+        known = self._last_known(id_hash, now) if stale_ok else None
+        if known is not None and self._db.outage.active:
+            return known  # the database is being waited for: answer from the last read
         epoch = self._epoch
-        async with self._db.session() as db:
+
+        async def read(db: AsyncSession) -> tuple[SessionRecord, bool] | None:
             row = await db.scalar(select(SessionRow).where(SessionRow.id_hash == id_hash))
             if row is None:
                 return None
@@ -370,6 +450,7 @@ class SessionStore:
                 return None  # a sign-in under way is no session
             expired = not record.live(now)
             if not expired and touch and record.needs_touch(now, self.timeouts):
+                # Conditional: harmless when run again after a lost commit.
                 idle = self.timeouts.idle_expiry(now, record.absolute_expires_at)
                 await db.execute(
                     update(SessionRow)
@@ -378,11 +459,29 @@ class SessionStore:
                     .execution_options(synchronize_session=False)
                 )
                 record = replace(record, last_seen_at=now, idle_expires_at=idle)
+            return record, expired
+
+        if not stale_ok:
+            wait = None
+        else:
+            wait = 0.0 if known is not None else min(DECISION_WAIT, self._db.failover_wait)
+        try:
+            found = await self._db.run(read, wait=wait)
+        except DatabaseUnavailable:
+            if known is None:
+                raise
+            return known
+        if found is None:
+            self._known.pop(id_hash, None)
+            return None
+        record, expired = found
         if expired:
             await self._delete_where(SessionRow.id_hash == id_hash, "expired")
             return None
-        if cached and epoch == self._epoch and record.pending is None:
-            self._remember(record)
+        if epoch == self._epoch and record.pending is None:
+            self._know(record)
+            if cached:
+                self._remember(record)
         return record
 
     async def warm(self, count: int) -> None:
@@ -438,17 +537,26 @@ class SessionStore:
         if username is not None:
             query = query.where(SessionRow.username == username)
         query = query.order_by(SessionRow.created_at, SessionRow.id_hash)
-        async with self._db.session() as db:
-            rows = (await db.scalars(query)).all()
-        return [SessionRecord.of(row) for row in rows]
+
+        async def read(db: AsyncSession) -> list[SessionRecord]:
+            return [SessionRecord.of(row) for row in (await db.scalars(query)).all()]
+
+        return await self._db.run(read)
 
     async def _delete_where(
         self, condition: ColumnElement[bool], reason: str
     ) -> list[SessionRecord]:
         deleted = delete(SessionRow).where(condition).returning(SessionRow)
-        async with self._db.session() as db:
+        # Every row any attempt deleted: after a commit that was cut off, the next attempt
+        # finds them gone, yet they ended (and must be reported) all the same.
+        gone: dict[str, SessionRecord] = {}
+
+        async def write(db: AsyncSession) -> None:
             rows = (await db.scalars(deleted.execution_options(synchronize_session=False))).all()
-            ended = [SessionRecord.of(row) for row in rows]
+            gone.update((row.id_hash, SessionRecord.of(row)) for row in rows)
+
+        await self._db.run(write)
+        ended = list(gone.values())
         self.forget([r.id_hash for r in ended])
         await self._ended(ended, reason)
         return ended

@@ -18,8 +18,9 @@ a standby is promoted new connections find it without a restart. Connect timeout
 all. Pooled connections whose server went away (a killed or demoted primary) are dropped when
 checked out, at no cost on the hot path (no ping); a connection that dies while in use fails
 that one transaction with :class:`DatabaseUnavailable` (the services answer 503) and is
-replaced. The libpq form with hosts in the authority (``USER@H1:P1,H2:P2/DB``) is not
-supported.
+replaced. Work run through :meth:`Database.run` / :meth:`Database.run_core` instead waits
+for the database (``failover_wait``, :mod:`gatehouse.storage.retry`). The libpq form with
+hosts in the authority (``USER@H1:P1,H2:P2/DB``) is not supported.
 
 TLS is set in the query as libpq spells it: ``sslmode`` (or asyncpg's ``ssl``) one of
 ``disable``, ``allow``, ``prefer`` (asyncpg's default), ``require``, ``verify-ca``,
@@ -37,10 +38,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import event, exc, text
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
@@ -56,6 +57,7 @@ from sqlalchemy.ext.asyncio import (
 from gatehouse.errors import ConfigError
 from gatehouse.storage.errors import DatabaseUnavailable
 from gatehouse.storage.permissions import private_sqlite_file
+from gatehouse.storage.retry import Outage, transaction
 
 SUPPORTED_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
 CONNECT_TIMEOUT = 5.0
@@ -315,13 +317,59 @@ async def translate_errors() -> AsyncIterator[None]:
         raise DatabaseUnavailable(f"database unavailable: {reason}") from error
 
 
-class Database:
-    """One database: an engine and a session factory; the boundary for driver errors."""
+S = TypeVar("S")
 
-    def __init__(self, url: str | URL) -> None:
+
+class Database:
+    """One database: an engine and a session factory; the boundary for driver errors.
+
+    ``failover_wait``: how long :meth:`run` and :meth:`run_core` wait for an unavailable
+    database (a primary being replaced) before raising :class:`DatabaseUnavailable`. 0 (for
+    command-line tools): one attempt. The services pass ``database.failover_wait``
+    (:data:`~gatehouse.storage.retry.DEFAULT_FAILOVER_WAIT` by default).
+    """
+
+    def __init__(self, url: str | URL, failover_wait: float = 0.0) -> None:
         self.url = parse_url(url)
         self.engine = create_engine(self.url)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self.failover_wait = failover_wait
+        #: Whether (and since when) the database did not answer (:mod:`gatehouse.storage.retry`).
+        self.outage = Outage(self.ping)
+
+    async def run(
+        self,
+        work: Callable[[AsyncSession], Awaitable[S]],
+        *,
+        resolve: Callable[[AsyncSession], Awaitable[S | None]] | None = None,
+        wait: float | None = None,
+    ) -> S:
+        """``work`` in an ORM transaction, run again while the database is unavailable (up to
+        ``wait``, default ``failover_wait``); ``resolve`` finds out whether a transaction
+        whose commit failed committed (see :func:`gatehouse.storage.retry.transaction`)."""
+        return await transaction(
+            self.session,
+            work,
+            wait=self.failover_wait if wait is None else wait,
+            outage=self.outage,
+            resolve=resolve,
+        )
+
+    async def run_core(
+        self,
+        work: Callable[[AsyncConnection], Awaitable[S]],
+        *,
+        resolve: Callable[[AsyncConnection], Awaitable[S | None]] | None = None,
+        wait: float | None = None,
+    ) -> S:
+        """:meth:`run` on a Core connection."""
+        return await transaction(
+            self.connect,
+            work,
+            wait=self.failover_wait if wait is None else wait,
+            outage=self.outage,
+            resolve=resolve,
+        )
 
     @property
     def dialect(self) -> str:
@@ -361,6 +409,7 @@ class Database:
         await asyncio.gather(*(one() for _ in range(count)))
 
     async def dispose(self) -> None:
+        await self.outage.close()
         await self.engine.dispose()
 
 
