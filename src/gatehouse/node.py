@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import yaml
 
@@ -407,7 +408,44 @@ def installation(addresses: NodeAddresses, home: Path, node: str) -> dict[str, o
     }
 
 
-def up_banner(url: str, home: Path, password: str | None) -> str:
+#: The first administrator ``gatehouse up`` makes (once) for the console.
+FIRST_ADMIN = "admin"
+
+
+def bootstrap_admin(admin: AdminClient) -> dict[str, Any] | None:
+    """Make the first superadmin (``admin``) the first time; its credentials (password,
+    OTP secret, otpauth URI), or None when there are administrators already."""
+    try:
+        answer: dict[str, Any] = admin.call(
+            "POST", "/api/v1/admins/bootstrap", {"name": FIRST_ADMIN}
+        )
+    except GatehouseError as exc:
+        if "bootstrap is done" in str(exc):
+            return None
+        raise
+    credentials: dict[str, Any] | None = answer.get("credentials")
+    return credentials
+
+
+def console_lines(console_url: str, home: Path, first: dict[str, Any] | None) -> str:
+    """The console's part of the "up" block: its URL and how to sign in."""
+    lines = f"  Console: {console_url} (HTTPS with the installation's CA: {home}/ca/ca.pem)\n"
+    if first is not None:
+        lines += (
+            f"  Console administrator: {FIRST_ADMIN}  password: {first['password']}  "
+            f"OTP secret: {first['otp_secret']} (shown only at this first start)\n"
+            f"    add it to an authenticator app: {first['otpauth_uri']}\n"
+        )
+    else:
+        lines += (
+            f"  Console administrators sign in with their password and one-time password "
+            f"({FIRST_ADMIN}'s were shown at the first start); more with "
+            f"'{_command()} admins add NAME --role ROLE --home {home}'\n"
+        )
+    return lines
+
+
+def up_banner(url: str, home: Path, password: str | None, console: str = "") -> str:
     """What ``up`` prints once every service answers: where to go and how to sign in."""
     if password is not None:
         sign_in = (
@@ -423,6 +461,7 @@ def up_banner(url: str, home: Path, password: str | None) -> str:
         f"  Locked out after wrong passwords? {command} users unlock {DEMO_USER} --home {home}\n"
         "  /public/ needs no sign-in; /secure-email/ asks for a code by e-mail, which arrives at "
         f"{url}public/mail.\n"
+        f"{console}"
         "  Ctrl-C stops everything.\n"
     )
 
@@ -696,6 +735,7 @@ def run_up(
                 return 1
             try:
                 config = publish_node_config(client, built_in, config_path)
+                first_admin = bootstrap_admin(client)
                 planned = _service_children(client, config, home, _admin_url(admin_listen))
                 scrape = write_node_scrape_config(home, config, addresses, default_node())
                 _log(f"Prometheus scrape configuration: {_shown(scrape)}")
@@ -712,7 +752,10 @@ def run_up(
             )
             url = f"http://{host_port(*_dialable(entry))}/"
             ready = [backend_listen, admin_listen, *(p.address for p in planned)]
-            banner = up_banner(url, _shown(home), password)
+            console = console_lines(
+                f"{_admin_url(admin_listen)}/console/", _shown(home), first_admin
+            )
+            banner = up_banner(url, _shown(home), password, console)
             return _supervise(children, ready, banner, policy or RestartPolicy(), stop)
         finally:
             # The Access Point first, so requests in flight can still reach the backend.

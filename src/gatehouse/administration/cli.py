@@ -76,9 +76,10 @@ def register(sub: Sub) -> None:
     revoke.add_argument("id", metavar="ID", help="the service's id")
     revoke.add_argument("--reason", default="", metavar="TEXT", help="why, for the audit log")
 
-    from gatehouse.administration import oauth_args
+    from gatehouse.administration import admins_args, oauth_args
 
     oauth_args.register(sub)
+    admins_args.register(sub)
 
 
 def _allow_removal_arg(parser: argparse.ArgumentParser) -> None:

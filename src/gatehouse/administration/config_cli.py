@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import socket
 import ssl
 import sys
@@ -30,7 +31,8 @@ import yaml
 
 from gatehouse.administration.credentials import operator_context
 from gatehouse.administration.model import ROLE_NAMES, InstallationConfig
-from gatehouse.administration.service import CONFIG_FILE, load_settings, read_token
+from gatehouse.administration.service import CONFIG_FILE, TOKEN_FILE, load_settings, read_token
+from gatehouse.cli_tables import interactive, plain_table, print_table, progress
 from gatehouse.errors import ConfigError, GatehouseError
 from gatehouse.trust.ca import renew_at
 from gatehouse.trust.identity import ADMINISTRATION
@@ -159,6 +161,11 @@ class AdminClient:
                 if all(isinstance(p, dict) for p in problems)
                 else [("", answer["message"])]
             )
+        if status == 401 and self.token_file.name != TOKEN_FILE:
+            return GatehouseError(
+                f"the Administration service at {self.url} refused the personal token from "
+                f"{self.token_file} (expired or revoked?)"
+            )
         if status == 401:
             return GatehouseError(
                 f"the Administration service at {self.url} refused the admin token in "
@@ -202,6 +209,10 @@ def connect(args: argparse.Namespace) -> AdminClient:
             settings.host, settings.host
         )
         url = admin_url(host, settings.port)
+    personal = personal_token()
+    if personal is not None:
+        token, source = personal
+        return AdminClient(url, token, source, tls=operator_context(home))
     if not settings.token_file.exists():
         raise GatehouseError(
             f"no admin token at {settings.token_file}: the Administration service writes it "
@@ -212,6 +223,34 @@ def connect(args: argparse.Namespace) -> AdminClient:
     except ConfigError as error:
         raise GatehouseError(error.problems[0][1] + f" ({settings.token_file})") from None
     return AdminClient(url, token, settings.token_file, tls=operator_context(home))
+
+
+#: An administrator's personal token (``gatehouse admins tokens create``), or the file that
+#: holds it; without either, commands use the home's admin token (break-glass, audited as
+#: ``admin-token``).
+TOKEN_ENV = "GATEHOUSE_TOKEN"
+TOKEN_FILE_ENV = "GATEHOUSE_TOKEN_FILE"
+
+
+def personal_token() -> tuple[str, Path] | None:
+    """``(token, where it came from)`` from $GATEHOUSE_TOKEN or the file
+    $GATEHOUSE_TOKEN_FILE names; None when neither is set."""
+    value = os.environ.get(TOKEN_ENV, "").strip()
+    if value:
+        return value, Path(f"${TOKEN_ENV}")
+    name = os.environ.get(TOKEN_FILE_ENV, "").strip()
+    if not name:
+        return None
+    path = Path(name).expanduser()
+    try:
+        lines = path.read_text(encoding="utf-8").strip().splitlines()
+    except OSError as exc:
+        raise GatehouseError(
+            f"${TOKEN_FILE_ENV}: cannot read {path}: {(exc.strerror or str(exc)).lower()}"
+        ) from None
+    if not lines or not lines[0].strip():
+        raise GatehouseError(f"${TOKEN_FILE_ENV}: {path} is empty")
+    return lines[0].strip(), path
 
 
 def admin_url(host: str, port: int) -> str:
@@ -291,19 +330,21 @@ def follow(admin: AdminClient, number: int, wait: float) -> int:
     deadline = time.monotonic() + wait
     settled: dict[str, bool] = {}
     services: dict[str, dict[str, Any]] = {}
-    while True:
-        services = {s["id"]: s for s in admin.call("GET", "/api/v1/services")}
-        for sid in targets:
-            if sid in settled or sid not in services:
-                continue
-            line, ok = _progress(services[sid], number)
-            if line:
-                print(f"{sid}: {line}", flush=True)
-                settled[sid] = ok
-        pending = [sid for sid in targets if sid in services and sid not in settled]
-        if not pending or time.monotonic() >= deadline:
-            break
-        time.sleep(POLL_INTERVAL)
+    with progress(f"version {number}", len(targets)) as bar:
+        while True:
+            services = {s["id"]: s for s in admin.call("GET", "/api/v1/services")}
+            for sid in targets:
+                if sid in settled or sid not in services:
+                    continue
+                line, ok = _progress(services[sid], number)
+                if line:
+                    print(f"{sid}: {line}", flush=True)
+                    settled[sid] = ok
+                    bar.advance(len(settled), sid)
+            pending = [sid for sid in targets if sid in services and sid not in settled]
+            if not pending or time.monotonic() >= deadline:
+                break
+            time.sleep(POLL_INTERVAL)
     behind = [sid for sid, ok in settled.items() if not ok]
     for sid in targets:
         if sid in settled:
@@ -345,11 +386,18 @@ def _progress(service: dict[str, Any], number: int) -> tuple[str, bool]:
 
 @command
 def status(args: argparse.Namespace, admin: AdminClient) -> int:
+    return status_table(admin, datetime.now(UTC))
+
+
+def status_table(admin: AdminClient, now: datetime) -> int:
+    """Every service's row (a rich table on a terminal, plain columns otherwise; a terminal
+    also gets each service's last acknowledgement), its errors and certificate warnings."""
     services = admin.call("GET", "/api/v1/services")
     newest = admin.call("GET", "/api/v1/versions?limit=1")
-    now = datetime.now(UTC)
-    rows = [
-        (
+    rich = interactive()
+    rows = []
+    for s in services:
+        row = [
             s["id"],
             s["role"],
             s["node"],
@@ -357,11 +405,15 @@ def status(args: argparse.Namespace, admin: AdminClient) -> int:
             _ago(s["last_seen_at"], now),
             "yes" if s["healthy"] else "no",
             _expiry(s.get("certificate"), now),
-        )
-        for s in services
-    ]
-    headers = ("SERVICE", "ROLE", "NODE", "VERSION", "LAST SEEN", "HEALTHY", "CERTIFICATE")
-    print(table(headers, rows), end="")
+        ]
+        if rich:
+            row.insert(5, _ack(s.get("last_report"), now))
+        rows.append(row)
+    headers = ["SERVICE", "ROLE", "NODE", "VERSION", "LAST SEEN", "HEALTHY", "CERTIFICATE"]
+    if rich:
+        headers.insert(5, "LAST ACK")
+    newest_text = f"newest version: {newest[0]['version'] if newest else 'none published'}"
+    print_table(headers, rows, title=newest_text if rich else "")
     for s in services:
         if s["last_error"]:
             print(f"{s['id']}: last error: {s['last_error']}")
@@ -369,8 +421,19 @@ def status(args: argparse.Namespace, admin: AdminClient) -> int:
         warning = certificate_warning(s["id"], s.get("certificate"), now)
         if warning:
             print(f"gatehouse: warning: {warning}", file=sys.stderr)
-    print(f"newest version: {newest[0]['version'] if newest else 'none published'}")
+    print(newest_text)
     return 0
+
+
+def _ack(report: dict[str, Any] | None, now: datetime) -> str:
+    """A service's last acknowledgement: ``v3 5s ago`` or ``failed v4: ...``."""
+    if not report:
+        return "-"
+    version = report.get("version")
+    when = _ago(report.get("at"), now)
+    if report.get("error"):
+        return f"failed v{version} {when}"
+    return f"v{version} {when}" if version is not None else f"none {when}"
 
 
 def _expiry(certificate: dict[str, Any] | None, now: datetime) -> str:
@@ -434,12 +497,7 @@ def _ago(when: str | None, now: datetime) -> str:
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """A plain table with columns padded to their widest cell."""
-    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=False)]
-    lines = [
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in [headers, *rows]
-    ]
-    return "\n".join(lines) + "\n"
+    return plain_table(headers, rows)
 
 
 @command

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from gatehouse.administration.admins import actor_name
 from gatehouse.administration.errors import AdminError, VersionNotFound
 from gatehouse.administration.oauth_keys import (
     KeyRecord,
@@ -241,9 +242,9 @@ async def _edit_clients(service: AdministrationService, change: Change) -> int:
     number = await service.publish_text(text, comment)
     if draft is not None and draft.source != latest.source:
         pending = replace_section(draft.source, "oauth", rendered)
-        await service.store.save_draft(pending, "admin-token", draft.allow_removal)
+        await service.store.save_draft(pending, actor_name(), draft.allow_removal)
     else:
-        await service.store.save_draft(text, "admin-token")
+        await service.store.save_draft(text, actor_name())
     return number
 
 
@@ -309,7 +310,7 @@ class SigningKeyKeeper:
         if sealed:
             kids = ", ".join(f"{s.record.alg} {s.record.kid}" for s in sealed)
             await self.service.store.add_oauth_keys(
-                sealed, "admin-token", f"{what}: {kids}" if audit else None
+                sealed, actor_name(), f"{what}: {kids}" if audit else None
             )
             log.info("%s: %s", what, kids)
         return [s.record for s in sealed]

@@ -4,9 +4,9 @@ Every route needs the admin token (``Authorization: Bearer``), like every other 
 of :mod:`.app`. The operations are :class:`~gatehouse.oath.token_admin.TokenAdmin`'s, on the
 OATH DB, seed keyring and user DB of Admin's home (``HOME/databases.yaml``,
 ``HOME/oath-seeds.key``): what ``gatehouse tokens --home`` uses on the same machine. Each
-change is in Admin's audit log (``GET /api/v1/audit``, who ``admin-token``) and in the user
-DB's audit events (``by: admin-api``). No answer carries a seed, except the otpauth:// URI of
-a token whose secret the call itself generated.
+change is in Admin's audit log (``GET /api/v1/audit``, under the administrator's name, or
+``admin-token``) and in the user DB's audit events (``by: admin-api``). No answer carries a
+seed, except the otpauth:// URI of a token whose secret the call itself generated.
 
 Disabling, unassigning or deleting a token ends its owner's sessions on every Access Point
 (:func:`~gatehouse.oath.token_admin.home_session_ender`, as ``gatehouse tokens`` does); when
@@ -51,8 +51,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from gatehouse.administration.admins import actor_name
 from gatehouse.administration.app import OK, admin, answer, read_body
-from gatehouse.administration.service import ADMIN
 from gatehouse.authentication import audit
 from gatehouse.config.base import Strict
 from gatehouse.config.units import Seconds
@@ -271,7 +271,7 @@ class HomeTokens:
             await audit.record(user_db, event, username, None, {**detail, "by": "admin-api"})
             if self.audit_log is not None:
                 what = json.dumps({"user": username, **detail}, sort_keys=True)
-                await self.audit_log(ADMIN, ACTIONS.get(event, event), what)
+                await self.audit_log(actor_name(), ACTIONS.get(event, event), what)
 
         return TokenAdmin(
             TokenStore(engine),
@@ -303,7 +303,7 @@ class HomeTokens:
                     )
                     if self.audit_log is not None:
                         what = json.dumps({"user": username, **detail}, sort_keys=True)
-                        await self.audit_log(ADMIN, ACTIONS.get(event, event), what)
+                        await self.audit_log(actor_name(), ACTIONS.get(event, event), what)
 
                 self._invitations = InvitationAdmin(
                     InvitationStore(engine), tokens.keyring, contact, record
