@@ -53,12 +53,16 @@ def on_free_ports(source: Path, destination: Path) -> Path:
         return f"127.0.0.1:{port()}"
 
     data["administration"]["listen"] = free()
+    if data["administration"].get("metrics_listen"):
+        data["administration"]["metrics_listen"] = free()
     sections = ("access_points", "policy_services", "authentication_services")
     for section in (*sections, "distribution_services"):
         for service in data.get(section) or []:
             service["listen"] = free()
             if service.get("status_listen"):
                 service["status_listen"] = free()
+            if service.get("metrics_listen"):
+                service["metrics_listen"] = free()
     data["load_balancer"]["listen"] = free()
     if data["load_balancer"].get("stats"):
         data["load_balancer"]["stats"] = free()

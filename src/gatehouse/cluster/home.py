@@ -18,6 +18,8 @@ every process of the cluster to read.
     admin.token            Admin's API token (written by Admin)
     policy-admin.token     the Policy services' session admin token (``users disable``)
     haproxy.cfg            written at every ``up`` (``gatehouse haproxy-config``)
+    prometheus.yml         written at every ``up``: a scrape configuration listing every
+                           service's ``metrics_listen`` (gatehouse.metrics.scrape_config)
     postgres/pg1, pg2      the PostgreSQL pair (pgN/data, pgN/tls: its certificate and key);
                            postgres/primary names the current primary
     state/ID/              each service's state directory (registration, last-known-good)
@@ -39,6 +41,7 @@ from gatehouse.cluster import db_access
 from gatehouse.cluster.haproxy import haproxy_config
 from gatehouse.cluster.topology import Topology
 from gatehouse.internal.lkg import atomic_write
+from gatehouse.metrics.scrape_config import Target, write_scrape_config
 from gatehouse.node import ADMIN_TOKEN_FILE, STATE_DIR
 from gatehouse.storage.home import FILE_NAME as DATABASES_FILE
 from gatehouse.storage.permissions import private_directory
@@ -97,7 +100,11 @@ def write_home(home: Path, topology: Topology, *, stats_socket: Path, source: st
         databases["outbox_db"] = outbox_db
     atomic_write(home / DATABASES_FILE, yaml.safe_dump(databases).encode(), 0o644)
     admin = topology.administration
-    settings = {"administration": {"id": admin.id, "listen": admin.listen, "database": admin_db}}
+    settings: dict[str, dict[str, object]] = {
+        "administration": {"id": admin.id, "listen": admin.listen, "database": admin_db}
+    }
+    if admin.metrics_listen is not None:
+        settings["administration"]["metrics"] = {"listen": admin.metrics_listen}
     atomic_write(
         home / CONFIG_FILE,
         b"# Written by 'gatehouse cluster up' at every start.\n"
@@ -109,3 +116,15 @@ def write_home(home: Path, topology: Topology, *, stats_socket: Path, source: st
         atomic_write(token, (secrets.token_urlsafe(32) + "\n").encode(), 0o600)
     config = haproxy_config(topology, stats_socket=stats_socket, source=source)
     atomic_write(home / HAPROXY_CONFIG, config.encode(), 0o644)
+    write_scrape_config(home, metrics_targets(topology), "gatehouse cluster up")
+
+
+def metrics_targets(topology: Topology) -> list[Target]:
+    """Every service with a ``metrics_listen``, as Prometheus reaches it."""
+    targets = []
+    for placed in topology.placements():
+        address = topology.metrics_address(placed.service)
+        if address is not None:
+            service = placed.service
+            targets.append(Target(service.id, placed.role, service.node, *address))
+    return targets

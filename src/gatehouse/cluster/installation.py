@@ -16,7 +16,7 @@ from typing import Any
 
 from gatehouse.administration.model import InstallationConfig
 from gatehouse.cluster.db_access import outbox_database
-from gatehouse.cluster.topology import Topology, dialable, host_port
+from gatehouse.cluster.topology import PlacedService, Topology, dialable, host_port
 from gatehouse.config.access_point import Network, parse_listen
 from gatehouse.config.loader import validate
 
@@ -24,6 +24,13 @@ from gatehouse.config.loader import validate
 DEMO_RULES = {"demo": "authenticated", "demo-public": "public"}
 #: The sender of the codes the demo mail server receives.
 DEMO_SENDER = "Gatehouse <gatehouse@localhost>"
+
+
+def _metrics(service: PlacedService) -> dict[str, Any]:
+    """A service entry's ``metrics`` from the topology's ``metrics_listen``."""
+    if service.metrics_listen is None:
+        return {}
+    return {"metrics": {"listen": service.metrics_listen}}
 
 
 def installation_document(topology: Topology) -> dict[str, Any]:
@@ -57,6 +64,7 @@ def installation_document(topology: Topology) -> dict[str, Any]:
             entry["trusted_proxies"] = lb_sources
         if ap.status_listen is not None:
             entry["status_listen"] = ap.status_listen
+        entry.update(_metrics(ap))
         if ap.tls is not None:
             # Paths on the AP's node: the view names the key file, never holds the key.
             entry["tls"] = ap.tls.model_dump(mode="json")
@@ -71,6 +79,7 @@ def installation_document(topology: Topology) -> dict[str, Any]:
         }
         if relays is not None:
             entry["trusted_proxies"] = [str(net) for net in relays]
+        entry.update(_metrics(ps))
         policy_services.append(entry)
     user_db, session_db = topology.databases.urls()
     databases = {"user_db": user_db}
@@ -88,7 +97,7 @@ def installation_document(topology: Topology) -> dict[str, Any]:
         databases["outbox_db"] = local.url(outbox_database(local))
     authentication_services: list[dict[str, Any]] = []
     for auth in topology.authentication_services:
-        entry = {"id": auth.id, "listen": auth.listen}
+        entry = {"id": auth.id, "listen": auth.listen, **_metrics(auth)}
         if topology.distribution_services:
             entry["distribution"] = topology.distribution_order(auth)
         authentication_services.append(entry)
@@ -98,7 +107,8 @@ def installation_document(topology: Topology) -> dict[str, Any]:
         "policy_services": policy_services,
         "authentication_services": authentication_services,
         "distribution_services": [
-            {"id": dist.id, "listen": dist.listen} for dist in topology.distribution_services
+            {"id": dist.id, "listen": dist.listen, **_metrics(dist)}
+            for dist in topology.distribution_services
         ],
         "databases": databases,
         "resources": [],

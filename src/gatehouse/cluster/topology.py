@@ -58,7 +58,13 @@ from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from gatehouse.administration.model import NodeName, ServiceId
 from gatehouse.cluster.topology_patroni import EtcdMember, PatroniSettings, default_etcd
-from gatehouse.config.access_point import IPNetwork, Network, TLSSettings, parse_listen
+from gatehouse.config.access_point import (
+    IPNetwork,
+    Network,
+    TLSSettings,
+    is_loopback,
+    parse_listen,
+)
 from gatehouse.config.base import Strict
 from gatehouse.config.loader import load_file, problems_error
 from gatehouse.config.units import Seconds
@@ -155,6 +161,11 @@ class PlacedService(Strict):
     id: ServiceId
     node: NodeName
     listen: ListenAddress
+    metrics_listen: ListenAddress | None = Field(
+        default=None,
+        description="the service's metrics listener (plain HTTP GET /metrics; keep it on "
+        "loopback or the internal network); HOME/prometheus.yml lists it",
+    )
 
 
 class AdministrationService(PlacedService):
@@ -432,6 +443,16 @@ class Topology(Strict):
 
     def node(self, name: str) -> Node | None:
         return next((n for n in self.nodes if n.name == name), None)
+
+    def metrics_address(self, service: PlacedService) -> tuple[str, int] | None:
+        """Where Prometheus scrapes ``service`` (None: no ``metrics_listen``)."""
+        if service.metrics_listen is None:
+            return None
+        host, port = parse_listen(service.metrics_listen)
+        node = self.node(service.node)
+        if node is not None and node.address is not None and not is_loopback(host):
+            return node.address, port
+        return dialable(host), port
 
     def address(self, service: PlacedService) -> tuple[str, int]:
         """Where the other services (and the load balancer) connect to ``service``."""
