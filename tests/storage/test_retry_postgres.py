@@ -24,7 +24,13 @@ from gatehouse.authentication.lockout import ip_key
 from gatehouse.authentication.passwords import Passwords
 from gatehouse.authentication.verifier import Invalid, Limits, Verifier
 from gatehouse.config.policy import SessionSettings
-from gatehouse.policy.sessions import Identity, SessionStore, Timeouts
+from gatehouse.policy.sessions import (
+    DECISION_WAIT,
+    Identity,
+    SessionStore,
+    Timeouts,
+    hash_session_id,
+)
 from gatehouse.storage.engine import Database
 from gatehouse.storage.errors import DatabaseUnavailable
 from gatehouse.storage.migrate import upgrade
@@ -229,6 +235,43 @@ def test_a_lockout_reservation_whose_commit_was_cut_off_counts_once(
                 select(LoginFailure.count).where(LoginFailure.key == ip_key("192.0.2.7"))
             )
         assert count == 1  # counted once, not once per attempt
+        await database.dispose()
+
+    asyncio.run(go())
+
+
+def test_decisions_on_known_sessions_are_answered_while_the_server_is_down(
+    server: PostgresCluster, url: str
+) -> None:
+    async def go() -> None:
+        database = Database(url, failover_wait=15)
+        sessions = store(database)
+        now = datetime.now(UTC)
+        known, _ = await sessions.create(Identity("erin"), ["password"], now)
+        revoked, _ = await sessions.create(Identity("frank"), ["password"], now)
+        other = SessionStore(database, sessions.timeouts)  # another Policy service
+        unknown, _ = await other.create(Identity("grace"), ["password"], now)
+        server.stop()
+        try:
+            started = time.monotonic()
+            record = await sessions.lookup(known, datetime.now(UTC), cached=False, stale_ok=True)
+            assert record is not None
+            assert record.username == "erin"
+            assert time.monotonic() - started < 1.0  # no wait for a session read recently
+            sessions.forget([hash_session_id(revoked)])  # a revocation heard: not answered
+            with pytest.raises(DatabaseUnavailable):
+                await sessions.lookup(revoked, datetime.now(UTC), cached=False, stale_ok=True)
+            started = time.monotonic()
+            with pytest.raises(DatabaseUnavailable):  # never read here: a short wait, then 503
+                await sessions.lookup(unknown, datetime.now(UTC), cached=False, stale_ok=True)
+            assert DECISION_WAIT <= time.monotonic() - started < DECISION_WAIT + 2
+            # Without stale_ok (the portal, a logout page) the database is waited for.
+            assert database.outage.active
+        finally:
+            server.start()
+        record = await sessions.lookup(unknown, datetime.now(UTC), cached=False, stale_ok=True)
+        assert record is not None
+        assert record.username == "grace"
         await database.dispose()
 
     asyncio.run(go())
