@@ -165,6 +165,12 @@ class ConnectFailed(Exception):
         self.status = status
 
 
+#: Idle connections above an origin's ``max_idle`` are closed once idle this long (seconds).
+SURPLUS_IDLE = 1.0
+#: An origin never keeps more than this many times ``max_idle`` idle connections.
+SURPLUS_FACTOR = 8
+
+
 class Origin:
     """One backend (scheme, host, port) and its idle keep-alive connections."""
 
@@ -207,14 +213,33 @@ class Origin:
         return None
 
     def release(self, conn: UpstreamConnection, now: float) -> None:
+        """Put a connection whose exchange ended back in the idle pool (or close it).
+
+        ``max_idle`` connections stay as long as the backend keeps them. Above that, the pool
+        keeps what a burst of concurrent requests needed while it keeps needing it (HAProxy's
+        ``pool-purge-delay``): each release beyond the limit first closes the least recently
+        used idle connection if it has been idle for ``SURPLUS_IDLE`` seconds, and never more
+        than ``SURPLUS_FACTOR`` times the limit are kept. Closing every connection above the
+        limit at once made 256 concurrent clients open (and close) a backend connection on
+        one request in five.
+        """
         conn.sink = None
-        if conn.closed or len(self.idle) >= self.max_idle:
+        idle = self.idle
+        if conn.closed or self.max_idle == 0:
             conn.close()
             return
+        if len(idle) >= self.max_idle:
+            oldest = idle[0]
+            if now - oldest.idle_since > SURPLUS_IDLE:
+                del idle[0]
+                oldest.close()
+            elif len(idle) >= self.max_idle * SURPLUS_FACTOR:
+                conn.close()
+                return
         conn.resume_reading()
         conn.idle_since = now
         conn.got_bytes = False
-        self.idle.append(conn)
+        idle.append(conn)
 
     def forget(self, conn: UpstreamConnection) -> None:
         try:
