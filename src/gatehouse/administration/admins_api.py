@@ -33,6 +33,7 @@ from gatehouse.administration.admins_accounts import Credentials, provision, use
 from gatehouse.administration.admins_roles import permissions_of
 from gatehouse.administration.admins_store import (
     DEFAULT_TOKEN_TTL,
+    AdminConflict,
     AdminInvalid,
     NewToken,
     PersonalToken,
@@ -191,11 +192,17 @@ async def _add(request: Request, name: str, role: str, email: str | None, first:
     credentials: Credentials | None = None
     if first and await service.admins.count():
         await service.admins.add(name, role, who, only_if_none=True)  # raises: done already
+    tokens = await backend.admin()  # opens (and migrates) the user and OATH DBs
     if not await user_exists(backend.home, name):
         try:
-            credentials = await provision(backend.home, await backend.admin(), name, who, email)
+            credentials = await provision(backend.home, tokens, name, who, email)
         except DirectoryError as exc:
             raise AdminInvalid(f"name: {exc}") from None
+    elif first:
+        # The bootstrap prints credentials to sign in with: it makes its own user.
+        raise AdminConflict(
+            f"name: a user {name!r} exists already; bootstrap with another name (--name)"
+        )
     await service.admins.add(name, role, who, only_if_none=first)
     made = await service.admins.get(name)
     assert made is not None
