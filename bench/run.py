@@ -93,6 +93,7 @@ GOAL_UNCACHED_ADDED_P99_MS = 3.0  # asking the Policy service adds <= 3 ms at p9
 GOAL_LIMIT_RPS_RATIO = 0.75  # requests/s >= 0.75 x nginx's with the same workers
 GOAL_LIMIT_P99_RATIO = 1.5  # p99 <= 1.5 x nginx's
 MANY_CONNECTIONS = 256
+NGINX_KEEPALIVE = 512  # the nginx proxy's idle backend connections per worker
 
 # Protected scenarios: one user, resource "bench" (rule: authenticated) under "/", and a
 # public resource under PUBLIC_PATH on the same Access Point.
@@ -449,7 +450,7 @@ def proxy_conf(workers: int, backend_port: int) -> Callable[[Path, int], str]:
         return _nginx_common(workdir, workers) + (
             "http {\n" + _nginx_http_common(workdir) + f"    upstream backend {{\n"
             f"        server 127.0.0.1:{backend_port};\n"
-            f"        keepalive 64;\n"
+            f"        keepalive {NGINX_KEEPALIVE};\n"
             f"        keepalive_requests 1000000;\n"
             f"    }}\n"
             f"    server {{\n"
@@ -1447,8 +1448,13 @@ Ctrl-C). The default run takes about three minutes. Raw results are saved as JSO
   {len(BODY)}-byte body, access log off. It is the same backend for every scenario and always
   has one worker, whatever the number of workers of the proxy in front of it.
 - **backend direct**: wrk against the backend, the ceiling for this machine.
-- **nginx proxy**: nginx as a reverse proxy (`proxy_pass` to an upstream with `keepalive 64`,
-  HTTP/1.1 to the backend), with 1 and with 2 worker processes.
+- **nginx proxy**: nginx as a reverse proxy (`proxy_pass` to an upstream with
+  `keepalive {NGINX_KEEPALIVE}`, HTTP/1.1 to the backend), with 1 and with 2 worker processes.
+  {NGINX_KEEPALIVE} idle connections per worker is enough for {MANY_CONNECTIONS} concurrent
+  requests, so nginx never closes a backend connection it needs again (with `keepalive 64`
+  one request in five opened a new one at {MANY_CONNECTIONS} connections). The Access Point
+  keeps its default (`upstream_keepalive: 64`), above which it keeps the connections a burst
+  needs while it reuses them.
 - **Gatehouse AP**: `gatehouse access-point --workers N` with one public resource for `/`
   pointing at the backend, with 1 and with 2 workers.
 
