@@ -8,7 +8,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +60,10 @@ def get_json(port: int, path: str) -> dict[str, Any]:
 
 
 class Node:
-    def __init__(self, tmp_path: Path) -> None:
+    """``extra``: more arguments for ``gatehouse up`` (metrics are off unless given, e.g.
+    ``--metrics-listen 127.0.0.1:PORT``: concurrent nodes would share the default ports)."""
+
+    def __init__(self, tmp_path: Path, extra: Sequence[str] = ()) -> None:
         ports = free_ports(8)
         self.port, self.backend_port = ports[0], ports[1]
         self.log_path = tmp_path / "up.log"
@@ -79,6 +82,7 @@ class Node:
         args += ["--smtp-listen", f"127.0.0.1:{self.smtp_port}"]
         self.home = tmp_path / "var"
         args += ["--home", str(self.home)]
+        args += ["--metrics-listen", "off", *extra]
         self.proc = subprocess.Popen(
             [*GATEHOUSE, *args],
             stdout=self._log,

@@ -14,7 +14,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import cast
 
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 log = logging.getLogger("gatehouse.metrics")
 
@@ -95,7 +95,7 @@ class MetricsProtocol(asyncio.Protocol):
             log.exception("rendering the metrics failed")
             self._send(_plain(500, "Internal Server Error", "rendering the metrics failed"))
             return
-        self._send(http_answer(200, "OK", body, CONTENT_TYPE_LATEST, head))
+        self._send(http_answer(200, "OK", body, CONTENT_TYPE_PLAIN_0_0_4, head))
 
     def eof_received(self) -> bool:
         if self.transport is not None and not self.answered:

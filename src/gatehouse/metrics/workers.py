@@ -108,6 +108,12 @@ class WorkerLinks:
                 self._retired = merge([self._retired, retained(last)])
             self._socks[slot] = pair[0]
 
+    def close(self) -> None:
+        with self._lock:
+            for sock in self._socks.values():
+                sock.close()
+            self._socks.clear()
+
     def _ask(self, sock: socket.socket) -> dict[str, Any]:
         sock.setblocking(False)
         try:

@@ -1,0 +1,135 @@
+"""The real Prometheus (Debian's /usr/bin/prometheus) scrapes a running single node through
+the HOME/prometheus.yml that ``gatehouse up`` wrote, as it is, and finds every target up."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.node import Node
+from tests.support.processes import free_port
+
+PROMETHEUS = "/usr/bin/prometheus"
+PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
+ROLES = {"administration", "access_point", "policy", "authentication", "distribution"}
+#: The first scrape of a target comes within one scrape interval (15 s) of Prometheus's start.
+TARGETS_UP_WITHIN = 40.0
+
+
+def missing(what: str) -> None:
+    reason = f"{what} is not installed (apt-get install prometheus)"
+    if os.environ.get("GATEHOUSE_REQUIRE_ALL") == "1":
+        pytest.fail(f"{reason} (GATEHOUSE_REQUIRE_ALL=1)", pytrace=False)
+    pytest.skip(reason)
+
+
+def free_port_run(count: int) -> int:
+    """A port such that it and the ``count - 1`` after it are free now."""
+    for _ in range(200):
+        base = random.randrange(20000, 60000)
+        sockets = []
+        try:
+            for port in range(base, base + count):
+                sock = socket.socket()
+                sockets.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+    raise RuntimeError("no run of free ports")
+
+
+def api(port: int, path: str) -> Any:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+        document = json.loads(response.read())
+    assert document["status"] == "success", document
+    return document["data"]
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Node, int]]:
+    if not Path(PROMETHEUS).exists():
+        missing(PROMETHEUS)
+    base = free_port_run(5)
+    started = Node(tmp_path_factory.mktemp("prom-node"), ["--metrics-listen", f"127.0.0.1:{base}"])
+    try:
+        started.wait_for("Gatehouse is up")
+        yield started, base
+    finally:
+        started.close()
+
+
+def test_scrape_config_is_valid_for_promtool(node: tuple[Node, int]) -> None:
+    started, base = node
+    path = started.home / "prometheus.yml"
+    said = [line for line in started.output().splitlines() if "Prometheus scrape" in line]
+    assert said
+    assert said[0].endswith("prometheus.yml")
+    if not Path(PROMTOOL).exists():
+        missing("promtool")
+    check = subprocess.run(
+        [PROMTOOL, "check", "config", str(path)], capture_output=True, text=True, timeout=30
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    text = path.read_text()
+    for offset in range(5):
+        assert f"127.0.0.1:{base + offset}" in text
+
+
+def test_prometheus_finds_every_target_up(node: tuple[Node, int], tmp_path: Path) -> None:
+    started, base = node
+    port = free_port()
+    log = (tmp_path / "prometheus.log").open("wb")
+    prometheus = subprocess.Popen(
+        [
+            PROMETHEUS,
+            f"--config.file={started.home / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + TARGETS_UP_WITHIN
+        targets: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            assert prometheus.poll() is None, (tmp_path / "prometheus.log").read_text()
+            try:
+                targets = api(port, "/api/v1/targets")["activeTargets"]
+            except OSError:
+                targets = []
+            if len(targets) == 5 and all(t["health"] == "up" for t in targets):
+                break
+            time.sleep(0.5)
+        health = {t["labels"]["service_id"]: (t["health"], t["lastError"]) for t in targets}
+        assert len(targets) == 5, health
+        assert all(t["health"] == "up" for t in targets), health
+        assert {t["labels"]["role"] for t in targets} == ROLES
+        assert {t["scrapeUrl"] for t in targets} == {
+            f"http://127.0.0.1:{base + i}/metrics" for i in range(5)
+        }
+        info = api(port, "/api/v1/query?query=gatehouse_build_info")["result"]
+        assert {series["metric"]["role"] for series in info} == ROLES
+        using = api(port, "/api/v1/query?query=gatehouse_internal_endpoint_in_use")["result"]
+        links = {(s["metric"]["service_id"], s["metric"]["service"]) for s in using}
+        assert ("ap1", "policy") in links
+        assert ("ps1", "authentication") in links
+    finally:
+        prometheus.terminate()
+        prometheus.wait(10)
+        log.close()
