@@ -5,9 +5,10 @@ Load: 50 signed-in sessions through HAProxy, 250 requests/s in total, each a pro
 (any answer but 200 is a failure: a 5xx, or a 303 to the login page — a forced re-login).
 In turn: the primary Policy service of ap1, the Access Point ap1, an Authentication service
 during sign-ins, the Distribution services during sign-ins (one, then both: a password
-sign-in never needs them), the Administration service, and the PostgreSQL primary (its
-synchronous standby promoted). Each killed service is started again and traffic must fail
-back to it. Bounded: about two minutes; everything on loopback, stopped at the end.
+sign-in never needs them), the Administration service, and the PostgreSQL primary during
+sign-ins (Patroni promotes its synchronous standby; no request and no sign-in fails). Each
+killed service is started again and traffic must fail back to it. Bounded: about two
+minutes; everything on loopback, stopped at the end.
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ pytestmark = [
 USER, PASSWORD = "chaos", "a long chaos passphrase"
 SESSIONS = 50
 RATE = 250.0  # requests per second, all sessions together
-RECOVERY_GOAL = 15.0  # seconds, from the database primary's loss to service again
+#: A sign-in may wait this long: a password check and a session write that each wait for a
+#: new database primary (database.failover_wait, 20 s), as the Access Point's portal relay does.
+SIGN_IN_TIMEOUT = 60.0
 
 
 @dataclass
@@ -83,14 +86,20 @@ def lab() -> Iterator[Lab]:
 
 
 @contextmanager
-def load(lab: Lab, seconds: float, logins: Record | None = None) -> Iterator[Record]:
+def load(
+    lab: Lab, seconds: float, logins: Record | None = None, login_timeout: float = 10.0
+) -> Iterator[Record]:
     """Steady load (and sign-ins when ``logins`` is given) on a thread for ``seconds``."""
     record = Record()
 
     async def main() -> None:
         jobs = [steady_load(lab.host, lab.port, lab.cookies, RATE, seconds, record)]
         if logins is not None:
-            jobs.append(login_loop(lab.host, lab.port, USER, PASSWORD, seconds, logins))
+            jobs.append(
+                login_loop(
+                    lab.host, lab.port, USER, PASSWORD, seconds, logins, timeout=login_timeout
+                )
+            )
         await asyncio.gather(*jobs)
 
     thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
@@ -98,7 +107,7 @@ def load(lab: Lab, seconds: float, logins: Record | None = None) -> Iterator[Rec
     try:
         yield record
     finally:
-        thread.join(seconds + 30)
+        thread.join(seconds + 30 + login_timeout)
         assert not thread.is_alive(), "the load did not stop"
 
 
@@ -201,21 +210,33 @@ def test_killing_the_administration_service_fails_no_request(lab: Lab) -> None:
     assert len(set(status.versions().values())) == 1, status
 
 
-def test_losing_the_database_primary_loses_no_session(lab: Lab) -> None:
+def test_losing_the_database_primary_fails_no_request_and_no_sign_in(lab: Lab) -> None:
+    """SIGKILL of the PostgreSQL primary under load and sign-ins: the standby is promoted and
+    nothing fails. Decisions on the signed-in sessions are answered from the Policy services'
+    last reads while the database is away; sign-ins wait for the new primary (up to
+    ``database.failover_wait``) instead of failing."""
     # Sessions acknowledged just before the crash must survive it (synchronous replication).
     fresh = asyncio.run(login(lab.host, lab.port, USER, PASSWORD))
+    logins = Record()
     start = time.monotonic()
-    with load(lab, 25) as record:
+    with load(lab, 25, logins, login_timeout=SIGN_IN_TIMEOUT) as record:
         at(start, 3)
         killed = time.monotonic()
         lab.cluster.failover_db(kill=True)
-    failed = record.failures()
-    last_failure = max((o.at for o in failed), default=killed)
-    recovery = last_failure - killed
-    print(f"database failover: {len(failed)} failed requests, service back {recovery:.1f}s")
-    assert recovery < RECOVERY_GOAL, record.summary(killed)
-    assert record.failures(0, killed) == [], "failures before the crash"
-    assert all(o.status in (0, 503) for o in failed), record.summary(killed)
+        promoted = time.monotonic() - killed
+    during = [o for o in logins.outcomes if o.at + o.latency >= killed]
+    longest = max((o.latency for o in during), default=0.0)
+    print(
+        f"database failover: new primary takes writes {promoted:.1f}s after the kill; "
+        f"{len(record.outcomes)} requests, {len(record.failures())} failed; "
+        f"{len(logins.outcomes)} sign-ins, {len(logins.failures())} failed, "
+        f"the longest {longest:.1f}s"
+    )
+    assert record.failures() == [], record.summary(killed)
+    assert logins.failures() == [], logins.summary(killed)
+    enough(record, 25)
+    # Sign-ins went on through the switch: some were under way or started while it lasted.
+    assert any(killed <= o.at + o.latency and o.at <= killed + promoted for o in logins.outcomes)
     # The services did lose their database and came back to the promoted standby.
     for ps in ("ps1", "ps2"):
         log = lab.cluster.log_path(ps).read_text(errors="replace")
@@ -226,8 +247,8 @@ def test_losing_the_database_primary_loses_no_session(lab: Lab) -> None:
         pass
     assert after.failures() == [], after.summary()
     assert {o.user for o in after.outcomes} == set(range(len(lab.cookies)))
-    # Admin lost its one-Admin lock with the old primary and stopped; start it, then bring
-    # the old primary back as the new standby.
+    # Admin lost its one-Admin lock with the old primary and stopped; start it, then wait
+    # for the old primary to come back as the new standby.
     wait_status(lab, lambda s: s["admin"].state != "running", "Admin noticed the lost lock")
     lab.cluster.start("admin")
     assert lab.cluster.rejoin_db() in ("rewound", "rebuilt")

@@ -129,16 +129,17 @@ async def login_loop(
     duration: float,
     record: Record,
     concurrency: int = 2,
+    timeout: float = 10.0,
 ) -> None:
     """Sign in again and again for ``duration`` seconds; a login that does not end in a
-    session cookie is a failure (status 0 with the error)."""
+    session cookie within ``timeout`` is a failure (status 0 with the error)."""
     until = asyncio.get_running_loop().time() + duration
 
     async def one(worker: int) -> None:
         while asyncio.get_running_loop().time() < until:
             sent = time.monotonic()
             try:
-                await asyncio.wait_for(login(host, port, username, password), 10.0)
+                await asyncio.wait_for(login(host, port, username, password), timeout)
             except (DrillError, OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
                 error = str(exc) or type(exc).__name__
                 record.outcomes.append(Outcome(sent, worker, 0, time.monotonic() - sent, error))
