@@ -206,6 +206,9 @@ def after_start(tour: Tour, done: subprocess.CompletedProcess[str] | None) -> No
     assert "Locked out after wrong passwords? .venv/bin/gatehouse users unlock demo --home var" in (
         out
     )
+    # The console's address and its first administrator, shown once (README step 1).
+    assert re.search(r"Console: https://127\.0\.0\.1:\d+/console/ ", out), out
+    assert re.search(r"Console administrator: admin  password: \S+  OTP secret: [A-Z2-7]+ ", out)
     # Step 2 in the browser: sent to the sign-in page, back with the identity, no cookie.
     demo = tour.browser()
     assert demo.get("/hello").status == 303

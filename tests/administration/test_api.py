@@ -831,7 +831,7 @@ def served_routes() -> set[tuple[str, str]]:
         (method.lower(), route.path.replace("{number:int}", "{number}"))
         for route in app.routes
         for method in getattr(route, "methods", None) or ()
-        if method != "HEAD"
+        if method != "HEAD" and not route.path.startswith("/console")  # HTML, not the API
     }
     return served
 

@@ -23,16 +23,25 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from pydantic import Field
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from gatehouse.administration.admins import current_actor
 from gatehouse.administration.admins_accounts import Credentials, provision, user_exists
+from gatehouse.administration.admins_models import (
+    AdminIn,
+    AdminOut,
+    BootstrapIn,
+    CredentialsOut,
+    MeOut,
+    NewPersonalTokenOut,
+    PersonalTokenIn,
+    PersonalTokenOut,
+    RoleIn,
+)
 from gatehouse.administration.admins_roles import permissions_of
 from gatehouse.administration.admins_store import (
-    DEFAULT_TOKEN_TTL,
     AdminConflict,
     AdminInvalid,
     NewToken,
@@ -40,73 +49,12 @@ from gatehouse.administration.admins_store import (
 )
 from gatehouse.administration.app import OK, _service, admin, answer, read_body
 from gatehouse.administration.errors import Forbidden
-from gatehouse.config.base import Strict
-from gatehouse.config.units import Seconds
 from gatehouse.internal.errors import Code, ServiceError
 from gatehouse.storage.directory import DirectoryError, valid_username
 
 
-class MeOut(Strict):
-    name: str
-    role: str
-    via: str
-    permissions: list[str]
-
-
-class TokenIn(Strict):
-    description: str = Field(default="", max_length=200)
-    ttl: Seconds = Field(default=DEFAULT_TOKEN_TTL.total_seconds(), description="5m to 366d")
-
-
-class TokenOut(Strict):
-    id: str
-    name: str
-    description: str
-    state: str
-    created_at: datetime
-    expires_at: datetime
-    last_used_at: datetime | None
-
-
-class NewTokenOut(Strict):
-    token: TokenOut
-    secret: str = Field(description="shown once; only its hash is kept")
-
-
-class AdminIn(Strict):
-    name: str
-    role: str
-    email: str | None = None
-
-
-class BootstrapIn(Strict):
-    name: str = "admin"
-    email: str | None = None
-
-
-class RoleIn(Strict):
-    role: str
-
-
-class CredentialsOut(Strict):
-    password: str
-    otpauth_uri: str
-    otp_secret: str
-    serial: str
-
-
-class AdminOut(Strict):
-    name: str
-    role: str
-    created_at: datetime
-    created_by: str
-    credentials: CredentialsOut | None = Field(
-        default=None, description="only when the user was created now: shown once"
-    )
-
-
-def token_out(token: PersonalToken, now: datetime) -> TokenOut:
-    return TokenOut(
+def token_out(token: PersonalToken, now: datetime) -> PersonalTokenOut:
+    return PersonalTokenOut(
         id=token.id,
         name=token.name,
         description=token.description,
@@ -117,8 +65,8 @@ def token_out(token: PersonalToken, now: datetime) -> TokenOut:
     )
 
 
-def _new(made: NewToken, now: datetime) -> NewTokenOut:
-    return NewTokenOut(token=token_out(made.token, now), secret=made.secret)
+def _new(made: NewToken, now: datetime) -> NewPersonalTokenOut:
+    return NewPersonalTokenOut(token=token_out(made.token, now), secret=made.secret)
 
 
 def _person(request: Request) -> str:
@@ -150,11 +98,11 @@ async def my_tokens(request: Request) -> Response:
 
 @admin
 async def create_my_token(request: Request) -> Response:
-    body = await read_body(request, TokenIn)
+    body = await read_body(request, PersonalTokenIn)
     return await _create_token(request, _person(request), body)
 
 
-async def _create_token(request: Request, name: str, body: TokenIn) -> Response:
+async def _create_token(request: Request, name: str, body: PersonalTokenIn) -> Response:
     service = _service(request)
     made = await service.admins.create_token(
         name, current_actor().name, body.description, timedelta(seconds=body.ttl)
@@ -261,7 +209,7 @@ async def all_tokens(request: Request) -> Response:
 
 @admin
 async def create_token_for(request: Request) -> Response:
-    body = await read_body(request, TokenIn)
+    body = await read_body(request, PersonalTokenIn)
     return await _create_token(request, request.path_params["name"], body)
 
 

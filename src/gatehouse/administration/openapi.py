@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from gatehouse import __version__
+from gatehouse.administration import admins_models as am
 from gatehouse.administration import api_models as api
 
 Who = Literal["anyone", "admin", "service"]
@@ -452,6 +453,112 @@ TOKEN_OPERATIONS: tuple[Operation, ...] = (
     ),
 )
 
+_NAME = Param("name", "path", {"type": "string"}, "the administrator's user name")
+_TOKEN_ID = Param("id", "path", {"type": "string"}, "the personal token's id")
+
+#: Named administrators and their personal tokens (gatehouse.administration.admins_api).
+ADMINS_OPERATIONS: tuple[Operation, ...] = (
+    Operation("get", "/api/v1/me", "Who the token is: name, role, permissions", "admin", am.MeOut),
+    Operation(
+        "get",
+        "/api/v1/me/tokens",
+        "One's own personal tokens",
+        "admin",
+        (am.PersonalTokenOut,),
+        errors=(400,),
+        error_text={400: "the home's admin token is no person"},
+    ),
+    Operation(
+        "post",
+        "/api/v1/me/tokens",
+        "A new personal token (its secret shown once)",
+        "admin",
+        am.NewPersonalTokenOut,
+        body=am.PersonalTokenIn,
+        errors=(400,),
+    ),
+    Operation(
+        "post",
+        "/api/v1/me/tokens/{id}/revoke",
+        "Revoke one's own personal token",
+        "admin",
+        api.OkOut,
+        body=api.EmptyIn,
+        params=(_TOKEN_ID,),
+        errors=(400, 404),
+    ),
+    Operation("get", "/api/v1/admins", "The administrators", "admin", (am.AdminOut,)),
+    Operation(
+        "post",
+        "/api/v1/admins",
+        "Make a user an administrator",
+        "admin",
+        am.AdminOut,
+        body=am.AdminIn,
+        errors=(400, 404, 409),
+        description="A user that does not exist is created with a random password and an "
+        "active TOTP token, answered once in ``credentials``.",
+    ),
+    Operation(
+        "post",
+        "/api/v1/admins/bootstrap",
+        "The first superadmin (once, with the home's admin token)",
+        "admin",
+        am.AdminOut,
+        body=am.BootstrapIn,
+        errors=(400, 409),
+        error_text={409: "there are administrators already, or the user exists"},
+    ),
+    Operation(
+        "get",
+        "/api/v1/admins/tokens",
+        "Every administrator's personal tokens",
+        "admin",
+        (am.PersonalTokenOut,),
+    ),
+    Operation(
+        "post",
+        "/api/v1/admins/tokens/{id}/revoke",
+        "Revoke a personal token",
+        "admin",
+        api.OkOut,
+        body=api.EmptyIn,
+        params=(_TOKEN_ID,),
+        errors=(404,),
+    ),
+    Operation(
+        "put",
+        "/api/v1/admins/{name}/role",
+        "Give an administrator another role",
+        "admin",
+        api.OkOut,
+        body=am.RoleIn,
+        params=(_NAME,),
+        errors=(400, 404, 409),
+        error_text={409: "the last superadmin keeps the role"},
+    ),
+    Operation(
+        "delete",
+        "/api/v1/admins/{name}",
+        "Take the role away (tokens revoked, sessions ended)",
+        "admin",
+        api.OkOut,
+        params=(_NAME,),
+        errors=(404, 409),
+        error_text={409: "the last superadmin stays"},
+    ),
+    Operation(
+        "post",
+        "/api/v1/admins/{name}/tokens",
+        "A personal token for an administrator",
+        "admin",
+        am.NewPersonalTokenOut,
+        body=am.PersonalTokenIn,
+        params=(_NAME,),
+        errors=(400, 404),
+    ),
+)
+
 _ERROR_TEXT = {
     400: "malformed request",
     401: "missing or wrong credentials",
@@ -461,6 +568,9 @@ _ERROR_TEXT = {
     422: "invalid configuration: every problem with its path",
     503: "the database is unavailable",
 }
+#: A personal token's administrator whose role lacks the route's permission
+#: (gatehouse.administration.admins_roles.rest_permission).
+_ADMIN_403 = "the token's administrator lacks the permission this route needs (named)"
 _SECURITY: dict[Who, list[dict[str, list[str]]]] = {
     "admin": [{"adminToken": []}],
     "service": [{"serviceCertificate": []}],
@@ -487,9 +597,11 @@ def _operation(op: Operation) -> dict[str, Any]:
             responses["200"] = _json({"type": "object"}, text)
         else:
             responses[str(status)] = {"description": text}
-    errors = set(op.errors) | ({401} if op.who == "admin" else set()) | {500}
+    errors = set(op.errors) | ({401, 403} if op.who == "admin" else set()) | {500}
     for status in sorted(errors):
-        text = op.error_text.get(status) or _ERROR_TEXT.get(status, "error")
+        text = op.error_text.get(status) or (
+            _ADMIN_403 if status == 403 and op.who == "admin" else _ERROR_TEXT.get(status, "error")
+        )
         responses[str(status)] = _json(_ref(api.ErrorOut), text)
     result: dict[str, Any] = {
         "operationId": f"{op.method}_{op.path.removeprefix('/api/v1/')}".replace("/", "_")
@@ -527,10 +639,12 @@ def _document() -> dict[str, Any]:
     models: list[tuple[type[BaseModel], JsonSchemaMode]] = [
         (m, "validation") for m in api.REQUEST_MODELS
     ]
+    models += [(m, "validation") for m in am.REQUEST_MODELS]
     models += [(m, "serialization") for m in api.ANSWER_MODELS]
+    models += [(m, "serialization") for m in am.ANSWER_MODELS]
     _, schemas = models_json_schema(models, ref_template=REF)
     paths: dict[str, dict[str, Any]] = {}
-    for op in (*OPERATIONS, *OAUTH_OPERATIONS, *TOKEN_OPERATIONS):
+    for op in (*OPERATIONS, *OAUTH_OPERATIONS, *TOKEN_OPERATIONS, *ADMINS_OPERATIONS):
         paths.setdefault(op.path, {})[op.method] = _operation(op)
     return {
         "openapi": "3.1.0",
@@ -538,8 +652,9 @@ def _document() -> dict[str, Any]:
             "title": "Gatehouse Administration API",
             "version": __version__,
             "description": "Configuration drafts, signed versions, registered services, join "
-            "tokens, OAuth clients and keys, OATH tokens and token invitations, and the audit "
-            "log of a Gatehouse installation.",
+            "tokens, OAuth clients and keys, OATH tokens and token invitations, named "
+            "administrators and their personal tokens, and the audit log of a Gatehouse "
+            "installation.",
         },
         "paths": paths,
         "components": {
@@ -548,7 +663,8 @@ def _document() -> dict[str, Any]:
                 "adminToken": {
                     "type": "http",
                     "scheme": "bearer",
-                    "description": "the token in the Administration service's admin token file",
+                    "description": "an administrator's personal token (gha1_...), or the "
+                    "token in the Administration service's admin token file (break-glass)",
                 },
                 "serviceCertificate": {
                     "type": "mutualTLS",
