@@ -133,3 +133,43 @@ def test_prometheus_finds_every_target_up(node: tuple[Node, int], tmp_path: Path
         prometheus.terminate()
         prometheus.wait(10)
         log.close()
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text: str = response.read().decode()
+    return text
+
+
+def value(text: str, line_start: str) -> float:
+    lines = [line for line in text.splitlines() if line.startswith(line_start)]
+    assert len(lines) == 1, (line_start, text)
+    return float(lines[0].rsplit(" ", 1)[1])
+
+
+def test_a_decision_is_counted_by_the_access_point_and_the_policy_service(
+    node: tuple[Node, int],
+) -> None:
+    started, base = node
+    ap_metrics, policy_metrics = base + 1, base + 2
+    ap_line = 'gatehouse_access_point_decisions_total{outcome="authenticate"}'
+    ps_line = 'gatehouse_policy_decisions_total{outcome="authenticate"}'
+    before_ap = scrape(ap_metrics)
+    before_ps = scrape(policy_metrics)
+    ap0 = value(before_ap, ap_line) if ap_line in before_ap else 0.0
+    ps0 = value(before_ps, ps_line) if ps_line in before_ps else 0.0
+    request = urllib.request.Request(f"http://127.0.0.1:{started.port}/secure/")
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: Any) -> None:
+            return None
+
+    opener = urllib.request.build_opener(NoRedirect)
+    with pytest.raises(urllib.error.HTTPError) as answer:
+        opener.open(request, timeout=5)
+    answer.value.close()
+    assert answer.value.code == 303
+    assert value(scrape(ap_metrics), ap_line) == ap0 + 1
+    assert value(scrape(policy_metrics), ps_line) == ps0 + 1
+    routes = scrape(policy_metrics)
+    assert 'gatehouse_http_requests_total{method="POST",route="/internal/v1/decide"' in routes
