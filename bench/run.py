@@ -48,6 +48,7 @@ from typing import Any
 
 import failover
 import login
+import metrics_cost
 import mtls
 import otp
 import protected
@@ -78,6 +79,7 @@ DOCS_HEADINGS = {
     distribution.DOCS: distribution.HEADING,
     oidc.DOCS: oidc.HEADING,
     scale.DOCS: scale.HEADING,
+    metrics_cost.DOCS: metrics_cost.HEADING,
 }
 
 # What the backend answers: exactly 100 bytes, no characters that need escaping in nginx.
@@ -684,6 +686,7 @@ STEPS = (
     "distribution",
     "oidc",
     "scale",
+    "metrics",
 )
 #: The steps of the protected section (the others stand alone).
 PROTECTED_STEPS = ("open-loop", "decide", "logins")
@@ -1602,6 +1605,49 @@ def _non_negative_int(value: str) -> int:
     return int(value)
 
 
+def run_metrics_cost(lab: Lab) -> list[metrics_cost.Pair]:
+    """bench/metrics_cost.py: the same Access Point with metrics on and off, in turns."""
+    settings = lab.settings
+    pairs = []
+    for workers in metrics_cost.WORKERS:
+        resource = bench_resource(lab.get_backend().port)
+        metrics_port = free_port()
+        started: list[Server] = []
+        try:
+            off = start_access_point(
+                lab, f"access-point-metrics-off-{workers}", workers, access_point_config([resource])
+            )
+            started.append(off)
+            config = access_point_config(
+                [resource], metrics={"listen": f"127.0.0.1:{metrics_port}"}
+            )
+            on = start_access_point(lab, f"access-point-metrics-on-{workers}", workers, config)
+            started.append(on)
+            probe(off, "/")
+            probe(on, "/")
+            log(f"[metrics] {workers} worker(s): metrics off and on, in turns")
+            pair = metrics_cost.measure(
+                workers,
+                off.url + "/",
+                on.url + "/",
+                metrics_port,
+                lambda url, seconds: run_wrk(settings, url, seconds),
+                settings.warmup,
+            )
+            log(
+                f"  off {pair.rps(False) or 0:,.0f} req/s, on {pair.rps(True) or 0:,.0f} req/s, "
+                f"ratio {pair.ratio or 0:.3f}; counted {pair.counted:,} / wrk {pair.completed:,}"
+            )
+        except (BenchError, OSError, RuntimeError) as exc:
+            pair = metrics_cost.Pair(workers, failure=str(exc))
+            log(f"  FAILED: {exc}")
+        finally:
+            for server in started:
+                lab.stop(server)
+        pairs.append(pair)
+    return pairs
+
+
 def run_scale(lab: Lab) -> scale.ScaleResult:
     """bench/scale.py's measurements; the routing rows are wrk scenarios of this harness."""
     settings = lab.settings
@@ -1792,6 +1838,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                     sections[oidc.DOCS] = oidc_table
                     if oidc_result.failure:
                         step_results.failures["oidc"] = oidc_result.failure
+                if "metrics" in steps:  # bench/metrics_cost.py: metrics on vs off
+                    pairs = run_metrics_cost(lab)
+                    info["load_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+                    sections[metrics_cost.DOCS] = metrics_cost.render(
+                        pairs, info, settings.connections
+                    )
+                    failed_pairs = [p for p in pairs if p.failure]
+                    if failed_pairs:
+                        step_results.failures["metrics"] = str(failed_pairs[0].failure)
                 if "scale" in steps:  # bench/scale.py: sessions, resources, services
                     log("[scale] decisions, routing and publishing at several sizes")
                     scale_result = run_scale(lab)

@@ -1,0 +1,194 @@
+"""What Prometheus metrics cost the Access Point: the same AP with metrics on and off.
+
+Two Access Points with the same configuration (the public bench resource to the shared
+nginx backend), one with ``metrics.listen`` and one without, run side by side for each
+worker count. wrk loads them in turns, in short blocks (off, on, on, off, off, on, ...), so
+that the machine's other load falls on both alike; each one's figure is the median of its
+blocks. While the one with metrics is loaded it is scraped every second (Prometheus would
+every 15 s): the cost measured includes rendering. Goal: requests/s with metrics >= 0.97x
+without. The scraped request count is checked against wrk's (they should agree, up to the
+requests in flight when a block ends).
+
+bench/run.py runs it as the ``metrics`` step and writes the table into docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import http.client
+import statistics
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+DOCS = ("<!-- bench:metrics:start -->", "<!-- bench:metrics:end -->")
+HEADING = "## Latest results: the cost of metrics"
+
+GOAL_RATIO = 0.97
+WORKERS = (1, 2)
+ROUNDS = 4  # blocks per Access Point and worker count
+BLOCK_SECONDS = 5
+SCRAPE_EVERY = 1.0
+COUNT_LINE = 'gatehouse_access_point_requests_total{method="GET",resource="bench",status="200"}'
+
+
+@dataclass
+class Block:
+    rps: float
+    p99_ms: float | None
+    requests: int
+    errors: int
+
+
+@dataclass
+class Pair:
+    workers: int
+    off: list[Block] = field(default_factory=list)
+    on: list[Block] = field(default_factory=list)
+    counted: int = 0  # requests the metrics counted during the "on" blocks
+    completed: int = 0  # requests wrk completed during them
+    scrapes: int = 0
+    failure: str | None = None
+
+    @staticmethod
+    def _median(blocks: list[Block], pick: Callable[[Block], float | None]) -> float | None:
+        values = [v for v in map(pick, blocks) if v is not None]
+        return statistics.median(values) if values else None
+
+    def rps(self, on: bool) -> float | None:
+        return self._median(self.on if on else self.off, lambda b: b.rps)
+
+    def p99(self, on: bool) -> float | None:
+        return self._median(self.on if on else self.off, lambda b: b.p99_ms)
+
+    @property
+    def ratio(self) -> float | None:
+        on, off = self.rps(True), self.rps(False)
+        return on / off if on is not None and off else None
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "workers": self.workers,
+            "rps_off": self.rps(False),
+            "rps_on": self.rps(True),
+            "ratio": self.ratio,
+            "p99_off_ms": self.p99(False),
+            "p99_on_ms": self.p99(True),
+            "blocks_off": [b.__dict__ for b in self.off],
+            "blocks_on": [b.__dict__ for b in self.on],
+            "counted": self.counted,
+            "completed": self.completed,
+            "scrapes": self.scrapes,
+            "failure": self.failure,
+        }
+
+
+def scrape_count(port: int) -> int:
+    """The bench resource's 200 answers, as the metrics endpoint says."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", "/metrics")
+        response = conn.getresponse()
+        text = response.read().decode()
+    finally:
+        conn.close()
+    if response.status != 200:
+        raise RuntimeError(f"metrics answered {response.status}")
+    for line in text.splitlines():
+        if line.startswith(COUNT_LINE):
+            return int(float(line.rsplit(" ", 1)[1]))
+    return 0
+
+
+class Scraper:
+    """Scrapes a metrics endpoint every :data:`SCRAPE_EVERY` seconds while running."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.count = 0
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Scraper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(SCRAPE_EVERY):
+            try:
+                scrape_count(self.port)
+                self.count += 1
+            except (OSError, RuntimeError) as exc:
+                self.errors.append(str(exc))
+
+
+Load = Callable[[str, int], Any]  # (url, seconds) -> a WrkResult
+
+
+def measure(
+    workers: int, off_url: str, on_url: str, metrics_port: int, load: Load, warmup: int
+) -> Pair:
+    """Blocks in turns (ABBA order) on the two Access Points; see the module docstring."""
+    pair = Pair(workers)
+    if warmup:
+        load(off_url, warmup)
+        load(on_url, warmup)
+    for round_ in range(ROUNDS):
+        order = (False, True) if round_ % 2 == 0 else (True, False)
+        for on in order:
+            if on:
+                before = scrape_count(metrics_port)
+                with Scraper(metrics_port) as scraper:
+                    result = load(on_url, BLOCK_SECONDS)
+                pair.counted += scrape_count(metrics_port) - before
+                pair.completed += result.requests
+                pair.scrapes += scraper.count
+                if scraper.errors:
+                    pair.failure = f"scrapes failed: {scraper.errors[0]}"
+            else:
+                result = load(off_url, BLOCK_SECONDS)
+            block = Block(result.rps, result.latency_ms.get("99"), result.requests, result.errors)
+            (pair.on if on else pair.off).append(block)
+    return pair
+
+
+def _fmt(value: float | None, digits: int = 0) -> str:
+    return "—" if value is None else f"{value:,.{digits}f}"
+
+
+def render(pairs: list[Pair], info: dict[str, Any], connections: int) -> str:
+    lines = [
+        HEADING,
+        "",
+        f"The same Access Point (public resource, nginx backend) with `metrics.listen` and "
+        f"without, loaded in turns: {ROUNDS} blocks of {BLOCK_SECONDS} s each (ABBA order), "
+        f"wrk with {connections} connections; medians of the blocks. The one with metrics was "
+        f"scraped every {SCRAPE_EVERY:g} s while loaded. Goal: >= {GOAL_RATIO}x the "
+        "requests/s without metrics. Command: `.venv/bin/python bench/run.py --only metrics`.",
+        "",
+        f"Machine: {info.get('cpu', '?')}, {info.get('nproc', '?')} CPUs; load average at "
+        f"start {info.get('load', '?')}, at the end {info.get('load_end', '?')}.",
+        "",
+        "| workers | req/s off | req/s on | ratio | goal | p99 off (ms) | p99 on (ms) "
+        "| counted by metrics / by wrk | scrapes |",
+        "|---:|---:|---:|---:|---|---:|---:|---:|---:|",
+    ]
+    for pair in pairs:
+        if pair.failure and pair.ratio is None:
+            lines.append(f"| {pair.workers} | failed: {pair.failure} |||||||")
+            continue
+        ratio = pair.ratio
+        met = "—" if ratio is None else ("met" if ratio >= GOAL_RATIO else "not met")
+        lines.append(
+            f"| {pair.workers} | {_fmt(pair.rps(False))} | {_fmt(pair.rps(True))} "
+            f"| {_fmt(ratio, 3)}x | >= {GOAL_RATIO}x: {met} | {_fmt(pair.p99(False), 2)} "
+            f"| {_fmt(pair.p99(True), 2)} | {pair.counted:,} / {pair.completed:,} "
+            f"| {pair.scrapes} |"
+        )
+    lines.append("")
+    return "\n".join(lines)
