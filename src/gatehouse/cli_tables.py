@@ -35,6 +35,10 @@ _STYLES = {
     "unhealthy": "bold red",
     "revoked": "red",
     "expired": "red",
+    "running": "green",
+    "primary": "green",
+    "stopped": "red",
+    "exited": "bold red",
 }
 
 
@@ -46,9 +50,22 @@ def print_table(
 ) -> None:
     """``rows`` under ``headers``: a rich table on a terminal, else :func:`plain_table`."""
     out = stream or sys.stdout
-    if not interactive(out):
-        out.write(plain_table(headers, rows))
-        return
+    out.write(render_table(headers, rows, title, interactive(out)))
+
+
+def render_table(
+    headers: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    title: str = "",
+    rich: bool | None = None,
+) -> str:
+    """The table as text: drawn with rich (colours and all) when ``rich`` (default: when
+    standard output is a terminal), else :func:`plain_table`."""
+    if not (interactive() if rich is None else rich):
+        return plain_table(headers, rows)
+    import io
+    import shutil
+
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
@@ -58,7 +75,10 @@ def print_table(
         table.add_column(header)
     for row in rows:
         table.add_row(*(Text(cell, style=_STYLES.get(cell, "")) for cell in row))
-    Console(file=out).print(table)
+    buffer = io.StringIO()
+    width = shutil.get_terminal_size((120, 24)).columns
+    Console(file=buffer, force_terminal=True, width=width).print(table)
+    return buffer.getvalue()
 
 
 class Progress(Protocol):

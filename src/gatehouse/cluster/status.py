@@ -30,8 +30,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from gatehouse.administration.config_cli import table
 from gatehouse.administration.credentials import operator_context
+from gatehouse.cli_tables import render_table
 from gatehouse.cluster.haproxy import HEALTH_PATH as AP_HEALTH_PATH
 from gatehouse.cluster.haproxy import access_point_states
 from gatehouse.cluster.topology import (
@@ -510,7 +510,8 @@ def _services(
 
 
 def render(status: ClusterStatus) -> str:
-    """The status as a plain table, then the URL and the newest published version."""
+    """The status as a table (drawn on a terminal, plain columns otherwise), then the URL
+    and the newest published version."""
     rows = [
         (
             s.name,
@@ -530,7 +531,7 @@ def render(status: ClusterStatus) -> str:
     summary = "all healthy" if status.healthy else f"not healthy: {', '.join(status.unhealthy())}"
     database = status.database.summary() + "\n" if status.database is not None else ""
     return (
-        table(headers, rows)
+        render_table(headers, rows, "Cluster")
         + f"load balancer: {status.url}\nnewest configuration version: {published}\n"
         + database
         + f"{summary}\n"

@@ -25,18 +25,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run_upgrade(args: argparse.Namespace) -> int:
+    from gatehouse.cli_tables import progress
     from gatehouse.storage.home import database_urls, prepare_home
     from gatehouse.storage.migrate import upgrade_installation
 
     urls = database_urls(prepare_home(args.home))
+    steps: list[str] = []
     if args.which not in ("oath", "outbox", "oauth2"):
-        asyncio.run(upgrade_installation(urls, args.which))
-    if args.which in ("oath", "all"):
-        asyncio.run(upgrade_installation(urls, "oath"))
-    if args.which in ("outbox", "all"):
-        asyncio.run(upgrade_installation(urls, "outbox"))
-    if args.which in ("oauth2", "all"):
-        asyncio.run(upgrade_installation(urls, "oauth2"))
+        steps.append(args.which)
+    steps += [branch for branch in ("oath", "outbox", "oauth2") if args.which in (branch, "all")]
+    # A progress bar on a terminal (stderr): migrations of big databases take a while.
+    with progress("migrating", len(steps)) as bar:
+        for done, step in enumerate(steps, 1):
+            asyncio.run(upgrade_installation(urls, step))  # type: ignore[arg-type]
+            bar.advance(done, step)
     parts = []
     if args.which not in ("oath", "outbox", "oauth2"):
         parts += [f"user DB: {redact(urls.user_db)}", f"session DB: {redact(urls.session_db)}"]
