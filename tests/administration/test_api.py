@@ -256,7 +256,11 @@ def test_the_example_is_the_single_node_of_gatehouse_up(tmp_path: Path) -> None:
     example["distribution"] = {"channels": [mail]}
     config = parse_config(as_yaml(example))
     addresses = NodeAddresses(
-        ("127.0.0.1", 8080), ("127.0.0.1", 9000), ("127.0.0.1", 8101), ("127.0.0.1", 8201)
+        ("127.0.0.1", 8080),
+        ("127.0.0.1", 9000),
+        ("127.0.0.1", 8101),
+        ("127.0.0.1", 8201),
+        metrics=None,  # the example has no metrics listeners
     )
     up = parse_config(as_yaml(installation(addresses, tmp_path, "local")))
     assert view_for(up, "dist1") == view_for(config, "dist1")
