@@ -9,7 +9,9 @@ Credentials: the admin token is a file under the home (mode 0600, made on first 
 the installation's internal CA (HOME/ca, :mod:`gatehouse.trust.ca`) issues every service its
 certificate at enrolment (the identity from the join token, the key from the service's CSR)
 and at renewal; a service's own calls are authenticated by that certificate (the TLS peer),
-and a revoked one is refused.
+and a revoked one is refused. Administrators call the API with a personal token
+(:mod:`.admins_store`) or the admin token, the break-glass identity (:meth:`authenticate`);
+what they change is audited under their name (:mod:`.admins`).
 """
 
 from __future__ import annotations
@@ -333,11 +335,6 @@ class AdministrationService:
         return self._latest
 
     # credentials
-
-    def authorize_admin(self, header: str | None) -> None:
-        given = bearer(header)
-        if given is None or not hmac.compare_digest(token_hash(given), self._admin_hash):
-            raise Unauthorized("a valid admin bearer token is required")
 
     async def authenticate(self, header: str | None) -> Actor:
         """Who calls the admin API: the home's admin token (break-glass) or an

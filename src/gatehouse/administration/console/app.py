@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from starlette.requests import Request
-from starlette.responses import FileResponse, RedirectResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from gatehouse.administration.admins import Actor, acting_as
@@ -40,10 +40,6 @@ Endpoint = Callable[[ConsolePage], Awaitable[Response]]
 PAGE_MODULES: list[str] = [
     "gatehouse.administration.console.pages_overview",
     "gatehouse.administration.console.pages_audit",
-    "gatehouse.administration.console.pages_config",
-    "gatehouse.administration.console.pages_users",
-    "gatehouse.administration.console.pages_tokens",
-    "gatehouse.administration.console.pages_nodes",
 ]
 
 
@@ -147,8 +143,6 @@ async def _not_found(request: Request) -> Response:
             permission=None,
         )
     )
-    from starlette.responses import HTMLResponse
-
     return layout.harden(HTMLResponse(html, status_code=404))
 
 
