@@ -14,6 +14,7 @@ minutes; everything on loopback, stopped at the end.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import tempfile
 import threading
@@ -24,10 +25,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
+from gatehouse.cluster import db_access
 from gatehouse.cluster.haproxy import find_haproxy, read_stats
 from gatehouse.cluster.runner import Cluster
 from gatehouse.cluster.status import ClusterStatus
+from gatehouse.cluster.upgrade import Step as UpgradeStep
+from gatehouse.cluster.upgrade import migrate_databases, rolling_upgrade
+from gatehouse.storage.engine import Database
+from gatehouse.storage.migrate import TEST_MIGRATIONS_ENV
+from gatehouse.storage.migration_rules import check_revision, steps
 from tests.support.cluster import free_topology
 from tests.support.gateway import add_user
 from tests.support.load import Record, login, login_loop, steady_load
@@ -253,3 +261,104 @@ def test_losing_the_database_primary_fails_no_request_and_no_sign_in(lab: Lab) -
     lab.cluster.start("admin")
     assert lab.cluster.rejoin_db() in ("rewound", "rebuilt")
     wait_status(lab, lambda s: s.healthy, "every member healthy after the rejoin")
+
+
+NEXT_RELEASE_MIGRATION = '''"""The next release's migration (expand): a column the code ignores.
+
+Revision ID: {revision}
+Revises: {down}
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "{revision}"
+down_revision = "{down}"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.add_column("sessions", sa.Column("upgrade_note", sa.String(64), nullable=True))
+
+
+def downgrade() -> None:
+    op.drop_column("sessions", "upgrade_note")
+'''
+
+
+def next_release(directory: Path) -> tuple[Path, str]:
+    """A directory with one Alembic revision on top of the session branch's head."""
+    known = steps()
+    head = next(
+        s.revision
+        for s in known
+        if s.revision.startswith("session_")
+        and not any(o.down_revision == s.revision for o in known)
+    )
+    directory.mkdir()
+    revision = "session_9101"
+    text = NEXT_RELEASE_MIGRATION.format(revision=revision, down=head)
+    (directory / "9101_next_release.py").write_text(text)
+    step = next(s for s in steps((directory,)) if s.revision == revision)
+    assert check_revision(step, (directory,)) == []  # an online migration
+    return directory, revision
+
+
+def test_a_rolling_upgrade_fails_nothing_and_logs_nobody_out(lab: Lab, tmp_path: Path) -> None:
+    """Every service replaced in turn under load and sign-ins (APs drained in HAProxy
+    first), with an expand migration in the middle: the previous release's Policy and
+    Authentication services run on the new schema until they are replaced."""
+    migrations, revision = next_release(tmp_path / "next-release")
+    cluster = lab.cluster
+    # From now on every service starts as the "new release": the same code plus the migration.
+    cluster.environment[TEST_MIGRATIONS_ENV] = str(migrations)
+
+    def migrate() -> None:
+        previous = os.environ.get(TEST_MIGRATIONS_ENV)
+        os.environ[TEST_MIGRATIONS_ENV] = str(migrations)
+        try:
+            migrate_databases(cluster)
+        finally:
+            if previous is None:
+                del os.environ[TEST_MIGRATIONS_ENV]
+            else:
+                os.environ[TEST_MIGRATIONS_ENV] = previous
+
+    logins = Record()
+    steps_done: list[UpgradeStep] = []
+    with load(lab, 100, logins, login_timeout=SIGN_IN_TIMEOUT) as record:
+        started = time.monotonic()
+        steps_done = rolling_upgrade(cluster, migrate=migrate)
+        took = time.monotonic() - started
+    summary = ", ".join(f"{s.member} {s.seconds:.1f}s" for s in steps_done)
+    print(
+        f"rolling upgrade in {took:.0f}s ({summary}); {len(record.outcomes)} requests, "
+        f"{len(record.failures())} failed; {len(logins.outcomes)} sign-ins, "
+        f"{len(logins.failures())} failed"
+    )
+    assert took < 100, "the upgrade outlasted the load"
+    assert record.failures() == [], record.summary()
+    assert logins.failures() == [], logins.summary()
+    replaced = {s.member for s in steps_done}
+    assert replaced >= {"ap1", "ap2", "ps1", "ps2", "auth1", "auth2", "admin", "database"}
+    # The migration is there and the new release runs on it.
+    local = cluster.topology.databases.local
+    assert local is not None
+    policy_url = db_access.role_url(cluster.home, local, db_access.POLICY_ROLE)
+    assert asyncio.run(session_revision(policy_url)) == revision
+    # Nobody was logged out: every session still opens the protected page.
+    with load(lab, 3) as after:
+        pass
+    assert after.failures() == [], after.summary()
+    assert {o.user for o in after.outcomes} == set(range(len(lab.cookies)))
+
+
+async def session_revision(url: str) -> str:
+    database = Database(url)
+    try:
+        async with database.connect() as conn:
+            rows = (await conn.execute(text("SELECT version_num FROM alembic_version"))).all()
+        return next(str(r[0]) for r in rows if str(r[0]).startswith("session_"))
+    finally:
+        await database.dispose()

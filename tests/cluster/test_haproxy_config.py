@@ -70,7 +70,7 @@ def test_frontend_and_stats() -> None:
     assert "    bind 127.0.0.1:8080\n" in text
     assert "http-request set-header X-Forwarded-For %[src]" in text
     assert "http-request set-header X-Forwarded-Proto http\n" in text
-    assert 'stats socket "/run/gh lb.sock" mode 600 level operator' in text
+    assert 'stats socket "/run/gh lb.sock" mode 600 level admin' in text
     assert "frontend stats\n    bind 127.0.0.1:8404\n    stats enable\n" in text
     text = haproxy_config(topology(tls_certificate="/etc/haproxy/gate.pem"))
     assert "bind 127.0.0.1:8080 ssl crt /etc/haproxy/gate.pem alpn http/1.1" in text

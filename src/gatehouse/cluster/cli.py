@@ -153,6 +153,17 @@ def _register_cluster(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     _add_home(rejoin)
     rejoin.set_defaults(handler=cluster_rejoin_db)
 
+    upgrade = actions.add_parser(
+        "upgrade",
+        help="replace every service in turn, nobody logged out (a rolling-upgrade drill)",
+        description="Replaces every service with what is installed now: each Access Point "
+        "drained in HAProxy first, then stopped and started; the databases migrated (online "
+        "migrations only, docs/migrations.md); then the Policy, Authentication and "
+        "Distribution services one at a time, each used again before the next; then Admin.",
+    )
+    _add_home(upgrade)
+    upgrade.set_defaults(handler=cluster_upgrade)
+
 
 def haproxy_config(args: argparse.Namespace) -> int:
     from gatehouse.cluster.haproxy import haproxy_config as generate
@@ -288,4 +299,17 @@ def cluster_rejoin_db(args: argparse.Namespace) -> int:
     cluster = Cluster.open(args.home, progress=_progress)
     how = cluster.rejoin_db()
     print(f"{cluster.pg_standby()} is the synchronous standby of {cluster.pg_primary()} ({how})")
+    return 0
+
+
+def cluster_upgrade(args: argparse.Namespace) -> int:
+    import functools
+
+    from gatehouse.cluster.runner import Cluster
+    from gatehouse.cluster.upgrade import migrate_databases, rolling_upgrade
+
+    cluster = Cluster.open(args.home, progress=_progress)
+    migrate = functools.partial(migrate_databases, cluster)
+    for step in rolling_upgrade(cluster, migrate=migrate, progress=_progress):
+        print(f"{step.member}: {step.action} in {step.seconds:.1f}s")
     return 0

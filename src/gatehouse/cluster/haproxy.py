@@ -103,7 +103,9 @@ def _global(stats_socket: str | Path | None) -> list[str]:
     ]
     if stats_socket is not None:
         lines += [
-            f"    stats socket {_quote(str(stats_socket))} mode 600 level operator",
+            # level admin: a rolling upgrade drains an Access Point (set server ... state);
+            # mode 600, so only the cluster's owner reaches it.
+            f"    stats socket {_quote(str(stats_socket))} mode 600 level admin",
             "    stats timeout 30s",
         ]
     return lines
@@ -275,6 +277,44 @@ def read_stats(
     except OSError as exc:
         raise GatehouseError(f"cannot read HAProxy's stats socket {stats_socket}: {exc}") from exc
     return parse_show_stat(b"".join(chunks).decode("utf-8", "replace"))
+
+
+def _command(stats_socket: str | Path, line: str, timeout: float = 2.0) -> str:
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(str(stats_socket))
+            sock.sendall(line.encode() + b"\n")
+            chunks = []
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+    except OSError as exc:
+        raise GatehouseError(f"cannot use HAProxy's stats socket {stats_socket}: {exc}") from exc
+    return b"".join(chunks).decode("utf-8", "replace").strip()
+
+
+#: What :func:`set_access_point_state` accepts: ``drain`` (no new requests, those under way
+#: finish; health checks go on), ``ready`` (back in rotation), ``maint`` (out, checks off).
+SERVER_STATES = ("drain", "ready", "maint")
+
+
+def set_access_point_state(stats_socket: str | Path, server: str, state: str) -> None:
+    """HAProxy's runtime ``set server BACKEND/SERVER state STATE`` for one Access Point.
+
+    Raises:
+        GatehouseError: the socket cannot be reached or HAProxy refused (its answer).
+    """
+    if state not in SERVER_STATES:
+        raise ValueError(f"state must be one of {', '.join(SERVER_STATES)}")
+    answer = _command(stats_socket, f"set server {BACKEND}/{server} state {state}")
+    if answer:
+        raise GatehouseError(f"HAProxy refused to set {server} {state}: {answer}")
+
+
+def access_point_sessions(stats_socket: str | Path, server: str) -> int:
+    """Requests HAProxy has under way on ``server`` now (``show stat``'s ``scur``)."""
+    row = read_stats(stats_socket).get((BACKEND, server), {})
+    return int(row.get("scur") or 0)
 
 
 def access_point_states(stats_socket: str | Path, timeout: float = 2.0) -> dict[str, str]:

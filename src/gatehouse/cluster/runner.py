@@ -110,6 +110,9 @@ class Cluster:
         self.topology = topology = with_local_tls(topology, self.home)
         self.source = source
         self.start_timeout = start_timeout
+        #: Variables added to the environment of every service started from now on (a
+        #: rolling-upgrade drill's simulated next release, :mod:`.upgrade`).
+        self.environment: dict[str, str] = {}
         self._say = progress or (lambda _message: None)
         local = topology.databases.local
         self.databases = (
@@ -365,7 +368,8 @@ class Cluster:
 
     def _spawn(self, name: str) -> int:
         argv = member_argv(self.member(name), self.topology, self.home, self.admin_url)
-        pid = processes.spawn(argv, self.log_path(name), {**os.environ, "PYTHONUNBUFFERED": "1"})
+        environment = {**os.environ, **self.environment, "PYTHONUNBUFFERED": "1"}
+        pid = processes.spawn(argv, self.log_path(name), environment)
         self._pid_file(name).write(pid)
         return pid
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -42,9 +43,19 @@ TARGETS: dict[str, tuple[str, ...]] = {
 PG_MIGRATION_LOCK = 0x6761_7465_686F
 
 
+#: For drills and tests only: a directory of extra Alembic revisions (a simulated next
+#: release's migration, tests/cluster/test_upgrade.py) added to the version locations.
+TEST_MIGRATIONS_ENV = "GATEHOUSE_TEST_MIGRATIONS"
+
+
 def alembic_config(url: str | URL) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
+    extra = os.environ.get(TEST_MIGRATIONS_ENV)
+    if extra:
+        config.set_main_option("path_separator", "os")
+        locations = os.pathsep.join([str(MIGRATIONS / "versions"), extra])
+        config.set_main_option("version_locations", locations)
     rendered = parse_url(url).render_as_string(hide_password=False)
     config.set_main_option("sqlalchemy.url", rendered.replace("%", "%%"))
     return config
