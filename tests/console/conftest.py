@@ -110,7 +110,10 @@ def playwright_or_skip() -> Any:
     return sync_playwright
 
 
-@pytest.fixture(scope="session")
+# Module-scoped, as tests/test_portal_browser.py's: while Playwright's sync API is open its
+# event loop runs on the main thread, so asyncio.run() in any later test of the same process
+# (in-process tests, the commands run in-process) would fail.
+@pytest.fixture(scope="module")
 def console_browser() -> Iterator[Any]:
     sync_playwright = playwright_or_skip()
     with sync_playwright() as pw:

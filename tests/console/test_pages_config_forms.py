@@ -127,7 +127,7 @@ def test_the_drafts_problems_land_at_the_resource_forms_fields() -> None:
     fields.update(path_prefix="/wiki", backends="http://10.0.2.5")
     new, index = apply_resource(doc(), ResourceForm.from_fields(fields, "wiki"))
     found = resource_problems(problems_of(new), index, "wiki")
-    assert found.fields == {"rule": ["rule: unknown rule 'opps'"]}
+    assert found.fields == {"rule": ["resource_rules.wiki.rule: unknown rule 'opps'"]}
     assert found.other == []
 
 
@@ -162,7 +162,9 @@ def test_a_rule_form_edits_renames_and_reports_at_its_fields() -> None:
     )
     found = rule_problems(problems_of(bad), "internal")
     assert found.fields == {
-        "condition": ["ip[0]: not an IP network: '10.0.0.0/33' (use CIDR, e.g. 10.0.0.0/8)"]
+        "condition": [
+            "rules.internal.ip[0]: not an IP network: '10.0.0.0/33' (use CIDR, e.g. 10.0.0.0/8)"
+        ]
     }
     bad = apply_rule(
         doc(), RuleForm.from_fields({"name": "public", "condition": "authenticated"}, None)

@@ -114,7 +114,7 @@ def test_an_invalid_resource_shows_its_field_and_saves_nothing(console: Console)
     assert '<a href="#field-backends">' in page
     assert 'id="field-backends"' in page
     assert 'aria-invalid="true"' in page
-    assert "not a URL: &#39;ftp://crm&#39;" in page
+    assert "resources[2].backends[0]: not a URL: &#39;ftp://crm&#39;" in page
     assert '<a href="#field-path_prefix">' in page
     assert "ftp://crm" in page  # what was typed is kept
     assert draft(console) == before
@@ -126,13 +126,13 @@ def test_a_rule_error_is_shown_at_its_field_path(console: Console) -> None:
     answer = console.post("olga", "/console/config/resources/new", fields)
     assert answer.status_code == 422
     assert '<a href="#field-rule">' in answer.text
-    assert "ip[0]: not an IP network" in text(answer)
+    assert "resource_rules.crm.ip[0]: not an IP network" in text(answer)
     answer = console.post(
         "olga", "/console/config/rules/new", {"name": "staff", "condition": "{groups_anyy: [x]}"}
     )
     assert answer.status_code == 422
     assert '<a href="#field-condition">' in answer.text
-    assert "groups_anyy: unknown condition" in text(answer)
+    assert "rules.staff.groups_anyy: unknown condition" in text(answer)
 
 
 def test_a_resource_and_a_rule_saved_in_the_draft_show_in_the_diff(console: Console) -> None:

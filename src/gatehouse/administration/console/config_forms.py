@@ -204,7 +204,8 @@ def remove_resource(document: Mapping[str, Any], resource_id: str) -> Document:
 
 def resource_problems(problems: Iterable[Problem], index: int, resource_id: str) -> FieldProblems:
     """The draft's problems at the resource form's fields (``resources[i].backends[0]`` at
-    backends, ``resource_rules.ID...`` at rule); the rest in ``other``."""
+    backends, ``resource_rules.ID...`` at rule), each saying its path in the draft; the rest
+    in ``other``."""
     out = FieldProblems()
     prefix, rule_path = f"resources[{index}]", f"resource_rules.{resource_id}"
     for path, message in problems:
@@ -217,12 +218,10 @@ def resource_problems(problems: Iterable[Problem], index: int, resource_id: str)
                 continue
         elif path == rule_path or path.startswith((rule_path + ".", rule_path + "[")):
             name = "rule"
-            if path != rule_path:
-                message = f"{path[len(rule_path) + 1 :]}: {message}"
         if name is None:
             out.other.append((path, message))
         else:
-            out.fields.setdefault(name, []).append(message)
+            out.fields.setdefault(name, []).append(f"{path}: {message}")
     return out
 
 
@@ -282,16 +281,14 @@ def remove_rule(document: Mapping[str, Any], name: str) -> Document:
 
 
 def rule_problems(problems: Iterable[Problem], name: str) -> FieldProblems:
+    """The draft's problems at the rule form's fields, each saying its path in the draft."""
     out = FieldProblems()
     path_of = f"rules.{name}"
     for path, message in problems:
         if path == path_of and ("rule name" in message or "built-in rule" in message):
-            out.fields.setdefault("name", []).append(message)
+            out.fields.setdefault("name", []).append(f"{path}: {message}")
         elif path == path_of or path.startswith((path_of + ".", path_of + "[")):
-            inner = path[len(path_of) + 1 :]
-            out.fields.setdefault("condition", []).append(
-                f"{inner}: {message}" if inner else message
-            )
+            out.fields.setdefault("condition", []).append(f"{path}: {message}")
         else:
             out.other.append((path, message))
     return out
