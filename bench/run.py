@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import db_failover
 import failover
 import login
 import metrics_cost
@@ -72,6 +73,7 @@ DOCS_HEADINGS = {
     DOCS_PROTECTED: "## Latest results: protected resources",
     DOCS_PUBLISH: "## Latest results: publishing a configuration",
     DOCS_FAILOVER: "## Latest results: failover",
+    db_failover.DOCS: db_failover.HEADING,
     login.DOCS: login.HEADING,
     tls_edge.DOCS: tls_edge.HEADING,
     mtls.DOCS: mtls.HEADING,
@@ -1803,6 +1805,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                     step_results.failover = run_failover(settings)
                     if step_results.failover.failure:
                         step_results.failures["failover"] = step_results.failover.failure
+                    # The database row: SIGKILL of the PostgreSQL primary, Patroni's
+                    # defaults beside the tuned settings (bench/db_failover.py).
+                    log("[failover] database: SIGKILL of the PostgreSQL primary's postmaster")
+                    db_rows, sections[db_failover.DOCS] = db_failover.run()
+                    db_failed = [r.variant for r in db_rows if r.failure]
+                    if db_failed:
+                        step_results.failures["db-failover"] = ", ".join(db_failed)
                 if "login-node" in steps:  # bench/login.py: a whole node, 4 clients
                     log(f"[login-node] gatehouse up, {settings.login_clients} clients")
                     _, login_table = login.run(settings.login_clients, settings.duration)

@@ -11,8 +11,7 @@ from pathlib import Path
 from gatehouse.cluster.drill import on_free_ports
 from gatehouse.cluster.runner import Cluster
 from gatehouse.cluster.topology import LocalDatabases
-from gatehouse.cluster.topology_patroni import EtcdMember
-from tests.support.processes import free_ports
+from gatehouse.cluster.topology_patroni import EtcdMember, quiet_free_ports
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ha-cluster.yaml"
 
@@ -39,7 +38,7 @@ def cluster_home(prefix: str = "gh-cluster-") -> Iterator[Path]:
 def free_local_databases() -> tuple[LocalDatabases, list[EtcdMember]]:
     """PostgreSQL, Patroni REST and etcd ports on loopback for a :class:`ClusterDatabases`,
     every one free (each probe socket held until all are chosen)."""
-    ports = free_ports(10)
+    ports = quiet_free_ports(10)  # outside the ephemeral range: see quiet_free_ports
     local = LocalDatabases(
         primary_port=ports[0], standby_port=ports[1], rest_ports=(ports[2], ports[3])
     )

@@ -271,6 +271,11 @@ def patroni_config(args: argparse.Namespace) -> int:
     topology = load_topology(args.topology)
     documents = production_configs(topology)
     directory = Path(args.output_dir)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"gatehouse: cannot create {directory}: {exc.strerror}", file=sys.stderr)
+        return 1
     for name, document in documents.items():
         path = directory / f"{name}.yml"
         header = PRODUCTION_HEADER.format(name=name, source=args.topology, tls=PRODUCTION_TLS_DIR)

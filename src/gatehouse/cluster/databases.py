@@ -205,6 +205,8 @@ class ClusterDatabases:
             self.members(),
             str(require_bindir()),
             fsync=self.fsync,
+            # Loopback TCP only: no Unix socket for another local user to reach.
+            extra_parameters={"unix_socket_directories": ""},
         )
         files = NodeFiles(
             cert=str(node.tls_dir / SERVER_CERT),
@@ -283,20 +285,37 @@ class ClusterDatabases:
             time.sleep(_POLL)
 
     def wait_sync(self, standby: str, timeout: float = START_TIMEOUT) -> None:
-        """Wait until ``standby`` streams as the synchronous standby."""
+        """Wait until ``standby`` streams as the synchronous standby: Patroni says so, and
+        the leader's ``pg_stat_replication`` too (right after a failover Patroni's view of
+        the old primary can still be the one from before)."""
         deadline = time.monotonic() + timeout
         while True:
             view = self.view()
+            leader = view.leader if view is not None else None
             member = view.member(standby) if view is not None else None
-            in_sync = view is not None and view.sync_standby == standby
+            in_sync = view is not None and view.sync_standby == standby and leader in NAMES
             if in_sync and member is not None and member.state in ("running", "streaming"):
-                return
+                assert leader is not None
+                if self._streams_sync(self.node(leader), standby):
+                    return
             if time.monotonic() > deadline:
                 raise self._failure(
                     standby,
                     f"not the synchronous standby after {timeout:g}s ({view and view.to_json()})",
                 )
             time.sleep(_POLL)
+
+    @staticmethod
+    def _streams_sync(leader: PgNode, standby: str) -> bool:
+        try:
+            rows = leader.sql(
+                "SELECT state, sync_state FROM pg_stat_replication "
+                f"WHERE application_name = '{standby}'",
+                timeout=5,
+            )
+        except ReplicationError:
+            return False
+        return ["streaming", "sync"] in rows
 
     # -- the whole ------------------------------------------------------------------------
 
@@ -481,7 +500,16 @@ class ClusterDatabases:
         primary = self.primary()
         target = candidate or self.other(primary).name
         self._say(f"switching over from {primary.name} to {target}")
-        switchover(self.rest_address(primary.name), primary.name, target, self.rest_auth())
+        for attempt in range(3):
+            try:
+                switchover(self.rest_address(primary.name), primary.name, target, self.rest_auth())
+                break
+            except ReplicationError as exc:
+                # Patroni's etcd client moves to another member after a failed request: a
+                # lost etcd member can fail the first write of the switchover key.
+                if "DCS" not in str(exc) or attempt == 2:
+                    raise
+                time.sleep(1.0)
         leader = self.wait_leader(FAILOVER_TIMEOUT, not_=primary.name)
         self._record_primary(leader)
         return self.node(leader)

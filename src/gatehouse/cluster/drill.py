@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from gatehouse.cluster.topology_patroni import quiet_free_ports
 from gatehouse.errors import GatehouseError
 
 LOGIN = "/_gatehouse/login"
@@ -66,13 +67,17 @@ def on_free_ports(source: Path, destination: Path) -> Path:
     data["load_balancer"]["listen"] = free()
     if data["load_balancer"].get("stats"):
         data["load_balancer"]["stats"] = free()
+    # PostgreSQL, Patroni and etcd bind after etcd's peers connect: ports outside the
+    # ephemeral range, which no outgoing connection can take first.
+    quiet = iter(quiet_free_ports(10))
     data["databases"]["local"] = {
-        "primary_port": port(),
-        "standby_port": port(),
-        "rest_ports": [port(), port()],  # Patroni's REST API
+        "primary_port": next(quiet),
+        "standby_port": next(quiet),
+        "rest_ports": [next(quiet), next(quiet)],  # Patroni's REST API
     }
     data["databases"]["etcd"] = [
-        {"name": f"etcd{i}", "client_port": port(), "peer_port": port()} for i in (1, 2, 3)
+        {"name": f"etcd{i}", "client_port": next(quiet), "peer_port": next(quiet)}
+        for i in (1, 2, 3)
     ]
     if data.get("demo_backend"):
         data["demo_backend"]["listen"] = free()

@@ -176,7 +176,6 @@ def node_config(
         replication["password"] = secrets.replication
         rest_auth["password"] = secrets.rest
     parameters: dict[str, Any] = {
-        "unix_socket_directories": "",
         "ssl": "on",
         "ssl_cert_file": files.cert,
         "ssl_key_file": files.key,

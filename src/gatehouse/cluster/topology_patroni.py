@@ -8,6 +8,9 @@ are is in docs/operations.md ("Database HA (Patroni)").
 
 from __future__ import annotations
 
+import random
+import socket
+from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field, model_validator
@@ -95,3 +98,42 @@ def default_etcd(first_port: int, host: str = "127.0.0.1") -> list[EtcdMember]:
         )
         for i in range(3)
     ]
+
+
+#: Where quiet ports are looked for when the kernel's ephemeral range cannot be read.
+_EPHEMERAL_FALLBACK = (32768, 60999)
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return _EPHEMERAL_FALLBACK
+
+
+def quiet_free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct ports that are free now and outside the kernel's ephemeral range,
+    so that no outgoing connection (etcd's peers, Patroni's clients) takes one as its local
+    port before the server meant for it binds it (drills and tests on one busy machine)."""
+    low, high = _ephemeral_range()
+    candidates = list(range(20000, low)) if low > 21000 else list(range(high + 1, 65535))
+    random.shuffle(candidates)
+    held: list[socket.socket] = []
+    ports: list[int] = []
+    try:
+        for port in candidates:
+            probe = socket.socket()
+            try:
+                probe.bind((host, port))
+            except OSError:
+                probe.close()
+                continue
+            held.append(probe)
+            ports.append(port)
+            if len(ports) == count:
+                return ports
+    finally:
+        for probe in held:
+            probe.close()
+    raise OSError(f"fewer than {count} free ports on {host}")
