@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -294,3 +295,18 @@ def test_join_tokens_are_shown_once_and_nodes_need_their_permission(console: Con
     )
     assert refused.status_code == 403
     assert console.get("hugo", "/console/nodes").status_code == 403
+
+
+def test_sessions_are_read_from_the_session_db_when_no_policy_service_answers(
+    console: Console,
+) -> None:
+    page = console.get("hugo", "/console/sessions?q=alice")
+    assert page.status_code == 200
+    assert "0 of 0 live sessions (from the session database)" in text(page)
+    answer = console.post("hugo", "/console/sessions/not-a-hash/revoke", {"next": "//evil"})
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/console/sessions"  # never another site
+    assert "Nothing changed" in urllib.parse.unquote(answer.cookies["gatehouse_console_flash"])
+    entries = console.run(console.service.audit(20, None))
+    assert not [e for e in entries if e.action == "session.revoke"]
+    assert console.get("olga", "/console/sessions").status_code == 403

@@ -301,9 +301,9 @@ async def revoke(page: ConsolePage) -> Response:
         said = await revoke_session(home_of(page), id_hash)
     except (ValueError, GatehouseError) as error:
         said = f"Nothing changed: {error}"
-    await page.service.store.record_audit(
-        page.admin.name, "session.revoke", json.dumps({"session": id_hash[:32]})
-    )
+    else:
+        what = json.dumps({"session": id_hash, "result": said})
+        await page.service.store.record_audit(page.admin.name, "session.revoke", what)
     return page.redirect(back, flash=said[:1].upper() + said[1:])
 
 
