@@ -17,6 +17,12 @@ from gatehouse.metrics.access_point import (
 from gatehouse.metrics.names import DURATION_BUCKETS
 
 
+def counting() -> WorkerCounters:
+    counters = WorkerCounters()
+    counters.on = True  # as in a worker with a metrics listener
+    return counters
+
+
 def snapshot_of(counters: WorkerCounters, **state: Any) -> dict[str, Any]:
     """What worker_snapshot makes, without a worker: the counts and the given state."""
     snap = empty_snapshot()
@@ -42,7 +48,7 @@ def samples(text: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 def test_a_request_lands_in_its_bucket_le_inclusive() -> None:
-    counters = WorkerCounters()
+    counters = counting()
     counters.request("app", b"GET", 200, 0.0001)  # exactly the first bound: le="0.0001"
     counters.request("app", b"GET", 200, 0.0003)
     counters.request("app", b"GET", 502, 30.0)  # past the last bound: +Inf only
@@ -63,7 +69,7 @@ def test_a_request_lands_in_its_bucket_le_inclusive() -> None:
 
 
 def test_workers_add_up_and_state_is_summarised() -> None:
-    one, two = WorkerCounters(), WorkerCounters()
+    one, two = counting(), counting()
     for _ in range(3):
         one.request("app", b"GET", 200, 0.002)
     two.request("app", b"GET", 200, 0.002)
@@ -120,7 +126,7 @@ def test_workers_add_up_and_state_is_summarised() -> None:
 
 
 def test_a_replaced_worker_keeps_its_counts_but_not_its_state() -> None:
-    counters = WorkerCounters()
+    counters = counting()
     counters.request("app", b"GET", 200, 0.001)
     last = snapshot_of(counters, links=[["policy", "http://ps1:8101", 1.0, 1.0, 4.0, 0, 0]])
     kept = retained(last)
@@ -132,3 +138,12 @@ def test_a_replaced_worker_keeps_its_counts_but_not_its_state() -> None:
     assert got[("gatehouse_internal_endpoint_in_use", labels)] == 0
     assert got[("gatehouse_internal_endpoint_up", labels)] == 0
     assert got[("gatehouse_access_point_workers", ())] == 0
+
+
+def test_without_a_listener_nothing_is_counted() -> None:
+    counters = WorkerCounters()
+    counters.decision("allow", 0.001)
+    counters.upstream_error("http://b:1", "connect")
+    assert not counters.on
+    assert counters.decisions == {}
+    assert counters.upstream_errors == {}

@@ -268,11 +268,12 @@ class ClientConnection(asyncio.Protocol):
         return None
 
     def exchange_finished(self, exchange: Exchange, close: bool) -> None:
-        if type(exchange) is ProxyExchange:
+        if COUNTERS.on:  # metrics.listen is set
             seconds = perf_counter() - exchange.t0
-            COUNTERS.request(exchange.resource, exchange.head.method, exchange.status, seconds)
-        else:
-            COUNTERS.request("", b"", exchange.status, perf_counter() - exchange.t0)
+            if type(exchange) is ProxyExchange:
+                COUNTERS.request(exchange.resource, exchange.head.method, exchange.status, seconds)
+            else:
+                COUNTERS.request("", b"", exchange.status, seconds)
         if self.queue and self.queue[0] is exchange:
             self.queue.popleft()
         if close or self.closed:

@@ -381,7 +381,8 @@ class ProxyExchange(Authorization):
             self.resp_headers = []
             return
         self.status = code
-        COUNTERS.upstream_time(upstream.origin.backend.url, perf_counter() - self.sent_at)
+        if COUNTERS.on:
+            COUNTERS.upstream_time(upstream.origin.backend.url, perf_counter() - self.sent_at)
         head = self.head
         framing = split_response(self.resp_headers)
         lines = [pages.status_line(code)]
@@ -477,7 +478,8 @@ class ProxyExchange(Authorization):
         self.resp_started = True
         self._cancel_timers()
         upstream.tunnel = True
-        COUNTERS.request(self.resource, self.head.method, 101, perf_counter() - self.t0)
+        if COUNTERS.on:
+            COUNTERS.request(self.resource, self.head.method, 101, perf_counter() - self.t0)
         conn.enter_tunnel(self)
         if self.early_data:
             upstream.write(b"".join(self.early_data))

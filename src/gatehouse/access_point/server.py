@@ -475,10 +475,12 @@ class Worker:
         def snapshot() -> dict[str, Any]:
             return worker_snapshot(self, state)
 
+        listen = self.config.access_point.metrics.listen
+        # Without a metrics listener, the request path does not count at all.
+        COUNTERS.on = workers.LINK is not None or (listen is not None and self.own_metrics)
         if workers.LINK is not None:
             transport = await workers.serve_link(snapshot)
             return None if transport is None else transport.close
-        listen = self.config.access_point.metrics.listen
         if listen is None or not self.own_metrics:
             return None
         from gatehouse.metrics.listener import MetricsListener

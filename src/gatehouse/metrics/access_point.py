@@ -53,6 +53,7 @@ class WorkerCounters:
         "decision_durations",
         "decisions",
         "durations",
+        "on",
         "requests",
         "retired",
         "retired_links",
@@ -61,6 +62,9 @@ class WorkerCounters:
     )
 
     def __init__(self) -> None:
+        #: Whether to count at all: set when the worker has a metrics listener (or answers the
+        #: supervisor's); without ``metrics.listen`` the request path skips counting.
+        self.on = False
         #: (resource id, method, status) -> requests answered.
         self.requests: dict[tuple[str, bytes, int], int] = {}
         #: resource id -> histogram of request durations (head received to response sent).
@@ -77,7 +81,7 @@ class WorkerCounters:
         self.retired_links: dict[tuple[str, str], list[float]] = {}
 
     def request(self, resource: str, method: bytes, status: int, seconds: float) -> None:
-        """One request answered (the hot path)."""
+        """One request answered (the hot path; callers check :attr:`on` first)."""
         key = (resource, method, status)
         requests = self.requests
         requests[key] = requests.get(key, 0) + 1
@@ -95,10 +99,14 @@ class WorkerCounters:
         hist[_SUM] += seconds
 
     def upstream_error(self, backend: str, kind: str) -> None:
+        if not self.on:
+            return
         key = (backend, kind)
         self.upstream_errors[key] = self.upstream_errors.get(key, 0) + 1
 
     def decision(self, outcome: str, seconds: float) -> None:
+        if not self.on:
+            return
         self.decisions[outcome] = self.decisions.get(outcome, 0) + 1
         hist = self.decision_durations
         hist[bisect_left(_BOUNDS, seconds)] += 1

@@ -48,7 +48,7 @@ REFRESH_TIMEOUT = 2.0
 
 # No ``_created`` series next to every counter and histogram: Prometheus does not need them
 # (resets show in the counters) and they double what each scrape carries.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 HTTP_REQUESTS = Counter(
     "gatehouse_http_requests",
