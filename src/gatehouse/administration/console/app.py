@@ -40,6 +40,10 @@ Endpoint = Callable[[ConsolePage], Awaitable[Response]]
 PAGE_MODULES: list[str] = [
     "gatehouse.administration.console.pages_overview",
     "gatehouse.administration.console.pages_audit",
+    "gatehouse.administration.console.pages_config",
+    "gatehouse.administration.console.pages_users",
+    "gatehouse.administration.console.pages_tokens",
+    "gatehouse.administration.console.pages_nodes",
 ]
 
 
