@@ -163,8 +163,6 @@ def _fmt(value: float | None, digits: int = 0) -> str:
 
 def render(pairs: list[Pair], info: dict[str, Any], connections: int) -> str:
     lines = [
-        HEADING,
-        "",
         f"The same Access Point (public resource, nginx backend) with `metrics.listen` and "
         f"without, loaded in turns: {ROUNDS} blocks of {BLOCK_SECONDS} s each (ABBA order), "
         f"wrk with {connections} connections; medians of the blocks. The one with metrics was "
