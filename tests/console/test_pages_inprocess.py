@@ -310,3 +310,19 @@ def test_sessions_are_read_from_the_session_db_when_no_policy_service_answers(
     entries = console.run(console.service.audit(20, None))
     assert not [e for e in entries if e.action == "session.revoke"]
     assert console.get("olga", "/console/sessions").status_code == 403
+
+
+def test_helpdesk_cannot_take_over_an_administrators_sign_in(console: Console) -> None:
+    """Resetting an administrator's password or giving them a token whose seed one knows
+    would be a way in: those need admins.write (a superadmin)."""
+    for path, fields in (
+        ("/console/users/sam/password", {}),
+        ("/console/users/sam/disable", {}),
+        ("/console/users/olga/groups/add", {"group": "staff"}),
+        ("/console/tokens/T1/assign", {"user": "sam"}),
+    ):
+        answer = console.post("hugo", path, fields)
+        assert answer.status_code == 403, (path, answer.text)
+        assert "admins.write" in answer.text
+    # Unlocking is no way in: allowed.
+    assert console.post("hugo", "/console/users/sam/unlock").status_code == 303

@@ -14,6 +14,7 @@ from starlette.responses import Response
 
 from gatehouse.administration.admins_roles import allows
 from gatehouse.administration.console.config_forms import line_of, syntax_line
+from gatehouse.administration.console.context import ConsoleError
 
 if TYPE_CHECKING:
     from gatehouse.administration.console.context import ConsolePage
@@ -109,3 +110,20 @@ def removal_ids(problems: Iterable[tuple[str, str]]) -> list[str]:
         for match in _ALLOW.finditer(message):
             ids += [i for i in match.group(1).split() if i not in ids]
     return ids
+
+
+async def guard_administrator(page: ConsolePage, username: str | None) -> None:
+    """Refuse (403) a change to the account or tokens of a user who is an administrator
+    unless the acting administrator may manage administrators (``admins.write``):
+    otherwise whoever may reset passwords and assign tokens (helpdesk) could take over a
+    superadmin's sign-in."""
+    if not username or page.admin.can("admins.write"):
+        return
+    admin = await page.service.admins.get(username)
+    if admin is not None:
+        raise ConsoleError(
+            403,
+            "Not allowed",
+            f"{username} is an administrator ({admin.role}): changing their account or "
+            "tokens needs the permission admins.write.",
+        )

@@ -16,7 +16,12 @@ from starlette.responses import Response
 
 from gatehouse.administration.console.app import ConsoleRoute
 from gatehouse.administration.console.context import ConsoleError, ConsolePage
-from gatehouse.administration.console.page_support import NotSetUp, summary_of, tokens_backend
+from gatehouse.administration.console.page_support import (
+    NotSetUp,
+    guard_administrator,
+    summary_of,
+    tokens_backend,
+)
 from gatehouse.administration.tokens_api import (
     AssignIn,
     InvitationIn,
@@ -114,12 +119,24 @@ async def token_page(
 # --- actions ------------------------------------------------------------------------------------
 
 
+async def _owner(page: ConsolePage, tokens: TokenAdmin, serial: str) -> str | None:
+    try:
+        return (await tokens.store.get(serial)).owner
+    except GatehouseError:
+        return None  # the operation itself says the token does not exist
+
+
 async def _act(
-    page: ConsolePage, work: Callable[[TokenAdmin, str, list[str]], Awaitable[Any]], done: str
+    page: ConsolePage,
+    work: Callable[[TokenAdmin, str, list[str]], Awaitable[Any]],
+    done: str,
+    guarded: bool = True,
 ) -> Response:
     serial = page.request.path_params["serial"]
     await page.form()
     tokens = await _tokens(page)
+    if guarded:
+        await guard_administrator(page, await _owner(page, tokens, serial))
     ended: list[str] = []
     try:
         await work(tokens, serial, ended)
@@ -142,7 +159,7 @@ async def enable(page: ConsolePage) -> Response:
 
 
 async def unlock(page: ConsolePage) -> Response:
-    return await _act(page, lambda t, s, _: t.unlock(s), "unlocked")
+    return await _act(page, lambda t, s, _: t.unlock(s), "unlocked", guarded=False)
 
 
 async def unassign(page: ConsolePage) -> Response:
@@ -154,6 +171,7 @@ async def assign(page: ConsolePage) -> Response:
     fields = await page.form()
     try:
         body = validate(AssignIn, {"user": fields.get("user", "").strip()})
+        await guard_administrator(page, body.user)
         await (await _tokens(page)).assign(serial, body.user)
     except ConfigError as error:
         return await token_page(page, _fields_of(error), fields, 422)
@@ -166,9 +184,11 @@ async def resync(page: ConsolePage) -> Response:
     serial = page.request.path_params["serial"]
     fields = await page.form()
     codes = {"code1": fields.get("code1", "").strip(), "code2": fields.get("code2", "").strip()}
+    tokens = await _tokens(page)
+    await guard_administrator(page, await _owner(page, tokens, serial))
     try:
         body = validate(ResyncIn, codes)
-        await (await _tokens(page)).resync(serial, body.code1, body.code2)
+        await tokens.resync(serial, body.code1, body.code2)
     except ConfigError as error:
         return await token_page(page, _fields_of(error), fields, 422)
     except GatehouseError as error:

@@ -21,6 +21,7 @@ from gatehouse.administration.console.app import ConsoleRoute
 from gatehouse.administration.console.context import ConsoleError, ConsolePage
 from gatehouse.administration.console.page_support import (
     NotSetUp,
+    guard_administrator,
     home_of,
     summary_of,
 )
@@ -167,10 +168,14 @@ def _back(name: str) -> str:
 
 
 async def _user_action(
-    page: ConsolePage, work: Callable[[HomeUsers, str, str], Awaitable[str]]
+    page: ConsolePage,
+    work: Callable[[HomeUsers, str, str], Awaitable[str]],
+    guarded: bool = True,
 ) -> Response:
     name = page.request.path_params["name"]
     fields = await page.form()
+    if guarded:
+        await guard_administrator(page, name)
     try:
         said = await _users(page, lambda b: work(b, name, fields.get("group", "")))
     except SessionsNotEnded as error:
@@ -193,7 +198,7 @@ async def unlock_user(page: ConsolePage) -> Response:
         await b.unlock(page.admin.name, name)
         return f"user {name!r} unlocked"
 
-    return await _user_action(page, work)
+    return await _user_action(page, work, guarded=False)
 
 
 async def add_to_group(page: ConsolePage) -> Response:
@@ -205,12 +210,15 @@ async def remove_from_group(page: ConsolePage) -> Response:
 
 
 async def end_user_sessions(page: ConsolePage) -> Response:
-    return await _user_action(page, lambda b, n, _: b.end_sessions(page.admin.name, n))
+    return await _user_action(
+        page, lambda b, n, _: b.end_sessions(page.admin.name, n), guarded=False
+    )
 
 
 async def reset_password(page: ConsolePage) -> Response:
     name = page.request.path_params["name"]
     await page.form()
+    await guard_administrator(page, name)
     try:
         password, said = await _users(page, lambda b: b.reset_password(page.admin.name, name))
     except SessionsNotEnded as error:
