@@ -26,7 +26,7 @@ def scrape(port: int) -> dict[str, float]:
 
 
 def test_password_checks_and_lockouts_are_counted(
-    start_auth: StartAuth,
+    start_auth: StartAuth,  # noqa: F811
     sqlite_user_db: str,  # noqa: F811
 ) -> None:
     add_user(sqlite_user_db, "alice", "right horse battery")
@@ -42,13 +42,7 @@ def test_password_checks_and_lockouts_are_counted(
     assert got['gatehouse_authentications_total{method="password",outcome="invalid"}'] == 3
     assert got['gatehouse_authentications_total{method="password",outcome="locked"}'] == 1
     assert got['gatehouse_authentication_lockouts_total{scope="account"}'] >= 1
-    assert (
-        got[
-            'gatehouse_build_info{python="3.11.7",role="authentication",version="0.1.0"}'.replace(
-                "3.11.7", __import__("platform").python_version()
-            )
-        ]
-        == 1
-    )
+    [build] = [key for key in got if key.startswith("gatehouse_build_info{")]
+    assert 'role="authentication"' in build
     route = 'gatehouse_http_request_duration_seconds_count{route="/internal/v1/password/verify"}'
     assert got[route] == 5
