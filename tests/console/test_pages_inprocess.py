@@ -182,7 +182,7 @@ def test_publish_then_the_acknowledgements_and_rollback(console: Console) -> Non
     assert [s["id"] for s in status["services"]] == ["ap1", "ps1", "auth1"]
     assert {s["state"] for s in status["services"]} == {"not_enrolled"}
     page = console.get("olga", f"/console/config/publish/{number}")
-    assert "0 of 3 applied" in text(page)
+    assert "0 of 3 applied — every enrolled service has answered" in text(page)
     versions = console.get("olga", "/console/config/versions")
     assert f"/console/config/versions/{number - 1}/rollback" in versions.text
     answer = console.post("olga", f"/console/config/versions/{number - 1}/rollback", {})
