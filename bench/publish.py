@@ -54,9 +54,19 @@ def log(message: str) -> None:
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` different free ports: every probe socket stays open until all are chosen
+    (one probe after another may be given the same port again)."""
+    with contextlib.ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            sock = stack.enter_context(socket.socket())
+            sock.bind(("127.0.0.1", 0))
+            ports.append(int(sock.getsockname()[1]))
+        return ports
 
 
 def percentile(samples: Sequence[float], q: float) -> float:
@@ -83,9 +93,10 @@ def plan(count: int) -> list[Planned]:
     aps = max(1, count * 2 // 5)
     policies = max(1, (count - aps) // 2)
     auths = max(1, count - aps - policies)
-    services = [Planned(f"ap{i + 1}", "access_point", free_port()) for i in range(aps)]
-    services += [Planned(f"ps{i + 1}", "policy", free_port()) for i in range(policies)]
-    services += [Planned(f"auth{i + 1}", "authentication", free_port()) for i in range(auths)]
+    ports = iter(free_ports(aps + policies + auths))
+    services = [Planned(f"ap{i + 1}", "access_point", next(ports)) for i in range(aps)]
+    services += [Planned(f"ps{i + 1}", "policy", next(ports)) for i in range(policies)]
+    services += [Planned(f"auth{i + 1}", "authentication", next(ports)) for i in range(auths)]
     return services
 
 

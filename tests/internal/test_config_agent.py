@@ -54,6 +54,7 @@ from gatehouse.config.loader import validate as validate_model
 from gatehouse.errors import ConfigError
 from gatehouse.internal.config_agent import (
     Accepted,
+    AdminUnavailable,
     AgentStatus,
     Backoff,
     CaMismatch,
@@ -62,7 +63,6 @@ from gatehouse.internal.config_agent import (
     LastKnownGoodInvalid,
     NotRegistered,
     Refused,
-    RegistrationFailed,
     SigningKeyChanged,
     describe,
     judge,
@@ -249,6 +249,9 @@ class FakeAdmin:
     served: dict[str, Served] = field(default_factory=dict)
     acks: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     polls: list[tuple[str, int, float]] = field(default_factory=list)
+    #: Answer this many registrations 503 (busy) first, using no token.
+    busy_registrations: int = 0
+    registrations: int = 0
     #: Answer every poll with this error (status, code, message) instead.
     poll_error: tuple[int, str, str] | None = None
     changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -294,6 +297,10 @@ class FakeAdmin:
         }
 
     async def register(self, request: Request) -> Response:
+        self.registrations += 1
+        if self.busy_registrations > 0:
+            self.busy_registrations -= 1
+            return error(503, "unavailable", "database unavailable: database is locked")
         data = await request.json()
         made_for = self.tokens.pop(data["token"], None)
         if made_for is None:
@@ -1129,10 +1136,10 @@ def _fields(envelope: dict[str, Any]) -> dict[str, Any]:
 
 def test_registration_errors(run: Run[None], tmp_path: Path) -> None:
     async def scenario() -> None:
-        agent = ConfigAgent(tmp_path / "state", connect_timeout=0.2)
+        agent = ConfigAgent(tmp_path / "state", connect_timeout=0.2, registration_wait=0.0)
         args = ("access_point", "n1", "http://127.0.0.1:8080")
         token = f"ghj1.{'A' * 43}.{'b' * 22}"
-        with pytest.raises(RegistrationFailed, match="Admin unreachable"):
+        with pytest.raises(AdminUnavailable, match="Admin unreachable"):
             await agent.register([f"https://127.0.0.1:{free_port()}"], token, "ap1", *args)
         with pytest.raises(JoinTokenRefused, match=r"not a join token: it is ghj1\."):
             await agent.register(["https://127.0.0.1:1"], "ghj_old", "ap1", *args)
@@ -1293,5 +1300,52 @@ def test_a_registration_from_before_certificates_is_told_how_to_enrol(
         managed = await start_managed(tmp_path / "state", "access_point", joining, ap_model)
         assert managed.version == first  # from its last-known-good
         assert managed.agent.credentials is not None
+
+    run(scenario())
+
+
+def test_registration_waits_for_an_admin_that_is_not_up_yet_or_busy(
+    run: Run[None], tmp_path: Path
+) -> None:
+    """A whole installation started at once: a service asks before Admin listens, then Admin
+    answers 503 twice (its database busy); the service registers, with its token used once."""
+
+    async def scenario() -> None:
+        admin = FakeAdmin(busy_registrations=2)
+        agent = ConfigAgent(
+            tmp_path / "state", connect_timeout=0.2, backoff=Backoff(first=0.1, cap=0.2)
+        )
+        token = admin.join_token()
+        args = ("ap1", "access_point", "n1", "http://127.0.0.1:8080")
+        registering = asyncio.create_task(agent.register([admin.url], token, *args))
+        await asyncio.sleep(0.6)
+        assert not registering.done()  # still trying: nothing listens yet
+        await admin.start()
+        try:
+            state = await asyncio.wait_for(registering, 10)
+            assert state.service_id == "ap1"
+            assert admin.registrations == 3  # two 503s, then the registration
+            assert admin.tokens == {}  # used once
+        finally:
+            await admin.kill()
+
+    run(scenario())
+
+
+def test_registration_gives_up_after_registration_wait(run: Run[None], tmp_path: Path) -> None:
+    async def scenario() -> None:
+        agent = ConfigAgent(
+            tmp_path / "state",
+            connect_timeout=0.1,
+            backoff=Backoff(first=0.1, cap=0.1),
+            registration_wait=0.5,
+        )
+        token = f"ghj1.{'A' * 43}.{'b' * 22}"
+        started = time.monotonic()
+        with pytest.raises(AdminUnavailable, match="Admin unreachable"):
+            await agent.register(
+                [f"https://127.0.0.1:{free_port()}"], token, "ap1", "access_point", "n1", "x:1"
+            )
+        assert 0.4 < time.monotonic() - started < 3
 
     run(scenario())

@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -180,6 +181,11 @@ class AdminStore:
         self.db = db
         self.clock = clock
         self._publishing = asyncio.Lock()
+        #: Every write transaction of this store takes it: writers queue here, in order,
+        #: instead of on SQLite's write lock, whose busy handler polls and whose deferred
+        #: transactions fail at once ("database is locked") when two try to start writing
+        #: (a hundred services registering together did). One Admin process owns this DB.
+        self._writing = asyncio.Lock()
 
     @classmethod
     async def open(cls, url: str, clock: Callable[[], datetime] = utcnow) -> AdminStore:
@@ -192,9 +198,15 @@ class AdminStore:
 
     # Audit
 
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncSession]:
+        """A write transaction, after the writers before it."""
+        async with self._writing, self.db.session() as session:
+            yield session
+
     async def record_audit(self, who: str, action: str, what: str, diff: str = "") -> None:
         """Audit an event that wrote nothing here (e.g. a sign-in to the admin API)."""
-        async with self.db.session() as session:
+        async with self._write() as session:
             self._audit(session, who, action, what, diff)
 
     def _audit(self, session: AsyncSession, who: str, action: str, what: str, diff: str) -> None:
@@ -232,7 +244,7 @@ class AdminStore:
             content: dict[str, Any] | None = config_document(parse_config(source))
         except ConfigError:
             content = None
-        async with self.db.session() as session:
+        async with self._write() as session:
             what = "saved the draft"
             if content is not None:
                 removals = await self._removals(session, content, allow_removal)
@@ -369,7 +381,7 @@ class AdminStore:
         allow_removal: Collection[str],
         republish: str | None = None,
     ) -> Version:
-        async with self.db.session() as session:
+        async with self._write() as session:
             latest = await self._latest_row(session)
             if republish is not None:
                 allowed = ""
@@ -507,7 +519,7 @@ class AdminStore:
     ) -> None:
         """Store new keys; ``what``: audit it (an operator's rotation; the scheduled ones
         are logged only)."""
-        async with self.db.session() as session:
+        async with self._write() as session:
             for key in keys:
                 record = key.record
                 session.add(
@@ -527,7 +539,7 @@ class AdminStore:
     async def delete_oauth_keys(self, kids: Collection[str]) -> None:
         if not kids:
             return
-        async with self.db.session() as session:
+        async with self._write() as session:
             await session.execute(delete(OAuthKeyRow).where(OAuthKeyRow.kid.in_(list(kids))))
 
     async def sealed_oauth_keys(self, kids: Collection[str]) -> dict[str, tuple[str, bytes]]:
@@ -543,7 +555,7 @@ class AdminStore:
         self, service_id: str, role: Role, node: str, endpoint: str, who: str
     ) -> ServiceStatus:
         """Record a service that joined (again: its role, node and endpoint are updated)."""
-        async with self.db.session() as session:
+        async with self._write() as session:
             row = await session.get(ServiceRow, service_id, with_for_update=True)
             if row is None:
                 row = ServiceRow(
@@ -589,7 +601,7 @@ class AdminStore:
         recorded all the same."""
         now = self.clock()
         ids = {ack.service_id for ack in acks}
-        async with self.db.session() as session:
+        async with self._write() as session:
             known = set(
                 (await session.execute(select(ServiceRow.id).where(ServiceRow.id.in_(ids))))
                 .scalars()
@@ -640,7 +652,7 @@ class AdminStore:
         token = f"{JOIN_TOKEN_PREFIX}{pinned}.{secrets.token_urlsafe(JOIN_TOKEN_BYTES)}"
         digest = token_hash(token)
         now = self.clock()
-        async with self.db.session() as session:
+        async with self._write() as session:
             session.add(
                 JoinTokenRow(
                     hash=digest,
@@ -680,7 +692,7 @@ class AdminStore:
         """
         digest = token_hash(token)
         now = self.clock()
-        async with self.db.session() as session:
+        async with self._write() as session:
             row = await session.get(JoinTokenRow, digest, with_for_update=True)
             if row is None or row.used_at is not None or row.expires_at <= now:
                 raise JoinTokenInvalid("join token unknown, expired or already used")
@@ -740,7 +752,7 @@ class AdminStore:
     async def record_certificate(self, certificate: IssuedCertificate) -> None:
         """A renewed certificate of a service."""
         now = self.clock()
-        async with self.db.session() as session:
+        async with self._write() as session:
             session.add(_certificate_row(certificate, now))
             what = (
                 f"renewed the certificate of {certificate.role} {certificate.service_id!r} "
@@ -756,7 +768,7 @@ class AdminStore:
             UnknownService: no certificate was ever issued to it.
         """
         now = self.clock()
-        async with self.db.session() as session:
+        async with self._write() as session:
             if not await self._has_certificates(session, service_id):
                 raise UnknownService(f"no certificate was issued to {service_id!r}")
             rows = await self._unrevoked_certificates(session, service_id)

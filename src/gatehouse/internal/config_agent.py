@@ -38,6 +38,7 @@ Exceptions::
      │    ├── NotRegistered        no admin.json: register first
      │    └── LastKnownGoodInvalid lkg.json is damaged or not signed by Admin for this service
      └── RegistrationFailed        Admin unreachable, or it refused the registration
+          └── AdminUnavailable     not reached or 503: tried again for ``registration_wait``
           ├── JoinTokenRefused     the join token is malformed, unknown, expired, used or for
           │                        another service
           ├── CaMismatch           Admin shows another CA than the join token names
@@ -72,7 +73,12 @@ from gatehouse.administration.signing import (
     verify,
 )
 from gatehouse.errors import GatehouseError
-from gatehouse.internal.client import FailoverClient, InternalCallError, Response
+from gatehouse.internal.client import (
+    AllEndpointsFailed,
+    FailoverClient,
+    InternalCallError,
+    Response,
+)
 from gatehouse.internal.lkg import (
     ROLES,
     AdminState,
@@ -90,6 +96,7 @@ from gatehouse.trust.tls import CERT_FILE, ClientTLS, Credentials, write_credent
 
 __all__ = [
     "Accepted",
+    "AdminUnavailable",
     "AgentStatus",
     "Apply",
     "Backoff",
@@ -151,6 +158,11 @@ class RegistrationFailed(GatehouseError):
     """Registration did not happen: Admin was unreachable or refused it."""
 
 
+class AdminUnavailable(RegistrationFailed):
+    """Registration did not happen and may be tried again: Admin could not be reached (no
+    request was sent) or answered 503 (it took no action: busy, its database unavailable)."""
+
+
 class JoinTokenRefused(RegistrationFailed):
     """Admin refused the join token: unknown, expired, already used or for another service
     (or the token is not one at all)."""
@@ -181,6 +193,12 @@ def pinned_fingerprint(token: str) -> str:
 
 
 # pure logic ------------------------------------------------------------------------------------
+
+
+#: How long a service that registers keeps trying while Admin cannot be reached or answers
+#: 503, seconds: a whole installation started at once (Admin among the others, or a hundred
+#: services registering together) must not lose the services that asked first.
+REGISTRATION_WAIT = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,9 +351,12 @@ class ConfigAgent:
         wait: float = 30.0,
         backoff: Backoff | None = None,
         connect_timeout: float = 1.0,
+        registration_wait: float = REGISTRATION_WAIT,
     ) -> None:
         self.state_dir = StateDir(state_dir)
         self.wait = wait
+        #: How long :meth:`register` keeps trying while Admin is unavailable (seconds).
+        self.registration_wait = registration_wait
         self.backoff = backoff or Backoff()
         self.connect_timeout = connect_timeout
         self._state = self.state_dir.load_admin()
@@ -394,7 +415,10 @@ class ConfigAgent:
                 for another service.
             CaMismatch: Admin shows another CA than the token names.
             SigningKeyChanged: Admin's public key is not the one this service registered with.
-            RegistrationFailed: Admin is unreachable, refused otherwise, or answered nonsense.
+            AdminUnavailable: Admin was unreachable or answered 503 for ``registration_wait``
+                seconds (tried again meanwhile, backing off).
+            RegistrationFailed: Admin refused otherwise, or answered nonsense, or the answer
+                to the registration was lost (it may have used the token: not resent).
             StateError: the state cannot be written.
             ValueError: a malformed id, role or URL list.
         """
@@ -403,6 +427,31 @@ class ConfigAgent:
             raise ValueError(f"role {role!r} is not one of {', '.join(ROLES)}")
         urls = tuple(admin_urls)
         pinned = pinned_fingerprint(join_token)
+        deadline = time.monotonic() + self.registration_wait
+        failures = 0
+        while True:
+            try:
+                return await self._register_once(
+                    urls, pinned, join_token, service_id, role, node, endpoint
+                )
+            except AdminUnavailable as exc:
+                failures += 1
+                delay = self.backoff.delay(failures)
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("%s; trying again in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+
+    async def _register_once(
+        self,
+        urls: tuple[str, ...],
+        pinned: str,
+        join_token: str,
+        service_id: str,
+        role: str,
+        node: str,
+        endpoint: str,
+    ) -> AdminState:
         ca_pem = await self._fetch_ca(urls, pinned, service_id)
         key = make_key()
         body = {
@@ -418,10 +467,12 @@ class ConfigAgent:
             urls, connect_timeout=self.connect_timeout, timeout=10.0, tls=tls
         ) as client:
             try:
-                # A token works once: resend only what was never sent.
+                # A token works once: resend only what was never sent, or what Admin
+                # answered 503 (it did nothing: a busy database rolls the transaction back).
                 response = await client.call("POST", "/api/v1/register", body, retry_safe=False)
             except InternalCallError as exc:
-                raise RegistrationFailed(
+                transient = isinstance(exc, AllEndpointsFailed) or _answered_503(exc)
+                raise (AdminUnavailable if transient else RegistrationFailed)(
                     f"cannot register {service_id!r}: Admin unreachable ({exc})"
                 ) from exc
         if response.status == 401:
@@ -478,7 +529,7 @@ class ConfigAgent:
             try:
                 response = await client.call("GET", "/api/v1/ca", retry_safe=True)
             except InternalCallError as exc:
-                raise RegistrationFailed(
+                raise AdminUnavailable(
                     f"cannot register {service_id!r}: Admin unreachable ({exc})"
                 ) from exc
         if response.status != 200:
@@ -974,3 +1025,9 @@ def _registration_answer(
     except AdminError as exc:
         raise RegistrationFailed(f"Admin's public key is unusable: {exc}") from None
     return public_key, _certificate_answer(response, ca_pem, identity, key)
+
+
+def _answered_503(exc: InternalCallError) -> bool:
+    """Admin's last answer was 503: it took no action (see :class:`AdminUnavailable`)."""
+    last = exc.failures[-1] if exc.failures else None
+    return last is not None and last.response is not None and last.response.status == 503
