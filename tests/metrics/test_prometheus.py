@@ -173,3 +173,22 @@ def test_a_decision_is_counted_by_the_access_point_and_the_policy_service(
     assert value(scrape(policy_metrics), ps_line) == ps0 + 1
     routes = scrape(policy_metrics)
     assert 'gatehouse_http_requests_total{method="POST",route="/internal/v1/decide"' in routes
+
+
+def test_each_service_shows_its_own_state(node: tuple[Node, int]) -> None:
+    _, base = node
+    admin, access_point, policy, authentication, distribution = (
+        scrape(base + offset) for offset in range(5)
+    )
+    assert value(admin, "gatehouse_admin_published_version") >= 1
+    running = 'gatehouse_admin_service_config_version{role="access_point",service_id="ap1"}'
+    assert value(admin, running) >= 1
+    assert 'gatehouse_certificate_expiry_timestamp_seconds{certificate="ca"}' in admin
+    for text in (access_point, policy, authentication, distribution):
+        assert value(text, "gatehouse_config_version") >= 1  # published by Admin
+        assert value(text, "gatehouse_config_acknowledged_timestamp_seconds") > 0
+        assert 'gatehouse_certificate_expiry_timestamp_seconds{certificate="internal"}' in text
+    assert 'service="authentication"' in policy
+    assert 'service="distribution"' in authentication
+    assert 'gatehouse_distribution_outbox_messages{status="pending"}' in distribution
+    assert 'gatehouse_database_pool_size{database="outbox"}' in distribution
