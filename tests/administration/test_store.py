@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections.abc import Awaitable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -28,8 +29,10 @@ from gatehouse.administration.signing import (
     verify,
 )
 from gatehouse.administration.store import Ack, AdminStore, IssuedCertificate, token_hash
+from gatehouse.administration.tables import AuditRow
 from gatehouse.administration.views import view_for
 from gatehouse.errors import ConfigError
+from gatehouse.storage import engine
 from tests.administration.samples import ha, minimal
 
 T = TypeVar("T")
@@ -398,3 +401,57 @@ def test_a_stored_version_that_no_longer_validates_does_not_block_publishing(
     diff = harness.run(store.audit_log(limit=1))[0].diff
     assert "-retired_field: true\n" in diff
     assert "+  workers: 2\n" in diff
+
+
+def test_a_write_waits_for_a_slow_one_instead_of_failing_on_the_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writers queue in the store, not on SQLite's write lock: there a writer that finds the
+    lock held longer than the busy timeout fails ("database is locked"), which lost services
+    registering together while Admin's event loop was busy with the rest of them."""
+    monkeypatch.setattr(engine, "SQLITE_BUSY_TIMEOUT_MS", 100)
+
+    async def scenario() -> None:
+        store = await AdminStore.open(f"sqlite+aiosqlite:///{tmp_path / 'admin.db'}")
+        try:
+            minutes = timedelta(minutes=10)
+
+            async def slow_writer() -> None:
+                async with store._write() as session:
+                    session.add(AuditRow(at=START, who="slow", action="test", what="held", diff=""))
+                    await session.flush()
+                    await asyncio.sleep(0.5)  # the loop is busy elsewhere; the lock is held
+
+            slow = asyncio.create_task(slow_writer())
+            await asyncio.sleep(0.1)
+            token = await store.create_join_token("policy", "ps1", "a", minutes, FINGERPRINT)
+            await slow
+            assert token
+            assert [e.who for e in await store.audit_log()][:2] == ["a", "slow"]
+        finally:
+            await store.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_hundred_services_enrolling_at_once_all_succeed(harness: Harness) -> None:
+    """Writers queue in the store, not on the database's write lock: on SQLite, two deferred
+    transactions that both start writing fail at once ("database is locked")."""
+    store = harness.store
+    minutes = timedelta(minutes=10)
+
+    async def one(n: int) -> str:
+        service = f"ap{n}"
+        token = await store.create_join_token(
+            "access_point", service, "admin", minutes, FINGERPRINT
+        )
+        enrolment = await store.enrol(
+            token, service, "access_point", "n", f"http://x:{n}", issued(service, "access_point", n)
+        )
+        return enrolment.service.id
+
+    async def all_at_once() -> list[str]:
+        return await asyncio.gather(*(one(n) for n in range(1, 101)))
+
+    assert sorted(harness.run(all_at_once())) == sorted(f"ap{n}" for n in range(1, 101))
+    assert len(harness.run(store.list_services())) == 100
