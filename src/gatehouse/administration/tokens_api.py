@@ -5,8 +5,9 @@ of :mod:`.app`. The operations are :class:`~gatehouse.oath.token_admin.TokenAdmi
 OATH DB, seed keyring and user DB of Admin's home (``HOME/databases.yaml``,
 ``HOME/oath-seeds.key``): what ``gatehouse tokens --home`` uses on the same machine. Each
 change is in Admin's audit log (``GET /api/v1/audit``, under the administrator's name, or
-``admin-token``) and in the user DB's audit events (``by: admin-api``). No answer carries a
-seed, except the otpauth:// URI of a token whose secret the call itself generated.
+``admin-token``) and in the user DB's audit events (``by: admin-api``, ``admin``: the
+administrator's name). No answer carries a seed, except the otpauth:// URI of a token whose
+secret the call itself generated.
 
 Disabling, unassigning or deleting a token ends its owner's sessions on every Access Point
 (:func:`~gatehouse.oath.token_admin.home_session_ender`, as ``gatehouse tokens`` does); when
@@ -268,7 +269,9 @@ class HomeTokens:
                 return await directory.find_user(session, username) is not None
 
         async def record(event: str, username: str | None, detail: dict[str, object]) -> None:
-            await audit.record(user_db, event, username, None, {**detail, "by": "admin-api"})
+            await audit.record(
+                user_db, event, username, None, {**detail, "by": "admin-api", "admin": actor_name()}
+            )
             if self.audit_log is not None:
                 what = json.dumps({"user": username, **detail}, sort_keys=True)
                 await self.audit_log(actor_name(), ACTIONS.get(event, event), what)
@@ -299,7 +302,11 @@ class HomeTokens:
                     event: str, username: str | None, detail: dict[str, object]
                 ) -> None:
                     await audit.record(
-                        user_db, event, username, None, {**detail, "by": "admin-api"}
+                        user_db,
+                        event,
+                        username,
+                        None,
+                        {**detail, "by": "admin-api", "admin": actor_name()},
                     )
                     if self.audit_log is not None:
                         what = json.dumps({"user": username, **detail}, sort_keys=True)
