@@ -903,6 +903,8 @@ class StepResults:
     publish: publish.PublishResult | None = None
     failover: failover.FailoverResult | None = None
     failures: dict[str, str] = field(default_factory=dict)
+    #: bench/metrics_cost.py's pairs (metrics on and off), as summaries.
+    metrics_cost: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -919,6 +921,7 @@ class StepResults:
             "logins": self.logins.summary() if self.logins else None,
             "publish": self.publish.summary() if self.publish else None,
             "failover": self.failover.summary() if self.failover else None,
+            "metrics_cost": self.metrics_cost,
             "failures": self.failures,
         }
 
@@ -1849,6 +1852,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         step_results.failures["oidc"] = oidc_result.failure
                 if "metrics" in steps:  # bench/metrics_cost.py: metrics on vs off
                     pairs = run_metrics_cost(lab)
+                    step_results.metrics_cost = [pair.summary() for pair in pairs]
                     info["load_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
                     sections[metrics_cost.DOCS] = metrics_cost.render(
                         pairs, info, settings.connections
