@@ -12,6 +12,7 @@ import hmac
 import re
 import secrets
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -133,9 +134,17 @@ def parse_token(value: str) -> tuple[str, str] | None:
 class AdminAccounts:
     """Administrators, personal tokens and console sessions on one database."""
 
-    def __init__(self, db: Database, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(
+        self,
+        db: Database,
+        clock: Callable[[], datetime] = utcnow,
+        writer: Callable[[], AbstractAsyncContextManager[AsyncSession]] | None = None,
+    ) -> None:
         self.db = db
         self.clock = clock
+        #: A write transaction: the Administration store's, so that its writers and these
+        #: queue on one lock rather than on SQLite's (default: a plain session).
+        self._write = writer or db.session
 
     def _audit(self, session: AsyncSession, who: str, action: str, what: str) -> None:
         session.add(AuditRow(at=self.clock(), who=who, action=action, what=what, diff=""))
@@ -166,7 +175,7 @@ class AdminAccounts:
             AdminInvalid: no such role.
         """
         role = self._role(role)
-        async with self.db.session() as session:
+        async with self._write() as session:
             if only_if_none:
                 query = select(func.count()).select_from(AdministratorRow)
                 if (await session.execute(query)).scalar_one():
@@ -185,7 +194,7 @@ class AdminAccounts:
     async def set_role(self, name: str, role: str, who: str) -> str:
         """Give ``name`` another role; the one it had."""
         role = self._role(role)
-        async with self.db.session() as session:
+        async with self._write() as session:
             row = await self._row(session, name)
             old = row.role
             if old == role:
@@ -200,7 +209,7 @@ class AdminAccounts:
         """Remove ``name``'s role, revoke their tokens and end their sessions; the number of
         tokens revoked. The user account stays (it is the user directory's)."""
         now = self.clock()
-        async with self.db.session() as session:
+        async with self._write() as session:
             row = await self._row(session, name)
             if row.role == SUPERADMIN:
                 await self._not_last_superadmin(session, name, "remove")
@@ -256,7 +265,7 @@ class AdminAccounts:
         )
         secret = f"{TOKEN_PREFIX}{token_id}_{secrets.token_urlsafe(32)}"
         now = self.clock()
-        async with self.db.session() as session:
+        async with self._write() as session:
             await self._row(session, name)
             row = PersonalTokenRow(
                 id=token_id,
@@ -281,7 +290,7 @@ class AdminAccounts:
 
     async def revoke_token(self, token_id: str, who: str, owner: str | None = None) -> None:
         """Revoke a token (``owner``: only if it is theirs)."""
-        async with self.db.session() as session:
+        async with self._write() as session:
             row = await session.get(PersonalTokenRow, token_id, with_for_update=True)
             if row is None or (owner is not None and row.name != owner):
                 raise AdminNotFound(f"no personal token {token_id!r}")
@@ -296,7 +305,7 @@ class AdminAccounts:
         if parsed is None:
             return None
         now = self.clock()
-        async with self.db.session() as session:
+        async with self._write() as session:
             row = await session.get(PersonalTokenRow, parsed[0])
             if (
                 row is None
@@ -318,7 +327,7 @@ class AdminAccounts:
         """A new console session for administrator ``name`` (who just signed in)."""
         secret = secrets.token_urlsafe(32)
         now = self.clock()
-        async with self.db.session() as session:
+        async with self._write() as session:
             admin = await self._row(session, name)
             session.add(
                 ConsoleSessionRow(
@@ -339,7 +348,7 @@ class AdminAccounts:
     async def session(self, secret: str) -> ConsoleSession | None:
         """The live session of a cookie's value (its administrator's current role)."""
         now = self.clock()
-        async with self.db.session() as session:
+        async with self._write() as session:
             row = await session.get(ConsoleSessionRow, token_hash(secret))
             if row is None:
                 return None
@@ -356,7 +365,7 @@ class AdminAccounts:
 
     async def end_session(self, secret: str) -> str | None:
         """Sign out: the session's administrator, or None if there was none."""
-        async with self.db.session() as session:
+        async with self._write() as session:
             row = await session.get(ConsoleSessionRow, token_hash(secret))
             if row is None:
                 return None

@@ -322,7 +322,7 @@ class AdministrationService:
         if oauth_keyring is not None:
             self.oauth_keys = SigningKeyKeeper(self, oauth_keyring)
         #: Named administrators, their personal tokens and console sessions.
-        self.admins = AdminAccounts(store.db, clock)
+        self.admins = AdminAccounts(store.db, clock, writer=store._write)
         #: Checks console sign-ins with the Authentication services (None: no console
         #: sign-in here, e.g. in unit tests).
         self.checker: CredentialChecker | None = None
