@@ -154,8 +154,14 @@ def rolling_upgrade(
         run()
         steps.append(Step(member, action, time.monotonic() - started))
 
-    if not cluster.status().healthy:
-        raise ClusterError("rolling upgrade: not every member is healthy; fix that first")
+    status = cluster.status()
+    deadline = time.monotonic() + SETTLE_WAIT
+    while not status.healthy:
+        if time.monotonic() > deadline:
+            unhealthy = ", ".join(status.unhealthy())
+            raise ClusterError(f"rolling upgrade: not healthy: {unhealthy}; fix that first")
+        time.sleep(_POLL * 5)
+        status = cluster.status()
     topology = cluster.topology
     for ap in topology.access_points:
         timed(
