@@ -184,3 +184,50 @@ def test_the_break_glass_token_has_no_personal_tokens(console: Console) -> None:
     assert (me["name"], me["via"]) == ("admin-token", "break-glass")
     assert call(console, "POST", "/api/v1/admins/nobody/tokens", body={})[0] == 404
     assert call(console, "POST", "/api/v1/admins/x/tokens", body={"ttl": "10s"})[0] == 400
+
+
+def test_helpdesk_cannot_change_an_administrators_tokens(console: Console) -> None:
+    """Tokens of a user who is an administrator need admins.write: otherwise helpdesk could
+    give a superadmin's account a token whose seed it knows (or take the real one away)."""
+    from gatehouse.storage import directory
+    from gatehouse.storage.engine import Database
+    from gatehouse.storage.home import database_urls
+    from gatehouse.storage.migrate import upgrade
+
+    async def add_users() -> None:
+        url = database_urls(console.home).user_db
+        await upgrade(url, "user")
+        db = Database(url)
+        try:
+            async with db.session() as session:
+                for name in ("sam", "carl"):
+                    await directory.add_user(session, name, None)
+        finally:
+            await db.dispose()
+
+    console.client.portal.call(add_users)  # type: ignore[union-attr]
+    console.make_admin("sam", "superadmin")
+    console.make_admin("hugo", "helpdesk")
+    helpdesk = token_for(console, "hugo")
+    seed = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
+    status, refused = call(
+        console, "POST", "/api/v1/tokens", helpdesk, {"user": "sam", "secret": seed}
+    )
+    assert status == 403, refused
+    assert "admins.write" in refused["message"]
+    assert "sam is an administrator (superadmin)" in refused["message"]
+    # An ordinary user's token: allowed; moving it to the administrator: refused.
+    status, added = call(console, "POST", "/api/v1/tokens", helpdesk, {"user": "carl"})
+    assert status == 200, added
+    serial = added["token"]["serial"]
+    path = f"/api/v1/tokens/{serial}"
+    assert call(console, "POST", f"{path}/unassign", helpdesk)[0] == 200
+    assert call(console, "POST", f"{path}/assign", helpdesk, {"user": "sam"})[0] == 403
+    assert call(console, "POST", f"{path}/assign", TOKEN, {"user": "sam"})[0] == 200
+    # Now the superadmin's: helpdesk may unlock it, not disable, unassign or delete it.
+    assert call(console, "POST", f"{path}/unlock", helpdesk)[0] == 200
+    for action in ("disable", "unassign"):
+        assert call(console, "POST", f"{path}/{action}", helpdesk)[0] == 403
+    assert console.client.delete(path, headers=console.bearer(helpdesk)).status_code == 403
+    status, invited = call(console, "POST", "/api/v1/token-invitations", helpdesk, {"user": "sam"})
+    assert status == 403, invited

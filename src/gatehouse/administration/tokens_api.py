@@ -52,8 +52,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gatehouse.administration.admins import actor_name
+from gatehouse.administration.admins import actor_name, current_actor
+from gatehouse.administration.admins_roles import allows
 from gatehouse.administration.app import OK, admin, answer, read_body
+from gatehouse.administration.errors import Forbidden
 from gatehouse.authentication import audit
 from gatehouse.config.base import Strict
 from gatehouse.config.units import Seconds
@@ -339,6 +341,26 @@ async def _tokens(request: Request) -> TokenAdmin:
         raise ServiceError(Code.INTERNAL, str(exc), 500) from None
 
 
+async def _guard_owner(request: Request, username: str | None) -> None:
+    """A token change for a user who is an administrator needs ``admins.write``: otherwise
+    whoever may manage tokens (helpdesk) could give a superadmin's account a token whose
+    seed they know, or take theirs away. The console checks the same
+    (``console.page_support.guard_administrator``)."""
+    actor = current_actor()
+    if not username or allows(actor.role, "admins.write"):
+        return
+    administrator = await request.app.state.service.admins.get(username)
+    if administrator is not None:
+        raise Forbidden(
+            f"{actor.name} ({actor.role}) lacks the permission admins.write: {username} is "
+            f"an administrator ({administrator.role}), and changing their tokens needs it"
+        )
+
+
+async def _guard_token(request: Request, tokens: TokenAdmin, serial: str) -> None:
+    await _guard_owner(request, (await tokens.store.get(serial)).owner)
+
+
 def _errors(
     handler: Callable[[Request], Awaitable[Response]],
 ) -> Callable[[Request], Awaitable[Response]]:
@@ -387,6 +409,7 @@ async def add_token(request: Request) -> Response:
         raise ServiceError(Code.BAD_REQUEST, "period: applies to TOTP tokens only", 400)
     params = TokenParams(body.type, body.algorithm, body.digits, body.period or 30)
     secret = parse_secret(body.secret) if body.secret is not None else None
+    await _guard_owner(request, _user(body.user) if body.user else None)
     tokens = await _tokens(request)
     added = await tokens.add(_user(body.user), params, secret, body.description)
     return answer(AddedOut(token=token_out(added.token), uri=added.uri))
@@ -398,6 +421,7 @@ async def import_tokens(request: Request) -> Response:
     body = await read_body(request, ImportIn)
     psk = parse_psk(body.psk) if body.psk is not None else None
     owner = _user(body.assign) if body.assign else None
+    await _guard_owner(request, owner)
     try:
         parsed = parse_import(body.content.encode("utf-8"), body.format, psk)
     except OathError as exc:
@@ -431,7 +455,9 @@ async def get_token(request: Request) -> Response:
 @admin
 @_errors
 async def delete_token(request: Request) -> Response:
-    await (await _tokens(request)).delete(request.path_params["serial"])
+    tokens = await _tokens(request)
+    await _guard_token(request, tokens, request.path_params["serial"])
+    await tokens.delete(request.path_params["serial"])
     return answer(OK)
 
 
@@ -440,6 +466,8 @@ async def delete_token(request: Request) -> Response:
 async def assign(request: Request) -> Response:
     body = await read_body(request, AssignIn)
     tokens = await _tokens(request)
+    await _guard_owner(request, _user(body.user))
+    await _guard_token(request, tokens, request.path_params["serial"])
     return answer(token_out(await tokens.assign(request.path_params["serial"], _user(body.user))))
 
 
@@ -448,6 +476,7 @@ async def assign(request: Request) -> Response:
 async def resync(request: Request) -> Response:
     body = await read_body(request, ResyncIn)
     tokens = await _tokens(request)
+    await _guard_token(request, tokens, request.path_params["serial"])
     token = await tokens.resync(request.path_params["serial"], body.code1, body.code2)
     return answer(token_out(token))
 
@@ -467,6 +496,8 @@ async def state_action(request: Request) -> Response:
     if action is None:
         name = request.path_params["action"]
         raise ServiceError(Code.NOT_FOUND, f"no token action {name!r}", 404)
+    if action != tokens.unlock:  # unlocking gives no one a factor: helpdesk may
+        await _guard_token(request, tokens, serial)
     return answer(token_out(await action(serial)))
 
 
@@ -522,6 +553,7 @@ async def list_invitations(request: Request) -> Response:
 @_invitation_errors
 async def invite(request: Request) -> Response:
     body = await read_body(request, InvitationIn)
+    await _guard_owner(request, _user(body.user))
     invitations = await _invitations(request)
     row = await invitations.invite(_user(body.user), body.lifetime, by="admin-api")
     return answer(invitation_out(row))
