@@ -11,6 +11,7 @@ anything else that is not the expected status is a failure: a 5xx, a 303 to the 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -63,6 +64,7 @@ async def _user(
     until: float,
     record: Record,
     timeout: float,
+    stop: threading.Event | None = None,
 ) -> None:
     conn = Connection(host, port)
     raw = get_request(path, f"{host}:{port}", cookie)
@@ -71,7 +73,7 @@ async def _user(
     try:
         while True:
             now = loop.time()
-            if now >= until:
+            if now >= until or (stop is not None and stop.is_set()):
                 return
             if next_at > now:
                 await asyncio.sleep(next_at - now)
@@ -109,13 +111,15 @@ async def steady_load(
     record: Record,
     path: str = "/hello",
     timeout: float = 5.0,
+    stop: threading.Event | None = None,
 ) -> None:
-    """``rate`` requests/s in total from ``len(cookies)`` users for ``duration`` seconds."""
+    """``rate`` requests/s in total from ``len(cookies)`` users for ``duration`` seconds
+    (or until ``stop`` is set)."""
     interval = len(cookies) / rate
     until = asyncio.get_running_loop().time() + duration
     await asyncio.gather(
         *(
-            _user(i, host, port, path, cookie, interval, until, record, timeout)
+            _user(i, host, port, path, cookie, interval, until, record, timeout, stop)
             for i, cookie in enumerate(cookies)
         )
     )
@@ -130,13 +134,14 @@ async def login_loop(
     record: Record,
     concurrency: int = 2,
     timeout: float = 10.0,
+    stop: threading.Event | None = None,
 ) -> None:
     """Sign in again and again for ``duration`` seconds; a login that does not end in a
     session cookie within ``timeout`` is a failure (status 0 with the error)."""
     until = asyncio.get_running_loop().time() + duration
 
     async def one(worker: int) -> None:
-        while asyncio.get_running_loop().time() < until:
+        while asyncio.get_running_loop().time() < until and not (stop and stop.is_set()):
             sent = time.monotonic()
             try:
                 await asyncio.wait_for(login(host, port, username, password), timeout)

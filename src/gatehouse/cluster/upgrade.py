@@ -46,6 +46,8 @@ class Step:
     member: str
     action: str
     seconds: float
+    #: When it began (``time.monotonic()``).
+    started: float = 0.0
 
 
 def _wait(what: str, check: Callable[[], bool], timeout: float) -> None:
@@ -152,7 +154,7 @@ def rolling_upgrade(
         progress(f"{member}: {action}...")
         started = time.monotonic()
         run()
-        steps.append(Step(member, action, time.monotonic() - started))
+        steps.append(Step(member, action, time.monotonic() - started, started))
 
     status = cluster.status()
     deadline = time.monotonic() + SETTLE_WAIT
