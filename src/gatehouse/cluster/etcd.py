@@ -51,6 +51,8 @@ def member_argv(
         *("--initial-cluster", initial),
         *("--initial-cluster-token", token),
         *("--initial-cluster-state", "new"),
+        # Patroni uses the v2 API (its compare-and-swap renewal of the leader key: patroni.py).
+        "--enable-v2=true",
         *("--logger", "zap", "--log-level", "warn"),
         # The defaults (100 ms, 1 s) on a busy two-core machine: no needless elections.
         *("--heartbeat-interval", "100", "--election-timeout", "1000"),

@@ -6,11 +6,12 @@ writes the same documents for production, where the passwords come from Patroni'
 environment (``PATRONI_SUPERUSER_PASSWORD``, ``PATRONI_REPLICATION_PASSWORD``,
 ``PATRONI_RESTAPI_PASSWORD``) and never from a file we write.
 
-What every node gets: etcd (v3 API) as the consensus store, ``synchronous_mode`` (a commit
-returns only once the synchronous standby has it, and Patroni promotes only that standby),
-``failsafe_mode``, ``pg_rewind`` for a failed primary that comes back, TLS 1.3 with SCRAM
-passwords only (replication included), and the REST API with basic authentication on its
-unsafe endpoints (switchover, restart, reinitialize, configuration changes).
+What every node gets: etcd (its v2 API, see :func:`node_config`) as the consensus store,
+``synchronous_mode`` (a commit returns only once the synchronous standby has it, and Patroni
+promotes only that standby), ``failsafe_mode``, ``pg_rewind`` for a failed primary that comes
+back, TLS 1.3 with SCRAM passwords only (replication included), and the REST API with basic
+authentication on its unsafe endpoints (switchover, restart, reinitialize, configuration
+changes).
 """
 
 from __future__ import annotations
@@ -208,7 +209,11 @@ def node_config(
             "authentication": rest_auth,
         },
         "ctl": {"insecure": False},
-        "etcd3": {
+        # etcd's v2 API, not etcd3: Patroni 3.0.2 (Debian 12) renews the leader key on etcd3
+        # with an unconditional put, so a primary that was frozen past the key's ttl takes
+        # the key back from the standby just promoted (Patroni 3.0.3 fixed it, PR #2689);
+        # on v2 the renewal is a compare-and-swap on our own name and fails: it demotes.
+        "etcd": {
             "hosts": [f"{m.host}:{m.client_port}" for m in layout.etcd],
             "protocol": "http",
         },
