@@ -340,7 +340,8 @@ def test_a_rolling_upgrade_fails_nothing_and_logs_nobody_out(lab: Lab, tmp_path:
     logins = Record()
     steps_done: list[UpgradeStep] = []
     done = threading.Event()  # the load ends with the upgrade
-    with load(lab, 150, logins, login_timeout=SIGN_IN_TIMEOUT, stop=done) as record:
+    # The load runs until the upgrade is over (at most 10 minutes).
+    with load(lab, 600, logins, login_timeout=SIGN_IN_TIMEOUT, stop=done) as record:
         started = time.monotonic()
         try:
             steps_done = rolling_upgrade(cluster, migrate=migrate)
@@ -354,10 +355,9 @@ def test_a_rolling_upgrade_fails_nothing_and_logs_nobody_out(lab: Lab, tmp_path:
         f"{len(record.failures())} failed; {len(logins.outcomes)} sign-ins, "
         f"{len(logins.failures())} failed"
     )
-    assert took < 150, "the upgrade outlasted the load"
-    enough(record, took)
     assert record.failures() == [], f"{record.summary()}; {during_steps(record, steps_done)}"
     assert logins.failures() == [], f"{logins.summary()}; {during_steps(logins, steps_done)}"
+    enough(record, took)
     replaced = {s.member for s in steps_done}
     assert replaced >= {"ap1", "ap2", "ps1", "ps2", "auth1", "auth2", "admin", "database"}
     # The migration is there and the new release runs on it.
