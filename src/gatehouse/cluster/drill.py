@@ -39,16 +39,13 @@ def on_free_ports(source: Path, destination: Path) -> Path:
     ``destination`` with every port replaced by a free one; return ``destination``."""
     data: dict[str, Any] = yaml.safe_load(source.read_text())
 
-    used: set[int] = set()
+    # Free now, distinct, and outside the kernel's ephemeral range: a cluster's start makes
+    # many outgoing connections (etcd's peers, Patroni, PostgreSQL clients), and any of them
+    # could take a port from that range as its local port before its listener binds it.
+    pool = iter(quiet_free_ports(64))
 
     def port() -> int:
-        # Free now, and not given to another listener of this topology (the kernel may hand
-        # out a port again once its probe socket is closed).
-        found = free_port()
-        while found in used:
-            found = free_port()
-        used.add(found)
-        return found
+        return next(pool)
 
     def free() -> str:
         return f"127.0.0.1:{port()}"
@@ -67,17 +64,13 @@ def on_free_ports(source: Path, destination: Path) -> Path:
     data["load_balancer"]["listen"] = free()
     if data["load_balancer"].get("stats"):
         data["load_balancer"]["stats"] = free()
-    # PostgreSQL, Patroni and etcd bind after etcd's peers connect: ports outside the
-    # ephemeral range, which no outgoing connection can take first.
-    quiet = iter(quiet_free_ports(10))
     data["databases"]["local"] = {
-        "primary_port": next(quiet),
-        "standby_port": next(quiet),
-        "rest_ports": [next(quiet), next(quiet)],  # Patroni's REST API
+        "primary_port": port(),
+        "standby_port": port(),
+        "rest_ports": [port(), port()],  # Patroni's REST API
     }
     data["databases"]["etcd"] = [
-        {"name": f"etcd{i}", "client_port": next(quiet), "peer_port": next(quiet)}
-        for i in (1, 2, 3)
+        {"name": f"etcd{i}", "client_port": port(), "peer_port": port()} for i in (1, 2, 3)
     ]
     if data.get("demo_backend"):
         data["demo_backend"]["listen"] = free()
