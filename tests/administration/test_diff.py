@@ -60,9 +60,9 @@ def test_a_change_shows_on_its_lines() -> None:
     assert diff.splitlines() == [
         "--- version 3",
         "+++ draft",
-        "@@ -28,8 +28,8 @@",  # the failover settings and the identity headers come first
-        "   max_pipelined: 32",
-        "   max_request_line: 8192",
+        "@@ -30,8 +30,8 @@",  # the failover settings and the identity headers come first
+        "   metrics:",
+        "     listen: null",
         "   policy_services:",
         "+  - ps2",
         "   - ps1",
@@ -73,8 +73,9 @@ def test_a_change_shows_on_its_lines() -> None:
         # one line per AP entry (tls) and per default identity header list (the assertion),
         # one per auth entry (verify_queue), per AP entry (status_listen); two per auth entry
         # (oath_db, oath_keyring), the otp settings and databases.oath_db; one per auth
-        # entry (distribution), the codes and invitations settings, databases.oauth2_db
-        "@@ -158,7 +158,7 @@",
+        # entry (distribution), the codes and invitations settings, databases.oauth2_db,
+        # and the metrics and database settings (metrics.listen, database.failover_wait)
+        "@@ -168,7 +168,7 @@",
         "   oauth2_db: null",
         "   outbox_db: postgresql+asyncpg://gatehouse_dist:***@db1.internal:5432/gatehouse_outbox",
         "   session_db: null",

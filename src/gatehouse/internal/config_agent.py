@@ -199,6 +199,10 @@ def pinned_fingerprint(token: str) -> str:
 #: 503, seconds: a whole installation started at once (Admin among the others, or a hundred
 #: services registering together) must not lose the services that asked first.
 REGISTRATION_WAIT = 60.0
+#: How long the registration call may take once sent, seconds. Its answer cannot be asked for
+#: again (the join token works once), so it gets longer than other calls: an Admin enrolling
+#: a hundred services at once answers the last of them after several seconds.
+REGISTER_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -464,7 +468,7 @@ class ConfigAgent:
         }
         tls = ClientTLS(_verifying_context(ca_pem), frozenset({ADMINISTRATION}))
         async with FailoverClient(
-            urls, connect_timeout=self.connect_timeout, timeout=10.0, tls=tls
+            urls, connect_timeout=self.connect_timeout, timeout=REGISTER_TIMEOUT, tls=tls
         ) as client:
             try:
                 # A token works once: resend only what was never sent, or what Admin
