@@ -22,7 +22,7 @@ from gatehouse.authentication.calls import (
 )
 from gatehouse.internal.calls import Call
 from gatehouse.internal.errors import ServiceError
-from gatehouse.trust.identity import POLICY
+from gatehouse.trust.identity import ADMINISTRATION, POLICY
 
 ATTEMPT = "Abc_def-0123456789"
 
@@ -111,6 +111,10 @@ def test_answers_that_do_not_decode() -> None:
 
 
 def test_only_policy_services_may_call() -> None:
-    for call in (OTP_VERIFY, OTP_ENROL, OTP_CONFIRM, OTP_STATUS):
+    """And the Administration service may check an administrator's code (console sign-in);
+    enrolling and confirming tokens stays the Policy service's."""
+    assert OTP_VERIFY.roles == {POLICY, ADMINISTRATION}
+    for call in (OTP_ENROL, OTP_CONFIRM, OTP_STATUS):
         assert call.roles == {POLICY}
+    for call in (OTP_VERIFY, OTP_ENROL, OTP_CONFIRM, OTP_STATUS):
         assert call.retry_safe
