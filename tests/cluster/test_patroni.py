@@ -203,8 +203,14 @@ def count(node: PgNode, marker: str) -> int:
 
 def test_status_shows_the_leader_the_synchronous_standby_and_the_lag(ha: HA) -> None:
     primary, standby = ha.settled()
-    state = _database_ha(SimpleNamespace(databases=ha.databases))  # type: ignore[arg-type]
-    assert state is not None
+    # The standby may still be replaying what an earlier test wrote: wait for it to catch up.
+    deadline = time.monotonic() + 30
+    while True:
+        state = _database_ha(SimpleNamespace(databases=ha.databases))  # type: ignore[arg-type]
+        assert state is not None
+        if state.lag == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     assert (state.leader, state.sync_standby) == (primary.name, standby.name)
     assert state.lag == 0
     assert state.etcd == {"etcd1": True, "etcd2": True, "etcd3": True}

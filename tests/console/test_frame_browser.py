@@ -55,7 +55,9 @@ def test_sign_in_needs_the_right_code_then_the_overview_shows_every_service(
         for service_id, cells in rows.items():
             _role, _node, health, version, ack, certificate, _uses = cells
             assert health.startswith("healthy"), (service_id, cells)
-            assert version.split()[0:3] == ["1", "/", "1"], (service_id, cells)
+            running, slash, published = version.split()[0:3]
+            # Running the published version (other test files on this node may publish).
+            assert (slash, running) == ("/", published), (service_id, cells)
             assert ack.endswith("ago"), (service_id, cells)
             assert "(in 6d)" in certificate or "(in 7d)" in certificate, (service_id, cells)
         assert rows["ap1"][0] == "access_point"
