@@ -83,6 +83,15 @@ def test_the_status_listener_answers_only_its_health(start_ap: StartAP) -> None:
 
 def test_every_worker_answers_on_the_status_port(start_ap: StartAP) -> None:
     ap = start_ap(RESOURCES, status=True, workers=2)
+    # start_ap waits for the public port; the status listeners come up a moment later.
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            ap_status(ap)
+            break
+        except ConnectionRefusedError:
+            assert time.monotonic() < deadline, "no status listener"
+            time.sleep(0.1)
     for _ in range(10):
         assert ap_status(ap)["config_source"] == "file"
 
