@@ -22,12 +22,13 @@ import ssl
 import urllib.parse
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 from gatehouse.config.access_point import parse_listen
 from gatehouse.config.loader import load_file, validate
 from gatehouse.config.policy import PolicyConfig
 from gatehouse.errors import GatehouseError
-from gatehouse.internal.calls import CallRefused
+from gatehouse.internal.calls import Call, CallRefused
 from gatehouse.internal.client import FailoverClient, InternalCallError
 from gatehouse.internal.lkg import ADMIN_FILE, StateDir
 from gatehouse.policy.admin_api import read_token
@@ -40,6 +41,8 @@ from gatehouse.storage.home import database_urls
 from gatehouse.storage.migrate import upgrade
 from gatehouse.trust.identity import POLICY
 from gatehouse.trust.tls import ClientTLS
+
+A = TypeVar("A")
 
 POLICY_CONFIG = "policy.yaml"
 #: The ``from`` of the CLI's NOTIFY payloads: no Policy instance has this name.
@@ -94,15 +97,17 @@ def policy_url(config: PolicyConfig, tls: bool) -> str:
     return f"{'https' if tls else 'http'}://{netloc}"
 
 
-async def revoke_through(
+async def call_policy_admin(
     config: PolicyConfig,
     base: Path,
+    call: Call[Any, A],
     query: dict[str, str],
     tls: ssl.SSLContext | None = None,
-) -> int | None:
-    """``END_SESSIONS`` on the Policy service ``config`` describes, with its admin token;
-    None when it has no admin API or does not answer. ``tls``: the operator's client context
-    (the server must then be that Policy service: its role and id are checked)."""
+    params: dict[str, str] | None = None,
+) -> A | None:
+    """``call`` on the admin API of the Policy service ``config`` describes, with its admin
+    token; None when it has no admin API or does not answer. ``tls``: the operator's client
+    context (the server must then be that Policy service: its role and id are checked)."""
     token_file = config.policy.admin_token_file
     if not token_file:
         return None
@@ -120,9 +125,21 @@ async def revoke_through(
     )
     async with client:
         try:
-            return await END_SESSIONS.invoke(client, None, query=urllib.parse.urlencode(query))
+            return await call.invoke(
+                client, None, params=params, query=urllib.parse.urlencode(query)
+            )
         except (InternalCallError, CallRefused, ValueError):
             return None
+
+
+async def revoke_through(
+    config: PolicyConfig,
+    base: Path,
+    query: dict[str, str],
+    tls: ssl.SSLContext | None = None,
+) -> int | None:
+    """``END_SESSIONS`` on the Policy service ``config`` describes (:func:`call_policy_admin`)."""
+    return await call_policy_admin(config, base, END_SESSIONS, query, tls)
 
 
 def _session_db(home: Path) -> str:

@@ -7,8 +7,6 @@ end-sessions`` does (:mod:`gatehouse.policy.end_sessions`).
 
 from __future__ import annotations
 
-import ssl
-import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,25 +14,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from gatehouse.administration.credentials import operator_tls
-from gatehouse.config.policy import PolicyConfig
-from gatehouse.internal.calls import Call, CallRefused
-from gatehouse.internal.client import FailoverClient, InternalCallError
-from gatehouse.policy.admin_api import read_token
+from gatehouse.internal.calls import Call
 from gatehouse.policy.calls import REVOKE_SESSION, SESSIONS
-from gatehouse.policy.end_sessions import (
-    CONNECT_TIMEOUT,
-    TIMEOUT,
-    _policy_configs,
-    _session_db,
-    policy_url,
-)
+from gatehouse.policy.end_sessions import _policy_configs, _session_db, call_policy_admin
 from gatehouse.policy.events import notify_revoked
-from gatehouse.policy.service import resolve
 from gatehouse.policy.sessions import SessionRecord, SessionStore, Timeouts, well_formed_hash
 from gatehouse.storage.engine import Database
 from gatehouse.storage.migrate import upgrade
-from gatehouse.trust.identity import POLICY
-from gatehouse.trust.tls import ClientTLS
 
 A = TypeVar("A")
 #: The most sessions a page shows.
@@ -95,42 +81,10 @@ async def _through_policy(
     admin token (and the operator's certificate on mutual TLS); None when none does."""
     tls = operator_tls(home)
     for config, base in _policy_configs(home):
-        answer = await _call_one(config, base, call, params, query, tls)
+        answer = await call_policy_admin(config, base, call, query, tls, params)
         if answer is not None:
             return answer
     return None
-
-
-async def _call_one(
-    config: PolicyConfig,
-    base: Path,
-    call: Call[Any, A],
-    params: dict[str, str] | None,
-    query: dict[str, str],
-    tls: ssl.SSLContext | None,
-) -> A | None:
-    token_file = config.policy.admin_token_file
-    if not token_file:
-        return None
-    try:
-        token = read_token(resolve(token_file, base))
-    except ValueError:
-        return None
-    client_tls = None if tls is None else ClientTLS(tls, frozenset({POLICY}), (config.policy.id,))
-    client = FailoverClient(
-        [policy_url(config, tls is not None)],
-        connect_timeout=CONNECT_TIMEOUT,
-        timeout=TIMEOUT,
-        bearer_token=token,
-        tls=client_tls,
-    )
-    async with client:
-        try:
-            return await call.invoke(
-                client, None, params=params, query=urllib.parse.urlencode(query)
-            )
-        except (InternalCallError, CallRefused, ValueError):
-            return None
 
 
 async def _session_store(home: Path) -> tuple[SessionStore, Database, str]:
