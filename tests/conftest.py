@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,15 @@ import pytest
 from tests.support.processes import Service, free_port, write_config
 
 StartAP = Callable[..., Service]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _collect_garbage_per_file() -> Iterator[None]:
+    """Collects garbage as each test file ends, so an unclosed socket or file is reported
+    (``ResourceWarning``, an error here) by the file that leaked it, not by whichever file
+    the same xdist worker runs next when the collector happens to run."""
+    yield
+    gc.collect()
 
 
 @pytest.fixture
