@@ -1631,6 +1631,7 @@ def run_metrics_cost(lab: Lab) -> list[metrics_cost.Pair]:
             probe(off, "/")
             probe(on, "/")
             log(f"[metrics] {workers} worker(s): metrics off and on, in turns")
+            servers = {False: off, True: on}
             pair = metrics_cost.measure(
                 workers,
                 off.url + "/",
@@ -1638,10 +1639,16 @@ def run_metrics_cost(lab: Lab) -> list[metrics_cost.Pair]:
                 metrics_port,
                 lambda url, seconds: run_wrk(settings, url, seconds),
                 settings.warmup,
+                # Each server leads its own process group (start_new_session).
+                lambda is_on, servers=servers: metrics_cost.process_group_cpu(
+                    servers[is_on].proc.pid
+                ),
             )
             log(
                 f"  off {pair.rps(False) or 0:,.0f} req/s, on {pair.rps(True) or 0:,.0f} req/s, "
-                f"ratio {pair.ratio or 0:.3f}; counted {pair.counted:,} / wrk {pair.completed:,}"
+                f"ratio {pair.ratio or 0:.3f}; CPU {pair.cpu_us(False) or 0:.2f} / "
+                f"{pair.cpu_us(True) or 0:.2f} us per request, ratio {pair.cpu_ratio or 0:.3f}; "
+                f"counted {pair.counted:,} / wrk {pair.completed:,}"
             )
         except (BenchError, OSError, RuntimeError) as exc:
             pair = metrics_cost.Pair(workers, failure=str(exc))

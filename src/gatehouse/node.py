@@ -412,9 +412,13 @@ def installation(addresses: NodeAddresses, home: Path, node: str) -> dict[str, o
 FIRST_ADMIN = "admin"
 
 
-def bootstrap_admin(admin: AdminClient) -> dict[str, Any] | None:
+def bootstrap_admin(
+    admin: AdminClient, say: Callable[[str], None] | None = None
+) -> dict[str, Any] | None:
     """Make the first superadmin (``admin``) the first time; its credentials (password,
-    OTP secret, otpauth URI), or None when there are administrators already."""
+    OTP secret, otpauth URI), or None when there are administrators already. ``gatehouse up``
+    and ``gatehouse cluster up`` both call it; ``say`` tells why none was made (default:
+    ``up``'s log)."""
     try:
         answer: dict[str, Any] = admin.call(
             "POST", "/api/v1/admins/bootstrap", {"name": FIRST_ADMIN}
@@ -422,7 +426,7 @@ def bootstrap_admin(admin: AdminClient) -> dict[str, Any] | None:
     except GatehouseError as exc:
         if "bootstrap is done" not in str(exc):
             # The node runs all the same; 'gatehouse admins bootstrap --name N' can make one.
-            _log(f"no console administrator made: {exc}")
+            (say or _log)(f"no console administrator made: {exc}")
         return None
     credentials: dict[str, Any] | None = answer.get("credentials")
     return credentials

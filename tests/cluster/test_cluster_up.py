@@ -5,15 +5,19 @@ runner that need no processes."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import re
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx2 as httpx
 import pytest
 import yaml
 
@@ -24,6 +28,7 @@ from gatehouse.cluster.processes import PidFile, alive, group_members, start_tim
 from gatehouse.cluster.runner import Cluster
 from gatehouse.cluster.status import ClusterStatus
 from gatehouse.cluster.topology import Topology, load_topology
+from gatehouse.oath.otp import totp
 from tests.support.cluster import cluster_home, free_topology
 from tests.support.gateway import Browser, add_user
 from tests.support.postgres import missing, require_bindir
@@ -67,6 +72,22 @@ def lb_browser(cluster: Cluster) -> Browser:
     return Browser(host, int(port))
 
 
+def console_sign_in(cluster: Cluster, home: Path, name: str, password: str, secret: str) -> int:
+    """Sign in at the cluster's console with a password and a TOTP code; the status of the
+    overview page that follows."""
+    tls = ssl.create_default_context(cafile=str(home / "ca" / "ca.pem"))
+    with httpx.Client(verify=tls, timeout=30) as client:
+        form = client.get(f"{cluster.console_url}login")
+        assert form.status_code == 200, form.text[:300]
+        csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
+        assert csrf, form.text[:300]
+        code = totp(base64.b32decode(secret), time.time(), 30, 6, "sha1")
+        fields = {"username": name, "password": password, "otp": code, "csrf": csrf[1]}
+        signed = client.post(f"{cluster.console_url}login", data=fields)
+        assert signed.status_code == 303, signed.text[:500]
+        return client.get(cluster.console_url).status_code
+
+
 def wait_status(cluster: Cluster, check: Any, what: str, timeout: float = 20.0) -> ClusterStatus:
     deadline = time.monotonic() + timeout
     while True:
@@ -93,7 +114,17 @@ def test_the_example_topology_survives_a_killed_policy_service(home: Path) -> No
     startup = time.monotonic() - began
     assert up.returncode == 0, up.stdout + up.stderr
     cluster = Cluster.open(home)
-    assert up.stdout.strip() == f"Gatehouse cluster is up: open {cluster.url}"
+    assert up.stdout.splitlines()[0] == f"Gatehouse cluster is up: open {cluster.url}"
+    # The final block, as 'gatehouse up' ends: the console and its first administrator's
+    # one-time credentials, which sign in (Admin checks them with the Authentication services).
+    assert f"  Console: {cluster.console_url} " in up.stdout, up.stdout
+    first = re.search(
+        r"^  Console administrator: (\S+)  password: (\S+)  OTP secret: ([A-Z2-7]+) \(shown only",
+        up.stdout,
+        re.MULTILINE,
+    )
+    assert first, up.stdout
+    assert console_sign_in(cluster, home, first[1], first[2], first[3]) == 200
     print(f"gatehouse cluster up: {startup:.1f}s")  # shown with -s / -rP
     # Detached: every process outlived the command that started it.
     assert cluster.running() == EVERYTHING
@@ -106,7 +137,9 @@ def test_the_example_topology_survives_a_killed_policy_service(home: Path) -> No
     assert page.status == 200, page.body[:300]
     assert page.json()["path"] == "/private"
     assert lb_browser(cluster).get("/private").status == 303  # protected: to the login page
-    # Every service reaches PostgreSQL over TLS as its own role (the query's psql: superuser).
+    # Every service reaches PostgreSQL over TLS as its own role (the query's psql: superuser;
+    # gatehouse_cli: the Administration service's administrator and token routes, which made
+    # the console's first administrator, see cluster.db_access).
     assert cluster.databases is not None
     connected = cluster.databases.primary().sql(
         "SELECT DISTINCT a.usename, s.ssl FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid)"
@@ -117,6 +150,7 @@ def test_the_example_topology_survives_a_killed_policy_service(home: Path) -> No
     assert {user for user, _ in connected} == {
         "gatehouse",
         "gatehouse_admin",
+        "gatehouse_cli",
         "gatehouse_auth",
         "gatehouse_policy",
     }

@@ -147,3 +147,24 @@ def test_without_a_listener_nothing_is_counted() -> None:
     assert not counters.on
     assert counters.decisions == {}
     assert counters.upstream_errors == {}
+
+
+def test_the_request_path_counts_through_a_routes_series_and_an_origins_histogram() -> None:
+    counters = counting()
+    series = counters.series("app")
+    assert counters.series("app") is series  # one per resource id, kept across versions
+    backend = counters.backend("http://b:1")
+    series.exchange(b"GET", 200, 0.0003, backend, 0.0002)
+    series.exchange(b"POST", 201, 0.002, backend, 0.001)
+    series.exchange(b"BREW", 418, 0.004, None, 0.0)  # no backend answered: no upstream time
+    got = samples(render_snapshot(merge([snapshot_of(counters)])))
+    total = "gatehouse_access_point_requests_total"
+    assert got[(total, (("method", "GET"), ("resource", "app"), ("status", "200")))] == 1
+    assert got[(total, (("method", "POST"), ("resource", "app"), ("status", "201")))] == 1
+    assert got[(total, (("method", "OTHER"), ("resource", "app"), ("status", "418")))] == 1
+    count = ("gatehouse_access_point_request_duration_seconds_count", (("resource", "app"),))
+    assert got[count] == 3
+    upstream = "gatehouse_access_point_upstream_duration_seconds"
+    assert got[(f"{upstream}_count", (("backend", "http://b:1"),))] == 2
+    assert got[(f"{upstream}_bucket", (("backend", "http://b:1"), ("le", "0.00025")))] == 1
+    assert got[(f"{upstream}_sum", (("backend", "http://b:1"),))] == pytest.approx(0.0012)

@@ -21,7 +21,7 @@ from gatehouse.cli import main
 from gatehouse.oath import otp
 from gatehouse.oath.keyuri import parse_uri
 from gatehouse.oath.seeds import KEYRING_FILE, Keyring
-from gatehouse.oath.store import TokenRow, TokenStore
+from gatehouse.oath.store import IMPORT_BATCH, TokenRow, TokenStore
 from gatehouse.storage.engine import Database, create_engine
 from gatehouse.storage.home import database_urls
 from gatehouse.storage.models import AuditEvent
@@ -306,6 +306,32 @@ def test_import_csv_and_a_bad_csv_imports_nothing(cli: CLI, tmp_path: Path) -> N
     assert sorted(t.serial for t in cli.tokens()) == ["app-1", "fob-1"]
     assert "does not exist" in cli.fails("tokens", "import", str(good), "--assign", "carol")
     assert "cannot read import file" in cli.fails("tokens", "import", str(tmp_path / "none"))
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_long_import_shows_progress_on_a_terminal_only(
+    cli: CLI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    count = IMPORT_BATCH * 2 + 1  # three batches in the one transaction
+    big = tmp_path / "big.csv"
+    big.write_text("".join(f"fob-{i}, {SEED.hex()}, hotp\n" for i in range(count)))
+    err = Terminal()
+    monkeypatch.setattr("sys.stderr", err)
+    out = cli.ok("tokens", "import", str(big))  # what scripts read: the same lines
+    assert out.splitlines()[0] == f"{count} tokens imported"
+    drawn = err.getvalue()
+    assert "importing tokens" in drawn
+    assert f"{count}/{count}" in drawn  # the bar reached the end
+    assert len(cli.tokens()) == count
+
+    monkeypatch.undo()  # a pipe: no bar, not a byte on standard error (cli.ok checks)
+    small = tmp_path / "small.csv"
+    small.write_text(f"app-1, {SEED.hex()}, totp\n")
+    assert cli.ok("tokens", "import", str(small)).splitlines() == ["1 token imported", "app-1"]
 
 
 def test_import_otpauth_uris_one_per_line(cli: CLI, tmp_path: Path) -> None:

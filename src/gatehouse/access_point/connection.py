@@ -27,7 +27,6 @@ from gatehouse.access_point.decisions import DecisionMemo, session_hash
 from gatehouse.access_point.exchange import LocalReply, ProxyExchange
 from gatehouse.access_point.headers import HeaderPolicy, field_line, forwarded_fields
 from gatehouse.access_point.request import BadRequest, RequestHead, parse_head
-from gatehouse.metrics.access_point import COUNTERS
 
 if TYPE_CHECKING:
     from gatehouse.access_point.runtime import Runtime
@@ -268,12 +267,18 @@ class ClientConnection(asyncio.Protocol):
         return None
 
     def exchange_finished(self, exchange: Exchange, close: bool) -> None:
-        if COUNTERS.on:  # metrics.listen is set
-            seconds = perf_counter() - exchange.t0
+        series = exchange.series
+        if series is not None:  # metrics.listen is set
             if type(exchange) is ProxyExchange:
-                COUNTERS.request(exchange.resource, exchange.head.method, exchange.status, seconds)
+                series.exchange(
+                    exchange.head.method,
+                    exchange.status,
+                    perf_counter() - exchange.t0,
+                    exchange.timings,
+                    exchange.upstream_s,
+                )
             else:
-                COUNTERS.request("", b"", exchange.status, seconds)
+                series.add(b"", exchange.status, perf_counter() - exchange.t0)
         if self.queue and self.queue[0] is exchange:
             self.queue.popleft()
         if close or self.closed:

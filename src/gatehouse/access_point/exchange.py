@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from gatehouse.access_point.connection import ClientConnection
     from gatehouse.access_point.request import BadRequest, RequestHead
     from gatehouse.access_point.runtime import Route, Runtime
+    from gatehouse.metrics.families import Hist
 
 log = logging.getLogger("gatehouse.access_point")
 
@@ -47,15 +48,17 @@ NO_POLICY = (
 class LocalReply:
     """A response the Access Point gives itself."""
 
-    __slots__ = ("close", "conn", "data", "started", "t0")
+    __slots__ = ("close", "conn", "data", "series", "started", "t0")
 
     def __init__(self, conn: ClientConnection, data: bytes, close: bool) -> None:
         self.conn = conn
         self.data = data
         self.close = close
         self.started = False
-        #: For metrics: when it was made (the status is in ``data``).
-        self.t0 = perf_counter()
+        #: For metrics (None: off): the series of requests no resource matched, and when the
+        #: reply was made (the status is in ``data``).
+        self.series = conn.state.runtime.unrouted
+        self.t0 = perf_counter() if self.series is not None else 0.0
 
     @property
     def status(self) -> int:
@@ -88,17 +91,19 @@ class ProxyExchange(Authorization):
         "prefix",
         "read_since",
         "request_done",
-        "resource",
         "resp_headers",
         "resp_started",
         "resp_upgrade",
         "retried",
         "rt",
         "sent_at",
+        "series",
         "started",
         "t0",
+        "timings",
         "until_close",
         "upstream",
+        "upstream_s",
     )
 
     def __init__(self, conn: ClientConnection, head: RequestHead, runtime: Runtime) -> None:
@@ -128,12 +133,15 @@ class ProxyExchange(Authorization):
         self.read_since = 0.0
         self.body_since = 0.0
         self.identity = b""
-        # For metrics: when the head was complete, the status answered, the resource's id,
-        # and when the request went to the backend.
-        self.t0 = perf_counter()
         self.status = 0
-        self.resource = ""
+        # For metrics (series None: off, and no clock is read): the series the request is
+        # counted in (its resource's once routed), when its head was complete, when it went
+        # to the backend, and the backend's histogram and response time once its head came.
+        series = self.series = runtime.unrouted
+        self.t0 = perf_counter() if series is not None else 0.0
         self.sent_at = 0.0
+        self.timings: Hist | None = None
+        self.upstream_s = 0.0
 
     # the request ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -154,7 +162,8 @@ class ProxyExchange(Authorization):
             self._local(404, pages.DEFAULT_MESSAGES[404])
             return
         route, self.prefix = match
-        self.resource = route.resource.id
+        if self.series is not None:
+            self.series = route.series
         if not route.public:
             decider = rt.decider
             if decider is None:
@@ -173,7 +182,8 @@ class ProxyExchange(Authorization):
             self._local(413, pages.DEFAULT_MESSAGES[413])
             return
         self.route = route
-        self.resource = route.resource.id
+        if self.series is not None:
+            self.series = route.series
         if not self.request_done:
             if head.expect_continue:
                 self.conn.out.append(CONTINUE)
@@ -306,7 +316,8 @@ class ProxyExchange(Authorization):
             self.conn.resume(2)  # PAUSE_BUFFER
         if self.request_done and self.head.chunked:
             parts.append(b"0\r\n\r\n")
-        self.sent_at = perf_counter()
+        if self.series is not None:
+            self.sent_at = perf_counter()
         upstream.write(b"".join(parts))
         if self.request_done:
             self._start_read_timer()
@@ -381,8 +392,10 @@ class ProxyExchange(Authorization):
             self.resp_headers = []
             return
         self.status = code
-        if COUNTERS.on:
-            COUNTERS.upstream_time(upstream.origin.backend.url, perf_counter() - self.sent_at)
+        if self.series is not None:
+            # Counted with the request when it is finished (Series.exchange).
+            self.upstream_s = perf_counter() - self.sent_at
+            self.timings = upstream.origin.timings
         head = self.head
         framing = split_response(self.resp_headers)
         lines = [pages.status_line(code)]
@@ -478,8 +491,9 @@ class ProxyExchange(Authorization):
         self.resp_started = True
         self._cancel_timers()
         upstream.tunnel = True
-        if COUNTERS.on:
-            COUNTERS.request(self.resource, self.head.method, 101, perf_counter() - self.t0)
+        series = self.series
+        if series is not None:
+            series.add(self.head.method, 101, perf_counter() - self.t0)
         conn.enter_tunnel(self)
         if self.early_data:
             upstream.write(b"".join(self.early_data))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import json
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from gatehouse.access_point.decisions import Decider
 from gatehouse.access_point.headers import HeaderPolicy
@@ -15,6 +16,9 @@ from gatehouse.access_point.tls import hsts_line
 from gatehouse.access_point.upstream import BackendGroup, Origin, make_ssl_context
 from gatehouse.config.access_point import AccessPointConfig, AccessPointSettings, Resource
 from gatehouse.trust.tls import ClientTLS
+
+if TYPE_CHECKING:
+    from gatehouse.metrics.access_point import Series, WorkerCounters
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +36,8 @@ class Route:
     max_body: int
     connect_timeout: float
     read_timeout: float
+    #: The resource's requests, counted when metrics are on (None: off).
+    series: Series | None = None
 
 
 class OriginRegistry:
@@ -123,6 +129,8 @@ class Runtime:
     hsts: bytes = b""
     #: Exact paths relayed to the portal besides the reserved prefix (OAuth discovery).
     well_known: frozenset[str] = frozenset()
+    #: With metrics on, the series of requests no resource matched (None: metrics off).
+    unrouted: Series | None = None
 
     def health(self) -> bytes:
         """The status listener's health answer (:mod:`.status`; the public one says only
@@ -168,9 +176,17 @@ def health_answer(
 
 
 def _route(
-    res: Resource, settings: AccessPointSettings, registry: OriginRegistry, ordered: bool = False
+    res: Resource,
+    settings: AccessPointSettings,
+    registry: OriginRegistry,
+    ordered: bool = False,
+    counters: WorkerCounters | None = None,
 ) -> Route:
     origins = registry.get(res, settings, internal=res.id == PORTAL_ID)
+    if counters is not None:
+        for origin in origins:
+            if origin.timings is None:
+                origin.timings = counters.backend(origin.backend.url)
     return Route(
         resource=res,
         group=BackendGroup(origins, settings.backend_fail_timeout, ordered),
@@ -185,6 +201,7 @@ def _route(
         max_body=res.max_body_size,
         connect_timeout=res.connect_timeout,
         read_timeout=res.read_timeout,
+        series=None if counters is None else counters.series(res.id),
     )
 
 
@@ -194,11 +211,14 @@ def compile_config(
     version: int | None,
     decider: Decider | None = None,
     local_version: int | None = None,
+    counters: WorkerCounters | None = None,
 ) -> Runtime:
     """Compile a configuration; ``decider`` is the worker's (it outlives config versions).
 
     ``version`` is the version Admin published ``config`` as; ``None`` for a configuration
-    file, loaded for the ``local_version``-th time (see :func:`health_answer`)."""
+    file, loaded for the ``local_version``-th time (see :func:`health_answer`). With
+    ``counters`` (metrics on), each route carries its resource's series and each origin its
+    backend's histogram."""
     settings = config.access_point
     routes = []
     used: set[int] = set()
@@ -213,10 +233,10 @@ def compile_config(
             read_timeout=PORTAL_READ_TIMEOUT,
             max_body_size=64 << 10,
         )
-        portal = _route(portal_resource, settings, registry, ordered=True)
+        portal = _route(portal_resource, settings, registry, ordered=True, counters=counters)
         used.update(id(o) for o in portal.group.origins)
     for res in config.resources:
-        route = _route(res, settings, registry)
+        route = _route(res, settings, registry, counters=counters)
         used.update(id(o) for o in route.group.origins)
         routes.append((res.hosts, res.path_prefix, route))
     registry.retain(used)
@@ -241,6 +261,7 @@ def compile_config(
         tuple(h.lower().encode("ascii") for h in settings.decision_headers),
         hsts_line(settings.tls),
         WELL_KNOWN if settings.relay_discovery and portal is not None else frozenset(),
+        None if counters is None else counters.series(""),
     )
 
 

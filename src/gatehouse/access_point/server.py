@@ -297,7 +297,14 @@ class Worker:
     ) -> Runtime:
         """Compile ``config``; the worker's Decider changes only once that succeeded."""
         decider = self._decider_for(config)
-        runtime = compile_config(config, self.registry, published, decider, local_version=local)
+        runtime = compile_config(
+            config,
+            self.registry,
+            published,
+            decider,
+            local_version=local,
+            counters=COUNTERS if COUNTERS.on else None,
+        )
         self._use_decider(decider)
         return runtime
 
@@ -397,6 +404,13 @@ class Worker:
         settings = self.config.access_point
         if settings.tls is not None and self.tls is None:
             self.tls = ServerTLS(settings.tls, str(self.path))
+        from gatehouse.metrics import workers
+
+        # Without a metrics listener, routes carry no series: the request path counts nothing
+        # and reads no clock. Decided before the first compile, for the worker's life.
+        COUNTERS.on = workers.LINK is not None or (
+            settings.metrics.listen is not None and self.own_metrics
+        )
         runtime = self._compile(
             self.config, self.published_version, None if self.managed else self.local_version
         )
@@ -476,8 +490,6 @@ class Worker:
             return worker_snapshot(self, state)
 
         listen = self.config.access_point.metrics.listen
-        # Without a metrics listener, the request path does not count at all.
-        COUNTERS.on = workers.LINK is not None or (listen is not None and self.own_metrics)
         if workers.LINK is not None:
             transport = await workers.serve_link(snapshot)
             return None if transport is None else transport.close

@@ -194,6 +194,8 @@ class Origin:
         self.idle: list[UpstreamConnection] = []
         self.failed_until = 0.0
         self.host_header = backend.host_header.encode("ascii")
+        #: With metrics on: this backend's response-time histogram (WorkerCounters.backend).
+        self.timings: list[float] | None = None
 
     def take_idle(self, now: float, check: bool = False) -> UpstreamConnection | None:
         """The most recently used idle connection; ``check``: only one whose backend has not

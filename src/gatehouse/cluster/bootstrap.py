@@ -1,6 +1,6 @@
 """Bringing a new cluster's installation in through its Administration service: the admin
-client, the installation the first ``up`` publishes, a join token for each service, and the
-demo user."""
+client, the installation the first ``up`` publishes, the console's first administrator, a join
+token for each service, and the demo user."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from gatehouse.cluster.installation import installation_document
 from gatehouse.cluster.members import Kind
 from gatehouse.cluster.topology import Topology
 from gatehouse.errors import ConfigError, GatehouseError
-from gatehouse.node import ADMIN_TOKEN_FILE, DEMO_EMAIL, make_join_token
+from gatehouse.node import ADMIN_TOKEN_FILE, DEMO_EMAIL, bootstrap_admin, make_join_token
 
 DEMO_USER = "demo"
 
@@ -97,6 +97,16 @@ def publish(
     comment = f"gatehouse cluster up {source}".rstrip()
     number = admin.call("POST", "/api/v1/publish", {"comment": comment})["version"]
     say(f"published the installation of the topology as version {number}")
+
+
+def first_admin(admin: AdminClient, say: Callable[[str], None]) -> dict[str, Any] | None:
+    """Make the console's first superadmin (``admin``) when there is no administrator yet, as
+    ``gatehouse up`` does; its credentials (password, OTP secret, otpauth URI) to show once,
+    else None. ``say`` is told that it was made (never the credentials), or why not."""
+    made = bootstrap_admin(admin, say)
+    if made is not None:
+        say("made the console's first administrator (its credentials follow, once)")
+    return made
 
 
 def prepare_state(state: Path, kind: Kind, admin: Callable[[], AdminClient]) -> None:

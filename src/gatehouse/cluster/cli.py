@@ -202,6 +202,7 @@ def _progress(message: str) -> None:
 
 def cluster_up(args: argparse.Namespace) -> int:
     from gatehouse.cluster.runner import Cluster
+    from gatehouse.node import console_lines
 
     cluster = Cluster.prepare(args.home, args.topology, fsync=not args.no_fsync, progress=_progress)
     url = cluster.up()
@@ -214,7 +215,9 @@ def cluster_up(args: argparse.Namespace) -> int:
                 f"Demo user: demo  password: {password}  (shown once; change it with "
                 f"'gatehouse users passwd demo --home {args.home}')"
             )
-    print(f"Gatehouse cluster is up: open {url}", flush=True)
+    print(f"Gatehouse cluster is up: open {url}")
+    # As 'gatehouse up' ends: the console and, the first time, its first administrator.
+    print(console_lines(cluster.console_url, args.home, cluster.first_admin), end="", flush=True)
     return 0
 
 

@@ -17,7 +17,8 @@ CLI (:mod:`.cli`) and the chaos tests drive the same methods::
 
 ``up`` starts PostgreSQL (created the first time), the demo backend and Admin; publishes the
 installation from the topology through Admin the first time (from then on the configuration
-is Admin's: ``gatehouse config apply|publish``); starts the Distribution, Authentication,
+is Admin's: ``gatehouse config apply|publish``) and makes the console's first superadmin, as
+``gatehouse up`` does (:attr:`Cluster.first_admin`); starts the Distribution, Authentication,
 Policy and Access Point services, each following Admin from its state directory; waits until
 each answers its health check; then starts HAProxy.
 
@@ -132,6 +133,9 @@ class Cluster:
         self._by_name = {m.name: m for m in self.members}
         self.startup_seconds: float | None = None
         """How long the last :meth:`up` took."""
+        self.first_admin: dict[str, Any] | None = None
+        """The console's first superadmin's credentials when the last :meth:`up` made them
+        (the first one; shown once, kept nowhere else), else None."""
 
     # -- construction -----------------------------------------------------------------------
 
@@ -210,6 +214,11 @@ class Cluster:
         host, port = parse_listen(lb.listen)
         tls = lb.tls_certificate is not None or lb.access_point_tls == "passthrough"
         return f"{'https' if tls else 'http'}://{host_port(dialable(host), port)}/"
+
+    @property
+    def console_url(self) -> str:
+        """The web console, on the Administration service's listener."""
+        return f"{self.admin_url}/console/"
 
     @property
     def admin_url(self) -> str:
@@ -310,6 +319,7 @@ class Cluster:
             self._spawn(admin_id)
             admin = self._wait_for_admin()
             bootstrap.publish(admin, self.installation_document(), self.source, self._say)
+            self.first_admin = bootstrap.first_admin(admin, self._say)
             services = self.names("distribution", "authentication", "policy", "access_point")
             for name in services:
                 self._prepare_state(name, admin)

@@ -1,12 +1,14 @@
 """The Access Point's metrics: plain per-worker counts on the hot path, families on scrape.
 
-A worker counts with integers and lists in its own process (:data:`COUNTERS`): a request
-costs two clock reads, a dict update and a bucket increment, no lock and no shared memory.
-When Prometheus scrapes, :func:`worker_snapshot` turns the worker's counts and state (its
-decision cache, event stream, failover client, configuration version) into a JSON-ready
-dict; the supervisor adds its workers' snapshots up (:func:`merge`) and
-:func:`snapshot_families` renders the sum. A worker that restarts starts from zero; what
-the supervisor last read of the worker it replaced is kept (:mod:`.workers`).
+A worker counts with plain numbers in its own process (:data:`COUNTERS`), no lock and no
+shared memory. Each compiled route holds its resource's :class:`Series` and each backend origin
+its histogram, so a request looks no label up: it costs one dict lookup, two bisects into
+preallocated bucket counts and one call when it ends, plus its clock reads (head received,
+sent to the backend, response head, end). When Prometheus scrapes, :func:`worker_snapshot`
+turns the worker's counts and state (its decision cache, event stream, failover client,
+configuration version) into a JSON-ready dict; the supervisor adds its workers' snapshots up
+(:func:`merge`) and :func:`snapshot_families` renders the sum. A worker that restarts starts
+from zero; what the supervisor last read of the worker it replaced is kept (:mod:`.workers`).
 """
 
 from __future__ import annotations
@@ -33,7 +35,13 @@ from gatehouse.metrics.families import (
     link_families,
     new_hist,
 )
-from gatehouse.metrics.names import DURATION_BUCKETS, NO_RESOURCE, method_label
+from gatehouse.metrics.names import (
+    DURATION_BUCKETS,
+    METHODS,
+    NO_RESOURCE,
+    OTHER_METHOD,
+    method_label,
+)
 
 if TYPE_CHECKING:
     from gatehouse.access_point.connection import WorkerState
@@ -46,15 +54,80 @@ _SUM = HIST_LEN - 1
 _DECIDER_KEYS = ("cache_hits", "cache_misses", "cache_evictions", "reconnects")
 
 
+#: Request methods by index in a :class:`Series` key (0: any other, counted as ``OTHER``).
+_METHODS = (OTHER_METHOD, *sorted(METHODS))
+_METHOD_INDEX = {name.encode("ascii"): index for index, name in enumerate(_METHODS) if index}
+
+
+class Series:
+    """One resource's requests, as plain numbers a worker updates on its event loop.
+
+    ``by_key`` maps ``status << 4 | method index`` to a histogram of request durations
+    (:data:`~gatehouse.metrics.families.Hist`): the request counts by method and status are
+    its bucket counts added up, and the resource's duration histogram is the sum over keys,
+    both made when Prometheus scrapes. A request costs one dict lookup, one bisect and two
+    list updates (plus the same for its backend's histogram), no tuple and no label."""
+
+    __slots__ = ("by_key", "resource")
+
+    def __init__(self, resource: str) -> None:
+        self.resource = resource
+        self.by_key: dict[int, Hist] = {}
+
+    def add(self, method: bytes, status: int, seconds: float) -> None:
+        """One request answered ``status`` after ``seconds``."""
+        key = status << 4 | _METHOD_INDEX.get(method, 0)
+        hist = self.by_key.get(key)
+        if hist is None:
+            hist = self.by_key[key] = new_hist()
+        hist[bisect_left(_BOUNDS, seconds)] += 1
+        hist[_SUM] += seconds
+
+    def exchange(
+        self,
+        method: bytes,
+        status: int,
+        seconds: float,
+        backend: Hist | None,
+        upstream_seconds: float,
+    ) -> None:
+        """One proxied request (the hot path): :meth:`add`, and ``upstream_seconds`` into
+        its backend's histogram when a backend answered (``backend`` is not None)."""
+        key = status << 4 | _METHOD_INDEX.get(method, 0)
+        hist = self.by_key.get(key)
+        if hist is None:
+            hist = self.by_key[key] = new_hist()
+        hist[bisect_left(_BOUNDS, seconds)] += 1
+        hist[_SUM] += seconds
+        if backend is not None:
+            backend[bisect_left(_BOUNDS, upstream_seconds)] += 1
+            backend[_SUM] += upstream_seconds
+
+    def requests(self) -> Iterator[tuple[str, int, float]]:
+        """``(method label, status, count)`` for every key seen."""
+        for key, hist in self.by_key.items():
+            yield _METHODS[key & 15], key >> 4, sum(hist[:_SUM])
+
+    def durations(self) -> Hist:
+        total = new_hist()
+        for hist in self.by_key.values():
+            add_hist(total, hist)
+        return total
+
+
 class WorkerCounters:
-    """What one Access Point worker counts; incremented on its event loop only."""
+    """What one Access Point worker counts; updated on its event loop only.
+
+    The request path reaches its numbers without looking anything up: each compiled route
+    holds its resource's :class:`Series` (:meth:`series`), each backend origin its histogram
+    (:meth:`backend`), both made once per resource id or backend URL and kept across
+    configuration versions, so counters never go back."""
 
     __slots__ = (
+        "_series",
         "decision_durations",
         "decisions",
-        "durations",
         "on",
-        "requests",
         "retired",
         "retired_links",
         "upstream",
@@ -63,12 +136,11 @@ class WorkerCounters:
 
     def __init__(self) -> None:
         #: Whether to count at all: set when the worker has a metrics listener (or answers the
-        #: supervisor's); without ``metrics.listen`` the request path skips counting.
+        #: supervisor's), before its routes are compiled; without ``metrics.listen`` routes
+        #: carry no series and the request path reads no clock.
         self.on = False
-        #: (resource id, method, status) -> requests answered.
-        self.requests: dict[tuple[str, bytes, int], int] = {}
-        #: resource id -> histogram of request durations (head received to response sent).
-        self.durations: dict[str, Hist] = {}
+        #: resource id ("" for none) -> its requests.
+        self._series: dict[str, Series] = {}
         #: backend URL -> histogram of the time from request sent to response head received.
         self.upstream: dict[str, Hist] = {}
         #: (backend URL, kind) -> failures: connect, failed, timeout.
@@ -80,23 +152,42 @@ class WorkerCounters:
         self.retired: dict[str, float] = dict.fromkeys(_DECIDER_KEYS, 0.0)
         self.retired_links: dict[tuple[str, str], list[float]] = {}
 
-    def request(self, resource: str, method: bytes, status: int, seconds: float) -> None:
-        """One request answered (the hot path; callers check :attr:`on` first)."""
-        key = (resource, method, status)
-        requests = self.requests
-        requests[key] = requests.get(key, 0) + 1
-        hist = self.durations.get(resource)
+    def series(self, resource: str) -> Series:
+        """The series of the resource id ``resource`` ("": a request no resource matched)."""
+        found = self._series.get(resource)
+        if found is None:
+            found = self._series[resource] = Series(resource)
+        return found
+
+    def backend(self, url: str) -> Hist:
+        """The histogram of the backend ``url``'s response times."""
+        hist = self.upstream.get(url)
         if hist is None:
-            hist = self.durations[resource] = new_hist()
+            hist = self.upstream[url] = new_hist()
+        return hist
+
+    def request(self, resource: str, method: bytes, status: int, seconds: float) -> None:
+        """One request answered (what the request path does through a route's series)."""
+        self.series(resource).add(method, status, seconds)
+
+    def upstream_time(self, backend: str, seconds: float) -> None:
+        hist = self.backend(backend)
         hist[bisect_left(_BOUNDS, seconds)] += 1
         hist[_SUM] += seconds
 
-    def upstream_time(self, backend: str, seconds: float) -> None:
-        hist = self.upstream.get(backend)
-        if hist is None:
-            hist = self.upstream[backend] = new_hist()
-        hist[bisect_left(_BOUNDS, seconds)] += 1
-        hist[_SUM] += seconds
+    @property
+    def requests(self) -> dict[tuple[str, bytes, int], float]:
+        """(resource id, method label, status) -> requests answered (made when asked)."""
+        return {
+            (name, method.encode("ascii"), status): count
+            for name, series in self._series.items()
+            for method, status, count in series.requests()
+        }
+
+    @property
+    def durations(self) -> dict[str, Hist]:
+        """resource id -> histogram of request durations (head received to response sent)."""
+        return {name: s.durations() for name, s in self._series.items() if s.by_key}
 
     def upstream_error(self, backend: str, kind: str) -> None:
         if not self.on:
@@ -170,7 +261,7 @@ def worker_snapshot(
     runtime = state.runtime
     return {
         "workers": 1,
-        "requests": [[r, m.decode("latin-1"), s, n] for (r, m, s), n in counters.requests.items()],
+        "requests": [[r, m.decode("ascii"), s, n] for (r, m, s), n in counters.requests.items()],
         "durations": counters.durations,
         "upstream": counters.upstream,
         "upstream_errors": [[b, k, n] for (b, k), n in counters.upstream_errors.items()],

@@ -31,7 +31,7 @@ GatehouseError
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -76,6 +76,8 @@ from gatehouse.storage.types import UTCDateTime, utcnow
 
 #: A counter is stored as the next one expected, so the last usable one is one below the top.
 MAX_COUNTER = 2**63 - 2
+#: Rows per INSERT of an import (all in one transaction): the progress an import reports.
+IMPORT_BATCH = 500
 _SERIAL = re.compile(r"^[!-~]+$")  # printable ASCII, no spaces
 
 
@@ -734,8 +736,17 @@ class TokenStore:
 
     # -- administration: several tokens at once, resynchronisation -------------------------
 
-    async def add_many(self, tokens: Sequence[NewToken], *, now: datetime | None = None) -> int:
+    async def add_many(
+        self,
+        tokens: Sequence[NewToken],
+        *,
+        now: datetime | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
         """Store every token in one transaction, or none (an import is the whole file).
+
+        The rows go in batches of :data:`IMPORT_BATCH`, still in that one transaction;
+        ``progress`` is called with the number written so far after each.
 
         Raises:
             TokenExists: a serial is taken (the first one found is named).
@@ -786,7 +797,11 @@ class TokenStore:
                 ).first()
                 if taken is not None:
                     raise TokenExists(f"a token with serial {taken.serial!r} exists already")
-                await conn.execute(insert(_T), rows)
+                for start in range(0, len(rows), IMPORT_BATCH):
+                    batch = rows[start : start + IMPORT_BATCH]
+                    await conn.execute(insert(_T), batch)
+                    if progress is not None:
+                        progress(start + len(batch))
         except IntegrityError as error:
             raise TokenExists(f"a token of the import exists already: {error.orig}") from None
         return len(rows)

@@ -266,11 +266,17 @@ class TokenAdmin:
         return Added(token, uri)
 
     async def import_tokens(
-        self, tokens: Sequence[ImportedToken], owner: str | None = None, source: str = ""
+        self,
+        tokens: Sequence[ImportedToken],
+        owner: str | None = None,
+        source: str = "",
+        progress: Callable[[int], None] | None = None,
     ) -> list[str]:
         """Store every token (all or none), given to ``owner`` when named; the serials.
 
         A token without a serial (an otpauth:// URI) gets one like :meth:`add` makes.
+        ``progress`` is called with how many are stored so far (see
+        :meth:`~gatehouse.oath.store.TokenStore.add_many`).
         """
         if owner is not None:
             await self.check_user(owner)
@@ -296,7 +302,7 @@ class TokenAdmin:
                     description=token.issuer or "",
                 )
             )
-        await self.store.add_many(rows)
+        await self.store.add_many(rows, progress=progress)
         serials = [row.serial for row in rows]
         await self._audit(
             TOKENS_IMPORTED, owner, {"serials": serials, "count": len(rows), "source": source}

@@ -22,6 +22,7 @@ from typing import TypeVar
 
 from gatehouse.authentication import audit
 from gatehouse.authentication.users_commands import table
+from gatehouse.cli_tables import progress
 from gatehouse.distribution.calls import mask_email
 from gatehouse.errors import GatehouseError
 from gatehouse.oath.errors import OathImportError
@@ -196,9 +197,15 @@ def tokens_import(args: argparse.Namespace) -> int:
         tokens = parse_import(data, args.format, psk)
     except OathImportError as exc:
         raise GatehouseError(f"{args.file}: {exc}; nothing was imported") from None
-    serials = with_tokens(
-        args.home, lambda admin: admin.import_tokens(tokens, owner, Path(args.file).name)
-    )
+    # A progress bar on a terminal (standard error): a file of thousands of tokens takes a
+    # while; nothing otherwise, so scripts read the same lines.
+    with progress("importing tokens", len(tokens)) as bar:
+        serials = with_tokens(
+            args.home,
+            lambda admin: admin.import_tokens(
+                tokens, owner, Path(args.file).name, progress=bar.advance
+            ),
+        )
     whose = f" for {owner!r}" if owner else ""
     print(f"{len(serials)} token{'s' if len(serials) != 1 else ''} imported{whose}")
     for serial in serials:
