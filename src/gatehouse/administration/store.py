@@ -209,8 +209,17 @@ class AdminStore:
         async with self._write() as session:
             self._audit(session, who, action, what, diff)
 
-    def _audit(self, session: AsyncSession, who: str, action: str, what: str, diff: str) -> None:
-        session.add(AuditRow(at=self.clock(), who=who, action=action, what=what, diff=diff))
+    def _audit(
+        self,
+        session: AsyncSession,
+        who: str,
+        action: str,
+        what: str,
+        diff: str,
+        at: datetime | None = None,
+    ) -> None:
+        at = at or self.clock()
+        session.add(AuditRow(at=at, who=who, action=action, what=what, diff=diff))
 
     async def audit_log(self, limit: int = 100, before: int | None = None) -> list[AuditEntry]:
         """Newest first; ``before``: only entries with a smaller id (the next page)."""
@@ -628,7 +637,7 @@ class AdminStore:
                 await session.execute(update(ServiceRow), list(rows.values()))
             for ack in acks:
                 if ack.service_id in known and ack.audit is not None:
-                    self._audit(session, ack.service_id, "service.ack", ack.audit, "")
+                    self._audit(session, ack.service_id, "service.ack", ack.audit, "", now)
             return known
 
         async def resolve(session: AsyncSession) -> set[str] | None:
