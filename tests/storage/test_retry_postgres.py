@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import select, text
 
 from gatehouse.administration.store import AdminStore
 from gatehouse.administration.tables import AuditRow
@@ -310,7 +310,7 @@ async def otp_verify(app: App, code: str, attempt: str) -> str:
 
 async def every_branch(url: str) -> None:
     for branch in ("oath", "oauth2", "outbox", "admin"):
-        await upgrade(url, branch)  # type: ignore[arg-type]
+        await upgrade(url, branch)
 
 
 async def audited(database: Database, action: str) -> list[tuple[object, ...]]:
@@ -366,7 +366,8 @@ def test_otp_oauth_outbox_and_ack_work_started_while_the_server_is_down_complete
             assert [m.id for m in await outbox.list_messages()] == [row.id]
             (service,) = [s for s in await admin.list_services() if s.id == "ps1"]
             assert service.running_version == 4
-            assert len(await audited(database, "service.ack")) == 1, await audited(database, "service.ack")
+            acks = await audited(database, "service.ack")
+            assert len(acks) == 1, acks
         await database.dispose()
 
     asyncio.run(go())
@@ -418,7 +419,8 @@ def test_otp_oauth_outbox_and_ack_commits_cut_off_are_applied_once(
             with CutCommit(server) as cut:
                 await admin.record_ack("ps1", 5, audit="runs version 5")
             assert cut.cut == 1
-            assert len(await audited(database, "service.ack")) == 1, await audited(database, "service.ack")
+            acks = await audited(database, "service.ack")
+            assert len(acks) == 1, acks
         await database.dispose()
 
     asyncio.run(go())

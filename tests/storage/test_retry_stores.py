@@ -24,7 +24,7 @@ from gatehouse.oath.store import TokenStore
 from gatehouse.oauth2.store import OAuth2Store
 from gatehouse.storage.engine import Database
 from gatehouse.storage.errors import DatabaseUnavailable
-from gatehouse.storage.migrate import upgrade
+from gatehouse.storage.migrate import Which, upgrade
 from gatehouse.storage.retry import NO_WAIT, Waiting, waits
 from tests.authentication.test_code_store import SETTINGS, new
 from tests.distribution.test_outbox import message
@@ -55,7 +55,7 @@ class Cut:
             raise DatabaseUnavailable("database unavailable: connection lost during COMMIT")
 
 
-def on_sqlite(tmp_path: Path, branch: str, body: Callable[[Database], Awaitable[T]]) -> T:
+def on_sqlite(tmp_path: Path, branch: Which, body: Callable[[Database], Awaitable[T]]) -> T:
     url = f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}"
 
     async def go() -> T:

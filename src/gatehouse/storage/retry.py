@@ -27,11 +27,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from functools import wraps
-from typing import Concatenate, ParamSpec, Protocol, TypeVar
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from gatehouse.storage.errors import DatabaseUnavailable
 
@@ -235,7 +235,7 @@ S = TypeVar("S", bound=HasWaiting)
 
 def waits(
     method: Callable[Concatenate[S, P], Awaitable[T]],
-) -> Callable[Concatenate[S, P], Awaitable[T]]:
+) -> Callable[Concatenate[S, P], Coroutine[Any, Any, T]]:
     """A store method run again whole while its database is unavailable (``self.waiting``):
     :meth:`Waiting.again`, so only for methods whose repetition is harmless."""
 
