@@ -16,7 +16,9 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import quote
 
+import httpx2 as httpx
 import pytest
 from sqlalchemy import select, text
 
@@ -27,10 +29,13 @@ from gatehouse.authentication.config import Lockout, PasswordHash
 from gatehouse.authentication.lockout import ip_key
 from gatehouse.authentication.passwords import Passwords
 from gatehouse.authentication.verifier import Invalid, Limits, Verifier
-from gatehouse.config.policy import SessionSettings
+from gatehouse.config.policy import PolicyConfig, SessionSettings
 from gatehouse.distribution.outbox import Outbox
 from gatehouse.oath.otp import time_step, totp
 from gatehouse.oauth2.store import OAuth2Store
+from gatehouse.policy.app import create_app as create_policy_app
+from gatehouse.policy.calls import DecisionRequest
+from gatehouse.policy.service import PolicyService
 from gatehouse.policy.sessions import (
     DECISION_WAIT,
     Identity,
@@ -422,5 +427,69 @@ def test_otp_oauth_outbox_and_ack_commits_cut_off_are_applied_once(
             acks = await audited(database, "service.ack")
             assert len(acks) == 1, acks
         await database.dispose()
+
+    asyncio.run(go())
+
+
+# -- a session no Policy service has read, while the database is away ----------------------
+
+
+def test_a_browser_whose_session_was_not_read_here_waits_on_the_portal_not_an_error(
+    server: PostgresCluster, url: str, tmp_path: Path
+) -> None:
+    """A GET's decision sends the browser to the portal's wait page, which waits for the
+    database and sends it back; the decision then reads the session and allows. A POST's
+    decision is refused (503: the Access Point asks another Policy service)."""
+
+    async def go() -> None:
+        config = PolicyConfig.model_validate(
+            {"resources": {"app": None}, "database": {"failover_wait": 15}}
+        )
+        service = PolicyService(
+            config, session_db=url, user_db=url, home=tmp_path, config_dir=tmp_path
+        )
+        app = create_policy_app("/_gatehouse/", lambda: service)
+        async with app.router.lifespan_context(app):
+            await asyncio.wait_for(service.ready.wait(), 30)
+            made_elsewhere = Database(url)  # another Policy service made the session
+            session_id, _ = await store(made_elsewhere).create(
+                Identity("hana"), ["password"], datetime.now(UTC)
+            )
+            await made_elsewhere.dispose()
+            asked: DecisionRequest = {
+                "session": session_id,
+                "resource": "app",
+                "method": "GET",
+                "path": "/reports",
+                "url": "http://app.example/reports",
+                "client_ip": "192.0.2.1",
+                "headers": {},
+                "ap": "ap1",
+            }
+            server.stop()
+            back = later(4.0, server.start)  # after the two decisions (1.5 s each)
+            try:
+                with pytest.raises(DatabaseUnavailable):
+                    await service.decide({**asked, "method": "POST"})
+                answer = await service.decide(asked)
+                assert answer["decision"] == "authenticate"
+                wait = f"/_gatehouse/wait?rd={quote('http://app.example/reports', safe='')}"
+                assert answer["login_url"] == wait
+                portal = httpx.AsyncClient(
+                    transport=httpx.ASGITransport(app=app),
+                    base_url="http://app.example",
+                    cookies={"gatehouse_session": session_id},
+                )
+                async with portal:
+                    started = time.monotonic()
+                    page = await portal.get(wait)
+                    waited = time.monotonic() - started
+            finally:
+                back.join()
+            assert page.status_code == 303, page.text
+            assert page.headers["location"] == "http://app.example/reports"
+            assert waited >= 0.5, waited  # it did wait for the server
+            answer = await service.decide(asked)
+            assert answer["decision"] == "allow"
 
     asyncio.run(go())

@@ -249,3 +249,13 @@ def test_an_ack_whose_commit_was_cut_off_is_recorded_and_audited_once(tmp_path: 
         assert audited == 1
 
     on_sqlite(tmp_path, "admin", body)
+
+
+def test_the_wait_page_answers_before_an_access_point_gives_up_on_it() -> None:
+    from gatehouse.access_point.runtime import PORTAL_READ_TIMEOUT
+    from gatehouse.config.database import DatabaseSettings
+    from gatehouse.policy.portal import WAIT_PAGE_LIMIT
+
+    # The browser gets the page's answer (303, or the 503 page), never the AP's timeout; the
+    # default failover_wait is waited for in full.
+    assert DatabaseSettings().failover_wait <= WAIT_PAGE_LIMIT <= PORTAL_READ_TIMEOUT - 10
