@@ -54,7 +54,7 @@ __all__ = ["ROLE", "Service", "build_senders", "check_view", "message_status"]
 log = logging.getLogger("gatehouse.distribution")
 
 ROLE = "distribution"
-RESTART_ONLY = ("id", "listen", "outbox_db", "outbox_keyring")
+RESTART_ONLY = ("id", "listen", "outbox_db", "outbox_keyring", "database")
 
 
 def check_view(view: dict[str, Any]) -> DistributionConfig:
