@@ -259,32 +259,3 @@ def test_the_wait_page_answers_before_an_access_point_gives_up_on_it() -> None:
     # The browser gets the page's answer (303, or the 503 page), never the AP's timeout; the
     # default failover_wait is waited for in full.
     assert DatabaseSettings().failover_wait <= WAIT_PAGE_LIMIT <= PORTAL_READ_TIMEOUT - 10
-
-
-def test_calls_to_a_distribution_service_outlast_its_wait_for_the_outbox(tmp_path: Path) -> None:
-    from gatehouse.authentication.app import Service
-    from gatehouse.authentication.config import AuthenticationSettings
-    from gatehouse.config.failover import FailoverSettings
-
-    async def go() -> None:
-        settings = AuthenticationSettings.model_validate({"distribution": ["http://127.0.0.1:9"]})
-        url = f"sqlite+aiosqlite:///{tmp_path / 'user.db'}"
-        service = Service(
-            settings,
-            url,
-            oath_db=f"sqlite+aiosqlite:///{tmp_path / 'oath.db'}",
-            oath_keyring=tmp_path / "seeds.key",
-            failover_wait=15.0,
-        )
-        try:
-            assert service.distribution is not None
-            # A Distribution service waiting for its outbox DB is not taken for a dead one.
-            assert service.distribution.client.timeout == FailoverSettings().timeout + 15.0
-        finally:
-            if service.distribution is not None:
-                await service.distribution.aclose()
-            await service.db.dispose()
-            if service.oath_db is not None:
-                await service.oath_db.dispose()
-
-    asyncio.run(go())

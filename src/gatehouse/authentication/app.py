@@ -75,7 +75,6 @@ from gatehouse.authentication.otp import OtpChecker, SeedKeys
 from gatehouse.authentication.otp import Rules as OtpRules
 from gatehouse.authentication.passwords import Overloaded, Passwords
 from gatehouse.authentication.verifier import Invalid, Limits, Locked, Ok, Outcome, Rules, Verifier
-from gatehouse.config.failover import FailoverSettings
 from gatehouse.config.loader import validate
 from gatehouse.internal.config_agent import ConfigAgent, config_fields
 from gatehouse.internal.errors import Code, ServiceError, json_response
@@ -206,17 +205,8 @@ class Service:
         self._retiring: set[asyncio.Task[None]] = set()
 
     def _distribution(self, urls: list[str]) -> FailoverDistribution | None:
-        """The client of the Distribution services at ``urls`` (None: none configured).
-
-        A Distribution service waits for its outbox DB through a failover (its
-        ``database.failover_wait``, the installation's as this service's): each attempt's
-        timeout is the client's plus that wait, so a waiting service is not taken for a dead
-        one (the submission is keyed: asked again elsewhere it would only wait there too)."""
-        timeout = FailoverSettings().timeout + self.db.failover_wait
-        settings = FailoverSettings().model_copy(update={"timeout": timeout})
-        self.distribution = (
-            FailoverDistribution.of(list(urls), self.credentials, settings) if urls else None
-        )
+        """The client of the Distribution services at ``urls`` (None: none configured)."""
+        self.distribution = FailoverDistribution.of(list(urls), self.credentials) if urls else None
         return self.distribution
 
     async def start(self) -> None:
