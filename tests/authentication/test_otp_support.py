@@ -142,9 +142,11 @@ async def running(
     oath_db: str | None = None,
     keyring: Path | None = None,
     clock: Clock | None = None,
+    failover_wait: float = 0.0,
     **settings: Any,
 ) -> AsyncIterator[App]:
-    """An Authentication app (its lifespan started: DBs migrated, keyring loaded)."""
+    """An Authentication app (its lifespan started: DBs migrated, keyring loaded);
+    ``failover_wait``: how long its work waits for an unavailable database."""
     clock = clock or Clock()
     config = AuthenticationSettings.model_validate(settings)
     app = create_app(
@@ -152,6 +154,7 @@ async def running(
         user_db or sqlite(tmp / "gatehouse.db"),
         oath_db=oath_db or sqlite(tmp / "oath.db"),
         oath_keyring=keyring or tmp / "home" / "oath-seeds.key",
+        failover_wait=failover_wait,
     )
     async with app.router.lifespan_context(app):
         service: Service = app.state.service

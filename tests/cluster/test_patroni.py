@@ -17,6 +17,7 @@ import shutil
 import ssl
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -29,6 +30,7 @@ import asyncpg
 import pytest
 import yaml
 
+from gatehouse.administration.store import AdminStore
 from gatehouse.cluster import db_access
 from gatehouse.cluster.databases import ClusterDatabases, find_patroni
 from gatehouse.cluster.etcd import find_etcd, healthy
@@ -37,10 +39,17 @@ from gatehouse.cluster.patroni_rest import _request
 from gatehouse.cluster.status import _database_ha
 from gatehouse.cluster.topology import Topology, load_topology
 from gatehouse.config.loader import validate
+from gatehouse.distribution.outbox import Outbox
 from gatehouse.errors import ConfigError
+from gatehouse.oath.store import TokenStore
+from gatehouse.oauth2.store import OAuth2Store
 from gatehouse.storage.engine import Database
+from gatehouse.storage.migrate import upgrade
 from gatehouse.storage.postgres_ha.node import SUPERUSER, PgNode
 from tests.cluster.support import topology_data
+from tests.distribution.test_outbox import message
+from tests.oauth2.test_store import NOW as OAUTH_NOW
+from tests.oauth2.test_store import new_code, tokens_for
 from tests.support.cluster import EXAMPLE, free_local_databases
 from tests.support.postgres import missing, require_bindir
 from tests.support.processes import GATEHOUSE
@@ -245,16 +254,86 @@ def test_the_rest_api_wants_the_password_for_a_switchover(ha: HA) -> None:
         assert not [s for s in secrets if s in text], log
 
 
+@dataclass
+class Started:
+    """Work that needs the database, each kind once, set up on ``url`` before the primary is
+    lost and started right after (:func:`started_work`)."""
+
+    database: Database
+    tokens: TokenStore
+    oauth: OAuth2Store
+    outbox: Outbox
+    admin: AdminStore
+    token_id: int
+    code_id: str
+    marker: str
+
+
+async def prepared_work(url: str) -> Started:
+    for branch in ("oath", "oauth2", "outbox", "admin"):
+        await upgrade(url, branch)
+    database = Database(url, failover_wait=30)
+    tokens = TokenStore(database.engine, database.waiting)
+    oauth = OAuth2Store(database.engine, database.waiting)
+    marker = uuid.uuid4().hex[:16]
+    token = await tokens.add(
+        f"KILL{marker}", type="totp", seed_key_id="k", seed_ciphertext=b"x", owner="kim"
+    )
+    code = new_code(f"kill-{marker}")
+    await oauth.add_code(code, OAUTH_NOW)
+    admin = AdminStore(database)
+    await admin.register_service(f"ps-{marker}", "policy", "node1", "https://ps:1", "test")
+    outbox = Outbox(database.engine, database.waiting)
+    return Started(database, tokens, oauth, outbox, admin, token.id, code.id, marker)
+
+
+async def started_work(work: Started) -> tuple[Any, ...]:
+    """An OTP step, a code exchange, a message and an acknowledgement, at once."""
+    return tuple(
+        await asyncio.gather(
+            work.tokens.consume_totp(work.token_id, 1000, 0, attempt=f"kill-{work.marker}-1"),
+            work.oauth.exchange_code(work.code_id, tokens_for(work.code_id), OAUTH_NOW),
+            work.outbox.submit(message(f"kill-{work.marker}")),
+            work.admin.record_ack(f"ps-{work.marker}", 7, audit="runs version 7"),
+        )
+    )
+
+
+async def done_once(work: Started) -> None:
+    """Each piece of :func:`started_work` is there once, on the new primary."""
+    other = f"kill-{work.marker}-2"
+    assert not await work.tokens.consume_totp(work.token_id, 1000, 0, attempt=other)
+    assert len(await work.oauth.family(work.code_id)) == 1
+    key = f"kill-{work.marker}".ljust(16, "k")
+    assert [m.key for m in await work.outbox.list_messages() if m.key == key] == [key]
+    services = {s.id: s for s in await work.admin.list_services()}
+    assert services[f"ps-{work.marker}"].running_version == 7
+    await work.database.dispose()
+
+
 def test_a_killed_primary_postmaster_is_replaced_by_the_sync_standby(ha: HA) -> None:
+    """... and work that needs the database, started as the primary dies (an OTP code, a code
+    exchange, an outbox message, a configuration acknowledgement), waits for the standby
+    Patroni promotes and is done there, once."""
     primary, standby = ha.settled()
     marker = uuid.uuid4().hex
     primary.sql(f"INSERT INTO writes VALUES ('{marker}', 1)", "gatehouse")
     patroni_pid = ha.databases.patroni_pid(primary.name)
-    killed = time.monotonic()
-    primary.kill()  # SIGKILL of the postmaster only: Patroni is left running
-    leader = ha.databases.wait_leader(30, not_=primary.name)
-    writable = time.monotonic() - killed
-    print(f"SIGKILL of the postmaster: {leader} takes writes after {writable:.1f}s")
+    with asyncio.Runner() as runner:
+        work = runner.run(prepared_work(ha.url()))
+        results: list[Any] = []
+        killed = time.monotonic()
+        primary.kill()  # SIGKILL of the postmaster only: Patroni is left running
+        waiting = threading.Thread(target=lambda: results.append(runner.run(started_work(work))))
+        waiting.start()
+        leader = ha.databases.wait_leader(30, not_=primary.name)
+        writable = time.monotonic() - killed
+        waiting.join(40)
+        print(f"SIGKILL of the postmaster: {leader} takes writes after {writable:.1f}s")
+        assert results, "the work started at the kill did not finish"
+        consumed, exchanged, (_, accepted), _ = results[0]
+        assert (consumed, exchanged, accepted) == (True, True, True)
+        runner.run(done_once(work))
     assert leader == standby.name
     assert writable < WRITES_BACK
     assert ha.databases.patroni_pid(primary.name) == patroni_pid  # nobody helped it

@@ -15,15 +15,27 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import quote
 
+import httpx2 as httpx
 import pytest
 from sqlalchemy import select, text
 
+from gatehouse.administration.store import AdminStore
+from gatehouse.administration.tables import AuditRow
+from gatehouse.authentication.calls import OTP_VERIFY
 from gatehouse.authentication.config import Lockout, PasswordHash
 from gatehouse.authentication.lockout import ip_key
 from gatehouse.authentication.passwords import Passwords
 from gatehouse.authentication.verifier import Invalid, Limits, Verifier
-from gatehouse.config.policy import SessionSettings
+from gatehouse.config.policy import PolicyConfig, SessionSettings
+from gatehouse.distribution.outbox import Outbox
+from gatehouse.oath.otp import time_step, totp
+from gatehouse.oauth2.store import OAuth2Store
+from gatehouse.policy.app import create_app as create_policy_app
+from gatehouse.policy.calls import DecisionRequest
+from gatehouse.policy.service import PolicyService
 from gatehouse.policy.sessions import (
     DECISION_WAIT,
     Identity,
@@ -36,6 +48,10 @@ from gatehouse.storage.errors import DatabaseUnavailable
 from gatehouse.storage.migrate import upgrade
 from gatehouse.storage.models import LoginFailure
 from gatehouse.storage.models import Session as SessionRow
+from tests.authentication.test_otp_support import SHA1_SEED, App, Clock, running
+from tests.distribution.test_outbox import message
+from tests.oauth2.test_store import NOW as OAUTH_NOW
+from tests.oauth2.test_store import new_code, tokens_for
 from tests.support.postgres import PostgresCluster, require_bindir
 
 
@@ -273,5 +289,207 @@ def test_decisions_on_known_sessions_are_answered_while_the_server_is_down(
         assert record is not None
         assert record.username == "grace"
         await database.dispose()
+
+    asyncio.run(go())
+
+
+# -- OTP, OAuth2, the outbox and acknowledgements through an outage ------------------------
+
+
+def a_totp_code(step: int) -> str:
+    return totp(SHA1_SEED, step * 30.0, 30, 6, "sha1")
+
+
+async def otp_app_token(app: App) -> int:
+    await app.add_token("TOTP1", "olga", SHA1_SEED)
+    return (await app.store.get("TOTP1")).id
+
+
+async def otp_verify(app: App, code: str, attempt: str) -> str:
+    status, body = await app.call(
+        OTP_VERIFY, {"username": "olga", "code": code, "client_ip": "192.0.2.9", "attempt": attempt}
+    )
+    assert status == 200, body  # never a 503
+    return str(body["result"])
+
+
+async def every_branch(url: str) -> None:
+    for branch in ("oath", "oauth2", "outbox", "admin"):
+        await upgrade(url, branch)
+
+
+async def audited(database: Database, action: str) -> list[tuple[object, ...]]:
+    async with database.session() as db:
+        rows = await db.execute(
+            select(AuditRow.at, AuditRow.who, AuditRow.what).where(AuditRow.action == action)
+        )
+    return [tuple(row) for row in rows]
+
+
+def test_otp_oauth_outbox_and_ack_work_started_while_the_server_is_down_completes_after_it(
+    server: PostgresCluster, url: str, tmp_path: Path
+) -> None:
+    """One outage, four kinds of work started in it (an OTP code, a code exchange, a message,
+    an acknowledgement): each waits, completes once the server is back, once."""
+
+    async def go() -> None:
+        await every_branch(url)
+        clock = Clock(1_800_000_000.0)
+        database = Database(url, failover_wait=15)
+        oauth = OAuth2Store(database.engine, database.waiting)
+        outbox = Outbox(database.engine, database.waiting)
+        admin = AdminStore(database)
+        async with running(
+            tmp_path, user_db=url, oath_db=url, clock=clock, failover_wait=15
+        ) as app:
+            await otp_app_token(app)
+            code = new_code("outage")
+            await oauth.add_code(code, OAUTH_NOW)
+            await admin.register_service("ps1", "policy", "node1", "https://ps1:1", "test")
+            tokens = tokens_for(code.id)
+            step = time_step(clock.now, 30)
+            server.stop()
+            back = later(1.5, server.start)
+            started = time.monotonic()
+            try:
+                results = await asyncio.gather(
+                    otp_verify(app, a_totp_code(step), "otp-attempt-0001"),
+                    oauth.exchange_code(code.id, tokens, OAUTH_NOW),
+                    outbox.submit(message("outage")),
+                    admin.record_ack("ps1", 4, audit="runs version 4"),
+                )
+                waited = time.monotonic() - started
+            finally:
+                back.join()
+            assert waited >= 1.0, waited
+            otp, exchanged, (row, is_new), _ = results
+            assert otp == "ok"
+            assert exchanged is True
+            assert is_new is True
+            assert await otp_verify(app, a_totp_code(step), "otp-attempt-0002") == "invalid"  # once
+            assert [t.id for t in await oauth.family(code.id)] == [tokens.id]
+            assert [m.id for m in await outbox.list_messages()] == [row.id]
+            (service,) = [s for s in await admin.list_services() if s.id == "ps1"]
+            assert service.running_version == 4
+            acks = await audited(database, "service.ack")
+            assert len(acks) == 1, acks
+        await database.dispose()
+
+    asyncio.run(go())
+
+
+def test_otp_oauth_outbox_and_ack_commits_cut_off_are_applied_once(
+    server: PostgresCluster, url: str, tmp_path: Path
+) -> None:
+    """Each write's COMMIT cut off after it took effect (CutCommit): found by reading, not
+    applied again, and answered as the work that happened."""
+
+    async def go() -> None:
+        await every_branch(url)
+        clock = Clock(1_800_000_000.0)
+        database = Database(url, failover_wait=15)
+        oauth = OAuth2Store(database.engine, database.waiting)
+        outbox = Outbox(database.engine, database.waiting)
+        admin = AdminStore(database)
+        async with running(
+            tmp_path, user_db=url, oath_db=url, clock=clock, failover_wait=15
+        ) as app:
+            token = await otp_app_token(app)
+            code = new_code("cut")
+            await oauth.add_code(code, OAUTH_NOW)
+            await admin.register_service("ps1", "policy", "node1", "https://ps1:1", "test")
+            await outbox.submit(message("warm"))
+            step = time_step(clock.now, 30)
+            with CutCommit(server) as cut:
+                assert await otp_verify(app, a_totp_code(step), "otp-attempt-0001") == "ok"
+            assert cut.cut == 1
+            assert await otp_verify(app, a_totp_code(step), "otp-attempt-0002") == "invalid"
+            found = await app.store.by_id(token)
+            assert found is not None
+            assert found.last_attempt == "otp-attempt-0001"
+            with CutCommit(server) as cut:
+                assert await app.store.record_failure(token, 10, 60.0, attempt="bad-1")
+            assert cut.cut == 1
+            assert (await app.store.get("TOTP1")).failures == 1
+            tokens = tokens_for(code.id)
+            with CutCommit(server) as cut:
+                assert await oauth.exchange_code(code.id, tokens, OAUTH_NOW)
+            assert cut.cut == 1
+            assert [t.id for t in await oauth.family(code.id)] == [tokens.id]
+            with CutCommit(server) as cut:
+                _row, is_new = await outbox.submit(message("cut"))
+            assert cut.cut == 1
+            assert is_new
+            assert len(await outbox.list_messages()) == 2
+            with CutCommit(server) as cut:
+                await admin.record_ack("ps1", 5, audit="runs version 5")
+            assert cut.cut == 1
+            acks = await audited(database, "service.ack")
+            assert len(acks) == 1, acks
+        await database.dispose()
+
+    asyncio.run(go())
+
+
+# -- a session no Policy service has read, while the database is away ----------------------
+
+
+def test_a_browser_whose_session_was_not_read_here_waits_on_the_portal_not_an_error(
+    server: PostgresCluster, url: str, tmp_path: Path
+) -> None:
+    """A GET's decision sends the browser to the portal's wait page, which waits for the
+    database and sends it back; the decision then reads the session and allows. A POST's
+    decision is refused (503: the Access Point asks another Policy service)."""
+
+    async def go() -> None:
+        config = PolicyConfig.model_validate(
+            {"resources": {"app": None}, "database": {"failover_wait": 15}}
+        )
+        service = PolicyService(
+            config, session_db=url, user_db=url, home=tmp_path, config_dir=tmp_path
+        )
+        app = create_policy_app("/_gatehouse/", lambda: service)
+        async with app.router.lifespan_context(app):
+            await asyncio.wait_for(service.ready.wait(), 30)
+            made_elsewhere = Database(url)  # another Policy service made the session
+            session_id, _ = await store(made_elsewhere).create(
+                Identity("hana"), ["password"], datetime.now(UTC)
+            )
+            await made_elsewhere.dispose()
+            asked: DecisionRequest = {
+                "session": session_id,
+                "resource": "app",
+                "method": "GET",
+                "path": "/reports",
+                "url": "http://app.example/reports",
+                "client_ip": "192.0.2.1",
+                "headers": {},
+                "ap": "ap1",
+            }
+            server.stop()
+            back = later(4.0, server.start)  # after the two decisions (1.5 s each)
+            try:
+                with pytest.raises(DatabaseUnavailable):
+                    await service.decide({**asked, "method": "POST"})
+                answer = await service.decide(asked)
+                assert answer["decision"] == "authenticate"
+                wait = f"/_gatehouse/wait?rd={quote('http://app.example/reports', safe='')}"
+                assert answer["login_url"] == wait
+                portal = httpx.AsyncClient(
+                    transport=httpx.ASGITransport(app=app),
+                    base_url="http://app.example",
+                    cookies={"gatehouse_session": session_id},
+                )
+                async with portal:
+                    started = time.monotonic()
+                    page = await portal.get(wait)
+                    waited = time.monotonic() - started
+            finally:
+                back.join()
+            assert page.status_code == 303, page.text
+            assert page.headers["location"] == "http://app.example/reports"
+            assert waited >= 0.5, waited  # it did wait for the server
+            answer = await service.decide(asked)
+            assert answer["decision"] == "allow"
 
     asyncio.run(go())

@@ -167,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
 
         def make_service() -> AdministrationService:
             service = AdministrationService(
-                AdminStore(Database(settings.database)),
+                AdminStore(Database(settings.database, failover_wait=settings.failover_wait)),
                 key,
                 token,
                 latest,

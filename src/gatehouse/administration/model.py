@@ -244,8 +244,8 @@ class InstallationConfig(Strict):
     #: (their secret hashes only). Authentication services get it with the signing keys'
     #: public half; Policy services without the secret hashes.
     oauth: OAuthSettings = Field(default_factory=OAuthSettings)
-    #: How long the Policy and Authentication services wait for their databases through a
-    #: failover (``failover_wait``), as in their own configurations.
+    #: How long the Policy, Authentication and Distribution services wait for their
+    #: databases through a failover (``failover_wait``), as in their own configurations.
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
 
     @model_validator(mode="after")

@@ -78,6 +78,7 @@ from gatehouse.storage.engine import Database
 from gatehouse.storage.errors import DatabaseUnavailable
 from gatehouse.storage.home import DatabaseURL, database_urls, resolve_relative_sqlite
 from gatehouse.storage.migrate import upgrade
+from gatehouse.storage.retry import DEFAULT_FAILOVER_WAIT
 from gatehouse.storage.types import utcnow
 from gatehouse.trust.ca import DEFAULT_LIFETIME, MAX_LIFETIME, CertificateAuthority, CsrInvalid
 from gatehouse.trust.identity import SERVICE_ROLES, Identity, Peer
@@ -113,6 +114,9 @@ class AdministrationSettings(Strict):
     key_file: str | None = Field(default=None, description=f"default: HOME/{KEY_FILE}")
     admin_token_file: str | None = Field(default=None, description=f"default: HOME/{TOKEN_FILE}")
     lock_check_interval: Duration = 5.0
+    #: How long the services' configuration acknowledgements wait for this database through
+    #: a failover (a primary being replaced) before answering 503; read at start.
+    database_failover_wait: Duration = Field(default=DEFAULT_FAILOVER_WAIT, ge=0, le=300)
     #: The metrics listener (``GET /metrics``); read at start.
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     #: How long the internal certificates this service issues are valid; services renew
@@ -147,6 +151,8 @@ class Settings:
     oauth_keyring: Path | None = None
     #: The metrics listener's ``HOST:PORT`` (None: none).
     metrics_listen: str | None = None
+    #: ``database_failover_wait``: how long acknowledgements wait for the database.
+    failover_wait: float = DEFAULT_FAILOVER_WAIT
 
 
 def _resolve(path: str | None, base: Path, default: Path) -> Path:
@@ -185,6 +191,7 @@ def load_settings(
         certificate_lifetime=timedelta(seconds=own.certificate_lifetime),
         oauth_keyring=home / OAUTH_KEYRING_FILE,
         metrics_listen=own.metrics.listen,
+        failover_wait=own.database_failover_wait,
     )
 
 

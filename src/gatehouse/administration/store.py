@@ -209,8 +209,17 @@ class AdminStore:
         async with self._write() as session:
             self._audit(session, who, action, what, diff)
 
-    def _audit(self, session: AsyncSession, who: str, action: str, what: str, diff: str) -> None:
-        session.add(AuditRow(at=self.clock(), who=who, action=action, what=what, diff=diff))
+    def _audit(
+        self,
+        session: AsyncSession,
+        who: str,
+        action: str,
+        what: str,
+        diff: str,
+        at: datetime | None = None,
+    ) -> None:
+        at = at or self.clock()
+        session.add(AuditRow(at=at, who=who, action=action, what=what, diff=diff))
 
     async def audit_log(self, limit: int = 100, before: int | None = None) -> list[AuditEntry]:
         """Newest first; ``before``: only entries with a smaller id (the next page)."""
@@ -597,16 +606,23 @@ class AdminStore:
         """Several reports in one transaction (one commit for all: a publish to N services
         that answer together is not N commits queued on the database's write lock).
 
+        The transaction waits for an unavailable database (``failover_wait``: a primary
+        being replaced), run again whole: the rows it updates get the same values again,
+        and a commit cut off is resolved by reading its audit lines (their time is this
+        call's), so a report is recorded and audited once.
+
         Returns, per report, ``None`` or the :class:`UnknownService` it met; the others are
         recorded all the same."""
         now = self.clock()
         ids = {ack.service_id for ack in acks}
-        async with self._write() as session:
-            known = set(
-                (await session.execute(select(ServiceRow.id).where(ServiceRow.id.in_(ids))))
-                .scalars()
-                .all()
-            )
+        audited = {ack.service_id for ack in acks if ack.audit is not None}
+
+        async def registered(session: AsyncSession) -> set[str]:
+            query = select(ServiceRow.id).where(ServiceRow.id.in_(ids))
+            return set((await session.execute(query)).scalars().all())
+
+        async def write(session: AsyncSession) -> set[str]:
+            known = await registered(session)
             # The last report of a service wins (they are in arrival order).
             rows: dict[str, dict[str, Any]] = {}
             for ack in acks:
@@ -621,7 +637,25 @@ class AdminStore:
                 await session.execute(update(ServiceRow), list(rows.values()))
             for ack in acks:
                 if ack.service_id in known and ack.audit is not None:
-                    self._audit(session, ack.service_id, "service.ack", ack.audit, "")
+                    self._audit(session, ack.service_id, "service.ack", ack.audit, "", now)
+            return known
+
+        async def resolve(session: AsyncSession) -> set[str] | None:
+            # Without audit lines, running the updates again is harmless: do.
+            if not audited:
+                return None
+            written = await session.scalar(
+                select(func.count())
+                .select_from(AuditRow)
+                .where(
+                    AuditRow.at == now,
+                    AuditRow.action == "service.ack",
+                    AuditRow.who.in_(audited),
+                )
+            )
+            return await registered(session) if written else None
+
+        known = await self.db.waiting.run(self._write, write, resolve)
         return [
             None
             if ack.service_id in known

@@ -174,5 +174,6 @@ def _distribution_view(config: InstallationConfig, service_id: str) -> View:
         outbox_keyring=entry.outbox_keyring if entry else None,
         channels=config.distribution.channels,
         delivery=config.distribution.delivery,
+        database=config.database,
     )
     return DistributionConfig(distribution=settings).model_dump(mode="json")

@@ -170,12 +170,16 @@ class Service:
         self.codes: CodeChecks | None = None
         self.distribution: FailoverDistribution | None = None
         if oath_db is not None and oath_keyring is not None:
-            self.oath_db = self.db if oath_db == user_db else Database(oath_db)
+            self.oath_db = (
+                self.db if oath_db == user_db else Database(oath_db, failover_wait=failover_wait)
+            )
             keys = SeedKeys(oath_keyring)
             rules = OtpRules.of(settings.otp)
-            self.otp = OtpChecker(TokenStore(self.oath_db.engine), keys, self.db, rules)
+            # OTP checks wait for the OATH DB through a failover, as sign-ins do.
+            tokens = TokenStore(self.oath_db.engine, self.oath_db.waiting)
+            self.otp = OtpChecker(tokens, keys, self.db, rules)
             self.codes = CodeChecks(
-                CodeStore(self.oath_db.engine),
+                CodeStore(self.oath_db.engine, self.oath_db.waiting),
                 keys,
                 self.db,
                 settings.codes,
@@ -195,6 +199,7 @@ class Service:
                 DirectoryUsers(self.verifier.user),
                 db=shared.get(oauth2_db),
                 fetch=oauth_fetch,
+                failover_wait=failover_wait,
             )
         self._tasks: list[asyncio.Task[None]] = []
         self._retiring: set[asyncio.Task[None]] = set()

@@ -53,6 +53,12 @@ async def record(
     client_ip: str | None,
     detail: Mapping[str, object] | None = None,
 ) -> None:
-    """Add an event in its own transaction. Raises DatabaseUnavailable when the DB is down."""
-    async with db.connect() as conn:
-        await write(conn, event, username, client_ip, detail)
+    """Add an event in its own transaction, waiting for an unavailable database
+    (``db.failover_wait``; a commit cut off by a failover may leave the event twice). Raises
+    DatabaseUnavailable when the DB is still down after that."""
+    at = utcnow()
+
+    async def add(conn: AsyncConnection) -> None:
+        await write(conn, event, username, client_ip, detail, at=at)
+
+    await db.run_core(add)

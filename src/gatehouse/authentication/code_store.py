@@ -18,6 +18,7 @@ transaction, committed before the method returns.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from gatehouse.authentication.codes import Throttle, throttle
 from gatehouse.authentication.config import CodeSettings
 from gatehouse.oath.models import OathCode, OathCodeSends
 from gatehouse.storage.engine import translate_errors
+from gatehouse.storage.retry import NO_WAIT, Waiting, waits
 from gatehouse.storage.types import UTCDateTime
 
 _C = OathCode
@@ -108,10 +110,16 @@ class _Again(Exception):
 
 class CodeStore:
     """The code tables of one OATH DB; driver errors meaning "database unavailable" are
-    raised as :class:`~gatehouse.storage.errors.DatabaseUnavailable`."""
+    raised as :class:`~gatehouse.storage.errors.DatabaseUnavailable`.
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    ``waiting`` (``database.failover_wait``): every method waits for an unavailable database
+    (a primary being replaced), run again whole; each is harmless to repeat (a send finds the
+    code of its ``send_key``, a consumption is accepted again for its ``attempt``) except
+    :meth:`fail`, whose count carries its check's id and is resolved by reading it back."""
+
+    def __init__(self, engine: AsyncEngine, waiting: Waiting = NO_WAIT) -> None:
         self.engine = engine
+        self.waiting = waiting
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[AsyncConnection]:
@@ -120,11 +128,13 @@ class CodeStore:
 
     # -- sending ---------------------------------------------------------------------------
 
+    @waits
     async def by_send_key(self, send_key: str) -> CodeRow | None:
         async with self._transaction() as conn:
             found = (await conn.execute(select(*_COLUMNS).where(_C.send_key == send_key))).first()
         return None if found is None else _row(found._mapping)
 
+    @waits
     async def create(self, new: NewCode, settings: CodeSettings, now: float) -> Created | Throttle:
         """Store ``new`` if the throttle allows one more code for its user now (``now``: Unix
         time), counting it; the code an earlier try of the same ``send_key`` made (not
@@ -182,6 +192,7 @@ class CodeStore:
             created = (await conn.execute(insert(_C).values(**values).returning(*_COLUMNS))).one()
         return Created(_row(created._mapping), new=True)
 
+    @waits
     async def accepted(self, code_id: int, message_id: str) -> bool:
         """The Distribution service accepted the code's message: remember its id and erase
         the sealed copy (nothing but the hash is left). False if another id is recorded."""
@@ -193,18 +204,21 @@ class CodeStore:
         async with self._transaction() as conn:
             return _rowcount(await conn.execute(statement)) == 1
 
+    @waits
     async def abandon(self, code_id: int) -> None:
         """The message cannot be delivered (refused by Distribution): the code is dead."""
         statement = update(_C).where(_C.id == code_id).values(sealed=None, failures=1_000_000)
         async with self._transaction() as conn:
             await conn.execute(statement)
 
+    @waits
     async def by_message(self, username: str, message_id: str) -> CodeRow | None:
         query = select(*_COLUMNS).where(_C.username == username, _C.message_id == message_id)
         async with self._transaction() as conn:
             found = (await conn.execute(query)).first()
         return None if found is None else _row(found._mapping)
 
+    @waits
     async def latest(
         self, username: str, method: str, now: datetime, max_attempts: int
     ) -> CodeRow | None:
@@ -229,6 +243,7 @@ class CodeStore:
 
     # -- checking --------------------------------------------------------------------------
 
+    @waits
     async def candidates(self, username: str, method: str) -> list[CodeRow]:
         """The user's codes for ``method`` not purged yet, newest first."""
         query = (
@@ -240,6 +255,7 @@ class CodeStore:
         async with self._transaction() as conn:
             return [_row(r._mapping) for r in (await conn.execute(query)).all()]
 
+    @waits
     async def consume(self, code_id: int, attempt: str, now: datetime, max_attempts: int) -> bool:
         """Accept the code once: True for the one caller that consumed it (or a retry of the
         submission that did), False when it was consumed by another, expired or is dead."""
@@ -258,7 +274,10 @@ class CodeStore:
         self, username: str, method: str, now: datetime, max_attempts: int
     ) -> Sequence[int]:
         """Count a wrong code on every live code of the user and method; their new counts
-        (empty: none was live)."""
+        (empty: none was live). The rows counted carry this check's id (``attempt``, which
+        only a consumption reads, and only on a consumed code), so a count whose commit was
+        cut off by a failover is read back, not counted twice."""
+        check = f"fail:{secrets.token_urlsafe(16)}"
         statement = (
             update(_C)
             .where(
@@ -268,14 +287,25 @@ class CodeStore:
                 _C.expires_at > _at(now),
                 _C.failures < max_attempts,
             )
-            .values(failures=_C.failures + 1)
+            .values(failures=_C.failures + 1, attempt=check)
             .returning(_C.failures)
         )
-        async with self._transaction() as conn:
+        counted = select(_C.failures).where(
+            _C.username == username, _C.method == method, _C.attempt == check
+        )
+
+        async def write(conn: AsyncConnection) -> Sequence[int]:
             return [int(r.failures) for r in (await conn.execute(statement)).all()]
+
+        async def resolve(conn: AsyncConnection) -> Sequence[int] | None:
+            found = [int(r.failures) for r in (await conn.execute(counted)).all()]
+            return found or None  # none: not committed (or nothing was live: count again)
+
+        return await self.waiting.run(self._transaction, write, resolve)
 
     # -- housekeeping ----------------------------------------------------------------------
 
+    @waits
     async def purge(self, now: datetime) -> int:
         """Erase what is left to erase of expired codes, delete those long expired; returns
         how many rows went."""

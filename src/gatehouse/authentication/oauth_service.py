@@ -225,9 +225,10 @@ class OAuthService:
         users: DirectoryUsers,
         db: Database | None = None,
         fetch: Fetch | None = None,
+        failover_wait: float = 0.0,
     ) -> None:
         self.url = url
-        self.db = db if db is not None else Database(url)
+        self.db = db if db is not None else Database(url, failover_wait=failover_wait)
         self._own_db = db is None
         self.ready = asyncio.Event()
         self.keys_path = keys_path
@@ -235,7 +236,8 @@ class OAuthService:
         self.oauth = oauth
         self.portal_prefix = portal_prefix
         self.users = users
-        self.store = OAuth2Store(self.db.engine)
+        # Codes and tokens wait for the OAuth2 DB through a failover, as sign-ins do.
+        self.store = OAuth2Store(self.db.engine, self.db.waiting)
         view = _key_view(oauth)
         keys = (
             load_or_create_keys(keys_path, list(oauth.signing.algorithms))

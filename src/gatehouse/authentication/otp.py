@@ -334,7 +334,7 @@ class OtpChecker:
         if isinstance(found, Replay):
             await self._audit(OTP_REPLAY, username, client_ip, {"serial": found.token.serial})
             return OtpAnswer("invalid")
-        return await self._failed(username, client_ip, code, answering, now)
+        return await self._failed(username, client_ip, code, answering, now, attempt)
 
     async def _failed(
         self,
@@ -343,13 +343,14 @@ class OtpChecker:
         code: str,
         answering: Sequence[TokenRow],
         now: datetime,
+        attempt: str,
     ) -> OtpAnswer:
         """Count the failure on every token that answered; ``locked`` when none answers now."""
         rules = self.rules
         still: list[str] = []
         for token in answering:
             result = await self.store.record_failure(
-                token.id, rules.max_failures, rules.lock_seconds, now=now
+                token.id, rules.max_failures, rules.lock_seconds, now=now, attempt=attempt
             )
             if result.locked:
                 until = result.locked_until.isoformat() if result.locked_until else None
@@ -440,7 +441,7 @@ class OtpChecker:
             await self._audit(OTP_REPLAY, username, client_ip, {"serial": serial})
             return OtpAnswer("invalid")
         result = await self.store.record_failure(
-            token.id, rules.max_failures, rules.lock_seconds, now=now
+            token.id, rules.max_failures, rules.lock_seconds, now=now, attempt=attempt
         )
         detail = {"serial": serial, "malformed": not well_formed(code, [token])}
         await self._audit(OTP_FAILED, username, client_ip, detail)

@@ -1,7 +1,7 @@
 """The Distribution service's HTTP app (Starlette): the routes of its internal calls
 (:mod:`gatehouse.distribution.calls`), nothing else. Every answer is JSON; an outbox DB that
-is down answers 503 ``unavailable`` so the caller fails over; a request that cannot be parsed
-answers 400 naming the field.
+is down is waited for (``database.failover_wait``), then answers 503 ``unavailable`` so the
+caller fails over; a request that cannot be parsed answers 400 naming the field.
 """
 
 from __future__ import annotations
@@ -46,10 +46,14 @@ def _service(request: Request) -> Service:
 async def health(request: Request, peer: Peer | None, body: None) -> dict[str, object]:
     service = _service(request)
     service.require_ready()
-    try:
-        await asyncio.wait_for(service.db.ping(), HEALTH_DB_TIMEOUT)
-    except TimeoutError:
-        raise DatabaseUnavailable("database unavailable: health check timed out") from None
+    outage = service.db.outage
+    # While the outbox DB is waited for (a failover), submissions wait for it: this service
+    # is up, and its callers must not take it for a dead one.
+    if not (outage.active and outage.age() < service.db.failover_wait):
+        try:
+            await asyncio.wait_for(service.db.ping(), HEALTH_DB_TIMEOUT)
+        except TimeoutError:
+            raise DatabaseUnavailable("database unavailable: health check timed out") from None
     stats = service.deliverer.stats
     answer: dict[str, object] = {
         "status": "ok",

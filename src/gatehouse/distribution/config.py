@@ -41,6 +41,7 @@ from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from gatehouse.config.access_point import parse_listen
 from gatehouse.config.base import Strict
+from gatehouse.config.database import DatabaseSettings
 from gatehouse.config.units import Seconds
 from gatehouse.metrics.settings import MetricsSettings
 from gatehouse.storage.home import DatabaseURL
@@ -230,6 +231,8 @@ class DistributionSettings(Strict):
     outbox_keyring: str | None = None
     channels: list[Channel] = Field(default_factory=list)
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
+    #: How long outbox writes wait for the outbox DB through a failover; read at start.
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
 
     @field_validator("channels")
     @classmethod

@@ -45,6 +45,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from gatehouse.distribution.calls import Status
 from gatehouse.distribution.models import ERROR_LENGTH, PENDING, OutboxMessage
 from gatehouse.storage.engine import translate_errors
+from gatehouse.storage.retry import NO_WAIT, Waiting, waits
 from gatehouse.storage.types import UTCDateTime
 
 __all__ = ["MessageRow", "NewMessage", "Outbox", "new_message_id"]
@@ -152,10 +153,20 @@ def _rowcount(result: CursorResult[Any]) -> int:
 class Outbox:
     """The ``outbox_messages`` table of one outbox DB. Every method is one transaction,
     committed before it returns; "database unavailable" driver errors are raised as
-    :class:`~gatehouse.storage.errors.DatabaseUnavailable`."""
+    :class:`~gatehouse.storage.errors.DatabaseUnavailable`.
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    ``waiting`` (the Distribution service's ``database.failover_wait``): every method waits
+    for an unavailable database (a primary being replaced), its transaction run again whole.
+    An insert whose commit was cut off is resolved by reading its message ids (chosen before
+    the write): a message is accepted once, and answered as new. The other writes are
+    conditional on the lease or the status, so harmless to repeat: a repeat changes and
+    returns only what is left to change (a message expired by a commit that was cut off is
+    not returned again, so its one audit event is not written; messages claimed by one are
+    delivered once their lease runs out)."""
+
+    def __init__(self, engine: AsyncEngine, waiting: Waiting = NO_WAIT) -> None:
         self.engine = engine
+        self.waiting = waiting
         # SQLite takes one writer at a time and makes the others sleep and retry (the busy
         # timeout, in steps of milliseconds): the writes of this process go one by one
         # instead. PostgreSQL needs no such thing.
@@ -233,15 +244,13 @@ class Outbox:
         while self._pending:
             batch, self._pending = self._pending, []
             try:
-                async with self._transaction() as conn:
-                    # One statement built once (its compiled form cached), the rows bound.
-                    await conn.execute(_INSERT, [values for values, _ in batch])
+                # One statement built once (its compiled form cached), the rows bound.
+                await self._insert_rows([values for values, _ in batch])
             except IntegrityError:
                 # A key given twice: each row alone, so that only that one is refused.
                 for values, done in batch:
                     try:
-                        async with self._transaction() as conn:
-                            await conn.execute(_INSERT, values)
+                        await self._insert_rows([values])
                     except IntegrityError:
                         _settle(done, False)
                     except Exception as error:
@@ -257,16 +266,34 @@ class Outbox:
                 for _, done in batch:
                     _settle(done, True)
 
+    async def _insert_rows(self, rows: list[dict[str, Any]]) -> None:
+        """Insert ``rows`` in one transaction, waiting through a failover; a commit cut off is
+        resolved by reading whether the rows' ids are stored (all or none of them are)."""
+        ids = [values["id"] for values in rows]
+
+        async def write(conn: AsyncConnection) -> bool:
+            await conn.execute(_INSERT, rows)
+            return True
+
+        async def resolve(conn: AsyncConnection) -> bool | None:
+            found = (await conn.execute(select(_M.id).where(_M.id.in_(ids)))).first()
+            return True if found is not None else None
+
+        await self.waiting.run(self._transaction, write, resolve)
+
+    @waits
     async def by_key(self, key: str) -> MessageRow | None:
         async with self._transaction() as conn:
             row = (await conn.execute(select(*_COLUMNS).where(_M.key == key))).first()
         return None if row is None else row_to_message(row._mapping)
 
+    @waits
     async def get(self, message_id: str) -> MessageRow | None:
         async with self._transaction() as conn:
             row = (await conn.execute(select(*_COLUMNS).where(_M.id == message_id))).first()
         return None if row is None else row_to_message(row._mapping)
 
+    @waits
     async def list_messages(
         self, *, status: str | None = None, limit: int = 100
     ) -> list[MessageRow]:
@@ -278,6 +305,7 @@ class Outbox:
             rows = (await conn.execute(query)).all()
         return [row_to_message(row._mapping) for row in rows]
 
+    @waits
     async def counts(self) -> dict[str, int]:
         """Messages per status."""
         query = select(_M.status, func.count()).group_by(_M.status)
@@ -287,6 +315,7 @@ class Outbox:
 
     # -- delivery --------------------------------------------------------------------------
 
+    @waits
     async def claim(self, owner: str, limit: int, lease: float, now: datetime) -> list[MessageRow]:
         """Lease up to ``limit`` due messages (oldest due first) to ``owner`` until
         ``now + lease``; the rows as leased."""
@@ -302,6 +331,7 @@ class Outbox:
             rows = (await conn.execute(_CLAIM, params)).all()
         return sorted((row_to_message(row._mapping) for row in rows), key=_due_order)
 
+    @waits
     async def next_due(self) -> datetime | None:
         """When the earliest pending message is due (None: nothing pending)."""
         query = select(func.min(_M.next_attempt_at)).where(_M.status.in_(PENDING))
@@ -315,6 +345,7 @@ class Outbox:
         sent already (by another service that delivered it too)."""
         return await self.mark_all_sent([(message_id, channel, attempts)], now) == 1
 
+    @waits
     async def mark_all_sent(self, sent: Sequence[tuple[str, str, int]], now: datetime) -> int:
         """:meth:`mark_sent` for several ``(id, channel, attempts)`` in one transaction (one
         statement per channel and attempt count); how many were marked."""
@@ -328,6 +359,7 @@ class Outbox:
                 marked += _rowcount(await conn.execute(_MARK_SENT, params))
         return marked
 
+    @waits
     async def mark_failed(
         self,
         message_id: str,
@@ -354,6 +386,7 @@ class Outbox:
         async with self._transaction() as conn:
             return _rowcount(await conn.execute(statement)) == 1
 
+    @waits
     async def extend(self, message_id: str, owner: str, until: datetime) -> bool:
         """Lengthen ``owner``'s lease on a message it is delivering; False if it lost it."""
         statement = (
@@ -364,6 +397,7 @@ class Outbox:
         async with self._transaction() as conn:
             return _rowcount(await conn.execute(statement)) == 1
 
+    @waits
     async def release(self, message_id: str, owner: str, attempts: int = 0) -> bool:
         """Give a claimed message back untried (this service stops, or a channel that was
         tried is counted in ``attempts``): due again at once for any service."""
@@ -375,6 +409,7 @@ class Outbox:
         async with self._transaction() as conn:
             return _rowcount(await conn.execute(statement)) == 1
 
+    @waits
     async def expire(
         self, now: datetime, *, owner: str | None = None, message_id: str | None = None
     ) -> list[MessageRow]:
@@ -401,6 +436,7 @@ class Outbox:
             rows = (await conn.execute(statement)).all()
         return [row_to_message(row._mapping) for row in rows]
 
+    @waits
     async def retry(self, message_id: str, now: datetime) -> MessageRow | None:
         """An administrator's retry: a ``failed`` message due again now, its backoff reset.
         Only before its expiry (a code is useless after it, and an expired message's body is
@@ -419,6 +455,7 @@ class Outbox:
             row = (await conn.execute(statement)).first()
         return None if row is None else row_to_message(row._mapping)
 
+    @waits
     async def purge(self, before: datetime, batch: int = 1000) -> int:
         """Delete sent and expired messages created before ``before`` (at most ``batch``)."""
         old = (
@@ -430,6 +467,7 @@ class Outbox:
         async with self._transaction() as conn:
             return _rowcount(await conn.execute(statement))
 
+    @waits
     async def bodies(self) -> Sequence[tuple[str, bytes | None]]:
         """Every message id and its ciphertext (tests: erased bodies)."""
         async with self._transaction() as conn:

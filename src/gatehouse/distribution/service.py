@@ -54,7 +54,7 @@ __all__ = ["ROLE", "Service", "build_senders", "check_view", "message_status"]
 log = logging.getLogger("gatehouse.distribution")
 
 ROLE = "distribution"
-RESTART_ONLY = ("id", "listen", "outbox_db", "outbox_keyring")
+RESTART_ONLY = ("id", "listen", "outbox_db", "outbox_keyring", "database")
 
 
 def check_view(view: dict[str, Any]) -> DistributionConfig:
@@ -119,8 +119,9 @@ class Service:
         self.keyring = keyring
         self.home = home
         self.agent = agent
-        self.db = Database(outbox_db)
-        self.outbox = Outbox(self.db.engine)
+        # Messages accepted, claimed and marked wait for the outbox DB through a failover.
+        self.db = Database(outbox_db, failover_wait=settings.database.failover_wait)
+        self.outbox = Outbox(self.db.engine, self.db.waiting)
         self.ready = asyncio.Event()
         self.keys: BodyKeys | None = None
         self.keys_error: str | None = None

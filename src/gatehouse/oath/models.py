@@ -91,6 +91,9 @@ class OathToken(OathBase):
     #: the last counter: that same submission asking again (a retry on another service after
     #: the first died between commit and answer) is answered ok without a second acceptance.
     last_attempt: Mapped[str | None] = mapped_column(String(ATTEMPT_LENGTH))
+    #: The id of the check that counted the last failure: a failure whose commit was cut off
+    #: (a database failover) is found by reading it, not counted twice.
+    failure_attempt: Mapped[str | None] = mapped_column(String(ATTEMPT_LENGTH))
 
 
 class OathUser(OathBase):

@@ -31,6 +31,7 @@ GatehouseError
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -72,6 +73,7 @@ from gatehouse.oath.models import (
 )
 from gatehouse.storage.directory import valid_username
 from gatehouse.storage.engine import translate_errors
+from gatehouse.storage.retry import NO_WAIT, Waiting, waits
 from gatehouse.storage.types import UTCDateTime, utcnow
 
 #: A counter is stored as the next one expected, so the last usable one is one below the top.
@@ -260,10 +262,18 @@ def _same_attempt(attempt: str | None) -> ColumnElement[bool]:
 class TokenStore:
     """The ``oath_tokens`` table of one OATH DB. Every method is one transaction, committed
     before it returns; driver errors that mean "database unavailable" are raised as
-    :class:`~gatehouse.storage.errors.DatabaseUnavailable`."""
+    :class:`~gatehouse.storage.errors.DatabaseUnavailable`.
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    ``waiting`` (an Authentication service's ``database.failover_wait``): the reads and the
+    validation writes wait for an unavailable database (a primary being replaced), each run
+    again whole. The conditional consumptions are harmless to repeat (the same ``attempt``
+    is accepted again), a failure names its check (``failure_attempt``) and a resync reads
+    its own values back, so a commit cut off by the failover is never applied twice. The
+    administration methods do not wait (one attempt, as before)."""
+
+    def __init__(self, engine: AsyncEngine, waiting: Waiting = NO_WAIT) -> None:
         self.engine = engine
+        self.waiting = waiting
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[AsyncConnection]:
@@ -337,6 +347,7 @@ class TokenStore:
             raise InvalidToken(f"token {serial!r} refused by the database: {error.orig}") from None
         return row_to_token(row._mapping)
 
+    @waits
     async def find(self, serial: str) -> TokenRow | None:
         async with self._transaction() as conn:
             row = (await conn.execute(select(*_COLUMNS).where(_T.serial == serial))).first()
@@ -349,11 +360,13 @@ class TokenStore:
             raise _not_found(serial)
         return token
 
+    @waits
     async def by_id(self, token_id: int) -> TokenRow | None:
         async with self._transaction() as conn:
             row = (await conn.execute(select(*_COLUMNS).where(_T.id == token_id))).first()
         return None if row is None else row_to_token(row._mapping)
 
+    @waits
     async def list_tokens(
         self, owner: str | None = None, *, unassigned: bool = False
     ) -> list[TokenRow]:
@@ -367,6 +380,7 @@ class TokenStore:
             rows = (await conn.execute(query)).all()
         return [row_to_token(row._mapping) for row in rows]
 
+    @waits
     async def active_for(self, owner: str, *, now: datetime | None = None) -> list[TokenRow]:
         """``owner``'s tokens that may answer a code now (:func:`usable`), oldest first."""
         query = (
@@ -464,6 +478,7 @@ class TokenStore:
 
     # -- validation: each one conditional statement ------------------------------------------
 
+    @waits
     async def consume_totp(
         self,
         token_id: int,
@@ -501,6 +516,7 @@ class TokenStore:
             result = await conn.execute(statement)
         return _rowcount(result) == 1
 
+    @waits
     async def consume_hotp(
         self,
         token_id: int,
@@ -538,6 +554,7 @@ class TokenStore:
             result = await conn.execute(statement)
         return _rowcount(result) == 1
 
+    @waits
     async def activate_totp(
         self,
         token_id: int,
@@ -579,6 +596,7 @@ class TokenStore:
 
     # -- self-enrolment and the per-user flag -------------------------------------------------
 
+    @waits
     async def replace_pending(
         self,
         owner: str,
@@ -645,6 +663,7 @@ class TokenStore:
             raise InvalidToken(f"token {serial!r} refused by the database: {error.orig}") from None
         return row_to_token(row._mapping)
 
+    @waits
     async def pending_for(self, owner: str) -> TokenRow | None:
         """``owner``'s pending token (the newest, should there be several)."""
         query = (
@@ -673,6 +692,7 @@ class TokenStore:
                 continue
         raise TokenStoreError(f"could not set the enrolment flag of {username!r}")
 
+    @waits
     async def enrolment_required(self, username: str) -> bool:
         """Does an administrator require ``username`` to enrol a token?"""
         query = select(OathUser.enrol_required).where(OathUser.username == username)
@@ -687,11 +707,17 @@ class TokenStore:
         lock_seconds: float | None,
         *,
         now: datetime | None = None,
+        attempt: str | None = None,
     ) -> FailureResult:
         """Count one failed code. The failure that makes the count reach ``max_failures``
         locks the token (active, or locked with an expired lock) for ``lock_seconds`` (None:
         until an administrator unlocks it), in the same statement. A lock still running is
         left as it is; disabled and pending tokens count but never lock.
+
+        ``attempt`` names the check (a new id when not given); it is stored with the count
+        (``failure_attempt``) and a token that holds it already is not counted again but read:
+        a check whose commit was cut off by a failover and that is run again, or that the
+        Policy service retries on another Authentication service, counts once.
 
         Raises:
             TokenNotFound: no token has that id.
@@ -699,6 +725,7 @@ class TokenStore:
         if max_failures < 1:
             raise ValueError("max_failures must be at least 1")
         when = now or utcnow()
+        check = attempt or secrets.token_urlsafe(16)
         at = _at(when)
         failures = _T.failures + 1
         lock_running = and_(
@@ -708,18 +735,31 @@ class TokenStore:
         until = _at(when + timedelta(seconds=lock_seconds)) if lock_seconds is not None else null()
         statement = (
             update(_T)
-            .where(_T.id == token_id)
+            .where(
+                _T.id == token_id,
+                or_(_T.failure_attempt.is_(None), _T.failure_attempt != check),
+            )
             .values(
                 failures=failures,
                 state=case((locks, "locked"), else_=_T.state),
                 locked_until=case(
                     (lock_running, _T.locked_until), (locks, until), else_=_T.locked_until
                 ),
+                failure_attempt=check,
             )
             .returning(_T.failures, _T.state, _T.locked_until)
         )
-        async with self._transaction() as conn:
+        counted = select(_T.failures, _T.state, _T.locked_until).where(
+            _T.id == token_id, _T.failure_attempt == check
+        )
+
+        async def write(conn: AsyncConnection) -> Any:
             row = (await conn.execute(statement)).first()
+            # None: no such token, or this check counted already (read what it left).
+            # (Another failure counted since replaced the id: this one counts again.)
+            return row if row is not None else (await conn.execute(counted)).first()
+
+        row = await self.waiting.run(self._transaction, write)
         if row is None:
             raise TokenNotFound(f"no token has id {token_id}")
         return FailureResult(int(row.failures), cast(TokenState, row.state), row.locked_until)
@@ -821,7 +861,8 @@ class TokenStore:
             )
             .values(counter=counter_next, failures=0)
         )
-        return await self._conditional(serial, statement)
+        done = select(_T.id).where(_T.serial == serial, _T.counter == counter_next)
+        return await self._conditional(serial, statement, done)
 
     async def resync_step(self, serial: str, step: int, drift: int) -> bool:
         """Record a TOTP token's clock drift found from two consecutive codes, consuming
@@ -836,17 +877,29 @@ class TokenStore:
             )
             .values(last_step=step, drift=drift, failures=0)
         )
-        return await self._conditional(serial, statement)
+        done = select(_T.id).where(
+            _T.serial == serial, _T.last_step == literal(step, BigInteger()), _T.drift == drift
+        )
+        return await self._conditional(serial, statement, done)
 
-    async def _conditional(self, serial: str, statement: Any) -> bool:
-        async with self._transaction() as conn:
-            result = await conn.execute(statement)
-            if _rowcount(result) == 1:
+    async def _conditional(self, serial: str, statement: Any, done: Any) -> bool:
+        """``statement`` (a conditional UPDATE of the token), waiting through a failover:
+        whether it changed the token. A commit cut off is resolved by ``done``, a query that
+        finds the token only if it holds the values the update sets."""
+
+        async def write(conn: AsyncConnection) -> bool | None:
+            if _rowcount(await conn.execute(statement)) == 1:
                 return True
             exists = (await conn.execute(select(_T.id).where(_T.serial == serial))).first()
-        if exists is None:
+            return None if exists is None else False
+
+        async def resolve(conn: AsyncConnection) -> bool | None:
+            return True if (await conn.execute(done)).first() is not None else None
+
+        changed = await self.waiting.run(self._transaction, write, resolve)
+        if changed is None:
             raise _not_found(serial)
-        return False
+        return changed
 
 
 @dataclass(frozen=True, slots=True)

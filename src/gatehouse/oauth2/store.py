@@ -19,7 +19,7 @@ import hashlib
 import json
 import secrets
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gatehouse.oauth2.models import OAuth2Code, OAuth2Consent, OAuth2Token
 from gatehouse.storage.engine import translate_errors
+from gatehouse.storage.retry import NO_WAIT, Waiting, waits
 from gatehouse.storage.types import utcnow
 
 #: SQLite connections one store uses at once (SQLAlchemy's pool keeps 5 open).
@@ -51,6 +52,7 @@ _INSERT_TOKEN = insert(OAuth2Token)
 _FIND_BY_REFRESH = select(OAuth2Token).where(_T.refresh_hash == bindparam("refresh_hash_"))
 _FIND_BY_JTI = select(OAuth2Token).where(_T.access_jti == bindparam("jti_"))
 _REVOKED_AT = select(_T.revoked_at).where(_T.id == bindparam("token_id_"))
+_TOKEN_STORED = select(_T.id).where(_T.id == bindparam("token_id_"))
 _FIND_CODE_SQL = (
     "SELECT id, client_id, username, redirect_uri, scope, nonce, code_challenge,"
     " code_challenge_method, auth_time, amr, acr, sid, expires_at, used_at"
@@ -275,10 +277,19 @@ def _token_values(token: TokenRow, now: datetime) -> dict[str, Any]:
 class OAuth2Store:
     """One OAuth2 DB. Every method is one transaction, committed before it returns; driver
     errors meaning "database unavailable" are raised as
-    :class:`~gatehouse.storage.errors.DatabaseUnavailable`."""
+    :class:`~gatehouse.storage.errors.DatabaseUnavailable`.
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    ``waiting`` (the Authentication service's ``database.failover_wait``): every method waits
+    for an unavailable database (a primary being replaced), its transaction run again whole.
+    A code exchange, a refresh and a token insert whose commit was cut off are resolved by
+    reading whether their token row (its id chosen before the write) is there: a code is
+    never exchanged twice nor seen as replayed by its own exchange. The others are harmless
+    to repeat (conditional updates, deletes, reads). The synchronous SQLite paths are tried
+    first, as they were; only the async transaction behind them waits."""
+
+    def __init__(self, engine: AsyncEngine, waiting: Waiting = NO_WAIT) -> None:
         self.engine = engine
+        self.waiting = waiting
         #: SQLite runs one writer at a time; a second connection of this process that wants
         #: to write meanwhile gets SQLITE_BUSY and sleeps in SQLite's busy handler (up to
         #: 100 ms a turn), which made the p99 of concurrent code exchanges hundreds of ms.
@@ -413,19 +424,34 @@ class OAuth2Store:
         now: datetime,
     ) -> bool:
         """``condition`` (an UPDATE of one row) and, if it changed it, the token row's
-        INSERT, in one transaction: whether this caller won."""
+        INSERT, in one transaction: whether this caller won. A commit cut off is resolved by
+        reading whether the token row is there (the update ran again would say "lost")."""
+
+        async def work(conn: AsyncConnection) -> bool:
+            return await _conditional_insert(conn, condition, condition_params, token, now)
+
         if self._writer is None:
-            async with self._transaction() as conn:
-                return await _conditional_insert(conn, condition, condition_params, token, now)
+            return await self.waiting.run(self._transaction, work, self._stored(token.id))
         async with self._writer:
             won = self._write_now(sync[0], sync[1], _sqlite_token(token, now))
             if won is not None:
                 return won
-            async with self._transaction() as conn:
-                return await _conditional_insert(conn, condition, condition_params, token, now)
+            return await self.waiting.run(self._transaction, work, self._stored(token.id))
+
+    @staticmethod
+    def _stored(token_id: str) -> Callable[[AsyncConnection], Awaitable[bool | None]]:
+        """A resolve (:func:`gatehouse.storage.retry.transaction`): True when the token row
+        ``token_id`` is stored (its transaction committed), None when it is not."""
+
+        async def stored(conn: AsyncConnection) -> bool | None:
+            found = (await conn.execute(_TOKEN_STORED, {"token_id_": token_id})).first()
+            return True if found is not None else None
+
+        return stored
 
     # -- codes -----------------------------------------------------------------------------
 
+    @waits
     async def add_code(self, code: NewCode, now: datetime | None = None) -> None:
         """Store a code; an unused code of the same ``attempt`` (whose answer was lost, so it
         never reached the client) is replaced by it."""
@@ -460,9 +486,12 @@ class OAuth2Store:
             return None
         if isinstance(row, tuple):
             return _sqlite_code(row)
-        async with self._transaction() as conn:
-            row = (await conn.execute(_FIND_CODE, {"code_hash_": code_hash})).first()
-        return None if row is None else _code(row)
+
+        async def read(conn: AsyncConnection) -> CodeRow | None:
+            found = (await conn.execute(_FIND_CODE, {"code_hash_": code_hash})).first()
+            return None if found is None else _code(found)
+
+        return await self.waiting.run(self._transaction, read)
 
     async def exchange_code(self, code_id: str, tokens: TokenRow, now: datetime) -> bool:
         """Mark the code used and store its tokens, if it is unused and unexpired: whether
@@ -471,6 +500,7 @@ class OAuth2Store:
         params = {"code_id_": code_id, "now_": now}
         return await self._conditional_insert(_USE_CODE, params, sync, tokens, now)
 
+    @waits
     async def prune(self, before: datetime) -> int:
         """Delete codes expired before ``before`` and token rows whose access and refresh
         tokens both expired before it (nothing can be presented any more): rows deleted."""
@@ -487,14 +517,20 @@ class OAuth2Store:
     # -- tokens ----------------------------------------------------------------------------
 
     async def add_tokens(self, tokens: TokenRow, now: datetime) -> None:
-        async with self._write() as conn:
+        async def write(conn: AsyncConnection) -> bool:
             await conn.execute(_INSERT_TOKEN, _token_values(tokens, now))
+            return True
 
+        # A commit cut off: the row (its id chosen here) is there or it is not.
+        await self.waiting.run(self._write, write, self._stored(tokens.id))
+
+    @waits
     async def find_by_refresh(self, refresh_hash: bytes) -> TokenRow | None:
         async with self._transaction() as conn:
             row = (await conn.execute(_FIND_BY_REFRESH, {"refresh_hash_": refresh_hash})).first()
         return None if row is None else _token(row)
 
+    @waits
     async def find_by_jti(self, jti: str) -> TokenRow | None:
         async with self._transaction() as conn:
             row = (await conn.execute(_FIND_BY_JTI, {"jti_": jti})).first()
@@ -507,10 +543,14 @@ class OAuth2Store:
         known = self._read_revocation(token_id)
         if known is not None:
             return known
-        async with self._connection(begin=False) as conn:
-            row = (await conn.execute(_REVOKED_AT, {"token_id_": token_id})).first()
-        return (False, None) if row is None else (True, row.revoked_at)
 
+        async def read(conn: AsyncConnection) -> tuple[bool, datetime | None]:
+            row = (await conn.execute(_REVOKED_AT, {"token_id_": token_id})).first()
+            return (False, None) if row is None else (True, row.revoked_at)
+
+        return await self.waiting.run(lambda: self._connection(begin=False), read)
+
+    @waits
     async def family(self, family_id: str) -> list[TokenRow]:
         async with self._transaction() as conn:
             query = select(OAuth2Token).where(_T.family_id == family_id)
@@ -523,6 +563,7 @@ class OAuth2Store:
         params = {"old_id_": old_id, "now_": now}
         return await self._conditional_insert(_ROTATE, params, sync, new, now)
 
+    @waits
     async def revoke_family(self, family_id: str, now: datetime) -> int:
         """Revoke every token of a family (a code or refresh token used twice, a revocation)."""
         async with self._write() as conn:
@@ -533,6 +574,7 @@ class OAuth2Store:
             )
         return int(result.rowcount)
 
+    @waits
     async def revoke_session(self, sid: str, now: datetime) -> int:
         """Revoke the tokens bound to a Gatehouse session (its hash): the count of rows."""
         async with self._write() as conn:
@@ -545,12 +587,14 @@ class OAuth2Store:
 
     # -- consents --------------------------------------------------------------------------
 
+    @waits
     async def consent(self, username: str, client_id: str) -> ConsentRow | None:
         async with self._transaction() as conn:
             query = select(OAuth2Consent).where(_K.username == username, _K.client_id == client_id)
             row = (await conn.execute(query)).first()
         return None if row is None else _consent(row)
 
+    @waits
     async def grant_consent(
         self, username: str, client_id: str, scopes: Sequence[str], now: datetime
     ) -> ConsentRow:
@@ -576,6 +620,7 @@ class OAuth2Store:
                 )
         return ConsentRow(username, client_id, tuple(values), now)
 
+    @waits
     async def revoke_consent(self, username: str, client_id: str, now: datetime) -> bool:
         """Withdraw a consent and revoke the user's tokens for that client."""
         async with self._write() as conn:
@@ -591,6 +636,7 @@ class OAuth2Store:
             )
         return bool(result.rowcount)
 
+    @waits
     async def consents(self, username: str) -> list[ConsentRow]:
         """The user's standing consents, by client id."""
         async with self._transaction() as conn:

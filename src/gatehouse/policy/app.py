@@ -154,7 +154,8 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 #: Portal handlers that need the session DB (the others render without it).
 _NEEDS_DB = frozenset(
-    {"login_submit", "logout_submit", "otp_page", "otp_submit", "otp_enrol", "otp_confirm"}
+    {"login_submit", "logout_submit", "wait_page", "otp_page", "otp_submit", "otp_enrol"}
+    | {"otp_confirm"}
     | {"invite_page", "invite_enrol", "invite_confirm"}
     | {"code_page", "code_submit", "code_send"}
 )
@@ -279,6 +280,7 @@ def routes(prefix: str) -> list[Route]:
         Route(f"{prefix}login", portal(_portal("login_page")), methods=["GET"]),
         Route(f"{prefix}login", portal(_portal("login_submit")), methods=["POST"]),
         Route(f"{prefix}logout", portal(_portal("logout_page")), methods=["GET"]),
+        Route(f"{prefix}wait", portal(_portal("wait_page")), methods=["GET"]),
         Route(f"{prefix}logout", portal(_portal("logout_submit")), methods=["POST"]),
         Route(f"{prefix}otp", portal(_portal("otp_page")), methods=["GET"]),
         Route(f"{prefix}otp", portal(_portal("otp_submit")), methods=["POST"]),

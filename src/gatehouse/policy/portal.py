@@ -53,6 +53,19 @@ STYLESHEET_HASH = base64.b64encode(hashlib.sha256(STYLESHEET.encode()).digest())
 MAX_USERNAME = 256
 MAX_PASSWORD = 1024
 
+#: How long the portal's wait page (:func:`wait_url`) waits for the session DB at most,
+#: seconds: under the Access Points' portal read timeout (60 s,
+#: ``gatehouse.access_point.runtime.PORTAL_READ_TIMEOUT``), so the browser gets the page's
+#: answer, never the AP's timeout.
+WAIT_PAGE_LIMIT = 45.0
+
+
+def wait_url(prefix: str, original: str) -> str:
+    """The portal's wait page for ``original``: it waits for the session DB (a failover),
+    then sends the browser back to ``original``."""
+    return f"{prefix}wait?rd={quote(original, safe='')}"
+
+
 WRONG_CREDENTIALS = "Wrong user name or password."
 MISSING_CREDENTIALS = "Enter your user name and password."
 
@@ -644,6 +657,19 @@ class Portal:
         except AuthUnavailable as exc:
             log.warning("%s: authentication unavailable: %s", request.url.path, exc)
             return self._unavailable()
+
+    async def wait_page(self, request: Request) -> Response:
+        """Where a decision sends a browser whose session no Policy service could read while
+        the session DB is being replaced: wait for the database (``failover_wait``, at most
+        :data:`WAIT_PAGE_LIMIT`), then back to ``rd``, whose decision reads the session
+        again (allowed, or the login page for a session that ended). Still unavailable after
+        the wait: the page that says so (503), as a sign-in gets."""
+        origin = self.origin(request)
+        rd = self.return_url(request.query_params.get("rd"), origin)
+        cookie = session_cookie(request.headers, origin.cookie(self.settings.cookie_name))
+        if cookie:
+            await self.sessions.lookup(cookie, self.clock(), cached=False, wait=WAIT_PAGE_LIMIT)
+        return Response(status_code=303, headers={**page_headers(), "Location": rd})
 
     async def logout_page(self, request: Request) -> Response:
         origin = self.origin(request)

@@ -117,6 +117,7 @@ from gatehouse.policy.portal import (
     Portal,
     PortalSettings,
     Verdict,
+    wait_url,
 )
 from gatehouse.policy.redirects import HostPatterns
 from gatehouse.policy.sessions import Identity, SessionRecord, SessionStore, Timeouts
@@ -180,6 +181,10 @@ def login_url(prefix: str, original: str, step: str | None = None) -> str:
     password too (the portal then asks for it after the password, or alone for a step-up)."""
     url = f"{prefix}login?rd={quote(original, safe='')}"
     return f"{url}&step={step}" if step else url
+
+
+#: Requests a decision may send to the wait page: a redirect replays them as they were.
+_WAITABLE = frozenset({"GET", "HEAD"})
 
 
 def session_view(record: SessionRecord) -> SessionView:
@@ -743,9 +748,23 @@ class PolicyService:
             self.require_ready()
             # stale_ok: while the database is being waited for, sessions read recently are
             # answered from that read (gatehouse.policy.sessions).
-            record = await runtime.sessions.lookup(
-                session, now, cached=self.hub.live, stale_ok=True
-            )
+            try:
+                record = await runtime.sessions.lookup(
+                    session, now, cached=self.hub.live, stale_ok=True
+                )
+            except DatabaseUnavailable:
+                if request["method"] not in _WAITABLE:
+                    raise  # 503: the AP asks another Policy service, or answers 503
+                # A session this service has not read lately, while the database is being
+                # replaced: the browser waits on the portal's wait page (which waits for the
+                # database longer than an AP waits for a decision), then comes back here.
+                original = request["url"] or request["path"]
+                return {
+                    "decision": "authenticate",
+                    "methods": [],
+                    "step_up": False,
+                    "login_url": wait_url(runtime.portal_prefix, original),
+                }
         token = None
         if request["resource"] in runtime.policy.token_resources and request["headers"].get(
             "authorization"

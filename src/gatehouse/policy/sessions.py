@@ -63,8 +63,10 @@ PENDING_LIFETIME = 600.0
 #: database is unavailable, seconds.
 LAST_KNOWN_LIMIT = 120.0
 #: How long a decision on a session not read recently waits for an unavailable database:
-#: less than the Access Points' decision timeout (2 s), so that an unanswered one can be
-#: asked of another Policy service (one that knows the session, e.g. the one that made it).
+#: less than the Access Points' decision timeout (2 s). Then a GET or HEAD is sent to the
+#: portal's wait page (the browser waits there, as long as a sign-in would); another method
+#: gets 503, which the Access Point asks of its next Policy service (one that may know the
+#: session, e.g. the one that made it).
 DECISION_WAIT = 1.5
 _SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{43}$")
 _ID_HASH = re.compile(r"^[0-9a-f]{32}$")
@@ -419,6 +421,7 @@ class SessionStore:
         cached: bool = True,
         pending: bool = False,
         stale_ok: bool = False,
+        wait: float | None = None,
     ) -> SessionRecord | None:
         """The live session with this id, touched; ``None`` if unknown or expired.
 
@@ -427,7 +430,9 @@ class SessionStore:
         ``pending`` (the portal finishing it). An unavailable database is waited for
         (``failover_wait``); with ``stale_ok`` (decisions) a session read in the last
         :data:`LAST_KNOWN_LIMIT` seconds is answered from that read instead, untouched, and
-        another waits only :data:`DECISION_WAIT`."""
+        another waits only :data:`DECISION_WAIT` (then the decision sends a browser to the
+        portal's wait page, :func:`gatehouse.policy.service.wait_url`). ``wait`` (without
+        ``stale_ok``): at most that long instead of ``failover_wait``."""
         if not well_formed_id(session_id):
             return None
         assert session_id is not None
@@ -462,7 +467,7 @@ class SessionStore:
             return record, expired
 
         if not stale_ok:
-            wait = None
+            wait = None if wait is None else min(wait, self._db.failover_wait)
         else:
             wait = 0.0 if known is not None else min(DECISION_WAIT, self._db.failover_wait)
         try:

@@ -57,7 +57,7 @@ from sqlalchemy.ext.asyncio import (
 from gatehouse.errors import ConfigError
 from gatehouse.storage.errors import DatabaseUnavailable
 from gatehouse.storage.permissions import private_sqlite_file
-from gatehouse.storage.retry import Outage, transaction
+from gatehouse.storage.retry import Outage, Waiting, transaction
 
 SUPPORTED_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
 CONNECT_TIMEOUT = 5.0
@@ -370,6 +370,11 @@ class Database:
             outage=self.outage,
             resolve=resolve,
         )
+
+    @property
+    def waiting(self) -> Waiting:
+        """This database's wait and outage, for a store built on its engine."""
+        return Waiting(self.failover_wait, self.outage)
 
     @property
     def dialect(self) -> str:

@@ -27,9 +27,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
-from typing import TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+from functools import wraps
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from gatehouse.storage.errors import DatabaseUnavailable
 
@@ -37,6 +39,7 @@ log = logging.getLogger("gatehouse.storage")
 
 T = TypeVar("T")
 C = TypeVar("C")
+P = ParamSpec("P")
 
 #: How long work that needs the database waits for it by default, seconds: more than a
 #: Patroni failover with the documented settings takes (ttl 10 s), less than a browser's patience.
@@ -183,3 +186,61 @@ async def transaction(
         if outage is not None:
             outage.succeeded()
         return result
+
+
+@asynccontextmanager
+async def _no_transaction() -> AsyncIterator[None]:
+    yield None
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """How long a store's work waits for its database (``wait``, seconds; 0: one attempt, for
+    command-line tools) and the :class:`Outage` it reports to. A store that holds an engine
+    rather than a :class:`~gatehouse.storage.engine.Database` is given one
+    (``Database.waiting``)."""
+
+    wait: float = 0.0
+    outage: Outage | None = field(default=None, compare=False)
+
+    async def run(
+        self,
+        begin: Callable[[], AbstractAsyncContextManager[C]],
+        work: Callable[[C], Awaitable[T]],
+        resolve: Callable[[C], Awaitable[T | None]] | None = None,
+    ) -> T:
+        """:func:`transaction` with this wait and outage."""
+        return await transaction(begin, work, wait=self.wait, outage=self.outage, resolve=resolve)
+
+    async def again(self, call: Callable[[], Awaitable[T]]) -> T:
+        """``call`` (one or more whole transactions, each committed inside it) run again from
+        its start while the database is unavailable. Only for work whose repetition is
+        harmless (reads, conditional updates, deletes): a commit cut off inside ``call``
+        cannot be told from a failure before it, and is simply run again."""
+        return await transaction(
+            _no_transaction, lambda _: call(), wait=self.wait, outage=self.outage
+        )
+
+
+#: One attempt, no outage tracking: what a store built without a wait does.
+NO_WAIT = Waiting()
+
+
+class HasWaiting(Protocol):
+    waiting: Waiting
+
+
+S = TypeVar("S", bound=HasWaiting)
+
+
+def waits(
+    method: Callable[Concatenate[S, P], Awaitable[T]],
+) -> Callable[Concatenate[S, P], Coroutine[Any, Any, T]]:
+    """A store method run again whole while its database is unavailable (``self.waiting``):
+    :meth:`Waiting.again`, so only for methods whose repetition is harmless."""
+
+    @wraps(method)
+    async def waiting(self: S, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self.waiting.again(lambda: method(self, *args, **kwargs))
+
+    return waiting
