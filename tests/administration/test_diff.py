@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gatehouse.administration.diff import (
+    SectionCache,
     canonical_yaml,
     diff_configs,
     diff_documents,
@@ -158,3 +159,30 @@ def test_a_diff_of_distinct_lines_is_difflibs(numbers: list[int], data: st.DataO
     new.insert(data.draw(st.integers(0, len(new))), "added\n")
     expected = "".join(difflib.unified_diff(old, new, fromfile="old", tofile="new"))
     assert unified_diff("".join(old), "".join(new)) == expected
+
+
+scalars = st.none() | st.booleans() | st.integers() | st.text(max_size=8)
+json_like = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+documents = st.dictionaries(st.text(max_size=6), json_like, max_size=5)
+
+
+@given(st.lists(documents, min_size=1, max_size=4))
+def test_sections_kept_render_what_the_whole_document_renders(
+    docs: list[dict[str, object]],
+) -> None:
+    # Each publish renders only the sections that changed since the last (issue 20).
+    cache = SectionCache()
+    for doc in docs:
+        assert cache.render(doc) == canonical_yaml(doc)
+
+
+def test_a_section_equal_to_python_but_not_in_json_is_rendered_again() -> None:
+    cache = SectionCache()
+    assert cache.render({"a": 1, "b": [True]}) == "a: 1\nb:\n- true\n"
+    assert cache.render({"a": True, "b": [1]}) == "a: true\nb:\n- 1\n"

@@ -41,6 +41,7 @@ a resource is ``public`` on the APs exactly when its effective rule is ``public`
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator, Mapping
 from typing import Annotated, Literal
@@ -49,7 +50,6 @@ from urllib.parse import urlsplit
 from pydantic import (
     AfterValidator,
     Field,
-    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -254,8 +254,6 @@ class InstallationConfig(Strict):
     #: How long the Policy and Authentication services wait for their databases through a
     #: failover (``failover_wait``), as in their own configurations.
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
-    #: ``services`` by id, built at the first lookup (for the list it was built from).
-    _by_id: tuple[list[Service], dict[str, Service]] | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _cross_check(self) -> InstallationConfig:
@@ -268,10 +266,16 @@ class InstallationConfig(Strict):
         # Every view names its peers by id: a scan per lookup made cutting the views of
         # 100 services quadratic (4,600 scans, 6 ms of each publish).
         index = self._by_id
-        if index is None or index[0] is not self.services:
-            index = (self.services, {s.id: s for s in reversed(self.services)})
-            self._by_id = index
+        if index[0] is not self.services:  # a model_copy(update=...) copied it: made anew
+            del self.__dict__["_by_id"]
+            index = self._by_id
         return index[1].get(service_id)
+
+    @functools.cached_property
+    def _by_id(self) -> tuple[list[Service], dict[str, Service]]:
+        """``services`` by id, for the list it was made from (a cached property: model
+        equality and dumps leave it out)."""
+        return self.services, {s.id: s for s in reversed(self.services)}
 
     def endpoint(self, service_id: str) -> str:
         service = self.service(service_id)

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gatehouse.administration.canonical import timestamp
 from gatehouse.administration.diff import (
+    SectionCache,
     diff_documents,
     effective_yaml,
     mask_url_passwords,
@@ -195,6 +196,8 @@ class AdminStore:
         #: 20 ms at 100 services). Set once that version is committed; used while the row
         #: still holds that content.
         self._effective: tuple[int, dict[str, Any], str] | None = None
+        #: Renders the new side, section by section, reusing the sections that stayed equal.
+        self._sections = SectionCache()
 
     @classmethod
     async def open(cls, url: str, clock: Callable[[], datetime] = utcnow) -> AdminStore:
@@ -419,7 +422,7 @@ class AdminStore:
                 public_key=signed.public_key,
             )
             session.add(row)
-            effective = effective_yaml(config)
+            effective = self._sections.effective(config)
             change = self._diff_from(latest, config, effective, f"version {number}")
             if republish is not None:
                 what = f"published version {number}: {republish}"
