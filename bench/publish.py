@@ -135,6 +135,64 @@ def installation(services: Sequence[Planned], extra_resources: int) -> dict[str,
     }
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+IDLE_SECONDS = 5.0  # the quiet spell measured before the publishes
+
+
+def session_cpu(leaders: Sequence[int]) -> dict[int, float]:
+    """CPU seconds (user + system) so far of every process in the sessions led by
+    ``leaders`` (the bench starts each service in a session of its own, so an Access
+    Point's workers count with their supervisor), by leader."""
+    wanted = set(leaders)
+    totals = dict.fromkeys(wanted, 0.0)
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = Path(entry.path, "stat").read_bytes()
+        except OSError:
+            continue
+        fields = raw[raw.rindex(b")") + 2 :].split()
+        session = int(fields[3])  # field 6 of stat(5): the session id
+        if session in wanted:
+            totals[session] += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return totals
+
+
+def tcp_states() -> dict[str, int]:
+    """Loopback TCP sockets by state (``ss``): established and TIME_WAIT."""
+    counts = {}
+    for state in ("established", "time-wait"):
+        done = subprocess.run(
+            ["ss", "-Htan", "state", state], capture_output=True, text=True, check=False
+        )
+        counts[state] = len(done.stdout.splitlines())
+    return counts
+
+
+@dataclass
+class CpuSnapshot:
+    """CPU seconds by role (``admin`` and the services' roles) at one moment."""
+
+    at: float
+    by_role: dict[str, float]
+
+    @classmethod
+    def take(cls, lab: Lab) -> CpuSnapshot:
+        leaders = {proc.pid: name for name, proc in lab.processes}
+        roles: dict[str, float] = {}
+        for pid, seconds in session_cpu(list(leaders)).items():
+            role = lab.roles.get(leaders[pid], "admin")
+            roles[role] = roles.get(role, 0.0) + seconds
+        return cls(time.monotonic(), roles)
+
+    def since(self, before: CpuSnapshot) -> dict[str, float]:
+        return {
+            role: round(seconds - before.by_role.get(role, 0.0), 3)
+            for role, seconds in self.by_role.items()
+        }
+
+
 @dataclass
 class PublishResult:
     services: dict[str, int] = field(default_factory=dict)  # by role
@@ -142,6 +200,14 @@ class PublishResult:
     publish_call: list[float] = field(default_factory=list)  # the publish call alone
     startup: float = 0.0  # start of the services → all run version 1
     failure: str | None = None
+    #: CPU seconds per second by role while nothing is published (all registered).
+    idle_cpu: dict[str, float] = field(default_factory=dict)
+    #: CPU seconds by role per publish (the publishes' whole spell, idle cost included).
+    publish_cpu: dict[str, float] = field(default_factory=dict)
+    #: Loopback TCP sockets by state while idle, and TIME_WAIT after the publishes.
+    sockets: dict[str, int] = field(default_factory=dict)
+    #: The load average (1 min) at the start and at the end.
+    load: tuple[float, float] = (0.0, 0.0)
 
     def summary(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -157,6 +223,12 @@ class PublishResult:
                 max_ms=round(max(self.seconds) * 1000, 1),
                 publish_call_p50_ms=round(percentile(self.publish_call, 50) * 1000, 1),
             )
+        data.update(
+            idle_cpu_per_s=self.idle_cpu,
+            cpu_per_publish_s=self.publish_cpu,
+            sockets=self.sockets,
+            load=self.load,
+        )
         return data
 
 
@@ -167,6 +239,8 @@ class Lab:
         self.python = python
         self.directory = directory
         self.processes: list[tuple[str, subprocess.Popen[bytes]]] = []
+        #: The role of each service process by name (Admin is not listed).
+        self.roles: dict[str, str] = {}
 
     def start(self, name: str, args: Sequence[str]) -> subprocess.Popen[bytes]:
         out = (self.directory / f"{name}.log").open("wb")
@@ -336,16 +410,39 @@ def run(python: str, services: int = 20, publishes: int = 30, keep: bool = False
                     if s.role != "access_point":
                         args += ["--home", str(directory / s.id / "home")]
                     lab.start(s.id, args)
+                    lab.roles[s.id] = s.role
                 wait_all(table, lab, {s.id for s in wave}, 1, STARTUP_TIMEOUT, STARTUP_POLL)
             wait_all(table, lab, ids, 1, STARTUP_TIMEOUT, STARTUP_POLL)
             result.startup = time.monotonic() - started
             log(f"[publish] {len(ids)} services run version 1 after {result.startup:.1f}s")
+            # What the installation costs while nothing happens (registration settled).
+            time.sleep(1.0)
+            before = CpuSnapshot.take(lab)
+            time.sleep(IDLE_SECONDS)
+            idle = CpuSnapshot.take(lab)
+            result.idle_cpu = {
+                role: round(cpu / (idle.at - before.at), 3)
+                for role, cpu in idle.since(before).items()
+            }
+            result.sockets = {f"idle_{k}": v for k, v in tcp_states().items()}
+            log(f"[publish] idle: CPU s/s by role {result.idle_cpu}, sockets {result.sockets}")
+            start_load = os.getloadavg()[0]
             for n in range(1, publishes + 1):
                 config = installation(planned, n)
                 number, start, call = publish(admin, config, f"bench: publish {n}")
                 last_ack = wait_all(table, lab, ids, number, ACK_TIMEOUT, poll)
                 result.seconds.append(last_ack - start)
                 result.publish_call.append(call)
+            done = CpuSnapshot.take(lab)
+            result.publish_cpu = {
+                role: round(cpu / publishes, 3) for role, cpu in done.since(idle).items()
+            }
+            result.sockets["after_time_wait"] = tcp_states()["time-wait"]
+            result.load = (round(start_load, 2), round(os.getloadavg()[0], 2))
+            log(
+                f"[publish] CPU s per publish by role {result.publish_cpu}, "
+                f"load {result.load}, sockets {result.sockets}"
+            )
         finally:
             table.close()
         lab.check_alive()

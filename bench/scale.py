@@ -508,3 +508,25 @@ def render(result: ScaleResult) -> str:
     if result.failures:
         out.append("Failed: " + "; ".join(result.failures) + "\n")
     return "\n".join(out)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The publishing rows alone (the other two need bench/run.py's Lab, nginx and wrk):
+    ``bench/scale.py --sizes 20 50 100``. Prints the table and each size's summary (CPU by
+    role idle and per publish, sockets, load average); writes nothing."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="publishing to many services (bench/scale.py)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=list(PUBLISH_SIZES))
+    parser.add_argument("--publishes", type=int, default=PUBLISHES)
+    parser.add_argument("--python", default=sys.executable)
+    args = parser.parse_args(argv)
+    result = ScaleResult(publish=publish_at_sizes(args.python, args.sizes, args.publishes))
+    for row in result.publish:
+        print(json.dumps({"services": row.services, **row.result.summary()}))
+    print(render(result))
+    return 1 if any(row.result.failure for row in result.publish) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

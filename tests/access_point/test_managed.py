@@ -279,6 +279,47 @@ def test_a_worker_keeps_its_configuration_when_a_reload_cannot_compile(
     assert (worker.published_version, resource_ids(worker)) == (3, ["app", "docs"])
 
 
+def test_a_new_version_keeps_the_policy_client_while_the_policy_services_stay(
+    tmp_path: Path,
+) -> None:
+    # Issue 20: a publish must not cost every AP new connections (mutual TLS handshakes) to
+    # Policy services it already reaches: the Decider, its client and their pools stay.
+    port = free_port()
+    path = tmp_path / VIEW_FILE
+    policy = ["http://127.0.0.1:9", "http://127.0.0.1:10"]
+
+    def publish(version: int, *names: str, services: list[str]) -> None:
+        document = ap_config(
+            *(resource(n) for n in names), listen=f"127.0.0.1:{port}", policy_services=services
+        )
+        atomic_write(path, orjson.dumps({"published_version": version, "view": document}))
+
+    publish(1, "app", services=policy)
+    worker = managed_worker(path)
+
+    async def reloads() -> None:
+        await listening(port)
+        first = worker.decider
+        assert first is not None
+        client = first.client
+        publish(2, "app", "docs", services=policy)  # a resource more: every view changes
+        os.kill(os.getpid(), signal.SIGHUP)
+        while worker.published_version == 1:
+            await asyncio.sleep(0.01)
+        assert worker.decider is first
+        assert first.client is client
+        assert not client._closed
+        publish(3, "app", "docs", services=policy[::-1])  # another order: a new client
+        os.kill(os.getpid(), signal.SIGHUP)
+        while worker.published_version == 2:
+            await asyncio.sleep(0.01)
+        assert worker.decider is not first
+        await asyncio.sleep(0.05)
+        assert client._closed  # the old one is closed once replaced
+
+    serve_briefly(worker, port, reloads)
+
+
 def health_of(status_port: int, context: ssl.SSLContext | None = None) -> dict[str, Any]:
     """The health answer of the status listener on ``status_port`` (``context``: the
     operator's, for an enrolled AP's mutual TLS)."""

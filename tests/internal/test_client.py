@@ -1192,6 +1192,35 @@ def test_standby_connections_stay_warm_to_the_backup_endpoint(run: Run[None]) ->
     run(scenario())
 
 
+def test_standby_connections_go_to_the_next_backup_only(run: Run[None]) -> None:
+    # Every backup warmed would cost clients x endpoints connections (issue 20: 40 APs
+    # listing 30 Policy services kept 2,320 open): only the next in line gets them, and the
+    # one after it once that one is in use.
+    async def scenario() -> None:
+        async with Server() as first, Server() as second, Server() as third:
+            client = FailoverClient(
+                [first.url, second.url, third.url],
+                idle_timeout=0.25,
+                probe_interval=0.05,
+                standby=2,
+            )
+            async with client:
+                client.start_probing()
+                await client.call("GET", "/work", retry_safe=True)
+                await asyncio.sleep(0.4)  # two refreshes
+                assert second.connections == 2
+                assert third.connections == 0
+                assert not third.requests
+                await first.stop()
+                response = await client.call("GET", "/after", retry_safe=True)
+                assert response.json()["path"] == "/after"
+                await asyncio.sleep(0.4)
+                assert third.connections == 2  # now the next in line
+                assert {r.path for r in third.requests} == {"/internal/v1/health"}
+
+    run(scenario())
+
+
 def test_a_dead_backup_is_found_by_its_standby_connections(run: Run[None]) -> None:
     async def scenario() -> None:
         async with Server() as first:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import yaml
@@ -16,8 +17,14 @@ def parse_text(text: str, source: str = "draft") -> object:
     return parse_yaml(text, source)
 
 
+@functools.lru_cache(maxsize=4)
 def parse_config(text: str, source: str = "draft") -> InstallationConfig:
-    """Parse and validate a configuration text; every problem is reported with its path."""
+    """Parse and validate a configuration text; every problem is reported with its path.
+
+    The last few texts' configurations are kept (a frozen model: shared, never changed):
+    saving a draft and publishing it parsed the same text three times, 13 ms each at 100
+    services. The result depends on nothing but the text.
+    """
     return validate(InstallationConfig, parse_text(text, source), source)
 
 

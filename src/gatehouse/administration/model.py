@@ -41,6 +41,7 @@ a resource is ``public`` on the APs exactly when its effective rule is ``public`
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator, Mapping
 from typing import Annotated, Literal
@@ -256,7 +257,19 @@ class InstallationConfig(Strict):
         return self
 
     def service(self, service_id: str) -> Service | None:
-        return next((s for s in self.services if s.id == service_id), None)
+        # Every view names its peers by id: a scan per lookup made cutting the views of
+        # 100 services quadratic (4,600 scans, 6 ms of each publish).
+        index = self._by_id
+        if index[0] is not self.services:  # a model_copy(update=...) copied it: made anew
+            del self.__dict__["_by_id"]
+            index = self._by_id
+        return index[1].get(service_id)
+
+    @functools.cached_property
+    def _by_id(self) -> tuple[list[Service], dict[str, Service]]:
+        """``services`` by id, for the list it was made from (a cached property: model
+        equality and dumps leave it out)."""
+        return self.services, {s.id: s for s in reversed(self.services)}
 
     def endpoint(self, service_id: str) -> str:
         service = self.service(service_id)

@@ -20,6 +20,7 @@ without any secret hash (issuer, the clients' ids, names and redirect URIs, the 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from gatehouse.administration.errors import UnknownService
@@ -58,7 +59,7 @@ def view_for(
     if service is None:
         raise UnknownService(f"no service {service_id!r} in the configuration")
     if service.role == "access_point":
-        return _access_point_view(config, service_id)
+        return _access_point_view(config, service_id, _ApShared.of(config))
     if service.role == "policy":
         return _policy_view(config, service_id, keys)
     if service.role == "distribution":
@@ -67,8 +68,20 @@ def view_for(
 
 
 def all_views(config: InstallationConfig, keys: SigningKeyView | None = None) -> dict[str, View]:
-    """Every service's view, keyed by service id, in the order of ``services``."""
-    return {service.id: view_for(config, service.id, keys) for service in config.services}
+    """Every service's view, keyed by service id, in the order of ``services``.
+
+    What every Access Point's view shares (the rules' header names, the resources through
+    their model) is made once: per view it cost 40 x the resources' validation at 100
+    services."""
+    shared: _ApShared | None = None
+    views = {}
+    for service in config.services:
+        if service.role == "access_point":
+            shared = shared or _ApShared.of(config)
+            views[service.id] = _access_point_view(config, service.id, shared)
+        else:
+            views[service.id] = view_for(config, service.id, keys)
+    return views
 
 
 def _listen(config: InstallationConfig, service_id: str, listen: str) -> str:
@@ -80,10 +93,29 @@ def _entry_settings(entry: AccessPointEntry | PolicyEntry, fields: set[str]) -> 
     return {name: getattr(entry, name) for name in fields}
 
 
-def _access_point_view(config: InstallationConfig, service_id: str) -> View:
+@dataclass(frozen=True, slots=True)
+class _ApShared:
+    """The parts of an Access Point's view that are the same for every Access Point."""
+
+    decision_headers: list[str]
+    resources: list[Resource]
+
+    @classmethod
+    def of(cls, config: InstallationConfig) -> _ApShared:
+        public = config.public_resources()
+        return cls(
+            sorted(config.rule_set().header_names),
+            [
+                Resource.model_validate(
+                    res.model_dump(exclude={"identity_assertion"}) | {"public": res.id in public}
+                )
+                for res in config.resources
+            ],
+        )
+
+
+def _access_point_view(config: InstallationConfig, service_id: str, shared: _ApShared) -> View:
     entry = next(e for e in config.access_points if e.id == service_id)
-    rule_set = config.rule_set()
-    public = config.public_resources()
     own_headers = [h for h in config.identity_headers.model_dump().values() if h is not None]
     identity = list(entry.identity_headers)
     identity += [h for h in own_headers if h.lower() not in {x.lower() for x in identity}]
@@ -93,17 +125,12 @@ def _access_point_view(config: InstallationConfig, service_id: str) -> View:
         policy_services=[config.endpoint(ps) for ps in entry.policy_services],
         session_cookie=config.sessions.cookie_name,
         reserved_prefix=config.login.portal_prefix,
-        decision_headers=sorted(rule_set.header_names),
+        decision_headers=list(shared.decision_headers),
         identity_headers=identity,
     )
     document = AccessPointConfig(
         access_point=AccessPointSettings.model_validate(settings),
-        resources=[
-            Resource.model_validate(
-                res.model_dump(exclude={"identity_assertion"}) | {"public": res.id in public}
-            )
-            for res in config.resources
-        ],
+        resources=list(shared.resources),  # valid instances: the model checks them across
     )
     return document.model_dump(mode="json")
 
