@@ -111,10 +111,13 @@ def start_node(name: str, workdir: Path, pythonpath: str | None) -> Node:
     return Node(name, gatehouse, token)
 
 
-def measure(node: Node, wrk: str, seconds: int, connections: int, workdir: Path) -> None:
+def measure(
+    node: Node, wrk: str, seconds: int, connections: int, workdir: Path, alone: bool = False
+) -> None:
     pids = node.pids
+    target = node.gatehouse.alone if alone else node.gatehouse.through_ap
     before = {k: cpu_seconds(p) for k, p in pids.items()}
-    done = oidc.wrk_round(wrk, node.gatehouse.through_ap, node.token, seconds, connections, workdir)
+    done = oidc.wrk_round(wrk, target, node.token, seconds, connections, workdir)
     after = {k: cpu_seconds(p) for k, p in pids.items()}
     if done.errors or not done.requests:
         raise RuntimeError(f"{node.name}: {done.errors} errors of {done.requests} requests")
@@ -203,6 +206,12 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=5, help="seconds per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument(
+        "--alone",
+        action="store_true",
+        help="call the Authentication service's relay call directly (the bench's "
+        "'Authentication alone'), not through the AP",
+    )
     parser.add_argument("--base", help="git ref whose code runs the second node (A/B)")
     parser.add_argument("--py-spy", type=Path, help="write flame graphs of the first node here")
     parser.add_argument(
@@ -223,7 +232,7 @@ def main() -> int:
             log(f"round {number + 1}/{args.rounds}")
             order = nodes if number % 2 == 0 else list(reversed(nodes))
             for node in order:
-                measure(node, wrk, args.seconds, args.connections, workdir)
+                measure(node, wrk, args.seconds, args.connections, workdir, args.alone)
         print(summary(nodes), end="")
         if args.py_spy:
             flame_graphs(nodes[0], wrk, args.seconds, args.connections, args.py_spy, args.raw)
