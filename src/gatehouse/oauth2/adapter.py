@@ -143,14 +143,14 @@ class Request(OAuth2Request):  # type: ignore[misc]
         self.method = method.upper()
         self.uri = uri
         self.headers = _Headers(headers)
-        self._body = None
-        self.client = None
-        self.auth_method = None
-        self.user = None
-        self.authorization_code = None
-        self.refresh_token = None
-        self.credential = None
-        self._scope = None
+        self._body: Any = None
+        self.client: Any = None
+        self.auth_method: Any = None
+        self.user: Any = None
+        self.authorization_code: Any = None
+        self.refresh_token: Any = None
+        self.credential: Any = None
+        self._scope: Any = None
         self._args = _Payload(query)
         self._form = _Payload(form)
         self.payload = self._form if self.method == "POST" else self._args

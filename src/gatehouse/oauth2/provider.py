@@ -278,10 +278,10 @@ class Provider:
             if not found:
                 self._verified.drop(key)
                 return None
-            row = known.row
-            if row.revoked_at != revoked_at:  # the cached row is the one read when verified
-                row = replace(row, revoked_at=revoked_at)
-            return _Access(known.claims, row)
+            cached = known.row
+            if cached.revoked_at != revoked_at:  # the cached row is the one read when verified
+                cached = replace(cached, revoked_at=revoked_at)
+            return _Access(known.claims, cached)
         try:
             claims = verify(
                 token,
