@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -28,11 +29,20 @@ from gatehouse.internal.endpoint import bad_request
 from gatehouse.internal.errors import Code, ServiceError
 from gatehouse.storage.errors import DatabaseUnavailable
 
-__all__ = ["DirectCalls", "read_asgi_body", "send_bytes"]
+__all__ = ["DirectCalls", "RouteLabel", "read_asgi_body", "send_bytes"]
 
 log = logging.getLogger("gatehouse.internal")
 
 JSON = b"application/json"
+
+
+@dataclass(frozen=True, slots=True)
+class RouteLabel:
+    """Put in the scope as ``route`` where Starlette's router would have put the matched
+    route: metrics label requests by its ``path`` template
+    (:class:`gatehouse.metrics.asgi.RequestMetrics`)."""
+
+    path: str
 
 
 async def read_asgi_body(scope: Scope, receive: Receive, limit: int) -> bytes:
@@ -70,7 +80,7 @@ async def send_bytes(
 
 
 class _Direct:
-    __slots__ = ("call", "handler", "has_body", "methods")
+    __slots__ = ("call", "handler", "has_body", "label", "methods")
 
     def __init__(self, call: Call[Any, Any], handler: Handler[Any, Any]) -> None:
         if call.params:
@@ -79,9 +89,11 @@ class _Direct:
         self.handler = handler
         self.has_body = call.request is not EMPTY
         self.methods = frozenset(call.methods)
+        self.label = RouteLabel(call.path)
 
     async def serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         call = self.call
+        scope["route"] = self.label
         try:
             peer = call.authorize_scope(scope)
             body = await read_asgi_body(scope, receive, call.max_body) if self.has_body else b""

@@ -22,7 +22,7 @@ import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gatehouse.authentication.oauth_calls import RELAYED_HEADERS
-from gatehouse.internal.direct import read_asgi_body, send_bytes
+from gatehouse.internal.direct import RouteLabel, read_asgi_body, send_bytes
 from gatehouse.internal.errors import ServiceError
 from gatehouse.policy.calls import PORTAL
 from gatehouse.policy.oauth_flow import ENDPOINT_PATHS, MAX_BODY, TOO_LARGE, OAuthFlow
@@ -52,10 +52,10 @@ class ClientEndpoints:
 
     def __init__(self, app: ASGIApp, prefix: str) -> None:
         self.app = app
-        self.paths = {
-            f"{prefix}oauth2/{endpoint}": (endpoint, frozenset(methods_of(endpoint)))
-            for endpoint in ENDPOINT_PATHS
-        }
+        self.paths: dict[str, tuple[str, frozenset[str], RouteLabel]] = {}
+        for endpoint in ENDPOINT_PATHS:
+            path = f"{prefix}oauth2/{endpoint}"
+            self.paths[path] = (endpoint, frozenset(methods_of(endpoint)), RouteLabel(path))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -64,6 +64,7 @@ class ClientEndpoints:
                 runtime = scope["app"].state.service.runtime
                 flow: OAuthFlow | None = runtime.oauth
                 if flow is not None:
+                    scope["route"] = hit[2]
                     with runtime.checker.in_use():  # the client stays open until answered
                         await self._serve(flow, hit[0], scope, receive, send)
                     return
