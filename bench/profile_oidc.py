@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""CPU per token introspection in each process on the way (issue 17's benchmark goal).
+"""CPU per token introspection (or code exchange) in each process on the way (issue 17's
+benchmark goals).
 
 A single node's OpenID Provider (bench/oidc.py's Gatehouse: one Access Point worker, one
 Policy service, one Authentication service on SQLite) answers introspections of one valid
@@ -112,12 +113,24 @@ def start_node(name: str, workdir: Path, pythonpath: str | None) -> Node:
 
 
 def measure(
-    node: Node, wrk: str, seconds: int, connections: int, workdir: Path, alone: bool = False
+    node: Node,
+    wrk: str,
+    seconds: int,
+    connections: int,
+    workdir: Path,
+    alone: bool = False,
+    exchange: int = 0,
 ) -> None:
     pids = node.pids
-    target = node.gatehouse.alone if alone else node.gatehouse.through_ap
+    gatehouse = node.gatehouse
+    target = gatehouse.alone if alone else gatehouse.through_ap
+    codes = gatehouse.mint(exchange) if exchange else []
     before = {k: cpu_seconds(p) for k, p in pids.items()}
-    done = oidc.wrk_round(wrk, target, node.token, seconds, connections, workdir)
+    if exchange:
+        verifier, uri = gatehouse.verifier, gatehouse.redirect_uri
+        done = oidc.exchange_round(target, codes, verifier, uri, seconds)
+    else:
+        done = oidc.wrk_round(wrk, target, node.token, seconds, connections, workdir)
     after = {k: cpu_seconds(p) for k, p in pids.items()}
     if done.errors or not done.requests:
         raise RuntimeError(f"{node.name}: {done.errors} errors of {done.requests} requests")
@@ -212,6 +225,13 @@ def main() -> int:
         help="call the Authentication service's relay call directly (the bench's "
         "'Authentication alone'), not through the AP",
     )
+    parser.add_argument(
+        "--exchange",
+        type=int,
+        default=0,
+        metavar="CODES",
+        help="measure code exchanges instead (CODES minted ahead of each round, not measured)",
+    )
     parser.add_argument("--base", help="git ref whose code runs the second node (A/B)")
     parser.add_argument("--py-spy", type=Path, help="write flame graphs of the first node here")
     parser.add_argument(
@@ -226,13 +246,21 @@ def main() -> int:
         if args.base:
             path = export(args.base, workdir)
             nodes.append(start_node(args.base, workdir, path))
-        for node in nodes:  # warm-up
+        for node in nodes if not args.exchange else []:  # warm-up
             oidc.wrk_round(wrk, node.gatehouse.through_ap, node.token, 2, args.connections, workdir)
         for number in range(args.rounds):
             log(f"round {number + 1}/{args.rounds}")
             order = nodes if number % 2 == 0 else list(reversed(nodes))
             for node in order:
-                measure(node, wrk, args.seconds, args.connections, workdir, args.alone)
+                measure(
+                    node,
+                    wrk,
+                    args.seconds,
+                    args.connections,
+                    workdir,
+                    args.alone,
+                    args.exchange,
+                )
         print(summary(nodes), end="")
         if args.py_spy:
             flame_graphs(nodes[0], wrk, args.seconds, args.connections, args.py_spy, args.raw)
