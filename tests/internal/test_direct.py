@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message
 
 from gatehouse.internal.calls import Call, json_codec
-from gatehouse.internal.direct import DirectCalls
+from gatehouse.internal.direct import DirectCalls, send_bytes
 from gatehouse.internal.errors import Code, ServiceError
 from gatehouse.internal.peer import PEER_KEY
 from gatehouse.metrics.asgi import RequestMetrics
@@ -161,3 +161,39 @@ def test_metrics_label_a_direct_call_by_its_route() -> None:
     status, _, _ = _call(RequestMetrics(_app(direct=True)), b'{"text": "hi"}')
     assert status == 200
     assert count() == before + 1
+
+
+def test_a_caller_gone_before_its_body_gets_no_answer(caplog: pytest.LogCaptureFixture) -> None:
+    app = _app(direct=True)
+    scope: dict[str, Any] = {
+        "type": "http",
+        "method": "POST",
+        "path": ECHO.path,
+        "headers": [],
+        "query_string": b"",
+        "app": app,
+    }
+    messages: list[Message] = [{"type": "http.request", "body": b"{", "more_body": True}]
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    asyncio.run(DirectCalls(app, [(ECHO, echo)])(scope, receive, send))
+    assert sent == []
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_no_content_length_on_a_204() -> None:
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    asyncio.run(send_bytes(send, 204, [(b"vary", b"Origin")], b""))
+    asyncio.run(send_bytes(send, 200, [], b"{}"))
+    assert sent[0]["headers"] == [(b"vary", b"Origin")]
+    assert sent[2]["headers"] == [(b"content-length", b"2")]

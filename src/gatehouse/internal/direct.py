@@ -29,7 +29,7 @@ from gatehouse.internal.endpoint import bad_request
 from gatehouse.internal.errors import Code, ServiceError
 from gatehouse.storage.errors import DatabaseUnavailable
 
-__all__ = ["DirectCalls", "RouteLabel", "read_asgi_body", "send_bytes"]
+__all__ = ["CallerGone", "DirectCalls", "RouteLabel", "read_asgi_body", "send_bytes"]
 
 log = logging.getLogger("gatehouse.internal")
 
@@ -45,9 +45,18 @@ class RouteLabel:
     path: str
 
 
+class CallerGone(Exception):
+    """The caller closed the connection before its request's body was in: nobody to answer."""
+
+
 async def read_asgi_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     """The request's body, refused (400) as soon as it is known to exceed ``limit``
-    (:func:`gatehouse.internal.calls.read_body` on ASGI messages)."""
+    (:func:`gatehouse.internal.calls.read_body` on ASGI messages).
+
+    Raises:
+        ServiceError: 400, the body is too large.
+        CallerGone: the caller went away first.
+    """
     for name, value in scope["headers"]:
         if name == b"content-length":
             if value.isdigit() and int(value) > limit:
@@ -58,7 +67,7 @@ async def read_asgi_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise ServiceError(Code.BAD_REQUEST, "the caller went away", 400)
+            raise CallerGone()
         chunk = message.get("body", b"")
         if chunk:
             chunks.append(chunk)
@@ -73,8 +82,10 @@ async def read_asgi_body(scope: Scope, receive: Receive, limit: int) -> bytes:
 async def send_bytes(
     send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes
 ) -> None:
-    """One whole answer: ``headers`` (lower-case names) and ``Content-Length``."""
-    headers.append((b"content-length", b"%d" % len(body)))
+    """One whole answer: ``headers`` (lower-case names) and ``Content-Length`` (none on a
+    204 or 304, RFC 9110 §8.6)."""
+    if status not in (204, 304):
+        headers.append((b"content-length", b"%d" % len(body)))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -108,6 +119,8 @@ class _Direct:
             encoded = call.answer.encode(answer)
         except ServiceError as error:
             await _error(send, error)
+            return
+        except CallerGone:
             return
         except DatabaseUnavailable as exc:
             log.warning("%s %s: %s", scope["method"], scope["path"], exc)

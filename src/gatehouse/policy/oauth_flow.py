@@ -116,7 +116,8 @@ JSON_NO_STORE = {
     "Cache-Control": "no-store",
     "Pragma": "no-cache",
 }
-#: The answers to a relayed request that never reached an Authentication service.
+#: The answers to a relayed request that never reached an Authentication service (shared:
+#: read, never changed).
 TOO_LARGE = (
     413,
     JSON_NO_STORE,

@@ -22,7 +22,7 @@ import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gatehouse.authentication.oauth_calls import RELAYED_HEADERS
-from gatehouse.internal.direct import RouteLabel, read_asgi_body, send_bytes
+from gatehouse.internal.direct import CallerGone, RouteLabel, read_asgi_body, send_bytes
 from gatehouse.internal.errors import ServiceError
 from gatehouse.policy.calls import PORTAL
 from gatehouse.policy.oauth_flow import ENDPOINT_PATHS, MAX_BODY, TOO_LARGE, OAuthFlow
@@ -104,6 +104,8 @@ class ClientEndpoints:
                 )
             answer = _raw(headers)
             answer += _raw(flow.cors(origin))
+        except CallerGone:
+            return
         except Exception:
             log.exception("%s %s failed", method, scope["path"])
             await send_bytes(send, 500, list(_JSON), _SERVER_ERROR)
