@@ -1312,6 +1312,28 @@ def test_peer_has_closed_asks_the_kernel() -> None:
     asyncio.run(scenario())
 
 
+def test_peer_has_closed_sees_a_bare_fin_and_a_reset() -> None:
+    """The server closes an idle connection without a byte (keep-alive timeout), or resets
+    it: both unusable, seen without reading."""
+
+    async def scenario(reset: bool) -> None:
+        with socket.create_server(("127.0.0.1", 0)) as listener:
+            loop = asyncio.get_running_loop()
+            port = listener.getsockname()[1]
+            transport, _ = await loop.create_connection(asyncio.Protocol, "127.0.0.1", port)
+            accepted, _ = listener.accept()
+            assert peer_has_closed(transport) is False
+            if reset:  # SO_LINGER 0: close sends a RST
+                accepted.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            accepted.close()
+            time.sleep(0.05)
+            assert peer_has_closed(transport) is True
+            transport.abort()
+
+    for reset in (False, True):
+        uvloop.run(scenario(reset))
+
+
 # real uvicorn servers -----------------------------------------------------------------------
 
 

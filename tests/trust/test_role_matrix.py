@@ -277,6 +277,27 @@ async def test_every_call_by_every_role(
                         m.startswith(f"refused {call.method} ") and f"({call.name}) to {who}" in m
                         for m in refusals
                     ), (call.name, role, refusals)
+        # The provider's client endpoints, served before the Policy app's router
+        # (policy.oauth_relay): the portal's declaration, checked there too.
+        for role, credentials in certificates.items():
+            caplog.clear()
+            async with _client(stack.urls["policy"], credentials, POLICY) as client:
+                answer = await client.call_raw(
+                    "POST", "/_gatehouse/oauth2/introspect", b"{}", retry_safe=False
+                )
+            refusals = [r.getMessage() for r in caplog.records if r.name == "gatehouse.audit"]
+            if PORTAL.allows(role):
+                # No client authentication: the provider's 401, relayed.
+                assert answer.status == 401, (role, answer.status, answer.body)
+                assert orjson.loads(answer.body)["error"] == "invalid_client"
+                assert not refusals, (role, refusals)
+            else:
+                assert answer.status == 403, (role, answer.status)
+                assert orjson.loads(answer.body)["error"] == "forbidden"
+                assert any(
+                    m.startswith("refused POST /_gatehouse/oauth2/introspect (portal)")
+                    for m in refusals
+                ), (role, refusals)
     # What the allowed pairs got: the real answers, not just "not refused".
     allowed = {pair: status for pair, status in outcomes.items() if status != 403}
     assert set(allowed.values()) == {200}, allowed

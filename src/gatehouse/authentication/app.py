@@ -34,6 +34,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -77,6 +78,7 @@ from gatehouse.authentication.passwords import Overloaded, Passwords
 from gatehouse.authentication.verifier import Invalid, Limits, Locked, Ok, Outcome, Rules, Verifier
 from gatehouse.config.loader import validate
 from gatehouse.internal.config_agent import ConfigAgent, config_fields
+from gatehouse.internal.direct import DirectCalls
 from gatehouse.internal.errors import Code, ServiceError, json_response
 from gatehouse.internal.managed import follow_admin
 from gatehouse.metrics.service import count_authentication
@@ -519,6 +521,7 @@ def create_app(
     ]
     return Starlette(
         routes=routes,
+        middleware=[Middleware(DirectCalls, calls=oauth_service.direct_calls())],
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error, Exception: _unexpected},
     )

@@ -56,6 +56,7 @@ from gatehouse.authentication.oauth_calls import (
 )
 from gatehouse.authentication.oauth_keys_client import Fetch, KeyFollower, KeysUnavailable
 from gatehouse.config.oauth import ClientSettings, OAuthSettings, SigningKeyView
+from gatehouse.internal.calls import Call, Handler
 from gatehouse.internal.errors import Code, ServiceError
 from gatehouse.oauth2.authorize import Consent as ConsentOutcome
 from gatehouse.oauth2.authorize import ErrorPage, Login, Redirect
@@ -81,6 +82,7 @@ __all__ = [
     "KEYS_FILE",
     "OAuthService",
     "client_spec",
+    "direct_calls",
     "keys_of",
     "load_or_create_keys",
     "provider_config",
@@ -425,6 +427,13 @@ async def consents(request: Request, peer: Peer | None, body: ConsentsRequest) -
         ),
         revoked,
     )
+
+
+def direct_calls() -> list[tuple[Call[Any, Any], Handler[Any, Any]]]:
+    """The calls on every client request's path (token, introspection, UserInfo; a bearer
+    token shown to a proxied resource), served before Starlette's router
+    (:class:`gatehouse.internal.direct.DirectCalls`)."""
+    return [(OAUTH_ENDPOINT, endpoint), (OAUTH_BEARER, bearer)]
 
 
 def routes() -> list[Route]:

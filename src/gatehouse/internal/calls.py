@@ -165,19 +165,24 @@ class Call(Generic[Req, Ans]):
         Raises:
             ServiceError: 403 ``forbidden`` (logged on the audit log).
         """
-        tls, peer = scope_peer(request.scope)
+        return self.authorize_scope(request.scope)
+
+    def authorize_scope(self, scope: Mapping[str, Any]) -> Peer | None:
+        """:meth:`authorize` of a request's ASGI scope (a route served without Starlette's
+        request object: :class:`gatehouse.internal.direct.DirectCalls`)."""
+        tls, peer = scope_peer(scope)
         if not tls:
             return None
         if peer is None or peer.role not in self.roles:
             who = "a caller without a Gatehouse certificate" if peer is None else str(peer.identity)
-            client = request.client.host if request.client else "?"
+            client = scope.get("client")
             audit.warning(
                 "refused %s %s (%s) to %s from %s",
-                request.method,
-                request.url.path,
+                scope.get("method"),
+                scope.get("path"),
                 self.name,
                 who,
-                client,
+                client[0] if client else "?",
             )
             allowed = " or ".join(sorted(self.roles))
             raise ServiceError(Code.FORBIDDEN, f"{self.name} may be called by {allowed} only", 403)

@@ -3,17 +3,17 @@
 A server that dies (or closes a kept-alive connection) sends a FIN or a RST that the kernel
 has received before the event loop gets round to it; a request sent on that connection
 meanwhile fails after it was written, and one that cannot be resent (a POST with its body
-streamed, a call that is not retry-safe) then fails for the user. One ``recv`` with
-``MSG_PEEK`` asks the kernel directly (about 4 µs), so callers that could not resend a
-request check the connection they are about to reuse.
+streamed, a call that is not retry-safe) then fails for the user. One ``poll`` with a zero
+timeout asks the kernel directly (under a microsecond; a ``recv`` with ``MSG_PEEK`` through
+a temporary socket object took 3.4 µs), so callers that could not resend a request check
+the connection they are about to reuse: every relayed OAuth2 request and every POST an
+Access Point forwards.
 """
 
 from __future__ import annotations
 
 import asyncio
-import socket
-
-_PEEK = socket.MSG_PEEK | socket.MSG_DONTWAIT
+import select
 
 
 def peer_has_closed(transport: asyncio.BaseTransport | None) -> bool:
@@ -27,15 +27,8 @@ def peer_has_closed(transport: asyncio.BaseTransport | None) -> bool:
     fd = raw.fileno()
     if fd < 0:
         return True
-    # The loop's socket objects refuse recv(); a temporary object on the same descriptor,
-    # detached afterwards, does not close or change it.
-    sock = socket.socket(fileno=fd)
-    try:
-        sock.recv(1, _PEEK)
-    except BlockingIOError:
-        return False
-    except OSError:
-        return True
-    finally:
-        sock.detach()
-    return True
+    # Readable (data or the FIN), hung up, in error or not a descriptor any more: unusable.
+    # A poll object per call: nothing shared between threads, no FD_SETSIZE limit.
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))

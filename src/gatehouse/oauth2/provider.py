@@ -11,7 +11,6 @@ first turns this answer into ``invalid_grant`` and revokes the family it produce
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -25,6 +24,7 @@ from gatehouse.oauth2.adapter import (
     HttpAnswer,
     Request,
     Work,
+    dumps,
     error_answer,
     parse_form,
     parse_query,
@@ -278,7 +278,10 @@ class Provider:
             if not found:
                 self._verified.drop(key)
                 return None
-            return _Access(known.claims, replace(known.row, revoked_at=revoked_at))
+            cached = known.row
+            if cached.revoked_at != revoked_at:  # the cached row is the one read when verified
+                cached = replace(cached, revoked_at=revoked_at)
+            return _Access(known.claims, cached)
         try:
             claims = verify(
                 token,
@@ -323,7 +326,7 @@ class Provider:
         if user is None:
             return _bearer_error(401, "invalid_token", "The user no longer exists")
         claims = claims_for(access.row.username, user, scopes)
-        return HttpAnswer(200, {"Content-Type": "application/json", **NO_STORE}, json.dumps(claims))
+        return HttpAnswer(200, {"Content-Type": "application/json", **NO_STORE}, dumps(claims))
 
     # -- sessions, logout, bearer tokens ---------------------------------------------------
 

@@ -14,6 +14,7 @@ from functools import wraps
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
@@ -34,6 +35,7 @@ from gatehouse.policy.calls import (
     DecisionRequest,
 )
 from gatehouse.policy.oauth_flow import ENDPOINT_PATHS, WELL_KNOWN, OAuthFlow
+from gatehouse.policy.oauth_relay import ClientEndpoints, methods_of
 from gatehouse.policy.portal import Pages, Portal, unavailable_page
 from gatehouse.policy.service import PolicyService
 from gatehouse.storage.errors import DatabaseUnavailable
@@ -240,7 +242,8 @@ def oauth_routes(prefix: str) -> list[Route]:
         Route(f"{base}jwks", portal(_oauth_json(OAuthFlow.jwks)), methods=["GET"]),
     ]
     for endpoint in ENDPOINT_PATHS:
-        methods = ["GET", "POST", "OPTIONS"] if endpoint == "userinfo" else ["POST", "OPTIONS"]
+        # Served by ClientEndpoints before the router; the routes answer the other methods.
+        methods = list(methods_of(endpoint))
         routes.append(
             Route(f"{base}{endpoint}", portal(_oauth_json(_relay(endpoint))), methods=methods)
         )
@@ -314,6 +317,7 @@ def create_app(prefix: str, make_service: Callable[[], PolicyService]) -> Starle
 
     return Starlette(
         routes=routes(prefix),
+        middleware=[Middleware(ClientEndpoints, prefix=prefix)],
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error, Exception: _unexpected},
     )

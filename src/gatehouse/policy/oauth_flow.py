@@ -111,6 +111,23 @@ SCOPE_TEXT = {
 }
 JWKS_MAX_AGE = 300
 DISCOVERY_MAX_AGE = 300
+JSON_NO_STORE = {
+    "Content-Type": "application/json",
+    "Cache-Control": "no-store",
+    "Pragma": "no-cache",
+}
+#: The answers to a relayed request that never reached an Authentication service (shared:
+#: read, never changed).
+TOO_LARGE = (
+    413,
+    JSON_NO_STORE,
+    orjson.dumps({"error": "invalid_request", "error_description": "body too large"}),
+)
+UNAVAILABLE = (
+    503,
+    {**JSON_NO_STORE, "Retry-After": "5"},
+    orjson.dumps({"error": "temporarily_unavailable", "error_description": "try again later"}),
+)
 
 
 def oauth_sid(record: SessionRecord) -> str:
@@ -144,15 +161,6 @@ def client_origins(settings: PolicyOAuth) -> frozenset[str]:
             if parts.scheme in ("http", "https") and parts.netloc:
                 origins.add(f"{parts.scheme}://{parts.netloc}".lower())
     return frozenset(origins)
-
-
-def _json(data: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(
-        orjson.dumps(data),
-        status_code=status,
-        media_type="application/json",
-        headers={"Cache-Control": "no-store", "Pragma": "no-cache", **(headers or {})},
-    )
 
 
 def _see_other(location: str) -> Response:
@@ -380,9 +388,11 @@ class OAuthFlow:
     # client endpoints ---------------------------------------------------------------------
 
     def _cors(self, request: Request) -> dict[str, str]:
+        return self.cors(request.headers.get("origin"))
+
+    def cors(self, origin: str | None) -> dict[str, str]:
         """CORS for a browser-based client (a public client's single-page app): its origin is
         allowed when it is the origin of one of a registered client's redirect URIs."""
-        origin = request.headers.get("origin")
         if not origin or origin not in self.origins:
             return {"Vary": "Origin"}
         return {
@@ -395,9 +405,10 @@ class OAuthFlow:
     def origins(self) -> frozenset[str]:
         return client_origins(self.settings)
 
-    async def preflight(self, request: Request, endpoint: str) -> Response:
-        """``OPTIONS`` for a client endpoint (CORS preflight): allowed origins only."""
-        headers = self._cors(request)
+    def preflight_headers(self, origin: str | None, endpoint: str) -> dict[str, str]:
+        """``OPTIONS`` for a client endpoint (CORS preflight, answered 204): allowed origins
+        only."""
+        headers = self.cors(origin)
         if "Access-Control-Allow-Origin" in headers:
             methods = "GET, POST" if endpoint == "userinfo" else "POST"
             headers |= {
@@ -405,43 +416,54 @@ class OAuthFlow:
                 "Access-Control-Allow-Headers": "Authorization, Content-Type, DPoP",
                 "Access-Control-Max-Age": "600",
             }
+        return headers
+
+    async def preflight(self, request: Request, endpoint: str) -> Response:
+        headers = self.preflight_headers(request.headers.get("origin"), endpoint)
         return Response(status_code=204, headers=headers)
 
     async def relay(self, request: Request, endpoint: str) -> Response:
-        """A client's request to ``{P}oauth2/<endpoint>``, relayed as it came."""
+        """A client's request to ``{P}oauth2/<endpoint>``, relayed as it came (the Policy
+        service serves these before its router: :mod:`gatehouse.policy.oauth_relay`; this is
+        the same relay as a Starlette endpoint)."""
         if request.method == "OPTIONS":
             return await self.preflight(request, endpoint)
-        response = await self._relay(request, endpoint)
-        response.headers.update(self._cors(request))
-        return response
-
-    async def _relay(self, request: Request, endpoint: str) -> Response:
         try:
             body = await read_body(request, MAX_BODY)
         except ServiceError:
-            return _json({"error": "invalid_request", "error_description": "body too large"}, 413)
-        headers = {name: value for name in RELAYED_HEADERS if (value := request.headers.get(name))}
+            status, headers, data = TOO_LARGE
+        else:
+            relayed = {n: v for n in RELAYED_HEADERS if (v := request.headers.get(n))}
+            status, headers, data = await self.relay_call(
+                endpoint, request.method, relayed, body, request.url.query
+            )
+        response = Response(data, status_code=status, headers=headers)
+        response.headers.update(self._cors(request))
+        return response
+
+    async def relay_call(
+        self, endpoint: str, method: str, headers: dict[str, str], body: bytes, query: str
+    ) -> tuple[int, dict[str, str], bytes]:
+        """The answer to relay for a client's request (``headers``: the
+        :data:`RELAYED_HEADERS` it had): status, headers and body."""
         relayed = EndpointRequest(
             endpoint,  # type: ignore[arg-type]
-            request.method,
+            method,
             headers,
             body.decode("utf-8", "replace"),
-            request.url.query,
+            query,
         )
         try:
             answer = await OAUTH_ENDPOINT.invoke(self.client, relayed)
         except InternalCallError as exc:
             log.warning("%s request: no Authentication service answered: %s", endpoint, exc)
-            return _json(
-                {"error": "temporarily_unavailable", "error_description": "try again later"},
-                503,
-                {"Retry-After": "5"},
-            )
+            return UNAVAILABLE
         except CallRefused as exc:
-            return _json({"error": "invalid_request", "error_description": exc.message}, 400)
+            error = {"error": "invalid_request", "error_description": exc.message}
+            return 400, dict(JSON_NO_STORE), orjson.dumps(error)
         out = {k: v for k, v in answer.headers.items() if k.lower() in ANSWER_HEADERS}
         out.setdefault("Cache-Control", "no-store")
-        return Response(answer.body.encode(), status_code=answer.status, headers=out)
+        return answer.status, out, answer.body.encode()
 
     async def jwks(self, request: Request) -> Response:
         return Response(
