@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from gatehouse.administration.lock import lock_file_path
+from gatehouse.administration.lock import PG_ADMIN_LOCK, lock_file_path
 from gatehouse.administration.signing import verify
 from tests.administration.test_api import Admin, join, single_node
 from tests.support.postgres import PostgresCluster, postgres_cluster, postgres_url
@@ -148,28 +148,58 @@ def test_an_unreachable_database_is_one_line(tmp_path: Path) -> None:
     assert done.stderr.count("\n") == 1
 
 
-def test_on_postgresql_exactly_one_admin_runs_and_losing_the_lock_stops_it(
+def test_on_postgresql_exactly_one_admin_runs_and_takes_its_lock_again_after_a_reconnect(
     tmp_path: Path, admins: list[Admin], postgres_url: str, postgres_cluster: PostgresCluster
 ) -> None:
+    """One Admin per database; a lost connection (a database failover or restart) does not
+    stop it: it takes the lock again. Only another Admin holding the lock by then stops it."""
     first = start(admins, tmp_path / "one", database=postgres_url, lock_check_interval=0.2)
     assert first.publish(single_node()) == 1
     second = run_admin(tmp_path / "two", postgres_url)
     # PostgreSQL keeps 63 bytes of the application name the holder is known by.
     host = f"gatehouse-admin pid={first.process.pid} host={HOST}"[:63].split(" host=")[1]
-    assert (second.returncode, second.stderr) == (
+    refused = (
         2,
         "gatehouse: another Administration service is running "
         f"(pid {first.process.pid} on {host})\n",
     )
-
-    postgres_cluster.sql(
+    assert (second.returncode, second.stderr) == refused
+    admin_backends = (
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
         " WHERE application_name LIKE 'gatehouse-admin%'"
     )
-    assert exits_within(first, 5) == 2
-    assert "gatehouse: lost the Administration lock (PostgreSQL advisory lock" in (
-        first.process.output()
+
+    # The lock's connection ends (as in a failover): the same Admin takes the lock again.
+    postgres_cluster.sql(admin_backends)
+    deadline = time.monotonic() + 10
+    while "took the Administration lock again" not in first.process.output():
+        assert first.process.proc.poll() is None, first.process.output()
+        assert time.monotonic() < deadline, first.process.output()
+        time.sleep(0.1)
+    assert first.ok("GET", "/api/v1/health")["version"] == 1
+    again = run_admin(tmp_path / "two", postgres_url)
+    assert (again.returncode, again.stderr) == refused
+
+    # Another session ends it and takes the lock itself before the Admin can: the Admin stops.
+    holder = subprocess.Popen(
+        postgres_cluster.psql(postgres_url.rsplit("/", 1)[1]),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
+    assert holder.stdin is not None
+    try:  # psql runs each statement as it reads it, and holds the session until its input ends
+        holder.stdin.write(
+            f"{admin_backends};\nSELECT pg_advisory_lock({PG_ADMIN_LOCK});\n".encode()
+        )
+        holder.stdin.flush()
+        assert exits_within(first, 10) == 2
+        output = first.process.output()
+        assert "the Administration lock was taken by another service" in output
+        assert "gatehouse: lost the Administration lock (PostgreSQL advisory lock" in output
+    finally:
+        holder.stdin.close()
+        holder.wait(10)
     # Another one takes over, on another node's home, with the versions in the database.
     third = start(admins, tmp_path / "two", database=postgres_url, name="third")
     assert third.ok("GET", "/api/v1/health")["version"] == 1

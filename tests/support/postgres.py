@@ -105,26 +105,28 @@ class PostgresCluster:
     def stop(self) -> None:
         self._server("pg_ctl", "-D", str(self.datadir), "-m", "fast", "-w", "stop")
 
+    def psql(self, database: str = "postgres") -> list[str]:
+        """The psql command line for ``database`` (add ``-c STATEMENT`` arguments)."""
+        return [
+            str(self.bindir / "psql"),
+            "-h",
+            self.host,
+            "-p",
+            str(self.port),
+            "-U",
+            SUPERUSER,
+            "-d",
+            database,
+            "-X",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+        ]
+
     def sql(self, statement: str, database: str = "postgres") -> str:
         done = subprocess.run(
-            [
-                str(self.bindir / "psql"),
-                "-h",
-                self.host,
-                "-p",
-                str(self.port),
-                "-U",
-                SUPERUSER,
-                "-d",
-                database,
-                "-X",
-                "-A",
-                "-t",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-c",
-                statement,
-            ],
+            [*self.psql(database), "-c", statement],
             capture_output=True,
             text=True,
             check=False,

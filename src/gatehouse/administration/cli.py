@@ -138,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
         settings.database,
         settings.lock_check_interval,
         lambda: os.kill(os.getpid(), signal.SIGTERM),
+        retake=settings.failover_wait,
     )
     try:
         keeper.start()

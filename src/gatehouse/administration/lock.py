@@ -45,6 +45,10 @@ class AdminLock(Protocol):
     @property
     def description(self) -> str: ...
 
+    #: Whether a lost lock may be taken again: a PostgreSQL lock is lost with its connection
+    #: (a failover, a restart); a lock file is lost only when someone replaced the file.
+    retakeable: bool
+
     async def still_held(self) -> bool: ...
 
     async def release(self) -> None: ...
@@ -86,6 +90,8 @@ def lock_file_path(database: str | Path) -> Path:
 
 class FileLock:
     """``flock`` on the lock file of a SQLite database."""
+
+    retakeable = False
 
     def __init__(self, path: Path, fd: int) -> None:
         self.path = path
@@ -143,6 +149,8 @@ def _describe_holder(data: bytes) -> str:
 
 class PostgresLock:
     """A session advisory lock on a dedicated connection."""
+
+    retakeable = True
 
     def __init__(self, engine: AsyncEngine, conn: AsyncConnection) -> None:
         self._engine = engine

@@ -26,6 +26,7 @@ import re
 import secrets
 import ssl
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -52,7 +53,7 @@ from gatehouse.administration.errors import (
     UnknownService,
     VersionNotFound,
 )
-from gatehouse.administration.lock import acquire_admin_lock
+from gatehouse.administration.lock import AdminLock, acquire_admin_lock
 from gatehouse.administration.model import ROLE_NAMES, Listen, ServiceId
 from gatehouse.administration.oauth_admin import SigningKeyKeeper
 from gatehouse.administration.oauth_keys import KEYRING_FILE as OAUTH_KEYRING_FILE
@@ -669,19 +670,33 @@ class AdministrationService:
 # --- the one-Admin lock --------------------------------------------------------------------
 
 
+#: Pause between attempts to take the lock again while the database is unavailable, seconds.
+RETAKE_PAUSE = 0.25
+
+
 class LockKeeper:
     """Holds the one-Admin lock on a thread of its own and checks it every ``interval``.
 
     The thread has its own event loop because a PostgreSQL lock lives on a connection, and
-    a connection belongs to the loop that opened it; the server's loop is uvicorn's. When
-    the lock is lost, ``on_lost`` runs (on the keeper's thread) so the process can stop.
+    a connection belongs to the loop that opened it; the server's loop is uvicorn's.
+
+    A PostgreSQL lock is lost with its connection, and a database failover or restart ends
+    every connection: the keeper then takes the lock again, trying for up to ``retake``
+    seconds (``database_failover_wait``) while the database is unavailable. Only when another
+    Administration service holds it by then, or the database stayed away, is the lock lost:
+    ``on_lost`` runs (on the keeper's thread) so the process can stop.
     """
 
-    def __init__(self, url: str, interval: float, on_lost: Callable[[], None]) -> None:
+    def __init__(
+        self, url: str, interval: float, on_lost: Callable[[], None], retake: float = 0.0
+    ) -> None:
         self.url = url
         self.interval = interval
         self.on_lost = on_lost
+        self.retake = retake
         self.lost = False
+        #: How many times the lock was taken again after a connection to it was lost.
+        self.retaken = 0
         self.description = ""
         self._acquired: concurrent.futures.Future[str] = concurrent.futures.Future()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -717,13 +732,41 @@ class LockKeeper:
             while not self._stop.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), self.interval)
-                if not self._stop.is_set() and not await lock.still_held():
+                if self._stop.is_set() or await lock.still_held():
+                    continue
+                await lock.release()
+                again = await self._take_again() if lock.retakeable else None
+                if again is None:
                     self.lost = True
                     log.error("lost the Administration lock (%s); stopping", lock.description)
                     self.on_lost()
                     return
+                lock = again
         finally:
             await lock.release()
+
+    async def _take_again(self) -> AdminLock | None:
+        """The lock taken again after its connection was lost; None when another Admin holds
+        it or the database did not come back within ``retake`` seconds."""
+        deadline = time.monotonic() + self.retake
+        assert self._stop is not None
+        while not self._stop.is_set():
+            try:
+                lock = await acquire_admin_lock(self.url)
+            except AdminAlreadyRunning as exc:
+                log.error("the Administration lock was taken by another service: %s", exc)
+                return None
+            except DatabaseUnavailable as exc:
+                if time.monotonic() >= deadline:
+                    log.error("the database did not come back within %gs: %s", self.retake, exc)
+                    return None
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), RETAKE_PAUSE)
+                continue
+            self.retaken += 1
+            log.warning("took the Administration lock again (%s)", lock.description)
+            return lock
+        return None
 
 
 _HOLDER = re.compile(r"pid[ =](?P<pid>\d+)(?: on)? host[ =](?P<host>[^\s,()]+)")
