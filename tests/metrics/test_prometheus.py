@@ -35,9 +35,13 @@ def missing(what: str) -> None:
 
 
 def free_port_run(count: int) -> int:
-    """A port such that it and the ``count - 1`` after it are free now."""
+    """A port such that it and the ``count - 1`` after it are free now, below the kernel's
+    ephemeral range (``ip_local_port_range``, 32768 and up by default): the node binds them
+    only later, and a port in that range may meanwhile become the local end of any outgoing
+    connection or of another test's ``bind(0)`` (seen with three xdist workers)."""
+    low = ephemeral_low()
     for _ in range(200):
-        base = random.randrange(20000, 60000)
+        base = random.randrange(10000, max(low - count, 10001))
         sockets = []
         try:
             for port in range(base, base + count):
@@ -51,6 +55,14 @@ def free_port_run(count: int) -> int:
             for sock in sockets:
                 sock.close()
     raise RuntimeError("no run of free ports")
+
+
+def ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (32768 when it cannot be read)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def api(port: int, path: str) -> Any:
