@@ -93,7 +93,6 @@ from gatehouse.trust.tls import Credentials
 log = logging.getLogger("gatehouse.authentication")
 
 ROLE = "authentication"
-HEALTH_DB_TIMEOUT = 2.0
 #: Settings read once at start (see the module docstring).
 RESTART_ONLY = (
     "id",
@@ -369,14 +368,9 @@ def answer_of(outcome: Outcome) -> VerifyAnswer:
 async def health(request: Request, peer: Peer | None, body: None) -> dict[str, object]:
     service = _service(request)
     service.require_ready()
-    outage = service.db.outage
     # While the user DB is waited for (a failover), password checks wait for it: this service
     # is up, and its callers must not replay their checks on another one that waits too.
-    if not (outage.active and outage.age() < service.db.failover_wait):
-        try:
-            await asyncio.wait_for(service.db.ping(), HEALTH_DB_TIMEOUT)
-        except TimeoutError:
-            raise DatabaseUnavailable("database unavailable: health check timed out") from None
+    await service.db.check_health()
     answer: dict[str, object] = {"status": "ok", "role": ROLE, **config_fields(service.agent)}
     if service.agent is not None:
         status = service.agent.status()

@@ -6,7 +6,6 @@ caller fails over; a request that cannot be parsed answers 400 naming the field.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -30,12 +29,9 @@ from gatehouse.distribution.service import ROLE, Service
 from gatehouse.internal.config_agent import ConfigAgent, config_fields
 from gatehouse.internal.endpoint import bad_request
 from gatehouse.internal.errors import Code, ServiceError, json_response
-from gatehouse.storage.errors import DatabaseUnavailable
 from gatehouse.trust.identity import Peer
 
 __all__ = ["create_app"]
-
-HEALTH_DB_TIMEOUT = 2.0
 
 
 def _service(request: Request) -> Service:
@@ -46,14 +42,9 @@ def _service(request: Request) -> Service:
 async def health(request: Request, peer: Peer | None, body: None) -> dict[str, object]:
     service = _service(request)
     service.require_ready()
-    outage = service.db.outage
     # While the outbox DB is waited for (a failover), submissions wait for it: this service
     # is up, and its callers must not take it for a dead one.
-    if not (outage.active and outage.age() < service.db.failover_wait):
-        try:
-            await asyncio.wait_for(service.db.ping(), HEALTH_DB_TIMEOUT)
-        except TimeoutError:
-            raise DatabaseUnavailable("database unavailable: health check timed out") from None
+    await service.db.check_health()
     stats = service.deliverer.stats
     answer: dict[str, object] = {
         "status": "ok",

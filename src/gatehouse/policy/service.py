@@ -134,7 +134,6 @@ Ans = TypeVar("Ans")
 
 ROLE = "policy"
 PURGE_INTERVAL = 60.0
-HEALTH_DB_TIMEOUT = 2.0
 CSRF_KEY_FILE = "policy-csrf.key"
 #: What the failover client probes on a down Authentication service.
 AUTH_HEALTH_PATH = AUTH_HEALTH.path
@@ -706,16 +705,11 @@ class PolicyService:
 
     async def health(self) -> dict[str, object]:
         self.require_ready()
-        outage = self.session_db.outage
-        waiting = outage.active and outage.age() < self.session_db.failover_wait
-        if not waiting:
-            # While the database is waited for (a failover), this service still answers
-            # decisions and holds sign-ins until it is back: it is up, not dead, and its
-            # callers must not move their work to another Policy service that waits as well.
-            try:
-                await asyncio.wait_for(self.session_db.ping(), HEALTH_DB_TIMEOUT)
-            except TimeoutError:
-                raise DatabaseUnavailable("database unavailable: health check timed out") from None
+        # While the database is waited for (a failover), this service still answers
+        # decisions and holds sign-ins until it is back: it is up, not dead, and its
+        # callers must not move their work to another Policy service that waits as well.
+        waiting = self.session_db.waited_for
+        await self.session_db.check_health()
         answer: dict[str, object] = {
             "status": "ok",
             "database": "waiting" if waiting else "ok",

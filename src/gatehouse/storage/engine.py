@@ -320,6 +320,10 @@ async def translate_errors() -> AsyncIterator[None]:
 S = TypeVar("S")
 
 
+#: How long a health check waits for its trivial query, seconds.
+HEALTH_TIMEOUT = 2.0
+
+
 class Database:
     """One database: an engine and a session factory; the boundary for driver errors.
 
@@ -396,6 +400,28 @@ class Database:
         """Raise :class:`DatabaseUnavailable` unless a trivial query succeeds."""
         async with self.connect() as conn:
             await conn.execute(text("SELECT 1"))
+
+    @property
+    def waited_for(self) -> bool:
+        """Whether the database is unavailable and work still waits for it: an outage
+        younger than ``failover_wait`` (a failover under way)."""
+        return self.outage.active and self.outage.age() < self.failover_wait
+
+    async def check_health(self, timeout: float = HEALTH_TIMEOUT) -> None:
+        """What a service's health answer asks of its database: nothing while a failover is
+        waited for (the service is up and holds its work until the database is back: its
+        callers must not take it for a dead one and move that work to another instance that
+        waits as well), else a :meth:`ping` within ``timeout``.
+
+        Raises:
+            DatabaseUnavailable: the ping failed or took longer than ``timeout``.
+        """
+        if self.waited_for:
+            return
+        try:
+            await asyncio.wait_for(self.ping(), timeout)
+        except TimeoutError:
+            raise DatabaseUnavailable("database unavailable: health check timed out") from None
 
     async def warm(self, count: int = POOL_SIZE) -> None:
         """Open ``count`` pooled connections now (PostgreSQL; SQLite has nothing to warm).
