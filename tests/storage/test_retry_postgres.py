@@ -13,9 +13,12 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import httpx2 as httpx
@@ -326,6 +329,43 @@ async def audited(database: Database, action: str) -> list[tuple[object, ...]]:
     return [tuple(row) for row in rows]
 
 
+@dataclass
+class Work:
+    """What the four kinds of work of the tests below are done with: an in-process
+    Authentication app with a TOTP token, an OAuth2 code, the outbox and Admin's store with
+    ps1 registered, all on one PostgreSQL database that waits 15 s through an outage."""
+
+    clock: Clock
+    database: Database
+    oauth: OAuth2Store
+    outbox: Outbox
+    admin: AdminStore
+    app: Any
+    token: Any
+    code: Any
+
+
+@asynccontextmanager
+async def four_kinds_of_work(url: str, tmp_path: Path, code_name: str) -> AsyncIterator[Work]:
+    await every_branch(url)
+    clock = Clock(1_800_000_000.0)
+    database = Database(url, failover_wait=15)
+    oauth = OAuth2Store(database.engine, database.waiting)
+    outbox = Outbox(database.engine, database.waiting)
+    admin = AdminStore(database)
+    try:
+        async with running(
+            tmp_path, user_db=url, oath_db=url, clock=clock, failover_wait=15
+        ) as app:
+            token = await otp_app_token(app)
+            code = new_code(code_name)
+            await oauth.add_code(code, OAUTH_NOW)
+            await admin.register_service("ps1", "policy", "node1", "https://ps1:1", "test")
+            yield Work(clock, database, oauth, outbox, admin, app, token, code)
+    finally:
+        await database.dispose()
+
+
 def test_otp_oauth_outbox_and_ack_work_started_while_the_server_is_down_completes_after_it(
     server: PostgresCluster, url: str, tmp_path: Path
 ) -> None:
@@ -333,19 +373,16 @@ def test_otp_oauth_outbox_and_ack_work_started_while_the_server_is_down_complete
     an acknowledgement): each waits, completes once the server is back, once."""
 
     async def go() -> None:
-        await every_branch(url)
-        clock = Clock(1_800_000_000.0)
-        database = Database(url, failover_wait=15)
-        oauth = OAuth2Store(database.engine, database.waiting)
-        outbox = Outbox(database.engine, database.waiting)
-        admin = AdminStore(database)
-        async with running(
-            tmp_path, user_db=url, oath_db=url, clock=clock, failover_wait=15
-        ) as app:
-            await otp_app_token(app)
-            code = new_code("outage")
-            await oauth.add_code(code, OAUTH_NOW)
-            await admin.register_service("ps1", "policy", "node1", "https://ps1:1", "test")
+        async with four_kinds_of_work(url, tmp_path, "outage") as work:
+            clock, database, oauth, outbox, admin, app = (
+                work.clock,
+                work.database,
+                work.oauth,
+                work.outbox,
+                work.admin,
+                work.app,
+            )
+            code = work.code
             tokens = tokens_for(code.id)
             step = time_step(clock.now, 30)
             server.stop()
@@ -373,7 +410,6 @@ def test_otp_oauth_outbox_and_ack_work_started_while_the_server_is_down_complete
             assert service.running_version == 4
             acks = await audited(database, "service.ack")
             assert len(acks) == 1, acks
-        await database.dispose()
 
     asyncio.run(go())
 
@@ -385,19 +421,16 @@ def test_otp_oauth_outbox_and_ack_commits_cut_off_are_applied_once(
     applied again, and answered as the work that happened."""
 
     async def go() -> None:
-        await every_branch(url)
-        clock = Clock(1_800_000_000.0)
-        database = Database(url, failover_wait=15)
-        oauth = OAuth2Store(database.engine, database.waiting)
-        outbox = Outbox(database.engine, database.waiting)
-        admin = AdminStore(database)
-        async with running(
-            tmp_path, user_db=url, oath_db=url, clock=clock, failover_wait=15
-        ) as app:
-            token = await otp_app_token(app)
-            code = new_code("cut")
-            await oauth.add_code(code, OAUTH_NOW)
-            await admin.register_service("ps1", "policy", "node1", "https://ps1:1", "test")
+        async with four_kinds_of_work(url, tmp_path, "cut") as work:
+            clock, database, oauth, outbox, admin, app = (
+                work.clock,
+                work.database,
+                work.oauth,
+                work.outbox,
+                work.admin,
+                work.app,
+            )
+            token, code = work.token, work.code
             await outbox.submit(message("warm"))
             step = time_step(clock.now, 30)
             with CutCommit(server) as cut:
@@ -426,7 +459,6 @@ def test_otp_oauth_outbox_and_ack_commits_cut_off_are_applied_once(
             assert cut.cut == 1
             acks = await audited(database, "service.ack")
             assert len(acks) == 1, acks
-        await database.dispose()
 
     asyncio.run(go())
 
