@@ -1237,6 +1237,39 @@ def test_a_dead_backup_is_found_by_its_standby_connections(run: Run[None]) -> No
     run(scenario())
 
 
+def test_a_slow_backup_stays_up_until_fall_standby_refreshes_in_a_row_time_out(
+    run: Run[None],
+) -> None:
+    # Issue 20: on a machine too busy to answer a health check within probe_timeout, one
+    # slow refresh flipped the backup down (and two probes later up again), each flip
+    # paying new TLS handshakes on the same busy machine.
+    async def sluggish(req: Req, w: asyncio.StreamWriter) -> bool:
+        await asyncio.sleep(0.3)  # past the probe timeout
+        answer(w)
+        return True
+
+    async def scenario() -> None:
+        async with Server() as first, Server(sluggish) as second:
+            endpoints = Endpoints([first.url, second.url], retry_after=None, fall=3)
+            failed_at_transition: list[int] = []
+            endpoints.watch(
+                lambda ep, up: failed_at_transition.append(endpoints.counters["probes_failed"])
+            )
+            client = FailoverClient(
+                endpoints, idle_timeout=0.1, probe_interval=10.0, probe_timeout=0.1, standby=1
+            )
+            async with client:
+                client.start_probing()
+                deadline = time.monotonic() + 5
+                while not failed_at_transition and time.monotonic() < deadline:
+                    await asyncio.sleep(0.01)
+                assert failed_at_transition == [3]  # down at the third slow refresh, not the first
+                assert endpoints.status()[1].reason.startswith("standby connection: read timeout")
+                assert len(second.requests) >= 3
+
+    run(scenario())
+
+
 class OneAnswerServer:
     """A server on a thread of its own: one answer per connection, then, once told, it
     closes the connection (FIN) while the client's event loop is busy and cannot see it."""

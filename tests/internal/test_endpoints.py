@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gatehouse.errors import ConfigError
-from gatehouse.internal.endpoints import Endpoint, Endpoints, parse_endpoint
+from gatehouse.internal.endpoints import PROBE_BACKOFF_MAX, Endpoint, Endpoints, parse_endpoint
 
 URLS = ["http://10.0.0.1:8100", "http://10.0.0.2:8100", "http://10.0.0.3:8100"]
 
@@ -27,10 +27,12 @@ class FakeClock:
 
 
 def make(
-    urls: list[str] | None = None, retry_after: float | None = 2.0, rise: int = 1
+    urls: list[str] | None = None, retry_after: float | None = 2.0, rise: int = 1, fall: int = 1
 ) -> tuple[Endpoints, FakeClock]:
     clock = FakeClock()
-    eps = Endpoints(urls or URLS, retry_after=retry_after, rise=rise, clock=clock, name="policy")
+    eps = Endpoints(
+        urls or URLS, retry_after=retry_after, rise=rise, fall=fall, clock=clock, name="policy"
+    )
     return eps, clock
 
 
@@ -387,6 +389,88 @@ def test_failed_probe_marks_an_up_endpoint_down() -> None:
     eps.probe_result(a, False)
     assert not eps.is_up(a)
     assert eps.status()[0].reason == "probe failed"
+
+
+# flapping under load: fall and probe back-off --------------------------------------------
+
+
+def test_an_up_endpoint_goes_down_after_fall_slow_checks_in_a_row() -> None:
+    eps, clock = make(fall=3)
+    _, b, _ = eps.all
+    eps.probe_result(b, False, "standby connection: read timeout", clock(), slow=True)
+    eps.probe_result(b, False, "standby connection: read timeout", clock(), slow=True)
+    assert eps.is_up(b)
+    eps.probe_result(b, True, started=clock())  # an answer in time breaks the run
+    eps.probe_result(b, False, "standby connection: read timeout", clock(), slow=True)
+    eps.probe_result(b, False, "standby connection: read timeout", clock(), slow=True)
+    assert eps.is_up(b)
+    assert eps.counters["transitions"] == 0
+    eps.probe_result(b, False, "standby connection: read timeout", clock(), slow=True)
+    assert not eps.is_up(b)
+    assert eps.status()[1].reason == "standby connection: read timeout"
+    assert eps.counters["probes_failed"] == 5
+
+
+def test_a_refused_check_or_a_failed_call_marks_an_up_endpoint_down_at_once() -> None:
+    eps, clock = make(fall=3)
+    a, b, _ = eps.all
+    eps.probe_result(b, False, "standby connection: connection refused", clock())
+    assert not eps.is_up(b)
+    eps.probe_result(a, False, "standby connection: read timeout", clock(), slow=True)
+    assert eps.is_up(a)
+    eps.failed(a, "read timeout", clock())  # a call: the user waited, no second chance
+    assert not eps.is_up(a)
+
+
+def test_probes_that_time_out_back_off_and_a_fast_answer_restores_the_interval() -> None:
+    eps, clock = make()
+    a, b, _ = eps.all
+    eps.failed(a, "connect timeout")
+    eps.failed(b, "connection refused")
+
+    def ticks(n: int) -> list[list[str]]:
+        return [urls(eps.due_probes()) for _ in range(n)]
+
+    assert ticks(1) == [[URLS[0], URLS[1]]]
+    # a's probes time out: 2, 4, then 8 ticks apart; b's are refused: every tick.
+    seen_a: list[int] = []
+    for tick in range(40):
+        due = urls(eps.due_probes())
+        assert URLS[1] in due
+        eps.probe_result(b, False, "probe: connection refused", clock())
+        if URLS[0] in due:
+            seen_a.append(tick)
+            eps.probe_result(a, False, "probe: connect timeout", clock(), slow=True)
+    assert seen_a == [0, 2, 6, 14, 22, 30, 38]
+    assert seen_a[-1] - seen_a[-2] == PROBE_BACKOFF_MAX
+    assert eps.status()[0].probe_every == PROBE_BACKOFF_MAX
+    assert eps.status()[1].probe_every == 1
+    # Refused at once (the process is restarting): every tick again.
+    while URLS[0] not in urls(eps.due_probes()):
+        pass
+    eps.probe_result(a, False, "probe: connection refused", clock())
+    assert eps.status()[0].probe_every == 1
+    assert URLS[0] in urls(eps.due_probes())
+
+
+def test_back_off_ends_when_the_endpoint_comes_back() -> None:
+    eps, clock = make()
+    a = eps.all[0]
+    eps.failed(a, "connect timeout")
+    for _ in range(3):
+        eps.probe_result(a, False, "probe: connect timeout", clock(), slow=True)
+    assert eps.status()[0].probe_every == 8
+    eps.probe_result(a, True, started=clock())
+    assert eps.is_up(a)
+    assert eps.status()[0].probe_every == 1
+    eps.failed(a, "connection refused", clock())
+    assert urls(eps.due_probes()) == [URLS[0]]  # probed at the next tick, not 8 later
+
+
+def test_fall_must_be_positive() -> None:
+    with pytest.raises(ConfigError) as info:
+        Endpoints(URLS, fall=0)
+    assert ("fall", "must be >= 1") in info.value.problems
 
 
 # properties ---------------------------------------------------------------------------------

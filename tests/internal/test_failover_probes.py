@@ -497,6 +497,7 @@ def test_settings_defaults() -> None:
         "probe_interval": 1.0,
         "probe_timeout": 1.0,
         "rise": 2,
+        "fall": 2,
         "retry_after": 2.0,
     }
     client = FailoverClient(["http://10.0.0.1:1"])
@@ -524,7 +525,8 @@ def test_settings_accept_durations_and_null_probe_interval() -> None:
         ({"rise": True}, "rise", "valid integer"),
         ({"rise": 1.5}, "rise", "valid integer"),
         ({"retry_after": -1}, "retry_after", "greater than or equal to 0"),
-        ({"fall": 3}, "fall", "Extra inputs"),
+        ({"fall": 0}, "fall", "greater than or equal to 1"),
+        ({"fail": 3}, "fail", "Extra inputs"),
     ],
 )
 def test_settings_refuse(data: dict[str, object], field: str, message: str) -> None:

@@ -17,6 +17,7 @@ TIMEOUT = 2.0
 PROBE_INTERVAL = 1.0
 PROBE_TIMEOUT = 1.0
 RISE = 2
+FALL = 2
 RETRY_AFTER = 2.0
 
 PositiveSeconds = Annotated[Seconds, Field(gt=0, allow_inf_nan=False)]
@@ -43,6 +44,13 @@ class FailoverSettings(Strict):
     - ``rise`` (2): passed probes in a row that bring a down endpoint back (fail-back). Two
       filter out a process that answers once while still starting or flapping, and cost only
       ``rise * probe_interval`` of extra time on the secondary.
+    - ``fall`` (2): background checks of an *up* endpoint (the refreshes of the warm standby
+      connections to the next backup) that time out in a row before it is marked down. On a
+      machine too busy to answer a health check within ``probe_timeout``, one slow answer
+      would flap the backup down and up again, and every flip costs new TLS handshakes on
+      the same busy machine. A refused or reset connection, and any failed call, still mark
+      an endpoint down at once. Probes of a *down* endpoint that time out back off: 2, 4, then
+      at most 8 intervals apart, until one is refused at once or passes.
     - ``retry_after`` (2 s): only when probes are off: seconds after a failure before one
       call tries the down endpoint again in its preferred place.
     """
@@ -52,4 +60,5 @@ class FailoverSettings(Strict):
     probe_interval: PositiveSeconds | None = PROBE_INTERVAL
     probe_timeout: PositiveSeconds = PROBE_TIMEOUT
     rise: int = Field(default=RISE, ge=1, le=100, strict=True)
+    fall: int = Field(default=FALL, ge=1, le=100, strict=True)
     retry_after: Annotated[Seconds, Field(ge=0, allow_inf_nan=False)] = RETRY_AFTER

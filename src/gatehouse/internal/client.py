@@ -87,6 +87,8 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _JSON_HEAD = b"Content-Type: application/json\r\nContent-Length: "
 # A stale idle connection shows up as one of these, with no byte of an answer.
 _STALE = (FailureKind.CLOSED, FailureKind.RESET)
+# A check that failed only by waiting too long: the endpoint may be alive but busy.
+_SLOW = (FailureKind.CONNECT_TIMEOUT, FailureKind.READ_TIMEOUT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,7 +302,12 @@ class FailoverClient:
         ``ConfigError`` for bad URLs (paths ``endpoints[i]``).
         """
         endpoints = Endpoints(
-            urls, retry_after=settings.retry_after, rise=settings.rise, clock=clock, name=name
+            urls,
+            retry_after=settings.retry_after,
+            rise=settings.rise,
+            fall=settings.fall,
+            clock=clock,
+            name=name,
         )
         return cls(
             endpoints,
@@ -546,7 +553,7 @@ class FailoverClient:
                 await wake.wait()
             # The first probe one interval after the failure: right away it would fail too.
             await asyncio.sleep(interval)
-            for ep in endpoints.down():
+            for ep in endpoints.due_probes():
                 self._probe_task(ep, self._health_start)
 
     def _probe_task(self, ep: Endpoint, start: bytes) -> asyncio.Task[bool]:
@@ -577,7 +584,7 @@ class FailoverClient:
         except WireError as exc:
             if self._closed:
                 return False
-            endpoints.probe_result(ep, False, f"probe: {exc}", started)
+            endpoints.probe_result(ep, False, f"probe: {exc}", started, slow=exc.kind in _SLOW)
             return False
         ok = 200 <= response.status < 300
         endpoints.probe_result(ep, ok, f"probe answered {response.status}", started)
@@ -610,7 +617,9 @@ class FailoverClient:
             )
         except WireError as exc:
             if not self._closed:
-                self.endpoints.probe_result(ep, False, f"standby connection: {exc}", started)
+                self.endpoints.probe_result(
+                    ep, False, f"standby connection: {exc}", started, slow=exc.kind in _SLOW
+                )
             return
         if not 200 <= response.status < 300:
             self.endpoints.probe_result(
@@ -675,6 +684,7 @@ class FailoverClient:
                     "probes_passed": st.probes_passed,
                     "probes_failed": st.probes_failed,
                     "probe_in_flight": ep.index in self._probes,
+                    "probe_every": st.probe_every,
                 }
             )
         return {

@@ -15,7 +15,14 @@ does the I/O and reports every outcome here. The rules (ARCHITECTURE.md, "High a
   a down endpoint comes back after ``rise`` passed probes in a row
   (:meth:`Endpoints.probe_result`; a failed probe or call starts the count again), or when a
   call that reached it as a last resort succeeds; ``retry_after=None`` means the same
-  without probes (only a last resort or an explicit probe brings an endpoint back).
+  without probes (only a last resort or an explicit probe brings an endpoint back);
+- a background check of an endpoint that is up (a standby connection's refresh) that only
+  timed out is not proof of death on a busy machine: ``fall`` such checks in a row mark it
+  down, while a refused or reset connection marks it down at once;
+- a down endpoint whose probes time out is probed less and less often (every 2, 4, then at
+  most :data:`PROBE_BACKOFF_MAX` probe intervals), since each such probe is a connection the
+  endpoint could not finish; a probe refused at once, or one that passes, restores the normal
+  interval, so a restarted process is taken back as quickly as ever.
 
 Every transition is logged once (WARNING down, INFO up with why and how long it was down)
 and counted, overall (:attr:`Endpoints.counters`) and per endpoint (:meth:`Endpoints.status`).
@@ -41,6 +48,9 @@ log = logging.getLogger("gatehouse.internal")
 Clock = Callable[[], float]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+
+#: A down endpoint whose probes time out is probed at most this many probe intervals apart.
+PROBE_BACKOFF_MAX = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +118,8 @@ class EndpointStatus:
     #: Background probe outcomes.
     probes_passed: int = 0
     probes_failed: int = 0
+    #: Probe intervals between two probes of this endpoint now (1 unless they time out).
+    probe_every: int = 1
 
 
 class _State:
@@ -117,10 +129,13 @@ class _State:
         "evidence_at",
         "failovers",
         "passes",
+        "probe_every",
+        "probe_skip",
         "probes_failed",
         "probes_passed",
         "reason",
         "retry_at",
+        "slow_checks",
         "up",
         "went_down",
     )
@@ -139,6 +154,11 @@ class _State:
         self.failovers = 0
         self.probes_passed = 0
         self.probes_failed = 0
+        # Timed-out checks in a row while up (it goes down at ``fall``).
+        self.slow_checks = 0
+        # Probe ticks between two probes while down, and the ticks left to skip.
+        self.probe_every = 1
+        self.probe_skip = 0
 
 
 #: Told of every transition: the endpoint and whether it is now up.
@@ -153,6 +173,8 @@ class Endpoints:
         retry_after: seconds after a failure before a down endpoint is tried again in its
             configured place, while no background probes run; ``None`` leaves that to probes.
         rise: consecutive passed probes that bring a down endpoint back up.
+        fall: consecutive background checks of an up endpoint that timed out before it is
+            marked down (a refused or reset check, or a failed call, marks it down at once).
         clock: monotonic seconds; injected by tests.
         name: the service, for log lines (``"policy"``).
     """
@@ -163,6 +185,7 @@ class Endpoints:
         *,
         retry_after: float | None = 2.0,
         rise: int = 1,
+        fall: int = 1,
         clock: Clock = time.monotonic,
         name: str = "",
     ) -> None:
@@ -188,11 +211,14 @@ class Endpoints:
             problems.append(("retry_after", "must be >= 0"))
         if rise < 1:
             problems.append(("rise", "must be >= 1"))
+        if fall < 1:
+            problems.append(("fall", "must be >= 1"))
         if problems:
             raise ConfigError(problems)
         self.all: tuple[Endpoint, ...] = tuple(parsed)
         self.retry_after = retry_after
         self.rise = rise
+        self.fall = fall
         self.clock = clock
         self.name = name
         self._label = f"{name} endpoint" if name else "endpoint"
@@ -327,6 +353,9 @@ class Endpoints:
         if st.up:
             st.up = False
             st.changed_at = now
+            st.slow_checks = 0
+            st.probe_every = 1
+            st.probe_skip = 0
             st.went_down += 1
             self.counters["transitions"] += 1
             self.counters["down"] += 1
@@ -336,18 +365,48 @@ class Endpoints:
             log.debug("%s %s still down: %s", self._label, ep.url, reason)
 
     def probe_result(
-        self, ep: Endpoint, ok: bool, reason: str = "", started: float | None = None
+        self,
+        ep: Endpoint,
+        ok: bool,
+        reason: str = "",
+        started: float | None = None,
+        *,
+        slow: bool = False,
     ) -> None:
-        """A background probe's outcome: ``rise`` passes in a row bring ``ep`` up; a failed
-        probe marks it down like a failed call. Counted whatever it is evidence of."""
+        """A background check's outcome (a probe, or a standby connection's refresh):
+        ``rise`` passes in a row bring ``ep`` up; a failed check marks it down like a failed
+        call, except one that only timed out (``slow``) on an up endpoint, which needs
+        ``fall`` in a row. Counted whatever it is evidence of."""
         st = self._states[ep.index]
         if not ok:
             st.probes_failed += 1
             self.counters["probes_failed"] += 1
+            if st.up and slow and (started is None or started >= st.evidence_at):
+                st.slow_checks += 1
+                if st.slow_checks < self.fall:
+                    log.info(
+                        "%s %s is slow (%s): check %d of %d before it counts as down",
+                        self._label,
+                        ep.url,
+                        reason,
+                        st.slow_checks,
+                        self.fall,
+                    )
+                    return
+            was_up = st.up
             self.failed(ep, reason or "probe failed", started)
+            if slow and not was_up:
+                # Probed less often while it cannot even answer: 2, 4, ... intervals apart.
+                st.probe_every = min(st.probe_every * 2, PROBE_BACKOFF_MAX)
+            elif not slow:
+                st.probe_every = 1
+            st.probe_skip = st.probe_every - 1
             return
         st.probes_passed += 1
         self.counters["probes_passed"] += 1
+        st.slow_checks = 0
+        st.probe_every = 1
+        st.probe_skip = 0
         now = self.clock()
         started = now if started is None else started
         if started < st.evidence_at:
@@ -362,6 +421,19 @@ class Endpoints:
         else:
             log.debug("%s %s passed probe %d of %d", self._label, ep.url, st.passes, self.rise)
 
+    def due_probes(self) -> list[Endpoint]:
+        """The down endpoints to probe at this tick of the prober (one tick per probe
+        interval): every one, except those whose probes time out, which skip ticks."""
+        due: list[Endpoint] = []
+        for ep, st in zip(self.all, self._states, strict=True):
+            if st.up:
+                continue
+            if st.probe_skip > 0:
+                st.probe_skip -= 1
+            else:
+                due.append(ep)
+        return due
+
     def failover(self, src: Endpoint, dst: Endpoint) -> None:
         """A call moves from ``src`` to ``dst`` after a failure."""
         self._states[src.index].failovers += 1
@@ -374,6 +446,8 @@ class Endpoints:
         st.changed_at = now
         st.reason = ""
         st.retry_at = math.inf
+        st.probe_every = 1
+        st.probe_skip = 0
         st.came_up += 1
         self.counters["transitions"] += 1
         self.counters["up"] += 1
@@ -401,6 +475,7 @@ class Endpoints:
                 failovers=st.failovers,
                 probes_passed=st.probes_passed,
                 probes_failed=st.probes_failed,
+                probe_every=st.probe_every,
             )
             for ep, st in zip(self.all, self._states, strict=True)
         ]
