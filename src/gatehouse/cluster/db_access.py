@@ -302,53 +302,59 @@ def role_statements(home: Path, database: str) -> str:
     return ";\n".join(statements)
 
 
+def _service_database_statements(
+    database: str, roles: tuple[str, ...], owner_role: str, later_tables: str, *, sequences: bool
+) -> str:
+    """What each role may do in a database of one service before its tables exist (SQL, one
+    batch, run in that database): connect only as one of ``roles``; ``owner_role`` creates
+    and migrates the tables, the CLI role reads the version table and gets ``later_tables``
+    (e.g. ``"SELECT, UPDATE"``) on every table the owner adds later, and use of its sequences
+    with ``sequences``."""
+    owner, cli = _ident(owner_role), _ident(CLI_ROLE)
+    statements = [
+        f"REVOKE ALL ON DATABASE {_ident(database)} FROM PUBLIC",
+        f"GRANT CONNECT ON DATABASE {_ident(database)} TO {_roles(roles)}",
+        "REVOKE ALL ON SCHEMA public FROM PUBLIC",
+        f"GRANT USAGE, CREATE ON SCHEMA public TO {owner}",
+        f"GRANT USAGE ON SCHEMA public TO {cli}",
+        f"CREATE TABLE IF NOT EXISTS {VERSION_TABLE} (version_num VARCHAR(32) NOT NULL, "
+        f"CONSTRAINT {VERSION_TABLE}_pkc PRIMARY KEY (version_num))",
+        f"REVOKE ALL ON {VERSION_TABLE} FROM PUBLIC",
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON {VERSION_TABLE} TO {owner}",
+        f"GRANT SELECT ON {VERSION_TABLE} TO {cli}",
+        f"ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public "
+        f"GRANT {later_tables} ON TABLES TO {cli}",
+    ]
+    if sequences:
+        statements.append(
+            f"ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public "
+            f"GRANT USAGE, SELECT ON SEQUENCES TO {cli}"
+        )
+    return ";\n".join(statements)
+
+
+def _ensure_database(primary: PgNode, local: LocalDatabases, name: str) -> str:
+    """Create database ``name`` on the primary if it is missing (a cluster made before it
+    had one); its name."""
+    exists = primary.sql(f"SELECT 1 FROM pg_database WHERE datname = {_literal(name)}")
+    if not exists:
+        primary.sql(f"CREATE DATABASE {_ident(name)} OWNER {_ident(local.user)}")
+    return name
+
+
 def oath_role_statements(database: str) -> str:
-    """What each role may do in the OATH DB ``database`` before its tables exist (SQL, one
-    batch, run in that database): connect only as the Authentication role (which creates and
-    migrates its tables) or the CLI role (which reads and writes the tokens)."""
-    owner, cli = _ident(AUTH_ROLE), _ident(CLI_ROLE)
-    return ";\n".join(
-        [
-            f"REVOKE ALL ON DATABASE {_ident(database)} FROM PUBLIC",
-            f"GRANT CONNECT ON DATABASE {_ident(database)} TO {_roles(OATH_ROLES)}",
-            "REVOKE ALL ON SCHEMA public FROM PUBLIC",
-            f"GRANT USAGE, CREATE ON SCHEMA public TO {owner}",
-            f"GRANT USAGE ON SCHEMA public TO {cli}",
-            f"CREATE TABLE IF NOT EXISTS {VERSION_TABLE} (version_num VARCHAR(32) NOT NULL, "
-            f"CONSTRAINT {VERSION_TABLE}_pkc PRIMARY KEY (version_num))",
-            f"REVOKE ALL ON {VERSION_TABLE} FROM PUBLIC",
-            f"GRANT SELECT, INSERT, UPDATE, DELETE ON {VERSION_TABLE} TO {owner}",
-            f"GRANT SELECT ON {VERSION_TABLE} TO {cli}",
-            # Tables a later OATH migration adds are the CLI's too.
-            f"ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public "
-            f"GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {cli}",
-            f"ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public "
-            f"GRANT USAGE, SELECT ON SEQUENCES TO {cli}",
-        ]
+    """The OATH DB ``database``: the Authentication role creates and migrates its tables, the
+    CLI role reads and writes the tokens (every table a later migration adds too)."""
+    return _service_database_statements(
+        database, OATH_ROLES, AUTH_ROLE, "SELECT, INSERT, UPDATE, DELETE", sequences=True
     )
 
 
 def outbox_role_statements(database: str) -> str:
-    """What each role may do in the outbox DB ``database`` before its table exists (SQL, one
-    batch, run in that database): connect only as the Distribution role (which creates and
-    migrates the outbox) or the CLI role (``gatehouse outbox``: reads, retries)."""
-    owner, cli = _ident(DIST_ROLE), _ident(CLI_ROLE)
-    return ";\n".join(
-        [
-            f"REVOKE ALL ON DATABASE {_ident(database)} FROM PUBLIC",
-            f"GRANT CONNECT ON DATABASE {_ident(database)} TO {_roles(OUTBOX_ROLES)}",
-            "REVOKE ALL ON SCHEMA public FROM PUBLIC",
-            f"GRANT USAGE, CREATE ON SCHEMA public TO {owner}",
-            f"GRANT USAGE ON SCHEMA public TO {cli}",
-            f"CREATE TABLE IF NOT EXISTS {VERSION_TABLE} (version_num VARCHAR(32) NOT NULL, "
-            f"CONSTRAINT {VERSION_TABLE}_pkc PRIMARY KEY (version_num))",
-            f"REVOKE ALL ON {VERSION_TABLE} FROM PUBLIC",
-            f"GRANT SELECT, INSERT, UPDATE, DELETE ON {VERSION_TABLE} TO {owner}",
-            f"GRANT SELECT ON {VERSION_TABLE} TO {cli}",
-            # Tables a later outbox migration adds: the CLI reads them and retries messages.
-            f"ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public "
-            f"GRANT SELECT, UPDATE ON TABLES TO {cli}",
-        ]
+    """The outbox DB ``database``: the Distribution role creates and migrates the outbox, the
+    CLI role (``gatehouse outbox``) reads and retries messages."""
+    return _service_database_statements(
+        database, OUTBOX_ROLES, DIST_ROLE, "SELECT, UPDATE", sequences=False
     )
 
 
@@ -361,13 +367,8 @@ def outbox_grant_statements(primary: PgNode, database: str) -> str:
 
 
 def ensure_outbox_database(primary: PgNode, local: LocalDatabases) -> str:
-    """Create the outbox DB on the primary if it is missing (a cluster made before it had
-    one); its name."""
-    name = outbox_database(local)
-    exists = primary.sql(f"SELECT 1 FROM pg_database WHERE datname = {_literal(name)}")
-    if not exists:
-        primary.sql(f"CREATE DATABASE {_ident(name)} OWNER {_ident(local.user)}")
-    return name
+    """Create the outbox DB on the primary if it is missing; its name."""
+    return _ensure_database(primary, local, outbox_database(local))
 
 
 def oath_grant_statements(primary: PgNode, database: str) -> str:
@@ -383,36 +384,15 @@ def oath_grant_statements(primary: PgNode, database: str) -> str:
 
 
 def ensure_oath_database(primary: PgNode, local: LocalDatabases) -> str:
-    """Create the OATH DB on the primary if it is missing (a cluster made before it had
-    one); its name."""
-    name = oath_database(local)
-    exists = primary.sql(f"SELECT 1 FROM pg_database WHERE datname = {_literal(name)}")
-    if not exists:
-        primary.sql(f"CREATE DATABASE {_ident(name)} OWNER {_ident(local.user)}")
-    return name
+    """Create the OATH DB on the primary if it is missing; its name."""
+    return _ensure_database(primary, local, oath_database(local))
 
 
 def oauth2_role_statements(database: str) -> str:
-    """What each role may do in the OAuth2 DB ``database`` before its tables exist (SQL, one
-    batch, run in that database): connect only as the Authentication role (which creates and
-    migrates its tables) or the CLI role (reads, revokes, prunes)."""
-    owner, cli = _ident(AUTH_ROLE), _ident(CLI_ROLE)
-    return ";\n".join(
-        [
-            f"REVOKE ALL ON DATABASE {_ident(database)} FROM PUBLIC",
-            f"GRANT CONNECT ON DATABASE {_ident(database)} TO {_roles(OAUTH2_ROLES)}",
-            "REVOKE ALL ON SCHEMA public FROM PUBLIC",
-            f"GRANT USAGE, CREATE ON SCHEMA public TO {owner}",
-            f"GRANT USAGE ON SCHEMA public TO {cli}",
-            f"CREATE TABLE IF NOT EXISTS {VERSION_TABLE} (version_num VARCHAR(32) NOT NULL, "
-            f"CONSTRAINT {VERSION_TABLE}_pkc PRIMARY KEY (version_num))",
-            f"REVOKE ALL ON {VERSION_TABLE} FROM PUBLIC",
-            f"GRANT SELECT, INSERT, UPDATE, DELETE ON {VERSION_TABLE} TO {owner}",
-            f"GRANT SELECT ON {VERSION_TABLE} TO {cli}",
-            # Tables a later OAuth2 migration adds: the CLI reads, revokes and prunes them.
-            f"ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public "
-            f"GRANT SELECT, UPDATE, DELETE ON TABLES TO {cli}",
-        ]
+    """The OAuth2 DB ``database``: the Authentication role creates and migrates its tables,
+    the CLI role reads, revokes and prunes."""
+    return _service_database_statements(
+        database, OAUTH2_ROLES, AUTH_ROLE, "SELECT, UPDATE, DELETE", sequences=False
     )
 
 
@@ -425,13 +405,8 @@ def oauth2_grant_statements(primary: PgNode, database: str) -> str:
 
 
 def ensure_oauth2_database(primary: PgNode, local: LocalDatabases) -> str:
-    """Create the OAuth2 DB on the primary if it is missing (a cluster made before it had
-    one); its name."""
-    name = oauth2_database(local)
-    exists = primary.sql(f"SELECT 1 FROM pg_database WHERE datname = {_literal(name)}")
-    if not exists:
-        primary.sql(f"CREATE DATABASE {_ident(name)} OWNER {_ident(local.user)}")
-    return name
+    """Create the OAuth2 DB on the primary if it is missing; its name."""
+    return _ensure_database(primary, local, oauth2_database(local))
 
 
 def _version_row_policies() -> list[str]:
