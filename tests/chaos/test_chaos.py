@@ -2,7 +2,8 @@
 killed with SIGKILL one at a time, every user request's outcome recorded.
 
 Load: 50 signed-in sessions through HAProxy, 250 requests/s in total, each a protected page
-(any answer but 200 is a failure: a 5xx, or a 303 to the login page — a forced re-login).
+(any answer but 200 is a failure: a 5xx, or a 303 to the login page — a forced re-login; a
+303 to the portal's wait page, during a database failover, is followed as a browser does).
 In turn: the primary Policy service of ap1, the Access Point ap1, an Authentication service
 during sign-ins, the Distribution services during sign-ins (one, then both: a password
 sign-in never needs them), the Administration service, and the PostgreSQL primary during
@@ -248,7 +249,8 @@ def test_losing_the_database_primary_fails_no_request_and_no_sign_in(lab: Lab) -
     longest = max((o.latency for o in during), default=0.0)
     print(
         f"database failover: new primary takes writes {promoted:.1f}s after the kill; "
-        f"{len(record.outcomes)} requests, {len(record.failures())} failed; "
+        f"{len(record.outcomes)} requests, {len(record.failures())} failed, "
+        f"{sum(o.waited for o in record.outcomes)} via the portal's wait page; "
         f"{len(logins.outcomes)} sign-ins, {len(logins.failures())} failed, "
         f"the longest {longest:.1f}s"
     )

@@ -6,6 +6,11 @@ request on a *reused* connection that the server closed before sending a byte of
 is sent again once on a new connection (the server never saw it, or saw an idempotent GET);
 anything else that is not the expected status is a failure: a 5xx, a 303 to the login page
 (a forced re-login), a reset in the middle of an answer, a timeout.
+
+A 303 to the portal's wait page is followed, as a browser follows it: while the session
+database fails over, a Policy service that has not read a session lately cannot check it, so
+it sends the browser to the wait page, which answers (a 303 back) once the database is back;
+the request counts by the status of the page it finally gets, and as ``waited``.
 """
 
 from __future__ import annotations
@@ -13,10 +18,11 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from gatehouse.cluster.drill import Connection, DrillError, get_request, login
+from gatehouse.cluster.drill import LOGIN, Connection, DrillError, get_request, login
 
 __all__ = ["Outcome", "Record", "login", "login_loop", "steady_load"]
 
@@ -28,6 +34,8 @@ class Outcome:
     status: int  # 0: no answer
     latency: float
     error: str = ""
+    #: Sent to the portal's wait page during a database failover, then back.
+    waited: bool = False
 
     @property
     def ok(self) -> bool:
@@ -51,7 +59,37 @@ class Record:
         for o in failed:
             key = o.error or f"HTTP {o.status}"
             kinds[key] = kinds.get(key, 0) + 1
-        return f"{len(window)} requests, {len(failed)} failed {kinds}"
+        waited = sum(o.waited for o in window)
+        return f"{len(window)} requests, {len(failed)} failed {kinds}, {waited} via the wait page"
+
+
+#: The portal's wait page (``gatehouse.policy.portal.wait_url``).
+WAIT_PAGE = LOGIN.removesuffix("login") + "wait?"
+#: Longer than the wait page waits for the database (``WAIT_PAGE_LIMIT``, 45 s).
+WAIT_TIMEOUT = 50.0
+
+
+def _wait_page(status: int, headers: dict[str, str]) -> str | None:
+    """The wait page's path and query if this answer sends the browser there."""
+    if status != 303:
+        return None
+    url = urllib.parse.urlsplit(headers.get("location", ""))
+    target = f"{url.path}?{url.query}"
+    return target if target.startswith(WAIT_PAGE) else None
+
+
+async def _via_wait_page(
+    conn: Connection, wait: str, authority: str, cookie: str, raw: bytes, timeout: float
+) -> int:
+    """Follow a 303 to the wait page like a browser: the wait page, its 303 back, the page
+    again; the last status."""
+    status, _, _ = await asyncio.wait_for(
+        conn.request(get_request(wait, authority, cookie)), WAIT_TIMEOUT
+    )
+    if status != 303:
+        return status
+    status, _, _ = await asyncio.wait_for(conn.request(raw), timeout)
+    return status
 
 
 async def _user(
@@ -67,7 +105,8 @@ async def _user(
     stop: threading.Event | None = None,
 ) -> None:
     conn = Connection(host, port)
-    raw = get_request(path, f"{host}:{port}", cookie)
+    authority = f"{host}:{port}"
+    raw = get_request(path, authority, cookie)
     loop = asyncio.get_running_loop()
     next_at = loop.time() + interval * (index / 50.0)  # spread the first requests
     try:
@@ -79,12 +118,16 @@ async def _user(
                 await asyncio.sleep(next_at - now)
             next_at += interval
             sent = time.monotonic()
-            status, error = 0, ""
+            status, error, waited = 0, "", False
             for attempt in (1, 2):
                 reused = conn.used and conn.writer is not None
                 try:
-                    status, _, _ = await asyncio.wait_for(conn.request(raw), timeout)
+                    status, headers, _ = await asyncio.wait_for(conn.request(raw), timeout)
                     error = ""
+                    wait = _wait_page(status, headers)
+                    if wait is not None:
+                        waited = True
+                        status = await _via_wait_page(conn, wait, authority, cookie, raw, timeout)
                     break
                 except (OSError, asyncio.IncompleteReadError, EOFError) as exc:
                     conn.close()
@@ -97,7 +140,9 @@ async def _user(
                     conn.close()
                     error = "timeout"
                     break
-            record.outcomes.append(Outcome(sent, index, status, time.monotonic() - sent, error))
+            record.outcomes.append(
+                Outcome(sent, index, status, time.monotonic() - sent, error, waited)
+            )
     finally:
         conn.close()
 
