@@ -138,6 +138,19 @@ def nginx_tls_conf(
     )
 
 
+def nginx_proxy_conf(workdir: Path, port: int, workers: int, backend: int) -> str:
+    """nginx as a plaintext reverse proxy, as bench/run.py runs it (512 idle backend
+    connections per worker)."""
+    return _nginx_head(workdir, workers) + (
+        f"    upstream backend {{ server 127.0.0.1:{backend}; keepalive 512; "
+        "keepalive_requests 1000000; }\n"
+        f"    server {{\n        listen 127.0.0.1:{port} reuseport;\n"
+        "        location / {\n            proxy_pass http://backend;\n"
+        "            proxy_http_version 1.1;\n"
+        '            proxy_set_header Connection "";\n        }\n    }\n}\n'
+    )
+
+
 @dataclass
 class Proc:
     name: str
