@@ -105,6 +105,11 @@ def main() -> int:
         default=300,
         help="then this many decisions each on a new connection, per stack (0: none)",
     )
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="the Policy services on CPU 0 and this process (the client) on CPU 1",
+    )
     parser.add_argument("--profile", type=float, default=0.0, metavar="SECONDS")
     parser.add_argument("--only", choices=("plaintext", "mTLS"), help="one stack only")
     parser.add_argument(
@@ -132,6 +137,10 @@ def main() -> int:
             for stack in stacks.values():
                 stack.workdir.mkdir(parents=True)
                 stack.start(sys.executable, ca if stack.tls else None)
+            if args.pin:
+                for stack in stacks.values():
+                    os.sched_setaffinity(stack.procs[POLICY_PROC].pid, {0})
+                os.sched_setaffinity(0, {1})
             for stack in stacks.values():  # warm-up: connections, caches
                 mtls.decisions(stack, 2_000, args.clients)
             for _ in range(args.rounds):
