@@ -7,7 +7,13 @@ Two measurements per system and worker count, with wrk:
 
 - keep-alive requests/s (``wrk -c C`` over HTTPS: handshakes only at the start);
 - new TLS handshakes/s: every request with ``Connection: close``, so each one is a new TCP
-  connection and a full TLS handshake (wrk does not resume sessions).
+  connection and a new TLS handshake (wrk resumes the session of the connection before,
+  through ``SSL_clear``: TLS 1.3 resumption with a fresh X25519 exchange, no certificate).
+
+With each rate, the CPU time per request of the system under test (supervisor and workers,
+from /proc), of wrk and of the backend: on a machine where the three share the cores, the
+rates follow the sum of those, so the CPU figures say where a difference comes from even
+when the machine is busy.
 
     .venv/bin/python bench/tls_edge.py                 # 1 and 2 workers, 10 s each
     .venv/bin/python bench/run.py --only tls           # the same, as a step of make bench
@@ -20,6 +26,7 @@ import datetime
 import json
 import os
 import re
+import resource
 import shlex
 import shutil
 import signal
@@ -42,6 +49,8 @@ BODY = "x" * 99 + "\n"
 _RPS = re.compile(r"Requests/sec:\s+([\d.]+)")
 _ERRORS = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
 _NON2XX = re.compile(r"Non-2xx or 3xx responses: (\d+)")
+_COUNT = re.compile(r"(\d+) requests in")
+_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -251,11 +260,31 @@ def start_access_point(
     )
 
 
+def session_cpu(proc: Proc) -> float:
+    """CPU seconds (user + system) of the processes in ``proc``'s session: nginx's master
+    and workers, the AP's supervisor and workers (each started in a session of its own)."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        if int(fields[3]) == proc.popen.pid:
+            total += int(fields[11]) + int(fields[12])
+    return total / _TICKS
+
+
 @dataclass
 class Measure:
     rps: float = 0.0
     errors: int = 0
     command: str = ""
+    #: CPU microseconds per request: the system under test, wrk, the backend (0: not measured).
+    server_us: float = 0.0
+    client_us: float = 0.0
+    backend_us: float = 0.0
 
 
 @dataclass
@@ -267,13 +296,25 @@ class TLSRow:
 
 
 def wrk(
-    binary: str, url: str, threads: int, connections: int, duration: int, close: bool
+    binary: str,
+    url: str,
+    threads: int,
+    connections: int,
+    duration: int,
+    close: bool,
+    server: Proc | None = None,
+    backend: Proc | None = None,
 ) -> Measure:
+    """One wrk run; with ``server`` and ``backend``, their CPU time per request and wrk's."""
     argv = [binary, f"-t{threads}", f"-c{connections}", f"-d{duration}s"]
     if close:
         argv += ["-H", "Connection: close"]
     argv.append(url)
+    cpu_before = [session_cpu(p) for p in (server, backend) if p is not None]
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 30, check=False)
+    waited = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_after = [session_cpu(p) for p in (server, backend) if p is not None]
     found = _RPS.search(proc.stdout)
     if proc.returncode != 0 or not found:
         raise SystemExit(f"bench: wrk failed: {shlex.join(argv)}\n{proc.stdout}{proc.stderr}")
@@ -284,7 +325,15 @@ def wrk(
         # With Connection: close, wrk counts the server's close after the answer as a read
         # "error" on some versions; only connect errors and timeouts are failures here.
         errors += int(m.group(1)) + int(m.group(4))
-    return Measure(float(found.group(1)), errors, shlex.join(argv))
+    measure = Measure(float(found.group(1)), errors, shlex.join(argv))
+    count = _COUNT.search(proc.stdout)
+    if count and int(count.group(1)) and len(cpu_after) == 2:
+        per = 1e6 / int(count.group(1))
+        measure.server_us = (cpu_after[0] - cpu_before[0]) * per
+        measure.backend_us = (cpu_after[1] - cpu_before[1]) * per
+        used = waited.ru_utime + waited.ru_stime - children.ru_utime - children.ru_stime
+        measure.client_us = used * per
+    return measure
 
 
 def run(
@@ -321,8 +370,12 @@ def run(
                     row = TLSRow("nginx" if system == "nginx" else "Gatehouse AP", count)
                     print(f"[tls] {row.system}, {count} worker(s)", file=sys.stderr)
                     wrk(wrk_binary, url, threads, connections, warmup, close=False)
-                    row.keepalive = wrk(wrk_binary, url, threads, connections, duration, False)
-                    row.handshakes = wrk(wrk_binary, url, threads, connections, duration, True)
+                    row.keepalive = wrk(
+                        wrk_binary, url, threads, connections, duration, False, proc, backend
+                    )
+                    row.handshakes = wrk(
+                        wrk_binary, url, threads, connections, duration, True, proc, backend
+                    )
                     print(
                         f"  keep-alive {row.keepalive.rps:.0f} req/s, "
                         f"new handshakes {row.handshakes.rps:.0f}/s",
@@ -343,7 +396,8 @@ def render(rows: list[TLSRow], duration: int, connections: int, threads: int) ->
         f"**TLS on the Access Point** (the public resource over HTTPS; nginx over HTTPS with the "
         f"same ECDSA P-256 certificate, the same backend and workers; wrk -t{threads} "
         f"-c{connections} -d{duration}s; new handshakes: every request with "
-        f"`Connection: close`, a new TCP connection and a full handshake; goals: AP at least "
+        f"`Connection: close`, a new TCP connection and a new handshake, which wrk resumes "
+        f"from the connection before; goals: AP at least "
         f"{GOAL_RPS}x nginx for both)",
         "",
         "| system | workers | keep-alive req/s | x nginx | new handshakes/s | x nginx | errors |",
@@ -359,6 +413,22 @@ def render(rows: list[TLSRow], duration: int, connections: int, threads: int) ->
             f"| {r.system} | {r.workers} | {r.keepalive.rps:,.0f} | {ka} | "
             f"{r.handshakes.rps:,.0f} | {hs} | {r.keepalive.errors + r.handshakes.errors} |"
         )
+    lines += [
+        "",
+        "**CPU time per request** (µs, user + system, from /proc and wrk's rusage; the system "
+        "under test counts its supervisor and every worker; all three share the machine's "
+        "cores, so the rate follows their sum once the cores are busy)",
+        "",
+        "| system | workers | keep-alive: server | wrk | backend | sum "
+        "| new handshake: server | wrk | backend | sum |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        cells = []
+        for m in (r.keepalive, r.handshakes):
+            total = m.server_us + m.client_us + m.backend_us
+            cells += [f"{v:,.1f}" for v in (m.server_us, m.client_us, m.backend_us, total)]
+        lines.append(f"| {r.system} | {r.workers} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

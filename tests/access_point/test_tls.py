@@ -28,16 +28,20 @@ def tls_client(
     ca: Path,
     server_name: str | None = "localhost",
     version: ssl.TLSVersion | None = None,
+    session: ssl.SSLSession | None = None,
+    ctx: ssl.SSLContext | None = None,
 ) -> WireClient:
-    """A :class:`WireClient` whose socket speaks TLS to ``ap`` (SNI ``server_name``)."""
-    ctx = ssl.create_default_context(cafile=str(ca))
-    ctx.check_hostname = False  # the tests check which certificate came, by serial
-    if version is not None:
-        ctx.minimum_version = ctx.maximum_version = version
-    ctx.set_alpn_protocols(["h2", "http/1.1"])
+    """A :class:`WireClient` whose socket speaks TLS to ``ap`` (SNI ``server_name``),
+    resuming ``session`` if given (made with ``ctx``, as a session must be)."""
+    if ctx is None:
+        ctx = ssl.create_default_context(cafile=str(ca))
+        ctx.check_hostname = False  # the tests check which certificate came, by serial
+        if version is not None:
+            ctx.minimum_version = ctx.maximum_version = version
+        ctx.set_alpn_protocols(["h2", "http/1.1"])
     client = WireClient(ap.host, ap.port, timeout=15)
     try:
-        client.sock = ctx.wrap_socket(client.sock, server_hostname=server_name)
+        client.sock = ctx.wrap_socket(client.sock, server_hostname=server_name, session=session)
     except BaseException:
         client.close()
         raise
@@ -130,6 +134,31 @@ def test_sni_picks_the_certificate_by_its_names_or_configured_hosts(
         with tls_client(ap, ca.path, server_name=name) as client:
             assert served_serial(client) == serial_of_file(pair.cert), name
             assert client.request("GET", "/", [("Host", name or "x")]).status == 200
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+def test_sessions_resume_on_every_worker(
+    start_ap: StartAP, demo_backend: Service, ca: TestCA, version: ssl.TLSVersion
+) -> None:
+    """The workers share the session ticket keys (made once, before the fork): a session
+    resumes whichever worker the kernel hands the next connection to. With a key per worker,
+    each of these connections would go to the other worker half the time and get a full
+    handshake (all 12 resuming by chance: 1 in 2**12)."""
+    pair = ca.issue("ap", ["localhost"])
+    ap = start_ap([app(demo_backend)], tls_settings(pair), workers=2)
+    ctx = ssl.create_default_context(cafile=str(ca.path))
+    ctx.minimum_version = ctx.maximum_version = version
+    with tls_client(ap, ca.path, ctx=ctx) as client:
+        # TLS 1.3 tickets come after the handshake: read an answer before taking the session.
+        assert client.request("GET", "/", [("Host", "localhost")]).status == 200
+        session = tls_sock(client).session
+    resumed = []
+    for _ in range(12):
+        with tls_client(ap, ca.path, session=session, ctx=ctx) as client:
+            assert client.request("GET", "/", [("Host", "localhost")]).status == 200
+            resumed.append(tls_sock(client).session_reused)
+            session = tls_sock(client).session
+    assert resumed == [True] * 12
 
 
 def test_sighup_reload_swaps_the_certificate_and_keeps_open_connections(

@@ -57,7 +57,7 @@ from gatehouse.access_point.server import (
 )
 from gatehouse.access_point.status import check_status_listen
 from gatehouse.access_point.supervisor import FORWARDED, Supervisor
-from gatehouse.access_point.tls import check_files
+from gatehouse.access_point.tls import check_files, dispatcher_context
 from gatehouse.access_point.upstream import make_ssl_context
 from gatehouse.config.access_point import AccessPointConfig, parse_listen
 from gatehouse.errors import ConfigError, GatehouseError
@@ -313,9 +313,12 @@ def run_managed(state_dir: Path, joining: Joining | None, overrides: Overrides) 
     links, on_start, on_stop = supervisor_metrics(
         config.access_point.metrics.listen, managed.agent, agent.start, agent.stop
     )
+    # Made before the fork: the workers share its session ticket keys.
+    tls = config.access_point.tls
+    shared = None if tls is None else dispatcher_context(tls)
     supervisor = Supervisor(
         count,
-        lambda: run_worker(path, overrides, reuse_port=True, managed=True),
+        lambda: run_worker(path, overrides, reuse_port=True, managed=True, tls_context=shared),
         on_start=on_start,
         on_stop=on_stop,
         links=links,

@@ -30,6 +30,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +43,13 @@ from gatehouse.access_point.connection import ClientConnection, WorkerState
 from gatehouse.access_point.decisions import Decider
 from gatehouse.access_point.runtime import OriginRegistry, Runtime, compile_config
 from gatehouse.access_point.status import READ_TIMEOUT, StatusProtocol, check_status_listen
-from gatehouse.access_point.tls import RedirectProtocol, ServerTLS, check_files, load_table
+from gatehouse.access_point.tls import (
+    RedirectProtocol,
+    ServerTLS,
+    check_files,
+    dispatcher_context,
+    load_table,
+)
 from gatehouse.config.access_point import (
     DEFAULT_IDENTITY_HEADERS,
     AccessPointConfig,
@@ -538,10 +545,15 @@ def status_socket(
 
 
 def run_worker(
-    path: str | Path, overrides: Overrides, reuse_port: bool, managed: bool = False
+    path: str | Path,
+    overrides: Overrides,
+    reuse_port: bool,
+    managed: bool = False,
+    tls_context: ssl.SSLContext | None = None,
 ) -> int:
     """Run one worker until SIGTERM; returns the exit code. ``managed``: ``path`` is the
-    file the supervisor's config agent writes (:func:`read_published`)."""
+    file the supervisor's config agent writes (:func:`read_published`); ``tls_context``:
+    the supervisor's :func:`.tls.dispatcher_context`, the same in every worker."""
     loaded = file_identity(path)
     published: int | None = None
     if managed:
@@ -550,7 +562,7 @@ def run_worker(
         config = load_config(path, overrides)
     tls = config.access_point.tls
     # Certificates are read before the socket listens: a connection never waits on them.
-    server_tls = None if tls is None else ServerTLS(tls, str(path))
+    server_tls = None if tls is None else ServerTLS(tls, str(path), tls_context)
     host, port = parse_listen(config.access_point.listen)
     sock = listening_socket(host, port, reuse_port)
     redirect = None
@@ -599,9 +611,11 @@ def run_access_point(
         status = parse_listen(config.access_point.status_listen)
         listening_socket(*status, reuse_port=True, listen=False).close()
     links, on_start, on_stop = supervisor_metrics(config.access_point.metrics.listen)
+    # Made before the fork: the workers share its session ticket keys.
+    shared = None if tls is None else dispatcher_context(tls)
     supervisor = Supervisor(
         count,
-        lambda: run_worker(config_path, overrides, reuse_port=True),
+        lambda: run_worker(config_path, overrides, reuse_port=True, tls_context=shared),
         on_start=on_start,
         on_stop=on_stop,
         links=links,

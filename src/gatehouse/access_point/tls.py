@@ -145,17 +145,40 @@ def load_table(settings: TLSSettings, source: str = "") -> CertificateTable:
     return CertificateTable(contexts[0], tuple(wild), exact)
 
 
-class ServerTLS:
-    """The listener's SSL context; :meth:`swap` changes what new handshakes get."""
+def dispatcher_context(settings: TLSSettings) -> ssl.SSLContext:
+    """The context every handshake starts on (:class:`ServerTLS`), without a certificate.
 
-    def __init__(self, settings: TLSSettings, source: str = "") -> None:
+    It also holds the session ticket keys: OpenSSL encrypts and decrypts tickets with the
+    keys of the context a connection was created on, whatever context SNI moves it to, and
+    makes them at random with the context. A supervisor makes this context once, before it
+    forks, so that every worker has the same keys and a client resumes its session on
+    whichever worker the kernel (SO_REUSEPORT) hands its next connection to; with a context
+    per worker, a resumption on another worker fails and costs a full handshake. The keys
+    live as long as the supervisor (nginx without ``ssl_session_ticket_key`` does the same).
+    """
+    return _context(None, 0, _VERSIONS[settings.min_version], FIELD)
+
+
+class ServerTLS:
+    """The listener's SSL context; :meth:`swap` changes what new handshakes get.
+
+    Args:
+        context: the dispatcher made by the supervisor (:func:`dispatcher_context`), shared
+            by its workers; None: one of its own.
+    """
+
+    def __init__(
+        self, settings: TLSSettings, source: str = "", context: ssl.SSLContext | None = None
+    ) -> None:
         self.settings = settings
         self.table = load_table(settings, source)
         # The dispatcher: the handshake starts on it and the SNI callback (called with or
         # without a server name) moves it to the certificate's own context.
         # OpenSSL copies the protocol versions into a connection when it starts, before
         # SNI, so the minimum is the dispatcher's (a new one needs a restart).
-        self.context = _context(None, 0, _VERSIONS[settings.min_version], source)
+        if context is None or context.minimum_version != _VERSIONS[settings.min_version]:
+            context = dispatcher_context(settings)
+        self.context = context
         self.context.sni_callback = self._pick
 
     def _pick(self, sslobj: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext) -> None:
