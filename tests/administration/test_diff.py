@@ -81,8 +81,9 @@ def test_a_change_shows_on_its_lines() -> None:
         # one per auth entry (verify_queue), per AP entry (status_listen); two per auth entry
         # (oath_db, oath_keyring), the otp settings and databases.oath_db; one per auth
         # entry (distribution), the codes and invitations settings, databases.oauth2_db,
-        # and the metrics and database settings (metrics.listen, database.failover_wait)
-        "@@ -168,7 +168,7 @@",
+        # the metrics and database settings (metrics.listen, database.failover_wait), and
+        # one per failover block (fall)
+        "@@ -171,7 +171,7 @@",
         "   oauth2_db: null",
         "   outbox_db: postgresql+asyncpg://gatehouse_dist:***@db1.internal:5432/gatehouse_outbox",
         "   session_db: null",
