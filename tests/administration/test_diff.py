@@ -67,7 +67,7 @@ def test_a_change_shows_on_its_lines() -> None:
     assert diff.splitlines() == [
         "--- version 3",
         "+++ draft",
-        "@@ -30,8 +30,8 @@",  # the failover settings and the identity headers come first
+        "@@ -31,8 +31,8 @@",  # the failover settings and the identity headers come first
         "   metrics:",
         "     listen: null",
         "   policy_services:",
