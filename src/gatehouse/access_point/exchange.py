@@ -31,7 +31,6 @@ if TYPE_CHECKING:
     from gatehouse.access_point.connection import ClientConnection
     from gatehouse.access_point.request import BadRequest, RequestHead
     from gatehouse.access_point.runtime import Route, Runtime
-    from gatehouse.metrics.families import Hist
 
 log = logging.getLogger("gatehouse.access_point")
 
@@ -140,7 +139,7 @@ class ProxyExchange(Authorization):
         series = self.series = runtime.unrouted
         self.t0 = perf_counter() if series is not None else 0.0
         self.sent_at = 0.0
-        self.timings: Hist | None = None
+        self.timings: list[float] | None = None
         self.upstream_s = 0.0
 
     # the request ----------------------------------------------------------------------------
@@ -155,6 +154,8 @@ class ProxyExchange(Authorization):
         if head.path in rt.well_known and rt.portal is not None:
             # The OAuth discovery documents: the portal's, at the issuer's root.
             self.prefix = "/"
+            if self.series is not None:
+                self.series = rt.portal.series
             self._proceed(rt.portal)
             return
         match = rt.router.match(head.host, head.path)
@@ -182,8 +183,6 @@ class ProxyExchange(Authorization):
             self._local(413, pages.DEFAULT_MESSAGES[413])
             return
         self.route = route
-        if self.series is not None:
-            self.series = route.series
         if not self.request_done:
             if head.expect_continue:
                 self.conn.out.append(CONTINUE)
@@ -222,6 +221,8 @@ class ProxyExchange(Authorization):
             return
         if self.rt.portal is not None:
             self.prefix = "/"
+            if self.series is not None:
+                self.series = self.rt.portal.series
             self._proceed(self.rt.portal)
             return
         self._local(404, "There is nothing at this address.")
