@@ -275,16 +275,14 @@ class ClientConnection(asyncio.Protocol):
         if series is not None:  # metrics.listen is set
             seconds = perf_counter() - exchange.t0
             if type(exchange) is ProxyExchange:
-                # Series.exchange, inlined (the hot path): most requests have the previous
-                # request's method and status, and append to the same list.
+                # Series.add, inlined (the hot path): most requests have the previous
+                # request's method and status, and append to the same list. (The backend's
+                # response time was appended when its head came.)
                 method, status = exchange.head.method, exchange.status
                 if status == series.status and method == series.method:
                     series.last.append(seconds)
                 else:
                     series.pending(method, status).append(seconds)
-                timings = exchange.timings
-                if timings is not None:  # a backend answered
-                    timings.append(exchange.upstream_s)
             else:
                 series.add(b"", exchange.status, seconds)
         if self.queue and self.queue[0] is exchange:

@@ -99,10 +99,8 @@ class ProxyExchange(Authorization):
         "series",
         "started",
         "t0",
-        "timings",
         "until_close",
         "upstream",
-        "upstream_s",
     )
 
     def __init__(self, conn: ClientConnection, head: RequestHead, runtime: Runtime) -> None:
@@ -134,13 +132,11 @@ class ProxyExchange(Authorization):
         self.identity = b""
         self.status = 0
         # For metrics (series None: off, and no clock is read): the series the request is
-        # counted in (its resource's once routed), when its head was complete, when it went
-        # to the backend, and the backend's histogram and response time once its head came.
+        # counted in (its resource's once routed), when its head was complete and when it
+        # went to the backend.
         series = self.series = runtime.unrouted
         self.t0 = perf_counter() if series is not None else 0.0
         self.sent_at = 0.0
-        self.timings: list[float] | None = None
-        self.upstream_s = 0.0
 
     # the request ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -163,8 +159,7 @@ class ProxyExchange(Authorization):
             self._local(404, pages.DEFAULT_MESSAGES[404])
             return
         route, self.prefix = match
-        if self.series is not None:
-            self.series = route.series
+        self.series = route.series  # None when metrics are off, as runtime.unrouted
         if not route.public:
             decider = rt.decider
             if decider is None:
@@ -393,10 +388,9 @@ class ProxyExchange(Authorization):
             self.resp_headers = []
             return
         self.status = code
-        if self.series is not None:
-            # Counted with the request when it is finished (Series.exchange).
-            self.upstream_s = perf_counter() - self.sent_at
-            self.timings = upstream.origin.timings
+        timings = upstream.origin.timings
+        if timings is not None:  # metrics on: the backend's response time
+            timings.append(perf_counter() - self.sent_at)
         head = self.head
         framing = split_response(self.resp_headers)
         lines = [pages.status_line(code)]

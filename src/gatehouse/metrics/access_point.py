@@ -2,15 +2,16 @@
 
 A worker counts with plain numbers in its own process (:data:`COUNTERS`), no lock and no
 shared memory. Each compiled route holds its resource's :class:`Series` and each backend origin
-the list of its response times, so a request looks no label up: when it ends it costs one
-call, two comparisons and two list appends of raw durations, plus its clock reads (head
-received, sent to the backend, response head, end). The worker's sweep folds the raw
-durations into histograms every quarter of a second (sorted in one batch: cheaper than a
-bisect per request). When Prometheus scrapes, :func:`worker_snapshot` turns the worker's counts
-and state (its decision cache, event stream, failover client, configuration version) into a
-JSON-ready dict; the supervisor adds its workers' snapshots up (:func:`merge`) and
-:func:`snapshot_families` renders the sum. A worker that restarts starts from zero; what the
-supervisor last read of the worker it replaced is kept (:mod:`.workers`).
+the list of its response times, so a request looks no label up: it costs two list appends of
+raw durations (the backend's time at the response head, the request's when it ends) and two
+comparisons, plus its clock reads (head received, sent to the backend, response head, end).
+The worker's sweep folds the raw durations into histograms every quarter of a second (sorted
+in one batch: cheaper than a bisect per request). When Prometheus scrapes,
+:func:`worker_snapshot` turns the worker's counts and state (its decision cache, event stream,
+failover client, configuration version) into a JSON-ready dict; the supervisor adds its
+workers' snapshots up (:func:`merge`) and :func:`snapshot_families` renders the sum. A worker
+that restarts starts from zero; what the supervisor last read of the worker it replaced is
+kept (:mod:`.workers`).
 """
 
 from __future__ import annotations
@@ -71,8 +72,9 @@ class Series:
     before a snapshot). The request counts by method and status are a histogram's bucket
     counts added up, the resource's duration histogram the sum over keys, both made when
     Prometheus scrapes. A request costs two comparisons with the previous request's method and
-    status and one list append (plus one append for its backend's time): no label, no tuple,
-    no bisect; a request of another key than the previous one adds a dict lookup."""
+    status and one list append (its backend's response time is appended to the origin's list
+    when the response head comes): no label, no tuple, no bisect; a request of another key
+    than the previous one adds a dict lookup."""
 
     __slots__ = ("by_key", "counters", "hists", "last", "method", "resource", "status")
 
