@@ -168,3 +168,32 @@ def test_the_request_path_counts_through_a_routes_series_and_an_origins_histogra
     assert got[(f"{upstream}_count", (("backend", "http://b:1"),))] == 2
     assert got[(f"{upstream}_bucket", (("backend", "http://b:1"), ("le", "0.00025")))] == 1
     assert got[(f"{upstream}_sum", (("backend", "http://b:1"),))] == pytest.approx(0.0012)
+
+
+def test_raw_durations_fold_into_the_same_histograms_batch_after_batch() -> None:
+    counters = counting()
+    series = counters.series("app")
+    backend = counters.backend("http://b:1")
+    # Keys alternate (the series remembers only the previous request's method and status).
+    for seconds in (0.0001, 0.0003, 0.0001, 10.0, 30.0):
+        series.exchange(b"GET", 200, seconds, backend, seconds)
+        series.exchange(b"POST", 201, 0.002, None, 0.0)
+    counters.fold()  # what the worker's sweep does every 0.25 s
+    assert not series.last  # the raw lists are emptied
+    assert not backend
+    series.exchange(b"GET", 200, 0.0001, backend, 0.0001)
+    got = samples(render_snapshot(merge([snapshot_of(counters)])))
+    total = "gatehouse_access_point_requests_total"
+    assert got[(total, (("method", "GET"), ("resource", "app"), ("status", "200")))] == 6
+    assert got[(total, (("method", "POST"), ("resource", "app"), ("status", "201")))] == 5
+    upstream = "gatehouse_access_point_upstream_duration_seconds"
+    labels = (("backend", "http://b:1"),)
+    assert got[(f"{upstream}_bucket", (*labels, ("le", "0.0001")))] == 3  # le inclusive
+    assert got[(f"{upstream}_bucket", (*labels, ("le", "0.00025")))] == 3
+    assert got[(f"{upstream}_bucket", (*labels, ("le", "0.0005")))] == 4
+    assert got[(f"{upstream}_bucket", (*labels, ("le", "10.0")))] == 5
+    assert got[(f"{upstream}_bucket", (*labels, ("le", "+Inf")))] == 6
+    assert got[(f"{upstream}_sum", labels)] == pytest.approx(40.0006)
+    duration = "gatehouse_access_point_request_duration_seconds"
+    assert got[(f"{duration}_bucket", (("le", "0.0025"), ("resource", "app")))] == 9
+    assert got[(f"{duration}_count", (("resource", "app"),))] == 11

@@ -31,7 +31,6 @@ if TYPE_CHECKING:
     from gatehouse.access_point.connection import ClientConnection
     from gatehouse.access_point.request import BadRequest, RequestHead
     from gatehouse.access_point.runtime import Route, Runtime
-    from gatehouse.metrics.families import Hist
 
 log = logging.getLogger("gatehouse.access_point")
 
@@ -100,10 +99,8 @@ class ProxyExchange(Authorization):
         "series",
         "started",
         "t0",
-        "timings",
         "until_close",
         "upstream",
-        "upstream_s",
     )
 
     def __init__(self, conn: ClientConnection, head: RequestHead, runtime: Runtime) -> None:
@@ -135,13 +132,11 @@ class ProxyExchange(Authorization):
         self.identity = b""
         self.status = 0
         # For metrics (series None: off, and no clock is read): the series the request is
-        # counted in (its resource's once routed), when its head was complete, when it went
-        # to the backend, and the backend's histogram and response time once its head came.
+        # counted in (its resource's once routed), when its head was complete and when it
+        # went to the backend.
         series = self.series = runtime.unrouted
         self.t0 = perf_counter() if series is not None else 0.0
         self.sent_at = 0.0
-        self.timings: Hist | None = None
-        self.upstream_s = 0.0
 
     # the request ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -155,6 +150,8 @@ class ProxyExchange(Authorization):
         if head.path in rt.well_known and rt.portal is not None:
             # The OAuth discovery documents: the portal's, at the issuer's root.
             self.prefix = "/"
+            if self.series is not None:
+                self.series = rt.portal.series
             self._proceed(rt.portal)
             return
         match = rt.router.match(head.host, head.path)
@@ -162,8 +159,7 @@ class ProxyExchange(Authorization):
             self._local(404, pages.DEFAULT_MESSAGES[404])
             return
         route, self.prefix = match
-        if self.series is not None:
-            self.series = route.series
+        self.series = route.series  # None when metrics are off, as runtime.unrouted
         if not route.public:
             decider = rt.decider
             if decider is None:
@@ -182,8 +178,6 @@ class ProxyExchange(Authorization):
             self._local(413, pages.DEFAULT_MESSAGES[413])
             return
         self.route = route
-        if self.series is not None:
-            self.series = route.series
         if not self.request_done:
             if head.expect_continue:
                 self.conn.out.append(CONTINUE)
@@ -222,6 +216,8 @@ class ProxyExchange(Authorization):
             return
         if self.rt.portal is not None:
             self.prefix = "/"
+            if self.series is not None:
+                self.series = self.rt.portal.series
             self._proceed(self.rt.portal)
             return
         self._local(404, "There is nothing at this address.")
@@ -392,10 +388,9 @@ class ProxyExchange(Authorization):
             self.resp_headers = []
             return
         self.status = code
-        if self.series is not None:
-            # Counted with the request when it is finished (Series.exchange).
-            self.upstream_s = perf_counter() - self.sent_at
-            self.timings = upstream.origin.timings
+        timings = upstream.origin.timings
+        if timings is not None:  # metrics on: the backend's response time
+            timings.append(perf_counter() - self.sent_at)
         head = self.head
         framing = split_response(self.resp_headers)
         lines = [pages.status_line(code)]

@@ -194,7 +194,8 @@ class Origin:
         self.idle: list[UpstreamConnection] = []
         self.failed_until = 0.0
         self.host_header = backend.host_header.encode("ascii")
-        #: With metrics on: this backend's response-time histogram (WorkerCounters.backend).
+        #: With metrics on: the list this backend's response times are appended to
+        #: (WorkerCounters.backend), folded into its histogram by the worker's sweep.
         self.timings: list[float] | None = None
 
     def take_idle(self, now: float, check: bool = False) -> UpstreamConnection | None:

@@ -2,13 +2,16 @@
 
 A worker counts with plain numbers in its own process (:data:`COUNTERS`), no lock and no
 shared memory. Each compiled route holds its resource's :class:`Series` and each backend origin
-its histogram, so a request looks no label up: it costs one dict lookup, two bisects into
-preallocated bucket counts and one call when it ends, plus its clock reads (head received,
-sent to the backend, response head, end). When Prometheus scrapes, :func:`worker_snapshot`
-turns the worker's counts and state (its decision cache, event stream, failover client,
-configuration version) into a JSON-ready dict; the supervisor adds its workers' snapshots up
-(:func:`merge`) and :func:`snapshot_families` renders the sum. A worker that restarts starts
-from zero; what the supervisor last read of the worker it replaced is kept (:mod:`.workers`).
+the list of its response times, so a request looks no label up: it costs two list appends of
+raw durations (the backend's time at the response head, the request's when it ends) and two
+comparisons, plus its clock reads (head received, sent to the backend, response head, end).
+The worker's sweep folds the raw durations into histograms every quarter of a second (sorted
+in one batch: cheaper than a bisect per request). When Prometheus scrapes,
+:func:`worker_snapshot` turns the worker's counts and state (its decision cache, event stream,
+failover client, configuration version) into a JSON-ready dict; the supervisor adds its
+workers' snapshots up (:func:`merge`) and :func:`snapshot_families` renders the sum. A worker
+that restarts starts from zero; what the supervisor last read of the worker it replaced is
+kept (:mod:`.workers`).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from gatehouse.metrics.families import (
     client_rows,
     config_families,
     counter,
+    fold,
     gauge,
     histogram,
     link_families,
@@ -60,57 +64,74 @@ _METHOD_INDEX = {name.encode("ascii"): index for index, name in enumerate(_METHO
 
 
 class Series:
-    """One resource's requests, as plain numbers a worker updates on its event loop.
+    """One resource's requests, as raw observations a worker appends to on its event loop.
 
-    ``by_key`` maps ``status << 4 | method index`` to a histogram of request durations
-    (:data:`~gatehouse.metrics.families.Hist`): the request counts by method and status are
-    its bucket counts added up, and the resource's duration histogram is the sum over keys,
-    both made when Prometheus scrapes. A request costs one dict lookup, one bisect and two
-    list updates (plus the same for its backend's histogram), no tuple and no label."""
+    ``by_key`` maps ``status << 4 | method index`` to the request durations observed since
+    the last fold, ``hists`` the same key to the histogram (:data:`~.families.Hist`) they fold
+    into (:meth:`WorkerCounters.fold`: on the worker's sweep, every quarter of a second, and
+    before a snapshot). The request counts by method and status are a histogram's bucket
+    counts added up, the resource's duration histogram the sum over keys, both made when
+    Prometheus scrapes. A request costs two comparisons with the previous request's method and
+    status and one list append (its backend's response time is appended to the origin's list
+    when the response head comes): no label, no tuple, no bisect; a request of another key
+    than the previous one adds a dict lookup."""
 
-    __slots__ = ("by_key", "resource")
+    __slots__ = ("by_key", "counters", "hists", "last", "method", "resource", "status")
 
-    def __init__(self, resource: str) -> None:
+    def __init__(self, resource: str, counters: WorkerCounters) -> None:
         self.resource = resource
-        self.by_key: dict[int, Hist] = {}
+        self.counters = counters
+        self.by_key: dict[int, list[float]] = {}
+        self.hists: dict[int, Hist] = {}
+        #: The previous request's method and status, and its key's list.
+        self.method = b""
+        self.status = -1
+        self.last: list[float] = []
+
+    def pending(self, method: bytes, status: int) -> list[float]:
+        """The list of ``method`` and ``status``'s durations not folded yet."""
+        key = status << 4 | _METHOD_INDEX.get(method, 0)
+        values = self.by_key.get(key)
+        if values is None:
+            values = self.by_key[key] = []
+            self.hists[key] = self.counters.foldable(values)
+        self.method = method
+        self.status = status
+        self.last = values
+        return values
 
     def add(self, method: bytes, status: int, seconds: float) -> None:
         """One request answered ``status`` after ``seconds``."""
-        key = status << 4 | _METHOD_INDEX.get(method, 0)
-        hist = self.by_key.get(key)
-        if hist is None:
-            hist = self.by_key[key] = new_hist()
-        hist[bisect_left(_BOUNDS, seconds)] += 1
-        hist[_SUM] += seconds
+        if status == self.status and method == self.method:
+            self.last.append(seconds)
+        else:
+            self.pending(method, status).append(seconds)
 
     def exchange(
         self,
         method: bytes,
         status: int,
         seconds: float,
-        backend: Hist | None,
+        backend: list[float] | None,
         upstream_seconds: float,
     ) -> None:
         """One proxied request (the hot path): :meth:`add`, and ``upstream_seconds`` into
-        its backend's histogram when a backend answered (``backend`` is not None)."""
-        key = status << 4 | _METHOD_INDEX.get(method, 0)
-        hist = self.by_key.get(key)
-        if hist is None:
-            hist = self.by_key[key] = new_hist()
-        hist[bisect_left(_BOUNDS, seconds)] += 1
-        hist[_SUM] += seconds
+        its backend's observations when a backend answered (``backend`` is not None)."""
+        if status == self.status and method == self.method:
+            self.last.append(seconds)
+        else:
+            self.pending(method, status).append(seconds)
         if backend is not None:
-            backend[bisect_left(_BOUNDS, upstream_seconds)] += 1
-            backend[_SUM] += upstream_seconds
+            backend.append(upstream_seconds)
 
     def requests(self) -> Iterator[tuple[str, int, float]]:
-        """``(method label, status, count)`` for every key seen."""
-        for key, hist in self.by_key.items():
+        """``(method label, status, count)`` for every key seen (as of the last fold)."""
+        for key, hist in self.hists.items():
             yield _METHODS[key & 15], key >> 4, sum(hist[:_SUM])
 
     def durations(self) -> Hist:
         total = new_hist()
-        for hist in self.by_key.values():
+        for hist in self.hists.values():
             add_hist(total, hist)
         return total
 
@@ -119,18 +140,21 @@ class WorkerCounters:
     """What one Access Point worker counts; updated on its event loop only.
 
     The request path reaches its numbers without looking anything up: each compiled route
-    holds its resource's :class:`Series` (:meth:`series`), each backend origin its histogram
-    (:meth:`backend`), both made once per resource id or backend URL and kept across
-    configuration versions, so counters never go back."""
+    holds its resource's :class:`Series` (:meth:`series`), each backend origin the list its
+    response times are appended to (:meth:`backend`), both made once per resource id or
+    backend URL and kept across configuration versions, so counters never go back. Raw
+    observations wait in lists until :meth:`fold` adds them into histograms."""
 
     __slots__ = (
+        "_folds",
         "_series",
+        "_upstream",
+        "_upstream_pending",
         "decision_durations",
         "decisions",
         "on",
         "retired",
         "retired_links",
-        "upstream",
         "upstream_errors",
     )
 
@@ -141,8 +165,12 @@ class WorkerCounters:
         self.on = False
         #: resource id ("" for none) -> its requests.
         self._series: dict[str, Series] = {}
-        #: backend URL -> histogram of the time from request sent to response head received.
-        self.upstream: dict[str, Hist] = {}
+        #: backend URL -> histogram of the time from request sent to response head received,
+        #: and the times observed since the last fold.
+        self._upstream: dict[str, Hist] = {}
+        self._upstream_pending: dict[str, list[float]] = {}
+        #: Every list of raw observations and the histogram it folds into.
+        self._folds: list[tuple[list[float], Hist]] = []
         #: (backend URL, kind) -> failures: connect, failed, timeout.
         self.upstream_errors: dict[tuple[str, str], int] = {}
         #: outcome (allow, deny, authenticate, error) -> decisions asked of a Policy service.
@@ -152,32 +180,52 @@ class WorkerCounters:
         self.retired: dict[str, float] = dict.fromkeys(_DECIDER_KEYS, 0.0)
         self.retired_links: dict[tuple[str, str], list[float]] = {}
 
+    def foldable(self, values: list[float], hist: Hist | None = None) -> Hist:
+        """Fold ``values`` into ``hist`` (a new one if None) from now on; returns it."""
+        if hist is None:
+            hist = new_hist()
+        self._folds.append((values, hist))
+        return hist
+
+    def fold(self) -> None:
+        """Add every raw observation into its histogram (the worker's sweep calls this every
+        quarter of a second, which bounds the lists; a snapshot calls it first)."""
+        for values, hist in self._folds:
+            if values:
+                fold(hist, values)
+
     def series(self, resource: str) -> Series:
         """The series of the resource id ``resource`` ("": a request no resource matched)."""
         found = self._series.get(resource)
         if found is None:
-            found = self._series[resource] = Series(resource)
+            found = self._series[resource] = Series(resource, self)
         return found
 
-    def backend(self, url: str) -> Hist:
-        """The histogram of the backend ``url``'s response times."""
-        hist = self.upstream.get(url)
-        if hist is None:
-            hist = self.upstream[url] = new_hist()
-        return hist
+    def backend(self, url: str) -> list[float]:
+        """The list the backend ``url``'s response times are appended to."""
+        values = self._upstream_pending.get(url)
+        if values is None:
+            values = self._upstream_pending[url] = []
+            self._upstream[url] = self.foldable(values)
+        return values
 
     def request(self, resource: str, method: bytes, status: int, seconds: float) -> None:
         """One request answered (what the request path does through a route's series)."""
         self.series(resource).add(method, status, seconds)
 
     def upstream_time(self, backend: str, seconds: float) -> None:
-        hist = self.backend(backend)
-        hist[bisect_left(_BOUNDS, seconds)] += 1
-        hist[_SUM] += seconds
+        self.backend(backend).append(seconds)
+
+    @property
+    def upstream(self) -> dict[str, Hist]:
+        """backend URL -> histogram of its response times (folded when asked)."""
+        self.fold()
+        return self._upstream
 
     @property
     def requests(self) -> dict[tuple[str, bytes, int], float]:
         """(resource id, method label, status) -> requests answered (made when asked)."""
+        self.fold()
         return {
             (name, method.encode("ascii"), status): count
             for name, series in self._series.items()
@@ -187,7 +235,8 @@ class WorkerCounters:
     @property
     def durations(self) -> dict[str, Hist]:
         """resource id -> histogram of request durations (head received to response sent)."""
-        return {name: s.durations() for name, s in self._series.items() if s.by_key}
+        self.fold()
+        return {name: s.durations() for name, s in self._series.items() if s.hists}
 
     def upstream_error(self, backend: str, kind: str) -> None:
         if not self.on:

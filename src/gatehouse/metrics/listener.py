@@ -9,6 +9,7 @@ It runs on the service's own event loop (or the Access Point supervisor's metric
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import socket
 from collections.abc import Awaitable, Callable
@@ -37,6 +38,14 @@ def http_answer(status: int, reason: str, body: bytes, content_type: str, head: 
         "",
     ]
     return "\r\n".join(lines).encode("ascii") + (b"" if head else body)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _plain(status: int, reason: str, text: str) -> bytes:
@@ -134,6 +143,13 @@ class MetricsListener:
         loop = asyncio.get_running_loop()
         factory = lambda: MetricsProtocol(self.render, self._connections)  # noqa: E731
         try:
+            if sock is None and _is_ip(host):
+                # Bound here rather than by create_server(host, port): uvloop would resolve
+                # the address on libuv's thread pool, leaving four idle threads in an Access
+                # Point worker that has none otherwise. (A host name may stand for several
+                # addresses: create_server binds them all.)
+                family = socket.AF_INET6 if ":" in host else socket.AF_INET
+                sock = socket.create_server((host, port), family=family)
             if sock is not None:
                 self.server = await loop.create_server(factory, sock=sock)
             else:
