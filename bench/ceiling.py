@@ -22,9 +22,7 @@ For each: requests/s, p99 and the proxy process's CPU time per request (user + s
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -56,24 +54,6 @@ def group_cpu(pgid: int) -> tuple[float, float]:
     return user / TICKS, system / TICKS
 
 
-def wrk(url: str, connections: int, seconds: int) -> tuple[int, float, float]:
-    """Requests, requests/s and p99 (ms) of one wrk run."""
-    out = subprocess.run(
-        ["/usr/bin/wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=seconds + 30,
-    ).stdout
-    requests = re.search(r"(\d+) requests in", out)
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", out)
-    if not (requests and rps and p99):
-        raise SystemExit(f"bench: wrk output not understood:\n{out}")
-    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
-    return int(requests.group(1)), float(rps.group(1)), float(p99.group(1)) * scale
-
-
 @dataclass
 class Row:
     system: str
@@ -98,20 +78,7 @@ def start(system: str, workdir: Path, backend: int, python: str) -> tls_edge.Pro
         conf = tls_edge.nginx_proxy_conf(workdir, port, 1, backend)
         return tls_edge.start_nginx("nginx-proxy", conf, workdir, port)
     if system == "Gatehouse AP":
-        config = {
-            "access_point": {"listen": f"127.0.0.1:{port}", "workers": 1},
-            "resources": [
-                {
-                    "id": "bench",
-                    "path_prefix": "/",
-                    "backends": [f"http://127.0.0.1:{backend}"],
-                    "public": True,
-                }
-            ],
-        }
-        (workdir / "ap.yaml").write_text(json.dumps(config))
-        argv = [python, "-m", "gatehouse", "access-point", "--config", str(workdir / "ap.yaml")]
-        return tls_edge.spawn("ap", argv, workdir, port)
+        return tls_edge.start_access_point(python, workdir, port, 1, backend)
     mode = "relay" if system == "Python TCP relay" else "parse"
     argv = [python, str(HERE / "bare_proxy.py"), mode, f"127.0.0.1:{port}", f"127.0.0.1:{backend}"]
     return tls_edge.spawn(mode, argv, workdir, port)
@@ -136,9 +103,9 @@ def run(connections: list[int], turns: int, seconds: int, python: str) -> list[R
                     for system in order:
                         proc = procs[system]
                         url = f"http://127.0.0.1:{proc.port}/"
-                        wrk(url, count, 1)  # warm-up: connections, pools
+                        tls_edge.wrk_latency(url, count, 1)  # warm-up: connections, pools
                         user0, sys0 = group_cpu(proc.popen.pid)
-                        requests, rps, p99 = wrk(url, count, seconds)
+                        requests, rps, p99 = tls_edge.wrk_latency(url, count, seconds)
                         user1, sys1 = group_cpu(proc.popen.pid)
                         cpu = (user1 - user0 + sys1 - sys0) / requests * 1e6
                         row = rows[system, count]

@@ -20,7 +20,6 @@ The numbers are printed as a markdown table; docs/benchmarks.md keeps the readin
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -56,18 +55,8 @@ def cpu_seconds(pid: int) -> float:
 
 
 def wrk(url: str, connections: int, seconds: int) -> tuple[int, float]:
-    out = subprocess.run(
-        ["/usr/bin/wrk", "-t1", f"-c{connections}", f"-d{seconds}s", url],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=seconds + 30,
-    ).stdout
-    requests = re.search(r"(\d+) requests in", out)
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    assert requests, out
-    assert rps, out
-    return int(requests.group(1)), float(rps.group(1))
+    requests, rps, _ = tls_edge.wrk_latency(url, connections, seconds)
+    return requests, rps
 
 
 def perf_split(pid: int, seconds: int, workdir: Path) -> dict[str, float]:
@@ -139,24 +128,7 @@ def profile(connections: int, seconds: int, out: Path, python: str) -> dict[str,
             "backend", tls_edge.backend_conf(workdir, backend_port), workdir, backend_port
         )
         port = tls_edge.free_port()
-        config = {
-            "access_point": {"listen": f"127.0.0.1:{port}", "workers": 1},
-            "resources": [
-                {
-                    "id": "bench",
-                    "path_prefix": "/",
-                    "backends": [f"http://127.0.0.1:{backend_port}"],
-                    "public": True,
-                }
-            ],
-        }
-        (workdir / "ap.yaml").write_text(json.dumps(config))
-        ap = tls_edge.spawn(
-            "ap",
-            [python, "-m", "gatehouse", "access-point", "--config", str(workdir / "ap.yaml")],
-            workdir,
-            port,
-        )
+        ap = tls_edge.start_access_point(python, workdir, port, 1, backend_port)
         url = f"http://127.0.0.1:{port}/"
         try:
             deadline = time.monotonic() + 20

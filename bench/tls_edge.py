@@ -160,6 +160,24 @@ def nginx_proxy_conf(workdir: Path, port: int, workers: int, backend: int) -> st
     )
 
 
+def wrk_latency(url: str, connections: int, seconds: int) -> tuple[int, float, float]:
+    """One plain ``wrk -t1 --latency`` run: requests, requests/s and p99 in ms."""
+    out = subprocess.run(
+        ["/usr/bin/wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=seconds + 30,
+    ).stdout
+    requests = re.search(r"(\d+) requests in", out)
+    rps = _RPS.search(out)
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", out)
+    if not (requests and rps and p99):
+        raise SystemExit(f"bench: wrk output not understood:\n{out}")
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
+    return int(requests.group(1)), float(rps.group(1)), float(p99.group(1)) * scale
+
+
 @dataclass
 class Proc:
     name: str
@@ -233,14 +251,21 @@ def start_nginx(name: str, conf: str, workdir: Path, port: int) -> Proc:
 
 
 def start_access_point(
-    python: str, workdir: Path, port: int, workers: int, backend: int, cert: Path, key: Path
+    python: str,
+    workdir: Path,
+    port: int,
+    workers: int,
+    backend: int,
+    cert: Path | None = None,
+    key: Path | None = None,
 ) -> Proc:
+    """An AP with one public resource (everything under ``/``) to ``backend``; over TLS
+    with ``cert`` and ``key``, plain HTTP without."""
+    settings: dict[str, object] = {"listen": f"127.0.0.1:{port}", "workers": workers}
+    if cert is not None and key is not None:
+        settings["tls"] = {"certificates": [{"cert_file": str(cert), "key_file": str(key)}]}
     config = {
-        "access_point": {
-            "listen": f"127.0.0.1:{port}",
-            "workers": workers,
-            "tls": {"certificates": [{"cert_file": str(cert), "key_file": str(key)}]},
-        },
+        "access_point": settings,
         "resources": [
             {
                 "id": "bench",
