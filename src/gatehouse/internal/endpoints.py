@@ -160,6 +160,12 @@ class _State:
         self.probe_every = 1
         self.probe_skip = 0
 
+    def reset_checks(self) -> None:
+        """A check was answered, or the endpoint changed state: no slow run, no back-off."""
+        self.slow_checks = 0
+        self.probe_every = 1
+        self.probe_skip = 0
+
 
 #: Told of every transition: the endpoint and whether it is now up.
 Watcher = Callable[[Endpoint, bool], None]
@@ -353,9 +359,7 @@ class Endpoints:
         if st.up:
             st.up = False
             st.changed_at = now
-            st.slow_checks = 0
-            st.probe_every = 1
-            st.probe_skip = 0
+            st.reset_checks()
             st.went_down += 1
             self.counters["transitions"] += 1
             self.counters["down"] += 1
@@ -404,9 +408,7 @@ class Endpoints:
             return
         st.probes_passed += 1
         self.counters["probes_passed"] += 1
-        st.slow_checks = 0
-        st.probe_every = 1
-        st.probe_skip = 0
+        st.reset_checks()
         now = self.clock()
         started = now if started is None else started
         if started < st.evidence_at:
@@ -446,8 +448,7 @@ class Endpoints:
         st.changed_at = now
         st.reason = ""
         st.retry_at = math.inf
-        st.probe_every = 1
-        st.probe_skip = 0
+        st.reset_checks()
         st.came_up += 1
         self.counters["transitions"] += 1
         self.counters["up"] += 1
