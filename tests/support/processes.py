@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,23 +18,47 @@ import yaml
 GATEHOUSE = [sys.executable, "-m", "gatehouse"]
 
 
+# Ports the tests choose come from a block of their own below the kernel's ephemeral range
+# (32768-60999 by default), one block per xdist worker. ``bind(("127.0.0.1", 0))`` would pick
+# from the ephemeral range, where another worker's process may take the port between our
+# close and the service's bind (its ``wait_port`` then sees the other process), and where a
+# client's connect() may get the same number as its source port and connect to itself.
+# 10000-19999: five workers; cluster.topology_patroni.quiet_free_ports uses 20000-32767.
+PORT_BLOCK = 2000
+FIRST_PORT = 10000
+_port_lock = threading.Lock()
+_next_port: list[int] = []
+
+
+def _worker_block() -> tuple[int, int]:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")  # "gw3" under xdist
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    first = FIRST_PORT + (index % 5) * PORT_BLOCK
+    return first, first + PORT_BLOCK
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A port nobody holds now, from this worker's block, never the same twice in a row: the
+    block is walked from a random start (two test runs at once rarely meet)."""
+    first, end = _worker_block()
+    with _port_lock:
+        if not _next_port:
+            _next_port.append(random.randrange(first, end))
+        for _ in range(PORT_BLOCK):
+            port = _next_port[0]
+            _next_port[0] = first + (port + 1 - first) % PORT_BLOCK
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                try:
+                    sock.bind((host, port))  # no SO_REUSEADDR: a port in TIME_WAIT is skipped
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError(f"no free port in {first}-{end - 1} on {host}")
 
 
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """``count`` distinct free ports: every probe socket is held until all are chosen (one
-    :func:`free_port` after another may get back the port it just closed)."""
-    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind((host, 0))
-        return [int(sock.getsockname()[1]) for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
+    """``count`` distinct free ports."""
+    return [free_port(host) for _ in range(count)]
 
 
 def wait_port(
