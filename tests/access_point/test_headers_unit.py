@@ -14,14 +14,14 @@ from starlette.exceptions import HTTPException
 
 from gatehouse.access_point.headers import (
     HeaderPolicy,
+    ResponseFields,
     end_to_end,
     forwarded_fields,
     request_lines,
-    serialize,
     session_cookie,
     split_response,
-    with_via,
     without_cookie,
+    without_field,
 )
 from gatehouse.access_point.request import BadRequest, RequestHead, normalize_path, parse_head
 from gatehouse.access_point.routing import Router, prefix_matches, strip_prefix
@@ -733,12 +733,7 @@ def test_is_trusted(trusted: list[str], peer: str, expected: bool) -> None:
     assert rules.is_trusted(peer) is expected
 
 
-def test_with_via_and_serialize() -> None:
-    fields = with_via([(b"Via", b"1.0 lb")], b"1.1", b"gatehouse")
-    assert fields == [(b"Via", b"1.0 lb"), (b"Via", b"1.1 gatehouse")]
-    assert serialize(b"GET / HTTP/1.1", [(b"A", b"1")]) == b"GET / HTTP/1.1\r\nA: 1\r\n\r\n"
-    assert serialize(b"X", [(b"A", b"1"), (b"B", b"")]) == b"X\r\nA: 1\r\nB: \r\n\r\n"
-    assert serialize(b"HTTP/1.1 204 No Content", []) == b"HTTP/1.1 204 No Content\r\n\r\n"
+def test_via_lines() -> None:
     rules = HeaderPolicy.build([], "edge-1", False, [])
     assert (rules.via_line_11, rules.via_line_10) == (b"Via: 1.1 edge-1", b"Via: 1.0 edge-1")
 
@@ -757,7 +752,7 @@ def test_split_response() -> None:
             (b"Proxy-Authenticate", b"Basic"),
         ]
     )
-    assert framing.headers == [(b"Content-Type", b"text/plain"), (b"Set-Cookie", b"a=1")]
+    assert framing.lines == [b"Content-Type: text/plain", b"Set-Cookie: a=1"]
     assert framing.content_length == b"12"
     assert framing.chunked
     assert framing.upgrade == b"websocket"
@@ -777,7 +772,26 @@ def test_split_response() -> None:
 )
 def test_split_response_connection_options(connection: bytes, kept: list[bytes]) -> None:
     framing = split_response([(b"X-A", b"1"), (b"Connection", connection), (b"X-B", b"2")])
-    assert [name for name, _ in framing.headers] == kept
+    assert [line.split(b":")[0] for line in framing.lines] == kept
+
+
+def test_response_fields_end_with_the_head_and_start_again_on_reset() -> None:
+    fields = ResponseFields()
+    fields.field(b"X-A", b"1")
+    fields.field(b"Content-Length", b" 5 ")
+    assert fields.close() == [b"X-A: 1"]
+    assert fields.content_length == b"5"
+    # After the head: trailer fields of a chunked body, never relayed.
+    fields.field(b"X-Trailer", b"2")
+    assert fields.lines == [b"X-A: 1"]
+    fields.reset()
+    fields.field(b"X-B", b"3")
+    assert (fields.close(), fields.content_length, fields.chunked) == ([b"X-B: 3"], None, False)
+
+
+def test_without_field_matches_names_whatever_their_case() -> None:
+    lines = [b"Strict-Transport-Security: max-age=1", b"X-A: 1", b"strict-transport-security: x"]
+    assert without_field(lines, b"strict-transport-security") == [b"X-A: 1"]
 
 
 # routing ----------------------------------------------------------------------------------------

@@ -16,13 +16,7 @@ from typing import TYPE_CHECKING
 
 from gatehouse.access_point import pages
 from gatehouse.access_point.authorize import Authorization
-from gatehouse.access_point.headers import (
-    HOP_BY_HOP,
-    field_line,
-    request_lines,
-    serialize,
-    split_response,
-)
+from gatehouse.access_point.headers import HOP_BY_HOP, request_lines, without_field
 from gatehouse.access_point.routing import strip_prefix
 from gatehouse.access_point.upstream import ConnectFailed, Origin, UpstreamConnection
 from gatehouse.metrics.access_point import COUNTERS
@@ -90,7 +84,6 @@ class ProxyExchange(Authorization):
         "prefix",
         "read_since",
         "request_done",
-        "resp_headers",
         "resp_started",
         "resp_upgrade",
         "retried",
@@ -120,7 +113,6 @@ class ProxyExchange(Authorization):
         self.upstream: UpstreamConnection | None = None
         self.connect_task: asyncio.Task[None] | None = None
         self.retried = False
-        self.resp_headers: list[tuple[bytes, bytes]] = []
         self.resp_started = False
         self.resp_upgrade = False
         self.chunked_out = False
@@ -301,7 +293,7 @@ class ProxyExchange(Authorization):
 
     def _attach(self, upstream: UpstreamConnection) -> None:
         self.upstream = upstream
-        upstream.sink = self
+        upstream.attach(self)
         if self.conn.write_paused:
             upstream.pause_reading()
         parts = [self._upstream_head(upstream.origin)]
@@ -365,10 +357,6 @@ class ProxyExchange(Authorization):
             self._start_read_timer()
 
     # the response (called by UpstreamConnection) --------------------------------------------
-    def upstream_header(self, name: bytes, value: bytes) -> None:
-        if not self.resp_started:
-            self.resp_headers.append((name, value))
-
     def upstream_headers_complete(self) -> None:
         upstream = self.upstream
         if upstream is None or self.done:
@@ -382,34 +370,27 @@ class ProxyExchange(Authorization):
             else:
                 self.resp_upgrade = True
             return
+        fields = upstream.fields
         if code < 200:
             # Interim responses (100 Continue, 103 Early Hints) are not relayed: the AP
             # answered the client's Expect itself.
-            self.resp_headers = []
+            fields.reset()
             return
         self.status = code
         timings = upstream.origin.timings
         if timings is not None:  # metrics on: the backend's response time
             timings.append(perf_counter() - self.sent_at)
         head = self.head
-        framing = split_response(self.resp_headers)
-        lines = [pages.status_line(code)]
-        hsts = self.rt.hsts if self.conn.scheme == b"https" else b""
-        if hsts:
+        kept = fields.close()
+        if self.conn.scheme == b"https" and self.rt.hsts:
             # The AP's own policy replaces a backend's: one Strict-Transport-Security field.
-            lines += (
-                field_line(h)
-                for h in framing.headers
-                if h[0].lower() != b"strict-transport-security"
-            )
-            lines.append(hsts)
-        else:
-            lines += map(field_line, framing.headers)
-        no_body = head.method == b"HEAD" or code in (204, 304)
-        if framing.content_length is not None and code != 204:
-            lines.append(b"Content-Length: " + framing.content_length)
-        elif not no_body:
-            self.until_close = not framing.chunked
+            kept = without_field(kept, b"strict-transport-security")
+            kept.append(self.rt.hsts)
+        lines = [pages.status_line(code), *kept]
+        if fields.content_length is not None and code != 204:
+            lines.append(b"Content-Length: " + fields.content_length)
+        elif head.method != b"HEAD" and code != 204 and code != 304:
+            self.until_close = not fields.chunked
             if head.version == b"1.1":
                 self.chunked_out = True
                 lines.append(b"Transfer-Encoding: chunked")
@@ -473,14 +454,12 @@ class ProxyExchange(Authorization):
         if not self.resp_upgrade:
             self._upstream_broken("unexpected protocol switch from backend")
             return
-        framing = split_response(self.resp_headers)
-        headers = framing.headers
-        headers.append((b"Via", b"1.1 " + self.rt.policy.via))
-        headers.append((b"Upgrade", framing.upgrade or self.head.upgrade or b""))
-        headers.append((b"Connection", b"upgrade"))
-        status_line = pages.status_line(101)
+        fields = upstream.fields
+        lines = [pages.status_line(101), *fields.close(), self.rt.policy.via_line_11]
+        lines.append(b"Upgrade: " + (fields.upgrade or self.head.upgrade or b""))
+        lines += (b"Connection: upgrade", b"", b"")
         conn = self.conn
-        conn.out.append(serialize(status_line, headers))
+        conn.out.append(b"\r\n".join(lines))
         if rest:
             conn.out.append(rest)
         self.resp_started = True

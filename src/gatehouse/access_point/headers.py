@@ -159,12 +159,6 @@ def end_to_end(
     return out
 
 
-def with_via(headers: list[Header], version: bytes, pseudonym: bytes) -> list[Header]:
-    """Append this proxy to Via (RFC 9110 §7.6.3)."""
-    headers.append((b"Via", version + b" " + pseudonym))
-    return headers
-
-
 def request_lines(
     headers: Iterable[Header],
     drop: frozenset[bytes],
@@ -191,57 +185,89 @@ def request_lines(
     return out
 
 
-def serialize(start_line: bytes, headers: Iterable[Header]) -> bytes:
-    """A message head: start line, fields, empty line."""
-    return b"\r\n".join([start_line, *map(field_line, headers), b"", b""])
-
-
 RESPONSE_DROP = HOP_BY_HOP | {b"content-length"}
 #: Connection options that name no field, so need no second pass.
 _CONNECTION_OPTIONS = frozenset({b"keep-alive", b"close", b"upgrade", b""})
 
 
-@dataclass(slots=True)
-class ResponseFraming:
-    """The end-to-end fields of a backend response and how its body is delimited."""
+class ResponseFields:
+    """The fields of one backend response, sorted as llhttp reports them: the end-to-end ones
+    as head lines, ready to send; the hop-by-hop ones (RFC 9110 §7.6.1) dropped, with what
+    they say about the body kept aside.
 
-    headers: list[Header]
+    One call per field on the hot path: the upstream protocol hands :meth:`field` to its
+    parser as ``on_header``, and :meth:`close` ends the head (fields after it are trailers,
+    never relayed). :meth:`reset` starts the next response on the same connection.
+    """
+
+    __slots__ = ("chunked", "content_length", "lines", "named", "open", "upgrade")
+
+    lines: list[bytes]
     content_length: bytes | None
     chunked: bool
     upgrade: bytes | None
+    #: Field names listed in Connection (dropped too), when any.
+    named: set[bytes] | None
+    open: bool
 
+    def __init__(self) -> None:
+        self.reset()
 
-def split_response(headers: Iterable[Header]) -> ResponseFraming:
-    """Drop hop-by-hop fields (and those Connection names) from a backend response."""
-    named: set[bytes] | None = None
-    kept: list[Header] = []
-    content_length: bytes | None = None
-    chunked = False
-    upgrade: bytes | None = None
-    for header in headers:
-        lname = header[0].lower()
-        if lname in RESPONSE_DROP:
-            value = header[1]
-            if lname == b"content-length":
-                if content_length is None:
-                    content_length = value.strip(b" \t")
-            elif lname == b"transfer-encoding":
-                chunked = True
-            elif lname == b"connection":
-                # Usually one option that names no field ("keep-alive"): no set needed.
-                if value.strip(b" \t").lower() not in _CONNECTION_OPTIONS:
-                    if named is None:
-                        named = set()
-                    named.update(t.strip(b" \t").lower() for t in value.split(b","))
-            elif lname == b"upgrade":
-                upgrade = value.strip(b" \t")
-            continue
-        kept.append(header)
-    if named:
-        named -= _CONNECTION_OPTIONS
+    def reset(self) -> None:
+        self.lines = []
+        self.content_length = self.upgrade = self.named = None
+        self.chunked = False
+        self.open = True
+
+    def field(self, name: bytes, value: bytes) -> None:
+        if not self.open:
+            return
+        lname = name.lower()
+        if lname not in RESPONSE_DROP:
+            self.lines.append(name + b": " + value)
+        elif lname == b"content-length":
+            if self.content_length is None:
+                self.content_length = value.strip(b" \t")
+        elif lname == b"connection":
+            # Usually one option that names no field ("keep-alive"): no set needed.
+            if value.strip(b" \t").lower() not in _CONNECTION_OPTIONS:
+                named = self.named
+                if named is None:
+                    named = self.named = set()
+                named.update(t.strip(b" \t").lower() for t in value.split(b","))
+        elif lname == b"transfer-encoding":
+            self.chunked = True
+        elif lname == b"upgrade":
+            self.upgrade = value.strip(b" \t")
+
+    def close(self) -> list[bytes]:
+        """End the head; the lines of the end-to-end fields, without those Connection names."""
+        self.open = False
+        named = self.named
         if named:
-            kept = [h for h in kept if h[0].lower() not in named]
-    return ResponseFraming(kept, content_length, chunked, upgrade)
+            named -= _CONNECTION_OPTIONS
+            if named:
+                self.lines = [line for line in self.lines if _name(line) not in named]
+        return self.lines
+
+
+def _name(line: bytes) -> bytes:
+    """The lowercase name of a field line (names cannot hold a colon)."""
+    return line[: line.index(b":")].lower()
+
+
+def without_field(lines: list[bytes], name: bytes) -> list[bytes]:
+    """``lines`` without the fields named ``name`` (lowercase)."""
+    return [line for line in lines if _name(line) != name]
+
+
+def split_response(headers: Iterable[Header]) -> ResponseFields:
+    """Sort a backend response's fields (:class:`ResponseFields`), the head ended."""
+    fields = ResponseFields()
+    for name, value in headers:
+        fields.field(name, value)
+    fields.close()
+    return fields
 
 
 @functools.lru_cache(maxsize=4096)

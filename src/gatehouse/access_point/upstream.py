@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import httptools
 
+from gatehouse.access_point.headers import ResponseFields
 from gatehouse.internal.liveness import peer_has_closed
 from gatehouse.trust.tls import PeerRefused
 
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
 class ResponseSink(Protocol):
     """What an upstream connection reports to (implemented by the exchange)."""
 
-    def upstream_header(self, name: bytes, value: bytes) -> None: ...
     def upstream_headers_complete(self) -> None: ...
     def upstream_body(self, data: bytes) -> None: ...
     def upstream_message_complete(self) -> None: ...
@@ -45,6 +45,10 @@ class UpstreamConnection(asyncio.Protocol):
         self.origin = origin
         self.transport: asyncio.Transport | None = None
         self.sink: ResponseSink | None = None
+        #: The response's fields, sorted as they come: llhttp calls ``fields.field`` itself
+        #: (bound before the parser is made), one call per field.
+        self.fields = ResponseFields()
+        self.on_header = self.fields.field
         self.parser = httptools.HttpResponseParser(self)
         self.tunnel = False
         self.closed = False
@@ -100,11 +104,7 @@ class UpstreamConnection(asyncio.Protocol):
         if self.sink is not None:
             self.sink.upstream_paused(False)
 
-    # llhttp callbacks ---------------------------------------------------------------------
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if self.sink is not None:
-            self.sink.upstream_header(name, value)
-
+    # llhttp callbacks (and on_header: fields.field) ---------------------------------------
     def on_headers_complete(self) -> None:
         if self.sink is not None:
             self.sink.upstream_headers_complete()
@@ -118,6 +118,11 @@ class UpstreamConnection(asyncio.Protocol):
             self.sink.upstream_message_complete()
 
     # used by the exchange -----------------------------------------------------------------
+    def attach(self, sink: ResponseSink) -> None:
+        """Send the next response to ``sink``."""
+        self.sink = sink
+        self.fields.reset()
+
     def status_code(self) -> int:
         return int(self.parser.get_status_code())
 
