@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from functools import wraps
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -43,6 +43,17 @@ def json_endpoint(handler: Handler) -> Handler:
 
 def bad_request(message: str) -> ServiceError:
     return ServiceError(Code.BAD_REQUEST, message, 400)
+
+
+def string_field(data: dict[str, Any], name: str) -> str:
+    """The string ``data[name]`` of a request body; 400 naming the field when it is missing
+    or not a string."""
+    if name not in data:
+        raise bad_request(f"{name}: missing")
+    value = data[name]
+    if not isinstance(value, str):
+        raise bad_request(f"{name}: must be a string")
+    return value
 
 
 def parse_json_object(body: bytes, max_bytes: int) -> dict[str, object]:
