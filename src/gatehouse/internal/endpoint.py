@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 if TYPE_CHECKING:
+    from starlette.exceptions import HTTPException
     from starlette.requests import Request
     from starlette.responses import Response
 
-from gatehouse.internal.errors import Code, ServiceError
+from gatehouse.internal.errors import Code, ServiceError, json_response
 from gatehouse.storage.errors import DatabaseUnavailable
 
 log = logging.getLogger("gatehouse.internal")
@@ -39,6 +40,26 @@ def json_endpoint(handler: Handler) -> Handler:
             return ServiceError(Code.INTERNAL, "internal error", 500).response()
 
     return wrapped
+
+
+def http_error_response(exc: HTTPException) -> Response:
+    """What Starlette refuses before a handler (no such route, a wrong method) as a JSON
+    error: ``not_found`` for a 404, ``bad_request`` otherwise, with its status."""
+    code = Code.NOT_FOUND if exc.status_code == 404 else Code.BAD_REQUEST
+    return json_response({"error": code.value, "message": str(exc.detail)}, exc.status_code)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    """The app's handler of Starlette's ``HTTPException``: :func:`http_error_response`."""
+    from starlette.exceptions import HTTPException
+
+    assert isinstance(exc, HTTPException)
+    return http_error_response(exc)
+
+
+async def unexpected_error(request: Request, exc: Exception) -> Response:
+    """The app's handler of any other exception: a JSON 500 that tells the caller nothing."""
+    return ServiceError(Code.INTERNAL, "internal error", 500).response()
 
 
 def bad_request(message: str) -> ServiceError:
