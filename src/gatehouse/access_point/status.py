@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from gatehouse.access_point import pages
 from gatehouse.config.access_point import AccessPointSettings, is_loopback, parse_listen
 from gatehouse.errors import ConfigError
+from gatehouse.internal.one_request import OneRequestProtocol, head_end, request_line
 from gatehouse.trust.identity import ADMINISTRATION, OPERATOR
 from gatehouse.trust.revocation import Revocations
 from gatehouse.trust.tls import peer_of_ssl
@@ -90,8 +91,11 @@ def _error(status: int, message: str) -> bytes:
     return _answer(status, json.dumps({"error": pages.reason(status), "message": message}).encode())
 
 
-class StatusProtocol(asyncio.Protocol):
+class StatusProtocol(OneRequestProtocol):
     """One connection to the status listener: read one request head, answer, close."""
+
+    max_connections = MAX_CONNECTIONS
+    read_timeout = READ_TIMEOUT
 
     def __init__(
         self,
@@ -100,57 +104,32 @@ class StatusProtocol(asyncio.Protocol):
         connections: set[asyncio.Transport],
         revocations: Revocations | None = None,
     ) -> None:
+        super().__init__(connections)
         self.state = state
         self.tls = tls
         #: Certificates the Administration service revoked: refused like a missing one.
         self.revocations = revocations
-        self.connections = connections
-        self.transport: asyncio.Transport | None = None
-        self.buffer = b""
-        self.answered = False
-        self.timer: asyncio.TimerHandle | None = None
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports implement asyncio.Transport without subclassing it.
-        tcp = cast(asyncio.Transport, transport)
-        if len(self.connections) >= MAX_CONNECTIONS:
-            tcp.abort()
-            return
-        self.transport = tcp
-        self.connections.add(tcp)
-        self.timer = self.state.loop.call_later(READ_TIMEOUT, tcp.abort)
+    def timer_loop(self) -> asyncio.AbstractEventLoop:
+        return self.state.loop
 
     def data_received(self, data: bytes) -> None:
         if self.answered:
             return
         self.buffer += data
-        end = self.buffer.find(b"\r\n\r\n")
-        if end < 0:
-            end = self.buffer.find(b"\n\n")
+        end = head_end(self.buffer)
         if end < 0 or end > MAX_HEAD:
             if len(self.buffer) > MAX_HEAD:
-                self._send(_error(431, "The request head is too large."))
+                self.send(_error(431, "The request head is too large."))
             return
-        self._send(self.respond(self.buffer[:end]))
-
-    def eof_received(self) -> bool:
-        if self.transport is not None and not self.answered:
-            self.transport.abort()
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-        if self.transport is not None:
-            self.connections.discard(self.transport)
+        self.send(self.respond(self.buffer[:end]))
 
     def respond(self, head: bytes) -> bytes:
         """The complete answer to a request head."""
-        line = head.split(b"\n", 1)[0].rstrip(b"\r")
-        parts = line.split(b" ")
-        if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
+        request = request_line(head)
+        if request is None:
             return _error(400, "The request could not be understood.")
-        method, target, _ = parts
+        method, target = request
         if self.tls:
             assert self.transport is not None
             peer = peer_of_ssl(self.transport.get_extra_info("ssl_object"))
@@ -172,14 +151,3 @@ class StatusProtocol(asyncio.Protocol):
             status = 503
             body = body.replace(b'"status": "ok"', b'"status": "draining"', 1)
         return _answer(status, body, method == b"HEAD")
-
-    def _send(self, data: bytes) -> None:
-        self.answered = True
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        transport = self.transport
-        if transport is None:
-            return
-        transport.write(data)
-        transport.close()

@@ -273,6 +273,7 @@ OAUTH_OPERATIONS: tuple[Operation, ...] = (
 
 _SERIAL = Param("serial", "path", {"type": "string"}, "the token's serial")
 _USER_QUERY = Param("user", "query", {"type": "string"}, "only this user's")
+_USER = Param("user", "path", {"type": "string"}, "the user")
 #: Every token route answers 404 where token administration is not set up, and 500 when the
 #: seed keyring cannot be read.
 _NO_TOKENS = "token administration is not set up here"
@@ -401,7 +402,7 @@ TOKEN_OPERATIONS: tuple[Operation, ...] = (
         "Must the user enrol a token at next login",
         "admin",
         api.EnrolmentOut,
-        params=(Param("user", "path", {"type": "string"}, "the user"),),
+        params=(_USER,),
         errors=(400, 404),
         error_text=_USER_404,
     ),
@@ -412,7 +413,7 @@ TOKEN_OPERATIONS: tuple[Operation, ...] = (
         "admin",
         api.EnrolmentOut,
         body=api.EnrolmentIn,
-        params=(Param("user", "path", {"type": "string"}, "the user"),),
+        params=(_USER,),
         errors=(400, 404),
         error_text=_USER_404,
     ),

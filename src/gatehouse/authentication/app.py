@@ -79,6 +79,7 @@ from gatehouse.authentication.verifier import Invalid, Limits, Locked, Ok, Outco
 from gatehouse.config.loader import validate
 from gatehouse.internal.config_agent import ConfigAgent, config_fields
 from gatehouse.internal.direct import DirectCalls
+from gatehouse.internal.endpoint import http_error, unexpected_error
 from gatehouse.internal.errors import Code, ServiceError, json_response
 from gatehouse.internal.managed import follow_admin
 from gatehouse.metrics.service import count_authentication
@@ -373,13 +374,7 @@ async def health(request: Request, peer: Peer | None, body: None) -> dict[str, o
     await service.db.check_health()
     answer: dict[str, object] = {"status": "ok", "role": ROLE, **config_fields(service.agent)}
     if service.agent is not None:
-        status = service.agent.status()
-        answer["config"] = {
-            "version": status.version,
-            "connected": status.connected,
-            "admin_error": status.admin_error,
-            "refused": status.refused,
-        }
+        answer["config"] = service.agent.status().to_json()
     return answer
 
 
@@ -451,16 +446,6 @@ async def verify_code(
     return answer
 
 
-async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    code = Code.NOT_FOUND if exc.status_code == 404 else Code.BAD_REQUEST
-    return json_response({"error": code.value, "message": str(exc.detail)}, exc.status_code)
-
-
-async def _unexpected(request: Request, exc: Exception) -> Response:
-    return ServiceError(Code.INTERNAL, "internal error", 500).response()
-
-
 def create_app(
     settings: AuthenticationSettings,
     user_db: str,
@@ -517,5 +502,5 @@ def create_app(
         routes=routes,
         middleware=[Middleware(DirectCalls, calls=oauth_service.direct_calls())],
         lifespan=lifespan,
-        exception_handlers={HTTPException: _http_error, Exception: _unexpected},
+        exception_handlers={HTTPException: http_error, Exception: unexpected_error},
     )

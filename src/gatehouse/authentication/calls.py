@@ -53,7 +53,7 @@ from typing import Any, Literal
 
 from gatehouse.authentication.lockout import canonical_ip
 from gatehouse.internal.calls import Call, health_call, json_codec
-from gatehouse.internal.endpoint import bad_request
+from gatehouse.internal.endpoint import bad_request, string_field
 from gatehouse.trust.identity import ADMINISTRATION, POLICY
 
 __all__ = [
@@ -113,20 +113,11 @@ class VerifyRequest:
     device: str | None = None
 
 
-def _string(data: dict[str, Any], name: str) -> str:
-    if name not in data:
-        raise bad_request(f"{name}: missing")
-    value = data[name]
-    if not isinstance(value, str):
-        raise bad_request(f"{name}: must be a string")
-    return value
-
-
 def parse_verify(data: dict[str, Any]) -> VerifyRequest:
     """``{"username", "password", "client_ip", "device"?}``; errors name the field at fault."""
-    username = _string(data, "username")
-    password = _string(data, "password")
-    client_ip = _string(data, "client_ip")
+    username = string_field(data, "username")
+    password = string_field(data, "password")
+    client_ip = string_field(data, "client_ip")
     if not username:
         raise bad_request("username: empty")
     try:
@@ -236,7 +227,7 @@ VERIFY_ANSWER = json_codec(
 
 
 def _username(data: dict[str, Any]) -> str:
-    username = _string(data, "username")
+    username = string_field(data, "username")
     if not username:
         raise bad_request("username: empty")
     if len(username) > MAX_USERNAME:
@@ -245,7 +236,7 @@ def _username(data: dict[str, Any]) -> str:
 
 
 def _client_ip(data: dict[str, Any]) -> str:
-    client_ip = _string(data, "client_ip")
+    client_ip = string_field(data, "client_ip")
     try:
         return canonical_ip(client_ip)
     except ValueError:
@@ -253,7 +244,7 @@ def _client_ip(data: dict[str, Any]) -> str:
 
 
 def _attempt(data: dict[str, Any]) -> str:
-    attempt = _string(data, "attempt")
+    attempt = string_field(data, "attempt")
     if not ATTEMPT.match(attempt):
         raise bad_request("attempt: must be 16-64 URL-safe characters (A-Z a-z 0-9 _ -)")
     return attempt
@@ -261,7 +252,7 @@ def _attempt(data: dict[str, Any]) -> str:
 
 def _code(data: dict[str, Any]) -> str:
     # Any string: a malformed code is a wrong code (same answer, same work), not a 400.
-    return _string(data, "code")[:MAX_CODE]
+    return string_field(data, "code")[:MAX_CODE]
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,7 +326,7 @@ class EnrolRequest:
 def parse_enrol(data: dict[str, Any]) -> EnrolRequest:
     """``{"username", "issuer"}``: the issuer an authenticator app shows (no ``:``)."""
     username = _username(data)
-    issuer = _string(data, "issuer")
+    issuer = string_field(data, "issuer")
     if len(issuer) > MAX_ISSUER or ":" in issuer:
         raise bad_request(f"issuer: at most {MAX_ISSUER} characters, without ':'")
     return EnrolRequest(username, issuer)
@@ -370,7 +361,7 @@ class ConfirmRequest:
 
 def parse_confirm(data: dict[str, Any]) -> ConfirmRequest:
     """``{"username", "serial", "code", "client_ip", "attempt"}``."""
-    serial = _string(data, "serial")
+    serial = string_field(data, "serial")
     if not 1 <= len(serial) <= MAX_SERIAL:
         raise bad_request(f"serial: 1-{MAX_SERIAL} characters")
     return ConfirmRequest(_username(data), serial, _code(data), _client_ip(data), _attempt(data))
@@ -483,21 +474,21 @@ MAX_MESSAGE = 512
 
 
 def _method(data: dict[str, Any]) -> CodeMethod:
-    method = _string(data, "method")
+    method = string_field(data, "method")
     if method not in CODE_METHODS:
         raise bad_request(f"method: must be one of {', '.join(CODE_METHODS)}")
     return method  # type: ignore[return-value]  # checked against CODE_METHODS
 
 
 def _send_key(data: dict[str, Any]) -> str:
-    key = _string(data, "key")
+    key = string_field(data, "key")
     if not ATTEMPT.match(key):
         raise bad_request("key: must be 16-64 URL-safe characters (A-Z a-z 0-9 _ -)")
     return key
 
 
 def _message_id(data: dict[str, Any], name: str = "id") -> str:
-    value = _string(data, name)
+    value = string_field(data, name)
     if not MESSAGE_ID.match(value):
         raise bad_request(f"{name}: not a message id")
     return value

@@ -29,11 +29,10 @@ from gatehouse.authentication.calls import (
     _attempt,
     _client_ip,
     _code,
-    _string,
     _username,
 )
 from gatehouse.internal.calls import Call, json_codec
-from gatehouse.internal.endpoint import bad_request
+from gatehouse.internal.endpoint import bad_request, string_field
 from gatehouse.trust.identity import POLICY
 
 __all__ = [
@@ -66,7 +65,7 @@ CONFIRM_RESULTS: tuple[str, ...] = get_args(ConfirmResult)
 
 
 def _secret(data: dict[str, Any]) -> str:
-    return _string(data, "invitation")[:MAX_SECRET]
+    return string_field(data, "invitation")[:MAX_SECRET]
 
 
 # --- POST /internal/v1/invitations/check -----------------------------------------------------
@@ -123,7 +122,7 @@ class InvitationEnrol:
 
 def parse_enrol(data: dict[str, Any]) -> InvitationEnrol:
     """``{"invitation", "username", "issuer"}``."""
-    issuer = _string(data, "issuer")
+    issuer = string_field(data, "issuer")
     if len(issuer) > MAX_ISSUER or ":" in issuer:
         raise bad_request(f"issuer: at most {MAX_ISSUER} characters, without ':'")
     return InvitationEnrol(_secret(data), _username(data), issuer)
@@ -174,7 +173,7 @@ class InvitationConfirm:
 
 def parse_confirm(data: dict[str, Any]) -> InvitationConfirm:
     """``{"invitation", "username", "serial", "code", "client_ip", "attempt"}``."""
-    serial = _string(data, "serial")
+    serial = string_field(data, "serial")
     if not 1 <= len(serial) <= MAX_SERIAL:
         raise bad_request(f"serial: 1-{MAX_SERIAL} characters")
     return InvitationConfirm(

@@ -37,9 +37,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
-from gatehouse.authentication.calls import _attempt, _string, _username
+from gatehouse.authentication.calls import _attempt, _username
 from gatehouse.internal.calls import Call, json_codec
-from gatehouse.internal.endpoint import bad_request
+from gatehouse.internal.endpoint import bad_request, string_field
 from gatehouse.trust.identity import POLICY
 
 __all__ = [
@@ -104,7 +104,7 @@ def _int(data: dict[str, Any], name: str) -> int:
 
 
 def _sid(data: dict[str, Any]) -> str:
-    sid = _string(data, "sid")
+    sid = string_field(data, "sid")
     if not SID.match(sid):
         raise bad_request("sid: must be 32-64 lowercase hex digits (a session's hash)")
     return sid
@@ -205,12 +205,12 @@ class AuthorizeAnswer:
 def parse_authorize_answer(data: dict[str, Any]) -> AuthorizeAnswer:
     kind = data.get("kind")
     if kind == "redirect":
-        return AuthorizeAnswer("redirect", location=_string(data, "location"))
+        return AuthorizeAnswer("redirect", location=string_field(data, "location"))
     if kind == "error_page":
         return AuthorizeAnswer(
             "error_page",
             status=_int(data, "status"),
-            error=_string(data, "error"),
+            error=string_field(data, "error"),
             description=str(data.get("description") or ""),
         )
     if kind == "login":
@@ -219,7 +219,9 @@ def parse_authorize_answer(data: dict[str, Any]) -> AuthorizeAnswer:
         )
     if kind == "consent":
         return AuthorizeAnswer(
-            "consent", client_name=_string(data, "client_name"), scopes=_strings(data, "scopes")
+            "consent",
+            client_name=string_field(data, "client_name"),
+            scopes=_strings(data, "scopes"),
         )
     raise ValueError(f"kind: {kind!r}")
 
@@ -258,7 +260,7 @@ def parse_endpoint(data: dict[str, Any]) -> EndpointRequest:
     endpoint = data.get("endpoint")
     if endpoint not in ENDPOINTS:
         raise bad_request(f"endpoint: one of {', '.join(ENDPOINTS)}")
-    method = _string(data, "method")
+    method = string_field(data, "method")
     if method not in ("GET", "POST"):
         raise bad_request("method: GET or POST")
     headers = _str_map(data, "headers", len(RELAYED_HEADERS), MAX_TOKEN)
@@ -266,7 +268,7 @@ def parse_endpoint(data: dict[str, Any]) -> EndpointRequest:
     if unknown:
         raise bad_request(f"headers: not relayed: {sorted(unknown)}")
     return EndpointRequest(
-        endpoint, method, headers, _string(data, "body"), str(data.get("query") or "")
+        endpoint, method, headers, string_field(data, "body"), str(data.get("query") or "")
     )
 
 
@@ -293,7 +295,9 @@ def parse_endpoint_answer(data: dict[str, Any]) -> EndpointAnswer:
     status = _int(data, "status")
     if not 200 <= status <= 599:
         raise ValueError(f"status: {status}")
-    return EndpointAnswer(status, _str_map(data, "headers", 32, MAX_TOKEN), _string(data, "body"))
+    return EndpointAnswer(
+        status, _str_map(data, "headers", 32, MAX_TOKEN), string_field(data, "body")
+    )
 
 
 def render_endpoint_answer(answer: EndpointAnswer) -> dict[str, object]:
@@ -325,7 +329,7 @@ class HintRequest:
 
 
 def parse_hint(data: dict[str, Any]) -> HintRequest:
-    hint = _string(data, "id_token_hint")
+    hint = string_field(data, "id_token_hint")
     if len(hint) > MAX_TOKEN:
         raise bad_request(f"id_token_hint: longer than {MAX_TOKEN} characters")
     client_id = data.get("client_id")
@@ -351,9 +355,9 @@ def parse_hint_answer(data: dict[str, Any]) -> HintAnswer:
     sid = data.get("sid")
     return HintAnswer(
         True,
-        _string(data, "client_id"),
+        string_field(data, "client_id"),
         sid if isinstance(sid, str) else "",
-        _string(data, "username"),
+        string_field(data, "username"),
     )
 
 
@@ -378,7 +382,7 @@ class BearerRequest:
 
 def parse_bearer(data: dict[str, Any]) -> BearerRequest:
     # A token too long is no token of ours: inactive, not a 400 (the rule just does not match).
-    return BearerRequest(_string(data, "token")[: MAX_TOKEN + 1])
+    return BearerRequest(string_field(data, "token")[: MAX_TOKEN + 1])
 
 
 @dataclass(frozen=True, slots=True)
@@ -464,7 +468,7 @@ def parse_consents_answer(data: dict[str, Any]) -> ConsentsAnswer:
             raise ValueError("consents: must be objects")
         consents.append(
             Consent(
-                _string(item, "client_id"),
+                string_field(item, "client_id"),
                 str(item.get("client_name") or item["client_id"]),
                 _strings(item, "scopes"),
                 _int(item, "granted_at"),

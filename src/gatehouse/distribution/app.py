@@ -13,7 +13,6 @@ from pathlib import Path
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
 
 from gatehouse.distribution.calls import (
     HEALTH,
@@ -27,8 +26,7 @@ from gatehouse.distribution.calls import (
 from gatehouse.distribution.config import DistributionSettings
 from gatehouse.distribution.service import ROLE, Service
 from gatehouse.internal.config_agent import ConfigAgent, config_fields
-from gatehouse.internal.endpoint import bad_request
-from gatehouse.internal.errors import Code, ServiceError, json_response
+from gatehouse.internal.endpoint import bad_request, http_error, unexpected_error
 from gatehouse.trust.identity import Peer
 
 __all__ = ["create_app"]
@@ -58,13 +56,7 @@ async def health(request: Request, peer: Peer | None, body: None) -> dict[str, o
         "expired": stats.expired,
     }
     if service.agent is not None:
-        status = service.agent.status()
-        answer["config"] = {
-            "version": status.version,
-            "connected": status.connected,
-            "admin_error": status.admin_error,
-            "refused": status.refused,
-        }
+        answer["config"] = service.agent.status().to_json()
     return answer
 
 
@@ -78,16 +70,6 @@ async def status(request: Request, peer: Peer | None, body: None) -> MessageStat
     if not MESSAGE_ID.match(message_id):
         raise bad_request("id: not a message id")
     return await _service(request).status(message_id)
-
-
-async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    code = Code.NOT_FOUND if exc.status_code == 404 else Code.BAD_REQUEST
-    return json_response({"error": code.value, "message": str(exc.detail)}, exc.status_code)
-
-
-async def _unexpected(request: Request, exc: Exception) -> Response:
-    return ServiceError(Code.INTERNAL, "internal error", 500).response()
 
 
 def create_app(
@@ -112,5 +94,5 @@ def create_app(
     return Starlette(
         routes=[HEALTH.route(health), SUBMIT.route(submit), STATUS.route(status)],
         lifespan=lifespan,
-        exception_handlers={HTTPException: _http_error, Exception: _unexpected},
+        exception_handlers={HTTPException: http_error, Exception: unexpected_error},
     )

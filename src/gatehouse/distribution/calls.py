@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 from gatehouse.internal.calls import EMPTY, Call, health_call, json_codec
-from gatehouse.internal.endpoint import bad_request
+from gatehouse.internal.endpoint import bad_request, string_field
 from gatehouse.trust.identity import AUTHENTICATION, POLICY
 
 __all__ = [
@@ -155,15 +155,6 @@ class SubmitRequest:
     username: str | None = None
 
 
-def _string(data: dict[str, Any], name: str) -> str:
-    if name not in data:
-        raise bad_request(f"{name}: missing")
-    value = data[name]
-    if not isinstance(value, str):
-        raise bad_request(f"{name}: must be a string")
-    return value
-
-
 def _optional_string(data: dict[str, Any], name: str) -> str | None:
     value = data.get(name)
     if value is None:
@@ -176,10 +167,10 @@ def _optional_string(data: dict[str, Any], name: str) -> str | None:
 def parse_submit(data: dict[str, Any]) -> SubmitRequest:
     """``{"key", "purpose", "email"?, "phone"?, "subject", "text", "channels"?, "ttl",
     "username"?}``; errors name the field at fault."""
-    key = _string(data, "key")
+    key = string_field(data, "key")
     if not KEY.match(key):
         raise bad_request("key: must be 16-64 URL-safe characters (A-Z a-z 0-9 _ -)")
-    purpose = _string(data, "purpose")
+    purpose = string_field(data, "purpose")
     if purpose not in PURPOSES:
         raise bad_request(f"purpose: must be one of {', '.join(PURPOSES)}")
     email = _optional_string(data, "email") or None
@@ -190,12 +181,12 @@ def parse_submit(data: dict[str, Any]) -> SubmitRequest:
         raise bad_request(f"email: {why}")
     if phone is not None and (why := check_phone(phone)) is not None:
         raise bad_request(f"phone: {why}")
-    subject = _string(data, "subject")
+    subject = string_field(data, "subject")
     if len(subject) > MAX_SUBJECT:
         raise bad_request(f"subject: longer than {MAX_SUBJECT} characters")
     if _CONTROL.search(subject):
         raise bad_request("subject: contains line breaks or control characters")
-    text = _string(data, "text")
+    text = string_field(data, "text")
     if not text:
         raise bad_request("text: empty")
     if len(text) > MAX_TEXT:

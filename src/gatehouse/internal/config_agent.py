@@ -323,6 +323,15 @@ class AgentStatus:
     #: Why the latest version received was refused (``""`` once a newer one is applied).
     refused: str
 
+    def to_json(self) -> dict[str, object]:
+        """The ``"config"`` object of a service's health answer."""
+        return {
+            "version": self.version,
+            "connected": self.connected,
+            "admin_error": self.admin_error,
+            "refused": self.refused,
+        }
+
 
 def config_fields(agent: ConfigAgent | None) -> dict[str, object]:
     """The fields every service's health answer carries about its configuration:

@@ -5,15 +5,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from functools import wraps
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 if TYPE_CHECKING:
+    from starlette.exceptions import HTTPException
     from starlette.requests import Request
     from starlette.responses import Response
 
-from gatehouse.internal.errors import Code, ServiceError
+from gatehouse.internal.errors import Code, ServiceError, json_response
 from gatehouse.storage.errors import DatabaseUnavailable
 
 log = logging.getLogger("gatehouse.internal")
@@ -41,8 +42,39 @@ def json_endpoint(handler: Handler) -> Handler:
     return wrapped
 
 
+def http_error_response(exc: HTTPException) -> Response:
+    """What Starlette refuses before a handler (no such route, a wrong method) as a JSON
+    error: ``not_found`` for a 404, ``bad_request`` otherwise, with its status."""
+    code = Code.NOT_FOUND if exc.status_code == 404 else Code.BAD_REQUEST
+    return json_response({"error": code.value, "message": str(exc.detail)}, exc.status_code)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    """The app's handler of Starlette's ``HTTPException``: :func:`http_error_response`."""
+    from starlette.exceptions import HTTPException
+
+    assert isinstance(exc, HTTPException)
+    return http_error_response(exc)
+
+
+async def unexpected_error(request: Request, exc: Exception) -> Response:
+    """The app's handler of any other exception: a JSON 500 that tells the caller nothing."""
+    return ServiceError(Code.INTERNAL, "internal error", 500).response()
+
+
 def bad_request(message: str) -> ServiceError:
     return ServiceError(Code.BAD_REQUEST, message, 400)
+
+
+def string_field(data: dict[str, Any], name: str) -> str:
+    """The string ``data[name]`` of a request body; 400 naming the field when it is missing
+    or not a string."""
+    if name not in data:
+        raise bad_request(f"{name}: missing")
+    value = data[name]
+    if not isinstance(value, str):
+        raise bad_request(f"{name}: must be a string")
+    return value
 
 
 def parse_json_object(body: bytes, max_bytes: int) -> dict[str, object]:

@@ -13,9 +13,10 @@ import ipaddress
 import logging
 import socket
 from collections.abc import Awaitable, Callable
-from typing import cast
 
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+
+from gatehouse.internal.one_request import OneRequestProtocol, head_end, request_line
 
 log = logging.getLogger("gatehouse.metrics")
 
@@ -52,48 +53,34 @@ def _plain(status: int, reason: str, text: str) -> bytes:
     return http_answer(status, reason, text.encode() + b"\n", "text/plain; charset=utf-8", False)
 
 
-class MetricsProtocol(asyncio.Protocol):
+class MetricsProtocol(OneRequestProtocol):
     """One connection: read one request head, answer, close."""
 
-    def __init__(self, render: Render, connections: set[asyncio.Transport]) -> None:
-        self.render = render
-        self.connections = connections
-        self.transport: asyncio.Transport | None = None
-        self.buffer = b""
-        self.answered = False
-        self.timer: asyncio.TimerHandle | None = None
+    max_connections = MAX_CONNECTIONS
+    read_timeout = READ_TIMEOUT
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        tcp = cast(asyncio.Transport, transport)
-        if len(self.connections) >= MAX_CONNECTIONS:
-            tcp.abort()
-            return
-        self.transport = tcp
-        self.connections.add(tcp)
-        self.timer = asyncio.get_running_loop().call_later(READ_TIMEOUT, tcp.abort)
+    def __init__(self, render: Render, connections: set[asyncio.Transport]) -> None:
+        super().__init__(connections)
+        self.render = render
 
     def data_received(self, data: bytes) -> None:
         if self.answered:
             return
         self.buffer += data
-        end = self.buffer.find(b"\r\n\r\n")
-        if end < 0:
-            end = self.buffer.find(b"\n\n")
-        if end < 0:
+        if head_end(self.buffer) < 0:
             if len(self.buffer) > MAX_HEAD:
-                self._send(_plain(431, "Request Header Fields Too Large", "head too large"))
+                self.send(_plain(431, "Request Header Fields Too Large", "head too large"))
             return
         self.answered = True
-        line = self.buffer.split(b"\n", 1)[0].rstrip(b"\r")
-        parts = line.split(b" ")
-        if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
-            self._send(_plain(400, "Bad Request", "not an HTTP/1.x request"))
+        request = request_line(self.buffer)
+        if request is None:
+            self.send(_plain(400, "Bad Request", "not an HTTP/1.x request"))
             return
-        method, target = parts[0], parts[1].split(b"?", 1)[0]
+        method, target = request[0], request[1].split(b"?", 1)[0]
         if target not in PATHS:
-            self._send(_plain(404, "Not Found", "metrics are at /metrics"))
+            self.send(_plain(404, "Not Found", "metrics are at /metrics"))
         elif method not in (b"GET", b"HEAD"):
-            self._send(_plain(405, "Method Not Allowed", "use GET"))
+            self.send(_plain(405, "Method Not Allowed", "use GET"))
         else:
             asyncio.get_running_loop().create_task(self._metrics(method == b"HEAD"))
 
@@ -102,31 +89,9 @@ class MetricsProtocol(asyncio.Protocol):
             body = await self.render()
         except Exception:
             log.exception("rendering the metrics failed")
-            self._send(_plain(500, "Internal Server Error", "rendering the metrics failed"))
+            self.send(_plain(500, "Internal Server Error", "rendering the metrics failed"))
             return
-        self._send(http_answer(200, "OK", body, CONTENT_TYPE_PLAIN_0_0_4, head))
-
-    def eof_received(self) -> bool:
-        if self.transport is not None and not self.answered:
-            self.transport.abort()
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-        if self.transport is not None:
-            self.connections.discard(self.transport)
-
-    def _send(self, data: bytes) -> None:
-        self.answered = True
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        transport = self.transport
-        if transport is None or transport.is_closing():
-            return
-        transport.write(data)
-        transport.close()
+        self.send(http_answer(200, "OK", body, CONTENT_TYPE_PLAIN_0_0_4, head))
 
 
 class MetricsListener:

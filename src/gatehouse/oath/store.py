@@ -304,54 +304,31 @@ class TokenStore:
             TokenExists: the serial is taken.
             InvalidToken: a field is out of range.
         """
-        check_fields(
-            serial=serial,
-            type=type,
+        token = NewToken(
+            serial,
+            type,
+            seed_key_id,
+            seed_ciphertext,
             algorithm=algorithm,
             digits=digits,
             period=period,
-            seed_key_id=seed_key_id,
             owner=owner,
             state=state,
             counter=counter,
+            description=description,
         )
-        statement = (
-            insert(_T)
-            .values(
-                serial=serial,
-                owner=owner,
-                type=type,
-                algorithm=algorithm,
-                digits=digits,
-                period=period,
-                seed_key_id=seed_key_id,
-                seed_ciphertext=seed_ciphertext,
-                counter=counter,
-                last_step=NO_STEP,
-                drift=0,
-                failures=0,
-                state=state,
-                locked_until=None,
-                description=description,
-                created_at=now or utcnow(),
-                last_used_at=None,
-            )
-            .returning(*_COLUMNS)
-        )
+        _check_new(token)
+        statement = insert(_T).values(**_new_row(token, now or utcnow())).returning(*_COLUMNS)
         try:
             async with self._transaction() as conn:
                 row = (await conn.execute(statement)).one()
         except IntegrityError as error:
-            if "serial" in str(error.orig):
-                raise TokenExists(f"a token with serial {serial!r} exists already") from None
-            raise InvalidToken(f"token {serial!r} refused by the database: {error.orig}") from None
+            raise _refused(serial, error) from None
         return row_to_token(row._mapping)
 
     @waits
     async def find(self, serial: str) -> TokenRow | None:
-        async with self._transaction() as conn:
-            row = (await conn.execute(select(*_COLUMNS).where(_T.serial == serial))).first()
-        return None if row is None else row_to_token(row._mapping)
+        return await self._first(select(*_COLUMNS).where(_T.serial == serial))
 
     async def get(self, serial: str) -> TokenRow:
         """Raises :class:`TokenNotFound`."""
@@ -362,9 +339,7 @@ class TokenStore:
 
     @waits
     async def by_id(self, token_id: int) -> TokenRow | None:
-        async with self._transaction() as conn:
-            row = (await conn.execute(select(*_COLUMNS).where(_T.id == token_id))).first()
-        return None if row is None else row_to_token(row._mapping)
+        return await self._first(select(*_COLUMNS).where(_T.id == token_id))
 
     @waits
     async def list_tokens(
@@ -376,9 +351,7 @@ class TokenStore:
             query = query.where(_T.owner == owner)
         elif unassigned:
             query = query.where(_T.owner.is_(None))
-        async with self._transaction() as conn:
-            rows = (await conn.execute(query)).all()
-        return [row_to_token(row._mapping) for row in rows]
+        return await self._all(query)
 
     @waits
     async def active_for(self, owner: str, *, now: datetime | None = None) -> list[TokenRow]:
@@ -386,9 +359,7 @@ class TokenStore:
         query = (
             select(*_COLUMNS).where(_T.owner == owner, _usable_at(now or utcnow())).order_by(_T.id)
         )
-        async with self._transaction() as conn:
-            rows = (await conn.execute(query)).all()
-        return [row_to_token(row._mapping) for row in rows]
+        return await self._all(query)
 
     async def assign(self, serial: str, owner: str) -> TokenRow:
         """Give the token to ``owner`` (a no-op if it is theirs already).
@@ -472,9 +443,7 @@ class TokenStore:
         )
         if old_ciphertext is not None:
             statement = statement.where(_T.seed_ciphertext == old_ciphertext)
-        async with self._transaction() as conn:
-            result = await conn.execute(statement)
-        return _rowcount(result) == 1
+        return await self._changed_one(statement)
 
     # -- validation: each one conditional statement ------------------------------------------
 
@@ -512,9 +481,7 @@ class TokenStore:
                 last_attempt=attempt,
             )
         )
-        async with self._transaction() as conn:
-            result = await conn.execute(statement)
-        return _rowcount(result) == 1
+        return await self._changed_one(statement)
 
     @waits
     async def consume_hotp(
@@ -550,9 +517,7 @@ class TokenStore:
                 last_attempt=attempt,
             )
         )
-        async with self._transaction() as conn:
-            result = await conn.execute(statement)
-        return _rowcount(result) == 1
+        return await self._changed_one(statement)
 
     @waits
     async def activate_totp(
@@ -617,39 +582,23 @@ class TokenStore:
             TokenExists: the serial is taken.
             InvalidToken: a field is out of range.
         """
-        check_fields(
-            serial=serial,
-            type="totp",
+        token = NewToken(
+            serial,
+            "totp",
+            seed_key_id,
+            seed_ciphertext,
             algorithm=algorithm,
             digits=digits,
             period=period,
-            seed_key_id=seed_key_id,
             owner=owner,
             state="pending",
             counter=0,
+            description=description,
         )
+        _check_new(token)
         statement = (
             insert(_T)
-            .values(
-                serial=serial,
-                owner=owner,
-                type="totp",
-                algorithm=algorithm,
-                digits=digits,
-                period=period,
-                seed_key_id=seed_key_id,
-                seed_ciphertext=seed_ciphertext,
-                counter=0,
-                last_step=NO_STEP,
-                drift=0,
-                failures=0,
-                state="pending",
-                locked_until=None,
-                description=description,
-                created_at=now or utcnow(),
-                last_used_at=None,
-                last_attempt=None,
-            )
+            .values(**_new_row(token, now or utcnow()), last_attempt=None)
             .returning(*_COLUMNS)
         )
         earlier = delete(_T).where(_T.owner == owner, _T.state == "pending")
@@ -658,9 +607,7 @@ class TokenStore:
                 await conn.execute(earlier)
                 row = (await conn.execute(statement)).one()
         except IntegrityError as error:
-            if "serial" in str(error.orig):
-                raise TokenExists(f"a token with serial {serial!r} exists already") from None
-            raise InvalidToken(f"token {serial!r} refused by the database: {error.orig}") from None
+            raise _refused(serial, error) from None
         return row_to_token(row._mapping)
 
     @waits
@@ -672,9 +619,7 @@ class TokenStore:
             .order_by(_T.id.desc())
             .limit(1)
         )
-        async with self._transaction() as conn:
-            row = (await conn.execute(query)).first()
-        return None if row is None else row_to_token(row._mapping)
+        return await self._first(query)
 
     async def require_enrolment(self, username: str, required: bool) -> None:
         """Set (or clear) the administrator's "enrol a token at the next login" flag."""
@@ -766,6 +711,25 @@ class TokenStore:
 
     # -- helpers ---------------------------------------------------------------------------
 
+    async def _first(self, query: Any) -> TokenRow | None:
+        """The first token ``query`` (a select of ``_COLUMNS``) finds, or None."""
+        async with self._transaction() as conn:
+            row = (await conn.execute(query)).first()
+        return None if row is None else row_to_token(row._mapping)
+
+    async def _all(self, query: Any) -> list[TokenRow]:
+        """Every token ``query`` (a select of ``_COLUMNS``) finds, in its order."""
+        async with self._transaction() as conn:
+            rows = (await conn.execute(query)).all()
+        return [row_to_token(row._mapping) for row in rows]
+
+    async def _changed_one(self, statement: Any) -> bool:
+        """Run ``statement`` (a conditional UPDATE of one token) in a transaction of its
+        own, committed before this returns: whether it changed the row (this caller won)."""
+        async with self._transaction() as conn:
+            result = await conn.execute(statement)
+        return _rowcount(result) == 1
+
     async def _update(self, serial: str, **values: Any) -> TokenRow:
         statement = update(_T).where(_T.serial == serial).values(**values).returning(*_COLUMNS)
         async with self._transaction() as conn:
@@ -796,40 +760,9 @@ class TokenStore:
             return 0
         when = now or utcnow()
         for token in tokens:
-            check_fields(
-                serial=token.serial,
-                type=token.type,
-                algorithm=token.algorithm,
-                digits=token.digits,
-                period=token.period,
-                seed_key_id=token.seed_key_id,
-                owner=token.owner,
-                state=token.state,
-                counter=token.counter,
-            )
+            _check_new(token)
         serials = [token.serial for token in tokens]
-        rows = [
-            {
-                "serial": t.serial,
-                "owner": t.owner,
-                "type": t.type,
-                "algorithm": t.algorithm,
-                "digits": t.digits,
-                "period": t.period,
-                "seed_key_id": t.seed_key_id,
-                "seed_ciphertext": t.seed_ciphertext,
-                "counter": t.counter,
-                "last_step": NO_STEP,
-                "drift": 0,
-                "failures": 0,
-                "state": t.state,
-                "locked_until": None,
-                "description": t.description,
-                "created_at": when,
-                "last_used_at": None,
-            }
-            for t in tokens
-        ]
+        rows = [_new_row(t, when) for t in tokens]
         try:
             async with self._transaction() as conn:
                 taken = (
@@ -921,6 +854,52 @@ class NewToken:
 
 def _not_found(serial: str) -> TokenNotFound:
     return TokenNotFound(f"no token has serial {serial!r}")
+
+
+def _check_new(token: NewToken) -> None:
+    """:func:`check_fields` of a token to store."""
+    check_fields(
+        serial=token.serial,
+        type=token.type,
+        algorithm=token.algorithm,
+        digits=token.digits,
+        period=token.period,
+        seed_key_id=token.seed_key_id,
+        owner=token.owner,
+        state=token.state,
+        counter=token.counter,
+    )
+
+
+def _new_row(token: NewToken, created_at: datetime) -> dict[str, Any]:
+    """The ``oath_tokens`` row of a new token: nothing used, failed or locked yet."""
+    return {
+        "serial": token.serial,
+        "owner": token.owner,
+        "type": token.type,
+        "algorithm": token.algorithm,
+        "digits": token.digits,
+        "period": token.period,
+        "seed_key_id": token.seed_key_id,
+        "seed_ciphertext": token.seed_ciphertext,
+        "counter": token.counter,
+        "last_step": NO_STEP,
+        "drift": 0,
+        "failures": 0,
+        "state": token.state,
+        "locked_until": None,
+        "description": token.description,
+        "created_at": created_at,
+        "last_used_at": None,
+    }
+
+
+def _refused(serial: str, error: IntegrityError) -> TokenStoreError:
+    """The database's refusal to store the token ``serial``: a taken serial, or another
+    constraint."""
+    if "serial" in str(error.orig):
+        return TokenExists(f"a token with serial {serial!r} exists already")
+    return InvalidToken(f"token {serial!r} refused by the database: {error.orig}")
 
 
 __all__ = [

@@ -15,10 +15,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gatehouse.authentication import audit
 from gatehouse.authentication.users_commands import table
@@ -46,37 +50,56 @@ from gatehouse.storage.migrate import upgrade
 T = TypeVar("T")
 
 
+@dataclass(frozen=True, slots=True)
+class _Opened:
+    """An installation's home with its OATH DB and user DB migrated and open."""
+
+    home: Path
+    keyring: Keyring
+    user_db: Database
+    engine: AsyncEngine
+
+    async def record(self, event: str, username: str | None, detail: dict[str, object]) -> None:
+        """An audit event in the user DB, made ``by`` the command line."""
+        await audit.record(self.user_db, event, username, None, {**detail, "by": "cli"})
+
+
+@asynccontextmanager
+async def _opened(home: Path) -> AsyncIterator[_Opened]:
+    """The installation in ``home`` (both databases migrated first, the seed keyring made
+    the first time); the databases are closed on leaving."""
+    home_dir = prepare_home(home)
+    urls = database_urls(home_dir)
+    await upgrade(urls.user_db, "user")
+    await upgrade(urls.oath_db, "oath")
+    keyring = Keyring.load_or_create(home_dir / KEYRING_FILE)
+    user_db = Database(urls.user_db)
+    engine = create_engine(urls.oath_db)
+    try:
+        yield _Opened(home_dir, keyring, user_db, engine)
+    finally:
+        await engine.dispose()
+        await user_db.dispose()
+
+
 def with_tokens(home: Path, work: Callable[[TokenAdmin], Awaitable[T]]) -> T:
     """Run ``work`` with the installation's (migrated) OATH DB, keyring and user DB."""
 
     async def go() -> T:
-        home_dir = prepare_home(home)
-        urls = database_urls(home_dir)
-        await upgrade(urls.user_db, "user")
-        await upgrade(urls.oath_db, "oath")
-        keyring = Keyring.load_or_create(home_dir / KEYRING_FILE)
-        user_db = Database(urls.user_db)
-        engine = create_engine(urls.oath_db)
+        async with _opened(home) as opened:
 
-        async def user_exists(username: str) -> bool:
-            async with user_db.session() as session:
-                return await directory.find_user(session, username) is not None
+            async def user_exists(username: str) -> bool:
+                async with opened.user_db.session() as session:
+                    return await directory.find_user(session, username) is not None
 
-        async def record(event: str, username: str | None, detail: dict[str, object]) -> None:
-            await audit.record(user_db, event, username, None, {**detail, "by": "cli"})
-
-        try:
             admin = TokenAdmin(
-                TokenStore(engine),
-                keyring,
+                TokenStore(opened.engine),
+                opened.keyring,
                 user_exists,
-                record,
-                end_sessions=home_session_ender(home_dir),
+                opened.record,
+                end_sessions=home_session_ender(opened.home),
             )
             return await work(admin)
-        finally:
-            await engine.dispose()
-            await user_db.dispose()
 
     return asyncio.run(go())
 
@@ -85,27 +108,15 @@ def with_invitations(home: Path, work: Callable[[InvitationAdmin], Awaitable[T]]
     """Run ``work`` with the installation's (migrated) OATH DB, keyring and user DB."""
 
     async def go() -> T:
-        home_dir = prepare_home(home)
-        urls = database_urls(home_dir)
-        await upgrade(urls.user_db, "user")
-        await upgrade(urls.oath_db, "oath")
-        keyring = Keyring.load_or_create(home_dir / KEYRING_FILE)
-        user_db = Database(urls.user_db)
-        engine = create_engine(urls.oath_db)
+        async with _opened(home) as opened:
 
-        async def contact(username: str) -> tuple[bool, str | None]:
-            async with user_db.session() as session:
-                user = await directory.find_user(session, username)
-            return (False, None) if user is None else (True, user.email)
+            async def contact(username: str) -> tuple[bool, str | None]:
+                async with opened.user_db.session() as session:
+                    user = await directory.find_user(session, username)
+                return (False, None) if user is None else (True, user.email)
 
-        async def record(event: str, username: str | None, detail: dict[str, object]) -> None:
-            await audit.record(user_db, event, username, None, {**detail, "by": "cli"})
-
-        try:
-            return await work(InvitationAdmin(InvitationStore(engine), keyring, contact, record))
-        finally:
-            await engine.dispose()
-            await user_db.dispose()
+            store = InvitationStore(opened.engine)
+            return await work(InvitationAdmin(store, opened.keyring, contact, opened.record))
 
     return asyncio.run(go())
 
@@ -220,26 +231,27 @@ def tokens_assign(args: argparse.Namespace) -> int:
     return 0
 
 
-def _say_ended(ended: list[str]) -> None:
-    """What ending the owner's sessions did (as ``gatehouse users passwd`` prints it)."""
+def _taking_away(
+    args: argparse.Namespace,
+    change: Callable[[TokenAdmin, list[str]], Awaitable[object]],
+    done: str,
+) -> int:
+    """A change that ends the token owner's sessions: made, said (``token SERIAL done``),
+    then what ending the sessions did (as ``gatehouse users passwd`` prints it)."""
+    ended: list[str] = []
+    with_tokens(args.home, lambda admin: change(admin, ended))
+    print(f"token {args.serial} {done}")
     for line in ended:
         print(line)
+    return 0
 
 
 def tokens_unassign(args: argparse.Namespace) -> int:
-    ended: list[str] = []
-    with_tokens(args.home, lambda admin: admin.unassign(args.serial, ended))
-    print(f"token {args.serial} unassigned")
-    _say_ended(ended)
-    return 0
+    return _taking_away(args, lambda admin, ended: admin.unassign(args.serial, ended), "unassigned")
 
 
 def tokens_disable(args: argparse.Namespace) -> int:
-    ended: list[str] = []
-    with_tokens(args.home, lambda admin: admin.disable(args.serial, ended))
-    print(f"token {args.serial} disabled")
-    _say_ended(ended)
-    return 0
+    return _taking_away(args, lambda admin, ended: admin.disable(args.serial, ended), "disabled")
 
 
 def tokens_enable(args: argparse.Namespace) -> int:
@@ -255,11 +267,7 @@ def tokens_unlock(args: argparse.Namespace) -> int:
 
 
 def tokens_delete(args: argparse.Namespace) -> int:
-    ended: list[str] = []
-    with_tokens(args.home, lambda admin: admin.delete(args.serial, ended))
-    print(f"token {args.serial} deleted")
-    _say_ended(ended)
-    return 0
+    return _taking_away(args, lambda admin, ended: admin.delete(args.serial, ended), "deleted")
 
 
 def tokens_resync(args: argparse.Namespace) -> int:

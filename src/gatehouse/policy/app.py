@@ -21,7 +21,7 @@ from starlette.routing import Route
 
 from gatehouse.cookies import TWO_SESSION_COOKIES
 from gatehouse.internal.config_agent import config_fields
-from gatehouse.internal.endpoint import json_endpoint
+from gatehouse.internal.endpoint import http_error_response, json_endpoint
 from gatehouse.internal.errors import Code, ServiceError, json_response
 from gatehouse.internal.hosting import on_stop_signal
 from gatehouse.policy.calls import (
@@ -129,8 +129,7 @@ async def events(request: Request, peer: Peer | None, body: None) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if request.url.path.startswith(INTERNAL) or not hasattr(request.app.state, "service"):
-        code = Code.NOT_FOUND if exc.status_code == 404 else Code.BAD_REQUEST
-        return json_response({"error": code.value, "message": str(exc.detail)}, exc.status_code)
+        return http_error_response(exc)
     pages = _service(request).runtime.portal.pages
     if exc.status_code == 404:
         return pages.error(404, "Page not found", "There is nothing at this address.")

@@ -88,7 +88,7 @@ from gatehouse.errors import ConfigError
 from gatehouse.internal.calls import Call, CallRefused
 from gatehouse.internal.client import FailoverClient, InternalCallError
 from gatehouse.internal.client import Response as InternalResponse
-from gatehouse.internal.config_agent import AgentStatus, ConfigAgent
+from gatehouse.internal.config_agent import ConfigAgent
 from gatehouse.internal.managed import follow_admin
 from gatehouse.metrics.service import observe_decision
 from gatehouse.policy.admin_api import AdminAPI, read_token
@@ -464,15 +464,6 @@ class Runtime:
 # --- the service ---------------------------------------------------------------------------
 
 
-def _status_json(status: AgentStatus) -> dict[str, object]:
-    return {
-        "version": status.version,
-        "connected": status.connected,
-        "admin_error": status.admin_error,
-        "refused": status.refused,
-    }
-
-
 class PolicyService:
     """Everything one Policy service process runs.
 
@@ -718,7 +709,7 @@ class PolicyService:
             "authentication": self.runtime.checker.client.routing(),
         }
         if self.agent is not None:
-            answer["config"] = _status_json(self.agent.status())
+            answer["config"] = self.agent.status().to_json()
         return answer
 
     async def decide(self, request: DecisionRequest, peer: Peer | None = None) -> dict[str, object]:

@@ -10,7 +10,7 @@ audit entries are written, under the administrator's name.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from starlette.responses import JSONResponse, Response
@@ -25,6 +25,7 @@ from gatehouse.administration.console.config_forms import (
 )
 from gatehouse.administration.console.context import ConsolePage
 from gatehouse.administration.console.page_support import (
+    ShownProblem,
     draft_problems,
     field_id,
     removal_ids,
@@ -58,6 +59,40 @@ async def _draft_text(page: ConsolePage) -> tuple[str, Any]:
 
 async def _save(page: ConsolePage, document: dict[str, Any], allow: Sequence[str] = ()) -> None:
     await page.service.save_draft(forms.document_text(document), list(allow))
+
+
+def _said(problems: Iterable[tuple[str, str]]) -> str:
+    """Problems as one line of a flash message: ``path: message; ...``."""
+    return "; ".join(f"{p}: {m}" if p else m for p, m in problems)
+
+
+def _by_field(error: FormError) -> FieldProblems:
+    """A refused form's problems sorted to its fields."""
+    fields: dict[str, list[str]] = {}
+    for name, message in error.problems:
+        fields.setdefault(name, []).append(message)
+    return FieldProblems(fields)
+
+
+def _render_form(
+    page: ConsolePage,
+    template: str,
+    labels: dict[str, str],
+    form: ResourceForm | RuleForm,
+    found: FieldProblems | None,
+    status: int,
+) -> Response:
+    """A resource's or a named rule's form, with its problems at their fields."""
+    found = found or FieldProblems()
+    return page.render(
+        template,
+        status_code=status,
+        form=form,
+        errors=found.fields,
+        problems=summary_of(found.fields, labels, found.other),
+        labels=labels,
+        field_id=field_id,
+    )
 
 
 # --- overview -----------------------------------------------------------------------------------
@@ -117,16 +152,7 @@ def _render_resource(
     found: FieldProblems | None = None,
     status: int = 200,
 ) -> Response:
-    found = found or FieldProblems()
-    return page.render(
-        "config_resource.html",
-        status_code=status,
-        form=form,
-        errors=found.fields,
-        problems=summary_of(found.fields, RESOURCE_LABELS, found.other),
-        labels=RESOURCE_LABELS,
-        field_id=field_id,
-    )
+    return _render_form(page, "config_resource.html", RESOURCE_LABELS, form, found, status)
 
 
 async def resource_form(page: ConsolePage) -> Response:
@@ -148,10 +174,7 @@ async def save_resource(page: ConsolePage) -> Response:
     try:
         document, index = forms.apply_resource(forms.draft_document(text), form)
     except FormError as error:
-        fields: dict[str, list[str]] = {}
-        for name, message in error.problems:
-            fields.setdefault(name, []).append(message)
-        return _render_resource(page, form, FieldProblems(fields), 422)
+        return _render_resource(page, form, _by_field(error), 422)
     except ConfigError as error:  # the draft itself does not parse: the YAML editor fixes it
         return _render_resource(page, form, FieldProblems(other=list(error.problems)), 422)
     try:
@@ -172,7 +195,7 @@ async def delete_resource(page: ConsolePage) -> Response:
         # Deleting it here is on purpose: the removal guard may let it go.
         await _save(page, document, [resource_id])
     except (FormError, ConfigError, RemovalRefused) as error:
-        said = "; ".join(f"{p}: {m}" if p else m for p, m in error.problems)
+        said = _said(error.problems)
         return page.redirect(
             "/console/config", flash=f"Resource {resource_id!r} not deleted: {said}"
         )
@@ -187,16 +210,7 @@ async def delete_resource(page: ConsolePage) -> Response:
 def _render_rule(
     page: ConsolePage, form: RuleForm, found: FieldProblems | None = None, status: int = 200
 ) -> Response:
-    found = found or FieldProblems()
-    return page.render(
-        "config_rule.html",
-        status_code=status,
-        form=form,
-        errors=found.fields,
-        problems=summary_of(found.fields, RULE_LABELS, found.other),
-        labels=RULE_LABELS,
-        field_id=field_id,
-    )
+    return _render_form(page, "config_rule.html", RULE_LABELS, form, found, status)
 
 
 async def rule_form(page: ConsolePage) -> Response:
@@ -218,10 +232,7 @@ async def save_rule(page: ConsolePage) -> Response:
     try:
         document = forms.apply_rule(forms.draft_document(text), form)
     except FormError as error:
-        fields: dict[str, list[str]] = {}
-        for name, message in error.problems:
-            fields.setdefault(name, []).append(message)
-        return _render_rule(page, form, FieldProblems(fields), 422)
+        return _render_rule(page, form, _by_field(error), 422)
     except ConfigError as error:
         return _render_rule(page, form, FieldProblems(other=list(error.problems)), 422)
     try:
@@ -238,7 +249,7 @@ async def delete_rule(page: ConsolePage) -> Response:
     try:
         await _save(page, forms.remove_rule(forms.draft_document(text), name))
     except (FormError, ConfigError, RemovalRefused) as error:
-        said = "; ".join(f"{p}: {m}" if p else m for p, m in error.problems)
+        said = _said(error.problems)
         return page.redirect("/console/config", flash=f"Rule {name!r} not deleted: {said}")
     return page.redirect("/console/config", flash=f"Rule {name!r} deleted from the draft.")
 
@@ -313,7 +324,7 @@ async def _diff(page: ConsolePage) -> tuple[str, list[tuple[str, str]]]:
     except NoDraft as error:
         return error.message, []
     except ConfigError as error:
-        return "; ".join(f"{p}: {m}" if p else m for p, m in error.problems), []
+        return _said(error.problems), []
 
 
 async def diff_page(page: ConsolePage) -> Response:
@@ -328,17 +339,28 @@ async def diff_page(page: ConsolePage) -> Response:
     )
 
 
-async def publish_form(page: ConsolePage) -> Response:
+async def _render_publish(
+    page: ConsolePage,
+    comment: str = "",
+    problems: Sequence[ShownProblem] = (),
+    status: int = 200,
+) -> Response:
+    """The Publish form over the diff it would publish."""
     trouble, lines = await _diff(page)
     latest = page.service.latest
     return page.render(
         "config_publish.html",
+        status_code=status,
         trouble=trouble,
         lines=lines,
         published=latest.number if latest else None,
-        comment="",
-        problems=[],
+        comment=comment,
+        problems=list(problems),
     )
+
+
+async def publish_form(page: ConsolePage) -> Response:
+    return await _render_publish(page)
 
 
 async def publish(page: ConsolePage) -> Response:
@@ -348,17 +370,7 @@ async def publish(page: ConsolePage) -> Response:
         number = await page.service.publish(comment)
     except ConfigError as error:
         text, _ = await _draft_text(page)
-        trouble, lines = await _diff(page)
-        latest = page.service.latest
-        return page.render(
-            "config_publish.html",
-            status_code=422,
-            trouble=trouble,
-            lines=lines,
-            published=latest.number if latest else None,
-            comment=comment,
-            problems=draft_problems(text, error.problems, ""),
-        )
+        return await _render_publish(page, comment, draft_problems(text, error.problems, ""), 422)
     except AdminError as error:
         return page.redirect("/console/config/publish", flash=f"Not published: {error.message}")
     return page.redirect(f"/console/config/publish/{number}", flash=f"Version {number} published.")
@@ -424,7 +436,7 @@ async def rollback(page: ConsolePage) -> Response:
     try:
         new = await page.service.rollback(number, comment, allow)
     except (RemovalRefused, ConfigError) as error:
-        said = "; ".join(f"{p}: {m}" if p else m for p, m in error.problems)
+        said = _said(error.problems)
         return page.redirect("/console/config/versions", flash=f"Not rolled back: {said}")
     except AdminError as error:
         return page.redirect("/console/config/versions", flash=f"Not rolled back: {error.message}")
