@@ -94,10 +94,13 @@ class ProxyExchange(Authorization):
         "t0",
         "until_close",
         "upstream",
+        "upstream_flush",
     )
 
     def __init__(self, conn: ClientConnection, head: RequestHead, runtime: Runtime) -> None:
         self.conn = conn
+        #: What UpstreamConnection calls after each read (ResponseSink): the client's flush.
+        self.upstream_flush = conn.flush
         self.head = head
         self.rt = runtime
         self.started = False
@@ -296,17 +299,19 @@ class ProxyExchange(Authorization):
         upstream.attach(self)
         if self.conn.write_paused:
             upstream.pause_reading()
-        parts = [self._upstream_head(upstream.origin)]
-        if self.body_buf:
-            parts.extend(self.body_buf)
-            self.body_buf = []
-            self.body_buffered = 0
-            self.conn.resume(2)  # PAUSE_BUFFER
-        if self.request_done and self.head.chunked:
-            parts.append(b"0\r\n\r\n")
+        data = self._upstream_head(upstream.origin)
+        if self.body_buf or self.head.chunked:
+            parts = [data, *self.body_buf]
+            if self.body_buf:
+                self.body_buf = []
+                self.body_buffered = 0
+                self.conn.resume(2)  # PAUSE_BUFFER
+            if self.request_done and self.head.chunked:
+                parts.append(b"0\r\n\r\n")
+            data = b"".join(parts)
         if self.series is not None:
             self.sent_at = perf_counter()
-        upstream.write(b"".join(parts))
+        upstream.write(data)
         if self.request_done:
             self._start_read_timer()
 
@@ -354,7 +359,9 @@ class ProxyExchange(Authorization):
         if upstream is not None:
             if self.head.chunked:
                 upstream.write(b"0\r\n\r\n")
-            self._start_read_timer()
+            conn = self.conn
+            if not conn.write_paused:
+                self.read_since = conn.state.now
 
     # the response (called by UpstreamConnection) --------------------------------------------
     def upstream_headers_complete(self) -> None:
@@ -363,7 +370,7 @@ class ProxyExchange(Authorization):
             return
         if self.read_since:
             self.read_since = self.conn.state.now
-        code = upstream.status_code()
+        code: int = upstream.parser.get_status_code()
         if code == 101:
             if self.head.upgrade is None:
                 self._upstream_broken("backend switched protocols unasked")
@@ -432,14 +439,14 @@ class ProxyExchange(Authorization):
 
     def _response_complete(self) -> None:
         self.done = True
-        self._cancel_timers()
+        self.read_since = self.body_since = 0.0
         upstream, self.upstream = self.upstream, None
         if upstream is not None:
             reusable = (
                 self.request_done
                 and not self.until_close
                 and not self.resp_upgrade
-                and upstream.keep_alive()
+                and upstream.parser.should_keep_alive()
             )
             if reusable:
                 upstream.origin.release(upstream, self.conn.loop.time())
@@ -542,9 +549,6 @@ class ProxyExchange(Authorization):
             self.conn.pause(1)  # PAUSE_UPSTREAM
         else:
             self.conn.resume(1)
-
-    def upstream_flush(self) -> None:
-        self.conn.flush()
 
     # failures and flow control ----------------------------------------------------------------
     def _fail(self, status: int, message: str) -> None:

@@ -35,7 +35,8 @@ class ResponseSink(Protocol):
     def upstream_tunnel_data(self, data: bytes) -> None: ...
     def upstream_failed(self, reason: str, exc: BaseException | None) -> None: ...
     def upstream_paused(self, paused: bool) -> None: ...
-    def upstream_flush(self) -> None: ...
+    #: Sends what the client connection has gathered (called after each read).
+    upstream_flush: Callable[[], None]
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -82,11 +83,9 @@ class UpstreamConnection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             if self.sink is not None:
                 self.sink.upstream_failed("invalid response from backend", exc)
-        # Everything the parser produced for this read goes out to the client in one write.
-        if self.sink is not None:
-            self.sink.upstream_flush()
-        elif sink is not None:
-            sink.upstream_flush()
+        # Everything the parser produced for this read goes out to the client in one write
+        # (the sink may have let go of this connection meanwhile: same client connection).
+        sink.upstream_flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -122,12 +121,6 @@ class UpstreamConnection(asyncio.Protocol):
         """Send the next response to ``sink``."""
         self.sink = sink
         self.fields.reset()
-
-    def status_code(self) -> int:
-        return int(self.parser.get_status_code())
-
-    def keep_alive(self) -> bool:
-        return bool(self.parser.should_keep_alive())
 
     def reset_parser(self) -> None:
         """Start a fresh parser (after a HEAD response, whose body llhttp would wait for)."""
