@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -86,6 +87,10 @@ class HeaderPolicy:
         return any(address in net for net in self.trusted)
 
 
+#: A Forwarded host with one of these is a quoted-string (RFC 7239 §4).
+_QUOTED_HOST = re.compile(rb'[";, ]')
+
+
 def _forwarded_node(ip: str) -> bytes:
     """An RFC 7239 node: IPv6 addresses are quoted and bracketed."""
     return f'"[{ip}]"'.encode() if ":" in ip else ip.encode()
@@ -127,16 +132,16 @@ def forwarded_fields(
     proto = proto or scheme
     host_out = host_out or host
     element = b"for=" + _forwarded_node(peer_ip) + b";proto=" + scheme
-    if host and all(c not in host for c in b'";, '):
+    if host and _QUOTED_HOST.search(host) is None:
         element += b";host=" + host
     elif host:
         element += b';host="' + host.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
     forwarded.append(element)
     return [
-        (b"X-Forwarded-For", b", ".join(x for x in xff if x)),
+        (b"X-Forwarded-For", b", ".join([x for x in xff if x])),
         (b"X-Forwarded-Proto", proto),
         (b"X-Forwarded-Host", host_out),
-        (b"Forwarded", b", ".join(f for f in forwarded if f)),
+        (b"Forwarded", b", ".join([f for f in forwarded if f])),
     ]
 
 
