@@ -117,6 +117,30 @@ def test_parse_head_host(authority: bytes, host: str) -> None:
     assert parse_head(b"GET", b"/", b"1.1", [(b"Host", authority)]).host == host
 
 
+@pytest.mark.parametrize(
+    ("target", "kept"),
+    [
+        (b"/a/b?x=1&y", b"/a/b?x=1&y"),
+        (b"/a/b?", b"/a/b?"),
+        (b"/", b"/"),
+        # Normalised, absolute-form: sent on as rebuilt from path and query, never as received.
+        (b"/a/%7Eb", None),
+        (b"/a//b", None),
+        (b"/a/./b?q", None),
+        (b"/a/../b", None),
+        (b"http://example.test/p?q=1", None),
+    ],
+)
+def test_parse_head_keeps_the_target_only_when_it_is_path_and_query(
+    target: bytes, kept: bytes | None
+) -> None:
+    parsed = parse_head(b"GET", target, b"1.1", [(b"Host", b"example.test")])
+    assert parsed.target == kept
+    if kept is not None:
+        query = b"" if parsed.query is None else b"?" + parsed.query
+        assert parsed.path.encode() + query == kept
+
+
 def test_parse_head_absolute_form_authority_wins() -> None:
     parsed = parse_head(b"GET", b"http://Other.Test:81/p?q=1", b"1.1", [(b"Host", b"example.test")])
     assert parsed.host == "other.test"

@@ -266,10 +266,13 @@ class ProxyExchange(Authorization):
         assert route is not None
         rt = self.rt
         policy = rt.policy
-        path = strip_prefix(self.prefix, head.path) if route.strip_prefix else head.path
-        target = (route.base_paths[origin] + path).encode("ascii")
-        if head.query is not None:
-            target += b"?" + head.query
+        base = route.base_paths[origin]
+        target = head.target
+        if target is None or base or route.strip_prefix:
+            path = strip_prefix(self.prefix, head.path) if route.strip_prefix else head.path
+            target = (base + path).encode("ascii")
+            if head.query is not None:
+                target += b"?" + head.query
         host = head.authority if route.preserve_host else origin.host_header
         lines = [head.method + b" " + target + b" HTTP/1.1", b"Host: " + host]
         lines += request_lines(

@@ -49,6 +49,9 @@ class RequestHead:
     connection_tokens: frozenset[bytes]
     #: The Cookie field's value; several Cookie fields joined with "; " (RFC 6265 §5.4).
     cookie: bytes | None = None
+    #: The request target as received, when it is already ``path`` and ``query`` exactly
+    #: (origin-form, nothing normalised): sent on as it is to a backend without a base path.
+    target: bytes | None = None
 
 
 def _decode_unreserved(path: bytes) -> bytes:
@@ -178,10 +181,12 @@ def parse_head(
         raise BadRequest(405, "CONNECT is not supported")
     # On the hot path, single bytes are looked for as ints: `b"#" in target` first tries
     # the needle as an int, raising and clearing a TypeError, several times slower.
+    as_received: bytes | None = None
     if target.startswith(b"/") and 0x23 not in target:  # "#"
         # The common origin-form target.
         path_raw, sep, query_raw = target.partition(b"?")
         query, target_authority = (query_raw if sep else None), None
+        as_received = target
     else:
         path_raw, query, target_authority = _split_target(method, target)
     if (
@@ -191,6 +196,7 @@ def parse_head(
         or path_raw.find(b"//") >= 0
     ):
         path = normalize_path(path_raw)
+        as_received = None
     else:
         try:
             path = path_raw.decode("ascii")
@@ -277,4 +283,5 @@ def parse_head(
         upgrade,
         tokens,
         cookie,
+        as_received,  # target
     )
