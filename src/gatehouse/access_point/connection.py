@@ -75,6 +75,44 @@ class WorkerState:
 class ClientConnection(asyncio.Protocol):
     """One client connection: parsing, the pipeline queue, flow control, timeouts."""
 
+    # Slots: more than 30 attributes would not fit CPython's shared-key instance dicts, and
+    # every attribute access on the request path would become a dictionary lookup.
+    __slots__ = (
+        "_fwd",
+        "_fwd_key",
+        "_session",
+        "_trust",
+        "closed",
+        "cur",
+        "deadline",
+        "deadline_kind",
+        "decision_memo",
+        "draining",
+        "error",
+        "head_bytes",
+        "header_timeout",
+        "headers",
+        "in_head",
+        "input_done",
+        "keepalive_timeout",
+        "loop",
+        "max_header_bytes",
+        "max_request_line",
+        "out",
+        "parser",
+        "paused",
+        "paused_since",
+        "peer_ip",
+        "queue",
+        "scheme",
+        "state",
+        "transport",
+        "tunnel",
+        "upgrade_pending",
+        "url",
+        "write_paused",
+    )
+
     def __init__(self, state: WorkerState, scheme: bytes = b"http") -> None:
         self.state = state
         self.loop = state.loop
