@@ -407,34 +407,21 @@ class Gatehouse:
 async def _gatehouse_setup(home: str, seeds: list[list[str]]) -> None:
     """Users and their HOTP tokens in a fresh installation home: what ``gatehouse users add``
     and ``gatehouse tokens add USER --type hotp --secret ...`` store, without a process each."""
-    from gatehouse.oath.seeds import KEYRING_FILE, Keyring
     from gatehouse.oath.store import TokenStore
+    from gatehouse.oath.tokens_commands import open_installation
     from gatehouse.storage import directory
-    from gatehouse.storage.engine import Database, create_engine
-    from gatehouse.storage.home import database_urls, prepare_home
-    from gatehouse.storage.migrate import upgrade
 
-    home_dir = prepare_home(Path(home))
-    urls = database_urls(home_dir)
-    await upgrade(urls.user_db, "user")
-    await upgrade(urls.oath_db, "oath")
-    keyring = Keyring.load_or_create(home_dir / KEYRING_FILE)
-    user_db = Database(urls.user_db)
-    engine = create_engine(urls.oath_db)
-    try:
-        async with user_db.session() as session:
+    async with open_installation(Path(home)) as opened:
+        async with opened.user_db.session() as session:
             for name, _ in seeds:
                 await directory.add_user(session, name, None)
-        store = TokenStore(engine)
+        store = TokenStore(opened.engine)
         for name, seed in seeds:
             serial = f"HOTP-{name}"
-            key_id, blob = keyring.encrypt(bytes.fromhex(seed), serial.encode())
+            key_id, blob = opened.keyring.encrypt(bytes.fromhex(seed), serial.encode())
             await store.add(
                 serial, type="hotp", seed_key_id=key_id, seed_ciphertext=blob, owner=name
             )
-    finally:
-        await engine.dispose()
-        await user_db.dispose()
 
 
 # --------------------------------------------------------------------------- privacyIDEA

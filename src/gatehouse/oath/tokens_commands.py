@@ -51,7 +51,7 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
-class _Opened:
+class Installation:
     """An installation's home with its OATH DB and user DB migrated and open."""
 
     home: Path
@@ -65,7 +65,7 @@ class _Opened:
 
 
 @asynccontextmanager
-async def _opened(home: Path) -> AsyncIterator[_Opened]:
+async def open_installation(home: Path) -> AsyncIterator[Installation]:
     """The installation in ``home`` (both databases migrated first, the seed keyring made
     the first time); the databases are closed on leaving."""
     home_dir = prepare_home(home)
@@ -76,7 +76,7 @@ async def _opened(home: Path) -> AsyncIterator[_Opened]:
     user_db = Database(urls.user_db)
     engine = create_engine(urls.oath_db)
     try:
-        yield _Opened(home_dir, keyring, user_db, engine)
+        yield Installation(home_dir, keyring, user_db, engine)
     finally:
         await engine.dispose()
         await user_db.dispose()
@@ -86,7 +86,7 @@ def with_tokens(home: Path, work: Callable[[TokenAdmin], Awaitable[T]]) -> T:
     """Run ``work`` with the installation's (migrated) OATH DB, keyring and user DB."""
 
     async def go() -> T:
-        async with _opened(home) as opened:
+        async with open_installation(home) as opened:
 
             async def user_exists(username: str) -> bool:
                 async with opened.user_db.session() as session:
@@ -108,7 +108,7 @@ def with_invitations(home: Path, work: Callable[[InvitationAdmin], Awaitable[T]]
     """Run ``work`` with the installation's (migrated) OATH DB, keyring and user DB."""
 
     async def go() -> T:
-        async with _opened(home) as opened:
+        async with open_installation(home) as opened:
 
             async def contact(username: str) -> tuple[bool, str | None]:
                 async with opened.user_db.session() as session:
