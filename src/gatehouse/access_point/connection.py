@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from dataclasses import dataclass, field
 from time import perf_counter
 from typing import TYPE_CHECKING, cast
@@ -121,7 +120,9 @@ class ClientConnection(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.peer_ip = ""
         self.scheme = scheme
-        self.queue: deque[Exchange] = deque()
+        # A list, not a deque: it rarely holds more than one exchange, and an empty deque
+        # is 760 bytes (one per connection, touched on every request) against 56.
+        self.queue: list[Exchange] = []
         self.cur: ProxyExchange | None = None
         self.out: list[bytes] = []
         self.closed = False
@@ -324,7 +325,7 @@ class ClientConnection(asyncio.Protocol):
             else:
                 series.add(b"", exchange.status, seconds)
         if self.queue and self.queue[0] is exchange:
-            self.queue.popleft()
+            del self.queue[0]
         if close or self.closed:
             self.close()
             return
@@ -377,7 +378,7 @@ class ClientConnection(asyncio.Protocol):
         self.upgrade_pending = None
         self.tunnel = exchange
         if self.queue and self.queue[0] is exchange:
-            self.queue.popleft()
+            del self.queue[0]
 
     def trusted(self, policy: HeaderPolicy) -> bool:
         """Whether the peer is a trusted proxy; the peer is fixed, so asked once per policy."""
