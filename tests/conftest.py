@@ -8,10 +8,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests.support.processes import Service, free_port, write_config
 
 StartAP = Callable[..., Service]
+
+# Property tests check correctness, never speed (that is for `make bench`): no per-example
+# deadline and no "input generation is slow" health check, which a loaded CI machine trips
+# (a 1.8 s stall while drawing one JSON value failed test_canonical once). Other health
+# checks stay on; a test may still set its own settings on top.
+settings.register_profile("gatehouse", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("gatehouse")
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -448,8 +448,12 @@ def test_a_revoked_policy_service_is_dropped_by_the_access_points(
     assert cluster.status()["ap1"].prefers == "ps1"
     _nodes_revoke(cluster, "ps1")
     began = time.monotonic()
-    while cluster.status()["ap1"].prefers != "ps2":
-        assert time.monotonic() - began < 5, cluster.status()
+    # Alone this holds at the first look; the bound is for a loaded CI machine, where one
+    # cluster.status() (it asks every service, database and etcd member) can take seconds
+    # (once 5 s were not enough). A revocation that never reached ap1 still fails it.
+    while (status := cluster.status())["ap1"].prefers != "ps2":
+        waited = time.monotonic() - began
+        assert waited < 20, f"ap1 still prefers ps1 after {waited:.1f} s: {status}"
         time.sleep(0.1)
     # No request fails meanwhile or after: ap1's decisions and portal go to ps2.
     assert [alice.get(f"/after-revoke/{i}").status for i in range(10)] == [200] * 10
