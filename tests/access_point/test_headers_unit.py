@@ -19,7 +19,6 @@ from gatehouse.access_point.headers import (
     forwarded_fields,
     request_lines,
     session_cookie,
-    split_response,
     without_cookie,
     without_field,
 )
@@ -760,6 +759,15 @@ def test_is_trusted(trusted: list[str], peer: str, expected: bool) -> None:
 def test_via_lines() -> None:
     rules = HeaderPolicy.build([], "edge-1", False, [])
     assert (rules.via_line_11, rules.via_line_10) == (b"Via: 1.1 edge-1", b"Via: 1.0 edge-1")
+
+
+def split_response(headers: list[Header]) -> ResponseFields:
+    """A backend response's fields as the upstream parser hands them over, the head ended."""
+    fields = ResponseFields()
+    for name, value in headers:
+        fields.field(name, value)
+    fields.close()
+    return fields
 
 
 def test_split_response() -> None:

@@ -362,9 +362,7 @@ class ProxyExchange(Authorization):
         if upstream is not None:
             if self.head.chunked:
                 upstream.write(b"0\r\n\r\n")
-            conn = self.conn
-            if not conn.write_paused:
-                self.read_since = conn.state.now
+            self._start_read_timer()
 
     # the response (called by UpstreamConnection) --------------------------------------------
     def upstream_headers_complete(self) -> None:
@@ -442,7 +440,7 @@ class ProxyExchange(Authorization):
 
     def _response_complete(self) -> None:
         self.done = True
-        self.read_since = self.body_since = 0.0
+        self._cancel_timers()
         upstream, self.upstream = self.upstream, None
         if upstream is not None:
             reusable = (

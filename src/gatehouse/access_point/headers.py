@@ -266,15 +266,6 @@ def without_field(lines: list[bytes], name: bytes) -> list[bytes]:
     return [line for line in lines if _name(line) != name]
 
 
-def split_response(headers: Iterable[Header]) -> ResponseFields:
-    """Sort a backend response's fields (:class:`ResponseFields`), the head ended."""
-    fields = ResponseFields()
-    for name, value in headers:
-        fields.field(name, value)
-    fields.close()
-    return fields
-
-
 @functools.lru_cache(maxsize=4096)
 def split_cookie(value: bytes, name: bytes) -> tuple[str | None, bytes]:
     """Cookie ``name``'s value in one Cookie field value, and the field without it.
