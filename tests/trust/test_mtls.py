@@ -44,9 +44,11 @@ async def _who(request: Request, peer: Peer | None, body: dict[str, Any]) -> dic
 
 @contextlib.asynccontextmanager
 async def _server(
-    make_credentials: MakeCredentials, revocations: Revocations | None = None
+    make_credentials: MakeCredentials,
+    revocations: Revocations | None = None,
+    service_id: str = "ps1",
 ) -> AsyncIterator[tuple[str, Revocations]]:
-    creds = make_credentials(POLICY, "ps1")
+    creds = make_credentials(POLICY, service_id)
     revocations = revocations or Revocations()
     port = free_port()
     app = Starlette(routes=[WHO.route(_who)])
@@ -134,3 +136,37 @@ async def test_a_revoked_client_is_refused_and_its_open_connections_closed(
             assert revocations.update({ap.info.serial}) == 1
             with pytest.raises(AllEndpointsFailed):
                 await WHO.invoke(client, {})
+
+
+@on_uvloop
+async def test_a_revoked_server_leaves_the_clients_order_at_the_update(
+    make_credentials: MakeCredentials,
+) -> None:
+    """The client's next calls go to the second endpoint as soon as the revocation list
+    names the first one's certificate: not at the next call's refused handshake, so that
+    what the client reports (``using``) is true even while no call is made."""
+    async with (
+        _server(make_credentials) as (ps1, _),
+        _server(make_credentials, service_id="ps2") as (ps2, _),
+    ):
+        ap = make_credentials(ACCESS_POINT, "ap1")
+        revocations = Revocations()
+        tls = ClientTLS(ap.client, frozenset({POLICY}), ("ps1", "ps2"), revocations)
+        async with FailoverClient([ps1, ps2], tls=tls, connect_timeout=2, timeout=2) as client:
+            await WHO.invoke(client, {})
+            assert client.routing()["using"] == ps1
+            pools = client.pool_stats()  # a handshake with ps1 only
+            assert pools[ps1]["opened"] == 1
+            assert pools[ps2]["opened"] == 0
+            other = make_credentials(POLICY, "ps9").info.serial
+            assert revocations.update({other}) == 0
+            assert client.routing()["using"] == ps1  # not the one ps1 showed: nothing moves
+            shown = client._pools[0].peer_serial
+            assert shown is not None
+            assert revocations.update({shown}) == 1  # the idle connection is closed ...
+            assert client.routing()["using"] == ps2  # ... and ps1 is down, before any call
+            down = client.routing()["endpoints"][0]
+            assert down["url"] == ps1
+            assert down["up"] is False
+            assert (await WHO.invoke(client, {}))["echo"] == {}
+            assert client.pool_stats()[ps1]["opened"] == 1  # no new handshake with ps1

@@ -271,6 +271,8 @@ class FailoverClient:
             )
             for ep in endpoints.all
         ]
+        if tls is not None and tls.revocations is not None:
+            tls.revocations.watch(self)
         #: The endpoint the latest stream was established on.
         self.current_endpoint: Endpoint | None = None
         self._closed = False
@@ -493,6 +495,19 @@ class FailoverClient:
                     yield line
         finally:
             conn.close()
+
+    def revocations_changed(self, serials: frozenset[int]) -> None:
+        """A new revocation list (see :meth:`.Revocations.watch`): an endpoint whose latest
+        handshake showed a certificate on it goes down now, not at the next call's refused
+        handshake (until then, with no call failing on it, it would stay up and first).
+        Probes keep failing on it (the handshake is refused) until a certificate that is
+        not revoked answers."""
+        if self._closed:
+            return
+        for ep, pool in zip(self.endpoints.all, self._pools, strict=True):
+            serial = pool.peer_serial
+            if serial is not None and serial in serials:
+                self.endpoints.failed(ep, f"its certificate (serial {serial:x}) is revoked")
 
     # background probes ------------------------------------------------------------------------
     @property

@@ -431,6 +431,9 @@ class Pool:
         self.open: set[Connection] = set()
         #: Connections ever opened (for tests and metrics).
         self.opened = 0
+        #: The serial of the certificate the server showed at the latest handshake (None:
+        #: plaintext, or none yet); a revocation of it takes the endpoint down.
+        self.peer_serial: int | None = None
         self.max_connecting = max_connecting
         #: Connections being opened by :meth:`checkout` now.
         self.connecting = 0
@@ -571,6 +574,7 @@ class Pool:
             except PeerRefused as exc:
                 conn.abort()
                 raise WireError(FailureKind.CONNECT_ERROR, str(exc), sent=False) from None
+            self.peer_serial = conn.peer.serial
             if self.tls.revocations is not None:
                 self.tls.revocations.track(conn)
         self.open.add(conn)

@@ -4,18 +4,21 @@ connections they must no longer hold.
 :class:`Revocations` lives on a service's event loop: the server registers every
 authenticated connection with :meth:`track`, and :meth:`update` (called when a view with a
 new revocation list is applied) closes the open ones a revoked certificate made, so a revoked
-service is cut off at the publish, not at its certificate's expiry.
+service is cut off at the publish, not at its certificate's expiry. Failover clients
+:meth:`~Revocations.watch` it too: one whose endpoint last showed a certificate now revoked
+takes that endpoint out of its order at once, with or without a connection open to it.
 """
 
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Iterable
 from typing import Protocol
 
 from gatehouse.trust.identity import Peer
 
-__all__ = ["Revocations", "Tracked"]
+__all__ = ["Revocations", "Tracked", "Watcher"]
 
 log = logging.getLogger("gatehouse.trust")
 
@@ -29,10 +32,18 @@ class Tracked(Protocol):
     def abort(self) -> None: ...
 
 
+class Watcher(Protocol):
+    """Told every new revocation list (a failover client: see :meth:`Revocations.watch`)."""
+
+    def revocations_changed(self, serials: frozenset[int]) -> None: ...
+
+
 class Revocations:
     def __init__(self, serials: Iterable[int] = ()) -> None:
         self.serials: frozenset[int] = frozenset(serials)
         self._open: set[Tracked] = set()
+        #: Weak: a client dropped without being closed leaves no trace here.
+        self._watchers: weakref.WeakSet[Watcher] = weakref.WeakSet()
 
     def revoked(self, peer: Peer | None) -> bool:
         return peer is not None and peer.serial in self.serials
@@ -43,6 +54,10 @@ class Revocations:
             return False
         self._open.add(conn)
         return True
+
+    def watch(self, watcher: Watcher) -> None:
+        """Tell ``watcher`` every list :meth:`update` takes, after the connections closed."""
+        self._watchers.add(watcher)
 
     def forget(self, conn: Tracked) -> None:
         self._open.discard(conn)
@@ -61,6 +76,8 @@ class Revocations:
             )
             self._open.discard(conn)
             conn.abort()
+        for watcher in list(self._watchers):
+            watcher.revocations_changed(self.serials)
         return len(closing)
 
     def __len__(self) -> int:
