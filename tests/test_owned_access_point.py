@@ -459,6 +459,25 @@ def test_a_revoked_policy_service_is_dropped_by_the_access_points(
     assert [alice.get(f"/after-revoke/{i}").status for i in range(10)] == [200] * 10
 
 
+def test_a_revoked_authentication_service_is_dropped_by_the_policy_services(
+    cluster: Cluster,
+) -> None:
+    assert cluster.status()["ps2"].prefers == "auth2"
+    _nodes_revoke(cluster, "auth2")
+    began = time.monotonic()
+    # ps2 refuses auth2's certificate from the publish on: its calls (passwords!) go to auth1.
+    while (status := cluster.status())["ps2"].prefers != "auth1":
+        waited = time.monotonic() - began
+        assert waited < 20, f"ps2 still uses auth2 after {waited:.1f} s: {status}"
+        time.sleep(0.1)
+    # A sign-in through ap2 (which uses ps2) works, through auth1.
+    address = cluster.member("ap2").address
+    assert address is not None
+    browser = Browser(*address)
+    assert browser.login("alice", PASSWORD, rd="/").status == 303
+    assert browser.get("/").status == 200
+
+
 def test_a_revoked_access_point_certificate_opens_nothing_within_a_second(
     owned: Owned, cluster: Cluster, alice: Browser
 ) -> None:

@@ -12,14 +12,16 @@ import pytest
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 from gatehouse.internal.calls import JSON_OBJECT, Call, CallRefused
-from gatehouse.internal.client import AllEndpointsFailed, FailoverClient
+from gatehouse.internal.client import DEFAULT_HEALTH_PATH, AllEndpointsFailed, FailoverClient
 from gatehouse.internal.hosting import server_config
 from gatehouse.trust.ca import CertificateAuthority
 from gatehouse.trust.identity import ACCESS_POINT, AUTHENTICATION, POLICY, Peer
 from gatehouse.trust.revocation import Revocations
-from gatehouse.trust.tls import ClientTLS
+from gatehouse.trust.tls import ClientTLS, Credentials
 from tests.support.processes import free_port
 
 from .conftest import MakeCredentials, on_uvloop
@@ -47,11 +49,13 @@ async def _server(
     make_credentials: MakeCredentials,
     revocations: Revocations | None = None,
     service_id: str = "ps1",
+    creds: Credentials | None = None,
 ) -> AsyncIterator[tuple[str, Revocations]]:
-    creds = make_credentials(POLICY, service_id)
+    creds = creds or make_credentials(POLICY, service_id)
     revocations = revocations or Revocations()
     port = free_port()
-    app = Starlette(routes=[WHO.route(_who)])
+    health = Route(DEFAULT_HEALTH_PATH, lambda _: JSONResponse({"status": "ok"}))
+    app = Starlette(routes=[WHO.route(_who), health])
     server = uvicorn.Server(
         server_config(app, "127.0.0.1", port, tls=creds.server, revocations=revocations)
     )
@@ -170,3 +174,31 @@ async def test_a_revoked_server_leaves_the_clients_order_at_the_update(
             assert down["up"] is False
             assert (await WHO.invoke(client, {}))["echo"] == {}
             assert client.pool_stats()[ps1]["opened"] == 1  # no new handshake with ps1
+
+
+@on_uvloop
+async def test_a_revoked_server_never_called_is_probed_at_the_update(
+    make_credentials: MakeCredentials,
+) -> None:
+    """No handshake with ps1 yet, so no serial to compare: the update probes it, its
+    handshake is refused, and it goes down without any call."""
+    ps1_creds = make_credentials(POLICY, "ps1")
+    async with (
+        _server(make_credentials, creds=ps1_creds) as (ps1, _),
+        _server(make_credentials, service_id="ps2") as (ps2, _),
+    ):
+        ap = make_credentials(ACCESS_POINT, "ap1")
+        revocations = Revocations()
+        tls = ClientTLS(ap.client, frozenset({POLICY}), ("ps1", "ps2"), revocations)
+        async with FailoverClient([ps1, ps2], tls=tls, connect_timeout=2, timeout=2) as client:
+            assert client.routing()["using"] == ps1
+            revocations.update({ps1_creds.info.serial})
+            for _ in range(200):
+                if client.routing()["using"] == ps2:
+                    break
+                await asyncio.sleep(0.01)
+            assert client.routing()["using"] == ps2
+            assert "revoked" in (client.metrics()["endpoints"][0]["reason"] or "")
+            # ps2, never called either, was probed too, and passed.
+            assert client.routing()["endpoints"][1]["up"] is True
+            assert (await WHO.invoke(client, {}))["echo"] == {}

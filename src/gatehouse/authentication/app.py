@@ -208,7 +208,12 @@ class Service:
 
     def _distribution(self, urls: list[str]) -> FailoverDistribution | None:
         """The client of the Distribution services at ``urls`` (None: none configured)."""
-        self.distribution = FailoverDistribution.of(list(urls), self.credentials) if urls else None
+        revocations = None if self.agent is None else self.agent.revocations
+        self.distribution = (
+            FailoverDistribution.of(list(urls), self.credentials, revocations=revocations)
+            if urls
+            else None
+        )
         return self.distribution
 
     async def start(self) -> None:

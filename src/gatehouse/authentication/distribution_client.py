@@ -20,6 +20,7 @@ from gatehouse.distribution.calls import (
 from gatehouse.internal.calls import CallRefused
 from gatehouse.internal.client import FailoverClient, InternalCallError
 from gatehouse.trust.identity import DISTRIBUTION
+from gatehouse.trust.revocation import Revocations
 from gatehouse.trust.tls import ClientTLS, Credentials
 
 #: How long a replaced client waits for the calls still using it.
@@ -38,11 +39,14 @@ class FailoverDistribution:
         urls: list[str],
         credentials: Credentials | None,
         settings: FailoverSettings | None = None,
+        revocations: Revocations | None = None,
     ) -> FailoverDistribution:
+        """``revocations``: the list the service's config agent keeps; a revoked
+        Distribution service is then refused, and dropped at the publish."""
         tls = (
             None
             if credentials is None
-            else ClientTLS(credentials.client, frozenset({DISTRIBUTION}))
+            else ClientTLS(credentials.client, frozenset({DISTRIBUTION}), (), revocations)
         )
         client = FailoverClient.from_settings(
             urls,

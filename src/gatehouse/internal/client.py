@@ -497,17 +497,29 @@ class FailoverClient:
             conn.close()
 
     def revocations_changed(self, serials: frozenset[int]) -> None:
-        """A new revocation list (see :meth:`.Revocations.watch`): an endpoint whose latest
+        """A new revocation list (see :meth:`.Revocations.watch`). An endpoint whose latest
         handshake showed a certificate on it goes down now, not at the next call's refused
-        handshake (until then, with no call failing on it, it would stay up and first).
-        Probes keep failing on it (the handshake is refused) until a certificate that is
-        not revoked answers."""
+        handshake (until then, with no call failing on it, it would stay up and first); an
+        up endpoint this client never shook hands with is probed now, so a revoked one goes
+        down the same way (its handshake is refused). Probes keep failing on a revoked
+        endpoint until a certificate that is not revoked answers."""
         if self._closed:
             return
+        unknown: list[Endpoint] = []
+        down = self.endpoints.down()
         for ep, pool in zip(self.endpoints.all, self._pools, strict=True):
             serial = pool.peer_serial
-            if serial is not None and serial in serials:
+            if serial is None:
+                if ep not in down:
+                    unknown.append(ep)
+            elif serial in serials:
                 self.endpoints.failed(ep, f"its certificate (serial {serial:x}) is revoked")
+        if unknown and serials:
+            try:
+                for ep in unknown:
+                    self._probe_task(ep, self._health_start)
+            except RuntimeError:  # no running event loop here: the next call will tell
+                pass
 
     # background probes ------------------------------------------------------------------------
     @property

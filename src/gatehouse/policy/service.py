@@ -552,7 +552,13 @@ class PolicyService:
             tls = (
                 None
                 if self.credentials is None
-                else ClientTLS(self.credentials.client, frozenset({AUTHENTICATION}))
+                else ClientTLS(
+                    self.credentials.client,
+                    frozenset({AUTHENTICATION}),
+                    (),
+                    # A revoked Authentication service is refused and dropped at the publish.
+                    None if self.agent is None else self.agent.revocations,
+                )
             )
             # max_idle: the OAuth2 endpoints relayed here come as many at once as the Access
             # Points send; fewer idle connections than that opens and closes one per call.
