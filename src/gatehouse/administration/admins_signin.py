@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -25,6 +25,7 @@ from gatehouse.authentication.calls import (
 from gatehouse.internal.calls import CallRefused
 from gatehouse.internal.client import FailoverClient, InternalCallError
 from gatehouse.trust.identity import AUTHENTICATION
+from gatehouse.trust.revocation import Revocations
 from gatehouse.trust.tls import ClientTLS
 
 PasswordResult = Literal["ok", "invalid", "locked", "unavailable"]
@@ -48,22 +49,30 @@ class CredentialChecker(Protocol):
 class AuthServiceChecker:
     """A :class:`CredentialChecker` over the Authentication services that ``endpoints``
     names (called per check: the newest version's list; the client is made again when it
-    changes)."""
+    changes). ``revoked`` (Admin's revoked serials, read before each check): a revoked
+    Authentication service is refused, like the other services' clients refuse one."""
 
     def __init__(
         self,
         endpoints: Callable[[], Sequence[str]],
         context: Callable[[], ssl.SSLContext | None],
         timeout: float = 5.0,
+        revoked: Callable[[], Awaitable[set[int]]] | None = None,
     ) -> None:
         self._endpoints = endpoints
         self._context = context
         self._timeout = timeout
+        self._revoked = revoked
+        self._revocations = Revocations()
         self._client: FailoverClient | None = None
         self._urls: tuple[str, ...] = ()
         self._lock = asyncio.Lock()
 
     async def _current(self) -> FailoverClient | None:
+        if self._revoked is not None:
+            serials = frozenset(await self._revoked())
+            if serials != self._revocations.serials:
+                self._revocations.update(serials)
         urls = tuple(self._endpoints())
         async with self._lock:
             if urls != self._urls or self._client is None:
@@ -73,7 +82,11 @@ class AuthServiceChecker:
                 self._urls = urls
                 if urls:
                     context = self._context()
-                    tls = ClientTLS(context, frozenset({AUTHENTICATION})) if context else None
+                    tls = (
+                        ClientTLS(context, frozenset({AUTHENTICATION}), (), self._revocations)
+                        if context
+                        else None
+                    )
                     self._client = FailoverClient(urls, timeout=self._timeout, tls=tls)
             return self._client
 

@@ -184,6 +184,7 @@ def run(args: argparse.Namespace) -> int:
                     service.latest.content if service.latest else None
                 ),
                 lambda: tls.credentials.client,
+                revoked=service.revoked,
             )
             return service
 
