@@ -46,6 +46,7 @@ from gatehouse.internal.client import (
 from gatehouse.internal.endpoints import Endpoints
 from gatehouse.internal.http1 import MAX_CONNECTING, MAX_LINE, Pool, WireError
 from gatehouse.internal.liveness import peer_has_closed
+from tests.support.asgi_server import serving
 from tests.support.processes import free_port, wait_port
 
 T = TypeVar("T")
@@ -1393,13 +1394,11 @@ APP = Starlette(
 )
 
 
-@contextlib.asynccontextmanager
-async def uvicorn_server(keep_alive: int = 5) -> AsyncIterator[str]:
-    port = free_port()
+def uvicorn_server(keep_alive: int = 5) -> contextlib.AbstractAsyncContextManager[str]:
     config = uvicorn.Config(
         APP,
         host="127.0.0.1",
-        port=port,
+        port=free_port(),
         loop="none",
         http="httptools",
         ws="none",
@@ -1408,15 +1407,7 @@ async def uvicorn_server(keep_alive: int = 5) -> AsyncIterator[str]:
         access_log=False,
         timeout_keep_alive=keep_alive,
     )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.005)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
+    return serving(config)
 
 
 def test_with_uvicorn_json_calls_keep_alive_and_event_stream(run: Run[None]) -> None:

@@ -22,6 +22,7 @@ from gatehouse.internal.client import FailoverClient
 from gatehouse.internal.errors import ServiceError
 from gatehouse.policy.bearer_tokens import BearerCache, bearer_token
 from gatehouse.trust.identity import Peer
+from tests.support.asgi_server import serving
 from tests.support.processes import free_port
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -37,17 +38,9 @@ async def _introspection(seen: list[str], delay: float = 0.0) -> AsyncIterator[s
             return BearerAnswer(True, "api.read", "app1", "alice", EXP)
         return BearerAnswer(False)
 
-    port = free_port()
     app = Starlette(routes=[OAUTH_BEARER.route(bearer)])
-    server = uvicorn.Server(uvicorn.Config(app, "127.0.0.1", port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
+    async with serving(uvicorn.Config(app, "127.0.0.1", free_port(), log_level="warning")) as url:
+        yield url
 
 
 def run(test: Callable[[], Coroutine[Any, Any, None]]) -> Callable[[], None]:

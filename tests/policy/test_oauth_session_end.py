@@ -26,6 +26,7 @@ from gatehouse.policy.sessions import Identity, SessionRecord, SessionStore, Tim
 from gatehouse.storage.engine import Database
 from gatehouse.storage.migrate import upgrade
 from gatehouse.trust.identity import Peer
+from tests.support.asgi_server import serving
 from tests.support.processes import free_port
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
@@ -70,32 +71,24 @@ def test_only_sessions_that_are_ended_revoke_their_tokens(tmp_path: Path) -> Non
             seen.append(body.sid)
             return SessionEndedAnswer(1)
 
-        port = free_port()
         app = Starlette(routes=[OAUTH_SESSION_ENDED.route(session_ended)])
-        server = uvicorn.Server(uvicorn.Config(app, "127.0.0.1", port, log_level="warning"))
-        task = asyncio.create_task(server.serve())
-        while not server.started:
-            await asyncio.sleep(0.01)
+        config = uvicorn.Config(app, "127.0.0.1", free_port(), log_level="warning")
         record = SessionRecord(
             "a" * 32, "alice", "", None, (), ("password",), T0, T0, T0, T0, None, None
         )
         pending = SessionRecord(
             "b" * 32, "bob", "", None, (), ("password",), T0, T0, T0, T0, None, None, {}
         )
-        try:
-            async with FailoverClient([f"http://127.0.0.1:{port}"], timeout=2) as client:
-                caller = AuthServiceChecker(client)
-                notifier = SessionEndNotifier()
-                for reason in ("rotated", "step_up", "signed_in", "expired"):
-                    notifier.ended(caller, [record], reason)
-                await notifier.drain()
-                assert seen == []
-                for reason in ("logout", "revoked", "password_changed", "login"):
-                    notifier.ended(caller, [record, pending], reason)
-                await notifier.drain()
-                assert seen == [oauth_sid(record)] * 4  # never the pending sign-in's
-        finally:
-            server.should_exit = True
-            await task
+        async with serving(config) as url, FailoverClient([url], timeout=2) as client:
+            caller = AuthServiceChecker(client)
+            notifier = SessionEndNotifier()
+            for reason in ("rotated", "step_up", "signed_in", "expired"):
+                notifier.ended(caller, [record], reason)
+            await notifier.drain()
+            assert seen == []
+            for reason in ("logout", "revoked", "password_changed", "login"):
+                notifier.ended(caller, [record, pending], reason)
+            await notifier.drain()
+            assert seen == [oauth_sid(record)] * 4  # never the pending sign-in's
 
     asyncio.run(scenario())

@@ -3,12 +3,10 @@ service, as every other internal client does."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 
@@ -18,6 +16,7 @@ from gatehouse.internal.hosting import server_config
 from gatehouse.trust.identity import ADMINISTRATION, AUTHENTICATION, Peer
 from gatehouse.trust.revocation import Revocations
 from gatehouse.trust.tls import Credentials
+from tests.support.asgi_server import serving
 from tests.support.processes import free_port
 
 from .conftest import MakeCredentials, on_uvloop
@@ -29,19 +28,12 @@ async def _auth(creds: Credentials, asked: list[str], name: str) -> AsyncIterato
         asked.append(name)
         return VerifyAnswer("invalid")
 
-    port = free_port()
     app = Starlette(routes=[VERIFY.route(verify)])
-    server = uvicorn.Server(
-        server_config(app, "127.0.0.1", port, tls=creds.server, revocations=Revocations())
+    config = server_config(
+        app, "127.0.0.1", free_port(), tls=creds.server, revocations=Revocations()
     )
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
-    try:
-        yield f"https://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
+    async with serving(config) as url:
+        yield url
 
 
 @on_uvloop

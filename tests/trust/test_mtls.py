@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -22,6 +21,7 @@ from gatehouse.trust.ca import CertificateAuthority
 from gatehouse.trust.identity import ACCESS_POINT, AUTHENTICATION, POLICY, Peer
 from gatehouse.trust.revocation import Revocations
 from gatehouse.trust.tls import ClientTLS, Credentials
+from tests.support.asgi_server import serving
 from tests.support.processes import free_port
 
 from .conftest import MakeCredentials, on_uvloop
@@ -53,20 +53,11 @@ async def _server(
 ) -> AsyncIterator[tuple[str, Revocations]]:
     creds = creds or make_credentials(POLICY, service_id)
     revocations = revocations or Revocations()
-    port = free_port()
     health = Route(DEFAULT_HEALTH_PATH, lambda _: JSONResponse({"status": "ok"}))
     app = Starlette(routes=[WHO.route(_who), health])
-    server = uvicorn.Server(
-        server_config(app, "127.0.0.1", port, tls=creds.server, revocations=revocations)
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
-    try:
-        yield f"https://127.0.0.1:{port}", revocations
-    finally:
-        server.should_exit = True
-        await task
+    config = server_config(app, "127.0.0.1", free_port(), tls=creds.server, revocations=revocations)
+    async with serving(config) as url:
+        yield url, revocations
 
 
 def _client(

@@ -20,7 +20,6 @@ from typing import Any
 
 import orjson
 import pytest
-import uvicorn
 
 from gatehouse.authentication.app import create_app as authentication_app
 from gatehouse.authentication.calls import (
@@ -65,6 +64,7 @@ from gatehouse.trust.ca import CertificateAuthority
 from gatehouse.trust.identity import ACCESS_POINT, AUTHENTICATION, OPERATOR, POLICY, ROLES
 from gatehouse.trust.revocation import Revocations
 from gatehouse.trust.tls import ClientTLS, Credentials
+from tests.support.asgi_server import serving
 from tests.support.processes import free_port
 
 from .conftest import MakeCredentials, on_uvloop
@@ -126,22 +126,11 @@ class Stack:
     urls: dict[str, str]
 
 
-@contextlib.asynccontextmanager
-async def _serve(app: Any, credentials: Credentials) -> AsyncIterator[str]:
-    port = free_port()
-    server = uvicorn.Server(
-        server_config(app, "127.0.0.1", port, tls=credentials.server, revocations=Revocations())
+def _serve(app: Any, credentials: Credentials) -> contextlib.AbstractAsyncContextManager[str]:
+    config = server_config(
+        app, "127.0.0.1", free_port(), tls=credentials.server, revocations=Revocations()
     )
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    try:
-        yield f"https://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
+    return serving(config)
 
 
 @contextlib.asynccontextmanager
