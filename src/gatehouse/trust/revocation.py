@@ -56,7 +56,8 @@ class Revocations:
         return True
 
     def watch(self, watcher: Watcher) -> None:
-        """Tell ``watcher`` every list :meth:`update` takes, after the connections closed."""
+        """Tell ``watcher`` every new list :meth:`update` takes (not the same one again),
+        after the connections it revokes are closed."""
         self._watchers.add(watcher)
 
     def forget(self, conn: Tracked) -> None:
@@ -65,7 +66,7 @@ class Revocations:
     def update(self, serials: Iterable[int]) -> int:
         """Take a new revocation list; abort every open connection it revokes. Returns how
         many were closed."""
-        self.serials = frozenset(serials)
+        previous, self.serials = self.serials, frozenset(serials)
         closing = [conn for conn in self._open if self.revoked(conn.peer)]
         for conn in closing:
             peer = conn.peer
@@ -76,8 +77,9 @@ class Revocations:
             )
             self._open.discard(conn)
             conn.abort()
-        for watcher in list(self._watchers):
-            watcher.revocations_changed(self.serials)
+        if self.serials != previous:
+            for watcher in list(self._watchers):
+                watcher.revocations_changed(self.serials)
         return len(closing)
 
     def __len__(self) -> int:
