@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 import ssl
 import threading
@@ -135,6 +136,12 @@ class Server(uvicorn.Server):
 
     async def startup(self, sockets: list[Any] | None = None) -> None:
         await super().startup(sockets)
+        # What exists once the service has started (its modules, app, models, caches) lives
+        # as long as the process: frozen, the collector no longer walks it, so a full
+        # collection costs what was allocated since, not the whole heap (the Administration
+        # service's took ~90 ms every few publishes, the p99 of publishing).
+        gc.collect()
+        gc.freeze()
         metrics = self.metrics
         if metrics is not None and metrics.listen is not None and not self.should_exit:
             from gatehouse.config.access_point import parse_listen
