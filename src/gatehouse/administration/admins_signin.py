@@ -70,9 +70,7 @@ class AuthServiceChecker:
 
     async def _current(self) -> FailoverClient | None:
         if self._revoked is not None:
-            serials = frozenset(await self._revoked())
-            if serials != self._revocations.serials:
-                self._revocations.update(serials)
+            self._revocations.update(await self._revoked())  # acts only on a changed list
         urls = tuple(self._endpoints())
         async with self._lock:
             if urls != self._urls or self._client is None:

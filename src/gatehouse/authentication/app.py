@@ -82,6 +82,7 @@ from gatehouse.internal.direct import DirectCalls
 from gatehouse.internal.endpoint import http_error, unexpected_error
 from gatehouse.internal.errors import Code, ServiceError, json_response
 from gatehouse.internal.managed import follow_admin
+from gatehouse.internal.service_tls import revocations_of
 from gatehouse.metrics.service import count_authentication
 from gatehouse.oath.store import TokenStore
 from gatehouse.storage.engine import Database, warm_when_ready
@@ -208,9 +209,10 @@ class Service:
 
     def _distribution(self, urls: list[str]) -> FailoverDistribution | None:
         """The client of the Distribution services at ``urls`` (None: none configured)."""
-        revocations = None if self.agent is None else self.agent.revocations
         self.distribution = (
-            FailoverDistribution.of(list(urls), self.credentials, revocations=revocations)
+            FailoverDistribution.of(
+                list(urls), self.credentials, revocations=revocations_of(self.agent)
+            )
             if urls
             else None
         )

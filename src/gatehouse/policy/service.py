@@ -90,6 +90,7 @@ from gatehouse.internal.client import FailoverClient, InternalCallError
 from gatehouse.internal.client import Response as InternalResponse
 from gatehouse.internal.config_agent import ConfigAgent
 from gatehouse.internal.managed import follow_admin
+from gatehouse.internal.service_tls import revocations_of
 from gatehouse.metrics.service import observe_decision
 from gatehouse.policy.admin_api import AdminAPI, read_token
 from gatehouse.policy.assertion_keys import KEY_FILE as ASSERTION_KEY_FILE
@@ -557,7 +558,7 @@ class PolicyService:
                     frozenset({AUTHENTICATION}),
                     (),
                     # A revoked Authentication service is refused and dropped at the publish.
-                    None if self.agent is None else self.agent.revocations,
+                    revocations_of(self.agent),
                 )
             )
             # max_idle: the OAuth2 endpoints relayed here come as many at once as the Access
