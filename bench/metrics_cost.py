@@ -236,7 +236,9 @@ def render(pairs: list[Pair], info: dict[str, Any], connections: int) -> str:
         "requests/s without metrics. Command: `.venv/bin/python bench/run.py --only metrics`.",
         "",
         f"Machine: {info.get('cpu', '?')}, {info.get('nproc', '?')} CPUs; load average at "
-        f"start {info.get('load', '?')}, at the end {info.get('load_end', '?')}.",
+        f"start {info.get('load', '?')}, at the end {info.get('load_end', '?')}; two busy "
+        f"CPUs at once ran at {info.get('cores', '?')} the speed of one alone "
+        "(`bench/cores.py`).",
         "",
         "| workers | req/s off | req/s on | ratio | goal | blocks off | blocks on "
         "| CPU µs/request off | on | CPU ratio "

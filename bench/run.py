@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cores
 import db_failover
 import failover
 import login
@@ -1165,7 +1166,15 @@ def machine_info(settings: Settings) -> dict[str, str]:
         "wrk": _command_version([settings.wrk, "-v"], r"^(wrk\s+\S+)"),
         "commit": commit,
         "load": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "cores": _cores(),
     }
+
+
+def _cores() -> str:
+    """How much two busy CPUs slow each other now (bench/cores.py): on a shared virtual
+    machine this moves every ratio against nginx, whatever the code does."""
+    ratio = cores.speed_together()
+    return "one CPU" if ratio is None else f"{ratio:.2f}x"
 
 
 def error_cell(row: Row) -> str:
@@ -1183,7 +1192,13 @@ def machine_lines(info: dict[str, str]) -> list[str]:
     return [
         f"- Machine: {info['nproc']} CPUs, {info['cpu']}, {info['kernel']}; "
         f"load average {info['load']} at start"
-        + (f", {info['load_end']} at the end" if "load_end" in info else ""),
+        + (f", {info['load_end']} at the end" if "load_end" in info else "")
+        + (
+            f"; two busy CPUs at once ran at {info['cores']} the speed of one alone"
+            " (`bench/cores.py`; 1.00x: cores of its own)"
+            if "cores" in info
+            else ""
+        ),
         f"- Software: Python {info['python']}, {info['nginx']}, {info['wrk']}",
     ]
 
