@@ -22,6 +22,8 @@ LOGIN_OK = "login_ok"
 LOGIN_FAILED = "login_failed"
 LOGIN_LOCKED = "login_locked"
 
+#: Built once: an event binds its values (a sign-in writes one).
+_INSERT = insert(AuditEvent)
 # Names typed at a login form can be anything; keep what fits the column.
 _MAX_USERNAME = 256
 
@@ -35,15 +37,14 @@ async def write(
     at: datetime | None = None,
 ) -> None:
     """Add an event inside the caller's transaction."""
-    await conn.execute(
-        insert(AuditEvent).values(
-            at=at or utcnow(),
-            event=event,
-            username=username[:_MAX_USERNAME] if username is not None else None,
-            client_ip=client_ip,
-            detail=dict(detail or {}),
-        )
-    )
+    values = {
+        "at": at or utcnow(),
+        "event": event,
+        "username": username[:_MAX_USERNAME] if username is not None else None,
+        "client_ip": client_ip,
+        "detail": dict(detail or {}),
+    }
+    await conn.execute(_INSERT, values)
 
 
 async def record(

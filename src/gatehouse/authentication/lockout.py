@@ -27,6 +27,7 @@ database functions do the same in SQL and a property test holds them to each oth
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import math
@@ -34,8 +35,22 @@ import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, delete, literal, null, select, update
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Delete,
+    Update,
+    and_,
+    bindparam,
+    case,
+    delete,
+    literal,
+    null,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -232,41 +247,47 @@ async def attempts(conn: AsyncConnection, keys: Iterable[str]) -> dict[str, tupl
     return {key: (count, attempt) for key, count, attempt in (await conn.execute(query)).all()}
 
 
-async def reserve(
-    conn: AsyncConnection, key: str, now: datetime, rule: Rule, token: str | None = None
-) -> tuple[Counter, bool]:
-    """:func:`reserve_rule` as one atomic upsert: the new state, and whether this attempt
-    was counted (it may check a password) or refused (the key is locked). ``token``: the
-    attempt's id (:func:`new_attempt`; a new one when None), left on a counted key's row."""
-    token = token or new_attempt()
-    now_ = _at(now)
+def _when(name: str) -> BindParameter[datetime]:
+    return bindparam(name, type_=UTCDateTime())
+
+
+def _insert(dialect: str) -> Any:
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert
+
+
+@functools.lru_cache(maxsize=32)
+def _reserve_statement(dialect: str, rule: Rule) -> Any:
+    """:func:`reserve`'s upsert for ``rule``, built once: the times it writes are parameters
+    (``b_now``, ``lock_N`` and ``expires_N`` for the steps, ``window_end``, ``first_lock``,
+    ``first_expires``), so a sign-in binds values instead of building the expression (and
+    SQLAlchemy's cache key) again."""
+    now_ = _when("b_now")
     locked = and_(_F.locked_until.is_not(None), _F.locked_until > now_)
     expired = _F.expires_at <= now_
     count = case((locked, _F.count), (expired, 1), else_=_F.count + 1)
     steps = rule.steps()
-    last_count, last_delay = steps[-1]
+    last = len(steps) - 1
     locked_until = case(
         (locked, _F.locked_until),
-        *((count == n, _at(now + delay)) for n, delay in steps[:-1]),
-        (count >= last_count, _at(now + last_delay)),
+        *((count == n, _when(f"lock_{i}")) for i, (n, _) in enumerate(steps[:-1])),
+        (count >= steps[-1][0], _when(f"lock_{last}")),
         else_=null(),
     )
     expires_at = case(
         (locked, _F.expires_at),
-        *((count == n, _at(now + rule.expiry(n))) for n, _ in steps[:-1]),
-        (count >= last_count, _at(now + rule.expiry(last_count))),
-        else_=_at(now + rule.window),
+        *((count == n, _when(f"expires_{i}")) for i, (n, _) in enumerate(steps[:-1])),
+        (count >= steps[-1][0], _when(f"expires_{last}")),
+        else_=_when("window_end"),
     )
-    first_delay = rule.delay(1)
-    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    statement = (
-        insert(_F)
+    token = bindparam("b_token", type_=_F.attempt.type)
+    return (
+        _insert(dialect)(_F)
         .values(
-            key=key,
+            key=bindparam("b_key", type_=_F.key.type),
             count=1,
-            first_at=now,
-            locked_until=now + first_delay if first_delay is not None else None,
-            expires_at=now + rule.expiry(1),
+            first_at=now_,
+            locked_until=_when("first_lock"),
+            expires_at=_when("first_expires"),
             attempt=token,
         )
         .on_conflict_do_update(
@@ -276,12 +297,40 @@ async def reserve(
                 "first_at": case((locked, _F.first_at), (expired, now_), else_=_F.first_at),
                 "locked_until": locked_until,
                 "expires_at": expires_at,
-                "attempt": case((locked, _F.attempt), else_=literal(token)),
+                "attempt": case((locked, _F.attempt), else_=token),
             },
         )
         .returning(*_COLUMNS, _F.attempt)
     )
-    count_, first_at, locked_until_, expires_at_, attempt = (await conn.execute(statement)).one()
+
+
+def _reserve_values(key: str, now: datetime, rule: Rule, token: str) -> dict[str, object]:
+    """The parameters of :func:`_reserve_statement` for one attempt."""
+    first_delay = rule.delay(1)
+    values: dict[str, object] = {
+        "b_key": key,
+        "b_token": token,
+        "b_now": now,
+        "first_lock": now + first_delay if first_delay is not None else None,
+        "first_expires": now + rule.expiry(1),
+        "window_end": now + rule.window,
+    }
+    for i, (n, delay) in enumerate(rule.steps()):
+        values[f"lock_{i}"] = now + delay
+        values[f"expires_{i}"] = now + rule.expiry(n)
+    return values
+
+
+async def reserve(
+    conn: AsyncConnection, key: str, now: datetime, rule: Rule, token: str | None = None
+) -> tuple[Counter, bool]:
+    """:func:`reserve_rule` as one atomic upsert: the new state, and whether this attempt
+    was counted (it may check a password) or refused (the key is locked). ``token``: the
+    attempt's id (:func:`new_attempt`; a new one when None), left on a counted key's row."""
+    token = token or new_attempt()
+    statement = _reserve_statement(conn.dialect.name, rule)
+    result = await conn.execute(statement, _reserve_values(key, now, rule, token))
+    count_, first_at, locked_until_, expires_at_, attempt = result.one()
     counter = Counter(count_, first_at, locked_until_, expires_at_)
     if attempt == token and check(counter, now).locked:
         note_lockout(key)
@@ -304,18 +353,35 @@ async def record_failure(conn: AsyncConnection, key: str, now: datetime, rule: R
     return (await reserve(conn, key, now, rule))[0]
 
 
-async def release(conn: AsyncConnection, key: str, rule: Rule) -> None:
-    """:func:`release_rule`: give back one reserved attempt of ``key``."""
+@functools.lru_cache(maxsize=32)
+def _release_statements(max_failures: int) -> tuple[Update, Delete]:
+    """:func:`release`'s two statements for a rule's ``max_failures``, built once."""
+    key = bindparam("b_key", type_=_F.key.type)
     remaining = _F.count - 1
-    await conn.execute(
+    give_back = (
         update(_F)
         .where(_F.key == key)
         .values(
             count=remaining,
-            locked_until=case((remaining < rule.max_failures, null()), else_=_F.locked_until),
+            locked_until=case((remaining < max_failures, null()), else_=_F.locked_until),
         )
     )
-    await conn.execute(delete(_F).where(_F.key == key).where(_F.count <= 0))
+    return give_back, delete(_F).where(_F.key == key).where(_F.count <= 0)
+
+
+async def release(conn: AsyncConnection, key: str, rule: Rule) -> None:
+    """:func:`release_rule`: give back one reserved attempt of ``key``."""
+    give_back, drop_empty = _release_statements(rule.max_failures)
+    await conn.execute(give_back, {"b_key": key})
+    await conn.execute(drop_empty, {"b_key": key})
+
+
+_FORGET = delete(_F).where(_F.key == bindparam("b_key", type_=_F.key.type))
+
+
+async def forget(conn: AsyncConnection, key: str) -> None:
+    """Delete ``key``'s counter (a success starts the account's or the device's over)."""
+    await conn.execute(_FORGET, {"b_key": key})
 
 
 async def reset(conn: AsyncConnection, key: str) -> None:
@@ -342,23 +408,31 @@ async def trusted_until(conn: AsyncConnection, username: str, device: str) -> da
     return value
 
 
-async def trust(conn: AsyncConnection, username: str, device: str, now: datetime) -> None:
-    """Record (or renew) ``device`` as a trusted device of ``username``."""
-    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    expires_at = now + DEVICE_LIFETIME
-    statement = (
-        insert(_F)
+@functools.lru_cache(maxsize=4)
+def _trust_statement(dialect: str) -> Any:
+    expires_at = _when("b_expires_at")
+    return (
+        _insert(dialect)(_F)
         .values(
-            key=trust_key(username, device),
+            key=bindparam("b_key", type_=_F.key.type),
             count=0,
-            first_at=now,
+            first_at=_when("b_now"),
             locked_until=None,
             expires_at=expires_at,
             attempt="",
         )
-        .on_conflict_do_update(index_elements=[_F.key], set_={"expires_at": _at(expires_at)})
+        .on_conflict_do_update(index_elements=[_F.key], set_={"expires_at": expires_at})
     )
-    await conn.execute(statement)
+
+
+async def trust(conn: AsyncConnection, username: str, device: str, now: datetime) -> None:
+    """Record (or renew) ``device`` as a trusted device of ``username``."""
+    values = {
+        "b_key": trust_key(username, device),
+        "b_now": now,
+        "b_expires_at": now + DEVICE_LIFETIME,
+    }
+    await conn.execute(_trust_statement(conn.dialect.name), values)
 
 
 async def purge(conn: AsyncConnection, now: datetime) -> int:

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, update
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from gatehouse.authentication import audit, lockout
@@ -39,7 +39,7 @@ from gatehouse.authentication.lockout import Rule
 from gatehouse.authentication.passwords import Passwords
 from gatehouse.storage.directory import UserInfo, find_user, valid_username
 from gatehouse.storage.engine import Database
-from gatehouse.storage.models import LoginFailure, User
+from gatehouse.storage.models import User
 from gatehouse.storage.types import utcnow
 
 
@@ -259,7 +259,7 @@ class Verifier:
                 if kind == "ip":
                     await lockout.release(conn, key, rule)
                 else:  # the account's or the device's counter starts over
-                    await _forget(conn, key)
+                    await lockout.forget(conn, key)
             await lockout.trust(conn, candidate.info.username, device, now)
             if new_hash is not None:
                 # Only replace the hash we verified: a password changed meanwhile wins.
@@ -305,7 +305,3 @@ class Verifier:
             await audit.write(conn, audit.LOGIN_FAILED, username, client_ip, detail, at=now)
 
         await self.db.run_core(write)
-
-
-async def _forget(conn: AsyncConnection, key: str) -> None:
-    await conn.execute(delete(LoginFailure).where(LoginFailure.key == key))

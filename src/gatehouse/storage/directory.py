@@ -8,11 +8,13 @@ GatehouseError
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
@@ -90,8 +92,15 @@ async def find_user(session: AsyncSession, username: str) -> User | None:
     """The user with exactly this name (groups loaded), or None."""
     if not valid_username(username):
         return None
-    query = select(User).where(User.username == username).options(selectinload(User.groups))
-    return (await session.execute(query)).scalar_one_or_none()
+    return (await session.execute(_find_user(), {"b_username": username})).scalar_one_or_none()
+
+
+@functools.cache
+def _find_user() -> Any:
+    """:func:`find_user`'s query, built once (on first use, when the mappers are set up): a
+    sign-in binds the name instead of building the query and its cache key again."""
+    query = select(User).where(User.username == bindparam("b_username"))
+    return query.options(selectinload(User.groups))
 
 
 async def get_user(session: AsyncSession, username: str) -> User:
