@@ -103,6 +103,11 @@ def measure(
             nodes[label] = Node(source)
         results = {label: protected.Latencies() for label in nodes}
         order = list(nodes)
+        # One turn each, not counted: a node just started is still settling (its services'
+        # first publish and certificates, caches filling), and the last one started would
+        # pay for it in the first round.
+        for label in order:
+            nodes[label].measure(clients, duration / rounds)
         for turn in range(rounds):
             # ABBA: the node measured first in one round goes last in the next, so what a
             # turn leaves behind (hashes still running, a warm cache) favours neither.
