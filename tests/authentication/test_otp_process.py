@@ -23,9 +23,17 @@ def post(auth: Service, path: str, body: dict[str, Any]) -> tuple[int, dict[str,
     return status, data
 
 
+def post_password(auth: Service, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    status, _raw, data = call(
+        auth, "POST", "/internal/v1/password/verify", json.dumps(body).encode()
+    )
+    return status, data
+
+
 def test_enrol_confirm_and_sign_in_with_the_installation_defaults(
     sqlite_user_db: str, start_auth: StartAuth, tmp_path: Path
 ) -> None:
+    add_user(sqlite_user_db, "alice", "correct horse")
     auth = start_auth(sqlite_user_db)
     home = tmp_path / "home"
     keyring = home / "oath-seeds.key"
@@ -49,6 +57,16 @@ def test_enrol_confirm_and_sign_in_with_the_installation_defaults(
         200,
         {"active": 1, "pending": None, "enrol_required": False},
     )
+    # A password check that asks for it brings the same status (one call for a sign-in);
+    # one that does not ask, or a wrong password, brings none.
+    password = {"username": "alice", "password": "correct horse", "client_ip": IP}
+    status, signed_in = post_password(auth, {**password, "otp": True})
+    assert (status, signed_in["result"]) == (200, "ok")
+    assert signed_in["otp"] == {"active": 1, "pending": None, "enrol_required": False}
+    assert "otp" not in post_password(auth, password)[1]
+    assert post_password(auth, {**password, "password": "wrong", "otp": True})[1] == {
+        "result": "invalid"
+    }
     check = {"username": "alice", "code": code, "client_ip": IP, "attempt": "verify-attempt-01"}
     # The confirming code was consumed: the same code again is a replay.
     assert post(auth, "verify", check) == (200, {"result": "invalid"})

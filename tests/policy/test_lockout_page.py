@@ -88,7 +88,12 @@ def test_the_process_local_zone_is_the_default(monkeypatch: pytest.MonkeyPatch) 
 
 class LockedChecker:
     async def verify(
-        self, username: str, password: str, client_ip: str, device: str | None = None
+        self,
+        username: str,
+        password: str,
+        client_ip: str,
+        device: str | None = None,
+        otp: bool = False,
     ) -> Verdict:
         return Verdict("locked", retry_after=600)
 

@@ -58,14 +58,25 @@ class FakeAuth:
     status: dict[str, OtpStatus] = field(default_factory=dict)
     self_enrolment: bool = True
     down: bool = False
+    #: Whether a right password's verdict carries the OTP status when asked (an older
+    #: Authentication service's does not; one whose OATH DB is down does not either).
+    status_with_password: bool = True
     calls: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
 
     async def verify(
-        self, username: str, password: str, client_ip: str, device: str | None = None
+        self,
+        username: str,
+        password: str,
+        client_ip: str,
+        device: str | None = None,
+        otp: bool = False,
     ) -> Verdict:
+        self.calls.append(("password", (username, "otp" if otp else "")))
         if password != "pw":
             return Verdict("invalid")
-        return Verdict("ok", Identity(username, username.title(), None, ("staff",)))
+        identity = Identity(username, username.title(), None, ("staff",))
+        with_status = otp and self.status_with_password and not self.down
+        return Verdict("ok", identity, otp=self._status(username) if with_status else None)
 
     def _status(self, username: str) -> OtpStatus:
         return self.status.get(username, OtpStatus(1, None, False))
@@ -313,6 +324,25 @@ def test_password_then_code_makes_a_session_with_both_methods(site: Site) -> Non
     assert site.lookup(pending_id, pending=True) is None  # the old id is gone
     events = [e for e, _, _ in site.audit]
     assert events == ["password_accepted", "session_created"]
+
+
+def test_the_password_check_brings_the_otp_status_in_one_call(site: Site) -> None:
+    browser = Browser(site)
+    page = browser.login("alice", rd="/secure/page")
+    assert "<h1>Enter your one-time code</h1>" in page.body
+    kinds = [kind for kind, _ in site.auth.calls]
+    assert ("password", ("alice", "otp")) in site.auth.calls
+    assert "status" not in kinds  # no second call to the Authentication service
+
+
+def test_without_the_status_in_the_answer_the_portal_asks_for_it(site: Site) -> None:
+    """An Authentication service of the previous version (or whose OATH DB is away) answers
+    the password check without the status: the portal asks for it, as before."""
+    site.auth.status_with_password = False
+    browser = Browser(site)
+    page = browser.login("alice", rd="/secure/page")
+    assert "<h1>Enter your one-time code</h1>" in page.body
+    assert [kind for kind, _ in site.auth.calls] == ["password", "status"]
 
 
 def test_a_login_without_the_marker_makes_a_password_session(site: Site) -> None:

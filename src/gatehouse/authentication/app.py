@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -401,7 +402,22 @@ async def verify_password(
         return json_response({"error": OVERLOADED, "message": str(exc)}, 503)
     answer = answer_of(outcome)
     count_authentication("password", answer.result)
+    if parsed.otp and answer.result == "ok" and answer.user is not None:
+        answer = await _with_otp_status(service, answer, answer.user.username)
     return answer
+
+
+async def _with_otp_status(service: Service, answer: VerifyAnswer, username: str) -> VerifyAnswer:
+    """``answer`` with the user's one-time password status, as ``OTP_STATUS`` would answer;
+    unchanged when this service cannot tell now (the Policy service then asks for it)."""
+    if service.otp is None or not service.oath_ready.is_set():
+        return answer
+    try:
+        status = await service.otp.status(username)
+    except DatabaseUnavailable as exc:
+        log.info("password check of %r: no one-time password status: %s", username, exc)
+        return answer
+    return dataclasses.replace(answer, otp=status)
 
 
 async def verify_otp(request: Request, peer: Peer | None, parsed: OtpRequest) -> OtpAnswer:

@@ -111,10 +111,14 @@ class VerifyRequest:
     password: str
     client_ip: str
     device: str | None = None
+    #: Also answer the user's one-time password status when the password is right (what
+    #: ``OTP_STATUS`` answers): a sign-in then needs one call instead of two.
+    otp: bool = False
 
 
 def parse_verify(data: dict[str, Any]) -> VerifyRequest:
-    """``{"username", "password", "client_ip", "device"?}``; errors name the field at fault."""
+    """``{"username", "password", "client_ip", "device"?, "otp"?}``; errors name the field at
+    fault."""
     username = string_field(data, "username")
     password = string_field(data, "password")
     client_ip = string_field(data, "client_ip")
@@ -127,7 +131,10 @@ def parse_verify(data: dict[str, Any]) -> VerifyRequest:
     device = data.get("device")
     if device is not None and not (isinstance(device, str) and DEVICE_ID.match(device)):
         raise bad_request("device: must be null or a device id (11 URL-safe characters)")
-    return VerifyRequest(username, password, address, device)
+    otp = data.get("otp", False)
+    if not isinstance(otp, bool):
+        raise bad_request("otp: must be true or false")
+    return VerifyRequest(username, password, address, device, otp)
 
 
 def render_verify(request: VerifyRequest) -> dict[str, object]:
@@ -138,6 +145,8 @@ def render_verify(request: VerifyRequest) -> dict[str, object]:
     }
     if request.device is not None:
         body["device"] = request.device
+    if request.otp:
+        body["otp"] = True
     return body
 
 
@@ -163,13 +172,15 @@ class Account:
 
 @dataclass(frozen=True, slots=True)
 class VerifyAnswer:
-    """``ok`` (with ``user`` and the trusted-device id issued), ``invalid`` or ``locked``
-    (with ``retry_after`` seconds)."""
+    """``ok`` (with ``user``, the trusted-device id issued and, when asked for and known,
+    the user's one-time password status), ``invalid`` or ``locked`` (with ``retry_after``
+    seconds)."""
 
     result: Literal["ok", "invalid", "locked"]
     user: Account | None = None
     retry_after: float = 0.0
     device: str | None = None
+    otp: StatusAnswer | None = None
 
 
 def parse_answer(data: dict[str, Any]) -> VerifyAnswer:
@@ -198,14 +209,23 @@ def parse_answer(data: dict[str, Any]) -> VerifyAnswer:
         )
         device = data.get("device")
         valid = isinstance(device, str) and DEVICE_ID.match(device) is not None
-        return VerifyAnswer("ok", account, device=device if valid else None)
+        status = data.get("otp")
+        try:
+            # Without a usable status the caller asks OTP_STATUS itself.
+            otp = parse_status_answer(status) if isinstance(status, dict) else None
+        except ValueError:
+            otp = None
+        return VerifyAnswer("ok", account, device=device if valid else None, otp=otp)
     raise ValueError(f"unknown result {result!r}")
 
 
 def render_answer(answer: VerifyAnswer) -> dict[str, object]:
     if answer.result == "ok":
         user = answer.user.to_json() if answer.user is not None else None
-        return {"result": "ok", "user": user, "device": answer.device}
+        body: dict[str, object] = {"result": "ok", "user": user, "device": answer.device}
+        if answer.otp is not None:
+            body["otp"] = render_status_answer(answer.otp)
+        return body
     if answer.result == "locked":
         retry = answer.retry_after
         return {"result": "locked", "retry_after": int(retry) if retry == int(retry) else retry}
@@ -213,12 +233,15 @@ def render_answer(answer: VerifyAnswer) -> dict[str, object]:
 
 
 VERIFY_REQUEST = json_codec(
-    parse_verify, render_verify, '`{"username", "password", "client_ip", "device"?}`', MAX_BODY
+    parse_verify,
+    render_verify,
+    '`{"username", "password", "client_ip", "device"?, "otp"?}`',
+    MAX_BODY,
 )
 VERIFY_ANSWER = json_codec(
     parse_answer,
     render_answer,
-    '`{"result": "ok", "user": USER, "device"}` / `{"result": "invalid"}` / '
+    '`{"result": "ok", "user": USER, "device", "otp"?: STATUS}` / `{"result": "invalid"}` / '
     '`{"result": "locked", "retry_after"}`',
 )
 

@@ -41,7 +41,6 @@ from sqlalchemy import (
     BindParameter,
     ColumnElement,
     Delete,
-    Update,
     and_,
     bindparam,
     case,
@@ -354,8 +353,10 @@ async def record_failure(conn: AsyncConnection, key: str, now: datetime, rule: R
 
 
 @functools.lru_cache(maxsize=32)
-def _release_statements(max_failures: int) -> tuple[Update, Delete]:
-    """:func:`release`'s two statements for a rule's ``max_failures``, built once."""
+def _release_statements(max_failures: int) -> tuple[Delete, Any, Delete]:
+    """:func:`release`'s statements for a rule's ``max_failures``, built once: drop a row
+    whose count this release ends, else give one back (returning what is left), and drop a
+    row that a concurrent release left at zero."""
     key = bindparam("b_key", type_=_F.key.type)
     remaining = _F.count - 1
     give_back = (
@@ -365,15 +366,22 @@ def _release_statements(max_failures: int) -> tuple[Update, Delete]:
             count=remaining,
             locked_until=case((remaining < max_failures, null()), else_=_F.locked_until),
         )
+        .returning(_F.count)
     )
-    return give_back, delete(_F).where(_F.key == key).where(_F.count <= 0)
+    drop_last = delete(_F).where(_F.key == key).where(_F.count <= 1)
+    return drop_last, give_back, delete(_F).where(_F.key == key).where(_F.count <= 0)
 
 
 async def release(conn: AsyncConnection, key: str, rule: Rule) -> None:
-    """:func:`release_rule`: give back one reserved attempt of ``key``."""
-    give_back, drop_empty = _release_statements(rule.max_failures)
-    await conn.execute(give_back, {"b_key": key})
-    await conn.execute(drop_empty, {"b_key": key})
+    """:func:`release_rule`: give back one reserved attempt of ``key``. The usual case (an
+    address whose only count was this attempt) is one statement."""
+    drop_last, give_back, drop_empty = _release_statements(rule.max_failures)
+    values = {"b_key": key}
+    if (await conn.execute(drop_last, values)).rowcount:
+        return
+    left = (await conn.execute(give_back, values)).scalar_one_or_none()
+    if left is not None and left <= 0:
+        await conn.execute(drop_empty, values)
 
 
 _FORGET = delete(_F).where(_F.key == bindparam("b_key", type_=_F.key.type))

@@ -239,15 +239,24 @@ class Verdict:
     retry_after: float = 0.0
     #: With ``ok``: the trusted-device id the Authentication service issued or renewed.
     device: str | None = None
+    #: With ``ok``, when asked for and the Authentication service could tell: the user's
+    #: one-time password status (else the portal asks for it).
+    otp: OtpStatus | None = None
 
 
 class PasswordChecker(Protocol):
     async def verify(
-        self, username: str, password: str, client_ip: str, device: str | None = None
+        self,
+        username: str,
+        password: str,
+        client_ip: str,
+        device: str | None = None,
+        otp: bool = False,
     ) -> Verdict:
         """Raises :class:`AuthUnavailable` when no Authentication service answers
         (:class:`AuthOverloaded` when they answer that too many checks are under way).
-        ``device``: the trusted-device id of a device cookie signed for ``username``."""
+        ``device``: the trusted-device id of a device cookie signed for ``username``;
+        ``otp``: a right password's verdict should carry the user's OTP status."""
         ...
 
 
@@ -537,11 +546,16 @@ class Portal:
             if self.devices is not None
             else None
         )
+        # With one-time passwords configured, the answer of a right password says the user's
+        # tokens too: one call to the Authentication service instead of two.
+        otp = self.otp.checker is not None
         try:
-            if device is None:
+            if device is None and not otp:
                 verdict = await self.checker.verify(username, password, origin.client_ip)
             else:
-                verdict = await self.checker.verify(username, password, origin.client_ip, device)
+                verdict = await self.checker.verify(
+                    username, password, origin.client_ip, device, otp=otp
+                )
         except AuthOverloaded as exc:
             log.warning("login of %r: authentication overloaded: %s", username, exc)
             return overloaded_page(self.pages, self.settings.prefix)
@@ -558,7 +572,9 @@ class Portal:
                 request, origin, rd, username=username, error=WRONG_CREDENTIALS, step=step
             )
         code_step = step in CODE_STEPS and self.codes.checker is not None
-        status = await self._otp_status(verdict.identity.username, required=step == "otp")
+        status = verdict.otp or await self._otp_status(
+            verdict.identity.username, required=step == "otp"
+        )
         if status is None and step == "otp":
             return self._unavailable()
         second_factor = code_step or (

@@ -215,7 +215,9 @@ def verdict_of(answer: VerifyAnswer) -> Verdict:
         email=user.email,
         groups=user.groups,
     )
-    return Verdict("ok", identity, device=answer.device)
+    otp = answer.otp
+    status = None if otp is None else OtpStatus(otp.active, otp.pending, otp.enrol_required)
+    return Verdict("ok", identity, device=answer.device, otp=status)
 
 
 class AuthServiceChecker:
@@ -257,9 +259,14 @@ class AuthServiceChecker:
         await self.client.aclose()
 
     async def verify(
-        self, username: str, password: str, client_ip: str, device: str | None = None
+        self,
+        username: str,
+        password: str,
+        client_ip: str,
+        device: str | None = None,
+        otp: bool = False,
     ) -> Verdict:
-        request = VerifyRequest(username, password, client_ip, device)
+        request = VerifyRequest(username, password, client_ip, device, otp)
         try:
             # Retry-safe (``VERIFY``): a password check changes nothing but the shared
             # lockout counters. If an Authentication service dies after counting a failure
