@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import text
 
 from gatehouse.errors import ConfigError
-from gatehouse.storage.engine import Database, parse_url
+from gatehouse.storage.engine import Database, parse_url, unavailable_reason, warm_when_ready
 from gatehouse.storage.errors import DatabaseUnavailable
 from gatehouse.storage.migrate import upgrade
 from tests.support.postgres import PostgresCluster
@@ -124,3 +124,31 @@ def test_multi_host_url_skips_a_dead_host(
 def test_bad_urls(url: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_url(url)
+
+
+def test_a_connection_closed_while_asyncpg_sets_it_up_is_unavailability() -> None:
+    """asyncpg raises its own InterfaceError, unwrapped by SQLAlchemy, when the server goes
+    away while SQLAlchemy's on-connect hook sets the JSON codec up (seen in CI: a PostgreSQL
+    stopped under a pool being warmed)."""
+    import asyncpg
+
+    closed = asyncpg.exceptions.InterfaceError("connection is closed")
+    assert unavailable_reason(closed) == "connection failed: connection is closed"
+    misuse = asyncpg.exceptions.InterfaceError("cannot perform operation: another operation")
+    assert unavailable_reason(misuse) is None  # a bug, not a server away: not hidden
+
+
+def test_a_pool_that_cannot_be_warmed_does_not_fail_its_service(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Broken:
+        async def warm(self) -> None:
+            raise RuntimeError("driver trouble")
+
+    async def go() -> None:
+        ready = asyncio.Event()
+        ready.set()
+        await warm_when_ready(ready, Broken())  # type: ignore[arg-type]
+
+    asyncio.run(go())
+    assert "warming the pool failed" in caplog.text

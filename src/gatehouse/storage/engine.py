@@ -72,6 +72,9 @@ _UNAVAILABLE_SQLSTATE_PREFIXES = ("08", "28", "53", "57P0")
 _UNAVAILABLE_SQLSTATES = ("25006", "3D000", "42501")
 # asyncpg's "none of the hosts match target_session_attrs": only standbys answer (a failover).
 _NO_WRITABLE_SERVER = "TargetServerAttributeNotMatched"
+#: What asyncpg says, unwrapped, when a connection it is still setting up (SQLAlchemy's
+#: on-connect hook: the JSON codec) is closed under it: the server went away.
+_ASYNCPG_CLOSED = ("connection is closed", "connection was closed")
 _SQLITE_UNAVAILABLE = ("database is locked", "unable to open database", "disk i/o error")
 
 
@@ -271,6 +274,10 @@ def unavailable_reason(error: BaseException) -> str | None:
         return f"cannot connect: {error.strerror or error}"
     if isinstance(error, exc.DisconnectionError):
         return "connection lost"
+    if type(error).__module__.startswith("asyncpg") and any(
+        text in str(error) for text in _ASYNCPG_CLOSED
+    ):
+        return f"connection failed: {_first_line(error)}"
     if isinstance(error, exc.DBAPIError):
         if error.connection_invalidated:
             return "connection lost"
@@ -452,3 +459,7 @@ async def warm_when_ready(ready: asyncio.Event, *databases: Database) -> None:
             await database.warm()
         except DatabaseUnavailable as error:
             logging.getLogger("gatehouse.storage").warning("could not warm the pool: %s", error)
+        except Exception:
+            # Warming only saves the first requests a connection set-up: whatever stops it
+            # must not reach the service that waits for this task when it stops.
+            logging.getLogger("gatehouse.storage").exception("warming the pool failed")
