@@ -143,6 +143,13 @@ def test_add_get_list_assign_delete(oath_db: str) -> None:
         assert (await store.unassign("H1")).owner is None
         assert (await store.assign("H1", "alice")).owner == "alice"
         assert [t.serial for t in await store.list_tokens("alice")] == ["H1", "T1"]
+        # What a sign-in reads: the tokens and the enrolment flag, in one transaction.
+        owned, required = await store.owner_status("alice")
+        assert ([t.serial for t in owned], required) == (["H1", "T1"], False)
+        await store.require_enrolment("alice", True)
+        assert (await store.owner_status("alice"))[1] is True
+        assert await store.owner_status("nobody") == ([], False)
+        await store.require_enrolment("alice", False)
 
         assert (await store.set_state("H1", "disabled")).state == "disabled"
         assert [t.serial for t in await store.active_for("alice")] == ["T1"]

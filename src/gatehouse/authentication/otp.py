@@ -451,9 +451,11 @@ class OtpChecker:
         return OtpAnswer("invalid")
 
     async def status(self, username: str) -> StatusAnswer:
-        tokens = await self.store.list_tokens(username) if valid_username(username) else []
+        if valid_username(username):
+            tokens, required = await self.store.owner_status(username)
+        else:
+            tokens, required = [], False
         active = sum(1 for t in tokens if t.state in ("active", "locked"))
         pending = [t for t in tokens if t.state == "pending"]
         newest = max(pending, key=lambda t: t.id).serial if pending else None
-        required = valid_username(username) and await self.store.enrolment_required(username)
         return StatusAnswer(active, newest, required)

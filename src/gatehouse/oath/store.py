@@ -30,6 +30,7 @@ GatehouseError
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -42,6 +43,7 @@ from sqlalchemy import (
     BigInteger,
     ColumnElement,
     and_,
+    bindparam,
     case,
     delete,
     insert,
@@ -234,6 +236,15 @@ def check_fields(
 
 _T = OathToken
 _COLUMNS = tuple(OathToken.__table__.columns)
+
+
+@functools.cache
+def _owner_status_queries() -> tuple[Any, Any]:
+    """:meth:`OathStore.owner_status`'s two selects, bound to ``b_owner``."""
+    owner: Any = bindparam("b_owner", type_=_T.owner.type)
+    tokens = select(*_COLUMNS).where(_T.owner == owner).order_by(_T.serial)
+    required = select(OathUser.enrol_required).where(OathUser.username == owner)
+    return tokens, required
 
 
 def _at(moment: datetime) -> ColumnElement[datetime]:
@@ -636,6 +647,18 @@ class TokenStore:
             except IntegrityError:
                 continue
         raise TokenStoreError(f"could not set the enrolment flag of {username!r}")
+
+    @waits
+    async def owner_status(self, owner: str) -> tuple[list[TokenRow], bool]:
+        """``owner``'s tokens (:meth:`list_tokens`) and whether an administrator requires an
+        enrolment (:meth:`enrolment_required`), read in one transaction with statements
+        built once: what every sign-in with one-time passwords asks."""
+        tokens_of, required_of = _owner_status_queries()
+        values = {"b_owner": owner}
+        async with self._transaction() as conn:
+            rows = (await conn.execute(tokens_of, values)).all()
+            required = (await conn.execute(required_of, values)).scalar()
+        return [row_to_token(row._mapping) for row in rows], bool(required)
 
     @waits
     async def enrolment_required(self, username: str) -> bool:
