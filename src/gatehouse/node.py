@@ -410,6 +410,10 @@ def installation(addresses: NodeAddresses, home: Path, node: str) -> dict[str, o
 
 #: The first administrator ``gatehouse up`` makes (once) for the console.
 FIRST_ADMIN = "admin"
+#: How long the bootstrap call may take: the first one opens and migrates the user and OATH
+#: databases and hashes a password. Its credentials are shown only in its answer, so a
+#: client that gave up while Admin went on would lose them for good.
+BOOTSTRAP_TIMEOUT = 120.0
 
 
 def bootstrap_admin(
@@ -421,7 +425,10 @@ def bootstrap_admin(
     ``up``'s log)."""
     try:
         answer: dict[str, Any] = admin.call(
-            "POST", "/api/v1/admins/bootstrap", {"name": FIRST_ADMIN}
+            "POST",
+            "/api/v1/admins/bootstrap",
+            {"name": FIRST_ADMIN},
+            timeout=max(admin.timeout, BOOTSTRAP_TIMEOUT),
         )
     except GatehouseError as exc:
         if "bootstrap is done" not in str(exc):

@@ -123,7 +123,7 @@ def test_the_example_topology_survives_a_killed_policy_service(home: Path) -> No
         up.stdout,
         re.MULTILINE,
     )
-    assert first, up.stdout
+    assert first, up.stdout + up.stderr  # stderr: why no administrator was made
     assert console_sign_in(cluster, home, first[1], first[2], first[3]) == 200
     print(f"gatehouse cluster up: {startup:.1f}s")  # shown with -s / -rP
     # Detached: every process outlived the command that started it.

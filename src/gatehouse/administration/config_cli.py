@@ -88,12 +88,11 @@ class AdminClient:
         self._port = parts.port or (443 if self._https else 80)
         self._prefix = parts.path.rstrip("/")
 
-    def _connection(self) -> http.client.HTTPConnection:
+    def _connection(self, timeout: float | None = None) -> http.client.HTTPConnection:
+        wait = self.timeout if timeout is None else timeout
         if not self._https:
-            return http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
-        conn = http.client.HTTPSConnection(
-            self._host, self._port, timeout=self.timeout, context=self.tls
-        )
+            return http.client.HTTPConnection(self._host, self._port, timeout=wait)
+        conn = http.client.HTTPSConnection(self._host, self._port, timeout=wait, context=self.tls)
         conn.connect()
         try:
             assert isinstance(conn.sock, ssl.SSLSocket)
@@ -115,14 +114,17 @@ class AdminClient:
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
 
-    def call(self, method: str, path: str, body: object = None) -> Any:
-        """The decoded answer (None for 204); every failure as one :class:`GatehouseError`."""
+    def call(
+        self, method: str, path: str, body: object = None, timeout: float | None = None
+    ) -> Any:
+        """The decoded answer (None for 204); every failure as one :class:`GatehouseError`.
+        ``timeout``: this call's, instead of the client's."""
         data = None if body is None else json.dumps(body).encode("utf-8")
         headers = self.headers()
         if data is not None:
             headers["Content-Type"] = "application/json"
         try:
-            conn = self._connection()
+            conn = self._connection(timeout)
             try:
                 conn.request(method, self._prefix + path, data, headers)
                 response = conn.getresponse()
