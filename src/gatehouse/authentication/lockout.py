@@ -303,20 +303,24 @@ def _reserve_statement(dialect: str, rule: Rule) -> Any:
     )
 
 
+@functools.lru_cache(maxsize=32)
+def _reserve_offsets(rule: Rule) -> tuple[tuple[str, timedelta], ...]:
+    """The time parameters of :func:`_reserve_statement` as offsets from now, worked out once
+    per rule (``first_lock`` is absent when the first attempt sets no lock)."""
+    first_delay = rule.delay(1)
+    offsets = [("first_expires", rule.expiry(1)), ("window_end", rule.window)]
+    if first_delay is not None:
+        offsets.append(("first_lock", first_delay))
+    for i, (n, delay) in enumerate(rule.steps()):
+        offsets += [(f"lock_{i}", delay), (f"expires_{i}", rule.expiry(n))]
+    return tuple(offsets)
+
+
 def _reserve_values(key: str, now: datetime, rule: Rule, token: str) -> dict[str, object]:
     """The parameters of :func:`_reserve_statement` for one attempt."""
-    first_delay = rule.delay(1)
-    values: dict[str, object] = {
-        "b_key": key,
-        "b_token": token,
-        "b_now": now,
-        "first_lock": now + first_delay if first_delay is not None else None,
-        "first_expires": now + rule.expiry(1),
-        "window_end": now + rule.window,
-    }
-    for i, (n, delay) in enumerate(rule.steps()):
-        values[f"lock_{i}"] = now + delay
-        values[f"expires_{i}"] = now + rule.expiry(n)
+    values: dict[str, object] = {"b_key": key, "b_token": token, "b_now": now, "first_lock": None}
+    for name, offset in _reserve_offsets(rule):
+        values[name] = now + offset
     return values
 
 

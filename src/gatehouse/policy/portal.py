@@ -550,12 +550,9 @@ class Portal:
         # tokens too: one call to the Authentication service instead of two.
         otp = self.otp.checker is not None
         try:
-            if device is None and not otp:
-                verdict = await self.checker.verify(username, password, origin.client_ip)
-            else:
-                verdict = await self.checker.verify(
-                    username, password, origin.client_ip, device, otp=otp
-                )
+            verdict = await self.checker.verify(
+                username, password, origin.client_ip, device, otp=otp
+            )
         except AuthOverloaded as exc:
             log.warning("login of %r: authentication overloaded: %s", username, exc)
             return overloaded_page(self.pages, self.settings.prefix)
