@@ -327,3 +327,98 @@ def test_https_backend(start_ap: StartAP, tls_backend: tuple[Service, Path]) -> 
     assert get(ap, "/unverified/x").status == 200
     # A refused certificate does not spoil the trusted resource's connections.
     assert get(ap, "/trusted/y").status == 200
+
+
+# a pooled connection closed as the request reaches it ---------------------------------------
+
+
+class ClosingOnSecondRequest:
+    """A backend whose first connection answers one request, keeps the connection, and
+    closes it unanswered when the next request's bytes arrive (a backend draining its idle
+    connections as the AP reuses one); every later connection answers with what it read.
+    ``bodies``: the request bodies it answered, in order."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.bodies: list[bytes] = []
+        self.connections = 0
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _run(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(conn, self.connections), daemon=True).start()
+
+    def _serve(self, conn: socket.socket, number: int) -> None:
+        with conn:
+            conn.settimeout(10)
+            data = b""
+            while True:
+                try:
+                    chunk = conn.recv(65536)
+                except OSError:
+                    return
+                if not chunk:
+                    return
+                if number == 1 and self.bodies:
+                    return  # the second request on the first connection: closed unread
+                data += chunk
+                head, sep, rest = data.partition(b"\r\n\r\n")
+                if not sep:
+                    continue
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                if len(rest) < length:
+                    continue
+                body, data = rest[:length], rest[length:]
+                self.bodies.append(body)
+                answer = b"got " + body
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(answer), answer)
+                )
+
+    def __enter__(self) -> ClosingOnSecondRequest:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.listener.close()
+
+
+@pytest.mark.parametrize("size", [20, 16 << 10])
+def test_a_post_on_a_pooled_connection_closed_unanswered_goes_again(
+    start_ap: StartAP, size: int
+) -> None:
+    """The form of a sign-in posted as its Policy service drains: sent once more on a new
+    connection with the same body, not a 502 (a body up to 16 KiB is kept for that)."""
+    with ClosingOnSecondRequest() as backend:
+        ap = start_ap([resource([backend.url])])
+        assert get(ap, "/first").status == 200
+        body = (b"username=carol&password=" + b"x" * size)[:size]
+        resp = get(ap, "/login", method="POST", body=body)
+        assert resp.status == 200, resp.body[:200]
+        assert resp.body == b"got " + body
+        assert backend.bodies == [b"", body]  # answered once, whole
+        assert backend.connections == 2
+
+
+def test_a_post_with_a_larger_body_is_not_kept_to_go_again(start_ap: StartAP) -> None:
+    """A body over 16 KiB is streamed, not kept: the same failure is a 502 page."""
+    with ClosingOnSecondRequest() as backend:
+        ap = start_ap([resource([backend.url])])
+        assert get(ap, "/first").status == 200
+        resp = get(ap, "/upload", method="POST", body=b"y" * ((16 << 10) + 1))
+        assert_error_page(resp, 502)
+        assert backend.bodies == [b""]

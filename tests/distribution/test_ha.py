@@ -62,7 +62,9 @@ def test_two_services_share_a_thousand_messages(
         start_distribution(
             tmp_path,
             name,
-            [smtp_channel(sink.port)],
+            # A send that times out after the sink stored the mail is a failed round, and the
+            # message is rightly sent again (at least once): on a loaded host 2 s is too short.
+            [smtp_channel(sink.port, timeout=15)],
             home=home,
             outbox_db=postgres_url,
             delivery={"workers": 8},
@@ -82,8 +84,12 @@ def test_two_services_share_a_thousand_messages(
     time.sleep(1)  # anything delivered twice would arrive now
     received = Counter(mail.message_id for mail in sink.mails())
     assert set(received) == {f"<{i}@gatehouse>" for i in ids}  # none lost
-    assert max(received.values()) == 1  # none doubled (no failure, so no redelivery)
     stored = rows(postgres_url)
+    retried = sum(1 for row in stored if row.attempts != 1)
+    doubled = sorted(key for key, count in received.items() if count > 1)
+    # None doubled (no failure, so no redelivery); the count of retried rows says which.
+    assert not doubled, f"{len(doubled)} delivered twice, {retried} rows with retries"
+    assert retried == 0
     assert {row.status for row in stored} == {"sent"}
     assert all(row.body_ciphertext is None for row in stored)
     sent = [call(svc.url, "GET", "/internal/v1/health")[1]["sent"] for svc in services]

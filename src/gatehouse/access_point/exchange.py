@@ -31,6 +31,9 @@ log = logging.getLogger("gatehouse.access_point")
 #: Request body bytes held while no backend connection is ready, before reading pauses.
 BODY_BUFFER_LIMIT = 256 << 10
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+#: A request body of at most this many bytes (Content-Length) is kept until the answer starts,
+#: so the request can go again when a pooled backend connection turns out closed.
+REPLAY_LIMIT = 16 << 10
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 NO_POLICY = (
     "This resource is protected, and no policy service is configured for this access point, "
@@ -83,6 +86,7 @@ class ProxyExchange(Authorization):
         "head",
         "prefix",
         "read_since",
+        "replay",
         "request_done",
         "resp_started",
         "resp_upgrade",
@@ -116,6 +120,8 @@ class ProxyExchange(Authorization):
         self.upstream: UpstreamConnection | None = None
         self.connect_task: asyncio.Task[None] | None = None
         self.retried = False
+        #: The request's body as sent so far, kept to send it again (see :meth:`_attach`).
+        self.replay: list[bytes] | None = None
         self.resp_started = False
         self.resp_upgrade = False
         self.chunked_out = False
@@ -187,8 +193,10 @@ class ProxyExchange(Authorization):
 
     def _resendable(self) -> bool:
         """The request can go again on a new connection if a pooled one fails: idempotent
-        and without a body (a body is streamed, not kept)."""
+        and without a body, or with its (small) body kept (:attr:`replay`)."""
         head = self.head
+        if self.replay is not None:
+            return True
         return head.method in IDEMPOTENT and not head.chunked and not head.content_length
 
     def _reserved(self) -> None:
@@ -298,14 +306,37 @@ class ProxyExchange(Authorization):
         return b"\r\n".join(lines)
 
     def _attach(self, upstream: UpstreamConnection) -> None:
+        """Send the request on ``upstream``. On a pooled connection, a request that could not
+        be resent otherwise (a POST, a body) keeps a body of at most :data:`REPLAY_LIMIT`
+        bytes until the answer starts: when the backend closed the connection as the request
+        reached it (an idle connection closed by a draining or restarting backend, which had
+        not read it), it goes once more on a new connection, as ``retry-on empty-response``
+        does in HAProxy and a browser does on a reused connection."""
+        head = self.head
+        if (
+            upstream.reused
+            and self.replay is None
+            and not self.retried
+            and (head.method not in IDEMPOTENT or head.content_length)
+            and (head.content_length or 0) <= REPLAY_LIMIT
+            and not head.chunked
+            and head.upgrade is None
+        ):
+            self.replay = []
         self.upstream = upstream
         upstream.attach(self)
         if self.conn.write_paused:
             upstream.pause_reading()
         data = self._upstream_head(upstream.origin)
-        if self.body_buf or self.head.chunked:
+        replay = self.replay
+        if replay is not None and self.retried:
+            # Sent again after a pooled connection failed unanswered: the body so far.
+            data = b"".join([data, *replay])
+        elif self.body_buf or self.head.chunked:
             parts = [data, *self.body_buf]
             if self.body_buf:
+                if replay is not None:
+                    replay += self.body_buf
                 self.body_buf = []
                 self.body_buffered = 0
                 self.conn.resume(2)  # PAUSE_BUFFER
@@ -346,6 +377,8 @@ class ProxyExchange(Authorization):
             return
         upstream = self.upstream
         if upstream is not None:
+            if self.replay is not None:
+                self.replay.append(data)
             upstream.write(self._frame(data))
             return
         self.body_buf.append(self._frame(data))
@@ -416,6 +449,7 @@ class ProxyExchange(Authorization):
         lines += (b"", b"")
         self.conn.out.append(b"\r\n".join(lines))
         self.resp_started = True
+        self.replay = None
         if head.method == b"HEAD" and code not in (204, 304):
             # llhttp would wait for the body the headers announce; a HEAD response has none.
             upstream.reset_parser()
