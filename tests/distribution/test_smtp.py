@@ -5,6 +5,7 @@ password or the text)."""
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,38 @@ def test_a_wrong_password_is_a_short_failure(
     assert "authentication refused" in failure(SmtpSender(config, home))
     assert sink.auth_failures >= 1  # each mechanism offered (PLAIN, LOGIN) tried once
     assert sink.mails() == []
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.parametrize("mode", ["starttls", "tls"])
+def test_a_failed_connection_is_released_before_the_failure_is_told(
+    mode: str, home: Path, ca: TestCA, server_cert: Pair, sinks: list[MailSink]
+) -> None:
+    """A refused login closes a TLS connection, whose shutdown takes several loop turns: the
+    send waits for it, so no socket is left closing when the loop ends (a ResourceWarning in
+    whatever test runs next)."""
+    sink = MailSink(mode=mode, cert=server_cert, auth=("gatehouse", "another")).start()
+    sinks.append(sink)
+    config = channel(
+        sink.port,
+        security=mode,
+        username="gatehouse",
+        password_file="smtp-password",
+        ca_file=str(ca.path),
+    )
+    sender = SmtpSender(config, home)
+
+    async def go() -> None:
+        before = open_fds()
+        with pytest.raises(ChannelFailure):
+            await sender.send(Outgoing("m1", "jane@example.org", "Code", TEXT))
+        assert open_fds() == before  # no await since: released by send itself
+        await sender.aclose()
+
+    asyncio.run(go())
 
 
 def test_an_unknown_ca_is_refused(home: Path, server_cert: Pair, sinks: list[MailSink]) -> None:

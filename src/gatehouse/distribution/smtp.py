@@ -72,7 +72,7 @@ class SmtpSender:
 
     def _client(self) -> aiosmtplib.SMTP:
         security = self.config.security
-        return aiosmtplib.SMTP(
+        return _Client(
             hostname=self.config.host,
             port=self.config.port,
             username=self.config.username,
@@ -155,15 +155,35 @@ class SmtpSender:
                 async with asyncio.timeout(1.0):
                     await smtp.quit()
             await _discard(smtp)
-        if idle:
-            # A TLS connection's close runs its shutdown over a few loop turns.
-            await asyncio.sleep(0.05)
+
+
+class _Client(aiosmtplib.SMTP):
+    """aiosmtplib's client, remembering the connection it closed last (aiosmtplib closes it
+    itself when ``connect`` fails, e.g. a refused login over TLS) so :func:`_discard` can wait
+    until its socket is released."""
+
+    closed_protocol: asyncio.BaseProtocol | None = None
+
+    def close(self) -> None:
+        if self.protocol is not None:
+            self.closed_protocol = self.protocol
+        super().close()
+
+
+#: Loop turns :func:`_discard` waits at most for a closed connection to be released.
+RELEASE_TURNS = 100
 
 
 async def _discard(smtp: aiosmtplib.SMTP) -> None:
-    """Close a connection and let the loop release its socket now."""
+    """Close a connection and wait (briefly) until the loop has released its socket: a TLS
+    connection's close runs its shutdown over several loop turns, and a transport left
+    closing when its loop ends is a leaked socket."""
     smtp.close()
-    await asyncio.sleep(0)
+    protocol = getattr(smtp, "closed_protocol", None)
+    for turn in range(RELEASE_TURNS):
+        if protocol is None or getattr(protocol, "transport", None) is None:
+            return
+        await asyncio.sleep(0 if turn < 3 else 0.005)
 
 
 class _Stale(Exception):
