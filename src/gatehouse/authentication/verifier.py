@@ -1,8 +1,8 @@
 """Password verification with brute-force limits and audit: the service's logic, without HTTP.
 
 ``invalid`` is the outcome for an unknown user, a disabled user and a wrong password alike,
-and each of those costs one user lookup, one reservation and one argon2 verification, so
-neither the answer nor its timing tells which usernames exist.
+and each of those costs one transaction (the user read and the reservation) and one argon2
+verification, so neither the answer nor its timing tells which usernames exist.
 
 An attempt is counted before its password is checked (:func:`lockout.reserve`): the
 address's counter first, then the account's (``user:NAME``; a name that is no account counts
@@ -37,7 +37,13 @@ from gatehouse.authentication import audit, lockout
 from gatehouse.authentication.config import Lockout
 from gatehouse.authentication.lockout import Rule
 from gatehouse.authentication.passwords import Passwords
-from gatehouse.storage.directory import UserInfo, find_user, valid_username
+from gatehouse.storage.directory import (
+    Credentials,
+    UserInfo,
+    find_credentials,
+    find_user,
+    valid_username,
+)
 from gatehouse.storage.engine import Database
 from gatehouse.storage.models import User
 from gatehouse.storage.types import utcnow
@@ -93,20 +99,13 @@ class Rules:
 
 @dataclass(frozen=True, slots=True)
 class _Reserved:
-    """A reservation: the keys counted (``kind, key, rule``), their counts, or the lock."""
+    """A reservation: the user row it was made for (None: no such account), the keys
+    counted (``kind, key, rule``), their counts, or the lock."""
 
+    candidate: Credentials | None
     keys: list[tuple[str, str, Rule]]
     counts: dict[str, int]
     locked: Locked | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class _Candidate:
-    """What a login attempt needs from the user row, read before the slow hash check."""
-
-    user_id: int
-    info: UserInfo
-    password_hash: str | None
 
 
 class Verifier:
@@ -151,12 +150,10 @@ class Verifier:
         """
         rules = self.rules
         with rules.passwords.admission():
-            # Names that cannot exist are only counted against the IP.
-            candidate = await self._candidate(username) if valid_username(username) else None
-            reserved = await self._reserve(username, client_ip, device, candidate)
+            reserved = await self._reserve(username, client_ip, device)
             if reserved.locked is not None:
                 return reserved.locked
-            keys, counts = reserved.keys, reserved.counts
+            candidate, keys, counts = reserved.candidate, reserved.keys, reserved.counts
             device = device if keys[0][0] == "device" else None
             if candidate is None or not candidate.info.enabled or candidate.password_hash is None:
                 await rules.passwords.verify_dummy(password)
@@ -181,7 +178,7 @@ class Verifier:
             return Invalid()
 
     def _keys(
-        self, username: str, client_ip: str, device: str | None, candidate: _Candidate | None
+        self, username: str, client_ip: str, device: str | None, candidate: Credentials | None
     ) -> list[tuple[str, str, Rule]]:
         """``(kind, key, rule)`` to count an attempt on, always in the order ip, account:
         concurrent transactions lock rows in one order and cannot deadlock."""
@@ -195,15 +192,15 @@ class Verifier:
             keys.append(("account", lockout.unknown_key(username), limits.account))
         return keys
 
-    async def _reserve(
-        self, username: str, client_ip: str, device: str | None, candidate: _Candidate | None
-    ) -> _Reserved:
-        """Count the attempt on its keys (one transaction), or find the key that is locked."""
+    async def _reserve(self, username: str, client_ip: str, device: str | None) -> _Reserved:
+        """Read the user row and count the attempt on its keys (one transaction), or find
+        the key that is locked. Names that cannot exist are counted like unknown ones."""
         now = self.clock()
         token = lockout.new_attempt()
         planned: list[tuple[str, str, Rule]] = []
 
         async def write(conn: AsyncConnection) -> _Reserved:
+            candidate = await find_credentials(conn, username)
             trusted_device = device
             if trusted_device is not None and (
                 candidate is None or not await lockout.trusted(conn, username, trusted_device, now)
@@ -218,9 +215,9 @@ class Verifier:
                     retry_after = lockout.check(counter, now).retry_after
                     detail = {"retry_after": retry_after, "key": kind}
                     await audit.write(conn, audit.LOGIN_LOCKED, username, client_ip, detail, at=now)
-                    return _Reserved(keys, counts, Locked(retry_after))
+                    return _Reserved(candidate, keys, counts, Locked(retry_after))
                 counts[kind] = counter.count
-            return _Reserved(keys, counts)
+            return _Reserved(candidate, keys, counts)
 
         async def resolve(conn: AsyncConnection) -> _Reserved | None:
             # The commit was cut off: did it count this attempt (its id on the counters)?
@@ -229,25 +226,17 @@ class Verifier:
             if not mine:
                 return None  # not committed: reserve again
             counts = {kind: attempts[key][0] for kind, key, _ in planned if kind in mine}
+            candidate = await find_credentials(conn, username)
             if len(mine) == len(planned):
-                return _Reserved(list(planned), counts)
+                return _Reserved(candidate, list(planned), counts)
             verdict = await lockout.check_keys(conn, [key for _, key, _ in planned], now)
-            return _Reserved(list(planned), counts, Locked(verdict.retry_after))
+            return _Reserved(candidate, list(planned), counts, Locked(verdict.retry_after))
 
         return await self.db.run_core(write, resolve=resolve)
 
-    async def _candidate(self, username: str) -> _Candidate | None:
-        async def read(session: AsyncSession) -> _Candidate | None:
-            user = await find_user(session, username)
-            if user is None:
-                return None
-            return _Candidate(user.id, UserInfo.of(user), user.password_hash)
-
-        return await self.db.run(read)
-
     async def _succeeded(
         self,
-        candidate: _Candidate,
+        candidate: Credentials,
         keys: list[tuple[str, str, Rule]],
         new_hash: str | None,
         client_ip: str,

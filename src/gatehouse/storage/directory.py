@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import selectinload
 
 from gatehouse.errors import GatehouseError
@@ -101,6 +101,52 @@ def _find_user() -> Any:
     sign-in binds the name instead of building the query and its cache key again."""
     query = select(User).where(User.username == bindparam("b_username"))
     return query.options(selectinload(User.groups))
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """What a sign-in needs of a user row: its id, what other services learn, and the
+    password hash (None: no password sign-in)."""
+
+    user_id: int
+    info: UserInfo
+    password_hash: str | None
+
+
+async def find_credentials(conn: AsyncConnection, username: str) -> Credentials | None:
+    """:func:`find_user` for a sign-in, on a Core connection: one statement (the user joined
+    with its groups' names), no ORM objects."""
+    if not valid_username(username):
+        return None
+    rows = (await conn.execute(_find_credentials(), {"b_username": username})).all()
+    if not rows:
+        return None
+    first = rows[0]
+    groups = tuple(sorted(row.group_name for row in rows if row.group_name is not None))
+    info = UserInfo(first.username, first.display_name, first.email, groups, first.enabled)
+    return Credentials(first.id, info, first.password_hash)
+
+
+@functools.cache
+def _find_credentials() -> Any:
+    users, groups = User.__table__.c, Group.__table__.c
+    memberships = Membership.__table__.c
+    joined = User.__table__.outerjoin(
+        Membership.__table__, memberships.user_id == users.id
+    ).outerjoin(Group.__table__, groups.id == memberships.group_id)
+    return (
+        select(
+            users.id,
+            users.username,
+            users.display_name,
+            users.email,
+            users.password_hash,
+            users.enabled,
+            groups.name.label("group_name"),
+        )
+        .select_from(joined)
+        .where(users.username == bindparam("b_username"))
+    )
 
 
 async def get_user(session: AsyncSession, username: str) -> User:
