@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import protected
@@ -45,11 +45,46 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+_TICKS = os.sysconf("SC_CLK_TCK")
+#: The services of a node, by a word of their command line (AP workers share the AP's).
+ROLES = ("access-point", "policy", "authentication", "administration", "distribution")
+
+
+def role_cpu(pgid: int) -> dict[str, float]:
+    """CPU seconds (user + system) of the live processes of the process group ``pgid`` (a
+    node), by service (:data:`ROLES`; ``other``: the rest, e.g. the demo backend), from
+    /proc."""
+    spent: dict[str, float] = {}
+    for pid in (name for name in os.listdir("/proc") if name.isdigit()):
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            if int(fields[2]) != pgid:
+                continue
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                words = cmdline.read().decode(errors="replace").split("\0")
+        except OSError:
+            continue  # gone meanwhile
+        role = next((r for r in ROLES if r in words), "other")
+        spent[role] = spent.get(role, 0.0) + (int(fields[11]) + int(fields[12])) / _TICKS
+    return spent
+
+
 @dataclass
 class LoginResult:
     label: str
     clients: int
     latencies: protected.Latencies
+    #: CPU seconds each service of the node spent over the counted turns.
+    cpu: dict[str, float] = field(default_factory=dict)
+
+    def cpu_ms(self, role: str | None = None) -> float | None:
+        """CPU milliseconds per login of ``role`` (None: the whole node)."""
+        count = self.latencies.count
+        if not count or not self.cpu:
+            return None
+        spent = sum(self.cpu.values()) if role is None else self.cpu.get(role, 0.0)
+        return spent * 1000 / count
 
 
 class Node:
@@ -78,8 +113,14 @@ class Node:
             self.stop()
             raise
 
-    def measure(self, clients: int, duration: float) -> protected.Latencies:
-        return protected.login_rate(self.port, "demo", self.password, clients, duration)
+    def measure(
+        self, clients: int, duration: float
+    ) -> tuple[protected.Latencies, dict[str, float]]:
+        """The logins of one turn, and the CPU seconds each service spent meanwhile."""
+        before = role_cpu(self.proc.pid)
+        got = protected.login_rate(self.port, "demo", self.password, clients, duration)
+        after = role_cpu(self.proc.pid)
+        return got, {role: after[role] - before.get(role, 0.0) for role in after}
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -102,6 +143,7 @@ def measure(
         for label, source in sources.items():
             nodes[label] = Node(source)
         results = {label: protected.Latencies() for label in nodes}
+        cpu: dict[str, dict[str, float]] = {label: {} for label in nodes}
         order = list(nodes)
         # One turn each, not counted: a node just started is still settling (its services'
         # first publish and certificates, caches filling), and the last one started would
@@ -112,11 +154,18 @@ def measure(
             # ABBA: the node measured first in one round goes last in the next, so what a
             # turn leaves behind (hashes still running, a warm cache) favours neither.
             for label in order if turn % 2 == 0 else order[::-1]:
-                got = nodes[label].measure(clients, duration / rounds)
+                got, spent = nodes[label].measure(clients, duration / rounds)
                 results[label].extend(got)
+                for role, seconds in spent.items():
+                    cpu[label][role] = cpu[label].get(role, 0.0) + seconds
                 rate = len(got.samples) / (got.elapsed or duration / rounds)
-                print(f"[login] round {turn + 1}, {label}: {rate:.1f} logins/s", file=sys.stderr)
-        return [LoginResult(label, clients, lat) for label, lat in results.items()]
+                per_login = sum(spent.values()) * 1000 / max(1, len(got.samples))
+                print(
+                    f"[login] round {turn + 1}, {label}: {rate:.1f} logins/s, "
+                    f"{per_login:.1f} ms CPU per login",
+                    file=sys.stderr,
+                )
+        return [LoginResult(label, clients, lat, cpu[label]) for label, lat in results.items()]
     finally:
         for node in nodes.values():
             node.stop()
@@ -142,16 +191,28 @@ def render(results: list[LoginResult], duration: float) -> str:
         f"{duration:g} s through the AP's portal relay, each login a GET of the form and a "
         f"POST of it; argon2id 47 MiB; goal: at least {GOAL} logins/s with 4 clients)",
         "",
-        "| code | clients | logins | logins/s | p50 ms | p99 ms | errors |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| code | clients | logins | logins/s | p50 ms | p99 ms | errors "
+        "| CPU ms/login: node | AP | Policy | Authentication | other |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         lat = r.latencies
         p50, p99 = (f"{v:.0f}" if v is not None else "n/a" for v in (lat.p(50), lat.p(99)))
+        known = ("access-point", "policy", "authentication")
+        rest = {k: v for k, v in r.cpu.items() if k not in known}
+        cpu = [r.cpu_ms(), *(r.cpu_ms(role) for role in known)]
+        other = sum(rest.values()) * 1000 / lat.count if lat.count and r.cpu else None
+        cells = " | ".join("n/a" if v is None else f"{v:.1f}" for v in [*cpu, other])
         lines.append(
             f"| {r.label} | {r.clients} | {lat.count} | {lat.rate:.1f} | {p50} | {p99} | "
-            f"{lat.errors} |"
+            f"{lat.errors} | {cells} |"
         )
+    lines += [
+        "",
+        "CPU ms/login: user + system CPU time of the node's processes (from /proc) over the "
+        "counted turns, by service, over the logins; other: the Administration service and "
+        "the demo backend. It moves far less with the machine's other load than logins/s.",
+    ]
     return "\n".join(lines) + "\n"
 
 

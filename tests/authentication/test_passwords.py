@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from argon2 import PasswordHasher, Type
+from argon2.exceptions import VerifyMismatchError
 
+from gatehouse.authentication import passwords
 from gatehouse.authentication.config import PasswordHash
 from gatehouse.authentication.passwords import (
     PasswordPolicyError,
     Passwords,
     check_policy,
     generate,
+    sodium_verifies,
 )
 
 DEFAULT = Passwords(PasswordHash())
@@ -38,6 +42,61 @@ def test_rehash_when_parameters_change() -> None:
 @pytest.mark.parametrize("stored", ["", "plain text", "$argon2id$v=19$m=1,t=1,p=1$bad", "$2b$12$x"])
 def test_unusable_stored_hashes_never_match(stored: str) -> None:
     assert DEFAULT.verify_sync(stored, "anything") == (False, None)
+
+
+@pytest.mark.parametrize(
+    ("memory_kib", "time_cost", "parallelism", "hash_len", "salt_len", "by_sodium"),
+    [
+        (47104, 1, 1, 32, 16, True),  # the default
+        (19456, 2, 1, 32, 16, True),  # OWASP's other argon2id setting
+        (8, 3, 1, 16, 8, True),  # the smallest libsodium computes
+        (1024, 1, 1, 48, 16, True),
+        (1024, 1, 1, 64, 32, False),  # longer than libsodium's 127-byte string: argon2-cffi
+        (1024, 1, 2, 32, 16, False),  # two lanes: argon2-cffi
+        (4096, 1, 4, 32, 16, False),
+    ],
+)
+def test_libsodium_and_argon2_cffi_agree(
+    monkeypatch: pytest.MonkeyPatch,
+    memory_kib: int,
+    time_cost: int,
+    parallelism: int,
+    hash_len: int,
+    salt_len: int,
+    by_sodium: bool,
+) -> None:
+    """A hash made by argon2-cffi is checked by libsodium when it has one lane, and both
+    answer alike: the right password, a wrong one, one character off, the empty one."""
+    maker = PasswordHasher(time_cost, memory_kib, parallelism, hash_len, salt_len, type=Type.ID)
+    stored = maker.hash("correct horse ✓")
+    assert sodium_verifies(stored) is by_sodium
+    calls: list[bytes] = []
+    real = passwords.crypto_pwhash_str_verify
+
+    def counting(stored_bytes: bytes, password: bytes) -> bool:
+        calls.append(password)
+        return real(stored_bytes, password)
+
+    monkeypatch.setattr(passwords, "crypto_pwhash_str_verify", counting)
+    # Below the configuration's minimum, as a hash stored before it was raised may be.
+    params = PasswordHash.model_construct(
+        memory_kib=memory_kib, time_cost=time_cost, parallelism=parallelism
+    )
+    checker = Passwords(params)
+    for password, right in [
+        ("correct horse ✓", True),
+        ("correct horse", False),
+        ("correct horse ✔", False),
+        ("", False),
+    ]:
+        ok, _ = checker.verify_sync(stored, password)
+        assert ok is right, password
+        try:
+            cffi_ok = maker.verify(stored, password)
+        except VerifyMismatchError:
+            cffi_ok = False
+        assert cffi_ok is right, password
+    assert len(calls) == (4 if by_sodium else 0)
 
 
 def test_async_verify_and_dummy_run_in_threads() -> None:

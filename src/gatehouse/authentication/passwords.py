@@ -2,6 +2,14 @@
 
 argon2 is deliberately slow and memory-hungry, so it runs in worker threads (never on the
 event loop) and at most one hash per CPU at a time, which bounds memory to cores x memory_kib.
+
+Hashes are made by argon2-cffi (the reference implementation). A stored argon2id hash with one
+lane (``p=1``, the default) is verified by libsodium (PyNaCl): the same algorithm and the same
+encoded string (RFC 9106, PHC format), computed with the vector instructions the CPU has
+(libsodium picks AVX-512, AVX2 or SSSE3 at run time), where argon2-cffi's wheels are built for
+SSE2 only: 1.7x less CPU per check on an AVX-512 machine (docs/benchmarks.md, "Password
+checks"). Hashes with several lanes, which libsodium does not compute, stay with argon2-cffi.
+Every check of one configuration (right, wrong, unknown user's dummy) takes the same path.
 The checks waiting for a slot are bounded too (:meth:`Passwords.admission`): past
 ``max_waiting`` a check is refused at once with :class:`Overloaded`, so a login flood costs
 a fixed amount of memory and gets fast answers instead of an ever longer queue.
@@ -16,8 +24,10 @@ import os
 import secrets
 from collections.abc import Iterator
 
-from argon2 import PasswordHasher, Type
+from argon2 import PasswordHasher, Type, extract_parameters
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from nacl.bindings import crypto_pwhash_str_verify
+from nacl.exceptions import InvalidkeyError
 
 from gatehouse.authentication.config import PasswordHash
 from gatehouse.errors import GatehouseError
@@ -49,6 +59,27 @@ def check_policy(password: str) -> str:
 def generate() -> str:
     """A random password of 24 URL-safe characters (144 bits)."""
     return secrets.token_urlsafe(18)
+
+
+#: What libsodium's argon2id verifies (its limits, as argon2's reference: RFC 9106 §3.1): one
+#: lane, version 1.3, an encoded string of at most 127 bytes.
+_SODIUM_MAX_ENCODED = 127
+
+
+def sodium_verifies(stored: str) -> bool:
+    """Whether libsodium checks ``stored`` (else argon2-cffi does); raises
+    :class:`InvalidHashError` when it is no argon2 hash at all."""
+    params = extract_parameters(stored)
+    return (
+        params.type is Type.ID
+        and params.version == 19
+        and params.parallelism == 1
+        and params.hash_len >= 16
+        and params.salt_len >= 8
+        and params.memory_cost >= 8
+        and params.time_cost >= 1
+        and len(stored) <= _SODIUM_MAX_ENCODED
+    )
 
 
 class Passwords:
@@ -94,8 +125,12 @@ class Passwords:
     def verify_sync(self, stored: str, password: str) -> tuple[bool, str | None]:
         """``(ok, new_hash)``: new_hash is set when the stored hash used older parameters."""
         try:
-            self.hasher.verify(stored, password)
-        except VerifyMismatchError:
+            fast = sodium_verifies(stored)
+            if fast:
+                crypto_pwhash_str_verify(stored.encode(), password.encode())
+            else:
+                self.hasher.verify(stored, password)
+        except (VerifyMismatchError, InvalidkeyError):
             return False, None
         except (InvalidHashError, VerificationError) as error:
             log.warning("unusable stored password hash (%s)", type(error).__name__)
