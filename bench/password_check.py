@@ -75,13 +75,13 @@ def render(results: dict[str, list[float]], rounds: int, times: int) -> str:
         f"of {times} checks in alternating order, medians; "
         "`.venv/bin/python bench/password_check.py --write`)",
         "",
-        "| check | CPU ms per check | lowest – highest round | x argon2-cffi |",
+        "| check | CPU ms per check | lowest to highest round | x argon2-cffi |",
         "|---|---:|---:|---:|",
     ]
     for label, values in results.items():
         median = statistics.median(values)
         lines.append(
-            f"| {label} | {median:.1f} | {min(values):.1f} – {max(values):.1f} "
+            f"| {label} | {median:.1f} | {min(values):.1f} to {max(values):.1f} "
             f"| {median / base:.2f}x |"
         )
     flags = _cpu_flags()
