@@ -53,6 +53,7 @@ import login
 import metrics_cost
 import mtls
 import otp
+import password_check
 import protected
 import publish
 import scale
@@ -76,6 +77,7 @@ DOCS_HEADINGS = {
     DOCS_FAILOVER: "## Latest results: failover",
     db_failover.DOCS: db_failover.HEADING,
     login.DOCS: login.HEADING,
+    password_check.DOCS: password_check.HEADING,
     tls_edge.DOCS: tls_edge.HEADING,
     mtls.DOCS: mtls.HEADING,
     otp.DOCS: otp.HEADING,
@@ -683,6 +685,7 @@ STEPS = (
     "publish",
     "failover",
     "login-node",
+    "password",
     "tls",
     "mtls",
     "otp",
@@ -1841,6 +1844,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     log(f"[login-node] gatehouse up, {settings.login_clients} clients")
                     _, login_table = login.run(settings.login_clients, settings.duration)
                     sections[login.DOCS] = login_table
+                if "password" in steps:  # bench/password_check.py: argon2id, bare libraries
+                    log("[password] one argon2id check: argon2-cffi, libsodium, Gatehouse")
+                    rounds, times = password_check.ROUNDS, password_check.TIMES
+                    checks = password_check.measure(rounds, times)
+                    sections[password_check.DOCS] = password_check.render(checks, rounds, times)
                 if "tls" in steps:  # bench/tls_edge.py: AP vs nginx, both over TLS
                     _, tls_table = tls_edge.run(
                         (1, 2),
