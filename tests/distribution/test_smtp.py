@@ -95,19 +95,24 @@ def test_plain_smtp_delivers_with_the_message_id(home: Path, sinks: list[MailSin
     assert not mails[0].tls
 
 
-@pytest.mark.parametrize("mode", ["starttls", "tls"])
-def test_tls_and_auth(
-    mode: str, home: Path, ca: TestCA, server_cert: Pair, sinks: list[MailSink]
-) -> None:
-    sink = MailSink(mode=mode, cert=server_cert, auth=("gatehouse", PASSWORD)).start()
-    sinks.append(sink)
-    config = channel(
+def tls_channel(sink: MailSink, mode: str, ca: TestCA) -> SmtpChannel:
+    """A channel to ``sink`` over TLS (``mode``: starttls or tls), signing in as gatehouse."""
+    return channel(
         sink.port,
         security=mode,
         username="gatehouse",
         password_file="smtp-password",
         ca_file=str(ca.path),
     )
+
+
+@pytest.mark.parametrize("mode", ["starttls", "tls"])
+def test_tls_and_auth(
+    mode: str, home: Path, ca: TestCA, server_cert: Pair, sinks: list[MailSink]
+) -> None:
+    sink = MailSink(mode=mode, cert=server_cert, auth=("gatehouse", PASSWORD)).start()
+    sinks.append(sink)
+    config = tls_channel(sink, mode, ca)
     send(SmtpSender(config, home), "tls-msg")
     (mail,) = sink.wait_for(1)
     assert mail.tls
@@ -119,13 +124,7 @@ def test_a_wrong_password_is_a_short_failure(
 ) -> None:
     sink = MailSink(mode="tls", cert=server_cert, auth=("gatehouse", "another")).start()
     sinks.append(sink)
-    config = channel(
-        sink.port,
-        security="tls",
-        username="gatehouse",
-        password_file="smtp-password",
-        ca_file=str(ca.path),
-    )
+    config = tls_channel(sink, "tls", ca)
     assert "authentication refused" in failure(SmtpSender(config, home))
     assert sink.auth_failures >= 1  # each mechanism offered (PLAIN, LOGIN) tried once
     assert sink.mails() == []
@@ -144,13 +143,7 @@ def test_a_failed_connection_is_released_before_the_failure_is_told(
     whatever test runs next)."""
     sink = MailSink(mode=mode, cert=server_cert, auth=("gatehouse", "another")).start()
     sinks.append(sink)
-    config = channel(
-        sink.port,
-        security=mode,
-        username="gatehouse",
-        password_file="smtp-password",
-        ca_file=str(ca.path),
-    )
+    config = tls_channel(sink, mode, ca)
     sender = SmtpSender(config, home)
 
     async def go() -> None:
