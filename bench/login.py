@@ -46,6 +46,17 @@ def free_port() -> int:
 
 
 _TICKS = os.sysconf("SC_CLK_TCK")
+#: `gatehouse up`'s listeners besides ``--listen``.
+LISTEN_FLAGS = (
+    "--backend-listen",
+    "--policy-listen",
+    "--auth-listen",
+    "--admin-listen",
+    "--status-listen",
+    "--distribution-listen",
+    "--smtp-listen",
+    "--metrics-listen",
+)
 #: The services of a node, by a word of their command line (AP workers share the AP's).
 ROLES = ("access-point", "policy", "authentication", "administration", "distribution")
 
@@ -95,12 +106,18 @@ class Node:
         tmp = Path(self._tmp.name)
         self.port = free_port()
         args = [sys.executable, "-m", "gatehouse", "up", "--listen", f"127.0.0.1:{self.port}"]
-        for flag in ("--backend-listen", "--policy-listen", "--auth-listen", "--admin-listen"):
-            args += [flag, f"127.0.0.1:{free_port()}"]
-        args += ["--home", str(tmp / "var")]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         if source is not None:
             env["PYTHONPATH"] = str(source / "src")
+        # Every listener on a free port, so that two nodes run side by side: only the flags
+        # this revision's `gatehouse up` has (older ones have fewer services).
+        usage = subprocess.run(
+            [*args[:4], "--help"], env=env, capture_output=True, text=True, check=False
+        ).stdout
+        for flag in LISTEN_FLAGS:
+            if flag in usage:
+                args += [flag, f"127.0.0.1:{free_port()}"]
+        args += ["--home", str(tmp / "var")]
         log_path = tmp / "up.log"
         with log_path.open("wb") as out:
             self.proc = subprocess.Popen(
