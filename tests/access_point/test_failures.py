@@ -338,11 +338,17 @@ class ClosingOnSecondRequest:
     connections as the AP reuses one); every later connection answers with what it read.
     ``bodies``: the request bodies it answered, in order."""
 
-    def __init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
+    def __init__(self, slow_reconnect: bool = False) -> None:
+        # slow_reconnect: no accept queue to speak of, and no accept for 0.6 s after the
+        # close; a connection parked in the queue (the test's) makes the AP's next connect
+        # wait for its SYN to be sent again (about 1 s).
+        self.listener = socket.create_server(("127.0.0.1", 0), backlog=0)
         self.port = self.listener.getsockname()[1]
         self.bodies: list[bytes] = []
         self.connections = 0
+        self.slow_reconnect = slow_reconnect
+        self._accepting = threading.Event()
+        self._accepting.set()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     @property
@@ -351,12 +357,15 @@ class ClosingOnSecondRequest:
 
     def _run(self) -> None:
         while True:
+            self._accepting.wait()
             try:
                 conn, _ = self.listener.accept()
             except OSError:
                 return
             self.connections += 1
             threading.Thread(target=self._serve, args=(conn, self.connections), daemon=True).start()
+            if self.slow_reconnect and self.connections == 1:
+                self._accepting.clear()
 
     def _serve(self, conn: socket.socket, number: int) -> None:
         with conn:
@@ -370,7 +379,9 @@ class ClosingOnSecondRequest:
                 if not chunk:
                     return
                 if number == 1 and self.bodies:
-                    return  # the second request on the first connection: closed unread
+                    # The second request on the first connection: closed unread.
+                    threading.Timer(0.6, self._accepting.set).start()
+                    return
                 data += chunk
                 head, sep, rest = data.partition(b"\r\n\r\n")
                 if not sep:
@@ -422,3 +433,36 @@ def test_a_post_with_a_larger_body_is_not_kept_to_go_again(start_ap: StartAP) ->
         resp = get(ap, "/upload", method="POST", body=b"y" * ((16 << 10) + 1))
         assert_error_page(resp, 502)
         assert backend.bodies == [b""]
+
+
+@pytest.mark.parametrize(("pause", "slow_reconnect"), [(0.0, False), (0.3, False), (0.3, True)])
+def test_a_post_whose_body_comes_in_parts_goes_again_whole(
+    start_ap: StartAP, pause: float, slow_reconnect: bool
+) -> None:
+    """The head and the first part reach the closing connection; the rest comes after the
+    AP made a new one, or (``slow_reconnect``) while it still waits for it: the backend gets
+    the whole body once."""
+    with ClosingOnSecondRequest(slow_reconnect) as backend:
+        ap = start_ap([resource([backend.url], read_timeout=5, connect_timeout=5)])
+        assert get(ap, "/first").status == 200
+        # Parked in the accept queue (one place): the AP's next connect waits.
+        parked = socket.create_connection(("127.0.0.1", backend.port)) if slow_reconnect else None
+        body = b"username=carol&password=" + b"p" * 2000
+        head = request_bytes(
+            "POST",
+            "/login",
+            [
+                ("Content-Type", "application/x-www-form-urlencoded"),
+                ("Content-Length", str(len(body))),
+            ],
+        )
+        with WireClient(ap.host, ap.port, timeout=15) as client:
+            client.send(head + body[:100])
+            time.sleep(pause)
+            client.send(body[100:])
+            resp = client.read_response("POST")
+        if parked is not None:
+            parked.close()
+        assert resp.status == 200, resp.body[:200]
+        assert resp.body == b"got " + body
+        assert backend.bodies == [b"", body]

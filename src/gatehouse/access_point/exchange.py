@@ -330,7 +330,13 @@ class ProxyExchange(Authorization):
         data = self._upstream_head(upstream.origin)
         replay = self.replay
         if replay is not None and self.retried:
-            # Sent again after a pooled connection failed unanswered: the body so far.
+            # Sent again after a pooled connection failed unanswered: the body so far, with
+            # what came in while the new connection was made.
+            if self.body_buf:
+                replay += self.body_buf
+                self.body_buf = []
+                self.body_buffered = 0
+                self.conn.resume(2)  # PAUSE_BUFFER
             data = b"".join([data, *replay])
         elif self.body_buf or self.head.chunked:
             parts = [data, *self.body_buf]
