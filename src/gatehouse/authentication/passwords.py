@@ -2,17 +2,18 @@
 
 argon2 is deliberately slow and memory-hungry, so it runs in worker threads (never on the
 event loop) and at most one hash per CPU at a time, which bounds memory to cores x memory_kib.
+The checks waiting for a slot are bounded too (:meth:`Passwords.admission`): past
+``max_waiting`` a check is refused at once with :class:`Overloaded`, so a login flood costs
+a fixed amount of memory and gets fast answers instead of an ever longer queue.
 
 Hashes are made by argon2-cffi (the reference implementation). A stored argon2id hash with one
 lane (``p=1``, the default) is verified by libsodium (PyNaCl): the same algorithm and the same
 encoded string (RFC 9106, PHC format), computed with the vector instructions the CPU has
 (libsodium picks AVX-512, AVX2 or SSSE3 at run time), where argon2-cffi's wheels are built for
-SSE2 only: 1.7x less CPU per check on an AVX-512 machine (docs/benchmarks.md, "Password
-checks"). Hashes with several lanes, which libsodium does not compute, stay with argon2-cffi.
-Every check of one configuration (right, wrong, unknown user's dummy) takes the same path.
-The checks waiting for a slot are bounded too (:meth:`Passwords.admission`): past
-``max_waiting`` a check is refused at once with :class:`Overloaded`, so a login flood costs
-a fixed amount of memory and gets fast answers instead of an ever longer queue.
+SSE2 only: about 0.6x the CPU per check on an AVX-512 machine (docs/benchmarks.md, "one
+password check"). Hashes with several lanes, which libsodium does not compute, stay with
+argon2-cffi. Every check of one configuration (right, wrong, unknown user's dummy) takes the
+same path.
 """
 
 from __future__ import annotations
@@ -77,7 +78,6 @@ def sodium_verifies(stored: str) -> bool:
         and params.hash_len >= 16
         and params.salt_len >= 8
         and params.memory_cost >= 8
-        and params.time_cost >= 1
         and len(stored) <= _SODIUM_MAX_ENCODED
     )
 
@@ -125,8 +125,7 @@ class Passwords:
     def verify_sync(self, stored: str, password: str) -> tuple[bool, str | None]:
         """``(ok, new_hash)``: new_hash is set when the stored hash used older parameters."""
         try:
-            fast = sodium_verifies(stored)
-            if fast:
+            if sodium_verifies(stored):
                 crypto_pwhash_str_verify(stored.encode(), password.encode())
             else:
                 self.hasher.verify(stored, password)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gatehouse.authentication import audit, lockout
 from gatehouse.authentication.config import Lockout
@@ -41,7 +41,6 @@ from gatehouse.storage.directory import (
     Credentials,
     UserInfo,
     find_credentials,
-    find_user,
     valid_username,
 )
 from gatehouse.storage.engine import Database
@@ -133,11 +132,11 @@ class Verifier:
         self.rules = rules
 
     async def user(self, username: str) -> UserInfo | None:
-        async def read(session: AsyncSession) -> UserInfo | None:
-            user = await find_user(session, username)
-            return UserInfo.of(user) if user is not None else None
+        async def read(conn: AsyncConnection) -> UserInfo | None:
+            found = await find_credentials(conn, username)
+            return found.info if found is not None else None
 
-        return await self.db.run(read)
+        return await self.db.run_core(read)
 
     async def verify(
         self, username: str, password: str, client_ip: str, device: str | None = None

@@ -317,20 +317,19 @@ class SessionStore:
             await conn.execute(_INSERT, values)
             return True
 
-        async def resolve(conn: AsyncConnection) -> bool | None:
-            found = await conn.scalar(_FIND, {"id_hash": record.id_hash})
-            return True if found is not None else None
-
-        await self._db.run_core(write, resolve=resolve)
+        await self._db.run_core(write, resolve=self._exists(record.id_hash))
         self._know(record)
         return session_id, record
 
     @staticmethod
-    def _exists(id_hash: str) -> Callable[[AsyncSession], Awaitable[bool | None]]:
-        """A write's ``resolve``: whether the row with this id hash is there (True), else None."""
+    def _exists(
+        id_hash: str,
+    ) -> Callable[[AsyncSession | AsyncConnection], Awaitable[bool | None]]:
+        """A write's ``resolve`` (ORM or Core): whether the row with this id hash is there
+        (True), else None."""
 
-        async def check(db: AsyncSession) -> bool | None:
-            found = await db.scalar(select(SessionRow.id_hash).where(SessionRow.id_hash == id_hash))
+        async def check(db: AsyncSession | AsyncConnection) -> bool | None:
+            found = await db.scalar(_FIND, {"id_hash": id_hash})
             return True if found is not None else None
 
         return check
