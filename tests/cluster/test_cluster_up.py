@@ -297,11 +297,24 @@ def test_a_home_keeps_its_topology(tmp_path: Path) -> None:
     assert Cluster.prepare(tmp_path).topology == load_topology(EXAMPLE)
 
 
+def listening_outside_example() -> socket.socket:
+    """A listening socket on a free port the example topology does not name itself.
+
+    An ephemeral port can be one of the example's own (55432-55441): the topology would then
+    refuse the clash before `up` is reached, and the test would not test `up`."""
+    named = {int(port) for port in re.findall(r"\b(\d{4,5})\b", EXAMPLE.read_text())}
+    while True:
+        taken = socket.socket()
+        taken.bind(("127.0.0.1", 0))
+        if taken.getsockname()[1] not in named:
+            taken.listen()
+            return taken
+        taken.close()
+
+
 def test_up_refuses_a_taken_port_before_starting_anything(tmp_path: Path) -> None:
     data = yaml.safe_load(EXAMPLE.read_text())
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
+    with listening_outside_example() as taken:
         port = taken.getsockname()[1]
         data["access_points"][0]["listen"] = f"127.0.0.1:{port}"
         cluster = Cluster(tmp_path / "home", Topology.model_validate(data))
@@ -316,9 +329,7 @@ def test_up_refuses_a_taken_port_before_starting_anything(tmp_path: Path) -> Non
 
 def test_up_refuses_a_taken_demo_mail_port(tmp_path: Path) -> None:
     data = yaml.safe_load(EXAMPLE.read_text())
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
+    with listening_outside_example() as taken:
         port = taken.getsockname()[1]
         data["demo_backend"]["smtp"] = f"127.0.0.1:{port}"
         cluster = Cluster(tmp_path / "home", Topology.model_validate(data))
