@@ -20,7 +20,6 @@ from gatehouse.access_point.headers import (
     request_lines,
     session_cookie,
     without_cookie,
-    without_field,
 )
 from gatehouse.access_point.request import BadRequest, RequestHead, normalize_path, parse_head
 from gatehouse.access_point.routing import Router, prefix_matches, strip_prefix
@@ -821,9 +820,50 @@ def test_response_fields_end_with_the_head_and_start_again_on_reset() -> None:
     assert (fields.close(), fields.content_length, fields.chunked) == ([b"X-B: 3"], None, False)
 
 
-def test_without_field_matches_names_whatever_their_case() -> None:
-    lines = [b"Strict-Transport-Security: max-age=1", b"X-A: 1", b"strict-transport-security: x"]
-    assert without_field(lines, b"strict-transport-security") == [b"X-A: 1"]
+OURS = b"Strict-Transport-Security: max-age=31536000"
+
+
+def closed_with(headers: list[Header], sts: bytes = b"") -> list[bytes]:
+    fields = ResponseFields()
+    for name, value in headers:
+        fields.field(name, value)
+    return fields.close(sts)
+
+
+def test_the_aps_hsts_line_replaces_every_one_of_the_backend() -> None:
+    backend = [
+        (b"Strict-Transport-Security", b"max-age=1"),
+        (b"X-A", b"1"),
+        (b"strict-transport-security", b"max-age=2; preload"),
+    ]
+    assert closed_with(backend, OURS) == [b"X-A: 1", OURS]
+    assert closed_with([(b"X-A", b"1")], OURS) == [b"X-A: 1", OURS]
+
+
+def test_without_an_hsts_line_of_its_own_the_ap_relays_the_backends() -> None:
+    backend = [
+        (b"Strict-Transport-Security", b"max-age=1"),
+        (b"X-A", b"1"),
+        (b"strict-transport-security", b"max-age=2"),
+    ]
+    assert closed_with(backend) == [
+        b"X-A: 1",
+        b"Strict-Transport-Security: max-age=1",
+        b"strict-transport-security: max-age=2",
+    ]
+    # Named in Connection: hop-by-hop, so dropped like any field Connection names.
+    named = [(b"Connection", b"Strict-Transport-Security"), *backend]
+    assert closed_with(named) == [b"X-A: 1"]
+    assert closed_with(named, OURS) == [b"X-A: 1", OURS]
+
+
+def test_a_reset_forgets_the_previous_responses_hsts() -> None:
+    fields = ResponseFields()
+    fields.field(b"Strict-Transport-Security", b"max-age=1")
+    fields.close()
+    fields.reset()
+    fields.field(b"X-A", b"1")
+    assert fields.close() == [b"X-A: 1"]
 
 
 # routing ----------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import pytest
 from tests.support.certs import Pair, TestCA, serial_of, serial_of_file
 from tests.support.http_wire import WireClient
 from tests.support.processes import GATEHOUSE, Service, free_port, wait_port, write_config
+from tests.support.recording_backend import RecordingBackend, Reply
 
 StartAP = Callable[..., Service]
 
@@ -277,6 +278,29 @@ def test_hsts_settings(start_ap: StartAP, demo_backend: Service, ca: TestCA) -> 
     with tls_client(off, ca.path) as client:
         response = client.request("GET", "/", [("Host", "localhost")])
     assert response.header("Strict-Transport-Security") is None
+
+
+def test_the_aps_hsts_replaces_the_backends_and_is_relayed_without_it(
+    start_ap: StartAP, ca: TestCA
+) -> None:
+    pair = ca.issue("ap", ["localhost"])
+    theirs = [(b"Strict-Transport-Security", b"max-age=5"), (b"X-A", b"1")]
+    with RecordingBackend(lambda request: Reply(headers=theirs)) as backend:
+        resource = {"id": "app", "path_prefix": "/", "backends": [backend.url], "public": True}
+        ap = start_ap([resource], tls_settings(pair))
+        with tls_client(ap, ca.path) as client:
+            response = client.request("GET", "/", [("Host", "localhost")])
+        assert response.header_values("Strict-Transport-Security") == ["max-age=31536000"]
+        assert response.header("X-A") == "1"
+        # HSTS off, or no TLS: the backend's own field goes through as it came.
+        off = start_ap([resource], tls_settings(pair, hsts_max_age=0), name="off")
+        with tls_client(off, ca.path) as client:
+            response = client.request("GET", "/", [("Host", "localhost")])
+        assert response.header_values("Strict-Transport-Security") == ["max-age=5"]
+        plain = start_ap([resource], name="plain")
+        with WireClient(plain.host, plain.port) as client:
+            response = client.request("GET", "/")
+        assert response.header_values("Strict-Transport-Security") == ["max-age=5"]
 
 
 def test_plain_listener_sends_no_hsts(start_ap: StartAP, demo_backend: Service) -> None:

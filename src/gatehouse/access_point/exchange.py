@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from gatehouse.access_point import pages
 from gatehouse.access_point.authorize import Authorization
-from gatehouse.access_point.headers import HOP_BY_HOP, request_lines, without_field
+from gatehouse.access_point.headers import HOP_BY_HOP, request_lines
 from gatehouse.access_point.routing import strip_prefix
 from gatehouse.access_point.upstream import ConnectFailed, Origin, UpstreamConnection
 from gatehouse.metrics.access_point import COUNTERS
@@ -428,11 +428,8 @@ class ProxyExchange(Authorization):
         if timings is not None:  # metrics on: the backend's response time
             timings.append(perf_counter() - self.sent_at)
         head = self.head
-        kept = fields.close()
-        if self.conn.scheme == b"https" and self.rt.hsts:
-            # The AP's own policy replaces a backend's: one Strict-Transport-Security field.
-            kept = without_field(kept, b"strict-transport-security")
-            kept.append(self.rt.hsts)
+        # Over https the AP's own HSTS policy (if on) replaces a backend's: one such field.
+        kept = fields.close(self.rt.hsts if self.conn.scheme == b"https" else b"")
         lines = [pages.status_line(code), *kept]
         if fields.content_length is not None and code != 204:
             lines.append(b"Content-Length: " + fields.content_length)

@@ -190,7 +190,11 @@ def request_lines(
     return out
 
 
-RESPONSE_DROP = HOP_BY_HOP | {b"content-length"}
+_STS = b"strict-transport-security"
+#: Fields not relayed as they come: the hop-by-hop ones, Content-Length (the AP frames the
+#: body itself) and Strict-Transport-Security (kept aside: the AP's own policy may replace
+#: it, see :meth:`ResponseFields.close`).
+RESPONSE_DROP = HOP_BY_HOP | {b"content-length", _STS}
 #: Connection options that name no field, so need no second pass.
 _CONNECTION_OPTIONS = frozenset({b"keep-alive", b"close", b"upgrade", b""})
 
@@ -205,7 +209,7 @@ class ResponseFields:
     never relayed). :meth:`reset` starts the next response on the same connection.
     """
 
-    __slots__ = ("chunked", "content_length", "lines", "named", "open", "upgrade")
+    __slots__ = ("chunked", "content_length", "lines", "named", "open", "sts", "upgrade")
 
     lines: list[bytes]
     content_length: bytes | None
@@ -213,6 +217,8 @@ class ResponseFields:
     upgrade: bytes | None
     #: Field names listed in Connection (dropped too), when any.
     named: set[bytes] | None
+    #: The backend's Strict-Transport-Security lines, when it sent any.
+    sts: list[bytes] | None
     open: bool
 
     def __init__(self) -> None:
@@ -220,7 +226,7 @@ class ResponseFields:
 
     def reset(self) -> None:
         self.lines = []
-        self.content_length = self.upgrade = self.named = None
+        self.content_length = self.upgrade = self.named = self.sts = None
         self.chunked = False
         self.open = True
 
@@ -244,26 +250,35 @@ class ResponseFields:
             self.chunked = True
         elif lname == b"upgrade":
             self.upgrade = value.strip(b" \t")
+        elif lname == _STS:
+            sts = self.sts
+            if sts is None:
+                self.sts = [name + b": " + value]
+            else:
+                sts.append(name + b": " + value)
 
-    def close(self) -> list[bytes]:
-        """End the head; the lines of the end-to-end fields, without those Connection names."""
+    def close(self, sts: bytes = b"") -> list[bytes]:
+        """End the head; the lines of the end-to-end fields, without those Connection names.
+
+        ``sts``: the AP's own Strict-Transport-Security line, which replaces the backend's
+        (one such field in the answer); empty: the backend's are relayed, if any."""
         self.open = False
         named = self.named
+        lines = self.lines
         if named:
             named -= _CONNECTION_OPTIONS
             if named:
-                self.lines = [line for line in self.lines if _name(line) not in named]
-        return self.lines
+                lines = self.lines = [line for line in lines if _name(line) not in named]
+        if sts:
+            lines.append(sts)
+        elif self.sts is not None and not (named and _STS in named):
+            lines += self.sts
+        return lines
 
 
 def _name(line: bytes) -> bytes:
     """The lowercase name of a field line (names cannot hold a colon)."""
     return line[: line.index(b":")].lower()
-
-
-def without_field(lines: list[bytes], name: bytes) -> list[bytes]:
-    """``lines`` without the fields named ``name`` (lowercase)."""
-    return [line for line in lines if _name(line) != name]
 
 
 @functools.lru_cache(maxsize=4096)
