@@ -10,12 +10,17 @@ Two measurements per system and worker count, with wrk:
   connection and a new TLS handshake (wrk resumes the session of the connection before,
   through ``SSL_clear``: TLS 1.3 resumption with a fresh X25519 exchange, no certificate).
 
+nginx and the AP run side by side and wrk loads them in turns, in short blocks (nginx, AP,
+AP, nginx, ...); each figure is the median of its system's blocks. On a shared machine whose
+speed moves by 10-20 % from one minute to the next, one 10 s run of each, one after the
+other, gave one-worker keep-alive ratios from 0.34x to 0.60x within a quarter of an hour.
+
 With each rate, the CPU time per request of the system under test (supervisor and workers,
 from /proc), of wrk and of the backend: on a machine where the three share the cores, the
 rates follow the sum of those, so the CPU figures say where a difference comes from even
 when the machine is busy.
 
-    .venv/bin/python bench/tls_edge.py                 # 1 and 2 workers, 10 s each
+    .venv/bin/python bench/tls_edge.py                 # 1 and 2 workers, 4 blocks of 5 s
     .venv/bin/python bench/run.py --only tls           # the same, as a step of make bench
 """
 
@@ -32,6 +37,7 @@ import shutil
 import signal
 import socket
 import ssl
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -45,6 +51,7 @@ DOCS = ("<!-- bench:tls:start -->", "<!-- bench:tls:end -->")
 HEADING = "## Latest results: TLS on the Access Point"
 GOAL_RPS = 0.6  # keep-alive requests/s >= 0.6 x nginx over TLS
 GOAL_HANDSHAKES = 0.6  # new TLS handshakes/s >= 0.6 x nginx over TLS
+ROUNDS = 4  # blocks per system, worker count and kind of load
 BODY = "x" * 99 + "\n"
 _RPS = re.compile(r"Requests/sec:\s+([\d.]+)")
 _ERRORS = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
@@ -310,6 +317,10 @@ class Measure:
     server_us: float = 0.0
     client_us: float = 0.0
     backend_us: float = 0.0
+    requests: int = 0
+    #: Over several blocks (:func:`combine`): the lowest and highest block's rate.
+    low: float = 0.0
+    high: float = 0.0
 
 
 @dataclass
@@ -352,6 +363,7 @@ def wrk(
         errors += int(m.group(1)) + int(m.group(4))
     measure = Measure(float(found.group(1)), errors, shlex.join(argv))
     count = _COUNT.search(proc.stdout)
+    measure.requests = int(count.group(1)) if count else 0
     if count and int(count.group(1)) and len(cpu_after) == 2:
         per = 1e6 / int(count.group(1))
         measure.server_us = (cpu_after[0] - cpu_before[0]) * per
@@ -359,6 +371,21 @@ def wrk(
         used = waited.ru_utime + waited.ru_stime - children.ru_utime - children.ru_stime
         measure.client_us = used * per
     return measure
+
+
+def combine(blocks: list[Measure]) -> Measure:
+    """One side's blocks as one measure: the median rate, every error, CPU per request over
+    all the blocks' requests."""
+    total = sum(b.requests for b in blocks)
+    out = Measure(statistics.median(b.rps for b in blocks), sum(b.errors for b in blocks))
+    out.command = blocks[0].command if blocks else ""
+    out.requests = total
+    out.low = min((b.rps for b in blocks), default=0.0)
+    out.high = max((b.rps for b in blocks), default=0.0)
+    if total:
+        for name in ("server_us", "client_us", "backend_us"):
+            setattr(out, name, sum(getattr(b, name) * b.requests for b in blocks) / total)
+    return out
 
 
 def run(
@@ -369,9 +396,16 @@ def run(
     warmup: int = 2,
     python: str = sys.executable,
     wrk_binary: str = "/usr/bin/wrk",
+    rounds: int = ROUNDS,
 ) -> tuple[list[TLSRow], str]:
-    """The measurements and their markdown table."""
+    """The measurements and their markdown table.
+
+    For each worker count nginx and the AP run side by side and wrk loads them in turns, in
+    blocks of ``duration`` / 2 seconds (nginx, AP, AP, nginx, ...), ``rounds`` blocks each
+    for keep-alive and as many for new handshakes: the machine's other load falls on both
+    alike, where one run after the other could catch one of them in a slow minute."""
     rows: list[TLSRow] = []
+    block = max(1, duration // 2)
     with tempfile.TemporaryDirectory(prefix="gatehouse-tls-bench-") as tmp:
         workdir = Path(tmp)
         ca, cert, key = make_certificate(workdir)
@@ -380,6 +414,7 @@ def run(
         started = [backend]
         try:
             for count in workers:
+                procs: dict[str, Proc] = {}
                 for system in ("nginx", "ap"):
                     port = free_port()
                     if system == "nginx":
@@ -391,18 +426,36 @@ def run(
                         )
                     started.append(proc)
                     wait_https(proc, ca)
-                    url = f"https://127.0.0.1:{port}/"
+                    procs[system] = proc
+                print(f"[tls] nginx and the AP, {count} worker(s), in turns", file=sys.stderr)
+                blocks: dict[tuple[str, bool], list[Measure]] = {}
+                for close in (False, True):
+                    for proc in procs.values():
+                        url = f"https://127.0.0.1:{proc.port}/"
+                        wrk(wrk_binary, url, threads, connections, warmup, close=close)
+                    for round_ in range(rounds):
+                        order = ("nginx", "ap") if round_ % 2 == 0 else ("ap", "nginx")
+                        for system in order:
+                            proc = procs[system]
+                            url = f"https://127.0.0.1:{proc.port}/"
+                            blocks.setdefault((system, close), []).append(
+                                wrk(
+                                    wrk_binary,
+                                    url,
+                                    threads,
+                                    connections,
+                                    block,
+                                    close,
+                                    proc,
+                                    backend,
+                                )
+                            )
+                for system, proc in procs.items():
                     row = TLSRow("nginx" if system == "nginx" else "Gatehouse AP", count)
-                    print(f"[tls] {row.system}, {count} worker(s)", file=sys.stderr)
-                    wrk(wrk_binary, url, threads, connections, warmup, close=False)
-                    row.keepalive = wrk(
-                        wrk_binary, url, threads, connections, duration, False, proc, backend
-                    )
-                    row.handshakes = wrk(
-                        wrk_binary, url, threads, connections, duration, True, proc, backend
-                    )
+                    row.keepalive = combine(blocks[system, False])
+                    row.handshakes = combine(blocks[system, True])
                     print(
-                        f"  keep-alive {row.keepalive.rps:.0f} req/s, "
+                        f"  {row.system}: keep-alive {row.keepalive.rps:.0f} req/s, "
                         f"new handshakes {row.handshakes.rps:.0f}/s",
                         file=sys.stderr,
                     )
@@ -412,15 +465,21 @@ def run(
         finally:
             for proc in started:
                 proc.stop()
-    return rows, render(rows, duration, connections, threads)
+    return rows, render(rows, block, rounds, connections, threads)
 
 
-def render(rows: list[TLSRow], duration: int, connections: int, threads: int) -> str:
+def _spread(m: Measure) -> str:
+    return f"({m.low:,.0f} to {m.high:,.0f})" if m.high else ""
+
+
+def render(rows: list[TLSRow], block: int, rounds: int, connections: int, threads: int) -> str:
     nginx = {r.workers: r for r in rows if r.system == "nginx"}
     lines = [
         f"**TLS on the Access Point** (the public resource over HTTPS; nginx over HTTPS with the "
-        f"same ECDSA P-256 certificate, the same backend and workers; wrk -t{threads} "
-        f"-c{connections} -d{duration}s; new handshakes: every request with "
+        f"same ECDSA P-256 certificate, the same backend and workers, both running; wrk "
+        f"-t{threads} -c{connections} loads them in turns, {rounds} blocks of {block} s each "
+        f"per system (nginx, AP, AP, nginx, ...), medians of the blocks, the lowest and "
+        f"highest block in brackets; new handshakes: every request with "
         f"`Connection: close`, a new TCP connection and a new handshake, which wrk resumes "
         f"from the connection before; goals: AP at least "
         f"{GOAL_RPS}x nginx for both)",
@@ -435,8 +494,9 @@ def render(rows: list[TLSRow], duration: int, connections: int, threads: int) ->
             ka = f"{r.keepalive.rps / base.keepalive.rps:.2f}" if base.keepalive.rps else "n/a"
             hs = f"{r.handshakes.rps / base.handshakes.rps:.2f}" if base.handshakes.rps else "n/a"
         lines.append(
-            f"| {r.system} | {r.workers} | {r.keepalive.rps:,.0f} | {ka} | "
-            f"{r.handshakes.rps:,.0f} | {hs} | {r.keepalive.errors + r.handshakes.errors} |"
+            f"| {r.system} | {r.workers} | {r.keepalive.rps:,.0f} {_spread(r.keepalive)} | {ka} "
+            f"| {r.handshakes.rps:,.0f} {_spread(r.handshakes)} | {hs} "
+            f"| {r.keepalive.errors + r.handshakes.errors} |"
         )
     lines += [
         "",
@@ -459,7 +519,10 @@ def render(rows: list[TLSRow], duration: int, connections: int, threads: int) ->
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument(
+        "--duration", type=int, default=10, help="twice the seconds of a block (10: 5 s blocks)"
+    )
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help="blocks per system and load")
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workers", default="1,2", help="comma-separated worker counts")
@@ -472,6 +535,7 @@ def main() -> int:
             args.connections,
             args.threads,
             wrk_binary=args.wrk,
+            rounds=args.rounds,
         )
     print(table, end="")
     return 0
