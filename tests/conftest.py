@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -10,9 +11,14 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 
-from tests.support.processes import Service, free_port, write_config
+from gatehouse.cluster.topology_patroni import QUIET_PORTS_ENV
+from tests.support.processes import Service, free_port, quiet_block, write_config
 
 StartAP = Callable[..., Service]
+
+# Each xdist worker picks cluster ports from a block of its own (see tests.support.processes);
+# set here, before any test runs, so the cluster commands the tests start inherit it.
+os.environ[QUIET_PORTS_ENV] = quiet_block()
 
 # Property tests check correctness, never speed (that is for `make bench`): no per-example
 # deadline and no "input generation is slow" health check, which a loaded CI machine trips

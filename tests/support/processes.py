@@ -23,18 +23,33 @@ GATEHOUSE = [sys.executable, "-m", "gatehouse"]
 # from the ephemeral range, where another worker's process may take the port between our
 # close and the service's bind (its ``wait_port`` then sees the other process), and where a
 # client's connect() may get the same number as its source port and connect to itself.
-# 10000-19999: five workers; cluster.topology_patroni.quiet_free_ports uses 20000-32767.
+# 10000-19999: five workers. cluster.topology_patroni.quiet_free_ports (the clusters' ports)
+# looks in 20000-32767, where each worker gets a block of its own too (QUIET_BLOCK, through
+# GATEHOUSE_QUIET_PORTS, which the cluster commands the tests run inherit): two workers
+# starting clusters at once picked the same port at random there once, and the second
+# service to bind it failed.
 PORT_BLOCK = 2000
 FIRST_PORT = 10000
+QUIET_BLOCK = 2500
+FIRST_QUIET_PORT = 20000
 _port_lock = threading.Lock()
 _next_port: list[int] = []
 
 
-def _worker_block() -> tuple[int, int]:
+def _worker_index() -> int:
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")  # "gw3" under xdist
-    index = int(worker[2:]) if worker[2:].isdigit() else 0
-    first = FIRST_PORT + (index % 5) * PORT_BLOCK
+    return (int(worker[2:]) if worker[2:].isdigit() else 0) % 5
+
+
+def _worker_block() -> tuple[int, int]:
+    first = FIRST_PORT + _worker_index() * PORT_BLOCK
     return first, first + PORT_BLOCK
+
+
+def quiet_block() -> str:
+    """This worker's block for quiet_free_ports, as GATEHOUSE_QUIET_PORTS wants it."""
+    first = FIRST_QUIET_PORT + _worker_index() * QUIET_BLOCK
+    return f"{first}-{first + QUIET_BLOCK - 1}"
 
 
 def free_port(host: str = "127.0.0.1") -> int:

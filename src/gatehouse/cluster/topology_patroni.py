@@ -8,6 +8,7 @@ are is in docs/operations.md ("Database HA (Patroni)").
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 from pathlib import Path
@@ -112,12 +113,34 @@ def _ephemeral_range() -> tuple[int, int]:
         return _EPHEMERAL_FALLBACK
 
 
+#: ``FIRST-LAST``: where :func:`quiet_free_ports` looks instead of below the ephemeral range.
+#: Several drills or test runs at once on one machine each get a block of their own (the
+#: tests give each of their parallel workers one): otherwise two of them may pick the same
+#: port while neither has bound it yet.
+QUIET_PORTS_ENV = "GATEHOUSE_QUIET_PORTS"
+
+
+def _quiet_candidates() -> list[int]:
+    span = os.environ.get(QUIET_PORTS_ENV, "").strip()
+    if span:
+        first, _, last = span.partition("-")
+        try:
+            low, high = int(first), int(last)
+        except ValueError:
+            low = high = 0
+        if not 1024 <= low <= high <= 65535:
+            raise OSError(f"{QUIET_PORTS_ENV}={span!r}: not a port range FIRST-LAST in 1024-65535")
+        return list(range(low, high + 1))
+    low, high = _ephemeral_range()
+    return list(range(20000, low)) if low > 21000 else list(range(high + 1, 65535))
+
+
 def quiet_free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
     """``count`` distinct ports that are free now and outside the kernel's ephemeral range,
     so that no outgoing connection (etcd's peers, Patroni's clients) takes one as its local
-    port before the server meant for it binds it (drills and tests on one busy machine)."""
-    low, high = _ephemeral_range()
-    candidates = list(range(20000, low)) if low > 21000 else list(range(high + 1, 65535))
+    port before the server meant for it binds it (drills and tests on one busy machine).
+    :data:`QUIET_PORTS_ENV` narrows where they are looked for."""
+    candidates = _quiet_candidates()
     random.shuffle(candidates)
     held: list[socket.socket] = []
     ports: list[int] = []
