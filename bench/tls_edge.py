@@ -429,27 +429,24 @@ def run(
                     procs[system] = proc
                 print(f"[tls] nginx and the AP, {count} worker(s), in turns", file=sys.stderr)
                 blocks: dict[tuple[str, bool], list[Measure]] = {}
+                urls = {system: f"https://127.0.0.1:{p.port}/" for system, p in procs.items()}
                 for close in (False, True):
-                    for proc in procs.values():
-                        url = f"https://127.0.0.1:{proc.port}/"
+                    for url in urls.values():
                         wrk(wrk_binary, url, threads, connections, warmup, close=close)
                     for round_ in range(rounds):
                         order = ("nginx", "ap") if round_ % 2 == 0 else ("ap", "nginx")
                         for system in order:
-                            proc = procs[system]
-                            url = f"https://127.0.0.1:{proc.port}/"
-                            blocks.setdefault((system, close), []).append(
-                                wrk(
-                                    wrk_binary,
-                                    url,
-                                    threads,
-                                    connections,
-                                    block,
-                                    close,
-                                    proc,
-                                    backend,
-                                )
+                            measure = wrk(
+                                wrk_binary,
+                                urls[system],
+                                threads,
+                                connections,
+                                block,
+                                close,
+                                procs[system],
+                                backend,
                             )
+                            blocks.setdefault((system, close), []).append(measure)
                 for system, proc in procs.items():
                     row = TLSRow("nginx" if system == "nginx" else "Gatehouse AP", count)
                     row.keepalive = combine(blocks[system, False])

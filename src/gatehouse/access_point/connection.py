@@ -25,6 +25,10 @@ from gatehouse.access_point import pages
 from gatehouse.access_point.decisions import DecisionMemo, session_hash
 from gatehouse.access_point.exchange import LocalReply, ProxyExchange
 from gatehouse.access_point.headers import HeaderPolicy, field_line, forwarded_fields
+from gatehouse.access_point.pausing import (
+    PAUSE_INPUT_DONE,
+    PAUSE_PIPELINE,
+)
 from gatehouse.access_point.request import BadRequest, RequestHead, parse_head
 
 if TYPE_CHECKING:
@@ -32,11 +36,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gatehouse.access_point")
 
-# Reasons to stop reading from the client, as bits.
-PAUSE_UPSTREAM = 1  # the backend's socket buffer is full
-PAUSE_BUFFER = 2  # request body waiting for a backend connection
-PAUSE_PIPELINE = 4  # too many pipelined requests queued
-PAUSE_INPUT_DONE = 8  # no more requests will be read on this connection
 
 #: How often timeouts are checked, in seconds.
 TICK = 0.25

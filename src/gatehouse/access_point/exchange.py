@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from gatehouse.access_point import pages
 from gatehouse.access_point.authorize import Authorization
 from gatehouse.access_point.headers import HOP_BY_HOP, request_lines
+from gatehouse.access_point.pausing import PAUSE_BUFFER, PAUSE_UPSTREAM
 from gatehouse.access_point.routing import strip_prefix
 from gatehouse.access_point.upstream import ConnectFailed, Origin, UpstreamConnection
 from gatehouse.metrics.access_point import COUNTERS
@@ -333,19 +334,15 @@ class ProxyExchange(Authorization):
             # Sent again after a pooled connection failed unanswered: the body so far, with
             # what came in while the new connection was made.
             if self.body_buf:
-                replay += self.body_buf
-                self.body_buf = []
-                self.body_buffered = 0
-                self.conn.resume(2)  # PAUSE_BUFFER
+                replay += self._take_buffered()
             data = b"".join([data, *replay])
         elif self.body_buf or self.head.chunked:
-            parts = [data, *self.body_buf]
+            parts = [data]
             if self.body_buf:
+                buffered = self._take_buffered()
+                parts += buffered
                 if replay is not None:
-                    replay += self.body_buf
-                self.body_buf = []
-                self.body_buffered = 0
-                self.conn.resume(2)  # PAUSE_BUFFER
+                    replay += buffered
             if self.request_done and self.head.chunked:
                 parts.append(b"0\r\n\r\n")
             data = b"".join(parts)
@@ -354,6 +351,14 @@ class ProxyExchange(Authorization):
         upstream.write(data)
         if self.request_done:
             self._start_read_timer()
+
+    def _take_buffered(self) -> list[bytes]:
+        """The body parts that waited for the backend connection; the client is read again."""
+        buffered = self.body_buf
+        self.body_buf = []
+        self.body_buffered = 0
+        self.conn.resume(PAUSE_BUFFER)
+        return buffered
 
     def _start_read_timer(self) -> None:
         if not self.conn.write_paused:
@@ -390,7 +395,7 @@ class ProxyExchange(Authorization):
         self.body_buf.append(self._frame(data))
         self.body_buffered += len(data)
         if self.body_buffered > BODY_BUFFER_LIMIT:
-            self.conn.pause(2)  # PAUSE_BUFFER
+            self.conn.pause(PAUSE_BUFFER)
 
     def request_complete(self) -> None:
         self.request_done = True
@@ -584,9 +589,9 @@ class ProxyExchange(Authorization):
 
     def upstream_paused(self, paused: bool) -> None:
         if paused:
-            self.conn.pause(1)  # PAUSE_UPSTREAM
+            self.conn.pause(PAUSE_UPSTREAM)
         else:
-            self.conn.resume(1)
+            self.conn.resume(PAUSE_UPSTREAM)
 
     # failures and flow control ----------------------------------------------------------------
     def _fail(self, status: int, message: str) -> None:
