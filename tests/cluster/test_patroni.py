@@ -12,6 +12,7 @@ Without Patroni, etcd or PostgreSQL installed the real-cluster tests skip, unles
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import shutil
 import ssl
@@ -20,6 +21,7 @@ import tempfile
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -198,6 +200,14 @@ def ha() -> Iterator[HA]:
         )
         yield HA(databases, home)
     finally:
+        # These tests kill and freeze the database under open connections: a client's
+        # connection that was being made when its server died or froze (a write cancelled
+        # by its timeout mid-handshake) is left for the collector, whose "unclosed
+        # connection" warning is expected here, not a leak (CI once reported one, from
+        # asyncpg, at the end of this file).
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            gc.collect()
         databases.thaw("pg1")
         databases.thaw("pg2")
         databases.stop_all()
