@@ -23,6 +23,7 @@ import httptools
 
 from gatehouse.access_point import pages
 from gatehouse.access_point.decisions import DecisionMemo, session_hash
+from gatehouse.access_point.detached import DETACHED_REQUEST_PARSER
 from gatehouse.access_point.exchange import LocalReply, ProxyExchange
 from gatehouse.access_point.headers import HeaderPolicy, field_line, forwarded_fields
 from gatehouse.access_point.pausing import (
@@ -227,6 +228,11 @@ class ClientConnection(asyncio.Protocol):
             self.tunnel.client_gone()
         if self.upgrade_pending is not None:
             self.upgrade_pending.client_gone()
+        # The parser holds bound methods of this connection: a reference cycle that only the
+        # cyclic collector would free, with every object the connection reaches (its TLS
+        # objects too). Without it, reference counting frees the connection now.
+        self.parser = DETACHED_REQUEST_PARSER
+        self.transport = None
 
     def pause_writing(self) -> None:
         self.write_paused = True

@@ -26,6 +26,7 @@ the public ``/_gatehouse/health`` says only up or down) and its logs say it:
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -432,6 +433,12 @@ class Worker:
         state.sweep()
         stop_metrics = await self._start_metrics(state)
         watch = loop.create_task(self._watch_credentials()) if self.credentials else None
+        # What exists before the first connection (modules, the compiled configuration, TLS
+        # contexts) lives as long as the worker: frozen, the cyclic collector stops walking
+        # it, and a full collection costs what was allocated since (as for every service:
+        # gatehouse.internal.hosting).
+        gc.collect()
+        gc.freeze()
         if self.tls is not None:
             server = await loop.create_server(
                 lambda: ClientConnection(state, b"https"),

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import httptools
 
+from gatehouse.access_point.detached import DETACHED_RESPONSE_PARSER
 from gatehouse.access_point.headers import ResponseFields
 from gatehouse.internal.liveness import peer_has_closed
 from gatehouse.trust.tls import PeerRefused
@@ -110,6 +111,9 @@ class UpstreamConnection(asyncio.Protocol):
         if sink is not None:
             sink.upstream_failed("backend closed the connection", exc)
             sink.upstream_flush()
+        # Freed by reference counting, not left to the cyclic collector (see .detached).
+        self.parser = DETACHED_RESPONSE_PARSER
+        self.transport = None
 
     def pause_writing(self) -> None:
         if self.sink is not None:
