@@ -1,4 +1,6 @@
-"""Lost connections are freed by reference counting, not left to the cyclic collector.
+"""Lost connections are freed by reference counting, not left to the cyclic collector
+(the Access Point's client and backend connections, its redirect listener's, and the
+internal client's).
 
 An httptools parser holds bound methods of its connection. Kept after the connection is lost,
 that cycle (and everything the connection reaches: over TLS its SSL protocol, transport, SSL
@@ -17,8 +19,10 @@ import pytest
 
 from gatehouse.access_point.connection import ClientConnection, WorkerState
 from gatehouse.access_point.runtime import OriginRegistry, compile_config
+from gatehouse.access_point.tls import RedirectProtocol
 from gatehouse.access_point.upstream import UpstreamConnection
 from gatehouse.config.access_point import AccessPointConfig
+from gatehouse.internal.http1 import Connection, Pool
 
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
@@ -36,6 +40,9 @@ class Transport:
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return ("127.0.0.1", 40000) if name == "peername" else default
+
+    def is_closing(self) -> bool:
+        return False
 
     def pause_reading(self) -> None: ...
     def resume_reading(self) -> None: ...
@@ -109,3 +116,36 @@ def test_a_lost_connection_ignores_late_data(state: WorkerState) -> None:
     conn.data_received(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
     assert conn.queue == []
     assert conn.transport is None
+
+
+def test_a_lost_redirect_connection_is_freed_at_once(state: WorkerState) -> None:
+    """The plain-HTTP listener that redirects to HTTPS: one request per connection."""
+    before = alive(RedirectProtocol)
+    client = Transport()
+    protocol = RedirectProtocol(443, 308, set())
+    client.protocol = protocol
+    protocol.connection_made(client)  # type: ignore[arg-type]
+    protocol.data_received(b"GET /x HTTP/1.1\r\nHost: app.test\r\n\r\n")
+    assert b"".join(client.sent).startswith(b"HTTP/1.1 308")
+    protocol.connection_lost(None)
+    client.protocol = None
+    del protocol
+    assert alive(RedirectProtocol) == before, "a lost redirect connection is in a cycle"
+
+
+def test_a_lost_internal_client_connection_is_freed_at_once(state: WorkerState) -> None:
+    """A pooled connection of the internal client (to a Policy service, ...) that the server
+    closed."""
+
+    async def scenario() -> None:
+        pool = Pool("127.0.0.1", 9, clock=state.loop.time, max_idle=4, idle_timeout=30.0)
+        conn = Connection(pool)
+        server = Transport()
+        server.protocol = conn
+        conn.connection_made(server)  # type: ignore[arg-type]
+        conn.connection_lost(None)
+        server.protocol = None
+
+    before = alive(Connection)
+    state.loop.run_until_complete(scenario())
+    assert alive(Connection) == before, "a lost internal connection is in a cycle"

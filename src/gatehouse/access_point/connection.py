@@ -23,7 +23,6 @@ import httptools
 
 from gatehouse.access_point import pages
 from gatehouse.access_point.decisions import DecisionMemo, session_hash
-from gatehouse.access_point.detached import DETACHED_REQUEST_PARSER
 from gatehouse.access_point.exchange import LocalReply, ProxyExchange
 from gatehouse.access_point.headers import HeaderPolicy, field_line, forwarded_fields
 from gatehouse.access_point.pausing import (
@@ -31,6 +30,7 @@ from gatehouse.access_point.pausing import (
     PAUSE_PIPELINE,
 )
 from gatehouse.access_point.request import BadRequest, RequestHead, parse_head
+from gatehouse.internal.detached import DETACHED_REQUEST_PARSER
 
 if TYPE_CHECKING:
     from gatehouse.access_point.runtime import Runtime

@@ -22,6 +22,7 @@ from cryptography.x509.oid import NameOID
 
 from gatehouse.config.access_point import Certificate, TLSSettings
 from gatehouse.errors import ConfigError
+from gatehouse.internal.detached import DETACHED_REQUEST_PARSER
 
 log = logging.getLogger("gatehouse.access_point")
 
@@ -283,6 +284,9 @@ class RedirectProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.transport is not None:
             self.connections.discard(self.transport)
+        # Freed by reference counting, not left to the cyclic collector (internal.detached).
+        self.parser = DETACHED_REQUEST_PARSER
+        self.transport = None
 
     def data_received(self, data: bytes) -> None:
         self.seen += len(data)

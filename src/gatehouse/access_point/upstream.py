@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import httptools
 
-from gatehouse.access_point.detached import DETACHED_RESPONSE_PARSER
 from gatehouse.access_point.headers import ResponseFields
+from gatehouse.internal.detached import DETACHED_RESPONSE_PARSER
 from gatehouse.internal.liveness import peer_has_closed
 from gatehouse.trust.tls import PeerRefused
 
@@ -111,7 +111,7 @@ class UpstreamConnection(asyncio.Protocol):
         if sink is not None:
             sink.upstream_failed("backend closed the connection", exc)
             sink.upstream_flush()
-        # Freed by reference counting, not left to the cyclic collector (see .detached).
+        # Freed by reference counting, not left to the cyclic collector (internal.detached).
         self.parser = DETACHED_RESPONSE_PARSER
         self.transport = None
 

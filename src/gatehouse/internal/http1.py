@@ -22,6 +22,7 @@ from typing import Any, cast
 import httptools
 import orjson
 
+from gatehouse.internal.detached import DETACHED_RESPONSE_PARSER
 from gatehouse.internal.liveness import peer_has_closed
 from gatehouse.trust.identity import Peer
 from gatehouse.trust.tls import ClientTLS, PeerRefused
@@ -186,6 +187,8 @@ class Connection(asyncio.Protocol):
         self._wake()
         if not self.lost.done():
             self.lost.set_result(None)
+        # Freed by reference counting, not left to the cyclic collector (.detached).
+        self.parser = DETACHED_RESPONSE_PARSER
 
     # llhttp callbacks -------------------------------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:
