@@ -436,7 +436,8 @@ class Worker:
         # What exists before the first connection (modules, the compiled configuration, TLS
         # contexts) lives as long as the worker: frozen, the cyclic collector stops walking
         # it, and a full collection costs what was allocated since (as for every service:
-        # gatehouse.internal.hosting).
+        # gatehouse.internal.hosting). A reload's garbage in cycles from this first
+        # configuration is never collected: bounded, once per worker.
         gc.collect()
         gc.freeze()
         if self.tls is not None:
