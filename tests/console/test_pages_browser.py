@@ -38,6 +38,15 @@ def no_page_problems(console: ConsoleFactory) -> Iterator[None]:
         assert page.problems == [], page.problems  # no CSP violation, no script error
 
 
+def wait_for_focus(page: Any, selector: str) -> None:
+    """``selector`` gets the focus within 10 s: the browser applies ``autofocus`` when it
+    next renders the page, after the load that Playwright waits for (CI once read the active
+    element before that)."""
+    page.wait_for_function(
+        "s => document.activeElement === document.querySelector(s)", arg=selector, timeout=10_000
+    )
+
+
 def summary_links(page: Any) -> list[str]:
     return [a.get_attribute("href") for a in page.query_selector_all(".error-summary a")]
 
@@ -77,7 +86,7 @@ def test_an_invalid_rule_shows_its_field_path_then_publish_shows_every_ack(
     # The error summary has the focus, names the field path and links to the field.
     summary = page.locator(".error-summary")
     assert summary.is_visible()
-    assert page.evaluate("document.activeElement.className") == "error-summary"
+    wait_for_focus(page, ".error-summary")
     assert "resource_rules.wiki.all[0].rule: unknown rule 'stafff'" in summary.inner_text()
     assert summary_links(page) == ["#field-rule"]
     error = page.locator("#field-rule-error1").inner_text()
@@ -86,7 +95,7 @@ def test_an_invalid_rule_shows_its_field_path_then_publish_shows_every_ack(
     assert page.input_value("#field-backends") == backend  # what was typed stays
     screenshot(page, "console-invalid-rule.png")
     page.click(".error-summary a")
-    assert page.evaluate("document.activeElement.id") == "field-rule"
+    wait_for_focus(page, "#field-rule")
     page.fill("#field-rule", "{all: [{rule: staff}]}")
     page.get_by_role("button", name="Save in the draft").click()
     # (The browser keeps the #field-rule of the summary's link across the redirect.)
