@@ -25,10 +25,7 @@ from gatehouse.access_point import pages
 from gatehouse.access_point.decisions import DecisionMemo, session_hash
 from gatehouse.access_point.exchange import LocalReply, ProxyExchange
 from gatehouse.access_point.headers import HeaderPolicy, field_line, forwarded_fields
-from gatehouse.access_point.pausing import (
-    PAUSE_INPUT_DONE,
-    PAUSE_PIPELINE,
-)
+from gatehouse.access_point.pausing import PAUSE_INPUT_DONE, PAUSE_PIPELINE
 from gatehouse.access_point.request import BadRequest, RequestHead, parse_head
 from gatehouse.internal.detached import DETACHED_REQUEST_PARSER
 
@@ -36,7 +33,6 @@ if TYPE_CHECKING:
     from gatehouse.access_point.runtime import Runtime
 
 log = logging.getLogger("gatehouse.access_point")
-
 
 #: How often timeouts are checked, in seconds.
 TICK = 0.25

@@ -187,7 +187,7 @@ class Connection(asyncio.Protocol):
         self._wake()
         if not self.lost.done():
             self.lost.set_result(None)
-        # Freed by reference counting, not left to the cyclic collector (.detached).
+        # Freed by reference counting, not left to the cyclic collector (internal.detached).
         self.parser = DETACHED_RESPONSE_PARSER
 
     # llhttp callbacks -------------------------------------------------------------------------
