@@ -48,6 +48,20 @@ def lazy_handler(module: str, command: str) -> Callable[[argparse.Namespace], in
     return run_command
 
 
+def home_action(
+    actions: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    help_text: str,
+    module: str,
+    command: str,
+) -> argparse.ArgumentParser:
+    """A subcommand that acts on the installation in ``--home``, run by ``module.command``."""
+    parser = actions.add_parser(name, help=help_text)
+    add_home(parser)
+    parser.set_defaults(handler=lazy_handler(module, command))
+    return parser
+
+
 def admin_action(
     actions: argparse._SubParsersAction[argparse.ArgumentParser],
     name: str,

@@ -7,10 +7,9 @@ run, so ``gatehouse --help`` and the other services start without it.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from typing import TypeAlias
 
-from gatehouse.cli_support import add_home
+from gatehouse.cli_support import home_action
 
 Sub: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
@@ -71,17 +70,4 @@ def register(sub: Sub) -> None:
 
 
 def _action(actions: Sub, name: str, help_text: str, command: str) -> argparse.ArgumentParser:
-    parser = actions.add_parser(name, help=help_text)
-    add_home(parser)
-    parser.set_defaults(handler=_lazy(command))
-    return parser
-
-
-def _lazy(command: str) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        from gatehouse.authentication import users_commands
-
-        handler: Callable[[argparse.Namespace], int] = getattr(users_commands, command)
-        return handler(args)
-
-    return run
+    return home_action(actions, name, help_text, "gatehouse.authentication.users_commands", command)

@@ -7,10 +7,9 @@ Only argparse here, like :mod:`gatehouse.authentication.users_cli`: the commands
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from typing import TypeAlias
 
-from gatehouse.cli_support import add_home
+from gatehouse.cli_support import home_action
 
 Sub: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
@@ -126,17 +125,4 @@ def _duration(value: str) -> float:
 
 
 def _action(actions: Sub, name: str, help_text: str, command: str) -> argparse.ArgumentParser:
-    parser = actions.add_parser(name, help=help_text)
-    add_home(parser)
-    parser.set_defaults(handler=_lazy(command))
-    return parser
-
-
-def _lazy(command: str) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        from gatehouse.oath import tokens_commands
-
-        handler: Callable[[argparse.Namespace], int] = getattr(tokens_commands, command)
-        return handler(args)
-
-    return run
+    return home_action(actions, name, help_text, "gatehouse.oath.tokens_commands", command)
