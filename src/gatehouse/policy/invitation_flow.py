@@ -37,9 +37,8 @@ from gatehouse.policy.otp_flow import (
     Enrolment,
     attempt_of,
     clean_code,
-    grouped,
+    enrol_context,
     issuer_of,
-    qr_svg,
 )
 from gatehouse.policy.portal import AuthUnavailable, Origin, Portal, _login_link, page_headers
 from gatehouse.policy.sessions import SessionRecord
@@ -167,13 +166,16 @@ class InvitationSteps:
         serial: str,
         error: str = "",
     ) -> Response:
-        context: dict[str, object] = {"invitation": secret, "serial": serial, "error": error}
-        if enrolment is not None:
-            context.update(
-                qr=qr_svg(enrolment.uri), uri=enrolment.uri, secret=grouped(enrolment.secret)
-            )
+        context = enrol_context(
+            enrolment,
+            serial,
+            error,
+            confirm_path="enrol/invite/confirm",
+            restart_path="enrol/invite",
+            carry=("invitation", secret),
+        )
         return self._form_page(
-            request, origin, "invite_enrol.html", "Set up your authenticator app", **context
+            request, origin, "enrol.html", "Set up your authenticator app", **context
         )
 
     # state

@@ -164,6 +164,34 @@ def grouped(secret: str) -> str:
     return " ".join(plain[i : i + 4] for i in range(0, len(plain), 4))
 
 
+def enrol_context(
+    enrolment: Enrolment | None,
+    serial: str,
+    error: str,
+    *,
+    confirm_path: str,
+    restart_path: str,
+    carry: tuple[str, str],
+) -> dict[str, object]:
+    """What ``enrol.html`` shows: the new token (QR code, URI, secret) with ``enrolment``, the
+    code field alone without (a wrong code); its two forms post to ``confirm_path`` and
+    ``restart_path`` under the portal's prefix, each with the hidden field ``carry`` (name,
+    value) that names the flow (``rd`` or ``invitation``)."""
+    context: dict[str, object] = {
+        "serial": serial,
+        "error": error,
+        "confirm_path": confirm_path,
+        "restart_path": restart_path,
+        "carry_name": carry[0],
+        "carry_value": carry[1],
+    }
+    if enrolment is not None:
+        context.update(
+            qr=qr_svg(enrolment.uri), uri=enrolment.uri, secret=grouped(enrolment.secret)
+        )
+    return context
+
+
 def with_otp(methods: Sequence[str], method: str = OTP) -> list[str]:
     """``methods`` and the second factor just run (``otp``, or a code method)."""
     return [*dict.fromkeys([*methods, method])]
@@ -274,13 +302,16 @@ class OtpSteps:
     ) -> Response:
         """The new token (QR code, URI, secret) and its code field; without ``enrolment``
         (a wrong code) the code field alone."""
-        context: dict[str, object] = {"rd": rd, "serial": serial, "error": error}
-        if enrolment is not None:
-            context.update(
-                qr=qr_svg(enrolment.uri), uri=enrolment.uri, secret=grouped(enrolment.secret)
-            )
+        context = enrol_context(
+            enrolment,
+            serial,
+            error,
+            confirm_path="otp/confirm",
+            restart_path="otp/enrol",
+            carry=("rd", rd),
+        )
         return self.form_page(
-            request, origin, "otp_enrol.html", "Set up your authenticator app", 200, **context
+            request, origin, "enrol.html", "Set up your authenticator app", 200, **context
         )
 
     # steps
