@@ -67,13 +67,11 @@ def run(args: argparse.Namespace) -> int:
     from gatehouse.metrics.roles import authentication_metrics
 
     metrics = authentication_metrics(app, agent, settings.metrics.listen)
-    if credentials is None:
-        return serve(app, host, port, metrics=metrics)
     return serve(
         app,
         host,
         port,
-        tls=credentials.server,
-        revocations=revocations_of(agent),
+        tls=None if credentials is None else credentials.server,
+        revocations=revocations_of(agent),  # used only with tls
         metrics=metrics,
     )

@@ -48,13 +48,11 @@ def run(args: argparse.Namespace) -> int:
     from gatehouse.metrics.roles import distribution_metrics
 
     metrics = distribution_metrics(app, agent, credentials, settings.metrics.listen)
-    if credentials is None:
-        return serve(app, host, port, metrics=metrics)
     return serve(
         app,
         host,
         port,
-        tls=credentials.server,
-        revocations=revocations_of(agent),
+        tls=None if credentials is None else credentials.server,
+        revocations=revocations_of(agent),  # used only with tls
         metrics=metrics,
     )
