@@ -38,6 +38,8 @@ HEADING = "## Latest results: the cost of metrics"
 GOAL_RATIO = 0.97
 WORKERS = (1, 2)
 ROUNDS = 10  # blocks per Access Point and worker count
+#: Student's t for a two-sided 95 % interval, by degrees of freedom (pairs of blocks - 1).
+_T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26}
 BLOCK_SECONDS = 5
 SCRAPE_EVERY = 1.0
 COUNT_LINE = 'gatehouse_access_point_requests_total{method="GET",resource="bench",status="200"}'
@@ -97,6 +99,28 @@ class Pair:
         on, off = self.rps(True), self.rps(False)
         return on / off if on is not None and off else None
 
+    def interval(self) -> tuple[float, float] | None:
+        """The 95 % confidence interval of the mean ratio of the pairs of blocks (each block
+        with metrics over the block without that ran next to it), Student's t: how far this
+        run can tell the ratio. None with fewer than two pairs."""
+        ratios = [on.rps / off.rps for off, on in zip(self.off, self.on, strict=False) if off.rps]
+        if len(ratios) < 2:
+            return None
+        mean = statistics.fmean(ratios)
+        half = _T95.get(len(ratios) - 1, 2.0) * statistics.stdev(ratios) / len(ratios) ** 0.5
+        return mean - half, mean + half
+
+    def verdict(self) -> str:
+        """``met`` or ``not met`` by the medians; ``cannot tell`` when the run's interval
+        (:meth:`interval`) holds values on both sides of the goal."""
+        ratio = self.ratio
+        if ratio is None:
+            return "—"
+        bounds = self.interval()
+        if bounds is not None and bounds[0] < GOAL_RATIO <= bounds[1]:
+            return f"cannot tell ({'met' if ratio >= GOAL_RATIO else 'not met'} by the medians)"
+        return "met" if ratio >= GOAL_RATIO else "not met"
+
     def summary(self) -> dict[str, Any]:
         return {
             "workers": self.workers,
@@ -110,6 +134,7 @@ class Pair:
             "cpu_us_off": self.cpu_us(False),
             "cpu_us_on": self.cpu_us(True),
             "cpu_ratio": self.cpu_ratio,
+            "interval": self.interval(),
             "counted": self.counted,
             "completed": self.completed,
             "scrapes": self.scrapes,
@@ -253,20 +278,21 @@ def render(pairs: list[Pair], info: dict[str, Any], connections: int) -> str:
         f"CPUs at once ran at {info.get('cores', '?')} the speed of one alone "
         "(`bench/cores.py`).",
         "",
-        "| workers | req/s off | req/s on | ratio | goal | blocks off | blocks on "
+        "| workers | req/s off | req/s on | ratio | 95 % interval | goal | blocks off | blocks on "
         "| CPU µs/request off | on | CPU ratio "
         "| p99 off (ms) | p99 on (ms) | counted by metrics / by wrk | scrapes |",
-        "|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for pair in pairs:
         if pair.failure and pair.ratio is None:
-            lines.append(f"| {pair.workers} | failed: {pair.failure} ||||||||||||")
+            lines.append(f"| {pair.workers} | failed: {pair.failure} |||||||||||||")
             continue
-        ratio = pair.ratio
-        met = "—" if ratio is None else ("met" if ratio >= GOAL_RATIO else "not met")
+        bounds = pair.interval()
+        interval = "—" if bounds is None else f"{bounds[0]:.3f} to {bounds[1]:.3f}"
         lines.append(
             f"| {pair.workers} | {_fmt(pair.rps(False))} | {_fmt(pair.rps(True))} "
-            f"| {_fmt(ratio, 3)}x | >= {GOAL_RATIO}x: {met} | {pair.spread(False)} "
+            f"| {_fmt(pair.ratio, 3)}x | {interval} | >= {GOAL_RATIO}x: {pair.verdict()} "
+            f"| {pair.spread(False)} "
             f"| {pair.spread(True)} | {_fmt(pair.cpu_us(False), 2)} "
             f"| {_fmt(pair.cpu_us(True), 2)} | {_fmt(pair.cpu_ratio, 3)}x "
             f"| {_fmt(pair.p99(False), 2)} "
@@ -275,7 +301,10 @@ def render(pairs: list[Pair], info: dict[str, Any], connections: int) -> str:
         )
     lines += [
         "",
-        "Blocks off/on: the lowest and highest requests/s of the blocks, for how much the "
+        "95 % interval: of the mean ratio of the pairs of blocks (each block with metrics over "
+        "the block without it that ran next to it; Student's t): where it holds values on both "
+        "sides of the goal, this run cannot tell whether the goal is met, whatever the medians "
+        "say. Blocks off/on: the lowest and highest requests/s of the blocks, for how much the "
         "machine's other load moved the figures. CPU µs/request: the Access Point's processes' "
         "CPU time during the side's blocks over its requests; CPU ratio: off / on (0.97x: "
         "metrics cost 3 % more CPU per request). Counting on the request path is a clock read "

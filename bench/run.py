@@ -1664,7 +1664,8 @@ def run_metrics_cost(lab: Lab) -> list[metrics_cost.Pair]:
             )
             log(
                 f"  off {pair.rps(False) or 0:,.0f} req/s, on {pair.rps(True) or 0:,.0f} req/s, "
-                f"ratio {pair.ratio or 0:.3f}; CPU {pair.cpu_us(False) or 0:.2f} / "
+                f"ratio {pair.ratio or 0:.3f} ({pair.verdict()}); "
+                f"CPU {pair.cpu_us(False) or 0:.2f} / "
                 f"{pair.cpu_us(True) or 0:.2f} us per request, ratio {pair.cpu_ratio or 0:.3f}; "
                 f"counted {pair.counted:,} / wrk {pair.completed:,}"
             )
