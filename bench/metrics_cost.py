@@ -32,14 +32,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from paired import pair_interval, verdict
+
 DOCS = ("<!-- bench:metrics:start -->", "<!-- bench:metrics:end -->")
 HEADING = "## Latest results: the cost of metrics"
 
 GOAL_RATIO = 0.97
 WORKERS = (1, 2)
 ROUNDS = 10  # blocks per Access Point and worker count
-#: Student's t for a two-sided 95 % interval, by degrees of freedom (pairs of blocks - 1).
-_T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26}
 BLOCK_SECONDS = 5
 SCRAPE_EVERY = 1.0
 COUNT_LINE = 'gatehouse_access_point_requests_total{method="GET",resource="bench",status="200"}'
@@ -100,26 +100,15 @@ class Pair:
         return on / off if on is not None and off else None
 
     def interval(self) -> tuple[float, float] | None:
-        """The 95 % confidence interval of the mean ratio of the pairs of blocks (each block
-        with metrics over the block without that ran next to it), Student's t: how far this
-        run can tell the ratio. None with fewer than two pairs."""
-        ratios = [on.rps / off.rps for off, on in zip(self.off, self.on, strict=False) if off.rps]
-        if len(ratios) < 2:
-            return None
-        mean = statistics.fmean(ratios)
-        half = _T95.get(len(ratios) - 1, 2.0) * statistics.stdev(ratios) / len(ratios) ** 0.5
-        return mean - half, mean + half
+        """The 95 % interval of the ratio of the pairs of blocks (each block with metrics over
+        the block without that ran next to it): how far this run can tell the ratio."""
+        return pair_interval([b.rps for b in self.off], [b.rps for b in self.on])
 
     def verdict(self) -> str:
         """``met`` or ``not met`` by the medians; ``cannot tell`` when the run's interval
-        (:meth:`interval`) holds values on both sides of the goal."""
+        holds values on both sides of the goal."""
         ratio = self.ratio
-        if ratio is None:
-            return "—"
-        bounds = self.interval()
-        if bounds is not None and bounds[0] < GOAL_RATIO <= bounds[1]:
-            return f"cannot tell ({'met' if ratio >= GOAL_RATIO else 'not met'} by the medians)"
-        return "met" if ratio >= GOAL_RATIO else "not met"
+        return "—" if ratio is None else verdict(ratio, GOAL_RATIO, self.interval())
 
     def summary(self) -> dict[str, Any]:
         return {

@@ -45,6 +45,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from paired import pair_interval, verdict
 from signals import terminate_on_signals
 
 DOCS = ("<!-- bench:tls:start -->", "<!-- bench:tls:end -->")
@@ -318,9 +319,11 @@ class Measure:
     client_us: float = 0.0
     backend_us: float = 0.0
     requests: int = 0
-    #: Over several blocks (:func:`combine`): the lowest and highest block's rate.
+    #: Over several blocks (:func:`combine`): the lowest and highest block's rate, and every
+    #: block's rate in the order they ran.
     low: float = 0.0
     high: float = 0.0
+    blocks: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -382,6 +385,7 @@ def combine(blocks: list[Measure]) -> Measure:
     out.requests = total
     out.low = min((b.rps for b in blocks), default=0.0)
     out.high = max((b.rps for b in blocks), default=0.0)
+    out.blocks = [b.rps for b in blocks]
     if total:
         for name in ("server_us", "client_us", "backend_us"):
             setattr(out, name, sum(getattr(b, name) * b.requests for b in blocks) / total)
@@ -469,6 +473,16 @@ def _spread(m: Measure) -> str:
     return f"({m.low:,.0f} to {m.high:,.0f})" if m.high else ""
 
 
+def _against(ap: Measure, nginx: Measure, goal: float) -> tuple[str, str]:
+    """The AP's ratio to nginx (medians), and its interval and verdict against ``goal``."""
+    if not nginx.rps:
+        return "n/a", "n/a"
+    ratio = ap.rps / nginx.rps
+    bounds = pair_interval(nginx.blocks, ap.blocks)
+    interval = "" if bounds is None else f"{bounds[0]:.2f} to {bounds[1]:.2f}: "
+    return f"{ratio:.2f}", interval + verdict(ratio, goal, bounds)
+
+
 def render(rows: list[TLSRow], block: int, rounds: int, connections: int, threads: int) -> str:
     nginx = {r.workers: r for r in rows if r.system == "nginx"}
     lines = [
@@ -481,21 +495,27 @@ def render(rows: list[TLSRow], block: int, rounds: int, connections: int, thread
         f"from the connection before; goals: AP at least "
         f"{GOAL_RPS}x nginx for both)",
         "",
-        "| system | workers | keep-alive req/s | x nginx | new handshakes/s | x nginx | errors |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| system | workers | keep-alive req/s | x nginx | 95 % interval: goal "
+        "| new handshakes/s | x nginx | 95 % interval: goal | errors |",
+        "|---|---:|---:|---:|---|---:|---:|---|---:|",
     ]
     for r in rows:
         base = nginx.get(r.workers)
-        ka = hs = "—"
+        ka = hs = ("—", "—")
         if base is not None and r.system != "nginx":
-            ka = f"{r.keepalive.rps / base.keepalive.rps:.2f}" if base.keepalive.rps else "n/a"
-            hs = f"{r.handshakes.rps / base.handshakes.rps:.2f}" if base.handshakes.rps else "n/a"
+            ka = _against(r.keepalive, base.keepalive, GOAL_RPS)
+            hs = _against(r.handshakes, base.handshakes, GOAL_HANDSHAKES)
         lines.append(
-            f"| {r.system} | {r.workers} | {r.keepalive.rps:,.0f} {_spread(r.keepalive)} | {ka} "
-            f"| {r.handshakes.rps:,.0f} {_spread(r.handshakes)} | {hs} "
-            f"| {r.keepalive.errors + r.handshakes.errors} |"
+            f"| {r.system} | {r.workers} | {r.keepalive.rps:,.0f} {_spread(r.keepalive)} "
+            f"| {ka[0]} | {ka[1]} | {r.handshakes.rps:,.0f} {_spread(r.handshakes)} "
+            f"| {hs[0]} | {hs[1]} | {r.keepalive.errors + r.handshakes.errors} |"
         )
     lines += [
+        "",
+        "95 % interval: of the mean ratio of the pairs of blocks (each AP block over the nginx "
+        "block that ran next to it; Student's t), and the goal's verdict: where the interval "
+        "holds values on both sides of the goal, this run cannot tell whether it is met, "
+        "whatever the medians say.",
         "",
         "**CPU time per request** (µs, user + system, from /proc and wrk's rusage; the system "
         "under test counts its supervisor and every worker; all three share the machine's "
