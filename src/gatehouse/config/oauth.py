@@ -307,16 +307,7 @@ class PolicyOAuth(Strict):
     @field_validator("jwks")
     @classmethod
     def _public_keys(cls, value: dict[str, JsonValue]) -> dict[str, JsonValue]:
-        keys = value.get("keys")
-        if not isinstance(keys, list):
-            raise ValueError('expected {"keys": [JWK, ...]}')
-        for index, key in enumerate(keys):
-            if not isinstance(key, dict) or not isinstance(key.get("kid"), str):
-                raise ValueError(f"keys[{index}]: a JWK with a kid")
-            private = {"d", "p", "q", "dp", "dq", "qi", "k"} & set(key)
-            if private:
-                raise ValueError(f"keys[{index}]: private key members {sorted(private)}")
-        return value
+        return _check_public_jwks(value)
 
     def client(self, client_id: str) -> PublicClient | None:
         return next((c for c in self.clients if c.client_id == client_id), None)
