@@ -71,10 +71,8 @@ def admin_action(
 ) -> argparse.ArgumentParser:
     """A subcommand that talks to the Administration service (``--admin URL``, ``--home``),
     run by ``module.command``."""
-    parser = actions.add_parser(name, help=help_text)
+    parser = home_action(actions, name, help_text, module, command)
     parser.add_argument(
         "--admin", metavar="URL", help="default: from HOME/administration.yaml's listen"
     )
-    add_home(parser)
-    parser.set_defaults(handler=lazy_handler(module, command))
     return parser
