@@ -7,8 +7,12 @@ import importlib
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeAlias
 
 from gatehouse.config.access_point import parse_listen
+
+#: The subcommands of a ``gatehouse`` command, as ``register`` functions receive them.
+Sub: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def listen_arg(value: str) -> tuple[str, int]:
@@ -49,11 +53,7 @@ def lazy_handler(module: str, command: str) -> Callable[[argparse.Namespace], in
 
 
 def home_action(
-    actions: argparse._SubParsersAction[argparse.ArgumentParser],
-    name: str,
-    help_text: str,
-    module: str,
-    command: str,
+    actions: Sub, name: str, help_text: str, module: str, command: str
 ) -> argparse.ArgumentParser:
     """A subcommand that acts on the installation in ``--home``, run by ``module.command``."""
     parser = actions.add_parser(name, help=help_text)
@@ -63,11 +63,7 @@ def home_action(
 
 
 def admin_action(
-    actions: argparse._SubParsersAction[argparse.ArgumentParser],
-    name: str,
-    help_text: str,
-    module: str,
-    command: str,
+    actions: Sub, name: str, help_text: str, module: str, command: str
 ) -> argparse.ArgumentParser:
     """A subcommand that talks to the Administration service (``--admin URL``, ``--home``),
     run by ``module.command``."""

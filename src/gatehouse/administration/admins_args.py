@@ -4,12 +4,10 @@
 from __future__ import annotations
 
 import argparse
-from typing import TypeAlias
 
 from gatehouse.administration.admins_roles import ROLE_SUMMARIES, ROLES
-from gatehouse.cli_support import admin_action
+from gatehouse.cli_support import Sub, admin_action
 
-Sub: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 MODULE = "gatehouse.administration.admins_cli"
 
 _TOKEN_NOTE = (

@@ -8,11 +8,8 @@ run, so ``gatehouse --help`` stays fast.
 from __future__ import annotations
 
 import argparse
-from typing import TypeAlias
 
-from gatehouse.cli_support import add_home, admin_action, listen_arg
-
-Sub: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+from gatehouse.cli_support import Sub, add_home, admin_action, listen_arg
 
 
 def register(sub: Sub) -> None:

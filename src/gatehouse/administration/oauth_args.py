@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Mapping
-from typing import TypeAlias
 
-from gatehouse.cli_support import admin_action
-
-Sub: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+from gatehouse.cli_support import Sub, admin_action
 
 #: The client field each option sets (an error about the field names the option).
 OPTION_OF: Mapping[str, str] = {

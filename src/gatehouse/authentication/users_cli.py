@@ -7,11 +7,8 @@ run, so ``gatehouse --help`` and the other services start without it.
 from __future__ import annotations
 
 import argparse
-from typing import TypeAlias
 
-from gatehouse.cli_support import home_action
-
-Sub: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+from gatehouse.cli_support import Sub, home_action
 
 
 def register(sub: Sub) -> None:

@@ -7,11 +7,8 @@ Only argparse here, like :mod:`gatehouse.authentication.users_cli`: the commands
 from __future__ import annotations
 
 import argparse
-from typing import TypeAlias
 
-from gatehouse.cli_support import home_action
-
-Sub: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+from gatehouse.cli_support import Sub, home_action
 
 
 def register(sub: Sub) -> None:
