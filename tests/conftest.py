@@ -11,10 +11,18 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 
+from gatehouse import compiled
 from gatehouse.cluster.topology_patroni import QUIET_PORTS_ENV
 from tests.support.processes import Service, free_port, quiet_block, write_config
 
 StartAP = Callable[..., Service]
+
+# The request path is compiled (setup.py): a module edited since would be tested as it was.
+if _stale := compiled.stale():
+    pytest.exit(
+        f"{', '.join(_stale)} changed after it was compiled; run `make install` (or `make test`)",
+        returncode=4,
+    )
 
 # Each xdist worker picks cluster ports from a block of its own (see tests.support.processes);
 # set here, before any test runs, so the cluster commands the tests start inherit it.

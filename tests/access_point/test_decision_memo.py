@@ -48,6 +48,18 @@ class Transport:
     def abort(self) -> None: ...
 
 
+class _Decider(Decider):
+    """The Policy service, answering ``ap.answer`` and counting the questions."""
+
+    def __init__(self, ap: AP) -> None:
+        super().__init__(["http://127.0.0.1:9"], "ap1", DEFAULT_IDENTITY_HEADERS, 1.0, 1000)
+        self.ap = ap
+
+    async def decide(self, request: DecisionRequest) -> Decision:
+        self.ap.asked.append(request)
+        return self.ap.answer
+
+
 class AP:
     """One client connection to an AP whose ``/`` is protected, and one pooled backend
     connection; the Policy service answers ``self.answer`` and counts the questions."""
@@ -57,8 +69,7 @@ class AP:
         self.settings = settings
         self.asked: list[DecisionRequest] = []
         self.answer = ALICE
-        self.decider = Decider(["http://127.0.0.1:9"], "ap1", DEFAULT_IDENTITY_HEADERS, 1.0, 1000)
-        self.decider.decide = self._decide  # type: ignore[method-assign]
+        self.decider = _Decider(self)
         self.decider.cache.usable = True
         self.state = WorkerState(self._compile(1), loop)
         self.state.now = 1000.0
@@ -84,10 +95,6 @@ class AP:
 
     def reload(self) -> None:
         self.state.runtime = self._compile(2)
-
-    async def _decide(self, request: DecisionRequest) -> Decision:
-        self.asked.append(request)
-        return self.answer
 
     def get(self, cookie: str | None = SID, method: str = "GET", *extra: str) -> tuple[int, bytes]:
         """One request; (status, the head the backend got or b"")."""

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from gatehouse.compiled import is_compiled
 from gatehouse.metrics.access_point import (
     WorkerCounters,
     empty_snapshot,
@@ -123,6 +124,7 @@ def test_workers_add_up_and_state_is_summarised() -> None:
     build = [key for key in got if key[0] == "gatehouse_build_info"]
     assert build
     assert dict(build[0][1])["role"] == "access_point"
+    assert dict(build[0][1])["compiled"] == str(is_compiled()).lower()
 
 
 def test_a_replaced_worker_keeps_its_counts_but_not_its_state() -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from gatehouse.compiled import is_compiled
 from tests.support.node import Node
 from tests.support.processes import free_port
 
@@ -137,6 +138,8 @@ def test_prometheus_finds_every_target_up(node: tuple[Node, int], tmp_path: Path
         }
         info = api(port, "/api/v1/query?query=gatehouse_build_info")["result"]
         assert {series["metric"]["role"] for series in info} == ROLES
+        # The services run from this venv: the request path as compiled as it is here.
+        assert {series["metric"]["compiled"] for series in info} == {str(is_compiled()).lower()}
         using = api(port, "/api/v1/query?query=gatehouse_internal_endpoint_in_use")["result"]
         links = {(s["metric"]["service_id"], s["metric"]["service"]) for s in using}
         assert ("ap1", "policy") in links

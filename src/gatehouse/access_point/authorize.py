@@ -42,7 +42,6 @@ class Authorization:
     """Decides whether a request to a protected resource may proceed."""
 
     # The attributes this step sets; ProxyExchange sets them up and declares the rest.
-    __slots__ = ("body_since", "close_after", "connect_task", "identity", "route", "status")
     body_since: float
     close_after: bool
     connect_task: asyncio.Task[None] | None
@@ -52,17 +51,25 @@ class Authorization:
     #: The status answered (for metrics).
     status: int
 
-    if TYPE_CHECKING:
-        conn: ClientConnection
-        head: RequestHead
-        rt: Runtime
-        request_done: bool
-        done: bool
+    conn: ClientConnection
+    head: RequestHead
+    rt: Runtime
+    request_done: bool
+    done: bool
 
-        def _proceed(self, route: Route) -> None: ...
-        def _local(self, status: int, message: str) -> None: ...
-        def _fail(self, status: int, message: str) -> None: ...
-        def _finish_local(self) -> None: ...
+    # Defined by ProxyExchange. Real methods, not declarations for the type checker only:
+    # mypyc compiles this class, and a compiled subclass overrides what its base defines.
+    def _proceed(self, route: Route) -> None:
+        raise NotImplementedError
+
+    def _local(self, status: int, message: str) -> None:
+        raise NotImplementedError
+
+    def _fail(self, status: int, message: str) -> None:
+        raise NotImplementedError
+
+    def _finish_local(self) -> None:
+        raise NotImplementedError
 
     def _authorize(self, route: Route, decider: Decider) -> None:
         head = self.head

@@ -17,7 +17,7 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 from time import perf_counter
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 import httptools
 
@@ -27,10 +27,8 @@ from gatehouse.access_point.exchange import LocalReply, ProxyExchange
 from gatehouse.access_point.headers import HeaderPolicy, field_line, forwarded_fields
 from gatehouse.access_point.pausing import PAUSE_INPUT_DONE, PAUSE_PIPELINE
 from gatehouse.access_point.request import BadRequest, RequestHead, parse_head
+from gatehouse.access_point.runtime import Runtime
 from gatehouse.internal.detached import DETACHED_REQUEST_PARSER
-
-if TYPE_CHECKING:
-    from gatehouse.access_point.runtime import Runtime
 
 log = logging.getLogger("gatehouse.access_point")
 
@@ -69,44 +67,6 @@ class WorkerState:
 
 class ClientConnection(asyncio.Protocol):
     """One client connection: parsing, the pipeline queue, flow control, timeouts."""
-
-    # Slots: more than 30 attributes would not fit CPython's shared-key instance dicts, and
-    # every attribute access on the request path would become a dictionary lookup.
-    __slots__ = (
-        "_fwd",
-        "_fwd_key",
-        "_session",
-        "_trust",
-        "closed",
-        "cur",
-        "deadline",
-        "deadline_kind",
-        "decision_memo",
-        "draining",
-        "error",
-        "head_bytes",
-        "header_timeout",
-        "headers",
-        "in_head",
-        "input_done",
-        "keepalive_timeout",
-        "loop",
-        "max_header_bytes",
-        "max_request_line",
-        "out",
-        "parser",
-        "paused",
-        "paused_since",
-        "peer_ip",
-        "queue",
-        "scheme",
-        "state",
-        "transport",
-        "tunnel",
-        "upgrade_pending",
-        "url",
-        "write_paused",
-    )
 
     def __init__(self, state: WorkerState, scheme: bytes = b"http") -> None:
         self.state = state

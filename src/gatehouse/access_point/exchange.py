@@ -45,8 +45,6 @@ NO_POLICY = (
 class LocalReply:
     """A response the Access Point gives itself."""
 
-    __slots__ = ("close", "conn", "data", "series", "started", "t0")
-
     def __init__(self, conn: ClientConnection, data: bytes, close: bool) -> None:
         self.conn = conn
         self.data = data
@@ -75,32 +73,6 @@ class LocalReply:
 
 class ProxyExchange(Authorization):
     """A request on its way to a backend and the response on its way back."""
-
-    __slots__ = (
-        "body_buf",
-        "body_buffered",
-        "body_received",
-        "chunked_out",
-        "conn",
-        "done",
-        "early_data",
-        "head",
-        "prefix",
-        "read_since",
-        "replay",
-        "request_done",
-        "resp_started",
-        "resp_upgrade",
-        "retried",
-        "rt",
-        "sent_at",
-        "series",
-        "started",
-        "t0",
-        "until_close",
-        "upstream",
-        "upstream_flush",
-    )
 
     def __init__(self, conn: ClientConnection, head: RequestHead, runtime: Runtime) -> None:
         self.conn = conn

@@ -209,8 +209,6 @@ class ResponseFields:
     never relayed). :meth:`reset` starts the next response on the same connection.
     """
 
-    __slots__ = ("chunked", "content_length", "lines", "named", "open", "sts", "upgrade")
-
     lines: list[bytes]
     content_length: bytes | None
     chunked: bool

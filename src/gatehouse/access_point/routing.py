@@ -43,8 +43,6 @@ class _Prefixes(Generic[T]):
     With several resources on the same prefix the first one configured wins.
     """
 
-    __slots__ = ("_by_prefix", "_scan")
-
     def __init__(self, entries: list[tuple[str, T]]) -> None:
         by_prefix: dict[str, T] = {}
         for prefix, target in entries:

@@ -44,21 +44,6 @@ class ResponseSink(Protocol):
 class UpstreamConnection(asyncio.Protocol):
     """One connection to a backend; reused for requests one after the other."""
 
-    __slots__ = (
-        "closed",
-        "fields",
-        "got_bytes",
-        "idle_since",
-        "on_header",
-        "origin",
-        "parser",
-        "reading_paused",
-        "reused",
-        "sink",
-        "transport",
-        "tunnel",
-    )
-
     def __init__(self, origin: Origin) -> None:
         self.origin = origin
         self.transport: asyncio.Transport | None = None

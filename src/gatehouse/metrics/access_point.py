@@ -76,8 +76,6 @@ class Series:
     when the response head comes): no label, no tuple, no bisect; a request of another key
     than the previous one adds a dict lookup."""
 
-    __slots__ = ("by_key", "counters", "hists", "last", "method", "resource", "status")
-
     def __init__(self, resource: str, counters: WorkerCounters) -> None:
         self.resource = resource
         self.counters = counters
@@ -144,19 +142,6 @@ class WorkerCounters:
     response times are appended to (:meth:`backend`), both made once per resource id or
     backend URL and kept across configuration versions, so counters never go back. Raw
     observations wait in lists until :meth:`fold` adds them into histograms."""
-
-    __slots__ = (
-        "_folds",
-        "_series",
-        "_upstream",
-        "_upstream_pending",
-        "decision_durations",
-        "decisions",
-        "on",
-        "retired",
-        "retired_links",
-        "upstream_errors",
-    )
 
     def __init__(self) -> None:
         #: Whether to count at all: set when the worker has a metrics listener (or answers the
@@ -364,8 +349,8 @@ def merge(snapshots: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         for outcome, n in snap.get("decisions", {}).items():
             decisions[outcome] = decisions.get(outcome, 0) + n
         add_hist(decision_durations, snap.get("decision_durations", new_hist()))
-        for key, value in snap.get("totals", {}).items():
-            totals[key] = totals.get(key, 0.0) + value
+        for name, value in snap.get("totals", {}).items():
+            totals[name] = totals.get(name, 0.0) + value
         for service, endpoint, up, in_use, failovers, down, failbacks in snap.get("links", ()):
             link = (service, endpoint)
             kept = links.setdefault(link, [1.0, 0.0, 0.0, 0.0, 0.0])

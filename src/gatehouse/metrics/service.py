@@ -29,6 +29,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 import gatehouse
+from gatehouse.compiled import is_compiled
 from gatehouse.metrics.families import (
     LinkRow,
     certificate_family,
@@ -112,10 +113,12 @@ ROLE_METRICS: dict[str, tuple[Any, ...]] = {
 def build_info(role: str) -> Metric:
     family = GaugeMetricFamily(
         "gatehouse_build_info",
-        "always 1: the Gatehouse version and the service's role",
-        labels=["version", "role", "python"],
+        "always 1: the Gatehouse version, the service's role, and whether the Access Point's"
+        " request path runs compiled (mypyc) or as plain Python",
+        labels=["version", "role", "python", "compiled"],
     )
-    family.add_metric([gatehouse.__version__, role, platform.python_version()], 1.0)
+    labels = [gatehouse.__version__, role, platform.python_version(), str(is_compiled()).lower()]
+    family.add_metric(labels, 1.0)
     return family
 
 
