@@ -203,11 +203,18 @@ class Proc:
                 self.popen.wait(5)
 
 
-def spawn(name: str, argv: list[str], workdir: Path, port: int) -> Proc:
+def spawn(
+    name: str, argv: list[str], workdir: Path, port: int, env: dict[str, str] | None = None
+) -> Proc:
     log = workdir / f"{name}.log"
     with log.open("wb") as out:
         popen = subprocess.Popen(
-            argv, cwd=workdir, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            argv,
+            cwd=workdir,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
         )
     return Proc(name, port, popen, log)
 
@@ -266,9 +273,11 @@ def start_access_point(
     backend: int,
     cert: Path | None = None,
     key: Path | None = None,
+    name: str = "",
+    env: dict[str, str] | None = None,
 ) -> Proc:
     """An AP with one public resource (everything under ``/``) to ``backend``; over TLS
-    with ``cert`` and ``key``, plain HTTP without."""
+    with ``cert`` and ``key``, plain HTTP without; ``env`` for its process (default: ours)."""
     settings: dict[str, object] = {"listen": f"127.0.0.1:{port}", "workers": workers}
     if cert is not None and key is not None:
         settings["tls"] = {"certificates": [{"cert_file": str(cert), "key_file": str(key)}]}
@@ -283,13 +292,15 @@ def start_access_point(
             }
         ],
     }
-    path = workdir / f"ap-{workers}.yaml"
+    name = name or f"ap-{workers}"
+    path = workdir / f"{name}.yaml"
     path.write_text(json.dumps(config, indent=2))
     return spawn(
-        f"ap-{workers}",
+        name,
         [python, "-m", "gatehouse", "access-point", "--config", str(path)],
         workdir,
         port,
+        env,
     )
 
 
