@@ -3,15 +3,15 @@
 
 Side A is this checkout as installed; side B runs the same configuration from another source
 tree, put first on its ``PYTHONPATH``: a git revision (``--rev``, checked out in a temporary
-worktree, so plain Python: nothing is compiled there) or any tree's ``src`` (``--src``).
+worktree and run as plain Python, or compiled there first with ``--compiled``) or any tree's
+``src`` (``--src``).
 Both serve the bench's public resource from the same backend nginx, over TLS (default) or
 plain HTTP, keep-alive or with a new connection per request (``--close``). wrk loads them in
 turns (A, B, B, A, ...); each figure is the median of its side's blocks, with the CPU time
 per request of each side's processes and the 95 % interval of the paired ratio B / A.
 
-    .venv/bin/python bench/ap_ab.py --rev HEAD~1            # this tree against HEAD~1
-    GATEHOUSE_PURE_PYTHON=1 ... (see docs/benchmarks.md)    # compiled against plain Python:
-    .venv/bin/python bench/ap_ab.py --rev HEAD               # HEAD's worktree is not compiled
+    .venv/bin/python bench/ap_ab.py --rev HEAD~1 --compiled   # a change, both compiled
+    .venv/bin/python bench/ap_ab.py --rev HEAD                # compiled against plain Python
 """
 
 from __future__ import annotations
@@ -41,7 +41,16 @@ def _side_b(args: argparse.Namespace, scratch: Path) -> tuple[Path, str]:
         ["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(tree), args.rev],
         check=True,
     )
-    return tree / "src", f"{args.rev} (plain Python)"
+    if not args.compiled:
+        return tree / "src", f"{args.rev} (plain Python)"
+    print(f"ap_ab: compiling {args.rev}'s request path (about a minute)", file=sys.stderr)
+    subprocess.run(
+        [sys.executable, "setup.py", "--quiet", "build_ext", "--inplace"],
+        cwd=tree,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return tree / "src", f"{args.rev} (compiled)"
 
 
 def main() -> int:
@@ -49,6 +58,9 @@ def main() -> int:
     other = parser.add_mutually_exclusive_group(required=True)
     other.add_argument("--rev", help="git revision for side B (a temporary worktree)")
     other.add_argument("--src", help="a source tree's src directory for side B")
+    parser.add_argument(
+        "--compiled", action="store_true", help="compile --rev's request path too (setup.py)"
+    )
     parser.add_argument("--plain", action="store_true", help="plain HTTP instead of TLS")
     parser.add_argument("--close", action="store_true", help="a new connection per request")
     parser.add_argument("--workers", type=int, default=1)
