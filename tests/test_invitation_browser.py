@@ -144,11 +144,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             service.stop()
 
 
-def sign_in(page: Any, user: str, then: str) -> None:
+def sign_in(page: Any, user: str, then: str, logs: Path) -> None:
     """Sign in as ``user`` on the login page ``page`` shows, and wait to be sent to ``then``.
 
     The wait is long (a sign-in is an argon2 check, slow on a loaded machine); if it is
-    still not there, the failure says where the page is and what it shows."""
+    still not there, the failure says where the page is, what it shows, and the Policy
+    service's and Access Point's last log lines (in ``logs``: why a form was refused)."""
     page.get_by_label("User name").fill(user)
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()
@@ -158,7 +159,14 @@ def sign_in(page: Any, user: str, then: str) -> None:
         page.wait_for_url(then, timeout=60_000)
     except PlaywrightTimeout:
         shown = page.locator("body").inner_text(timeout=5_000)
-        raise AssertionError(f"not sent to {then}: at {page.url}, showing {shown!r}") from None
+        tails = {
+            name: (logs / name).read_text(errors="replace").splitlines()[-15:]
+            for name in ("policy.log", "ap1.log")
+            if (logs / name).exists()
+        }
+        raise AssertionError(
+            f"not sent to {then}: at {page.url}, showing {shown!r}; logs: {tails}"
+        ) from None
 
 
 def test_invite_by_mail_then_enrol_once(stack: Stack, browser: Any, tmp_path: Path) -> None:
@@ -173,7 +181,7 @@ def test_invite_by_mail_then_enrol_once(stack: Stack, browser: Any, tmp_path: Pa
         # Not signed in: the login page first, then back to the invitation.
         page.goto(link)
         assert "/_gatehouse/login" in page.url
-        sign_in(page, "alice", then=link)
+        sign_in(page, "alice", then=link, logs=stack.gateway.home.parent)
         assert page.get_by_role("heading").inner_text() == "Set up your authenticator app"
         assert page.locator("#invited-user").inner_text() == "alice"
         page.get_by_role("button", name="Set up an authenticator app").click()
@@ -228,7 +236,7 @@ def test_links_that_cannot_be_used(stack: Stack, browser: Any) -> None:
         assert page.get_by_role("heading").inner_text() == "Invitation not found"
         # bob signed in, alice's link.
         page.goto(link)
-        sign_in(page, "bob", then=link)
+        sign_in(page, "bob", then=link, logs=stack.gateway.home.parent)
         assert page.get_by_role("heading").inner_text() == "Invitation for another account"
         assert "sign in as the invited user" in page.locator("main").inner_text()
         # Withdrawn by the administrator.

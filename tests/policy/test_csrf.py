@@ -49,6 +49,19 @@ def test_a_pair_fetched_by_another_client_is_refused() -> None:
     assert guard.form_value(planted, "1.2.3.4") != guard.form_value(planted, "1.2.3.45")
 
 
+def test_a_refusal_says_why_without_the_secrets() -> None:
+    guard = CsrfGuard(KEY)
+    token = guard.new_token()
+    value = guard.form_value(token, "203.0.113.66")
+    assert guard.refusal(None, value, IP) == "the browser sent no CSRF cookie"
+    assert guard.refusal("short", value, IP) == "the browser's CSRF cookie is malformed"
+    assert guard.refusal(token, None, IP) == "the form has no CSRF field"
+    wrong = guard.refusal(token, value, IP)
+    assert wrong == f"the form's CSRF field does not sign the browser's cookie for address {IP}"
+    assert token not in wrong
+    assert value not in wrong
+
+
 def test_token_for_keeps_a_sound_cookie_and_replaces_junk() -> None:
     guard = CsrfGuard(KEY)
     token = guard.new_token()

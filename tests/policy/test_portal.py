@@ -204,6 +204,13 @@ def test_csrf_missing_or_wrong_is_refused(ps: Policy) -> None:
     # The right value, but no cookie (another site's form cannot send ours).
     cookieless = Browser(ps)
     assert cookieless.post(FORM, {**form, "csrf": good}).status == 403
+    # The Policy service's log says why each was refused, and names no token.
+    logged = ps.service.log_path.read_text()
+    assert f"form to {FORM} refused: the form has no CSRF field" in logged
+    assert "refused: the form's CSRF field does not sign the browser's cookie for address" in logged
+    assert f"form to {FORM} refused: the browser sent no CSRF cookie" in logged
+    assert good not in logged
+    assert browser.cookies["gatehouse_csrf"] not in logged
     # Not a form at all.
     raw = ps.request("POST", FORM, b'{"username": "alice"}', {"Content-Type": "application/json"})
     assert raw.status == 403

@@ -54,6 +54,16 @@ class CsrfGuard:
         mac = hmac.new(self._key, message, hashlib.sha256).digest()
         return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
 
+    def refusal(self, cookie: str | None, submitted: str | None, client: str) -> str:
+        """Why :meth:`check` refuses (for the log: names no token or value)."""
+        if cookie is None:
+            return "the browser sent no CSRF cookie"
+        if not self.well_formed(cookie):
+            return "the browser's CSRF cookie is malformed"
+        if submitted is None:
+            return "the form has no CSRF field"
+        return f"the form's CSRF field does not sign the browser's cookie for address {client}"
+
     def check(self, cookie: str | None, submitted: str | None, client: str) -> bool:
         """True when ``submitted`` (the form field) signs ``cookie`` (the cookie's token)
         for ``client``, the address the form is sent from."""

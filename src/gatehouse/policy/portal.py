@@ -451,9 +451,14 @@ class Portal:
         """The form's token signs this browser's CSRF cookie for this client address, and
         the browser does not say the form came from another site (Fetch Metadata)."""
         if request.headers.get("sec-fetch-site", "").strip().lower() == "cross-site":
+            log.info("form to %s refused: sent from another site", request.url.path)
             return False
         cookie = request.cookies.get(origin.cookie(CSRF_COOKIE))
-        return self.csrf.check(cookie, submitted, origin.client_ip)
+        if self.csrf.check(cookie, submitted, origin.client_ip):
+            return True
+        reason = self.csrf.refusal(cookie, submitted, origin.client_ip)
+        log.info("form to %s refused: %s", request.url.path, reason)
+        return False
 
     def _device_cookie(self, response: Response, value: str, origin: Origin) -> None:
         assert self.devices is not None
