@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from abc import abstractmethod
 from time import perf_counter
 from typing import TYPE_CHECKING
 
@@ -57,19 +58,19 @@ class Authorization:
     request_done: bool
     done: bool
 
-    # Defined by ProxyExchange. Real methods, not declarations for the type checker only:
-    # mypyc compiles this class, and a compiled subclass overrides what its base defines.
-    def _proceed(self, route: Route) -> None:
-        raise NotImplementedError
+    # Defined by ProxyExchange. Declared here for real, not under TYPE_CHECKING: mypyc
+    # compiles this class, and a compiled subclass overrides what its base declares.
+    @abstractmethod
+    def _proceed(self, route: Route) -> None: ...
 
-    def _local(self, status: int, message: str) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def _local(self, status: int, message: str) -> None: ...
 
-    def _fail(self, status: int, message: str) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def _fail(self, status: int, message: str) -> None: ...
 
-    def _finish_local(self) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def _finish_local(self) -> None: ...
 
     def _authorize(self, route: Route, decider: Decider) -> None:
         head = self.head
