@@ -56,6 +56,7 @@ def test_a_refusal_says_why_without_the_secrets() -> None:
     assert guard.refusal(None, value, IP) == "the browser sent no CSRF cookie"
     assert guard.refusal("short", value, IP) == "the browser's CSRF cookie is malformed"
     assert guard.refusal(token, None, IP) == "the form has no CSRF field"
+    assert guard.refusal(token, value, "203.0.113.66") is None
     wrong = guard.refusal(token, value, IP)
     assert wrong == f"the form's CSRF field does not sign the browser's cookie for address {IP}"
     assert token not in wrong

@@ -54,23 +54,24 @@ class CsrfGuard:
         mac = hmac.new(self._key, message, hashlib.sha256).digest()
         return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
 
-    def refusal(self, cookie: str | None, submitted: str | None, client: str) -> str:
-        """Why :meth:`check` refuses (for the log: names no token or value)."""
+    def refusal(self, cookie: str | None, submitted: str | None, client: str) -> str | None:
+        """None when ``submitted`` (the form field) signs ``cookie`` (the cookie's token) for
+        ``client``, the address the form is sent from; else why not (for the log: it names
+        no token or value)."""
         if cookie is None:
             return "the browser sent no CSRF cookie"
         if not self.well_formed(cookie):
             return "the browser's CSRF cookie is malformed"
         if submitted is None:
             return "the form has no CSRF field"
+        expected = self.form_value(cookie, client)
+        if hmac.compare_digest(expected.encode(), submitted.encode()):
+            return None
         return f"the form's CSRF field does not sign the browser's cookie for address {client}"
 
     def check(self, cookie: str | None, submitted: str | None, client: str) -> bool:
-        """True when ``submitted`` (the form field) signs ``cookie`` (the cookie's token)
-        for ``client``, the address the form is sent from."""
-        if cookie is None or submitted is None or not self.well_formed(cookie):
-            return False
-        expected = self.form_value(cookie, client)
-        return hmac.compare_digest(expected.encode(), submitted.encode())
+        """True when ``submitted`` signs ``cookie`` for ``client`` (:meth:`refusal`)."""
+        return self.refusal(cookie, submitted, client) is None
 
 
 def load_or_create_key(path: Path) -> bytes:

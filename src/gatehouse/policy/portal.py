@@ -454,9 +454,9 @@ class Portal:
             log.info("form to %s refused: sent from another site", request.url.path)
             return False
         cookie = request.cookies.get(origin.cookie(CSRF_COOKIE))
-        if self.csrf.check(cookie, submitted, origin.client_ip):
-            return True
         reason = self.csrf.refusal(cookie, submitted, origin.client_ip)
+        if reason is None:
+            return True
         log.info("form to %s refused: %s", request.url.path, reason)
         return False
 
