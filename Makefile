@@ -17,7 +17,7 @@ COMPILED := $(addprefix src/,$(addsuffix .py,$(subst .,/,$(shell sed -n 's/^    
 # code. Without a C compiler and Python's headers the request path runs as plain Python (the
 # same behaviour, slower; tests/test_compiled.py fails in CI then); GATEHOUSE_PURE_PYTHON=1
 # make install leaves it plain Python on purpose.
-$(STAMP): pyproject.toml setup.py $(COMPILED)
+$(STAMP): pyproject.toml setup.py src/gatehouse/compiled.py $(COMPILED)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip 'setuptools>=77' wheel
 	GATEHOUSE_PURE_PYTHON=1 $(BIN)/python -m pip install --quiet -e '.[test]'

@@ -18,6 +18,7 @@ from pathlib import Path
 
 #: The Access Point's request path and its counters, each after the modules it imports.
 MODULES = (
+    "gatehouse.metrics.timing",
     "gatehouse.access_point.request",
     "gatehouse.access_point.routing",
     "gatehouse.access_point.headers",

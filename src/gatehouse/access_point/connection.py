@@ -29,6 +29,7 @@ from gatehouse.access_point.pausing import PAUSE_INPUT_DONE, PAUSE_PIPELINE
 from gatehouse.access_point.request import BadRequest, RequestHead, parse_head
 from gatehouse.access_point.runtime import Runtime
 from gatehouse.internal.detached import DETACHED_REQUEST_PARSER
+from gatehouse.metrics.timing import EventClock
 
 log = logging.getLogger("gatehouse.access_point")
 
@@ -52,14 +53,14 @@ class WorkerState:
     #: A coarse clock, refreshed by the sweep: timeouts cost one attribute write per event
     #: instead of a timer per request (nginx caches its time the same way).
     now: float = 0.0
+    #: With metrics on, the clock each read event sets once to time the requests it moves
+    #: on (metrics.timing); None: metrics off, no clock read.
+    clock: EventClock | None = None
 
     def sweep(self) -> None:
-        """Refresh the clock and enforce every connection's timeouts; runs every ``TICK``.
-        With metrics on, also fold the durations the requests appended into histograms."""
+        """Refresh the coarse clock and enforce every connection's timeouts; runs every
+        ``TICK``."""
         self.now = now = self.loop.time()
-        series = self.runtime.unrouted
-        if series is not None:
-            series.counters.fold()
         for conn in list(self.connections):
             conn.check_timeouts(now)
         self.loop.call_later(TICK, self.sweep)
@@ -71,6 +72,7 @@ class ClientConnection(asyncio.Protocol):
     def __init__(self, state: WorkerState, scheme: bytes = b"http") -> None:
         self.state = state
         self.loop = state.loop
+        self.clock = state.clock
         settings = state.runtime.settings
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
@@ -124,6 +126,18 @@ class ClientConnection(asyncio.Protocol):
         self._set_deadline(_HEAD)
 
     def data_received(self, data: bytes) -> None:
+        clock = self.clock
+        if clock is None:
+            self._received(data)
+            return
+        # Metrics on: what this read moves on is timed by one clock reading (metrics.timing).
+        clock.stamp = perf_counter()
+        try:
+            self._received(data)
+        finally:
+            clock.stamp = 0.0
+
+    def _received(self, data: bytes) -> None:
         if self.tunnel is not None:
             self.tunnel.client_tunnel_data(data)
             return
@@ -273,16 +287,16 @@ class ClientConnection(asyncio.Protocol):
     def exchange_finished(self, exchange: Exchange, close: bool) -> None:
         series = exchange.series
         if series is not None:  # metrics.listen is set
-            seconds = perf_counter() - exchange.t0
+            seconds = series.clock.now() - exchange.t0
             if type(exchange) is ProxyExchange:
                 # Series.add, inlined (the hot path): most requests have the previous
-                # request's method and status, and append to the same list. (The backend's
-                # response time was appended when its head came.)
+                # request's method and status, and count in the same histogram. (The
+                # backend's response time was counted when its head came.)
                 method, status = exchange.head.method, exchange.status
                 if status == series.status and method == series.method:
-                    series.last.append(seconds)
+                    series.last.observe(seconds)
                 else:
-                    series.pending(method, status).append(seconds)
+                    series.histogram(method, status).observe(seconds)
             else:
                 series.add(b"", exchange.status, seconds)
         if self.queue and self.queue[0] is exchange:

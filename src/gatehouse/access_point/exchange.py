@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from time import perf_counter
 from typing import TYPE_CHECKING
 
 from gatehouse.access_point import pages
@@ -52,8 +51,8 @@ class LocalReply:
         self.started = False
         #: For metrics (None: off): the series of requests no resource matched, and when the
         #: reply was made (the status is in ``data``).
-        self.series = conn.state.runtime.unrouted
-        self.t0 = perf_counter() if self.series is not None else 0.0
+        series = self.series = conn.state.runtime.unrouted
+        self.t0 = series.clock.now() if series is not None else 0.0
 
     @property
     def status(self) -> int:
@@ -109,7 +108,7 @@ class ProxyExchange(Authorization):
         # counted in (its resource's once routed), when its head was complete and when it
         # went to the backend.
         series = self.series = runtime.unrouted
-        self.t0 = perf_counter() if series is not None else 0.0
+        self.t0 = series.clock.now() if series is not None else 0.0
         self.sent_at = 0.0
 
     # the request ----------------------------------------------------------------------------
@@ -318,8 +317,9 @@ class ProxyExchange(Authorization):
             if self.request_done and self.head.chunked:
                 parts.append(b"0\r\n\r\n")
             data = b"".join(parts)
-        if self.series is not None:
-            self.sent_at = perf_counter()
+        series = self.series
+        if series is not None:
+            self.sent_at = series.clock.now()
         upstream.write(data)
         if self.request_done:
             self._start_read_timer()
@@ -402,8 +402,9 @@ class ProxyExchange(Authorization):
             return
         self.status = code
         timings = upstream.origin.timings
-        if timings is not None:  # metrics on: the backend's response time
-            timings.append(perf_counter() - self.sent_at)
+        series = self.series
+        if timings is not None and series is not None:  # metrics on: the backend's time
+            timings.observe(series.clock.now() - self.sent_at)
         head = self.head
         # Over https the AP's own HSTS policy (if on) replaces a backend's: one such field.
         kept = fields.close(self.rt.hsts if self.conn.scheme == b"https" else b"")
@@ -489,7 +490,7 @@ class ProxyExchange(Authorization):
         upstream.tunnel = True
         series = self.series
         if series is not None:
-            series.add(self.head.method, 101, perf_counter() - self.t0)
+            series.add(self.head.method, 101, series.clock.now() - self.t0)
         conn.enter_tunnel(self)
         if self.early_data:
             upstream.write(b"".join(self.early_data))

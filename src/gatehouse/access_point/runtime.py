@@ -187,6 +187,7 @@ def _route(
         for origin in origins:
             if origin.timings is None:
                 origin.timings = counters.backend(origin.backend.url)
+                origin.clock = counters.clock
     return Route(
         resource=res,
         group=BackendGroup(origins, settings.backend_fail_timeout, ordered),

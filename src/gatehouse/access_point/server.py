@@ -422,7 +422,7 @@ class Worker:
         runtime = self._compile(
             self.config, self.published_version, None if self.managed else self.local_version
         )
-        state = WorkerState(runtime, loop)
+        state = WorkerState(runtime, loop, clock=COUNTERS.clock if COUNTERS.on else None)
         stop = asyncio.Event()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)

@@ -13,6 +13,7 @@ import functools
 import os
 import ssl
 from collections.abc import Callable, Sequence
+from time import perf_counter
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import httptools
@@ -20,6 +21,7 @@ import httptools
 from gatehouse.access_point.headers import ResponseFields
 from gatehouse.internal.detached import DETACHED_RESPONSE_PARSER
 from gatehouse.internal.liveness import peer_has_closed
+from gatehouse.metrics.timing import EventClock, Histogram
 from gatehouse.trust.tls import PeerRefused
 
 if TYPE_CHECKING:
@@ -66,6 +68,18 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
+        clock = self.origin.clock
+        if clock is None:
+            self._received(data)
+            return
+        # Metrics on: what this read moves on is timed by one clock reading (metrics.timing).
+        clock.stamp = perf_counter()
+        try:
+            self._received(data)
+        finally:
+            clock.stamp = 0.0
+
+    def _received(self, data: bytes) -> None:
         sink = self.sink
         if sink is None:
             # An idle pooled connection must stay silent; anything else means it is unusable.
@@ -197,9 +211,10 @@ class Origin:
         self.idle: list[UpstreamConnection] = []
         self.failed_until = 0.0
         self.host_header = backend.host_header.encode("ascii")
-        #: With metrics on: the list this backend's response times are appended to
-        #: (WorkerCounters.backend), folded into its histogram by the worker's sweep.
-        self.timings: list[float] | None = None
+        #: With metrics on: the histogram of this backend's response times
+        #: (WorkerCounters.backend) and the worker's read-event clock its connections set.
+        self.timings: Histogram | None = None
+        self.clock: EventClock | None = None
 
     def take_idle(self, now: float, check: bool = False) -> UpstreamConnection | None:
         """The most recently used idle connection; ``check``: only one whose backend has not

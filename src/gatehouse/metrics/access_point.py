@@ -1,59 +1,52 @@
-"""The Access Point's metrics: plain per-worker counts on the hot path, families on scrape.
+"""The Access Point's metrics: native per-worker counts on the hot path, families on scrape.
 
-A worker counts with plain numbers in its own process (:data:`COUNTERS`), no lock and no
-shared memory. Each compiled route holds its resource's :class:`Series` and each backend origin
-the list of its response times, so a request looks no label up: it costs two list appends of
-raw durations (the backend's time at the response head, the request's when it ends) and two
-comparisons, plus its clock reads (head received, sent to the backend, response head, end).
-The worker's sweep folds the raw durations into histograms every quarter of a second (sorted
-in one batch: cheaper than a bisect per request). When Prometheus scrapes,
-:func:`worker_snapshot` turns the worker's counts and state (its decision cache, event stream,
-failover client, configuration version) into a JSON-ready dict; the supervisor adds its
-workers' snapshots up (:func:`merge`) and :func:`snapshot_families` renders the sum. A worker
-that restarts starts from zero; what the supervisor last read of the worker it replaced is
-kept (:mod:`.workers`).
+A worker counts in its own process (:data:`COUNTERS`), no lock and no shared memory. Each
+compiled route holds its resource's :class:`Series` and each backend origin the
+:class:`~.timing.Histogram` of its response times, so a request looks no label up: it costs
+two observations in native histograms (the backend's time at the response head, the
+request's when it ends), two comparisons, and the clock reads of :mod:`.timing` (one per
+read event: two for a request answered in one backend read). When Prometheus scrapes,
+:func:`worker_snapshot` turns the worker's counts and state (its decision cache, event
+stream, failover client, configuration version) into a JSON-ready dict; the supervisor adds
+its workers' snapshots up (:func:`merge`) and :func:`snapshot_families` renders the sum. A
+worker that restarts starts from zero; what the supervisor last read of the worker it
+replaced is kept (:mod:`.workers`).
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from gatehouse.metrics.families import (
-    HIST_LEN,
-    Hist,
     LinkRow,
     add_hist,
     certificate_family,
     client_rows,
     config_families,
     counter,
-    fold,
     gauge,
     histogram,
     link_families,
     new_hist,
 )
 from gatehouse.metrics.names import (
-    DURATION_BUCKETS,
     METHODS,
     NO_RESOURCE,
     OTHER_METHOD,
     method_label,
 )
+from gatehouse.metrics.timing import EventClock, Hist, Histogram
 
 if TYPE_CHECKING:
     from gatehouse.access_point.connection import WorkerState
     from gatehouse.access_point.decisions import Decider
     from gatehouse.access_point.server import Worker
 
-_BOUNDS = DURATION_BUCKETS
-_SUM = HIST_LEN - 1
 #: Keys of the decision cache and event stream counts a worker keeps across Deciders.
 _DECIDER_KEYS = ("cache_hits", "cache_misses", "cache_evictions", "reconnects")
 
@@ -64,73 +57,68 @@ _METHOD_INDEX = {name.encode("ascii"): index for index, name in enumerate(_METHO
 
 
 class Series:
-    """One resource's requests, as raw observations a worker appends to on its event loop.
+    """One resource's requests, counted by a worker on its event loop.
 
-    ``by_key`` maps ``status << 4 | method index`` to the request durations observed since
-    the last fold, ``hists`` the same key to the histogram (:data:`~.families.Hist`) they fold
-    into (:meth:`WorkerCounters.fold`: on the worker's sweep, every quarter of a second, and
-    before a snapshot). The request counts by method and status are a histogram's bucket
-    counts added up, the resource's duration histogram the sum over keys, both made when
-    Prometheus scrapes. A request costs two comparisons with the previous request's method and
-    status and one list append (its backend's response time is appended to the origin's list
-    when the response head comes): no label, no tuple, no bisect; a request of another key
-    than the previous one adds a dict lookup."""
+    ``by_key`` maps ``status << 4 | method index`` to the :class:`~.timing.Histogram` of its
+    request durations. The request counts by method and status are a histogram's count, the
+    resource's duration histogram the sum over keys, both made when Prometheus scrapes. A
+    request costs two comparisons with the previous request's method and status and one
+    observation in ``last``, that key's histogram (its backend's response time is observed in
+    the origin's histogram when the response head comes): no label, no tuple; a request of
+    another key than the previous one adds a dict lookup. ``clock`` is the worker's
+    :class:`~.timing.EventClock`, which the request path times with."""
 
-    def __init__(self, resource: str, counters: WorkerCounters) -> None:
+    def __init__(self, resource: str, clock: EventClock) -> None:
         self.resource = resource
-        self.counters = counters
-        self.by_key: dict[int, list[float]] = {}
-        self.hists: dict[int, Hist] = {}
-        #: The previous request's method and status, and its key's list.
+        self.clock = clock
+        self.by_key: dict[int, Histogram] = {}
+        #: The previous request's method and status, and its key's histogram.
         self.method = b""
         self.status = -1
-        self.last: list[float] = []
+        self.last = Histogram()
 
-    def pending(self, method: bytes, status: int) -> list[float]:
-        """The list of ``method`` and ``status``'s durations not folded yet."""
+    def histogram(self, method: bytes, status: int) -> Histogram:
+        """The histogram of ``method`` and ``status``'s durations, now :attr:`last`."""
         key = status << 4 | _METHOD_INDEX.get(method, 0)
-        values = self.by_key.get(key)
-        if values is None:
-            values = self.by_key[key] = []
-            self.hists[key] = self.counters.foldable(values)
+        hist = self.by_key.get(key)
+        if hist is None:
+            hist = self.by_key[key] = Histogram()
         self.method = method
         self.status = status
-        self.last = values
-        return values
+        self.last = hist
+        return hist
 
     def add(self, method: bytes, status: int, seconds: float) -> None:
         """One request answered ``status`` after ``seconds``."""
         if status == self.status and method == self.method:
-            self.last.append(seconds)
+            self.last.observe(seconds)
         else:
-            self.pending(method, status).append(seconds)
+            self.histogram(method, status).observe(seconds)
 
     def exchange(
         self,
         method: bytes,
         status: int,
         seconds: float,
-        backend: list[float] | None,
+        backend: Histogram | None,
         upstream_seconds: float,
     ) -> None:
-        """One proxied request (the hot path): :meth:`add`, and ``upstream_seconds`` into
-        its backend's observations when a backend answered (``backend`` is not None)."""
-        if status == self.status and method == self.method:
-            self.last.append(seconds)
-        else:
-            self.pending(method, status).append(seconds)
+        """One proxied request, as the request path counts it: :meth:`add`, and
+        ``upstream_seconds`` in its backend's histogram when a backend answered (``backend``
+        is not None)."""
+        self.add(method, status, seconds)
         if backend is not None:
-            backend.append(upstream_seconds)
+            backend.observe(upstream_seconds)
 
     def requests(self) -> Iterator[tuple[str, int, float]]:
-        """``(method label, status, count)`` for every key seen (as of the last fold)."""
-        for key, hist in self.hists.items():
-            yield _METHODS[key & 15], key >> 4, sum(hist[:_SUM])
+        """``(method label, status, count)`` for every key seen."""
+        for key, hist in self.by_key.items():
+            yield _METHODS[key & 15], key >> 4, float(hist.count())
 
     def durations(self) -> Hist:
         total = new_hist()
-        for hist in self.hists.values():
-            add_hist(total, hist)
+        for hist in self.by_key.values():
+            add_hist(total, hist.values())
         return total
 
 
@@ -138,79 +126,59 @@ class WorkerCounters:
     """What one Access Point worker counts; updated on its event loop only.
 
     The request path reaches its numbers without looking anything up: each compiled route
-    holds its resource's :class:`Series` (:meth:`series`), each backend origin the list its
-    response times are appended to (:meth:`backend`), both made once per resource id or
-    backend URL and kept across configuration versions, so counters never go back. Raw
-    observations wait in lists until :meth:`fold` adds them into histograms."""
+    holds its resource's :class:`Series` (:meth:`series`), each backend origin its
+    histogram (:meth:`backend`), both made once per resource id or backend URL and kept
+    across configuration versions, so counters never go back."""
 
     def __init__(self) -> None:
         #: Whether to count at all: set when the worker has a metrics listener (or answers the
         #: supervisor's), before its routes are compiled; without ``metrics.listen`` routes
         #: carry no series and the request path reads no clock.
         self.on = False
+        #: The read events' clock the worker's connections set (:mod:`.timing`).
+        self.clock = EventClock()
         #: resource id ("" for none) -> its requests.
         self._series: dict[str, Series] = {}
-        #: backend URL -> histogram of the time from request sent to response head received,
-        #: and the times observed since the last fold.
-        self._upstream: dict[str, Hist] = {}
-        self._upstream_pending: dict[str, list[float]] = {}
-        #: Every list of raw observations and the histogram it folds into.
-        self._folds: list[tuple[list[float], Hist]] = []
+        #: backend URL -> its time from request sent to response head received.
+        self._upstream: dict[str, Histogram] = {}
         #: (backend URL, kind) -> failures: connect, failed, timeout.
         self.upstream_errors: dict[tuple[str, str], int] = {}
         #: outcome (allow, deny, authenticate, error) -> decisions asked of a Policy service.
         self.decisions: dict[str, int] = {}
-        self.decision_durations: Hist = new_hist()
+        self._decision_durations = Histogram()
         #: Counts of Deciders this worker replaced (a new list of Policy services).
         self.retired: dict[str, float] = dict.fromkeys(_DECIDER_KEYS, 0.0)
         self.retired_links: dict[tuple[str, str], list[float]] = {}
-
-    def foldable(self, values: list[float], hist: Hist | None = None) -> Hist:
-        """Fold ``values`` into ``hist`` (a new one if None) from now on; returns it."""
-        if hist is None:
-            hist = new_hist()
-        self._folds.append((values, hist))
-        return hist
-
-    def fold(self) -> None:
-        """Add every raw observation into its histogram (the worker's sweep calls this every
-        quarter of a second, which bounds the lists; a snapshot calls it first)."""
-        for values, hist in self._folds:
-            if values:
-                fold(hist, values)
 
     def series(self, resource: str) -> Series:
         """The series of the resource id ``resource`` ("": a request no resource matched)."""
         found = self._series.get(resource)
         if found is None:
-            found = self._series[resource] = Series(resource, self)
+            found = self._series[resource] = Series(resource, self.clock)
         return found
 
-    def backend(self, url: str) -> list[float]:
-        """The list the backend ``url``'s response times are appended to."""
-        values = self._upstream_pending.get(url)
-        if values is None:
-            values = self._upstream_pending[url] = []
-            self._upstream[url] = self.foldable(values)
-        return values
+    def backend(self, url: str) -> Histogram:
+        """The histogram of the backend ``url``'s response times."""
+        found = self._upstream.get(url)
+        if found is None:
+            found = self._upstream[url] = Histogram()
+        return found
 
     def request(self, resource: str, method: bytes, status: int, seconds: float) -> None:
         """One request answered (what the request path does through a route's series)."""
         self.series(resource).add(method, status, seconds)
 
     def upstream_time(self, backend: str, seconds: float) -> None:
-        self.backend(backend).append(seconds)
+        self.backend(backend).observe(seconds)
 
     @property
     def upstream(self) -> dict[str, Hist]:
-        """backend URL -> histogram of its response times (folded when asked)."""
-        self.fold()
-        return self._upstream
+        """backend URL -> histogram of its response times."""
+        return {url: hist.values() for url, hist in self._upstream.items()}
 
     @property
     def requests(self) -> dict[tuple[str, bytes, int], float]:
         """(resource id, method label, status) -> requests answered (made when asked)."""
-        self.fold()
         return {
             (name, method.encode("ascii"), status): count
             for name, series in self._series.items()
@@ -220,8 +188,11 @@ class WorkerCounters:
     @property
     def durations(self) -> dict[str, Hist]:
         """resource id -> histogram of request durations (head received to response sent)."""
-        self.fold()
-        return {name: s.durations() for name, s in self._series.items() if s.hists}
+        return {name: s.durations() for name, s in self._series.items() if s.by_key}
+
+    @property
+    def decision_durations(self) -> Hist:
+        return self._decision_durations.values()
 
     def upstream_error(self, backend: str, kind: str) -> None:
         if not self.on:
@@ -233,9 +204,7 @@ class WorkerCounters:
         if not self.on:
             return
         self.decisions[outcome] = self.decisions.get(outcome, 0) + 1
-        hist = self.decision_durations
-        hist[bisect_left(_BOUNDS, seconds)] += 1
-        hist[_SUM] += seconds
+        self._decision_durations.observe(seconds)
 
     def retire(self, decider: Decider) -> None:
         """Keep the counts of a Decider the worker stops using."""
@@ -249,7 +218,7 @@ class WorkerCounters:
 
 
 #: This process's counts (each forked worker has its own copy, empty at fork).
-COUNTERS = WorkerCounters()
+COUNTERS: Final = WorkerCounters()
 
 _OUTCOMES = {1: "allow", 2: "deny", 3: "authenticate"}
 

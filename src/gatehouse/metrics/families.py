@@ -7,7 +7,6 @@ prometheus-client metric families when Prometheus scrapes, so nothing is counted
 
 from __future__ import annotations
 
-from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,12 +19,8 @@ from prometheus_client.core import (
 )
 
 from gatehouse.metrics.names import DURATION_BUCKETS
+from gatehouse.metrics.timing import HIST_LEN, Hist
 
-#: A histogram as plain numbers: one count per bucket of :data:`DURATION_BUCKETS`, the +Inf
-#: bucket's, then the sum of the observed values.
-Hist = list[float]
-HIST_LEN = len(DURATION_BUCKETS) + 2
-_INF = len(DURATION_BUCKETS)
 _LE = [repr(float(b)) for b in DURATION_BUCKETS] + ["+Inf"]
 
 
@@ -36,24 +31,6 @@ def new_hist() -> Hist:
 def add_hist(into: Hist, other: Sequence[float]) -> None:
     for i, value in enumerate(other):
         into[i] += value
-
-
-def fold(hist: Hist, values: list[float]) -> None:
-    """Add the observations ``values`` into ``hist`` and empty ``values``.
-
-    A request path that keeps raw observations (one list append each) and folds them in
-    batches pays less than a bisect and two list updates per observation: the batch is sorted
-    once (in C) and each bucket's count is one bisect into it. A value equal to a bound counts
-    in that bound's bucket (``le``), as with one ``bisect_left`` into the bounds per value."""
-    values.sort()
-    below = 0
-    for i, bound in enumerate(DURATION_BUCKETS):
-        upto = bisect_right(values, bound, below)
-        hist[i] += upto - below
-        below = upto
-    hist[_INF] += len(values) - below
-    hist[_INF + 1] += sum(values)
-    values.clear()
 
 
 def hist_buckets(hist: Sequence[float]) -> list[tuple[str, float]]:
