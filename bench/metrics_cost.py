@@ -20,15 +20,22 @@ request on each side: the cost of metrics is their difference, which other load 
 far less than it does requests/s.
 
 bench/run.py runs it as the ``metrics`` step and writes the table into docs/benchmarks.md.
+One run's pairs seldom tell a cost of 1 % from one of 3 % on a shared machine; run as a
+script, this module pools the pairs of several runs' saved results and judges the goal on
+them all::
+
+    .venv/bin/python bench/metrics_cost.py bench/results/A.json bench/results/B.json ...
 """
 
 from __future__ import annotations
 
+import argparse
 import http.client
+import json
 import os
 import statistics
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -325,3 +332,58 @@ def render(pairs: list[Pair], info: dict[str, Any], connections: int) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def pooled(paths: list[str]) -> list[tuple[Pair, int]]:
+    """Every run's pairs of blocks in the saved results ``paths`` (bench/results/*.json), one
+    :class:`Pair` per worker count, with how many runs it pools: a run's blocks stay next to
+    the blocks they ran beside, so pooling runs only adds pairs. Files without metrics
+    results are left out."""
+    pairs: dict[int, Pair] = {}
+    runs: dict[int, int] = {}
+    for path in paths:
+        with open(path) as file:
+            saved = json.load(file)
+        for summary in _summaries(saved):
+            pair = pairs.setdefault(summary["workers"], Pair(summary["workers"]))
+            pair.off += [Block(**block) for block in summary["blocks_off"]]
+            pair.on += [Block(**block) for block in summary["blocks_on"]]
+            runs[pair.workers] = runs.get(pair.workers, 0) + 1
+    return [(pairs[workers], runs[workers]) for workers in sorted(pairs)]
+
+
+def _summaries(saved: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(saved, dict):
+        if "blocks_off" in saved and "workers" in saved:
+            yield saved
+            return
+        saved = list(saved.values())
+    if isinstance(saved, list):
+        for item in saved:
+            yield from _summaries(item)
+
+
+def main() -> None:
+    """``bench/metrics_cost.py RESULTS.json ...``: the goal judged on several runs' pairs."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("results", nargs="+", help="bench/results/*.json of metrics runs")
+    args = parser.parse_args()
+    for pair, runs in pooled(args.results):
+        rps, cpu = pair.interval(), pair.cpu_interval()
+        ratios = [b.rps / a.rps for a, b in zip(pair.off, pair.on, strict=False) if a.rps]
+        mean = statistics.fmean(ratios) if ratios else None
+        judged = "—" if mean is None else verdict(mean, GOAL_RATIO, rps, "the mean")
+        print(
+            f"{pair.workers} worker(s): {runs} runs, {len(ratios)} pairs; requests/s "
+            f"with / without metrics: mean pair ratio {_fmt(mean, 3)}x, 95 % interval "
+            f"{_span(rps)}, >= {GOAL_RATIO}x: {judged}; "
+            f"CPU per request without / with: 95 % interval {_span(cpu)}"
+        )
+
+
+def _span(bounds: tuple[float, float] | None) -> str:
+    return "—" if bounds is None else f"{bounds[0]:.3f} to {bounds[1]:.3f}"
+
+
+if __name__ == "__main__":
+    main()

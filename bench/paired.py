@@ -34,10 +34,12 @@ def pair_interval(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]
     return mean - half, mean + half
 
 
-def verdict(ratio: float, goal: float, bounds: tuple[float, float] | None) -> str:
-    """``met`` or ``not met`` for ``ratio`` against ``goal`` (at least); ``cannot tell`` with
-    what the medians say when ``bounds`` hold values on both sides of it."""
-    by_medians = "met" if ratio >= goal else "not met"
+def verdict(
+    ratio: float, goal: float, bounds: tuple[float, float] | None, by: str = "the medians"
+) -> str:
+    """``met`` or ``not met`` for ``ratio`` (what ``by`` names) against ``goal`` (at least);
+    ``cannot tell`` with what ``ratio`` says when ``bounds`` hold values on both sides of it."""
+    said = "met" if ratio >= goal else "not met"
     if bounds is not None and bounds[0] < goal <= bounds[1]:
-        return f"cannot tell ({by_medians} by the medians)"
-    return by_medians
+        return f"cannot tell ({said} by {by})"
+    return said
