@@ -3,6 +3,7 @@ in process, and what a real Access Point measures across read events."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
 import socket
@@ -10,9 +11,15 @@ import threading
 import time
 from bisect import bisect_left
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
+from gatehouse.access_point.connection import ClientConnection, WorkerState
+from gatehouse.access_point.runtime import OriginRegistry, compile_config
+from gatehouse.access_point.upstream import UpstreamConnection
+from gatehouse.config.access_point import AccessPointConfig
+from gatehouse.metrics.access_point import WorkerCounters
 from gatehouse.metrics.names import DURATION_BUCKETS
 from gatehouse.metrics.timing import HIST_LEN, EventClock, Histogram, bucket_of, check_bounds
 from tests.metrics.test_access_point_workers import get, scrape
@@ -50,6 +57,88 @@ def test_the_event_clock_reads_the_clock_outside_an_event() -> None:
     assert clock.now() == 12.5
     clock.stamp = 0.0
     assert clock.now() >= first
+
+
+class FakeTransport:
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+        self.sent: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if self.fail:
+            raise RuntimeError("the socket broke")
+        self.sent.append(data)
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 40000) if name == "peername" else default
+
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+    def close(self) -> None: ...
+    def abort(self) -> None: ...
+
+
+@pytest.fixture
+def counted() -> Iterator[tuple[ClientConnection, UpstreamConnection, WorkerCounters]]:
+    """One client connection to an AP counting metrics, and one pooled backend connection,
+    with fake sockets."""
+    counters = WorkerCounters()
+    counters.on = True
+    config = AccessPointConfig.model_validate(
+        {
+            "access_point": {"listen": "127.0.0.1:8000"},
+            "resources": [{"id": "app", "path_prefix": "/", "backends": [BACKEND], "public": True}],
+        }
+    )
+    loop = asyncio.new_event_loop()
+    try:
+        runtime = compile_config(config, OriginRegistry(), 1, None, counters=counters)
+        state = WorkerState(runtime, loop, clock=counters.clock)
+        conn = ClientConnection(state)
+        conn.connection_made(FakeTransport())  # type: ignore[arg-type]
+        match = runtime.router.match("127.0.0.1", "/")
+        assert match is not None
+        origin = match[0].group.origins[0]
+        upstream = UpstreamConnection(origin)
+        upstream.connection_made(FakeTransport())  # type: ignore[arg-type]
+        origin.release(upstream, loop.time())
+        yield conn, upstream, counters
+    finally:
+        loop.close()
+
+
+BACKEND = "http://127.0.0.1:9"
+REQUEST = b"GET /x HTTP/1.1\r\nHost: app\r\n\r\n"
+RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+def test_one_clock_reading_per_read_event(
+    counted: tuple[ClientConnection, UpstreamConnection, WorkerCounters],
+) -> None:
+    """A request sent on in the read that brought it, answered in one backend read: its
+    backend's time and its own are the same two readings, and no reading outlives its read."""
+    conn, upstream, counters = counted
+    for _ in range(3):
+        conn.data_received(REQUEST)
+        assert counters.clock.stamp == 0.0
+        upstream.data_received(RESPONSE)
+        assert counters.clock.stamp == 0.0
+    backend, requests = counters.upstream[BACKEND], counters.durations["app"]
+    assert backend[:-1] == requests[:-1]
+    assert backend[-1] == requests[-1] > 0  # the same sums: the same readings
+    assert counters.requests == {("app", b"GET", 200): 3.0}
+
+
+def test_a_read_that_fails_leaves_no_reading_behind(
+    counted: tuple[ClientConnection, UpstreamConnection, WorkerCounters],
+) -> None:
+    conn, upstream, counters = counted
+    conn.data_received(REQUEST)
+    conn.transport = FakeTransport(fail=True)  # type: ignore[assignment]
+    with pytest.raises(RuntimeError):
+        upstream.data_received(RESPONSE)  # the response cannot be written to the client
+    assert counters.clock.stamp == 0.0
+    assert counters.clock.now() > 0
 
 
 class SlowBackend:
