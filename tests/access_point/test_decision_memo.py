@@ -24,28 +24,12 @@ from gatehouse.access_point.runtime import OriginRegistry, compile_config
 from gatehouse.access_point.upstream import UpstreamConnection
 from gatehouse.config.access_point import DEFAULT_IDENTITY_HEADERS, AccessPointConfig
 from gatehouse.policy.calls import DecisionRequest
+from tests.support.fake_socket import FakeTransport
 
 SID = "s3cr3t-session-id"
 OTHER = "another-session-id"
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 ALICE = Decision(ALLOW, ((b"Remote-User", b"alice"),), 60.0)
-
-
-class Transport:
-    def __init__(self, peer: str = "127.0.0.1") -> None:
-        self.peer = peer
-        self.sent: list[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        self.sent.append(data)
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return (self.peer, 40000) if name == "peername" else default
-
-    def pause_reading(self) -> None: ...
-    def resume_reading(self) -> None: ...
-    def close(self) -> None: ...
-    def abort(self) -> None: ...
 
 
 class _Decider(Decider):
@@ -73,10 +57,10 @@ class AP:
         self.decider.cache.usable = True
         self.state = WorkerState(self._compile(1), loop)
         self.state.now = 1000.0
-        self.client = Transport()
+        self.client = FakeTransport()
         self.conn = ClientConnection(self.state)
         self.conn.connection_made(self.client)  # type: ignore[arg-type]
-        self.backend = Transport()
+        self.backend = FakeTransport()
 
     def _compile(self, version: int) -> Any:
         config = AccessPointConfig.model_validate(

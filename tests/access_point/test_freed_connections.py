@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import gc
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
@@ -23,31 +22,9 @@ from gatehouse.access_point.tls import RedirectProtocol
 from gatehouse.access_point.upstream import UpstreamConnection
 from gatehouse.config.access_point import AccessPointConfig
 from gatehouse.internal.http1 import Connection, Pool
+from tests.support.fake_socket import FakeTransport
 
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
-
-
-class Transport:
-    """A socket that records what is written; holds its protocol, as real transports do
-    until the connection is lost."""
-
-    def __init__(self) -> None:
-        self.sent: list[bytes] = []
-        self.protocol: Any = None
-
-    def write(self, data: bytes) -> None:
-        self.sent.append(data)
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("127.0.0.1", 40000) if name == "peername" else default
-
-    def is_closing(self) -> bool:
-        return False
-
-    def pause_reading(self) -> None: ...
-    def resume_reading(self) -> None: ...
-    def close(self) -> None: ...
-    def abort(self) -> None: ...
 
 
 def alive(kind: type) -> int:
@@ -79,11 +56,11 @@ def serve_one_request(state: WorkerState) -> None:
     route = state.runtime.router.match("app.test", "/")
     assert route is not None
     origin = route[0].group.origins[0]
-    backend = Transport()
+    backend = FakeTransport()
     upstream = UpstreamConnection(origin)
     upstream.connection_made(backend)  # type: ignore[arg-type]
     origin.release(upstream, state.loop.time())
-    client = Transport()
+    client = FakeTransport()
     conn = ClientConnection(state)
     client.protocol = conn
     conn.connection_made(client)  # type: ignore[arg-type]
@@ -111,7 +88,7 @@ def test_a_lost_backend_connection_is_freed_at_once(state: WorkerState) -> None:
 def test_a_lost_connection_ignores_late_data(state: WorkerState) -> None:
     """What a lost connection keeps instead of its parser calls nothing back."""
     conn = ClientConnection(state)
-    conn.connection_made(Transport())  # type: ignore[arg-type]
+    conn.connection_made(FakeTransport())  # type: ignore[arg-type]
     conn.connection_lost(None)
     conn.data_received(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
     assert conn.queue == []
@@ -121,7 +98,7 @@ def test_a_lost_connection_ignores_late_data(state: WorkerState) -> None:
 def test_a_lost_redirect_connection_is_freed_at_once(state: WorkerState) -> None:
     """The plain-HTTP listener that redirects to HTTPS: one request per connection."""
     before = alive(RedirectProtocol)
-    client = Transport()
+    client = FakeTransport()
     protocol = RedirectProtocol(443, 308, set())
     client.protocol = protocol
     protocol.connection_made(client)  # type: ignore[arg-type]
@@ -140,7 +117,7 @@ def test_a_lost_internal_client_connection_is_freed_at_once(state: WorkerState) 
     async def scenario() -> None:
         pool = Pool("127.0.0.1", 9, clock=state.loop.time, max_idle=4, idle_timeout=30.0)
         conn = Connection(pool)
-        server = Transport()
+        server = FakeTransport()
         server.protocol = conn
         conn.connection_made(server)  # type: ignore[arg-type]
         conn.connection_lost(None)

@@ -11,7 +11,6 @@ import threading
 import time
 from bisect import bisect_left
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
@@ -23,6 +22,7 @@ from gatehouse.metrics.access_point import WorkerCounters
 from gatehouse.metrics.names import DURATION_BUCKETS
 from gatehouse.metrics.timing import HIST_LEN, EventClock, Histogram, bucket_of, check_bounds
 from tests.metrics.test_access_point_workers import get, scrape
+from tests.support.fake_socket import FakeTransport
 from tests.support.processes import Service, free_ports, wait_port, write_config
 
 
@@ -57,25 +57,6 @@ def test_the_event_clock_reads_the_clock_outside_an_event() -> None:
     assert clock.now() == 12.5
     clock.stamp = 0.0
     assert clock.now() >= first
-
-
-class FakeTransport:
-    def __init__(self, fail: bool = False) -> None:
-        self.fail = fail
-        self.sent: list[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        if self.fail:
-            raise RuntimeError("the socket broke")
-        self.sent.append(data)
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("127.0.0.1", 40000) if name == "peername" else default
-
-    def pause_reading(self) -> None: ...
-    def resume_reading(self) -> None: ...
-    def close(self) -> None: ...
-    def abort(self) -> None: ...
 
 
 @pytest.fixture
