@@ -342,13 +342,18 @@ def pooled(paths: list[str]) -> list[tuple[Pair, int]]:
     pairs: dict[int, Pair] = {}
     runs: dict[int, int] = {}
     for path in paths:
-        with open(path) as file:
-            saved = json.load(file)
-        for summary in _summaries(saved):
-            pair = pairs.setdefault(summary["workers"], Pair(summary["workers"]))
-            pair.off += [Block(**block) for block in summary["blocks_off"]]
-            pair.on += [Block(**block) for block in summary["blocks_on"]]
-            runs[pair.workers] = runs.get(pair.workers, 0) + 1
+        try:
+            with open(path) as file:
+                saved = json.load(file)
+            for summary in _summaries(saved):
+                pair = pairs.setdefault(summary["workers"], Pair(summary["workers"]))
+                pair.off += [Block(**block) for block in summary["blocks_off"]]
+                pair.on += [Block(**block) for block in summary["blocks_on"]]
+                runs[pair.workers] = runs.get(pair.workers, 0) + 1
+        except OSError as exc:
+            raise SystemExit(f"{path}: cannot read it ({exc.strerror})") from None
+        except (ValueError, TypeError, KeyError) as exc:
+            raise SystemExit(f"{path}: not a bench result with metrics blocks ({exc})") from None
     return [(pairs[workers], runs[workers]) for workers in sorted(pairs)]
 
 
@@ -368,7 +373,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("results", nargs="+", help="bench/results/*.json of metrics runs")
     args = parser.parse_args()
-    for pair, runs in pooled(args.results):
+    found = pooled(args.results)
+    if not found:
+        raise SystemExit("none of these files holds a metrics run (bench/run.py --only metrics)")
+    for pair, runs in found:
         rps, cpu = pair.interval(), pair.cpu_interval()
         ratios = [b.rps / a.rps for a, b in zip(pair.off, pair.on, strict=False) if a.rps]
         mean = statistics.fmean(ratios) if ratios else None
