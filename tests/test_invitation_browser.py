@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.browser import wait_for_url
 from tests.support.gateway import Gateway, csrf_token, gatehouse_cli, start_gateway
 from tests.support.processes import Service, free_port, wait_port, write_config
 from tests.test_otp_browser import current_code
@@ -145,28 +146,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 def sign_in(page: Any, user: str, then: str, logs: Path) -> None:
-    """Sign in as ``user`` on the login page ``page`` shows, and wait to be sent to ``then``.
-
-    The wait is long (a sign-in is an argon2 check, slow on a loaded machine); if it is
-    still not there, the failure says where the page is, what it shows, and the Policy
-    service's and Access Point's last log lines (in ``logs``: why a form was refused)."""
+    """Sign in as ``user`` on the login page ``page`` shows, and wait to be sent to ``then``;
+    if it is not there in time, the failure says where the page is, what it shows, and the
+    Policy service's and Access Point's last log lines (in ``logs``: why a form was refused)."""
     page.get_by_label("User name").fill(user)
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout  # the browser fixture has it
-
-    try:
-        page.wait_for_url(then, timeout=60_000)
-    except PlaywrightTimeout:
-        shown = page.locator("body").inner_text(timeout=5_000)
-        tails = {
-            name: (logs / name).read_text(errors="replace").splitlines()[-15:]
-            for name in ("policy.log", "ap1.log")
-            if (logs / name).exists()
-        }
-        raise AssertionError(
-            f"not sent to {then}: at {page.url}, showing {shown!r}; logs: {tails}"
-        ) from None
+    wait_for_url(page, then, logs=[logs / "policy.log", logs / "ap1.log"])
 
 
 def test_invite_by_mail_then_enrol_once(stack: Stack, browser: Any, tmp_path: Path) -> None:

@@ -129,6 +129,14 @@ class Provider:
     def browser(self) -> Browser:
         return Browser("127.0.0.1", self.ap_port)
 
+    @property
+    def logs(self) -> list[Path]:
+        """The services' logs (for a failure message)."""
+        if self.node is not None:
+            return [self.node.log_path]
+        assert self.gateway is not None
+        return sorted(self.gateway.home.parent.glob("*.log"))
+
     def new_user(self, name: str) -> str:
         """A user of its own for a test (consents are remembered per user and client)."""
         add_user(self.home, name, PASSWORD)

@@ -16,6 +16,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import httpx2
 
 from tests.oidc.support import PASSWORD, PUBLIC, P, Provider
+from tests.support.browser import Traffic, wait_for_url
 from tests.test_portal_browser import browser
 
 __all__ = ["browser"]
@@ -41,6 +42,12 @@ def authorization_url(provider: Provider, state: str) -> tuple[str, str]:
     return f"{provider.issuer}{P}oauth2/authorize?{query}", verifier
 
 
+def back_to_the_client(provider: Provider, page: Any, traffic: Traffic) -> dict[str, str]:
+    """Wait for the browser to reach the RP's redirect URI; its query's parameters."""
+    wait_for_url(page, provider.redirect_uri + "?*", traffic=traffic, logs=provider.logs)
+    return callback_params(provider, page.url)
+
+
 def callback_params(provider: Provider, url: str) -> dict[str, str]:
     assert url.startswith(provider.redirect_uri + "?"), url
     return {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
@@ -52,6 +59,7 @@ def test_sign_in_consent_and_back_to_the_client(
     user = provider.new_user("chromium-user")
     context = browser.new_context()
     page = context.new_page()
+    traffic = Traffic(page)
     try:
         url, verifier = authorization_url(provider, "st-1")
         page.goto(url)
@@ -69,8 +77,7 @@ def test_sign_in_consent_and_back_to_the_client(
         assert headers.get("x-frame-options") == "DENY"
         page.screenshot(path=str(tmp_path / "consent.png"))
         allow.click()
-        page.wait_for_url(provider.redirect_uri + "?*")
-        params = callback_params(provider, page.url)
+        params = back_to_the_client(provider, page, traffic)
         assert params["state"] == "st-1"
         assert params["iss"] == provider.issuer
         assert "callback received" in page.content()  # the RP's own server answered
@@ -93,8 +100,7 @@ def test_sign_in_consent_and_back_to_the_client(
         # Remembered: the next request goes straight back, no page in between.
         url, _ = authorization_url(provider, "st-2")
         page.goto(url)
-        page.wait_for_url(provider.redirect_uri + "?*")
-        assert callback_params(provider, page.url)["state"] == "st-2"
+        assert back_to_the_client(provider, page, traffic)["state"] == "st-2"
 
         # The consents page lists the client; revoking it makes the next request ask again.
         page.goto(f"{provider.issuer}{P}oauth2/consents")
@@ -105,8 +111,7 @@ def test_sign_in_consent_and_back_to_the_client(
         url, _ = authorization_url(provider, "st-3")
         page.goto(url)
         page.get_by_role("button", name="Deny").click()
-        page.wait_for_url(provider.redirect_uri + "?*")
-        denied = callback_params(provider, page.url)
+        denied = back_to_the_client(provider, page, traffic)
         assert denied["error"] == "access_denied"
         assert denied["state"] == "st-3"
         assert denied["iss"] == provider.issuer
