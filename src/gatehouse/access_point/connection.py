@@ -25,7 +25,7 @@ from gatehouse.access_point import pages
 from gatehouse.access_point.decisions import DecisionMemo, session_hash
 from gatehouse.access_point.exchange import LocalReply, ProxyExchange
 from gatehouse.access_point.headers import HeaderPolicy, field_line, forwarded_fields
-from gatehouse.access_point.pausing import PAUSE_INPUT_DONE, PAUSE_PIPELINE
+from gatehouse.access_point.pausing import PAUSE_INPUT_DONE, PAUSE_PIPELINE, PAUSE_UPSTREAM
 from gatehouse.access_point.request import BadRequest, RequestHead, parse_head
 from gatehouse.access_point.runtime import Runtime
 from gatehouse.internal.detached import DETACHED_REQUEST_PARSER
@@ -304,6 +304,10 @@ class ClientConnection(asyncio.Protocol):
         if close or self.closed:
             self.close()
             return
+        if self.paused & PAUSE_UPSTREAM:
+            # The exchange let go of a backend whose socket buffer was full (it answered
+            # before reading the whole body): that is no reason to leave the client unread.
+            self.resume(PAUSE_UPSTREAM)
         if (
             self.paused & PAUSE_PIPELINE
             and len(self.queue) <= self.state.runtime.settings.max_pipelined

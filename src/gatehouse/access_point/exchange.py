@@ -458,10 +458,13 @@ class ProxyExchange(Authorization):
         self._cancel_timers()
         upstream, self.upstream = self.upstream, None
         if upstream is not None:
+            # Not while its socket buffer is full: the backend answered before it read the
+            # whole body, and the next request would queue behind the rest of it.
             reusable = (
                 self.request_done
                 and not self.until_close
                 and not self.resp_upgrade
+                and not self.conn.paused & PAUSE_UPSTREAM
                 and upstream.parser.should_keep_alive()
             )
             if reusable:

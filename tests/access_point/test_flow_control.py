@@ -1,0 +1,112 @@
+"""Flow control between a client connection and its backend connection, in process.
+
+While the backend's socket buffer is full, the client connection stops reading (the request
+body waits in the client's socket, not in the Access Point's memory). When the exchange ends
+with the pause still on (the backend answered before it had read the whole body), the client
+connection must read again: its next request would otherwise wait unread until the keep-alive
+timeout closed the connection. And the backend connection, with request bytes still unsent,
+is closed rather than pooled: the next request must not queue behind the rest of this body."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+
+from gatehouse.access_point.connection import ClientConnection, WorkerState
+from gatehouse.access_point.pausing import PAUSE_UPSTREAM
+from gatehouse.access_point.runtime import Origin, OriginRegistry, compile_config
+from gatehouse.access_point.upstream import UpstreamConnection
+from gatehouse.config.access_point import AccessPointConfig
+from tests.support.fake_socket import FakeTransport
+
+BODY = 200_000
+HEAD = b"POST /upload HTTP/1.1\r\nHost: app\r\nContent-Length: %d\r\n\r\n" % BODY
+EARLY = b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 0\r\n\r\n"
+NEXT = b"GET /next HTTP/1.1\r\nHost: app\r\n\r\n"
+
+
+class Backend(FakeTransport):
+    """A backend socket; ``closed`` once the Access Point closes or aborts it."""
+
+    closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = True
+
+
+class Client(FakeTransport):
+    """A client socket that knows whether the Access Point reads it."""
+
+    reading = True
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+
+@pytest.fixture
+def wired() -> Iterator[tuple[ClientConnection, Client, UpstreamConnection, Backend, Origin]]:
+    """A client connection and one pooled backend connection, with fake sockets."""
+    config = AccessPointConfig.model_validate(
+        {
+            "access_point": {"listen": "127.0.0.1:8000"},
+            "resources": [{"id": "app", "backends": ["http://127.0.0.1:9"], "public": True}],
+        }
+    )
+    loop = asyncio.new_event_loop()
+    try:
+        runtime = compile_config(config, OriginRegistry(), 1, None)
+        conn = ClientConnection(WorkerState(runtime, loop))
+        client = Client()
+        conn.connection_made(client)  # type: ignore[arg-type]
+        match = runtime.router.match("app", "/")
+        assert match is not None
+        origin = match[0].group.origins[0]
+        upstream = UpstreamConnection(origin)
+        backend = Backend()
+        upstream.connection_made(backend)  # type: ignore[arg-type]
+        origin.release(upstream, loop.time())
+        yield conn, client, upstream, backend, origin
+    finally:
+        loop.close()
+
+
+def test_an_early_answer_while_the_backend_is_full_resumes_the_client(
+    wired: tuple[ClientConnection, Client, UpstreamConnection, Backend, Origin],
+) -> None:
+    conn, client, upstream, backend, origin = wired
+    conn.data_received(HEAD + b"x" * 65_536)
+    assert upstream.sink is not None  # sent on the pooled connection
+    upstream.pause_writing()  # the backend's socket buffer is full
+    assert conn.paused & PAUSE_UPSTREAM and not client.reading
+    conn.data_received(b"x" * (BODY - 65_536))  # what the client had sent meanwhile
+    upstream.data_received(EARLY)  # the backend answers without reading the rest
+    assert client.sent[-1].startswith(b"HTTP/1.1 413")
+    # The client connection reads again: its next request is answered.
+    assert not conn.paused and client.reading
+    # The backend connection, with part of the body still unsent, is not pooled.
+    assert backend.closed and upstream not in origin.idle
+    conn.data_received(NEXT)
+    assert upstream.sink is None
+    assert conn.queue and conn.queue[0].started  # on a new backend connection
+
+
+def test_an_answer_after_the_whole_body_pools_the_backend_connection(
+    wired: tuple[ClientConnection, Client, UpstreamConnection, Backend, Origin],
+) -> None:
+    """The pause that ended before the answer changes nothing: the connection is pooled."""
+    conn, client, upstream, backend, origin = wired
+    conn.data_received(HEAD + b"x" * 65_536)
+    upstream.pause_writing()
+    upstream.resume_writing()
+    conn.data_received(b"x" * (BODY - 65_536))
+    upstream.data_received(EARLY)
+    assert not conn.paused and client.reading
+    assert not backend.closed and upstream in origin.idle
