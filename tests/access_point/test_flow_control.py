@@ -85,17 +85,21 @@ def test_an_early_answer_while_the_backend_is_full_resumes_the_client(
     conn.data_received(HEAD + b"x" * 65_536)
     assert upstream.sink is not None  # sent on the pooled connection
     upstream.pause_writing()  # the backend's socket buffer is full
-    assert conn.paused & PAUSE_UPSTREAM and not client.reading
+    assert conn.paused & PAUSE_UPSTREAM
+    assert not client.reading
     conn.data_received(b"x" * (BODY - 65_536))  # what the client had sent meanwhile
     upstream.data_received(EARLY)  # the backend answers without reading the rest
     assert client.sent[-1].startswith(b"HTTP/1.1 413")
     # The client connection reads again: its next request is answered.
-    assert not conn.paused and client.reading
+    assert not conn.paused
+    assert client.reading
     # The backend connection, with part of the body still unsent, is not pooled.
-    assert backend.closed and upstream not in origin.idle
+    assert backend.closed
+    assert upstream not in origin.idle
     conn.data_received(NEXT)
     assert upstream.sink is None
-    assert conn.queue and conn.queue[0].started  # on a new backend connection
+    assert conn.queue
+    assert conn.queue[0].started
 
 
 def test_an_answer_after_the_whole_body_pools_the_backend_connection(
@@ -108,5 +112,7 @@ def test_an_answer_after_the_whole_body_pools_the_backend_connection(
     upstream.resume_writing()
     conn.data_received(b"x" * (BODY - 65_536))
     upstream.data_received(EARLY)
-    assert not conn.paused and client.reading
-    assert not backend.closed and upstream in origin.idle
+    assert not conn.paused
+    assert client.reading
+    assert not backend.closed
+    assert upstream in origin.idle
