@@ -5,7 +5,9 @@ body waits in the client's socket, not in the Access Point's memory). When the e
 with the pause still on (the backend answered before it had read the whole body), the client
 connection must read again: its next request would otherwise wait unread until the keep-alive
 timeout closed the connection. And the backend connection, with request bytes still unsent,
-is closed rather than pooled: the next request must not queue behind the rest of this body."""
+is closed rather than pooled: the next request must not queue behind the rest of this body.
+The same holds for the pause of a body buffered for a backend connection that was never
+made."""
 
 from __future__ import annotations
 
@@ -15,7 +17,8 @@ from collections.abc import Iterator
 import pytest
 
 from gatehouse.access_point.connection import ClientConnection, WorkerState
-from gatehouse.access_point.pausing import PAUSE_UPSTREAM
+from gatehouse.access_point.exchange import BODY_BUFFER_LIMIT
+from gatehouse.access_point.pausing import PAUSE_BUFFER, PAUSE_UPSTREAM
 from gatehouse.access_point.runtime import Origin, OriginRegistry, compile_config
 from gatehouse.access_point.upstream import UpstreamConnection
 from gatehouse.config.access_point import AccessPointConfig
@@ -116,3 +119,23 @@ def test_an_answer_after_the_whole_body_pools_the_backend_connection(
     assert client.reading
     assert not backend.closed
     assert upstream in origin.idle
+
+
+def test_a_failed_connect_with_a_full_body_buffer_resumes_the_client(
+    wired: tuple[ClientConnection, Client, UpstreamConnection, Backend, Origin],
+) -> None:
+    """A body that waited for a backend connection (reading paused, the buffer full) and a
+    connection that could not be made: the 502 ends the exchange and the client is read
+    again. (Port 9 on loopback refuses the connection.)"""
+    conn, client, _upstream, _backend, origin = wired
+    origin.idle.clear()  # no pooled connection: the request waits for a new one
+    size = BODY_BUFFER_LIMIT + 1
+    conn.data_received(b"POST /up HTTP/1.1\r\nHost: app\r\nContent-Length: %d\r\n\r\n" % size)
+    conn.data_received(b"x" * size)
+    assert conn.paused & PAUSE_BUFFER
+    task = conn.queue[0].connect_task
+    assert task is not None
+    conn.loop.run_until_complete(task)
+    assert client.sent[-1].startswith(b"HTTP/1.1 502")
+    assert not conn.paused
+    assert client.reading

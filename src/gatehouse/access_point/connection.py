@@ -17,7 +17,7 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 from time import perf_counter
-from typing import cast
+from typing import Final, cast
 
 import httptools
 
@@ -25,7 +25,12 @@ from gatehouse.access_point import pages
 from gatehouse.access_point.decisions import DecisionMemo, session_hash
 from gatehouse.access_point.exchange import LocalReply, ProxyExchange
 from gatehouse.access_point.headers import HeaderPolicy, field_line, forwarded_fields
-from gatehouse.access_point.pausing import PAUSE_INPUT_DONE, PAUSE_PIPELINE, PAUSE_UPSTREAM
+from gatehouse.access_point.pausing import (
+    PAUSE_BUFFER,
+    PAUSE_INPUT_DONE,
+    PAUSE_PIPELINE,
+    PAUSE_UPSTREAM,
+)
 from gatehouse.access_point.request import BadRequest, RequestHead, parse_head
 from gatehouse.access_point.runtime import Runtime
 from gatehouse.internal.detached import DETACHED_REQUEST_PARSER
@@ -36,6 +41,8 @@ log = logging.getLogger("gatehouse.access_point")
 #: How often timeouts are checked, in seconds.
 TICK = 0.25
 _HEAD, _IDLE = 1, 2
+#: Why a client connection stops reading for one exchange only: cleared when it ends.
+_EXCHANGE_PAUSES: Final = PAUSE_UPSTREAM | PAUSE_BUFFER
 _VERSIONS = {"1.1": b"1.1", "1.0": b"1.0", "0.9": b"0.9", "2.0": b"2.0"}
 
 Exchange = ProxyExchange | LocalReply
@@ -304,10 +311,11 @@ class ClientConnection(asyncio.Protocol):
         if close or self.closed:
             self.close()
             return
-        if self.paused & PAUSE_UPSTREAM:
-            # The exchange let go of a backend whose socket buffer was full (it answered
-            # before reading the whole body): that is no reason to leave the client unread.
-            self.resume(PAUSE_UPSTREAM)
+        if self.paused & _EXCHANGE_PAUSES:
+            # Pauses for the exchange that ended: a backend whose socket buffer was full (it
+            # answered before reading the whole body), or a body buffered for a backend
+            # connection that was never made. The next request must be read.
+            self.resume(_EXCHANGE_PAUSES)
         if (
             self.paused & PAUSE_PIPELINE
             and len(self.queue) <= self.state.runtime.settings.max_pipelined
