@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.browser import wait_for_url
 from tests.support.gateway import Gateway, gatehouse_cli, start_gateway
 from tests.test_otp_browser import current_code, echoed
 from tests.test_portal_browser import PASSWORD, browser
@@ -169,7 +170,7 @@ def test_sign_in_with_a_code_by_mail(setup: Setup, browser: Any, tmp_path: Path)
 
         page.get_by_label("Code").fill(second)
         page.get_by_role("button", name="Verify").click()
-        page.wait_for_url(f"{base}/mail/inbox?n=1")
+        wait_for_url(page, f"{base}/mail/inbox?n=1")
         seen = echoed(page)
         assert seen["remote-user"] == "carol"
         assert seen["remote-auth-methods"] == "password,email_otp"
@@ -199,7 +200,7 @@ def test_step_up_from_a_password_session(setup: Setup, browser: Any) -> None:
     try:
         page.goto(f"{base}/hello")
         sign_in(page, "carol")
-        page.wait_for_url(f"{base}/hello")
+        wait_for_url(page, f"{base}/hello")
         assert echoed(page)["remote-auth-methods"] == "password"
         before = len(setup.sink.mails())
         page.goto(f"{base}/mail/")
@@ -212,7 +213,7 @@ def test_step_up_from_a_password_session(setup: Setup, browser: Any) -> None:
         assert sent_notice(page)
         page.get_by_label("Code").fill(setup.code(before + 1))
         page.get_by_role("button", name="Verify").click()
-        page.wait_for_url(f"{base}/mail/")
+        wait_for_url(page, f"{base}/mail/")
         assert echoed(page)["remote-auth-methods"] == "password,email_otp"
     finally:
         context.close()
@@ -235,7 +236,7 @@ def test_sign_in_with_a_code_by_text_message(setup: Setup, browser: Any) -> None
         setup.codes.append(match.group(1))
         page.get_by_label("Code").fill(match.group(1))
         page.get_by_role("button", name="Verify").click()
-        page.wait_for_url(f"{base}/text/")
+        wait_for_url(page, f"{base}/text/")
         assert echoed(page)["remote-auth-methods"] == "password,sms_otp"
     finally:
         context.close()
@@ -261,7 +262,7 @@ def test_delivery_failure_says_so_and_offers_the_authenticator(
         assert page.get_by_role("heading").inner_text() == "Enter your one-time code"
         page.get_by_label("One-time code").fill(current_code(setup.secret, set()))
         page.get_by_role("button", name="Verify").click()
-        page.wait_for_url(f"{base}/either/report")
+        wait_for_url(page, f"{base}/either/report")
         assert echoed(page)["remote-auth-methods"] == "password,otp"
     finally:
         context.close()

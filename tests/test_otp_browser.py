@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from gatehouse.oath.otp import totp
+from tests.support.browser import wait_for_url
 from tests.support.gateway import Gateway, add_user, start_gateway
 from tests.test_portal_browser import PASSWORD, browser
 
@@ -86,7 +87,7 @@ def test_enrol_then_step_up_in_a_browser(gateway: Gateway, browser: Any, tmp_pat
         assert "does not match" in page.get_by_role("alert").inner_text()
         page.get_by_label("Code from the app").fill(current_code(secret, used))
         page.get_by_role("button", name="Activate").click()
-        page.wait_for_url(f"{base}/secure/report?week=2")
+        wait_for_url(page, f"{base}/secure/report?week=2")
         seen = echoed(page)
         assert seen["remote-user"] == "carol"
         assert seen["remote-auth-methods"] == "password,otp"
@@ -99,7 +100,7 @@ def test_enrol_then_step_up_in_a_browser(gateway: Gateway, browser: Any, tmp_pat
         page.get_by_label("User name").fill("carol")
         page.get_by_label("Password").fill(PASSWORD)
         page.get_by_role("button", name="Sign in").click()
-        page.wait_for_url(f"{base}/hello")
+        wait_for_url(page, f"{base}/hello")
         assert echoed(page)["remote-auth-methods"] == "password"
         password_only = {c["name"]: c["value"] for c in context.cookies()}["gatehouse_session"]
         assert password_only != first
@@ -111,7 +112,7 @@ def test_enrol_then_step_up_in_a_browser(gateway: Gateway, browser: Any, tmp_pat
         assert "not right" in page.get_by_role("alert").inner_text()
         page.get_by_label("One-time code").fill(current_code(secret, used))
         page.get_by_role("button", name="Verify").click()
-        page.wait_for_url(f"{base}/secure/")
+        wait_for_url(page, f"{base}/secure/")
         assert echoed(page)["remote-auth-methods"] == "password,otp"
         stepped = {c["name"]: c["value"] for c in context.cookies()}["gatehouse_session"]
         assert stepped != password_only  # a new id when the methods change

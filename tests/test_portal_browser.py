@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.browser import wait_for_url
 from tests.support.gateway import Gateway, add_user, start_gateway
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -86,7 +87,7 @@ def test_sign_in_and_out_in_a_browser(gateway: Gateway, browser: Any, tmp_path: 
         assert page.get_by_role("alert").inner_text().startswith("Wrong user name or password")
         page.get_by_label("Password").fill(PASSWORD)
         page.get_by_role("button", name="Sign in").click()
-        page.wait_for_url(f"{base}/hello?from=browser")
+        wait_for_url(page, f"{base}/hello?from=browser")
         assert '"remote-user","alice"' in page.content().replace(" ", "")
         cookies = {c["name"]: c for c in context.cookies()}
         assert cookies["gatehouse_session"]["httpOnly"] is True
@@ -113,23 +114,23 @@ def test_the_403_page_lets_a_denied_user_sign_out_and_in_again(
         page.get_by_label("User name").fill("alice")  # alice is not in the staff group
         page.get_by_label("Password").fill(PASSWORD)
         page.get_by_role("button", name="Sign in").click()
-        page.wait_for_url(f"{base}/staff/report?week=2")
+        wait_for_url(page, f"{base}/staff/report?week=2")
         assert page.get_by_role("heading").inner_text() == "403 Forbidden"
         page.screenshot(path=str(tmp_path / "forbidden.png"))
 
         page.get_by_role("link", name="Sign out / sign in as someone else").click()
-        page.wait_for_url(f"{base}/_gatehouse/logout?rd=%2Fstaff%2Freport%3Fweek%3D2")
+        wait_for_url(page, f"{base}/_gatehouse/logout?rd=%2Fstaff%2Freport%3Fweek%3D2")
         page.get_by_role("button", name="Sign out").click()
         assert page.get_by_role("status").inner_text() == "You are signed out."
         assert "gatehouse_session" not in {c["name"] for c in context.cookies()}
         page.get_by_role("link", name="Sign in again").click()
-        page.wait_for_url(f"{base}/_gatehouse/login?rd=%2Fstaff%2Freport%3Fweek%3D2")
+        wait_for_url(page, f"{base}/_gatehouse/login?rd=%2Fstaff%2Freport%3Fweek%3D2")
         assert page.get_by_role("button", name="Sign in").is_visible()
         # Signing in (as alice again here) returns to the page that was denied.
         page.get_by_label("User name").fill("alice")
         page.get_by_label("Password").fill(PASSWORD)
         page.get_by_role("button", name="Sign in").click()
-        page.wait_for_url(f"{base}/staff/report?week=2")
+        wait_for_url(page, f"{base}/staff/report?week=2")
         assert page.get_by_role("heading").inner_text() == "403 Forbidden"
     finally:
         context.close()

@@ -30,6 +30,7 @@ from gatehouse.administration.config_cli import AdminClient, admin_url
 from gatehouse.administration.credentials import operator_context
 from gatehouse.administration.service import TOKEN_FILE, read_token
 from gatehouse.oath.otp import totp
+from tests.support.browser import wait_for_url
 from tests.support.node import Node
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -167,7 +168,7 @@ def sign_in(page: Any, node: ConsoleNode, admin: Administrator, path: str = "/")
     page.fill("#password", admin.password)
     page.fill("#otp", admin.code())
     page.click("button[type=submit]")
-    page.wait_for_url(f"{node.url}{path}")
+    wait_for_url(page, f"{node.url}{path}")
 
 
 class ConsoleFactory:

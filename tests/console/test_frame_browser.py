@@ -10,6 +10,7 @@ import io
 from typing import Any
 
 from tests.console.conftest import ConsoleFactory, ConsoleNode, new_page, screenshot
+from tests.support.browser import wait_for_url
 
 
 def test_sign_in_needs_the_right_code_then_the_overview_shows_every_service(
@@ -38,7 +39,7 @@ def test_sign_in_needs_the_right_code_then_the_overview_shows_every_service(
         page.fill("#password", admin.password)
         page.fill("#otp", admin.code())
         page.click("button[type=submit]")
-        page.wait_for_url(f"{node.url}/")
+        wait_for_url(page, f"{node.url}/")
         session = {c["name"]: c for c in page.context.cookies()}["__Host-gatehouse_console"]
         assert session["httpOnly"]
         assert session["secure"]
@@ -79,7 +80,7 @@ def test_the_audit_log_filters_by_person_and_event_and_exports_csv(
     page.fill("#f-who", auditor.name)
     page.fill("#f-action", "console.sign_in")
     page.click("form.filters button[type=submit]")
-    page.wait_for_url("**/console/audit?*")
+    wait_for_url(page, "**/console/audit?*")
     rows = page.query_selector_all("#audit tbody tr")
     assert len(rows) == 1
     cells = [td.inner_text() for td in rows[0].query_selector_all("td")]
@@ -118,7 +119,7 @@ def test_a_role_without_the_permission_gets_a_403_naming_it(console: ConsoleFact
 def test_signing_out_ends_the_session(console: ConsoleFactory, console_node: ConsoleNode) -> None:
     page = console("operator")
     page.click("header button:has-text('Sign out')")
-    page.wait_for_url(f"{console_node.url}/login")
+    wait_for_url(page, f"{console_node.url}/login")
     page.goto(f"{console_node.url}/")
     assert "/console/login" in page.url
     assert page.problems == []

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from tests.console.conftest import ConsoleFactory, ConsoleNode, screenshot
+from tests.support.browser import wait_for_url
 
 SERVICES = {"ap1", "ps1", "auth1", "dist1"}
 
@@ -74,7 +75,7 @@ def test_an_invalid_rule_shows_its_field_path_then_publish_shows_every_ack(
     page.fill("#field-name", "staff")
     page.fill("#field-condition", "{groups_any: [staff]}")
     page.get_by_role("button", name="Save in the draft").click()
-    page.wait_for_url(f"{node.url}/config")
+    wait_for_url(page, f"{node.url}/config")
     assert "Rule 'staff' saved in the draft." in page.inner_text(".flash")
 
     page.get_by_role("link", name="Add a resource").click()
@@ -99,7 +100,7 @@ def test_an_invalid_rule_shows_its_field_path_then_publish_shows_every_ack(
     page.fill("#field-rule", "{all: [{rule: staff}]}")
     page.get_by_role("button", name="Save in the draft").click()
     # (The browser keeps the #field-rule of the summary's link across the redirect.)
-    page.wait_for_url(re.compile(r".*/console/config(#field-rule)?$"))
+    wait_for_url(page, re.compile(r".*/console/config(#field-rule)?$"))
     assert "Resource 'wiki' added to the draft." in page.inner_text(".flash")
 
     page.get_by_role("link", name="Changes since the published version").click()
@@ -111,7 +112,7 @@ def test_an_invalid_rule_shows_its_field_path_then_publish_shows_every_ack(
     page.get_by_role("link", name="Publish…").click()
     page.fill("#field-comment", "a wiki for the staff")
     page.get_by_role("button", name="Publish").click()
-    page.wait_for_url(re.compile(r".*/console/config/publish/\d+$"))
+    wait_for_url(page, re.compile(r".*/console/config/publish/\d+$"))
     version = int(page.url.rsplit("/", 1)[1])
     # Without reloading, every service's acknowledgement appears (console.js polls).
     answered(page)
@@ -123,7 +124,7 @@ def test_an_invalid_rule_shows_its_field_path_then_publish_shows_every_ack(
     page.goto(f"{node.url}/config/versions")
     page.once("dialog", lambda dialog: dialog.accept())
     page.get_by_role("button", name=f"Roll back to {version - 1}").click()
-    page.wait_for_url(f"{node.url}/config/publish/{version + 1}")
+    wait_for_url(page, f"{node.url}/config/publish/{version + 1}")
     assert f"the configuration of version {version - 1}" in page.inner_text("main")
     answered(page)
     assert acks(page) == dict.fromkeys(SERVICES, "applied")
@@ -184,7 +185,7 @@ def test_helpdesk_adds_a_user_and_ends_the_session_they_open(
         visit.get_by_label("User name").fill("carol")
         visit.get_by_label("Password").fill(password)
         visit.get_by_role("button", name="Sign in").click()
-        visit.wait_for_url(f"http://127.0.0.1:{node.node.port}/hello")
+        wait_for_url(visit, f"http://127.0.0.1:{node.node.port}/hello")
         assert '"remote-user", "carol"' in visit.content().replace("'", '"') or "carol" in (
             visit.inner_text("body")
         )

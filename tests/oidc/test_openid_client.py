@@ -29,6 +29,7 @@ from tests.oidc.support import (
     require_node_modules,
     sign_in,
 )
+from tests.support.browser import wait_for_url
 from tests.test_portal_browser import browser
 
 __all__ = ["browser"]
@@ -130,7 +131,7 @@ def test_openid_client_confidential_with_chromium(
         page.get_by_role("button", name="Allow").wait_for()
         assert "Confidential RP" in page.content()
         page.get_by_role("button", name="Allow").click()
-        page.wait_for_url(provider.redirect_uri + "?*")
+        wait_for_url(page, provider.redirect_uri + "?*")
         back = page.url
         assert any(hit.startswith("/cb?") for hit in provider.callback.hits)
         rp.send(back)
@@ -143,7 +144,7 @@ def test_openid_client_confidential_with_chromium(
         page.goto(f"{provider.issuer}/hello")
         assert urlsplit(page.url).path == "/hello"
         page.goto(result["end_session_url"])
-        page.wait_for_url(provider.callback.post_logout_uri + "?state=rp-logout")
+        wait_for_url(page, provider.callback.post_logout_uri + "?state=rp-logout")
         page.goto(f"{provider.issuer}/hello")
         deadline = time.monotonic() + 3
         while urlsplit(page.url).path != f"{P}login" and time.monotonic() < deadline:

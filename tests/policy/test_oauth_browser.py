@@ -20,6 +20,7 @@ import pytest
 from gatehouse.authentication.oauth_service import KEYS_FILE
 from gatehouse.oauth2.clients import new_secret
 from gatehouse.oauth2.keys import SigningKeys, generate_key
+from tests.support.browser import wait_for_url
 from tests.support.gateway import Gateway, add_user, start_gateway
 from tests.support.processes import free_port
 from tests.test_portal_browser import PASSWORD, browser
@@ -107,10 +108,10 @@ def test_sign_in_consent_and_back_to_the_application(
         page.get_by_label("User name").fill("carol")
         page.get_by_label("Password").fill(PASSWORD)
         page.get_by_role("button", name="Sign in").click()
-        page.wait_for_url(f"**{P}oauth2/authorize?**")
+        wait_for_url(page, f"**{P}oauth2/authorize?**")
         assert page.get_by_text("Web App").count() >= 1
         page.get_by_role("button", name="Allow").click()
-        page.wait_for_url(f"{provider['redirect_uri']}?**")
+        wait_for_url(page, f"{provider['redirect_uri']}?**")
         answer = parse_qs(urlsplit(page.url).query)
         assert answer["state"] == [state]
         assert answer["iss"] == [provider["issuer"]]

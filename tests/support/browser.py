@@ -7,6 +7,7 @@ made and what each got (:class:`Traffic`), and the last lines of the services' l
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,7 +49,7 @@ def log_tails(logs: Sequence[Path], lines: int = 20) -> str:
 
 def wait_for_url(
     page: Any,
-    url: str,
+    url: str | re.Pattern[str],
     *,
     traffic: Traffic | None = None,
     logs: Sequence[Path] = (),
@@ -66,7 +67,8 @@ def wait_for_url(
         except PlaywrightTimeout:
             shown = "(no body within 5 s)"
         requests = "\n".join(traffic.events[-20:]) if traffic is not None else "(not recorded)"
+        wanted = url if isinstance(url, str) else url.pattern
         raise AssertionError(
-            f"not sent to {url} within {timeout / 1000:.0f} s: at {page.url}, showing "
+            f"not sent to {wanted} within {timeout / 1000:.0f} s: at {page.url}, showing "
             f"{shown[:500]!r}\nthe page's last requests:\n{requests}\n{log_tails(logs)}"
         ) from None
