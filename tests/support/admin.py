@@ -68,8 +68,10 @@ class RealAdmin:
 
     async def call(self, method: str, path: str, body: Any = None) -> Any:
         tls = ClientTLS(operator_context(self.home), frozenset({ADMINISTRATION}))
+        # One endpoint and no failover to speed up: the connection (and its TLS handshake,
+        # slow on a loaded CI machine just after the Admin started) may take its time.
         async with FailoverClient(
-            [self.url], bearer_token=self.token, timeout=10.0, tls=tls
+            [self.url], bearer_token=self.token, connect_timeout=5.0, timeout=10.0, tls=tls
         ) as client:
             response = await client.call(method, path, body, retry_safe=method == "GET")
         assert response.status == 200, f"{method} {path}: {response.status} {response.body!r}"
