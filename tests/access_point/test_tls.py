@@ -5,12 +5,13 @@ and clear errors for unusable certificate or key files."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import ssl
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -316,14 +317,16 @@ def test_plain_listener_sends_no_hsts(start_ap: StartAP, demo_backend: Service) 
 # bad input: a clear error naming the file and the field, no traceback ---------------------
 
 
-def run_ap(tmp_path: Path, settings: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+def run_ap(
+    tmp_path: Path, settings: dict[str, Any], prefix: Sequence[str] = ()
+) -> subprocess.CompletedProcess[str]:
     port = free_port()
     path = write_config(
         tmp_path / "bad.yaml",
         {"access_point": {"listen": f"127.0.0.1:{port}", **settings}, "resources": []},
     )
     return subprocess.run(
-        [*GATEHOUSE, "access-point", "--config", str(path)],
+        [*prefix, *GATEHOUSE, "access-point", "--config", str(path)],
         capture_output=True,
         text=True,
         timeout=30,
@@ -345,14 +348,28 @@ def test_a_missing_key_file_is_a_clear_error(tmp_path: Path, ca: TestCA) -> None
     assert "bad.yaml" in out
 
 
+#: Root reads any file (CAP_DAC_OVERRIDE): run as root, the AP starts without that
+#: capability and the one to search any directory (util-linux's setpriv), so that a file's
+#: mode applies to it as to anyone else.
+WITHOUT_FILE_OVERRIDE = (
+    "setpriv",
+    "--inh-caps=-dac_override,-dac_read_search",
+    "--bounding-set=-dac_override,-dac_read_search",
+)
+
+
 def test_an_unreadable_cert_file_is_a_clear_error(tmp_path: Path, ca: TestCA) -> None:
+    prefix: Sequence[str] = ()
     if os.geteuid() == 0:
-        pytest.skip("root reads any file: cannot test an unreadable certificate")
+        if shutil.which("setpriv") is None:
+            pytest.skip("root reads any file, and setpriv (util-linux) is not here to stop it")
+        prefix = WITHOUT_FILE_OVERRIDE
     pair = ca.issue("ap", ["localhost"])
     pair.cert.chmod(0)
     result = run_ap(
         tmp_path,
         {"tls": {"certificates": [{"cert_file": str(pair.cert), "key_file": str(pair.key)}]}},
+        prefix,
     )
     out = result.stdout + result.stderr
     assert result.returncode != 0
