@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import errno
 import os
 import stat
 from pathlib import Path
@@ -12,6 +13,7 @@ import orjson
 import pytest
 
 from gatehouse.administration.signing import generate_private_key, public_key_pem, sign_view
+from gatehouse.internal import lkg
 from gatehouse.internal.lkg import (
     AdminState,
     LastKnownGoodInvalid,
@@ -90,16 +92,21 @@ def test_a_failed_write_keeps_the_old_file_and_removes_the_temporary(
     assert os.listdir(tmp_path) == ["f.json"]
 
 
-def test_state_write_errors_name_the_file(tmp_path: Path) -> None:
+def test_state_write_errors_name_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("")
     with pytest.raises(StateError, match=r"cannot create state directory .*not-a-dir"):
         StateDir(blocker / "state").save_admin(admin_state())
     read_only = tmp_path / "ro"
     read_only.mkdir(mode=0o500)
-    if os.geteuid() != 0:  # root writes anywhere
-        with pytest.raises(StateError, match=r"cannot write .*ro/lkg.json"):
-            StateDir(read_only).write_lkg(b"{}")
+    if os.geteuid() == 0:  # root writes anywhere: the refusal anyone else would get
+
+        def refused(*args: Any, **kwargs: Any) -> Any:
+            raise PermissionError(errno.EACCES, "Permission denied")
+
+        monkeypatch.setattr(lkg.tempfile, "mkstemp", refused)
+    with pytest.raises(StateError, match=r"cannot write .*ro/lkg.json: Permission denied"):
+        StateDir(read_only).write_lkg(b"{}")
 
 
 # admin.json ---------------------------------------------------------------------------------
