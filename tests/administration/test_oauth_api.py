@@ -7,10 +7,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from gatehouse.administration.credentials import operator_context
-from gatehouse.internal.client import FailoverClient
-from gatehouse.trust.identity import ADMINISTRATION
-from gatehouse.trust.tls import ClientTLS
 from tests.administration.samples import minimal
 from tests.support.admin import RealAdmin, real_admin
 
@@ -20,9 +16,8 @@ __all__ = ["real_admin"]
 async def call(
     admin: RealAdmin, method: str, path: str, body: Any = None, token: str | None = "admin"
 ) -> tuple[int, Any]:
-    tls = ClientTLS(operator_context(admin.home), frozenset({ADMINISTRATION}))
     bearer = admin.token if token == "admin" else token
-    async with FailoverClient([admin.url], bearer_token=bearer, timeout=10.0, tls=tls) as client:
+    async with admin.client(bearer_token=bearer) as client:
         response = await client.call(method, path, body, retry_safe=False)
     return response.status, response.json()
 

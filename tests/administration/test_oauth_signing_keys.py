@@ -17,9 +17,6 @@ import pytest
 from gatehouse.administration.credentials import operator_context
 from gatehouse.authentication.oauth_keys_client import KeyFollower, KeysUnavailable, admin_fetch
 from gatehouse.config.oauth import SigningKeyView
-from gatehouse.internal.client import FailoverClient
-from gatehouse.trust.identity import ADMINISTRATION
-from gatehouse.trust.tls import ClientTLS
 from tests.administration.samples import minimal
 from tests.support.admin import RealAdmin, real_admin
 
@@ -29,8 +26,7 @@ PATH = "/api/v1/oauth/signing-keys"
 
 
 async def get(admin: RealAdmin, context: ssl.SSLContext, path: str) -> tuple[int, Any]:
-    tls = ClientTLS(context, frozenset({ADMINISTRATION}))
-    async with FailoverClient([admin.url], timeout=10.0, tls=tls) as client:
+    async with admin.client(context) as client:
         response = await client.call("GET", path, retry_safe=True)
     return response.status, response.json()
 
@@ -78,12 +74,7 @@ def test_only_an_authentication_certificate_gets_the_private_keys(
         assert status == 400
 
         # The admin token is not a way in either.
-        async with FailoverClient(
-            [real_admin.url],
-            bearer_token=real_admin.token,
-            timeout=10.0,
-            tls=ClientTLS(operator_context(real_admin.home), frozenset({ADMINISTRATION})),
-        ) as client:
+        async with real_admin.client(bearer_token=real_admin.token) as client:
             assert (await client.call("GET", PATH, retry_safe=True)).status == 403
 
     asyncio.run(go())

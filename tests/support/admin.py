@@ -66,13 +66,21 @@ class RealAdmin:
             self.process.stop()
             self.process = None
 
+    def client(
+        self, context: ssl.SSLContext | None = None, bearer_token: str | None = None
+    ) -> FailoverClient:
+        """A client of this Admin, with the operator's TLS context unless ``context`` is given.
+
+        One endpoint, and no failover to speed up: the connection (its TLS handshake
+        included, slow on a loaded CI machine just after the Admin started) may take 5 s,
+        not the failover default of 0.5 s."""
+        tls = ClientTLS(context or operator_context(self.home), frozenset({ADMINISTRATION}))
+        return FailoverClient(
+            [self.url], bearer_token=bearer_token, connect_timeout=5.0, timeout=10.0, tls=tls
+        )
+
     async def call(self, method: str, path: str, body: Any = None) -> Any:
-        tls = ClientTLS(operator_context(self.home), frozenset({ADMINISTRATION}))
-        # One endpoint and no failover to speed up: the connection (and its TLS handshake,
-        # slow on a loaded CI machine just after the Admin started) may take its time.
-        async with FailoverClient(
-            [self.url], bearer_token=self.token, connect_timeout=5.0, timeout=10.0, tls=tls
-        ) as client:
+        async with self.client(bearer_token=self.token) as client:
             response = await client.call(method, path, body, retry_safe=method == "GET")
         assert response.status == 200, f"{method} {path}: {response.status} {response.body!r}"
         return response.json()
