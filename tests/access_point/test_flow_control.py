@@ -11,18 +11,13 @@ made."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 
 import pytest
 
-from gatehouse.access_point.connection import ClientConnection, WorkerState
 from gatehouse.access_point.exchange import BODY_BUFFER_LIMIT
 from gatehouse.access_point.pausing import PAUSE_BUFFER, PAUSE_UPSTREAM
-from gatehouse.access_point.runtime import Origin, OriginRegistry, compile_config
-from gatehouse.access_point.upstream import UpstreamConnection
-from gatehouse.config.access_point import AccessPointConfig
-from tests.support.fake_socket import FakeTransport
+from tests.support.fake_socket import Wired, wired_access_point
 
 BODY = 200_000
 HEAD = b"POST /upload HTTP/1.1\r\nHost: app\r\nContent-Length: %d\r\n\r\n" % BODY
@@ -30,61 +25,18 @@ EARLY = b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 0\r\n\r\n"
 NEXT = b"GET /next HTTP/1.1\r\nHost: app\r\n\r\n"
 
 
-class Backend(FakeTransport):
-    """A backend socket; ``closed`` once the Access Point closes or aborts it."""
-
-    closed = False
-
-    def close(self) -> None:
-        self.closed = True
-
-    def abort(self) -> None:
-        self.closed = True
-
-
-class Client(FakeTransport):
-    """A client socket that knows whether the Access Point reads it."""
-
-    reading = True
-
-    def pause_reading(self) -> None:
-        self.reading = False
-
-    def resume_reading(self) -> None:
-        self.reading = True
-
-
 @pytest.fixture
-def wired() -> Iterator[tuple[ClientConnection, Client, UpstreamConnection, Backend, Origin]]:
-    """A client connection and one pooled backend connection, with fake sockets."""
-    config = AccessPointConfig.model_validate(
-        {
-            "access_point": {"listen": "127.0.0.1:8000"},
-            "resources": [{"id": "app", "backends": ["http://127.0.0.1:9"], "public": True}],
-        }
-    )
-    loop = asyncio.new_event_loop()
-    try:
-        runtime = compile_config(config, OriginRegistry(), 1, None)
-        conn = ClientConnection(WorkerState(runtime, loop))
-        client = Client()
-        conn.connection_made(client)  # type: ignore[arg-type]
-        match = runtime.router.match("app", "/")
-        assert match is not None
-        origin = match[0].group.origins[0]
-        upstream = UpstreamConnection(origin)
-        backend = Backend()
-        upstream.connection_made(backend)  # type: ignore[arg-type]
-        origin.release(upstream, loop.time())
-        yield conn, client, upstream, backend, origin
-    finally:
-        loop.close()
+def wired() -> Iterator[Wired]:
+    """A client connection and one pooled backend connection (to a port that refuses)."""
+    with wired_access_point("http://127.0.0.1:9") as wired:
+        yield wired
 
 
 def test_an_early_answer_while_the_backend_is_full_resumes_the_client(
-    wired: tuple[ClientConnection, Client, UpstreamConnection, Backend, Origin],
+    wired: Wired,
 ) -> None:
-    conn, client, upstream, backend, origin = wired
+    conn, client, upstream = wired.conn, wired.client, wired.upstream
+    backend, origin = wired.backend, wired.origin
     conn.data_received(HEAD + b"x" * 65_536)
     assert upstream.sink is not None  # sent on the pooled connection
     upstream.pause_writing()  # the backend's socket buffer is full
@@ -106,10 +58,11 @@ def test_an_early_answer_while_the_backend_is_full_resumes_the_client(
 
 
 def test_an_answer_after_the_whole_body_pools_the_backend_connection(
-    wired: tuple[ClientConnection, Client, UpstreamConnection, Backend, Origin],
+    wired: Wired,
 ) -> None:
     """The pause that ended before the answer changes nothing: the connection is pooled."""
-    conn, client, upstream, backend, origin = wired
+    conn, client, upstream = wired.conn, wired.client, wired.upstream
+    backend, origin = wired.backend, wired.origin
     conn.data_received(HEAD + b"x" * 65_536)
     upstream.pause_writing()
     upstream.resume_writing()
@@ -122,12 +75,12 @@ def test_an_answer_after_the_whole_body_pools_the_backend_connection(
 
 
 def test_a_failed_connect_with_a_full_body_buffer_resumes_the_client(
-    wired: tuple[ClientConnection, Client, UpstreamConnection, Backend, Origin],
+    wired: Wired,
 ) -> None:
     """A body that waited for a backend connection (reading paused, the buffer full) and a
     connection that could not be made: the 502 ends the exchange and the client is read
     again. (Port 9 on loopback refuses the connection.)"""
-    conn, client, _upstream, _backend, origin = wired
+    conn, client, origin = wired.conn, wired.client, wired.origin
     origin.idle.clear()  # no pooled connection: the request waits for a new one
     size = BODY_BUFFER_LIMIT + 1
     conn.data_received(b"POST /up HTTP/1.1\r\nHost: app\r\nContent-Length: %d\r\n\r\n" % size)

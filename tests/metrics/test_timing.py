@@ -3,7 +3,6 @@ in process, and what a real Access Point measures across read events."""
 
 from __future__ import annotations
 
-import asyncio
 import math
 import random
 import socket
@@ -14,15 +13,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from gatehouse.access_point.connection import ClientConnection, WorkerState
-from gatehouse.access_point.runtime import OriginRegistry, compile_config
+from gatehouse.access_point.connection import ClientConnection
 from gatehouse.access_point.upstream import UpstreamConnection
-from gatehouse.config.access_point import AccessPointConfig
 from gatehouse.metrics.access_point import WorkerCounters
 from gatehouse.metrics.names import DURATION_BUCKETS
 from gatehouse.metrics.timing import HIST_LEN, EventClock, Histogram, bucket_of, check_bounds
 from tests.metrics.test_access_point_workers import get, scrape
-from tests.support.fake_socket import FakeTransport
+from tests.support.fake_socket import FakeTransport, wired_access_point
 from tests.support.processes import Service, free_ports, wait_port, write_config
 
 
@@ -65,27 +62,8 @@ def counted() -> Iterator[tuple[ClientConnection, UpstreamConnection, WorkerCoun
     with fake sockets."""
     counters = WorkerCounters()
     counters.on = True
-    config = AccessPointConfig.model_validate(
-        {
-            "access_point": {"listen": "127.0.0.1:8000"},
-            "resources": [{"id": "app", "path_prefix": "/", "backends": [BACKEND], "public": True}],
-        }
-    )
-    loop = asyncio.new_event_loop()
-    try:
-        runtime = compile_config(config, OriginRegistry(), 1, None, counters=counters)
-        state = WorkerState(runtime, loop, clock=counters.clock)
-        conn = ClientConnection(state)
-        conn.connection_made(FakeTransport())  # type: ignore[arg-type]
-        match = runtime.router.match("127.0.0.1", "/")
-        assert match is not None
-        origin = match[0].group.origins[0]
-        upstream = UpstreamConnection(origin)
-        upstream.connection_made(FakeTransport())  # type: ignore[arg-type]
-        origin.release(upstream, loop.time())
-        yield conn, upstream, counters
-    finally:
-        loop.close()
+    with wired_access_point(BACKEND, counters) as wired:
+        yield wired.conn, wired.upstream, counters
 
 
 BACKEND = "http://127.0.0.1:9"
