@@ -270,6 +270,19 @@ def _same_attempt(attempt: str | None) -> ColumnElement[bool]:
     return _T.last_attempt == attempt
 
 
+def _accepted(when: datetime, attempt: str | None) -> dict[str, Any]:
+    """What accepting a code writes, whatever the token's type: the token is active, its
+    failures and lock are cleared, and the time and the attempt are kept (a retry of that
+    attempt is then recognised, :func:`_same_attempt`)."""
+    return {
+        "state": "active",
+        "failures": 0,
+        "locked_until": None,
+        "last_used_at": when,
+        "last_attempt": attempt,
+    }
+
+
 class TokenStore:
     """The ``oath_tokens`` table of one OATH DB. Every method is one transaction, committed
     before it returns; driver errors that mean "database unavailable" are raised as
@@ -482,15 +495,7 @@ class TokenStore:
                 or_(_T.last_step < at_step, and_(_T.last_step == at_step, _same_attempt(attempt))),
                 _usable_at(when),
             )
-            .values(
-                last_step=step,
-                drift=drift,
-                failures=0,
-                state="active",
-                locked_until=None,
-                last_used_at=when,
-                last_attempt=attempt,
-            )
+            .values(last_step=step, drift=drift, **_accepted(when, attempt))
         )
         return await self._changed_one(statement)
 
@@ -519,14 +524,7 @@ class TokenStore:
                 or_(_T.counter <= literal(counter, BigInteger()), retried),
                 _usable_at(when),
             )
-            .values(
-                counter=counter + 1,
-                failures=0,
-                state="active",
-                locked_until=None,
-                last_used_at=when,
-                last_attempt=attempt,
-            )
+            .values(counter=counter + 1, **_accepted(when, attempt))
         )
         return await self._changed_one(statement)
 
@@ -551,15 +549,7 @@ class TokenStore:
         statement = (
             update(_T)
             .where(_T.id == token_id, _T.type == "totp", or_(confirms, retried))
-            .values(
-                state="active",
-                last_step=step,
-                drift=drift,
-                failures=0,
-                locked_until=None,
-                last_used_at=when,
-                last_attempt=attempt,
-            )
+            .values(last_step=step, drift=drift, **_accepted(when, attempt))
             .returning(_T.owner)
         )
         _U = OathUser
