@@ -12,7 +12,6 @@ Without Patroni, etcd or PostgreSQL installed the real-cluster tests skip, unles
 from __future__ import annotations
 
 import asyncio
-import gc
 import os
 import shutil
 import ssl
@@ -21,7 +20,6 @@ import tempfile
 import threading
 import time
 import uuid
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +53,18 @@ from tests.oauth2.test_store import new_code, tokens_for
 from tests.support.cluster import EXAMPLE, free_local_databases
 from tests.support.postgres import missing, require_bindir
 from tests.support.processes import GATEHOUSE
+
+# These tests kill and freeze the database under open connections: a client's connection
+# that was being made when its server died or froze (a write cancelled by its timeout
+# mid-handshake) is left to the collector, whose "unclosed connection" or "unclosed
+# transport" warning is expected in this file, not a leak. The collector runs when it will:
+# CI reported such a warning once at the end of this file and once in its middle, while the
+# next test was being set up, though the module fixture collected garbage with the warning
+# ignored. So the warning is ignored while any test of this file runs, which includes the
+# collection at its end (tests/conftest.py).
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:unclosed connection:ResourceWarning", "ignore:unclosed transport:ResourceWarning"
+)
 
 #: The goal of issue 18: writes back within this long after the primary is lost (tuned).
 WRITES_BACK = 10.0
@@ -200,14 +210,6 @@ def ha() -> Iterator[HA]:
         )
         yield HA(databases, home)
     finally:
-        # These tests kill and freeze the database under open connections: a client's
-        # connection that was being made when its server died or froze (a write cancelled
-        # by its timeout mid-handshake) is left for the collector, whose "unclosed
-        # connection" warning is expected here, not a leak (CI once reported one, from
-        # asyncpg, at the end of this file).
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ResourceWarning)
-            gc.collect()
         databases.thaw("pg1")
         databases.thaw("pg2")
         databases.stop_all()
